@@ -1,0 +1,51 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A freshly minted credential, before the federation wraps it into an envelope.
+///
+/// `Debug` lists the keys only: values are secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// Key/value pairs handed to the workload.
+    pub data: BTreeMap<String, String>,
+    /// When the backend says the credential stops working; `None` when it does not expire.
+    pub expires_at: Option<jiff::Timestamp>,
+    /// Whether the backend lease can be renewed.
+    pub renewable: bool,
+    /// How to revoke it later, when the backend allows.
+    pub lease: Option<LeaseHandle>,
+}
+
+impl Credential {
+    /// A credential that does not expire and cannot be revoked.
+    pub fn static_data(data: BTreeMap<String, String>) -> Self {
+        Credential { data, expires_at: None, renewable: false, lease: None }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("expires_at", &self.expires_at)
+            .field("renewable", &self.renewable)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// What a backend needs to revoke a credential later: backend-defined, sealed by the
+/// federation (AEAD) before it leaves, so it may name internal identifiers (a Vault lease id, a
+/// minted user) but must not hold the secret itself.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHandle(pub serde_json::Value);
+
+impl fmt::Debug for LeaseHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lease ids are not secrets in Vault's model, but they let their holder revoke; keep
+        // them out of logs anyway.
+        f.write_str("LeaseHandle(<redacted>)")
+    }
+}

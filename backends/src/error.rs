@@ -1,0 +1,75 @@
+use esi_api::ErrorCode;
+
+/// A generator spec that cannot be used; reported at load time with the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The manifest's kind is not a generator kind this build knows.
+    #[error("unknown generator kind {kind:?} (known: {known})")]
+    UnknownKind {
+        /// The kind found.
+        kind: String,
+        /// The known kinds, comma separated.
+        known: String,
+    },
+    /// The spec does not deserialize (unknown field, wrong type, missing field).
+    #[error("spec.{path}: {message}")]
+    Invalid {
+        /// Dotted path of the field at fault inside `spec`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SpecError {
+    /// A validation failure of one field.
+    pub fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError::Invalid { path: path.into(), message: message.into() }
+    }
+}
+
+/// A failure while minting or revoking. The message is safe to show the caller; backend detail
+/// goes to the log through `detail`.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend could not be reached, or did not answer in time.
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        /// Safe message.
+        message: String,
+        /// Internal detail for the log.
+        detail: String,
+    },
+    /// The backend refused (permission denied, role missing, bad parameters).
+    #[error("backend rejected the request: {message}")]
+    Rejected {
+        /// Safe message.
+        message: String,
+        /// Internal detail for the log.
+        detail: String,
+    },
+    /// The generator cannot serve this request (for example a lease handle of another kind).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BackendError {
+    /// The API code this failure maps to.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BackendError::Unavailable { .. } => ErrorCode::BackendUnavailable,
+            BackendError::Rejected { .. } => ErrorCode::BackendRejected,
+            BackendError::Invalid(_) => ErrorCode::InvalidLease,
+        }
+    }
+
+    /// Internal detail for the log (never sent to the caller).
+    pub fn detail(&self) -> &str {
+        match self {
+            BackendError::Unavailable { detail, .. } | BackendError::Rejected { detail, .. } => {
+                detail
+            }
+            BackendError::Invalid(m) => m,
+        }
+    }
+}

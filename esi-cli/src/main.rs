@@ -1,0 +1,2 @@
+//! esi-cli (in progress).
+fn main() {}

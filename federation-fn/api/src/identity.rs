@@ -1,0 +1,43 @@
+//! The verified identity of a workload, as the federation derives it from a token.
+
+use serde::{Deserialize, Serialize};
+
+/// A Kubernetes object named in a token: name and uid.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectRef {
+    /// Object name.
+    pub name: String,
+    /// Object uid (empty when the token does not carry one).
+    #[serde(default)]
+    pub uid: String,
+}
+
+/// Who is calling, after the token was verified: what `GET /v1/whoami` returns and what
+/// Authorization matches and audit logs record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Identity {
+    /// Name of the registered Cluster whose keys verified the token's signature.
+    pub cluster: String,
+    /// The token's issuer (`iss`).
+    pub issuer: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload's ServiceAccount.
+    pub service_account: ObjectRef,
+    /// The Pod the token is bound to, when it is a bound (projected) token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<ObjectRef>,
+    /// The token's `sub`: `system:serviceaccount:<namespace>:<name>`.
+    pub subject: String,
+    /// When the token expires.
+    pub token_expires_at: jiff::Timestamp,
+}
+
+impl Identity {
+    /// The subject string Kubernetes uses for a service account.
+    pub fn service_account_subject(namespace: &str, name: &str) -> String {
+        format!("system:serviceaccount:{namespace}:{name}")
+    }
+}

@@ -1,0 +1,1 @@
+//! The esi mutating admission webhook (in progress).
