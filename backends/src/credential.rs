@@ -21,7 +21,12 @@ pub struct Credential {
 impl Credential {
     /// A credential that does not expire and cannot be revoked.
     pub fn static_data(data: BTreeMap<String, String>) -> Self {
-        Credential { data, expires_at: None, renewable: false, lease: None }
+        Credential {
+            data,
+            expires_at: None,
+            renewable: false,
+            lease: None,
+        }
     }
 }
 

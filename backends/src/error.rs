@@ -24,7 +24,10 @@ pub enum SpecError {
 impl SpecError {
     /// A validation failure of one field.
     pub fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError::Invalid { path: path.into(), message: message.into() }
+        SpecError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{BackendError, Context, Credential, Generate};
+use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SpecError};
 
 /// `spec` of a `Fake` generator.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -17,29 +17,64 @@ pub struct FakeSpec {
     /// The key/value pairs every call returns.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
+    /// Pretend each credential has a revocable lease of this lifetime (`15m`), so clients and
+    /// tests can exercise expiry and `POST /v1/revoke` without a real backend.
+    #[serde(default)]
+    pub lease_duration: Option<String>,
 }
 
 /// The built `Fake` generator.
 #[derive(Clone)]
 pub struct FakeGenerator {
     data: BTreeMap<String, String>,
+    lease: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for FakeGenerator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeGenerator").field("keys", &self.data.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("FakeGenerator")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl FakeGenerator {
     /// Builds the generator.
-    pub fn new(spec: FakeSpec) -> Self {
-        FakeGenerator { data: spec.data }
+    pub fn new(spec: FakeSpec) -> Result<Self, SpecError> {
+        let lease = match &spec.lease_duration {
+            None => None,
+            Some(d) => Some(humantime::parse_duration(d).map_err(|e| {
+                SpecError::field("leaseDuration", format!("{d:?} is not a duration ({e})"))
+            })?),
+        };
+        Ok(FakeGenerator {
+            data: spec.data,
+            lease,
+        })
     }
 }
 
 impl Generate for FakeGenerator {
     async fn generate(&self, _ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        Ok(Credential::static_data(self.data.clone()))
+        let mut cred = Credential::static_data(self.data.clone());
+        if let Some(lease) = self.lease {
+            let now = jiff::Timestamp::now();
+            cred.expires_at = jiff::SignedDuration::try_from(lease)
+                .ok()
+                .and_then(|d| now.checked_add(d).ok());
+            cred.lease = Some(LeaseHandle(
+                serde_json::json!({"fake": ::uuid::Uuid::new_v4().to_string()}),
+            ));
+        }
+        Ok(cred)
+    }
+
+    async fn revoke(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
+        match handle.0.get("fake") {
+            Some(serde_json::Value::String(_)) => Ok(true),
+            _ => Err(BackendError::Invalid(
+                "lease was not issued by a Fake generator".to_owned(),
+            )),
+        }
     }
 }

@@ -81,11 +81,16 @@ pub enum Generator {
 impl Generator {
     /// Builds the generator for a spec. `store` is the SecretStore the spec refers to, when it
     /// refers to one (the loader has checked it exists).
-    pub fn build(spec: &GeneratorSpec, _store: Option<&SecretStoreSpec>) -> Result<Self, SpecError> {
+    pub fn build(
+        spec: &GeneratorSpec,
+        _store: Option<&SecretStoreSpec>,
+    ) -> Result<Self, SpecError> {
         Ok(match spec {
-            GeneratorSpec::Password(s) => Generator::Password(password::PasswordGenerator::new(s.clone())?),
+            GeneratorSpec::Password(s) => {
+                Generator::Password(password::PasswordGenerator::new(s.clone())?)
+            }
             GeneratorSpec::Uuid(_) => Generator::Uuid(uuid::UuidGenerator),
-            GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())),
+            GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())?),
         })
     }
 }
@@ -110,7 +115,9 @@ impl Generate for Generator {
 
 /// The CustomResourceDefinitions of every generator kind and of `SecretStore`, generated from
 /// the spec types (the same types the file loader reads), for `deploy/crds`.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     use kube::CustomResourceExt;
     vec![
         store::SecretStore::crd(),

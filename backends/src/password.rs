@@ -78,21 +78,37 @@ impl PasswordSpec {
     /// Checks that a password with these settings can exist.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.length == 0 || self.length > MAX_LENGTH {
-            return Err(SpecError::field("length", format!("must be between 1 and {MAX_LENGTH}, got {}", self.length)));
+            return Err(SpecError::field(
+                "length",
+                format!("must be between 1 and {MAX_LENGTH}, got {}", self.length),
+            ));
         }
         let (digits, symbols) = (self.digits(), self.symbols());
         if digits.saturating_add(symbols) > self.length {
             return Err(SpecError::field(
                 "digits",
-                format!("digits ({digits}) + symbols ({symbols}) exceed length ({})", self.length),
+                format!(
+                    "digits ({digits}) + symbols ({symbols}) exceed length ({})",
+                    self.length
+                ),
             ));
         }
         let set = self.symbol_set();
         if symbols > 0 && set.is_empty() {
-            return Err(SpecError::field("symbolCharacters", "is empty but symbols > 0"));
+            return Err(SpecError::field(
+                "symbolCharacters",
+                "is empty but symbols > 0",
+            ));
         }
-        if !set.is_ascii() || set.chars().any(|c| c.is_ascii_alphanumeric() || c.is_ascii_whitespace() || c.is_ascii_control()) {
-            return Err(SpecError::field("symbolCharacters", "must hold printable ASCII symbols only (no letters, digits or spaces)"));
+        if !set.is_ascii()
+            || set.chars().any(|c| {
+                c.is_ascii_alphanumeric() || c.is_ascii_whitespace() || c.is_ascii_control()
+            })
+        {
+            return Err(SpecError::field(
+                "symbolCharacters",
+                "must hold printable ASCII symbols only (no letters, digits or spaces)",
+            ));
         }
         if !self.allow_repeat {
             let letters = if self.no_upper { 26 } else { 52 };
@@ -103,12 +119,18 @@ impl PasswordSpec {
                 v.len() as u32
             };
             let need_letters = self.length - digits - symbols;
-            let checks = [("digits", digits, 10), ("symbols", symbols, unique_symbols), ("length", need_letters, letters)];
+            let checks = [
+                ("digits", digits, 10),
+                ("symbols", symbols, unique_symbols),
+                ("length", need_letters, letters),
+            ];
             for (field, need, have) in checks {
                 if need > have {
                     return Err(SpecError::field(
                         field,
-                        format!("needs {need} distinct characters but only {have} exist; set allowRepeat: true"),
+                        format!(
+                            "needs {need} distinct characters but only {have} exist; set allowRepeat: true"
+                        ),
                     ));
                 }
             }
@@ -136,7 +158,11 @@ impl PasswordGenerator {
         let mut symbols = spec.symbol_set().as_bytes().to_vec();
         symbols.sort_unstable();
         symbols.dedup();
-        Ok(PasswordGenerator { spec, letters, symbols })
+        Ok(PasswordGenerator {
+            spec,
+            letters,
+            symbols,
+        })
     }
 
     /// Makes one password.
@@ -144,9 +170,27 @@ impl PasswordGenerator {
         let (digits, symbols) = (self.spec.digits() as usize, self.spec.symbols() as usize);
         let letters = self.spec.length as usize - digits - symbols;
         let mut out: Vec<u8> = Vec::with_capacity(self.spec.length as usize);
-        draw(rng, &self.letters, letters, self.spec.allow_repeat, &mut out);
-        draw(rng, DIGITS.as_bytes(), digits, self.spec.allow_repeat, &mut out);
-        draw(rng, &self.symbols, symbols, self.spec.allow_repeat, &mut out);
+        draw(
+            rng,
+            &self.letters,
+            letters,
+            self.spec.allow_repeat,
+            &mut out,
+        );
+        draw(
+            rng,
+            DIGITS.as_bytes(),
+            digits,
+            self.spec.allow_repeat,
+            &mut out,
+        );
+        draw(
+            rng,
+            &self.symbols,
+            symbols,
+            self.spec.allow_repeat,
+            &mut out,
+        );
         out.shuffle(rng);
         // Every byte comes from ASCII sets checked at build time.
         out.into_iter().map(char::from).collect()
@@ -166,7 +210,10 @@ fn draw(rng: &mut impl Rng, set: &[u8], count: usize, allow_repeat: bool, out: &
 impl Generate for PasswordGenerator {
     async fn generate(&self, _ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let password = self.make(&mut rand::rng());
-        Ok(Credential::static_data(BTreeMap::from([("password".to_owned(), password)])))
+        Ok(Credential::static_data(BTreeMap::from([(
+            "password".to_owned(),
+            password,
+        )])))
     }
 }
 
@@ -212,7 +259,11 @@ mod tests {
             let p = g.make(&mut rand::rng());
             let (lower, upper, digits, symbols) = counts(&p);
             assert_eq!((lower, upper, digits, symbols), (7, 0, 2, 3), "{p}");
-            assert!(p.chars().filter(|c| !c.is_ascii_alphanumeric()).all(|c| c == '-' || c == '_'));
+            assert!(
+                p.chars()
+                    .filter(|c| !c.is_ascii_alphanumeric())
+                    .all(|c| c == '-' || c == '_')
+            );
         }
     }
 
@@ -220,21 +271,32 @@ mod tests {
     fn rejects_impossible_settings_naming_the_field() {
         let cases = [
             (serde_json::json!({"length": 0}), "spec.length"),
-            (serde_json::json!({"length": 4, "digits": 3, "symbols": 3}), "spec.digits"),
-            (serde_json::json!({"length": 20, "digits": 11, "symbols": 0}), "spec.digits"),
-            (serde_json::json!({"symbolCharacters": "ab"}), "spec.symbolCharacters"),
+            (
+                serde_json::json!({"length": 4, "digits": 3, "symbols": 3}),
+                "spec.digits",
+            ),
+            (
+                serde_json::json!({"length": 20, "digits": 11, "symbols": 0}),
+                "spec.digits",
+            ),
+            (
+                serde_json::json!({"symbolCharacters": "ab"}),
+                "spec.symbolCharacters",
+            ),
             (serde_json::json!({"lenght": 10}), "unknown field `lenght`"),
             (serde_json::json!({"length": "ten"}), "spec.length"),
         ];
         for (spec, expected) in cases {
-            let err = GeneratorSpec::from_manifest(GeneratorKind::Password, spec.clone()).unwrap_err();
+            let err =
+                GeneratorSpec::from_manifest(GeneratorKind::Password, spec.clone()).unwrap_err();
             assert!(err.to_string().contains(expected), "{spec}: {err}");
         }
     }
 
     #[test]
     fn absent_spec_means_defaults() {
-        let spec = GeneratorSpec::from_manifest(GeneratorKind::Password, serde_json::Value::Null).unwrap();
+        let spec =
+            GeneratorSpec::from_manifest(GeneratorKind::Password, serde_json::Value::Null).unwrap();
         assert_eq!(spec, GeneratorSpec::Password(PasswordSpec::default()));
     }
 }

@@ -17,8 +17,11 @@ pub enum GeneratorKind {
 
 impl GeneratorKind {
     /// All kinds compiled into this build.
-    pub const ALL: &'static [GeneratorKind] =
-        &[GeneratorKind::Password, GeneratorKind::Uuid, GeneratorKind::Fake];
+    pub const ALL: &'static [GeneratorKind] = &[
+        GeneratorKind::Password,
+        GeneratorKind::Uuid,
+        GeneratorKind::Fake,
+    ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
     pub const fn as_str(self) -> &'static str {
@@ -36,7 +39,11 @@ impl GeneratorKind {
 
     /// Comma-separated list of the known kinds, for error messages.
     pub fn known() -> String {
-        Self::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        Self::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -90,15 +97,22 @@ impl GeneratorSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         match self {
             GeneratorSpec::Password(s) => s.validate(),
-            GeneratorSpec::Uuid(_) | GeneratorSpec::Fake(_) => Ok(()),
+            GeneratorSpec::Uuid(_) => Ok(()),
+            GeneratorSpec::Fake(s) => crate::fake::FakeGenerator::new(s.clone()).map(|_| ()),
         }
     }
 }
 
 /// Deserializes `value` into `T`, reporting the path of the failing field.
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, SpecError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, SpecError> {
     // An absent `spec` means "all defaults".
-    let value = if value.is_null() { serde_json::Value::Object(Default::default()) } else { value };
+    let value = if value.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        value
+    };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };

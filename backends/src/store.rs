@@ -12,7 +12,12 @@ use crate::SpecError;
 
 /// `spec` of a `SecretStore`.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "SecretStore", namespaced)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "SecretStore",
+    namespaced
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretStoreSpec {
     /// The backend and how to reach it: exactly one provider.
@@ -45,7 +50,10 @@ impl SecretStoreSpec {
         match &spec.provider {
             StoreProvider::Vault(v) => {
                 if !(v.server.starts_with("https://") || v.server.starts_with("http://")) {
-                    return Err(SpecError::field("provider.vault.server", format!("{:?} is not an http(s) URL", v.server)));
+                    return Err(SpecError::field(
+                        "provider.vault.server",
+                        format!("{:?} is not an http(s) URL", v.server),
+                    ));
                 }
             }
         }

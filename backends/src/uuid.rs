@@ -21,6 +21,9 @@ pub struct UuidGenerator;
 impl Generate for UuidGenerator {
     async fn generate(&self, _ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let value = ::uuid::Uuid::new_v4().hyphenated().to_string();
-        Ok(Credential::static_data(BTreeMap::from([("uuid".to_owned(), value)])))
+        Ok(Credential::static_data(BTreeMap::from([(
+            "uuid".to_owned(),
+            value,
+        )])))
     }
 }

@@ -1,1 +1,220 @@
-fn main() {}
+//! `esi-federation`: serve the federation (`serve`), try it on an embedded default (`dev`),
+//! validate a configuration (`check`), print the CRDs (`crds`) or a new lease key (`lease-key`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use esi_federation::lease::LeaseKeys;
+use esi_federation::server::{self, TlsFiles};
+use esi_federation::state::{AppState, Settings};
+use esi_federation::{config, dev, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "esi-federation",
+    version,
+    about = "The esi federation: disposable credentials for Kubernetes workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the federation from a configuration file or folder.
+    Serve {
+        /// Configuration file or folder of manifests.
+        #[arg(long, env = "ESI_CONFIG")]
+        config: PathBuf,
+        /// Listen address.
+        #[arg(long, env = "ESI_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// TLS certificate chain (PEM); reloaded when it changes.
+        #[arg(long, env = "ESI_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, env = "ESI_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// File holding the lease keys (`id=base64,...`, first seals). Else `ESI_LEASE_KEYS`.
+        #[arg(long, env = "ESI_LEASE_KEYS_FILE")]
+        lease_keys_file: Option<PathBuf>,
+        /// Use a random lease key (leases then die with this process; single replica only).
+        #[arg(long)]
+        ephemeral_lease_key: bool,
+        /// How often to look for configuration changes (SIGHUP reloads at once).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        reload_interval: Duration,
+        /// Deadline of one backend call.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        backend_timeout: Duration,
+        /// Log format (`plain` or `json`; default from ESI_LOG_FORMAT).
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Run on the embedded dev configuration with a built-in issuer and a dev token.
+    Dev {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where to write the dev ServiceAccount token.
+        #[arg(long, default_value = "esi-dev.token")]
+        token_out: PathBuf,
+    },
+    /// Validate a configuration file or folder and exit.
+    Check {
+        /// Configuration file or folder.
+        config: PathBuf,
+    },
+    /// Print the CRDs, or write one file per CRD into a folder.
+    Crds {
+        /// Folder to write into (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a fresh lease key in the ESI_LEASE_KEYS format.
+    LeaseKey {
+        /// Key id.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("esi-federation: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Check { config } => {
+            let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
+            let snap = config::load_path(&config, &state.jwks)?;
+            println!(
+                "{}: ok ({} clusters, {} authorizations, {} generators)",
+                config.display(),
+                snap.clusters.len(),
+                snap.authorizer.len(),
+                snap.generators.len()
+            );
+            Ok(())
+        }
+        Command::Crds { out } => {
+            let files = esi_federation::crd_files().map_err(anyhow::Error::msg)?;
+            match out {
+                None => {
+                    for (_, yaml) in files {
+                        print!("---\n{yaml}");
+                    }
+                }
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    for (name, yaml) in files {
+                        std::fs::write(dir.join(&name), yaml)
+                            .with_context(|| format!("writing {name}"))?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::LeaseKey { id } => {
+            let spec = LeaseKeys::generate_spec(&id);
+            LeaseKeys::parse(&spec)?;
+            println!("{spec}");
+            Ok(())
+        }
+        Command::Dev { listen, token_out } => {
+            telemetry::init(None);
+            runtime()?.block_on(async move {
+                let listener = std::net::TcpListener::bind(listen)
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = listener.local_addr()?;
+                let dev = dev::build(addr)?;
+                let token = dev::dev_token(&dev.issuer);
+                dev::write_token(&token_out, &token)
+                    .with_context(|| format!("cannot write {}", token_out.display()))?;
+                println!("{}", dev::instructions(&dev.base_url, &token_out));
+                server::serve(listener, dev.app, None, Duration::from_secs(5)).await
+            })
+        }
+        Command::Serve {
+            config,
+            listen,
+            tls_cert,
+            tls_key,
+            lease_keys_file,
+            ephemeral_lease_key,
+            reload_interval,
+            backend_timeout,
+            log_format,
+        } => {
+            let format = match log_format.as_deref() {
+                None => None,
+                Some("json") => Some(telemetry::LogFormat::Json),
+                Some("plain") => Some(telemetry::LogFormat::Plain),
+                Some(other) => anyhow::bail!("--log-format {other:?}: use plain or json"),
+            };
+            telemetry::init(format);
+            let leases = lease_keys(lease_keys_file, ephemeral_lease_key)?;
+            let settings = Settings {
+                backend_timeout,
+                ..Settings::default()
+            };
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key });
+            runtime()?.block_on(async move {
+                let state = AppState::new(settings, leases);
+                let snap = {
+                    let (st, path) = (state.clone(), config.clone());
+                    tokio::task::spawn_blocking(move || config::load_path(&path, &st.jwks)).await??
+                };
+                state.install(snap);
+                server::spawn_config_watch(state.clone(), config, reload_interval);
+                let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+                tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");
+                server::serve(listener, esi_federation::router(state), tls, Duration::from_secs(20)).await
+            })
+        }
+    }
+}
+
+fn lease_keys(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<LeaseKeys> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read lease keys {}", path.display()))?;
+        return LeaseKeys::parse(&text)
+            .with_context(|| format!("lease keys in {}", path.display()));
+    }
+    if let Ok(spec) = std::env::var("ESI_LEASE_KEYS") {
+        return LeaseKeys::parse(&spec).context("ESI_LEASE_KEYS");
+    }
+    if ephemeral {
+        tracing::warn!(
+            "using an ephemeral lease key: leases are revocable only through this process"
+        );
+        return Ok(LeaseKeys::ephemeral());
+    }
+    anyhow::bail!(
+        "no lease keys: set ESI_LEASE_KEYS or --lease-keys-file (generate one with `esi-federation lease-key`), \
+         or pass --ephemeral-lease-key for a single throwaway instance"
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -48,7 +48,9 @@ pub struct RevokeRequest {
 
 impl fmt::Debug for RevokeRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RevokeRequest").field("lease", &"<sealed>").finish()
+        f.debug_struct("RevokeRequest")
+            .field("lease", &"<sealed>")
+            .finish()
     }
 }
 

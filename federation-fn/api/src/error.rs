@@ -178,7 +178,10 @@ mod tests {
             let status = code.http_status();
             assert!((400..600).contains(&status), "{code:?} -> {status}");
             if code.retryable() {
-                assert!(status == 429 || status >= 500, "{code:?} retryable but {status}");
+                assert!(
+                    status == 429 || status >= 500,
+                    "{code:?} retryable but {status}"
+                );
             }
         }
     }

@@ -1,0 +1,605 @@
+//! Authorization: who may use which generator. Deny by default.
+//!
+//! Rules are compiled once per configuration snapshot. The hot path looks up the rules that
+//! name the generator exactly (a hash lookup) plus the few rules with generator globs, and
+//! checks their subjects; the full scan that explains a denial runs only when denying.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use esi_api::{ErrorCode, Identity};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use wildmatch::WildMatch;
+
+use crate::config::resources::{AuthorizationSpec, LabelSelector, Subject};
+
+/// A name pattern: `*` alone, an exact name, or a glob with `*`/`?`.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// Matches anything.
+    Any,
+    /// Matches one exact string.
+    Exact(String),
+    /// Matches a glob.
+    Glob(WildMatch),
+}
+
+impl Pattern {
+    /// Compiles a pattern.
+    pub fn new(p: &str) -> Self {
+        if p == "*" {
+            Pattern::Any
+        } else if p.contains(['*', '?']) {
+            Pattern::Glob(WildMatch::new(p))
+        } else {
+            Pattern::Exact(p.to_owned())
+        }
+    }
+
+    /// Whether `s` matches.
+    pub fn matches(&self, s: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(e) => e == s,
+            Pattern::Glob(g) => g.matches(s),
+        }
+    }
+}
+
+fn any_matches(patterns: &Option<Vec<Pattern>>, s: &str) -> bool {
+    patterns
+        .as_ref()
+        .is_none_or(|ps| ps.iter().any(|p| p.matches(s)))
+}
+
+#[derive(Debug)]
+struct CompiledSubject {
+    clusters: Option<Vec<Pattern>>,
+    selector: Option<LabelSelector>,
+    namespaces: Option<Vec<Pattern>>,
+    service_accounts: Option<Vec<Pattern>>,
+}
+
+impl CompiledSubject {
+    fn matches(&self, id: &Identity, labels: &BTreeMap<String, String>) -> bool {
+        any_matches(&self.namespaces, &id.namespace)
+            && any_matches(&self.service_accounts, &id.service_account.name)
+            && any_matches(&self.clusters, &id.cluster)
+            && self.selector.as_ref().is_none_or(|s| s.matches(labels))
+    }
+}
+
+struct Rule {
+    name: String,
+    subjects: Vec<CompiledSubject>,
+    max_ttl: Option<Duration>,
+    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+}
+
+impl Rule {
+    fn covers(&self, id: &Identity, labels: &BTreeMap<String, String>) -> bool {
+        self.subjects.iter().any(|s| s.matches(id, labels))
+    }
+}
+
+/// An allowed request.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// The Authorization that allowed it.
+    pub rule: String,
+    /// Its max TTL, if any.
+    pub max_ttl: Option<Duration>,
+}
+
+/// A refused request: the API code, and a message naming the check that failed (mentioning
+/// only the caller's own identity and target, never other rules).
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// `policy_denied` or `rate_limited`.
+    pub code: ErrorCode,
+    /// Safe explanation.
+    pub message: String,
+    /// For `rate_limited`: when to retry.
+    pub retry_after: Option<Duration>,
+    /// The rule involved, for the audit log (never sent to the caller).
+    pub rule: Option<String>,
+}
+
+/// Compiled Authorizations.
+#[derive(Default)]
+pub struct Authorizer {
+    rules: Vec<Rule>,
+    exact: HashMap<String, Vec<usize>>,
+    globbed: Vec<(Pattern, usize)>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+/// Validation failure of one Authorization: field path and message.
+pub type FieldError = (String, String);
+
+/// Checks an Authorization spec beyond what serde checks.
+pub fn validate(spec: &AuthorizationSpec) -> Result<(), FieldError> {
+    if spec.subjects.is_empty() {
+        return Err((
+            "spec.subjects".into(),
+            "must list at least one subject".into(),
+        ));
+    }
+    for (i, s) in spec.subjects.iter().enumerate() {
+        validate_subject(s).map_err(|m| (format!("spec.subjects[{i}]"), m))?;
+    }
+    if spec.generators.is_empty() {
+        return Err((
+            "spec.generators".into(),
+            "must list at least one namespace/kind/name pattern".into(),
+        ));
+    }
+    for (i, g) in spec.generators.iter().enumerate() {
+        let parts: Vec<&str> = g.split('/').collect();
+        if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+            return Err((
+                format!("spec.generators[{i}]"),
+                format!("{g:?} is not namespace/kind/name (globs allowed in each part)"),
+            ));
+        }
+    }
+    if let Some(ttl) = &spec.max_ttl {
+        let d = crate::config::resources::parse_duration("spec.maxTTL", ttl)
+            .map_err(|m| ("spec.maxTTL".to_owned(), m))?;
+        if d.is_zero() {
+            return Err(("spec.maxTTL".into(), "must be positive".into()));
+        }
+    }
+    if let Some(rl) = &spec.rate_limit {
+        if rl.per_minute == 0 {
+            return Err((
+                "spec.rateLimit.perMinute".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if rl.burst == Some(0) {
+            return Err(("spec.rateLimit.burst".into(), "must be at least 1".into()));
+        }
+    }
+    Ok(())
+}
+
+fn unconstrained(list: &Option<Vec<String>>) -> bool {
+    list.as_ref().is_none_or(|l| l.iter().any(|p| p == "*"))
+}
+
+fn validate_subject(s: &Subject) -> Result<(), String> {
+    for (field, list) in [
+        ("clusters", &s.clusters),
+        ("namespaces", &s.namespaces),
+        ("serviceAccounts", &s.service_accounts),
+    ] {
+        if let Some(l) = list {
+            if l.is_empty() {
+                return Err(format!(
+                    "{field} is empty (leave it out to match any, or list names)"
+                ));
+            }
+            if l.iter().any(|p| p.is_empty()) {
+                return Err(format!("{field} holds an empty pattern"));
+            }
+        }
+    }
+    let selector_constrains = s
+        .cluster_selector
+        .as_ref()
+        .is_some_and(|sel| !sel.match_labels.is_empty() || !sel.match_expressions.is_empty());
+    if unconstrained(&s.clusters)
+        && !selector_constrains
+        && unconstrained(&s.namespaces)
+        && unconstrained(&s.service_accounts)
+    {
+        return Err(
+            "constrains nothing: it would match every workload of every cluster; \
+                    set clusters, clusterSelector, namespaces or serviceAccounts"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+impl Authorizer {
+    /// Compiles validated specs, in the given order (the loader sorts by name).
+    pub fn new(specs: &[(String, AuthorizationSpec)]) -> Self {
+        let mut az = Authorizer::default();
+        for (name, spec) in specs {
+            let idx = az.rules.len();
+            let compile = |l: &Option<Vec<String>>| {
+                l.as_ref()
+                    .map(|v| v.iter().map(|p| Pattern::new(p)).collect())
+            };
+            let subjects = spec
+                .subjects
+                .iter()
+                .map(|s| CompiledSubject {
+                    clusters: compile(&s.clusters),
+                    selector: s.cluster_selector.clone(),
+                    namespaces: compile(&s.namespaces),
+                    service_accounts: compile(&s.service_accounts),
+                })
+                .collect();
+            let max_ttl = spec
+                .max_ttl
+                .as_deref()
+                .and_then(|t| humantime::parse_duration(t).ok());
+            let limiter = spec.rate_limit.as_ref().and_then(|rl| {
+                let per_minute = NonZeroU32::new(rl.per_minute)?;
+                let burst = NonZeroU32::new(rl.burst.unwrap_or(rl.per_minute).max(1))?;
+                Some(Arc::new(RateLimiter::keyed(
+                    Quota::per_minute(per_minute).allow_burst(burst),
+                )))
+            });
+            az.rules.push(Rule {
+                name: name.clone(),
+                subjects,
+                max_ttl,
+                limiter,
+            });
+            for g in &spec.generators {
+                match Pattern::new(g) {
+                    Pattern::Exact(e) => az.exact.entry(e).or_default().push(idx),
+                    other => az.globbed.push((other, idx)),
+                }
+            }
+        }
+        az
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Decides whether `id` (from a cluster with `labels`) may call `generator`
+    /// (`namespace/kind/name`).
+    pub fn authorize(
+        &self,
+        id: &Identity,
+        labels: &BTreeMap<String, String>,
+        generator: &str,
+    ) -> Result<Allowed, Denied> {
+        let exact = self.exact.get(generator).map(Vec::as_slice).unwrap_or(&[]);
+        let mut best: Option<usize> = None;
+        for &idx in exact {
+            if best.is_some_and(|b| b <= idx) {
+                break;
+            }
+            if self.rules[idx].covers(id, labels) {
+                best = Some(idx);
+                break;
+            }
+        }
+        for (pattern, idx) in &self.globbed {
+            if best.is_some_and(|b| b <= *idx) {
+                continue;
+            }
+            if pattern.matches(generator) && self.rules[*idx].covers(id, labels) {
+                best = Some(*idx);
+            }
+        }
+        if let Some(idx) = best {
+            let rule = &self.rules[idx];
+            if let Some(limiter) = &rule.limiter {
+                let key = format!(
+                    "{}/{}/{}",
+                    id.cluster, id.namespace, id.service_account.name
+                );
+                if let Err(not_until) = limiter.check_key(&key) {
+                    use governor::clock::Clock as _;
+                    let wait =
+                        not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                    return Err(Denied {
+                        code: ErrorCode::RateLimited,
+                        message: "rate limit of this workload exceeded".to_owned(),
+                        retry_after: Some(wait),
+                        rule: Some(rule.name.clone()),
+                    });
+                }
+            }
+            return Ok(Allowed {
+                rule: rule.name.clone(),
+                max_ttl: rule.max_ttl,
+            });
+        }
+        // Slow path: explain the denial.
+        let covered = self.rules.iter().any(|r| r.covers(id, labels));
+        let message = if covered {
+            format!(
+                "an Authorization covers this workload, but none allows generator {generator:?}"
+            )
+        } else {
+            format!(
+                "no Authorization covers cluster {:?}, namespace {:?}, service account {:?}",
+                id.cluster, id.namespace, id.service_account.name
+            )
+        };
+        Err(Denied {
+            code: ErrorCode::PolicyDenied,
+            message,
+            retry_after: None,
+            rule: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::resources::{LabelSelectorRequirement, RateLimit, SelectorOperator};
+    use esi_api::ObjectRef;
+
+    fn id(cluster: &str, ns: &str, sa: &str) -> Identity {
+        Identity {
+            cluster: cluster.into(),
+            issuer: "https://i".into(),
+            namespace: ns.into(),
+            service_account: ObjectRef {
+                name: sa.into(),
+                uid: String::new(),
+            },
+            pod: None,
+            subject: Identity::service_account_subject(ns, sa),
+            token_expires_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn subject(clusters: Option<&[&str]>, ns: Option<&[&str]>, sa: Option<&[&str]>) -> Subject {
+        let v = |l: Option<&[&str]>| l.map(|l| l.iter().map(|s| s.to_string()).collect());
+        Subject {
+            clusters: v(clusters),
+            cluster_selector: None,
+            namespaces: v(ns),
+            service_accounts: v(sa),
+        }
+    }
+
+    fn rule(subjects: Vec<Subject>, generators: &[&str]) -> AuthorizationSpec {
+        AuthorizationSpec {
+            subjects,
+            generators: generators.iter().map(|s| s.to_string()).collect(),
+            max_ttl: None,
+            rate_limit: None,
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        let mut prod = rule(
+            vec![subject(
+                None,
+                Some(&["payments"]),
+                Some(&["api", "worker-*"]),
+            )],
+            &["payments/VaultDynamicSecret/db"],
+        );
+        prod.subjects[0].cluster_selector = Some(LabelSelector {
+            match_labels: labels(&[("env", "prod")]),
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "region".into(),
+                operator: SelectorOperator::In,
+                values: vec!["eu".into(), "us".into()],
+            }],
+        });
+        let shared = rule(
+            vec![subject(Some(&["dev-*", "ci"]), Some(&["team-?"]), None)],
+            &["shared/Password/*", "shared/UUID/id"],
+        );
+        let mut ttl = rule(
+            vec![subject(Some(&["edge"]), None, Some(&["agent"]))],
+            &["*/*/*"],
+        );
+        ttl.max_ttl = Some("15m".into());
+        let az = Authorizer::new(&[
+            ("prod".into(), prod),
+            ("shared".into(), shared),
+            ("ttl".into(), ttl),
+        ]);
+        let prod_eu = labels(&[("env", "prod"), ("region", "eu")]);
+        let prod_ap = labels(&[("env", "prod"), ("region", "ap")]);
+        let none = labels(&[]);
+        type Case<'a> = (
+            &'a str,
+            Identity,
+            &'a BTreeMap<String, String>,
+            &'a str,
+            Result<&'a str, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "selector + exact",
+                id("eu-1", "payments", "api"),
+                &prod_eu,
+                "payments/VaultDynamicSecret/db",
+                Ok("prod"),
+            ),
+            (
+                "sa glob",
+                id("eu-1", "payments", "worker-7"),
+                &prod_eu,
+                "payments/VaultDynamicSecret/db",
+                Ok("prod"),
+            ),
+            (
+                "selector expression fails",
+                id("ap-1", "payments", "api"),
+                &prod_ap,
+                "payments/VaultDynamicSecret/db",
+                Err("no Authorization covers"),
+            ),
+            (
+                "sa not matched",
+                id("eu-1", "payments", "admin"),
+                &prod_eu,
+                "payments/VaultDynamicSecret/db",
+                Err("no Authorization covers"),
+            ),
+            (
+                "covered, other generator",
+                id("eu-1", "payments", "api"),
+                &prod_eu,
+                "payments/VaultDynamicSecret/admin",
+                Err("none allows generator"),
+            ),
+            (
+                "cluster glob + ns ?",
+                id("dev-3", "team-a", "anyone"),
+                &none,
+                "shared/Password/x",
+                Ok("shared"),
+            ),
+            (
+                "cluster exact",
+                id("ci", "team-b", "x"),
+                &none,
+                "shared/UUID/id",
+                Ok("shared"),
+            ),
+            (
+                "ns ? is one char",
+                id("ci", "team-ab", "x"),
+                &none,
+                "shared/UUID/id",
+                Err("no Authorization covers"),
+            ),
+            (
+                "cluster not matched",
+                id("prod-1", "team-a", "x"),
+                &none,
+                "shared/UUID/id",
+                Err("no Authorization covers"),
+            ),
+            (
+                "generator glob",
+                id("edge", "any", "agent"),
+                &none,
+                "x/y/z",
+                Ok("ttl"),
+            ),
+            (
+                "deny by default",
+                id("nobody", "nowhere", "none"),
+                &none,
+                "x/y/z",
+                Err("no Authorization covers"),
+            ),
+        ];
+        for (name, who, labels, generator, expected) in cases {
+            match (az.authorize(&who, labels, generator), expected) {
+                (Ok(a), Ok(rule)) => assert_eq!(a.rule, rule, "{name}"),
+                (Err(d), Err(fragment)) => {
+                    assert_eq!(d.code, ErrorCode::PolicyDenied, "{name}");
+                    assert!(d.message.contains(fragment), "{name}: {}", d.message);
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+        let a = az
+            .authorize(&id("edge", "n", "agent"), &none, "a/b/c")
+            .unwrap();
+        assert_eq!(a.max_ttl, Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn denial_does_not_reveal_other_rules() {
+        let az = Authorizer::new(&[(
+            "secret-team-rule".into(),
+            rule(
+                vec![subject(None, Some(&["secret-team"]), None)],
+                &["secret-team/Password/vault-root"],
+            ),
+        )]);
+        let d = az
+            .authorize(
+                &id("c", "intruder", "sa"),
+                &labels(&[]),
+                "secret-team/Password/vault-root",
+            )
+            .unwrap_err();
+        assert!(!d.message.contains("secret-team-rule"));
+        assert!(!d.message.contains("secret-team\""), "{}", d.message);
+    }
+
+    #[test]
+    fn first_rule_by_name_wins_and_rate_limits_per_subject() {
+        let mut limited = rule(vec![subject(None, Some(&["ns"]), None)], &["ns/UUID/id"]);
+        limited.rate_limit = Some(RateLimit {
+            per_minute: 60,
+            burst: Some(1),
+        });
+        let az = Authorizer::new(&[
+            ("a-limited".into(), limited),
+            (
+                "b-open".into(),
+                rule(vec![subject(None, Some(&["ns"]), None)], &["ns/*/*"]),
+            ),
+        ]);
+        let none = labels(&[]);
+        assert_eq!(
+            az.authorize(&id("c", "ns", "one"), &none, "ns/UUID/id")
+                .unwrap()
+                .rule,
+            "a-limited"
+        );
+        let d = az
+            .authorize(&id("c", "ns", "one"), &none, "ns/UUID/id")
+            .unwrap_err();
+        assert_eq!(d.code, ErrorCode::RateLimited);
+        assert!(d.retry_after.is_some());
+        // Another subject has its own bucket.
+        assert!(
+            az.authorize(&id("c", "ns", "two"), &none, "ns/UUID/id")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn validation_rejects_rules_that_constrain_nothing() {
+        assert!(validate(&rule(vec![subject(None, None, None)], &["a/b/c"])).is_err());
+        assert!(
+            validate(&rule(
+                vec![subject(Some(&["*"]), Some(&["*"]), Some(&["*"]))],
+                &["a/b/c"]
+            ))
+            .is_err()
+        );
+        assert!(validate(&rule(vec![subject(None, None, Some(&["app"]))], &["a/b/c"])).is_ok());
+        let mut sel = subject(None, None, None);
+        sel.cluster_selector = Some(LabelSelector::default());
+        assert!(
+            validate(&rule(vec![sel.clone()], &["a/b/c"])).is_err(),
+            "an empty selector constrains nothing"
+        );
+        sel.cluster_selector = Some(LabelSelector {
+            match_labels: labels(&[("env", "prod")]),
+            match_expressions: vec![],
+        });
+        assert!(validate(&rule(vec![sel], &["a/b/c"])).is_ok());
+        assert!(validate(&rule(vec![subject(Some(&[]), None, None)], &["a/b/c"])).is_err());
+    }
+}

@@ -1,0 +1,809 @@
+//! Configuration: Kubernetes-style manifests read from a file or a folder, validated, and
+//! compiled into an immutable [`Snapshot`] that requests read through an `ArcSwap`.
+//!
+//! Every problem is reported with the file (and document index), the resource and the field
+//! at fault, and all problems of a load are reported together. A reload that fails leaves the
+//! previous snapshot serving (see [`crate::state`]).
+
+pub mod resources;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
+use serde::Deserialize;
+
+use crate::authz::{self, Authorizer};
+use crate::token::jwks::{JwksRegistry, Location, SourceKey, check_url_scheme};
+use crate::token::keys::KeyRing;
+use crate::token::{ClusterKeys, ClusterVerifier, Leeways};
+use resources::{Algorithm, AlgorithmSet, AuthorizationSpec, ClusterSpec, parse_duration};
+
+/// Largest configuration file read.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `file.yaml#2` (document index from 1), or `file.yaml` for whole-file problems.
+    pub origin: String,
+    /// `Kind/namespace/name`, or empty when the document could not be identified.
+    pub resource: String,
+    /// Field path (`spec.audiences`), or empty.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if !self.resource.is_empty() {
+            write!(f, ": {}", self.resource)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All problems of one load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub Vec<ConfigError>);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration ({} problem{})",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl LoadError {
+    fn one(origin: impl Into<String>, message: impl Into<String>) -> Self {
+        LoadError(vec![ConfigError {
+            origin: origin.into(),
+            resource: String::new(),
+            field: String::new(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// One YAML document and where it came from.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// `file#index`.
+    pub origin: String,
+    /// The document.
+    pub value: serde_json::Value,
+}
+
+/// Reads a file, or every `*.yaml`/`*.yml`/`*.json` file of a folder (recursively, sorted,
+/// skipping hidden entries such as a ConfigMap's `..data`), into documents.
+pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| LoadError::one(path.display().to_string(), format!("cannot read: {e}")))?;
+    let files = if meta.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files)
+            .map_err(|e| LoadError::one(path.display().to_string(), format!("cannot list: {e}")))?;
+        files.sort();
+        if files.is_empty() {
+            return Err(LoadError::one(
+                path.display().to_string(),
+                "folder holds no .yaml, .yml or .json file",
+            ));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        let origin = file.display().to_string();
+        match std::fs::metadata(&file) {
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                errors.push(ConfigError {
+                    origin,
+                    resource: String::new(),
+                    field: String::new(),
+                    message: format!("larger than {MAX_FILE_BYTES} bytes"),
+                });
+                continue;
+            }
+            Err(e) => {
+                errors.push(ConfigError {
+                    origin,
+                    resource: String::new(),
+                    field: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+            Ok(_) => {}
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(text) => match parse_text(&origin, &text) {
+                Ok(mut d) => docs.append(&mut d),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.push(ConfigError {
+                origin,
+                resource: String::new(),
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(LoadError(errors))
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(&path)?;
+        if meta.is_dir() {
+            collect_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Parses multi-document YAML text (JSON is YAML) into documents, skipping empty ones and
+/// flattening `kind: List`.
+pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError> {
+    let values: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| ConfigError {
+            origin: origin.to_owned(),
+            resource: String::new(),
+            field: String::new(),
+            message: format!("not valid YAML: {e}"),
+        })?;
+    let mut docs = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        let origin = format!("{origin}#{}", i + 1);
+        match value {
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(ref o)
+                if o.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+            {
+                let items = o
+                    .get("items")
+                    .and_then(|i| i.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                for (j, item) in items.into_iter().enumerate() {
+                    docs.push(Document {
+                        origin: format!("{origin}.items[{j}]"),
+                        value: item,
+                    });
+                }
+            }
+            value => docs.push(Document { origin, value }),
+        }
+    }
+    Ok(docs)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Manifest {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    #[serde(default)]
+    spec: serde_json::Value,
+    // Accepted so that `kubectl get -o yaml` output loads; ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<serde::de::IgnoredAny>,
+}
+
+// Unknown metadata fields (uid, resourceVersion, managedFields, ...) are tolerated for the same
+// reason; only these are read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A registered cluster as read from its manifest.
+#[derive(Debug, Clone)]
+pub struct ClusterResource {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Spec.
+    pub spec: ClusterSpec,
+    /// Where it was read.
+    pub origin: String,
+}
+
+/// Typed, validated resources, before compilation.
+#[derive(Debug, Default)]
+pub struct Resources {
+    /// Clusters, sorted by name.
+    pub clusters: Vec<ClusterResource>,
+    /// Authorizations by name.
+    pub authorizations: BTreeMap<String, (AuthorizationSpec, String)>,
+    /// SecretStores by `(namespace, name)`.
+    pub stores: BTreeMap<(String, String), (SecretStoreSpec, String)>,
+    /// Generators by `namespace/kind/name`.
+    pub generators: BTreeMap<String, (GeneratorSpec, String)>,
+}
+
+/// Default namespace of namespaced resources read from files.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Parses and validates documents into resources, collecting every problem.
+pub fn parse_resources(docs: Vec<Document>) -> Result<Resources, LoadError> {
+    let mut res = Resources::default();
+    let mut errors = Vec::new();
+    let mut err = |origin: &str, resource: &str, field: &str, message: String| {
+        errors.push(ConfigError {
+            origin: origin.to_owned(),
+            resource: resource.to_owned(),
+            field: field.to_owned(),
+            message,
+        });
+    };
+    for doc in docs {
+        let origin = doc.origin;
+        if !doc.value.is_object() {
+            err(
+                &origin,
+                "",
+                "",
+                "document is not a mapping (expected apiVersion, kind, metadata, spec)".to_owned(),
+            );
+            continue;
+        }
+        let m: Manifest = match serde_path_to_error::deserialize(doc.value) {
+            Ok(m) => m,
+            Err(e) => {
+                let path = e.path().to_string();
+                err(
+                    &origin,
+                    "",
+                    if path == "." { "" } else { &path },
+                    e.into_inner().to_string(),
+                );
+                continue;
+            }
+        };
+        let Manifest {
+            api_version,
+            kind,
+            metadata,
+            spec,
+            ..
+        } = m;
+        let namespaced = kind != "Cluster" && kind != "Authorization";
+        let namespace = metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let resource = if namespaced {
+            format!("{kind}/{namespace}/{}", metadata.name)
+        } else {
+            format!("{kind}/{}", metadata.name)
+        };
+        if api_version != esi_api::API_GROUP_VERSION {
+            err(
+                &origin,
+                &resource,
+                "apiVersion",
+                format!("{api_version:?} is not {:?}", esi_api::API_GROUP_VERSION),
+            );
+            continue;
+        }
+        if !is_dns_subdomain(&metadata.name) {
+            err(
+                &origin,
+                &resource,
+                "metadata.name",
+                format!("{:?} is not a lowercase RFC 1123 name", metadata.name),
+            );
+            continue;
+        }
+        if namespaced && !is_dns_label(&namespace) {
+            err(
+                &origin,
+                &resource,
+                "metadata.namespace",
+                format!("{namespace:?} is not a lowercase RFC 1123 label"),
+            );
+            continue;
+        }
+        if !namespaced && metadata.namespace.is_some() {
+            err(
+                &origin,
+                &resource,
+                "metadata.namespace",
+                format!("{kind} is cluster-scoped; remove the namespace"),
+            );
+            continue;
+        }
+        let duplicate = |origin_of_first: &str| {
+            format!("duplicate resource (first defined at {origin_of_first})")
+        };
+        match kind.as_str() {
+            "Cluster" => match parse_spec::<ClusterSpec>(spec) {
+                Ok(spec) => {
+                    if let Some(first) = res.clusters.iter().find(|c| c.name == metadata.name) {
+                        err(
+                            &origin,
+                            &resource,
+                            "metadata.name",
+                            duplicate(&first.origin),
+                        );
+                    } else if let Err((field, message)) = validate_cluster(&spec) {
+                        err(&origin, &resource, &field, message);
+                    } else {
+                        res.clusters.push(ClusterResource {
+                            name: metadata.name,
+                            labels: metadata.labels,
+                            spec,
+                            origin,
+                        });
+                    }
+                }
+                Err((field, message)) => err(&origin, &resource, &field, message),
+            },
+            "Authorization" => match parse_spec::<AuthorizationSpec>(spec) {
+                Ok(spec) => {
+                    if let Some((_, first)) = res.authorizations.get(&metadata.name) {
+                        err(&origin, &resource, "metadata.name", duplicate(first));
+                    } else if let Err((field, message)) = authz::validate(&spec) {
+                        err(&origin, &resource, &field, message);
+                    } else {
+                        res.authorizations.insert(metadata.name, (spec, origin));
+                    }
+                }
+                Err((field, message)) => err(&origin, &resource, &field, message),
+            },
+            "SecretStore" => match SecretStoreSpec::from_manifest(spec) {
+                Ok(spec) => {
+                    let key = (namespace, metadata.name);
+                    if let Some((_, first)) = res.stores.get(&key) {
+                        err(&origin, &resource, "metadata.name", duplicate(first));
+                    } else {
+                        res.stores.insert(key, (spec, origin));
+                    }
+                }
+                Err(e) => err(&origin, &resource, "", e.to_string()),
+            },
+            other => match GeneratorKind::parse(other) {
+                Some(gk) => match GeneratorSpec::from_manifest(gk, spec) {
+                    Ok(spec) => {
+                        let key = format!("{namespace}/{}/{}", gk.as_str(), metadata.name);
+                        if let Some((_, first)) = res.generators.get(&key) {
+                            err(&origin, &resource, "metadata.name", duplicate(first));
+                        } else {
+                            res.generators.insert(key, (spec, origin));
+                        }
+                    }
+                    Err(e) => err(&origin, &resource, "", e.to_string()),
+                },
+                None => err(
+                    &origin,
+                    &resource,
+                    "kind",
+                    format!(
+                        "unknown kind {other:?} (known: Cluster, Authorization, SecretStore, {})",
+                        GeneratorKind::known()
+                    ),
+                ),
+            },
+        }
+    }
+    // Cross-resource checks.
+    for (key, (spec, origin)) in &res.generators {
+        if let Some(store) = spec.store_ref() {
+            let namespace = key.split('/').next().unwrap_or_default();
+            if !res
+                .stores
+                .contains_key(&(namespace.to_owned(), store.to_owned()))
+            {
+                err(
+                    origin,
+                    &generator_resource(key),
+                    "spec.storeRef",
+                    format!("SecretStore {namespace}/{store} does not exist"),
+                );
+            }
+        }
+    }
+    check_shared_issuers(&res.clusters, &mut err);
+    res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    if errors.is_empty() {
+        Ok(res)
+    } else {
+        Err(LoadError(errors))
+    }
+}
+
+fn generator_resource(key: &str) -> String {
+    // key is ns/Kind/name; resources are shown as Kind/ns/name.
+    let mut parts = key.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(ns), Some(kind), Some(name)) => format!("{kind}/{ns}/{name}"),
+        _ => key.to_owned(),
+    }
+}
+
+fn parse_spec<T: serde::de::DeserializeOwned>(
+    spec: serde_json::Value,
+) -> Result<T, (String, String)> {
+    if spec.is_null() {
+        return Err(("spec".to_owned(), "is required".to_owned()));
+    }
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        (
+            if path == "." {
+                "spec".to_owned()
+            } else {
+                format!("spec.{path}")
+            },
+            e.into_inner().to_string(),
+        )
+    })
+}
+
+/// How a cluster gets its keys, after defaults.
+#[derive(Debug, Clone, PartialEq)]
+enum KeyPlan {
+    Discovery,
+    JwksUri(String),
+    Inline(serde_json::Value),
+}
+
+fn key_plan(spec: &ClusterSpec) -> Result<KeyPlan, (String, String)> {
+    let Some(keys) = &spec.keys else {
+        return match check_url_scheme(&spec.issuer) {
+            Ok(()) => Ok(KeyPlan::Discovery),
+            Err(_) => Err((
+                "spec.keys".to_owned(),
+                format!(
+                    "no way to get keys: issuer {:?} is not an https URL, so OIDC discovery is impossible; set keys.jwksUri or keys.jwks",
+                    spec.issuer
+                ),
+            )),
+        };
+    };
+    let set = [
+        keys.discovery.is_some(),
+        keys.jwks_uri.is_some(),
+        keys.jwks.is_some(),
+    ];
+    match set {
+        [true, false, false] => {
+            check_url_scheme(&spec.issuer).map_err(|m| {
+                (
+                    "spec.keys.discovery".to_owned(),
+                    format!("discovery needs an https issuer: {m}"),
+                )
+            })?;
+            Ok(KeyPlan::Discovery)
+        }
+        [false, true, false] => {
+            let uri = keys.jwks_uri.clone().unwrap_or_default();
+            check_url_scheme(&uri).map_err(|m| ("spec.keys.jwksUri".to_owned(), m))?;
+            Ok(KeyPlan::JwksUri(uri))
+        }
+        [false, false, true] => Ok(KeyPlan::Inline(keys.jwks.clone().unwrap_or_default())),
+        [false, false, false] => Err((
+            "spec.keys".to_owned(),
+            "no way to get keys: set one of discovery, jwksUri, jwks".to_owned(),
+        )),
+        _ => Err((
+            "spec.keys".to_owned(),
+            "set exactly one of discovery, jwksUri, jwks".to_owned(),
+        )),
+    }
+}
+
+fn validate_cluster(spec: &ClusterSpec) -> Result<(), (String, String)> {
+    if spec.issuer.trim().is_empty() {
+        return Err(("spec.issuer".into(), "is empty".into()));
+    }
+    if spec.audiences.is_empty() || spec.audiences.iter().any(|a| a.is_empty()) {
+        return Err((
+            "spec.audiences".into(),
+            "must list at least one non-empty audience".into(),
+        ));
+    }
+    if spec.algorithms.as_ref().is_some_and(|a| a.is_empty()) {
+        return Err((
+            "spec.algorithms".into(),
+            "is empty (leave it out for RS256, ES256)".into(),
+        ));
+    }
+    if let KeyPlan::Inline(jwks) = key_plan(spec)? {
+        KeyRing::from_value(&jwks).map_err(|m| ("spec.keys.jwks".to_owned(), m))?;
+    }
+    leeways(spec)?;
+    Ok(())
+}
+
+fn leeways(spec: &ClusterSpec) -> Result<Leeways, (String, String)> {
+    let mut l = Leeways::default();
+    if let Some(lw) = &spec.leeway {
+        for (field, value, slot) in [
+            ("spec.leeway.expiration", &lw.expiration, &mut l.expiration),
+            ("spec.leeway.notBefore", &lw.not_before, &mut l.not_before),
+            ("spec.leeway.issuedAt", &lw.issued_at, &mut l.issued_at),
+        ] {
+            if let Some(v) = value {
+                let d = parse_duration(field, v).map_err(|m| (field.to_owned(), m))?;
+                if d > std::time::Duration::from_secs(600) {
+                    return Err((
+                        field.to_owned(),
+                        format!("{v:?} is more than 10m; keep leeways short"),
+                    ));
+                }
+                *slot = d;
+            }
+        }
+    }
+    Ok(l)
+}
+
+fn check_shared_issuers(
+    clusters: &[ClusterResource],
+    err: &mut impl FnMut(&str, &str, &str, String),
+) {
+    let mut by_issuer: HashMap<&str, Vec<&ClusterResource>> = HashMap::new();
+    for c in clusters {
+        by_issuer.entry(c.spec.issuer.as_str()).or_default().push(c);
+    }
+    for group in by_issuer.values().filter(|g| g.len() > 1) {
+        // Clusters sharing an issuer are told apart by their keys only; two clusters fetching the
+        // same keys would be indistinguishable.
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for c in group {
+            let key = match key_plan(&c.spec) {
+                Ok(KeyPlan::Discovery) => "discovery".to_owned(),
+                Ok(KeyPlan::JwksUri(u)) => format!("jwksUri {u}"),
+                Ok(KeyPlan::Inline(v)) => format!("jwks {v}"),
+                Err(_) => continue,
+            };
+            if let Some(first) = seen.get(&key) {
+                err(
+                    &c.origin,
+                    &format!("Cluster/{}", c.name),
+                    "spec.keys",
+                    format!(
+                        "shares issuer {:?} and the same key source with cluster {first:?}; clusters sharing an issuer must have their own keys (jwksUri or inline jwks) so a token identifies exactly one",
+                        c.spec.issuer
+                    ),
+                );
+            } else {
+                seen.insert(key, &c.name);
+            }
+        }
+    }
+}
+
+/// A generator ready to serve.
+#[derive(Debug)]
+pub struct GeneratorEntry {
+    /// `namespace/kind/name`.
+    pub reference: String,
+    /// The kind.
+    pub kind: GeneratorKind,
+    /// The built generator.
+    pub generator: Generator,
+}
+
+/// An immutable, compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Clusters by exact issuer.
+    pub clusters_by_issuer: HashMap<String, Arc<[Arc<ClusterVerifier>]>>,
+    /// All clusters by name.
+    pub clusters: BTreeMap<String, Arc<ClusterVerifier>>,
+    /// Compiled Authorizations.
+    pub authorizer: Authorizer,
+    /// Generators by `namespace/kind/name`.
+    pub generators: HashMap<String, Arc<GeneratorEntry>>,
+    /// Where the configuration came from, for logs.
+    pub source: String,
+}
+
+impl Snapshot {
+    /// Clusters registered for `issuer`.
+    pub fn clusters_for(&self, issuer: &str) -> Option<Arc<[Arc<ClusterVerifier>]>> {
+        self.clusters_by_issuer.get(issuer).cloned()
+    }
+}
+
+/// Compiles resources into a snapshot: key sources from the registry (shared across reloads),
+/// authorizations, built generators.
+pub fn build_snapshot(
+    res: Resources,
+    registry: &JwksRegistry,
+    source: String,
+) -> Result<Snapshot, LoadError> {
+    let mut errors = Vec::new();
+    let mut clusters = BTreeMap::new();
+    let mut by_issuer: HashMap<String, Vec<Arc<ClusterVerifier>>> = HashMap::new();
+    for c in res.clusters {
+        let resource = format!("Cluster/{}", c.name);
+        let fail = |field: &str, message: String| ConfigError {
+            origin: c.origin.clone(),
+            resource: resource.clone(),
+            field: field.to_owned(),
+            message,
+        };
+        let plan = match key_plan(&c.spec) {
+            Ok(p) => p,
+            Err((f, m)) => {
+                errors.push(fail(&f, m));
+                continue;
+            }
+        };
+        let keys = match plan {
+            KeyPlan::Inline(v) => match KeyRing::from_value(&v) {
+                Ok(ring) => ClusterKeys::Inline(Arc::new(ring)),
+                Err(m) => {
+                    errors.push(fail("spec.keys.jwks", m));
+                    continue;
+                }
+            },
+            KeyPlan::Discovery | KeyPlan::JwksUri(_) => {
+                let location = match plan {
+                    KeyPlan::JwksUri(u) => Location::JwksUri(u),
+                    _ => Location::Discovery(c.spec.issuer.clone()),
+                };
+                match registry.source(
+                    SourceKey {
+                        location,
+                        ca_bundle: c.spec.ca_bundle.clone(),
+                    },
+                    &c.name,
+                ) {
+                    Ok(s) => ClusterKeys::Remote(s),
+                    Err(m) => {
+                        errors.push(fail("spec.caBundle", m));
+                        continue;
+                    }
+                }
+            }
+        };
+        let leeway = match leeways(&c.spec) {
+            Ok(l) => l,
+            Err((f, m)) => {
+                errors.push(fail(&f, m));
+                continue;
+            }
+        };
+        let algorithms: AlgorithmSet = c
+            .spec
+            .algorithms
+            .clone()
+            .unwrap_or_else(|| vec![Algorithm::RS256, Algorithm::ES256])
+            .into_iter()
+            .collect();
+        let verifier = Arc::new(ClusterVerifier {
+            name: c.name.clone(),
+            labels: c.labels,
+            issuer: c.spec.issuer.clone(),
+            audiences: c.spec.audiences,
+            algorithms,
+            leeway,
+            keys,
+        });
+        by_issuer
+            .entry(c.spec.issuer)
+            .or_default()
+            .push(verifier.clone());
+        clusters.insert(c.name, verifier);
+    }
+    let auths: Vec<(String, AuthorizationSpec)> = res
+        .authorizations
+        .into_iter()
+        .map(|(n, (s, _))| (n, s))
+        .collect();
+    let authorizer = Authorizer::new(&auths);
+    let mut generators = HashMap::new();
+    for (key, (spec, origin)) in res.generators {
+        let store = spec.store_ref().and_then(|s| {
+            let ns = key.split('/').next().unwrap_or_default().to_owned();
+            res.stores.get(&(ns, s.to_owned())).map(|(st, _)| st)
+        });
+        match Generator::build(&spec, store) {
+            Ok(generator) => {
+                generators.insert(
+                    key.clone(),
+                    Arc::new(GeneratorEntry {
+                        reference: key,
+                        kind: spec.kind(),
+                        generator,
+                    }),
+                );
+            }
+            Err(e) => errors.push(ConfigError {
+                origin,
+                resource: generator_resource(&key),
+                field: String::new(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(LoadError(errors));
+    }
+    let clusters_by_issuer = by_issuer
+        .into_iter()
+        .map(|(k, v)| (k, Arc::from(v)))
+        .collect();
+    Ok(Snapshot {
+        clusters_by_issuer,
+        clusters,
+        authorizer,
+        generators,
+        source,
+    })
+}
+
+/// Reads, validates and compiles the configuration at `path`.
+pub fn load_path(path: &Path, registry: &JwksRegistry) -> Result<Snapshot, LoadError> {
+    let docs = read_documents(path)?;
+    let res = parse_resources(docs)?;
+    build_snapshot(res, registry, path.display().to_string())
+}
+
+/// Same as [`load_path`] from text (the embedded dev configuration, tests).
+pub fn load_text(origin: &str, text: &str, registry: &JwksRegistry) -> Result<Snapshot, LoadError> {
+    let docs = parse_text(origin, text).map_err(|e| LoadError(vec![e]))?;
+    let res = parse_resources(docs)?;
+    build_snapshot(res, registry, origin.to_owned())
+}

@@ -1,0 +1,613 @@
+//! The federation's HTTP API: one axum [`Router`], served by tokio as a Kubernetes Deployment
+//! or by `lambda_http` as an AWS Lambda, from the same code.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use esi_api::{
+    Envelope, ErrorBody, ErrorCode, ErrorDetail, Identity, RevokeRequest, RevokeResponse, routes,
+};
+use esi_backends::{Context, Generate};
+
+use crate::config::Snapshot;
+use crate::lease::{LeaseClaims, LeaseSubject};
+use crate::state::AppState;
+use crate::token::{self, ClusterVerifier};
+
+/// A failed request: its code, a safe message, and an optional retry hint. Rendered into the
+/// one error shape by the outer middleware, which knows the request id.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The code.
+    pub code: ErrorCode,
+    /// Safe message.
+    pub message: String,
+    /// Retry hint.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = status.into_response();
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}
+
+/// The request id of the request being served.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// JSON body extractor whose rejections use the API's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            ErrorCode::BadRequest,
+            format!("invalid request body: {}", e.body_text()),
+        ),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(ErrorCode::BadRequest, "request body is not valid JSON")
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::BadRequest,
+            "request body must be JSON with content-type: application/json",
+        ),
+        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+        }
+        other => ApiError::new(
+            ErrorCode::BadRequest,
+            format!("cannot read request body ({})", other.status()),
+        ),
+    }
+}
+
+/// Builds the router. The Lambda and the server binaries both serve exactly this.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .route(routes::GENERATE, post(generate))
+        .route(routes::ESE_GENERATE, post(ese_generate))
+        .route(routes::REVOKE, post(revoke))
+        .route(routes::WHOAMI, get(whoami))
+        .route(routes::HEALTHZ, get(healthz))
+        .route(routes::READYZ, get(readyz))
+        .route(routes::METRICS, get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+fn route_label(path: &str) -> &'static str {
+    if path.starts_with("/v1/generators/") {
+        "generate"
+    } else if path.starts_with("/generators/") {
+        "ese_generate"
+    } else {
+        match path {
+            routes::REVOKE => "revoke",
+            routes::WHOAMI => "whoami",
+            routes::HEALTHZ => "healthz",
+            routes::READYZ => "readyz",
+            routes::METRICS => "metrics",
+            _ => "other",
+        }
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Arc<str> {
+    if let Some(v) = headers
+        .get(esi_api::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Arc::from(v);
+    }
+    Arc::from(uuid::Uuid::new_v4().hyphenated().to_string())
+}
+
+/// Request id, error rendering, metrics: the outermost layer.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_label(req.uri().path());
+    let rid = request_id(req.headers());
+    req.extensions_mut().insert(RequestId(rid.clone()));
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let error = resp.extensions_mut().remove::<ApiError>().or_else(|| {
+        (status.is_client_error() || status.is_server_error()).then(|| {
+            let code = match status {
+                StatusCode::NOT_FOUND => ErrorCode::NotFound,
+                StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+                StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+                s if s.is_client_error() => ErrorCode::BadRequest,
+                _ => ErrorCode::Internal,
+            };
+            let message = match code {
+                ErrorCode::MethodNotAllowed => "method not allowed on this route",
+                ErrorCode::PayloadTooLarge => "request body is too large",
+                ErrorCode::NotFound => "no such route",
+                ErrorCode::BadRequest => "bad request",
+                _ => "internal error",
+            };
+            ApiError::new(code, message)
+        })
+    });
+    let code_label = match &error {
+        Some(e) => e.code.as_str(),
+        None => "ok",
+    };
+    if let Some(err) = error {
+        let status = StatusCode::from_u16(err.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = err
+            .retry_after
+            .or(err.code.retryable().then(|| Duration::from_secs(1)));
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: err.code,
+                message: err.message,
+                request_id: rid.to_string(),
+                retry_after_seconds: retry_after.map(|d| d.as_secs().max(1)),
+            },
+        };
+        let mut new = (status, Json(body)).into_response();
+        if let Some(d) = retry_after {
+            new.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs().max(1)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            new.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // Keep the Allow header of a 405.
+        if let Some(allow) = resp.headers().get(header::ALLOW) {
+            new.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        resp = new;
+    }
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert(esi_api::REQUEST_ID_HEADER, v);
+    }
+    state
+        .metrics
+        .request(route, code_label, started.elapsed().as_secs_f64());
+    resp
+}
+
+fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+    state.snapshot().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotReady,
+            "the federation has no configuration loaded yet",
+        )
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            ErrorCode::MissingToken,
+            "missing Authorization: Bearer <ServiceAccount token>",
+        ));
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidToken, "Authorization header is not ASCII"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::new(
+            ErrorCode::MissingToken,
+            "Authorization header must use the Bearer scheme",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::MissingToken,
+            "Authorization: Bearer carries no token",
+        ));
+    }
+    Ok(token)
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn authenticate(
+    snap: &Snapshot,
+    headers: &HeaderMap,
+) -> Result<(Identity, Arc<ClusterVerifier>), ApiError> {
+    let token = bearer(headers)?;
+    token::verify(token, |iss| snap.clusters_for(iss), now_secs())
+        .await
+        .map_err(|r| ApiError::new(r.code, r.message))
+}
+
+fn valid_segment(s: &str, allow_upper: bool) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b == b'-'
+                || b == b'.'
+                || (allow_upper && b.is_ascii_uppercase())
+        })
+}
+
+/// Audit line for one decision. Never carries a token or a credential.
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    rid: &RequestId,
+    action: &'static str,
+    identity: Option<&Identity>,
+    generator: &str,
+    code: &'static str,
+    reason: &str,
+    rule: Option<&str>,
+    started: Instant,
+) {
+    let allowed = code == "ok";
+    let (cluster, namespace, sa, pod) = match identity {
+        Some(i) => (
+            i.cluster.as_str(),
+            i.namespace.as_str(),
+            i.service_account.name.as_str(),
+            i.pod.as_ref().map(|p| p.name.as_str()).unwrap_or(""),
+        ),
+        None => ("", "", "", ""),
+    };
+    tracing::info!(
+        target: "esi::audit",
+        request_id = %rid.0,
+        action,
+        cluster,
+        namespace,
+        service_account = sa,
+        pod,
+        generator,
+        allowed,
+        code,
+        reason,
+        rule = rule.unwrap_or(""),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "decision"
+    );
+}
+
+/// Verifies, authorizes and generates: the shared core of both issuance routes.
+async fn issue(
+    state: &AppState,
+    rid: &RequestId,
+    headers: &HeaderMap,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Envelope, ApiError> {
+    let started = Instant::now();
+    let reference = format!("{ns}/{kind}/{name}");
+    let deny = |identity: Option<&Identity>, err: ApiError, rule: Option<&str>| {
+        state.metrics.decision(false, err.code.as_str());
+        audit(
+            rid,
+            "generate",
+            identity,
+            &reference,
+            err.code.as_str(),
+            &err.message,
+            rule,
+            started,
+        );
+        err
+    };
+    let snap = snapshot(state).map_err(|e| deny(None, e, None))?;
+    let (identity, cluster) = authenticate(&snap, headers)
+        .await
+        .map_err(|e| deny(None, e, None))?;
+    if !(valid_segment(ns, false) && valid_segment(kind, true) && valid_segment(name, false)) {
+        return Err(deny(
+            Some(&identity),
+            ApiError::new(
+                ErrorCode::BadRequest,
+                "generator path must be /{namespace}/{kind}/{name} with Kubernetes names",
+            ),
+            None,
+        ));
+    }
+    let allowed = match snap
+        .authorizer
+        .authorize(&identity, &cluster.labels, &reference)
+    {
+        Ok(a) => a,
+        Err(d) => {
+            let err = ApiError {
+                code: d.code,
+                message: d.message,
+                retry_after: d.retry_after,
+            };
+            return Err(deny(Some(&identity), err, d.rule.as_deref()));
+        }
+    };
+    let Some(entry) = snap.generators.get(&reference) else {
+        let err = ApiError::new(
+            ErrorCode::GeneratorNotFound,
+            format!("generator {reference:?} does not exist"),
+        );
+        return Err(deny(Some(&identity), err, Some(&allowed.rule)));
+    };
+    let ctx = Context {
+        identity: &identity,
+        generator: &reference,
+        max_ttl: allowed.max_ttl,
+    };
+    let issued_at = jiff::Timestamp::now();
+    let minted = match tokio::time::timeout(
+        state.settings.backend_timeout,
+        entry.generator.generate(&ctx),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = %rid.0, generator = %reference, code = e.code().as_str(), detail = %e.detail(), "generator failed");
+            let mut err = ApiError::new(e.code(), e.to_string());
+            if e.code().retryable() {
+                err.retry_after = Some(Duration::from_secs(2));
+            }
+            return Err(deny(Some(&identity), err, Some(&allowed.rule)));
+        }
+        Err(_) => {
+            let err = ApiError::new(
+                ErrorCode::BackendUnavailable,
+                format!(
+                    "generator did not answer within {:?}",
+                    state.settings.backend_timeout
+                ),
+            );
+            return Err(deny(Some(&identity), err, Some(&allowed.rule)));
+        }
+    };
+    let lease = match &minted.lease {
+        None => None,
+        Some(handle) => {
+            let claims = LeaseClaims {
+                generator: reference.clone(),
+                subject: LeaseSubject::of(&identity),
+                handle: handle.clone(),
+                issued_at: issued_at.as_second(),
+            };
+            match state.leases.seal(&claims) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    // Nothing minted may leak: revoke what we cannot hand out.
+                    tracing::error!(request_id = %rid.0, generator = %reference, error = %e, "sealing failed; revoking the credential");
+                    if let Err(e) = entry.generator.revoke(handle).await {
+                        tracing::error!(request_id = %rid.0, generator = %reference, detail = %e.detail(), "revoking an unsealable credential failed");
+                    }
+                    return Err(deny(
+                        Some(&identity),
+                        ApiError::new(ErrorCode::Internal, "internal error"),
+                        Some(&allowed.rule),
+                    ));
+                }
+            }
+        }
+    };
+    state.metrics.decision(true, "ok");
+    audit(
+        rid,
+        "generate",
+        Some(&identity),
+        &reference,
+        "ok",
+        "allowed",
+        Some(&allowed.rule),
+        started,
+    );
+    Ok(Envelope {
+        data: minted.data,
+        issued_at,
+        expires_at: minted.expires_at,
+        renewable: minted.renewable,
+        lease,
+    })
+}
+
+async fn generate(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Envelope>, ApiError> {
+    issue(&state, &rid, &headers, &ns, &kind, &name)
+        .await
+        .map(Json)
+}
+
+async fn ese_generate(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    issue(&state, &rid, &headers, &ns, &kind, &name)
+        .await
+        .map(|e| Json(e.data))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Result<ApiJson<RevokeRequest>, ApiError>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    let started = Instant::now();
+    let deny = |identity: Option<&Identity>, generator: &str, err: ApiError| {
+        audit(
+            &rid,
+            "revoke",
+            identity,
+            generator,
+            err.code.as_str(),
+            &err.message,
+            None,
+            started,
+        );
+        err
+    };
+    let snap = snapshot(&state).map_err(|e| deny(None, "", e))?;
+    let (identity, _) = authenticate(&snap, &headers)
+        .await
+        .map_err(|e| deny(None, "", e))?;
+    let ApiJson(req) = body.map_err(|e| deny(Some(&identity), "", e))?;
+    let claims = state.leases.open(&req.lease).map_err(|e| {
+        deny(
+            Some(&identity),
+            "",
+            ApiError::new(ErrorCode::InvalidLease, e.to_string()),
+        )
+    })?;
+    if !claims.subject.same_as(&LeaseSubject::of(&identity)) {
+        return Err(deny(
+            Some(&identity),
+            &claims.generator,
+            ApiError::new(
+                ErrorCode::PolicyDenied,
+                "this lease was issued to another workload; only its subject may revoke it",
+            ),
+        ));
+    }
+    let Some(entry) = snap.generators.get(&claims.generator) else {
+        return Err(deny(
+            Some(&identity),
+            &claims.generator,
+            ApiError::new(
+                ErrorCode::GeneratorNotFound,
+                format!(
+                    "generator {:?} of this lease no longer exists",
+                    claims.generator
+                ),
+            ),
+        ));
+    };
+    let revoked = match tokio::time::timeout(
+        state.settings.backend_timeout,
+        entry.generator.revoke(&claims.handle),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = %rid.0, generator = %claims.generator, detail = %e.detail(), "revoke failed");
+            return Err(deny(
+                Some(&identity),
+                &claims.generator,
+                ApiError::new(e.code(), e.to_string()),
+            ));
+        }
+        Err(_) => {
+            return Err(deny(
+                Some(&identity),
+                &claims.generator,
+                ApiError::new(
+                    ErrorCode::BackendUnavailable,
+                    "backend did not answer in time",
+                ),
+            ));
+        }
+    };
+    audit(
+        &rid,
+        "revoke",
+        Some(&identity),
+        &claims.generator,
+        "ok",
+        if revoked {
+            "revoked"
+        } else {
+            "nothing to revoke"
+        },
+        None,
+        started,
+    );
+    Ok(Json(RevokeResponse { revoked }))
+}
+
+async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Identity>, ApiError> {
+    let snap = snapshot(&state)?;
+    let (identity, _) = authenticate(&snap, &headers).await?;
+    Ok(Json(identity))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    snapshot(&state).map(|_| "ready\n")
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render();
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}

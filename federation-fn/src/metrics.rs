@@ -1,0 +1,184 @@
+//! Prometheus metrics of the federation: `esi_federation_<name>_<unit>[_total]`, labels only from
+//! bounded sets (route templates, error codes, configured cluster names).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCode {
+    route: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Decision {
+    decision: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterResult {
+    cluster: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadResult {
+    result: &'static str,
+}
+
+/// The federation's metric families and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteCode, Counter>,
+    latency: Family<Route, Histogram, fn() -> Histogram>,
+    decisions: Family<Decision, Counter>,
+    jwks_fetches: Family<ClusterResult, Counter>,
+    jwks_cache: Family<ClusterResult, Counter>,
+    reloads: Family<ReloadResult, Counter>,
+    config_loaded: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~4 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("esi_federation");
+        let requests = Family::<RouteCode, Counter>::default();
+        let latency =
+            Family::<Route, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let decisions = Family::<Decision, Counter>::default();
+        let jwks_fetches = Family::<ClusterResult, Counter>::default();
+        let jwks_cache = Family::<ClusterResult, Counter>::default();
+        let reloads = Family::<ReloadResult, Counter>::default();
+        let config_loaded = Gauge::default();
+        registry.register(
+            "requests",
+            "HTTP requests by route template and result code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "HTTP request latency by route template",
+            latency.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Authorization decisions by outcome and code",
+            decisions.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "JWKS fetches by cluster and result",
+            jwks_fetches.clone(),
+        );
+        registry.register(
+            "jwks_cache_lookups",
+            "JWKS key lookups by cluster and hit/miss",
+            jwks_cache.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_loaded",
+            "1 when a configuration is loaded and serving",
+            config_loaded.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            decisions,
+            jwks_fetches,
+            jwks_cache,
+            reloads,
+            config_loaded,
+        }
+    }
+
+    /// Counts one request and observes its latency.
+    pub fn request(&self, route: &'static str, code: &'static str, seconds: f64) {
+        self.requests
+            .get_or_create(&RouteCode { route, code })
+            .inc();
+        self.latency
+            .get_or_create(&Route { route })
+            .observe(seconds);
+    }
+
+    /// Counts one authorization decision.
+    pub fn decision(&self, allowed: bool, code: &'static str) {
+        let decision = if allowed { "allowed" } else { "denied" };
+        self.decisions
+            .get_or_create(&Decision { decision, code })
+            .inc();
+    }
+
+    /// Counts one JWKS fetch.
+    pub fn jwks_fetch(&self, cluster: &str, result: &'static str) {
+        self.jwks_fetches
+            .get_or_create(&ClusterResult {
+                cluster: cluster.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one JWKS cache lookup by kid.
+    pub fn jwks_cache(&self, cluster: &str, result: &'static str) {
+        self.jwks_cache
+            .get_or_create(&ClusterResult {
+                cluster: cluster.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one configuration reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadResult {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        if ok {
+            self.config_loaded.set(1);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,156 @@
+//! Serving the router as a long-running server (Kubernetes Deployment mode): plain HTTP or TLS
+//! with certificate files reloaded when they change, configuration reloaded on SIGHUP and on
+//! file change, graceful shutdown on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::state::{AppState, fingerprint};
+
+/// TLS certificate and key files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Installs aws-lc-rs as rustls' process-wide crypto provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Serves `app` on `listener` until SIGTERM/SIGINT, then drains in-flight requests for up to
+/// `drain`.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    tls: Option<TlsFiles>,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let handle: Handle<SocketAddr> = Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown.graceful_shutdown(Some(drain));
+    });
+    listener.set_nonblocking(true)?;
+    let service = app.into_make_service();
+    match tls {
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(service)
+                .await?;
+        }
+        Some(files) => {
+            install_crypto_provider();
+            let config = RustlsConfig::from_pem_file(&files.cert, &files.key)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot load TLS certificate {} / key {}: {e}",
+                        files.cert.display(),
+                        files.key.display()
+                    )
+                })?;
+            tokio::spawn(watch_tls(config.clone(), files));
+            axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(service)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn watch_tls(config: RustlsConfig, files: TlsFiles) {
+    let stamp = |f: &TlsFiles| -> Option<(SystemTime, SystemTime)> {
+        Some((
+            std::fs::metadata(&f.cert).ok()?.modified().ok()?,
+            std::fs::metadata(&f.key).ok()?.modified().ok()?,
+        ))
+    };
+    let mut last = stamp(&files);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let now = stamp(&files);
+        if now.is_some() && now != last {
+            match config.reload_from_pem_file(&files.cert, &files.key).await {
+                Ok(()) => {
+                    tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                    last = now;
+                }
+                // A half-written pair (cert rotated, key not yet) fails; retry next tick.
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate reload failed; keeping the current one")
+                }
+            }
+        }
+    }
+}
+
+/// Reloads the configuration at `path` on SIGHUP and when its files change (polled every
+/// `interval`); a failed reload keeps the last good configuration.
+pub fn spawn_config_watch(state: AppState, path: PathBuf, interval: Duration) {
+    tokio::spawn(async move {
+        let mut last = fingerprint(&path);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tick.tick().await;
+                false
+            };
+            let p = path.clone();
+            let now = tokio::task::spawn_blocking(move || fingerprint(&p))
+                .await
+                .unwrap_or_default();
+            if !forced && now == last {
+                continue;
+            }
+            last = now;
+            tracing::info!(path = %path.display(), reason = if forced { "SIGHUP" } else { "files changed" }, "reloading configuration");
+            let st = state.clone();
+            let p = path.clone();
+            let _ = tokio::task::spawn_blocking(move || st.reload_from(&p)).await;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,225 @@
+//! JSON Web Keys parsed once into ready-to-verify public keys.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+use crate::config::resources::Algorithm;
+
+/// One verification key, parsed for every algorithm it may be used with.
+pub struct VerifyKey {
+    /// `kid` from the JWKS, if any.
+    pub kid: Option<String>,
+    /// `alg` pinned by the JWK, if any: a token must then use exactly it.
+    pub pinned_alg: Option<Algorithm>,
+    /// Parsed keys by algorithm (RSA keys get RS256/384/512; EC keys the one of their curve).
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field(
+                "algs",
+                &self
+                    .parsed
+                    .iter()
+                    .map(|(a, _)| a.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl VerifyKey {
+    /// The parsed key for `alg`, when this key can verify it.
+    pub fn for_alg(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        if self.pinned_alg.is_some_and(|p| p != alg) {
+            return None;
+        }
+        self.parsed.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+    }
+}
+
+/// A parsed JWKS: keys by `kid`, plus the kid-less ones.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<Arc<VerifyKey>>,
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Keys of the document that were skipped (unsupported type, `use: enc`), for logs.
+    pub skipped: usize,
+}
+
+impl KeyRing {
+    /// Parses a JWKS document. Keys this verifier cannot use (`oct`, `use: enc`, unknown
+    /// curves) are skipped; a document with no usable key at all is an error.
+    pub fn from_jwks(bytes: &[u8]) -> Result<Self, String> {
+        let doc: JwksDoc =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+        Self::from_doc(doc)
+    }
+
+    /// Same as [`KeyRing::from_jwks`] from an already-decoded JSON value (inline JWKS).
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, String> {
+        let doc: JwksDoc = serde_json::from_value(value.clone())
+            .map_err(|e| format!("not a JWKS document: {e}"))?;
+        Self::from_doc(doc)
+    }
+
+    fn from_doc(doc: JwksDoc) -> Result<Self, String> {
+        let mut ring = KeyRing::default();
+        let mut errors = Vec::new();
+        for jwk in doc.keys {
+            match parse_jwk(jwk) {
+                Ok(Some(key)) => {
+                    let key = Arc::new(key);
+                    if let Some(kid) = &key.kid {
+                        // A duplicate kid is ambiguous; the first one wins, like most verifiers.
+                        ring.by_kid
+                            .entry(kid.clone())
+                            .or_insert_with(|| key.clone());
+                    }
+                    ring.keys.push(key);
+                }
+                Ok(None) => ring.skipped += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+        if ring.keys.is_empty() {
+            return Err(if errors.is_empty() {
+                "JWKS holds no usable signing key (RSA or EC P-256/P-384)".to_owned()
+            } else {
+                format!("JWKS holds no usable signing key: {}", errors.join("; "))
+            });
+        }
+        ring.skipped += errors.len();
+        Ok(ring)
+    }
+
+    /// The key with this `kid`.
+    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyKey>> {
+        self.by_kid.get(kid)
+    }
+
+    /// All keys, for tokens without `kid`.
+    pub fn all(&self) -> &[Arc<VerifyKey>] {
+        &self.keys
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the ring is empty (never true for a successfully parsed ring).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[derive(Deserialize)]
+struct JwksDoc {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+fn b64(field: &str, kid: &Option<String>, value: Option<&String>) -> Result<Vec<u8>, String> {
+    let value = value.ok_or_else(|| format!("key {kid:?}: missing {field}"))?;
+    URL_SAFE_NO_PAD
+        .decode(value.trim_end_matches('='))
+        .map_err(|_| format!("key {kid:?}: {field} is not base64url"))
+}
+
+fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
+    let zeros = v.iter().take_while(|b| **b == 0).count();
+    v.drain(..zeros.min(v.len().saturating_sub(1)));
+    v
+}
+
+fn parse_jwk(jwk: Jwk) -> Result<Option<VerifyKey>, String> {
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Ok(None);
+    }
+    let pinned_alg = match jwk.alg.as_deref() {
+        None => None,
+        Some(a) => match Algorithm::parse(a) {
+            Some(alg) => Some(alg),
+            // A key pinned to an algorithm we never accept (HS256, PS256, ...) is unusable.
+            None => return Ok(None),
+        },
+    };
+    let kid = jwk.kid.clone();
+    let parsed = match jwk.kty.as_str() {
+        "RSA" => {
+            let n = strip_leading_zeros(b64("n", &kid, jwk.n.as_ref())?);
+            let e = strip_leading_zeros(b64("e", &kid, jwk.e.as_ref())?);
+            if n.len() * 8 < 2048 {
+                return Err(format!("key {kid:?}: RSA modulus shorter than 2048 bits"));
+            }
+            let components = RsaPublicKeyComponents { n: &n, e: &e };
+            let mut parsed = Vec::new();
+            for (alg, params) in [
+                (Algorithm::RS256, &signature::RSA_PKCS1_2048_8192_SHA256),
+                (Algorithm::RS384, &signature::RSA_PKCS1_2048_8192_SHA384),
+                (Algorithm::RS512, &signature::RSA_PKCS1_2048_8192_SHA512),
+            ] {
+                let key = components
+                    .to_parsed_public_key(params)
+                    .map_err(|e| format!("key {kid:?}: invalid RSA key ({e})"))?;
+                parsed.push((alg, key));
+            }
+            parsed
+        }
+        "EC" => {
+            let (alg, algorithm, len): (_, &'static signature::EcdsaVerificationAlgorithm, _) =
+                match jwk.crv.as_deref() {
+                    Some("P-256") => (Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32),
+                    Some("P-384") => (Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48),
+                    _ => return Ok(None),
+                };
+            let x = b64("x", &kid, jwk.x.as_ref())?;
+            let y = b64("y", &kid, jwk.y.as_ref())?;
+            if x.len() != len || y.len() != len {
+                return Err(format!("key {kid:?}: EC coordinates have the wrong length"));
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let key = ParsedPublicKey::new(algorithm, &point)
+                .map_err(|e| format!("key {kid:?}: invalid EC key ({e})"))?;
+            vec![(alg, key)]
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(VerifyKey {
+        kid,
+        pinned_alg,
+        parsed,
+    }))
+}

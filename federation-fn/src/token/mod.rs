@@ -1,0 +1,406 @@
+//! ServiceAccount token verification: the heart of the federation.
+//!
+//! issuer → candidate clusters → key by `kid` from the JWKS cache → signature → `exp`/`nbf`/`iat`
+//! with leeway → audience → `kubernetes.io` claims cross-checked against `sub`.
+//!
+//! Several clusters may share one issuer string (kind and kubeadm clusters all default to the
+//! same one). The cluster is then the one whose keys verified the signature, never a guess from
+//! `iss`; a token that verifies under the keys of two clusters is refused as ambiguous.
+//!
+//! The JWS is parsed by hand because the hot path must stay within a few percent of a bare
+//! signature check: compact serialization split, base64url decode into stack-friendly buffers,
+//! one `serde_json` pass over header and claims, and a signature check on keys parsed once.
+
+pub mod jwks;
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use esi_api::{ErrorCode, Identity, ObjectRef};
+use serde::Deserialize;
+
+use crate::config::resources::{Algorithm, AlgorithmSet};
+use jwks::JwksSource;
+use keys::KeyRing;
+
+/// Largest token accepted, in bytes. Kubernetes tokens are about 1 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Leeways applied to the time claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leeways {
+    /// After `exp`.
+    pub expiration: Duration,
+    /// Before `nbf`.
+    pub not_before: Duration,
+    /// `iat` in the future.
+    pub issued_at: Duration,
+}
+
+impl Default for Leeways {
+    fn default() -> Self {
+        // Vault's JWT auth defaults: expiration_leeway 150s, not_before_leeway 150s,
+        // clock_skew_leeway 60s.
+        Leeways {
+            expiration: Duration::from_secs(150),
+            not_before: Duration::from_secs(150),
+            issued_at: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a cluster's keys are.
+#[derive(Debug, Clone)]
+pub enum ClusterKeys {
+    /// Parsed once from the inline JWKS of the manifest.
+    Inline(Arc<KeyRing>),
+    /// Fetched and cached.
+    Remote(Arc<JwksSource>),
+}
+
+/// A registered cluster, compiled for verification.
+#[derive(Debug)]
+pub struct ClusterVerifier {
+    /// Cluster name.
+    pub name: String,
+    /// Cluster labels (for Authorization selectors).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Exact issuer.
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms.
+    pub algorithms: AlgorithmSet,
+    /// Time leeways.
+    pub leeway: Leeways,
+    /// Keys.
+    pub keys: ClusterKeys,
+}
+
+/// Why a token was refused: the API code and a message that names the failed check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The API code.
+    pub code: ErrorCode,
+    /// Safe explanation for the caller.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidToken, message)
+    }
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let slice: &[String] = match self {
+            Audience::One(a) => std::slice::from_ref(a),
+            Audience::Many(v) => v,
+        };
+        slice.iter().map(String::as_str)
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    iat: Option<f64>,
+    #[serde(default, rename = "kubernetes.io")]
+    kubernetes: Option<KubeClaims>,
+}
+
+#[derive(Deserialize)]
+struct KubeClaims {
+    namespace: String,
+    serviceaccount: KubeRef,
+    #[serde(default)]
+    pod: Option<KubeRef>,
+}
+
+#[derive(Deserialize)]
+struct KubeRef {
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+/// A token split and decoded, before its signature is checked.
+struct Parsed<'t> {
+    alg: Algorithm,
+    kid: Option<String>,
+    signing_input: &'t [u8],
+    signature: Vec<u8>,
+    claims: Claims,
+}
+
+fn parse(token: &str) -> Result<Parsed<'_>, Rejection> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Rejection::invalid(format!(
+            "token is larger than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    let mut parts = token.splitn(4, '.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Rejection::invalid(
+            "token is not a compact JWS (header.payload.signature)",
+        ));
+    };
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| Rejection::invalid("token header is not base64url"))?;
+    let header: Header<'_> = serde_json::from_slice(&header_bytes)
+        .map_err(|_| Rejection::invalid("token header is not a JSON object with alg"))?;
+    if header.crit.is_some() {
+        return Err(Rejection::invalid(
+            "token header has crit extensions, which are not supported",
+        ));
+    }
+    let alg = Algorithm::parse(&header.alg).ok_or_else(|| {
+        let shown: String = header.alg.chars().take(16).collect();
+        Rejection::invalid(format!(
+            "algorithm {shown:?} is not accepted (RS256/384/512, ES256/384 only)"
+        ))
+    })?;
+    let kid = header.kid.map(|k| k.into_owned());
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| Rejection::invalid("token payload is not base64url"))?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
+        Rejection::invalid(format!("token claims are malformed: {}", claim_error(&e)))
+    })?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| Rejection::invalid("token signature is not base64url"))?;
+    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    Ok(Parsed {
+        alg,
+        kid,
+        signing_input,
+        signature,
+        claims,
+    })
+}
+
+fn claim_error(e: &serde_json::Error) -> String {
+    // serde_json messages name the field and type, never echo long input; cap anyway.
+    let mut s = e.to_string();
+    s.truncate(200);
+    s
+}
+
+fn verify_with(
+    ring: &KeyRing,
+    kid: Option<&str>,
+    alg: Algorithm,
+    input: &[u8],
+    sig: &[u8],
+) -> bool {
+    match kid {
+        Some(kid) => ring
+            .get(kid)
+            .and_then(|k| k.for_alg(alg))
+            .is_some_and(|k| k.verify_sig(input, sig).is_ok()),
+        None => ring
+            .all()
+            .iter()
+            .filter_map(|k| k.for_alg(alg))
+            .any(|k| k.verify_sig(input, sig).is_ok()),
+    }
+}
+
+/// Verifies `token` against the clusters registered for its issuer (`candidates`, looked up
+/// by the caller from the snapshot), at time `now` (seconds since the epoch).
+pub async fn verify(
+    token: &str,
+    lookup: impl FnOnce(&str) -> Option<Arc<[Arc<ClusterVerifier>]>>,
+    now: f64,
+) -> Result<(Identity, Arc<ClusterVerifier>), Rejection> {
+    let parsed = parse(token)?;
+    let Some(candidates) = lookup(&parsed.claims.iss) else {
+        let shown: String = parsed.claims.iss.chars().take(200).collect();
+        return Err(Rejection::new(
+            ErrorCode::UnknownIssuer,
+            format!("issuer {shown:?} is not a registered cluster"),
+        ));
+    };
+    let mut verified: Option<&Arc<ClusterVerifier>> = None;
+    let mut alg_refused = true;
+    let mut unavailable: Option<String> = None;
+    for cluster in candidates.iter() {
+        if !cluster.algorithms.contains(parsed.alg) {
+            continue;
+        }
+        alg_refused = false;
+        let ok = match &cluster.keys {
+            ClusterKeys::Inline(ring) => verify_with(
+                ring,
+                parsed.kid.as_deref(),
+                parsed.alg,
+                parsed.signing_input,
+                &parsed.signature,
+            ),
+            ClusterKeys::Remote(source) => match source.ring_for(parsed.kid.as_deref()).await {
+                Ok(fetched) => verify_with(
+                    &fetched.ring,
+                    parsed.kid.as_deref(),
+                    parsed.alg,
+                    parsed.signing_input,
+                    &parsed.signature,
+                ),
+                Err(e) => {
+                    tracing::warn!(cluster = %cluster.name, error = %e, "cannot obtain keys");
+                    unavailable = Some(cluster.name.clone());
+                    false
+                }
+            },
+        };
+        if ok {
+            if let Some(first) = verified {
+                tracing::error!(
+                    first = %first.name,
+                    second = %cluster.name,
+                    "token verifies under the keys of two clusters sharing an issuer; refusing it"
+                );
+                return Err(Rejection::invalid(
+                    "token verifies under the keys of more than one registered cluster; refusing an ambiguous identity",
+                ));
+            }
+            verified = Some(cluster);
+            if candidates.len() == 1 {
+                break;
+            }
+        }
+    }
+    let Some(cluster) = verified else {
+        if alg_refused {
+            return Err(Rejection::invalid(format!(
+                "algorithm {} is not accepted for this issuer",
+                parsed.alg.as_str()
+            )));
+        }
+        if let Some(name) = unavailable {
+            return Err(Rejection::new(
+                ErrorCode::BackendUnavailable,
+                format!("keys of cluster {name:?} cannot be fetched from its issuer right now"),
+            ));
+        }
+        return Err(Rejection::invalid(match parsed.kid {
+            Some(kid) => {
+                let kid: String = kid.chars().take(64).collect();
+                format!(
+                    "signature does not verify (kid {kid:?} unknown to the issuer's keys, or wrong key)"
+                )
+            }
+            None => "signature does not verify with any key of the issuer".to_owned(),
+        }));
+    };
+    let identity = check_claims(parsed.claims, cluster, now)?;
+    Ok((identity, cluster.clone()))
+}
+
+fn check_claims(
+    claims: Claims,
+    cluster: &ClusterVerifier,
+    now: f64,
+) -> Result<Identity, Rejection> {
+    let exp = claims.exp.ok_or_else(|| {
+        Rejection::invalid("token has no exp claim; only expiring tokens are accepted")
+    })?;
+    if !exp.is_finite() || now > exp + cluster.leeway.expiration.as_secs_f64() {
+        return Err(Rejection::new(ErrorCode::TokenExpired, "token has expired"));
+    }
+    if let Some(nbf) = claims.nbf
+        && (!nbf.is_finite() || now + cluster.leeway.not_before.as_secs_f64() < nbf)
+    {
+        return Err(Rejection::new(
+            ErrorCode::TokenNotYetValid,
+            "token is not valid yet (nbf in the future)",
+        ));
+    }
+    if let Some(iat) = claims.iat
+        && (!iat.is_finite() || now + cluster.leeway.issued_at.as_secs_f64() < iat)
+    {
+        return Err(Rejection::new(
+            ErrorCode::TokenNotYetValid,
+            "token was issued in the future (iat)",
+        ));
+    }
+    let audience_ok = claims.aud.as_ref().is_some_and(|aud| {
+        aud.iter()
+            .any(|a| cluster.audiences.iter().any(|ok| ok == a))
+    });
+    if !audience_ok {
+        return Err(Rejection::new(
+            ErrorCode::AudienceMismatch,
+            format!(
+                "token audience is not accepted by cluster {:?} (expected one of {:?})",
+                cluster.name, cluster.audiences
+            ),
+        ));
+    }
+    let kube = claims.kubernetes.ok_or_else(|| {
+        Rejection::invalid(
+            "token has no kubernetes.io claims; use a projected ServiceAccount token",
+        )
+    })?;
+    let subject = Identity::service_account_subject(&kube.namespace, &kube.serviceaccount.name);
+    if claims.sub.as_deref() != Some(subject.as_str()) {
+        return Err(Rejection::invalid(
+            "token sub does not match its kubernetes.io namespace and service account",
+        ));
+    }
+    let token_expires_at = jiff::Timestamp::from_second(exp as i64).unwrap_or(jiff::Timestamp::MAX);
+    Ok(Identity {
+        cluster: cluster.name.clone(),
+        issuer: claims.iss,
+        namespace: kube.namespace,
+        service_account: ObjectRef {
+            name: kube.serviceaccount.name,
+            uid: kube.serviceaccount.uid,
+        },
+        pod: kube.pod.map(|p| ObjectRef {
+            name: p.name,
+            uid: p.uid,
+        }),
+        subject,
+        token_expires_at,
+    })
+}

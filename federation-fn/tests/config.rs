@@ -1,0 +1,208 @@
+//! Configuration loading: file and folder, multi-document, and errors that name the file, the
+//! resource and the field; a failed reload keeps the last good configuration.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use esi_federation::config::{self, LoadError};
+use esi_federation::lease::LeaseKeys;
+use esi_federation::state::{AppState, Settings};
+
+const GOOD: &str = r#"
+apiVersion: esi.dev/v1alpha1
+kind: Cluster
+metadata: {name: prod, labels: {env: prod}}
+spec:
+  issuer: https://oidc.example.com/id/1
+  audiences: [esi]
+---
+apiVersion: esi.dev/v1alpha1
+kind: Password
+metadata: {name: db, namespace: team}
+spec: {length: 16}
+---
+apiVersion: esi.dev/v1alpha1
+kind: Authorization
+metadata: {name: team}
+spec:
+  subjects: [{clusterSelector: {matchLabels: {env: prod}}, namespaces: [team]}]
+  generators: [team/Password/db]
+"#;
+
+fn state() -> AppState {
+    AppState::new(Settings::default(), LeaseKeys::ephemeral())
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match config::load_text("bad.yaml", yaml, &state().jwks) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(LoadError(errs)) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn doc(kind: &str, meta: &str, spec: &str) -> String {
+    format!("apiVersion: esi.dev/v1alpha1\nkind: {kind}\nmetadata: {meta}\nspec: {spec}\n---\n")
+}
+
+#[test]
+fn loads_a_good_configuration() {
+    let snap = config::load_text("good.yaml", GOOD, &state().jwks).unwrap();
+    assert_eq!(snap.clusters.len(), 1);
+    assert_eq!(snap.authorizer.len(), 1);
+    assert!(snap.generators.contains_key("team/Password/db"));
+}
+
+#[test]
+fn errors_name_file_resource_and_field() {
+    let cluster = |spec: &str| doc("Cluster", "{name: c1}", spec);
+    let cases: Vec<(String, &str)> = vec![
+        (cluster("{issuer: https://x.example, audiences: [esi], audiense: [x]}"), "bad.yaml#1: Cluster/c1: spec.audiense: unknown field `audiense`"),
+        (cluster("{issuer: https://x.example}"), "bad.yaml#1: Cluster/c1: spec: missing field `audiences`"),
+        (cluster("{issuer: https://x.example, audiences: []}"), "Cluster/c1: spec.audiences: must list at least one"),
+        (cluster("{issuer: kubernetes/serviceaccount, audiences: [esi]}"), "Cluster/c1: spec.keys: no way to get keys"),
+        (cluster("{issuer: https://x.example, audiences: [esi], keys: {}}"), "Cluster/c1: spec.keys: no way to get keys"),
+        (cluster("{issuer: https://x.example, audiences: [esi], keys: {discovery: {}, jwksUri: https://y.example/jwks}}"), "spec.keys: set exactly one"),
+        (cluster("{issuer: https://x.example, audiences: [esi], keys: {jwksUri: http://y.example/jwks}}"), "spec.keys.jwksUri: \"http://y.example/jwks\": plain http is allowed only to loopback"),
+        (cluster("{issuer: https://x.example, audiences: [esi], keys: {jwks: {keys: []}}}"), "spec.keys.jwks: JWKS holds no usable signing key"),
+        (cluster("{issuer: https://x.example, audiences: [esi], algorithms: [HS256]}"), "Cluster/c1: spec.algorithms[0]: unknown variant `HS256`"),
+        (cluster("{issuer: https://x.example, audiences: [esi], leeway: {expiration: forever}}"), "spec.leeway.expiration"),
+        (cluster("{issuer: https://x.example, audiences: [esi], caBundle: not-a-pem}"), "Cluster/c1: spec.caBundle"),
+        (doc("Cluster", "{name: c1, namespace: x}", "{issuer: https://x.example, audiences: [esi]}"), "metadata.namespace: Cluster is cluster-scoped"),
+        (doc("Cluster", "{name: C1}", "{issuer: https://x.example, audiences: [esi]}"), "metadata.name: \"C1\" is not a lowercase RFC 1123 name"),
+        (cluster("{issuer: https://x.example, audiences: [esi]}") + &cluster("{issuer: https://y.example, audiences: [esi]}"), "bad.yaml#2: Cluster/c1: metadata.name: duplicate resource (first defined at bad.yaml#1)"),
+        (doc("Cluster", "{name: a}", "{issuer: https://x.example, audiences: [esi]}") + &doc("Cluster", "{name: b}", "{issuer: https://x.example, audiences: [esi]}"), "Cluster/b: spec.keys: shares issuer \"https://x.example\" and the same key source with cluster \"a\""),
+        (doc("Authorization", "{name: all}", "{subjects: [{}], generators: ['*/*/*']}"), "Authorization/all: spec.subjects[0]: constrains nothing"),
+        (doc("Authorization", "{name: all}", "{subjects: [{clusters: ['*'], namespaces: ['*']}], generators: [a/b/c]}"), "spec.subjects[0]: constrains nothing"),
+        (doc("Authorization", "{name: a}", "{subjects: [{namespaces: [x]}], generators: []}"), "Authorization/a: spec.generators: must list at least one"),
+        (doc("Authorization", "{name: a}", "{subjects: [{namespaces: [x]}], generators: [a/b]}"), "spec.generators[0]: \"a/b\" is not namespace/kind/name"),
+        (doc("Authorization", "{name: a}", "{subjects: [{namespaces: [x]}], generators: [a/b/c], maxTTL: soon}"), "spec.maxTTL"),
+        (doc("Authorization", "{name: a}", "{subjects: [{namespaces: [x]}], generators: [a/b/c], rateLimit: {perMinute: 0}}"), "spec.rateLimit.perMinute"),
+        (doc("Authorization", "{name: a}", "{subjects: [{namespaces: [x], team: y}], generators: [a/b/c]}"), "spec.subjects[0].team: unknown field `team`"),
+        (doc("Password", "{name: p, namespace: ns}", "{length: 0}"), "bad.yaml#1: Password/ns/p: spec.length: must be between 1"),
+        (doc("Password", "{name: p}", "{colour: blue}"), "Password/default/p: spec.colour: unknown field `colour`"),
+        (doc("Secret", "{name: s}", "{}"), "kind: unknown kind \"Secret\""),
+        ("apiVersion: v1\nkind: Cluster\nmetadata: {name: x}\nspec: {}\n".to_owned(), "apiVersion: \"v1\" is not \"esi.dev/v1alpha1\""),
+        ("apiVersion: esi.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec: {}\nextra: 1\n".to_owned(), "bad.yaml#1: extra: unknown field `extra`"),
+        ("kind: [unclosed\n".to_owned(), "bad.yaml: not valid YAML"),
+        ("- just\n- a list\n".to_owned(), "bad.yaml#1: document is not a mapping"),
+    ];
+    let mut missing = Vec::new();
+    for (yaml, expected) in cases {
+        let errs = errors(&yaml);
+        if !errs.iter().any(|e| e.contains(expected)) {
+            missing.push(format!("expected {expected:?} in {errs:#?}"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = doc("Cluster", "{name: a}", "{issuer: https://x.example}")
+        + &doc(
+            "Authorization",
+            "{name: b}",
+            "{subjects: [{}], generators: [x/y/z]}",
+        )
+        + &doc("Password", "{name: c}", "{length: -1}");
+    assert_eq!(errors(&yaml).len(), 3);
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn loads_a_folder_and_reports_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "10-cluster.yaml",
+        &GOOD[..GOOD.find("---").unwrap()],
+    );
+    std::fs::create_dir(dir.path().join("team")).unwrap();
+    write(
+        &dir.path().join("team"),
+        "gen.yml",
+        &GOOD[GOOD.find("---").unwrap()..],
+    );
+    write(dir.path(), "README.md", "not config");
+    std::fs::create_dir(dir.path().join("..data")).unwrap();
+    write(&dir.path().join("..data"), "ignored.yaml", "garbage: [");
+    let snap = config::load_path(dir.path(), &state().jwks).unwrap();
+    assert_eq!(snap.generators.len(), 1);
+
+    write(
+        dir.path(),
+        "20-bad.yaml",
+        &doc("Password", "{name: q}", "{digits: 99}"),
+    );
+    let err = config::load_path(dir.path(), &state().jwks)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("20-bad.yaml#1: Password/default/q: spec.digits"),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = config::load_path(empty.path(), &state().jwks)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no .yaml"), "{err}");
+}
+
+#[test]
+fn failed_reload_keeps_the_last_good_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("esi.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+    let state = state();
+    state.reload_from(&file).unwrap();
+    let before = state.snapshot().unwrap();
+    std::fs::write(&file, GOOD.replace("length: 16", "length: 0")).unwrap();
+    assert!(state.reload_from(&file).is_err());
+    assert!(
+        std::sync::Arc::ptr_eq(&before, &state.snapshot().unwrap()),
+        "the old snapshot must keep serving"
+    );
+    std::fs::write(&file, GOOD.replace("length: 16", "length: 17")).unwrap();
+    state.reload_from(&file).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&before, &state.snapshot().unwrap()));
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("esi_federation_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn committed_crds_are_up_to_date() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    let files = esi_federation::crd_files().unwrap();
+    let mut stale = Vec::new();
+    for (name, yaml) in &files {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(committed) if committed == *yaml => {}
+            _ => stale.push(name.clone()),
+        }
+    }
+    let committed: Vec<_> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in committed {
+        if name.ends_with(".yaml") && !files.iter().any(|(n, _)| *n == name) {
+            stale.push(format!("{name} (no longer generated)"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "deploy/crds is stale: {stale:?}; regenerate with `cargo run -p esi-federation -- crds --out deploy/crds`"
+    );
+}

@@ -1,0 +1,395 @@
+//! Every route and every error code through the router with `oneshot` (no socket); the
+//! issuer's keys are served over real HTTP.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use esi_federation::lease::LeaseKeys;
+use esi_federation::state::{AppState, Settings};
+
+async fn setup() -> (
+    std::sync::Arc<esi_federation::issuer::LocalIssuer>,
+    AppState,
+) {
+    let issuer = common::issuer().await;
+    let yaml = common::cluster("alpha", &issuer.issuer()) + common::GENERATORS;
+    (
+        issuer.clone(),
+        common::state(&yaml, common::settings(Duration::from_millis(300))),
+    )
+}
+
+#[tokio::test]
+async fn generate_returns_the_envelope() {
+    let (issuer, state) = setup().await;
+    let token = common::token(&issuer, "default", "app");
+    let (status, headers, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/Password/db", Some(&token), None),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["password"].as_str().unwrap().len(), 20);
+    assert_eq!(json["renewable"], false);
+    assert!(json["issuedAt"].as_str().unwrap().ends_with('Z'));
+    assert!(json.get("lease").is_none() && json.get("expiresAt").is_none());
+    assert!(headers.contains_key("x-request-id"));
+
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/UUID/id", Some(&token), None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["data"]["uuid"].as_str().unwrap().len(), 36);
+}
+
+#[tokio::test]
+async fn lease_round_trip_and_subject_binding() {
+    let (issuer, state) = setup().await;
+    let token = common::token(&issuer, "default", "app");
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/Fake/creds", Some(&token), None),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["data"]["username"], "fake-user");
+    let lease = json["lease"].as_str().unwrap().to_owned();
+    assert!(lease.starts_with("v1.ephemeral."));
+    let expires: jiff::Timestamp = json["expiresAt"].as_str().unwrap().parse().unwrap();
+    let issued: jiff::Timestamp = json["issuedAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(expires.duration_since(issued).as_secs(), 900);
+
+    // Another workload may not revoke it.
+    let other = common::token(&issuer, "default", "intruder");
+    let body = serde_json::json!({ "lease": lease }).to_string();
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/v1/revoke", Some(&other), Some(&body)),
+    )
+    .await;
+    assert_eq!(
+        (status, common::code(&json)),
+        (403, "policy_denied"),
+        "{json}"
+    );
+
+    // Its subject may (a new token of the same service account, e.g. from a preStop hook).
+    let again = common::token(&issuer, "default", "app");
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/v1/revoke", Some(&again), Some(&body)),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["revoked"], true);
+
+    // A lease from another federation (other key) is invalid.
+    let foreign = LeaseKeys::parse(&LeaseKeys::generate_spec("ephemeral")).unwrap();
+    let _ = foreign;
+    let tampered = format!("{}x", &lease[..lease.len() - 1]);
+    let body = serde_json::json!({ "lease": tampered }).to_string();
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/v1/revoke", Some(&again), Some(&body)),
+    )
+    .await;
+    assert_eq!(
+        (status, common::code(&json)),
+        (400, "invalid_lease"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn ese_route_returns_the_flat_map() {
+    let (issuer, state) = setup().await;
+    let token = common::token(&issuer, "default", "app");
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/generators/default/Fake/creds", Some(&token), None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        json,
+        serde_json::json!({"username": "fake-user", "password": "fake-secret-value-123"})
+    );
+}
+
+#[tokio::test]
+async fn whoami_health_ready_metrics() {
+    let (issuer, state) = setup().await;
+    let token = common::token(&issuer, "default", "app");
+    let (status, _, json, _) = common::send(&state, common::get("/v1/whoami", Some(&token))).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["cluster"], "alpha");
+    assert_eq!(json["serviceAccount"]["name"], "app");
+    assert_eq!(json["pod"]["name"], "app-7c9f8d-abcde");
+    assert_eq!(
+        common::send(&state, common::get("/healthz", None)).await.0,
+        200
+    );
+    assert_eq!(
+        common::send(&state, common::get("/readyz", None)).await.0,
+        200
+    );
+    let (status, headers, _, text) = common::send(&state, common::get("/metrics", None)).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        text.contains("esi_federation_requests_total{route=\"whoami\",code=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("esi_federation_jwks_fetches_total{cluster=\"alpha\",result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("esi_federation_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn not_ready_without_configuration() {
+    let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
+    let (status, headers, json, _) = common::send(&state, common::get("/readyz", None)).await;
+    assert_eq!((status, common::code(&json)), (503, "not_ready"));
+    assert!(headers.contains_key("retry-after"));
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/UUID/id", Some("x"), None),
+    )
+    .await;
+    assert_eq!((status, common::code(&json)), (503, "not_ready"));
+}
+
+#[tokio::test]
+async fn every_error_code_has_its_status_and_shape() {
+    let (issuer, state) = setup().await;
+    let app = common::token(&issuer, "default", "app");
+    let mut wrong_aud = esi_federation::issuer::TokenSpec::new("default", "app");
+    wrong_aud.audience = vec!["vault".into()];
+    let wrong_aud = issuer.mint(&wrong_aud);
+    let mut expired = esi_federation::issuer::TokenSpec::new("default", "app");
+    expired.lifetime = -3600;
+    let expired = issuer.mint(&expired);
+    let foreign =
+        esi_federation::issuer::LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
+    foreign.set_issuer("https://unknown.example");
+    let foreign = common::token(&foreign, "default", "app");
+    let stranger = common::token(&issuer, "other", "app");
+    let limited = common::token(&issuer, "limited", "app");
+    let big = format!("{{\"lease\": \"{}\"}}", "a".repeat(100_000));
+
+    let cases: Vec<(&str, axum::http::Request<axum::body::Body>, u16, &str)> = vec![
+        (
+            "no token",
+            common::post("/v1/generators/default/UUID/id", None, None),
+            401,
+            "missing_token",
+        ),
+        (
+            "basic auth",
+            {
+                let mut r = common::post("/v1/generators/default/UUID/id", None, None);
+                r.headers_mut()
+                    .insert("authorization", "Basic YWxhZGRpbjpvcGVu".parse().unwrap());
+                r
+            },
+            401,
+            "missing_token",
+        ),
+        (
+            "garbage token",
+            common::post("/v1/generators/default/UUID/id", Some("garbage"), None),
+            401,
+            "invalid_token",
+        ),
+        (
+            "expired",
+            common::post("/v1/generators/default/UUID/id", Some(&expired), None),
+            401,
+            "token_expired",
+        ),
+        (
+            "wrong audience",
+            common::post("/v1/generators/default/UUID/id", Some(&wrong_aud), None),
+            401,
+            "audience_mismatch",
+        ),
+        (
+            "unknown issuer",
+            common::post("/v1/generators/default/UUID/id", Some(&foreign), None),
+            401,
+            "unknown_issuer",
+        ),
+        (
+            "no rule for subject",
+            common::post("/v1/generators/default/UUID/id", Some(&stranger), None),
+            403,
+            "policy_denied",
+        ),
+        (
+            "rule but not this generator",
+            common::post("/v1/generators/default/Password/db", Some(&limited), None),
+            403,
+            "policy_denied",
+        ),
+        (
+            "authorized but missing",
+            common::post("/v1/generators/default/Password/nope", Some(&app), None),
+            404,
+            "generator_not_found",
+        ),
+        (
+            "bad path segment",
+            common::post("/v1/generators/Default/UUID/id", Some(&app), None),
+            400,
+            "bad_request",
+        ),
+        (
+            "unknown route",
+            common::get("/v2/nothing", None),
+            404,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            common::get("/v1/generators/default/UUID/id", Some(&app)),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "malformed json",
+            common::post("/v1/revoke", Some(&app), Some("{")),
+            400,
+            "bad_request",
+        ),
+        (
+            "unknown field",
+            common::post("/v1/revoke", Some(&app), Some(r#"{"lease":"x","extra":1}"#)),
+            400,
+            "bad_request",
+        ),
+        (
+            "garbage lease",
+            common::post("/v1/revoke", Some(&app), Some(r#"{"lease":"x"}"#)),
+            400,
+            "invalid_lease",
+        ),
+        (
+            "oversized body",
+            common::post("/v1/revoke", Some(&app), Some(&big)),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (name, req, status, code) in cases {
+        let (got, headers, json, text) = common::send(&state, req).await;
+        assert_eq!((got, common::code(&json)), (status, code), "{name}: {text}");
+        let rid = json["error"]["requestId"].as_str().unwrap_or_default();
+        assert!(!rid.is_empty(), "{name}: no requestId");
+        assert_eq!(headers["x-request-id"].to_str().unwrap(), rid, "{name}");
+        assert!(
+            !json["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{name}"
+        );
+        if status == 401 {
+            assert_eq!(headers["www-authenticate"], "Bearer", "{name}");
+        }
+    }
+    // The two denials say which check failed.
+    let (_, _, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/UUID/id", Some(&stranger), None),
+    )
+    .await;
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Authorization covers"),
+        "{json}"
+    );
+    let (_, _, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/Password/db", Some(&limited), None),
+    )
+    .await;
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("none allows generator"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let (issuer, state) = setup().await;
+    let limited = common::token(&issuer, "limited", "app");
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (status, headers, json, _) = common::send(
+            &state,
+            common::post("/v1/generators/default/UUID/id", Some(&limited), None),
+        )
+        .await;
+        codes.push(status);
+        if status == 429 {
+            assert_eq!(common::code(&json), "rate_limited");
+            assert!(headers.contains_key("retry-after"));
+            assert!(json["error"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+        }
+    }
+    assert_eq!(codes, vec![200, 200, 429]);
+}
+
+#[tokio::test]
+async fn issuer_outage_without_cache_is_503_with_its_code() {
+    let issuer = common::issuer().await;
+    issuer.set_down(true);
+    let yaml = common::cluster("alpha", &issuer.issuer()) + common::GENERATORS;
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let token = common::token(&issuer, "default", "app");
+    let (status, headers, json, _) = common::send(
+        &state,
+        common::post("/v1/generators/default/UUID/id", Some(&token), None),
+    )
+    .await;
+    assert_eq!(
+        (status, common::code(&json)),
+        (503, "backend_unavailable"),
+        "{json}"
+    );
+    assert!(headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn request_id_is_propagated_or_replaced() {
+    let (_, state) = setup().await;
+    let mut req = common::get("/v2/none", None);
+    req.headers_mut()
+        .insert("x-request-id", "trace-abc.123".parse().unwrap());
+    let (_, headers, json, _) = common::send(&state, req).await;
+    assert_eq!(headers["x-request-id"], "trace-abc.123");
+    assert_eq!(json["error"]["requestId"], "trace-abc.123");
+    let mut req = common::get("/v2/none", None);
+    req.headers_mut()
+        .insert("x-request-id", "evil\"value{}".parse().unwrap());
+    let (_, headers, _, _) = common::send(&state, req).await;
+    assert_ne!(headers["x-request-id"], "evil\"value{}");
+}

@@ -1,0 +1,402 @@
+//! The real binary over real sockets: `esi-federation serve` as a subprocess with a config
+//! folder, a local issuer, TLS with certificate reload, configuration reload, two replicas
+//! sharing lease keys, graceful shutdown, and a scan of every log line and error body for the
+//! secrets and tokens of the run.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use esi_federation::issuer::LocalIssuer;
+use esi_federation::lease::LeaseKeys;
+
+const BIN: &str = env!("CARGO_BIN_EXE_esi-federation");
+
+/// A running `esi-federation serve` whose stderr (JSON logs) is collected.
+struct Server {
+    child: Child,
+    addr: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(config: &Path, lease_keys: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--reload-interval",
+                "200ms",
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("ESI_LEASE_KEYS", lease_keys)
+            .env(
+                "ESI_LOG",
+                "debug,hyper=info,reqwest=info,rustls=info,h2=info",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn esi-federation");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "esi federation serving"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server { child, addr, logs }
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_dir(issuer: &LocalIssuer) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        common::cluster("alpha", &issuer.issuer()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("generators.yaml"), common::GENERATORS).unwrap();
+    dir
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_reloads_shares_leases_and_never_logs_secrets() {
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    let keys = LeaseKeys::generate_spec("k1");
+    let one = Server::start(dir.path(), &keys, &[]);
+    let two = Server::start(dir.path(), &keys, &[]);
+    let http = reqwest::Client::new();
+    let token = common::token(&issuer, "default", "app");
+    let mut secrets: Vec<String> = vec![token.clone()];
+    let mut bodies: Vec<String> = Vec::new();
+
+    // Issue from replica one.
+    let resp = http
+        .post(format!(
+            "http://{}/v1/generators/default/Fake/creds",
+            one.addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let env: serde_json::Value = resp.json().await.unwrap();
+    let lease = env["lease"].as_str().unwrap().to_owned();
+    secrets.push(env["data"]["password"].as_str().unwrap().to_owned());
+    let resp = http
+        .post(format!(
+            "http://{}/v1/generators/default/Password/db",
+            one.addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let env: serde_json::Value = resp.json().await.unwrap();
+    secrets.push(env["data"]["password"].as_str().unwrap().to_owned());
+
+    // Revoke through replica two: no shared state but the lease keys.
+    let resp = http
+        .post(format!("http://{}/v1/revoke", two.addr))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"lease": lease}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["revoked"],
+        true
+    );
+
+    // Error paths, whose bodies are scanned too.
+    for (path, tok) in [
+        ("/v1/generators/default/Password/db", format!("{token}x")),
+        ("/v1/generators/other/Password/db", token.clone()),
+        ("/v1/generators/default/Password/none", token.clone()),
+    ] {
+        let resp = http
+            .post(format!("http://{}{path}", one.addr))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error());
+        bodies.push(resp.text().await.unwrap());
+    }
+    let resp = http
+        .post(format!("http://{}/v1/revoke", one.addr))
+        .bearer_auth(&token)
+        .body(format!("{{\"lease\": \"{lease}\", \"x\": 1}}"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    bodies.push(resp.text().await.unwrap());
+
+    // Configuration reload: a new Authorization takes effect without restart.
+    let newcomer = common::token(&issuer, "ops", "runner");
+    secrets.push(newcomer.clone());
+    let url = format!("http://{}/v1/generators/default/UUID/id", one.addr);
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&newcomer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    std::fs::write(
+        dir.path().join("ops.yaml"),
+        "apiVersion: esi.dev/v1alpha1\nkind: Authorization\nmetadata: {name: ops}\nspec:\n  subjects: [{namespaces: [ops], serviceAccounts: [runner]}]\n  generators: [default/UUID/id]\n",
+    )
+    .unwrap();
+    wait_for("the new Authorization", async || {
+        http.post(&url)
+            .bearer_auth(&newcomer)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    // A broken file is reported and the last good configuration keeps serving.
+    std::fs::write(dir.path().join("ops.yaml"), "apiVersion: esi.dev/v1alpha1\nkind: Authorization\nmetadata: {name: ops}\nspec: {subjects: [{}], generators: [x/y/z]}\n").unwrap();
+    wait_for("the reload failure", async || {
+        one.logs().contains("configuration reload failed")
+    })
+    .await;
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&newcomer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(one.logs().contains("constrains nothing"));
+    let metrics = http
+        .get(format!("http://{}/metrics", one.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("esi_federation_config_reloads_total{result=\"error\"}"),
+        "{metrics}"
+    );
+
+    // Audit lines exist and carry the identity.
+    let logs = one.logs() + &two.logs();
+    assert!(
+        logs.contains("\"target\":\"esi::audit\""),
+        "no audit line:\n{logs}"
+    );
+    assert!(logs.contains("\"service_account\":\"app\""));
+
+    // Graceful shutdown.
+    assert!(one.terminate().success());
+    assert!(two.terminate().success());
+
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret or token reached the logs"
+        );
+        for body in &bodies {
+            assert!(
+                !body.contains(secret.as_str()),
+                "a secret or token reached an error body: {body}"
+            );
+        }
+    }
+    // The lease handle's content (the backend id) never appears either.
+    assert!(!logs.contains("\"fake\":"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_certificate_is_reloaded_when_the_files_change() {
+    esi_federation::server::install_crypto_provider();
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    let tls = tempfile::tempdir().unwrap();
+    let (ca1, cert1, key1) = cert_chain("first");
+    std::fs::write(tls.path().join("tls.crt"), &cert1).unwrap();
+    std::fs::write(tls.path().join("tls.key"), &key1).unwrap();
+    let cert = tls.path().join("tls.crt");
+    let key = tls.path().join("tls.key");
+    let server = Server::start(
+        dir.path(),
+        &LeaseKeys::generate_spec("k1"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/healthz");
+    let client_for = |ca: &str| {
+        reqwest::Client::builder()
+            .tls_certs_only(vec![reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(
+        client_for(&ca1).get(&url).send().await.unwrap().status(),
+        200
+    );
+    let (ca2, cert2, key2) = cert_chain("second");
+    assert!(
+        client_for(&ca2).get(&url).send().await.is_err(),
+        "the second CA must not be trusted yet"
+    );
+    std::fs::write(tls.path().join("tls.key"), &key2).unwrap();
+    std::fs::write(tls.path().join("tls.crt"), &cert2).unwrap();
+    let second = client_for(&ca2);
+    wait_for("the new certificate", async || {
+        second
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        client_for(&ca1).get(&url).send().await.is_err(),
+        "the old certificate is gone"
+    );
+    assert!(server.terminate().success());
+}
+
+/// A CA and a localhost certificate it signed: (CA PEM, cert PEM, key PEM).
+fn cert_chain(name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("esi test CA {name}"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn refuses_to_start_on_a_broken_configuration_or_without_lease_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: esi.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec: {issuer: https://x.example}\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ESI_LEASE_KEYS", LeaseKeys::generate_spec("k1"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml#1: Cluster/x: spec: missing field `audiences`"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path())
+        .env_remove("ESI_LEASE_KEYS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no lease keys"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

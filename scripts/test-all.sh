@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The README's test command (and what .ci/run calls): installs and starts every peer the tests
+# need (scripts/peers/*.sh: OpenBao, PostgreSQL, moto, ...), runs the whole Rust test suite with
+# ESI_REQUIRE_PEERS=1 (so a missing peer fails instead of skipping), then the non-cargo checks
+# (scripts/checks/*.sh: manifests, Terraform), and stops the peers again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ESI_PEERS_DIR="${ESI_PEERS_DIR:-$PWD/.peers}"
+export ESI_REQUIRE_PEERS=1
+mkdir -p "$ESI_PEERS_DIR"
+
+started=()
+stop_peers() {
+  for name in "${started[@]}"; do
+    scripts/peers/"$name".sh down >/dev/null 2>&1 || true
+  done
+}
+trap stop_peers EXIT
+
+for script in scripts/peers/*.sh; do
+  [ -e "$script" ] || continue
+  name=$(basename "$script" .sh)
+  echo "==> starting peer: $name"
+  exports=$("$script" up)
+  started+=("$name")
+  eval "$exports"
+done
+
+echo "==> cargo test --workspace"
+cargo test --workspace --all-targets
+
+for check in scripts/checks/*.sh; do
+  [ -e "$check" ] || continue
+  echo "==> check: $(basename "$check" .sh)"
+  "$check"
+done
+echo "==> all tests passed"
