@@ -1,1 +1,21 @@
-//! The esi mutating admission webhook (in progress).
+//! The esi mutating admission webhook.
+//!
+//! Pods labelled `esi.dev/inject: "true"` are sent here by the API server on CREATE. The
+//! webhook reads their `esi.dev/` annotations (the contract lives in [`esi_api::inject`]) and
+//! answers with a JSON patch that adds the `esi-cli` init container (and optionally the refresh
+//! sidecar), a memory-backed volume, a projected ServiceAccount token for the federation, and
+//! wraps the chosen containers' commands with `esi-cli exec --`; or with a denial that names the
+//! annotation at fault.
+//!
+//! - [`mutate`]: the pure decision (Pod + annotations + config → skip, patch or denial);
+//! - [`review`]: `AdmissionReview` v1 parsing and the response wire format;
+//! - [`server`]: the axum router, metrics, rustls and certificate reload;
+//! - [`config`]: the injection policy file.
+
+pub mod config;
+pub mod mutate;
+pub mod review;
+pub mod server;
+
+pub use config::WebhookConfig;
+pub use server::{AppState, router};

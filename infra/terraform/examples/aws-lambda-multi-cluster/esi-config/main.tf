@@ -1,0 +1,100 @@
+# The example's federation configuration, kept provider-free so that infra/tests renders exactly
+# these manifests offline with the real Terraform engine and feeds them to the federation's
+# loader. The root module passes the outputs to modules/federation-lambda.
+
+module "cluster_a" {
+  source = "../../../modules/cluster"
+
+  name      = var.cluster_a.name
+  issuer    = var.cluster_a.issuer
+  audiences = [var.audience]
+  labels    = { env = "prod", exposure = "public-issuer" }
+}
+
+module "cluster_b" {
+  source = "../../../modules/cluster"
+
+  name       = var.cluster_b.name
+  issuer     = var.cluster_b.issuer
+  jwks       = var.cluster_b.jwks
+  audiences  = [var.audience]
+  algorithms = ["RS256"]
+  labels     = { env = "prod", exposure = "private-issuer" }
+  leeway     = { expiration = "60s", not_before = "60s" }
+}
+
+locals {
+  secret_stores = {
+    # AppRole login; the secret id comes from the function's environment (the root module's
+    # `vault_environment`), never from the manifest.
+    "payments/vault" = {
+      provider = {
+        vault = {
+          server = var.vault_address
+          auth = {
+            appRole = {
+              roleIdRef   = { env = "VAULT_ROLE_ID" }
+              secretIdRef = { env = "VAULT_SECRET_ID" }
+            }
+          }
+        }
+      }
+    }
+    # Credentials from the function's own execution role (SDK default chain).
+    "payments/aws" = { provider = { aws = { region = var.aws_region } } }
+  }
+
+  generators = {
+    "payments/db" = {
+      kind = "VaultDynamicSecret"
+      spec = {
+        secretStoreRef = { name = "vault" }
+        path           = "database/creds/payments-api"
+        method         = "GET"
+        resultType     = "Data"
+      }
+    }
+    "payments/s3-reader" = {
+      kind = "AWSAssumeRole"
+      spec = {
+        secretStoreRef  = { name = "aws" }
+        roleArn         = var.payments_role_arn
+        durationSeconds = 900
+        # Session tags cluster/namespace/service account/pod from the verified token (default).
+        identityTags = true
+      }
+    }
+    "payments/session-secret" = {
+      kind = "Password"
+      spec = { length = 48, digits = 8, symbols = 0, noUpper = false, allowRepeat = true }
+    }
+  }
+
+  authorizations = {
+    # The payments API, in any production cluster, gets a database user and AWS credentials.
+    "payments-api" = {
+      subjects = [{
+        clusterSelector = { matchLabels = { env = "prod" } }
+        namespaces      = ["payments"]
+        serviceAccounts = ["api"]
+      }]
+      generators = [
+        "payments/VaultDynamicSecret/db",
+        "payments/AWSAssumeRole/s3-reader",
+        "payments/Password/session-secret",
+      ]
+      maxTTL    = "1h"
+      rateLimit = { perMinute = 60, burst = 10 }
+    }
+    # Batch workers only in the first cluster, only the database.
+    "payments-workers" = {
+      subjects = [{
+        clusters        = [var.cluster_a.name]
+        namespaces      = ["payments"]
+        serviceAccounts = ["worker-*"]
+      }]
+      generators = ["payments/VaultDynamicSecret/db"]
+      maxTTL     = "15m"
+    }
+  }
+}

@@ -1,0 +1,36 @@
+variable "audience" {
+  description = "Audience of the ServiceAccount tokens the webhooks project for esi-cli."
+  type        = string
+}
+
+variable "cluster_a" {
+  description = "First workload cluster: its name in the federation and its OIDC issuer (reachable: keys by discovery)."
+  type = object({
+    name   = string
+    issuer = string
+  })
+}
+
+variable "cluster_b" {
+  description = "Second workload cluster: name, issuer and, for a private issuer, its JWKS (JSON text) read from the API server."
+  type = object({
+    name   = string
+    issuer = string
+    jwks   = optional(string)
+  })
+}
+
+variable "vault_address" {
+  description = "Address of the Vault/OpenBao server holding the payments database engine."
+  type        = string
+}
+
+variable "aws_region" {
+  description = "Region of the STS endpoint the AWS store uses."
+  type        = string
+}
+
+variable "payments_role_arn" {
+  description = "IAM role the payments API receives credentials for (AWSAssumeRole)."
+  type        = string
+}

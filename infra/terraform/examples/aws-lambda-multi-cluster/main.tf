@@ -1,0 +1,151 @@
+# A central esi federation on AWS Lambda serving two EKS workload clusters:
+#   - cluster A is registered by its public OIDC issuer (keys by discovery);
+#   - cluster B is registered as a private cluster (its JWKS read through the API server and
+#     registered inline), the way a cluster with an unreachable issuer is;
+#   - a Vault store with a database generator and an AWS store with an AssumeRole generator;
+#   - the webhook in both clusters, and an annotated sample Deployment in cluster A.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+
+data "aws_eks_cluster" "a" {
+  name = var.cluster_a_name
+}
+
+data "aws_eks_cluster" "b" {
+  name = var.cluster_b_name
+}
+
+data "aws_eks_cluster_auth" "a" {
+  name = var.cluster_a_name
+}
+
+data "aws_eks_cluster_auth" "b" {
+  name = var.cluster_b_name
+}
+
+# Cluster B's public keys, as the API server serves them to any authenticated client
+# (`kubectl get --raw /openid/v1/jwks`). Re-apply after a service-account key rotation.
+data "http" "cluster_b_jwks" {
+  url         = "${data.aws_eks_cluster.b.endpoint}/openid/v1/jwks"
+  ca_cert_pem = base64decode(data.aws_eks_cluster.b.certificate_authority[0].data)
+  request_headers = {
+    Accept        = "application/json"
+    Authorization = "Bearer ${data.aws_eks_cluster_auth.b.token}"
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = self.status_code == 200 && can(jsondecode(self.response_body).keys)
+      error_message = "Could not read cluster B's JWKS from its API server."
+    }
+  }
+}
+
+locals {
+  # Built from the name, not the resource, to break the cycle role <-> federation.
+  payments_role_name = "esi-payments-api"
+  payments_role_arn  = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/${local.payments_role_name}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The federation configuration (provider-free: rendered offline by infra/tests)
+
+module "esi_config" {
+  source = "./esi-config"
+
+  audience          = var.audience
+  vault_address     = var.vault_address
+  aws_region        = var.region
+  payments_role_arn = local.payments_role_arn
+
+  cluster_a = {
+    name   = "eks-a"
+    issuer = data.aws_eks_cluster.a.identity[0].oidc[0].issuer
+  }
+  cluster_b = {
+    name   = "eks-b"
+    issuer = data.aws_eks_cluster.b.identity[0].oidc[0].issuer
+    jwks   = data.http.cluster_b_jwks.response_body
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# The central federation
+
+module "federation" {
+  source = "../../modules/federation-lambda"
+
+  name                = "esi-federation"
+  package_path        = var.federation_package_path
+  architecture        = var.architecture
+  assumable_role_arns = [local.payments_role_arn]
+  environment         = var.vault_environment
+
+  cluster_manifests = module.esi_config.cluster_manifests
+  secret_stores     = module.esi_config.secret_stores
+  generators        = module.esi_config.generators
+  authorizations    = module.esi_config.authorizations
+}
+
+# The role the payments API gets credentials for. It trusts only the federation's role, and
+# only with the session tags the federation sets from the verified token.
+data "aws_iam_policy_document" "payments_trust" {
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]
+    principals {
+      type        = "AWS"
+      identifiers = [module.federation.role_arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/namespace"
+      values   = ["payments"]
+    }
+  }
+}
+
+resource "aws_iam_role" "payments" {
+  name                 = local.payments_role_name
+  description          = "Credentials the esi federation issues to the payments API"
+  assume_role_policy   = data.aws_iam_policy_document.payments_trust.json
+  max_session_duration = 3600
+}
+
+data "aws_iam_policy_document" "payments" {
+  statement {
+    actions = ["s3:GetObject"]
+    # Attribute-based: the session tag set by the federation from the verified token scopes
+    # each cluster to its own prefix.
+    resources = ["arn:${data.aws_partition.current.partition}:s3:::payments-reports/$${aws:PrincipalTag/cluster}/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "payments" {
+  name   = "reports"
+  role   = aws_iam_role.payments.id
+  policy = data.aws_iam_policy_document.payments.json
+}
+
+# ---------------------------------------------------------------------------------------------
+# The webhook in each workload cluster
+
+module "webhook_a" {
+  source    = "../../modules/webhook"
+  providers = { kubernetes = kubernetes.a }
+
+  image          = var.webhook_image
+  cli_image      = var.cli_image
+  federation_url = module.federation.url
+  audience       = var.audience
+}
+
+module "webhook_b" {
+  source    = "../../modules/webhook"
+  providers = { kubernetes = kubernetes.b }
+
+  image          = var.webhook_image
+  cli_image      = var.cli_image
+  federation_url = module.federation.url
+  audience       = var.audience
+}

@@ -1,0 +1,70 @@
+variable "region" {
+  description = "AWS region of the federation and the two EKS clusters."
+  type        = string
+  default     = "eu-west-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$", var.region))
+    error_message = "The region must be an AWS region name such as eu-west-1."
+  }
+}
+
+variable "cluster_a_name" {
+  description = "Name of the first EKS cluster (public OIDC issuer: the federation uses discovery)."
+  type        = string
+}
+
+variable "cluster_b_name" {
+  description = "Name of the second EKS cluster (treated as private: its JWKS is read through the API server and registered inline)."
+  type        = string
+}
+
+variable "federation_package_path" {
+  description = "Zip with the `bootstrap` executable of esi-federation for provided.al2023."
+  type        = string
+}
+
+variable "architecture" {
+  description = "Architecture of the bootstrap binary (arm64 or x86_64)."
+  type        = string
+  default     = "arm64"
+}
+
+variable "webhook_image" {
+  description = "esi-webhook image, pinned by digest."
+  type        = string
+}
+
+variable "cli_image" {
+  description = "esi-cli image, pinned by digest."
+  type        = string
+}
+
+variable "vault_address" {
+  description = "Address of the Vault/OpenBao server with the `database` engine and a `payments-api` role."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://", var.vault_address))
+    error_message = "The vault_address must be an https URL."
+  }
+}
+
+variable "vault_environment" {
+  description = "Environment variables that tell the federation how to log in to Vault (for instance the AppRole role id and the name of the variable or file holding its secret id; see backends/README.md). Sensitive values belong in a secret store, not in tfvars committed to git."
+  type        = map(string)
+  default     = {}
+  sensitive   = true
+}
+
+variable "audience" {
+  description = "Audience of the tokens esi-cli presents to the federation."
+  type        = string
+  default     = "esi"
+}
+
+variable "sample_app_image" {
+  description = "Image of the sample payments API Deployment (its command is wrapped by esi-cli)."
+  type        = string
+  default     = "busybox:1.36.1"
+}

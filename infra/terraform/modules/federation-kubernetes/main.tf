@@ -1,0 +1,386 @@
+# The central federation as a Kubernetes Deployment, the same objects as deploy/federation
+# (kustomize base) but with the configuration rendered from module inputs. Replicas are
+# stateless: the lease-sealing key is shared through one Secret, nothing else is.
+#
+# Server settings are flags and environment variables of `esi-federation serve`: ESI_LISTEN,
+# ESI_CONFIG (folder of manifests), ESI_CONFIG_SOURCE=kubernetes (CRD mode),
+# `--lease-keys-file` (mounted from a Secret, never an env var), ESI_TLS_CERT / ESI_TLS_KEY,
+# ESI_LOG_FORMAT.
+
+locals {
+  crds_dir = coalesce(var.crds_dir, "${path.module}/../../../../deploy/crds")
+  labels = merge({
+    "app.kubernetes.io/name"       = "esi-federation"
+    "app.kubernetes.io/instance"   = var.name
+    "app.kubernetes.io/part-of"    = "esi"
+    "app.kubernetes.io/managed-by" = "terraform"
+  }, var.labels)
+  selector = {
+    "app.kubernetes.io/name"     = "esi-federation"
+    "app.kubernetes.io/instance" = var.name
+  }
+  namespace = var.create_namespace ? kubernetes_namespace_v1.this[0].metadata[0].name : var.namespace
+  tls       = var.tls_secret_name != null
+
+  env = merge(var.environment, {
+    ESI_LISTEN     = "0.0.0.0:8080"
+    ESI_LOG_FORMAT = "json"
+    }, var.config_source == "configmap" ? {
+    ESI_CONFIG = "/etc/esi/config"
+    } : {
+    ESI_CONFIG_SOURCE = "kubernetes"
+    }, local.tls ? {
+    ESI_TLS_CERT = "/etc/esi/tls/tls.crt"
+    ESI_TLS_KEY  = "/etc/esi/tls/tls.key"
+  } : {})
+}
+
+module "config" {
+  source = "../federation-config"
+
+  cluster_manifests = var.cluster_manifests
+  secret_stores     = var.secret_stores
+  generators        = var.generators
+  authorizations    = var.authorizations
+  extra_manifests   = var.extra_manifests
+}
+
+resource "kubernetes_namespace_v1" "this" {
+  count = var.create_namespace ? 1 : 0
+
+  metadata {
+    name   = var.namespace
+    labels = merge(local.labels, { "pod-security.kubernetes.io/enforce" = "restricted" })
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: a ConfigMap of manifests, or the CRDs and custom resources.
+
+resource "kubernetes_config_map_v1" "config" {
+  count = var.config_source == "configmap" ? 1 : 0
+
+  metadata {
+    name      = "${var.name}-config"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  data = module.config.files
+}
+
+resource "kubernetes_manifest" "crd" {
+  for_each = var.install_crds ? fileset(local.crds_dir, "*.yaml") : toset([])
+
+  manifest = yamldecode(file("${local.crds_dir}/${each.value}"))
+}
+
+resource "kubernetes_manifest" "resource" {
+  for_each = var.config_source == "crd" ? {
+    for o in module.config.objects : "${o.kind}/${try(o.metadata.namespace, "")}/${o.metadata.name}" => o
+  } : {}
+
+  manifest = each.value
+
+  depends_on = [kubernetes_manifest.crd]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Identity and RBAC: read the esi.dev resources (CRD mode) and report their status.
+
+resource "kubernetes_service_account_v1" "this" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  # The API token is only needed to watch the CRDs.
+  automount_service_account_token = var.config_source == "crd"
+}
+
+resource "kubernetes_cluster_role_v1" "this" {
+  count = var.config_source == "crd" ? 1 : 0
+
+  metadata {
+    name   = "${var.name}-reader"
+    labels = local.labels
+  }
+  rule {
+    api_groups = ["esi.dev"]
+    resources  = ["*"]
+    verbs      = ["get", "list", "watch"]
+  }
+  rule {
+    api_groups = ["esi.dev"]
+    resources  = ["*/status"]
+    verbs      = ["get", "patch", "update"]
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["events"]
+    verbs      = ["create", "patch"]
+  }
+}
+
+resource "kubernetes_cluster_role_binding_v1" "this" {
+  count = var.config_source == "crd" ? 1 : 0
+
+  metadata {
+    name   = "${var.name}-reader"
+    labels = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = kubernetes_cluster_role_v1.this[0].metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.this.metadata[0].name
+    namespace = local.namespace
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Lease-sealing key, shared by every replica.
+
+resource "random_bytes" "lease_key" {
+  length  = 32
+  keepers = { rotation = var.lease_key_rotation }
+}
+
+resource "kubernetes_secret_v1" "lease_keys" {
+  metadata {
+    name      = "${var.name}-lease-keys"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  data = {
+    # `id=base64` entries, one per line; the first seals, all open.
+    keys = "k${var.lease_key_rotation}=${random_bytes.lease_key.base64}\n"
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Workload
+
+resource "kubernetes_deployment_v1" "this" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  spec {
+    replicas = var.replicas
+    selector {
+      match_labels = local.selector
+    }
+    strategy {
+      type = "RollingUpdate"
+      rolling_update {
+        max_unavailable = "0"
+        max_surge       = "1"
+      }
+    }
+
+    template {
+      metadata {
+        labels = local.labels
+        annotations = {
+          # Roll the Pods when the configuration or the key changes (ConfigMap mode also
+          # reloads in place; this keeps replicas from drifting).
+          "esi.dev/config-sha256" = module.config.sha256
+          "esi.dev/lease-key-gen" = var.lease_key_rotation
+        }
+      }
+
+      spec {
+        service_account_name             = kubernetes_service_account_v1.this.metadata[0].name
+        automount_service_account_token  = var.config_source == "crd"
+        termination_grace_period_seconds = 30
+
+        security_context {
+          run_as_non_root = true
+          run_as_user     = 65532
+          run_as_group    = 65532
+          fs_group        = 65532
+          seccomp_profile {
+            type = "RuntimeDefault"
+          }
+        }
+
+        topology_spread_constraint {
+          max_skew           = 1
+          topology_key       = "kubernetes.io/hostname"
+          when_unsatisfiable = "ScheduleAnyway"
+          label_selector {
+            match_labels = local.selector
+          }
+        }
+
+        container {
+          name              = "federation"
+          image             = var.image
+          image_pull_policy = "Always"
+          args              = ["serve", "--lease-keys-file", "/etc/esi/lease-keys/keys"]
+
+          port {
+            name           = "http"
+            container_port = 8080
+          }
+
+          dynamic "env" {
+            for_each = local.env
+            content {
+              name  = env.key
+              value = env.value
+            }
+          }
+
+          resources {
+            requests = var.resources.requests
+            limits   = var.resources.limits
+          }
+
+          readiness_probe {
+            http_get {
+              path   = "/readyz"
+              port   = "http"
+              scheme = local.tls ? "HTTPS" : "HTTP"
+            }
+            period_seconds = 5
+          }
+
+          liveness_probe {
+            http_get {
+              path   = "/healthz"
+              port   = "http"
+              scheme = local.tls ? "HTTPS" : "HTTP"
+            }
+            period_seconds    = 10
+            failure_threshold = 3
+          }
+
+          security_context {
+            allow_privilege_escalation = false
+            read_only_root_filesystem  = true
+            privileged                 = false
+            capabilities {
+              drop = ["ALL"]
+            }
+          }
+
+          volume_mount {
+            name       = "lease-keys"
+            mount_path = "/etc/esi/lease-keys"
+            read_only  = true
+          }
+
+          dynamic "volume_mount" {
+            for_each = var.config_source == "configmap" ? [1] : []
+            content {
+              name       = "config"
+              mount_path = "/etc/esi/config"
+              read_only  = true
+            }
+          }
+
+          dynamic "volume_mount" {
+            for_each = local.tls ? [1] : []
+            content {
+              name       = "tls"
+              mount_path = "/etc/esi/tls"
+              read_only  = true
+            }
+          }
+        }
+
+        volume {
+          name = "lease-keys"
+          secret {
+            secret_name  = kubernetes_secret_v1.lease_keys.metadata[0].name
+            default_mode = "0440"
+          }
+        }
+
+        dynamic "volume" {
+          for_each = var.config_source == "configmap" ? [1] : []
+          content {
+            name = "config"
+            config_map {
+              name = kubernetes_config_map_v1.config[0].metadata[0].name
+            }
+          }
+        }
+
+        dynamic "volume" {
+          for_each = local.tls ? [1] : []
+          content {
+            name = "tls"
+            secret {
+              secret_name = var.tls_secret_name
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+resource "kubernetes_service_v1" "this" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  spec {
+    type     = var.service_type
+    selector = local.selector
+    port {
+      name        = local.tls ? "https" : "http"
+      port        = local.tls ? 443 : 80
+      target_port = "http"
+    }
+  }
+}
+
+resource "kubernetes_pod_disruption_budget_v1" "this" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  spec {
+    min_available = "1"
+    selector {
+      match_labels = local.selector
+    }
+  }
+}
+
+resource "kubernetes_horizontal_pod_autoscaler_v2" "this" {
+  metadata {
+    name      = var.name
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  spec {
+    min_replicas = var.replicas
+    max_replicas = max(var.max_replicas, var.replicas)
+    scale_target_ref {
+      api_version = "apps/v1"
+      kind        = "Deployment"
+      name        = kubernetes_deployment_v1.this.metadata[0].name
+    }
+    metric {
+      type = "Resource"
+      resource {
+        name = "cpu"
+        target {
+          type                = "Utilization"
+          average_utilization = var.target_cpu_utilization
+        }
+      }
+    }
+  }
+}

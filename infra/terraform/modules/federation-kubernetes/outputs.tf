@@ -1,0 +1,19 @@
+output "service_url" {
+  description = "In-cluster URL of the federation. Expose it to workload clusters through an Ingress/Gateway (or service_type = LoadBalancer) and give that public URL to their webhooks."
+  value       = "${local.tls ? "https" : "http"}://${kubernetes_service_v1.this.metadata[0].name}.${local.namespace}.svc${local.tls ? "" : ":80"}"
+}
+
+output "namespace" {
+  description = "Namespace of the federation."
+  value       = local.namespace
+}
+
+output "service_account" {
+  description = "ServiceAccount of the federation Pods (annotate it for IRSA / workload identity when generators need cloud credentials)."
+  value       = kubernetes_service_account_v1.this.metadata[0].name
+}
+
+output "config_bundle" {
+  description = "The rendered configuration (multi-document YAML)."
+  value       = module.config.bundle
+}

@@ -1,0 +1,180 @@
+variable "name" {
+  description = "Name of the Deployment, Service and related objects."
+  type        = string
+  default     = "esi-federation"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$", var.name))
+    error_message = "The name must be a DNS-1123 label of at most 52 characters."
+  }
+}
+
+variable "namespace" {
+  description = "Namespace of the federation."
+  type        = string
+  default     = "esi-system"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.namespace)) && var.namespace != "default"
+    error_message = "The namespace must be a DNS-1123 label other than `default`."
+  }
+}
+
+variable "create_namespace" {
+  description = "Create the namespace (false when it is managed elsewhere)."
+  type        = bool
+  default     = true
+}
+
+variable "image" {
+  description = "The esi-federation image, pinned by digest: `registry/name@sha256:<64 hex>` (a tag may precede the digest). Every replica and every cluster then runs the same build."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^\\s@]+@sha256:[0-9a-f]{64}$", var.image))
+    error_message = "Pin the image by digest: `registry/name[:tag]@sha256:<64 hex digits>`."
+  }
+}
+
+variable "config_source" {
+  description = "Where the federation reads its configuration: `configmap` (the rendered manifests mounted as files, reloaded when the ConfigMap changes) or `crd` (the esi.dev custom resources, listed and watched through the API server; invalid resources are reported in their status and ignored)."
+  type        = string
+  default     = "configmap"
+
+  validation {
+    condition     = contains(["configmap", "crd"], var.config_source)
+    error_message = "The config_source must be configmap or crd."
+  }
+}
+
+variable "install_crds" {
+  description = "Apply the esi.dev CRDs from `crds_dir` (needed for config_source = crd; with kubernetes_manifest the CRDs must exist before the resources that use them are planned: apply once with `-target` on the CRDs, see infra/README.md)."
+  type        = bool
+  default     = false
+}
+
+variable "crds_dir" {
+  description = "Folder of the generated CRD YAML files. Null means the repository's deploy/crds."
+  type        = string
+  default     = null
+}
+
+variable "replicas" {
+  description = "Minimum replicas (the HPA's floor). Two or more: replicas are stateless and interchangeable."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.replicas >= 2
+    error_message = "Run at least 2 replicas: a single one makes every rollout and node drain an outage for Pod starts in every cluster."
+  }
+}
+
+variable "max_replicas" {
+  description = "The HPA's ceiling."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_replicas >= 2
+    error_message = "The max_replicas must be at least 2."
+  }
+}
+
+variable "target_cpu_utilization" {
+  description = "Average CPU utilization (percent of requests) the HPA keeps."
+  type        = number
+  default     = 70
+
+  validation {
+    condition     = var.target_cpu_utilization > 0 && var.target_cpu_utilization <= 100
+    error_message = "The target_cpu_utilization must be between 1 and 100."
+  }
+}
+
+variable "resources" {
+  description = "Container resources."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "100m", memory = "64Mi" }
+    limits   = { cpu = "1", memory = "256Mi" }
+  }
+}
+
+variable "service_type" {
+  description = "Service type: `ClusterIP` behind an Ingress/Gateway that terminates TLS, or `LoadBalancer`."
+  type        = string
+  default     = "ClusterIP"
+
+  validation {
+    condition     = contains(["ClusterIP", "LoadBalancer", "NodePort"], var.service_type)
+    error_message = "The service_type must be ClusterIP, LoadBalancer or NodePort."
+  }
+}
+
+variable "tls_secret_name" {
+  description = "Optional `kubernetes.io/tls` Secret (in `namespace`) for the federation to serve HTTPS itself; it reloads the files when the Secret rotates. Null serves plain HTTP for a TLS-terminating Ingress."
+  type        = string
+  default     = null
+}
+
+variable "lease_key_rotation" {
+  description = "Generation of the lease-sealing key (key id `k<generation>`). Change it to generate a new key; leases sealed with the old one stop opening."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,31}$", var.lease_key_rotation))
+    error_message = "The lease_key_rotation must be 1-31 characters of [A-Za-z0-9_-] (it becomes part of the key id)."
+  }
+}
+
+variable "environment" {
+  description = "Extra environment variables (how SecretStores find their credentials)."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.environment) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k)) && !startswith(k, "ESI_")])
+    error_message = "Environment names must be identifiers and must not start with ESI_ (reserved for the module)."
+  }
+}
+
+variable "cluster_manifests" {
+  description = "`Cluster` manifests (YAML), usually the `manifest` outputs of modules/cluster."
+  type        = list(string)
+  default     = []
+}
+
+variable "secret_stores" {
+  description = "SecretStores keyed `namespace/name`; see modules/federation-config."
+  type        = any
+  default     = {}
+}
+
+variable "generators" {
+  description = "Generators keyed `namespace/name`, each `{ kind, spec }`; see modules/federation-config."
+  type        = any
+  default     = {}
+}
+
+variable "authorizations" {
+  description = "Authorizations keyed by name, each the manifest `spec`; see modules/federation-config."
+  type        = any
+  default     = {}
+}
+
+variable "extra_manifests" {
+  description = "Further esi manifests (YAML, one document each) appended to the configuration."
+  type        = list(string)
+  default     = []
+}
+
+variable "labels" {
+  description = "Extra labels on every object."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,314 @@
+# The central federation as an AWS Lambda function (provided.al2023). The same `esi-federation`
+# binary serves Lambda and Kubernetes: it picks Lambda mode from `AWS_LAMBDA_RUNTIME_API`. Its
+# configuration (the esi.dev manifests) ships as a Lambda layer mounted at /opt/esi, so a
+# configuration change publishes a new layer version without rebuilding the code package.
+
+locals {
+  build_dir   = coalesce(var.build_dir, "${path.root}/.esi-build")
+  config_path = "/opt/esi"
+  tags        = merge({ "app.kubernetes.io/part-of" = "esi", "esi.dev/component" = "federation" }, var.tags)
+}
+
+module "config" {
+  source = "../federation-config"
+
+  cluster_manifests = var.cluster_manifests
+  secret_stores     = var.secret_stores
+  generators        = var.generators
+  authorizations    = var.authorizations
+  extra_manifests   = var.extra_manifests
+}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration layer
+
+data "archive_file" "config" {
+  type        = "zip"
+  output_path = "${local.build_dir}/${var.name}-config.zip"
+
+  # Layers are extracted under /opt: these files land in /opt/esi/*.yaml (ESI_CONFIG).
+  dynamic "source" {
+    for_each = module.config.files
+    content {
+      filename = "esi/${source.key}"
+      content  = source.value
+    }
+  }
+}
+
+resource "aws_lambda_layer_version" "config" {
+  layer_name               = "${var.name}-config"
+  description              = "esi federation configuration (sha256 ${module.config.sha256})"
+  filename                 = data.archive_file.config.output_path
+  source_code_hash         = data.archive_file.config.output_base64sha256
+  compatible_runtimes      = ["provided.al2023"]
+  compatible_architectures = [var.architecture]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Lease-sealing key. Leases are sealed (AEAD) so revocation needs no server-side state; every
+# instance must hold the same key. It lives in Terraform state: keep the state encrypted.
+
+resource "random_bytes" "lease_key" {
+  length = 32
+  keepers = {
+    rotation = var.lease_key_rotation
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Logs
+
+resource "aws_cloudwatch_log_group" "this" {
+  name              = "/aws/lambda/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = local.tags
+}
+
+# ---------------------------------------------------------------------------------------------
+# IAM: write its own logs, assume the listed roles with session tags and source identity.
+# Nothing else: backends other than AWS authenticate with their own credentials.
+
+data "aws_iam_policy_document" "trust" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "this" {
+  name                 = "${var.name}-fn"
+  description          = "esi federation function ${var.name}"
+  assume_role_policy   = data.aws_iam_policy_document.trust.json
+  max_session_duration = 3600
+  tags                 = local.tags
+}
+
+data "aws_iam_policy_document" "permissions" {
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.this.arn}:*"]
+  }
+
+  dynamic "statement" {
+    for_each = length(var.assumable_role_arns) > 0 ? [1] : []
+    content {
+      sid = "AssumeGeneratorRoles"
+      # TagSession carries the verified identity (cluster, namespace, service account, pod) as
+      # session tags; SetSourceIdentity pins it for the whole role chain in CloudTrail.
+      actions   = ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]
+      resources = var.assumable_role_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.tracing_mode == "Active" ? [1] : []
+    content {
+      sid     = "XRay"
+      actions = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+      # X-Ray write actions do not support resource-level permissions.
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.vpc_config == null ? [] : [1]
+    content {
+      sid = "VpcNetworkInterfaces"
+      # The ENI actions Lambda needs in a VPC (as AWSLambdaVPCAccessExecutionRole); EC2 does
+      # not scope Describe* by resource.
+      actions = [
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+      ]
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [1]
+    content {
+      sid       = "DecryptEnvironment"
+      actions   = ["kms:Decrypt"]
+      resources = [var.kms_key_arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "this" {
+  name   = "esi-federation"
+  role   = aws_iam_role.this.id
+  policy = data.aws_iam_policy_document.permissions.json
+}
+
+# ---------------------------------------------------------------------------------------------
+# The function
+
+resource "aws_lambda_function" "this" {
+  function_name                  = var.name
+  description                    = "esi federation: ServiceAccount tokens in, disposable credentials out"
+  role                           = aws_iam_role.this.arn
+  runtime                        = "provided.al2023"
+  handler                        = "bootstrap"
+  architectures                  = [var.architecture]
+  filename                       = var.package_path
+  source_code_hash               = filebase64sha256(var.package_path)
+  layers                         = [aws_lambda_layer_version.config.arn]
+  memory_size                    = var.memory_size
+  timeout                        = var.timeout
+  reserved_concurrent_executions = var.reserved_concurrency
+  kms_key_arn                    = var.kms_key_arn
+  code_signing_config_arn        = var.code_signing_config_arn
+
+  environment {
+    variables = merge(var.environment, {
+      ESI_CONFIG = local.config_path
+      # `id=base64` entries, comma-separated; the first seals, all open.
+      ESI_LEASE_KEYS = join(",", concat(["k${var.lease_key_rotation}=${random_bytes.lease_key.base64}"], var.previous_lease_keys))
+    })
+  }
+
+  logging_config {
+    log_format            = "JSON"
+    log_group             = aws_cloudwatch_log_group.this.name
+    application_log_level = var.log_level
+    system_log_level      = "WARN"
+  }
+
+  tracing_config {
+    mode = var.tracing_mode
+  }
+
+  dynamic "vpc_config" {
+    for_each = var.vpc_config == null ? [] : [var.vpc_config]
+    content {
+      subnet_ids         = vpc_config.value.subnet_ids
+      security_group_ids = vpc_config.value.security_group_ids
+    }
+  }
+
+  tags = local.tags
+
+  depends_on = [aws_iam_role_policy.this]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Endpoint: Function URL ...
+
+resource "aws_lambda_function_url" "this" {
+  count = var.endpoint_type == "function_url" ? 1 : 0
+
+  function_name = aws_lambda_function.this.function_name
+  # The federation authenticates every request itself (bearer ServiceAccount token verified
+  # against the registered clusters' keys); IAM auth would demand AWS credentials from Pods in
+  # clusters that have none.
+  authorization_type = "NONE"
+  invoke_mode        = "BUFFERED"
+}
+
+# Since October 2025 a public function URL needs both permissions.
+resource "aws_lambda_permission" "url" {
+  count = var.endpoint_type == "function_url" ? 1 : 0
+
+  statement_id           = "FunctionUrlPublic"
+  action                 = "lambda:InvokeFunctionUrl"
+  function_name          = aws_lambda_function.this.function_name
+  principal              = "*"
+  function_url_auth_type = "NONE"
+}
+
+resource "aws_lambda_permission" "url_invoke" {
+  count = var.endpoint_type == "function_url" ? 1 : 0
+
+  statement_id             = "FunctionUrlInvoke"
+  action                   = "lambda:InvokeFunction"
+  function_name            = aws_lambda_function.this.function_name
+  principal                = "*"
+  invoked_via_function_url = true
+}
+
+# ... or API Gateway HTTP API (payload format 2.0, the same event shape as Function URLs).
+
+resource "aws_cloudwatch_log_group" "api" {
+  count = var.endpoint_type == "http_api" ? 1 : 0
+
+  name              = "/aws/apigateway/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = local.tags
+}
+
+resource "aws_apigatewayv2_api" "this" {
+  count = var.endpoint_type == "http_api" ? 1 : 0
+
+  name          = var.name
+  protocol_type = "HTTP"
+  description   = "esi federation"
+  tags          = local.tags
+}
+
+resource "aws_apigatewayv2_integration" "this" {
+  count = var.endpoint_type == "http_api" ? 1 : 0
+
+  api_id                 = aws_apigatewayv2_api.this[0].id
+  integration_type       = "AWS_PROXY"
+  integration_uri        = aws_lambda_function.this.invoke_arn
+  payload_format_version = "2.0"
+  timeout_milliseconds   = var.timeout * 1000
+}
+
+resource "aws_apigatewayv2_route" "this" {
+  count = var.endpoint_type == "http_api" ? 1 : 0
+
+  api_id    = aws_apigatewayv2_api.this[0].id
+  route_key = "$default"
+  target    = "integrations/${aws_apigatewayv2_integration.this[0].id}"
+  # No API Gateway authorizer: the federation verifies the bearer token itself.
+  authorization_type = "NONE"
+}
+
+resource "aws_apigatewayv2_stage" "this" {
+  count = var.endpoint_type == "http_api" ? 1 : 0
+
+  api_id      = aws_apigatewayv2_api.this[0].id
+  name        = "$default"
+  auto_deploy = true
+
+  default_route_settings {
+    throttling_burst_limit = 200
+    throttling_rate_limit  = 100
+  }
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.api[0].arn
+    format = jsonencode({
+      requestId = "$context.requestId"
+      ip        = "$context.identity.sourceIp"
+      method    = "$context.httpMethod"
+      path      = "$context.path"
+      status    = "$context.status"
+      latency   = "$context.responseLatency"
+    })
+  }
+
+  tags = local.tags
+}
+
+resource "aws_lambda_permission" "api" {
+  count = var.endpoint_type == "http_api" ? 1 : 0
+
+  statement_id  = "HttpApiInvoke"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.this.function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.this[0].execution_arn}/*/*"
+}

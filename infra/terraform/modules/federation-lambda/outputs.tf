@@ -1,0 +1,34 @@
+output "url" {
+  description = "The federation's base URL (no trailing slash): the webhook's default federation URL and what `esi-cli doctor` calls."
+  value       = trimsuffix(var.endpoint_type == "function_url" ? aws_lambda_function_url.this[0].function_url : aws_apigatewayv2_stage.this[0].invoke_url, "/")
+}
+
+output "function_name" {
+  description = "Name of the Lambda function."
+  value       = aws_lambda_function.this.function_name
+}
+
+output "function_arn" {
+  description = "ARN of the Lambda function."
+  value       = aws_lambda_function.this.arn
+}
+
+output "role_arn" {
+  description = "ARN of the function's execution role: every role in `assumable_role_arns` must trust it for sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity."
+  value       = aws_iam_role.this.arn
+}
+
+output "log_group_name" {
+  description = "CloudWatch log group of the function (JSON logs, one audit line per decision)."
+  value       = aws_cloudwatch_log_group.this.name
+}
+
+output "config_bundle" {
+  description = "The rendered configuration (multi-document YAML), as loaded by the function from /opt/esi."
+  value       = module.config.bundle
+}
+
+output "config_sha256" {
+  description = "SHA-256 of the rendered configuration."
+  value       = module.config.sha256
+}

@@ -1,0 +1,154 @@
+variable "name" {
+  description = "Name of the webhook Deployment, Service and Secret."
+  type        = string
+  default     = "esi-webhook"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$", var.name))
+    error_message = "The name must be a DNS-1123 label of at most 52 characters."
+  }
+}
+
+variable "namespace" {
+  description = "Namespace of the webhook; always excluded from injection."
+  type        = string
+  default     = "esi-system"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.namespace)) && var.namespace != "default"
+    error_message = "The namespace must be a DNS-1123 label other than `default`."
+  }
+}
+
+variable "create_namespace" {
+  description = "Create the namespace."
+  type        = bool
+  default     = true
+}
+
+variable "image" {
+  description = "The esi-webhook image, pinned by digest: `registry/name@sha256:<64 hex>` (a tag may precede the digest). Every replica and every cluster then runs the same build."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^\\s@]+@sha256:[0-9a-f]{64}$", var.image))
+    error_message = "Pin the image by digest: `registry/name[:tag]@sha256:<64 hex digits>`."
+  }
+}
+
+variable "cli_image" {
+  description = "The esi-cli image the webhook injects as init container (it runs in every opted-in Pod), pinned by digest: `registry/name@sha256:<64 hex>` (a tag may precede the digest). Every replica and every cluster then runs the same build."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^\\s@]+@sha256:[0-9a-f]{64}$", var.cli_image))
+    error_message = "Pin the cli_image by digest: `registry/name[:tag]@sha256:<64 hex digits>`."
+  }
+}
+
+variable "federation_url" {
+  description = "Default federation URL for Pods that do not name one (the `url` output of federation-lambda, or the public URL of federation-kubernetes)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[^\\s/]+(/[^\\s]*)?$", var.federation_url))
+    error_message = "The federation_url must be an https URL: ServiceAccount tokens travel to it."
+  }
+}
+
+variable "allowed_federation_urls" {
+  description = "Further federation URLs Pods may name in their annotation (the default is always allowed). Anything else is denied at admission: annotations cannot send tokens elsewhere."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for u in var.allowed_federation_urls : can(regex("^https://[^\\s]+$", u))])
+    error_message = "Allowed federation URLs must be https URLs."
+  }
+}
+
+variable "audience" {
+  description = "Audience of the projected ServiceAccount token given to esi-cli; must be in the registered Cluster's `audiences`."
+  type        = string
+  default     = "esi"
+
+  validation {
+    condition     = length(trimspace(var.audience)) > 0
+    error_message = "The audience must not be empty."
+  }
+}
+
+variable "token_expiration_seconds" {
+  description = "Lifetime of the projected token esi-cli presents. Kubernetes' minimum is 600; keep it short, a JWKS check cannot see that a Pod was deleted."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.token_expiration_seconds >= 600 && var.token_expiration_seconds <= 86400
+    error_message = "The token_expiration_seconds must be between 600 (Kubernetes' minimum) and 86400."
+  }
+}
+
+variable "excluded_namespaces" {
+  description = "Namespaces never sent to the webhook, in addition to its own."
+  type        = list(string)
+  default     = ["kube-system", "kube-public", "kube-node-lease"]
+}
+
+variable "replicas" {
+  description = "Webhook replicas. At least 2: with failurePolicy Fail an unavailable webhook blocks opted-in Pods."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.replicas >= 2
+    error_message = "Run at least 2 replicas of the webhook."
+  }
+}
+
+variable "timeout_seconds" {
+  description = "Admission timeout. Short: the API server waits this long before failing an opted-in Pod's creation."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.timeout_seconds >= 1 && var.timeout_seconds <= 30
+    error_message = "The timeout_seconds must be between 1 and 30."
+  }
+}
+
+variable "cert_validity_hours" {
+  description = "Validity of the generated CA and serving certificate. Re-apply within `cert_early_renewal_hours` of expiry to rotate (the webhook reloads its files without restart)."
+  type        = number
+  default     = 8760
+}
+
+variable "cert_early_renewal_hours" {
+  description = "How long before expiry a `terraform apply` renews the certificates."
+  type        = number
+  default     = 720
+}
+
+variable "extra_config" {
+  description = "Further webhook settings merged into its config file (see webhook/README.md for the keys: resources of the injected containers, token expiry bounds, ...)."
+  type        = any
+  default     = {}
+}
+
+variable "resources" {
+  description = "Webhook container resources."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "50m", memory = "32Mi" }
+    limits   = { cpu = "500m", memory = "128Mi" }
+  }
+}
+
+variable "labels" {
+  description = "Extra labels on every object."
+  type        = map(string)
+  default     = {}
+}

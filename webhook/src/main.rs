@@ -1,0 +1,125 @@
+//! `esi-webhook`: serves the mutating admission webhook over HTTPS.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use esi_webhook::server::{self, TlsFiles};
+use esi_webhook::{AppState, WebhookConfig};
+
+/// The esi mutating admission webhook.
+#[derive(Debug, Parser)]
+#[command(name = "esi-webhook", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "ESI_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: String,
+    /// PEM certificate chain (cert-manager's tls.crt).
+    #[arg(
+        long,
+        env = "ESI_WEBHOOK_TLS_CERT",
+        default_value = "/etc/esi-webhook/tls/tls.crt"
+    )]
+    tls_cert: PathBuf,
+    /// PEM private key (tls.key).
+    #[arg(
+        long,
+        env = "ESI_WEBHOOK_TLS_KEY",
+        default_value = "/etc/esi-webhook/tls/tls.key"
+    )]
+    tls_key: PathBuf,
+    /// How often the certificate files are checked for changes, e.g. 10s.
+    #[arg(long, env = "ESI_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    tls_reload_interval: Duration,
+    /// Injection policy file (YAML); defaults apply when absent.
+    #[arg(long, env = "ESI_WEBHOOK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: plain or json.
+    #[arg(long, env = "ESI_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    esi_api::inject::parse_duration_seconds(s).map(|n| Duration::from_secs(n.unsigned_abs()))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("esi-webhook: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ESI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => WebhookConfig::from_file(path)?,
+        None => WebhookConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async move {
+        let listener = std::net::TcpListener::bind(&args.listen)
+            .with_context(|| format!("binding {}", args.listen))?;
+        let tls = TlsFiles {
+            cert: args.tls_cert,
+            key: args.tls_key,
+        };
+        let running = server::serve(
+            listener,
+            AppState::new(config),
+            tls,
+            args.tls_reload_interval,
+        )
+        .context("starting the HTTPS server")?;
+        tracing::info!(addr = %running.addr, "esi-webhook listening");
+        let handle = running.handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            // Let in-flight reviews finish; the API server times out after timeoutSeconds anyway.
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        running
+            .task
+            .await
+            .context("server task")?
+            .context("serving")?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

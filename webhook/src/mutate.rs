@@ -1,0 +1,972 @@
+//! The webhook's core: a pure function from a Pod, its namespace, its ServiceAccount's
+//! annotations and the webhook configuration to either "leave it alone", a JSON patch, or a
+//! denial whose message names the annotation (or Pod field) at fault.
+//!
+//! The patch is built as explicit RFC 6902 operations against the object the API server sent,
+//! never as a diff of a re-serialized Pod: a typed round trip would drop fields this build of
+//! k8s-openapi does not know, and a diff would then remove them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use esi_api::inject::{
+    self as contract, AGENT_CONTAINER_NAME, ANN_CONTAINERS, ANN_ENTRYPOINT_PREFIX, ANN_ENV,
+    ANN_ENV_FROM, ANN_FEDERATION_URL, ANN_FILE_PREFIX, ANN_GENERATORS, ANN_INIT_CONTAINERS,
+    ANN_REFRESH, ANN_REFRESH_AT, ANN_REFRESH_NOTIFY, ANN_RUN_AS, ANN_STATUS, ANN_TOKEN_AUDIENCE,
+    ANN_TOKEN_EXPIRATION, BINARY_PATH, ContainerSpec, DEFAULT_UID, ENV_POD_NAME, ENV_POD_NAMESPACE,
+    ENV_SPEC, FILES_DIR, FileOutput, INIT_CONTAINER_NAME, INJECT_LABEL, INJECT_LABEL_VALUE,
+    InjectionSpec, MOUNT_PATH, Notify, Owner, PodAnnotations, RefreshSpec, SPEC_VERSION,
+    STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH, TOKEN_VOLUME_NAME, VOLUME_NAME,
+};
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use serde_json::{Value, json};
+
+use crate::config::{InitPosition, WebhookConfig};
+
+/// Size limit of the memory-backed volume (the esi-cli binary plus credentials).
+pub const VOLUME_SIZE_LIMIT: &str = "32Mi";
+
+/// Directories a file output may not take over: mounting the credentials volume there would
+/// hide the image's own content.
+const FORBIDDEN_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/var",
+    "/var/lib",
+    "/var/run",
+    "/var/log",
+    "/app",
+];
+
+/// What the webhook does with a Pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Admit the Pod unchanged.
+    Skip {
+        /// Why (for logs and the metric label).
+        reason: SkipReason,
+        /// Warnings returned to the client.
+        warnings: Vec<String>,
+    },
+    /// Admit the Pod with this patch.
+    Patch {
+        /// The JSON patch.
+        patch: Patch,
+        /// The spec handed to esi-cli (for logs and tests).
+        spec: Box<InjectionSpec>,
+        /// Warnings returned to the client.
+        warnings: Vec<String>,
+    },
+}
+
+/// Why a Pod is admitted unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The Pod does not carry the opt-in label.
+    NotOptedIn,
+    /// The Pod already carries `esi.dev/status: injected`.
+    AlreadyInjected,
+    /// The Pod's namespace is excluded by configuration.
+    ExcludedNamespace,
+}
+
+impl SkipReason {
+    /// A bounded label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotOptedIn => "not_opted_in",
+            Self::AlreadyInjected => "already_injected",
+            Self::ExcludedNamespace => "excluded_namespace",
+        }
+    }
+}
+
+/// A Pod the webhook refuses to admit, with the message the user sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denial(pub String);
+
+fn deny<T>(msg: impl Into<String>) -> Result<T, Denial> {
+    Err(Denial(msg.into()))
+}
+
+/// Decides what to do with a Pod being created in `namespace`.
+///
+/// `service_account_annotations` are the annotations of the Pod's ServiceAccount when the
+/// caller could read them; their `esi.dev/` keys act as defaults the Pod overrides.
+pub fn mutate(
+    pod: &Pod,
+    namespace: &str,
+    service_account_annotations: Option<&BTreeMap<String, String>>,
+    cfg: &WebhookConfig,
+) -> Result<Outcome, Denial> {
+    let opted_in = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(INJECT_LABEL))
+        .map(String::as_str)
+        == Some(INJECT_LABEL_VALUE);
+    if !opted_in {
+        return Ok(Outcome::Skip {
+            reason: SkipReason::NotOptedIn,
+            warnings: vec![],
+        });
+    }
+    let empty = BTreeMap::new();
+    let own = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    if contract::is_injected(own) {
+        return Ok(Outcome::Skip {
+            reason: SkipReason::AlreadyInjected,
+            warnings: vec![],
+        });
+    }
+    if cfg.excluded_namespaces.iter().any(|n| n == namespace) {
+        return Ok(Outcome::Skip {
+            reason: SkipReason::ExcludedNamespace,
+            warnings: vec![format!(
+                "esi: namespace {namespace} is excluded from injection; the Pod was admitted without credentials"
+            )],
+        });
+    }
+    let merged = match service_account_annotations {
+        Some(sa) => contract::merge_service_account_defaults(own, sa),
+        None => own.clone(),
+    };
+    let ann = contract::parse_annotations(&merged).map_err(|e| Denial(format!("esi: {e}")))?;
+    let Some(spec) = pod.spec.as_ref() else {
+        return deny("esi: the Pod has no spec");
+    };
+    Planner {
+        pod,
+        spec,
+        ann: &ann,
+        cfg,
+        warnings: Vec::new(),
+    }
+    .plan()
+}
+
+struct Planner<'a> {
+    pod: &'a Pod,
+    spec: &'a PodSpec,
+    ann: &'a PodAnnotations,
+    cfg: &'a WebhookConfig,
+    warnings: Vec<String>,
+}
+
+/// One chosen container and where it lives in the Pod.
+struct Chosen<'a> {
+    container: &'a Container,
+    /// `/spec/containers` or `/spec/initContainers`.
+    list: &'static str,
+    index: usize,
+}
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// `Y` under or equal to `X` as paths.
+fn path_within(inner: &str, outer: &str) -> bool {
+    inner == outer
+        || outer == "/"
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn unique_name(base: &str, taken: &mut BTreeSet<String>) -> Result<String, Denial> {
+    let name = if taken.contains(base) {
+        (2..100)
+            .map(|i| format!("{base}-{i}"))
+            .find(|n| !taken.contains(n))
+    } else {
+        Some(base.to_owned())
+    };
+    let Some(name) = name else {
+        return deny(format!(
+            "esi: cannot find a free name for {base}: the Pod uses {base} and {base}-2..{base}-99"
+        ));
+    };
+    taken.insert(name.clone());
+    Ok(name)
+}
+
+impl<'a> Planner<'a> {
+    fn plan(mut self) -> Result<Outcome, Denial> {
+        let ann = self.ann;
+        let cfg = self.cfg;
+        if ann.generators.is_empty() {
+            return deny(format!(
+                "esi: annotation {ANN_GENERATORS}: required on Pods labelled {INJECT_LABEL}={INJECT_LABEL_VALUE}; \
+                 expected alias=namespace/kind/name"
+            ));
+        }
+        let federation_url = self.federation_url()?;
+        let chosen = self.choose_containers()?;
+        let chosen_names: BTreeSet<&str> =
+            chosen.iter().map(|c| c.container.name.as_str()).collect();
+        self.check_per_container_annotations(&chosen_names)?;
+        self.check_aliases()?;
+        let containers = self.container_specs(&chosen);
+        let wants_env = containers.values().any(ContainerSpec::wants_env);
+        if !wants_env && ann.files.is_empty() {
+            return deny(format!(
+                "esi: nothing to inject: set {ANN_ENV}, {ANN_ENV_FROM} or {ANN_FILE_PREFIX}<name> to say where the credentials go"
+            ));
+        }
+        let owner = self.owner(&chosen)?;
+        let (files, dirs) = self.files(&owner)?;
+        let (audience, expiration) = self.token()?;
+        let refresh = self.refresh()?;
+        let commands = self.commands(&chosen, &containers)?;
+        self.check_mount_conflicts(&chosen, &containers, &dirs)?;
+
+        let mut taken_containers: BTreeSet<String> = self
+            .spec
+            .containers
+            .iter()
+            .chain(self.spec.init_containers.iter().flatten())
+            .map(|c| c.name.clone())
+            .chain(
+                self.spec
+                    .ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .map(|c| c.name.clone()),
+            )
+            .collect();
+        let mut taken_volumes: BTreeSet<String> = self
+            .spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.clone())
+            .collect();
+        let init_name = unique_name(INIT_CONTAINER_NAME, &mut taken_containers)?;
+        let want_agent = refresh.is_some() || ann.revoke_on_exit;
+        let agent_name = if want_agent {
+            Some(unique_name(AGENT_CONTAINER_NAME, &mut taken_containers)?)
+        } else {
+            None
+        };
+        let volume = unique_name(VOLUME_NAME, &mut taken_volumes)?;
+        let token_volume = unique_name(TOKEN_VOLUME_NAME, &mut taken_volumes)?;
+
+        let inj = InjectionSpec {
+            version: SPEC_VERSION,
+            federation_url,
+            federation_ca_pem: cfg.federation.ca_pem.clone(),
+            token_path: TOKEN_PATH.to_owned(),
+            generators: ann.generators.clone(),
+            containers,
+            files,
+            owner: owner.spec.clone(),
+            refresh,
+            revoke_on_exit: ann.revoke_on_exit,
+        };
+
+        let mut ops: Vec<PatchOperation> = Vec::new();
+        // 1. Chosen containers, by their original indexes (before anything is inserted).
+        for c in &chosen {
+            let idx = c.index.to_string();
+            let list: Vec<&str> = c.list.trim_start_matches('/').split('/').collect();
+            let at = |extra: &[&str]| {
+                let mut t = list.clone();
+                t.push(idx.as_str());
+                t.extend_from_slice(extra);
+                ptr(&t)
+            };
+            if let Some(cmd) = commands.get(c.container.name.as_str()) {
+                let value = json!(cmd);
+                if c.container.command.is_some() {
+                    ops.push(PatchOperation::Replace(ReplaceOperation {
+                        path: at(&["command"]),
+                        value,
+                    }));
+                } else {
+                    ops.push(add(at(&["command"]), value));
+                }
+            }
+            let mut mounts = Vec::new();
+            if inj
+                .containers
+                .get(&c.container.name)
+                .is_some_and(ContainerSpec::wants_env)
+            {
+                mounts.push(json!({"name": volume, "mountPath": MOUNT_PATH, "readOnly": true}));
+            }
+            for (dir, key) in &dirs {
+                mounts.push(json!({"name": volume, "mountPath": dir, "subPath": format!("{FILES_DIR}/{key}"), "readOnly": true}));
+            }
+            if mounts.is_empty() {
+                continue;
+            }
+            match &c.container.volume_mounts {
+                Some(_) => {
+                    for m in mounts {
+                        ops.push(add(at(&["volumeMounts", "-"]), m));
+                    }
+                }
+                None => ops.push(add(at(&["volumeMounts"]), Value::Array(mounts))),
+            }
+        }
+
+        // 2. The esi-cli containers.
+        let spec_json = inj.to_json();
+        let mut new_inits = vec![self.cli_container(
+            &init_name,
+            "init",
+            &spec_json,
+            &volume,
+            &token_volume,
+            &owner,
+            None,
+        )];
+        if let Some(agent) = &agent_name {
+            new_inits.push(self.cli_container(
+                agent,
+                "refresh",
+                &spec_json,
+                &volume,
+                &token_volume,
+                &owner,
+                Some("Always"),
+            ));
+        }
+        let first =
+            cfg.init_container_position == InitPosition::First || !ann.init_containers.is_empty();
+        match &self.spec.init_containers {
+            None => ops.push(add(
+                ptr(&["spec", "initContainers"]),
+                Value::Array(new_inits),
+            )),
+            Some(_) if first => {
+                for (i, c) in new_inits.into_iter().enumerate() {
+                    ops.push(add(ptr(&["spec", "initContainers", &i.to_string()]), c));
+                }
+            }
+            Some(_) => {
+                for c in new_inits {
+                    ops.push(add(ptr(&["spec", "initContainers", "-"]), c));
+                }
+            }
+        }
+
+        // 3. Volumes.
+        let new_volumes = vec![
+            json!({"name": volume, "emptyDir": {"medium": "Memory", "sizeLimit": VOLUME_SIZE_LIMIT}}),
+            json!({"name": token_volume, "projected": {"sources": [{"serviceAccountToken": {
+                "audience": audience, "expirationSeconds": expiration, "path": TOKEN_FILE_NAME}}]}}),
+        ];
+        match &self.spec.volumes {
+            None => ops.push(add(ptr(&["spec", "volumes"]), Value::Array(new_volumes))),
+            Some(_) => {
+                for v in new_volumes {
+                    ops.push(add(ptr(&["spec", "volumes", "-"]), v));
+                }
+            }
+        }
+
+        // 4. The idempotency mark.
+        match &self.pod.metadata.annotations {
+            None => ops.push(add(
+                ptr(&["metadata", "annotations"]),
+                json!({ ANN_STATUS: STATUS_INJECTED }),
+            )),
+            Some(_) => ops.push(add(
+                ptr(&["metadata", "annotations", ANN_STATUS]),
+                json!(STATUS_INJECTED),
+            )),
+        }
+
+        Ok(Outcome::Patch {
+            patch: Patch(ops),
+            spec: Box::new(inj),
+            warnings: self.warnings,
+        })
+    }
+
+    fn federation_url(&self) -> Result<String, Denial> {
+        let cfg = &self.cfg.federation;
+        let url = match &self.ann.federation_url {
+            Some(u) => {
+                if !self.cfg.url_allowed(u) {
+                    return deny(format!(
+                        "esi: annotation {ANN_FEDERATION_URL}: {u} is not on the webhook's allow-list \
+                         (ask the cluster admin to add it to federation.allowedUrls)"
+                    ));
+                }
+                u.clone()
+            }
+            None => match &cfg.default_url {
+                Some(u) => u.trim_end_matches('/').to_owned(),
+                None => {
+                    return deny(format!(
+                        "esi: annotation {ANN_FEDERATION_URL}: required, the webhook has no default federation URL"
+                    ));
+                }
+            },
+        };
+        if url.starts_with("http://") && !cfg.allow_http {
+            return deny(format!(
+                "esi: annotation {ANN_FEDERATION_URL}: {url} is not https"
+            ));
+        }
+        Ok(url)
+    }
+
+    fn choose_containers(&self) -> Result<Vec<Chosen<'a>>, Denial> {
+        let spec = self.spec;
+        let mut out = Vec::new();
+        let list_names = |cs: &[Container]| {
+            cs.iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.ann.containers {
+            Some(names) => {
+                for n in names {
+                    let Some(index) = spec.containers.iter().position(|c| &c.name == n) else {
+                        return deny(format!(
+                            "esi: annotation {ANN_CONTAINERS}: the Pod has no container {n} (containers: {})",
+                            list_names(&spec.containers)
+                        ));
+                    };
+                    out.push(Chosen {
+                        container: &spec.containers[index],
+                        list: "/spec/containers",
+                        index,
+                    });
+                }
+            }
+            None => {
+                for (index, container) in spec.containers.iter().enumerate() {
+                    out.push(Chosen {
+                        container,
+                        list: "/spec/containers",
+                        index,
+                    });
+                }
+            }
+        }
+        let inits: &[Container] = spec.init_containers.as_deref().unwrap_or_default();
+        for n in &self.ann.init_containers {
+            let Some(index) = inits.iter().position(|c| &c.name == n) else {
+                return deny(format!(
+                    "esi: annotation {ANN_INIT_CONTAINERS}: the Pod has no init container {n} (init containers: {})",
+                    if inits.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        list_names(inits)
+                    }
+                ));
+            };
+            out.push(Chosen {
+                container: &inits[index],
+                list: "/spec/initContainers",
+                index,
+            });
+        }
+        if out.is_empty() {
+            return deny("esi: the Pod has no containers");
+        }
+        Ok(out)
+    }
+
+    fn check_per_container_annotations(&self, chosen: &BTreeSet<&str>) -> Result<(), Denial> {
+        let ann = self.ann;
+        let keyed = ann
+            .env_per_container
+            .keys()
+            .map(|c| (format!("{ANN_ENV}.{c}"), c))
+            .chain(
+                ann.env_from_per_container
+                    .keys()
+                    .map(|c| (format!("{ANN_ENV_FROM}.{c}"), c)),
+            )
+            .chain(
+                ann.entrypoints
+                    .keys()
+                    .map(|c| (format!("{ANN_ENTRYPOINT_PREFIX}{c}"), c)),
+            );
+        for (key, c) in keyed {
+            if !chosen.contains(c.as_str()) {
+                return deny(format!(
+                    "esi: annotation {key}: {c} is not one of the containers that get credentials ({})",
+                    chosen.iter().copied().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_aliases(&mut self) -> Result<(), Denial> {
+        let ann = self.ann;
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        let mut check = |key: String, alias: &str| -> Result<(), Denial> {
+            if !ann.generators.contains_key(alias) {
+                return deny(format!(
+                    "esi: annotation {key}: alias {alias} is not defined in {ANN_GENERATORS} (defined: {})",
+                    ann.generators
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            used.insert(alias.to_owned());
+            Ok(())
+        };
+        for m in &ann.env {
+            check(ANN_ENV.to_owned(), &m.alias)?;
+        }
+        for (c, ms) in &ann.env_per_container {
+            for m in ms {
+                check(format!("{ANN_ENV}.{c}"), &m.alias)?;
+            }
+        }
+        for i in &ann.env_from {
+            check(ANN_ENV_FROM.to_owned(), &i.alias)?;
+        }
+        for (c, is) in &ann.env_from_per_container {
+            for i in is {
+                check(format!("{ANN_ENV_FROM}.{c}"), &i.alias)?;
+            }
+        }
+        for (name, f) in &ann.files {
+            for alias in f.content.aliases() {
+                check(format!("{ANN_FILE_PREFIX}{name}"), &alias)?;
+            }
+        }
+        for alias in ann.generators.keys() {
+            if !used.contains(alias) {
+                self.warnings.push(format!(
+                    "esi: generator alias {alias} is not used by any env var or file; it is still fetched"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn container_specs(&self, chosen: &[Chosen<'_>]) -> BTreeMap<String, ContainerSpec> {
+        let ann = self.ann;
+        chosen
+            .iter()
+            .map(|c| {
+                let name = &c.container.name;
+                let mut env = ann.env.clone();
+                for m in ann.env_per_container.get(name).into_iter().flatten() {
+                    // The container's own mapping wins over the Pod-wide one.
+                    env.retain(|e| e.name != m.name);
+                    env.push(m.clone());
+                }
+                let mut env_from = ann.env_from.clone();
+                env_from.extend(
+                    ann.env_from_per_container
+                        .get(name)
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+                (name.clone(), ContainerSpec { env, env_from })
+            })
+            .collect()
+    }
+
+    fn owner(&self, chosen: &[Chosen<'_>]) -> Result<ResolvedOwner, Denial> {
+        let pod_sc = self.spec.security_context.as_ref();
+        let to_u32 = |v: i64, what: &str| -> Result<u32, Denial> {
+            u32::try_from(v).map_err(|_| Denial(format!("esi: {what} {v} is not a valid id")))
+        };
+        let (uid, gid) = if let Some(o) = &self.ann.run_as {
+            (o.uid, o.gid)
+        } else {
+            let mut uids = BTreeSet::new();
+            let mut gids = BTreeSet::new();
+            let mut all_uids_known = true;
+            let mut all_gids_known = true;
+            for c in chosen {
+                let sc = c.container.security_context.as_ref();
+                match sc
+                    .and_then(|s| s.run_as_user)
+                    .or(pod_sc.and_then(|s| s.run_as_user))
+                {
+                    Some(u) => {
+                        uids.insert(to_u32(u, "runAsUser")?);
+                    }
+                    None => all_uids_known = false,
+                }
+                match sc
+                    .and_then(|s| s.run_as_group)
+                    .or(pod_sc.and_then(|s| s.run_as_group))
+                {
+                    Some(g) => {
+                        gids.insert(to_u32(g, "runAsGroup")?);
+                    }
+                    None => all_gids_known = false,
+                }
+            }
+            let uid = if all_uids_known && uids.len() == 1 {
+                uids.into_iter().next()
+            } else {
+                None
+            };
+            let fs_group = pod_sc
+                .and_then(|s| s.fs_group)
+                .map(|g| to_u32(g, "fsGroup"))
+                .transpose()?;
+            let common_gid = if all_gids_known && gids.len() == 1 {
+                gids.into_iter().next()
+            } else {
+                None
+            };
+            (uid, fs_group.or(common_gid))
+        };
+        let resolved = match (uid, gid) {
+            (Some(0), g) => ResolvedOwner {
+                spec: Owner {
+                    uid: Some(0),
+                    gid: g,
+                },
+                run_as_user: DEFAULT_UID,
+                run_as_group: g.unwrap_or(DEFAULT_UID),
+                default_mode: 0o400,
+                uid_known: true,
+            },
+            (Some(u), g) => ResolvedOwner {
+                spec: Owner {
+                    uid: Some(u),
+                    gid: g,
+                },
+                run_as_user: u,
+                run_as_group: g.unwrap_or(u),
+                default_mode: 0o400,
+                uid_known: true,
+            },
+            (None, Some(g)) => ResolvedOwner {
+                spec: Owner {
+                    uid: None,
+                    gid: Some(g),
+                },
+                run_as_user: DEFAULT_UID,
+                run_as_group: g,
+                default_mode: 0o440,
+                uid_known: false,
+            },
+            (None, None) => {
+                let names: Vec<&str> = chosen.iter().map(|c| c.container.name.as_str()).collect();
+                return deny(format!(
+                    "esi: cannot tell which user runs the containers that get credentials ({}), so esi-cli cannot \
+                     make the credentials readable to them and nobody else; set securityContext.runAsUser (on the Pod or the \
+                     containers, all the same), or securityContext.fsGroup on the Pod, or the annotation \
+                     {ANN_RUN_AS}: \"uid[:gid]\"",
+                    names.join(", ")
+                ));
+            }
+        };
+        Ok(resolved)
+    }
+
+    /// File outputs, and the directories to mount (directory → key under `files/`).
+    fn files(
+        &self,
+        owner: &ResolvedOwner,
+    ) -> Result<(Vec<FileOutput>, BTreeMap<String, String>), Denial> {
+        let mut outs = Vec::new();
+        let mut dirs: BTreeMap<String, String> = BTreeMap::new();
+        let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, f) in &self.ann.files {
+            let key = format!("{ANN_FILE_PREFIX}{name}");
+            if let Some(other) = paths.insert(f.path.as_str(), name.as_str()) {
+                return deny(format!(
+                    "esi: annotation {key}: path {} is also used by {ANN_FILE_PREFIX}{other}",
+                    f.path
+                ));
+            }
+            let (dir, file) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
+            let dir = if dir.is_empty() { "/" } else { dir };
+            if FORBIDDEN_DIRS.contains(&dir) {
+                return deny(format!(
+                    "esi: annotation {key}: the directory {dir} would be replaced by the credentials volume, hiding \
+                     the image's files; use a dedicated directory such as /etc/esi/{name} or /var/run/secrets/{name}"
+                ));
+            }
+            if path_within(dir, MOUNT_PATH) {
+                return deny(format!(
+                    "esi: annotation {key}: {MOUNT_PATH} is reserved for esi-cli; choose another directory"
+                ));
+            }
+            let dir_key = dirs
+                .entry(dir.to_owned())
+                .or_insert_with(|| name.clone())
+                .clone();
+            let mode = f.mode.unwrap_or(owner.default_mode);
+            if !owner.uid_known && mode & 0o040 == 0 {
+                return deny(format!(
+                    "esi: annotation {key}: mode {mode:04o} is owner-only but the app's uid is unknown (only its \
+                     group); use a group-readable mode such as 0440 or set runAsUser"
+                ));
+            }
+            outs.push(FileOutput {
+                name: name.clone(),
+                path: f.path.clone(),
+                volume_path: format!("{FILES_DIR}/{dir_key}/{file}"),
+                content: f.content.clone(),
+                mode,
+            });
+        }
+        let dir_list: Vec<&String> = dirs.keys().collect();
+        for a in &dir_list {
+            for b in &dir_list {
+                if a != b && path_within(b, a) {
+                    return deny(format!(
+                        "esi: file outputs use the nested directories {a} and {b}; put them in one directory or in \
+                         separate ones"
+                    ));
+                }
+            }
+        }
+        Ok((outs, dirs))
+    }
+
+    fn token(&self) -> Result<(String, i64), Denial> {
+        let t = &self.cfg.token;
+        let audience = self
+            .ann
+            .token_audience
+            .clone()
+            .unwrap_or_else(|| t.audience.clone());
+        if !self.cfg.audience_allowed(&audience) {
+            return deny(format!(
+                "esi: annotation {ANN_TOKEN_AUDIENCE}: audience {audience} is not allowed by the webhook (allowed: {})",
+                std::iter::once(&t.audience)
+                    .chain(&t.allowed_audiences)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let exp = self
+            .ann
+            .token_expiration_seconds
+            .unwrap_or(t.expiration_seconds);
+        if !(t.min_expiration_seconds..=t.max_expiration_seconds).contains(&exp) {
+            return deny(format!(
+                "esi: annotation {ANN_TOKEN_EXPIRATION}: {exp}s is outside the allowed {}s..{}s",
+                t.min_expiration_seconds, t.max_expiration_seconds
+            ));
+        }
+        Ok((audience, exp))
+    }
+
+    fn refresh(&self) -> Result<Option<RefreshSpec>, Denial> {
+        let ann = self.ann;
+        if !ann.refresh {
+            if ann.refresh_at_percent.is_some() {
+                return deny(format!(
+                    "esi: annotation {ANN_REFRESH_AT}: has no effect without {ANN_REFRESH}: \"true\""
+                ));
+            }
+            if ann.refresh_notify.is_some() {
+                return deny(format!(
+                    "esi: annotation {ANN_REFRESH_NOTIFY}: has no effect without {ANN_REFRESH}: \"true\""
+                ));
+            }
+            return Ok(None);
+        }
+        if ann.files.is_empty() {
+            return deny(format!(
+                "esi: annotation {ANN_REFRESH}: refresh re-issues file outputs and this Pod declares none (env vars \
+                 cannot change inside a running process); add {ANN_FILE_PREFIX}<name> or remove {ANN_REFRESH}"
+            ));
+        }
+        let notify = ann.refresh_notify.clone().unwrap_or(Notify::None);
+        if matches!(notify, Notify::Signal { .. })
+            && self.spec.share_process_namespace != Some(true)
+        {
+            return deny(format!(
+                "esi: annotation {ANN_REFRESH_NOTIFY}: signalling the app needs spec.shareProcessNamespace: true"
+            ));
+        }
+        Ok(Some(RefreshSpec {
+            at_percent: ann
+                .refresh_at_percent
+                .unwrap_or(contract::DEFAULT_REFRESH_AT_PERCENT),
+            notify,
+        }))
+    }
+
+    /// The wrapped command of each container that gets env vars.
+    fn commands(
+        &self,
+        chosen: &[Chosen<'a>],
+        specs: &BTreeMap<String, ContainerSpec>,
+    ) -> Result<BTreeMap<&'a str, Vec<String>>, Denial> {
+        let mut out = BTreeMap::new();
+        for c in chosen {
+            let name = c.container.name.as_str();
+            let wants_env = specs.get(name).is_some_and(ContainerSpec::wants_env);
+            let entry_key = format!("{ANN_ENTRYPOINT_PREFIX}{name}");
+            let override_ = self.ann.entrypoints.get(name);
+            let original = match (&c.container.command, override_) {
+                (Some(cmd), None) if !cmd.is_empty() => cmd.clone(),
+                (Some(cmd), Some(_)) if !cmd.is_empty() => {
+                    return deny(format!(
+                        "esi: annotation {entry_key}: container {name} already has a command; remove the annotation"
+                    ));
+                }
+                (_, Some(ep)) => {
+                    if !wants_env {
+                        return deny(format!(
+                            "esi: annotation {entry_key}: container {name} gets no env vars, so its command is not wrapped"
+                        ));
+                    }
+                    ep.clone()
+                }
+                (_, None) => {
+                    if !wants_env {
+                        continue;
+                    }
+                    return deny(format!(
+                        "esi: container {name} has no command, so esi-cli cannot wrap its entrypoint to inject env \
+                         vars; set the annotation {entry_key} to the image's ENTRYPOINT (plus CMD when the Pod sets \
+                         no args) as a JSON array, e.g. [\"/app/server\"], or set command in the Pod"
+                    ));
+                }
+            };
+            if !wants_env {
+                continue;
+            }
+            if original.first().map(String::as_str) == Some(BINARY_PATH) {
+                // Already wrapped (a Pod copied from an injected one): wrapping twice would
+                // make esi-cli exec itself.
+                continue;
+            }
+            let mut cmd = vec![
+                BINARY_PATH.to_owned(),
+                "exec".into(),
+                "--container".into(),
+                name.to_owned(),
+                "--".into(),
+            ];
+            cmd.extend(original);
+            out.insert(name, cmd);
+        }
+        Ok(out)
+    }
+
+    fn check_mount_conflicts(
+        &self,
+        chosen: &[Chosen<'_>],
+        specs: &BTreeMap<String, ContainerSpec>,
+        dirs: &BTreeMap<String, String>,
+    ) -> Result<(), Denial> {
+        for c in chosen {
+            let name = &c.container.name;
+            let mut ours: Vec<&str> = dirs.keys().map(String::as_str).collect();
+            if specs.get(name).is_some_and(ContainerSpec::wants_env) {
+                ours.push(MOUNT_PATH);
+            }
+            for m in c.container.volume_mounts.iter().flatten() {
+                let theirs = m.mount_path.trim_end_matches('/');
+                let theirs = if theirs.is_empty() { "/" } else { theirs };
+                for our in &ours {
+                    let hides = path_within(theirs, our);
+                    let inside_read_only = path_within(our, theirs) && m.read_only == Some(true);
+                    if hides || inside_read_only {
+                        return deny(format!(
+                            "esi: container {name}: esi needs to mount {our}, which conflicts with its volumeMount \
+                             {} (volume {}); move the file output or that mount",
+                            m.mount_path, m.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cli_container(
+        &self,
+        name: &str,
+        subcommand: &str,
+        spec_json: &str,
+        volume: &str,
+        token_volume: &str,
+        owner: &ResolvedOwner,
+        restart_policy: Option<&str>,
+    ) -> Value {
+        let cli = &self.cfg.cli;
+        let mut c = json!({
+            "name": name,
+            "image": cli.image,
+            "imagePullPolicy": cli.image_pull_policy,
+            "command": [cli.binary_path],
+            "args": [subcommand],
+            "env": [
+                {"name": ENV_SPEC, "value": spec_json},
+                {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            ],
+            "volumeMounts": [
+                {"name": volume, "mountPath": MOUNT_PATH},
+                {"name": token_volume, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true},
+            ],
+            "resources": {"requests": cli.requests, "limits": cli.limits},
+            "securityContext": {
+                "runAsUser": owner.run_as_user,
+                "runAsGroup": owner.run_as_group,
+                "runAsNonRoot": true,
+                "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false,
+                "privileged": false,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        });
+        if let (Some(policy), Some(obj)) = (restart_policy, c.as_object_mut()) {
+            obj.insert("restartPolicy".into(), json!(policy));
+        }
+        c
+    }
+}
+
+/// Who esi-cli runs as, and the default file mode that makes files readable by the app only.
+struct ResolvedOwner {
+    spec: Owner,
+    run_as_user: u32,
+    run_as_group: u32,
+    default_mode: u32,
+    uid_known: bool,
+}

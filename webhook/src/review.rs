@@ -1,0 +1,294 @@
+//! `AdmissionReview` v1 in, `AdmissionReview` v1 out.
+//!
+//! Requests are read with kube-core's types. The response is our own small type: kube-core 5's
+//! `AdmissionResponse` serializes `patch` as a JSON array of numbers, while the API server
+//! expects the base64 string of the JSON patch (`[]byte` in Go). A test pins the wire format.
+//! Every response carries the request's `uid`, including denials of malformed requests when
+//! the `uid` can still be read.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube_core::admission::{AdmissionReview, Operation};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::WebhookConfig;
+use crate::mutate::{self, Outcome};
+
+/// The `apiVersion` of `AdmissionReview` this webhook speaks.
+pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// The outcome class of one review, a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Patched.
+    Injected,
+    /// Admitted unchanged (not opted in, already injected, excluded namespace, not a Pod CREATE).
+    Skipped,
+    /// Denied: the Pod cannot be injected correctly.
+    Denied,
+    /// Denied: the request itself was malformed.
+    Invalid,
+}
+
+impl Decision {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Injected => "injected",
+            Self::Skipped => "skipped",
+            Self::Denied => "denied",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The `AdmissionReview` the webhook answers with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewResponse {
+    /// Always [`ADMISSION_API_VERSION`].
+    pub api_version: &'static str,
+    /// Always `AdmissionReview`.
+    pub kind: &'static str,
+    /// The answer.
+    pub response: AdmissionAnswer,
+}
+
+/// `response` of an `AdmissionReview`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionAnswer {
+    /// The request's `uid`, copied.
+    pub uid: String,
+    /// Whether the Pod is admitted.
+    pub allowed: bool,
+    /// Why not, when denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<AnswerStatus>,
+    /// `JSONPatch` when a patch is present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// Base64 of the JSON patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Warnings shown to the client (`kubectl` prints them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The `metav1.Status` of a denial.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerStatus {
+    /// HTTP-like code the API server returns to the client.
+    pub code: u16,
+    /// The message the user sees.
+    pub message: String,
+    /// `Forbidden` or `BadRequest`.
+    pub reason: &'static str,
+}
+
+impl ReviewResponse {
+    fn new(answer: AdmissionAnswer) -> Self {
+        Self {
+            api_version: ADMISSION_API_VERSION,
+            kind: "AdmissionReview",
+            response: answer,
+        }
+    }
+
+    fn deny(uid: String, code: u16, reason: &'static str, message: String) -> Self {
+        Self::new(AdmissionAnswer {
+            uid,
+            allowed: false,
+            status: Some(AnswerStatus {
+                code,
+                message,
+                reason,
+            }),
+            patch_type: None,
+            patch: None,
+            warnings: vec![],
+        })
+    }
+
+    fn allow(uid: String, warnings: Vec<String>) -> Self {
+        Self::new(AdmissionAnswer {
+            uid,
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings,
+        })
+    }
+}
+
+/// What a review decided, with the fields logs want.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    /// The answer to send.
+    pub response: ReviewResponse,
+    /// The outcome class.
+    pub decision: Decision,
+    /// Finer reason for logs (`not_opted_in`, a denial message, ...).
+    pub detail: String,
+    /// Namespace of the Pod, when known.
+    pub namespace: String,
+    /// Name (or generateName) of the Pod, when known.
+    pub pod: String,
+}
+
+/// Answers one `AdmissionReview` body.
+pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
+    let invalid = |uid: String, message: String| Reviewed {
+        response: ReviewResponse::deny(uid, 400, "BadRequest", message.clone()),
+        decision: Decision::Invalid,
+        detail: message,
+        namespace: String::new(),
+        pod: String::new(),
+    };
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return invalid(
+                String::new(),
+                format!("esi: malformed AdmissionReview JSON: {e}"),
+            );
+        }
+    };
+    let uid = value
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if value.get("apiVersion").and_then(Value::as_str) != Some(ADMISSION_API_VERSION) {
+        return invalid(
+            uid,
+            format!("esi: only {ADMISSION_API_VERSION} AdmissionReview is supported"),
+        );
+    }
+    let review: AdmissionReview<Pod> = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            return invalid(
+                uid,
+                format!("esi: AdmissionReview does not hold a valid Pod request: {e}"),
+            );
+        }
+    };
+    let Some(req) = review.request else {
+        return invalid(uid, "esi: AdmissionReview has no request".to_owned());
+    };
+    let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod" && req.sub_resource.is_none();
+    if req.operation != Operation::Create || !is_pod {
+        // Only Pod CREATE is registered; anything else is not ours to change.
+        return Reviewed {
+            response: ReviewResponse::allow(req.uid, vec![]),
+            decision: Decision::Skipped,
+            detail: "not_pod_create".into(),
+            namespace: req.namespace.unwrap_or_default(),
+            pod: req.name,
+        };
+    }
+    let Some(pod) = req.object.as_ref() else {
+        return invalid(
+            req.uid,
+            "esi: Pod CREATE request without an object".to_owned(),
+        );
+    };
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let pod_name = pod
+        .metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    // ServiceAccount defaults need an API lookup the webhook does not do yet.
+    let sa: Option<&BTreeMap<String, String>> = None;
+    let (response, decision, detail) = match mutate::mutate(pod, &namespace, sa, cfg) {
+        Ok(Outcome::Skip { reason, warnings }) => (
+            ReviewResponse::allow(req.uid, warnings),
+            Decision::Skipped,
+            reason.as_str().to_owned(),
+        ),
+        Ok(Outcome::Patch {
+            patch, warnings, ..
+        }) => match serde_json::to_vec(&patch) {
+            Ok(bytes) => (
+                ReviewResponse::new(AdmissionAnswer {
+                    uid: req.uid,
+                    allowed: true,
+                    status: None,
+                    patch_type: Some("JSONPatch"),
+                    patch: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                    warnings,
+                }),
+                Decision::Injected,
+                "injected".to_owned(),
+            ),
+            Err(_) => {
+                let msg = "esi: internal error serializing the patch; the Pod was not admitted"
+                    .to_owned();
+                (
+                    ReviewResponse::deny(req.uid, 500, "InternalError", msg.clone()),
+                    Decision::Denied,
+                    msg,
+                )
+            }
+        },
+        Err(denial) => (
+            ReviewResponse::deny(req.uid, 403, "Forbidden", denial.0.clone()),
+            Decision::Denied,
+            denial.0,
+        ),
+    };
+    Reviewed {
+        response,
+        decision,
+        detail,
+        namespace,
+        pod: pod_name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_is_a_base64_string_on_the_wire() {
+        // kube-core 5's AdmissionResponse would write an array of numbers here; the API server
+        // wants base64. Pin our format.
+        let r = ReviewResponse::new(AdmissionAnswer {
+            uid: "u".into(),
+            allowed: true,
+            status: None,
+            patch_type: Some("JSONPatch"),
+            patch: Some(base64::engine::general_purpose::STANDARD.encode(b"[]")),
+            warnings: vec![],
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": "u", "allowed": true, "patchType": "JSONPatch", "patch": "W10="}})
+        );
+    }
+
+    #[test]
+    fn wrong_api_version_is_denied_with_uid() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#;
+        let r = review(body, &WebhookConfig::default());
+        assert_eq!(r.decision, Decision::Invalid);
+        assert_eq!(r.response.response.uid, "x");
+        assert!(!r.response.response.allowed);
+    }
+}

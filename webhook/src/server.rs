@@ -1,0 +1,375 @@
+//! The HTTPS server: the router (`/mutate`, `/healthz`, `/readyz`, `/metrics`), its metrics,
+//! the rustls configuration and the certificate reloader that follows cert-manager rotations.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::tls_rustls::RustlsConfig;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::WebhookConfig;
+use crate::review::{self, Decision};
+
+/// The path the `MutatingWebhookConfiguration` calls.
+pub const MUTATE_PATH: &str = "/mutate";
+/// Largest accepted `AdmissionReview` body (a Pod is at most ~1.5 MB in etcd).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Labels of `esi_webhook_admissions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `injected`, `skipped`, `denied` or `invalid`.
+    pub result: &'static str,
+}
+
+/// Labels of `esi_webhook_tls_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// The webhook's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Admissions by result.
+    pub admissions: Family<ResultLabels, Counter>,
+    /// Admission latency.
+    pub latency: Histogram,
+    /// Certificate reloads by result.
+    pub tls_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("esi_webhook");
+        let admissions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission reviews answered, by result",
+            admissions.clone(),
+        );
+        let latency = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        registry.register_with_unit(
+            "admission_duration",
+            "Time to answer an admission review",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads, by result",
+            tls_reloads.clone(),
+        );
+        Self {
+            registry,
+            admissions,
+            latency,
+            tls_reloads,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Shared state of the router.
+#[derive(Clone)]
+pub struct AppState {
+    /// Injection policy.
+    pub config: Arc<WebhookConfig>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State with fresh metrics.
+    pub fn new(config: WebhookConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// The webhook's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(MUTATE_PATH, post(mutate_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn mutate_handler(State(state): State<AppState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let reviewed = review::review(&body, &state.config);
+    let decision = reviewed.decision;
+    state
+        .metrics
+        .admissions
+        .get_or_create(&ResultLabels {
+            result: decision.as_str(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    let uid = &reviewed.response.response.uid;
+    match decision {
+        Decision::Denied | Decision::Invalid => tracing::warn!(
+            uid = %uid, namespace = %reviewed.namespace, pod = %reviewed.pod,
+            result = decision.as_str(), reason = %reviewed.detail, "admission denied"
+        ),
+        _ => tracing::info!(
+            uid = %uid, namespace = %reviewed.namespace, pod = %reviewed.pod,
+            result = decision.as_str(), reason = %reviewed.detail, "admission reviewed"
+        ),
+    }
+    // Always 200: the API server reads the decision from the body; a non-200 would lose the
+    // message (and, with failurePolicy Fail, deny anyway without saying why).
+    (StatusCode::OK, axum::Json(reviewed.response)).into_response()
+}
+
+/// Why TLS material cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The PEM holds no usable certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// rustls refused the pair.
+    #[error("invalid certificate/key pair: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Builds a rustls server configuration (aws-lc-rs, TLS 1.2+, HTTP/1.1) from PEM bytes.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(format!("unreadable certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem(
+            "no certificate in the certificate file".into(),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| TlsError::Pem(format!("unreadable key PEM: {e}")))?
+        .ok_or_else(|| TlsError::Pem("no private key in the key file".into()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The certificate and key files, and the live rustls configuration they feed.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain (e.g. cert-manager's `tls.crt`).
+    pub cert: PathBuf,
+    /// PEM private key (`tls.key`).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    fn load(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        Ok((read(&self.cert)?, read(&self.key)?))
+    }
+
+    /// Reads the files and builds the initial configuration.
+    pub fn rustls_config(&self) -> Result<RustlsConfig, TlsError> {
+        let (c, k) = self.load()?;
+        Ok(RustlsConfig::from_config(server_config(&c, &k)?))
+    }
+
+    /// Polls the files every `interval` and swaps the configuration when their content changed
+    /// and parses; a broken pair is logged and the previous one keeps serving. Polling rather
+    /// than inotify: Secret volumes swap a symlink, which inotify watches on the files miss.
+    pub async fn watch(self, config: RustlsConfig, interval: Duration, metrics: Arc<Metrics>) {
+        let mut last = self.load().ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(current) = self.load() else { continue };
+            if last.as_ref() == Some(&current) {
+                continue;
+            }
+            match server_config(&current.0, &current.1) {
+                Ok(cfg) => {
+                    config.reload_from_config(cfg);
+                    metrics
+                        .tls_reloads
+                        .get_or_create(&ReloadLabels { result: "ok" })
+                        .inc();
+                    tracing::info!(cert = %self.cert.display(), "reloaded TLS certificate");
+                    last = Some(current);
+                }
+                Err(e) => {
+                    // cert-manager may be between writing the certificate and the key: retry on
+                    // the next tick, keep serving the old pair.
+                    metrics
+                        .tls_reloads
+                        .get_or_create(&ReloadLabels { result: "error" })
+                        .inc();
+                    tracing::warn!(error = %e, "TLS files changed but cannot be used; keeping the previous certificate");
+                }
+            }
+        }
+    }
+}
+
+/// A running server, for the binary and for tests.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Stops the server.
+    pub handle: axum_server::Handle<SocketAddr>,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The certificate watcher task.
+    pub watcher: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `listener`, serves the router over TLS and starts the certificate watcher.
+pub fn serve(
+    listener: std::net::TcpListener,
+    state: AppState,
+    tls: TlsFiles,
+    reload_interval: Duration,
+) -> Result<Running, std::io::Error> {
+    let addr = listener.local_addr()?;
+    let rustls = tls.rustls_config().map_err(std::io::Error::other)?;
+    let handle = axum_server::Handle::new();
+    let watcher = tokio::spawn(tls.watch(rustls.clone(), reload_interval, state.metrics.clone()));
+    let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)?.handle(handle.clone());
+    let app = router(state);
+    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    Ok(Running {
+        addr,
+        handle,
+        task,
+        watcher,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn call(app: Router, req: Request<Body>) -> (StatusCode, String) {
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn probes_answer_and_metrics_count_admissions() {
+        let state = AppState::new(WebhookConfig::default());
+        let app = router(state.clone());
+        let (s, b) = call(
+            app.clone(),
+            Request::get("/healthz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, "ok"));
+        let (s, _) = call(
+            app.clone(),
+            Request::get("/readyz").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, b) = call(
+            app.clone(),
+            Request::post(MUTATE_PATH).body(Body::from("{")).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(b.contains(r#""allowed":false"#), "{b}");
+        let (_, m) = call(app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert!(
+            m.contains(r#"esi_webhook_admissions_total{result="invalid"} 1"#),
+            "{m}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let app = router(AppState::new(WebhookConfig::default()));
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let (s, _) = call(
+            app,
+            Request::post(MUTATE_PATH).body(Body::from(big)).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn broken_tls_material_is_a_clear_error() {
+        let e = server_config(b"", b"").unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+    }
+}
