@@ -17,6 +17,8 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod issuer;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod lease;
 pub mod metrics;
 pub mod server;

@@ -65,6 +65,9 @@ enum Command {
         #[arg(long, default_value = "esi-dev.token")]
         token_out: PathBuf,
     },
+    /// Serve as an AWS Lambda function (what the `bootstrap` does without arguments).
+    #[cfg(feature = "lambda")]
+    Lambda,
     /// Validate a configuration file or folder and exit.
     Check {
         /// Configuration file or folder.
@@ -85,8 +88,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    // Inside AWS Lambda the binary is the function's `bootstrap`, started without arguments.
+    #[cfg(feature = "lambda")]
+    if esi_federation::lambda::is_lambda() && std::env::args_os().len() <= 1 {
+        return report(run_lambda());
+    }
+    report(run(Cli::parse()))
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("esi-federation: {e:#}");
@@ -95,8 +106,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Lambda mode: configuration from `ESI_CONFIG` (default `/opt/esi`), lease keys from
+/// `ESI_LEASE_KEYS`, issuer keys fetched before the first invocation.
+#[cfg(feature = "lambda")]
+fn run_lambda() -> anyhow::Result<()> {
+    use esi_federation::lambda;
+    telemetry::init(None);
+    let config = std::env::var_os("ESI_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(lambda::DEFAULT_CONFIG));
+    let leases = lease_keys(None, false)?;
+    runtime()?.block_on(async move {
+        let state = AppState::new(Settings::default(), leases);
+        let snap = config::load_path(&config, &state.jwks)?;
+        state.install(snap);
+        state.prefetch_keys().await;
+        lambda::run(esi_federation::router(state))
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        #[cfg(feature = "lambda")]
+        Command::Lambda => run_lambda(),
         Command::Check { config } => {
             let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
             let snap = config::load_path(&config, &state.jwks)?;
@@ -181,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     tokio::task::spawn_blocking(move || config::load_path(&path, &st.jwks)).await??
                 };
                 state.install(snap);
+                state.prefetch_keys().await;
                 server::spawn_config_watch(state.clone(), config, reload_interval);
                 let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");

@@ -91,6 +91,27 @@ impl AppState {
         self.metrics.reload(true);
     }
 
+    /// Fetches the keys of every registered issuer now (concurrently, bounded by the fetch
+    /// timeout), so the first request does not pay for it. Failures are logged and retried on
+    /// demand later.
+    pub async fn prefetch_keys(&self) {
+        let Some(snap) = self.snapshot() else { return };
+        let mut tasks = Vec::new();
+        for cluster in snap.clusters.values() {
+            if let crate::token::ClusterKeys::Remote(source) = &cluster.keys
+                && source.cached().is_none()
+            {
+                let source = source.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _ = source.ring_for(None).await;
+                }));
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// Loads `path` and installs it; on failure the previous snapshot keeps serving.
     pub fn reload_from(&self, path: &Path) -> Result<(), LoadError> {
         match config::load_path(path, &self.jwks) {
