@@ -1,3 +1,5 @@
+//! The credential a generator returns and the lease handle that revokes it.
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -52,5 +54,14 @@ impl fmt::Debug for LeaseHandle {
         // Lease ids are not secrets in Vault's model, but they let their holder revoke; keep
         // them out of logs anyway.
         f.write_str("LeaseHandle(<redacted>)")
+    }
+}
+
+/// A JSON value as the string handed to the workload: strings unquoted, the rest as JSON.
+#[cfg_attr(not(any(feature = "vault", feature = "webhook")), allow(dead_code))]
+pub(crate) fn value_string(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }

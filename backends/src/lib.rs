@@ -16,10 +16,49 @@
 //! backend, and, when it can be revoked, a [`LeaseHandle`] the federation seals into the
 //! envelope's `lease`.
 
+//!
+//! | feature | SecretStore provider | generator kinds |
+//! |---|---|---|
+//! | (always) | — | `Password`, `UUID`, `Fake` |
+//! | `vault` | `vault` | `VaultDynamicSecret`, `VaultStaticSecret` |
+//! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
+//! | `gcp` | `gcp` | `GCPAccessToken` |
+//! | `webhook` | `webhook` | `Webhook` |
+//!
+//! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
+//! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
+//! `message` is safe for the caller, their `detail` is for the log and never holds a secret.
+//! The SDKs log no bodies at the levels the federation enables; [`QUIET_LOG_DIRECTIVES`]
+//! keeps their chatter out of the logs altogether.
+
+pub mod duration;
 pub mod fake;
 pub mod password;
+pub mod secret;
 pub mod store;
+pub mod template;
 pub mod uuid;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_assume_role;
+#[cfg(feature = "gcp")]
+pub mod gcp;
+#[cfg(feature = "gcp")]
+pub mod gcp_access_token;
+#[cfg(feature = "http-client")]
+pub mod http;
+#[cfg(feature = "aws")]
+pub mod sts_session_token;
+#[cfg(feature = "vault")]
+pub mod vault;
+#[cfg(feature = "vault")]
+pub mod vault_dynamic_secret;
+#[cfg(feature = "vault")]
+pub mod vault_static_secret;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 mod credential;
 mod error;
@@ -27,8 +66,15 @@ mod spec;
 
 pub use credential::{Credential, LeaseHandle};
 pub use error::{BackendError, SpecError};
+pub use secret::SecretRef;
 pub use spec::{GeneratorKind, GeneratorSpec};
-pub use store::{SecretStoreSpec, StoreProvider};
+pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
+
+/// `tracing` filter directives that silence the backend SDKs below `warn` (append them to
+/// the federation's `EnvFilter`): the AWS SDK's wire logging, hyper, reqwest, rustify and
+/// vaultrs. None of them logs bodies at `info`, but `debug`/`trace` would show request
+/// metadata we do not want in production logs.
+pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
 
 use std::future::Future;
 use std::time::Duration;
@@ -76,21 +122,67 @@ pub enum Generator {
     Uuid(uuid::UuidGenerator),
     /// `Fake`.
     Fake(fake::FakeGenerator),
+    /// `VaultDynamicSecret`.
+    #[cfg(feature = "vault")]
+    VaultDynamicSecret(Box<vault_dynamic_secret::VaultDynamicSecretGenerator>),
+    /// `VaultStaticSecret`.
+    #[cfg(feature = "vault")]
+    VaultStaticSecret(Box<vault_static_secret::VaultStaticSecretGenerator>),
+    /// `AWSAssumeRole`.
+    #[cfg(feature = "aws")]
+    AwsAssumeRole(Box<aws_assume_role::AwsAssumeRoleGenerator>),
+    /// `STSSessionToken`.
+    #[cfg(feature = "aws")]
+    StsSessionToken(Box<sts_session_token::StsSessionTokenGenerator>),
+    /// `GCPAccessToken`.
+    #[cfg(feature = "gcp")]
+    GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
+    /// `Webhook`.
+    #[cfg(feature = "webhook")]
+    Webhook(Box<webhook::WebhookGenerator>),
 }
 
 impl Generator {
     /// Builds the generator for a spec. `store` is the SecretStore the spec refers to, when it
-    /// refers to one (the loader has checked it exists).
-    pub fn build(
-        spec: &GeneratorSpec,
-        _store: Option<&SecretStoreSpec>,
-    ) -> Result<Self, SpecError> {
+    /// refers to one (the loader has checked it exists; `None` for a missing store is
+    /// reported as a [`SpecError`] on `secretStoreRef.name`).
+    ///
+    /// Building does no I/O: backends log in and load SDK configuration lazily on the first
+    /// request, so building stays synchronous and a configuration reload never blocks on a
+    /// backend. Must be called inside a Tokio runtime only for the `aws` kinds' first use,
+    /// not for building.
+    pub fn build(spec: &GeneratorSpec, store: Option<&SecretStoreSpec>) -> Result<Self, SpecError> {
+        let _ = &store;
         Ok(match spec {
             GeneratorSpec::Password(s) => {
                 Generator::Password(password::PasswordGenerator::new(s.clone())?)
             }
             GeneratorSpec::Uuid(_) => Generator::Uuid(uuid::UuidGenerator),
             GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())?),
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultDynamicSecret(s) => Generator::VaultDynamicSecret(Box::new(
+                vault_dynamic_secret::VaultDynamicSecretGenerator::new(s.clone(), store)?,
+            )),
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultStaticSecret(s) => Generator::VaultStaticSecret(Box::new(
+                vault_static_secret::VaultStaticSecretGenerator::new(s.clone(), store)?,
+            )),
+            #[cfg(feature = "aws")]
+            GeneratorSpec::AwsAssumeRole(s) => Generator::AwsAssumeRole(Box::new(
+                aws_assume_role::AwsAssumeRoleGenerator::new(s.clone(), store)?,
+            )),
+            #[cfg(feature = "aws")]
+            GeneratorSpec::StsSessionToken(s) => Generator::StsSessionToken(Box::new(
+                sts_session_token::StsSessionTokenGenerator::new(s.clone(), store)?,
+            )),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
+                gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store)?,
+            )),
+            #[cfg(feature = "webhook")]
+            GeneratorSpec::Webhook(s) => {
+                Generator::Webhook(Box::new(webhook::WebhookGenerator::new(s.clone(), store)?))
+            }
         })
     }
 }
@@ -101,6 +193,18 @@ impl Generate for Generator {
             Generator::Password(g) => g.generate(ctx).await,
             Generator::Uuid(g) => g.generate(ctx).await,
             Generator::Fake(g) => g.generate(ctx).await,
+            #[cfg(feature = "vault")]
+            Generator::VaultDynamicSecret(g) => g.generate(ctx).await,
+            #[cfg(feature = "vault")]
+            Generator::VaultStaticSecret(g) => g.generate(ctx).await,
+            #[cfg(feature = "aws")]
+            Generator::AwsAssumeRole(g) => g.generate(ctx).await,
+            #[cfg(feature = "aws")]
+            Generator::StsSessionToken(g) => g.generate(ctx).await,
+            #[cfg(feature = "gcp")]
+            Generator::GcpAccessToken(g) => g.generate(ctx).await,
+            #[cfg(feature = "webhook")]
+            Generator::Webhook(g) => g.generate(ctx).await,
         }
     }
 
@@ -109,6 +213,18 @@ impl Generate for Generator {
             Generator::Password(g) => g.revoke(handle).await,
             Generator::Uuid(g) => g.revoke(handle).await,
             Generator::Fake(g) => g.revoke(handle).await,
+            #[cfg(feature = "vault")]
+            Generator::VaultDynamicSecret(g) => g.revoke(handle).await,
+            #[cfg(feature = "vault")]
+            Generator::VaultStaticSecret(g) => g.revoke(handle).await,
+            #[cfg(feature = "aws")]
+            Generator::AwsAssumeRole(g) => g.revoke(handle).await,
+            #[cfg(feature = "aws")]
+            Generator::StsSessionToken(g) => g.revoke(handle).await,
+            #[cfg(feature = "gcp")]
+            Generator::GcpAccessToken(g) => g.revoke(handle).await,
+            #[cfg(feature = "webhook")]
+            Generator::Webhook(g) => g.revoke(handle).await,
         }
     }
 }
@@ -124,5 +240,36 @@ pub fn crds()
         password::Password::crd(),
         uuid::UUID::crd(),
         fake::Fake::crd(),
+        #[cfg(feature = "vault")]
+        vault_dynamic_secret::VaultDynamicSecret::crd(),
+        #[cfg(feature = "vault")]
+        vault_static_secret::VaultStaticSecret::crd(),
+        #[cfg(feature = "aws")]
+        aws_assume_role::AWSAssumeRole::crd(),
+        #[cfg(feature = "aws")]
+        sts_session_token::STSSessionToken::crd(),
+        #[cfg(feature = "gcp")]
+        gcp_access_token::GCPAccessToken::crd(),
+        #[cfg(feature = "webhook")]
+        webhook::Webhook::crd(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_parses_back_and_has_a_crd() {
+        let crds = crds();
+        for k in GeneratorKind::ALL {
+            assert_eq!(GeneratorKind::parse(k.as_str()), Some(*k));
+            assert!(
+                crds.iter().any(|c| c.spec.names.kind == k.as_str()),
+                "no CRD for {k}"
+            );
+        }
+        assert!(crds.iter().any(|c| c.spec.names.kind == "SecretStore"));
+        assert_eq!(crds.len(), GeneratorKind::ALL.len() + 1);
+    }
 }

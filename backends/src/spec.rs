@@ -13,6 +13,24 @@ pub enum GeneratorKind {
     Uuid,
     /// `Fake`.
     Fake,
+    /// `VaultDynamicSecret`.
+    #[cfg(feature = "vault")]
+    VaultDynamicSecret,
+    /// `VaultStaticSecret`.
+    #[cfg(feature = "vault")]
+    VaultStaticSecret,
+    /// `AWSAssumeRole`.
+    #[cfg(feature = "aws")]
+    AwsAssumeRole,
+    /// `STSSessionToken`.
+    #[cfg(feature = "aws")]
+    StsSessionToken,
+    /// `GCPAccessToken`.
+    #[cfg(feature = "gcp")]
+    GcpAccessToken,
+    /// `Webhook`.
+    #[cfg(feature = "webhook")]
+    Webhook,
 }
 
 impl GeneratorKind {
@@ -21,6 +39,18 @@ impl GeneratorKind {
         GeneratorKind::Password,
         GeneratorKind::Uuid,
         GeneratorKind::Fake,
+        #[cfg(feature = "vault")]
+        GeneratorKind::VaultDynamicSecret,
+        #[cfg(feature = "vault")]
+        GeneratorKind::VaultStaticSecret,
+        #[cfg(feature = "aws")]
+        GeneratorKind::AwsAssumeRole,
+        #[cfg(feature = "aws")]
+        GeneratorKind::StsSessionToken,
+        #[cfg(feature = "gcp")]
+        GeneratorKind::GcpAccessToken,
+        #[cfg(feature = "webhook")]
+        GeneratorKind::Webhook,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -29,6 +59,18 @@ impl GeneratorKind {
             GeneratorKind::Password => "Password",
             GeneratorKind::Uuid => "UUID",
             GeneratorKind::Fake => "Fake",
+            #[cfg(feature = "vault")]
+            GeneratorKind::VaultDynamicSecret => "VaultDynamicSecret",
+            #[cfg(feature = "vault")]
+            GeneratorKind::VaultStaticSecret => "VaultStaticSecret",
+            #[cfg(feature = "aws")]
+            GeneratorKind::AwsAssumeRole => "AWSAssumeRole",
+            #[cfg(feature = "aws")]
+            GeneratorKind::StsSessionToken => "STSSessionToken",
+            #[cfg(feature = "gcp")]
+            GeneratorKind::GcpAccessToken => "GCPAccessToken",
+            #[cfg(feature = "webhook")]
+            GeneratorKind::Webhook => "Webhook",
         }
     }
 
@@ -62,6 +104,24 @@ pub enum GeneratorSpec {
     Uuid(uuid::UuidSpec),
     /// `kind: Fake`.
     Fake(fake::FakeSpec),
+    /// `kind: VaultDynamicSecret`.
+    #[cfg(feature = "vault")]
+    VaultDynamicSecret(crate::vault_dynamic_secret::VaultDynamicSecretSpec),
+    /// `kind: VaultStaticSecret`.
+    #[cfg(feature = "vault")]
+    VaultStaticSecret(crate::vault_static_secret::VaultStaticSecretSpec),
+    /// `kind: AWSAssumeRole`.
+    #[cfg(feature = "aws")]
+    AwsAssumeRole(crate::aws_assume_role::AwsAssumeRoleSpec),
+    /// `kind: STSSessionToken`.
+    #[cfg(feature = "aws")]
+    StsSessionToken(crate::sts_session_token::StsSessionTokenSpec),
+    /// `kind: GCPAccessToken`.
+    #[cfg(feature = "gcp")]
+    GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
+    /// `kind: Webhook`.
+    #[cfg(feature = "webhook")]
+    Webhook(crate::webhook::WebhookSpec),
 }
 
 impl GeneratorSpec {
@@ -72,6 +132,18 @@ impl GeneratorSpec {
             GeneratorKind::Password => GeneratorSpec::Password(parse(spec)?),
             GeneratorKind::Uuid => GeneratorSpec::Uuid(parse(spec)?),
             GeneratorKind::Fake => GeneratorSpec::Fake(parse(spec)?),
+            #[cfg(feature = "vault")]
+            GeneratorKind::VaultDynamicSecret => GeneratorSpec::VaultDynamicSecret(parse(spec)?),
+            #[cfg(feature = "vault")]
+            GeneratorKind::VaultStaticSecret => GeneratorSpec::VaultStaticSecret(parse(spec)?),
+            #[cfg(feature = "aws")]
+            GeneratorKind::AwsAssumeRole => GeneratorSpec::AwsAssumeRole(parse(spec)?),
+            #[cfg(feature = "aws")]
+            GeneratorKind::StsSessionToken => GeneratorSpec::StsSessionToken(parse(spec)?),
+            #[cfg(feature = "gcp")]
+            GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
+            #[cfg(feature = "webhook")]
+            GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -83,6 +155,18 @@ impl GeneratorSpec {
             GeneratorSpec::Password(_) => GeneratorKind::Password,
             GeneratorSpec::Uuid(_) => GeneratorKind::Uuid,
             GeneratorSpec::Fake(_) => GeneratorKind::Fake,
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultDynamicSecret(_) => GeneratorKind::VaultDynamicSecret,
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultStaticSecret(_) => GeneratorKind::VaultStaticSecret,
+            #[cfg(feature = "aws")]
+            GeneratorSpec::AwsAssumeRole(_) => GeneratorKind::AwsAssumeRole,
+            #[cfg(feature = "aws")]
+            GeneratorSpec::StsSessionToken(_) => GeneratorKind::StsSessionToken,
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
+            #[cfg(feature = "webhook")]
+            GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
         }
     }
 
@@ -90,6 +174,18 @@ impl GeneratorSpec {
     pub fn store_ref(&self) -> Option<&str> {
         match self {
             GeneratorSpec::Password(_) | GeneratorSpec::Uuid(_) | GeneratorSpec::Fake(_) => None,
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultDynamicSecret(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultStaticSecret(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "aws")]
+            GeneratorSpec::AwsAssumeRole(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "aws")]
+            GeneratorSpec::StsSessionToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "webhook")]
+            GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -99,6 +195,18 @@ impl GeneratorSpec {
             GeneratorSpec::Password(s) => s.validate(),
             GeneratorSpec::Uuid(_) => Ok(()),
             GeneratorSpec::Fake(s) => crate::fake::FakeGenerator::new(s.clone()).map(|_| ()),
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultDynamicSecret(s) => s.validate(),
+            #[cfg(feature = "vault")]
+            GeneratorSpec::VaultStaticSecret(s) => s.validate(),
+            #[cfg(feature = "aws")]
+            GeneratorSpec::AwsAssumeRole(s) => s.validate(),
+            #[cfg(feature = "aws")]
+            GeneratorSpec::StsSessionToken(s) => s.validate(),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpAccessToken(s) => s.validate(),
+            #[cfg(feature = "webhook")]
+            GeneratorSpec::Webhook(s) => s.validate(),
         }
     }
 }

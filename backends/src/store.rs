@@ -2,7 +2,9 @@
 //!
 //! Secrets a store needs (a Vault token, AppRole secret id, cloud keys) come from the
 //! federation's environment or files, never from the manifest: the spec names where to find
-//! them.
+//! them ([`crate::SecretRef`]). Each provider's fields are documented in its backend module:
+//! [`crate::vault::VaultProvider`], [`crate::aws::AwsProvider`], [`crate::gcp::GcpProvider`],
+//! [`crate::webhook::WebhookProvider`].
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -29,34 +31,96 @@ pub struct SecretStoreSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum StoreProvider {
     /// A Vault or OpenBao server.
-    Vault(VaultProvider),
+    #[cfg(feature = "vault")]
+    Vault(crate::vault::VaultProvider),
+    /// AWS STS.
+    #[cfg(feature = "aws")]
+    Aws(crate::aws::AwsProvider),
+    /// Google Cloud IAM Credentials.
+    #[cfg(feature = "gcp")]
+    Gcp(crate::gcp::GcpProvider),
+    /// Outbound HTTP endpoints for `Webhook` generators: the allow-list and secret headers.
+    #[cfg(feature = "webhook")]
+    Webhook(crate::webhook::WebhookProvider),
 }
 
-/// How to reach a Vault/OpenBao server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VaultProvider {
-    /// Server address, `https://vault.example:8200`.
-    pub server: String,
-    /// Vault Enterprise / OpenBao namespace.
-    #[serde(default)]
-    pub namespace: Option<String>,
+impl StoreProvider {
+    /// The provider's key in manifests (`vault`, `aws`, ...).
+    pub fn name(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "vault")]
+            StoreProvider::Vault(_) => "vault",
+            #[cfg(feature = "aws")]
+            StoreProvider::Aws(_) => "aws",
+            #[cfg(feature = "gcp")]
+            StoreProvider::Gcp(_) => "gcp",
+            #[cfg(feature = "webhook")]
+            StoreProvider::Webhook(_) => "webhook",
+        }
+    }
 }
 
 impl SecretStoreSpec {
     /// Deserializes and validates a store `spec`.
     pub fn from_manifest(spec: serde_json::Value) -> Result<Self, SpecError> {
         let spec: SecretStoreSpec = crate::spec::parse(spec)?;
-        match &spec.provider {
-            StoreProvider::Vault(v) => {
-                if !(v.server.starts_with("https://") || v.server.starts_with("http://")) {
-                    return Err(SpecError::field(
-                        "provider.vault.server",
-                        format!("{:?} is not an http(s) URL", v.server),
-                    ));
-                }
-            }
-        }
+        spec.validate()?;
         Ok(spec)
     }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match &self.provider {
+            #[cfg(feature = "vault")]
+            StoreProvider::Vault(v) => v.validate(),
+            #[cfg(feature = "aws")]
+            StoreProvider::Aws(a) => a.validate(),
+            #[cfg(feature = "gcp")]
+            StoreProvider::Gcp(g) => g.validate(),
+            #[cfg(feature = "webhook")]
+            StoreProvider::Webhook(w) => w.validate(),
+            // Only reachable in builds without any provider feature.
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A generator's reference to a `SecretStore` in its own namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretStoreRef {
+    /// Name of the `SecretStore`.
+    pub name: String,
+}
+
+/// The store a generator was built with, checked to be of the provider it needs.
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "gcp",
+    feature = "webhook"
+))]
+pub(crate) fn require<'a, T>(
+    store: Option<&'a SecretStoreSpec>,
+    reference: &SecretStoreRef,
+    wanted: &str,
+    pick: impl FnOnce(&'a StoreProvider) -> Option<&'a T>,
+) -> Result<&'a T, SpecError> {
+    let store = store.ok_or_else(|| {
+        SpecError::field(
+            "secretStoreRef.name",
+            format!("SecretStore {:?} not found", reference.name),
+        )
+    })?;
+    pick(&store.provider).ok_or_else(|| {
+        SpecError::field(
+            "secretStoreRef.name",
+            format!(
+                "SecretStore {:?} has provider {}, this generator needs {wanted}",
+                reference.name,
+                store.provider.name()
+            ),
+        )
+    })
 }

@@ -17,6 +17,8 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod issuer;
+#[cfg(feature = "kubernetes")]
+pub mod kube_source;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod lease;

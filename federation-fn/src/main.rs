@@ -28,9 +28,13 @@ struct Cli {
 enum Command {
     /// Serve the federation from a configuration file or folder.
     Serve {
-        /// Configuration file or folder of manifests.
-        #[arg(long, env = "ESI_CONFIG")]
-        config: PathBuf,
+        /// Configuration file or folder of manifests (with `--config-source file`).
+        #[arg(long, env = "ESI_CONFIG", required_if_eq("config_source", "file"))]
+        config: Option<PathBuf>,
+        /// Where the configuration comes from: `file` (a file or folder, reloaded on change and
+        /// SIGHUP) or `kubernetes` (the esi.dev CRDs, listed and watched in-cluster).
+        #[arg(long, env = "ESI_CONFIG_SOURCE", default_value = "file", value_parser = ["file", "kubernetes"])]
+        config_source: String,
         /// Listen address.
         #[arg(long, env = "ESI_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
@@ -184,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve {
             config,
+            config_source,
             listen,
             tls_cert,
             tls_key,
@@ -210,19 +215,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|(cert, key)| TlsFiles { cert, key });
             runtime()?.block_on(async move {
                 let state = AppState::new(settings, leases);
-                let snap = {
-                    let (st, path) = (state.clone(), config.clone());
-                    tokio::task::spawn_blocking(move || config::load_path(&path, &st.jwks)).await??
-                };
-                state.install(snap);
-                state.prefetch_keys().await;
-                server::spawn_config_watch(state.clone(), config, reload_interval);
+                match (config_source.as_str(), config) {
+                    ("kubernetes", _) => start_kubernetes_source(&state).await?,
+                    (_, Some(config)) => {
+                        let snap = {
+                            let (st, path) = (state.clone(), config.clone());
+                            tokio::task::spawn_blocking(move || config::load_path(&path, &st.jwks))
+                                .await??
+                        };
+                        state.install(snap);
+                        state.prefetch_keys().await;
+                        server::spawn_config_watch(state.clone(), config, reload_interval);
+                    }
+                    (_, None) => anyhow::bail!("--config (or ESI_CONFIG) is required with --config-source file"),
+                }
                 let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");
                 server::serve(listener, esi_federation::router(state), tls, Duration::from_secs(20)).await
             })
         }
     }
+}
+
+#[cfg(feature = "kubernetes")]
+async fn start_kubernetes_source(state: &AppState) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    tokio::spawn(esi_federation::kube_source::run(
+        state.clone(),
+        client,
+        Duration::from_millis(500),
+    ));
+    Ok(())
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn start_kubernetes_source(_: &AppState) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no Kubernetes support (cargo feature `kubernetes`)")
 }
 
 fn lease_keys(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<LeaseKeys> {

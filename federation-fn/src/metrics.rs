@@ -46,6 +46,7 @@ pub struct Metrics {
     jwks_cache: Family<ClusterResult, Counter>,
     reloads: Family<ReloadResult, Counter>,
     config_loaded: Gauge,
+    invalid_resources: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +78,7 @@ impl Metrics {
         let jwks_cache = Family::<ClusterResult, Counter>::default();
         let reloads = Family::<ReloadResult, Counter>::default();
         let config_loaded = Gauge::default();
+        let invalid_resources = Gauge::default();
         registry.register(
             "requests",
             "HTTP requests by route template and result code",
@@ -112,6 +114,11 @@ impl Metrics {
             "1 when a configuration is loaded and serving",
             config_loaded.clone(),
         );
+        registry.register(
+            "invalid_resources",
+            "Resources left out of the configuration because they are invalid (Kubernetes mode)",
+            invalid_resources.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -121,6 +128,7 @@ impl Metrics {
             jwks_cache,
             reloads,
             config_loaded,
+            invalid_resources,
         }
     }
 
@@ -172,6 +180,12 @@ impl Metrics {
         if ok {
             self.config_loaded.set(1);
         }
+    }
+
+    /// Sets the number of invalid resources left out of the configuration.
+    pub fn invalid_resources(&self, count: usize) {
+        self.invalid_resources
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format.

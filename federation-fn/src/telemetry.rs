@@ -25,9 +25,19 @@ pub fn init(format: Option<LogFormat>) {
             LogFormat::Plain
         }
     });
+    // Without an explicit ESI_LOG the backends' SDKs stay quiet (they never log bodies at these
+    // levels, but their connection chatter drowns the audit lines).
     let level = std::env::var("ESI_LOG")
-        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
-        .unwrap_or_else(|_| "info".to_owned());
+        .or_else(|_| {
+            std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| {
+                format!(
+                    "{},{}",
+                    l.to_lowercase(),
+                    esi_backends::QUIET_LOG_DIRECTIVES
+                )
+            })
+        })
+        .unwrap_or_else(|_| format!("info,{}", esi_backends::QUIET_LOG_DIRECTIVES));
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

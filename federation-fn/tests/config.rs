@@ -206,3 +206,19 @@ fn committed_crds_are_up_to_date() {
         "deploy/crds is stale: {stale:?}; regenerate with `cargo run -p esi-federation -- crds --out deploy/crds`"
     );
 }
+
+#[test]
+fn a_generator_needs_its_store() {
+    let yaml = doc(
+        "VaultDynamicSecret",
+        "{name: db, namespace: team}",
+        "{secretStoreRef: {name: vault}, path: database/creds/app}",
+    );
+    let errs = errors(&yaml);
+    assert!(
+        errs.iter().any(|e| e.contains(
+            "VaultDynamicSecret/team/db: spec.secretStoreRef: SecretStore team/vault does not exist"
+        )),
+        "{errs:#?}"
+    );
+}

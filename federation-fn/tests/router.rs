@@ -393,3 +393,39 @@ async fn request_id_is_propagated_or_replaced() {
     let (_, headers, _, _) = common::send(&state, req).await;
     assert_ne!(headers["x-request-id"], "evil\"value{}");
 }
+
+#[tokio::test]
+async fn unreachable_backend_is_503_backend_unavailable() {
+    let issuer = common::issuer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, "s.not-a-real-token").unwrap();
+    let yaml = common::cluster("alpha", &issuer.issuer())
+        + common::GENERATORS
+        + &format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: vault, namespace: default}}\nspec:\n  provider:\n    vault:\n      server: http://127.0.0.1:1\n      auth: {{token: {{file: {}}}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: VaultDynamicSecret\nmetadata: {{name: db, namespace: default}}\nspec:\n  secretStoreRef: {{name: vault}}\n  path: database/creds/app\n",
+            token_file.display()
+        );
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let token = common::token(&issuer, "default", "app");
+    let (status, headers, json, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/VaultDynamicSecret/db",
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, common::code(&json)),
+        (503, "backend_unavailable"),
+        "{text}"
+    );
+    assert!(headers.contains_key("retry-after"));
+    assert!(!text.contains("not-a-real-token"));
+    assert!(
+        !text.contains("127.0.0.1:1"),
+        "internal detail leaked: {text}"
+    );
+}

@@ -56,6 +56,12 @@ else
   status=1
 fi
 
+# The configuration the example's modules render must be accepted by the federation's own loader.
+if ! (cd "$repo" && cargo run -q -p esi-federation -- check "$peers/rendered-config"); then
+  echo "federation loader: the rendered configuration was refused" >&2
+  status=1
+fi
+
 if [[ $status -ne 0 ]]; then
   echo "infra checks FAILED" >&2
 else

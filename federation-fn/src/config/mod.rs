@@ -281,8 +281,21 @@ fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
-/// Parses and validates documents into resources, collecting every problem.
+/// Parses and validates documents into resources, collecting every problem; fails when there
+/// is any (file mode: a configuration is loaded whole or not at all).
 pub fn parse_resources(docs: Vec<Document>) -> Result<Resources, LoadError> {
+    let (res, errors) = parse_resources_lenient(docs);
+    if errors.is_empty() {
+        Ok(res)
+    } else {
+        Err(LoadError(errors))
+    }
+}
+
+/// Parses and validates documents, keeping every valid resource and reporting the others
+/// (Kubernetes mode: one bad resource must not take the rest down). A generator whose store is
+/// missing and a cluster whose key source collides with another's are left out too.
+pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigError>) {
     let mut res = Resources::default();
     let mut errors = Vec::new();
     let mut err = |origin: &str, resource: &str, field: &str, message: String| {
@@ -444,6 +457,7 @@ pub fn parse_resources(docs: Vec<Document>) -> Result<Resources, LoadError> {
         }
     }
     // Cross-resource checks.
+    let mut orphans = Vec::new();
     for (key, (spec, origin)) in &res.generators {
         if let Some(store) = spec.store_ref() {
             let namespace = key.split('/').next().unwrap_or_default();
@@ -454,19 +468,20 @@ pub fn parse_resources(docs: Vec<Document>) -> Result<Resources, LoadError> {
                 err(
                     origin,
                     &generator_resource(key),
-                    "spec.storeRef",
+                    "spec.secretStoreRef",
                     format!("SecretStore {namespace}/{store} does not exist"),
                 );
+                orphans.push(key.clone());
             }
         }
     }
-    check_shared_issuers(&res.clusters, &mut err);
-    res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    if errors.is_empty() {
-        Ok(res)
-    } else {
-        Err(LoadError(errors))
+    for key in orphans {
+        res.generators.remove(&key);
     }
+    res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let colliding = check_shared_issuers(&res.clusters, &mut err);
+    res.clusters.retain(|c| !colliding.contains(&c.name));
+    (res, errors)
 }
 
 fn generator_resource(key: &str) -> String {
@@ -599,7 +614,8 @@ fn leeways(spec: &ClusterSpec) -> Result<Leeways, (String, String)> {
 fn check_shared_issuers(
     clusters: &[ClusterResource],
     err: &mut impl FnMut(&str, &str, &str, String),
-) {
+) -> Vec<String> {
+    let mut colliding = Vec::new();
     let mut by_issuer: HashMap<&str, Vec<&ClusterResource>> = HashMap::new();
     for c in clusters {
         by_issuer.entry(c.spec.issuer.as_str()).or_default().push(c);
@@ -625,11 +641,13 @@ fn check_shared_issuers(
                         c.spec.issuer
                     ),
                 );
+                colliding.push(c.name.clone());
             } else {
                 seen.insert(key, &c.name);
             }
         }
     }
+    colliding
 }
 
 /// A generator ready to serve.
@@ -666,12 +684,26 @@ impl Snapshot {
 }
 
 /// Compiles resources into a snapshot: key sources from the registry (shared across reloads),
-/// authorizations, built generators.
+/// authorizations, built generators. Fails on any problem.
 pub fn build_snapshot(
     res: Resources,
     registry: &JwksRegistry,
     source: String,
 ) -> Result<Snapshot, LoadError> {
+    let (snapshot, errors) = build_snapshot_lenient(res, registry, source);
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(LoadError(errors))
+    }
+}
+
+/// Same as [`build_snapshot`], leaving out what cannot be built and reporting it.
+pub fn build_snapshot_lenient(
+    res: Resources,
+    registry: &JwksRegistry,
+    source: String,
+) -> (Snapshot, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut clusters = BTreeMap::new();
     let mut by_issuer: HashMap<String, Vec<Arc<ClusterVerifier>>> = HashMap::new();
@@ -778,20 +810,20 @@ pub fn build_snapshot(
             }),
         }
     }
-    if !errors.is_empty() {
-        return Err(LoadError(errors));
-    }
     let clusters_by_issuer = by_issuer
         .into_iter()
         .map(|(k, v)| (k, Arc::from(v)))
         .collect();
-    Ok(Snapshot {
-        clusters_by_issuer,
-        clusters,
-        authorizer,
-        generators,
-        source,
-    })
+    (
+        Snapshot {
+            clusters_by_issuer,
+            clusters,
+            authorizer,
+            generators,
+            source,
+        },
+        errors,
+    )
 }
 
 /// Reads, validates and compiles the configuration at `path`.

@@ -1,0 +1,393 @@
+//! The `aws` SecretStore provider: how the federation reaches AWS STS, and the SDK client
+//! the AWS generators share.
+//!
+//! Credentials come from the SDK's default chain (environment, web identity / IRSA,
+//! container and instance roles) unless `credentials` names static keys held in the
+//! federation's environment or files; `assumeRole` then assumes a role with them first.
+//! The SDK config is loaded lazily on first use (loading is async, building generators is
+//! not) and kept for the life of the generator.
+
+use std::fmt;
+
+use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use schemars::JsonSchema;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::duration::HumanDuration;
+use crate::{BackendError, SecretRef, SpecError};
+
+/// Timeout of an STS operation when the store sets none.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How to reach AWS STS and with which credentials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsProvider {
+    /// The region whose STS endpoint is called (`eu-west-1`).
+    pub region: String,
+    /// Overrides the STS endpoint (a VPC endpoint, or a local emulator in tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Static keys of the federation; absent means the SDK's default credential chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<AwsStaticCredentials>,
+    /// A role to assume with those credentials before calling STS for generators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assume_role: Option<AwsBaseRole>,
+    /// Timeout of each STS operation (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// Static AWS keys, read from the federation's environment or files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsStaticCredentials {
+    /// The access key id.
+    pub access_key_id: SecretRef,
+    /// The secret access key.
+    pub secret_access_key: SecretRef,
+    /// A session token, when the keys are temporary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<SecretRef>,
+}
+
+/// The role the federation assumes first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsBaseRole {
+    /// ARN of the role.
+    pub role_arn: String,
+    /// Session name (default `esi-federation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// External id the role's trust policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// Checks an IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path/name>`.
+pub fn validate_role_arn(arn: &str, field: &str) -> Result<(), SpecError> {
+    let bad = || {
+        SpecError::field(
+            field,
+            format!("{arn:?} is not an IAM role ARN like arn:aws:iam::123456789012:role/name"),
+        )
+    };
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let ok = *prefix == "arn"
+        && matches!(
+            *partition,
+            "aws"
+                | "aws-cn"
+                | "aws-us-gov"
+                | "aws-iso"
+                | "aws-iso-b"
+                | "aws-iso-e"
+                | "aws-iso-f"
+                | "aws-eusc"
+        )
+        && *service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty() && n.len() <= 512);
+    if ok { Ok(()) } else { Err(bad()) }
+}
+
+/// Checks a managed-policy ARN: `arn:<partition>:iam::<account or aws>:policy/<name>`.
+pub fn validate_policy_arn(arn: &str, field: &str) -> Result<(), SpecError> {
+    let bad = || SpecError::field(field, format!("{arn:?} is not an IAM policy ARN"));
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, _partition, service, region, account, resource] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let account_ok =
+        *account == "aws" || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
+    if *prefix == "arn"
+        && *service == "iam"
+        && region.is_empty()
+        && account_ok
+        && resource.starts_with("policy/")
+    {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+impl AwsProvider {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(SpecError::field(
+                "provider.aws.region",
+                format!("{:?} is not an AWS region", self.region),
+            ));
+        }
+        if let Some(ep) = &self.endpoint {
+            let url = reqwest_free_url_check(ep);
+            if !url {
+                return Err(SpecError::field(
+                    "provider.aws.endpoint",
+                    format!("{ep:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Some(c) = &self.credentials {
+            c.access_key_id
+                .validate("provider.aws.credentials.accessKeyId")?;
+            c.secret_access_key
+                .validate("provider.aws.credentials.secretAccessKey")?;
+            if let Some(t) = &c.session_token {
+                t.validate("provider.aws.credentials.sessionToken")?;
+            }
+        }
+        if let Some(r) = &self.assume_role {
+            validate_role_arn(&r.role_arn, "provider.aws.assumeRole.roleArn")?;
+        }
+        if self.timeout.is_some_and(|t| t.get().is_zero()) {
+            return Err(SpecError::field("provider.aws.timeout", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+fn reqwest_free_url_check(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+/// A lazily configured STS client for one store.
+pub struct StsConn {
+    provider: AwsProvider,
+    client: OnceCell<(aws_sdk_sts::Client, Option<SharedCredentialsProvider>)>,
+}
+
+impl fmt::Debug for StsConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StsConn")
+            .field("region", &self.provider.region)
+            .field("endpoint", &self.provider.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StsConn {
+    /// Prepares the connection (no network traffic, no credential lookup yet).
+    pub fn new(provider: &AwsProvider) -> Result<Self, SpecError> {
+        provider.validate()?;
+        Ok(StsConn {
+            provider: provider.clone(),
+            client: OnceCell::new(),
+        })
+    }
+
+    /// The STS client, configuring it on first use.
+    pub async fn client(&self) -> Result<&aws_sdk_sts::Client, BackendError> {
+        Ok(&self.client.get_or_try_init(|| self.configure()).await?.0)
+    }
+
+    async fn configure(
+        &self,
+    ) -> Result<(aws_sdk_sts::Client, Option<SharedCredentialsProvider>), BackendError> {
+        let p = &self.provider;
+        let timeout = p.timeout.map_or(DEFAULT_TIMEOUT, HumanDuration::get);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(p.region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(timeout)
+                    .build(),
+            );
+        if let Some(ep) = &p.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        if let Some(c) = &p.credentials {
+            let token = c.session_token.as_ref().map(SecretRef::read).transpose()?;
+            let creds = Credentials::new(
+                c.access_key_id.read()?.expose_secret(),
+                c.secret_access_key.read()?.expose_secret(),
+                token.as_ref().map(|t| t.expose_secret().to_owned()),
+                None,
+                "esi-secret-store",
+            );
+            loader = loader.credentials_provider(creds);
+        }
+        let base = loader.load().await;
+        let conf = match &p.assume_role {
+            None => base,
+            Some(r) => {
+                let mut b = aws_config::sts::AssumeRoleProvider::builder(&r.role_arn).session_name(
+                    r.session_name
+                        .clone()
+                        .unwrap_or_else(|| "esi-federation".to_owned()),
+                );
+                if let Some(id) = &r.external_id {
+                    b = b.external_id(id);
+                }
+                let provider = b.configure(&base).build().await;
+                base.into_builder()
+                    .credentials_provider(SharedCredentialsProvider::new(provider))
+                    .build()
+            }
+        };
+        Ok((aws_sdk_sts::Client::new(&conf), conf.credentials_provider()))
+    }
+
+    /// The credentials the store itself uses, resolved now.
+    pub async fn own_credentials(&self) -> Result<Credentials, BackendError> {
+        use aws_sdk_sts::config::ProvideCredentials;
+        self.client().await?;
+        let provider = self
+            .client
+            .get()
+            .and_then(|(_, p)| p.clone())
+            .ok_or_else(|| BackendError::Unavailable {
+                message: "the federation has no AWS credentials".to_owned(),
+                detail: "no credentials provider configured".to_owned(),
+            })?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|e| BackendError::Unavailable {
+                message: "the federation's AWS credentials could not be loaded".to_owned(),
+                detail: format!("credentials provider: {}", aws_smithy_types_display(&e)),
+            })
+    }
+}
+
+fn aws_smithy_types_display(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Classifies an STS operation failure.
+pub(crate) fn map_sdk_error<E, R>(op: &str, e: &aws_sdk_sts::error::SdkError<E, R>) -> BackendError
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    use aws_sdk_sts::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown");
+            let detail = format!("sts {op}: {code}: {}", err.message().unwrap_or(""));
+            let transient = matches!(
+                code,
+                "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "ServiceUnavailable"
+                    | "InternalFailure"
+                    | "IDPCommunicationError"
+            );
+            if transient {
+                BackendError::Unavailable {
+                    message: format!("AWS STS is unavailable ({code})"),
+                    detail,
+                }
+            } else {
+                BackendError::Rejected {
+                    message: format!("AWS STS refused {op} ({code})"),
+                    detail,
+                }
+            }
+        }
+        other => BackendError::Unavailable {
+            message: format!("AWS STS could not be reached ({op})"),
+            detail: format!("sts {op}: {}", aws_smithy_types_display(other)),
+        },
+    }
+}
+
+/// The standard AWS environment variable keys of a credential.
+pub(crate) fn credential_data(
+    c: &aws_sdk_sts::types::Credentials,
+) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("AWS_ACCESS_KEY_ID".to_owned(), c.access_key_id().to_owned()),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            c.secret_access_key().to_owned(),
+        ),
+        ("AWS_SESSION_TOKEN".to_owned(), c.session_token().to_owned()),
+    ])
+}
+
+/// Converts STS's expiration into a timestamp.
+pub(crate) fn expiration(c: &aws_sdk_sts::types::Credentials) -> Option<jiff::Timestamp> {
+    let e = c.expiration();
+    jiff::Timestamp::new(e.secs(), e.subsec_nanos() as i32).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_arns() {
+        assert!(validate_role_arn("arn:aws:iam::123456789012:role/app", "f").is_ok());
+        assert!(validate_role_arn("arn:aws:iam::123456789012:role/path/app", "f").is_ok());
+        for bad in [
+            "",
+            "arn:aws:iam::12345:role/app",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::123456789012:user/bob",
+            "arn:aws:iam::123456789012:role/",
+        ] {
+            assert!(validate_role_arn(bad, "f").is_err(), "{bad}");
+        }
+        assert!(validate_policy_arn("arn:aws:iam::aws:policy/ReadOnlyAccess", "f").is_ok());
+        assert!(validate_policy_arn("arn:aws:iam::aws:role/x", "f").is_err());
+    }
+
+    #[test]
+    fn store_round_trips_and_rejects_unknown_keys() {
+        let json = serde_json::json!({"provider": {"aws": {
+            "region": "eu-west-1",
+            "endpoint": "http://127.0.0.1:5000",
+            "credentials": {"accessKeyId": {"env": "AK"}, "secretAccessKey": {"file": "/s"}},
+            "assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/base", "externalId": "x"},
+            "timeout": "5s",
+        }}});
+        let spec = crate::SecretStoreSpec::from_manifest(json).unwrap();
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(crate::SecretStoreSpec::from_manifest(back).unwrap(), spec);
+
+        let unknown =
+            serde_json::json!({"provider": {"aws": {"region": "eu-west-1", "accessKey": "AKIA"}}});
+        let err = crate::SecretStoreSpec::from_manifest(unknown).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `accessKey`"),
+            "{err}"
+        );
+        let bad_role = serde_json::json!({"provider": {"aws": {"region": "eu-west-1", "assumeRole": {"roleArn": "nope"}}}});
+        let err = crate::SecretStoreSpec::from_manifest(bad_role).unwrap_err();
+        assert!(
+            err.to_string().contains("provider.aws.assumeRole.roleArn"),
+            "{err}"
+        );
+    }
+}

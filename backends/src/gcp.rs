@@ -1,0 +1,144 @@
+//! The `gcp` SecretStore provider: the federation's own Google credentials (through
+//! gcp_auth: a service-account key file, or Application Default Credentials — the
+//! `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud, or the metadata server) and the IAM
+//! Credentials endpoint `GCPAccessToken` calls to impersonate service accounts.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::duration::HumanDuration;
+use crate::{BackendError, SpecError};
+
+/// Google's IAM Credentials API.
+pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+/// The scope the federation's own token needs to call IAM Credentials.
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// How the federation authenticates to Google.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcpProvider {
+    /// A service-account key file (JSON) of the federation; absent means Application
+    /// Default Credentials. The key file's `token_uri` is where tokens are fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_key_file: Option<PathBuf>,
+    /// Overrides the IAM Credentials endpoint (a private endpoint, or a local fake in tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_credentials_endpoint: Option<String>,
+    /// PEM certificates trusted for the IAM Credentials endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Timeout of each call (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+impl GcpProvider {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(ep) = &self.iam_credentials_endpoint {
+            let url = reqwest::Url::parse(ep).map_err(|e| {
+                SpecError::field(
+                    "provider.gcp.iamCredentialsEndpoint",
+                    format!("{ep:?} is not a URL: {e}"),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.host().is_none()
+                || url.query().is_some()
+            {
+                return Err(SpecError::field(
+                    "provider.gcp.iamCredentialsEndpoint",
+                    format!("{ep:?} is not an http(s) base URL"),
+                ));
+            }
+        }
+        if self.timeout.is_some_and(|t| t.get().is_zero()) {
+            return Err(SpecError::field("provider.gcp.timeout", "must be positive"));
+        }
+        crate::http::client(
+            self.ca_bundle.as_deref(),
+            crate::http::DEFAULT_TIMEOUT,
+            "provider.gcp.caBundle",
+        )?;
+        Ok(())
+    }
+}
+
+/// The federation's Google identity and an HTTP client for IAM Credentials.
+pub struct GcpConn {
+    provider: GcpProvider,
+    /// Base URL without a trailing slash.
+    pub(crate) endpoint: String,
+    pub(crate) http: reqwest::Client,
+    source: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+}
+
+impl fmt::Debug for GcpConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcpConn")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcpConn {
+    /// Prepares the connection (credentials are loaded on first use).
+    pub fn new(p: &GcpProvider) -> Result<Self, SpecError> {
+        p.validate()?;
+        let timeout = p
+            .timeout
+            .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
+        Ok(GcpConn {
+            endpoint: p
+                .iam_credentials_endpoint
+                .as_deref()
+                .unwrap_or(DEFAULT_IAM_ENDPOINT)
+                .trim_end_matches('/')
+                .to_owned(),
+            http: crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.gcp.caBundle")?,
+            provider: p.clone(),
+            source: OnceCell::new(),
+        })
+    }
+
+    /// A bearer token of the federation itself, for IAM Credentials.
+    pub async fn source_token(&self) -> Result<Arc<gcp_auth::Token>, BackendError> {
+        let provider =
+            self.source
+                .get_or_try_init(|| async {
+                    let p: Arc<dyn gcp_auth::TokenProvider> =
+                        match &self.provider.service_account_key_file {
+                            Some(path) => Arc::new(
+                                gcp_auth::CustomServiceAccount::from_file(path).map_err(|e| {
+                                    BackendError::Unavailable {
+                                message: "the federation's Google credentials could not be loaded"
+                                    .to_owned(),
+                                detail: format!("service account key file {}: {e}", path.display()),
+                            }
+                                })?,
+                            ),
+                            None => gcp_auth::provider().await.map_err(|e| {
+                                BackendError::Unavailable {
+                                    message: "the federation has no Google credentials".to_owned(),
+                                    detail: format!("application default credentials: {e}"),
+                                }
+                            })?,
+                        };
+                    Ok::<_, BackendError>(p)
+                })
+                .await?;
+        provider
+            .token(&[CLOUD_PLATFORM_SCOPE])
+            .await
+            .map_err(|e| BackendError::Unavailable {
+                message: "the federation could not obtain its own Google token".to_owned(),
+                detail: format!("source token: {e}"),
+            })
+    }
+}

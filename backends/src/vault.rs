@@ -1,0 +1,602 @@
+//! The `vault` SecretStore provider: a Vault or OpenBao server, and the authenticated client
+//! the Vault generators share.
+//!
+//! Authentication is lazy and self-healing: the first request logs in (or looks up a static
+//! token), later requests reuse the token, renew it once two thirds of its TTL have passed,
+//! and log in again when renewal is refused or the token is near its maximum TTL. A `403`
+//! on a token obtained by login triggers one re-login and retry (the token may have been
+//! revoked behind our back). No background task: this works the same in a Lambda.
+//!
+//! vaultrs drives the auth methods, token lookup/renewal, KV reads and accessor revocation;
+//! the engine-agnostic calls (`VaultDynamicSecret`'s arbitrary path, `sys/leases/revoke`)
+//! go through the same HTTP client directly.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use vaultrs::client::{VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use crate::duration::HumanDuration;
+use crate::{BackendError, SecretRef, SpecError};
+
+const BACKEND: &str = "vault";
+/// Where Kubernetes mounts a pod's service-account token.
+pub const DEFAULT_SA_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// How to reach and authenticate to a Vault/OpenBao server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VaultProvider {
+    /// Server address, `https://vault.example:8200`.
+    pub server: String,
+    /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// PEM certificates trusted (in addition to the system roots) for the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Timeout of every request to the server (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// How the federation authenticates (default: a token from the `VAULT_TOKEN` variable).
+    #[serde(default)]
+    pub auth: VaultAuth,
+}
+
+/// The auth method: exactly one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum VaultAuth {
+    /// A token, from an environment variable or a file: `token: {env: VAULT_TOKEN}`.
+    /// Renewed while renewable; cannot be replaced once it expires.
+    Token(SecretRef),
+    /// AppRole login (`auth/<path>/login`).
+    AppRole(AppRoleAuth),
+    /// JWT login (`auth/<path>/login` of a `jwt` mount) with a token file the federation
+    /// holds, for example its own projected service-account token.
+    Jwt(JwtAuth),
+    /// Kubernetes auth method login with the federation's service-account token.
+    Kubernetes(JwtAuth),
+}
+
+impl Default for VaultAuth {
+    fn default() -> Self {
+        VaultAuth::Token(SecretRef::env("VAULT_TOKEN"))
+    }
+}
+
+/// AppRole credentials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppRoleAuth {
+    /// Mount path of the auth method (default `approle`).
+    #[serde(default = "default_approle")]
+    pub path: String,
+    /// The role id (not a secret on its own); or use `roleIdRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<String>,
+    /// Where to read the role id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id_ref: Option<SecretRef>,
+    /// Where to read the secret id.
+    pub secret_id_ref: SecretRef,
+}
+
+/// A JWT-style login (JWT or Kubernetes auth method).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtAuth {
+    /// Mount path of the auth method (default `jwt` or `kubernetes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The role to log in as.
+    pub role: String,
+    /// File holding the JWT, re-read at every login (default: the pod's service-account
+    /// token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_approle() -> String {
+    "approle".to_owned()
+}
+
+impl VaultProvider {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let url = reqwest::Url::parse(&self.server).map_err(|e| {
+            SpecError::field(
+                "provider.vault.server",
+                format!("{:?} is not a URL: {e}", self.server),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(SpecError::field(
+                "provider.vault.server",
+                format!("{:?} is not an http(s) URL", self.server),
+            ));
+        }
+        if let Some(t) = self.timeout
+            && t.get().is_zero()
+        {
+            return Err(SpecError::field(
+                "provider.vault.timeout",
+                "must be positive",
+            ));
+        }
+        match &self.auth {
+            VaultAuth::Token(r) => r.validate("provider.vault.auth.token")?,
+            VaultAuth::AppRole(a) => {
+                a.secret_id_ref
+                    .validate("provider.vault.auth.appRole.secretIdRef")?;
+                match (&a.role_id, &a.role_id_ref) {
+                    (Some(id), None) if !id.is_empty() => {}
+                    (None, Some(r)) => r.validate("provider.vault.auth.appRole.roleIdRef")?,
+                    _ => {
+                        return Err(SpecError::field(
+                            "provider.vault.auth.appRole",
+                            "set exactly one of roleId or roleIdRef",
+                        ));
+                    }
+                }
+            }
+            VaultAuth::Jwt(j) | VaultAuth::Kubernetes(j) => {
+                if j.role.is_empty() {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.role",
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        crate::http::client(
+            self.ca_bundle.as_deref(),
+            crate::http::DEFAULT_TIMEOUT,
+            "provider.vault.caBundle",
+        )?;
+        Ok(())
+    }
+}
+
+/// A token and what we know about its lifetime.
+struct Session {
+    token: SecretString,
+    obtained: Instant,
+    ttl: Option<Duration>,
+    renewable: bool,
+    /// Whether it came from a login (and so can be replaced by another login).
+    from_login: bool,
+}
+
+impl Session {
+    /// Past two thirds of its TTL: time to renew or log in again.
+    fn stale(&self) -> bool {
+        self.ttl
+            .is_some_and(|ttl| self.obtained.elapsed() >= ttl * 2 / 3)
+    }
+}
+
+/// An authenticated connection to a Vault/OpenBao server, shared by the generators built on
+/// one store.
+pub struct VaultConn {
+    address: String,
+    namespace: Option<String>,
+    http: reqwest::Client,
+    settings: VaultClientSettings,
+    auth: VaultAuth,
+    session: Mutex<Option<Session>>,
+}
+
+impl fmt::Debug for VaultConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultConn")
+            .field("address", &self.address)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a Vault call returned: the parts of Vault's response envelope the generators use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VaultResponse {
+    /// `lease_id`, empty when nothing was leased.
+    pub lease_id: String,
+    /// `lease_duration` in seconds.
+    pub lease_duration: u64,
+    /// `renewable`.
+    pub renewable: bool,
+    /// `data`.
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `auth`, for auth-method responses.
+    pub auth: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl VaultConn {
+    /// Builds the connection (no network traffic until the first request).
+    pub fn new(p: &VaultProvider) -> Result<Self, SpecError> {
+        p.validate()?;
+        let timeout = p
+            .timeout
+            .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
+        let http = crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.vault.caBundle")?;
+        let address = p.server.trim_end_matches('/').to_owned();
+        // The settings only carry the address and namespace: vaultrs' own HTTP client and
+        // environment defaults are replaced by ours below.
+        let mut b = VaultClientSettingsBuilder::default();
+        b.address(&address)
+            .token("")
+            .verify(true)
+            .ca_certs(Vec::new())
+            .timeout(Some(timeout));
+        if let Some(ns) = &p.namespace {
+            b.set_namespace(ns.clone());
+        }
+        let settings = b.build().map_err(|e| {
+            SpecError::field(
+                "provider.vault.server",
+                format!("rejected by the Vault client: {e}"),
+            )
+        })?;
+        Ok(VaultConn {
+            address,
+            namespace: p.namespace.clone(),
+            http,
+            settings,
+            auth: p.auth.clone(),
+            session: Mutex::new(None),
+        })
+    }
+
+    fn client(&self, token: &str) -> VaultClient {
+        VaultClient {
+            http: rustify::clients::reqwest::Client::new(&self.address, self.http.clone()),
+            middle: vaultrs::api::EndpointMiddleware {
+                token: token.to_owned(),
+                version: "v1".to_owned(),
+                wrap: None,
+                namespace: self.namespace.clone(),
+            },
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// A valid token, logging in or renewing as needed.
+    async fn token(&self) -> Result<SecretString, BackendError> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_mut()
+            && s.stale()
+        {
+            let renewed = if s.renewable {
+                self.renew(s).await
+            } else {
+                false
+            };
+            if !renewed {
+                if s.from_login {
+                    *guard = None;
+                } else if s.ttl.is_some_and(|ttl| s.obtained.elapsed() >= ttl) {
+                    // A static token we could not renew: read it again, an operator may have
+                    // rotated the file.
+                    *guard = None;
+                }
+            }
+        }
+        if guard.is_none() {
+            *guard = Some(self.login().await?);
+        }
+        match guard.as_ref() {
+            Some(s) => Ok(s.token.clone()),
+            None => Err(unavailable("no vault session", String::new())),
+        }
+    }
+
+    /// Renews the session's token in place; false when Vault refused.
+    async fn renew(&self, s: &mut Session) -> bool {
+        let client = self.client(s.token.expose_secret());
+        match vaultrs::token::renew_self(&client, None).await {
+            Ok(auth) => {
+                s.obtained = Instant::now();
+                s.ttl = (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration));
+                s.renewable = auth.renewable;
+                // Vault grants less than asked near the token's max TTL: log in again
+                // rather than ride a token about to die.
+                if s.ttl.is_some_and(|t| t < Duration::from_secs(5)) {
+                    return false;
+                }
+                tracing::debug!(
+                    backend = BACKEND,
+                    ttl_secs = auth.lease_duration,
+                    "renewed vault token"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(backend = BACKEND, error = %client_error_summary(&e), "vault token renewal failed");
+                false
+            }
+        }
+    }
+
+    async fn login(&self) -> Result<Session, BackendError> {
+        let anon = self.client("");
+        let (auth, from_login) = match &self.auth {
+            VaultAuth::Token(r) => {
+                let token = r.read()?;
+                let c = self.client(token.expose_secret());
+                // A token whose policies deny `lookup-self` still works for everything else:
+                // use it without renewal rather than refuse it.
+                let (ttl, renewable) = match vaultrs::token::lookup_self(&c).await {
+                    Ok(info) => (
+                        (info.ttl > 0).then(|| Duration::from_secs(info.ttl)),
+                        info.renewable.unwrap_or(false),
+                    ),
+                    Err(ClientError::APIError { code: 403, .. }) => {
+                        tracing::warn!(
+                            backend = BACKEND,
+                            "vault token may not look itself up; it will not be renewed"
+                        );
+                        (None, false)
+                    }
+                    Err(e) => return Err(map_client_error("token lookup", &e)),
+                };
+                return Ok(Session {
+                    token,
+                    obtained: Instant::now(),
+                    ttl,
+                    renewable,
+                    from_login: false,
+                });
+            }
+            VaultAuth::AppRole(a) => {
+                let role_id = match (&a.role_id, &a.role_id_ref) {
+                    (Some(id), _) => SecretString::from(id.clone()),
+                    (None, Some(r)) => r.read()?,
+                    (None, None) => {
+                        return Err(unavailable("approle role id missing", String::new()));
+                    }
+                };
+                let secret_id = a.secret_id_ref.read()?;
+                let auth = vaultrs::auth::approle::login(
+                    &anon,
+                    &a.path,
+                    role_id.expose_secret(),
+                    secret_id.expose_secret(),
+                )
+                .await
+                .map_err(|e| map_client_error("approle login", &e))?;
+                (auth, true)
+            }
+            VaultAuth::Jwt(j) => {
+                let jwt = read_token_file(j)?;
+                let path = j.path.as_deref().unwrap_or("jwt");
+                let auth = vaultrs::auth::oidc::login(
+                    &anon,
+                    path,
+                    jwt.expose_secret(),
+                    Some(j.role.clone()),
+                )
+                .await
+                .map_err(|e| map_client_error("jwt login", &e))?;
+                (auth, true)
+            }
+            VaultAuth::Kubernetes(j) => {
+                let jwt = read_token_file(j)?;
+                let path = j.path.as_deref().unwrap_or("kubernetes");
+                let auth =
+                    vaultrs::auth::kubernetes::login(&anon, path, &j.role, jwt.expose_secret())
+                        .await
+                        .map_err(|e| map_client_error("kubernetes login", &e))?;
+                (auth, true)
+            }
+        };
+        tracing::debug!(
+            backend = BACKEND,
+            ttl_secs = auth.lease_duration,
+            "logged in to vault"
+        );
+        Ok(Session {
+            token: SecretString::from(auth.client_token),
+            obtained: Instant::now(),
+            ttl: (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
+            renewable: auth.renewable,
+            from_login,
+        })
+    }
+
+    /// Forgets a token Vault refused, so the next call logs in again. Returns whether a
+    /// retry can help (the token came from a login).
+    async fn invalidate(&self, token: &SecretString) -> bool {
+        let mut guard = self.session.lock().await;
+        match guard.as_ref() {
+            Some(s) if s.token.expose_secret() == token.expose_secret() && s.from_login => {
+                *guard = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs a vaultrs call with a valid token; one re-login and retry on `403`.
+    pub async fn with_client<T, F, Fut>(&self, what: &str, f: F) -> Result<T, BackendError>
+    where
+        F: Fn(VaultClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let token = self.token().await?;
+        match f(self.client(token.expose_secret())).await {
+            Err(ClientError::APIError { code: 403, .. }) if self.invalidate(&token).await => {
+                let token = self.token().await?;
+                f(self.client(token.expose_secret()))
+                    .await
+                    .map_err(|e| map_client_error(what, &e))
+            }
+            r => r.map_err(|e| map_client_error(what, &e)),
+        }
+    }
+
+    /// Calls `method path` (relative to `/v1/`) with an optional JSON body; one re-login and
+    /// retry on `403`.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<VaultResponse, BackendError> {
+        let token = self.token().await?;
+        match self.call_once(&method, path, body, &token).await {
+            Err(e) if e.status == Some(403) && self.invalidate(&token).await => {
+                let token = self.token().await?;
+                self.call_once(&method, path, body, &token)
+                    .await
+                    .map_err(|e| e.err)
+            }
+            r => r.map_err(|e| e.err),
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        token: &SecretString,
+    ) -> Result<VaultResponse, CallError> {
+        let mut url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
+        if let (Some(b), true) = (body, *method == reqwest::Method::GET) {
+            let pairs = query_pairs(b);
+            if !pairs.is_empty() {
+                let mut ser = reqwest::Url::parse("http://x/").map_err(|e| CallError {
+                    status: None,
+                    err: unavailable("bad url", e.to_string()),
+                })?;
+                ser.query_pairs_mut().extend_pairs(pairs);
+                url.push('?');
+                url.push_str(ser.query().unwrap_or_default());
+            }
+        }
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("X-Vault-Token", token.expose_secret())
+            .header("X-Vault-Request", "true");
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(b) = body
+            && *method != reqwest::Method::GET
+        {
+            req = req.json(b);
+        }
+        let (status, bytes) = crate::http::send(BACKEND, req)
+            .await
+            .map_err(|err| CallError { status: None, err })?;
+        if !status.is_success() {
+            let err = crate::http::status_error(
+                BACKEND,
+                status,
+                &format!("{method} {path}: {}", vault_errors(&bytes)),
+            );
+            return Err(CallError {
+                status: Some(status.as_u16()),
+                err,
+            });
+        }
+        if bytes.is_empty() {
+            return Ok(VaultResponse::default());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CallError {
+            status: None,
+            err: unavailable(
+                "vault returned an unreadable response",
+                format!("{method} {path}: {e}"),
+            ),
+        })
+    }
+}
+
+/// A failed call and the HTTP status, when there was one.
+struct CallError {
+    status: Option<u16>,
+    err: BackendError,
+}
+
+fn read_token_file(j: &JwtAuth) -> Result<SecretString, BackendError> {
+    let path = j
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SA_TOKEN_FILE));
+    SecretRef::file(path).read()
+}
+
+/// Vault's `{"errors": [...]}` as one line, for the log.
+fn vault_errors(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<String>,
+    }
+    match serde_json::from_slice::<Errors>(body) {
+        Ok(e) => e.errors.join("; "),
+        Err(_) => format!("{} byte body", body.len()),
+    }
+}
+
+fn query_pairs(v: &serde_json::Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), value_string(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) use crate::credential::value_string;
+
+fn unavailable(message: &str, detail: String) -> BackendError {
+    BackendError::Unavailable {
+        message: message.to_owned(),
+        detail,
+    }
+}
+
+fn client_error_summary(e: &ClientError) -> String {
+    match e {
+        ClientError::APIError { code, errors } => format!("status {code}: {}", errors.join("; ")),
+        ClientError::RestClientError { source } => format!("{e}: {source}"),
+        other => other.to_string(),
+    }
+}
+
+/// Classifies a vaultrs failure.
+pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
+    let detail = format!("{what}: {}", client_error_summary(e));
+    match e {
+        ClientError::APIError { code, .. } if *code >= 500 || *code == 429 => {
+            BackendError::Unavailable {
+                message: format!("vault returned {code} ({what})"),
+                detail,
+            }
+        }
+        ClientError::APIError { code, .. } => BackendError::Rejected {
+            message: format!("vault refused the request ({what}, status {code})"),
+            detail,
+        },
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } if *code < 500 && *code != 429 => BackendError::Rejected {
+            message: format!("vault refused the request ({what}, status {code})"),
+            detail,
+        },
+        _ => BackendError::Unavailable {
+            message: format!("vault could not be reached ({what})"),
+            detail,
+        },
+    }
+}

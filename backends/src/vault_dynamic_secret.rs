@@ -1,0 +1,443 @@
+//! `VaultDynamicSecret`: calls any Vault/OpenBao path that mints a secret (database
+//! credentials, PKI certificates, tokens, ...) with External Secrets Operator's fields
+//! (`path`, `method`, `parameters`, `resultType`, `retrySettings`), and revokes it later.
+//!
+//! - `resultType: Data` (default) returns the response's `data`; `Auth` returns its `auth`
+//!   block (for `auth/token/create` and login paths).
+//! - `expiresAt` comes from the response's `lease_duration` (or, for a PKI certificate
+//!   without a lease, its `expiration`); never guessed.
+//! - Revocation: a lease id goes to `sys/leases/revoke`; an `Auth` result is revoked by its
+//!   accessor (`auth/token/revoke-accessor`); a PKI certificate issued without a lease is
+//!   revoked by serial number (`<mount>/revoke`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::store::{SecretStoreRef, StoreProvider};
+use crate::vault::{VaultConn, value_string};
+use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SecretStoreSpec, SpecError};
+
+/// `spec` of a `VaultDynamicSecret` generator.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "VaultDynamicSecret",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VaultDynamicSecretSpec {
+    /// The `vault` SecretStore to call, in the generator's namespace.
+    pub secret_store_ref: SecretStoreRef,
+    /// The Vault path, without `/v1/`: `database/creds/readonly`, `pki/issue/web`.
+    pub path: String,
+    /// HTTP method (default `GET`; `POST`/`PUT` send `parameters` as the JSON body).
+    #[serde(default)]
+    pub method: VaultMethod,
+    /// Parameters of the call: the JSON body, or the query string for `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Which part of the response to return: `Data` (default) or `Auth`.
+    #[serde(default)]
+    pub result_type: ResultType,
+    /// Retries when Vault is unreachable or answers 5xx (never on a refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_settings: Option<RetrySettings>,
+}
+
+/// HTTP method of a `VaultDynamicSecret` call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VaultMethod {
+    /// `GET` (the default; `database/creds/<role>`).
+    #[default]
+    Get,
+    /// `POST` (`pki/issue/<role>`).
+    Post,
+    /// `PUT`.
+    Put,
+}
+
+/// Which part of Vault's response becomes the credential.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ResultType {
+    /// The response's `data`.
+    #[default]
+    Data,
+    /// The response's `auth` (a token).
+    Auth,
+}
+
+/// Bounded retries for transient failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Retries after the first attempt (at most 5).
+    pub max_retries: u32,
+    /// Pause between attempts (default `1s`, at most `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_interval: Option<HumanDuration>,
+}
+
+impl VaultDynamicSecretSpec {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let path = self.path.trim_matches('/');
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(SpecError::field(
+                "path",
+                format!(
+                    "{:?} is not a Vault path like database/creds/role",
+                    self.path
+                ),
+            ));
+        }
+        if path.starts_with("v1/") {
+            return Err(SpecError::field("path", "leave out the /v1/ prefix"));
+        }
+        if let Some(r) = self.retry_settings {
+            if r.max_retries > 5 {
+                return Err(SpecError::field(
+                    "retrySettings.maxRetries",
+                    "must be at most 5",
+                ));
+            }
+            if r.retry_interval
+                .is_some_and(|i| i.get() > Duration::from_secs(10))
+            {
+                return Err(SpecError::field(
+                    "retrySettings.retryInterval",
+                    "must be at most 10s",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `revoke` needs, sealed into the envelope by the federation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) enum VaultLease {
+    /// A lease id for `sys/leases/revoke`.
+    LeaseId(String),
+    /// A token accessor for `auth/token/revoke-accessor`.
+    Accessor(String),
+    /// A PKI certificate issued without a lease.
+    PkiSerial {
+        /// The PKI mount.
+        mount: String,
+        /// The certificate's serial number.
+        serial: String,
+    },
+}
+
+impl VaultLease {
+    pub(crate) fn handle(&self) -> LeaseHandle {
+        LeaseHandle(serde_json::json!({ "vault": self }))
+    }
+
+    pub(crate) fn from_handle(h: &LeaseHandle) -> Result<Self, BackendError> {
+        h.0.get("vault")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .ok_or_else(|| {
+                BackendError::Invalid("the lease was not issued by a Vault generator".to_owned())
+            })
+    }
+}
+
+/// The built `VaultDynamicSecret` generator.
+#[derive(Debug)]
+pub struct VaultDynamicSecretGenerator {
+    spec: VaultDynamicSecretSpec,
+    conn: Arc<VaultConn>,
+}
+
+impl VaultDynamicSecretGenerator {
+    /// Builds the generator on its store.
+    pub fn new(
+        spec: VaultDynamicSecretSpec,
+        store: Option<&SecretStoreSpec>,
+    ) -> Result<Self, SpecError> {
+        spec.validate()?;
+        let provider =
+            crate::store::require(store, &spec.secret_store_ref, "vault", |p| match p {
+                StoreProvider::Vault(v) => Some(v),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })?;
+        Ok(VaultDynamicSecretGenerator {
+            conn: Arc::new(VaultConn::new(provider)?),
+            spec,
+        })
+    }
+
+    fn path(&self) -> &str {
+        self.spec.path.trim_matches('/')
+    }
+
+    async fn call_with_retries(&self) -> Result<crate::vault::VaultResponse, BackendError> {
+        let method = match self.spec.method {
+            VaultMethod::Get => reqwest::Method::GET,
+            VaultMethod::Post => reqwest::Method::POST,
+            VaultMethod::Put => reqwest::Method::PUT,
+        };
+        let body = self.spec.parameters.clone().map(serde_json::Value::Object);
+        let (retries, interval) = self.spec.retry_settings.map_or((0, Duration::ZERO), |r| {
+            (
+                r.max_retries,
+                r.retry_interval.map_or(Duration::from_secs(1), |i| i.get()),
+            )
+        });
+        let mut attempt = 0;
+        loop {
+            match self
+                .conn
+                .call(method.clone(), self.path(), body.as_ref())
+                .await
+            {
+                Err(BackendError::Unavailable { .. }) if attempt < retries => {
+                    attempt += 1;
+                    tokio::time::sleep(interval).await;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Generate for VaultDynamicSecretGenerator {
+    async fn generate(&self, _ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let resp = self.call_with_retries().await?;
+        let now = jiff::Timestamp::now();
+        let in_secs = |secs: u64| {
+            now.checked_add(jiff::SignedDuration::from_secs(
+                secs.min(i64::MAX as u64) as i64
+            ))
+            .ok()
+        };
+        let empty = || BackendError::Rejected {
+            message: "vault returned no secret".to_owned(),
+            detail: format!(
+                "{}: response without {:?}",
+                self.path(),
+                self.spec.result_type
+            ),
+        };
+        match self.spec.result_type {
+            ResultType::Data => {
+                let data = resp.data.ok_or_else(empty)?;
+                let mut expires_at = (resp.lease_duration > 0)
+                    .then(|| in_secs(resp.lease_duration))
+                    .flatten();
+                let mut lease =
+                    (!resp.lease_id.is_empty()).then(|| VaultLease::LeaseId(resp.lease_id.clone()));
+                // A PKI certificate issued by a role without `generate_lease`: no lease, but
+                // a serial number to revoke and an `expiration` to report.
+                if lease.is_none()
+                    && let (Some(serial), Some(mount)) = (
+                        data.get("serial_number").and_then(|v| v.as_str()),
+                        pki_mount(self.path()),
+                    )
+                {
+                    lease = Some(VaultLease::PkiSerial {
+                        mount: mount.to_owned(),
+                        serial: serial.to_owned(),
+                    });
+                    if expires_at.is_none() {
+                        expires_at = data
+                            .get("expiration")
+                            .and_then(|v| v.as_i64())
+                            .and_then(|t| jiff::Timestamp::from_second(t).ok());
+                    }
+                }
+                Ok(Credential {
+                    data: data
+                        .iter()
+                        .map(|(k, v)| (k.clone(), value_string(v)))
+                        .collect(),
+                    expires_at,
+                    renewable: resp.renewable && !resp.lease_id.is_empty(),
+                    lease: lease.map(|l| l.handle()),
+                })
+            }
+            ResultType::Auth => {
+                let auth = resp.auth.ok_or_else(empty)?;
+                let duration = auth
+                    .get("lease_duration")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                let accessor = auth
+                    .get("accessor")
+                    .and_then(|v| v.as_str())
+                    .filter(|a| !a.is_empty());
+                Ok(Credential {
+                    data: auth
+                        .iter()
+                        .map(|(k, v)| (k.clone(), value_string(v)))
+                        .collect(),
+                    expires_at: (duration > 0).then(|| in_secs(duration)).flatten(),
+                    renewable: auth
+                        .get("renewable")
+                        .and_then(|v| v.as_bool())
+                        .unwrap_or(false),
+                    lease: accessor.map(|a| VaultLease::Accessor(a.to_owned()).handle()),
+                })
+            }
+        }
+    }
+
+    async fn revoke(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
+        let foreign =
+            || BackendError::Invalid("the lease was not issued by this generator".to_owned());
+        match VaultLease::from_handle(handle)? {
+            VaultLease::LeaseId(id) => {
+                // Lease ids start with the path that minted them: refuse to revoke another
+                // generator's lease through this one.
+                if !id.starts_with(&format!("{}/", self.path())) {
+                    return Err(foreign());
+                }
+                let body = serde_json::json!({ "lease_id": id });
+                self.conn
+                    .call(reqwest::Method::PUT, "sys/leases/revoke", Some(&body))
+                    .await?;
+            }
+            VaultLease::Accessor(accessor) => {
+                if self.spec.result_type != ResultType::Auth {
+                    return Err(foreign());
+                }
+                let body = serde_json::json!({ "accessor": accessor });
+                self.conn
+                    .call(
+                        reqwest::Method::POST,
+                        "auth/token/revoke-accessor",
+                        Some(&body),
+                    )
+                    .await?;
+            }
+            VaultLease::PkiSerial { mount, serial } => {
+                if pki_mount(self.path()) != Some(mount.as_str()) {
+                    return Err(foreign());
+                }
+                let body = serde_json::json!({ "serial_number": serial });
+                self.conn
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("{mount}/revoke"),
+                        Some(&body),
+                    )
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The mount of a PKI issue/sign path (`pki/issue/web` → `pki`).
+fn pki_mount(path: &str) -> Option<&str> {
+    let (mount, rest) = path
+        .rsplit_once('/')
+        .and_then(|(head, _role)| head.rsplit_once('/'))?;
+    matches!(rest, "issue" | "sign").then_some(mount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GeneratorKind, GeneratorSpec};
+
+    fn spec_json() -> serde_json::Value {
+        serde_json::json!({
+            "secretStoreRef": {"name": "vault"},
+            "path": "pki/issue/web",
+            "method": "POST",
+            "parameters": {"common_name": "a.example", "ttl": "1h"},
+            "resultType": "Data",
+            "retrySettings": {"maxRetries": 2, "retryInterval": "500ms"},
+        })
+    }
+
+    #[test]
+    fn round_trips_its_manifest() {
+        let spec =
+            GeneratorSpec::from_manifest(GeneratorKind::VaultDynamicSecret, spec_json()).unwrap();
+        let GeneratorSpec::VaultDynamicSecret(s) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(s.method, VaultMethod::Post);
+        assert_eq!(spec.store_ref(), Some("vault"));
+        let back = serde_json::to_value(s).unwrap();
+        assert_eq!(
+            GeneratorSpec::from_manifest(GeneratorKind::VaultDynamicSecret, back).unwrap(),
+            spec
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let mut unknown = spec_json();
+        unknown["ttl"] = "1h".into();
+        let err =
+            GeneratorSpec::from_manifest(GeneratorKind::VaultDynamicSecret, unknown).unwrap_err();
+        assert!(err.to_string().contains("unknown field `ttl`"), "{err}");
+        let mut nested = spec_json();
+        nested["retrySettings"]["backoff"] = 1.into();
+        assert!(GeneratorSpec::from_manifest(GeneratorKind::VaultDynamicSecret, nested).is_err());
+        for (field, value, expect) in [
+            ("path", serde_json::json!("../sys/raw"), "spec.path"),
+            (
+                "path",
+                serde_json::json!("v1/database/creds/x"),
+                "spec.path",
+            ),
+            ("method", serde_json::json!("DELETE"), "spec.method"),
+            ("resultType", serde_json::json!("Lease"), "spec.resultType"),
+        ] {
+            let mut s = spec_json();
+            s[field] = value;
+            let err =
+                GeneratorSpec::from_manifest(GeneratorKind::VaultDynamicSecret, s).unwrap_err();
+            assert!(err.to_string().contains(expect), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn needs_a_vault_store() {
+        let GeneratorSpec::VaultDynamicSecret(s) =
+            GeneratorSpec::from_manifest(GeneratorKind::VaultDynamicSecret, spec_json()).unwrap()
+        else {
+            unreachable!()
+        };
+        let err = VaultDynamicSecretGenerator::new(s, None).unwrap_err();
+        assert!(err.to_string().contains("secretStoreRef.name"), "{err}");
+    }
+
+    #[test]
+    fn finds_pki_mounts() {
+        assert_eq!(pki_mount("pki/issue/web"), Some("pki"));
+        assert_eq!(pki_mount("team/pki/sign/web"), Some("team/pki"));
+        assert_eq!(pki_mount("database/creds/ro"), None);
+    }
+
+    #[test]
+    fn foreign_lease_handles_are_invalid() {
+        let h = LeaseHandle(serde_json::json!({"aws": {"x": 1}}));
+        assert!(matches!(
+            VaultLease::from_handle(&h),
+            Err(BackendError::Invalid(_))
+        ));
+        let l = VaultLease::LeaseId("database/creds/ro/abc".into());
+        assert_eq!(VaultLease::from_handle(&l.handle()).unwrap(), l);
+    }
+}

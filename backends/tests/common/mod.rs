@@ -1,0 +1,115 @@
+//! Helpers shared by the backends' peer tests: peer discovery (skip loudly, or fail when
+//! `ESI_REQUIRE_PEERS=1`), a test identity, and small key/PEM utilities.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use esi_api::{Identity, ObjectRef};
+use esi_backends::{Context, Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
+
+/// The peer's address from `var`, or `None` after printing a loud SKIPPED line. Panics when
+/// `ESI_REQUIRE_PEERS=1` so CI cannot silently skip.
+pub fn peer(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var("ESI_REQUIRE_PEERS").as_deref() == Ok("1") {
+                panic!(
+                    "{test}: {var} is not set and ESI_REQUIRE_PEERS=1; start the peers with ./scripts/test-all.sh (or scripts/peers/<name>.sh up)"
+                );
+            }
+            // Straight to the process's stderr, past libtest's output capture, so the skip
+            // is seen in a plain `cargo test` run.
+            use std::io::Write;
+            let line = format!(
+                "SKIPPED: {test}: {var} is not set; run ./scripts/test-all.sh to start the peers\n"
+            );
+            match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+                Ok(mut f) => {
+                    let _ = f.write_all(line.as_bytes());
+                }
+                Err(_) => eprint!("{line}"),
+            }
+            None
+        }
+    }
+}
+
+pub fn identity() -> Identity {
+    Identity {
+        cluster: "prod-eu".into(),
+        issuer: "https://issuer.example".into(),
+        namespace: "payments".into(),
+        service_account: ObjectRef {
+            name: "api".into(),
+            uid: "sa-uid".into(),
+        },
+        pod: Some(ObjectRef {
+            name: "api-7d9f".into(),
+            uid: "pod-uid".into(),
+        }),
+        subject: "system:serviceaccount:payments:api".into(),
+        token_expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
+    }
+}
+
+pub fn ctx<'a>(id: &'a Identity, generator: &'a str) -> Context<'a> {
+    Context {
+        identity: id,
+        generator,
+        max_ttl: None,
+    }
+}
+
+/// Builds a generator from manifest JSON, as the federation's loader would.
+pub fn build(kind: &str, spec: serde_json::Value, store: Option<serde_json::Value>) -> Generator {
+    let kind = GeneratorKind::parse(kind).expect("known kind");
+    let spec = GeneratorSpec::from_manifest(kind, spec).expect("valid spec");
+    let store = store.map(|s| SecretStoreSpec::from_manifest(s).expect("valid store"));
+    Generator::build(&spec, store.as_ref()).expect("builds")
+}
+
+/// A short random suffix for mount paths and names, so tests can share one server.
+pub fn suffix() -> String {
+    let mut b = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut b).expect("rng");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// DER wrapped as PEM.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+pub fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// Waits for `f` to return true, polling, up to `secs`.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,284 @@
+//! `GCPAccessToken` against a FAKE of Google's endpoints, served on loopback by this test:
+//! the OAuth token endpoint that gcp_auth calls (the key file's `token_uri`) and IAM
+//! Credentials `generateAccessToken`. Google's IAM API has no emulator; the fake implements
+//! exactly the two calls the generator makes and records what it received.
+
+#![cfg(feature = "gcp")]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use esi_backends::{BackendError, Context, Generate};
+use serde_json::{Value, json};
+
+use common::{build, identity};
+
+const SOURCE_TOKEN: &str = "ya29.fake-source-token-of-the-federation";
+
+#[derive(Default)]
+struct Seen {
+    assertions: Vec<Value>,
+    calls: Vec<(String, String, Value)>,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+async fn token(
+    State(seen): State<Shared>,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    use base64::Engine;
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "unsupported_grant_type"})),
+        );
+    }
+    let claims = form
+        .get("assertion")
+        .and_then(|a| a.split('.').nth(1))
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .unwrap_or(Value::Null);
+    seen.lock().expect("lock").assertions.push(claims);
+    (
+        StatusCode::OK,
+        Json(json!({"access_token": SOURCE_TOKEN, "token_type": "Bearer", "expires_in": 3600})),
+    )
+}
+
+async fn generate(
+    State(seen): State<Shared>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let Some(email) = target.strip_suffix(":generateAccessToken") else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"message": "no such method"}})),
+        );
+    };
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    seen.lock()
+        .expect("lock")
+        .calls
+        .push((email.to_owned(), auth, body.clone()));
+    match email {
+        "denied@proj.iam.gserviceaccount.com" => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(
+                    json!({"error": {"code": 403, "message": "Permission 'iam.serviceAccounts.getAccessToken' denied"}}),
+                ),
+            );
+        }
+        "flaky@proj.iam.gserviceaccount.com" => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": {"message": "try later"}})),
+            );
+        }
+        _ => {}
+    }
+    let secs: i64 = body["lifetime"]
+        .as_str()
+        .and_then(|l| l.strip_suffix('s'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600);
+    let expire = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
+    (
+        StatusCode::OK,
+        Json(
+            json!({"accessToken": format!("ya29.impersonated-{email}"), "expireTime": expire.to_string()}),
+        ),
+    )
+}
+
+struct Fake {
+    base: String,
+    seen: Shared,
+    _dir: tempfile::TempDir,
+    key_file: std::path::PathBuf,
+}
+
+async fn start_fake() -> Fake {
+    use aws_lc_rs::encoding::AsDer;
+    let seen: Shared = Arc::default();
+    let app = Router::new()
+        .route("/token", post(token))
+        .route("/v1/projects/-/serviceAccounts/{target}", post(generate))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
+    let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = key.as_der().expect("pkcs8");
+    let pkcs8_der: &[u8] = pkcs8.as_ref();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("federation-key.json");
+    let sa_key = json!({
+        "type": "service_account",
+        "project_id": "proj",
+        "private_key_id": "k1",
+        "private_key": common::pem("PRIVATE KEY", pkcs8_der),
+        "client_email": "federation@proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": format!("{base}/token"),
+    });
+    std::fs::write(&key_file, sa_key.to_string()).expect("write key");
+    Fake {
+        base,
+        seen,
+        _dir: dir,
+        key_file,
+    }
+}
+
+fn store(fake: &Fake) -> Value {
+    json!({"provider": {"gcp": {"serviceAccountKeyFile": fake.key_file, "iamCredentialsEndpoint": fake.base, "timeout": "5s"}}})
+}
+
+fn spec(email: &str) -> Value {
+    json!({
+        "secretStoreRef": {"name": "gcp"},
+        "serviceAccountEmail": email,
+        "scopes": ["https://www.googleapis.com/auth/devstorage.read_only", "https://www.googleapis.com/auth/bigquery"],
+        "lifetime": "20m",
+        "delegates": ["mid@proj.iam.gserviceaccount.com", "projects/-/serviceAccounts/last@proj.iam.gserviceaccount.com"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonates_with_scopes_lifetime_and_delegates_on_the_fake() {
+    let fake = start_fake().await;
+    let g = build(
+        "GCPAccessToken",
+        spec("app@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    );
+    let id = identity();
+    let before = jiff::Timestamp::now();
+    let cred = g
+        .generate(&Context {
+            identity: &id,
+            generator: "payments/GCPAccessToken/app",
+            max_ttl: None,
+        })
+        .await
+        .expect("token");
+    assert_eq!(
+        cred.data["access_token"],
+        "ya29.impersonated-app@proj.iam.gserviceaccount.com"
+    );
+    let secs = cred
+        .expires_at
+        .expect("expireTime")
+        .duration_since(before)
+        .as_secs();
+    assert!((1190..=1210).contains(&secs), "{secs}");
+    assert!(cred.lease.is_none());
+
+    let seen = fake.seen.lock().expect("lock");
+    let assertion = &seen.assertions[0];
+    assert_eq!(assertion["iss"], "federation@proj.iam.gserviceaccount.com");
+    assert_eq!(assertion["aud"], format!("{}/token", fake.base));
+    assert!(
+        assertion["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("https://www.googleapis.com/auth/cloud-platform")
+    );
+    let (target, auth, body) = &seen.calls[0];
+    assert_eq!(target, "app@proj.iam.gserviceaccount.com");
+    assert_eq!(auth, &format!("Bearer {SOURCE_TOKEN}"));
+    assert_eq!(body["lifetime"], "1200s");
+    assert_eq!(
+        body["scope"],
+        json!([
+            "https://www.googleapis.com/auth/devstorage.read_only",
+            "https://www.googleapis.com/auth/bigquery"
+        ])
+    );
+    assert_eq!(
+        body["delegates"],
+        json!([
+            "projects/-/serviceAccounts/mid@proj.iam.gserviceaccount.com",
+            "projects/-/serviceAccounts/last@proj.iam.gserviceaccount.com"
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_is_capped_by_max_ttl_on_the_fake() {
+    let fake = start_fake().await;
+    let g = build(
+        "GCPAccessToken",
+        spec("app@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    );
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "g",
+        max_ttl: Some(std::time::Duration::from_secs(300)),
+    };
+    g.generate(&c).await.expect("token");
+    assert_eq!(
+        fake.seen.lock().expect("lock").calls[0].2["lifetime"],
+        "300s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_outages_are_classified_on_the_fake() {
+    let fake = start_fake().await;
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "g",
+        max_ttl: None,
+    };
+    let err = build(
+        "GCPAccessToken",
+        spec("denied@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    )
+    .generate(&c)
+    .await
+    .expect_err("403");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert!(
+        err.detail().contains("getAccessToken"),
+        "google's reason goes to the log: {}",
+        err.detail()
+    );
+    assert!(!err.to_string().contains(SOURCE_TOKEN));
+    let err = build(
+        "GCPAccessToken",
+        spec("flaky@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    )
+    .generate(&c)
+    .await
+    .expect_err("503");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+}

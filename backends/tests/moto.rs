@@ -1,0 +1,337 @@
+//! AWS generators against moto's STS server (scripts/peers/moto.sh). moto validates
+//! nothing, so the assertions are on what the SDK sent: the peer script starts moto with
+//! request recording on, and `/moto-api/recorder/download-recording` returns every request.
+
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use esi_backends::{BackendError, Context, Generate};
+use serde_json::{Value, json};
+
+use common::{build, identity, peer, suffix};
+
+struct Moto {
+    url: String,
+    keys: tempfile::TempDir,
+}
+
+impl Moto {
+    fn from_env(test: &str) -> Option<Self> {
+        let url = peer("ESI_TEST_MOTO_URL", test)?;
+        let keys = tempfile::tempdir().expect("tempdir");
+        std::fs::write(keys.path().join("ak"), "AKIAESITESTKEY000001").expect("write");
+        std::fs::write(keys.path().join("sk"), "esi-test-secret-key\n").expect("write");
+        std::fs::write(keys.path().join("st"), "esi-test-session-token").expect("write");
+        Some(Moto { url, keys })
+    }
+
+    fn store(&self, extra: Value) -> Value {
+        let mut aws = json!({
+            "region": "eu-west-1",
+            "endpoint": self.url,
+            "timeout": "5s",
+            "credentials": {
+                "accessKeyId": {"file": self.keys.path().join("ak")},
+                "secretAccessKey": {"file": self.keys.path().join("sk")},
+            },
+        });
+        if let (Some(a), Some(e)) = (aws.as_object_mut(), extra.as_object()) {
+            a.extend(e.clone());
+        }
+        json!({"provider": {"aws": aws}})
+    }
+
+    fn session_token_ref(&self) -> Value {
+        json!({"file": self.keys.path().join("st")})
+    }
+
+    /// The STS requests moto recorded, as form parameters plus the Authorization header.
+    async fn recorded(&self) -> Vec<(BTreeMap<String, String>, String)> {
+        use base64::Engine;
+        let text = reqwest::get(format!("{}/moto-api/recorder/download-recording", self.url))
+            .await
+            .expect("moto recording")
+            .text()
+            .await
+            .expect("body");
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let entry: Value = serde_json::from_str(line).expect("recording line");
+            let body = entry["body"].as_str().unwrap_or_default();
+            let body = if entry["body_encoded"].as_bool() == Some(true) {
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .expect("b64"),
+                )
+                .unwrap_or_default()
+            } else {
+                body.to_owned()
+            };
+            let url = reqwest::Url::parse(&format!("http://x/?{body}")).expect("form");
+            let form: BTreeMap<String, String> = url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let auth = entry["headers"]["Authorization"]
+                .as_str()
+                .or(entry["headers"]["authorization"].as_str())
+                .unwrap_or_default();
+            out.push((form, auth.to_owned()));
+        }
+        out
+    }
+
+    /// The recorded AssumeRole request with this session name.
+    async fn assume_role_request(&self, session: &str) -> (BTreeMap<String, String>, String) {
+        self.recorded()
+            .await
+            .into_iter()
+            .find(|(f, _)| {
+                f.get("Action").map(String::as_str) == Some("AssumeRole")
+                    && f.get("RoleSessionName").map(String::as_str) == Some(session)
+            })
+            .unwrap_or_else(|| panic!("moto recorded no AssumeRole with RoleSessionName {session}"))
+    }
+}
+
+/// Session tags as the query protocol sends them: `Tags.member.N.Key/Value`.
+fn tags(form: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    (1..=50)
+        .map_while(|i| {
+            Some((
+                form.get(&format!("Tags.member.{i}.Key"))?.clone(),
+                form.get(&format!("Tags.member.{i}.Value"))?.clone(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assume_role_sends_identity_tags_and_source_identity() {
+    let test = "assume_role_sends_identity_tags_and_source_identity";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let g = build(
+        "AWSAssumeRole",
+        json!({
+            "secretStoreRef": {"name": "aws"},
+            "roleArn": "arn:aws:iam::123456789012:role/esi-app",
+            "sessionName": format!("t{run}-{{{{namespace}}}}-{{{{serviceAccount}}}}"),
+            "durationSeconds": 1800,
+            "externalId": "ext-123",
+            "policy": "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"s3:GetObject\",\"Resource\":\"*\"}]}",
+            "policyArns": ["arn:aws:iam::aws:policy/ReadOnlyAccess"],
+            "tags": {"team": "payments"},
+            "transitiveTagKeys": ["team"],
+            "sourceIdentity": "{{serviceAccount}}@{{namespace}}.{{cluster}}",
+        }),
+        Some(moto.store(json!({}))),
+    );
+    let id = identity();
+    let before = jiff::Timestamp::now();
+    let cred = g
+        .generate(&Context {
+            identity: &id,
+            generator: "payments/AWSAssumeRole/app",
+            max_ttl: None,
+        })
+        .await
+        .expect("assume role");
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        assert!(!cred.data[k].is_empty(), "{k}");
+    }
+    let secs = cred
+        .expires_at
+        .expect("expiration")
+        .duration_since(before)
+        .as_secs();
+    assert!(
+        (1790..=1810).contains(&secs),
+        "expires {secs}s after issue, want 1800"
+    );
+    assert!(!format!("{cred:?}").contains(&cred.data["AWS_SECRET_ACCESS_KEY"]));
+
+    let (form, auth) = moto
+        .assume_role_request(&format!("t{run}-payments-api"))
+        .await;
+    assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/esi-app");
+    assert_eq!(form["DurationSeconds"], "1800");
+    assert_eq!(form["ExternalId"], "ext-123");
+    assert_eq!(form["SourceIdentity"], "api@payments.prod-eu");
+    assert!(form["Policy"].contains("s3:GetObject"));
+    assert_eq!(
+        form["PolicyArns.member.1.arn"],
+        "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    );
+    assert_eq!(form["TransitiveTagKeys.member.1"], "team");
+    let sent = tags(&form);
+    assert_eq!(sent.get("esi-cluster").map(String::as_str), Some("prod-eu"));
+    assert_eq!(
+        sent.get("kubernetes-namespace").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(
+        sent.get("kubernetes-service-account").map(String::as_str),
+        Some("api")
+    );
+    assert_eq!(
+        sent.get("kubernetes-pod-name").map(String::as_str),
+        Some("api-7d9f")
+    );
+    assert_eq!(sent.get("team").map(String::as_str), Some("payments"));
+    assert!(
+        auth.contains("Credential=AKIAESITESTKEY000001/"),
+        "signed with the store's key: {auth}"
+    );
+    assert!(auth.contains("/eu-west-1/sts/aws4_request"), "{auth}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assume_role_honours_max_ttl_and_base_role() {
+    let test = "assume_role_honours_max_ttl_and_base_role";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let store = moto.store(json!({"assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/esi-federation", "sessionName": format!("base{run}")}}));
+    let g = build(
+        "AWSAssumeRole",
+        json!({"secretStoreRef": {"name": "aws"}, "roleArn": "arn:aws:iam::123456789012:role/esi-app", "sessionName": format!("m{run}"), "identityTags": false}),
+        Some(store),
+    );
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "payments/AWSAssumeRole/app",
+        max_ttl: Some(Duration::from_secs(1200)),
+    };
+    g.generate(&c)
+        .await
+        .expect("assume role through the base role");
+    let (base, base_auth) = moto.assume_role_request(&format!("base{run}")).await;
+    assert_eq!(
+        base["RoleArn"],
+        "arn:aws:iam::123456789012:role/esi-federation"
+    );
+    assert!(base_auth.contains("Credential=AKIAESITESTKEY000001/"));
+    let (form, auth) = moto.assume_role_request(&format!("m{run}")).await;
+    assert_eq!(
+        form["DurationSeconds"], "1200",
+        "lowered to the authorization's maxTTL"
+    );
+    assert!(tags(&form).is_empty(), "identityTags: false sends no tags");
+    assert!(
+        !auth.contains("AKIAESITESTKEY000001"),
+        "signed with the base role's session, not the static key: {auth}"
+    );
+
+    let short = Context {
+        max_ttl: Some(Duration::from_secs(300)),
+        ..c
+    };
+    let err = g
+        .generate(&short)
+        .await
+        .expect_err("maxTTL below STS minimum");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_token_needs_long_term_keys() {
+    let test = "session_token_needs_long_term_keys";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "payments/STSSessionToken/t",
+        max_ttl: None,
+    };
+    let spec = json!({"secretStoreRef": {"name": "aws"}, "durationSeconds": 900});
+
+    let before = jiff::Timestamp::now();
+    let cred = build("STSSessionToken", spec.clone(), Some(moto.store(json!({}))))
+        .generate(&c)
+        .await
+        .expect("session token");
+    assert!(!cred.data["AWS_SESSION_TOKEN"].is_empty());
+    let secs = cred
+        .expires_at
+        .expect("expiration")
+        .duration_since(before)
+        .as_secs();
+    assert!((890..=910).contains(&secs), "{secs}");
+    let sent = moto.recorded().await;
+    assert!(sent.iter().any(|(f, _)| f.get("Action").map(String::as_str)
+        == Some("GetSessionToken")
+        && f.get("DurationSeconds").map(String::as_str) == Some("900")));
+
+    // Temporary store credentials: a clear refusal before any call.
+    let mut temp = moto.store(json!({}));
+    temp["provider"]["aws"]["credentials"]["sessionToken"] = moto.session_token_ref();
+    let err = build("STSSessionToken", spec.clone(), Some(temp))
+        .generate(&c)
+        .await
+        .expect_err("temporary credentials");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("temporary") && err.to_string().contains("AWSAssumeRole"),
+        "{err}"
+    );
+
+    // A store that assumes a role first is refused at load time.
+    let assumed =
+        moto.store(json!({"assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/base"}}));
+    let kind = esi_backends::GeneratorKind::parse("STSSessionToken").expect("kind");
+    let spec = esi_backends::GeneratorSpec::from_manifest(kind, spec).expect("spec");
+    let store = esi_backends::SecretStoreSpec::from_manifest(assumed).expect("store");
+    let err = esi_backends::Generator::build(&spec, Some(&store)).expect_err("assumed-role store");
+    assert!(err.to_string().contains("secretStoreRef"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_sts_is_unavailable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let keys = tempfile::tempdir().expect("tempdir");
+    std::fs::write(keys.path().join("ak"), "AKIAX").expect("write");
+    std::fs::write(keys.path().join("sk"), "esi-unreachable-secret-key").expect("write");
+    let store = json!({"provider": {"aws": {
+        "region": "eu-west-1", "endpoint": format!("http://{closed}"), "timeout": "3s",
+        "credentials": {"accessKeyId": {"file": keys.path().join("ak")}, "secretAccessKey": {"file": keys.path().join("sk")}},
+    }}});
+    let g = build(
+        "AWSAssumeRole",
+        json!({"secretStoreRef": {"name": "aws"}, "roleArn": "arn:aws:iam::123456789012:role/x"}),
+        Some(store),
+    );
+    let id = identity();
+    let err = g
+        .generate(&Context {
+            identity: &id,
+            generator: "g",
+            max_ttl: None,
+        })
+        .await
+        .expect_err("down");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(
+        !err.to_string().contains("esi-unreachable-secret-key")
+            && !err.detail().contains("esi-unreachable-secret-key"),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,691 @@
+//! Vault generators against a real OpenBao dev server (scripts/peers/openbao.sh) and, for
+//! the database engine, a real PostgreSQL (scripts/peers/postgres.sh). Each test mounts its
+//! own engines under random paths, so tests share one server.
+
+#![cfg(feature = "vault")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use esi_backends::{BackendError, Generate};
+use serde_json::{Value, json};
+
+use common::{build, ctx, identity, peer, suffix};
+
+/// The test's administrative access to OpenBao (the root token of the dev server).
+struct Bao {
+    addr: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Bao {
+    fn from_env(test: &str) -> Option<Self> {
+        let addr = peer("ESI_TEST_OPENBAO_ADDR", test)?;
+        let token = peer("ESI_TEST_OPENBAO_TOKEN", test)?;
+        Some(Bao {
+            addr,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{path}: {status}: {text}"));
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())?
+        })
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.try_call(reqwest::Method::POST, path, Some(body))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.try_call(reqwest::Method::GET, path, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The SecretStore of the tests, authenticating with `auth`.
+    fn store(&self, auth: Value) -> Value {
+        json!({"provider": {"vault": {"server": self.addr, "timeout": "5s", "auth": auth}}})
+    }
+
+    /// A store using the root token from the environment variable the peer script exports.
+    fn root_store(&self) -> Value {
+        self.store(json!({"token": {"env": "ESI_TEST_OPENBAO_TOKEN"}}))
+    }
+
+    /// Writes a KV v2 secret, retrying while a fresh mount finishes its upgrade.
+    async fn kv2_put(&self, mount: &str, path: &str, data: Value) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self
+                .try_call(
+                    reqwest::Method::POST,
+                    &format!("{mount}/data/{path}"),
+                    Some(json!({"data": data.clone()})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline && e.contains("upgrade") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) if Instant::now() < deadline && e.contains("no handler") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A KV v2 mount holding `apps/db` with two versions, and a policy reading it.
+    async fn kv2_fixture(&self) -> (String, String) {
+        let mount = format!("kv2-{}", suffix());
+        self.post(
+            &format!("sys/mounts/{mount}"),
+            json!({"type": "kv", "options": {"version": "2"}}),
+        )
+        .await;
+        self.kv2_put(
+            &mount,
+            "apps/db",
+            json!({"user": "app", "password": "v1-secret"}),
+        )
+        .await;
+        self.kv2_put(
+            &mount,
+            "apps/db",
+            json!({"user": "app", "password": "v2-secret", "port": 5432}),
+        )
+        .await;
+        let policy = format!("read-{mount}");
+        self.post(
+            &format!("sys/policies/acl/{policy}"),
+            json!({"policy": format!("path \"{mount}/data/apps/*\" {{ capabilities = [\"read\"] }}")}),
+        )
+        .await;
+        (mount, policy)
+    }
+}
+
+fn static_spec(mount: &str, extra: Value) -> Value {
+    let mut spec = json!({"secretStoreRef": {"name": "vault"}, "mount": mount, "path": "apps/db"});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_user_logs_in_then_fails_after_revoke() {
+    let test = "database_user_logs_in_then_fails_after_revoke";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let Some(pg_url) = peer("ESI_TEST_PG_URL", test) else {
+        return;
+    };
+    let pg: tokio_postgres::Config = pg_url.parse().expect("ESI_TEST_PG_URL");
+    let port = pg.get_ports().first().copied().expect("port");
+    let admin_pw = String::from_utf8(pg.get_password().expect("password").to_vec()).expect("utf8");
+
+    let mount = format!("db-{}", suffix());
+    bao.post(&format!("sys/mounts/{mount}"), json!({"type": "database"}))
+        .await;
+    bao.post(
+        &format!("{mount}/config/pg"),
+        json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{port}/postgres?sslmode=disable"),
+            "username": "postgres",
+            "password": admin_pw,
+            "allowed_roles": "*",
+        }),
+    )
+    .await;
+    bao.post(
+        &format!("{mount}/roles/app"),
+        json!({
+            "db_name": "pg",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+            "default_ttl": "1h",
+            "max_ttl": "2h",
+        }),
+    )
+    .await;
+
+    let g = build(
+        "VaultDynamicSecret",
+        json!({"secretStoreRef": {"name": "vault"}, "path": format!("{mount}/creds/app")}),
+        Some(bao.root_store()),
+    );
+    let id = identity();
+    let before = jiff::Timestamp::now();
+    let cred = g
+        .generate(&ctx(&id, "payments/VaultDynamicSecret/db"))
+        .await
+        .expect("issues a database user");
+    let user = cred.data["username"].clone();
+    let password = cred.data["password"].clone();
+    assert!(user.starts_with("v-"), "{user}");
+    let expires = cred.expires_at.expect("expiresAt from lease_duration");
+    let secs = expires.duration_since(before).as_secs();
+    assert!(
+        (3590..=3610).contains(&secs),
+        "expiresAt {secs}s after issue, want the role's 1h"
+    );
+    assert!(cred.renewable);
+    let lease = cred.lease.clone().expect("a lease to revoke");
+    assert!(
+        !format!("{cred:?}").contains(&password),
+        "Debug must not show the password"
+    );
+
+    let connect = |user: String, password: String| async move {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user(&user)
+            .password(&password)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(5));
+        cfg.connect(tokio_postgres::NoTls).await
+    };
+    {
+        let (client, conn) = connect(user.clone(), password.clone())
+            .await
+            .expect("the dynamic user logs in");
+        let task = tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .expect("query");
+        assert_eq!(row.get::<_, String>(0), user);
+        drop(client);
+        let _ = task.await;
+    }
+
+    assert!(g.revoke(&lease).await.expect("revokes the lease"));
+    let Err(err) = connect(user.clone(), password.clone()).await else {
+        panic!("login must fail after revoke")
+    };
+    let msg = format!("{err}: {:?}", err.as_db_error().map(|e| e.message()));
+    assert!(
+        msg.contains("password authentication failed") || msg.contains("does not exist"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pki_certificates_are_issued_and_revoked() {
+    let test = "pki_certificates_are_issued_and_revoked";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let mount = format!("pki-{}", suffix());
+    bao.post(
+        &format!("sys/mounts/{mount}"),
+        json!({"type": "pki", "config": {"max_lease_ttl": "24h"}}),
+    )
+    .await;
+    bao.post(
+        &format!("{mount}/root/generate/internal"),
+        json!({"common_name": "esi test root", "ttl": "24h"}),
+    )
+    .await;
+    for (role, lease) in [("leased", true), ("plain", false)] {
+        bao.post(
+            &format!("{mount}/roles/{role}"),
+            json!({"allowed_domains": "example.test", "allow_subdomains": true, "max_ttl": "1h", "generate_lease": lease}),
+        )
+        .await;
+    }
+    let id = identity();
+    for role in ["leased", "plain"] {
+        let g = build(
+            "VaultDynamicSecret",
+            json!({
+                "secretStoreRef": {"name": "vault"},
+                "path": format!("{mount}/issue/{role}"),
+                "method": "POST",
+                "parameters": {"common_name": "api.example.test", "ttl": "30m"},
+            }),
+            Some(bao.root_store()),
+        );
+        let before = jiff::Timestamp::now();
+        let cred = g
+            .generate(&ctx(&id, "payments/VaultDynamicSecret/cert"))
+            .await
+            .expect("issues a certificate");
+        assert!(
+            cred.data["certificate"].starts_with("-----BEGIN CERTIFICATE-----"),
+            "{role}"
+        );
+        assert!(cred.data.contains_key("private_key"));
+        let secs = cred
+            .expires_at
+            .expect("expiresAt")
+            .duration_since(before)
+            .as_secs();
+        assert!(
+            (1780..=1810).contains(&secs),
+            "{role}: expiresAt {secs}s after issue, want 30m"
+        );
+        let serial = cred.data["serial_number"].clone();
+        let revoked =
+            |bao_cert: Value| bao_cert["data"]["revocation_time"].as_i64().unwrap_or(0) > 0;
+        assert!(
+            !revoked(bao.get(&format!("{mount}/cert/{serial}")).await),
+            "{role}: fresh certificate already revoked"
+        );
+        assert!(
+            g.revoke(&cred.lease.expect("revocable"))
+                .await
+                .expect("revokes")
+        );
+        assert!(
+            revoked(bao.get(&format!("{mount}/cert/{serial}")).await),
+            "{role}: certificate not revoked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_of_another_path_is_refused() {
+    let test = "lease_of_another_path_is_refused";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let g = build(
+        "VaultDynamicSecret",
+        json!({"secretStoreRef": {"name": "vault"}, "path": "database/creds/app"}),
+        Some(bao.root_store()),
+    );
+    let foreign = esi_backends::LeaseHandle(json!({"vault": {"leaseId": "pki/issue/web/abc"}}));
+    assert!(matches!(
+        g.revoke(&foreign).await,
+        Err(BackendError::Invalid(_))
+    ));
+    let aws = esi_backends::LeaseHandle(json!({"aws": {}}));
+    assert!(matches!(
+        g.revoke(&aws).await,
+        Err(BackendError::Invalid(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_v1_and_v2_secrets_are_read() {
+    let test = "kv_v1_and_v2_secrets_are_read";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, _) = bao.kv2_fixture().await;
+    let kv1 = format!("kv1-{}", suffix());
+    bao.post(
+        &format!("sys/mounts/{kv1}"),
+        json!({"type": "kv", "options": {"version": "1"}}),
+    )
+    .await;
+    bao.post(
+        &format!("{kv1}/apps/db"),
+        json!({"token": "kv1-secret", "n": 7}),
+    )
+    .await;
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+
+    let latest = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(bao.root_store()),
+    );
+    let cred = latest.generate(&c).await.expect("reads kv v2");
+    assert_eq!(cred.data["password"], "v2-secret");
+    assert_eq!(cred.data["port"], "5432");
+    assert_eq!(
+        (cred.expires_at, cred.lease.is_none(), cred.renewable),
+        (None, true, false)
+    );
+
+    let v1 = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({"version": 1, "keys": ["password"]})),
+        Some(bao.root_store()),
+    );
+    let cred = v1.generate(&c).await.expect("reads kv v2 version 1");
+    assert_eq!(
+        cred.data.into_iter().collect::<Vec<_>>(),
+        vec![("password".to_owned(), "v1-secret".to_owned())]
+    );
+
+    let old = build(
+        "VaultStaticSecret",
+        static_spec(&kv1, json!({"kvVersion": "v1"})),
+        Some(bao.root_store()),
+    );
+    let cred = old.generate(&c).await.expect("reads kv v1");
+    assert_eq!(
+        (cred.data["token"].as_str(), cred.data["n"].as_str()),
+        ("kv1-secret", "7")
+    );
+
+    let missing_key = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({"keys": ["nope"]})),
+        Some(bao.root_store()),
+    );
+    let err = missing_key.generate(&c).await.expect_err("missing key");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+
+    let mut missing = static_spec(&kv2, json!({}));
+    missing["path"] = json!("apps/absent");
+    let err = build("VaultStaticSecret", missing, Some(bao.root_store()))
+        .generate(&c)
+        .await
+        .expect_err("absent secret");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_login_reads_within_policy_and_is_refused_outside() {
+    let test = "approle_login_reads_within_policy_and_is_refused_outside";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let path = format!("approle-{}", suffix());
+    bao.post(&format!("sys/auth/{path}"), json!({"type": "approle"}))
+        .await;
+    // A 3 s token that cannot outlive its max TTL: the second read below needs a re-login.
+    bao.post(
+        &format!("auth/{path}/role/esi"),
+        json!({"token_policies": [policy], "token_ttl": "3s", "token_max_ttl": "3s"}),
+    )
+    .await;
+    let role_id = bao.get(&format!("auth/{path}/role/esi/role-id")).await["data"]["role_id"]
+        .as_str()
+        .expect("role id")
+        .to_owned();
+    let secret_id = bao
+        .post(&format!("auth/{path}/role/esi/secret-id"), json!({}))
+        .await["data"]["secret_id"]
+        .as_str()
+        .expect("secret id")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("secret-id");
+    std::fs::write(&secret_file, format!("{secret_id}\n")).expect("write");
+    let store = bao.store(
+        json!({"appRole": {"path": path, "roleId": role_id, "secretIdRef": {"file": secret_file}}}),
+    );
+
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store.clone()),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("approle login + read").data["password"],
+        "v2-secret"
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await; // let the 3 s token lapse
+    assert_eq!(
+        g.generate(&c)
+            .await
+            .expect("re-login after token expiry")
+            .data["password"],
+        "v2-secret"
+    );
+
+    // Outside the policy: Vault's 403 becomes Rejected (after one re-login attempt).
+    let mut other = static_spec(&kv2, json!({}));
+    other["path"] = json!("other/secret");
+    let err = build("VaultStaticSecret", other, Some(store.clone()))
+        .generate(&c)
+        .await
+        .expect_err("outside policy");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert!(err.detail().contains("403"), "{}", err.detail());
+    assert!(!err.to_string().contains(&secret_id));
+
+    // A wrong secret id: the login itself is refused.
+    std::fs::write(&secret_file, "not-the-secret-id").expect("write");
+    let err = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store),
+    )
+    .generate(&c)
+    .await
+    .expect_err("bad secret id");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+}
+
+/// An ES256 JWT signed with `key`.
+fn sign_jwt(key: &aws_lc_rs::signature::EcdsaKeyPair, claims: &Value) -> String {
+    let header = common::b64url(br#"{"alg":"ES256","typ":"JWT"}"#);
+    let payload = common::b64url(claims.to_string().as_bytes());
+    let input = format!("{header}.{payload}");
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+        .expect("sign");
+    format!("{input}.{}", common::b64url(sig.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_login_with_a_token_file() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+
+    let test = "jwt_login_with_a_token_file";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+    let spki = key.public_key().as_der().expect("spki");
+    let path = format!("jwt-{}", suffix());
+    let issuer = "https://federation.esi.test";
+    bao.post(&format!("sys/auth/{path}"), json!({"type": "jwt"}))
+        .await;
+    bao.post(
+        &format!("auth/{path}/config"),
+        json!({"jwt_validation_pubkeys": [common::pem("PUBLIC KEY", spki.as_ref())], "bound_issuer": issuer}),
+    )
+    .await;
+    bao.post(
+        &format!("auth/{path}/role/esi"),
+        json!({"role_type": "jwt", "bound_audiences": ["openbao"], "user_claim": "sub", "token_policies": [policy], "token_ttl": "60s"}),
+    )
+    .await;
+    let now = jiff::Timestamp::now().as_second();
+    let claims = json!({"iss": issuer, "sub": "system:serviceaccount:esi:federation", "aud": "openbao", "iat": now, "nbf": now, "exp": now + 300});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, sign_jwt(&key, &claims)).expect("write");
+    let store = bao.store(json!({"jwt": {"path": path, "role": "esi", "tokenFile": token_file}}));
+
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store.clone()),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("jwt login + read").data["user"],
+        "app"
+    );
+
+    // A token signed by another key, or for another audience, is refused by OpenBao.
+    let other = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = json!("someone-else");
+    for bad in [sign_jwt(&other, &claims), sign_jwt(&key, &wrong_aud)] {
+        std::fs::write(&token_file, bad).expect("write");
+        let err = build(
+            "VaultStaticSecret",
+            static_spec(&kv2, json!({})),
+            Some(store.clone()),
+        )
+        .generate(&c)
+        .await
+        .expect_err("bad jwt");
+        assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_token_is_renewed_before_it_expires() {
+    let test = "static_token_is_renewed_before_it_expires";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let created = bao
+        .post("auth/token/create", json!({"policies": [policy], "ttl": "6s", "explicit_max_ttl": "120s", "renewable": true}))
+        .await;
+    let token = created["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let accessor = created["auth"]["accessor"]
+        .as_str()
+        .expect("accessor")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).expect("write");
+    let store = bao.store(json!({"token": {"file": token_file}}));
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store),
+    );
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+
+    let t0 = tokio::time::Instant::now();
+    g.generate(&c).await.expect("first read");
+    // Past two thirds of the 6 s TTL: the next call renews the token.
+    tokio::time::sleep_until(t0 + Duration::from_millis(4500)).await;
+    g.generate(&c).await.expect("read that renews");
+    // Past the original expiry: only a renewed token still works.
+    tokio::time::sleep_until(t0 + Duration::from_millis(7500)).await;
+    g.generate(&c)
+        .await
+        .expect("read after the original TTL, with the renewed token");
+    let info = bao
+        .post("auth/token/lookup-accessor", json!({"accessor": accessor}))
+        .await;
+    assert!(
+        info["data"]["ttl"].as_i64().unwrap_or(0) > 0,
+        "token still alive: {info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_result_token_is_revoked_by_accessor() {
+    let test = "auth_result_token_is_revoked_by_accessor";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let g = build(
+        "VaultDynamicSecret",
+        json!({
+            "secretStoreRef": {"name": "vault"},
+            "path": "auth/token/create",
+            "method": "POST",
+            "parameters": {"ttl": "10m", "policies": ["default"]},
+            "resultType": "Auth",
+        }),
+        Some(bao.root_store()),
+    );
+    let id = identity();
+    let cred = g
+        .generate(&ctx(&id, "payments/VaultDynamicSecret/tok"))
+        .await
+        .expect("token");
+    let accessor = cred.data["accessor"].clone();
+    assert!(!cred.data["client_token"].is_empty());
+    assert!(cred.expires_at.is_some());
+    assert!(
+        bao.try_call(
+            reqwest::Method::POST,
+            "auth/token/lookup-accessor",
+            Some(json!({"accessor": accessor}))
+        )
+        .await
+        .is_ok()
+    );
+    assert!(g.revoke(&cred.lease.expect("lease")).await.expect("revoke"));
+    let after = bao
+        .try_call(
+            reqwest::Method::POST,
+            "auth/token/lookup-accessor",
+            Some(json!({"accessor": accessor})),
+        )
+        .await;
+    assert!(after.is_err(), "token still exists: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_unavailable_and_refusals_are_rejected() {
+    let test = "unreachable_server_is_unavailable_and_refusals_are_rejected";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let id = identity();
+    let c = ctx(&id, "payments/VaultDynamicSecret/db");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let down = json!({"provider": {"vault": {"server": format!("http://{closed}"), "timeout": "2s", "auth": {"token": {"env": "ESI_TEST_OPENBAO_TOKEN"}}}}});
+    let spec = json!({"secretStoreRef": {"name": "vault"}, "path": "database/creds/app", "retrySettings": {"maxRetries": 1, "retryInterval": "100ms"}});
+    let err = build("VaultDynamicSecret", spec.clone(), Some(down))
+        .generate(&c)
+        .await
+        .expect_err("down");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert_eq!(err.code().as_str(), "backend_unavailable");
+
+    let err = build(
+        "VaultDynamicSecret",
+        json!({"secretStoreRef": {"name": "vault"}, "path": "nonexistent-mount/creds/app"}),
+        Some(bao.root_store()),
+    )
+    .generate(&c)
+    .await
+    .expect_err("no such path");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert_eq!(err.code().as_str(), "backend_rejected");
+}

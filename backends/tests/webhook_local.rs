@@ -1,0 +1,206 @@
+//! `Webhook` against a local HTTP server started by the test, including the store's
+//! allow-list refusing other addresses, redirects not followed, and timeouts.
+
+#![cfg(feature = "webhook")]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use esi_backends::{
+    BackendError, Context, Generate, GeneratorKind, GeneratorSpec, SecretStoreSpec,
+};
+use serde_json::{Value, json};
+
+use common::{build, identity};
+
+type Seen = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+async fn server() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let s1 = seen.clone();
+    let app = Router::new()
+        .route(
+            "/creds/issue",
+            post(move |headers: HeaderMap, body: String| async move {
+                s1.lock().expect("lock").push((headers, body));
+                Json(json!({"result": {"username": "u-1", "password": "p@ss", "ttl": 60}, "expiresAt": "2031-01-02T03:04:05Z"}))
+            }),
+        )
+        .route("/creds/token", get(|| async { Json(json!({"items": [{"token": "tok-123"}]})) }))
+        .route("/creds/redirect", post(|| async { (StatusCode::FOUND, [("location", "http://127.0.0.1:1/steal")]).into_response() }))
+        .route("/creds/slow", post(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Json(json!({}))
+        }))
+        .route("/creds/html", post(|| async { Response::new(axum::body::Body::from("<html>oops</html>")) }))
+        .route("/creds/denied", post(|| async { (StatusCode::FORBIDDEN, "no").into_response() }))
+        .route("/creds/down", post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "later").into_response() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (base, seen)
+}
+
+fn store(base: &str, header_file: &std::path::Path) -> Value {
+    json!({"provider": {"webhook": {
+        "allowedUrls": [format!("{base}/creds/")],
+        "timeout": "5s",
+        "headers": {"Authorization": {"file": header_file}},
+    }}})
+}
+
+fn spec(url: String, extra: Value) -> Value {
+    let mut s = json!({"secretStoreRef": {"name": "hooks"}, "url": url});
+    if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    s
+}
+
+fn ctx(id: &esi_api::Identity) -> Context<'_> {
+    Context {
+        identity: id,
+        generator: "payments/Webhook/creds",
+        max_ttl: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_the_identity_and_maps_the_json_result() {
+    let (base, seen) = server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header_file = dir.path().join("auth");
+    std::fs::write(&header_file, "Bearer hook-secret\n").expect("write");
+    let g = build(
+        "Webhook",
+        spec(
+            format!("{base}/creds/issue"),
+            json!({
+                "headers": {"X-Team": "payments"},
+                "body": "{\"cluster\": \"{{cluster}}\", \"ns\": \"{{namespace}}\", \"sa\": \"{{serviceAccount}}\", \"pod\": \"{{pod}}\"}",
+                "result": {"jsonPath": "$.result", "expiresAtJsonPath": "$.expiresAt"},
+            }),
+        ),
+        Some(store(&base, &header_file)),
+    );
+    let id = identity();
+    let cred = g.generate(&ctx(&id)).await.expect("webhook call");
+    assert_eq!(cred.data["username"], "u-1");
+    assert_eq!(cred.data["password"], "p@ss");
+    assert_eq!(cred.data["ttl"], "60");
+    assert_eq!(
+        cred.expires_at,
+        Some("2031-01-02T03:04:05Z".parse().expect("ts"))
+    );
+    assert!(!format!("{g:?}").contains("hook-secret"));
+
+    let seen = seen.lock().expect("lock");
+    let (headers, body) = &seen[0];
+    assert_eq!(headers["authorization"], "Bearer hook-secret");
+    assert_eq!(headers["x-team"], "payments");
+    assert_eq!(headers["content-type"], "application/json");
+    let body: Value = serde_json::from_str(body).expect("the rendered body is JSON");
+    assert_eq!(
+        body,
+        json!({"cluster": "prod-eu", "ns": "payments", "sa": "api", "pod": "api-7d9f"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_a_scalar_result() {
+    let (base, _) = server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header_file = dir.path().join("auth");
+    std::fs::write(&header_file, "Bearer x").expect("write");
+    let g = build(
+        "Webhook",
+        spec(
+            format!("{base}/creds/token"),
+            json!({"method": "GET", "result": {"jsonPath": "$.items[0].token", "key": "token"}}),
+        ),
+        Some(store(&base, &header_file)),
+    );
+    let id = identity();
+    let cred = g.generate(&ctx(&id)).await.expect("webhook call");
+    assert_eq!(
+        cred.data.into_iter().collect::<Vec<_>>(),
+        vec![("token".to_owned(), "tok-123".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_refuses_other_addresses() {
+    let (base, _) = server().await;
+    let port = base.rsplit(':').next().expect("port").to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        SecretStoreSpec::from_manifest(store(&base, &dir.path().join("auth"))).expect("store");
+    let kind = GeneratorKind::parse("Webhook").expect("kind");
+    for url in [
+        format!("http://127.0.0.2:{port}/creds/issue"),
+        format!("http://localhost:{port}/creds/issue"),
+        format!("https://127.0.0.1:{port}/creds/issue"),
+        format!("http://127.0.0.1:{port}/admin"),
+        format!("http://127.0.0.1:{port}/credsx"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let s = GeneratorSpec::from_manifest(kind, spec(url.clone(), json!({}))).expect("spec");
+        let err = esi_backends::Generator::build(&s, Some(&store)).expect_err(&url);
+        assert!(
+            err.to_string().contains("spec.url") && err.to_string().contains("allowedUrls"),
+            "{url}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_timeouts_and_bad_answers_are_classified() {
+    let (base, _) = server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header_file = dir.path().join("auth");
+    std::fs::write(&header_file, "Bearer x").expect("write");
+    let id = identity();
+    let call = |path: &str, extra: Value| {
+        let g = build(
+            "Webhook",
+            spec(format!("{base}/creds/{path}"), extra),
+            Some(store(&base, &header_file)),
+        );
+        let id = &id;
+        async move { g.generate(&ctx(id)).await }
+    };
+    let err = call("redirect", json!({})).await.expect_err("redirect");
+    assert!(
+        matches!(err, BackendError::Rejected { .. }) && err.to_string().contains("redirect"),
+        "{err:?}"
+    );
+    let err = call("slow", json!({"timeout": "300ms"}))
+        .await
+        .expect_err("timeout");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    let err = call("html", json!({})).await.expect_err("not json");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    let err = call("denied", json!({})).await.expect_err("403");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    let err = call("down", json!({})).await.expect_err("503");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    let err = call("issue", json!({"result": {"jsonPath": "$.nothing"}}))
+        .await
+        .expect_err("no match");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+
+    std::fs::remove_file(&header_file).expect("rm");
+    let err = call("issue", json!({}))
+        .await
+        .expect_err("missing secret header");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(err.detail().contains("auth"), "{}", err.detail());
+}

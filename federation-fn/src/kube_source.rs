@@ -1,0 +1,131 @@
+//! Kubernetes mode: the configuration comes from the esi.dev CRDs, listed and watched through
+//! the Kubernetes API (kube's watcher + reflector, which relists on expiry and resyncs).
+//!
+//! Every change (debounced) rebuilds a snapshot from all watched resources and swaps it in
+//! atomically. Unlike file mode, one invalid resource does not block the rest: it is left out,
+//! logged with the field at fault and counted in `esi_federation_invalid_resources`, while every
+//! valid resource keeps working. Until every kind has been listed once, no snapshot is installed
+//! (readiness stays false).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tokio::sync::Notify;
+
+use crate::config::{self, Document};
+use crate::state::AppState;
+
+/// The API resources of every esi kind, from the generated CRDs.
+pub fn api_resources() -> Vec<(ApiResource, bool)> {
+    crate::crds()
+        .into_iter()
+        .map(|crd| {
+            let version = crd
+                .spec
+                .versions
+                .first()
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            let ar = ApiResource {
+                group: crd.spec.group.clone(),
+                version: version.clone(),
+                api_version: format!("{}/{version}", crd.spec.group),
+                kind: crd.spec.names.kind.clone(),
+                plural: crd.spec.names.plural.clone(),
+            };
+            (ar, crd.spec.scope == "Namespaced")
+        })
+        .collect()
+}
+
+fn to_document(ar: &ApiResource, obj: &DynamicObject) -> Document {
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let mut metadata = serde_json::json!({ "name": name });
+    if let Some(ns) = &obj.metadata.namespace {
+        metadata["namespace"] = serde_json::json!(ns);
+    }
+    if let Some(labels) = &obj.metadata.labels {
+        metadata["labels"] = serde_json::json!(labels);
+    }
+    let origin = match &obj.metadata.namespace {
+        Some(ns) => format!("kubernetes:{}/{ns}/{name}", ar.plural),
+        None => format!("kubernetes:{}/{name}", ar.plural),
+    };
+    Document {
+        origin,
+        value: serde_json::json!({
+            "apiVersion": ar.api_version,
+            "kind": ar.kind,
+            "metadata": metadata,
+            "spec": obj.data.get("spec").cloned().unwrap_or(serde_json::Value::Null),
+        }),
+    }
+}
+
+/// Watches every esi kind and keeps `state`'s snapshot in step with the cluster. Runs until
+/// the task is dropped.
+pub async fn run(state: AppState, client: kube::Client, debounce: Duration) {
+    let changed = Arc::new(Notify::new());
+    let mut stores: Vec<(ApiResource, Store<DynamicObject>)> = Vec::new();
+    for (ar, _namespaced) in api_resources() {
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        );
+        let notify = changed.clone();
+        let kind = ar.kind.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(_) => notify.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(kind = %kind, error = %e, "watch of esi resources failed; retrying")
+                    }
+                }
+            }
+        });
+        stores.push((ar, store));
+    }
+    for (ar, store) in &stores {
+        if store.wait_until_ready().await.is_err() {
+            tracing::error!(kind = %ar.kind, "watch ended before the first list");
+            return;
+        }
+    }
+    tracing::info!("initial list of esi resources complete");
+    loop {
+        rebuild(&state, &stores);
+        changed.notified().await;
+        // Debounce: a burst of events (an apply of many manifests) yields one rebuild.
+        tokio::time::sleep(debounce).await;
+    }
+}
+
+fn rebuild(state: &AppState, stores: &[(ApiResource, Store<DynamicObject>)]) {
+    let mut docs = Vec::new();
+    for (ar, store) in stores {
+        let mut objects = store.state();
+        objects.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        docs.extend(objects.iter().map(|o| to_document(ar, o)));
+    }
+    let (resources, mut problems) = config::parse_resources_lenient(docs);
+    let (snapshot, more) =
+        config::build_snapshot_lenient(resources, &state.jwks, "kubernetes".to_owned());
+    problems.extend(more);
+    for p in &problems {
+        tracing::error!(problem = %p, "invalid esi resource left out of the configuration");
+    }
+    state.metrics.invalid_resources(problems.len());
+    state.install(snapshot);
+}
