@@ -54,7 +54,8 @@ const DEFAULT_SESSION_NAME: &str = "esi-{{namespace}}-{{serviceAccount}}";
     group = "esi.dev",
     version = "v1alpha1",
     kind = "AWSAssumeRole",
-    namespaced
+    namespaced,
+    status = "crate::status::ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsAssumeRoleSpec {

@@ -11,7 +11,13 @@ use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SpecError}
 
 /// `spec` of a `Fake` generator.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "Fake", namespaced)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "Fake",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FakeSpec {
     /// The key/value pairs every call returns.

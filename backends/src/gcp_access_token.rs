@@ -26,7 +26,8 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
     group = "esi.dev",
     version = "v1alpha1",
     kind = "GCPAccessToken",
-    namespaced
+    namespaced,
+    status = "crate::status::ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpAccessTokenSpec {

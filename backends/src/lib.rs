@@ -35,6 +35,7 @@ pub mod duration;
 pub mod fake;
 pub mod password;
 pub mod secret;
+pub mod status;
 pub mod store;
 pub mod template;
 pub mod uuid;

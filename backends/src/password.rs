@@ -22,7 +22,13 @@ pub const MAX_LENGTH: u32 = 4096;
 
 /// `spec` of a `Password` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "Password", namespaced)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "Password",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordSpec {
     /// Total length of the password (default 24, at most 4096).

@@ -18,7 +18,8 @@ use crate::SpecError;
     group = "esi.dev",
     version = "v1alpha1",
     kind = "SecretStore",
-    namespaced
+    namespaced,
+    status = "crate::status::ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretStoreSpec {

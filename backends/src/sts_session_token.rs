@@ -23,7 +23,8 @@ pub const MAX_DURATION: u32 = 129_600;
     group = "esi.dev",
     version = "v1alpha1",
     kind = "STSSessionToken",
-    namespaced
+    namespaced,
+    status = "crate::status::ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StsSessionTokenSpec {

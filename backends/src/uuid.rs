@@ -10,7 +10,13 @@ use crate::{BackendError, Context, Credential, Generate};
 
 /// `spec` of a `UUID` generator: it has no fields.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "UUID", namespaced)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "UUID",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
 #[serde(deny_unknown_fields)]
 pub struct UuidSpec {}
 

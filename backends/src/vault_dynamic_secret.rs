@@ -29,7 +29,8 @@ use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SecretStor
     group = "esi.dev",
     version = "v1alpha1",
     kind = "VaultDynamicSecret",
-    namespaced
+    namespaced,
+    status = "crate::status::ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VaultDynamicSecretSpec {

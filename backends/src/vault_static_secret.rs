@@ -32,7 +32,8 @@ use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecEr
     group = "esi.dev",
     version = "v1alpha1",
     kind = "VaultStaticSecret",
-    namespaced
+    namespaced,
+    status = "crate::status::ResourceStatus"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VaultStaticSecretSpec {

@@ -148,7 +148,13 @@ fn under(url: &Url, allowed: &Url) -> bool {
 
 /// `spec` of a `Webhook` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "Webhook", namespaced)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "Webhook",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
     /// The `webhook` SecretStore whose allow-list, CA and secret headers apply.

@@ -6,12 +6,18 @@
 //! logged with the field at fault and counted in `esi_federation_invalid_resources`, while every
 //! valid resource keeps working. Until every kind has been listed once, no snapshot is installed
 //! (readiness stays false).
+//!
+//! Each resource's `status.conditions` gets a `Ready` condition: `True`/`Accepted`, or
+//! `False`/`Invalid` with the problem (field and message). Status is patched only when it
+//! changes, so several replicas converge without a write storm.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use kube::api::{Api, ApiResource, DynamicObject};
+use std::collections::HashMap;
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::Notify;
@@ -42,6 +48,14 @@ pub fn api_resources() -> Vec<(ApiResource, bool)> {
         .collect()
 }
 
+fn origin_of(ar: &ApiResource, obj: &DynamicObject) -> String {
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    match &obj.metadata.namespace {
+        Some(ns) => format!("kubernetes:{}/{ns}/{name}", ar.plural),
+        None => format!("kubernetes:{}/{name}", ar.plural),
+    }
+}
+
 fn to_document(ar: &ApiResource, obj: &DynamicObject) -> Document {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let mut metadata = serde_json::json!({ "name": name });
@@ -51,10 +65,7 @@ fn to_document(ar: &ApiResource, obj: &DynamicObject) -> Document {
     if let Some(labels) = &obj.metadata.labels {
         metadata["labels"] = serde_json::json!(labels);
     }
-    let origin = match &obj.metadata.namespace {
-        Some(ns) => format!("kubernetes:{}/{ns}/{name}", ar.plural),
-        None => format!("kubernetes:{}/{name}", ar.plural),
-    };
+    let origin = origin_of(ar, obj);
     Document {
         origin,
         value: serde_json::json!({
@@ -102,14 +113,18 @@ pub async fn run(state: AppState, client: kube::Client, debounce: Duration) {
     }
     tracing::info!("initial list of esi resources complete");
     loop {
-        rebuild(&state, &stores);
+        rebuild(&state, &client, &stores);
         changed.notified().await;
         // Debounce: a burst of events (an apply of many manifests) yields one rebuild.
         tokio::time::sleep(debounce).await;
     }
 }
 
-fn rebuild(state: &AppState, stores: &[(ApiResource, Store<DynamicObject>)]) {
+fn rebuild(
+    state: &AppState,
+    client: &kube::Client,
+    stores: &[(ApiResource, Store<DynamicObject>)],
+) {
     let mut docs = Vec::new();
     for (ar, store) in stores {
         let mut objects = store.state();
@@ -128,4 +143,70 @@ fn rebuild(state: &AppState, stores: &[(ApiResource, Store<DynamicObject>)]) {
     }
     state.metrics.invalid_resources(problems.len());
     state.install(snapshot);
+
+    let mut by_origin: HashMap<&str, Vec<String>> = HashMap::new();
+    for p in &problems {
+        let what = if p.field.is_empty() {
+            p.message.clone()
+        } else {
+            format!("{}: {}", p.field, p.message)
+        };
+        by_origin.entry(p.origin.as_str()).or_default().push(what);
+    }
+    for (ar, store) in stores {
+        for obj in store.state() {
+            let (status, reason, message) = match by_origin.get(origin_of(ar, &obj).as_str()) {
+                Some(problems) => {
+                    let mut m = problems.join("; ");
+                    if m.len() > 1024 {
+                        let cut = (0..=1024)
+                            .rev()
+                            .find(|i| m.is_char_boundary(*i))
+                            .unwrap_or(0);
+                        m.truncate(cut);
+                    }
+                    ("False", "Invalid", m)
+                }
+                None => (
+                    "True",
+                    "Accepted",
+                    "accepted by the esi federation".to_owned(),
+                ),
+            };
+            let current = obj
+                .data
+                .get("status")
+                .and_then(|s| s.get("conditions"))
+                .and_then(|c| c.as_array())
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+            if current.is_some_and(|c| {
+                c["status"] == status && c["reason"] == reason && c["message"] == message.as_str()
+            }) {
+                continue;
+            }
+            let condition = serde_json::json!({
+                "type": "Ready",
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": jiff::Timestamp::now().to_string(),
+            });
+            let api: Api<DynamicObject> = match &obj.metadata.namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+                None => Api::all_with(client.clone(), ar),
+            };
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            let kind = ar.kind.clone();
+            tokio::spawn(async move {
+                let patch =
+                    Patch::Merge(serde_json::json!({ "status": { "conditions": [condition] } }));
+                if let Err(e) = api
+                    .patch_status(&name, &PatchParams::default(), &patch)
+                    .await
+                {
+                    tracing::warn!(kind = %kind, name = %name, error = %e, "cannot update the resource's status");
+                }
+            });
+        }
+    }
 }

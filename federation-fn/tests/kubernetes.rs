@@ -67,6 +67,43 @@ impl FakeApi {
         self.changed.notify_waiters();
     }
 
+    fn patch_status(&self, plural: &str, namespace: &str, name: &str, patch: &Value) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rv += 1;
+        let rv = inner.rv;
+        let Some(obj) = inner
+            .objects
+            .get_mut(plural)
+            .and_then(|m| m.get_mut(&(namespace.to_owned(), name.to_owned())))
+        else {
+            return false;
+        };
+        // JSON merge patch of `status` (arrays are replaced, as RFC 7386 says).
+        obj["status"] = patch["status"].clone();
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let obj = obj.clone();
+        inner.log.push((plural.to_owned(), rv, "MODIFIED", obj));
+        drop(inner);
+        self.changed.notify_waiters();
+        true
+    }
+
+    fn ready(&self, plural: &str, namespace: &str, name: &str) -> Option<(String, String)> {
+        let inner = self.inner.lock().unwrap();
+        let obj = inner
+            .objects
+            .get(plural)?
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        let c = obj["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?;
+        Some((
+            c["status"].as_str()?.to_owned(),
+            c["message"].as_str()?.to_owned(),
+        ))
+    }
+
     fn delete(&self, plural: &str, namespace: &str, name: &str) {
         let mut inner = self.inner.lock().unwrap();
         inner.rv += 1;
@@ -137,6 +174,31 @@ async fn list_or_watch(
     .into_response()
 }
 
+async fn patch_cluster_status(
+    State(api): State<Arc<FakeApi>>,
+    Path((plural, name)): Path<(String, String)>,
+    axum::Json(patch): axum::Json<Value>,
+) -> Response {
+    patch_status(&api, &plural, "", &name, &patch)
+}
+
+async fn patch_namespaced_status(
+    State(api): State<Arc<FakeApi>>,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    axum::Json(patch): axum::Json<Value>,
+) -> Response {
+    patch_status(&api, &plural, &ns, &name, &patch)
+}
+
+fn patch_status(api: &FakeApi, plural: &str, ns: &str, name: &str, patch: &Value) -> Response {
+    if api.patch_status(plural, ns, name, patch) {
+        let inner = api.inner.lock().unwrap();
+        axum::Json(inner.objects[plural][&(ns.to_owned(), name.to_owned())].clone()).into_response()
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}))).into_response()
+    }
+}
+
 fn object(kind: &str, namespace: Option<&str>, name: &str, spec: Value) -> Value {
     let mut metadata = json!({ "name": name });
     if let Some(ns) = namespace {
@@ -185,6 +247,14 @@ async fn crds_are_watched_and_invalid_resources_left_out() {
     );
     let app = Router::new()
         .route("/apis/esi.dev/v1alpha1/{plural}", get(list_or_watch))
+        .route(
+            "/apis/esi.dev/v1alpha1/{plural}/{name}/status",
+            axum::routing::patch(patch_cluster_status),
+        )
+        .route(
+            "/apis/esi.dev/v1alpha1/namespaces/{ns}/{plural}/{name}/status",
+            axum::routing::patch(patch_namespaced_status),
+        )
         .with_state(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -248,6 +318,22 @@ async fn crds_are_watched_and_invalid_resources_left_out() {
     .await;
     assert_eq!(status_of(&state, &app_token).await, 200);
     assert_eq!(status_of(&state, &ops_token).await, 200);
+    // Each resource reports in its status whether it was accepted, and why not.
+    eventually("the status conditions are written", async || {
+        api.ready("passwords", "default", "broken").is_some()
+    })
+    .await;
+    let (status, message) = api.ready("authorizations", "", "everyone").unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("spec.subjects[0]: constrains nothing"),
+        "{message}"
+    );
+    let (status, message) = api.ready("passwords", "default", "broken").unwrap();
+    assert_eq!(status, "False");
+    assert!(message.contains("spec.length"), "{message}");
+    assert_eq!(api.ready("authorizations", "", "app").unwrap().0, "True");
+    assert_eq!(api.ready("clusters", "", "alpha").unwrap().0, "True");
     let stranger = common::token(&issuer, "other", "x");
     assert_eq!(
         status_of(&state, &stranger).await,
@@ -271,6 +357,11 @@ async fn crds_are_watched_and_invalid_resources_left_out() {
             .metrics
             .render()
             .contains("esi_federation_invalid_resources 0")
+    })
+    .await;
+    eventually("the fixed resource is Ready", async || {
+        api.ready("passwords", "default", "broken")
+            .is_some_and(|(s, _)| s == "True")
     })
     .await;
     assert_eq!(status_of(&state, &app_token).await, 200);

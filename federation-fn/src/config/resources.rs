@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 
 /// A remote Kubernetes cluster, registered by its ServiceAccount token issuer.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "Cluster")]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    status = "esi_backends::status::ResourceStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterSpec {
     /// The exact `iss` of the cluster's ServiceAccount tokens (`kubectl get --raw
@@ -154,7 +159,12 @@ impl FromIterator<Algorithm> for AlgorithmSet {
 /// Who may use which generators. Deny by default: a request is allowed only when some
 /// Authorization has a subject matching the caller and a generator pattern matching the target.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(group = "esi.dev", version = "v1alpha1", kind = "Authorization")]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "Authorization",
+    status = "esi_backends::status::ResourceStatus"
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationSpec {
     /// The callers this rule covers; any one matching is enough.
