@@ -17,6 +17,7 @@ use esi_federation::{config, dev, telemetry};
 #[command(
     name = "esi-federation",
     version,
+    args_override_self = true,
     about = "The esi federation: disposable credentials for Kubernetes workloads"
 )]
 struct Cli {
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the federation from a configuration file or folder.
+    /// Serve the federation from a configuration file or folder, or from the CRDs.
+    #[command(args_override_self = true)]
     Serve {
         /// Configuration file or folder of manifests (with `--config-source file`).
         #[arg(long, env = "ESI_CONFIG", required_if_eq("config_source", "file"))]

@@ -400,3 +400,48 @@ fn refuses_to_start_on_a_broken_configuration_or_without_lease_keys() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_configuration_at_once() {
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    let server = Server::start(
+        dir.path(),
+        &LeaseKeys::generate_spec("k1"),
+        &["--reload-interval", "1h"],
+    );
+    let http = reqwest::Client::new();
+    let newcomer = common::token(&issuer, "ops", "runner");
+    let url = format!("http://{}/v1/generators/default/UUID/id", server.addr);
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&newcomer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    std::fs::write(
+        dir.path().join("ops.yaml"),
+        "apiVersion: esi.dev/v1alpha1\nkind: Authorization\nmetadata: {name: ops}\nspec:\n  subjects: [{namespaces: [ops]}]\n  generators: [default/UUID/id]\n",
+    )
+    .unwrap();
+    // With a one-hour poll interval only the signal can explain a prompt reload.
+    Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("the reload on SIGHUP", async || {
+        http.post(&url)
+            .bearer_auth(&newcomer)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    assert!(server.logs().contains("SIGHUP"));
+    assert!(server.terminate().success());
+}
