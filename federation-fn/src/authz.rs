@@ -270,12 +270,32 @@ impl Authorizer {
     }
 
     /// Decides whether `id` (from a cluster with `labels`) may call `generator`
-    /// (`namespace/kind/name`).
+    /// (`namespace/kind/name`), consuming the matching rule's rate limit.
     pub fn authorize(
         &self,
         id: &Identity,
         labels: &BTreeMap<String, String>,
         generator: &str,
+    ) -> Result<Allowed, Denied> {
+        self.decide(id, labels, generator, true)
+    }
+
+    /// Same decision without consuming the rate limit (the dry run of `POST /v1/authorize`).
+    pub fn check(
+        &self,
+        id: &Identity,
+        labels: &BTreeMap<String, String>,
+        generator: &str,
+    ) -> Result<Allowed, Denied> {
+        self.decide(id, labels, generator, false)
+    }
+
+    fn decide(
+        &self,
+        id: &Identity,
+        labels: &BTreeMap<String, String>,
+        generator: &str,
+        consume: bool,
     ) -> Result<Allowed, Denied> {
         let exact = self.exact.get(generator).map(Vec::as_slice).unwrap_or(&[]);
         let mut best: Option<usize> = None;
@@ -298,7 +318,7 @@ impl Authorizer {
         }
         if let Some(idx) = best {
             let rule = &self.rules[idx];
-            if let Some(limiter) = &rule.limiter {
+            if let Some(limiter) = rule.limiter.as_ref().filter(|_| consume) {
                 let key = format!(
                     "{}/{}/{}",
                     id.cluster, id.namespace, id.service_account.name

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use esi_api::{
-    Envelope, ErrorBody, ErrorCode, ErrorDetail, Identity, RevokeRequest, RevokeResponse, routes,
+    AuthorizeRequest, AuthorizeResponse, AuthorizeResult, Envelope, ErrorBody, ErrorCode,
+    ErrorDetail, Identity, RevokeRequest, RevokeResponse, routes,
 };
 use esi_backends::{Context, Generate};
 
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::ESE_GENERATE, post(ese_generate))
         .route(routes::REVOKE, post(revoke))
         .route(routes::WHOAMI, get(whoami))
+        .route(routes::AUTHORIZE, post(authorize))
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::METRICS, get(metrics))
@@ -131,6 +133,7 @@ fn route_label(path: &str) -> &'static str {
         match path {
             routes::REVOKE => "revoke",
             routes::WHOAMI => "whoami",
+            routes::AUTHORIZE => "authorize",
             routes::HEALTHZ => "healthz",
             routes::READYZ => "readyz",
             routes::METRICS => "metrics",
@@ -592,6 +595,70 @@ async fn whoami(
     let snap = snapshot(&state)?;
     let (identity, _) = authenticate(&snap, &headers).await?;
     Ok(Json(identity))
+}
+
+/// Dry run: would each generator be allowed for this caller? Nothing is minted, no rate limit
+/// is consumed, and existence is only revealed for generators the caller may use.
+async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<AuthorizeRequest>, ApiError>,
+) -> Result<Json<AuthorizeResponse>, ApiError> {
+    let snap = snapshot(&state)?;
+    let (identity, cluster) = authenticate(&snap, &headers).await?;
+    let ApiJson(req) = body?;
+    if req.generators.len() > esi_api::authorize::MAX_GENERATORS {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "at most {} generators per check",
+                esi_api::authorize::MAX_GENERATORS
+            ),
+        ));
+    }
+    let results = req
+        .generators
+        .into_iter()
+        .map(|generator| {
+            let parts: Vec<&str> = generator.split('/').collect();
+            let well_formed = parts.len() == 3
+                && valid_segment(parts[0], false)
+                && valid_segment(parts[1], true)
+                && valid_segment(parts[2], false);
+            if !well_formed {
+                return AuthorizeResult {
+                    generator,
+                    allowed: false,
+                    code: Some(ErrorCode::BadRequest),
+                    message: "not namespace/kind/name with Kubernetes names".to_owned(),
+                };
+            }
+            match snap
+                .authorizer
+                .check(&identity, &cluster.labels, &generator)
+            {
+                Err(d) => AuthorizeResult {
+                    generator,
+                    allowed: false,
+                    code: Some(d.code),
+                    message: d.message,
+                },
+                Ok(_) if !snap.generators.contains_key(&generator) => AuthorizeResult {
+                    message: format!("generator {generator:?} does not exist"),
+                    generator,
+                    allowed: false,
+                    code: Some(ErrorCode::GeneratorNotFound),
+                },
+                Ok(a) => AuthorizeResult {
+                    generator,
+                    allowed: true,
+                    code: None,
+                    message: format!("allowed by Authorization {:?}", a.rule),
+                },
+            }
+        })
+        .collect();
+    Ok(Json(AuthorizeResponse { identity, results }))
 }
 
 async fn healthz() -> &'static str {

@@ -429,3 +429,59 @@ async fn unreachable_backend_is_503_backend_unavailable() {
         "internal detail leaked: {text}"
     );
 }
+
+#[tokio::test]
+async fn authorize_dry_run_explains_each_generator_without_minting() {
+    let (issuer, state) = setup().await;
+    let limited = common::token(&issuer, "limited", "app");
+    let body = serde_json::json!({"generators": [
+        "default/UUID/id", "default/Password/db", "Bad/Path", "default/UUID/missing"
+    ]})
+    .to_string();
+    // Three checks in a row: the rate limit (burst 2) is not consumed by dry runs.
+    for _ in 0..3 {
+        let (status, _, json, text) = common::send(
+            &state,
+            common::post("/v1/authorize", Some(&limited), Some(&body)),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(json["identity"]["namespace"], "limited");
+        let r = json["results"].as_array().unwrap();
+        assert_eq!(r[0]["allowed"], true);
+        assert!(r[0]["message"].as_str().unwrap().contains("limited"));
+        assert_eq!(
+            (r[1]["allowed"].as_bool(), r[1]["code"].as_str()),
+            (Some(false), Some("policy_denied"))
+        );
+        assert!(
+            r[1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("none allows generator")
+        );
+        assert_eq!(r[2]["code"], "bad_request");
+        // Not authorized for it, so its existence is not revealed.
+        assert_eq!(r[3]["code"], "policy_denied");
+    }
+    let app = common::token(&issuer, "default", "app");
+    let body = serde_json::json!({"generators": ["default/UUID/missing"]}).to_string();
+    let (_, _, json, _) = common::send(
+        &state,
+        common::post("/v1/authorize", Some(&app), Some(&body)),
+    )
+    .await;
+    assert_eq!(json["results"][0]["code"], "generator_not_found");
+    let (status, _, json, _) =
+        common::send(&state, common::post("/v1/authorize", None, Some(&body))).await;
+    assert_eq!((status, common::code(&json)), (401, "missing_token"));
+    // The real call still has its full burst.
+    for _ in 0..2 {
+        let (status, _, _, _) = common::send(
+            &state,
+            common::post("/v1/generators/default/UUID/id", Some(&limited), None),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+}

@@ -5,6 +5,7 @@
 //! agree on lives here: routes, the credential [`Envelope`], the error shape and its fixed
 //! [`ErrorCode`]s, and the verified [`Identity`].
 
+pub mod authorize;
 pub mod error;
 pub mod identity;
 pub mod inject;
@@ -12,6 +13,7 @@ pub mod routes;
 
 mod envelope;
 
+pub use authorize::{AuthorizeRequest, AuthorizeResponse, AuthorizeResult};
 pub use envelope::{Envelope, RevokeRequest, RevokeResponse};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use identity::{Identity, ObjectRef};

@@ -4,6 +4,8 @@
 pub const GENERATE: &str = "/v1/generators/{namespace}/{kind}/{name}";
 /// `POST` — revoke a lease obtained earlier, body [`crate::RevokeRequest`].
 pub const REVOKE: &str = "/v1/revoke";
+/// `POST` — dry-run authorization of generators for the bearer, [`crate::AuthorizeRequest`].
+pub const AUTHORIZE: &str = "/v1/authorize";
 /// `GET` — the verified identity of the bearer token, [`crate::Identity`].
 pub const WHOAMI: &str = "/v1/whoami";
 /// `POST` — ESE-compatible issuance returning the flat `{key: value}` map.
