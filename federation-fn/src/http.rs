@@ -474,7 +474,7 @@ async fn generate(
     Path((ns, kind, name)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Envelope>, ApiError> {
-    issue(&state, &rid, &headers, &ns, &kind, &name)
+    issue_detached(state, rid, headers, ns, kind, name)
         .await
         .map(Json)
 }
@@ -485,9 +485,30 @@ async fn ese_generate(
     Path((ns, kind, name)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    issue(&state, &rid, &headers, &ns, &kind, &name)
+    issue_detached(state, rid, headers, ns, kind, name)
         .await
         .map(|e| Json(e.data))
+}
+
+/// Runs [`issue`] on its own task: a client that disconnects mid-request drops the handler,
+/// but must not cancel a mint half-way (a credential created in the backend and never sealed,
+/// audited or revoked). The task always runs to its end.
+async fn issue_detached(
+    state: AppState,
+    rid: RequestId,
+    headers: HeaderMap,
+    ns: String,
+    kind: String,
+    name: String,
+) -> Result<Envelope, ApiError> {
+    let task = tokio::spawn(async move { issue(&state, &rid, &headers, &ns, &kind, &name).await });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "issuance task failed");
+            Err(ApiError::new(ErrorCode::Internal, "internal error"))
+        }
+    }
 }
 
 async fn revoke(

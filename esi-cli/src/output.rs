@@ -1,0 +1,362 @@
+//! Rendering credentials (files in every format, env bundles) and writing them atomically
+//! with restrictive modes and the app's ownership.
+//!
+//! A write is a temp file in the target's own directory (so `rename` is atomic and stays on the
+//! memory-backed volume), written, `fsync`ed, given its mode and owner, then renamed over the
+//! target. A reader sees the old file or the new one, never a partial one; a `subPath` mount of
+//! the directory sees the swap too.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use esi_api::Envelope;
+use esi_api::inject::{
+    ContainerSpec, FileContent, Owner, is_env_name, parse_template, render_template,
+};
+
+/// The credentials of a Pod, by alias.
+pub type Credentials = BTreeMap<String, Envelope>;
+
+fn alias_data<'a>(creds: &'a Credentials, alias: &str) -> anyhow::Result<&'a Envelope> {
+    creds
+        .get(alias)
+        .ok_or_else(|| anyhow!("no generator with alias `{alias}` in the spec"))
+}
+
+fn missing_key(alias: &str, key: &str, env: &Envelope) -> anyhow::Error {
+    let keys: Vec<&str> = env.data.keys().map(String::as_str).collect();
+    anyhow!(
+        "generator `{alias}` returned no key `{key}` (its keys: {})",
+        keys.join(", ")
+    )
+}
+
+/// Renders a file output's bytes.
+pub fn render_file(content: &FileContent, creds: &Credentials) -> anyhow::Result<Vec<u8>> {
+    Ok(match content {
+        FileContent::Json { alias } => {
+            let env = alias_data(creds, alias)?;
+            let mut s = serde_json::to_string_pretty(&env.data)?;
+            s.push('\n');
+            s.into_bytes()
+        }
+        FileContent::Yaml { alias } => {
+            let env = alias_data(creds, alias)?;
+            serde_saphyr::to_string(&env.data)
+                .map_err(|e| anyhow!("cannot render YAML: {e}"))?
+                .into_bytes()
+        }
+        FileContent::Env { alias } => {
+            let env = alias_data(creds, alias)?;
+            dotenv(&env.data)?.into_bytes()
+        }
+        FileContent::Raw { alias, key } => {
+            let env = alias_data(creds, alias)?;
+            env.data
+                .get(key)
+                .ok_or_else(|| missing_key(alias, key, env))?
+                .clone()
+                .into_bytes()
+        }
+        FileContent::Template { template } => {
+            let segments = parse_template(template).map_err(|e| anyhow!("template: {e}"))?;
+            render_template(&segments, |alias, key| {
+                creds
+                    .get(alias)
+                    .and_then(|e| e.data.get(key))
+                    .map(String::as_str)
+            })
+            .map_err(|e| anyhow!("template: {e}"))?
+            .into_bytes()
+        }
+    })
+}
+
+/// Dotenv lines `KEY="value"`, escaping `\`, `"`, `$` and newlines so every common dotenv
+/// parser (and a POSIX shell sourcing the file) reads back the exact value.
+pub fn dotenv(data: &BTreeMap<String, String>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for (k, v) in data {
+        if !is_env_name(k) {
+            bail!("key `{k}` is not a valid env var name for a dotenv file");
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '$' => out.push_str("\\$"),
+                '`' => out.push_str("\\`"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"\n");
+    }
+    Ok(out)
+}
+
+/// The env vars of one container: whole-alias imports in order (later wins), then single-key
+/// mappings (which win over imports).
+pub fn container_env(
+    spec: &ContainerSpec,
+    creds: &Credentials,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for import in &spec.env_from {
+        let e = alias_data(creds, &import.alias)?;
+        for (k, v) in &e.data {
+            let name = format!("{}{k}", import.prefix);
+            if !is_env_name(&name) {
+                bail!(
+                    "key `{k}` of generator `{}` gives `{name}`, not a valid env var name; map it explicitly with esi.dev/env",
+                    import.alias
+                );
+            }
+            env.insert(name, v.clone());
+        }
+    }
+    for m in &spec.env {
+        let e = alias_data(creds, &m.alias)?;
+        let v = e
+            .data
+            .get(&m.key)
+            .ok_or_else(|| missing_key(&m.alias, &m.key, e))?;
+        env.insert(m.name.clone(), v.clone());
+    }
+    Ok(env)
+}
+
+/// The earliest expiry among the aliases a container or file reads.
+pub fn earliest_expiry<'a>(
+    aliases: impl IntoIterator<Item = &'a str>,
+    creds: &Credentials,
+) -> Option<jiff::Timestamp> {
+    aliases
+        .into_iter()
+        .filter_map(|a| creds.get(a).and_then(|e| e.expires_at))
+        .min()
+}
+
+/// The aliases a container reads.
+pub fn container_aliases(spec: &ContainerSpec) -> Vec<&str> {
+    spec.env_from
+        .iter()
+        .map(|i| i.alias.as_str())
+        .chain(spec.env.iter().map(|m| m.alias.as_str()))
+        .collect()
+}
+
+/// Creates `dir` (and parents) with `mode` when missing.
+pub fn ensure_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically with `mode`, owned as `owner` asks (see
+/// [`apply_owner`]).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: &Owner) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{name}.esi-tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        // Created owner-only: nobody else can open it while it is being written.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        apply_owner(&f, path, mode, owner)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Gives a just-written file to the app: as root, `chown` to the owner's uid/gid; otherwise
+/// check that the app can read it (same uid, or a group read bit with the owner's gid, which a
+/// non-root process may set when it is a member of that group, as with `fsGroup`).
+pub fn apply_owner(f: &fs::File, path: &Path, mode: u32, owner: &Owner) -> anyhow::Result<()> {
+    let euid = rustix::process::geteuid();
+    if euid.is_root() {
+        if owner.uid.is_some() || owner.gid.is_some() {
+            std::os::unix::fs::fchown(f, owner.uid, owner.gid).with_context(|| {
+                format!(
+                    "cannot chown {} to {}:{}",
+                    path.display(),
+                    owner.uid.map_or("-".into(), |u| u.to_string()),
+                    owner.gid.map_or("-".into(), |g| g.to_string())
+                )
+            })?;
+        }
+        return Ok(());
+    }
+    let group_readable = mode & 0o040 != 0;
+    let mut group_ok = false;
+    if let (Some(gid), true) = (owner.gid, group_readable) {
+        let meta = f.metadata()?;
+        if meta.gid() != gid {
+            std::os::unix::fs::fchown(f, None, Some(gid)).with_context(|| {
+                format!(
+                    "cannot give {} to group {gid}: esi-cli runs as uid {} without membership in that group; run it with runAsGroup/fsGroup {gid}",
+                    path.display(),
+                    euid.as_raw()
+                )
+            })?;
+        }
+        group_ok = true;
+    }
+    if let Some(uid) = owner.uid
+        && uid != euid.as_raw()
+        && !group_ok
+    {
+        bail!(
+            "{} would not be readable by the app (uid {uid}): esi-cli runs as uid {} and only root may chown; run esi-cli as uid {uid} (the webhook does) or share a group (fsGroup) and a 0440 mode",
+            path.display(),
+            euid.as_raw()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use esi_api::inject::{EnvImport, EnvMapping};
+
+    fn creds() -> Credentials {
+        let env = |pairs: &[(&str, &str)]| Envelope {
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            issued_at: jiff::Timestamp::UNIX_EPOCH,
+            expires_at: None,
+            renewable: false,
+            lease: None,
+        };
+        [
+            (
+                "db".to_owned(),
+                env(&[("username", "u"), ("password", "p\"$x\\\n")]),
+            ),
+            ("aws".to_owned(), env(&[("KEY", "k"), ("bad-key", "v")])),
+        ]
+        .into()
+    }
+
+    #[test]
+    fn dotenv_escapes_every_special_character() {
+        let out = dotenv(&creds()["db"].data).unwrap();
+        assert_eq!(out, "password=\"p\\\"\\$x\\\\\\n\"\nusername=\"u\"\n");
+        assert!(dotenv(&creds()["aws"].data).is_err());
+    }
+
+    #[test]
+    fn env_mappings_win_over_imports_and_bad_names_are_refused() {
+        let spec = ContainerSpec {
+            env: vec![EnvMapping {
+                name: "DB_USERNAME".into(),
+                alias: "db".into(),
+                key: "password".into(),
+            }],
+            env_from: vec![EnvImport {
+                alias: "db".into(),
+                prefix: "DB_".into(),
+            }],
+        };
+        let env = container_env(&spec, &creds()).unwrap();
+        assert_eq!(env["DB_USERNAME"], "p\"$x\\\n");
+        assert_eq!(env["DB_password"], "p\"$x\\\n");
+        let bad = ContainerSpec {
+            env: vec![],
+            env_from: vec![EnvImport {
+                alias: "aws".into(),
+                prefix: String::new(),
+            }],
+        };
+        let e = container_env(&bad, &creds()).unwrap_err().to_string();
+        assert!(e.contains("bad-key") && !e.contains('v'.to_string().repeat(2).as_str()));
+        let missing = ContainerSpec {
+            env: vec![EnvMapping {
+                name: "X".into(),
+                alias: "db".into(),
+                key: "nope".into(),
+            }],
+            env_from: vec![],
+        };
+        let e = container_env(&missing, &creds()).unwrap_err().to_string();
+        assert!(e.contains("no key `nope`") && e.contains("username"), "{e}");
+        assert!(!e.contains("p\"$x"), "{e}");
+    }
+
+    #[test]
+    fn renders_every_format() {
+        let c = creds();
+        let json = render_file(&FileContent::Json { alias: "db".into() }, &c).unwrap();
+        let back: BTreeMap<String, String> = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, c["db"].data);
+        let yaml = render_file(&FileContent::Yaml { alias: "db".into() }, &c).unwrap();
+        let back: BTreeMap<String, String> =
+            serde_saphyr::from_str(std::str::from_utf8(&yaml).unwrap()).unwrap();
+        assert_eq!(back, c["db"].data);
+        let raw = render_file(
+            &FileContent::Raw {
+                alias: "db".into(),
+                key: "username".into(),
+            },
+            &c,
+        )
+        .unwrap();
+        assert_eq!(raw, b"u");
+        let t = render_file(
+            &FileContent::Template {
+                template: "{{ .db.username }}@{{.aws.KEY}}".into(),
+            },
+            &c,
+        )
+        .unwrap();
+        assert_eq!(t, b"u@k");
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one", 0o400, &Owner::default()).unwrap();
+        write_atomic(&p, b"two", 0o440, &Owner::default()).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o440);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+    }
+}

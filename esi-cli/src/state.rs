@@ -1,0 +1,258 @@
+//! The shared volume's layout and esi-cli's own state in it.
+//!
+//! ```text
+//! <volume>/bin/esi-cli            the binary, copied by `init` (0555)
+//! <volume>/env/<container>.json   one env bundle per container ([`Bundle`])
+//! <volume>/files/...              file outputs (FileOutput::volume_path)
+//! <volume>/state/spec.json        the InjectionSpec init ran with (exec re-fetch, revoke)
+//! <volume>/state/credentials.json the current envelopes by alias (refresh re-renders from it)
+//! <volume>/state/leases.json      every lease this Pod obtained ([`LeaseRecord`])
+//! <volume>/state/init.done        marker: credentials were fetched for this Pod start
+//! <volume>/state/refresh.ready    written by `refresh` after its first successful write
+//! ```
+//!
+//! Everything under the volume is written with [`crate::output::write_atomic`]; `state/` is
+//! owner-only.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use esi_api::Envelope;
+use esi_api::inject::{BINARY_REL_PATH, ENV_DIR, InjectionSpec, Owner, STATE_DIR};
+use serde::{Deserialize, Serialize};
+
+use crate::output::{self, Credentials};
+
+/// Paths inside the shared volume.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The volume's root.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+    /// The copied binary.
+    pub fn binary(&self) -> PathBuf {
+        self.root.join(BINARY_REL_PATH)
+    }
+    /// The env bundle of `container`.
+    pub fn bundle(&self, container: &str) -> PathBuf {
+        self.root.join(ENV_DIR).join(format!("{container}.json"))
+    }
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+    /// The spec copy.
+    pub fn spec(&self) -> PathBuf {
+        self.state_dir().join("spec.json")
+    }
+    /// The current envelopes.
+    pub fn credentials(&self) -> PathBuf {
+        self.state_dir().join("credentials.json")
+    }
+    /// The lease records.
+    pub fn leases(&self) -> PathBuf {
+        self.state_dir().join("leases.json")
+    }
+    /// The once-per-Pod-start marker.
+    pub fn marker(&self) -> PathBuf {
+        self.state_dir().join("init.done")
+    }
+    /// The refresher's readiness file.
+    pub fn ready(&self) -> PathBuf {
+        self.state_dir().join("refresh.ready")
+    }
+    /// Where a file output lives in the volume.
+    pub fn volume_file(&self, volume_path: &str) -> PathBuf {
+        self.root.join(volume_path)
+    }
+}
+
+/// What `exec` loads: the env vars of one container. `Debug` shows names only.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bundle {
+    /// Format version (1).
+    pub version: u32,
+    /// The container it is for.
+    pub container: String,
+    /// When the earliest credential in it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<jiff::Timestamp>,
+    /// The variables.
+    pub env: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bundle")
+            .field("container", &self.container)
+            .field("expires_at", &self.expires_at)
+            .field("names", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The envelopes by alias, as persisted. `Debug` comes from [`Envelope`] (keys only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoredCredentials {
+    /// Format version (1).
+    pub version: u32,
+    /// Envelopes by alias.
+    pub aliases: Credentials,
+}
+
+/// One lease this Pod obtained. `Debug` hides the lease.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaseRecord {
+    /// The alias it was issued for.
+    pub alias: String,
+    /// `namespace/kind/name`.
+    pub generator: String,
+    /// The sealed lease handle.
+    pub lease: String,
+    /// When it was issued.
+    pub issued_at: jiff::Timestamp,
+    /// When it expires, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<jiff::Timestamp>,
+    /// Whether `revoke` already revoked it.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl fmt::Debug for LeaseRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseRecord")
+            .field("alias", &self.alias)
+            .field("generator", &self.generator)
+            .field("lease", &"<sealed>")
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .finish()
+    }
+}
+
+/// The lease records file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Leases {
+    /// Every lease, oldest first.
+    pub leases: Vec<LeaseRecord>,
+}
+
+/// Owner-only state files: the credentials are secret, the leases let anyone holding the token
+/// revoke them.
+const STATE_MODE: u32 = 0o600;
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()))
+            .map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_json<T: Serialize>(
+    path: &Path,
+    value: &T,
+    mode: u32,
+    owner: &Owner,
+) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(value)?;
+    output::write_atomic(path, &bytes, mode, owner)
+}
+
+impl Layout {
+    /// Creates the state directory.
+    pub fn ensure_state_dir(&self) -> anyhow::Result<()> {
+        output::ensure_dir(&self.state_dir(), 0o700)
+    }
+
+    /// The spec copy, when present.
+    pub fn load_spec(&self) -> anyhow::Result<Option<InjectionSpec>> {
+        match std::fs::read_to_string(self.spec()) {
+            Ok(text) => InjectionSpec::from_json(&text)
+                .map(Some)
+                .with_context(|| format!("{}", self.spec().display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.spec().display())),
+        }
+    }
+
+    /// Saves the spec copy.
+    pub fn save_spec(&self, spec: &InjectionSpec) -> anyhow::Result<()> {
+        output::write_atomic(
+            &self.spec(),
+            spec.to_json().as_bytes(),
+            STATE_MODE,
+            &spec.owner,
+        )
+    }
+
+    /// The stored envelopes.
+    pub fn load_credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        Ok(read_json::<StoredCredentials>(&self.credentials())?.map(|c| c.aliases))
+    }
+
+    /// Saves the envelopes.
+    pub fn save_credentials(&self, creds: &Credentials, owner: &Owner) -> anyhow::Result<()> {
+        let stored = StoredCredentials {
+            version: 1,
+            aliases: creds.clone(),
+        };
+        write_json(&self.credentials(), &stored, STATE_MODE, owner)
+    }
+
+    /// The lease records (empty when none).
+    pub fn load_leases(&self) -> anyhow::Result<Leases> {
+        Ok(read_json(&self.leases())?.unwrap_or_default())
+    }
+
+    /// Saves the lease records.
+    pub fn save_leases(&self, leases: &Leases, owner: &Owner) -> anyhow::Result<()> {
+        write_json(&self.leases(), leases, STATE_MODE, owner)
+    }
+
+    /// Adds the leases of fresh envelopes to the records.
+    pub fn record_leases(
+        &self,
+        spec: &InjectionSpec,
+        fresh: &[(String, &Envelope)],
+    ) -> anyhow::Result<()> {
+        let mut leases = self.load_leases()?;
+        for (alias, env) in fresh {
+            if let Some(lease) = &env.lease {
+                leases.leases.push(LeaseRecord {
+                    alias: alias.clone(),
+                    generator: spec
+                        .generators
+                        .get(alias)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    lease: lease.clone(),
+                    issued_at: env.issued_at,
+                    expires_at: env.expires_at,
+                    revoked: false,
+                });
+            }
+        }
+        self.save_leases(&leases, &spec.owner)
+    }
+
+    /// An env bundle, when present.
+    pub fn load_bundle(&self, container: &str) -> anyhow::Result<Option<Bundle>> {
+        read_json(&self.bundle(container))
+    }
+}
