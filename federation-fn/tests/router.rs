@@ -186,6 +186,14 @@ async fn every_error_code_has_its_status_and_shape() {
         esi_federation::issuer::LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
     foreign.set_issuer("https://unknown.example");
     let foreign = common::token(&foreign, "default", "app");
+    let not_yet = {
+        let mut claims =
+            esi_federation::issuer::TokenSpec::new("default", "app").claims(&issuer.issuer());
+        claims["nbf"] = serde_json::json!(jiff::Timestamp::now().as_second() + 3600);
+        issuer
+            .signing_key()
+            .sign(serde_json::json!({}), &claims, true)
+    };
     let stranger = common::token(&issuer, "other", "app");
     let limited = common::token(&issuer, "limited", "app");
     let big = format!("{{\"lease\": \"{}\"}}", "a".repeat(100_000));
@@ -219,6 +227,12 @@ async fn every_error_code_has_its_status_and_shape() {
             common::post("/v1/generators/default/UUID/id", Some(&expired), None),
             401,
             "token_expired",
+        ),
+        (
+            "not yet valid",
+            common::post("/v1/generators/default/UUID/id", Some(&not_yet), None),
+            401,
+            "token_not_yet_valid",
         ),
         (
             "wrong audience",
