@@ -10,12 +10,15 @@
 //! - [`mutate`]: the pure decision (Pod + annotations + config → skip, patch or denial);
 //! - [`review`]: `AdmissionReview` v1 parsing and the response wire format;
 //! - [`server`]: the axum router, metrics, rustls and certificate reload;
+//! - [`service_account`]: the Pod's ServiceAccount annotations as defaults, read through the
+//!   Kubernetes API with a timeout and a TTL cache (optional);
 //! - [`config`]: the injection policy file.
 
 pub mod config;
 pub mod mutate;
 pub mod review;
 pub mod server;
+pub mod service_account;
 
 pub use config::WebhookConfig;
 pub use server::{AppState, router};

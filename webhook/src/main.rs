@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use esi_webhook::server::{self, TlsFiles};
+use esi_webhook::service_account::{self, ServiceAccounts};
 use esi_webhook::{AppState, WebhookConfig};
 
 /// The esi mutating admission webhook.
@@ -36,6 +37,21 @@ struct Args {
     /// Injection policy file (YAML); defaults apply when absent.
     #[arg(long, env = "ESI_WEBHOOK_CONFIG")]
     config: Option<PathBuf>,
+    /// Read each Pod's ServiceAccount for `esi.dev/` defaults (needs in-cluster API access and
+    /// RBAC `get` on serviceaccounts). `false` disables the lookups and the API client.
+    #[arg(
+        long,
+        env = "ESI_WEBHOOK_SERVICE_ACCOUNT_DEFAULTS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    service_account_defaults: bool,
+    /// Bound on one ServiceAccount read, e.g. 2s; the Pod is denied when it is exceeded.
+    #[arg(long, env = "ESI_WEBHOOK_SERVICE_ACCOUNT_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration)]
+    service_account_timeout: Duration,
+    /// How long a ServiceAccount's defaults are reused before it is read again, e.g. 30s.
+    #[arg(long, env = "ESI_WEBHOOK_SERVICE_ACCOUNT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    service_account_cache_ttl: Duration,
     /// Log format: plain or json.
     #[arg(long, env = "ESI_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -43,6 +59,33 @@ struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     esi_api::inject::parse_duration_seconds(s).map(|n| Duration::from_secs(n.unsigned_abs()))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0s".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// The ServiceAccount reader, with a client configured from the Pod's environment (in-cluster
+/// token and CA) or a kubeconfig.
+async fn service_accounts(args: &Args) -> anyhow::Result<ServiceAccounts> {
+    let config = kube::Config::infer().await.context(
+        "no Kubernetes API configuration (in-cluster or kubeconfig) for ServiceAccount defaults; \
+         run with --service-account-defaults=false to disable them",
+    )?;
+    // The lookup's own timeout (tokio) bounds connect + response; kube's timeouts stay at
+    // their defaults so a single, predictable deadline decides.
+    let client = kube::Client::try_from(config).context("building the Kubernetes API client")?;
+    Ok(ServiceAccounts::new(
+        client,
+        service_account::Settings {
+            timeout: args.service_account_timeout,
+            ttl: args.service_account_cache_ttl,
+            ..service_account::Settings::default()
+        },
+    ))
 }
 
 fn main() -> ExitCode {
@@ -79,20 +122,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting tokio")?;
+    // One crypto provider for every rustls user (the server and kube's client).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     runtime.block_on(async move {
+        let mut state = AppState::new(config);
+        if args.service_account_defaults {
+            state = state.with_service_accounts(service_accounts(&args).await?);
+            tracing::info!(
+                timeout = ?args.service_account_timeout,
+                ttl = ?args.service_account_cache_ttl,
+                "ServiceAccount defaults enabled"
+            );
+        } else {
+            tracing::info!("ServiceAccount defaults disabled");
+        }
         let listener = std::net::TcpListener::bind(&args.listen)
             .with_context(|| format!("binding {}", args.listen))?;
         let tls = TlsFiles {
             cert: args.tls_cert,
             key: args.tls_key,
         };
-        let running = server::serve(
-            listener,
-            AppState::new(config),
-            tls,
-            args.tls_reload_interval,
-        )
-        .context("starting the HTTPS server")?;
+        let running = server::serve(listener, state, tls, args.tls_reload_interval)
+            .context("starting the HTTPS server")?;
         tracing::info!(addr = %running.addr, "esi-webhook listening");
         let handle = running.handle.clone();
         tokio::spawn(async move {

@@ -112,16 +112,14 @@ fn deny<T>(msg: impl Into<String>) -> Result<T, Denial> {
     Err(Denial(msg.into()))
 }
 
-/// Decides what to do with a Pod being created in `namespace`.
-///
-/// `service_account_annotations` are the annotations of the Pod's ServiceAccount when the
-/// caller could read them; their `esi.dev/` keys act as defaults the Pod overrides.
-pub fn mutate(
-    pod: &Pod,
-    namespace: &str,
-    service_account_annotations: Option<&BTreeMap<String, String>>,
-    cfg: &WebhookConfig,
-) -> Result<Outcome, Denial> {
+/// Whether [`mutate`] would inject this Pod (it is opted in, not yet injected, and not in an
+/// excluded namespace): only then is its ServiceAccount worth reading.
+pub fn wants_injection(pod: &Pod, namespace: &str, cfg: &WebhookConfig) -> bool {
+    skip(pod, namespace, cfg).is_none()
+}
+
+/// The Pods [`mutate`] admits unchanged, before any annotation is read.
+fn skip(pod: &Pod, namespace: &str, cfg: &WebhookConfig) -> Option<Outcome> {
     let opted_in = pod
         .metadata
         .labels
@@ -130,32 +128,77 @@ pub fn mutate(
         .map(String::as_str)
         == Some(INJECT_LABEL_VALUE);
     if !opted_in {
-        return Ok(Outcome::Skip {
+        return Some(Outcome::Skip {
             reason: SkipReason::NotOptedIn,
             warnings: vec![],
         });
     }
-    let empty = BTreeMap::new();
-    let own = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    if contract::is_injected(own) {
-        return Ok(Outcome::Skip {
+    if pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(contract::is_injected)
+    {
+        return Some(Outcome::Skip {
             reason: SkipReason::AlreadyInjected,
             warnings: vec![],
         });
     }
     if cfg.excluded_namespaces.iter().any(|n| n == namespace) {
-        return Ok(Outcome::Skip {
+        return Some(Outcome::Skip {
             reason: SkipReason::ExcludedNamespace,
             warnings: vec![format!(
                 "esi: namespace {namespace} is excluded from injection; the Pod was admitted without credentials"
             )],
         });
     }
+    None
+}
+
+/// Decides what to do with a Pod being created in `namespace`.
+///
+/// `service_account_annotations` are the annotations of the Pod's ServiceAccount when the
+/// caller could read them; their `esi.dev/` keys act as defaults the Pod overrides. A denial
+/// caused by a Pod that inherited keys names them, so the user knows to look at the
+/// ServiceAccount too.
+pub fn mutate(
+    pod: &Pod,
+    namespace: &str,
+    service_account_annotations: Option<&BTreeMap<String, String>>,
+    cfg: &WebhookConfig,
+) -> Result<Outcome, Denial> {
+    if let Some(outcome) = skip(pod, namespace, cfg) {
+        return Ok(outcome);
+    }
+    let empty = BTreeMap::new();
+    let own = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let merged = match service_account_annotations {
         Some(sa) => contract::merge_service_account_defaults(own, sa),
         None => own.clone(),
     };
-    let ann = contract::parse_annotations(&merged).map_err(|e| Denial(format!("esi: {e}")))?;
+    let inherited: Vec<&str> = merged
+        .keys()
+        .filter(|k| !own.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    plan(pod, &merged, cfg).map_err(|Denial(msg)| {
+        if inherited.is_empty() {
+            Denial(msg)
+        } else {
+            Denial(format!(
+                "{msg} (the Pod inherits {} from its ServiceAccount)",
+                inherited.join(", ")
+            ))
+        }
+    })
+}
+
+fn plan(
+    pod: &Pod,
+    annotations: &BTreeMap<String, String>,
+    cfg: &WebhookConfig,
+) -> Result<Outcome, Denial> {
+    let ann = contract::parse_annotations(annotations).map_err(|e| Denial(format!("esi: {e}")))?;
     let Some(spec) = pod.spec.as_ref() else {
         return deny("esi: the Pod has no spec");
     };

@@ -142,14 +142,46 @@ pub struct Reviewed {
     pub pod: String,
 }
 
-/// Answers one `AdmissionReview` body.
+/// A Pod CREATE request, parsed, waiting for its decision.
+#[derive(Debug, Clone)]
+pub struct PodRequest {
+    /// The request's `uid`.
+    pub uid: String,
+    /// The Pod's namespace (the request's, else the Pod's, else `default`).
+    pub namespace: String,
+    /// Name (or generateName) of the Pod.
+    pub pod_name: String,
+    /// The Pod as sent by the API server.
+    pub pod: Box<Pod>,
+}
+
+/// The first step of a review: either the answer is already known, or a Pod awaits a decision.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    /// Malformed, or not a Pod CREATE: nothing more to decide.
+    Answered(Box<Reviewed>),
+    /// A Pod CREATE.
+    Pod(PodRequest),
+}
+
+/// Answers one `AdmissionReview` body without ServiceAccount defaults.
 pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
-    let invalid = |uid: String, message: String| Reviewed {
-        response: ReviewResponse::deny(uid, 400, "BadRequest", message.clone()),
-        decision: Decision::Invalid,
-        detail: message,
-        namespace: String::new(),
-        pod: String::new(),
+    match parse(body) {
+        Parsed::Answered(r) => *r,
+        Parsed::Pod(req) => decide(req, None, cfg),
+    }
+}
+
+/// Reads an `AdmissionReview` body; anything but a well-formed Pod CREATE is answered here.
+pub fn parse(body: &[u8]) -> Parsed {
+    let invalid = |uid: String, message: String| {
+        Parsed::Answered(Box::new(Reviewed {
+            response: ReviewResponse::deny(uid, 400, "BadRequest", message.clone()),
+            decision: Decision::Invalid,
+            detail: message,
+            namespace: String::new(),
+            pod: String::new(),
+        }))
     };
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -186,15 +218,15 @@ pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
     let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod" && req.sub_resource.is_none();
     if req.operation != Operation::Create || !is_pod {
         // Only Pod CREATE is registered; anything else is not ours to change.
-        return Reviewed {
+        return Parsed::Answered(Box::new(Reviewed {
             response: ReviewResponse::allow(req.uid, vec![]),
             decision: Decision::Skipped,
             detail: "not_pod_create".into(),
             namespace: req.namespace.unwrap_or_default(),
             pod: req.name,
-        };
+        }));
     }
-    let Some(pod) = req.object.as_ref() else {
+    let Some(pod) = req.object else {
         return invalid(
             req.uid,
             "esi: Pod CREATE request without an object".to_owned(),
@@ -211,9 +243,22 @@ pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
         .clone()
         .or_else(|| pod.metadata.generate_name.clone())
         .unwrap_or_default();
-    // ServiceAccount defaults need an API lookup the webhook does not do yet.
-    let sa: Option<&BTreeMap<String, String>> = None;
-    let (response, decision, detail) = match mutate::mutate(pod, &namespace, sa, cfg) {
+    Parsed::Pod(PodRequest {
+        uid: req.uid,
+        namespace,
+        pod_name,
+        pod: Box::new(pod),
+    })
+}
+
+/// Decides a Pod CREATE; `sa` holds the annotations of the Pod's ServiceAccount when they were
+/// read (their `esi.dev/` keys are defaults the Pod overrides).
+pub fn decide(
+    req: PodRequest,
+    sa: Option<&BTreeMap<String, String>>,
+    cfg: &WebhookConfig,
+) -> Reviewed {
+    let (response, decision, detail) = match mutate::mutate(&req.pod, &req.namespace, sa, cfg) {
         Ok(Outcome::Skip { reason, warnings }) => (
             ReviewResponse::allow(req.uid, warnings),
             Decision::Skipped,
@@ -254,8 +299,27 @@ pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
         response,
         decision,
         detail,
-        namespace,
-        pod: pod_name,
+        namespace: req.namespace,
+        pod: req.pod_name,
+    }
+}
+
+/// Denies a Pod whose ServiceAccount could not be read (`why` says what happened, for the user):
+/// without its defaults the webhook cannot know what the Pod asked for. The API server shows
+/// the message to the client; `503 ServiceUnavailable` tells it a retry may succeed.
+pub fn deny_unavailable(req: PodRequest, service_account: &str, why: &str) -> Reviewed {
+    let msg = format!(
+        "esi: cannot read ServiceAccount {ns}/{service_account} for its esi.dev/ defaults: {why}; \
+         the Pod was not admitted, retry later (an administrator can check the webhook's access \
+         to the API server)",
+        ns = req.namespace
+    );
+    Reviewed {
+        response: ReviewResponse::deny(req.uid, 503, "ServiceUnavailable", msg.clone()),
+        decision: Decision::Denied,
+        detail: msg,
+        namespace: req.namespace,
+        pod: req.pod_name,
     }
 }
 

@@ -20,7 +20,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::WebhookConfig;
-use crate::review::{self, Decision};
+use crate::review::{self, Decision, Parsed, Reviewed};
+use crate::service_account::{self, ServiceAccounts};
 
 /// The path the `MutatingWebhookConfiguration` calls.
 pub const MUTATE_PATH: &str = "/mutate";
@@ -31,6 +32,13 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `injected`, `skipped`, `denied` or `invalid`.
+    pub result: &'static str,
+}
+
+/// Labels of `esi_webhook_service_account_lookups_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `cached`, `found`, `not_found` or `error`.
     pub result: &'static str,
 }
 
@@ -50,6 +58,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Certificate reloads by result.
     pub tls_reloads: Family<ReloadLabels, Counter>,
+    /// ServiceAccount lookups by result.
+    pub service_account_lookups: Family<LookupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,11 +86,18 @@ impl Default for Metrics {
             "TLS certificate reloads, by result",
             tls_reloads.clone(),
         );
+        let service_account_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "service_account_lookups",
+            "ServiceAccount reads for esi.dev/ defaults, by result",
+            service_account_lookups.clone(),
+        );
         Self {
             registry,
             admissions,
             latency,
             tls_reloads,
+            service_account_lookups,
         }
     }
 }
@@ -102,15 +119,25 @@ pub struct AppState {
     pub config: Arc<WebhookConfig>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Reads Pods' ServiceAccounts for their `esi.dev/` defaults; `None` disables the defaults.
+    pub service_accounts: Option<Arc<ServiceAccounts>>,
 }
 
 impl AppState {
-    /// State with fresh metrics.
+    /// State with fresh metrics and without ServiceAccount defaults.
     pub fn new(config: WebhookConfig) -> Self {
         Self {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            service_accounts: None,
         }
+    }
+
+    /// The same state, reading ServiceAccount defaults through `lookups`.
+    #[must_use]
+    pub fn with_service_accounts(mut self, lookups: ServiceAccounts) -> Self {
+        self.service_accounts = Some(Arc::new(lookups));
+        self
     }
 }
 
@@ -138,7 +165,10 @@ async fn metrics_handler(State(state): State<AppState>) -> Response {
 
 async fn mutate_handler(State(state): State<AppState>, body: Bytes) -> Response {
     let started = Instant::now();
-    let reviewed = review::review(&body, &state.config);
+    let reviewed = match review::parse(&body) {
+        Parsed::Answered(r) => *r,
+        Parsed::Pod(req) => review_pod(&state, req).await,
+    };
     let decision = reviewed.decision;
     state
         .metrics
@@ -165,6 +195,40 @@ async fn mutate_handler(State(state): State<AppState>, body: Bytes) -> Response 
     // Always 200: the API server reads the decision from the body; a non-200 would lose the
     // message (and, with failurePolicy Fail, deny anyway without saying why).
     (StatusCode::OK, axum::Json(reviewed.response)).into_response()
+}
+
+/// Decides a Pod CREATE, first reading its ServiceAccount's defaults when they are enabled and
+/// the Pod is one the webhook would inject. An unreadable ServiceAccount denies the Pod (see
+/// [`crate::service_account`] for why).
+async fn review_pod(state: &AppState, req: review::PodRequest) -> Reviewed {
+    let Some(lookups) = state.service_accounts.as_deref() else {
+        return review::decide(req, None, &state.config);
+    };
+    if !crate::mutate::wants_injection(&req.pod, &req.namespace, &state.config) {
+        return review::decide(req, None, &state.config);
+    }
+    let name = service_account::pod_service_account(&req.pod).to_owned();
+    let count = |result: &'static str| {
+        state
+            .metrics
+            .service_account_lookups
+            .get_or_create(&LookupLabels { result })
+            .inc();
+    };
+    match lookups.defaults(&req.namespace, &name).await {
+        Ok((defaults, source)) => {
+            count(source.as_str());
+            review::decide(req, defaults.as_deref(), &state.config)
+        }
+        Err(e) => {
+            count("error");
+            tracing::warn!(
+                namespace = %req.namespace, service_account = %name, code = e.code(),
+                error = %e.detail(), "cannot read the Pod's ServiceAccount"
+            );
+            review::deny_unavailable(req, &name, &e.to_string())
+        }
+    }
 }
 
 /// Why TLS material cannot be used.

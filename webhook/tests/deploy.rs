@@ -97,3 +97,56 @@ fn configmap_holds_a_valid_webhook_config() {
     assert!(cfg.excluded_namespaces.iter().any(|n| n == "esi-system"));
     assert!(cfg.federation.default_url.is_some());
 }
+
+#[test]
+fn rbac_grants_only_get_on_service_accounts_to_the_webhook() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let of = |kind: &str| {
+        let hits: Vec<_> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(hits.len(), 1, "one {kind} in rbac.yaml");
+        hits[0].clone()
+    };
+    let sa: ServiceAccount = serde_json::from_value(of("ServiceAccount")).unwrap();
+    let role: ClusterRole = serde_json::from_value(of("ClusterRole")).unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(of("ClusterRoleBinding")).unwrap();
+
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["serviceaccounts".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get"]);
+    assert!(rules[0].resource_names.is_none());
+
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(binding.role_ref.name), role.metadata.name);
+    let subjects = binding.subjects.unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(Some(&subjects[0].name), sa.metadata.name.as_ref());
+    assert_eq!(subjects[0].namespace, sa.metadata.namespace);
+
+    // The Deployment runs as that ServiceAccount, with its API token mounted, defaults on.
+    let d: Deployment = load("deployment.yaml");
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let env = pod.containers[0].env.as_ref().unwrap();
+    let get = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        get("ESI_WEBHOOK_SERVICE_ACCOUNT_DEFAULTS").as_deref(),
+        Some("true")
+    );
+    assert!(get("ESI_WEBHOOK_SERVICE_ACCOUNT_TIMEOUT").is_some());
+}

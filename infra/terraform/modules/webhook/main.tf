@@ -131,8 +131,44 @@ resource "kubernetes_service_account_v1" "this" {
     namespace = local.namespace
     labels    = local.labels
   }
-  # The webhook reads nothing from the API server: admission requests carry the Pod.
+  # The token is mounted by the Deployment only (and only with ServiceAccount defaults).
   automount_service_account_token = false
+}
+
+# ServiceAccount defaults: the webhook reads the `esi.dev/` annotations of each opted-in Pod's
+# ServiceAccount, by single GETs with a TTL cache; nothing else (no list/watch, no Secrets;
+# admission requests carry the Pod).
+resource "kubernetes_cluster_role_v1" "service_accounts" {
+  count = var.service_account_defaults ? 1 : 0
+
+  metadata {
+    name   = "${var.name}-serviceaccount-reader"
+    labels = local.labels
+  }
+  rule {
+    api_groups = [""]
+    resources  = ["serviceaccounts"]
+    verbs      = ["get"]
+  }
+}
+
+resource "kubernetes_cluster_role_binding_v1" "service_accounts" {
+  count = var.service_account_defaults ? 1 : 0
+
+  metadata {
+    name   = "${var.name}-serviceaccount-reader"
+    labels = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "ClusterRole"
+    name      = kubernetes_cluster_role_v1.service_accounts[0].metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = kubernetes_service_account_v1.this.metadata[0].name
+    namespace = local.namespace
+  }
 }
 
 resource "kubernetes_deployment_v1" "this" {
@@ -165,7 +201,7 @@ resource "kubernetes_deployment_v1" "this" {
 
       spec {
         service_account_name             = kubernetes_service_account_v1.this.metadata[0].name
-        automount_service_account_token  = false
+        automount_service_account_token  = var.service_account_defaults
         termination_grace_period_seconds = 30
 
         security_context {
@@ -202,6 +238,18 @@ resource "kubernetes_deployment_v1" "this" {
           env {
             name  = "ESI_WEBHOOK_TLS_KEY"
             value = "/etc/esi-webhook/tls/tls.key"
+          }
+          env {
+            name  = "ESI_WEBHOOK_SERVICE_ACCOUNT_DEFAULTS"
+            value = tostring(var.service_account_defaults)
+          }
+          env {
+            name  = "ESI_WEBHOOK_SERVICE_ACCOUNT_TIMEOUT"
+            value = var.service_account_lookup.timeout
+          }
+          env {
+            name  = "ESI_WEBHOOK_SERVICE_ACCOUNT_CACHE_TTL"
+            value = var.service_account_lookup.cache_ttl
           }
 
           port {
@@ -353,5 +401,6 @@ resource "kubernetes_mutating_webhook_configuration_v1" "this" {
     }
   }
 
-  depends_on = [kubernetes_deployment_v1.this]
+  # Admissions need the Deployment up and, with ServiceAccount defaults, its permission.
+  depends_on = [kubernetes_deployment_v1.this, kubernetes_cluster_role_binding_v1.service_accounts]
 }

@@ -152,3 +152,26 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "service_account_defaults" {
+  description = "Read each opted-in Pod's ServiceAccount for `esi.dev/` annotations used as defaults (the Pod's own win). Grants the webhook `get` on serviceaccounts cluster-wide and mounts its API token; when the API server cannot be read, opted-in Pods are denied (retryable). `false` removes the permission and the token."
+  type        = bool
+  default     = true
+}
+
+variable "service_account_lookup" {
+  description = "Bounds of ServiceAccount reads: `timeout` per read (below `timeout_seconds`, the whole admission's budget) and `cache_ttl`, how long an answer is reused. Durations like `2s`, `1m`."
+  type = object({
+    timeout   = optional(string, "2s")
+    cache_ttl = optional(string, "30s")
+  })
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for d in [var.service_account_lookup.timeout, var.service_account_lookup.cache_ttl] :
+      can(regex("^[0-9]+(s|m|h)$", d))
+    ]) && !can(regex("^0+[smh]$", var.service_account_lookup.timeout))
+    error_message = "service_account_lookup durations must look like `2s`, `1m` or `1h`, and the timeout must be more than zero."
+  }
+}
