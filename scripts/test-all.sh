@@ -26,6 +26,10 @@ for script in scripts/peers/*.sh; do
   eval "$exports"
 done
 
+# The end-to-end tests in tests/ drive the real binaries (esi-cli, esi-federation) as
+# subprocesses; `cargo test` builds a package's binaries only for that package's own tests.
+echo "==> cargo build --workspace --bins"
+cargo build --workspace --bins
 echo "==> cargo test --workspace"
 cargo test --workspace --all-targets
 
