@@ -28,7 +28,7 @@ use esi_api::inject::{
 };
 
 /// Env var: `true` allows an `http://` federation URL (tests, a loopback sidecar proxy).
-pub const ENV_ALLOW_HTTP: &str = "ESI_ALLOW_HTTP";
+pub const ENV_ALLOW_HTTP: &str = esi_api::inject::ENV_ALLOW_HTTP;
 
 #[derive(Parser)]
 #[command(

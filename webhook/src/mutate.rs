@@ -12,10 +12,11 @@ use esi_api::inject::{
     self as contract, AGENT_CONTAINER_NAME, ANN_CONTAINERS, ANN_ENTRYPOINT_PREFIX, ANN_ENV,
     ANN_ENV_FROM, ANN_FEDERATION_URL, ANN_FILE_PREFIX, ANN_GENERATORS, ANN_INIT_CONTAINERS,
     ANN_REFRESH, ANN_REFRESH_AT, ANN_REFRESH_NOTIFY, ANN_RUN_AS, ANN_STATUS, ANN_TOKEN_AUDIENCE,
-    ANN_TOKEN_EXPIRATION, BINARY_PATH, ContainerSpec, DEFAULT_UID, ENV_POD_NAME, ENV_POD_NAMESPACE,
-    ENV_SPEC, FILES_DIR, FileOutput, INIT_CONTAINER_NAME, INJECT_LABEL, INJECT_LABEL_VALUE,
-    InjectionSpec, MOUNT_PATH, Notify, Owner, PodAnnotations, RefreshSpec, SPEC_VERSION,
-    STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH, TOKEN_VOLUME_NAME, VOLUME_NAME,
+    ANN_TOKEN_EXPIRATION, BINARY_PATH, ContainerSpec, DEFAULT_UID, ENV_ALLOW_HTTP, ENV_POD_NAME,
+    ENV_POD_NAMESPACE, ENV_SPEC, FILES_DIR, FileOutput, INIT_CONTAINER_NAME, INJECT_LABEL,
+    INJECT_LABEL_VALUE, InjectionSpec, MOUNT_PATH, Notify, Owner, PodAnnotations, RefreshSpec,
+    SPEC_VERSION, STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH,
+    TOKEN_VOLUME_NAME, VOLUME_NAME,
 };
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
@@ -392,6 +393,7 @@ impl<'a> Planner<'a> {
             &token_volume,
             &owner,
             None,
+            &inj.federation_url,
         )];
         if let Some(agent) = &agent_name {
             new_inits.push(self.cli_container(
@@ -402,6 +404,7 @@ impl<'a> Planner<'a> {
                 &token_volume,
                 &owner,
                 Some("Always"),
+                &inj.federation_url,
             ));
         }
         let first =
@@ -968,6 +971,7 @@ impl<'a> Planner<'a> {
         token_volume: &str,
         owner: &ResolvedOwner,
         restart_policy: Option<&str>,
+        federation_url: &str,
     ) -> Value {
         let cli = &self.cfg.cli;
         let mut c = json!({
@@ -1000,6 +1004,22 @@ impl<'a> Planner<'a> {
         });
         if let (Some(policy), Some(obj)) = (restart_policy, c.as_object_mut()) {
             obj.insert("restartPolicy".into(), json!(policy));
+            // A native sidecar's startupProbe holds the app containers back until it passes:
+            // the app starts only once the refresher has taken over the credentials.
+            obj.insert(
+                "startupProbe".into(),
+                json!({
+                    "exec": {"command": [cli.binary_path, "ready"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 120,
+                }),
+            );
+        }
+        // esi-cli refuses plain HTTP unless told; the webhook allowed this URL on purpose.
+        if federation_url.starts_with("http://")
+            && let Some(env) = c.get_mut("env").and_then(Value::as_array_mut)
+        {
+            env.push(json!({"name": ENV_ALLOW_HTTP, "value": "true"}));
         }
         c
     }

@@ -126,6 +126,9 @@ pub const STATUS_INJECTED: &str = "injected";
 
 /// Env var of esi-cli containers carrying the JSON [`InjectionSpec`].
 pub const ENV_SPEC: &str = "ESI_SPEC";
+/// Env var: `true` lets esi-cli talk to an `http://` federation (set by the webhook only when
+/// its allow-list admitted such a URL; never the default).
+pub const ENV_ALLOW_HTTP: &str = "ESI_ALLOW_HTTP";
 /// Env var: path of the projected token (overrides [`InjectionSpec::token_path`]; for use
 /// outside Kubernetes).
 pub const ENV_TOKEN_FILE: &str = "ESI_TOKEN_FILE";
