@@ -222,3 +222,15 @@ fn a_generator_needs_its_store() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_large_single_file_loads() {
+    // 3,000 generators and an Authorization in one multi-document file: beyond the YAML
+    // library's default document budget.
+    let mut yaml = String::from(GOOD);
+    for i in 0..3000 {
+        yaml.push_str(&format!("---\napiVersion: esi.dev/v1alpha1\nkind: UUID\nmetadata: {{name: g{i}, namespace: team}}\n"));
+    }
+    let snap = config::load_text("big.yaml", &yaml, &state().jwks).unwrap();
+    assert_eq!(snap.generators.len(), 3001);
+}

@@ -177,15 +177,31 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// YAML limits sized for configuration: serde-saphyr's defaults (1,024 documents, 250,000
+/// nodes) protect against document storms but refuse a real multi-cluster configuration (10,000
+/// generators in one file); the file size cap ([`MAX_FILE_BYTES`]) bounds the work instead.
+fn yaml_options() -> serde_saphyr::Options {
+    // Both structs are non-exhaustive: start from the defaults and set fields.
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 20_000_000;
+    budget.max_events = 80_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Parses multi-document YAML text (JSON is YAML) into documents, skipping empty ones and
 /// flattening `kind: List`.
 pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError> {
     let values: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ConfigError {
-            origin: origin.to_owned(),
-            resource: String::new(),
-            field: String::new(),
-            message: format!("not valid YAML: {e}"),
+        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| {
+            ConfigError {
+                origin: origin.to_owned(),
+                resource: String::new(),
+                field: String::new(),
+                message: format!("not valid YAML: {e}"),
+            }
         })?;
     let mut docs = Vec::new();
     for (i, value) in values.into_iter().enumerate() {

@@ -346,6 +346,11 @@ pub struct JwksRegistry {
     settings: JwksSettings,
     metrics: Arc<Metrics>,
     sources: Mutex<HashMap<SourceKey, Weak<JwksSource>>>,
+    /// HTTP clients by CA bundle (`None`: the system roots). Building a client loads and parses
+    /// its whole root store, which costs milliseconds and ~150 KB each: with 1,000 clusters a
+    /// client per source made configuration loads take seconds and ~150 MB. Sources with the
+    /// same trust share one client (and its connection pool); settings are registry-wide.
+    clients: Mutex<HashMap<Option<String>, reqwest::Client>>,
 }
 
 impl std::fmt::Debug for JwksRegistry {
@@ -363,22 +368,22 @@ impl JwksRegistry {
             settings,
             metrics,
             sources: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The source for `key`, reusing the live one when a snapshot still holds it.
-    pub fn source(&self, key: SourceKey, label: &str) -> Result<Arc<JwksSource>, String> {
-        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = sources.get(&key).and_then(Weak::upgrade) {
-            return Ok(existing);
+    /// The client trusting `ca_bundle` (or the system roots), built on first use.
+    fn client(&self, ca_bundle: Option<&String>) -> Result<reqwest::Client, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&ca_bundle.cloned()) {
+            return Ok(c.clone());
         }
-        sources.retain(|_, w| w.strong_count() > 0);
         let mut builder = reqwest::Client::builder()
             .timeout(self.settings.timeout)
             .connect_timeout(self.settings.timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("esi-federation/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &key.ca_bundle {
+        if let Some(pem) = ca_bundle {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                 .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
             if certs.is_empty() {
@@ -389,6 +394,18 @@ impl JwksRegistry {
         let client = builder
             .build()
             .map_err(|e| format!("cannot build HTTP client: {}", error_chain(&e)))?;
+        clients.insert(ca_bundle.cloned(), client.clone());
+        Ok(client)
+    }
+
+    /// The source for `key`, reusing the live one when a snapshot still holds it.
+    pub fn source(&self, key: SourceKey, label: &str) -> Result<Arc<JwksSource>, String> {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = sources.get(&key).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        sources.retain(|_, w| w.strong_count() > 0);
+        let client = self.client(key.ca_bundle.as_ref())?;
         let source = Arc::new(JwksSource {
             key: key.clone(),
             label: label.to_owned(),

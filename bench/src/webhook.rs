@@ -1,0 +1,253 @@
+//! Figure 9: the webhook binary over HTTPS keep-alive on one core, admitting a typical
+//! three-container Pod (the golden corpus' Deployment-template Pod), against its `/healthz`
+//! over the same connections; then p99 latency at 1,000 admissions per second.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+use serde_json::json;
+
+use crate::Plan;
+use crate::bins::Bins;
+use crate::load::{self, Dialer, Prepared, Workload, median};
+use crate::pin;
+use crate::report::{Row, Verdict};
+
+const POD: &str =
+    include_str!("../../webhook/tests/golden/pods/03-deployment-template-several-containers.yaml");
+const CONFIG: &str = include_str!("../../webhook/tests/golden/config.yaml");
+
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> anyhow::Result<Pki> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "esi-bench CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "esi-webhook");
+    let cert = params.signed_by(&key, &ca)?;
+    Ok(Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+fn client_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes())?)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The AdmissionReview the API server sends for the Pod's CREATE.
+fn admission_review() -> anyhow::Result<Bytes> {
+    let pod: serde_json::Value = serde_saphyr::from_str(POD).context("golden pod 03")?;
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0d9c3a4e-bench-0001",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "payments",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                         "groups": ["system:serviceaccounts", "system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    });
+    Ok(Bytes::from(serde_json::to_vec(&review)?))
+}
+
+struct Webhook {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(
+    bin: &Path,
+    core: usize,
+    pki: &Pki,
+    dial: &Dialer,
+    addr: &str,
+) -> anyhow::Result<Webhook> {
+    let dir = tempfile::tempdir()?;
+    let (cert, key, config) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("config.yaml"),
+    );
+    std::fs::write(&cert, &pki.cert_pem)?;
+    std::fs::write(&key, &pki.key_pem)?;
+    std::fs::write(&config, CONFIG)?;
+    let log = dir.path().join("stderr.log");
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", addr, "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json", "--tls-reload-interval", "1h"])
+        .env("ESI_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    let mut child = pin::spawn_on(core, cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = Prepared::new(Method::GET, "/healthz", None, None)?;
+    loop {
+        if let Ok(mut c) = dial.connect().await
+            && let Ok((StatusCode::OK, _)) = load::send(&mut c, &health).await
+        {
+            return Ok(Webhook { child, _dir: dir });
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "esi-webhook exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("esi-webhook did not answer /healthz within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Figure 9.
+pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let what = "webhook admission of a 3-container Pod over HTTPS keep-alive, one core";
+    let goal = ">= 0.50x; p99 <= 2 ms";
+    if let Some(e) = &bins.webhook_error {
+        rows.push(Row::not_measured(
+            "9",
+            what,
+            goal,
+            format!("esi-webhook did not build: {e}"),
+        ));
+        return Ok(());
+    }
+    if !bins.webhook.exists() {
+        let why = format!("{} is missing", bins.webhook.display());
+        rows.push(Row::not_measured("9", what, goal, why));
+        return Ok(());
+    }
+    let pki = pki()?;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let dial = Dialer::Tls(addr, client_config(&pki.ca_pem)?);
+    let _server = start(
+        &bins.webhook,
+        plan.server_core,
+        &pki,
+        &dial,
+        &addr.to_string(),
+    )
+    .await?;
+    let review = admission_review()?;
+    let mutate = Prepared::new(Method::POST, "/mutate", None, Some(review))?;
+    // The answer must be a real injection (allowed, with a patch), not a denial.
+    let mut probe = dial.connect().await?;
+    let (status, body) = load::send(&mut probe, &mutate).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    if status != StatusCode::OK
+        || answer["response"]["allowed"] != true
+        || !answer["response"]["patch"].is_string()
+    {
+        bail!(
+            "the webhook did not inject the benchmark Pod: HTTP {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let patch_len = answer["response"]["patch"].as_str().map_or(0, str::len);
+    let mutate = Workload::new(vec![mutate], StatusCode::OK);
+    let health = Workload::new(
+        vec![Prepared::new(Method::GET, "/healthz", None, None)?],
+        StatusCode::OK,
+    );
+    let mut conns = dial.pool(plan.conns).await?;
+    let (mut ratios, mut m_rates, mut h_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut errors = 0;
+    for _ in 0..plan.rounds {
+        let (h, c) = load::closed_loop(conns, &health, plan.warmup, plan.round).await;
+        let (m, c) = load::closed_loop(c, &mutate, plan.warmup, plan.round).await;
+        conns = c;
+        errors += h.errors + m.errors;
+        if conns.len() < plan.conns {
+            conns.extend(dial.pool(plan.conns - conns.len()).await?);
+        }
+        ratios.push(m.rate / h.rate);
+        m_rates.push(m.rate);
+        h_rates.push(h.rate);
+    }
+    let ratio = median(&ratios);
+    let open = dial.pool(plan.open_conns).await?;
+    let (lat, _) = load::open_loop(open, &mutate, 1000.0, plan.latency).await?;
+    let p99 = lat.quantile(0.99);
+    let ok = ratio >= 0.5 && p99 <= Duration::from_millis(2) && errors == 0 && lat.errors == 0;
+    rows.push(Row::new(
+        "9",
+        what,
+        format!(
+            "{ratio:.2}x /healthz; p99 {:.2} ms at 1,000/s",
+            p99.as_secs_f64() * 1000.0
+        ),
+        goal,
+        Verdict::of(ok),
+        format!(
+            "{:.0} admissions/s vs /healthz {:.0} req/s over the same {} TLS connections (medians of {} interleaved rounds of {:?}, {errors} errors); Pod = golden 03 (3 containers, 2 generators, env for 2 containers), {} KB review, {} B base64 patch; latency: open loop at 1,000/s for {:?} (achieved {:.0}/s), p50 {:.2} ms, p99.9 {:.2} ms, {} errors",
+            median(&m_rates),
+            median(&h_rates),
+            plan.conns,
+            plan.rounds,
+            plan.round,
+            mutate.first().body_len() / 1024,
+            patch_len,
+            plan.latency,
+            lat.achieved_rate,
+            lat.quantile(0.5).as_secs_f64() * 1000.0,
+            lat.quantile(0.999).as_secs_f64() * 1000.0,
+            lat.errors
+        ),
+    ));
+    Ok(())
+}
