@@ -283,7 +283,8 @@ impl Drop for Server {
 }
 
 /// The command line the bench uses for the federation (logs: JSON on stderr, level info, so
-/// the audit line of every decision is written as in production).
+/// the audit line of every decision is written as in production; `ESI_BENCH_LOG` overrides the
+/// level, to measure what logging costs).
 pub fn serve_command(bin: &Path, config: &Path, listen: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--config"])
@@ -291,7 +292,10 @@ pub fn serve_command(bin: &Path, config: &Path, listen: &str) -> Command {
         .args(["--listen", listen, "--log-format", "json"])
         .args(["--reload-interval", "1h"])
         .env("ESI_LEASE_KEYS", lease_keys())
-        .env("ESI_LOG", "info")
+        .env(
+            "ESI_LOG",
+            std::env::var("ESI_BENCH_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     cmd

@@ -112,7 +112,12 @@ pub struct Denied {
 pub struct Authorizer {
     rules: Vec<Rule>,
     exact: HashMap<String, Vec<usize>>,
-    globbed: Vec<(Pattern, usize)>,
+    /// Glob patterns whose namespace part is literal, by that namespace: a request only matches
+    /// the globs of its own namespace (thousands of tenants with `team-x/*/*` rules would
+    /// otherwise cost a glob match each per request).
+    globbed_in: HashMap<String, Vec<(Pattern, usize)>>,
+    /// Glob patterns whose namespace part is itself a glob (rare): checked for every request.
+    globbed_any: Vec<(Pattern, usize)>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -252,7 +257,15 @@ impl Authorizer {
             for g in &spec.generators {
                 match Pattern::new(g) {
                     Pattern::Exact(e) => az.exact.entry(e).or_default().push(idx),
-                    other => az.globbed.push((other, idx)),
+                    other => match g.split_once('/') {
+                        Some((ns, _)) if !ns.contains(['*', '?']) => {
+                            az.globbed_in
+                                .entry(ns.to_owned())
+                                .or_default()
+                                .push((other, idx));
+                        }
+                        _ => az.globbed_any.push((other, idx)),
+                    },
                 }
             }
         }
@@ -308,7 +321,13 @@ impl Authorizer {
                 break;
             }
         }
-        for (pattern, idx) in &self.globbed {
+        let namespace = generator.split_once('/').map_or(generator, |(ns, _)| ns);
+        let same_namespace = self
+            .globbed_in
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for (pattern, idx) in same_namespace.iter().chain(&self.globbed_any) {
             if best.is_some_and(|b| b <= *idx) {
                 continue;
             }
@@ -543,6 +562,45 @@ mod tests {
             .authorize(&id("edge", "n", "agent"), &none, "a/b/c")
             .unwrap();
         assert_eq!(a.max_ttl, Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn generator_globs_match_within_and_across_namespaces() {
+        let az = Authorizer::new(&[
+            (
+                "ns-literal".into(),
+                rule(vec![subject(None, Some(&["a"]), None)], &["team-a/*/db-?"]),
+            ),
+            (
+                "ns-glob".into(),
+                rule(vec![subject(None, Some(&["b"]), None)], &["team-*/UUID/*"]),
+            ),
+        ]);
+        let none = labels(&[]);
+        assert_eq!(
+            az.authorize(&id("c", "a", "x"), &none, "team-a/Password/db-1")
+                .unwrap()
+                .rule,
+            "ns-literal"
+        );
+        assert!(
+            az.authorize(&id("c", "a", "x"), &none, "team-b/Password/db-1")
+                .is_err()
+        );
+        assert!(
+            az.authorize(&id("c", "a", "x"), &none, "team-a/Password/db-10")
+                .is_err()
+        );
+        assert_eq!(
+            az.authorize(&id("c", "b", "x"), &none, "team-zz/UUID/anything")
+                .unwrap()
+                .rule,
+            "ns-glob"
+        );
+        assert!(
+            az.authorize(&id("c", "b", "x"), &none, "other/UUID/anything")
+                .is_err()
+        );
     }
 
     #[test]

@@ -160,6 +160,17 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of JWKS cache lookups by kid for `cluster` and `result` (`hit`/`miss`), to
+    /// keep and bump without a lookup per request.
+    pub fn jwks_cache_counter(&self, cluster: &str, result: &'static str) -> Counter {
+        self.jwks_cache
+            .get_or_create(&ClusterResult {
+                cluster: cluster.to_owned(),
+                result,
+            })
+            .clone()
+    }
+
     /// Counts one JWKS cache lookup by kid.
     pub fn jwks_cache(&self, cluster: &str, result: &'static str) {
         self.jwks_cache

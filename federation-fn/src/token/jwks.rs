@@ -91,6 +91,9 @@ pub struct JwksSource {
     client: reqwest::Client,
     settings: JwksSettings,
     metrics: Arc<Metrics>,
+    // Resolved once: the hot path only bumps an atomic (no label allocation or family lookup).
+    hits: prometheus_client::metrics::counter::Counter,
+    misses: prometheus_client::metrics::counter::Counter,
     current: ArcSwapOption<Fetched>,
     refresh: tokio::sync::Mutex<()>,
     last_attempt: Mutex<Option<Instant>>,
@@ -128,10 +131,10 @@ impl JwksSource {
         }
         let Some(kid) = kid else { return Ok(cur) };
         if cur.ring.get(kid).is_some() {
-            self.metrics.jwks_cache(&self.label, "hit");
+            self.hits.inc();
             return Ok(cur);
         }
-        self.metrics.jwks_cache(&self.label, "miss");
+        self.misses.inc();
         if self.negatively_cached(kid) || !self.may_attempt() {
             self.remember_unknown(kid);
             return Ok(cur);
@@ -412,6 +415,8 @@ impl JwksRegistry {
             client,
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
+            hits: self.metrics.jwks_cache_counter(label, "hit"),
+            misses: self.metrics.jwks_cache_counter(label, "miss"),
             current: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(()),
             last_attempt: Mutex::new(None),
