@@ -322,8 +322,26 @@ where
     }
 }
 
+/// The credential of an STS answer (`op` names the call for the log), or `Unavailable` when
+/// STS answered without one.
+pub(crate) fn sts_credential(
+    op: &str,
+    creds: Option<&aws_sdk_sts::types::Credentials>,
+) -> Result<crate::Credential, BackendError> {
+    let creds = creds.ok_or_else(|| BackendError::Unavailable {
+        message: "AWS STS returned no credentials".to_owned(),
+        detail: format!("{op} response without Credentials"),
+    })?;
+    Ok(crate::Credential {
+        data: credential_data(creds),
+        expires_at: expiration(creds),
+        renewable: false,
+        lease: None,
+    })
+}
+
 /// The standard AWS environment variable keys of a credential.
-pub(crate) fn credential_data(
+fn credential_data(
     c: &aws_sdk_sts::types::Credentials,
 ) -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::from([
@@ -337,7 +355,7 @@ pub(crate) fn credential_data(
 }
 
 /// Converts STS's expiration into a timestamp.
-pub(crate) fn expiration(c: &aws_sdk_sts::types::Credentials) -> Option<jiff::Timestamp> {
+fn expiration(c: &aws_sdk_sts::types::Credentials) -> Option<jiff::Timestamp> {
     let e = c.expiration();
     jiff::Timestamp::new(e.secs(), e.subsec_nanos() as i32).ok()
 }

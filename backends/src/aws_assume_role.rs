@@ -26,9 +26,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{
-    StsConn, credential_data, expiration, map_sdk_error, validate_policy_arn, validate_role_arn,
-};
+use crate::aws::{StsConn, map_sdk_error, sts_credential, validate_policy_arn, validate_role_arn};
 use crate::store::{SecretStoreRef, StoreProvider};
 use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
@@ -326,16 +324,7 @@ impl Generate for AwsAssumeRoleGenerator {
             .send()
             .await
             .map_err(|e| map_sdk_error("AssumeRole", &e))?;
-        let creds = out.credentials().ok_or_else(|| BackendError::Unavailable {
-            message: "AWS STS returned no credentials".to_owned(),
-            detail: "AssumeRole response without Credentials".to_owned(),
-        })?;
-        Ok(Credential {
-            data: credential_data(creds),
-            expires_at: expiration(creds),
-            renewable: false,
-            lease: None,
-        })
+        sts_credential("AssumeRole", out.credentials())
     }
 }
 

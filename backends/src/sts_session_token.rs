@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{StsConn, credential_data, expiration, map_sdk_error};
+use crate::aws::{StsConn, map_sdk_error, sts_credential};
 use crate::store::{SecretStoreRef, StoreProvider};
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
@@ -118,16 +118,7 @@ impl Generate for StsSessionTokenGenerator {
             .send()
             .await
             .map_err(|e| map_sdk_error("GetSessionToken", &e))?;
-        let creds = out.credentials().ok_or_else(|| BackendError::Unavailable {
-            message: "AWS STS returned no credentials".to_owned(),
-            detail: "GetSessionToken response without Credentials".to_owned(),
-        })?;
-        Ok(Credential {
-            data: credential_data(creds),
-            expires_at: expiration(creds),
-            renewable: false,
-            lease: None,
-        })
+        sts_credential("GetSessionToken", out.credentials())
     }
 }
 
