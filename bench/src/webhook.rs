@@ -125,6 +125,9 @@ async fn start(
         .arg("--config")
         .arg(&config)
         .args(["--log-format", "json", "--tls-reload-interval", "1h"])
+        // No Kubernetes API here; in a cluster the ServiceAccount lookup is cached (30 s), so
+        // steady-state admissions do not pay for it either.
+        .arg("--service-account-defaults=false")
         .env("ESI_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
