@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod testkit;
 pub mod token;
 
 pub use http::router;

@@ -171,16 +171,6 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts one JWKS cache lookup by kid.
-    pub fn jwks_cache(&self, cluster: &str, result: &'static str) {
-        self.jwks_cache
-            .get_or_create(&ClusterResult {
-                cluster: cluster.to_owned(),
-                result,
-            })
-            .inc();
-    }
-
     /// Counts one configuration reload.
     pub fn reload(&self, ok: bool) {
         self.reloads

@@ -9,26 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-fn peer(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("ESI_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "{test}: {var} is not set and ESI_REQUIRE_PEERS=1; start OpenBao with ./scripts/test-all.sh (or scripts/peers/openbao.sh up)"
-            );
-            // Past libtest's capture, so a plain `cargo test` shows the skip.
-            use std::io::Write as _;
-            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
-                let _ = writeln!(
-                    f,
-                    "SKIPPED: {test}: {var} is not set; run ./scripts/test-all.sh to start OpenBao"
-                );
-            }
-            None
-        }
-    }
-}
+use esi_federation::testkit::peer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_token_is_issued_and_revoked_through_the_api() {

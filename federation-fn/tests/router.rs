@@ -90,8 +90,6 @@ async fn lease_round_trip_and_subject_binding() {
     assert_eq!(json["revoked"], true);
 
     // A lease from another federation (other key) is invalid.
-    let foreign = LeaseKeys::parse(&LeaseKeys::generate_spec("ephemeral")).unwrap();
-    let _ = foreign;
     let tampered = format!("{}x", &lease[..lease.len() - 1]);
     let body = serde_json::json!({ "lease": tampered }).to_string();
     let (status, _, json, _) = common::send(

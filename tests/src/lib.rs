@@ -35,24 +35,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// The value of a peer's env var; `None` (after a loud SKIPPED line) when absent, or a panic
-/// when `ESI_REQUIRE_PEERS=1`.
-pub fn peer(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            if std::env::var("ESI_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-                panic!(
-                    "{test}: {var} is not set and ESI_REQUIRE_PEERS=1: start the peers with ./scripts/test-all.sh (or eval \"$(scripts/peers/<name>.sh up)\")"
-                );
-            }
-            eprintln!(
-                "SKIPPED: {test}: {var} is not set; run ./scripts/test-all.sh to start the peers"
-            );
-            None
-        }
-    }
-}
+pub use esi_federation::testkit::peer;
 
 /// A local OIDC issuer served on loopback by its own runtime.
 pub struct Issuer {
