@@ -2,9 +2,9 @@
 //! with restrictive modes and the app's ownership.
 //!
 //! A write is a temp file in the target's own directory (so `rename` is atomic and stays on the
-//! memory-backed volume), written, `fsync`ed, given its mode and owner, then renamed over the
-//! target. A reader sees the old file or the new one, never a partial one; a `subPath` mount of
-//! the directory sees the swap too.
+//! memory-backed volume), written, given its mode and owner, then renamed over the target. A
+//! reader sees the old file or the new one, never a partial one; a `subPath` mount of the
+//! directory sees the swap too.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -167,6 +167,22 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
 /// Writes `bytes` to `path` atomically with `mode`, owned as `owner` asks (see
 /// [`apply_owner`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: &Owner) -> anyhow::Result<()> {
+    replace_with(path, mode, owner, |f| f.write_all(bytes))
+}
+
+/// Replaces `path` atomically with what `fill` writes into a fresh owner-only temporary file
+/// beside it, then gives it `mode` and `owner` and renames it into place: readers see the old
+/// file or the whole new one, never a part.
+///
+/// Nothing is fsynced: everything esi-cli writes lives in the Pod's own `emptyDir`, which does
+/// not outlive the node, so durability across a power loss buys nothing, while each fsync on a
+/// disk-backed volume costs milliseconds of Pod start-up.
+pub fn replace_with(
+    path: &Path,
+    mode: u32,
+    owner: &Owner,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
@@ -187,10 +203,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: &Owner) -> anyh
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        fill(&mut f).with_context(|| format!("cannot write {}", tmp.display()))?;
         apply_owner(&f, path, mode, owner)?;
         f.set_permissions(fs::Permissions::from_mode(mode))
             .with_context(|| format!("cannot set the mode of {}", tmp.display()))?;

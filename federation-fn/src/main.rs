@@ -99,7 +99,9 @@ fn main() -> ExitCode {
     if esi_federation::lambda::is_lambda() && std::env::args_os().len() <= 1 {
         return report(run_lambda());
     }
-    report(run(Cli::parse()))
+    let result = run(Cli::parse());
+    telemetry::flush();
+    report(result)
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -206,7 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some("plain") => Some(telemetry::LogFormat::Plain),
                 Some(other) => anyhow::bail!("--log-format {other:?}: use plain or json"),
             };
-            telemetry::init(format);
+            telemetry::init_with(format, telemetry::Sink::Batched);
             let leases = lease_keys(lease_keys_file, ephemeral_lease_key)?;
             let settings = Settings {
                 backend_timeout,

@@ -76,10 +76,14 @@ fn copy_self(layout: &Layout) -> anyhow::Result<()> {
     if std::fs::canonicalize(&dest).ok() == std::fs::canonicalize(&exe).ok() && dest.exists() {
         return Ok(());
     }
-    let bytes = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
+    let mut src =
+        std::fs::File::open(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
     output::ensure_dir(dest.parent().unwrap_or(&layout.root), 0o755)?;
-    output::write_atomic(&dest, &bytes, 0o555, &Owner::default())
-        .with_context(|| format!("cannot copy esi-cli to {}", dest.display()))?;
+    // std::io::copy between files copies in the kernel (copy_file_range/sendfile).
+    output::replace_with(&dest, 0o555, &Owner::default(), |f| {
+        std::io::copy(&mut src, f).map(drop)
+    })
+    .with_context(|| format!("cannot copy esi-cli to {}", dest.display()))?;
     log::debug(&format!("copied esi-cli to {}", dest.display()));
     Ok(())
 }

@@ -111,11 +111,38 @@ struct Header<'a> {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
 enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+/// Read in one pass: `#[serde(untagged)]` would buffer the value and try each shape, which
+/// showed up in profiles of the hot path.
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience, A::Error> {
+                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(a) = seq.next_element::<String>()? {
+                    all.push(a);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Audience {
