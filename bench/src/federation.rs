@@ -220,6 +220,20 @@ pub fn write_config_dir(dir: &Path, yaml: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the same configuration as one JSON `List` file, the form the Terraform modules render
+/// (`jsonencode`).
+pub fn write_config_json(dir: &Path, yaml: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let items: Vec<serde_json::Value> = esi_federation::config::parse_text("bench", yaml)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(&list)?)?;
+    Ok(())
+}
+
 /// A running `esi-federation serve`, killed on drop.
 pub struct Server {
     child: Child,

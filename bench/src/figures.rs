@@ -631,6 +631,8 @@ pub async fn fig5(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     federation::write_config_dir(dir.path(), &f2.config)?;
+    let json_dir = tempfile::tempdir()?;
+    federation::write_config_json(json_dir.path(), &f2.config)?;
     let req = Prepared::new(
         Method::POST,
         "/v1/generators/team-0000/Password/db",
@@ -638,32 +640,49 @@ pub async fn fig5(
         None,
     )?;
     let trivial_req = Prepared::new(Method::GET, "/", None, None)?;
-    let (mut fed, mut triv) = (Vec::new(), Vec::new());
+    let (mut fed, mut fed_json, mut triv) = (Vec::new(), Vec::new(), Vec::new());
     let before = issuer.fetches();
     for _ in 0..plan.cold_runs {
         let addr = free_port()?;
         let cmd = federation::serve_command(&bins.federation, dir.path(), &addr);
         fed.push(cold_once(plan.server_core, cmd, &addr, &req).await?);
         let addr = free_port()?;
+        let cmd = federation::serve_command(&bins.federation, json_dir.path(), &addr);
+        fed_json.push(cold_once(plan.server_core, cmd, &addr, &req).await?);
+        let addr = free_port()?;
         let mut cmd = Command::new(&bins.trivial);
         cmd.args(["--listen", &addr]);
         triv.push(cold_once(plan.server_core, cmd, &addr, &trivial_req).await?);
     }
     let fetches = issuer.fetches() - before;
-    let (f, t) = (median(&fed), median(&triv));
+    let (f, fj, t) = (median(&fed), median(&fed_json), median(&triv));
     let ratio = f / t;
     rows.push(Row::new(
         "5",
         "cold start: exec → first 200 incl. first JWKS fetch",
         format!("{:.1} ms = {ratio:.2}x trivial", f * 1000.0),
         "<= 3x and <= 60 ms",
-        Verdict::of(ratio <= 3.0 && f <= 0.060 && fetches == plan.cold_runs),
+        Verdict::of(ratio <= 3.0 && f <= 0.060 && fetches == 2 * plan.cold_runs),
         format!(
-            "federation {:.1} ms (figure 2's configuration: 1 cluster, 1,000 rules, 2,000 generators; {fetches} JWKS fetches for {} starts) vs trivial axum binary {:.1} ms; medians of {} alternating starts on the server core",
+            "federation {:.1} ms (figure 2's configuration as YAML, {} files: 1 cluster, 1,000 rules, 2,000 generators; {fetches} JWKS fetches for {} starts) vs trivial axum binary {:.1} ms; medians of {} alternating starts on the server core",
             f * 1000.0,
-            plan.cold_runs,
+            f2.config.matches("---\n").count().div_ceil(federation::DOCS_PER_FILE),
+            2 * plan.cold_runs,
             t * 1000.0,
             plan.cold_runs
+        ),
+    ));
+    let ratio_j = fj / t;
+    rows.push(Row::new(
+        "5j",
+        "same, configuration as the Terraform modules render it (JSON)",
+        format!("{:.1} ms = {ratio_j:.2}x trivial", fj * 1000.0),
+        "<= 3x and <= 60 ms",
+        Verdict::of(ratio_j <= 3.0 && fj <= 0.060 && fetches == 2 * plan.cold_runs),
+        format!(
+            "figure 2's configuration as one JSON List file (JSON is YAML; the loader reads a JSON file with serde_json): federation {:.1} ms vs trivial {:.1} ms, in the same alternating starts",
+            fj * 1000.0,
+            t * 1000.0
         ),
     ));
     Ok(())

@@ -234,3 +234,47 @@ fn a_large_single_file_loads() {
     let snap = config::load_text("big.yaml", &yaml, &state().jwks).unwrap();
     assert_eq!(snap.generators.len(), 3001);
 }
+
+/// A file that is one JSON object (what `jsonencode` writes) takes serde_json's fast path and
+/// means exactly what the same text means as YAML; anything the fast path cannot read goes to
+/// the YAML parser, whose errors stay the ones users see.
+#[test]
+fn a_json_file_loads_like_its_yaml() {
+    let docs = config::parse_text("good.yaml", GOOD).unwrap();
+    let items: Vec<serde_json::Value> = docs.into_iter().map(|d| d.value).collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let json = serde_json::to_string_pretty(&list).unwrap();
+    let fast = config::parse_text("good.json", &json).unwrap();
+    let slow: Vec<config::Document> = serde_saphyr::from_multiple::<serde_json::Value>(&json)
+        .unwrap()
+        .into_iter()
+        .flat_map(|v| v["items"].as_array().unwrap().clone())
+        .map(|value| config::Document {
+            origin: String::new(),
+            value,
+        })
+        .collect();
+    assert_eq!(fast.len(), 3);
+    for (f, s) in fast.iter().zip(&slow) {
+        assert_eq!(f.value, s.value);
+    }
+    assert_eq!(fast[1].origin, "good.json#1.items[1]");
+    let snap = config::load_text("good.json", &json, &state().jwks).unwrap();
+    assert!(snap.generators.contains_key("team/Password/db"));
+
+    // Duplicate keys: refused as in YAML, with the YAML parser's message.
+    let dup = r#"{"apiVersion": "esi.dev/v1alpha1", "kind": "Password", "kind": "UUID",
+        "metadata": {"name": "db", "namespace": "team"}}"#;
+    let e = errors(dup).join("\n");
+    assert!(
+        e.contains("not valid YAML") && e.contains("uplicate"),
+        "{e}"
+    );
+    // Not JSON after all (a YAML document that starts with a flow mapping): still loads.
+    let flow =
+        "{apiVersion: esi.dev/v1alpha1, kind: UUID, metadata: {name: id, namespace: team}}\n";
+    assert_eq!(config::parse_text("flow.yaml", flow).unwrap().len(), 1);
+    // Trailing garbage after the object: the YAML parser reports it.
+    let e = errors("{\"kind\": \"UUID\"} ]").join("\n");
+    assert!(e.contains("not valid YAML"), "{e}");
+}

@@ -300,7 +300,7 @@ def check_render() -> None:
 
     # Replace the folder's YAML atomically enough for a test that reads it afterwards.
     RENDERED.mkdir(parents=True, exist_ok=True)
-    for old in RENDERED.glob("*.y*ml"):
+    for old in [*RENDERED.glob("*.y*ml"), *RENDERED.glob("*.json")]:
         old.unlink()
     for name, text in files.items():
         (RENDERED / name).write_text(text)
@@ -311,6 +311,11 @@ def check_render() -> None:
         for doc in yaml.safe_load_all(files[name]):
             if doc is None:
                 fail(stage, f"{name}: empty YAML document")
+                continue
+            if doc.get("kind") == "List":
+                if not name.endswith(".json"):
+                    fail(stage, f"{name}: only the JSON files hold Lists")
+                docs.extend((name, item) for item in doc.get("items", []))
                 continue
             docs.append((name, doc))
     by_kind: dict[str, list[dict]] = {}

@@ -1,10 +1,10 @@
 output "files" {
-  description = "The configuration as a map of file name to multi-document YAML, ready to mount as a folder (ConfigMap data, Lambda layer)."
+  description = "The configuration as a map of file name to text (multi-document YAML, or one JSON List per resource family), ready to mount as a folder (ConfigMap data, Lambda layer)."
   value       = local.files
 }
 
 output "bundle" {
-  description = "The whole configuration as one multi-document YAML file."
+  description = "The whole configuration as one multi-document YAML file (the JSON Lists are YAML documents too)."
   value       = local.bundle
 }
 

@@ -26,7 +26,7 @@ data "archive_file" "config" {
   type        = "zip"
   output_path = "${local.build_dir}/${var.name}-config.zip"
 
-  # Layers are extracted under /opt: these files land in /opt/esi/*.yaml (ESI_CONFIG).
+  # Layers are extracted under /opt: these files land in /opt/esi/ (ESI_CONFIG).
   dynamic "source" {
     for_each = module.config.files
     content {
