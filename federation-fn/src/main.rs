@@ -93,6 +93,12 @@ enum Command {
     },
 }
 
+/// mimalloc instead of glibc malloc: the request paths allocate many small, short-lived
+/// objects (JSON values, header maps, futures), where glibc's free-list upkeep showed up at
+/// 5-15 % of the server's CPU in profiles (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Inside AWS Lambda the binary is the function's `bootstrap`, started without arguments.
     #[cfg(feature = "lambda")]

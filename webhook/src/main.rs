@@ -88,6 +88,12 @@ async fn service_accounts(args: &Args) -> anyhow::Result<ServiceAccounts> {
     ))
 }
 
+/// mimalloc instead of glibc malloc: the request paths allocate many small, short-lived
+/// objects (JSON values, header maps, futures), where glibc's free-list upkeep showed up at
+/// 5-15 % of the server's CPU in profiles (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args.log_format);
