@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube_core::admission::{AdmissionReview, Operation};
+use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -172,17 +172,46 @@ pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
     }
 }
 
+/// The review as read on the fast path. kube-core's `AdmissionReview` flattens its `TypeMeta`,
+/// which makes serde buffer the whole body before reading it; this envelope reads the same
+/// fields in one pass.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest<Pod>>,
+}
+
 /// Reads an `AdmissionReview` body; anything but a well-formed Pod CREATE is answered here.
 pub fn parse(body: &[u8]) -> Parsed {
-    let invalid = |uid: String, message: String| {
-        Parsed::Answered(Box::new(Reviewed {
-            response: ReviewResponse::deny(uid, 400, "BadRequest", message.clone()),
-            decision: Decision::Invalid,
-            detail: message,
-            namespace: String::new(),
-            pod: String::new(),
-        }))
-    };
+    // A well-formed review takes one typed pass; anything else is read again by the careful
+    // path below, which says precisely what is wrong and still answers with the uid.
+    if let Ok(Envelope {
+        api_version,
+        request: Some(req),
+        ..
+    }) = serde_json::from_slice::<Envelope>(body)
+        && api_version == ADMISSION_API_VERSION
+    {
+        return parse_request(req);
+    }
+    parse_carefully(body)
+}
+
+fn invalid(uid: String, message: String) -> Parsed {
+    Parsed::Answered(Box::new(Reviewed {
+        response: ReviewResponse::deny(uid, 400, "BadRequest", message.clone()),
+        decision: Decision::Invalid,
+        detail: message,
+        namespace: String::new(),
+        pod: String::new(),
+    }))
+}
+
+fn parse_carefully(body: &[u8]) -> Parsed {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -215,6 +244,10 @@ pub fn parse(body: &[u8]) -> Parsed {
     let Some(req) = review.request else {
         return invalid(uid, "esi: AdmissionReview has no request".to_owned());
     };
+    parse_request(req)
+}
+
+fn parse_request(req: AdmissionRequest<Pod>) -> Parsed {
     let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod" && req.sub_resource.is_none();
     if req.operation != Operation::Create || !is_pod {
         // Only Pod CREATE is registered; anything else is not ours to change.
