@@ -28,7 +28,27 @@ struct Server {
 
 impl Server {
     fn start(config: &Path, lease_keys: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        Self::start_with(Command::new(BIN), config, lease_keys, extra)
+    }
+
+    /// Started on one CPU (`taskset -c 0`), where the federation runs a single-threaded
+    /// runtime: signals, reloads on the blocking pool and issuance must work there too.
+    fn start_on_one_cpu(config: &Path, lease_keys: &str, extra: &[&str]) -> Server {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0", BIN]);
+        assert!(
+            Command::new("taskset")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "this test needs `taskset` (util-linux: apt-get install util-linux)"
+        );
+        Self::start_with(cmd, config, lease_keys, extra)
+    }
+
+    fn start_with(mut cmd: Command, config: &Path, lease_keys: &str, extra: &[&str]) -> Server {
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(config)
             .args([
@@ -401,11 +421,12 @@ fn refuses_to_start_on_a_broken_configuration_or_without_lease_keys() {
     assert!(!out.status.success());
 }
 
+/// On one CPU: the single-threaded runtime serves, reloads on SIGHUP and shuts down cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_configuration_at_once() {
     let issuer = common::issuer().await;
     let dir = config_dir(&issuer);
-    let server = Server::start(
+    let server = Server::start_on_one_cpu(
         dir.path(),
         &LeaseKeys::generate_spec("k1"),
         &["--reload-interval", "1h"],
