@@ -256,7 +256,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(serving_addr) {
+            if let Some(addr) = text.lines().find_map(esi_federation::testkit::serving_addr) {
                 return Ok(Server {
                     child,
                     addr: addr.parse().context("serving address")?,
@@ -319,16 +319,4 @@ fn lease_keys() -> String {
     static KEYS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| esi_federation::lease::LeaseKeys::generate_spec("bench"))
         .clone()
-}
-
-fn serving_addr(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = if v["message"].is_string() {
-        &v
-    } else {
-        &v["fields"]
-    };
-    (fields["message"] == "esi federation serving")
-        .then(|| fields["addr"].as_str().map(str::to_owned))
-        .flatten()
 }

@@ -32,3 +32,56 @@ pub fn peer(var: &str, test: &str) -> Option<String> {
         }
     }
 }
+
+/// The address `esi-federation serve` announces in its JSON "serving" log line, when `line` is
+/// that line (flattened or nested `fields`, as tracing-subscriber may write either).
+pub fn serving_addr(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = if v["message"].is_string() {
+        &v
+    } else {
+        &v["fields"]
+    };
+    (fields["message"] == "esi federation serving")
+        .then(|| fields["addr"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// Every line of a spawned `esi-federation serve`'s stderr, collected by a reader thread, and
+/// the address of its "serving" line once it is logged.
+pub struct ServeLogs {
+    /// The lines so far.
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Receives the serving address.
+    pub serving: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServeLogs {
+    /// Starts reading `stderr` on its own thread.
+    pub fn follow(stderr: impl std::io::Read + Send + 'static) -> ServeLogs {
+        use std::io::BufRead as _;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, serving) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = serving_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        ServeLogs { lines, serving }
+    }
+
+    /// Everything logged so far, one line each.
+    pub fn text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+}

@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use esi_federation::issuer::LocalIssuer;
 use esi_federation::lease::LeaseKeys;
+use esi_federation::testkit::ServeLogs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_esi-federation");
 
@@ -23,7 +22,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_esi-federation");
 struct Server {
     child: Child,
     addr: String,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: ServeLogs,
 }
 
 impl Server {
@@ -69,35 +68,19 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn esi-federation");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == "esi federation serving"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        let logs = ServeLogs::follow(child.stderr.take().expect("stderr"));
+        let addr = match logs.serving.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "server did not start; logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
+                panic!("server did not start; logs:\n{}", logs.text());
             }
         };
         Server { child, addr, logs }
     }
 
     fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.logs.text()
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {

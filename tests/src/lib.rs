@@ -5,11 +5,10 @@
 //! Tests live in `tests/tests/*.rs`; `cargo test --workspace` builds every workspace binary
 //! first, and [`bin`] finds them next to the test executable.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esi_api::inject::{
@@ -17,6 +16,7 @@ use esi_api::inject::{
 };
 pub use esi_federation::issuer::TokenSpec;
 use esi_federation::issuer::{LocalIssuer, SigningKey};
+use esi_federation::testkit::ServeLogs;
 
 /// Path of a workspace binary built next to the running test (`target/<profile>/<name>`).
 pub fn bin(name: &str) -> PathBuf {
@@ -134,7 +134,7 @@ pub struct Federation {
     child: Child,
     /// `127.0.0.1:port`.
     pub addr: String,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: ServeLogs,
 }
 
 /// TLS files for the federation: `(cert path, key path)`.
@@ -158,26 +158,10 @@ impl Federation {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
         let mut child = cmd.spawn().expect("spawn esi-federation");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == "esi federation serving"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+        let logs = ServeLogs::follow(child.stderr.take().expect("stderr"));
+        let Ok(addr) = logs.serving.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
-            panic!(
-                "esi-federation did not start; logs:\n{}",
-                logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
-            );
+            panic!("esi-federation did not start; logs:\n{}", logs.text());
         };
         Federation { child, addr, logs }
     }
@@ -197,10 +181,7 @@ impl Federation {
 
     /// Everything logged so far.
     pub fn logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
+        self.logs.text()
     }
 }
 

@@ -77,6 +77,19 @@ struct Setup {
     fed: Federation,
 }
 
+/// The spec most tests use: a leased `Fake/creds` and a `Password/db`, both read by `app`.
+fn app_spec(url: &str) -> esi_api::inject::InjectionSpec {
+    spec(
+        url,
+        &[
+            ("creds", "default/Fake/creds"),
+            ("pw", "default/Password/db"),
+        ],
+        &[("app", app_container())],
+        vec![],
+    )
+}
+
 fn setup() -> Setup {
     let issuer = Issuer::start();
     let config = config_dir(&issuer.url(), GENERATORS);
@@ -264,15 +277,7 @@ fn rustix_is_root() -> bool {
 fn exec_passes_hostile_arguments_through_untouched() {
     let s = setup();
     let pod = Pod::new(&s.issuer.token("default", "app"));
-    let spec = spec(
-        &s.fed.url(),
-        &[
-            ("creds", "default/Fake/creds"),
-            ("pw", "default/Password/db"),
-        ],
-        &[("app", app_container())],
-        vec![],
-    );
+    let spec = app_spec(&s.fed.url());
     ok(pod.cli(&spec).arg("init"));
     let hostile = [
         "two words",
@@ -650,15 +655,7 @@ fn plain_http_needs_an_explicit_opt_in() {
 fn revoke_revokes_every_lease_once() {
     let s = setup();
     let pod = Pod::new(&s.issuer.token("default", "app"));
-    let spec = spec(
-        &s.fed.url(),
-        &[
-            ("creds", "default/Fake/creds"),
-            ("pw", "default/Password/db"),
-        ],
-        &[("app", app_container())],
-        vec![],
-    );
+    let spec = app_spec(&s.fed.url());
     ok(pod.cli(&spec).arg("init"));
     let out = ok(pod.cli(&spec).env_remove("ESI_SPEC").arg("revoke"));
     assert!(
@@ -806,15 +803,7 @@ fn doctor_reports_a_healthy_setup_over_tls_and_init_works_with_the_spec_ca() {
     let fed = Federation::start(config.path(), "127.0.0.1:0", Some(&files));
     let url = format!("https://localhost:{}", fed.port());
     let pod = Pod::new(&issuer.token("default", "app"));
-    let mut spec = spec(
-        &url,
-        &[
-            ("creds", "default/Fake/creds"),
-            ("pw", "default/Password/db"),
-        ],
-        &[("app", app_container())],
-        vec![],
-    );
+    let mut spec = app_spec(&url);
 
     // Without the CA, TLS verification fails (system roots do not know it).
     let out = run(pod
