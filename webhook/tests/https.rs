@@ -5,6 +5,8 @@
 // Test helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -97,21 +99,7 @@ fn start(p: &Pki, reload: Duration) -> Server {
 }
 
 fn review(pod: Value, uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "payments",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false
-        }
-    })
+    common::pod_create_review(&pod, uid)
 }
 
 fn pod(security_context: Value) -> Value {

@@ -9,6 +9,8 @@
 // Test helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,21 +162,7 @@ fn pod(service_account: Option<&str>, annotations: Value) -> Value {
 }
 
 fn admission(pod: &Value, uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "payments",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false
-        }
-    })
+    common::pod_create_review(pod, uid)
 }
 
 /// Sends one AdmissionReview through the router and returns the `response` object.
