@@ -11,6 +11,11 @@
 //! The servers under test are the real binaries (`esi-federation serve`, `esi-webhook`),
 //! built by the bench with its own profile and started as subprocesses on the server core.
 
+/// The federation and the webhook ship with mimalloc; figure 1 calls the federation's verify
+/// function in this process, so it runs on the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bins;
 mod cli;
 mod federation;

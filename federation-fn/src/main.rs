@@ -287,8 +287,19 @@ fn lease_keys(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<LeaseKey
     )
 }
 
+/// The async runtime: tokio's current-thread scheduler when the process may use one CPU (a
+/// 1-vCPU Lambda, a container limited to one CPU, a pinned process), where a work-stealing pool
+/// would only add hand-offs between its worker and the blocking pool; otherwise the
+/// multi-thread scheduler over the usable CPUs. `available_parallelism` reads both the affinity
+/// mask and the cgroup CPU quota.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -84,4 +84,25 @@ impl ServeLogs {
             .unwrap_or_else(|p| p.into_inner())
             .join("\n")
     }
+
+    /// Whether a line containing `needle` arrives within `timeout` (the server batches its
+    /// lines: one reaches stderr up to `esi_telemetry::LINGER` after it is logged).
+    pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|l| l.contains(needle));
+            if found {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }

@@ -183,6 +183,12 @@ impl Federation {
     pub fn logs(&self) -> String {
         self.logs.text()
     }
+
+    /// Whether a line containing `needle` is logged within 5 s.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs
+            .wait_for(needle, std::time::Duration::from_secs(5))
+    }
 }
 
 impl Drop for Federation {

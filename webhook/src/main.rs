@@ -97,7 +97,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args.log_format);
-    match run(args) {
+    let result = run(args);
+    esi_telemetry::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("esi-webhook: {e:#}");
@@ -109,14 +111,13 @@ fn main() -> ExitCode {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ESI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let format = if format == "json" {
+        esi_telemetry::LogFormat::Json
     } else {
-        builder.init();
-    }
+        esi_telemetry::LogFormat::Plain
+    };
+    // One line per admission: batched, flushed at exit and on a panic (esi_telemetry).
+    esi_telemetry::install(format, filter, esi_telemetry::Sink::Batched);
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -124,10 +125,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => WebhookConfig::from_file(path)?,
         None => WebhookConfig::default(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    // One usable CPU (affinity or cgroup quota): the current-thread scheduler, without the
+    // hand-offs of a work-stealing pool that has nothing to steal.
+    let runtime = if std::thread::available_parallelism().is_ok_and(|n| n.get() == 1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .context("starting tokio")?;
     // One crypto provider for every rustls user (the server and kube's client).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     runtime.block_on(async move {

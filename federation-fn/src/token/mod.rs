@@ -14,11 +14,11 @@
 pub mod jwks;
 pub mod keys;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64_simd::URL_SAFE_NO_PAD as B64;
 use esi_api::{ErrorCode, Identity, ObjectRef};
 use serde::Deserialize;
 
@@ -104,64 +104,79 @@ impl Rejection {
 #[derive(Deserialize)]
 struct Header<'a> {
     #[serde(borrow)]
-    alg: std::borrow::Cow<'a, str>,
+    alg: Cow<'a, str>,
     #[serde(default, borrow)]
-    kid: Option<std::borrow::Cow<'a, str>>,
+    kid: Option<Cow<'a, str>>,
     #[serde(default)]
     crit: Option<serde::de::IgnoredAny>,
 }
 
-/// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
-enum Audience {
-    One(String),
-    Many(Vec<String>),
+/// `aud`: one string or an array of strings (RFC 7519 §4.1.3), borrowed from the payload when
+/// unescaped.
+enum Audience<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
 }
 
 /// Read in one pass: `#[serde(untagged)]` would buffer the value and try each shape, which
 /// showed up in profiles of the hot path.
-impl<'de> Deserialize<'de> for Audience {
+impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Audience;
+        /// One element of the array, borrowed when the input allows it.
+        struct Element<'a>(Cow<'a, str>);
+        impl<'de: 'a, 'a> Deserialize<'de> for Element<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Cow::deserialize(d).map(Element)
+            }
+        }
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Audience<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string or an array of strings")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
-                Ok(Audience::One(v.to_owned()))
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Audience::One(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Audience::One(Cow::Owned(v.to_owned())))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<Audience, A::Error> {
+            ) -> Result<Self::Value, A::Error> {
                 let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
-                while let Some(a) = seq.next_element::<String>()? {
+                while let Some(Element(a)) = seq.next_element()? {
                     all.push(a);
                 }
                 Ok(Audience::Many(all))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-impl Audience {
+impl Audience<'_> {
     fn iter(&self) -> impl Iterator<Item = &str> {
-        let slice: &[String] = match self {
+        let slice: &[Cow<'_, str>] = match self {
             Audience::One(a) => std::slice::from_ref(a),
             Audience::Many(v) => v,
         };
-        slice.iter().map(String::as_str)
+        slice.iter().map(|a| &**a)
     }
 }
 
 #[derive(Deserialize)]
-struct Claims {
+struct Claims<'a> {
     iss: String,
-    #[serde(default)]
-    sub: Option<String>,
-    #[serde(default)]
-    aud: Option<Audience>,
+    /// Only compared: borrowed from the decoded payload when it has no escapes.
+    #[serde(default, borrow)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    aud: Option<Audience<'a>>,
     #[serde(default)]
     exp: Option<f64>,
     #[serde(default)]
@@ -187,16 +202,20 @@ struct KubeRef {
     uid: String,
 }
 
-/// A token split and decoded, before its signature is checked.
+/// A token split and decoded, before its signature is checked. Everything borrows the token or
+/// the one buffer its three parts were decoded into.
 struct Parsed<'t> {
     alg: Algorithm,
-    kid: Option<String>,
+    kid: Option<Cow<'t, str>>,
     signing_input: &'t [u8],
-    signature: Vec<u8>,
-    claims: Claims,
+    signature: &'t [u8],
+    claims: Claims<'t>,
 }
 
-fn parse(token: &str) -> Result<Parsed<'_>, Rejection> {
+/// Splits and decodes `token` into `buf` (header, payload and signature back to back, one
+/// allocation), checking in this order: size, shape, header, algorithm, payload, claims,
+/// signature encoding.
+fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Rejection::invalid(format!(
             "token is larger than {MAX_TOKEN_BYTES} bytes"
@@ -210,10 +229,25 @@ fn parse(token: &str) -> Result<Parsed<'_>, Rejection> {
             "token is not a compact JWS (header.payload.signature)",
         ));
     };
-    let header_bytes = URL_SAFE_NO_PAD
-        .decode(h)
-        .map_err(|_| Rejection::invalid("token header is not base64url"))?;
-    let header: Header<'_> = serde_json::from_slice(&header_bytes)
+    const HEADER: &str = "token header is not base64url";
+    const PAYLOAD: &str = "token payload is not base64url";
+    const SIGNATURE: &str = "token signature is not base64url";
+    let len = |part: &str, what: &'static str| {
+        B64.decoded_length(part.as_bytes())
+            .map_err(|_| Rejection::invalid(what))
+    };
+    let (hn, pn, sn) = (len(h, HEADER)?, len(p, PAYLOAD)?, len(s, SIGNATURE)?);
+    buf.clear();
+    buf.resize(hn + pn + sn, 0);
+    let (header_buf, rest) = buf.split_at_mut(hn);
+    let (payload_buf, signature_buf) = rest.split_at_mut(pn);
+    let decode = |part: &str, dst: &'t mut [u8], what: &'static str| {
+        B64.decode(part.as_bytes(), base64_simd::Out::from_slice(dst))
+            .map(|d| &*d)
+            .map_err(|_| Rejection::invalid(what))
+    };
+    let header_bytes = decode(h, header_buf, HEADER)?;
+    let header: Header<'t> = serde_json::from_slice(header_bytes)
         .map_err(|_| Rejection::invalid("token header is not a JSON object with alg"))?;
     if header.crit.is_some() {
         return Err(Rejection::invalid(
@@ -226,20 +260,15 @@ fn parse(token: &str) -> Result<Parsed<'_>, Rejection> {
             "algorithm {shown:?} is not accepted (RS256/384/512, ES256/384 only)"
         ))
     })?;
-    let kid = header.kid.map(|k| k.into_owned());
-    let payload = URL_SAFE_NO_PAD
-        .decode(p)
-        .map_err(|_| Rejection::invalid("token payload is not base64url"))?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
+    let payload = decode(p, payload_buf, PAYLOAD)?;
+    let claims: Claims<'t> = serde_json::from_slice(payload).map_err(|e| {
         Rejection::invalid(format!("token claims are malformed: {}", claim_error(&e)))
     })?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| Rejection::invalid("token signature is not base64url"))?;
+    let signature = decode(s, signature_buf, SIGNATURE)?;
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
     Ok(Parsed {
         alg,
-        kid,
+        kid: header.kid,
         signing_input,
         signature,
         claims,
@@ -280,7 +309,8 @@ pub async fn verify(
     lookup: impl FnOnce(&str) -> Option<Arc<[Arc<ClusterVerifier>]>>,
     now: f64,
 ) -> Result<(Identity, Arc<ClusterVerifier>), Rejection> {
-    let parsed = parse(token)?;
+    let mut buf = Vec::new();
+    let parsed = parse(token, &mut buf)?;
     let Some(candidates) = lookup(&parsed.claims.iss) else {
         let shown: String = parsed.claims.iss.chars().take(200).collect();
         return Err(Rejection::new(
@@ -302,7 +332,7 @@ pub async fn verify(
                 parsed.kid.as_deref(),
                 parsed.alg,
                 parsed.signing_input,
-                &parsed.signature,
+                parsed.signature,
             ),
             ClusterKeys::Remote(source) => match source.ring_for(parsed.kid.as_deref()).await {
                 Ok(fetched) => verify_with(
@@ -310,7 +340,7 @@ pub async fn verify(
                     parsed.kid.as_deref(),
                     parsed.alg,
                     parsed.signing_input,
-                    &parsed.signature,
+                    parsed.signature,
                 ),
                 Err(e) => {
                     tracing::warn!(cluster = %cluster.name, error = %e, "cannot obtain keys");
@@ -364,7 +394,7 @@ pub async fn verify(
 }
 
 fn check_claims(
-    claims: Claims,
+    claims: Claims<'_>,
     cluster: &ClusterVerifier,
     now: f64,
 ) -> Result<Identity, Rejection> {
