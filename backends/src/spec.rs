@@ -221,9 +221,13 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     } else {
         value
     };
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        SpecError::field(path, e.into_inner().to_string())
-    })
+    // Read without path bookkeeping first (it allocates a segment per key); only a failing
+    // value is read again with its path tracked, for the message.
+    T::deserialize(&value)
+        .or_else(|_| serde_path_to_error::deserialize(value))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            SpecError::field(path, e.into_inner().to_string())
+        })
 }

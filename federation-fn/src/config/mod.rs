@@ -300,6 +300,8 @@ pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError
     Ok(docs)
 }
 
+/// A manifest's envelope. `spec` is only checked for presence here: it is moved out of the
+/// document afterwards and read by its kind's type.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Manifest {
@@ -307,7 +309,8 @@ struct Manifest {
     kind: String,
     metadata: Metadata,
     #[serde(default)]
-    spec: serde_json::Value,
+    #[allow(dead_code)]
+    spec: serde::de::IgnoredAny,
     // Accepted so that `kubectl get -o yaml` output loads; ignored.
     #[serde(default)]
     #[allow(dead_code)]
@@ -404,7 +407,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
             );
             continue;
         }
-        let m: Manifest = match serde_path_to_error::deserialize(doc.value) {
+        let m: Manifest = match fast_then_tracked(&doc.value) {
             Ok(m) => m,
             Err(e) => {
                 let path = e.path().to_string();
@@ -417,11 +420,14 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                 continue;
             }
         };
+        let spec = match doc.value {
+            serde_json::Value::Object(mut map) => map.remove("spec").unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
         let Manifest {
             api_version,
             kind,
             metadata,
-            spec,
             ..
         } = m;
         let namespaced = kind != "Cluster" && kind != "Authorization";
@@ -580,13 +586,22 @@ fn generator_resource(key: &str) -> String {
     }
 }
 
+/// Reads `value` as a `T` without path bookkeeping (serde_path_to_error allocates a segment
+/// per key it enters, most of validating a large configuration); only a value that fails is
+/// read again with its path tracked, for the message.
+fn fast_then_tracked<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    T::deserialize(value).or_else(|_| serde_path_to_error::deserialize(value))
+}
+
 fn parse_spec<T: serde::de::DeserializeOwned>(
     spec: serde_json::Value,
 ) -> Result<T, (String, String)> {
     if spec.is_null() {
         return Err(("spec".to_owned(), "is required".to_owned()));
     }
-    serde_path_to_error::deserialize(spec).map_err(|e| {
+    fast_then_tracked(&spec).map_err(|e| {
         let path = e.path().to_string();
         (
             if path == "." {
