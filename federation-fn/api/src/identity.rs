@@ -38,6 +38,44 @@ pub struct Identity {
 impl Identity {
     /// The subject string Kubernetes uses for a service account.
     pub fn service_account_subject(namespace: &str, name: &str) -> String {
-        format!("system:serviceaccount:{namespace}:{name}")
+        format!("{SERVICE_ACCOUNT_SUBJECT_PREFIX}{namespace}:{name}")
+    }
+
+    /// Whether `subject` is [`Identity::service_account_subject`] of `namespace` and `name`,
+    /// without building it.
+    pub fn is_service_account_subject(subject: &str, namespace: &str, name: &str) -> bool {
+        subject
+            .strip_prefix(SERVICE_ACCOUNT_SUBJECT_PREFIX)
+            .and_then(|rest| rest.strip_prefix(namespace))
+            .and_then(|rest| rest.strip_prefix(':'))
+            == Some(name)
+    }
+}
+
+const SERVICE_ACCOUNT_SUBJECT_PREFIX: &str = "system:serviceaccount:";
+
+#[cfg(test)]
+mod tests {
+    use super::Identity;
+
+    #[test]
+    fn subject_check_matches_the_built_subject_only() {
+        let built = Identity::service_account_subject("team-a", "app");
+        assert_eq!(built, "system:serviceaccount:team-a:app");
+        assert!(Identity::is_service_account_subject(
+            &built, "team-a", "app"
+        ));
+        for (sub, ns, name) in [
+            ("system:serviceaccount:team-a:app", "team-a", "ap"),
+            ("system:serviceaccount:team-a:app", "team", "a:app"),
+            ("system:serviceaccount:team-a:app:x", "team-a", "app"),
+            ("system:serviceaccounts:team-a:app", "team-a", "app"),
+            ("", "", ""),
+        ] {
+            assert!(
+                !Identity::is_service_account_subject(sub, ns, name),
+                "{sub} {ns} {name}"
+            );
+        }
     }
 }

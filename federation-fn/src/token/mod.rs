@@ -247,8 +247,12 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
             .map_err(|_| Rejection::invalid(what))
     };
     let header_bytes = decode(h, header_buf, HEADER)?;
-    let header: Header<'t> = serde_json::from_slice(header_bytes)
-        .map_err(|_| Rejection::invalid("token header is not a JSON object with alg"))?;
+    // JSON is UTF-8 (RFC 8259): checked once for the whole part, so serde_json's str reader
+    // does not check every string again.
+    let header: Header<'t> = std::str::from_utf8(header_bytes)
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| Rejection::invalid("token header is not a JSON object with alg"))?;
     if header.crit.is_some() {
         return Err(Rejection::invalid(
             "token header has crit extensions, which are not supported",
@@ -261,7 +265,9 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
         ))
     })?;
     let payload = decode(p, payload_buf, PAYLOAD)?;
-    let claims: Claims<'t> = serde_json::from_slice(payload).map_err(|e| {
+    let payload = std::str::from_utf8(payload)
+        .map_err(|_| Rejection::invalid("token claims are malformed: not UTF-8"))?;
+    let claims: Claims<'t> = serde_json::from_str(payload).map_err(|e| {
         Rejection::invalid(format!("token claims are malformed: {}", claim_error(&e)))
     })?;
     let signature = decode(s, signature_buf, SIGNATURE)?;
@@ -438,12 +444,22 @@ fn check_claims(
             "token has no kubernetes.io claims; use a projected ServiceAccount token",
         )
     })?;
-    let subject = Identity::service_account_subject(&kube.namespace, &kube.serviceaccount.name);
-    if claims.sub.as_deref() != Some(subject.as_str()) {
-        return Err(Rejection::invalid(
-            "token sub does not match its kubernetes.io namespace and service account",
-        ));
-    }
+    let subject = match claims.sub {
+        Some(sub)
+            if Identity::is_service_account_subject(
+                &sub,
+                &kube.namespace,
+                &kube.serviceaccount.name,
+            ) =>
+        {
+            sub.into_owned()
+        }
+        _ => {
+            return Err(Rejection::invalid(
+                "token sub does not match its kubernetes.io namespace and service account",
+            ));
+        }
+    };
     let token_expires_at = jiff::Timestamp::from_second(exp as i64).unwrap_or(jiff::Timestamp::MAX);
     Ok(Identity {
         cluster: cluster.name.clone(),
