@@ -68,7 +68,7 @@ mod spec;
 pub use credential::{Credential, LeaseHandle};
 pub use error::{BackendError, SpecError};
 pub use secret::SecretRef;
-pub use spec::{GeneratorKind, GeneratorSpec};
+pub use spec::{GeneratorKind, GeneratorSpec, deserialize_tracked};
 pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
 
 /// `tracing` filter directives that silence the backend SDKs below `warn` (append them to

@@ -211,6 +211,15 @@ impl GeneratorSpec {
     }
 }
 
+/// Reads `value` as a `T` without path bookkeeping (serde_path_to_error allocates a segment
+/// per key it enters, most of validating a large configuration); only a value that fails is
+/// read again with its path tracked, for the message.
+pub fn deserialize_tracked<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    T::deserialize(value).or_else(|_| serde_path_to_error::deserialize(value))
+}
+
 /// Deserializes `value` into `T`, reporting the path of the failing field.
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
@@ -221,13 +230,9 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     } else {
         value
     };
-    // Read without path bookkeeping first (it allocates a segment per key); only a failing
-    // value is read again with its path tracked, for the message.
-    T::deserialize(&value)
-        .or_else(|_| serde_path_to_error::deserialize(value))
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            SpecError::field(path, e.into_inner().to_string())
-        })
+    deserialize_tracked(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        SpecError::field(path, e.into_inner().to_string())
+    })
 }

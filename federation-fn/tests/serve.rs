@@ -83,11 +83,6 @@ impl Server {
         self.logs.text()
     }
 
-    /// Whether a line containing `needle` is logged within 5 s (lines are batched).
-    fn logged(&self, needle: &str) -> bool {
-        self.logs.wait_for(needle, Duration::from_secs(5))
-    }
-
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill")
@@ -255,7 +250,7 @@ async fn serves_reloads_shares_leases_and_never_logs_secrets() {
             .status(),
         200
     );
-    assert!(one.logged("constrains nothing"), "{}", one.logs());
+    assert!(one.logs.logged("constrains nothing"), "{}", one.logs());
     let metrics = http
         .get(format!("http://{}/metrics", one.addr))
         .send()
@@ -270,7 +265,11 @@ async fn serves_reloads_shares_leases_and_never_logs_secrets() {
     );
 
     // Audit lines exist and carry the identity.
-    assert!(one.logged("\"target\":\"esi::audit\""), "{}", one.logs());
+    assert!(
+        one.logs.logged("\"target\":\"esi::audit\""),
+        "{}",
+        one.logs()
+    );
     let logs = one.logs() + &two.logs();
     assert!(logs.contains("\"service_account\":\"app\""), "{logs}");
 
@@ -448,6 +447,6 @@ async fn sighup_reloads_the_configuration_at_once() {
             == 200
     })
     .await;
-    assert!(server.logged("SIGHUP"), "{}", server.logs());
+    assert!(server.logs.logged("SIGHUP"), "{}", server.logs());
     assert!(server.terminate().success());
 }

@@ -407,7 +407,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
             );
             continue;
         }
-        let m: Manifest = match fast_then_tracked(&doc.value) {
+        let m: Manifest = match esi_backends::deserialize_tracked(&doc.value) {
             Ok(m) => m,
             Err(e) => {
                 let path = e.path().to_string();
@@ -586,22 +586,13 @@ fn generator_resource(key: &str) -> String {
     }
 }
 
-/// Reads `value` as a `T` without path bookkeeping (serde_path_to_error allocates a segment
-/// per key it enters, most of validating a large configuration); only a value that fails is
-/// read again with its path tracked, for the message.
-fn fast_then_tracked<T: serde::de::DeserializeOwned>(
-    value: &serde_json::Value,
-) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
-    T::deserialize(value).or_else(|_| serde_path_to_error::deserialize(value))
-}
-
 fn parse_spec<T: serde::de::DeserializeOwned>(
     spec: serde_json::Value,
 ) -> Result<T, (String, String)> {
     if spec.is_null() {
         return Err(("spec".to_owned(), "is required".to_owned()));
     }
-    fast_then_tracked(&spec).map_err(|e| {
+    esi_backends::deserialize_tracked(&spec).map_err(|e| {
         let path = e.path().to_string();
         (
             if path == "." {
