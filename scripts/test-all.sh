@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 export ESI_PEERS_DIR="${ESI_PEERS_DIR:-$PWD/.peers}"
 export ESI_REQUIRE_PEERS=1
 mkdir -p "$ESI_PEERS_DIR"
+# A full build and test run needs a few GB under target/ and the peers' directory; say what
+# the disk had, so a "No space left on device" further down explains itself.
+echo "==> disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free under $PWD"
 
 started=()
 stop_peers() {
