@@ -9,6 +9,11 @@
 //! - Revocation: a lease id goes to `sys/leases/revoke`; an `Auth` result is revoked by its
 //!   accessor (`auth/token/revoke-accessor`); a PKI certificate issued without a lease is
 //!   revoked by serial number (`<mount>/revoke`).
+//! - The Authorization's `maxTTL` holds: a revocable credential that would outlive it is
+//!   renewed with `increment = maxTTL` (Vault sets a renewed lease's TTL to the increment from
+//!   now, and the database plugin moves the user's `VALID UNTIL` with it). One that cannot be
+//!   shortened that way (not renewable, a PKI certificate, no expiry) is revoked at once and the
+//!   request refused with a message naming both lifetimes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -219,8 +224,28 @@ impl VaultDynamicSecretGenerator {
 }
 
 impl Generate for VaultDynamicSecretGenerator {
-    async fn generate(&self, _ctx: &Context<'_>) -> Result<Credential, BackendError> {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let resp = self.call_with_retries().await?;
+        let cred = self.credential(resp)?;
+        match ctx.max_ttl {
+            Some(max) => self.hold_to(max, cred).await,
+            None => Ok(cred),
+        }
+    }
+
+    async fn revoke(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
+        self.revoke_lease(handle).await
+    }
+}
+
+/// Seconds from `now` to `t` (negative when past).
+fn secs_until(now: jiff::Timestamp, t: jiff::Timestamp) -> i64 {
+    t.as_second() - now.as_second()
+}
+
+impl VaultDynamicSecretGenerator {
+    /// The credential in Vault's answer.
+    fn credential(&self, resp: crate::vault::VaultResponse) -> Result<Credential, BackendError> {
         let now = jiff::Timestamp::now();
         let in_secs = |secs: u64| {
             now.checked_add(jiff::SignedDuration::from_secs(
@@ -299,7 +324,99 @@ impl Generate for VaultDynamicSecretGenerator {
         }
     }
 
-    async fn revoke(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
+    /// Holds `cred` to `max` (the Authorization's `maxTTL`): see the module documentation.
+    async fn hold_to(&self, max: Duration, cred: Credential) -> Result<Credential, BackendError> {
+        // A credential without a lease handle was not minted for this caller (a plain read):
+        // there is nothing to shorten or revoke.
+        let Some(handle) = cred.lease.clone() else {
+            return Ok(cred);
+        };
+        let max_secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        let now = jiff::Timestamp::now();
+        // One second of slack for the clock ticking between Vault's answer and this check.
+        let fits = |expires: Option<jiff::Timestamp>| {
+            expires.is_some_and(|t| secs_until(now, t) <= max_secs.saturating_add(1))
+        };
+        if fits(cred.expires_at) {
+            return Ok(cred);
+        }
+        let lease = VaultLease::from_handle(&handle)?;
+        let shortened = match (&lease, cred.renewable) {
+            (VaultLease::LeaseId(id), true) => {
+                let body = serde_json::json!({ "lease_id": id, "increment": max_secs });
+                self.conn
+                    .call(reqwest::Method::PUT, "sys/leases/renew", Some(&body))
+                    .await
+                    .map(|r| r.lease_duration)
+            }
+            (VaultLease::Accessor(accessor), true) => {
+                let body = serde_json::json!({ "accessor": accessor, "increment": max_secs });
+                self.conn
+                    .call(
+                        reqwest::Method::POST,
+                        "auth/token/renew-accessor",
+                        Some(&body),
+                    )
+                    .await
+                    .map(|r| {
+                        r.auth
+                            .and_then(|a| a.get("lease_duration").and_then(|v| v.as_u64()))
+                            .unwrap_or(0)
+                    })
+            }
+            _ => Err(BackendError::Invalid("not renewable".to_owned())),
+        };
+        let renewed_until = match shortened {
+            Ok(secs) if secs > 0 => now
+                .checked_add(jiff::SignedDuration::from_secs(
+                    i64::try_from(secs).unwrap_or(i64::MAX),
+                ))
+                .ok(),
+            _ => None,
+        };
+        if fits(renewed_until) {
+            return Ok(Credential {
+                expires_at: renewed_until,
+                ..cred
+            });
+        }
+        let human = |secs: i64| {
+            humantime::format_duration(Duration::from_secs(secs.max(0).unsigned_abs())).to_string()
+        };
+        let lifetime = match cred.expires_at {
+            Some(t) => human(secs_until(now, t)),
+            None => "without an expiry".to_owned(),
+        };
+        // Nothing minted may outlive its Authorization: take it back before refusing.
+        let revoked = self.revoke_lease(&handle).await;
+        if let Err(e) = &revoked {
+            tracing::error!(
+                path = self.path(),
+                detail = e.detail(),
+                "revoking a credential that outlives the Authorization's maxTTL failed; it lives until Vault expires it"
+            );
+        }
+        Err(BackendError::Rejected {
+            message: format!(
+                "the credential from {} would live {lifetime}, longer than the Authorization's maxTTL of {}, \
+                 and Vault would not shorten it; it was revoked. Lower the Vault role's TTL to at most {}",
+                self.path(),
+                human(max_secs),
+                human(max_secs)
+            ),
+            detail: format!(
+                "{}: lease outlives maxTTL {max_secs}s; renewal to it: {}; revoked: {}",
+                self.path(),
+                match &renewed_until {
+                    Some(t) => format!("until {t}"),
+                    None => "refused or not renewable".to_owned(),
+                },
+                revoked.is_ok()
+            ),
+        })
+    }
+
+    async fn revoke_lease(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
         let foreign =
             || BackendError::Invalid("the lease was not issued by this generator".to_owned());
         match VaultLease::from_handle(handle)? {

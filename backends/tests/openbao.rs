@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use esi_backends::{BackendError, Generate};
 use serde_json::{Value, json};
 
-use common::{build, ctx, identity, peer, suffix};
+use common::{build, ctx, ctx_with_max_ttl, identity, peer, suffix};
 
 /// The test's administrative access to OpenBao (the root token of the dev server).
 struct Bao {
@@ -230,6 +230,66 @@ async fn database_user_logs_in_then_fails_after_revoke() {
         let _ = task.await;
     }
 
+    // The Authorization's maxTTL (10m, below the role's 1h) holds: the lease is renewed down
+    // to it, and PostgreSQL's VALID UNTIL moves with it.
+    let max = Duration::from_secs(600);
+    let short = g
+        .generate(&ctx_with_max_ttl(
+            &id,
+            "payments/VaultDynamicSecret/db",
+            max,
+        ))
+        .await
+        .expect("issues a database user held to maxTTL");
+    let secs = short
+        .expires_at
+        .expect("expiresAt")
+        .duration_since(jiff::Timestamp::now())
+        .as_secs();
+    assert!(
+        (590..=601).contains(&secs),
+        "expiresAt in {secs}s, want maxTTL 600s"
+    );
+    let short_lease = short.lease.clone().expect("a lease");
+    let lease_id = short_lease.0["vault"]["leaseId"]
+        .as_str()
+        .expect("a lease id")
+        .to_owned();
+    let looked = bao
+        .post("sys/leases/lookup", json!({"lease_id": lease_id}))
+        .await;
+    let ttl = looked["data"]["ttl"].as_i64().expect("ttl");
+    assert!(
+        (590..=600).contains(&ttl),
+        "Vault's lease ttl {ttl}s, want <= 600s: {looked}"
+    );
+    {
+        let (client, conn) = connect(user.clone(), password.clone())
+            .await
+            .expect("the first user still logs in");
+        let task = tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT extract(epoch from rolvaliduntil - now())::bigint FROM pg_roles WHERE rolname = $1",
+                &[&short.data["username"]],
+            )
+            .await
+            .expect("query");
+        let valid_for: i64 = row.get(0);
+        // The database engine sets VALID UNTIL a 5 s buffer past the lease's end.
+        assert!(
+            (580..=606).contains(&valid_for),
+            "the database user is valid for {valid_for}s, want maxTTL 600s"
+        );
+        drop(client);
+        let _ = task.await;
+    }
+    assert!(
+        g.revoke(&short_lease)
+            .await
+            .expect("revokes the short lease")
+    );
+
     assert!(g.revoke(&lease).await.expect("revokes the lease"));
     let Err(err) = connect(user.clone(), password.clone()).await else {
         panic!("login must fail after revoke")
@@ -311,6 +371,46 @@ async fn pki_certificates_are_issued_and_revoked() {
         assert!(
             revoked(bao.get(&format!("{mount}/cert/{serial}")).await),
             "{role}: certificate not revoked"
+        );
+
+        // A certificate's lifetime cannot be shortened after issue: one that would outlive
+        // the Authorization's maxTTL (10m < 30m) is revoked and the request refused.
+        let serials = |listed: Value| -> std::collections::BTreeSet<String> {
+            listed["data"]["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        };
+        let before = serials(bao.get(&format!("{mount}/certs?list=true")).await);
+        let err = g
+            .generate(&ctx_with_max_ttl(
+                &id,
+                "payments/VaultDynamicSecret/cert",
+                Duration::from_secs(600),
+            ))
+            .await
+            .expect_err("a certificate outliving maxTTL is refused");
+        let BackendError::Rejected { message, .. } = &err else {
+            panic!("{role}: want Rejected, got {err:?}")
+        };
+        assert!(
+            message.contains("maxTTL of 10m") && message.contains("revoked"),
+            "{role}: {message}"
+        );
+        let minted: Vec<String> = serials(bao.get(&format!("{mount}/certs?list=true")).await)
+            .difference(&before)
+            .cloned()
+            .collect();
+        assert_eq!(
+            minted.len(),
+            1,
+            "{role}: one certificate minted: {minted:?}"
+        );
+        assert!(
+            revoked(bao.get(&format!("{mount}/cert/{}", minted[0])).await),
+            "{role}: the refused certificate was not revoked"
         );
     }
 }
@@ -645,6 +745,32 @@ async fn auth_result_token_is_revoked_by_accessor() {
         .await
         .is_ok()
     );
+    // A renewable token is renewed down to the Authorization's maxTTL (2m < 10m).
+    let short = g
+        .generate(&ctx_with_max_ttl(
+            &id,
+            "payments/VaultDynamicSecret/tok",
+            Duration::from_secs(120),
+        ))
+        .await
+        .expect("a token held to maxTTL");
+    let looked = bao
+        .post(
+            "auth/token/lookup-accessor",
+            json!({"accessor": short.data["accessor"]}),
+        )
+        .await;
+    let ttl = looked["data"]["ttl"].as_i64().expect("ttl");
+    assert!(
+        (110..=120).contains(&ttl),
+        "token ttl {ttl}s, want <= 120s: {looked}"
+    );
+    assert!(
+        g.revoke(&short.lease.expect("lease"))
+            .await
+            .expect("revoke")
+    );
+
     assert!(g.revoke(&cred.lease.expect("lease")).await.expect("revoke"));
     let after = bao
         .try_call(

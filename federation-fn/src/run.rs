@@ -75,7 +75,8 @@ mod tests {
         tokio::task::yield_now().await;
         caller.abort();
         assert!(caller.await.is_err_and(|e| e.is_cancelled()));
-        go.send(()).expect("the detached work still holds the receiver");
+        go.send(())
+            .expect("the detached work still holds the receiver");
         for _ in 0..100 {
             if done.load(Ordering::SeqCst) {
                 return;

@@ -60,6 +60,19 @@ pub fn ctx<'a>(id: &'a Identity, generator: &'a str) -> Context<'a> {
     }
 }
 
+/// [`ctx`] under an Authorization with this `maxTTL`.
+
+pub fn ctx_with_max_ttl<'a>(
+    id: &'a Identity,
+    generator: &'a str,
+    max_ttl: std::time::Duration,
+) -> Context<'a> {
+    Context {
+        max_ttl: Some(max_ttl),
+        ..ctx(id, generator)
+    }
+}
+
 /// Builds a generator from manifest JSON, as the federation's loader would.
 pub fn build(kind: &str, spec: serde_json::Value, store: Option<serde_json::Value>) -> Generator {
     let kind = GeneratorKind::parse(kind).expect("known kind");
