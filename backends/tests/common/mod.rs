@@ -61,7 +61,6 @@ pub fn ctx<'a>(id: &'a Identity, generator: &'a str) -> Context<'a> {
 }
 
 /// [`ctx`] under an Authorization with this `maxTTL`.
-
 pub fn ctx_with_max_ttl<'a>(
     id: &'a Identity,
     generator: &'a str,
