@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod mutate;
+pub mod patch;
 pub mod review;
 pub mod server;
 pub mod service_account;

@@ -19,11 +19,14 @@ use esi_api::inject::{
     TOKEN_VOLUME_NAME, VOLUME_NAME,
 };
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use serde_json::{Value, json};
 
 use crate::config::{InitPosition, WebhookConfig};
+use crate::patch::{
+    Capabilities, CliContainer, EmptyDir, EnvVar, Exec, FieldPath, FieldRef, JsonPatch, Mount, Op,
+    Probe, Projected, Resources, SeccompProfile, SecurityContext, ServiceAccountToken, TokenSource,
+    Val, Volume,
+};
 
 /// Size limit of the memory-backed volume (the esi-cli binary plus credentials).
 pub const VOLUME_SIZE_LIMIT: &str = "32Mi";
@@ -74,7 +77,7 @@ pub enum Outcome {
     /// Admit the Pod with this patch.
     Patch {
         /// The JSON patch.
-        patch: Patch,
+        patch: JsonPatch,
         /// The spec handed to esi-cli (for logs and tests).
         spec: Box<InjectionSpec>,
         /// Warnings returned to the client.
@@ -233,8 +236,8 @@ fn ptr(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
+fn add(path: PointerBuf, value: Val<'_>) -> Op<'_> {
+    Op::Add { path, value }
 }
 
 /// `Y` under or equal to `X` as paths.
@@ -337,7 +340,7 @@ impl<'a> Planner<'a> {
             revoke_on_exit: ann.revoke_on_exit,
         };
 
-        let mut ops: Vec<PatchOperation> = Vec::new();
+        let mut ops: Vec<Op<'_>> = Vec::new();
         // 1. Chosen containers, by their original indexes (before anything is inserted).
         for c in &chosen {
             let idx = c.index.to_string();
@@ -349,12 +352,12 @@ impl<'a> Planner<'a> {
                 ptr(&t)
             };
             if let Some(cmd) = commands.get(c.container.name.as_str()) {
-                let value = json!(cmd);
+                let value = Val::Command(cmd);
                 if c.container.command.is_some() {
-                    ops.push(PatchOperation::Replace(ReplaceOperation {
+                    ops.push(Op::Replace {
                         path: at(&["command"]),
                         value,
-                    }));
+                    });
                 } else {
                     ops.push(add(at(&["command"]), value));
                 }
@@ -365,10 +368,20 @@ impl<'a> Planner<'a> {
                 .get(&c.container.name)
                 .is_some_and(ContainerSpec::wants_env)
             {
-                mounts.push(json!({"name": volume, "mountPath": MOUNT_PATH, "readOnly": true}));
+                mounts.push(Mount {
+                    name: &volume,
+                    mount_path: MOUNT_PATH,
+                    sub_path: None,
+                    read_only: Some(true),
+                });
             }
             for (dir, key) in &dirs {
-                mounts.push(json!({"name": volume, "mountPath": dir, "subPath": format!("{FILES_DIR}/{key}"), "readOnly": true}));
+                mounts.push(Mount {
+                    name: &volume,
+                    mount_path: dir,
+                    sub_path: Some(format!("{FILES_DIR}/{key}")),
+                    read_only: Some(true),
+                });
             }
             if mounts.is_empty() {
                 continue;
@@ -376,10 +389,10 @@ impl<'a> Planner<'a> {
             match &c.container.volume_mounts {
                 Some(_) => {
                     for m in mounts {
-                        ops.push(add(at(&["volumeMounts", "-"]), m));
+                        ops.push(add(at(&["volumeMounts", "-"]), Val::Mount(m)));
                     }
                 }
-                None => ops.push(add(at(&["volumeMounts"]), Value::Array(mounts))),
+                None => ops.push(add(at(&["volumeMounts"]), Val::Mounts(mounts))),
             }
         }
 
@@ -412,31 +425,53 @@ impl<'a> Planner<'a> {
         match &self.spec.init_containers {
             None => ops.push(add(
                 ptr(&["spec", "initContainers"]),
-                Value::Array(new_inits),
+                Val::Containers(new_inits),
             )),
             Some(_) if first => {
                 for (i, c) in new_inits.into_iter().enumerate() {
-                    ops.push(add(ptr(&["spec", "initContainers", &i.to_string()]), c));
+                    ops.push(add(
+                        ptr(&["spec", "initContainers", &i.to_string()]),
+                        Val::Container(Box::new(c)),
+                    ));
                 }
             }
             Some(_) => {
                 for c in new_inits {
-                    ops.push(add(ptr(&["spec", "initContainers", "-"]), c));
+                    ops.push(add(
+                        ptr(&["spec", "initContainers", "-"]),
+                        Val::Container(Box::new(c)),
+                    ));
                 }
             }
         }
 
         // 3. Volumes.
         let new_volumes = vec![
-            json!({"name": volume, "emptyDir": {"medium": "Memory", "sizeLimit": VOLUME_SIZE_LIMIT}}),
-            json!({"name": token_volume, "projected": {"sources": [{"serviceAccountToken": {
-                "audience": audience, "expirationSeconds": expiration, "path": TOKEN_FILE_NAME}}]}}),
+            Volume::EmptyDir {
+                name: &volume,
+                empty_dir: EmptyDir {
+                    medium: "Memory",
+                    size_limit: VOLUME_SIZE_LIMIT,
+                },
+            },
+            Volume::Projected {
+                name: &token_volume,
+                projected: Projected {
+                    sources: [TokenSource {
+                        service_account_token: ServiceAccountToken {
+                            audience: &audience,
+                            expiration_seconds: expiration,
+                            path: TOKEN_FILE_NAME,
+                        },
+                    }],
+                },
+            },
         ];
         match &self.spec.volumes {
-            None => ops.push(add(ptr(&["spec", "volumes"]), Value::Array(new_volumes))),
+            None => ops.push(add(ptr(&["spec", "volumes"]), Val::Volumes(new_volumes))),
             Some(_) => {
                 for v in new_volumes {
-                    ops.push(add(ptr(&["spec", "volumes", "-"]), v));
+                    ops.push(add(ptr(&["spec", "volumes", "-"]), Val::Volume(v)));
                 }
             }
         }
@@ -445,16 +480,22 @@ impl<'a> Planner<'a> {
         match &self.pod.metadata.annotations {
             None => ops.push(add(
                 ptr(&["metadata", "annotations"]),
-                json!({ ANN_STATUS: STATUS_INJECTED }),
+                Val::Annotations([(ANN_STATUS, STATUS_INJECTED)].into()),
             )),
             Some(_) => ops.push(add(
                 ptr(&["metadata", "annotations", ANN_STATUS]),
-                json!(STATUS_INJECTED),
+                Val::Str(STATUS_INJECTED),
             )),
         }
 
+        let patch = JsonPatch::new(&ops).map_err(|e| {
+            Denial(format!(
+                "esi: internal error serializing the patch ({e}); the Pod was not admitted"
+            ))
+        })?;
+        drop(ops);
         Ok(Outcome::Patch {
-            patch: Patch(ops),
+            patch,
             spec: Box::new(inj),
             warnings: self.warnings,
         })
@@ -962,66 +1003,91 @@ impl<'a> Planner<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn cli_container(
-        &self,
-        name: &str,
-        subcommand: &str,
-        spec_json: &str,
-        volume: &str,
-        token_volume: &str,
+    fn cli_container<'c>(
+        &'c self,
+        name: &'c str,
+        subcommand: &'c str,
+        spec_json: &'c str,
+        volume: &'c str,
+        token_volume: &'c str,
         owner: &ResolvedOwner,
-        restart_policy: Option<&str>,
+        restart_policy: Option<&'c str>,
         federation_url: &str,
-    ) -> Value {
+    ) -> CliContainer<'c> {
         let cli = &self.cfg.cli;
-        let mut c = json!({
-            "name": name,
-            "image": cli.image,
-            "imagePullPolicy": cli.image_pull_policy,
-            "command": [cli.binary_path],
-            "args": [subcommand],
-            "env": [
-                {"name": ENV_SPEC, "value": spec_json},
-                {"name": ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            ],
-            "volumeMounts": [
-                {"name": volume, "mountPath": MOUNT_PATH},
-                {"name": token_volume, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true},
-            ],
-            "resources": {"requests": cli.requests, "limits": cli.limits},
-            "securityContext": {
-                "runAsUser": owner.run_as_user,
-                "runAsGroup": owner.run_as_group,
-                "runAsNonRoot": true,
-                "readOnlyRootFilesystem": true,
-                "allowPrivilegeEscalation": false,
-                "privileged": false,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
+        let field = |name, field_path| EnvVar {
+            name,
+            value: None,
+            value_from: Some(FieldRef {
+                field_ref: FieldPath { field_path },
+            }),
+        };
+        let mut env = vec![
+            EnvVar {
+                name: ENV_SPEC,
+                value: Some(spec_json),
+                value_from: None,
             },
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        });
-        if let (Some(policy), Some(obj)) = (restart_policy, c.as_object_mut()) {
-            obj.insert("restartPolicy".into(), json!(policy));
+            field(ENV_POD_NAME, "metadata.name"),
+            field(ENV_POD_NAMESPACE, "metadata.namespace"),
+        ];
+        // esi-cli refuses plain HTTP unless told; the webhook allowed this URL on purpose.
+        if federation_url.starts_with("http://") {
+            env.push(EnvVar {
+                name: ENV_ALLOW_HTTP,
+                value: Some("true"),
+                value_from: None,
+            });
+        }
+        CliContainer {
+            name,
+            image: &cli.image,
+            image_pull_policy: &cli.image_pull_policy,
+            command: [&cli.binary_path],
+            args: [subcommand],
+            env,
+            volume_mounts: [
+                Mount {
+                    name: volume,
+                    mount_path: MOUNT_PATH,
+                    sub_path: None,
+                    read_only: None,
+                },
+                Mount {
+                    name: token_volume,
+                    mount_path: TOKEN_MOUNT_PATH,
+                    sub_path: None,
+                    read_only: Some(true),
+                },
+            ],
+            resources: Resources {
+                requests: &cli.requests,
+                limits: &cli.limits,
+            },
+            security_context: SecurityContext {
+                run_as_user: owner.run_as_user,
+                run_as_group: owner.run_as_group,
+                run_as_non_root: true,
+                read_only_root_filesystem: true,
+                allow_privilege_escalation: false,
+                privileged: false,
+                capabilities: Capabilities { drop: ["ALL"] },
+                seccomp_profile: SeccompProfile {
+                    kind: "RuntimeDefault",
+                },
+            },
+            termination_message_policy: "FallbackToLogsOnError",
+            restart_policy,
             // A native sidecar's startupProbe holds the app containers back until it passes:
             // the app starts only once the refresher has taken over the credentials.
-            obj.insert(
-                "startupProbe".into(),
-                json!({
-                    "exec": {"command": [cli.binary_path, "ready"]},
-                    "periodSeconds": 1,
-                    "failureThreshold": 120,
-                }),
-            );
+            startup_probe: restart_policy.map(|_| Probe {
+                exec: Exec {
+                    command: [&cli.binary_path, "ready"],
+                },
+                period_seconds: 1,
+                failure_threshold: 120,
+            }),
         }
-        // esi-cli refuses plain HTTP unless told; the webhook allowed this URL on purpose.
-        if federation_url.starts_with("http://")
-            && let Some(env) = c.get_mut("env").and_then(Value::as_array_mut)
-        {
-            env.push(json!({"name": ENV_ALLOW_HTTP, "value": "true"}));
-        }
-        c
     }
 }
 

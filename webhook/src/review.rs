@@ -299,29 +299,18 @@ pub fn decide(
         ),
         Ok(Outcome::Patch {
             patch, warnings, ..
-        }) => match serde_json::to_vec(&patch) {
-            Ok(bytes) => (
-                ReviewResponse::new(AdmissionAnswer {
-                    uid: req.uid,
-                    allowed: true,
-                    status: None,
-                    patch_type: Some("JSONPatch"),
-                    patch: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                    warnings,
-                }),
-                Decision::Injected,
-                "injected".to_owned(),
-            ),
-            Err(_) => {
-                let msg = "esi: internal error serializing the patch; the Pod was not admitted"
-                    .to_owned();
-                (
-                    ReviewResponse::deny(req.uid, 500, "InternalError", msg.clone()),
-                    Decision::Denied,
-                    msg,
-                )
-            }
-        },
+        }) => (
+            ReviewResponse::new(AdmissionAnswer {
+                uid: req.uid,
+                allowed: true,
+                status: None,
+                patch_type: Some("JSONPatch"),
+                patch: Some(base64::engine::general_purpose::STANDARD.encode(patch.as_bytes())),
+                warnings,
+            }),
+            Decision::Injected,
+            "injected".to_owned(),
+        ),
         Err(denial) => (
             ReviewResponse::deny(req.uid, 403, "Forbidden", denial.0.clone()),
             Decision::Denied,

@@ -43,7 +43,7 @@ fn esi_cli_env(url: &str, allow_http: bool) -> Vec<String> {
     let Ok(Outcome::Patch { patch, .. }) = mutate(&pod(), "default", None, &cfg) else {
         panic!("expected a patch for {url}");
     };
-    let patch = serde_json::to_value(&patch).unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(patch.as_bytes()).unwrap();
     patch
         .as_array()
         .unwrap()
