@@ -443,6 +443,58 @@ async fn unreachable_backend_is_503_backend_unavailable() {
 }
 
 #[tokio::test]
+async fn silent_backend_is_cut_off_at_the_backend_timeout() {
+    // A "Vault" that accepts connections and never answers: only the federation's own
+    // backend timeout can end the request.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            conns.push(conn);
+        }
+    });
+    let issuer = common::issuer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, "s.not-a-real-token").unwrap();
+    let yaml = common::cluster("alpha", &issuer.issuer())
+        + common::GENERATORS
+        + &format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: vault, namespace: default}}\nspec:\n  provider:\n    vault:\n      server: http://{addr}\n      timeout: 30s\n      auth: {{token: {{file: {}}}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: VaultDynamicSecret\nmetadata: {{name: db, namespace: default}}\nspec:\n  secretStoreRef: {{name: vault}}\n  path: database/creds/app\n",
+            token_file.display()
+        );
+    let settings = Settings {
+        backend_timeout: Duration::from_millis(300),
+        ..common::settings(Duration::from_millis(300))
+    };
+    let state = common::state(&yaml, settings);
+    let token = common::token(&issuer, "default", "app");
+    let started = std::time::Instant::now();
+    let (status, _, json, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/VaultDynamicSecret/db",
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, common::code(&json)),
+        (503, "backend_unavailable"),
+        "{text}"
+    );
+    assert!(text.contains("did not answer within"), "{text}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "answered after {took:?}, want the 300ms backend timeout"
+    );
+    held.abort();
+}
+
+#[tokio::test]
 async fn authorize_dry_run_explains_each_generator_without_minting() {
     let (issuer, state) = setup().await;
     let limited = common::token(&issuer, "limited", "app");
