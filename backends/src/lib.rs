@@ -143,6 +143,15 @@ pub enum Generator {
     Webhook(Box<webhook::WebhookGenerator>),
 }
 
+/// What the generators of one configuration share, built once per store rather than once per
+/// generator: a Vault store's HTTP client, login and token renewal. Build a configuration's
+/// generators with one `Shared` ([`Generator::build_shared`]); a reload builds a new one.
+#[derive(Debug, Default)]
+pub struct Shared {
+    #[cfg(feature = "vault")]
+    vault: vault::VaultConns,
+}
+
 impl Generator {
     /// Builds the generator for a spec. `store` is the SecretStore the spec refers to, when it
     /// refers to one (the loader has checked it exists; `None` for a missing store is
@@ -153,7 +162,17 @@ impl Generator {
     /// backend. Must be called inside a Tokio runtime only for the `aws` kinds' first use,
     /// not for building.
     pub fn build(spec: &GeneratorSpec, store: Option<&SecretStoreSpec>) -> Result<Self, SpecError> {
-        let _ = &store;
+        Self::build_shared(spec, store, &mut Shared::default())
+    }
+
+    /// [`Generator::build`] for one of many generators of a configuration: generators on the
+    /// same store share what `shared` holds for it (see [`Shared`]).
+    pub fn build_shared(
+        spec: &GeneratorSpec,
+        store: Option<&SecretStoreSpec>,
+        shared: &mut Shared,
+    ) -> Result<Self, SpecError> {
+        let _ = (&store, &shared);
         Ok(match spec {
             GeneratorSpec::Password(s) => {
                 Generator::Password(password::PasswordGenerator::new(s.clone())?)
@@ -162,11 +181,19 @@ impl Generator {
             GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())?),
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Generator::VaultDynamicSecret(Box::new(
-                vault_dynamic_secret::VaultDynamicSecretGenerator::new(s.clone(), store)?,
+                vault_dynamic_secret::VaultDynamicSecretGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.vault,
+                )?,
             )),
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultStaticSecret(s) => Generator::VaultStaticSecret(Box::new(
-                vault_static_secret::VaultStaticSecretGenerator::new(s.clone(), store)?,
+                vault_static_secret::VaultStaticSecretGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.vault,
+                )?,
             )),
             #[cfg(feature = "aws")]
             GeneratorSpec::AwsAssumeRole(s) => Generator::AwsAssumeRole(Box::new(

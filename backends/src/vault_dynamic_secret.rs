@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
 use crate::store::{SecretStoreRef, StoreProvider};
-use crate::vault::{VaultConn, value_string};
+use crate::vault::{VaultConn, VaultConns, value_string};
 use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SecretStoreSpec, SpecError};
 
 /// `spec` of a `VaultDynamicSecret` generator.
@@ -171,10 +171,11 @@ pub struct VaultDynamicSecretGenerator {
 }
 
 impl VaultDynamicSecretGenerator {
-    /// Builds the generator on its store.
+    /// Builds the generator on its store's shared connection.
     pub fn new(
         spec: VaultDynamicSecretSpec,
         store: Option<&SecretStoreSpec>,
+        conns: &mut VaultConns,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider =
@@ -184,7 +185,7 @@ impl VaultDynamicSecretGenerator {
                 _ => None,
             })?;
         Ok(VaultDynamicSecretGenerator {
-            conn: Arc::new(VaultConn::new(provider)?),
+            conn: conns.get(provider)?,
             spec,
         })
     }
@@ -537,7 +538,8 @@ mod tests {
         else {
             unreachable!()
         };
-        let err = VaultDynamicSecretGenerator::new(s, None).unwrap_err();
+        let err =
+            VaultDynamicSecretGenerator::new(s, None, &mut VaultConns::default()).unwrap_err();
         assert!(err.to_string().contains("secretStoreRef.name"), "{err}");
     }
 

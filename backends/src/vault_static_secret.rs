@@ -23,7 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{SecretStoreRef, StoreProvider};
-use crate::vault::{VaultConn, value_string};
+use crate::vault::{VaultConn, VaultConns, value_string};
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 /// `spec` of a `VaultStaticSecret` generator.
@@ -95,10 +95,11 @@ pub struct VaultStaticSecretGenerator {
 }
 
 impl VaultStaticSecretGenerator {
-    /// Builds the generator on its store.
+    /// Builds the generator on its store's shared connection.
     pub fn new(
         spec: VaultStaticSecretSpec,
         store: Option<&SecretStoreSpec>,
+        conns: &mut VaultConns,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider =
@@ -108,7 +109,7 @@ impl VaultStaticSecretGenerator {
                 _ => None,
             })?;
         Ok(VaultStaticSecretGenerator {
-            conn: Arc::new(VaultConn::new(provider)?),
+            conn: conns.get(provider)?,
             spec,
         })
     }

@@ -815,3 +815,78 @@ async fn unreachable_server_is_unavailable_and_refusals_are_rejected() {
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
     assert_eq!(err.code().as_str(), "backend_rejected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generators_on_one_store_share_its_login() {
+    let test = "generators_on_one_store_share_its_login";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let path = format!("approle-{}", suffix());
+    bao.post(&format!("sys/auth/{path}"), json!({"type": "approle"}))
+        .await;
+    // Every secret id below logs in once: a second login on it is refused.
+    bao.post(
+        &format!("auth/{path}/role/esi"),
+        json!({"token_policies": [policy], "token_ttl": "10m", "secret_id_num_uses": 1}),
+    )
+    .await;
+    let role_id = bao.get(&format!("auth/{path}/role/esi/role-id")).await["data"]["role_id"]
+        .as_str()
+        .expect("role id")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_with_fresh_secret_id = |name: &str| {
+        let bao = &bao;
+        let (path, role_id, file) = (&path, &role_id, dir.path().join(name));
+        async move {
+            let secret_id = bao
+                .post(&format!("auth/{path}/role/esi/secret-id"), json!({}))
+                .await["data"]["secret_id"]
+                .as_str()
+                .expect("secret id")
+                .to_owned();
+            std::fs::write(&file, secret_id).expect("write");
+            let store = bao.store(json!({"appRole": {"path": path, "roleId": role_id, "secretIdRef": {"file": file}}}));
+            esi_backends::SecretStoreSpec::from_manifest(store).expect("valid store")
+        }
+    };
+    let spec = |extra: Value| {
+        esi_backends::GeneratorSpec::from_manifest(
+            esi_backends::GeneratorKind::VaultStaticSecret,
+            static_spec(&kv2, extra),
+        )
+        .expect("valid spec")
+    };
+    let (first, second) = (spec(json!({})), spec(json!({"version": 1})));
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+
+    // Built together, the two generators log in once between them.
+    let store = store_with_fresh_secret_id("shared").await;
+    let mut shared = esi_backends::Shared::default();
+    let a =
+        esi_backends::Generator::build_shared(&first, Some(&store), &mut shared).expect("builds");
+    let b =
+        esi_backends::Generator::build_shared(&second, Some(&store), &mut shared).expect("builds");
+    assert_eq!(
+        a.generate(&c).await.expect("first login").data["password"],
+        "v2-secret"
+    );
+    assert_eq!(
+        b.generate(&c).await.expect("shared login").data["password"],
+        "v1-secret"
+    );
+
+    // Built apart, each would log in on its own: the single-use secret id refuses the second.
+    let store = store_with_fresh_secret_id("apart").await;
+    let a = esi_backends::Generator::build(&first, Some(&store)).expect("builds");
+    let b = esi_backends::Generator::build(&second, Some(&store)).expect("builds");
+    a.generate(&c).await.expect("first login");
+    let err = b
+        .generate(&c)
+        .await
+        .expect_err("a second login on a single-use secret id");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+}

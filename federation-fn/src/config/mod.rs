@@ -878,12 +878,14 @@ pub fn build_snapshot_lenient(
         .collect();
     let authorizer = Authorizer::new(&auths);
     let mut generators = HashMap::new();
+    // Generators on one store share its connection and login.
+    let mut shared = esi_backends::Shared::default();
     for (key, (spec, origin)) in res.generators {
         let store = spec.store_ref().and_then(|s| {
             let ns = key.split('/').next().unwrap_or_default().to_owned();
             res.stores.get(&(ns, s.to_owned())).map(|(st, _)| st)
         });
-        match Generator::build(&spec, store) {
+        match Generator::build_shared(&spec, store, &mut shared) {
             Ok(generator) => {
                 generators.insert(
                     key.clone(),
