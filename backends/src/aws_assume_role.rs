@@ -211,14 +211,15 @@ pub struct AwsAssumeRoleGenerator {
     spec: AwsAssumeRoleSpec,
     session_name: Template,
     source_identity: Option<Template>,
-    conn: StsConn,
+    conn: std::sync::Arc<StsConn>,
 }
 
 impl AwsAssumeRoleGenerator {
-    /// Builds the generator on its store.
+    /// Builds the generator on its store's shared connection.
     pub fn new(
         spec: AwsAssumeRoleSpec,
         store: Option<&SecretStoreSpec>,
+        conns: &mut crate::store::Conns<StsConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::store::require(store, &spec.secret_store_ref, "aws", |p| match p {
@@ -236,7 +237,7 @@ impl AwsAssumeRoleGenerator {
                 .as_deref()
                 .map(|s| Template::parse(s, "sourceIdentity"))
                 .transpose()?,
-            conn: StsConn::new(provider)?,
+            conn: conns.get(provider, StsConn::new)?,
             spec,
         })
     }
@@ -428,7 +429,7 @@ mod tests {
             serde_json::json!({"provider": {"aws": {"region": "us-east-1"}}}),
         )
         .unwrap();
-        let g = AwsAssumeRoleGenerator::new(s, Some(&store)).unwrap();
+        let g = AwsAssumeRoleGenerator::new(s, Some(&store), &mut Default::default()).unwrap();
         let id = identity();
         let ctx = Context {
             identity: &id,
@@ -456,7 +457,7 @@ mod tests {
             serde_json::json!({"provider": {"aws": {"region": "us-east-1"}}}),
         )
         .unwrap();
-        let g = AwsAssumeRoleGenerator::new(s, Some(&store)).unwrap();
+        let g = AwsAssumeRoleGenerator::new(s, Some(&store), &mut Default::default()).unwrap();
         let id = identity();
         let ctx = |max| Context {
             identity: &id,

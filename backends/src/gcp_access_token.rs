@@ -109,14 +109,15 @@ struct GenerateResponse {
 #[derive(Debug)]
 pub struct GcpAccessTokenGenerator {
     spec: GcpAccessTokenSpec,
-    conn: GcpConn,
+    conn: std::sync::Arc<GcpConn>,
 }
 
 impl GcpAccessTokenGenerator {
-    /// Builds the generator on its store.
+    /// Builds the generator on its store's shared connection.
     pub fn new(
         spec: GcpAccessTokenSpec,
         store: Option<&SecretStoreSpec>,
+        conns: &mut crate::store::Conns<GcpConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::store::require(store, &spec.secret_store_ref, "gcp", |p| match p {
@@ -125,7 +126,7 @@ impl GcpAccessTokenGenerator {
             _ => None,
         })?;
         Ok(GcpAccessTokenGenerator {
-            conn: GcpConn::new(provider)?,
+            conn: conns.get(provider, GcpConn::new)?,
             spec,
         })
     }

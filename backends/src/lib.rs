@@ -144,12 +144,17 @@ pub enum Generator {
 }
 
 /// What the generators of one configuration share, built once per store rather than once per
-/// generator: a Vault store's HTTP client, login and token renewal. Build a configuration's
+/// generator: a Vault store's HTTP client, login and token renewal; an AWS store's SDK
+/// configuration and credentials; a GCP store's HTTP client and token source. Build a configuration's
 /// generators with one `Shared` ([`Generator::build_shared`]); a reload builds a new one.
 #[derive(Debug, Default)]
 pub struct Shared {
     #[cfg(feature = "vault")]
-    vault: vault::VaultConns,
+    vault: store::Conns<vault::VaultConn>,
+    #[cfg(feature = "aws")]
+    aws: store::Conns<aws::StsConn>,
+    #[cfg(feature = "gcp")]
+    gcp: store::Conns<gcp::GcpConn>,
 }
 
 impl Generator {
@@ -197,15 +202,19 @@ impl Generator {
             )),
             #[cfg(feature = "aws")]
             GeneratorSpec::AwsAssumeRole(s) => Generator::AwsAssumeRole(Box::new(
-                aws_assume_role::AwsAssumeRoleGenerator::new(s.clone(), store)?,
+                aws_assume_role::AwsAssumeRoleGenerator::new(s.clone(), store, &mut shared.aws)?,
             )),
             #[cfg(feature = "aws")]
             GeneratorSpec::StsSessionToken(s) => Generator::StsSessionToken(Box::new(
-                sts_session_token::StsSessionTokenGenerator::new(s.clone(), store)?,
+                sts_session_token::StsSessionTokenGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.aws,
+                )?,
             )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
-                gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store)?,
+                gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
             )),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => {

@@ -125,3 +125,33 @@ pub(crate) fn require<'a, T>(
         )
     })
 }
+
+/// One connection per distinct provider: the generators built on one store share its
+/// connection (HTTP client, login, token renewal, SDK configuration) however many there are.
+#[derive(Debug)]
+pub struct Conns<C>(std::collections::HashMap<String, std::sync::Arc<C>>);
+
+impl<C> Default for Conns<C> {
+    fn default() -> Self {
+        Conns(std::collections::HashMap::new())
+    }
+}
+
+impl<C> Conns<C> {
+    /// The connection for `provider`, built by `build` on first use.
+    pub fn get<P: Serialize>(
+        &mut self,
+        provider: &P,
+        build: impl FnOnce(&P) -> Result<C, SpecError>,
+    ) -> Result<std::sync::Arc<C>, SpecError> {
+        // Providers hold secrets only by reference ({env}/{file}), so the key holds none.
+        let key = serde_json::to_string(provider)
+            .map_err(|e| SpecError::field("provider", e.to_string()))?;
+        if let Some(conn) = self.0.get(&key) {
+            return Ok(conn.clone());
+        }
+        let conn = std::sync::Arc::new(build(provider)?);
+        self.0.insert(key, conn.clone());
+        Ok(conn)
+    }
+}

@@ -59,14 +59,15 @@ impl StsSessionTokenSpec {
 #[derive(Debug)]
 pub struct StsSessionTokenGenerator {
     spec: StsSessionTokenSpec,
-    conn: StsConn,
+    conn: std::sync::Arc<StsConn>,
 }
 
 impl StsSessionTokenGenerator {
-    /// Builds the generator on its store.
+    /// Builds the generator on its store's shared connection.
     pub fn new(
         spec: StsSessionTokenSpec,
         store: Option<&SecretStoreSpec>,
+        conns: &mut crate::store::Conns<StsConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::store::require(store, &spec.secret_store_ref, "aws", |p| match p {
@@ -81,7 +82,7 @@ impl StsSessionTokenGenerator {
             ));
         }
         Ok(StsSessionTokenGenerator {
-            conn: StsConn::new(provider)?,
+            conn: conns.get(provider, StsConn::new)?,
             spec,
         })
     }

@@ -11,10 +11,8 @@
 //! the engine-agnostic calls (`VaultDynamicSecret`'s arbitrary path, `sys/leases/revoke`)
 //! go through the same HTTP client directly.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
@@ -218,27 +216,6 @@ pub struct VaultResponse {
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
     /// `auth`, for auth-method responses.
     pub auth: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// The Vault connections of one configuration, one per distinct provider: every generator on
-/// a store shares its HTTP client (connection pool, TLS roots), its login and its token
-/// renewal, however many generators use the store.
-#[derive(Debug, Default)]
-pub struct VaultConns(HashMap<String, Arc<VaultConn>>);
-
-impl VaultConns {
-    /// The connection for `p`, built on first use.
-    pub fn get(&mut self, p: &VaultProvider) -> Result<Arc<VaultConn>, SpecError> {
-        // Providers hold secrets only by reference ({env}/{file}), so the key holds none.
-        let key = serde_json::to_string(p)
-            .map_err(|e| SpecError::field("provider.vault", e.to_string()))?;
-        if let Some(conn) = self.0.get(&key) {
-            return Ok(conn.clone());
-        }
-        let conn = Arc::new(VaultConn::new(p)?);
-        self.0.insert(key, conn.clone());
-        Ok(conn)
-    }
 }
 
 impl VaultConn {

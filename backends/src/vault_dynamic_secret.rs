@@ -24,8 +24,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::store::Conns;
 use crate::store::{SecretStoreRef, StoreProvider};
-use crate::vault::{VaultConn, VaultConns, value_string};
+use crate::vault::{VaultConn, value_string};
 use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SecretStoreSpec, SpecError};
 
 /// `spec` of a `VaultDynamicSecret` generator.
@@ -175,7 +176,7 @@ impl VaultDynamicSecretGenerator {
     pub fn new(
         spec: VaultDynamicSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut VaultConns,
+        conns: &mut Conns<VaultConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider =
@@ -185,7 +186,7 @@ impl VaultDynamicSecretGenerator {
                 _ => None,
             })?;
         Ok(VaultDynamicSecretGenerator {
-            conn: conns.get(provider)?,
+            conn: conns.get(provider, VaultConn::new)?,
             spec,
         })
     }
@@ -538,8 +539,7 @@ mod tests {
         else {
             unreachable!()
         };
-        let err =
-            VaultDynamicSecretGenerator::new(s, None, &mut VaultConns::default()).unwrap_err();
+        let err = VaultDynamicSecretGenerator::new(s, None, &mut Conns::default()).unwrap_err();
         assert!(err.to_string().contains("secretStoreRef.name"), "{err}");
     }
 

@@ -22,8 +22,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::store::Conns;
 use crate::store::{SecretStoreRef, StoreProvider};
-use crate::vault::{VaultConn, VaultConns, value_string};
+use crate::vault::{VaultConn, value_string};
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 /// `spec` of a `VaultStaticSecret` generator.
@@ -99,7 +100,7 @@ impl VaultStaticSecretGenerator {
     pub fn new(
         spec: VaultStaticSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut VaultConns,
+        conns: &mut Conns<VaultConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider =
@@ -109,7 +110,7 @@ impl VaultStaticSecretGenerator {
                 _ => None,
             })?;
         Ok(VaultStaticSecretGenerator {
-            conn: conns.get(provider)?,
+            conn: conns.get(provider, VaultConn::new)?,
             spec,
         })
     }

@@ -282,3 +282,52 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
     .expect_err("503");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn generators_on_one_store_share_its_source_token_on_the_fake() {
+    let fake = start_fake().await;
+    let store = esi_backends::SecretStoreSpec::from_manifest(store(&fake)).expect("store");
+    let spec = |email: &str| {
+        esi_backends::GeneratorSpec::from_manifest(
+            esi_backends::GeneratorKind::GcpAccessToken,
+            spec(email),
+        )
+        .expect("spec")
+    };
+    let id = identity();
+    let ctx = Context {
+        identity: &id,
+        generator: "payments/GCPAccessToken/app",
+        max_ttl: None,
+    };
+    let mut shared = esi_backends::Shared::default();
+    for email in [
+        "app@proj.iam.gserviceaccount.com",
+        "other@proj.iam.gserviceaccount.com",
+    ] {
+        esi_backends::Generator::build_shared(&spec(email), Some(&store), &mut shared)
+            .expect("builds")
+            .generate(&ctx)
+            .await
+            .expect("token");
+    }
+    let exchanges = fake.seen.lock().expect("lock").assertions.len();
+    assert_eq!(
+        exchanges, 1,
+        "two generators on one store: one source token"
+    );
+
+    // Built apart, each generator gets its own source token.
+    for email in [
+        "app@proj.iam.gserviceaccount.com",
+        "other@proj.iam.gserviceaccount.com",
+    ] {
+        esi_backends::Generator::build(&spec(email), Some(&store))
+            .expect("builds")
+            .generate(&ctx)
+            .await
+            .expect("token");
+    }
+    let exchanges = fake.seen.lock().expect("lock").assertions.len();
+    assert_eq!(exchanges, 3);
+}
