@@ -4,6 +4,8 @@
 //! Credentials come from the SDK's default chain (environment, web identity / IRSA,
 //! container and instance roles) unless `credentials` names static keys held in the
 //! federation's environment or files; `assumeRole` then assumes a role with them first.
+//! Static keys are read again every [`STATIC_KEYS_REREAD`], so keys rotated in a mounted
+//! Secret are picked up without a restart.
 //! The SDK config is loaded lazily on first use (loading is async, building generators is
 //! not) and kept for the life of the generator.
 
@@ -17,6 +19,10 @@ use tokio::sync::OnceCell;
 
 use crate::duration::HumanDuration;
 use crate::{BackendError, SecretRef, SpecError};
+
+/// How long static keys read from the environment or files are used before they are read
+/// again (the SDK's credentials cache refreshes them shortly before this runs out).
+pub const STATIC_KEYS_REREAD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Timeout of an STS operation when the store sets none.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -52,6 +58,41 @@ pub struct AwsStaticCredentials {
     /// A session token, when the keys are temporary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_token: Option<SecretRef>,
+}
+
+impl AwsStaticCredentials {
+    /// The keys as they are now, valid for [`STATIC_KEYS_REREAD`].
+    fn read(&self) -> Result<Credentials, BackendError> {
+        let token = self
+            .session_token
+            .as_ref()
+            .map(SecretRef::read)
+            .transpose()?;
+        Ok(Credentials::new(
+            self.access_key_id.read()?.expose_secret(),
+            self.secret_access_key.read()?.expose_secret(),
+            token.as_ref().map(|t| t.expose_secret().to_owned()),
+            Some(std::time::SystemTime::now() + STATIC_KEYS_REREAD),
+            "esi-secret-store",
+        ))
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for AwsStaticCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(self.read().map_err(
+            |e| {
+                aws_credential_types::provider::error::CredentialsError::not_loaded(
+                    e.detail().to_owned(),
+                )
+            },
+        ))
+    }
 }
 
 /// The role the federation assumes first.
@@ -218,15 +259,9 @@ impl StsConn {
             loader = loader.endpoint_url(ep);
         }
         if let Some(c) = &p.credentials {
-            let token = c.session_token.as_ref().map(SecretRef::read).transpose()?;
-            let creds = Credentials::new(
-                c.access_key_id.read()?.expose_secret(),
-                c.secret_access_key.read()?.expose_secret(),
-                token.as_ref().map(|t| t.expose_secret().to_owned()),
-                None,
-                "esi-secret-store",
-            );
-            loader = loader.credentials_provider(creds);
+            // Read once now, so a missing key fails the first request with its own message.
+            c.read()?;
+            loader = loader.credentials_provider(c.clone());
         }
         let base = loader.load().await;
         let conf = match &p.assume_role {
@@ -363,6 +398,43 @@ fn expiration(c: &aws_sdk_sts::types::Credentials) -> Option<jiff::Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn static_keys_in_files_are_read_again_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id_file, secret_file) = (dir.path().join("id"), dir.path().join("secret"));
+        let write = |id: &str, secret: &str| {
+            std::fs::write(&id_file, id).unwrap();
+            std::fs::write(&secret_file, secret).unwrap();
+        };
+        write("AKIAFIRST", "first-secret");
+        let provider: AwsProvider = serde_json::from_value(serde_json::json!({
+            "region": "eu-west-1",
+            "endpoint": "http://127.0.0.1:1",
+            "credentials": {"accessKeyId": {"file": id_file}, "secretAccessKey": {"file": secret_file}},
+        }))
+        .unwrap();
+        let conn = StsConn::new(&provider).unwrap();
+        let first = conn.own_credentials().await.unwrap();
+        assert_eq!(first.access_key_id(), "AKIAFIRST");
+        assert_eq!(first.secret_access_key(), "first-secret");
+        let expiry = first.expiry().expect("static keys carry a re-read time");
+        assert!(expiry <= std::time::SystemTime::now() + STATIC_KEYS_REREAD);
+
+        write("AKIASECOND", "second-secret");
+        let second = conn.own_credentials().await.unwrap();
+        assert_eq!(second.access_key_id(), "AKIASECOND");
+        assert_eq!(second.secret_access_key(), "second-secret");
+
+        // A key file that disappears fails with the file named, never a key.
+        std::fs::remove_file(&secret_file).unwrap();
+        let err = conn.own_credentials().await.unwrap_err();
+        assert!(
+            err.detail().contains("missing or empty") && !err.detail().contains("second-secret"),
+            "{}",
+            err.detail()
+        );
+    }
 
     #[test]
     fn validates_arns() {
