@@ -13,7 +13,10 @@ pub struct JsonPatch(Vec<u8>);
 
 impl JsonPatch {
     pub(crate) fn new(ops: &[Op<'_>]) -> Result<Self, serde_json::Error> {
-        serde_json::to_vec(ops).map(JsonPatch)
+        // A typical injection's patch is 3-4 KB: one allocation instead of doubling from 128 B.
+        let mut out = Vec::with_capacity(4096);
+        serde_json::to_writer(&mut out, ops)?;
+        Ok(JsonPatch(out))
     }
 
     /// The patch's JSON text.

@@ -194,7 +194,18 @@ async fn mutate_handler(State(state): State<AppState>, body: Bytes) -> Response 
     }
     // Always 200: the API server reads the decision from the body; a non-200 would lose the
     // message (and, with failurePolicy Fail, deny anyway without saying why).
-    (StatusCode::OK, axum::Json(reviewed.response)).into_response()
+    match reviewed.response.to_json() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(uid = %uid, error = %e, "cannot serialize the AdmissionReview answer");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// Decides a Pod CREATE, first reading its ServiceAccount's defaults when they are enabled and
