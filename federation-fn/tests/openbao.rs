@@ -130,3 +130,127 @@ spec:
         "Vault's own error text must stay in the logs: {text}"
     );
 }
+
+/// Calls OpenBao as root for the test's setup.
+async fn bao(
+    addr: &str,
+    root: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .request(method, format!("{addr}/v1/{path}"))
+        .header("x-vault-token", root)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{path}: {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generators_on_one_store_log_in_once() {
+    let test = "generators_on_one_store_log_in_once";
+    let (Some(addr), Some(root)) = (
+        peer("ESI_TEST_OPENBAO_ADDR", test),
+        peer("ESI_TEST_OPENBAO_TOKEN", test),
+    ) else {
+        return;
+    };
+    use reqwest::Method;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (kv, approle) = (format!("kv-{suffix}"), format!("approle-{suffix}"));
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("sys/mounts/{kv}"),
+        serde_json::json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await;
+    for app in ["a", "b"] {
+        bao(
+            &addr,
+            &root,
+            Method::POST,
+            &format!("{kv}/data/{app}"),
+            serde_json::json!({"data": {"password": format!("secret-{app}")}}),
+        )
+        .await;
+    }
+    bao(&addr, &root, Method::POST, &format!("sys/policies/acl/{kv}"), serde_json::json!({"policy": format!("path \"{kv}/data/*\" {{ capabilities = [\"read\"] }}")})).await;
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("sys/auth/{approle}"),
+        serde_json::json!({"type": "approle"}),
+    )
+    .await;
+    // The secret id logs in once: two generators each logging in on their own would fail.
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("auth/{approle}/role/esi"),
+        serde_json::json!({"token_policies": [kv], "token_ttl": "10m", "secret_id_num_uses": 1}),
+    )
+    .await;
+    let role_id = bao(
+        &addr,
+        &root,
+        Method::GET,
+        &format!("auth/{approle}/role/esi/role-id"),
+        serde_json::Value::Null,
+    )
+    .await["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("auth/{approle}/role/esi/secret-id"),
+        serde_json::json!({}),
+    )
+    .await["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret-id");
+    std::fs::write(&secret_file, &secret_id).unwrap();
+
+    let issuer = common::issuer().await;
+    let mut yaml = common::cluster("alpha", &issuer.issuer())
+        + common::GENERATORS
+        + &format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: vault, namespace: default}}\nspec:\n  provider:\n    vault:\n      server: {addr}\n      auth: {{appRole: {{path: {approle}, roleId: {role_id}, secretIdRef: {{file: {}}}}}}}\n---\n",
+            secret_file.display()
+        );
+    for app in ["a", "b"] {
+        yaml += &format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: VaultStaticSecret\nmetadata: {{name: {app}, namespace: default}}\nspec: {{secretStoreRef: {{name: vault}}, mount: {kv}, path: {app}}}\n---\n"
+        );
+    }
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let token = common::token(&issuer, "default", "app");
+    for app in ["a", "b"] {
+        let (status, _, env, text) = common::send(
+            &state,
+            common::post(
+                &format!("/v1/generators/default/VaultStaticSecret/{app}"),
+                Some(&token),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{app}: {text}");
+        assert_eq!(env["data"]["password"], format!("secret-{app}"));
+    }
+}
