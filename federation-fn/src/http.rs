@@ -21,7 +21,6 @@ use esi_backends::{Context, Generate};
 
 use crate::config::Snapshot;
 use crate::lease::{LeaseClaims, LeaseSubject};
-use crate::run;
 use crate::state::AppState;
 use crate::token::{self, ClusterVerifier};
 
@@ -397,14 +396,14 @@ async fn issue(
         max_ttl: allowed.max_ttl,
     };
     let issued_at = jiff::Timestamp::now();
-    let minted = match run::within(
+    let minted = match tokio::time::timeout(
         state.settings.backend_timeout,
         entry.generator.generate(&ctx),
     )
     .await
     {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             tracing::warn!(request_id = %rid.0, generator = %reference, code = e.code().as_str(), detail = %e.detail(), "generator failed");
             let mut err = ApiError::new(e.code(), e.to_string());
             if e.code().retryable() {
@@ -412,7 +411,7 @@ async fn issue(
             }
             return Err(deny(Some(&identity), err, Some(&allowed.rule)));
         }
-        None => {
+        Err(_) => {
             let err = ApiError::new(
                 ErrorCode::BackendUnavailable,
                 format!(
@@ -491,9 +490,9 @@ async fn ese_generate(
         .map(|e| Json(e.data))
 }
 
-/// Runs [`issue`] to its end: a client that disconnects mid-request drops the handler, but
-/// must not cancel a mint half-way (a credential created in the backend and never sealed,
-/// audited or revoked). See [`run::to_completion`].
+/// Runs [`issue`] on its own task: a client that disconnects mid-request drops the handler,
+/// but must not cancel a mint half-way (a credential created in the backend and never sealed,
+/// audited or revoked). The task always runs to its end.
 async fn issue_detached(
     state: AppState,
     rid: RequestId,
@@ -502,8 +501,8 @@ async fn issue_detached(
     kind: String,
     name: String,
 ) -> Result<Envelope, ApiError> {
-    let task = async move { issue(&state, &rid, &headers, &ns, &kind, &name).await };
-    match run::to_completion(task).await {
+    let task = tokio::spawn(async move { issue(&state, &rid, &headers, &ns, &kind, &name).await });
+    match task.await {
         Ok(result) => result,
         Err(e) => {
             tracing::error!(error = %e, "issuance task failed");
@@ -567,14 +566,14 @@ async fn revoke(
             ),
         ));
     };
-    let revoked = match run::within(
+    let revoked = match tokio::time::timeout(
         state.settings.backend_timeout,
         entry.generator.revoke(&claims.handle),
     )
     .await
     {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             tracing::warn!(request_id = %rid.0, generator = %claims.generator, detail = %e.detail(), "revoke failed");
             return Err(deny(
                 Some(&identity),
@@ -582,7 +581,7 @@ async fn revoke(
                 ApiError::new(e.code(), e.to_string()),
             ));
         }
-        None => {
+        Err(_) => {
             return Err(deny(
                 Some(&identity),
                 &claims.generator,

@@ -23,7 +23,6 @@ pub mod kube_source;
 pub mod lambda;
 pub mod lease;
 pub mod metrics;
-mod run;
 pub mod server;
 pub mod state;
 pub mod telemetry;
