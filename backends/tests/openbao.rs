@@ -104,6 +104,29 @@ impl Bao {
     }
 
     /// A KV v2 mount holding `apps/db` with two versions, and a policy reading it.
+    /// A fresh AppRole mount with role `esi` (`settings` as its role settings): its mount path
+    /// and role id.
+    async fn approle(&self, settings: Value) -> (String, String) {
+        let path = format!("approle-{}", suffix());
+        self.post(&format!("sys/auth/{path}"), json!({"type": "approle"}))
+            .await;
+        self.post(&format!("auth/{path}/role/esi"), settings).await;
+        let role_id = self.get(&format!("auth/{path}/role/esi/role-id")).await["data"]["role_id"]
+            .as_str()
+            .expect("role id")
+            .to_owned();
+        (path, role_id)
+    }
+
+    /// A new secret id of role `esi` on the AppRole mount `path`.
+    async fn secret_id(&self, path: &str) -> String {
+        self.post(&format!("auth/{path}/role/esi/secret-id"), json!({}))
+            .await["data"]["secret_id"]
+            .as_str()
+            .expect("secret id")
+            .to_owned()
+    }
+
     async fn kv2_fixture(&self) -> (String, String) {
         let mount = format!("kv2-{}", suffix());
         self.post(
@@ -518,25 +541,11 @@ async fn approle_login_reads_within_policy_and_is_refused_outside() {
         return;
     };
     let (kv2, policy) = bao.kv2_fixture().await;
-    let path = format!("approle-{}", suffix());
-    bao.post(&format!("sys/auth/{path}"), json!({"type": "approle"}))
-        .await;
     // A 3 s token that cannot outlive its max TTL: the second read below needs a re-login.
-    bao.post(
-        &format!("auth/{path}/role/esi"),
-        json!({"token_policies": [policy], "token_ttl": "3s", "token_max_ttl": "3s"}),
-    )
-    .await;
-    let role_id = bao.get(&format!("auth/{path}/role/esi/role-id")).await["data"]["role_id"]
-        .as_str()
-        .expect("role id")
-        .to_owned();
-    let secret_id = bao
-        .post(&format!("auth/{path}/role/esi/secret-id"), json!({}))
-        .await["data"]["secret_id"]
-        .as_str()
-        .expect("secret id")
-        .to_owned();
+    let (path, role_id) = bao
+        .approle(json!({"token_policies": [policy], "token_ttl": "3s", "token_max_ttl": "3s"}))
+        .await;
+    let secret_id = bao.secret_id(&path).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret_file = dir.path().join("secret-id");
     std::fs::write(&secret_file, format!("{secret_id}\n")).expect("write");
@@ -823,31 +832,16 @@ async fn generators_on_one_store_share_its_login() {
         return;
     };
     let (kv2, policy) = bao.kv2_fixture().await;
-    let path = format!("approle-{}", suffix());
-    bao.post(&format!("sys/auth/{path}"), json!({"type": "approle"}))
-        .await;
     // Every secret id below logs in once: a second login on it is refused.
-    bao.post(
-        &format!("auth/{path}/role/esi"),
-        json!({"token_policies": [policy], "token_ttl": "10m", "secret_id_num_uses": 1}),
-    )
-    .await;
-    let role_id = bao.get(&format!("auth/{path}/role/esi/role-id")).await["data"]["role_id"]
-        .as_str()
-        .expect("role id")
-        .to_owned();
+    let (path, role_id) = bao
+        .approle(json!({"token_policies": [policy], "token_ttl": "10m", "secret_id_num_uses": 1}))
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store_with_fresh_secret_id = |name: &str| {
         let bao = &bao;
         let (path, role_id, file) = (&path, &role_id, dir.path().join(name));
         async move {
-            let secret_id = bao
-                .post(&format!("auth/{path}/role/esi/secret-id"), json!({}))
-                .await["data"]["secret_id"]
-                .as_str()
-                .expect("secret id")
-                .to_owned();
-            std::fs::write(&file, secret_id).expect("write");
+            std::fs::write(&file, bao.secret_id(path).await).expect("write");
             let store = bao.store(json!({"appRole": {"path": path, "roleId": role_id, "secretIdRef": {"file": file}}}));
             esi_backends::SecretStoreSpec::from_manifest(store).expect("valid store")
         }

@@ -406,18 +406,30 @@ async fn request_id_is_propagated_or_replaced() {
     assert_ne!(headers["x-request-id"], "evil\"value{}");
 }
 
+/// A configuration with a `VaultDynamicSecret` `default/db` on a Vault store at
+/// `server` (its token, which no real Vault knows, in a file under `dir`); `store_extra` adds
+/// lines to the store's `vault` block.
+fn with_vault_generator(
+    issuer: &esi_federation::issuer::LocalIssuer,
+    dir: &tempfile::TempDir,
+    server: &str,
+    store_extra: &str,
+) -> String {
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, "s.not-a-real-token").unwrap();
+    common::cluster("alpha", &issuer.issuer())
+        + common::GENERATORS
+        + &format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: vault, namespace: default}}\nspec:\n  provider:\n    vault:\n      server: {server}\n{store_extra}      auth: {{token: {{file: {}}}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: VaultDynamicSecret\nmetadata: {{name: db, namespace: default}}\nspec:\n  secretStoreRef: {{name: vault}}\n  path: database/creds/app\n",
+            token_file.display()
+        )
+}
+
 #[tokio::test]
 async fn unreachable_backend_is_503_backend_unavailable() {
     let issuer = common::issuer().await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("vault-token");
-    std::fs::write(&token_file, "s.not-a-real-token").unwrap();
-    let yaml = common::cluster("alpha", &issuer.issuer())
-        + common::GENERATORS
-        + &format!(
-            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: vault, namespace: default}}\nspec:\n  provider:\n    vault:\n      server: http://127.0.0.1:1\n      auth: {{token: {{file: {}}}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: VaultDynamicSecret\nmetadata: {{name: db, namespace: default}}\nspec:\n  secretStoreRef: {{name: vault}}\n  path: database/creds/app\n",
-            token_file.display()
-        );
+    let yaml = with_vault_generator(&issuer, &dir, "http://127.0.0.1:1", "");
     let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
     let token = common::token(&issuer, "default", "app");
     let (status, headers, json, text) = common::send(
@@ -456,14 +468,13 @@ async fn silent_backend_is_cut_off_at_the_backend_timeout() {
     });
     let issuer = common::issuer().await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("vault-token");
-    std::fs::write(&token_file, "s.not-a-real-token").unwrap();
-    let yaml = common::cluster("alpha", &issuer.issuer())
-        + common::GENERATORS
-        + &format!(
-            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: vault, namespace: default}}\nspec:\n  provider:\n    vault:\n      server: http://{addr}\n      timeout: 30s\n      auth: {{token: {{file: {}}}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: VaultDynamicSecret\nmetadata: {{name: db, namespace: default}}\nspec:\n  secretStoreRef: {{name: vault}}\n  path: database/creds/app\n",
-            token_file.display()
-        );
+    // The store's own HTTP timeout is longer than the federation's backend timeout.
+    let yaml = with_vault_generator(
+        &issuer,
+        &dir,
+        &format!("http://{addr}"),
+        "      timeout: 30s\n",
+    );
     let settings = Settings {
         backend_timeout: Duration::from_millis(300),
         ..common::settings(Duration::from_millis(300))
