@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use esi_backends::{BackendError, Generate};
@@ -882,5 +884,120 @@ async fn generators_on_one_store_share_its_login() {
         .generate(&c)
         .await
         .expect_err("a second login on a single-use secret id");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+}
+
+/// A FAKE of the one Kubernetes API call OpenBao's kubernetes auth method makes to check a
+/// login's token: `POST /apis/authentication.k8s.io/v1/tokenreviews`. It authenticates exactly
+/// `accepted`, as the ServiceAccount `esi/federation`, and counts the reviews.
+async fn fake_token_review(accepted: String) -> (String, Arc<AtomicUsize>) {
+    use axum::routing::post;
+    let reviews = Arc::new(AtomicUsize::new(0));
+    let seen = reviews.clone();
+    let app = axum::Router::new().route(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        post(move |axum::Json(review): axum::Json<Value>| {
+            let (accepted, seen) = (accepted.clone(), seen.clone());
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let status = if review["spec"]["token"] == accepted.as_str() {
+                    // The API server answers with the audiences it checked.
+                    json!({"authenticated": true, "audiences": review["spec"]["audiences"], "user": {
+                        "username": "system:serviceaccount:esi:federation",
+                        "uid": "federation-sa-uid",
+                        "groups": ["system:serviceaccounts", "system:serviceaccounts:esi", "system:authenticated"]}})
+                } else {
+                    json!({"authenticated": false, "error": "invalid bearer token"})
+                };
+                axum::Json(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, reviews)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_login_is_reviewed_by_the_cluster() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+
+    let test = "kubernetes_login_is_reviewed_by_the_cluster";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    // The federation's own projected ServiceAccount token, as the kubelet would mount it.
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+    let now = jiff::Timestamp::now().as_second();
+    let sa_token = sign_jwt(
+        &key,
+        &json!({"iss": "https://kubernetes.default.svc.cluster.local", "sub": "system:serviceaccount:esi:federation",
+                "aud": ["https://kubernetes.default.svc.cluster.local"], "iat": now, "nbf": now, "exp": now + 3600,
+                "kubernetes.io": {"namespace": "esi", "serviceaccount": {"name": "federation", "uid": "federation-sa-uid"}}}),
+    );
+    let (api, reviews) = fake_token_review(sa_token.clone()).await;
+    let path = format!("k8s-{}", suffix());
+    bao.post(&format!("sys/auth/{path}"), json!({"type": "kubernetes"}))
+        .await;
+    // The method insists on a cluster CA even for a plain-http API server: any will do.
+    let pki = format!("pki-{}", suffix());
+    bao.post(&format!("sys/mounts/{pki}"), json!({"type": "pki"}))
+        .await;
+    let ca = bao
+        .post(
+            &format!("{pki}/root/generate/internal"),
+            json!({"common_name": "fake cluster CA", "ttl": "1h"}),
+        )
+        .await["data"]["certificate"]
+        .clone();
+    bao.post(
+        &format!("auth/{path}/config"),
+        json!({"kubernetes_host": api, "kubernetes_ca_cert": ca, "disable_local_ca_jwt": true}),
+    )
+    .await;
+    bao.post(
+        &format!("auth/{path}/role/esi"),
+        json!({"bound_service_account_names": ["federation"], "bound_service_account_namespaces": ["esi"],
+               "token_policies": [policy], "token_ttl": "60s"}),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &sa_token).expect("write");
+    let store =
+        bao.store(json!({"kubernetes": {"path": path, "role": "esi", "tokenFile": token_file}}));
+
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store.clone()),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("kubernetes login + read").data["user"],
+        "app"
+    );
+    assert!(
+        reviews.load(Ordering::SeqCst) >= 1,
+        "OpenBao asked the cluster to review the token"
+    );
+
+    // A token the cluster does not vouch for is refused.
+    let other = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+    std::fs::write(&token_file, sign_jwt(&other, &json!({"sub": "system:serviceaccount:esi:federation", "iat": now, "exp": now + 3600,
+        "kubernetes.io": {"namespace": "esi", "serviceaccount": {"name": "federation", "uid": "federation-sa-uid"}}}))).expect("write");
+    let err = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store),
+    )
+    .generate(&c)
+    .await
+    .expect_err("unreviewed token");
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
 }
