@@ -124,11 +124,7 @@ async fn start_fake() -> Fake {
         .route("/token", post(token))
         .route("/v1/projects/-/serviceAccounts/{target}", post(generate))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let base = common::serve_local(app).await;
 
     let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
     let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = key.as_der().expect("pkcs8");

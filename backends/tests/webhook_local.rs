@@ -41,11 +41,7 @@ async fn server() -> (String, Seen) {
         .route("/creds/html", post(|| async { Response::new(axum::body::Body::from("<html>oops</html>")) }))
         .route("/creds/denied", post(|| async { (StatusCode::FORBIDDEN, "no").into_response() }))
         .route("/creds/down", post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "later").into_response() }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let base = common::serve_local(app).await;
     (base, seen)
 }
 
