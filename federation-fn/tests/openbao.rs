@@ -52,6 +52,14 @@ metadata: {{name: nowhere, namespace: default}}
 spec:
   secretStoreRef: {{name: vault}}
   path: no-such-mount/creds/app
+---
+apiVersion: esi.dev/v1alpha1
+kind: Authorization
+metadata: {{name: short}}
+spec:
+  subjects: [{{namespaces: [default], serviceAccounts: [short]}}]
+  generators: [default/VaultDynamicSecret/token]
+  maxTTL: 2m
 "#,
             token_file.display()
         );
@@ -75,6 +83,37 @@ spec:
     assert!(
         (500..=600).contains(&ttl),
         "expiresAt comes from Vault's lease: {ttl}s"
+    );
+
+    // Under an Authorization with maxTTL 2m, the same 10m token is renewed down to 2m.
+    let short = common::token(&issuer, "default", "short");
+    let (status, _, env, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/VaultDynamicSecret/token",
+            Some(&short),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let expires: jiff::Timestamp = env["expiresAt"].as_str().unwrap().parse().unwrap();
+    let ttl = expires.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((100..=120).contains(&ttl), "held to maxTTL 2m: {ttl}s");
+    let short_token = env["data"]["client_token"].as_str().unwrap().to_owned();
+    let looked: serde_json::Value = reqwest::Client::new()
+        .get(format!("{addr}/v1/auth/token/lookup-self"))
+        .header("x-vault-token", &short_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vault_ttl = looked["data"]["ttl"].as_i64().unwrap();
+    assert!(
+        (100..=120).contains(&vault_ttl),
+        "OpenBao's ttl {vault_ttl}s, want <= 120s"
     );
 
     let http = reqwest::Client::new();
