@@ -342,14 +342,16 @@ impl VaultDynamicSecretGenerator {
         if fits(cred.expires_at) {
             return Ok(cred);
         }
-        let lease = VaultLease::from_handle(&handle)?;
-        let shortened = match (&lease, cred.renewable) {
+        // The lease's new length in seconds, or why it could not be renewed.
+        let renewal: Result<u64, String> = match (VaultLease::from_handle(&handle)?, cred.renewable)
+        {
             (VaultLease::LeaseId(id), true) => {
                 let body = serde_json::json!({ "lease_id": id, "increment": max_secs });
                 self.conn
                     .call(reqwest::Method::PUT, "sys/leases/renew", Some(&body))
                     .await
                     .map(|r| r.lease_duration)
+                    .map_err(|e| e.detail().to_owned())
             }
             (VaultLease::Accessor(accessor), true) => {
                 let body = serde_json::json!({ "accessor": accessor, "increment": max_secs });
@@ -365,13 +367,14 @@ impl VaultDynamicSecretGenerator {
                             .and_then(|a| a.get("lease_duration").and_then(|v| v.as_u64()))
                             .unwrap_or(0)
                     })
+                    .map_err(|e| e.detail().to_owned())
             }
-            _ => Err(BackendError::Invalid("not renewable".to_owned())),
+            _ => Err("not renewable".to_owned()),
         };
-        let renewed_until = match shortened {
-            Ok(secs) if secs > 0 => now
+        let renewed_until = match &renewal {
+            Ok(secs) if *secs > 0 => now
                 .checked_add(jiff::SignedDuration::from_secs(
-                    i64::try_from(secs).unwrap_or(i64::MAX),
+                    i64::try_from(*secs).unwrap_or(i64::MAX),
                 ))
                 .ok(),
             _ => None,
@@ -409,9 +412,9 @@ impl VaultDynamicSecretGenerator {
             detail: format!(
                 "{}: lease outlives maxTTL {max_secs}s; renewal to it: {}; revoked: {}",
                 self.path(),
-                match &renewed_until {
-                    Some(t) => format!("until {t}"),
-                    None => "refused or not renewable".to_owned(),
+                match &renewal {
+                    Ok(secs) => format!("granted {secs}s"),
+                    Err(why) => why.clone(),
                 },
                 revoked.is_ok()
             ),

@@ -66,64 +66,54 @@ spec:
     let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
     let token = common::token(&issuer, "default", "app");
 
-    let (status, _, env, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/VaultDynamicSecret/token",
-            Some(&token),
-            None,
-        ),
-    )
-    .await;
-    assert_eq!(status, 200, "{text}");
+    // Mints the token generator's credential for `bearer`: the envelope, and the seconds its
+    // expiresAt leaves.
+    let mint = |bearer: String| {
+        let state = &state;
+        async move {
+            let (status, _, env, text) = common::send(
+                state,
+                common::post(
+                    "/v1/generators/default/VaultDynamicSecret/token",
+                    Some(&bearer),
+                    None,
+                ),
+            )
+            .await;
+            assert_eq!(status, 200, "{text}");
+            let expires: jiff::Timestamp = env["expiresAt"].as_str().unwrap().parse().unwrap();
+            let left = expires.duration_since(jiff::Timestamp::now()).as_secs();
+            (env, left)
+        }
+    };
+    let http = reqwest::Client::new();
+    let lookup = |client_token: &str| {
+        http.get(format!("{addr}/v1/auth/token/lookup-self"))
+            .header("x-vault-token", client_token)
+            .send()
+    };
+
+    let (env, ttl) = mint(token.clone()).await;
     let client_token = env["data"]["client_token"].as_str().unwrap().to_owned();
     let lease = env["lease"].as_str().unwrap().to_owned();
-    let expires: jiff::Timestamp = env["expiresAt"].as_str().unwrap().parse().unwrap();
-    let ttl = expires.duration_since(jiff::Timestamp::now()).as_secs();
     assert!(
         (500..=600).contains(&ttl),
         "expiresAt comes from Vault's lease: {ttl}s"
     );
 
     // Under an Authorization with maxTTL 2m, the same 10m token is renewed down to 2m.
-    let short = common::token(&issuer, "default", "short");
-    let (status, _, env, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/VaultDynamicSecret/token",
-            Some(&short),
-            None,
-        ),
-    )
-    .await;
-    assert_eq!(status, 200, "{text}");
-    let expires: jiff::Timestamp = env["expiresAt"].as_str().unwrap().parse().unwrap();
-    let ttl = expires.duration_since(jiff::Timestamp::now()).as_secs();
+    let (env, ttl) = mint(common::token(&issuer, "default", "short")).await;
     assert!((100..=120).contains(&ttl), "held to maxTTL 2m: {ttl}s");
-    let short_token = env["data"]["client_token"].as_str().unwrap().to_owned();
-    let looked: serde_json::Value = reqwest::Client::new()
-        .get(format!("{addr}/v1/auth/token/lookup-self"))
-        .header("x-vault-token", &short_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let short_token = env["data"]["client_token"].as_str().unwrap();
+    let looked: serde_json::Value = lookup(short_token).await.unwrap().json().await.unwrap();
     let vault_ttl = looked["data"]["ttl"].as_i64().unwrap();
     assert!(
         (100..=120).contains(&vault_ttl),
         "OpenBao's ttl {vault_ttl}s, want <= 120s"
     );
 
-    let http = reqwest::Client::new();
-    let lookup = || {
-        http.get(format!("{addr}/v1/auth/token/lookup-self"))
-            .header("x-vault-token", &client_token)
-            .send()
-    };
     assert_eq!(
-        lookup().await.unwrap().status(),
+        lookup(&client_token).await.unwrap().status(),
         200,
         "the minted token works"
     );
@@ -137,7 +127,7 @@ spec:
     assert_eq!(status, 200, "{text}");
     assert_eq!(json["revoked"], true);
     assert_eq!(
-        lookup().await.unwrap().status(),
+        lookup(&client_token).await.unwrap().status(),
         403,
         "the token is revoked in OpenBao"
     );
