@@ -278,3 +278,21 @@ fn a_json_file_loads_like_its_yaml() {
     let e = errors("{\"kind\": \"UUID\"} ]").join("\n");
     assert!(e.contains("not valid YAML"), "{e}");
 }
+
+/// A `List` whose `items` is not a sequence is an error naming the field, in JSON and YAML
+/// alike; an empty `List` is an empty configuration.
+#[test]
+fn a_list_needs_a_sequence_of_items() {
+    for text in [
+        r#"{"apiVersion": "v1", "kind": "List", "items": {"kind": "UUID"}}"#,
+        "apiVersion: v1\nkind: List\nitems: UUID\n",
+    ] {
+        let e = errors(text).join("\n");
+        assert!(
+            e.contains("items") && e.contains("sequence of manifests"),
+            "{text}: {e}"
+        );
+    }
+    let empty = config::parse_text("empty.json", r#"{"apiVersion": "v1", "kind": "List"}"#);
+    assert!(empty.unwrap().is_empty());
+}

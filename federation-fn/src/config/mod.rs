@@ -279,14 +279,22 @@ pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError
         let origin = format!("{origin}#{}", i + 1);
         match value {
             serde_json::Value::Null => {}
-            serde_json::Value::Object(ref o)
+            serde_json::Value::Object(mut o)
                 if o.get("kind").and_then(|k| k.as_str()) == Some("List") =>
             {
-                let items = o
-                    .get("items")
-                    .and_then(|i| i.as_array())
-                    .cloned()
-                    .unwrap_or_default();
+                // Moved out, not cloned: a List is usually the whole configuration.
+                let items = match o.remove("items") {
+                    Some(serde_json::Value::Array(items)) => items,
+                    None | Some(serde_json::Value::Null) => Vec::new(),
+                    Some(_) => {
+                        return Err(ConfigError {
+                            origin,
+                            resource: String::new(),
+                            field: "items".to_owned(),
+                            message: "a List's items must be a sequence of manifests".to_owned(),
+                        });
+                    }
+                };
                 for (j, item) in items.into_iter().enumerate() {
                     docs.push(Document {
                         origin: format!("{origin}.items[{j}]"),
