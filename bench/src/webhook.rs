@@ -237,7 +237,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         goal,
         Verdict::of(ok),
         format!(
-            "{:.0} admissions/s vs /healthz {:.0} req/s over the same {} TLS connections (medians of {} interleaved rounds of {:?}, {errors} errors); Pod = golden 03 (3 containers, 2 generators, env for 2 containers), {} KB review, {} B base64 patch; latency: open loop at 1,000/s for {:?} (achieved {:.0}/s), p50 {:.2} ms, p99.9 {:.2} ms, {} errors",
+            "{:.0} admissions/s vs /healthz {:.0} req/s over the same {} TLS connections (medians of {} interleaved rounds of {:?}, {errors} errors); Pod = golden 03 (3 containers, 2 generators, env for 2 containers), {} KB review, {} B base64 patch; latency: open loop at 1,000/s for {:?} (achieved {:.0}/s), p50 {:.2} ms, p99.9 {:.2} ms, {} errors, {} released > 1 ms late",
             median(&m_rates),
             median(&h_rates),
             plan.conns,
@@ -249,7 +249,8 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
             lat.achieved_rate,
             lat.quantile(0.5).as_secs_f64() * 1000.0,
             lat.quantile(0.999).as_secs_f64() * 1000.0,
-            lat.errors
+            lat.errors,
+            lat.late
         ),
     ));
     Ok(())
