@@ -21,6 +21,8 @@ pub struct Bins {
     pub cli: PathBuf,
     /// `esi-bench-trivial`.
     pub trivial: PathBuf,
+    /// `esi-bench-floor`.
+    pub floor: PathBuf,
     /// Why esi-cli could not be built, if it could not.
     pub cli_error: Option<String>,
     /// Why esi-webhook could not be built, if it could not.
@@ -60,12 +62,13 @@ impl Bins {
             webhook: bin("esi-webhook"),
             cli: bin("esi-cli"),
             trivial: bin("esi-bench-trivial"),
+            floor: bin("esi-bench-floor"),
             dir: dir.clone(),
             profile,
             cli_error,
             webhook_error,
         };
-        for p in [&bins.federation, &bins.trivial] {
+        for p in [&bins.federation, &bins.trivial, &bins.floor] {
             if !p.exists() {
                 bail!(
                     "{} is missing; build it with `cargo build --release -p esi-federation -p esi-bench --bins`",

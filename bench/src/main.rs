@@ -20,6 +20,7 @@ mod bins;
 mod cli;
 mod federation;
 mod figures;
+mod floors;
 mod load;
 mod pin;
 mod report;

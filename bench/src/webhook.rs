@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::Plan;
 use crate::bins::Bins;
+use crate::floors;
 use crate::load::{self, Dialer, Prepared, Workload, median};
 use crate::pin;
 use crate::report::{Row, Verdict};
@@ -154,6 +155,24 @@ async fn start(
     }
 }
 
+/// Microseconds per admission of `review` done in-process on `core` (parse, decide, the
+/// answer's bytes: what the handler does besides metrics and the log line), for `duration`.
+fn in_process(review: Bytes, core: usize, duration: Duration) -> anyhow::Result<f64> {
+    let cfg = esi_webhook::config::WebhookConfig::from_yaml(CONFIG)?;
+    pin::on_core(core, move || -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < duration {
+            let answer = esi_webhook::review::review(&review, &cfg)
+                .response
+                .to_json()?;
+            std::hint::black_box(answer);
+            n += 1;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(n))
+    })?
+}
+
 /// Figure 9.
 pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let what = "webhook admission of a 3-container Pod over HTTPS keep-alive, one core";
@@ -187,6 +206,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
     )
     .await?;
     let review = admission_review()?;
+    let in_process_us = in_process(review.clone(), plan.server_core, plan.round)?;
     let mutate = Prepared::new(Method::POST, "/mutate", None, Some(review))?;
     // The answer must be a real injection (allowed, with a patch), not a denial.
     let mut probe = dial.connect().await?;
@@ -202,6 +222,37 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         );
     }
     let patch_len = answer["response"]["patch"].as_str().map_or(0, str::len);
+    let answer_len = body.len();
+    // The floor: the same stack and TLS configuration reading the same review and answering
+    // the same number of bytes, with no admission in between.
+    let floor_dir = tempfile::tempdir()?;
+    let (cert, key) = (
+        floor_dir.path().join("tls.crt"),
+        floor_dir.path().join("tls.key"),
+    );
+    std::fs::write(&cert, &pki.cert_pem)?;
+    std::fs::write(&key, &pki.key_pem)?;
+    let floor_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let dial_f = Dialer::Tls(floor_addr, client_config(&pki.ca_pem)?);
+    let _floor = floors::start(
+        &bins.floor,
+        plan.server_core,
+        &floor_addr.to_string(),
+        &[
+            "--answer-bytes",
+            &answer_len.to_string(),
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+        &dial_f,
+    )
+    .await?;
+    let mut conns_f = dial_f.pool(plan.conns).await?;
     let mutate = Workload::new(vec![mutate], StatusCode::OK);
     let health = Workload::new(
         vec![Prepared::new(Method::GET, "/healthz", None, None)?],
@@ -209,15 +260,23 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
     );
     let mut conns = dial.pool(plan.conns).await?;
     let (mut ratios, mut m_rates, mut h_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut of_floor, mut f_rates) = (Vec::new(), Vec::new());
     let mut errors = 0;
     for _ in 0..plan.rounds {
         let (h, c) = load::closed_loop(conns, &health, plan.warmup, plan.round).await;
         let (m, c) = load::closed_loop(c, &mutate, plan.warmup, plan.round).await;
         conns = c;
-        errors += h.errors + m.errors;
+        let (f, c) = load::closed_loop(conns_f, &mutate, plan.warmup, plan.round).await;
+        conns_f = c;
+        errors += h.errors + m.errors + f.errors;
         if conns.len() < plan.conns {
             conns.extend(dial.pool(plan.conns - conns.len()).await?);
         }
+        if conns_f.len() < plan.conns {
+            conns_f.extend(dial_f.pool(plan.conns - conns_f.len()).await?);
+        }
+        of_floor.push(m.rate / f.rate);
+        f_rates.push(f.rate);
         ratios.push(m.rate / h.rate);
         m_rates.push(m.rate);
         h_rates.push(h.rate);
@@ -237,7 +296,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         goal,
         Verdict::of(ok),
         format!(
-            "{:.0} admissions/s vs /healthz {:.0} req/s over the same {} TLS connections (medians of {} interleaved rounds of {:?}, {errors} errors); Pod = golden 03 (3 containers, 2 generators, env for 2 containers), {} KB review, {} B base64 patch; latency: open loop at 1,000/s for {:?} (achieved {:.0}/s), p50 {:.2} ms, p99.9 {:.2} ms, {} errors, {} released > 1 ms late",
+            "{:.0} admissions/s vs /healthz {:.0} req/s over the same {} TLS connections (medians of {} interleaved rounds of {:?}, {errors} errors); Pod = golden 03 (3 containers, 2 generators, env for 2 containers), {} KB review, {} B base64 patch; the same reviews to esi-bench-floor over the same TLS configuration (the review read, a fixed answer of the same {} bytes, no admission) {:.0}/s, admission = {:.2}x of that floor; in-process (parse, decide, answer bytes, on the server core, no sockets) {:.1} µs per admission; latency: open loop at 1,000/s for {:?} (achieved {:.0}/s), p50 {:.2} ms, p99.9 {:.2} ms, {} errors, {} released > 1 ms late",
             median(&m_rates),
             median(&h_rates),
             plan.conns,
@@ -245,6 +304,10 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
             plan.round,
             mutate.first().body_len() / 1024,
             patch_len,
+            answer_len,
+            median(&f_rates),
+            median(&of_floor),
+            in_process_us,
             plan.latency,
             lat.achieved_rate,
             lat.quantile(0.5).as_secs_f64() * 1000.0,
