@@ -128,8 +128,12 @@ pub(crate) fn require<'a, T>(
 
 /// One connection per distinct provider: the generators built on one store share its
 /// connection (HTTP client, login, token renewal, SDK configuration) however many there are.
+///
+/// Held weakly: a connection lives as long as a generator holds it, so the same `Conns` kept
+/// across configuration reloads hands an unchanged store's live connection (and its login) to
+/// the new generators, and lets go of the connections no configuration uses any more.
 #[derive(Debug)]
-pub struct Conns<C>(std::collections::HashMap<String, std::sync::Arc<C>>);
+pub struct Conns<C>(std::collections::HashMap<String, std::sync::Weak<C>>);
 
 impl<C> Default for Conns<C> {
     fn default() -> Self {
@@ -138,7 +142,7 @@ impl<C> Default for Conns<C> {
 }
 
 impl<C> Conns<C> {
-    /// The connection for `provider`, built by `build` on first use.
+    /// The live connection for `provider`, else a new one built by `build`.
     pub fn get<P: Serialize>(
         &mut self,
         provider: &P,
@@ -147,11 +151,51 @@ impl<C> Conns<C> {
         // Providers hold secrets only by reference ({env}/{file}), so the key holds none.
         let key = serde_json::to_string(provider)
             .map_err(|e| SpecError::field("provider", e.to_string()))?;
-        if let Some(conn) = self.0.get(&key) {
-            return Ok(conn.clone());
+        if let Some(conn) = self.0.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(conn);
         }
         let conn = std::sync::Arc::new(build(provider)?);
-        self.0.insert(key, conn.clone());
+        self.0.retain(|_, c| c.strong_count() > 0);
+        self.0.insert(key, std::sync::Arc::downgrade(&conn));
         Ok(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_shared_while_held_and_rebuilt_after() {
+        let mut conns: Conns<String> = Conns::default();
+        let builds = std::cell::Cell::new(0);
+        let build = |p: &&str| {
+            builds.set(builds.get() + 1);
+            Ok(format!("conn to {p}"))
+        };
+        let a = conns.get(&"vault-a", build).unwrap();
+        let again = conns.get(&"vault-a", build).unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&a, &again),
+            "one connection per provider"
+        );
+        let b = conns.get(&"vault-b", build).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(builds.get(), 2);
+        // Nothing holds vault-a any more (its configuration was replaced): a new one is built,
+        // and the dead entry does not linger.
+        drop((a, again));
+        let fresh = conns.get(&"vault-a", build).unwrap();
+        assert_eq!(builds.get(), 3);
+        assert_eq!(*fresh, "conn to vault-a");
+        assert_eq!(conns.0.len(), 2);
+        drop(b);
+        let _c = conns.get(&"vault-c", build).unwrap();
+        assert_eq!(
+            conns.0.len(),
+            2,
+            "vault-b's entry was dropped: {:?}",
+            conns.0.keys()
+        );
     }
 }

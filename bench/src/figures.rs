@@ -139,7 +139,7 @@ pub async fn fig1(
     let snap = config::load_text(
         "fig1.yaml",
         &federation::small_config(&issuer.issuer(), 1),
-        &state.jwks,
+        &state,
     )
     .map_err(|e| anyhow!("{e}"))?;
     let snap: Arc<Snapshot> = Arc::new(snap);
@@ -244,7 +244,7 @@ fn in_process(
     let dir = tempfile::tempdir()?;
     federation::write_config_dir(dir.path(), &config)?;
     let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
-    let snap = config::load_path(dir.path(), &state.jwks).map_err(|e| anyhow!("{e}"))?;
+    let snap = config::load_path(dir.path(), &state).map_err(|e| anyhow!("{e}"))?;
     state.install(snap);
     let tokens: Vec<(String, String)> = tokens.to_vec();
     let d = plan.round;
@@ -387,7 +387,7 @@ pub async fn fig2_and_4(
                     let t_read = t.elapsed().as_secs_f64();
                     let res = config::parse_resources(docs).map_err(|e| anyhow!("{e}"))?;
                     let t_parse = t.elapsed().as_secs_f64();
-                    let snap = config::build_snapshot(res, &state.jwks, String::new())
+                    let snap = config::build_snapshot(res, &state, String::new())
                         .map_err(|e| anyhow!("{e}"))?;
                     let t_all = t.elapsed().as_secs_f64();
                     out.push([t_all, t_read, t_parse - t_read, t_all - t_parse]);

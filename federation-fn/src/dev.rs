@@ -55,7 +55,7 @@ pub fn build(addr: SocketAddr) -> Result<Dev, LoadError> {
     issuer.set_issuer(&format!("{base_url}{ISSUER_PATH}"));
     let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
     let text = DEV_CONFIG.replace("${ISSUER}", &issuer.issuer());
-    let snapshot = config::load_text("embedded dev.yaml", &text, &state.jwks)?;
+    let snapshot = config::load_text("embedded dev.yaml", &text, &state)?;
     state.install(snapshot);
     let app = crate::router(state.clone()).nest(ISSUER_PATH, issuer.router());
     Ok(Dev {

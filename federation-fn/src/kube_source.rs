@@ -136,7 +136,7 @@ fn rebuild(
     }
     let (resources, mut problems) = config::parse_resources_lenient(docs);
     let (snapshot, more) =
-        config::build_snapshot_lenient(resources, &state.jwks, "kubernetes".to_owned());
+        config::build_snapshot_lenient(resources, state, "kubernetes".to_owned());
     problems.extend(more);
     for p in &problems {
         tracing::error!(problem = %p, "invalid esi resource left out of the configuration");

@@ -132,7 +132,7 @@ fn run_lambda() -> anyhow::Result<()> {
     let leases = lease_keys(None, false)?;
     runtime()?.block_on(async move {
         let state = AppState::new(Settings::default(), leases);
-        let snap = config::load_path(&config, &state.jwks)?;
+        let snap = config::load_path(&config, &state)?;
         state.install(snap);
         state.prefetch_keys().await;
         lambda::run(esi_federation::router(state))
@@ -147,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lambda => run_lambda(),
         Command::Check { config } => {
             let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
-            let snap = config::load_path(&config, &state.jwks)?;
+            let snap = config::load_path(&config, &state)?;
             println!(
                 "{}: ok ({} clusters, {} authorizations, {} generators)",
                 config.display(),
@@ -230,7 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (_, Some(config)) => {
                         let snap = {
                             let (st, path) = (state.clone(), config.clone());
-                            tokio::task::spawn_blocking(move || config::load_path(&path, &st.jwks))
+                            tokio::task::spawn_blocking(move || config::load_path(&path, &st))
                                 .await??
                         };
                         state.install(snap);

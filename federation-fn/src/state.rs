@@ -44,6 +44,9 @@ pub struct Inner {
     pub config: ArcSwapOption<Snapshot>,
     /// JWKS sources, shared across snapshots.
     pub jwks: JwksRegistry,
+    /// Store connections (Vault logins, SDK configurations), shared across snapshots: a reload
+    /// that leaves a store unchanged keeps its connection.
+    pub stores: std::sync::Mutex<esi_backends::Shared>,
     /// Lease sealing keys.
     pub leases: LeaseKeys,
     /// Metrics.
@@ -67,6 +70,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             config: ArcSwapOption::empty(),
             jwks,
+            stores: Default::default(),
             leases,
             metrics,
             settings,
@@ -114,7 +118,7 @@ impl AppState {
 
     /// Loads `path` and installs it; on failure the previous snapshot keeps serving.
     pub fn reload_from(&self, path: &Path) -> Result<(), LoadError> {
-        match config::load_path(path, &self.jwks) {
+        match config::load_path(path, self) {
             Ok(s) => {
                 self.install(s);
                 Ok(())

@@ -36,7 +36,7 @@ fn state() -> AppState {
 }
 
 fn errors(yaml: &str) -> Vec<String> {
-    match config::load_text("bad.yaml", yaml, &state().jwks) {
+    match config::load_text("bad.yaml", yaml, &state()) {
         Ok(_) => panic!("accepted:\n{yaml}"),
         Err(LoadError(errs)) => errs.iter().map(ToString::to_string).collect(),
     }
@@ -48,7 +48,7 @@ fn doc(kind: &str, meta: &str, spec: &str) -> String {
 
 #[test]
 fn loads_a_good_configuration() {
-    let snap = config::load_text("good.yaml", GOOD, &state().jwks).unwrap();
+    let snap = config::load_text("good.yaml", GOOD, &state()).unwrap();
     assert_eq!(snap.clusters.len(), 1);
     assert_eq!(snap.authorizer.len(), 1);
     assert!(snap.generators.contains_key("team/Password/db"));
@@ -131,7 +131,7 @@ fn loads_a_folder_and_reports_file_names() {
     write(dir.path(), "README.md", "not config");
     std::fs::create_dir(dir.path().join("..data")).unwrap();
     write(&dir.path().join("..data"), "ignored.yaml", "garbage: [");
-    let snap = config::load_path(dir.path(), &state().jwks).unwrap();
+    let snap = config::load_path(dir.path(), &state()).unwrap();
     assert_eq!(snap.generators.len(), 1);
 
     write(
@@ -139,7 +139,7 @@ fn loads_a_folder_and_reports_file_names() {
         "20-bad.yaml",
         &doc("Password", "{name: q}", "{digits: 99}"),
     );
-    let err = config::load_path(dir.path(), &state().jwks)
+    let err = config::load_path(dir.path(), &state())
         .unwrap_err()
         .to_string();
     assert!(
@@ -148,7 +148,7 @@ fn loads_a_folder_and_reports_file_names() {
     );
 
     let empty = tempfile::tempdir().unwrap();
-    let err = config::load_path(empty.path(), &state().jwks)
+    let err = config::load_path(empty.path(), &state())
         .unwrap_err()
         .to_string();
     assert!(err.contains("holds no .yaml"), "{err}");
@@ -231,7 +231,7 @@ fn a_large_single_file_loads() {
     for i in 0..3000 {
         yaml.push_str(&format!("---\napiVersion: esi.dev/v1alpha1\nkind: UUID\nmetadata: {{name: g{i}, namespace: team}}\n"));
     }
-    let snap = config::load_text("big.yaml", &yaml, &state().jwks).unwrap();
+    let snap = config::load_text("big.yaml", &yaml, &state()).unwrap();
     assert_eq!(snap.generators.len(), 3001);
 }
 
@@ -259,7 +259,7 @@ fn a_json_file_loads_like_its_yaml() {
         assert_eq!(f.value, s.value);
     }
     assert_eq!(fast[1].origin, "good.json#1.items[1]");
-    let snap = config::load_text("good.json", &json, &state().jwks).unwrap();
+    let snap = config::load_text("good.json", &json, &state()).unwrap();
     assert!(snap.generators.contains_key("team/Password/db"));
 
     // Duplicate keys: refused as in YAML, with the YAML parser's message.

@@ -9,6 +9,8 @@ mod common;
 
 use std::time::Duration;
 
+use esi_federation::config;
+use esi_federation::state::AppState;
 use esi_federation::testkit::peer;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -269,17 +271,46 @@ async fn generators_on_one_store_log_in_once() {
     }
     let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
     let token = common::token(&issuer, "default", "app");
-    for app in ["a", "b"] {
-        let (status, _, env, text) = common::send(
-            &state,
-            common::post(
-                &format!("/v1/generators/default/VaultStaticSecret/{app}"),
-                Some(&token),
-                None,
-            ),
-        )
-        .await;
-        assert_eq!(status, 200, "{app}: {text}");
-        assert_eq!(env["data"]["password"], format!("secret-{app}"));
-    }
+    let read_both = |state: AppState, when: &'static str| {
+        let token = token.clone();
+        async move {
+            for app in ["a", "b"] {
+                let (status, _, env, text) = common::send(
+                    &state,
+                    common::post(
+                        &format!("/v1/generators/default/VaultStaticSecret/{app}"),
+                        Some(&token),
+                        None,
+                    ),
+                )
+                .await;
+                assert_eq!(status, 200, "{when}, {app}: {text}");
+                assert_eq!(env["data"]["password"], format!("secret-{app}"));
+            }
+        }
+    };
+    read_both(state.clone(), "first configuration").await;
+    // A reload that leaves the store unchanged (here: one more generator elsewhere) keeps its
+    // connection and login: logging in again would fail, the secret id is spent.
+    let reloaded = yaml.clone()
+        + "apiVersion: esi.dev/v1alpha1\nkind: UUID\nmetadata: {name: extra, namespace: default}\n---\n";
+    let snap = config::load_text("reloaded.yaml", &reloaded, &state).unwrap();
+    state.install(snap);
+    read_both(state.clone(), "after a reload").await;
+    // A configuration built apart (another federation process) logs in on its own and is
+    // refused: the single-use secret id is what the reload above did not spend again.
+    let apart = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let (status, _, _, text) = common::send(
+        &apart,
+        common::post(
+            "/v1/generators/default/VaultStaticSecret/a",
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
+    assert_ne!(
+        status, 200,
+        "a second login with the spent secret id: {text}"
+    );
 }

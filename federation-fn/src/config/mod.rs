@@ -16,7 +16,8 @@ use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
 use serde::Deserialize;
 
 use crate::authz::{self, Authorizer};
-use crate::token::jwks::{JwksRegistry, Location, SourceKey, check_url_scheme};
+use crate::state::AppState;
+use crate::token::jwks::{Location, SourceKey, check_url_scheme};
 use crate::token::keys::KeyRing;
 use crate::token::{ClusterKeys, ClusterVerifier, Leeways};
 use resources::{Algorithm, AlgorithmSet, AuthorizationSpec, ClusterSpec, parse_duration};
@@ -783,14 +784,14 @@ impl Snapshot {
     }
 }
 
-/// Compiles resources into a snapshot: key sources from the registry (shared across reloads),
-/// authorizations, built generators. Fails on any problem.
+/// Compiles resources into a snapshot: key sources and store connections from `state` (shared
+/// across reloads), authorizations, built generators. Fails on any problem.
 pub fn build_snapshot(
     res: Resources,
-    registry: &JwksRegistry,
+    state: &AppState,
     source: String,
 ) -> Result<Snapshot, LoadError> {
-    let (snapshot, errors) = build_snapshot_lenient(res, registry, source);
+    let (snapshot, errors) = build_snapshot_lenient(res, state, source);
     if errors.is_empty() {
         Ok(snapshot)
     } else {
@@ -801,7 +802,7 @@ pub fn build_snapshot(
 /// Same as [`build_snapshot`], leaving out what cannot be built and reporting it.
 pub fn build_snapshot_lenient(
     res: Resources,
-    registry: &JwksRegistry,
+    state: &AppState,
     source: String,
 ) -> (Snapshot, Vec<ConfigError>) {
     let mut errors = Vec::new();
@@ -835,7 +836,7 @@ pub fn build_snapshot_lenient(
                     KeyPlan::JwksUri(u) => Location::JwksUri(u),
                     _ => Location::Discovery(c.spec.issuer.clone()),
                 };
-                match registry.source(
+                match state.jwks.source(
                     SourceKey {
                         location,
                         ca_bundle: c.spec.ca_bundle.clone(),
@@ -886,8 +887,8 @@ pub fn build_snapshot_lenient(
         .collect();
     let authorizer = Authorizer::new(&auths);
     let mut generators = HashMap::new();
-    // Generators on one store share its connection and login.
-    let mut shared = esi_backends::Shared::default();
+    // Generators on one store share its connection and login, across reloads too.
+    let mut shared = state.stores.lock().unwrap_or_else(|p| p.into_inner());
     for (key, (spec, origin)) in res.generators {
         let store = spec.store_ref().and_then(|s| {
             let ns = key.split('/').next().unwrap_or_default().to_owned();
@@ -929,15 +930,15 @@ pub fn build_snapshot_lenient(
 }
 
 /// Reads, validates and compiles the configuration at `path`.
-pub fn load_path(path: &Path, registry: &JwksRegistry) -> Result<Snapshot, LoadError> {
+pub fn load_path(path: &Path, state: &AppState) -> Result<Snapshot, LoadError> {
     let docs = read_documents(path)?;
     let res = parse_resources(docs)?;
-    build_snapshot(res, registry, path.display().to_string())
+    build_snapshot(res, state, path.display().to_string())
 }
 
 /// Same as [`load_path`] from text (the embedded dev configuration, tests).
-pub fn load_text(origin: &str, text: &str, registry: &JwksRegistry) -> Result<Snapshot, LoadError> {
+pub fn load_text(origin: &str, text: &str, state: &AppState) -> Result<Snapshot, LoadError> {
     let docs = parse_text(origin, text).map_err(|e| LoadError(vec![e]))?;
     let res = parse_resources(docs)?;
-    build_snapshot(res, registry, origin.to_owned())
+    build_snapshot(res, state, origin.to_owned())
 }

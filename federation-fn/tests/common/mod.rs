@@ -92,7 +92,7 @@ spec:
 /// State loaded from `yaml`.
 pub fn state(yaml: &str, settings: Settings) -> AppState {
     let state = AppState::new(settings, LeaseKeys::ephemeral());
-    let snap = config::load_text("test.yaml", yaml, &state.jwks).unwrap_or_else(|e| panic!("{e}"));
+    let snap = config::load_text("test.yaml", yaml, &state).unwrap_or_else(|e| panic!("{e}"));
     state.install(snap);
     state
 }
