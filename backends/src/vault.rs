@@ -411,16 +411,28 @@ impl VaultConn {
     }
 
     /// Forgets a token Vault refused, so the next call logs in again. Returns whether a
-    /// retry can help (the token came from a login).
+    /// retry can help: the token came from a login, or it is a configured token whose source
+    /// now holds another one (rotated: the connection outlives reloads, so the file or variable
+    /// is read again here rather than when the configuration is).
     async fn invalidate(&self, token: &SecretString) -> bool {
         let mut guard = self.session.lock().await;
-        match guard.as_ref() {
-            Some(s) if s.token.expose_secret() == token.expose_secret() && s.from_login => {
-                *guard = None;
-                true
-            }
-            _ => false,
+        let Some(s) = guard.as_ref() else {
+            return false;
+        };
+        if s.token.expose_secret() != token.expose_secret() {
+            return false;
         }
+        let retry = s.from_login
+            || match &self.auth {
+                VaultAuth::Token(r) => r
+                    .read()
+                    .is_ok_and(|now| now.expose_secret() != token.expose_secret()),
+                _ => false,
+            };
+        if retry {
+            *guard = None;
+        }
+        retry
     }
 
     /// Runs a vaultrs call with a valid token; one re-login and retry on `403`.

@@ -536,6 +536,59 @@ async fn kv_v1_and_v2_secrets_are_read() {
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
 }
 
+/// A store authenticating with a token file keeps its connection across reloads; when the
+/// token is rotated (new token in the file, old one revoked), the first refusal makes it read
+/// the file again and retry, without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_read_again_after_a_refusal() {
+    let test = "a_rotated_token_file_is_read_again_after_a_refusal";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let create = json!({"policies": [policy], "ttl": "10m"});
+    let first = bao.post("auth/token/create", create.clone()).await["auth"]["client_token"]
+        .as_str()
+        .expect("client token")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, format!("{first}\n")).expect("write");
+    let store = bao.store(json!({"token": {"file": token_file}}));
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("first token").data["password"],
+        "v2-secret"
+    );
+    let second = bao.post("auth/token/create", create).await["auth"]["client_token"]
+        .as_str()
+        .expect("client token")
+        .to_owned();
+    std::fs::write(&token_file, format!("{second}\n")).expect("rotate");
+    bao.post("auth/token/revoke", json!({"token": first})).await;
+    assert_eq!(
+        g.generate(&c)
+            .await
+            .expect("rotated token, read again")
+            .data["password"],
+        "v2-secret"
+    );
+    // Revoked with nothing new in the file: refused, no retry loop.
+    bao.post("auth/token/revoke", json!({"token": second}))
+        .await;
+    let err = g.generate(&c).await.expect_err("revoked token");
+    assert!(
+        !err.to_string().contains(&second),
+        "the token leaked into the error: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approle_login_reads_within_policy_and_is_refused_outside() {
     let test = "approle_login_reads_within_policy_and_is_refused_outside";
