@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use crate::duration::HumanDuration;
 use crate::{BackendError, SpecError};
@@ -76,7 +76,9 @@ pub struct GcpConn {
     /// Base URL without a trailing slash.
     pub(crate) endpoint: String,
     pub(crate) http: reqwest::Client,
-    source: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    /// The loaded credentials; `None` until first use, and again after a refusal so that a
+    /// rotated key file is read again.
+    source: Mutex<Option<Arc<dyn gcp_auth::TokenProvider>>>,
 }
 
 impl fmt::Debug for GcpConn {
@@ -103,42 +105,60 @@ impl GcpConn {
                 .to_owned(),
             http: crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.gcp.caBundle")?,
             provider: p.clone(),
-            source: OnceCell::new(),
+            source: Mutex::new(None),
         })
     }
 
-    /// A bearer token of the federation itself, for IAM Credentials.
+    /// A bearer token of the federation itself, for IAM Credentials. When the token endpoint
+    /// refuses, the credentials are loaded again and asked once more: the connection outlives
+    /// configuration reloads, so a rotated key file is picked up here (the old key deleted, the
+    /// file holding the new one) rather than when the configuration is read.
     pub async fn source_token(&self) -> Result<Arc<gcp_auth::Token>, BackendError> {
-        let provider =
-            self.source
-                .get_or_try_init(|| async {
-                    let p: Arc<dyn gcp_auth::TokenProvider> =
-                        match &self.provider.service_account_key_file {
-                            Some(path) => Arc::new(
-                                gcp_auth::CustomServiceAccount::from_file(path).map_err(|e| {
-                                    BackendError::Unavailable {
-                                message: "the federation's Google credentials could not be loaded"
-                                    .to_owned(),
-                                detail: format!("service account key file {}: {e}", path.display()),
-                            }
-                                })?,
-                            ),
-                            None => gcp_auth::provider().await.map_err(|e| {
-                                BackendError::Unavailable {
-                                    message: "the federation has no Google credentials".to_owned(),
-                                    detail: format!("application default credentials: {e}"),
-                                }
-                            })?,
-                        };
-                    Ok::<_, BackendError>(p)
-                })
-                .await?;
-        provider
-            .token(&[CLOUD_PLATFORM_SCOPE])
-            .await
-            .map_err(|e| BackendError::Unavailable {
-                message: "the federation could not obtain its own Google token".to_owned(),
-                detail: format!("source token: {e}"),
-            })
+        let provider = self.credentials().await?;
+        match provider.token(&[CLOUD_PLATFORM_SCOPE]).await {
+            Ok(token) => Ok(token),
+            Err(first) => {
+                {
+                    let mut cached = self.source.lock().await;
+                    if cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, &provider)) {
+                        *cached = None;
+                    }
+                }
+                tracing::debug!(error = %first, "google source token refused; loading the credentials again");
+                self.credentials()
+                    .await?
+                    .token(&[CLOUD_PLATFORM_SCOPE])
+                    .await
+                    .map_err(|e| BackendError::Unavailable {
+                        message: "the federation could not obtain its own Google token".to_owned(),
+                        detail: format!("source token: {e}"),
+                    })
+            }
+        }
+    }
+
+    /// The federation's Google credentials: the key file, else application default credentials;
+    /// loaded on first use and kept.
+    async fn credentials(&self) -> Result<Arc<dyn gcp_auth::TokenProvider>, BackendError> {
+        let mut cached = self.source.lock().await;
+        if let Some(p) = cached.as_ref() {
+            return Ok(p.clone());
+        }
+        let p: Arc<dyn gcp_auth::TokenProvider> = match &self.provider.service_account_key_file {
+            Some(path) => Arc::new(gcp_auth::CustomServiceAccount::from_file(path).map_err(
+                |e| BackendError::Unavailable {
+                    message: "the federation's Google credentials could not be loaded".to_owned(),
+                    detail: format!("service account key file {}: {e}", path.display()),
+                },
+            )?),
+            None => gcp_auth::provider()
+                .await
+                .map_err(|e| BackendError::Unavailable {
+                    message: "the federation has no Google credentials".to_owned(),
+                    detail: format!("application default credentials: {e}"),
+                })?,
+        };
+        *cached = Some(p.clone());
+        Ok(p)
     }
 }

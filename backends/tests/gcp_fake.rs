@@ -23,6 +23,14 @@ const SOURCE_TOKEN: &str = "ya29.fake-source-token-of-the-federation";
 #[derive(Default)]
 struct Seen {
     assertions: Vec<Value>,
+    /// The service account keys the fake knows: id and RSA public key (DER).
+    keys: Vec<(String, Vec<u8>)>,
+    /// Which key signed each assertion (its id; empty when none of `keys` did).
+    kids: Vec<String>,
+    /// Key ids the token endpoint refuses (deleted keys).
+    revoked: Vec<String>,
+    /// Lifetime of the source tokens it issues (default 3600 s).
+    expires_in: Option<u64>,
     calls: Vec<(String, String, Value)>,
 }
 
@@ -41,20 +49,51 @@ async fn token(
             Json(json!({"error": "unsupported_grant_type"})),
         );
     }
-    let claims = form
+    let part = |i: usize| {
+        form.get("assertion")
+            .and_then(|a| a.split('.').nth(i))
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p.trim_end_matches('='))
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut seen = seen.lock().expect("lock");
+    // Which known key signed it, as Google checks the assertion's signature.
+    let signed_by = form
         .get("assertion")
-        .and_then(|a| a.split('.').nth(1))
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p.trim_end_matches('='))
-                .ok()
+        .and_then(|a| a.rsplit_once('.'))
+        .and_then(|(input, sig)| {
+            let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(sig.trim_end_matches('='))
+                .ok()?;
+            seen.keys.iter().find_map(|(id, public)| {
+                aws_lc_rs::signature::UnparsedPublicKey::new(
+                    &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+                    public,
+                )
+                .verify(input.as_bytes(), &sig)
+                .is_ok()
+                .then(|| id.clone())
+            })
         })
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .unwrap_or(Value::Null);
-    seen.lock().expect("lock").assertions.push(claims);
+        .unwrap_or_default();
+    seen.assertions.push(part(1));
+    seen.kids.push(signed_by.clone());
+    if signed_by.is_empty() || seen.revoked.contains(&signed_by) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."})),
+        );
+    }
+    let expires_in = seen.expires_in.unwrap_or(3600);
     (
         StatusCode::OK,
-        Json(json!({"access_token": SOURCE_TOKEN, "token_type": "Bearer", "expires_in": 3600})),
+        Json(
+            json!({"access_token": SOURCE_TOKEN, "token_type": "Bearer", "expires_in": expires_in}),
+        ),
     )
 }
 
@@ -118,7 +157,6 @@ struct Fake {
 }
 
 async fn start_fake() -> Fake {
-    use aws_lc_rs::encoding::AsDer;
     let seen: Shared = Arc::default();
     let app = Router::new()
         .route("/token", post(token))
@@ -126,27 +164,40 @@ async fn start_fake() -> Fake {
         .with_state(seen.clone());
     let base = common::serve_local(app).await;
 
-    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
-    let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = key.as_der().expect("pkcs8");
-    let pkcs8_der: &[u8] = pkcs8.as_ref();
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("federation-key.json");
-    let sa_key = json!({
-        "type": "service_account",
-        "project_id": "proj",
-        "private_key_id": "k1",
-        "private_key": common::pem("PRIVATE KEY", pkcs8_der),
-        "client_email": "federation@proj.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": format!("{base}/token"),
-    });
-    std::fs::write(&key_file, sa_key.to_string()).expect("write key");
+    let public = write_key(&key_file, "k1", &base);
+    seen.lock()
+        .expect("lock")
+        .keys
+        .push(("k1".to_owned(), public));
     Fake {
         base,
         seen,
         _dir: dir,
         key_file,
     }
+}
+
+/// Writes a service account key file with a fresh RSA key named `kid`, for the fake at `base`;
+/// returns its public key (DER).
+fn write_key(path: &std::path::Path, kid: &str, base: &str) -> Vec<u8> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair as _;
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa");
+    let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = key.as_der().expect("pkcs8");
+    let pkcs8_der: &[u8] = pkcs8.as_ref();
+    let sa_key = json!({
+        "type": "service_account",
+        "project_id": "proj",
+        "private_key_id": kid,
+        "private_key": common::pem("PRIVATE KEY", pkcs8_der),
+        "client_email": "federation@proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": format!("{base}/token"),
+    });
+    std::fs::write(path, sa_key.to_string()).expect("write key");
+    key.public_key().as_ref().to_vec()
 }
 
 fn store(fake: &Fake) -> Value {
@@ -296,16 +347,17 @@ async fn generators_on_one_store_share_its_source_token_on_the_fake() {
         generator: "payments/GCPAccessToken/app",
         max_ttl: None,
     };
+    // Held together, as a configuration's snapshot holds its generators.
     let mut shared = esi_backends::Shared::default();
+    let mut held = Vec::new();
     for email in [
         "app@proj.iam.gserviceaccount.com",
         "other@proj.iam.gserviceaccount.com",
     ] {
-        esi_backends::Generator::build_shared(&spec(email), Some(&store), &mut shared)
-            .expect("builds")
-            .generate(&ctx)
-            .await
-            .expect("token");
+        let g = esi_backends::Generator::build_shared(&spec(email), Some(&store), &mut shared)
+            .expect("builds");
+        g.generate(&ctx).await.expect("token");
+        held.push(g);
     }
     let exchanges = fake.seen.lock().expect("lock").assertions.len();
     assert_eq!(
@@ -326,4 +378,44 @@ async fn generators_on_one_store_share_its_source_token_on_the_fake() {
     }
     let exchanges = fake.seen.lock().expect("lock").assertions.len();
     assert_eq!(exchanges, 3);
+}
+
+/// The store's connection outlives reloads, so a rotated key file must be picked up without
+/// one: when the token endpoint refuses the old key (deleted), the file is read again.
+#[tokio::test]
+async fn a_rotated_key_file_is_read_again_after_a_refusal_on_the_fake() {
+    let fake = start_fake().await;
+    // Source tokens that expire at once: every generation exchanges the key for a new one.
+    fake.seen.lock().expect("lock").expires_in = Some(1);
+    let g = build(
+        "GCPAccessToken",
+        spec("app@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    );
+    let id = identity();
+    let ctx = Context {
+        identity: &id,
+        generator: "payments/GCPAccessToken/app",
+        max_ttl: None,
+    };
+    g.generate(&ctx).await.expect("token with k1");
+    let public = write_key(&fake.key_file, "k2", &fake.base);
+    {
+        let mut seen = fake.seen.lock().expect("lock");
+        seen.keys.push(("k2".to_owned(), public));
+        seen.revoked.push("k1".to_owned());
+    }
+    g.generate(&ctx).await.expect("token with the rotated key");
+    let kids = fake.seen.lock().expect("lock").kids.clone();
+    assert_eq!(kids.first().map(String::as_str), Some("k1"));
+    assert_eq!(kids.last().map(String::as_str), Some("k2"), "{kids:?}");
+
+    // Both keys deleted: a clear refusal, after one more try.
+    fake.seen
+        .lock()
+        .expect("lock")
+        .revoked
+        .push("k2".to_owned());
+    let err = g.generate(&ctx).await.expect_err("no valid key");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
 }
