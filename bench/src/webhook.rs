@@ -159,6 +159,14 @@ async fn start(
 /// answer's bytes: what the handler does besides metrics and the log line), for `duration`.
 fn in_process(review: Bytes, core: usize, duration: Duration) -> anyhow::Result<f64> {
     let cfg = esi_webhook::config::WebhookConfig::from_yaml(CONFIG)?;
+    let first = esi_webhook::review::review(&review, &cfg);
+    if first.decision != esi_webhook::review::Decision::Injected {
+        bail!(
+            "in-process, the benchmark Pod was not injected: {:?} ({})",
+            first.decision,
+            first.detail
+        );
+    }
     pin::on_core(core, move || -> anyhow::Result<f64> {
         let start = Instant::now();
         let mut n = 0u32;
