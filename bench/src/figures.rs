@@ -178,7 +178,7 @@ pub async fn fig1(
     rows.push(Row::new(
         "1",
         "token::verify (RS256, keys cached), one core",
-        format!("{r:.2}x baseline"),
+        format!("{r:.3}x baseline"),
         ">= 0.90x",
         Verdict::of(r >= 0.90),
         format!(
