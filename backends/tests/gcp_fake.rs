@@ -419,3 +419,61 @@ async fn a_rotated_key_file_is_read_again_after_a_refusal_on_the_fake() {
     let err = g.generate(&ctx).await.expect_err("no valid key");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
 }
+
+/// Application default credentials: a store without a key file takes the federation's own
+/// Google identity from the environment (`GOOGLE_APPLICATION_CREDENTIALS`, what a Deployment
+/// mounts). The variable is set for a child process running this same test, which then takes
+/// the child's branch; the metadata server (GCE, GKE) has a fixed host name and is not faked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_default_credentials_from_the_environment_on_the_fake() {
+    const TEST: &str = "application_default_credentials_from_the_environment_on_the_fake";
+    const CHILD: &str = "ESI_TEST_GCP_ADC_ENDPOINT";
+    if let Ok(endpoint) = std::env::var(CHILD) {
+        let store =
+            json!({"provider": {"gcp": {"iamCredentialsEndpoint": endpoint, "timeout": "5s"}}});
+        let g = build(
+            "GCPAccessToken",
+            spec("app@proj.iam.gserviceaccount.com"),
+            Some(store),
+        );
+        let id = identity();
+        let ctx = Context {
+            identity: &id,
+            generator: "payments/GCPAccessToken/app",
+            max_ttl: None,
+        };
+        let cred = g.generate(&ctx).await.expect("token through ADC");
+        assert_eq!(
+            cred.data["access_token"],
+            "ya29.impersonated-app@proj.iam.gserviceaccount.com"
+        );
+        return;
+    }
+    let fake = start_fake().await;
+    let exe = std::env::current_exe().expect("test binary");
+    let (key_file, base) = (fake.key_file.clone(), fake.base.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(["--exact", TEST, "--test-threads=1"])
+            .env("GOOGLE_APPLICATION_CREDENTIALS", key_file)
+            .env(CHILD, base)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("child test runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = fake.seen.lock().expect("lock");
+    assert_eq!(
+        seen.kids,
+        ["k1"],
+        "one exchange, signed with the key file's key"
+    );
+    assert_eq!(seen.calls.len(), 1);
+}
