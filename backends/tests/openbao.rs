@@ -120,6 +120,14 @@ impl Bao {
         (path, role_id)
     }
 
+    /// A new token created with `settings` (policies, ttl, ...).
+    async fn create_token(&self, settings: Value) -> String {
+        self.post("auth/token/create", settings).await["auth"]["client_token"]
+            .as_str()
+            .expect("client token")
+            .to_owned()
+    }
+
     /// A new secret id of role `esi` on the AppRole mount `path`.
     async fn secret_id(&self, path: &str) -> String {
         self.post(&format!("auth/{path}/role/esi/secret-id"), json!({}))
@@ -547,10 +555,7 @@ async fn a_rotated_token_file_is_read_again_after_a_refusal() {
     };
     let (kv2, policy) = bao.kv2_fixture().await;
     let create = json!({"policies": [policy], "ttl": "10m"});
-    let first = bao.post("auth/token/create", create.clone()).await["auth"]["client_token"]
-        .as_str()
-        .expect("client token")
-        .to_owned();
+    let first = bao.create_token(create.clone()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("vault-token");
     std::fs::write(&token_file, format!("{first}\n")).expect("write");
@@ -566,10 +571,7 @@ async fn a_rotated_token_file_is_read_again_after_a_refusal() {
         g.generate(&c).await.expect("first token").data["password"],
         "v2-secret"
     );
-    let second = bao.post("auth/token/create", create).await["auth"]["client_token"]
-        .as_str()
-        .expect("client token")
-        .to_owned();
+    let second = bao.create_token(create).await;
     std::fs::write(&token_file, format!("{second}\n")).expect("rotate");
     bao.post("auth/token/revoke", json!({"token": first})).await;
     assert_eq!(

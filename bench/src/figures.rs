@@ -23,10 +23,10 @@ use esi_federation::token;
 
 use crate::Plan;
 use crate::federation::{self, MultiIssuer, Server};
-use crate::floors;
 use crate::load::{self, Dialer, Prepared, Workload, median};
 use crate::pin;
 use crate::report::{Row, Verdict};
+use crate::served;
 
 /// Calls `f` in batches until `duration` has passed; returns the calls made and the time they
 /// took, or `None` when `f` reports a failure (returns false).
@@ -339,7 +339,7 @@ pub async fn fig2_and_4(
     let floor_addr = free_port()?;
     let dial_f = Dialer::Tcp(floor_addr.parse()?);
     let jwk = key.jwk().to_string();
-    let _floor = floors::start(
+    let _floor = served::floor(
         &bins.floor,
         plan.server_core,
         &floor_addr,

@@ -20,10 +20,10 @@ mod bins;
 mod cli;
 mod federation;
 mod figures;
-mod floors;
 mod load;
 mod pin;
 mod report;
+mod served;
 mod webhook;
 
 use std::path::PathBuf;

@@ -17,10 +17,10 @@ use serde_json::json;
 
 use crate::Plan;
 use crate::bins::Bins;
-use crate::floors;
 use crate::load::{self, Dialer, Prepared, Workload, median};
 use crate::pin;
 use crate::report::{Row, Verdict};
+use crate::served::{self, Served};
 
 const POD: &str =
     include_str!("../../webhook/tests/golden/pods/03-deployment-template-several-containers.yaml");
@@ -89,25 +89,13 @@ fn admission_review() -> anyhow::Result<Bytes> {
     Ok(Bytes::from(serde_json::to_vec(&review)?))
 }
 
-struct Webhook {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start(
     bin: &Path,
     core: usize,
     pki: &Pki,
     dial: &Dialer,
     addr: &str,
-) -> anyhow::Result<Webhook> {
+) -> anyhow::Result<Served> {
     let dir = tempfile::tempdir()?;
     let (cert, key, config) = (
         dir.path().join("tls.crt"),
@@ -133,26 +121,8 @@ async fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?);
-    let mut child = pin::spawn_on(core, cmd)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let health = Prepared::new(Method::GET, "/healthz", None, None)?;
-    loop {
-        if let Ok(mut c) = dial.connect().await
-            && let Ok((StatusCode::OK, _)) = load::send(&mut c, &health).await
-        {
-            return Ok(Webhook { child, _dir: dir });
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "esi-webhook exited with {status}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("esi-webhook did not answer /healthz within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let child = pin::spawn_on(core, cmd)?;
+    served::wait_healthy(child, dial, "esi-webhook", Some(&log), Some(dir)).await
 }
 
 /// Microseconds per admission of `review` done in-process on `core` (parse, decide, the
@@ -245,7 +215,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         l.local_addr()?
     };
     let dial_f = Dialer::Tls(floor_addr, client_config(&pki.ca_pem)?);
-    let _floor = floors::start(
+    let _floor = served::floor(
         &bins.floor,
         plan.server_core,
         &floor_addr.to_string(),
