@@ -5,6 +5,7 @@
 //! at fault, and all problems of a load are reported together. A reload that fails leaves the
 //! previous snapshot serving (see [`crate::state`]).
 
+mod fast;
 pub mod resources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -192,80 +193,16 @@ fn yaml_options() -> serde_saphyr::Options {
     options
 }
 
-/// A file holding one JSON object, read by serde_json (an order of magnitude faster than the
-/// YAML parser, which is most of a cold start with a large configuration), with YAML's rules:
-/// duplicate keys refused. `None` sends the text to the YAML parser, which reads YAML and
-/// explains what is wrong with anything else.
-fn parse_json_object(text: &str) -> Option<serde_json::Value> {
-    let text = text.trim_start_matches('\u{feff}');
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<UniqueKeys>(text).ok().map(|v| v.0)
-}
-
-/// A JSON value whose objects have no duplicate keys (serde_json keeps the last silently, the
-/// YAML loader refuses them).
-struct UniqueKeys(serde_json::Value);
-
-impl<'de> Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
-        use serde_json::Value;
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UniqueKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_bool<E: Error>(self, v: bool) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::Bool(v)))
-            }
-            fn visit_i64<E: Error>(self, v: i64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::from(v)))
-            }
-            fn visit_u64<E: Error>(self, v: u64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::from(v)))
-            }
-            fn visit_f64<E: Error>(self, v: f64) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::from(v)))
-            }
-            fn visit_str<E: Error>(self, v: &str) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::String(v.to_owned())))
-            }
-            fn visit_string<E: Error>(self, v: String) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::String(v)))
-            }
-            fn visit_unit<E: Error>(self) -> Result<UniqueKeys, E> {
-                Ok(UniqueKeys(Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-                let mut items = Vec::new();
-                while let Some(UniqueKeys(v)) = seq.next_element()? {
-                    items.push(v);
-                }
-                Ok(UniqueKeys(Value::Array(items)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-                let mut out = serde_json::Map::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    let UniqueKeys(v) = map.next_value()?;
-                    if out.insert(key, v).is_some() {
-                        return Err(A::Error::custom("duplicate key"));
-                    }
-                }
-                Ok(UniqueKeys(Value::Object(out)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// Parses multi-document YAML text (JSON is YAML) into documents, skipping empty ones and
-/// flattening `kind: List`. A file that is one JSON object takes a fast path.
+/// flattening `kind: List`. Faster readers go first where they read what serde-saphyr reads
+/// (see [`fast`]); serde-saphyr reads the rest and explains errors.
 pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError> {
-    let values: Vec<serde_json::Value> = match parse_json_object(text) {
-        Some(v) => vec![v],
+    let fast = match fast::json_object(text) {
+        Some(v) => Some(vec![v]),
+        None => fast::yaml(text),
+    };
+    let values: Vec<serde_json::Value> = match fast {
+        Some(values) => values,
         None => serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| {
             ConfigError {
                 origin: origin.to_owned(),
