@@ -8,6 +8,7 @@
 //! annotation at fault.
 //!
 //! - [`mutate`]: the pure decision (Pod + annotations + config → skip, patch or denial);
+//! - [`pod`]: the parts of a Pod (and of its `AdmissionReview` request) the webhook reads;
 //! - [`review`]: `AdmissionReview` v1 parsing and the response wire format;
 //! - [`server`]: the axum router, metrics, rustls and certificate reload;
 //! - [`service_account`]: the Pod's ServiceAccount annotations as defaults, read through the
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod mutate;
 pub mod patch;
+pub mod pod;
 pub mod review;
 pub mod server;
 pub mod service_account;

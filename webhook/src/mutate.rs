@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::pod::{Container, Pod, PodSpec};
 use esi_api::inject::{
     self as contract, AGENT_CONTAINER_NAME, ANN_CONTAINERS, ANN_ENTRYPOINT_PREFIX, ANN_ENV,
     ANN_ENV_FROM, ANN_FEDERATION_URL, ANN_FILE_PREFIX, ANN_GENERATORS, ANN_INIT_CONTAINERS,
@@ -19,7 +20,6 @@ use esi_api::inject::{
     TOKEN_VOLUME_NAME, VOLUME_NAME,
 };
 use json_patch::jsonptr::PointerBuf;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::config::{InitPosition, WebhookConfig};
 use crate::patch::{

@@ -1,6 +1,8 @@
 //! `AdmissionReview` v1 in, `AdmissionReview` v1 out.
 //!
-//! Requests are read with kube-core's types. The response is our own small type: kube-core 5's
+//! Requests are read into [`crate::pod`]'s types (the fields the webhook reads); a request that
+//! does not read is read again with kube-core's types, whose errors say what is wrong. The
+//! response is our own small type: kube-core 5's
 //! `AdmissionResponse` serializes `patch` as a JSON array of numbers, while the API server
 //! expects the base64 string of the JSON patch (`[]byte` in Go). A test pins the wire format.
 //! Every response carries the request's `uid`, including denials of malformed requests when
@@ -8,13 +10,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use k8s_openapi::api::core::v1::Pod as FullPod;
+use kube_core::admission::AdmissionReview;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::WebhookConfig;
 use crate::mutate::{self, Outcome};
+use crate::pod::{AdmissionRequest, Operation, Pod};
 
 /// The `apiVersion` of `AdmissionReview` this webhook speaks.
 pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
@@ -214,7 +217,7 @@ struct Envelope {
     #[allow(dead_code)]
     kind: String,
     #[serde(default)]
-    request: Option<AdmissionRequest<Pod>>,
+    request: Option<AdmissionRequest>,
 }
 
 /// Reads an `AdmissionReview` body; anything but a well-formed Pod CREATE is answered here.
@@ -264,7 +267,8 @@ fn parse_carefully(body: &[u8]) -> Parsed {
             format!("esi: only {ADMISSION_API_VERSION} AdmissionReview is supported"),
         );
     }
-    let review: AdmissionReview<Pod> = match serde_json::from_value(value) {
+    let request = value.get("request").cloned();
+    let review: AdmissionReview<FullPod> = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
             return invalid(
@@ -273,13 +277,20 @@ fn parse_carefully(body: &[u8]) -> Parsed {
             );
         }
     };
-    let Some(req) = review.request else {
+    let (Some(_), Some(request)) = (review.request, request) else {
         return invalid(uid, "esi: AdmissionReview has no request".to_owned());
     };
-    parse_request(req)
+    // kube-core read it; the webhook's own types read a subset of the same fields.
+    match serde_json::from_value::<AdmissionRequest>(request) {
+        Ok(req) => parse_request(req),
+        Err(e) => invalid(
+            uid,
+            format!("esi: AdmissionReview does not hold a valid Pod request: {e}"),
+        ),
+    }
 }
 
-fn parse_request(req: AdmissionRequest<Pod>) -> Parsed {
+fn parse_request(req: AdmissionRequest) -> Parsed {
     let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod" && req.sub_resource.is_none();
     if req.operation != Operation::Create || !is_pod {
         // Only Pod CREATE is registered; anything else is not ours to change.
@@ -409,6 +420,64 @@ mod tests {
             v,
             serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                 "response": {"uid": "u", "allowed": true, "patchType": "JSONPatch", "patch": "W10="}})
+        );
+    }
+
+    fn body(request: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
+        }))
+        .unwrap()
+    }
+
+    fn request(object: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "team",
+            "operation": "CREATE",
+            "userInfo": {"username": "someone"},
+            "object": object,
+        })
+    }
+
+    /// A request the webhook's own types refuse is read again by kube-core's, whose message
+    /// names the field; one that only the strict first read refuses (a duplicated key, which
+    /// the API server never sends) is still decided.
+    #[test]
+    fn requests_read_by_both_paths() {
+        let pod = serde_json::json!({"metadata": {"labels": {"esi.dev/inject": "false"}},
+            "spec": {"containers": [{"name": "app"}]}});
+        let r = review(&body(request(pod)), &WebhookConfig::default());
+        assert_eq!(
+            (r.decision, r.detail.as_str()),
+            (Decision::Skipped, "not_opted_in")
+        );
+        assert_eq!(
+            (r.namespace.as_str(), r.response.response.uid.as_str()),
+            ("team", "u1")
+        );
+
+        let mut no_user = request(serde_json::json!({}));
+        no_user.as_object_mut().unwrap().remove("userInfo");
+        let r = review(&body(no_user), &WebhookConfig::default());
+        assert_eq!(r.decision, Decision::Invalid);
+        assert!(r.detail.contains("userInfo"), "{}", r.detail);
+        assert_eq!(r.response.response.uid, "u1");
+
+        let bad_pod = request(serde_json::json!({"spec": {"containers": [{"name": 7}]}}));
+        let r = review(&body(bad_pod), &WebhookConfig::default());
+        assert_eq!(r.decision, Decision::Invalid);
+        assert!(r.detail.contains("valid Pod request"), "{}", r.detail);
+
+        let text = String::from_utf8(body(request(serde_json::json!({"spec": {}})))).unwrap();
+        let dup = text.replacen("\"uid\":\"u1\"", "\"uid\":\"u0\",\"uid\":\"u1\"", 1);
+        assert_ne!(dup, text);
+        let r = review(dup.as_bytes(), &WebhookConfig::default());
+        assert_eq!(
+            (r.decision, r.response.response.uid.as_str()),
+            (Decision::Skipped, "u1")
         );
     }
 

@@ -237,7 +237,7 @@ fn classify(e: kube::Error) -> LookupError {
 
 /// The ServiceAccount a Pod runs as: `spec.serviceAccountName`, else the deprecated
 /// `spec.serviceAccount`, else `default` (what the ServiceAccount admission plugin sets).
-pub fn pod_service_account(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
+pub fn pod_service_account(pod: &crate::pod::Pod) -> &str {
     pod.spec
         .as_ref()
         .and_then(|s| {
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn the_pods_service_account_defaults_to_default() {
-        let pod = |spec: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+        let pod = |spec: serde_json::Value| -> crate::pod::Pod {
             serde_json::from_value(serde_json::json!({"spec": spec})).unwrap()
         };
         let containers = serde_json::json!([{"name": "a"}]);

@@ -416,7 +416,9 @@ fn structural_checks(original: &Value, patched: &Value, cfg: &WebhookConfig) -> 
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    match mutate::mutate(&pod, &ns, None, cfg) {
+    let view: esi_webhook::pod::Pod =
+        serde_json::from_value(patched.clone()).map_err(|e| format!("not a Pod: {e}"))?;
+    match mutate::mutate(&view, &ns, None, cfg) {
         Ok(Outcome::Skip {
             reason: mutate::SkipReason::AlreadyInjected,
             ..
@@ -543,7 +545,7 @@ fn hostile_annotations_never_panic_and_every_patch_is_valid() {
             "spec": {"securityContext": {"runAsUser": 1000},
                      "containers": [{"name": "app", "image": "x", "command": ["/app"]}, {"name": "b", "image": "y", "command": ["/b"]}]}
         });
-        let pod: Pod = serde_json::from_value(pod_json.clone()).expect("pod");
+        let pod: esi_webhook::pod::Pod = serde_json::from_value(pod_json.clone()).expect("pod");
         match mutate::mutate(&pod, "payments", None, &cfg) {
             Ok(Outcome::Patch { patch, .. }) => {
                 injected += 1;

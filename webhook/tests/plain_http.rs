@@ -21,7 +21,7 @@ fn config(url: &str, allow_http: bool) -> WebhookConfig {
     WebhookConfig::from_file(&path).unwrap()
 }
 
-fn pod() -> k8s_openapi::api::core::v1::Pod {
+fn pod() -> esi_webhook::pod::Pod {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",

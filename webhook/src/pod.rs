@@ -1,0 +1,322 @@
+//! The parts of a Pod the webhook reads, and the `AdmissionReview` request around it.
+//!
+//! k8s-openapi's `Pod` reads every field of the API (resources, probes, env, ports, ...) into
+//! owned values only to drop them again: it was a third of an admission's CPU. These types
+//! read the fields [`crate::mutate`] looks at, with k8s-openapi's names and shapes (a missing
+//! or `null` list or name reads as empty, as k8s-openapi reads it), and skip the rest. The
+//! patch never re-serializes the Pod (see [`crate::mutate`]), so nothing unread is lost.
+
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+
+/// A Pod, as far as the webhook reads it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Pod {
+    /// Name, labels, annotations.
+    #[serde(default, deserialize_with = "null_default")]
+    pub metadata: ObjectMeta,
+    /// The spec; `None` when absent.
+    #[serde(default)]
+    pub spec: Option<PodSpec>,
+}
+
+/// `metadata`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// `name` (empty for a Pod created from `generateName`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `generateName`.
+    #[serde(default)]
+    pub generate_name: Option<String>,
+    /// `namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `labels`.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `annotations`.
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// `spec`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    /// `containers`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub containers: Vec<Container>,
+    /// `initContainers`.
+    #[serde(default)]
+    pub init_containers: Option<Vec<Container>>,
+    /// `ephemeralContainers` (only their names: the webhook must not take one).
+    #[serde(default)]
+    pub ephemeral_containers: Option<Vec<Named>>,
+    /// `volumes` (only their names).
+    #[serde(default)]
+    pub volumes: Option<Vec<Named>>,
+    /// `securityContext`.
+    #[serde(default)]
+    pub security_context: Option<PodSecurityContext>,
+    /// `shareProcessNamespace`.
+    #[serde(default)]
+    pub share_process_namespace: Option<bool>,
+    /// `serviceAccountName`.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    /// `serviceAccount` (deprecated alias of `serviceAccountName`).
+    #[serde(default)]
+    pub service_account: Option<String>,
+}
+
+/// A container of `containers` or `initContainers`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// `name`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    /// `command`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// `volumeMounts`.
+    #[serde(default)]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+    /// `securityContext`.
+    #[serde(default)]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// A `volumeMounts` entry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    /// `name` of the volume.
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    /// `mountPath`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub mount_path: String,
+    /// `readOnly`.
+    #[serde(default)]
+    pub read_only: Option<bool>,
+}
+
+/// A container's `securityContext`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`.
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+}
+
+/// The Pod's `securityContext`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContext {
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`.
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// `fsGroup`.
+    #[serde(default)]
+    pub fs_group: Option<i64>,
+}
+
+/// Something known by its name only (a volume, an ephemeral container).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Named {
+    /// `name`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+}
+
+/// The operation of an admission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Operation {
+    /// CREATE.
+    Create,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// CONNECT.
+    Connect,
+}
+
+/// `request.kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Kind {
+    /// API group (empty for the core group).
+    pub group: String,
+    /// Version.
+    #[allow(dead_code)]
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+}
+
+/// `request.resource`: required, not read.
+#[derive(Debug, Clone, Deserialize)]
+struct Resource {
+    #[allow(dead_code)]
+    group: IgnoredAny,
+    #[allow(dead_code)]
+    version: IgnoredAny,
+    #[allow(dead_code)]
+    resource: IgnoredAny,
+}
+
+/// The `request` of an `AdmissionReview`, with the fields kube-core's `AdmissionRequest`
+/// requires (`uid`, `kind`, `resource`, `operation`, `userInfo`) and the ones the webhook
+/// reads. `oldObject`, `options` and the rest are skipped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    /// `uid`, copied into the answer.
+    pub uid: String,
+    /// The kind of the object.
+    pub kind: Kind,
+    #[allow(dead_code)]
+    resource: Resource,
+    /// `subResource`.
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    /// `name`.
+    #[serde(default)]
+    pub name: String,
+    /// `namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `operation`.
+    pub operation: Operation,
+    #[allow(dead_code)]
+    user_info: IgnoredAny,
+    /// `object`.
+    #[serde(default)]
+    pub object: Option<Pod>,
+}
+
+/// A field k8s-openapi reads as its default when it is absent or `null`.
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The view reads what k8s-openapi reads, for the fields it has.
+    #[test]
+    fn reads_what_k8s_openapi_reads() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "api-", "namespace": "ns", "labels": {"a": "b"},
+                         "annotations": {"x": "y"}, "ownerReferences": [{"kind": "ReplicaSet"}],
+                         "managedFields": [{"fieldsV1": {"f:spec": {}}}]},
+            "spec": {
+                "serviceAccountName": "sa", "shareProcessNamespace": true,
+                "securityContext": {"runAsUser": 1, "runAsGroup": 2, "fsGroup": 3, "runAsNonRoot": true},
+                "containers": [
+                    {"name": "app", "image": "i", "command": ["/a"], "args": ["x"], "ports": [{"containerPort": 80}],
+                     "resources": {"limits": {"cpu": "1"}}, "env": [{"name": "A", "value": "b"}],
+                     "volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": true}],
+                     "securityContext": {"runAsUser": 4, "runAsGroup": null}},
+                    {"name": null, "command": null, "volumeMounts": [{"name": "w"}]}
+                ],
+                "initContainers": [{"name": "init"}],
+                "ephemeralContainers": [{"name": "debug", "targetContainerName": "app"}],
+                "volumes": [{"name": "v", "emptyDir": {}}, {"name": "c", "configMap": {"name": "m"}}]
+            }
+        });
+        let ours: Pod = serde_json::from_value(pod.clone()).unwrap();
+        let theirs: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+        let (os, ts) = (ours.spec.as_ref().unwrap(), theirs.spec.as_ref().unwrap());
+        assert_eq!(ours.metadata.generate_name, theirs.metadata.generate_name);
+        assert_eq!(ours.metadata.namespace, theirs.metadata.namespace);
+        assert_eq!(ours.metadata.labels, theirs.metadata.labels);
+        assert_eq!(ours.metadata.annotations, theirs.metadata.annotations);
+        assert_eq!(os.service_account_name, ts.service_account_name);
+        assert_eq!(os.share_process_namespace, ts.share_process_namespace);
+        let (psc, tpsc) = (
+            os.security_context.as_ref().unwrap(),
+            ts.security_context.as_ref().unwrap(),
+        );
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group, psc.fs_group),
+            (tpsc.run_as_user, tpsc.run_as_group, tpsc.fs_group)
+        );
+        assert_eq!(os.containers.len(), ts.containers.len());
+        for (o, t) in os.containers.iter().zip(&ts.containers) {
+            assert_eq!(o.name, t.name);
+            assert_eq!(o.command, t.command);
+            let om: Vec<_> = o
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| (&m.name, &m.mount_path, m.read_only))
+                .collect();
+            let tm: Vec<_> = t
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| (&m.name, &m.mount_path, m.read_only))
+                .collect();
+            assert_eq!(om, tm);
+            assert_eq!(
+                o.security_context
+                    .as_ref()
+                    .map(|s| (s.run_as_user, s.run_as_group)),
+                t.security_context
+                    .as_ref()
+                    .map(|s| (s.run_as_user, s.run_as_group))
+            );
+        }
+        let names = |v: &Option<Vec<Named>>| {
+            v.iter()
+                .flatten()
+                .map(|n| n.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&os.volumes), ["v", "c"]);
+        assert_eq!(names(&os.ephemeral_containers), ["debug"]);
+        assert_eq!(os.init_containers.as_ref().unwrap()[0].name, "init");
+        assert_eq!(os.containers[1].name, "");
+    }
+
+    #[test]
+    fn a_pod_without_spec_or_metadata_reads() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": null})).unwrap();
+        assert_eq!(pod, Pod::default());
+    }
+
+    #[test]
+    fn wrong_types_are_refused() {
+        for bad in [
+            json!({"spec": {"containers": {"name": "a"}}}),
+            json!({"spec": {"containers": [{"name": 1}]}}),
+            json!({"spec": {"securityContext": {"runAsUser": "root"}}}),
+            json!({"metadata": {"labels": ["a"]}}),
+        ] {
+            assert!(serde_json::from_value::<Pod>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
