@@ -196,9 +196,8 @@ async fn jwks(
     axum::Json(json!({"keys": [m.key(i).jwk()]}))
 }
 
-/// Manifests per file when a configuration is written as a folder. The loader refuses files
-/// of more than 1,024 YAML documents (serde-saphyr's default budget), so big configurations
-/// are a folder of files, as they would be in a repository.
+/// Manifests per file when a configuration is written as a folder: big configurations are a
+/// folder of files, as they would be in a repository (the loader reads larger files too).
 pub const DOCS_PER_FILE: usize = 500;
 
 /// Writes `yaml` (documents separated by `---` lines) into a new folder `dir`, in files of
