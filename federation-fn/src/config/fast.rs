@@ -386,6 +386,45 @@ mod tests {
         }
     }
 
+    /// Scalar styles, escapes, block scalars, flow collections, comments, anchors, document
+    /// markers and line endings: read alike (the fast reader does not decline them).
+    #[test]
+    fn string_forms_are_read_as_serde_saphyr_reads_them() {
+        for text in [
+            r#"a: "\x41\u263A\U0001F600\t\n\\\"\/\ \_\N\L\P\0\a\b\e\f\r\v""#,
+            "a: 'it''s \\n not an escape'",
+            "a: |-\n  x\n  w\n\n",
+            "a: |+\n  x\n\n",
+            "a: >-\n  x\n  w\n\n  z\n",
+            "a: >\n  folded\n   more indented\n  back\n",
+            "a: |2\n    indented\n",
+            "a: plain\n  continued\n  lines",
+            "a: \"double\n  folded\n\n  para\"",
+            "a: 'single\n  folded'",
+            "a: \"a\\\n  b\"",
+            "a: b # comment\n# c\nc: d",
+            "a: b\r\nc: d\r\n",
+            "a: [x, w, {z: 1}]",
+            "a: {x: [1, 2], w: {z: v}}",
+            "? a\n: b",
+            "a: x:w",
+            "a: http://x/w#frag",
+            "a: b#c",
+            "a: \"#not a comment\"",
+            "a: 'a: b'",
+            "a: -x",
+            "a: 'ünïcödé ✓'",
+            "- a\n- - b\n  - c",
+            "a:\n  - b\n  -\n  - c",
+            "a: &anc\n  b: c\nd: *anc",
+            "a: x\n...\n---\nb: w",
+            "a: 1.0e+3\nb: -.5\nc: +1\nd: 6.02e23\ne: 0x1F\nf: 0o17\ng: 1.5",
+        ] {
+            assert_eq!(fast(text), saphyr(text), "{text:?}");
+            assert!(fast(text).is_some(), "declined: {text:?}");
+        }
+    }
+
     #[test]
     fn duplicate_keys_and_bad_yaml_fall_back() {
         for text in ["a: 1\na: 2", "a: [unclosed", "a: b: c", "- 1\nb: 2"] {
