@@ -13,7 +13,6 @@ use http::{Method, StatusCode};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use serde_json::json;
 
 use crate::Plan;
 use crate::bins::Bins;
@@ -67,25 +66,7 @@ fn client_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 /// The AdmissionReview the API server sends for the Pod's CREATE.
 fn admission_review() -> anyhow::Result<Bytes> {
     let pod: serde_json::Value = serde_saphyr::from_str(POD).context("golden pod 03")?;
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0d9c3a4e-bench-0001",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "payments",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
-                         "groups": ["system:serviceaccounts", "system:authenticated"]},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    });
+    let review = esi_webhook::review::pod_create_review(&pod, "payments", "0d9c3a4e-bench-0001");
     Ok(Bytes::from(serde_json::to_vec(&review)?))
 }
 

@@ -199,6 +199,36 @@ pub enum Parsed {
     Pod(PodRequest),
 }
 
+/// The `AdmissionReview` v1 the API server sends for the CREATE of `pod` in `namespace` (by the
+/// ReplicaSet controller): for tests, tools and the benchmark.
+pub fn pod_create_review(pod: &Value, namespace: &str, uid: &str) -> Value {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    serde_json::json!({
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": name,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                          "uid": "4a1b8f2e-0000-4000-8000-000000000001",
+                          "groups": ["system:serviceaccounts", "system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
 /// Answers one `AdmissionReview` body without ServiceAccount defaults.
 pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
     match parse(body) {
@@ -423,23 +453,8 @@ mod tests {
         );
     }
 
-    fn body(request: serde_json::Value) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
-        }))
-        .unwrap()
-    }
-
-    fn request(object: serde_json::Value) -> serde_json::Value {
-        serde_json::json!({
-            "uid": "u1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team",
-            "operation": "CREATE",
-            "userInfo": {"username": "someone"},
-            "object": object,
-        })
+    fn body(review: &Value) -> Vec<u8> {
+        serde_json::to_vec(review).unwrap()
     }
 
     /// A request the webhook's own types refuse is read again by kube-core's, whose message
@@ -449,7 +464,10 @@ mod tests {
     fn requests_read_by_both_paths() {
         let pod = serde_json::json!({"metadata": {"labels": {"esi.dev/inject": "false"}},
             "spec": {"containers": [{"name": "app"}]}});
-        let r = review(&body(request(pod)), &WebhookConfig::default());
+        let r = review(
+            &body(&pod_create_review(&pod, "team", "u1")),
+            &WebhookConfig::default(),
+        );
         assert_eq!(
             (r.decision, r.detail.as_str()),
             (Decision::Skipped, "not_opted_in")
@@ -459,19 +477,30 @@ mod tests {
             ("team", "u1")
         );
 
-        let mut no_user = request(serde_json::json!({}));
-        no_user.as_object_mut().unwrap().remove("userInfo");
-        let r = review(&body(no_user), &WebhookConfig::default());
+        let mut no_user = pod_create_review(&serde_json::json!({}), "team", "u1");
+        no_user["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("userInfo");
+        let r = review(&body(&no_user), &WebhookConfig::default());
         assert_eq!(r.decision, Decision::Invalid);
         assert!(r.detail.contains("userInfo"), "{}", r.detail);
         assert_eq!(r.response.response.uid, "u1");
 
-        let bad_pod = request(serde_json::json!({"spec": {"containers": [{"name": 7}]}}));
-        let r = review(&body(bad_pod), &WebhookConfig::default());
+        let bad_pod = serde_json::json!({"spec": {"containers": [{"name": 7}]}});
+        let r = review(
+            &body(&pod_create_review(&bad_pod, "team", "u1")),
+            &WebhookConfig::default(),
+        );
         assert_eq!(r.decision, Decision::Invalid);
         assert!(r.detail.contains("valid Pod request"), "{}", r.detail);
 
-        let text = String::from_utf8(body(request(serde_json::json!({"spec": {}})))).unwrap();
+        let text = String::from_utf8(body(&pod_create_review(
+            &serde_json::json!({"spec": {}}),
+            "team",
+            "u1",
+        )))
+        .unwrap();
         let dup = text.replacen("\"uid\":\"u1\"", "\"uid\":\"u0\",\"uid\":\"u1\"", 1);
         assert_ne!(dup, text);
         let r = review(dup.as_bytes(), &WebhookConfig::default());

@@ -5,8 +5,6 @@
 // Test helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -99,7 +97,7 @@ fn start(p: &Pki, reload: Duration) -> Server {
 }
 
 fn review(pod: Value, uid: &str) -> Value {
-    common::pod_create_review(&pod, uid)
+    esi_webhook::review::pod_create_review(&pod, "payments", uid)
 }
 
 fn pod(security_context: Value) -> Value {

@@ -9,8 +9,6 @@
 // Test helpers outside #[test] functions are not covered by clippy's allow-unwrap-in-tests.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -162,7 +160,7 @@ fn pod(service_account: Option<&str>, annotations: Value) -> Value {
 }
 
 fn admission(pod: &Value, uid: &str) -> Value {
-    common::pod_create_review(pod, uid)
+    esi_webhook::review::pod_create_review(pod, "payments", uid)
 }
 
 /// Sends one AdmissionReview through the router and returns the `response` object.
