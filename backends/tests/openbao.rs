@@ -166,6 +166,25 @@ impl Bao {
     }
 }
 
+/// Builds a `kind` generator on `store` and mints once: the refusal, asserted `Rejected`.
+async fn rejected(
+    kind: &str,
+    spec: Value,
+    store: Value,
+    c: &esi_backends::Context<'_>,
+    what: &str,
+) -> BackendError {
+    let err = build(kind, spec, Some(store))
+        .generate(c)
+        .await
+        .expect_err(what);
+    assert!(
+        matches!(err, BackendError::Rejected { .. }),
+        "{what}: {err:?}"
+    );
+    err
+}
+
 fn static_spec(mount: &str, extra: Value) -> Value {
     let mut spec = json!({"secretStoreRef": {"name": "vault"}, "mount": mount, "path": "apps/db"});
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
@@ -527,21 +546,26 @@ async fn kv_v1_and_v2_secrets_are_read() {
         ("kv1-secret", "7")
     );
 
-    let missing_key = build(
+    let missing_key = static_spec(&kv2, json!({"keys": ["nope"]}));
+    rejected(
         "VaultStaticSecret",
-        static_spec(&kv2, json!({"keys": ["nope"]})),
-        Some(bao.root_store()),
-    );
-    let err = missing_key.generate(&c).await.expect_err("missing key");
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+        missing_key,
+        bao.root_store(),
+        &c,
+        "missing key",
+    )
+    .await;
 
     let mut missing = static_spec(&kv2, json!({}));
     missing["path"] = json!("apps/absent");
-    let err = build("VaultStaticSecret", missing, Some(bao.root_store()))
-        .generate(&c)
-        .await
-        .expect_err("absent secret");
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    rejected(
+        "VaultStaticSecret",
+        missing,
+        bao.root_store(),
+        &c,
+        "absent secret",
+    )
+    .await;
 }
 
 /// A store authenticating with a token file keeps its connection across reloads; when the
@@ -633,25 +657,21 @@ async fn approle_login_reads_within_policy_and_is_refused_outside() {
     // Outside the policy: Vault's 403 becomes Rejected (after one re-login attempt).
     let mut other = static_spec(&kv2, json!({}));
     other["path"] = json!("other/secret");
-    let err = build("VaultStaticSecret", other, Some(store.clone()))
-        .generate(&c)
-        .await
-        .expect_err("outside policy");
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    let err = rejected(
+        "VaultStaticSecret",
+        other,
+        store.clone(),
+        &c,
+        "outside policy",
+    )
+    .await;
     assert!(err.detail().contains("403"), "{}", err.detail());
     assert!(!err.to_string().contains(&secret_id));
 
     // A wrong secret id: the login itself is refused.
     std::fs::write(&secret_file, "not-the-secret-id").expect("write");
-    let err = build(
-        "VaultStaticSecret",
-        static_spec(&kv2, json!({})),
-        Some(store),
-    )
-    .generate(&c)
-    .await
-    .expect_err("bad secret id");
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    let spec = static_spec(&kv2, json!({}));
+    rejected("VaultStaticSecret", spec, store, &c, "bad secret id").await;
 }
 
 /// An ES256 JWT signed with `key`.
@@ -716,15 +736,8 @@ async fn jwt_login_with_a_token_file() {
     wrong_aud["aud"] = json!("someone-else");
     for bad in [sign_jwt(&other, &claims), sign_jwt(&key, &wrong_aud)] {
         std::fs::write(&token_file, bad).expect("write");
-        let err = build(
-            "VaultStaticSecret",
-            static_spec(&kv2, json!({})),
-            Some(store.clone()),
-        )
-        .generate(&c)
-        .await
-        .expect_err("bad jwt");
-        assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+        let spec = static_spec(&kv2, json!({}));
+        rejected("VaultStaticSecret", spec, store.clone(), &c, "bad jwt").await;
     }
 }
 
@@ -870,15 +883,15 @@ async fn unreachable_server_is_unavailable_and_refusals_are_rejected() {
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     assert_eq!(err.code().as_str(), "backend_unavailable");
 
-    let err = build(
+    let spec = json!({"secretStoreRef": {"name": "vault"}, "path": "nonexistent-mount/creds/app"});
+    let err = rejected(
         "VaultDynamicSecret",
-        json!({"secretStoreRef": {"name": "vault"}, "path": "nonexistent-mount/creds/app"}),
-        Some(bao.root_store()),
+        spec,
+        bao.root_store(),
+        &c,
+        "no such path",
     )
-    .generate(&c)
-    .await
-    .expect_err("no such path");
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    .await;
     assert_eq!(err.code().as_str(), "backend_rejected");
 }
 
@@ -1042,13 +1055,6 @@ async fn kubernetes_login_is_reviewed_by_the_cluster() {
     let other = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
     std::fs::write(&token_file, sign_jwt(&other, &json!({"sub": "system:serviceaccount:esi:federation", "iat": now, "exp": now + 3600,
         "kubernetes.io": {"namespace": "esi", "serviceaccount": {"name": "federation", "uid": "federation-sa-uid"}}}))).expect("write");
-    let err = build(
-        "VaultStaticSecret",
-        static_spec(&kv2, json!({})),
-        Some(store),
-    )
-    .generate(&c)
-    .await
-    .expect_err("unreviewed token");
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    let spec = static_spec(&kv2, json!({}));
+    rejected("VaultStaticSecret", spec, store, &c, "unreviewed token").await;
 }
