@@ -296,3 +296,24 @@ fn a_list_needs_a_sequence_of_items() {
     let empty = config::parse_text("empty.json", r#"{"apiVersion": "v1", "kind": "List"}"#);
     assert!(empty.unwrap().is_empty());
 }
+
+/// A hostile configuration: an alias bomb (nine levels of nine aliases, 9^9 strings expanded)
+/// is refused once serde-saphyr has recorded a million anchored events (well under a second in
+/// a release build; the bound below only catches an expansion without limit).
+#[test]
+fn an_alias_bomb_is_refused() {
+    let mut text = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 9].join(", ");
+        text.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+    }
+    let started = std::time::Instant::now();
+    let e = errors(&text).join("\n");
+    assert!(e.contains("not valid YAML") && e.contains("budget"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
