@@ -61,7 +61,7 @@ pub struct PodSpec {
     pub volumes: Option<Vec<Named>>,
     /// `securityContext`.
     #[serde(default)]
-    pub security_context: Option<PodSecurityContext>,
+    pub security_context: Option<SecurityContext>,
     /// `shareProcessNamespace`.
     #[serde(default)]
     pub share_process_namespace: Option<bool>,
@@ -106,7 +106,7 @@ pub struct VolumeMount {
     pub read_only: Option<bool>,
 }
 
-/// A container's `securityContext`.
+/// The ids of the Pod's or a container's `securityContext`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityContext {
@@ -116,19 +116,7 @@ pub struct SecurityContext {
     /// `runAsGroup`.
     #[serde(default)]
     pub run_as_group: Option<i64>,
-}
-
-/// The Pod's `securityContext`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodSecurityContext {
-    /// `runAsUser`.
-    #[serde(default)]
-    pub run_as_user: Option<i64>,
-    /// `runAsGroup`.
-    #[serde(default)]
-    pub run_as_group: Option<i64>,
-    /// `fsGroup`.
+    /// `fsGroup` (the Pod's only: a container has none).
     #[serde(default)]
     pub fs_group: Option<i64>,
 }
@@ -161,7 +149,6 @@ pub struct Kind {
     /// API group (empty for the core group).
     pub group: String,
     /// Version.
-    #[allow(dead_code)]
     pub version: String,
     /// Kind.
     pub kind: String,

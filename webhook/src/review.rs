@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod as FullPod;
 use kube_core::admission::AdmissionReview;
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 
 use crate::config::WebhookConfig;
@@ -297,8 +297,7 @@ fn parse_carefully(body: &[u8]) -> Parsed {
             format!("esi: only {ADMISSION_API_VERSION} AdmissionReview is supported"),
         );
     }
-    let request = value.get("request").cloned();
-    let review: AdmissionReview<FullPod> = match serde_json::from_value(value) {
+    let review = match AdmissionReview::<FullPod>::deserialize(&value) {
         Ok(r) => r,
         Err(e) => {
             return invalid(
@@ -307,11 +306,11 @@ fn parse_carefully(body: &[u8]) -> Parsed {
             );
         }
     };
-    let (Some(_), Some(request)) = (review.request, request) else {
+    if review.request.is_none() {
         return invalid(uid, "esi: AdmissionReview has no request".to_owned());
-    };
+    }
     // kube-core read it; the webhook's own types read a subset of the same fields.
-    match serde_json::from_value::<AdmissionRequest>(request) {
+    match AdmissionRequest::deserialize(&value["request"]) {
         Ok(req) => parse_request(req),
         Err(e) => invalid(
             uid,

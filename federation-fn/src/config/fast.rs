@@ -21,9 +21,6 @@
 //!   The reader cannot tell a quoted scalar from a plain one, so a quoted `"true"` or `""`
 //!   (common in Kubernetes manifests, rare in esi configuration) falls back too: correct, only
 //!   slower.
-//!
-//! Both readers refuse duplicate keys the way the YAML loader does (serde_json keeps the last
-//! one silently).
 
 use serde::Deserialize;
 use serde::de::{Error, MapAccess, SeqAccess, Visitor};
@@ -96,9 +93,7 @@ fn maybe_not_a_string(s: &str) -> bool {
                 )
         });
     }
-    const WORDS: [&str; 11] = [
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "nan",
-    ];
+    const WORDS: [&str; 9] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
     WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
         || s.get(..3)
             .is_some_and(|p| p.eq_ignore_ascii_case("inf") || p.eq_ignore_ascii_case("nan"))
@@ -193,13 +188,9 @@ mod tests {
         serde_saphyr::from_multiple(text).ok()
     }
 
-    fn fast(text: &str) -> Option<Vec<Value>> {
-        yaml(text)
-    }
-
     /// The fast reader either declines or reads what serde-saphyr reads.
     fn agrees(text: &str) -> bool {
-        match fast(text) {
+        match yaml(text) {
             None => true,
             Some(f) => saphyr(text) == Some(f),
         }
@@ -235,7 +226,7 @@ mod tests {
             "NULL: a",
             "a: \"yes\"",
         ] {
-            assert_eq!(fast(text), None, "{text:?}");
+            assert_eq!(yaml(text), None, "{text:?}");
         }
     }
 
@@ -246,7 +237,7 @@ mod tests {
                     ---\n# a comment\n---\napiVersion: esi.dev/v1alpha1\nkind: Authorization\nmetadata:\n  name: x\n\
                     spec:\n  subjects: [{namespaces: [team-0000], serviceAccounts: [app, \"worker-*\"]}]\n  maxTTL: 1h\n\
                     \x20 note: |\n    two\n    lines\n  anchor: &a [1, 2]\n  alias: *a\n";
-        let f = fast(text).expect("read by the fast path");
+        let f = yaml(text).expect("read by the fast path");
         assert_eq!(Some(f.clone()), saphyr(text));
         assert_eq!(f.len(), 2);
         assert_eq!(f[0]["spec"]["leaseDuration"], "15m");
@@ -359,7 +350,7 @@ mod tests {
         let mut read_fast = 0;
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();
-            if let Some(docs) = fast(&text) {
+            if let Some(docs) = yaml(&text) {
                 assert_eq!(Some(docs), saphyr(&text), "{}", f.display());
                 read_fast += 1;
             }
@@ -381,8 +372,8 @@ mod tests {
             "# c\n---\na: 1\n...\n---\n# c\n",
             "---\n...\n---\nb: 1",
         ] {
-            assert_eq!(fast(text), saphyr(text), "{text:?}");
-            assert!(fast(text).is_some(), "{text:?}");
+            assert_eq!(yaml(text), saphyr(text), "{text:?}");
+            assert!(yaml(text).is_some(), "{text:?}");
         }
     }
 
@@ -420,15 +411,15 @@ mod tests {
             "a: x\n...\n---\nb: w",
             "a: 1.0e+3\nb: -.5\nc: +1\nd: 6.02e23\ne: 0x1F\nf: 0o17\ng: 1.5",
         ] {
-            assert_eq!(fast(text), saphyr(text), "{text:?}");
-            assert!(fast(text).is_some(), "declined: {text:?}");
+            assert_eq!(yaml(text), saphyr(text), "{text:?}");
+            assert!(yaml(text).is_some(), "declined: {text:?}");
         }
     }
 
     #[test]
     fn duplicate_keys_and_bad_yaml_fall_back() {
         for text in ["a: 1\na: 2", "a: [unclosed", "a: b: c", "- 1\nb: 2"] {
-            assert_eq!(fast(text), None, "{text:?}");
+            assert_eq!(yaml(text), None, "{text:?}");
         }
         assert_eq!(
             json_object(r#"{"a": 1, "a": 2}"#),
