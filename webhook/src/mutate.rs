@@ -6,6 +6,7 @@
 //! never as a diff of a re-serialized Pod: a typed round trip would drop fields this build of
 //! k8s-openapi does not know, and a diff would then remove them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::pod::{Container, Pod, PodSpec};
@@ -19,13 +20,12 @@ use esi_api::inject::{
     SPEC_VERSION, STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH,
     TOKEN_VOLUME_NAME, VOLUME_NAME,
 };
-use json_patch::jsonptr::PointerBuf;
 
 use crate::config::{InitPosition, WebhookConfig};
 use crate::patch::{
     Capabilities, CliContainer, EmptyDir, EnvVar, Exec, FieldPath, FieldRef, JsonPatch, Mount, Op,
-    Probe, Projected, Resources, SeccompProfile, SecurityContext, ServiceAccountToken, TokenSource,
-    Val, Volume,
+    Path, Probe, Projected, Resources, SeccompProfile, SecurityContext, ServiceAccountToken,
+    TokenSource, Val, Volume,
 };
 
 /// Size limit of the memory-backed volume (the esi-cli binary plus credentials).
@@ -232,12 +232,14 @@ struct Chosen<'a> {
     index: usize,
 }
 
-fn ptr(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
+/// The JSON pointer of the injected mark: `/` in the annotation's name is `~1` (RFC 6901).
+const STATUS_PATH: &str = "/metadata/annotations/esi.dev~1status";
 
-fn add(path: PointerBuf, value: Val<'_>) -> Op<'_> {
-    Op::Add { path, value }
+fn add(path: impl Into<Path>, value: Val<'_>) -> Op<'_> {
+    Op::Add {
+        path: path.into(),
+        value,
+    }
 }
 
 /// `Y` under or equal to `X` as paths.
@@ -343,23 +345,17 @@ impl<'a> Planner<'a> {
         let mut ops: Vec<Op<'_>> = Vec::new();
         // 1. Chosen containers, by their original indexes (before anything is inserted).
         for c in &chosen {
-            let idx = c.index.to_string();
-            let list: Vec<&str> = c.list.trim_start_matches('/').split('/').collect();
-            let at = |extra: &[&str]| {
-                let mut t = list.clone();
-                t.push(idx.as_str());
-                t.extend_from_slice(extra);
-                ptr(&t)
-            };
+            let at =
+                |field: &str| -> Path { Cow::Owned(format!("{}/{}/{field}", c.list, c.index)) };
             if let Some(cmd) = commands.get(c.container.name.as_str()) {
                 let value = Val::Command(cmd);
                 if c.container.command.is_some() {
                     ops.push(Op::Replace {
-                        path: at(&["command"]),
+                        path: at("command"),
                         value,
                     });
                 } else {
-                    ops.push(add(at(&["command"]), value));
+                    ops.push(add(at("command"), value));
                 }
             }
             let mut mounts = Vec::new();
@@ -389,10 +385,10 @@ impl<'a> Planner<'a> {
             match &c.container.volume_mounts {
                 Some(_) => {
                     for m in mounts {
-                        ops.push(add(at(&["volumeMounts", "-"]), Val::Mount(m)));
+                        ops.push(add(at("volumeMounts/-"), Val::Mount(m)));
                     }
                 }
-                None => ops.push(add(at(&["volumeMounts"]), Val::Mounts(mounts))),
+                None => ops.push(add(at("volumeMounts"), Val::Mounts(mounts))),
             }
         }
 
@@ -423,24 +419,18 @@ impl<'a> Planner<'a> {
         let first =
             cfg.init_container_position == InitPosition::First || !ann.init_containers.is_empty();
         match &self.spec.init_containers {
-            None => ops.push(add(
-                ptr(&["spec", "initContainers"]),
-                Val::Containers(new_inits),
-            )),
+            None => ops.push(add("/spec/initContainers", Val::Containers(new_inits))),
             Some(_) if first => {
                 for (i, c) in new_inits.into_iter().enumerate() {
                     ops.push(add(
-                        ptr(&["spec", "initContainers", &i.to_string()]),
+                        format!("/spec/initContainers/{i}"),
                         Val::Container(Box::new(c)),
                     ));
                 }
             }
             Some(_) => {
                 for c in new_inits {
-                    ops.push(add(
-                        ptr(&["spec", "initContainers", "-"]),
-                        Val::Container(Box::new(c)),
-                    ));
+                    ops.push(add("/spec/initContainers/-", Val::Container(Box::new(c))));
                 }
             }
         }
@@ -468,10 +458,10 @@ impl<'a> Planner<'a> {
             },
         ];
         match &self.spec.volumes {
-            None => ops.push(add(ptr(&["spec", "volumes"]), Val::Volumes(new_volumes))),
+            None => ops.push(add("/spec/volumes", Val::Volumes(new_volumes))),
             Some(_) => {
                 for v in new_volumes {
-                    ops.push(add(ptr(&["spec", "volumes", "-"]), Val::Volume(v)));
+                    ops.push(add("/spec/volumes/-", Val::Volume(v)));
                 }
             }
         }
@@ -479,13 +469,10 @@ impl<'a> Planner<'a> {
         // 4. The idempotency mark.
         match &self.pod.metadata.annotations {
             None => ops.push(add(
-                ptr(&["metadata", "annotations"]),
+                "/metadata/annotations",
                 Val::Annotations([(ANN_STATUS, STATUS_INJECTED)].into()),
             )),
-            Some(_) => ops.push(add(
-                ptr(&["metadata", "annotations", ANN_STATUS]),
-                Val::Str(STATUS_INJECTED),
-            )),
+            Some(_) => ops.push(add(STATUS_PATH, Val::Str(STATUS_INJECTED))),
         }
 
         let patch = JsonPatch::new(&ops).map_err(|e| {
@@ -1098,4 +1085,16 @@ struct ResolvedOwner {
     run_as_group: u32,
     default_mode: u32,
     uid_known: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_path_escapes_the_annotation_name() {
+        let escaped =
+            json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "annotations", ANN_STATUS]);
+        assert_eq!(STATUS_PATH, escaped.as_str());
+    }
 }

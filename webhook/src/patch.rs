@@ -2,9 +2,9 @@
 //! data, serialized once. Building `serde_json::Value` trees for every container, mount and
 //! volume cost more than the rest of an admission's planning.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
 use serde::Serialize;
 
 /// A serialized JSON patch: what goes, base64-encoded, into the AdmissionReview answer.
@@ -37,13 +37,16 @@ impl std::fmt::Debug for JsonPatch {
     }
 }
 
-/// One operation.
+/// One operation. `path` is a JSON pointer (RFC 6901), already escaped.
 #[derive(Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub(crate) enum Op<'a> {
-    Add { path: PointerBuf, value: Val<'a> },
-    Replace { path: PointerBuf, value: Val<'a> },
+    Add { path: Path, value: Val<'a> },
+    Replace { path: Path, value: Val<'a> },
 }
+
+/// A JSON pointer: most are constants, the containers' carry an index.
+pub(crate) type Path = Cow<'static, str>;
 
 /// The values the webhook adds or replaces.
 #[derive(Serialize)]

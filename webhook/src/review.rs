@@ -47,70 +47,81 @@ impl Decision {
     }
 }
 
-/// The `AdmissionReview` the webhook answers with.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The `AdmissionReview` the webhook answers with; [`ReviewResponse::to_json`] writes it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReviewResponse {
-    /// Always [`ADMISSION_API_VERSION`].
-    pub api_version: &'static str,
-    /// Always `AdmissionReview`.
-    pub kind: &'static str,
     /// The answer.
     pub response: AdmissionAnswer,
 }
 
-/// Base64 text as a JSON string, quoted once: serde_json would otherwise scan the ~4 KB of a
-/// patch for characters to escape, which base64 never has (it cost more than the encoding).
-#[derive(Debug, Clone, Serialize)]
-#[serde(transparent)]
-pub struct Base64Json(Box<serde_json::value::RawValue>);
+/// The answer on the wire, all but its patch: serde_json would scan the ~5 KB of base64 for
+/// characters to escape, which base64 never has (the scan cost more than the encoding), so
+/// [`ReviewResponse::to_json`] copies the patch in after these fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireAnswer<'a>,
+}
 
-impl Base64Json {
-    /// Encodes `bytes` (standard alphabet, padded).
-    pub fn encode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut quoted = String::with_capacity(bytes.len().div_ceil(3) * 4 + 2);
-        quoted.push('"');
-        base64_simd::STANDARD.encode_append(bytes, &mut quoted);
-        quoted.push('"');
-        serde_json::value::RawValue::from_string(quoted).map(Base64Json)
-    }
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireAnswer<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a AnswerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
 }
 
 impl ReviewResponse {
-    /// The answer's JSON, written into one buffer sized for it.
+    /// The `AdmissionReview` answer's JSON, written into one buffer sized for it.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let patch = self.response.patch.as_ref().map_or(0, |p| p.0.get().len());
-        let mut body = Vec::with_capacity(512 + patch);
-        serde_json::to_writer(&mut body, self)?;
+        let a = &self.response;
+        let patch = a.patch.as_deref();
+        let mut body = Vec::with_capacity(512 + patch.map_or(0, str::len));
+        serde_json::to_writer(
+            &mut body,
+            &WireReview {
+                api_version: ADMISSION_API_VERSION,
+                kind: "AdmissionReview",
+                response: WireAnswer {
+                    uid: &a.uid,
+                    allowed: a.allowed,
+                    status: a.status.as_ref(),
+                    patch_type: a.patch.as_ref().map(|_| "JSONPatch"),
+                    warnings: &a.warnings,
+                },
+            },
+        )?;
+        if let Some(patch) = patch {
+            // The two objects' closing braces come back after the patch.
+            debug_assert!(body.ends_with(b"}}"));
+            body.truncate(body.len() - 2);
+            body.extend_from_slice(b",\"patch\":\"");
+            body.extend_from_slice(patch.as_bytes());
+            body.extend_from_slice(b"\"}}");
+        }
         Ok(body)
     }
 }
 
-impl PartialEq for Base64Json {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
-}
-
 /// `response` of an `AdmissionReview`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdmissionAnswer {
     /// The request's `uid`, copied.
     pub uid: String,
     /// Whether the Pod is admitted.
     pub allowed: bool,
     /// Why not, when denied.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<AnswerStatus>,
-    /// `JSONPatch` when a patch is present.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch_type: Option<&'static str>,
-    /// Base64 of the JSON patch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<Base64Json>,
+    /// Base64 (standard alphabet, padded) of the JSON patch, sent with `patchType: JSONPatch`.
+    pub patch: Option<String>,
     /// Warnings shown to the client (`kubectl` prints them).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -128,11 +139,7 @@ pub struct AnswerStatus {
 
 impl ReviewResponse {
     fn new(answer: AdmissionAnswer) -> Self {
-        Self {
-            api_version: ADMISSION_API_VERSION,
-            kind: "AdmissionReview",
-            response: answer,
-        }
+        Self { response: answer }
     }
 
     fn deny(uid: String, code: u16, reason: &'static str, message: String) -> Self {
@@ -144,7 +151,6 @@ impl ReviewResponse {
                 message,
                 reason,
             }),
-            patch_type: None,
             patch: None,
             warnings: vec![],
         })
@@ -155,7 +161,6 @@ impl ReviewResponse {
             uid,
             allowed: true,
             status: None,
-            patch_type: None,
             patch: None,
             warnings,
         })
@@ -371,29 +376,22 @@ pub fn decide(
         ),
         Ok(Outcome::Patch {
             patch, warnings, ..
-        }) => match Base64Json::encode(patch.as_bytes()) {
-            Ok(encoded) => (
+        }) => {
+            let bytes = patch.as_bytes();
+            let mut encoded = String::with_capacity(bytes.len().div_ceil(3) * 4);
+            base64_simd::STANDARD.encode_append(bytes, &mut encoded);
+            (
                 ReviewResponse::new(AdmissionAnswer {
                     uid: req.uid,
                     allowed: true,
                     status: None,
-                    patch_type: Some("JSONPatch"),
                     patch: Some(encoded),
                     warnings,
                 }),
                 Decision::Injected,
                 "injected".to_owned(),
-            ),
-            Err(_) => {
-                let msg =
-                    "esi: internal error encoding the patch; the Pod was not admitted".to_owned();
-                (
-                    ReviewResponse::deny(req.uid, 500, "InternalError", msg.clone()),
-                    Decision::Denied,
-                    msg,
-                )
-            }
-        },
+            )
+        }
         Err(denial) => (
             ReviewResponse::deny(req.uid, 403, "Forbidden", denial.0.clone()),
             Decision::Denied,
@@ -432,6 +430,10 @@ pub fn deny_unavailable(req: PodRequest, service_account: &str, why: &str) -> Re
 mod tests {
     use super::*;
 
+    fn wire(r: &ReviewResponse) -> Value {
+        serde_json::from_slice(&r.to_json().unwrap()).unwrap()
+    }
+
     #[test]
     fn patch_is_a_base64_string_on_the_wire() {
         // kube-core 5's AdmissionResponse would write an array of numbers here; the API server
@@ -440,15 +442,42 @@ mod tests {
             uid: "u".into(),
             allowed: true,
             status: None,
-            patch_type: Some("JSONPatch"),
-            patch: Some(Base64Json::encode(b"[]").unwrap()),
+            patch: Some("W10=".into()),
             warnings: vec![],
         });
-        let v = serde_json::to_value(&r).unwrap();
         assert_eq!(
-            v,
+            wire(&r),
             serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                 "response": {"uid": "u", "allowed": true, "patchType": "JSONPatch", "patch": "W10="}})
+        );
+        let warned = ReviewResponse::new(AdmissionAnswer {
+            warnings: vec!["esi: \"w\"".into()],
+            uid: "u\"2".into(),
+            ..r.response
+        });
+        assert_eq!(
+            wire(&warned)["response"],
+            serde_json::json!({"uid": "u\"2", "allowed": true, "patchType": "JSONPatch",
+                "patch": "W10=", "warnings": ["esi: \"w\""]})
+        );
+    }
+
+    #[test]
+    fn denials_and_plain_admissions_on_the_wire() {
+        assert_eq!(
+            wire(&ReviewResponse::deny(
+                "u".into(),
+                403,
+                "Forbidden",
+                "esi: no".into()
+            )),
+            serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": "u", "allowed": false,
+                    "status": {"code": 403, "message": "esi: no", "reason": "Forbidden"}}})
+        );
+        assert_eq!(
+            wire(&ReviewResponse::allow("u".into(), vec!["careful".into()]))["response"],
+            serde_json::json!({"uid": "u", "allowed": true, "warnings": ["careful"]})
         );
     }
 
