@@ -177,8 +177,8 @@ pub fn mutate(
     let empty = BTreeMap::new();
     let own = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let merged = match service_account_annotations {
-        Some(sa) => contract::merge_service_account_defaults(own, sa),
-        None => own.clone(),
+        Some(sa) => Cow::Owned(contract::merge_service_account_defaults(own, sa)),
+        None => Cow::Borrowed(own),
     };
     let inherited: Vec<&str> = merged
         .keys()
@@ -904,15 +904,15 @@ impl<'a> Planner<'a> {
         &self,
         chosen: &[Chosen<'a>],
         specs: &BTreeMap<String, ContainerSpec>,
-    ) -> Result<BTreeMap<&'a str, Vec<String>>, Denial> {
+    ) -> Result<BTreeMap<&'a str, Vec<&'a str>>, Denial> {
         let mut out = BTreeMap::new();
         for c in chosen {
             let name = c.container.name.as_str();
             let wants_env = specs.get(name).is_some_and(ContainerSpec::wants_env);
-            let entry_key = format!("{ANN_ENTRYPOINT_PREFIX}{name}");
+            let entry_key = format_args!("{ANN_ENTRYPOINT_PREFIX}{name}");
             let override_ = self.ann.entrypoints.get(name);
-            let original = match (&c.container.command, override_) {
-                (Some(cmd), None) if !cmd.is_empty() => cmd.clone(),
+            let original: &'a [String] = match (&c.container.command, override_) {
+                (Some(cmd), None) if !cmd.is_empty() => cmd,
                 (Some(cmd), Some(_)) if !cmd.is_empty() => {
                     return deny(format!(
                         "esi: annotation {entry_key}: container {name} already has a command; remove the annotation"
@@ -924,7 +924,7 @@ impl<'a> Planner<'a> {
                             "esi: annotation {entry_key}: container {name} gets no env vars, so its command is not wrapped"
                         ));
                     }
-                    ep.clone()
+                    ep
                 }
                 (_, None) => {
                     if !wants_env {
@@ -945,14 +945,9 @@ impl<'a> Planner<'a> {
                 // make esi-cli exec itself.
                 continue;
             }
-            let mut cmd = vec![
-                BINARY_PATH.to_owned(),
-                "exec".into(),
-                "--container".into(),
-                name.to_owned(),
-                "--".into(),
-            ];
-            cmd.extend(original);
+            let mut cmd = Vec::with_capacity(5 + original.len());
+            cmd.extend([BINARY_PATH, "exec", "--container", name, "--"]);
+            cmd.extend(original.iter().map(String::as_str));
             out.insert(name, cmd);
         }
         Ok(out)

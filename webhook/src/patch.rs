@@ -52,7 +52,7 @@ pub(crate) type Path = Cow<'static, str>;
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(crate) enum Val<'a> {
-    Command(&'a [String]),
+    Command(&'a [&'a str]),
     Mounts(Vec<Mount<'a>>),
     Mount(Mount<'a>),
     Containers(Vec<CliContainer<'a>>),
