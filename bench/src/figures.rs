@@ -300,7 +300,8 @@ fn in_process(
     })?
 }
 
-/// Figures 2, 2b and 4, measured in the same rounds: baseline → 2 → 2b → 4.
+/// Figures 2, 2b and 4, measured in the same rounds: baseline, 2 and 4 in adjacent slices
+/// (their order reversing every round), then 2b, `/healthz` and the floor.
 pub async fn fig2_and_4(
     plan: &Plan,
     bins: &crate::bins::Bins,
@@ -421,10 +422,31 @@ pub async fn fig2_and_4(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut of_floor, mut rates_floor) = (Vec::new(), Vec::new());
     let mut errors = Vec::new();
-    for _ in 0..plan.rounds {
-        let b = baseline.rate_on(plan.server_core, plan.round)?;
+    for round in 0..plan.rounds {
+        // Figure 2 runs next to both of its references (the signature baseline and figure 4,
+        // whose ratio it is), and their order reverses every round: this VM's speed drifts by
+        // several percent over seconds, and slices further apart would carry that into the
+        // ratios.
+        let reversed = round % 2 == 1;
+        let (mut b, mut t4) = (None, None);
+        if reversed {
+            let (t, c) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
+            (t4, conns_b) = (Some(t), c);
+        } else {
+            b = Some(baseline.rate_on(plan.server_core, plan.round)?);
+        }
         let (t2, c) = load::closed_loop(conns_a, &password, plan.warmup, plan.round).await;
-        let (t2b, c) = load::closed_loop(c, &fake, plan.warmup, plan.round).await;
+        conns_a = c;
+        if reversed {
+            b = Some(baseline.rate_on(plan.server_core, plan.round)?);
+        } else {
+            let (t, c) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
+            (t4, conns_b) = (Some(t), c);
+        }
+        let (Some(b), Some(t4)) = (b, t4) else {
+            bail!("round {round}: the baseline or figure 4 was not measured");
+        };
+        let (t2b, c) = load::closed_loop(conns_a, &fake, plan.warmup, plan.round).await;
         let (th, c) = load::closed_loop(c, &health, plan.warmup, plan.round).await;
         conns_a = c;
         floor.push(th.rate);
@@ -438,8 +460,6 @@ pub async fn fig2_and_4(
         }
         of_floor.push(t2.rate / tf.rate);
         rates_floor.push(tf.rate);
-        let (t4, c) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
-        conns_b = c;
         for (name, t) in [("2", &t2), ("2b", &t2b), ("2/healthz", &th), ("4", &t4)] {
             if let Some(e) = &t.first_error {
                 errors.push(format!("fig {name}: {} errors, first: {e}", t.errors));
