@@ -225,16 +225,9 @@ fn generate_requests(
         .collect()
 }
 
-/// Requests per second of the router itself (`oneshot`, no sockets, no log subscriber) on
-/// the server core, for the routes that add up to figure 2: where the time goes.
-fn in_process(
-    plan: &Plan,
-    issuer: &Arc<LocalIssuer>,
-    config: &str,
-    tokens: &[(String, String)],
-) -> anyhow::Result<String> {
-    use tower::ServiceExt as _;
-    // Inline keys: the issuer's runtime is this (blocked) thread's, no fetch may happen here.
+/// Figure 2's router in-process (no sockets, no log subscriber) with `config`, its cluster's
+/// keys inline: the caller's runtime is blocked while it runs, no fetch may happen.
+fn in_process_router(issuer: &LocalIssuer, config: &str) -> anyhow::Result<axum::Router> {
     let jwks = serde_json::json!({"keys": [issuer.signing_key().jwk()]});
     let config = config.replacen(
         "keys: {discovery: {}}",
@@ -246,34 +239,71 @@ fn in_process(
     let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
     let snap = config::load_path(dir.path(), &state).map_err(|e| anyhow!("{e}"))?;
     state.install(snap);
+    Ok(esi_federation::router(state))
+}
+
+/// Sends `request(i)` for `i` in `0..` through the router until `more(i)` says stop; returns the
+/// number sent. Every answer must be `200`.
+async fn oneshot_loop(
+    app: &axum::Router,
+    request: impl Fn(usize) -> anyhow::Result<http::Request<axum::body::Body>>,
+    more: impl Fn(usize) -> bool,
+) -> anyhow::Result<usize> {
+    use tower::ServiceExt as _;
+    let mut n = 0usize;
+    while more(n) {
+        let req = request(n)?;
+        let path = req.uri().path().to_owned();
+        let resp = app.clone().oneshot(req).await?;
+        if resp.status() != StatusCode::OK {
+            bail!("{path} answered {}", resp.status());
+        }
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn request(
+    method: &str,
+    path: String,
+    token: Option<&str>,
+) -> anyhow::Result<http::Request<axum::body::Body>> {
+    let mut b = http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    Ok(b.body(axum::body::Body::empty())?)
+}
+
+/// Requests per second of the router itself (`oneshot`, no sockets, no log subscriber) on
+/// the server core, for the routes that add up to figure 2: where the time goes.
+fn in_process(
+    plan: &Plan,
+    issuer: &Arc<LocalIssuer>,
+    config: &str,
+    tokens: &[(String, String)],
+) -> anyhow::Result<String> {
+    let app = in_process_router(issuer, config)?;
     let tokens: Vec<(String, String)> = tokens.to_vec();
     let d = plan.round;
     pin::on_core(plan.server_core, move || -> anyhow::Result<String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let app = esi_federation::router(state);
         let measure =
             |path: &dyn Fn(&str) -> String, method: &str, auth: bool| -> anyhow::Result<f64> {
                 rt.block_on(async {
                     let start = Instant::now();
-                    let mut n = 0usize;
-                    while start.elapsed() < d {
-                        let (ns, tok) = &tokens[n % tokens.len()];
-                        let mut b = http::Request::builder().method(method).uri(path(ns));
-                        if auth {
-                            b = b.header("authorization", format!("Bearer {tok}"));
-                        }
-                        let resp = app
-                            .clone()
-                            .oneshot(b.body(axum::body::Body::empty())?)
-                            .await?;
-                        if resp.status() != StatusCode::OK {
-                            bail!("{} answered {}", path(ns), resp.status());
-                        }
-                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await?;
-                        n += 1;
-                    }
+                    let n = oneshot_loop(
+                        &app,
+                        |i| {
+                            let (ns, tok) = &tokens[i % tokens.len()];
+                            request(method, path(ns), auth.then_some(tok.as_str()))
+                        },
+                        |_| start.elapsed() < d,
+                    )
+                    .await?;
                     Ok(n as f64 / start.elapsed().as_secs_f64())
                 })
             };
@@ -298,6 +328,52 @@ fn in_process(
             us(fake)
         ))
     })?
+}
+
+/// `--profile-loop 2`: figure 2's request (`Password/db`, 1,000 rules, 1,000 tokens round-robin)
+/// through the router in-process, `iterations` times on this thread, for `perf` or
+/// `valgrind --tool=callgrind --toggle-collect='*profiled_requests*'`. Returns µs per request.
+pub fn profile_loop(iterations: usize) -> anyhow::Result<f64> {
+    let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
+    issuer.set_issuer("https://issuer.esi-bench.invalid");
+    let rules = 1000;
+    let key = issuer.signing_key();
+    let tokens: Vec<(String, String)> = (0..rules)
+        .map(|i| {
+            let ns = format!("team-{i:04}");
+            let t = federation::mint(&key, &issuer.issuer(), &ns);
+            (ns, t)
+        })
+        .collect();
+    let app = in_process_router(&issuer, &federation::small_config(&issuer.issuer(), rules))?;
+    let requests: Vec<_> = tokens
+        .iter()
+        .map(|(ns, t)| (format!("/v1/generators/{ns}/Password/db"), t.as_str()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let start = Instant::now();
+    let n = rt.block_on(profiled_requests(&app, &requests, iterations))?;
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
+/// The measured part of [`profile_loop`] (its name is what a profiler is told to collect).
+#[inline(never)]
+async fn profiled_requests(
+    app: &axum::Router,
+    requests: &[(String, &str)],
+    iterations: usize,
+) -> anyhow::Result<usize> {
+    oneshot_loop(
+        app,
+        |i| {
+            let (path, token) = &requests[i % requests.len()];
+            request("POST", path.clone(), Some(token))
+        },
+        |i| i < iterations,
+    )
+    .await
 }
 
 /// Figures 2, 2b and 4, measured in the same rounds: baseline, 2 and 4 in adjacent slices

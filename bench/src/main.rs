@@ -67,6 +67,14 @@ struct Args {
     /// Keep-alive connections of the closed-loop (throughput) runs.
     #[arg(long)]
     connections: Option<usize>,
+    /// Instead of the figures: run figure 2's (`2`) or figure 9's (`9`) in-process work
+    /// `--iterations` times on this thread and print µs per iteration, for a profiler (see the
+    /// profiling recipe in BENCHMARKS.md). Builds nothing, pins nothing.
+    #[arg(long, value_parser = ["2", "9"])]
+    profile_loop: Option<String>,
+    /// Iterations of `--profile-loop`.
+    #[arg(long, default_value_t = 3000, requires = "profile_loop")]
+    iterations: usize,
 }
 
 /// Durations and counts of one run.
@@ -150,6 +158,17 @@ fn main() -> ExitCode {
 
 /// Runs the figures; `Ok(false)` when a figure could not be measured because of an error.
 fn run(args: Args) -> anyhow::Result<bool> {
+    if let Some(fig) = args.profile_loop.as_deref() {
+        let us = match fig {
+            "2" => figures::profile_loop(args.iterations)?,
+            _ => webhook::profile_loop(args.iterations)?,
+        };
+        println!(
+            "figure {fig} in-process: {us:.2} µs per iteration, {} iterations",
+            args.iterations
+        );
+        return Ok(true);
+    }
     let plan = Plan::new(&args);
     if pin::cores() < 2 || plan.server_core == plan.client_core {
         bail!("the bench needs two distinct cores for the server and the load generator");
