@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p esi-bench -- [--quick] [--markdown FILE] [--only 1,2,5]
+//! esi-bench --profile-loop 2|9 [--iterations N]   # one figure's in-process work, for a profiler
 //! ```
 //!
 //! The servers under test are the real binaries (`esi-federation serve`, `esi-webhook`),
