@@ -225,6 +225,18 @@ fn generate_requests(
         .collect()
 }
 
+/// Figure 2's token pool: one token of `team-NNNN/app` per namespace of [`federation::small_config`].
+fn pool_tokens(issuer: &LocalIssuer, rules: usize) -> Vec<(String, String)> {
+    let key = issuer.signing_key();
+    (0..rules)
+        .map(|i| {
+            let ns = format!("team-{i:04}");
+            let t = federation::mint(&key, &issuer.issuer(), &ns);
+            (ns, t)
+        })
+        .collect()
+}
+
 /// Figure 2's router in-process (no sockets, no log subscriber) with `config`, its cluster's
 /// keys inline: the caller's runtime is blocked while it runs, no fetch may happen.
 fn in_process_router(issuer: &LocalIssuer, config: &str) -> anyhow::Result<axum::Router> {
@@ -337,14 +349,7 @@ pub fn profile_loop(iterations: usize) -> anyhow::Result<f64> {
     let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
     issuer.set_issuer("https://issuer.esi-bench.invalid");
     let rules = 1000;
-    let key = issuer.signing_key();
-    let tokens: Vec<(String, String)> = (0..rules)
-        .map(|i| {
-            let ns = format!("team-{i:04}");
-            let t = federation::mint(&key, &issuer.issuer(), &ns);
-            (ns, t)
-        })
-        .collect();
+    let tokens = pool_tokens(&issuer, rules);
     let app = in_process_router(&issuer, &federation::small_config(&issuer.issuer(), rules))?;
     let requests: Vec<_> = tokens
         .iter()
@@ -387,13 +392,7 @@ pub async fn fig2_and_4(
     let rules = 1000;
     let small = federation::small_config(&issuer.issuer(), rules);
     let key = issuer.signing_key();
-    let small_tokens: Vec<(String, String)> = (0..rules)
-        .map(|i| {
-            let ns = format!("team-{i:04}");
-            let t = federation::mint(&key, &issuer.issuer(), &ns);
-            (ns, t)
-        })
-        .collect();
+    let small_tokens = pool_tokens(issuer, rules);
     let baseline = Baseline::new(issuer, &small_tokens[0].1)?;
     let breakdown = in_process(plan, issuer, &small, &small_tokens)?;
     let server_a = Server::start(&bins.federation, &small, plan.server_core).await?;
