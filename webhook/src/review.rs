@@ -78,11 +78,30 @@ struct WireAnswer<'a> {
     warnings: &'a [String],
 }
 
+/// Base64 (standard alphabet, padded) of a JSON patch. Only [`Base64Patch::encode`] makes one,
+/// so it never holds a character JSON escapes and goes into the answer as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base64Patch(String);
+
+impl Base64Patch {
+    /// Encodes the patch's JSON text.
+    pub fn encode(patch: &[u8]) -> Self {
+        let mut text = String::with_capacity(patch.len().div_ceil(3) * 4);
+        base64_simd::STANDARD.encode_append(patch, &mut text);
+        Base64Patch(text)
+    }
+
+    /// The base64 text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl ReviewResponse {
     /// The `AdmissionReview` answer's JSON, written into one buffer sized for it.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         let a = &self.response;
-        let patch = a.patch.as_deref();
+        let patch = a.patch.as_ref().map(Base64Patch::as_str);
         let mut body = Vec::with_capacity(512 + patch.map_or(0, str::len));
         serde_json::to_writer(
             &mut body,
@@ -119,8 +138,8 @@ pub struct AdmissionAnswer {
     pub allowed: bool,
     /// Why not, when denied.
     pub status: Option<AnswerStatus>,
-    /// Base64 (standard alphabet, padded) of the JSON patch, sent with `patchType: JSONPatch`.
-    pub patch: Option<String>,
+    /// The JSON patch, sent with `patchType: JSONPatch`.
+    pub patch: Option<Base64Patch>,
     /// Warnings shown to the client (`kubectl` prints them).
     pub warnings: Vec<String>,
 }
@@ -376,22 +395,17 @@ pub fn decide(
         ),
         Ok(Outcome::Patch {
             patch, warnings, ..
-        }) => {
-            let bytes = patch.as_bytes();
-            let mut encoded = String::with_capacity(bytes.len().div_ceil(3) * 4);
-            base64_simd::STANDARD.encode_append(bytes, &mut encoded);
-            (
-                ReviewResponse::new(AdmissionAnswer {
-                    uid: req.uid,
-                    allowed: true,
-                    status: None,
-                    patch: Some(encoded),
-                    warnings,
-                }),
-                Decision::Injected,
-                "injected".to_owned(),
-            )
-        }
+        }) => (
+            ReviewResponse::new(AdmissionAnswer {
+                uid: req.uid,
+                allowed: true,
+                status: None,
+                patch: Some(Base64Patch::encode(patch.as_bytes())),
+                warnings,
+            }),
+            Decision::Injected,
+            "injected".to_owned(),
+        ),
         Err(denial) => (
             ReviewResponse::deny(req.uid, 403, "Forbidden", denial.0.clone()),
             Decision::Denied,
@@ -442,7 +456,7 @@ mod tests {
             uid: "u".into(),
             allowed: true,
             status: None,
-            patch: Some("W10=".into()),
+            patch: Some(Base64Patch::encode(b"[]")),
             warnings: vec![],
         });
         assert_eq!(
