@@ -251,11 +251,11 @@ fn path_within(inner: &str, outer: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn unique_name(base: &str, taken: &mut BTreeSet<String>) -> Result<String, Denial> {
+fn unique_name(base: &str, taken: &mut BTreeSet<Cow<'_, str>>) -> Result<String, Denial> {
     let name = if taken.contains(base) {
         (2..100)
             .map(|i| format!("{base}-{i}"))
-            .find(|n| !taken.contains(n))
+            .find(|n| !taken.contains(n.as_str()))
     } else {
         Some(base.to_owned())
     };
@@ -264,7 +264,7 @@ fn unique_name(base: &str, taken: &mut BTreeSet<String>) -> Result<String, Denia
             "esi: cannot find a free name for {base}: the Pod uses {base} and {base}-2..{base}-99"
         ));
     };
-    taken.insert(name.clone());
+    taken.insert(Cow::Owned(name.clone()));
     Ok(name)
 }
 
@@ -298,26 +298,26 @@ impl<'a> Planner<'a> {
         let commands = self.commands(&chosen, &containers)?;
         self.check_mount_conflicts(&chosen, &containers, &dirs)?;
 
-        let mut taken_containers: BTreeSet<String> = self
+        let mut taken_containers: BTreeSet<Cow<'_, str>> = self
             .spec
             .containers
             .iter()
             .chain(self.spec.init_containers.iter().flatten())
-            .map(|c| c.name.clone())
+            .map(|c| Cow::Borrowed(c.name.as_str()))
             .chain(
                 self.spec
                     .ephemeral_containers
                     .iter()
                     .flatten()
-                    .map(|c| c.name.clone()),
+                    .map(|c| Cow::Borrowed(c.name.as_str())),
             )
             .collect();
-        let mut taken_volumes: BTreeSet<String> = self
+        let mut taken_volumes: BTreeSet<Cow<'_, str>> = self
             .spec
             .volumes
             .iter()
             .flatten()
-            .map(|v| v.name.clone())
+            .map(|v| Cow::Borrowed(v.name.as_str()))
             .collect();
         let init_name = unique_name(INIT_CONTAINER_NAME, &mut taken_containers)?;
         let want_agent = refresh.is_some() || ann.revoke_on_exit;
@@ -345,8 +345,18 @@ impl<'a> Planner<'a> {
         let mut ops: Vec<Op<'_>> = Vec::new();
         // 1. Chosen containers, by their original indexes (before anything is inserted).
         for c in &chosen {
-            let at =
-                |field: &str| -> Path { Cow::Owned(format!("{}/{}/{field}", c.list, c.index)) };
+            // `/spec/containers/<index>/`, then the field (no `format!` per operation).
+            let mut base = String::with_capacity(c.list.len() + 8);
+            base.push_str(c.list);
+            base.push('/');
+            base.push_str(&c.index.to_string());
+            base.push('/');
+            let at = |field: &str| -> Path {
+                let mut p = String::with_capacity(base.len() + field.len());
+                p.push_str(&base);
+                p.push_str(field);
+                Cow::Owned(p)
+            };
             if let Some(cmd) = commands.get(c.container.name.as_str()) {
                 let value = Val::Command(cmd);
                 if c.container.command.is_some() {
@@ -606,7 +616,8 @@ impl<'a> Planner<'a> {
     fn check_aliases(&mut self) -> Result<(), Denial> {
         let ann = self.ann;
         let mut used: BTreeSet<String> = BTreeSet::new();
-        let mut check = |key: String, alias: &str| -> Result<(), Denial> {
+        // `key` names the annotation for the message; it is only formatted when one is written.
+        let mut check = |key: std::fmt::Arguments<'_>, alias: &str| -> Result<(), Denial> {
             if !ann.generators.contains_key(alias) {
                 return deny(format!(
                     "esi: annotation {key}: alias {alias} is not defined in {ANN_GENERATORS} (defined: {})",
@@ -617,28 +628,30 @@ impl<'a> Planner<'a> {
                         .join(", ")
                 ));
             }
-            used.insert(alias.to_owned());
+            if !used.contains(alias) {
+                used.insert(alias.to_owned());
+            }
             Ok(())
         };
         for m in &ann.env {
-            check(ANN_ENV.to_owned(), &m.alias)?;
+            check(format_args!("{ANN_ENV}"), &m.alias)?;
         }
         for (c, ms) in &ann.env_per_container {
             for m in ms {
-                check(format!("{ANN_ENV}.{c}"), &m.alias)?;
+                check(format_args!("{ANN_ENV}.{c}"), &m.alias)?;
             }
         }
         for i in &ann.env_from {
-            check(ANN_ENV_FROM.to_owned(), &i.alias)?;
+            check(format_args!("{ANN_ENV_FROM}"), &i.alias)?;
         }
         for (c, is) in &ann.env_from_per_container {
             for i in is {
-                check(format!("{ANN_ENV_FROM}.{c}"), &i.alias)?;
+                check(format_args!("{ANN_ENV_FROM}.{c}"), &i.alias)?;
             }
         }
         for (name, f) in &ann.files {
             for alias in f.content.aliases() {
-                check(format!("{ANN_FILE_PREFIX}{name}"), &alias)?;
+                check(format_args!("{ANN_FILE_PREFIX}{name}"), &alias)?;
             }
         }
         for alias in ann.generators.keys() {
