@@ -264,11 +264,9 @@ async fn oneshot_loop(
     use tower::ServiceExt as _;
     let mut n = 0usize;
     while more(n) {
-        let req = request(n)?;
-        let path = req.uri().path().to_owned();
-        let resp = app.clone().oneshot(req).await?;
+        let resp = app.clone().oneshot(request(n)?).await?;
         if resp.status() != StatusCode::OK {
-            bail!("{path} answered {}", resp.status());
+            bail!("{} answered {}", request(n)?.uri().path(), resp.status());
         }
         let _ = http_body_util::BodyExt::collect(resp.into_body()).await?;
         n += 1;
@@ -502,25 +500,16 @@ pub async fn fig2_and_4(
         // whose ratio it is), and their order reverses every round: this VM's speed drifts by
         // several percent over seconds, and slices further apart would carry that into the
         // ratios.
-        let reversed = round % 2 == 1;
-        let (mut b, mut t4) = (None, None);
-        if reversed {
-            let (t, c) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
-            (t4, conns_b) = (Some(t), c);
+        let (b, t2, t4);
+        if round % 2 == 1 {
+            (t4, conns_b) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
+            (t2, conns_a) = load::closed_loop(conns_a, &password, plan.warmup, plan.round).await;
+            b = baseline.rate_on(plan.server_core, plan.round)?;
         } else {
-            b = Some(baseline.rate_on(plan.server_core, plan.round)?);
+            b = baseline.rate_on(plan.server_core, plan.round)?;
+            (t2, conns_a) = load::closed_loop(conns_a, &password, plan.warmup, plan.round).await;
+            (t4, conns_b) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
         }
-        let (t2, c) = load::closed_loop(conns_a, &password, plan.warmup, plan.round).await;
-        conns_a = c;
-        if reversed {
-            b = Some(baseline.rate_on(plan.server_core, plan.round)?);
-        } else {
-            let (t, c) = load::closed_loop(conns_b, &big, plan.warmup, plan.round).await;
-            (t4, conns_b) = (Some(t), c);
-        }
-        let (Some(b), Some(t4)) = (b, t4) else {
-            bail!("round {round}: the baseline or figure 4 was not measured");
-        };
         let (t2b, c) = load::closed_loop(conns_a, &fake, plan.warmup, plan.round).await;
         let (th, c) = load::closed_loop(c, &health, plan.warmup, plan.round).await;
         conns_a = c;
