@@ -512,6 +512,65 @@ async fn silent_backend_is_cut_off_at_the_backend_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_goes_away_does_not_cancel_the_mint() {
+    // A slow credential endpoint: it answers 300 ms after the request, long after the client
+    // below has given up and dropped its request.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let endpoint = axum::Router::new().route(
+        "/issue",
+        axum::routing::post({
+            let answered = answered.clone();
+            move || async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(serde_json::json!({"username": "u-abc123", "password": "p-abc123"}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move { axum::serve(listener, endpoint).await });
+    let issuer = common::issuer().await;
+    let yaml = common::cluster("alpha", &issuer.issuer())
+        + common::GENERATORS
+        + &format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: api, namespace: default}}\nspec:\n  provider:\n    webhook: {{allowedUrls: [\"http://{addr}/\"]}}\n---\napiVersion: esi.dev/v1alpha1\nkind: Webhook\nmetadata: {{name: api, namespace: default}}\nspec: {{secretStoreRef: {{name: api}}, url: \"http://{addr}/issue\"}}\n"
+        );
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let token = common::token(&issuer, "default", "app");
+
+    let request = common::send(
+        &state,
+        common::post("/v1/generators/default/Webhook/api", Some(&token), None),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), request)
+            .await
+            .is_err(),
+        "the request must still be waiting for the endpoint when the client goes away"
+    );
+    assert!(!answered.load(std::sync::atomic::Ordering::SeqCst));
+
+    // The mint runs to its end without the client: the endpoint answers and the decision is
+    // counted (a mint cancelled half-way leaves a credential that nobody audited or revoked).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want = r#"esi_federation_decisions_total{decision="allowed",code="ok"} 1"#;
+    loop {
+        let (_, _, _, metrics) = common::send(&state, common::get("/metrics", None)).await;
+        if metrics.contains(want) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned mint never completed; metrics:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered.load(std::sync::atomic::Ordering::SeqCst));
+    served.abort();
+}
+
+#[tokio::test]
 async fn authorize_dry_run_explains_each_generator_without_minting() {
     let (issuer, state) = setup().await;
     let limited = common::token(&issuer, "limited", "app");
