@@ -61,11 +61,9 @@ impl GcpProvider {
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(SpecError::field("provider.gcp.timeout", "must be positive"));
         }
-        crate::http::client(
-            self.ca_bundle.as_deref(),
-            crate::http::DEFAULT_TIMEOUT,
-            "provider.gcp.caBundle",
-        )?;
+        if let Some(pem) = &self.ca_bundle {
+            crate::http::check_ca_bundle(pem, "provider.gcp.caBundle")?;
+        }
         Ok(())
     }
 }

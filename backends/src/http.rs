@@ -1,8 +1,20 @@
 //! The outbound HTTP client shared by the Vault, GCP and Webhook backends: rustls, an
 //! optional CA bundle, a bounded timeout, no redirects (a backend cannot send the
 //! federation's credentials elsewhere), and fault classification into [`BackendError`].
+//!
+//! **Trust.** Every client (these, and the federation's JWKS clients) gets its rustls
+//! configuration from [`tls_config`]. The system's root certificates are read once per process:
+//! reading them (the CA bundle and every file of the certificate directory, PEM-decoded) costs
+//! ~3–5 ms of CPU on a small VM, and reqwest's own verifier read them again for every client it
+//! built, once per SecretStore and per Webhook generator at every cold start. A process started
+//! before the system's roots change keeps the ones it read (like most servers).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 use crate::{BackendError, SpecError};
 
@@ -11,27 +23,121 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest response body a backend may return.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// The certificates a client trusts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust<'a> {
+    /// The system's root certificates, plus the PEM certificates of a CA bundle when given.
+    System {
+        /// A PEM bundle trusted in addition.
+        extra: Option<&'a str>,
+    },
+    /// Only the PEM certificates of this CA bundle.
+    Only(&'a str),
+}
+
+/// The rustls client configuration for `trust` (aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1). The
+/// error reads after the CA bundle's field name (`spec.caBundle: is not a PEM ...`).
+pub fn tls_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, String> {
+    let roots = match trust {
+        Trust::System { extra: None } => system_roots()?.clone(),
+        Trust::System { extra: Some(pem) } => {
+            let extra = ca_bundle(pem)?;
+            // Like rustls-platform-verifier: a system without roots still trusts the bundle.
+            let mut roots =
+                system_roots().map_or_else(|_| RootCertStore::empty(), |r| (**r).clone());
+            add_anchors(&mut roots, extra)?;
+            Arc::new(roots)
+        }
+        Trust::Only(pem) => {
+            let mut roots = RootCertStore::empty();
+            add_anchors(&mut roots, ca_bundle(pem)?)?;
+            Arc::new(roots)
+        }
+    };
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot be used for TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificates of a PEM bundle: at least one, all of them readable.
+fn ca_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(certs)
+}
+
+fn add_anchors(
+    roots: &mut RootCertStore,
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<(), String> {
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("holds a certificate that cannot be a trust anchor: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The system's root certificates, read on first use and kept for the process.
+fn system_roots() -> Result<&'static Arc<RootCertStore>, String> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "cannot read a system CA certificate");
+            }
+            let mut roots = RootCertStore::empty();
+            let (_, ignored) = roots.add_parsable_certificates(found.certs);
+            if ignored > 0 {
+                tracing::warn!(ignored, "unusable system CA certificates were ignored");
+            }
+            if roots.is_empty() {
+                return Err(
+                    "is unset, and no CA certificate could be loaded from the system \
+                     (install ca-certificates or set SSL_CERT_FILE)"
+                        .to_owned(),
+                );
+            }
+            Ok(Arc::new(roots))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Checks a CA bundle without building a client (or reading the system's roots).
+pub fn check_ca_bundle(pem: &str, field: &str) -> Result<(), SpecError> {
+    tls_config(Trust::Only(pem))
+        .map(drop)
+        .map_err(|e| SpecError::field(field, e))
+}
+
 /// Builds a client; `field` names the CA bundle's manifest field for errors.
 pub fn client(
     ca_bundle: Option<&str>,
     timeout: Duration,
     field: &str,
 ) -> Result<reqwest::Client, SpecError> {
-    let mut b = reqwest::Client::builder()
+    let tls =
+        tls_config(Trust::System { extra: ca_bundle }).map_err(|e| SpecError::field(field, e))?;
+    reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("esi-backends/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = ca_bundle {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-            SpecError::field(field, format!("is not a PEM certificate bundle: {e}"))
-        })?;
-        if certs.is_empty() {
-            return Err(SpecError::field(field, "holds no PEM certificate"));
-        }
-        b = b.tls_certs_merge(certs);
-    }
-    b.build()
+        .user_agent(concat!("esi-backends/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(tls)
+        .build()
         .map_err(|e| SpecError::field(field, format!("cannot build an HTTP client: {e}")))
 }
 

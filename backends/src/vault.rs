@@ -155,11 +155,9 @@ impl VaultProvider {
                 }
             }
         }
-        crate::http::client(
-            self.ca_bundle.as_deref(),
-            crate::http::DEFAULT_TIMEOUT,
-            "provider.vault.caBundle",
-        )?;
+        if let Some(pem) = &self.ca_bundle {
+            crate::http::check_ca_bundle(pem, "provider.vault.caBundle")?;
+        }
         Ok(())
     }
 }

@@ -91,11 +91,9 @@ impl WebhookProvider {
             })?;
             r.validate(&format!("provider.webhook.headers.{name}"))?;
         }
-        crate::http::client(
-            self.ca_bundle.as_deref(),
-            crate::http::DEFAULT_TIMEOUT,
-            "provider.webhook.caBundle",
-        )?;
+        if let Some(pem) = &self.ca_bundle {
+            crate::http::check_ca_bundle(pem, "provider.webhook.caBundle")?;
+        }
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use esi_backends::http::{Trust, tls_config};
 use serde::Deserialize;
 
 use super::keys::KeyRing;
@@ -381,20 +382,17 @@ impl JwksRegistry {
         if let Some(c) = clients.get(&ca_bundle.cloned()) {
             return Ok(c.clone());
         }
-        let mut builder = reqwest::Client::builder()
+        // A cluster's own CA bundle replaces the system's roots for its keys.
+        let trust = match ca_bundle {
+            Some(pem) => Trust::Only(pem),
+            None => Trust::System { extra: None },
+        };
+        let client = reqwest::Client::builder()
             .timeout(self.settings.timeout)
             .connect_timeout(self.settings.timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("esi-federation/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = ca_bundle {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
-            if certs.is_empty() {
-                return Err("holds no PEM certificate".to_owned());
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        let client = builder
+            .user_agent(concat!("esi-federation/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls_config(trust)?)
             .build()
             .map_err(|e| format!("cannot build HTTP client: {}", error_chain(&e)))?;
         clients.insert(ca_bundle.cloned(), client.clone());
