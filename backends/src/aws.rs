@@ -301,20 +301,9 @@ impl StsConn {
             .await
             .map_err(|e| BackendError::Unavailable {
                 message: "the federation's AWS credentials could not be loaded".to_owned(),
-                detail: format!("credentials provider: {}", aws_smithy_types_display(&e)),
+                detail: format!("credentials provider: {}", crate::error_chain(&e)),
             })
     }
-}
-
-fn aws_smithy_types_display(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Classifies an STS operation failure.
@@ -352,7 +341,7 @@ where
         }
         other => BackendError::Unavailable {
             message: format!("AWS STS could not be reached ({op})"),
-            detail: format!("sts {op}: {}", aws_smithy_types_display(other)),
+            detail: format!("sts {op}: {}", crate::error_chain(other)),
         },
     }
 }

@@ -76,3 +76,16 @@ impl BackendError {
         }
     }
 }
+
+/// `e` and its sources, `: `-separated, for an error's log detail (an SDK's or reqwest's own
+/// message often hides the cause: "error sending request" / "dispatch failure").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}

@@ -150,10 +150,11 @@ pub fn transport_error(backend: &str, e: &reqwest::Error) -> BackendError {
     } else {
         "failed"
     };
-    // reqwest's Display names the URL (never a body or header) and the cause.
+    // reqwest's Display names the URL (never a body or header); its sources name the cause
+    // (refused, TLS: unknown issuer, ...).
     BackendError::Unavailable {
         message: format!("{backend} {what}"),
-        detail: format!("{backend}: {e}"),
+        detail: format!("{backend}: {}", crate::error_chain(e)),
     }
 }
 

@@ -66,7 +66,7 @@ mod error;
 mod spec;
 
 pub use credential::{Credential, LeaseHandle};
-pub use error::{BackendError, SpecError};
+pub use error::{BackendError, SpecError, error_chain};
 pub use secret::SecretRef;
 pub use spec::{GeneratorKind, GeneratorSpec, deserialize_tracked};
 pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};

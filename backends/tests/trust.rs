@@ -43,18 +43,6 @@ async fn https_server(cert: String, key: String) -> SocketAddr {
     addr
 }
 
-/// The whole error chain of a failed request.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 fn client_with(trust: Trust<'_>) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -103,7 +91,7 @@ async fn a_ca_bundle_is_trusted_next_to_or_instead_of_the_system_roots() {
         ),
     ] {
         let err = client.get(&url).send().await.unwrap_err();
-        let text = chain(&err);
+        let text = esi_backends::error_chain(&err);
         assert!(
             text.contains("UnknownIssuer") || text.contains("unknown issuer"),
             "{what}: want an untrusted-certificate failure, got: {text}"

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use esi_backends::error_chain;
 use esi_backends::http::{Trust, tls_config};
 use serde::Deserialize;
 
@@ -304,17 +305,6 @@ impl JwksSource {
             .await
             .map_err(|_| format!("{url}: timed out after {:?}", self.settings.timeout))?
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 /// Only `https://`, or `http://` to a loopback address (local issuers in tests and dev mode).
