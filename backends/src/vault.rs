@@ -604,6 +604,20 @@ pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
             message: format!("vault refused the request ({what}, status {code})"),
             detail,
         },
+        // Something answered, but not what Vault answers (a wrong `server`, a proxy's page).
+        // The parse error's own cause stays out of the detail: serde quotes the values it
+        // could not read, and a Vault answer can hold a secret.
+        ClientError::RestClientError {
+            source:
+                rustify::errors::ClientError::ResponseParseError { .. }
+                | rustify::errors::ClientError::ResponseConversionError { .. },
+        }
+        | ClientError::JsonParseError { .. }
+        | ClientError::ResponseEmptyError
+        | ClientError::ResponseDataEmptyError => BackendError::Unavailable {
+            message: format!("vault's answer could not be read ({what})"),
+            detail,
+        },
         _ => BackendError::Unavailable {
             message: format!("vault could not be reached ({what})"),
             detail,

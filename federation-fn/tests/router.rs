@@ -461,6 +461,43 @@ async fn unreachable_backend_is_503_backend_unavailable() {
 }
 
 #[tokio::test]
+async fn a_server_that_is_not_vault_is_unreadable_not_unreachable() {
+    // Something answers at the store's `server`, but not as Vault does (a wrong address, a
+    // proxy's page): the error must say so, not that Vault could not be reached.
+    let impostor = axum::Router::new().fallback(|| async {
+        axum::Json(serde_json::json!({"hello": "I am not Vault", "password": "p-abc123"}))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move { axum::serve(listener, impostor).await });
+    let issuer = common::issuer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = with_vault_generator(&issuer, &dir, &format!("http://{addr}"), "");
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let token = common::token(&issuer, "default", "app");
+    let (status, _, json, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/VaultDynamicSecret/db",
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, common::code(&json)),
+        (503, "backend_unavailable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vault's answer could not be read (token lookup)"),
+        "{text}"
+    );
+    assert!(!text.contains("p-abc123"), "the answer leaked: {text}");
+    served.abort();
+}
+
+#[tokio::test]
 async fn silent_backend_is_cut_off_at_the_backend_timeout() {
     // A "Vault" that accepts connections and never answers: only the federation's own
     // backend timeout can end the request.
