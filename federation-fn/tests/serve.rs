@@ -299,7 +299,7 @@ async fn tls_certificate_is_reloaded_when_the_files_change() {
     let issuer = common::issuer().await;
     let dir = config_dir(&issuer);
     let tls = tempfile::tempdir().unwrap();
-    let (ca1, cert1, key1) = cert_chain("first");
+    let (ca1, cert1, key1) = common::cert_chain("first");
     std::fs::write(tls.path().join("tls.crt"), &cert1).unwrap();
     std::fs::write(tls.path().join("tls.key"), &key1).unwrap();
     let cert = tls.path().join("tls.crt");
@@ -327,7 +327,7 @@ async fn tls_certificate_is_reloaded_when_the_files_change() {
         client_for(&ca1).get(&url).send().await.unwrap().status(),
         200
     );
-    let (ca2, cert2, key2) = cert_chain("second");
+    let (ca2, cert2, key2) = common::cert_chain("second");
     assert!(
         client_for(&ca2).get(&url).send().await.is_err(),
         "the second CA must not be trusted yet"
@@ -348,22 +348,6 @@ async fn tls_certificate_is_reloaded_when_the_files_change() {
         "the old certificate is gone"
     );
     assert!(server.terminate().success());
-}
-
-/// A CA and a localhost certificate it signed: (CA PEM, cert PEM, key PEM).
-fn cert_chain(name: &str) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("esi test CA {name}"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 #[test]

@@ -1,0 +1,60 @@
+//! A Cluster whose issuer serves its keys over HTTPS with a private CA: trusted through the
+//! Cluster's `caBundle` (which replaces the system's roots for that cluster's keys), not
+//! without it. Real TLS on loopback.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use esi_federation::issuer::{LocalIssuer, SigningKey};
+
+#[tokio::test]
+async fn an_issuer_behind_a_private_ca_is_trusted_through_the_clusters_ca_bundle() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (ca, cert, key) = common::cert_chain("issuer");
+    let issuer = LocalIssuer::new(SigningKey::rsa());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    issuer.set_issuer(&url);
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
+        .await
+        .unwrap();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    let app = issuer.router();
+    let served = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let token = common::token(&issuer, "default", "app");
+
+    let cluster = |extra: &str| {
+        format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: alpha}}\nspec:\n  issuer: {url}\n  keys: {{discovery: {{}}}}\n  audiences: [esi]\n{extra}---\n"
+        )
+    };
+    // A JSON string is a YAML scalar: the PEM's newlines stay escaped.
+    let trusted = cluster(&format!(
+        "  caBundle: {}\n",
+        serde_json::to_string(&ca).unwrap()
+    ));
+    let state = common::state(&trusted, common::settings(Duration::from_millis(300)));
+    let (status, _, json, text) =
+        common::send(&state, common::get("/v1/whoami", Some(&token))).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json["cluster"], "alpha", "{text}");
+
+    // Without the bundle the system's roots are used, and they do not know the private CA.
+    let untrusted = common::state(&cluster(""), common::settings(Duration::from_millis(300)));
+    let (status, _, json, text) =
+        common::send(&untrusted, common::get("/v1/whoami", Some(&token))).await;
+    assert_eq!(
+        (status, common::code(&json)),
+        (503, "backend_unavailable"),
+        "{text}"
+    );
+    served.abort();
+}
