@@ -431,22 +431,30 @@ fn with_vault_generator(
         )
 }
 
-#[tokio::test]
-async fn unreachable_backend_is_503_backend_unavailable() {
-    let issuer = common::issuer().await;
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = with_vault_generator(&issuer, &dir, "http://127.0.0.1:1", "");
-    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
-    let token = common::token(&issuer, "default", "app");
-    let (status, headers, json, text) = common::send(
-        &state,
+/// `default/app` asks for the `VaultDynamicSecret` of [`with_vault_generator`].
+async fn ask_vault(
+    issuer: &esi_federation::issuer::LocalIssuer,
+    state: &AppState,
+) -> (u16, axum::http::HeaderMap, serde_json::Value, String) {
+    let token = common::token(issuer, "default", "app");
+    common::send(
+        state,
         common::post(
             "/v1/generators/default/VaultDynamicSecret/db",
             Some(&token),
             None,
         ),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn unreachable_backend_is_503_backend_unavailable() {
+    let issuer = common::issuer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = with_vault_generator(&issuer, &dir, "http://127.0.0.1:1", "");
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let (status, headers, json, text) = ask_vault(&issuer, &state).await;
     assert_eq!(
         (status, common::code(&json)),
         (503, "backend_unavailable"),
@@ -474,16 +482,7 @@ async fn a_server_that_is_not_vault_is_unreadable_not_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = with_vault_generator(&issuer, &dir, &format!("http://{addr}"), "");
     let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
-    let token = common::token(&issuer, "default", "app");
-    let (status, _, json, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/VaultDynamicSecret/db",
-            Some(&token),
-            None,
-        ),
-    )
-    .await;
+    let (status, _, json, text) = ask_vault(&issuer, &state).await;
     assert_eq!(
         (status, common::code(&json)),
         (503, "backend_unavailable"),
@@ -523,17 +522,8 @@ async fn silent_backend_is_cut_off_at_the_backend_timeout() {
         ..common::settings(Duration::from_millis(300))
     };
     let state = common::state(&yaml, settings);
-    let token = common::token(&issuer, "default", "app");
     let started = std::time::Instant::now();
-    let (status, _, json, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/VaultDynamicSecret/db",
-            Some(&token),
-            None,
-        ),
-    )
-    .await;
+    let (status, _, json, text) = ask_vault(&issuer, &state).await;
     let took = started.elapsed();
     assert_eq!(
         (status, common::code(&json)),
