@@ -273,7 +273,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         "9",
         what,
         format!(
-            "{ratio:.2}x /healthz; p99 {:.2} ms at 1,000/s",
+            "{ratio:.3}x /healthz; p99 {:.2} ms at 1,000/s",
             p99.as_secs_f64() * 1000.0
         ),
         goal,
