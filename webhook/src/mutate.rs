@@ -23,9 +23,9 @@ use esi_api::inject::{
 
 use crate::config::{InitPosition, WebhookConfig};
 use crate::patch::{
-    Capabilities, CliContainer, EmptyDir, EnvVar, Exec, FieldPath, FieldRef, JsonPatch, Mount, Op,
-    Path, Probe, Projected, Resources, SeccompProfile, SecurityContext, ServiceAccountToken,
-    TokenSource, Val, Volume,
+    Capabilities, CliContainer, EmptyDir, EnvValue, EnvVar, Exec, FieldPath, FieldRef, JsonPatch,
+    Mount, Op, Path, Probe, Projected, Resources, SeccompProfile, SecurityContext,
+    ServiceAccountToken, TokenSource, Val, Volume, string_literal,
 };
 
 /// Size limit of the memory-backed volume (the esi-cli binary plus credentials).
@@ -403,11 +403,14 @@ impl<'a> Planner<'a> {
         }
 
         // 2. The esi-cli containers.
-        let spec_json = inj.to_json();
+        let spec = string_literal(&inj).map_err(|e| {
+            Denial(format!(
+                "esi: internal error serializing the injection spec ({e}); the Pod was not admitted"
+            ))
+        })?;
         let mut new_inits = vec![self.cli_container(
             &init_name,
             "init",
-            &spec_json,
             &volume,
             &token_volume,
             &owner,
@@ -418,7 +421,6 @@ impl<'a> Planner<'a> {
             new_inits.push(self.cli_container(
                 agent,
                 "refresh",
-                &spec_json,
                 &volume,
                 &token_volume,
                 &owner,
@@ -485,7 +487,7 @@ impl<'a> Planner<'a> {
             Some(_) => ops.push(add(STATUS_PATH, Val::Str(STATUS_INJECTED))),
         }
 
-        let patch = JsonPatch::new(&ops).map_err(|e| {
+        let patch = JsonPatch::new(&ops, &spec).map_err(|e| {
             Denial(format!(
                 "esi: internal error serializing the patch ({e}); the Pod was not admitted"
             ))
@@ -1002,7 +1004,6 @@ impl<'a> Planner<'a> {
         &'c self,
         name: &'c str,
         subcommand: &'c str,
-        spec_json: &'c str,
         volume: &'c str,
         token_volume: &'c str,
         owner: &ResolvedOwner,
@@ -1020,7 +1021,7 @@ impl<'a> Planner<'a> {
         let mut env = vec![
             EnvVar {
                 name: ENV_SPEC,
-                value: Some(spec_json),
+                value: Some(EnvValue::Spec),
                 value_from: None,
             },
             field(ENV_POD_NAME, "metadata.name"),
@@ -1030,7 +1031,7 @@ impl<'a> Planner<'a> {
         if federation_url.starts_with("http://") {
             env.push(EnvVar {
                 name: ENV_ALLOW_HTTP,
-                value: Some("true"),
+                value: Some(EnvValue::Text("true")),
                 value_from: None,
             });
         }
