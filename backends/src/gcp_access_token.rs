@@ -186,7 +186,7 @@ impl Generate for GcpAccessTokenGenerator {
             ));
         }
         let resp: GenerateResponse =
-            serde_json::from_slice(&bytes).map_err(|e| BackendError::Unavailable {
+            esi_api::json::from_answer(&bytes).map_err(|e| BackendError::Unavailable {
                 message: "google iam credentials returned an unreadable response".to_owned(),
                 detail: format!("generateAccessToken response: {e}"),
             })?;

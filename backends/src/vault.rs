@@ -521,7 +521,7 @@ impl VaultConn {
         if bytes.is_empty() {
             return Ok(VaultResponse::default());
         }
-        serde_json::from_slice(&bytes).map_err(|e| CallError {
+        esi_api::json::from_answer(&bytes).map_err(|e| CallError {
             status: None,
             err: unavailable(
                 "vault returned an unreadable response",

@@ -127,6 +127,13 @@ async fn generate(
                 ),
             );
         }
+        // Answers 200 in a shape Google never sends.
+        "garbled@proj.iam.gserviceaccount.com" => {
+            return (
+                StatusCode::OK,
+                Json(json!({"accessToken": {"t": "ya29.x"}, "expireTime": "2030-01-01T00:00:00Z"})),
+            );
+        }
         "flaky@proj.iam.gserviceaccount.com" => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -328,6 +335,23 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
     .await
     .expect_err("503");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    // An answer of the wrong shape is placed in the log detail, its values are not.
+    let err = build(
+        "GCPAccessToken",
+        spec("garbled@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    )
+    .generate(&c)
+    .await
+    .expect_err("garbled");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(
+        err.detail()
+            .contains("a value of the wrong type or form at accessToken"),
+        "{}",
+        err.detail()
+    );
+    assert!(!format!("{err:?}").contains("ya29"), "{err:?}");
 }
 
 #[tokio::test]

@@ -322,9 +322,9 @@ impl Federation {
             }
         };
         if (200..300).contains(&status) {
-            return match serde_json::from_slice(&bytes) {
+            return match esi_api::json::from_answer(&bytes) {
                 Ok(v) => Attempt::Done(v),
-                // serde_json's message names the field, never the value.
+                // The message names the field, never the value (it may be a credential).
                 Err(e) => Attempt::Fail(CallError::Protocol(format!(
                     "the federation's answer to {path} is not the expected JSON: {e}"
                 ))),

@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod error;
 pub mod identity;
 pub mod inject;
+pub mod json;
 pub mod routes;
 
 mod envelope;
