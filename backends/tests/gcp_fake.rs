@@ -311,14 +311,13 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
         generator: "g",
         max_ttl: None,
     };
-    let err = build(
-        "GCPAccessToken",
-        spec("denied@proj.iam.gserviceaccount.com"),
-        Some(store(&fake)),
-    )
-    .generate(&c)
-    .await
-    .expect_err("403");
+    let fail = async |email: &str| {
+        build("GCPAccessToken", spec(email), Some(store(&fake)))
+            .generate(&c)
+            .await
+            .expect_err(email)
+    };
+    let err = fail("denied@proj.iam.gserviceaccount.com").await;
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
     assert!(
         err.detail().contains("getAccessToken"),
@@ -326,24 +325,10 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
         err.detail()
     );
     assert!(!err.to_string().contains(SOURCE_TOKEN));
-    let err = build(
-        "GCPAccessToken",
-        spec("flaky@proj.iam.gserviceaccount.com"),
-        Some(store(&fake)),
-    )
-    .generate(&c)
-    .await
-    .expect_err("503");
+    let err = fail("flaky@proj.iam.gserviceaccount.com").await;
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     // An answer of the wrong shape is placed in the log detail, its values are not.
-    let err = build(
-        "GCPAccessToken",
-        spec("garbled@proj.iam.gserviceaccount.com"),
-        Some(store(&fake)),
-    )
-    .generate(&c)
-    .await
-    .expect_err("garbled");
+    let err = fail("garbled@proj.iam.gserviceaccount.com").await;
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     assert!(
         err.detail()
