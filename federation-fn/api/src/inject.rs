@@ -246,7 +246,8 @@ impl InjectionSpec {
         Ok(spec)
     }
 
-    /// The JSON form the webhook puts in [`ENV_SPEC`].
+    /// The JSON form of [`ENV_SPEC`] (the webhook writes the same text straight into its
+    /// patch, already escaped for the env value).
     pub fn to_json(&self) -> String {
         // A struct of strings, maps and integers always serializes.
         serde_json::to_string(self).unwrap_or_default()
