@@ -11,22 +11,6 @@ use std::time::Duration;
 
 use esi_backends::http::{self, Trust};
 
-/// A CA and a localhost certificate it signed: (CA PEM, cert PEM, key PEM).
-fn cert_chain(name: &str) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("esi test CA {name}"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 /// An HTTPS server on loopback answering `ok`.
 async fn https_server(cert: String, key: String) -> SocketAddr {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -53,8 +37,12 @@ fn client_with(trust: Trust<'_>) -> reqwest::Client {
 
 #[tokio::test]
 async fn a_ca_bundle_is_trusted_next_to_or_instead_of_the_system_roots() {
-    let (ca, cert, key) = cert_chain("one");
-    let (other_ca, _, _) = cert_chain("two");
+    let esi_test_pki::Pki {
+        ca_pem: ca,
+        cert_pem: cert,
+        key_pem: key,
+    } = esi_test_pki::pki("one").unwrap();
+    let other_ca = esi_test_pki::pki("two").unwrap().ca_pem;
     let addr = https_server(cert, key).await;
     let url = format!("https://localhost:{}/", addr.port());
 

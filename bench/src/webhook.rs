@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use esi_test_pki::Pki;
 use http::{Method, StatusCode};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 
@@ -24,32 +24,6 @@ use crate::served::{self, Served};
 const POD: &str =
     include_str!("../../webhook/tests/golden/pods/03-deployment-template-several-containers.yaml");
 const CONFIG: &str = include_str!("../../webhook/tests/golden/config.yaml");
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki() -> anyhow::Result<Pki> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "esi-bench CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "esi-webhook");
-    let cert = params.signed_by(&key, &ca)?;
-    Ok(Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
-}
 
 fn client_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
@@ -174,7 +148,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         rows.push(Row::not_measured("9", what, goal, why));
         return Ok(());
     }
-    let pki = pki()?;
+    let pki = esi_test_pki::pki("esi-webhook")?;
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?

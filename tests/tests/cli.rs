@@ -777,27 +777,16 @@ fn doctor_explains_expired_token_wrong_audience_and_policy_denial() {
     assert!(human.contains("add an Authorization"), "{human}");
 }
 
-fn cert_chain() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "esi-cli test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[test]
 fn doctor_reports_a_healthy_setup_over_tls_and_init_works_with_the_spec_ca() {
     let issuer = Issuer::start();
     let config = config_dir(&issuer.url(), GENERATORS);
     let tls_dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = cert_chain();
+    let esi_test_pki::Pki {
+        ca_pem: ca,
+        cert_pem: cert,
+        key_pem: key,
+    } = esi_test_pki::pki("esi-cli test").unwrap();
     let files = (
         tls_dir.path().join("tls.crt"),
         tls_dir.path().join("tls.key"),

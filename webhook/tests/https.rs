@@ -9,35 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use esi_test_pki::{Pki, pki};
 use esi_webhook::server::{self, TlsFiles};
 use esi_webhook::{AppState, WebhookConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::{Value, json};
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki(name: &str) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{name} CA"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.signed_by(&key, &ca).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 /// Replaces a file atomically, as the kubelet does for Secret volumes.
 fn write_atomic(path: &Path, contents: &str) {
@@ -113,7 +88,7 @@ fn pod(security_context: Value) -> Value {
 
 #[tokio::test]
 async fn admission_review_over_https() {
-    let p = pki("esi-webhook");
+    let p = pki("esi-webhook").unwrap();
     let s = start(&p, Duration::from_secs(3600));
     let c = client(&p.ca_pem);
     let url = format!("{}/mutate", s.base);
@@ -287,8 +262,8 @@ where
 
 #[tokio::test]
 async fn certificate_reload_is_seen_by_clients() {
-    let old = pki("old");
-    let new = pki("new");
+    let old = pki("old").unwrap();
+    let new = pki("new").unwrap();
     let s = start(&old, Duration::from_millis(50));
     assert!(
         handshake_ok(&old.ca_pem, &s.base).await,

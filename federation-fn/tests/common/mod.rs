@@ -147,19 +147,3 @@ pub fn get(path: &str, token: Option<&str>) -> Request<Body> {
 pub fn code(json: &serde_json::Value) -> &str {
     json["error"]["code"].as_str().unwrap_or("<no error code>")
 }
-
-/// A CA and a localhost certificate it signed: (CA PEM, cert PEM, key PEM).
-pub fn cert_chain(name: &str) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("esi test CA {name}"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
