@@ -17,7 +17,7 @@ use esi_api::inject::{
     ContainerSpec, EnvImport, EnvMapping, FileContent, FileOutput, Notify, Owner, RefreshSpec,
 };
 use esi_tests::{
-    Federation, GENERATORS, Issuer, Pod, TokenSpec, config_dir, free_port, send_signal, spec,
+    ClosedPort, Federation, GENERATORS, Issuer, Pod, TokenSpec, config_dir, send_signal, spec,
     wait_exit, wait_until,
 };
 
@@ -535,7 +535,8 @@ fn refresh_swaps_files_atomically_before_expiry_and_signals_the_app() {
 fn init_retries_until_a_down_federation_comes_up() {
     let issuer = Issuer::start();
     let config = config_dir(&issuer.url(), GENERATORS);
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let url = format!("http://127.0.0.1:{port}");
     let pod = Pod::new(&issuer.token("default", "app"));
     let spec = spec(
@@ -566,6 +567,7 @@ fn init_retries_until_a_down_federation_comes_up() {
         seen.push('\n');
     }
     assert!(seen.contains("cannot connect"), "{seen}");
+    drop(closed);
     let fed = Federation::start(config.path(), &format!("127.0.0.1:{port}"), None);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = wait_exit(&mut init, Duration::from_secs(60));
@@ -579,8 +581,9 @@ fn init_retries_until_a_down_federation_comes_up() {
 fn init_gives_up_at_the_deadline_and_says_why_in_the_termination_log() {
     let issuer = Issuer::start();
     let pod = Pod::new(&issuer.token("default", "app"));
+    let closed = ClosedPort::new();
     let spec = spec(
-        &format!("http://127.0.0.1:{}", free_port()),
+        &format!("http://127.0.0.1:{}", closed.port()),
         &[("pw", "default/Password/db")],
         &[],
         vec![],
@@ -593,6 +596,7 @@ fn init_gives_up_at_the_deadline_and_says_why_in_the_termination_log() {
     assert!(reason.contains("gave up after"), "{reason}");
     assert!(reason.contains("default/Password/db"), "{reason}");
     assert_eq!(reason.lines().count(), 1);
+    drop(closed);
 }
 
 #[test]
