@@ -183,11 +183,16 @@ fn parse_jwk(jwk: Jwk) -> Result<Option<VerifyKey>, String> {
             }
             let components = RsaPublicKeyComponents { n: &n, e: &e };
             let mut parsed = Vec::new();
+            // A key pinned to one algorithm (Kubernetes pins RS256) is parsed for that one
+            // only: a third of the memory per key and of the parsing per JWKS fetch.
             for (alg, params) in [
                 (Algorithm::RS256, &signature::RSA_PKCS1_2048_8192_SHA256),
                 (Algorithm::RS384, &signature::RSA_PKCS1_2048_8192_SHA384),
                 (Algorithm::RS512, &signature::RSA_PKCS1_2048_8192_SHA512),
-            ] {
+            ]
+            .into_iter()
+            .filter(|(alg, _)| pinned_alg.is_none_or(|p| p == *alg))
+            {
                 let key = components
                     .to_parsed_public_key(params)
                     .map_err(|e| format!("key {kid:?}: invalid RSA key ({e})"))?;
@@ -217,9 +222,60 @@ fn parse_jwk(jwk: Jwk) -> Result<Option<VerifyKey>, String> {
         }
         _ => return Ok(None),
     };
+    if parsed.is_empty() || pinned_alg.is_some_and(|p| parsed.iter().all(|(a, _)| *a != p)) {
+        // Pinned to an algorithm of another key type (`kty: RSA` with `alg: ES256`): it can
+        // verify nothing.
+        return Ok(None);
+    }
     Ok(Some(VerifyKey {
         kid,
         pinned_alg,
         parsed,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::SigningKey;
+
+    fn ring(jwk: serde_json::Value) -> Result<KeyRing, String> {
+        KeyRing::from_value(&serde_json::json!({ "keys": [jwk] }))
+    }
+
+    #[test]
+    fn a_pinned_rsa_key_is_parsed_for_its_algorithm_only() {
+        let jwk = SigningKey::rsa().jwk();
+        assert_eq!(jwk["alg"], "RS256");
+        let ring = ring(jwk).unwrap();
+        let key = &ring.all()[0];
+        assert!(key.for_alg(Algorithm::RS256).is_some());
+        assert!(key.for_alg(Algorithm::RS384).is_none());
+        assert_eq!(key.parsed.len(), 1);
+    }
+
+    #[test]
+    fn an_unpinned_rsa_key_serves_every_rsa_algorithm() {
+        let mut jwk = SigningKey::rsa().jwk();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let ring = ring(jwk).unwrap();
+        let key = &ring.all()[0];
+        for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512] {
+            assert!(key.for_alg(alg).is_some(), "{alg:?}");
+        }
+        assert!(key.for_alg(Algorithm::ES256).is_none());
+    }
+
+    #[test]
+    fn a_key_pinned_to_another_key_type_is_unusable() {
+        let mut jwk = SigningKey::rsa().jwk();
+        jwk["alg"] = "ES256".into();
+        let err = ring(jwk.clone()).unwrap_err();
+        assert!(err.contains("no usable signing key"), "{err}");
+        let mut ec = SigningKey::es256().jwk();
+        ec["alg"] = "RS256".into();
+        let doc = serde_json::json!({ "keys": [jwk, ec, SigningKey::rsa().jwk()] });
+        let ring = KeyRing::from_value(&doc).unwrap();
+        assert_eq!((ring.len(), ring.skipped), (1, 2));
+    }
 }
