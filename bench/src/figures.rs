@@ -395,17 +395,21 @@ pub async fn fig2_and_4(
     let breakdown = in_process(plan, issuer, &small, &small_tokens)?;
     let server_a = Server::start(&bins.federation, &small, plan.server_core).await?;
     let password = Workload::new(
+        "fig2-password",
         generate_requests(&small_tokens, "Password/db")?,
         StatusCode::OK,
     );
     let fake = Workload::new(
+        "fig2b-fake",
         generate_requests(&small_tokens, "Fake/creds")?,
         StatusCode::OK,
     );
     let health = Workload::new(
+        "fig2-healthz",
         vec![Prepared::new(Method::GET, "/healthz", None, None)?],
         StatusCode::OK,
     );
+    let floor_work = password.renamed("fig2-floor");
     let dial_a = Dialer::Tcp(server_a.addr);
     let mut conns_a = dial_a.pool(plan.conns).await?;
     load::each_once(&mut conns_a[0], &password).await?;
@@ -482,6 +486,7 @@ pub async fn fig2_and_4(
     let server_b = Server::start(&bins.federation, &large, plan.server_core).await?;
     let (rss_loaded, _) = server_b.memory()?;
     let big = Workload::new(
+        "fig4-password",
         generate_requests(&large_tokens, "Password/db")?,
         StatusCode::OK,
     );
@@ -514,7 +519,7 @@ pub async fn fig2_and_4(
         let (th, c) = load::closed_loop(c, &health, plan.warmup, plan.round).await;
         conns_a = c;
         floor.push(th.rate);
-        let (tf, c) = load::closed_loop(conns_f, &password, plan.warmup, plan.round).await;
+        let (tf, c) = load::closed_loop(conns_f, &floor_work, plan.warmup, plan.round).await;
         conns_f = c;
         if let Some(e) = &tf.first_error {
             errors.push(format!("fig 2 floor: {} errors, first: {e}", tf.errors));
@@ -675,15 +680,16 @@ pub async fn fig6(
             )
         })
         .collect::<Result<_, _>>()?;
-    let flood = Workload::new(flood, StatusCode::UNAUTHORIZED);
+    let flood = Workload::new("fig6-flood", flood, StatusCode::UNAUTHORIZED);
     let dial = Dialer::Tcp(f2.server.addr);
     let valid_conns = dial.pool(plan.conns).await?;
     let flood_conns = dial.pool(plan.open_conns).await?;
     let since_fetch = f2.warmed_at.elapsed();
     let before = issuer.fetches();
     let window = Duration::from_secs(1);
+    let valid_work = f2.password.renamed("fig6-valid");
     let (valid, flood_result) = tokio::join!(
-        load::closed_loop(valid_conns, &f2.password, Duration::ZERO, window),
+        load::closed_loop(valid_conns, &valid_work, Duration::ZERO, window),
         load::open_loop(flood_conns, &flood, 10_000.0, window),
     );
     let (valid, _) = valid;

@@ -4,10 +4,12 @@
 //! It runs on the bench's single-threaded runtime, pinned to the client core, so that the
 //! server under test has its core to itself.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
@@ -145,18 +147,28 @@ pub async fn send(conn: &mut Conn, req: &Prepared) -> anyhow::Result<(StatusCode
 /// Requests sent round-robin from a shared cursor, with the status every response must have.
 #[derive(Clone)]
 pub struct Workload {
+    name: &'static str,
     requests: Arc<Vec<Prepared>>,
     cursor: Arc<AtomicUsize>,
     expect: StatusCode,
 }
 
 impl Workload {
-    /// A workload over `requests`.
-    pub fn new(requests: Vec<Prepared>, expect: StatusCode) -> Self {
+    /// A workload over `requests`, named `name` in the round log.
+    pub fn new(name: &'static str, requests: Vec<Prepared>, expect: StatusCode) -> Self {
         Workload {
+            name,
             requests: Arc::new(requests),
             cursor: Arc::new(AtomicUsize::new(0)),
             expect,
+        }
+    }
+
+    /// The same requests under another name in the round log (sent to a floor, say).
+    pub fn renamed(&self, name: &'static str) -> Self {
+        Workload {
+            name,
+            ..self.clone()
         }
     }
 
@@ -168,6 +180,41 @@ impl Workload {
     /// The first request.
     pub fn first(&self) -> Prepared {
         self.requests[0].clone()
+    }
+}
+
+static ROUND_LOG: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
+
+/// Writes every closed-loop round's workload and measured window to `path` from now on, one
+/// tab-separated line each: name, start, end (wall-clock seconds since the epoch, the clock of
+/// `perf record -k realtime`), responses per second. Cutting a profile of the server by these
+/// windows keeps only the samples of one workload (see the profiling recipe in BENCHMARKS.md).
+pub fn log_rounds_to(path: &Path) -> anyhow::Result<()> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "# workload\tstart\tend\trate")?;
+    ROUND_LOG
+        .set(Mutex::new(file))
+        .map_err(|_| anyhow!("the round log is already open"))
+}
+
+fn log_round(name: &str, start: SystemTime, end: SystemTime, rate: f64) {
+    let Some(log) = ROUND_LOG.get() else {
+        return;
+    };
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = writeln!(
+        file,
+        "{name}\t{:.6}\t{:.6}\t{rate:.0}",
+        secs(start),
+        secs(end)
+    ) {
+        eprintln!("esi-bench: round log: {e}");
     }
 }
 
@@ -242,10 +289,20 @@ pub async fn closed_loop(
         })
     };
     tokio::time::sleep(warmup).await;
-    let (n0, t0) = (ok.load(Ordering::Relaxed), Instant::now());
+    let (n0, t0, w0) = (
+        ok.load(Ordering::Relaxed),
+        Instant::now(),
+        SystemTime::now(),
+    );
     tokio::time::sleep(measure).await;
-    let (n1, t1) = (ok.load(Ordering::Relaxed), Instant::now());
+    let (n1, t1, w1) = (
+        ok.load(Ordering::Relaxed),
+        Instant::now(),
+        SystemTime::now(),
+    );
     stop.store(true, Ordering::Relaxed);
+    let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    log_round(work.name, w0, w1, rate);
     let _ = spinner.await;
     let mut back = Vec::new();
     for t in tasks {
@@ -256,7 +313,7 @@ pub async fn closed_loop(
     let first_error = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
     (
         Throughput {
-            rate: (n1 - n0) as f64 / (t1 - t0).as_secs_f64(),
+            rate,
             errors: bad.load(Ordering::Relaxed),
             first_error,
         },

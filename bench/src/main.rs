@@ -73,6 +73,11 @@ struct Args {
     /// profiling recipe in BENCHMARKS.md). Builds nothing, pins nothing.
     #[arg(long, value_parser = ["2", "9"])]
     profile_loop: Option<String>,
+    /// Write each closed-loop round's workload and measured window (wall-clock seconds, the
+    /// clock of `perf record -k realtime`) to this file, to cut a server's profile by workload
+    /// (see the profiling recipe in BENCHMARKS.md).
+    #[arg(long)]
+    round_log: Option<PathBuf>,
     /// Iterations of `--profile-loop`.
     #[arg(long, default_value_t = 3000, requires = "profile_loop")]
     iterations: usize,
@@ -171,6 +176,9 @@ fn run(args: Args) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let plan = Plan::new(&args);
+    if let Some(path) = &args.round_log {
+        load::log_rounds_to(path)?;
+    }
     if pin::cores() < 2 || plan.server_core == plan.client_core {
         bail!("the bench needs two distinct cores for the server and the load generator");
     }

@@ -210,8 +210,10 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
     )
     .await?;
     let mut conns_f = dial_f.pool(plan.conns).await?;
-    let mutate = Workload::new(vec![mutate], StatusCode::OK);
+    let mutate = Workload::new("fig9-admission", vec![mutate], StatusCode::OK);
+    let floor_work = mutate.renamed("fig9-floor");
     let health = Workload::new(
+        "fig9-healthz",
         vec![Prepared::new(Method::GET, "/healthz", None, None)?],
         StatusCode::OK,
     );
@@ -223,7 +225,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         let (h, c) = load::closed_loop(conns, &health, plan.warmup, plan.round).await;
         let (m, c) = load::closed_loop(c, &mutate, plan.warmup, plan.round).await;
         conns = c;
-        let (f, c) = load::closed_loop(conns_f, &mutate, plan.warmup, plan.round).await;
+        let (f, c) = load::closed_loop(conns_f, &floor_work, plan.warmup, plan.round).await;
         conns_f = c;
         errors += h.errors + m.errors + f.errors;
         if conns.len() < plan.conns {
