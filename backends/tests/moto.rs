@@ -303,10 +303,8 @@ async fn session_token_needs_long_term_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_sts_is_unavailable() {
-    // Bound but never listening: connections are refused, and no other test can take the port.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
-    let closed = socket.local_addr().expect("addr");
+    let port = esi_test_support::ClosedPort::new();
+    let closed = port.addr();
     let keys = tempfile::tempdir().expect("tempdir");
     std::fs::write(keys.path().join("ak"), "AKIAX").expect("write");
     std::fs::write(keys.path().join("sk"), "esi-unreachable-secret-key").expect("write");

@@ -869,10 +869,8 @@ async fn unreachable_server_is_unavailable_and_refusals_are_rejected() {
     };
     let id = identity();
     let c = ctx(&id, "payments/VaultDynamicSecret/db");
-    // Bound but never listening: connections are refused, and no other test can take the port.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
-    let closed = socket.local_addr().expect("addr");
+    let port = esi_test_support::ClosedPort::new();
+    let closed = port.addr();
     let down = json!({"provider": {"vault": {"server": format!("http://{closed}"), "timeout": "2s", "auth": {"token": {"env": "ESI_TEST_OPENBAO_TOKEN"}}}}});
     let spec = json!({"secretStoreRef": {"name": "vault"}, "path": "database/creds/app", "retrySettings": {"maxRetries": 1, "retryInterval": "100ms"}});
     let err = build("VaultDynamicSecret", spec.clone(), Some(down))

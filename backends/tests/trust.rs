@@ -37,12 +37,12 @@ fn client_with(trust: Trust<'_>) -> reqwest::Client {
 
 #[tokio::test]
 async fn a_ca_bundle_is_trusted_next_to_or_instead_of_the_system_roots() {
-    let esi_test_pki::Pki {
+    let esi_test_support::Pki {
         ca_pem: ca,
         cert_pem: cert,
         key_pem: key,
-    } = esi_test_pki::pki("one").unwrap();
-    let other_ca = esi_test_pki::pki("two").unwrap().ca_pem;
+    } = esi_test_support::pki("one").unwrap();
+    let other_ca = esi_test_support::pki("two").unwrap().ca_pem;
     let addr = https_server(cert, key).await;
     let url = format!("https://localhost:{}/", addr.port());
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use esi_test_pki::Pki;
+use esi_test_support::Pki;
 use http::{Method, StatusCode};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -148,7 +148,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         rows.push(Row::not_measured("9", what, goal, why));
         return Ok(());
     }
-    let pki = esi_test_pki::pki("esi-webhook")?;
+    let pki = esi_test_support::pki("esi-webhook")?;
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?

@@ -14,11 +14,11 @@ use esi_federation::issuer::{LocalIssuer, SigningKey};
 #[tokio::test]
 async fn an_issuer_behind_a_private_ca_is_trusted_through_the_clusters_ca_bundle() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let esi_test_pki::Pki {
+    let esi_test_support::Pki {
         ca_pem: ca,
         cert_pem: cert,
         key_pem: key,
-    } = esi_test_pki::pki("issuer").unwrap();
+    } = esi_test_support::pki("issuer").unwrap();
     let issuer = LocalIssuer::new(SigningKey::rsa());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();

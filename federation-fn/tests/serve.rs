@@ -299,11 +299,11 @@ async fn tls_certificate_is_reloaded_when_the_files_change() {
     let issuer = common::issuer().await;
     let dir = config_dir(&issuer);
     let tls = tempfile::tempdir().unwrap();
-    let esi_test_pki::Pki {
+    let esi_test_support::Pki {
         ca_pem: ca1,
         cert_pem: cert1,
         key_pem: key1,
-    } = esi_test_pki::pki("first").unwrap();
+    } = esi_test_support::pki("first").unwrap();
     std::fs::write(tls.path().join("tls.crt"), &cert1).unwrap();
     std::fs::write(tls.path().join("tls.key"), &key1).unwrap();
     let cert = tls.path().join("tls.crt");
@@ -331,11 +331,11 @@ async fn tls_certificate_is_reloaded_when_the_files_change() {
         client_for(&ca1).get(&url).send().await.unwrap().status(),
         200
     );
-    let esi_test_pki::Pki {
+    let esi_test_support::Pki {
         ca_pem: ca2,
         cert_pem: cert2,
         key_pem: key2,
-    } = esi_test_pki::pki("second").unwrap();
+    } = esi_test_support::pki("second").unwrap();
     assert!(
         client_for(&ca2).get(&url).send().await.is_err(),
         "the second CA must not be trusted yet"

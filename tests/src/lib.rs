@@ -197,33 +197,6 @@ impl Drop for Federation {
     }
 }
 
-/// A loopback port that refuses connections for as long as this lives: its socket is bound,
-/// so no other test's server can take the port, but never listens. (A port that was merely
-/// free a moment ago can be someone else's server by the time a client connects.)
-pub struct ClosedPort(tokio::net::TcpSocket);
-
-impl ClosedPort {
-    /// Binds a fresh loopback port without listening on it.
-    pub fn new() -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().expect("TCP socket");
-        socket
-            .bind(([127, 0, 0, 1], 0).into())
-            .expect("bind a loopback port");
-        Self(socket)
-    }
-
-    /// The port; connecting to it is refused.
-    pub fn port(&self) -> u16 {
-        self.0.local_addr().expect("bound socket").port()
-    }
-}
-
-impl Default for ClosedPort {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A temp dir standing for a Pod: the shared volume, the token, the termination log.
 pub struct Pod {
     /// Holds everything.

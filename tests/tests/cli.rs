@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use esi_api::inject::{
     ContainerSpec, EnvImport, EnvMapping, FileContent, FileOutput, Notify, Owner, RefreshSpec,
 };
+use esi_test_support::ClosedPort;
 use esi_tests::{
-    ClosedPort, Federation, GENERATORS, Issuer, Pod, TokenSpec, config_dir, send_signal, spec,
-    wait_exit, wait_until,
+    Federation, GENERATORS, Issuer, Pod, TokenSpec, config_dir, send_signal, spec, wait_exit,
+    wait_until,
 };
 
 fn text(b: &[u8]) -> String {
@@ -786,11 +787,11 @@ fn doctor_reports_a_healthy_setup_over_tls_and_init_works_with_the_spec_ca() {
     let issuer = Issuer::start();
     let config = config_dir(&issuer.url(), GENERATORS);
     let tls_dir = tempfile::tempdir().unwrap();
-    let esi_test_pki::Pki {
+    let esi_test_support::Pki {
         ca_pem: ca,
         cert_pem: cert,
         key_pem: key,
-    } = esi_test_pki::pki("esi-cli test").unwrap();
+    } = esi_test_support::pki("esi-cli test").unwrap();
     let files = (
         tls_dir.path().join("tls.crt"),
         tls_dir.path().join("tls.key"),

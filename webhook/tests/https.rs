@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use esi_test_pki::{Pki, pki};
+use esi_test_support::{Pki, pki};
 use esi_webhook::server::{self, TlsFiles};
 use esi_webhook::{AppState, WebhookConfig};
 use serde_json::{Value, json};

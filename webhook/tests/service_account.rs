@@ -352,10 +352,8 @@ async fn answers_are_cached_and_only_injected_pods_are_looked_up() {
 
 #[tokio::test]
 async fn an_unreachable_api_server_denies_the_pod() {
-    // Bound but never listening: connections are refused, and no other test can take the port.
-    let closed = tokio::net::TcpSocket::new_v4().unwrap();
-    closed.bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
+    let closed = esi_test_support::ClosedPort::new();
+    let base = format!("http://{}", closed.addr());
     let (app, _) = app_against(&base, Duration::from_secs(2));
     // Even a Pod whose own annotations are complete: what it gets must not depend on whether
     // the API server answered.

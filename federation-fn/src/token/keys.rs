@@ -222,7 +222,7 @@ fn parse_jwk(jwk: Jwk) -> Result<Option<VerifyKey>, String> {
         }
         _ => return Ok(None),
     };
-    if parsed.is_empty() || pinned_alg.is_some_and(|p| parsed.iter().all(|(a, _)| *a != p)) {
+    if pinned_alg.is_some_and(|p| parsed.iter().all(|(a, _)| *a != p)) {
         // Pinned to an algorithm of another key type (`kty: RSA` with `alg: ES256`): it can
         // verify nothing.
         return Ok(None);

@@ -1,0 +1,67 @@
+//! What esi's tests and benchmark share across crates: a throwaway PKI ([`pki`]: a CA, and a
+//! certificate it signed for `localhost` and `127.0.0.1`, all as PEM; every call makes new
+//! keys, so two calls give two CAs that do not trust each other's certificates), and a
+//! loopback port that refuses connections ([`ClosedPort`]).
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+/// A CA and a server certificate it signed.
+pub struct Pki {
+    /// The CA's certificate, the one clients trust.
+    pub ca_pem: String,
+    /// The server certificate (names `localhost` and `127.0.0.1`).
+    pub cert_pem: String,
+    /// The server certificate's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// Makes a CA called "`name` CA" and a certificate called `name` signed by it.
+pub fn pki(name: &str) -> Result<Pki, rcgen::Error> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.signed_by(&key, &ca)?;
+    Ok(Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A loopback port that refuses connections for as long as this lives: its socket is bound,
+/// so no other test's server can take the port, but never listens. (A port that was merely
+/// free a moment ago can be someone else's server by the time a client connects.)
+pub struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    /// Binds a fresh loopback port without listening on it.
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("TCP socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("bind a loopback port");
+        Self(socket)
+    }
+
+    /// The port's address (`127.0.0.1:port`); connecting to it is refused.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.0.local_addr().expect("bound socket")
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
