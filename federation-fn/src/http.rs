@@ -2,7 +2,9 @@
 //! or by `lambda_http` as an AWS Lambda, from the same code.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -490,9 +492,15 @@ async fn ese_generate(
         .map(|e| Json(e.data))
 }
 
-/// Runs [`issue`] on its own task: a client that disconnects mid-request drops the handler,
-/// but must not cancel a mint half-way (a credential created in the backend and never sealed,
-/// audited or revoked). The task always runs to its end.
+/// Runs [`issue`] so that it always runs to its end: a client that disconnects mid-request
+/// drops the handler, but must not cancel a mint half-way (a credential created in the backend
+/// and never sealed, audited or revoked).
+///
+/// The issuance is polled once here first. One that does not wait on anything (the token's
+/// keys cached, a local generator such as `Password`) is then already done: the handler cannot
+/// be dropped inside a poll, so nothing can be cut short, and it pays no task. One that waits
+/// (a backend call, a JWKS fetch) moves, as it is, to its own task, which a dropped handler
+/// does not cancel. A panic becomes a 500 either way, as a task's would.
 async fn issue_detached(
     state: AppState,
     rid: RequestId,
@@ -501,13 +509,25 @@ async fn issue_detached(
     kind: String,
     name: String,
 ) -> Result<Envelope, ApiError> {
-    let task = tokio::spawn(async move { issue(&state, &rid, &headers, &ns, &kind, &name).await });
-    match task.await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "issuance task failed");
-            Err(ApiError::new(ErrorCode::Internal, "internal error"))
-        }
+    let mut issuing =
+        Box::pin(async move { issue(&state, &rid, &headers, &ns, &kind, &name).await });
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+            issuing.as_mut().poll(cx)
+        })))
+    })
+    .await;
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "issuance task failed");
+        Err(ApiError::new(ErrorCode::Internal, "internal error"))
+    };
+    match first {
+        Ok(Poll::Ready(result)) => result,
+        Ok(Poll::Pending) => match tokio::spawn(issuing).await {
+            Ok(result) => result,
+            Err(e) => failed(&e),
+        },
+        Err(_) => failed(&"the issuance panicked"),
     }
 }
 
