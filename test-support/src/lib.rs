@@ -1,7 +1,7 @@
 //! What esi's tests and benchmark share across crates: a throwaway PKI ([`pki`]: a CA, and a
 //! certificate it signed for `localhost` and `127.0.0.1`, all as PEM; every call makes new
 //! keys, so two calls give two CAs that do not trust each other's certificates), and a
-//! loopback port that refuses connections ([`ClosedPort`]).
+//! loopback port that refuses connections until a test opens it ([`ClosedPort`]).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
@@ -37,26 +37,43 @@ pub fn pki(name: &str) -> Result<Pki, rcgen::Error> {
 /// A loopback port that refuses connections for as long as this lives: its socket is bound,
 /// so no other test's server can take the port, but never listens. (A port that was merely
 /// free a moment ago can be someone else's server by the time a client connects.)
-pub struct ClosedPort(tokio::net::TcpSocket);
+/// [`ClosedPort::open`] starts listening on that same socket when a test wants the port to come
+/// up: the port never changes hands.
+pub struct ClosedPort(socket2::Socket);
 
 impl ClosedPort {
     /// Binds a fresh loopback port without listening on it.
     pub fn new() -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().expect("TCP socket");
-        socket
-            .bind(([127, 0, 0, 1], 0).into())
-            .expect("bind a loopback port");
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("TCP socket");
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&any.into()).expect("bind a loopback port");
         Self(socket)
     }
 
     /// The port's address (`127.0.0.1:port`); connecting to it is refused.
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.0.local_addr().expect("bound socket")
+        self.0
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("bound IPv4 socket")
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
         self.addr().port()
+    }
+
+    /// Starts listening on the port: from now on connections to it are accepted (blocking
+    /// listener).
+    pub fn open(self) -> std::net::TcpListener {
+        self.0.listen(128).expect("listen on the bound port");
+        self.0.into()
     }
 }
 

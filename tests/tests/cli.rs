@@ -568,14 +568,38 @@ fn init_retries_until_a_down_federation_comes_up() {
         seen.push('\n');
     }
     assert!(seen.contains("cannot connect"), "{seen}");
-    drop(closed);
-    let fed = Federation::start(config.path(), &format!("127.0.0.1:{port}"), None);
+    // The federation comes up behind the same port, which never changes hands (freed, it could
+    // become another test's before the federation bound it): the port starts listening and
+    // relays its connections to a federation on a port of its own.
+    let fed = Federation::start(config.path(), "127.0.0.1:0", None);
+    relay(closed.open(), ([127, 0, 0, 1], fed.port()).into());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = wait_exit(&mut init, Duration::from_secs(60));
     assert!(status.success(), "{seen}{}", rest.join("\n"));
     assert!(pod.path("env/app.json").exists());
     assert!(started.elapsed() < Duration::from_secs(60));
     drop(fed);
+}
+
+/// Relays every connection accepted on `listener` to `to`, both ways, on threads of their own.
+fn relay(listener: std::net::TcpListener, to: std::net::SocketAddr) {
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (Ok(client), Ok(server)) = (client, std::net::TcpStream::connect(to)) else {
+                return;
+            };
+            let halves = (client.try_clone(), server.try_clone());
+            let (Ok(client_in), Ok(server_in)) = halves else {
+                return;
+            };
+            for (mut from, mut into) in [(client_in, server), (server_in, client)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
 }
 
 #[test]
