@@ -518,7 +518,7 @@ async fn issue_detached(
     })
     .await;
     let failed = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "issuance task failed");
+        tracing::error!(error = %e, "issuance failed");
         Err(ApiError::new(ErrorCode::Internal, "internal error"))
     };
     match first {
