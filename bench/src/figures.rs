@@ -340,13 +340,16 @@ fn in_process(
     })?
 }
 
+/// Figure 2's namespaces, each with its generators and one Authorization.
+pub const FIG2_RULES: usize = 1000;
+
 /// `--profile-loop 2`: figure 2's request (`Password/db`, 1,000 rules, 1,000 tokens round-robin)
 /// through the router in-process, `iterations` times on this thread, for `perf` or
 /// `valgrind --tool=callgrind --toggle-collect='*profiled_requests*'`. Returns µs per request.
 pub fn profile_loop(iterations: usize) -> anyhow::Result<f64> {
     let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
     issuer.set_issuer("https://issuer.esi-bench.invalid");
-    let rules = 1000;
+    let rules = FIG2_RULES;
     let tokens = pool_tokens(&issuer, rules);
     let app = in_process_router(&issuer, &federation::small_config(&issuer.issuer(), rules))?;
     let requests: Vec<_> = tokens
@@ -387,7 +390,7 @@ pub async fn fig2_and_4(
     issuer: &Arc<LocalIssuer>,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<Fig2> {
-    let rules = 1000;
+    let rules = FIG2_RULES;
     let small = federation::small_config(&issuer.issuer(), rules);
     let key = issuer.signing_key();
     let small_tokens = pool_tokens(issuer, rules);

@@ -78,6 +78,12 @@ struct Args {
     /// (see the profiling recipe in BENCHMARKS.md).
     #[arg(long)]
     round_log: Option<PathBuf>,
+    /// Instead of the figures: write figure 5's configuration (figure 2's, for an issuer at
+    /// `http://127.0.0.1:9`) into this folder as `yaml/` (the files figure 5 starts on) and
+    /// `json/config.json` (figure 5j's), for profiling a configuration load with
+    /// `esi-federation check` (see the profiling recipe in BENCHMARKS.md).
+    #[arg(long, conflicts_with = "profile_loop")]
+    write_config: Option<PathBuf>,
     /// Iterations of `--profile-loop`.
     #[arg(long, default_value_t = 3000, requires = "profile_loop")]
     iterations: usize,
@@ -173,6 +179,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
             "figure {fig} in-process: {us:.2} µs per iteration, {} iterations",
             args.iterations
         );
+        return Ok(true);
+    }
+    if let Some(dir) = &args.write_config {
+        let config = federation::small_config("http://127.0.0.1:9", figures::FIG2_RULES);
+        federation::write_config_dir(&dir.join("yaml"), &config)?;
+        federation::write_config_json(&dir.join("json"), &config)?;
+        println!("wrote {}/yaml and {}/json", dir.display(), dir.display());
         return Ok(true);
     }
     let plan = Plan::new(&args);
