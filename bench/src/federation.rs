@@ -319,3 +319,35 @@ fn lease_keys() -> String {
     KEYS.get_or_init(|| esi_federation::lease::LeaseKeys::generate_spec("bench"))
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use esi_federation::config;
+
+    /// Figures 5 and 5j start on the same configuration, written in its two forms.
+    #[test]
+    fn the_yaml_folder_and_the_json_list_hold_the_same_configuration() {
+        let text = small_config("http://127.0.0.1:9", 20);
+        let dir = tempfile::tempdir().unwrap();
+        write_config_dir(&dir.path().join("yaml"), &text).unwrap();
+        write_config_json(&dir.path().join("json"), &text).unwrap();
+        let read = |path: &Path| {
+            let docs = config::read_documents(path).unwrap();
+            config::parse_resources(docs).unwrap()
+        };
+        let yaml = read(&dir.path().join("yaml"));
+        let json = read(&dir.path().join("json/config.json"));
+        for res in [&yaml, &json] {
+            assert_eq!(res.clusters.len(), 1);
+            assert_eq!(res.authorizations.len(), 20);
+            // Password/db and Fake/creds per namespace, and team-0000's UUID/id.
+            assert_eq!(res.generators.len(), 41);
+        }
+        assert!(
+            yaml.generators.keys().eq(json.generators.keys()),
+            "the two forms name different generators"
+        );
+        assert!(yaml.authorizations.keys().eq(json.authorizations.keys()));
+    }
+}
