@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release -p esi-bench -- [--quick] [--markdown FILE] [--only 1,2,5]
 //! esi-bench --profile-loop 2|9 [--iterations N]   # one figure's in-process work, for a profiler
+//! esi-bench --write-config DIR                   # figure 5's configuration, to profile a load
 //! ```
 //!
 //! The servers under test are the real binaries (`esi-federation serve`, `esi-webhook`),
