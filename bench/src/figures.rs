@@ -128,13 +128,9 @@ fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Figure 1: the federation's `token::verify` (JWKS already cached) against the bare check,
-/// interleaved round by round on the server core. Returns the baseline's median rate.
-pub async fn fig1(
-    plan: &Plan,
-    issuer: &Arc<LocalIssuer>,
-    rows: &mut Vec<Row>,
-) -> anyhow::Result<()> {
+/// Figure 1's snapshot (one cluster whose keys are discovered from `issuer`) and token, the
+/// JWKS cache filled by one verification (discovery + JWKS over loopback).
+async fn fig1_setup(issuer: &LocalIssuer) -> anyhow::Result<(Arc<Snapshot>, String)> {
     let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
     let snap = config::load_text(
         "fig1.yaml",
@@ -144,10 +140,50 @@ pub async fn fig1(
     .map_err(|e| anyhow!("{e}"))?;
     let snap: Arc<Snapshot> = Arc::new(snap);
     let tok = federation::mint(&issuer.signing_key(), &issuer.issuer(), "team-0000");
-    // Fill the JWKS cache (discovery + JWKS over loopback).
     token::verify(&tok, |iss| snap.clusters_for(iss), now_secs())
         .await
         .map_err(|r| anyhow!("warm-up verify refused: {}", r.message))?;
+    Ok((snap, tok))
+}
+
+/// `--profile-loop 1`: figure 1's `token::verify` (keys cached), `iterations` times on this
+/// thread, for `perf` or `valgrind --tool=callgrind --toggle-collect='*profiled_verifies*'`.
+/// Returns µs per verification.
+pub fn profile_loop_verify(iterations: usize) -> anyhow::Result<f64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let issuer = federation::single_issuer().await?;
+        let (snap, tok) = fig1_setup(&issuer).await?;
+        let start = Instant::now();
+        profiled_verifies(&snap, &tok, iterations)?;
+        Ok(start.elapsed().as_secs_f64() * 1e6 / iterations.max(1) as f64)
+    })
+}
+
+/// The measured part of [`profile_loop_verify`].
+#[inline(never)]
+fn profiled_verifies(snap: &Snapshot, tok: &str, iterations: usize) -> anyhow::Result<()> {
+    let now = now_secs();
+    for _ in 0..iterations {
+        match token::verify(tok, |iss| snap.clusters_for(iss), now).now_or_never() {
+            Some(Ok(_)) => {}
+            Some(Err(r)) => bail!("verify refused: {}", r.message),
+            None => bail!("token::verify did not complete synchronously with cached keys"),
+        }
+    }
+    Ok(())
+}
+
+/// Figure 1: the federation's `token::verify` (JWKS already cached) against the bare check,
+/// interleaved round by round on the server core. Returns the baseline's median rate.
+pub async fn fig1(
+    plan: &Plan,
+    issuer: &Arc<LocalIssuer>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let (snap, tok) = fig1_setup(issuer).await?;
     let baseline = Baseline::new(issuer, &tok)?;
     let (mut ratios, mut bases, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.rounds {

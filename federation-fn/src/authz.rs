@@ -4,7 +4,7 @@
 //! name the generator exactly (a hash lookup) plus the few rules with generator globs, and
 //! checks their subjects; the full scan that explains a denial runs only when denying.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use wildmatch::WildMatch;
 
 use crate::config::resources::{AuthorizationSpec, LabelSelector, Subject};
+use crate::lookup::LookupMap;
 
 /// A name pattern: `*` alone, an exact name, or a glob with `*`/`?`.
 #[derive(Debug, Clone)]
@@ -111,11 +112,11 @@ pub struct Denied {
 #[derive(Default)]
 pub struct Authorizer {
     rules: Vec<Rule>,
-    exact: HashMap<String, Vec<usize>>,
+    exact: LookupMap<String, Vec<usize>>,
     /// Glob patterns whose namespace part is literal, by that namespace: a request only matches
     /// the globs of its own namespace (thousands of tenants with `team-x/*/*` rules would
     /// otherwise cost a glob match each per request).
-    globbed_in: HashMap<String, Vec<(Pattern, usize)>>,
+    globbed_in: LookupMap<String, Vec<(Pattern, usize)>>,
     /// Glob patterns whose namespace part is itself a glob (rare): checked for every request.
     globbed_any: Vec<(Pattern, usize)>,
 }

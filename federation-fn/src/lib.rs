@@ -22,6 +22,7 @@ pub mod kube_source;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod lease;
+pub mod lookup;
 pub mod metrics;
 pub mod server;
 pub mod state;

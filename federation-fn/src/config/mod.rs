@@ -17,6 +17,7 @@ use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
 use serde::Deserialize;
 
 use crate::authz::{self, Authorizer};
+use crate::lookup::LookupMap;
 use crate::state::AppState;
 use crate::token::jwks::{Location, SourceKey, check_url_scheme};
 use crate::token::keys::KeyRing;
@@ -703,13 +704,13 @@ pub struct GeneratorEntry {
 #[derive(Debug)]
 pub struct Snapshot {
     /// Clusters by exact issuer.
-    pub clusters_by_issuer: HashMap<String, Arc<[Arc<ClusterVerifier>]>>,
+    pub clusters_by_issuer: LookupMap<String, Arc<[Arc<ClusterVerifier>]>>,
     /// All clusters by name.
     pub clusters: BTreeMap<String, Arc<ClusterVerifier>>,
     /// Compiled Authorizations.
     pub authorizer: Authorizer,
     /// Generators by `namespace/kind/name`.
-    pub generators: HashMap<String, Arc<GeneratorEntry>>,
+    pub generators: LookupMap<String, Arc<GeneratorEntry>>,
     /// Where the configuration came from, for logs.
     pub source: String,
 }
@@ -823,7 +824,7 @@ pub fn build_snapshot_lenient(
         .map(|(n, (s, _))| (n, s))
         .collect();
     let authorizer = Authorizer::new(&auths);
-    let mut generators = HashMap::new();
+    let mut generators = LookupMap::default();
     // Generators on one store share its connection and login, across reloads too.
     let mut shared = state.stores.lock().unwrap_or_else(|p| p.into_inner());
     for (key, (spec, origin)) in res.generators {

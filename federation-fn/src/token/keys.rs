@@ -1,6 +1,5 @@
 //! JSON Web Keys parsed once into ready-to-verify public keys.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
@@ -9,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use crate::config::resources::Algorithm;
+use crate::lookup::LookupMap;
 
 /// One verification key, parsed for every algorithm it may be used with.
 pub struct VerifyKey {
@@ -50,7 +50,7 @@ impl VerifyKey {
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<Arc<VerifyKey>>,
-    by_kid: HashMap<String, Arc<VerifyKey>>,
+    by_kid: LookupMap<String, Arc<VerifyKey>>,
     /// Keys of the document that were skipped (unsupported type, `use: enc`), for logs.
     pub skipped: usize,
 }

@@ -221,14 +221,15 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
             "token is larger than {MAX_TOKEN_BYTES} bytes"
         )));
     }
-    let mut parts = token.splitn(4, '.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // memchr's vectorized search: `str::splitn` walked the ~1 KB token a word at a time.
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let (Some(d1), Some(d2), None) = (dots.next(), dots.next(), dots.next()) else {
         return Err(Rejection::invalid(
             "token is not a compact JWS (header.payload.signature)",
         ));
     };
+    // The dots are ASCII, so these are char boundaries.
+    let (h, p, s) = (&token[..d1], &token[d1 + 1..d2], &token[d2 + 1..]);
     const HEADER: &str = "token header is not base64url";
     const PAYLOAD: &str = "token payload is not base64url";
     const SIGNATURE: &str = "token signature is not base64url";
