@@ -202,11 +202,83 @@ struct KubeRef {
     uid: String,
 }
 
+/// The headers of tokens that verified, by their base64url text, per thread: every token a
+/// cluster's key signs carries the same header, so it is decoded and read once per key and
+/// thread instead of once per token (a sixth of the verify function's work outside the
+/// signature check). Only a header whose token's signature verified is remembered, so callers
+/// cannot fill the memo; it holds at most [`known_headers::CAPACITY`] headers and starts over
+/// when full. A remembered header stands for exactly what reading it gave (its `alg`, its
+/// `kid`, no `crit`), so a token is checked the same way with or without it.
+mod known_headers {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    use crate::config::resources::Algorithm;
+    use crate::lookup::LookupMap;
+
+    /// Headers kept per thread: one per signing key of the clusters a thread serves.
+    pub(super) const CAPACITY: usize = 1024;
+
+    /// What a verified header said.
+    #[derive(Clone)]
+    pub(super) struct Known {
+        pub alg: Algorithm,
+        pub kid: Option<Arc<str>>,
+    }
+
+    thread_local! {
+        static KNOWN: RefCell<LookupMap<Box<str>, Known>> = RefCell::new(LookupMap::default());
+    }
+
+    /// The remembered header with this base64url text.
+    pub(super) fn get(segment: &str) -> Option<Known> {
+        KNOWN.with_borrow(|known| known.get(segment).cloned())
+    }
+
+    /// Remembers the header of a token whose signature verified.
+    pub(super) fn remember(segment: &str, alg: Algorithm, kid: Option<&str>) {
+        KNOWN.with_borrow_mut(|known| {
+            if known.contains_key(segment) {
+                return;
+            }
+            if known.len() >= CAPACITY {
+                known.clear();
+            }
+            known.insert(
+                segment.into(),
+                Known {
+                    alg,
+                    kid: kid.map(Arc::from),
+                },
+            );
+        });
+    }
+}
+
+/// A token's `kid`: read from its header, or remembered with the header.
+enum Kid<'t> {
+    Read(Cow<'t, str>),
+    Known(Arc<str>),
+}
+
+impl std::ops::Deref for Kid<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Kid::Read(kid) => kid,
+            Kid::Known(kid) => kid,
+        }
+    }
+}
+
 /// A token split and decoded, before its signature is checked. Everything borrows the token or
-/// the one buffer its three parts were decoded into.
+/// the one buffer its parts were decoded into.
 struct Parsed<'t> {
     alg: Algorithm,
-    kid: Option<Cow<'t, str>>,
+    kid: Option<Kid<'t>>,
+    /// The header's base64url text, and whether it was remembered (not read).
+    header: &'t str,
+    header_known: bool,
     signing_input: &'t [u8],
     signature: &'t [u8],
     claims: Claims<'t>,
@@ -237,7 +309,11 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
         B64.decoded_length(part.as_bytes())
             .map_err(|_| Rejection::invalid(what))
     };
-    let (hn, pn, sn) = (len(h, HEADER)?, len(p, PAYLOAD)?, len(s, SIGNATURE)?);
+    // A remembered header is neither decoded nor read again.
+    let known = known_headers::get(h);
+    let header_known = known.is_some();
+    let hn = if header_known { 0 } else { len(h, HEADER)? };
+    let (pn, sn) = (len(p, PAYLOAD)?, len(s, SIGNATURE)?);
     buf.clear();
     buf.resize(hn + pn + sn, 0);
     let (header_buf, rest) = buf.split_at_mut(hn);
@@ -247,24 +323,30 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
             .map(|d| &*d)
             .map_err(|_| Rejection::invalid(what))
     };
-    let header_bytes = decode(h, header_buf, HEADER)?;
-    // JSON is UTF-8 (RFC 8259): checked once for the whole part, so serde_json's str reader
-    // does not check every string again.
-    let header: Header<'t> = std::str::from_utf8(header_bytes)
-        .ok()
-        .and_then(|text| serde_json::from_str(text).ok())
-        .ok_or_else(|| Rejection::invalid("token header is not a JSON object with alg"))?;
-    if header.crit.is_some() {
-        return Err(Rejection::invalid(
-            "token header has crit extensions, which are not supported",
-        ));
-    }
-    let alg = Algorithm::parse(&header.alg).ok_or_else(|| {
-        let shown: String = header.alg.chars().take(16).collect();
-        Rejection::invalid(format!(
-            "algorithm {shown:?} is not accepted (RS256/384/512, ES256/384 only)"
-        ))
-    })?;
+    let (alg, kid) = match known {
+        Some(known) => (known.alg, known.kid.map(Kid::Known)),
+        None => {
+            let header_bytes = decode(h, header_buf, HEADER)?;
+            // JSON is UTF-8 (RFC 8259): checked once for the whole part, so serde_json's str
+            // reader does not check every string again.
+            let header: Header<'t> = std::str::from_utf8(header_bytes)
+                .ok()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .ok_or_else(|| Rejection::invalid("token header is not a JSON object with alg"))?;
+            if header.crit.is_some() {
+                return Err(Rejection::invalid(
+                    "token header has crit extensions, which are not supported",
+                ));
+            }
+            let alg = Algorithm::parse(&header.alg).ok_or_else(|| {
+                let shown: String = header.alg.chars().take(16).collect();
+                Rejection::invalid(format!(
+                    "algorithm {shown:?} is not accepted (RS256/384/512, ES256/384 only)"
+                ))
+            })?;
+            (alg, header.kid.map(Kid::Read))
+        }
+    };
     let payload = decode(p, payload_buf, PAYLOAD)?;
     let payload = std::str::from_utf8(payload)
         .map_err(|_| Rejection::invalid("token claims are malformed: not UTF-8"))?;
@@ -275,7 +357,9 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
     Ok(Parsed {
         alg,
-        kid: header.kid,
+        kid,
+        header: h,
+        header_known,
         signing_input,
         signature,
         claims,
@@ -396,6 +480,9 @@ pub async fn verify(
             None => "signature does not verify with any key of the issuer".to_owned(),
         }));
     };
+    if !parsed.header_known {
+        known_headers::remember(parsed.header, parsed.alg, parsed.kid.as_deref());
+    }
     let identity = check_claims(parsed.claims, cluster, now)?;
     Ok((identity, cluster.clone()))
 }
@@ -477,4 +564,100 @@ fn check_claims(
         subject,
         token_expires_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::{SigningKey, TokenSpec};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use futures_util::FutureExt as _;
+    use serde_json::json;
+
+    const ISSUER: &str = "https://memo.esi.test";
+
+    fn clusters(key: &SigningKey) -> Arc<[Arc<ClusterVerifier>]> {
+        let ring = KeyRing::from_value(&json!({"keys": [key.jwk()]})).unwrap();
+        Arc::from(vec![Arc::new(ClusterVerifier {
+            name: "memo".to_owned(),
+            labels: Default::default(),
+            issuer: ISSUER.to_owned(),
+            audiences: vec!["esi".to_owned()],
+            algorithms: [Algorithm::RS256].into_iter().collect(),
+            leeway: Leeways::default(),
+            keys: ClusterKeys::Inline(Arc::new(ring)),
+        })])
+    }
+
+    fn check(token: &str, clusters: &Arc<[Arc<ClusterVerifier>]>) -> Result<Identity, Rejection> {
+        let now = jiff::Timestamp::now().as_second() as f64;
+        verify(token, |_| Some(clusters.clone()), now)
+            .now_or_never()
+            .expect("inline keys answer at once")
+            .map(|(identity, _)| identity)
+    }
+
+    /// The memo of headers (thread-local, and a test runs on one thread) is filled only by
+    /// tokens that verify, and a remembered header never stands in for a signature check.
+    #[test]
+    fn a_header_is_remembered_once_its_token_verifies_and_the_signature_is_still_checked() {
+        let key = SigningKey::rsa();
+        let clusters = clusters(&key);
+        let token = key.sign(
+            json!({"typ": "JWT"}),
+            &TokenSpec::new("team", "app").claims(ISSUER),
+            true,
+        );
+        let header = token.split('.').next().unwrap();
+        let signed = &token[..token.rfind('.').unwrap()];
+        let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([7u8; 256]));
+
+        let refused = check(&forged, &clusters).unwrap_err();
+        assert!(
+            refused.message.contains("signature does not verify"),
+            "{refused:?}"
+        );
+        assert!(
+            known_headers::get(header).is_none(),
+            "remembered unverified"
+        );
+
+        let identity = check(&token, &clusters).unwrap();
+        assert_eq!(identity.namespace, "team");
+        let known = known_headers::get(header).expect("the verified header is remembered");
+        assert_eq!(known.alg, Algorithm::RS256);
+        assert_eq!(known.kid.as_deref(), Some(key.kid.as_str()));
+
+        let refused = check(&forged, &clusters).unwrap_err();
+        assert!(
+            refused.message.contains("signature does not verify"),
+            "{refused:?}"
+        );
+        assert_eq!(check(&token, &clusters).unwrap(), identity);
+
+        // Another key's token under the same kid and header is refused by the signature check.
+        let other = SigningKey::rsa();
+        let impostor = other.sign(
+            json!({"typ": "JWT", "kid": key.kid}),
+            &TokenSpec::new("team", "app").claims(ISSUER),
+            true,
+        );
+        assert!(impostor.starts_with(&format!("{header}.")));
+        let refused = check(&impostor, &clusters).unwrap_err();
+        assert!(
+            refused.message.contains("signature does not verify"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn the_memo_of_headers_is_bounded() {
+        for i in 0..=known_headers::CAPACITY {
+            known_headers::remember(&format!("h{i}"), Algorithm::ES256, None);
+        }
+        assert!(known_headers::get("h0").is_none());
+        let last = format!("h{}", known_headers::CAPACITY);
+        assert!(known_headers::get(&last).is_some());
+    }
 }
