@@ -8,8 +8,9 @@
 //! `iss`; a token that verifies under the keys of two clusters is refused as ambiguous.
 //!
 //! The JWS is parsed by hand because the hot path must stay within a few percent of a bare
-//! signature check: compact serialization split, base64url decode into stack-friendly buffers,
-//! one `serde_json` pass over header and claims, and a signature check on keys parsed once.
+//! signature check: compact serialization split, base64url decode into one buffer, one
+//! `serde_json` pass over the claims (and over the header only until a token with it has
+//! verified: see `known_headers`), and a signature check on keys parsed once.
 
 pub mod jwks;
 pub mod keys;
@@ -204,8 +205,8 @@ struct KubeRef {
 
 /// The headers of tokens that verified, by their base64url text, per thread: every token a
 /// cluster's key signs carries the same header, so it is decoded and read once per key and
-/// thread instead of once per token (a sixth of the verify function's work outside the
-/// signature check). Only a header whose token's signature verified is remembered, so callers
+/// thread instead of once per token (about an eighth of the verify function's time outside
+/// the signature check). Only a header whose token's signature verified is remembered, so callers
 /// cannot fill the memo; it holds at most [`known_headers::CAPACITY`] headers and starts over
 /// when full. A remembered header stands for exactly what reading it gave (its `alg`, its
 /// `kid`, no `crit`), so a token is checked the same way with or without it.
