@@ -42,19 +42,24 @@ impl Dialer {
                 tcp.set_nodelay(true)?;
                 handshake(TokioIo::new(tcp)).await
             }
-            Dialer::Tls(addr, config) => {
-                let tcp = TcpStream::connect(addr)
-                    .await
-                    .with_context(|| format!("connect {addr}"))?;
-                tcp.set_nodelay(true)?;
-                let name = rustls::pki_types::ServerName::try_from("localhost")?;
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name, tcp)
-                    .await
-                    .with_context(|| format!("TLS handshake with {addr}"))?;
-                handshake(TokioIo::new(tls)).await
-            }
+            Dialer::Tls(addr, config) => handshake(TokioIo::new(tls(*addr, config).await?)).await,
         }
+    }
+
+    /// The TLS version and cipher suite the server settles on (`None` for plain HTTP).
+    pub async fn tls_parameters(&self) -> anyhow::Result<Option<String>> {
+        let Dialer::Tls(addr, config) = self else {
+            return Ok(None);
+        };
+        let stream = tls(*addr, config).await?;
+        let conn = stream.get_ref().1;
+        Ok(Some(format!(
+            "{:?} {:?}",
+            conn.protocol_version().context("no TLS version")?,
+            conn.negotiated_cipher_suite()
+                .context("no cipher suite")?
+                .suite()
+        )))
     }
 
     /// Opens `n` connections.
@@ -65,6 +70,22 @@ impl Dialer {
         }
         Ok(out)
     }
+}
+
+/// A TLS connection to `addr`, whose certificate must be valid for `localhost`.
+async fn tls(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {addr}"))
 }
 
 async fn handshake<T>(io: TokioIo<T>) -> anyhow::Result<Conn>

@@ -51,23 +51,6 @@ fn client_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// The TLS version and cipher suite the webhook settles on with [`client_config`].
-async fn negotiated(addr: std::net::SocketAddr, ca_pem: &str) -> anyhow::Result<String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?;
-    let tls = tokio_rustls::TlsConnector::from(client_config(ca_pem)?)
-        .connect(name, tcp)
-        .await?;
-    let conn = tls.get_ref().1;
-    Ok(format!(
-        "{:?} {:?}",
-        conn.protocol_version().context("no TLS version")?,
-        conn.negotiated_cipher_suite()
-            .context("no cipher suite")?
-            .suite()
-    ))
-}
-
 /// The AdmissionReview the API server sends for the Pod's CREATE.
 fn admission_review() -> anyhow::Result<Bytes> {
     let pod: serde_json::Value = serde_saphyr::from_str(POD).context("golden pod 03")?;
@@ -193,7 +176,10 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         &addr.to_string(),
     )
     .await?;
-    let tls = negotiated(addr, &pki.ca_pem).await?;
+    let tls = dial
+        .tls_parameters()
+        .await?
+        .context("figure 9 runs over TLS")?;
     let review = admission_review()?;
     let in_process_us = in_process(review.clone(), plan.server_core, plan.round)?;
     let mutate = Prepared::new(Method::POST, "/mutate", None, Some(review))?;

@@ -277,9 +277,9 @@ impl std::ops::Deref for Kid<'_> {
 struct Parsed<'t> {
     alg: Algorithm,
     kid: Option<Kid<'t>>,
-    /// The header's base64url text, and whether it was remembered (not read).
-    header: &'t str,
-    header_known: bool,
+    /// The header's base64url text when it was read (not remembered): remembered once the
+    /// token verifies.
+    read_header: Option<&'t str>,
     signing_input: &'t [u8],
     signature: &'t [u8],
     claims: Claims<'t>,
@@ -312,8 +312,7 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
     };
     // A remembered header is neither decoded nor read again.
     let known = known_headers::get(h);
-    let header_known = known.is_some();
-    let hn = if header_known { 0 } else { len(h, HEADER)? };
+    let hn = if known.is_some() { 0 } else { len(h, HEADER)? };
     let (pn, sn) = (len(p, PAYLOAD)?, len(s, SIGNATURE)?);
     buf.clear();
     buf.resize(hn + pn + sn, 0);
@@ -324,8 +323,8 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
             .map(|d| &*d)
             .map_err(|_| Rejection::invalid(what))
     };
-    let (alg, kid) = match known {
-        Some(known) => (known.alg, known.kid.map(Kid::Known)),
+    let (alg, kid, read_header) = match known {
+        Some(known) => (known.alg, known.kid.map(Kid::Known), None),
         None => {
             let header_bytes = decode(h, header_buf, HEADER)?;
             // JSON is UTF-8 (RFC 8259): checked once for the whole part, so serde_json's str
@@ -345,7 +344,7 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
                     "algorithm {shown:?} is not accepted (RS256/384/512, ES256/384 only)"
                 ))
             })?;
-            (alg, header.kid.map(Kid::Read))
+            (alg, header.kid.map(Kid::Read), Some(h))
         }
     };
     let payload = decode(p, payload_buf, PAYLOAD)?;
@@ -359,8 +358,7 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
     Ok(Parsed {
         alg,
         kid,
-        header: h,
-        header_known,
+        read_header,
         signing_input,
         signature,
         claims,
@@ -481,8 +479,8 @@ pub async fn verify(
             None => "signature does not verify with any key of the issuer".to_owned(),
         }));
     };
-    if !parsed.header_known {
-        known_headers::remember(parsed.header, parsed.alg, parsed.kid.as_deref());
+    if let Some(header) = parsed.read_header {
+        known_headers::remember(header, parsed.alg, parsed.kid.as_deref());
     }
     let identity = check_claims(parsed.claims, cluster, now)?;
     Ok((identity, cluster.clone()))
