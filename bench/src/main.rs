@@ -331,7 +331,7 @@ fn sizes(bins: &bins::Bins, rows: &mut Vec<Row>) {
                 &goal,
                 Verdict::of(size <= limit_mb << 20),
                 format!(
-                    "{size} bytes after `strip` of {} (profile release: lto thin, strip symbols)",
+                    "{size} bytes after `strip` of {} (profile release: fat LTO, one codegen unit, symbols stripped)",
                     path.display()
                 ),
             )),
