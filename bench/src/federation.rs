@@ -17,6 +17,7 @@ use axum::routing::get;
 use esi_federation::issuer::{LocalIssuer, SigningKey, TokenSpec};
 use serde_json::json;
 
+use crate::logs::Log;
 use crate::pin;
 
 /// Every tenth Authorization names its generators with a namespace glob (`team-7/*/*`); the
@@ -248,14 +249,12 @@ impl Server {
         let dir = tempfile::tempdir()?;
         let conf = dir.path().join("config");
         write_config_dir(&conf, config)?;
-        let log = dir.path().join("stderr.log");
         let mut cmd = serve_command(bin, &conf, "127.0.0.1:0");
-        cmd.stderr(std::fs::File::create(&log)?);
+        let log = Log::pipe_stderr(&mut cmd, esi_federation::testkit::serving_addr)?;
         let mut child = pin::spawn_on(core, cmd)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(esi_federation::testkit::serving_addr) {
+            if let Some(addr) = log.picked() {
                 return Ok(Server {
                     child,
                     addr: addr.parse().context("serving address")?,
@@ -263,11 +262,11 @@ impl Server {
                 });
             }
             if let Some(status) = child.try_wait()? {
-                bail!("esi-federation exited with {status}:\n{text}");
+                bail!("esi-federation exited with {status}:\n{}", log.text());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("esi-federation did not start within 120 s:\n{text}");
+                bail!("esi-federation did not start within 120 s:\n{}", log.text());
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -296,8 +295,9 @@ impl Drop for Server {
 }
 
 /// The command line the bench uses for the federation (logs: JSON on stderr, level info, so
-/// the audit line of every decision is written as in production; `ESI_BENCH_LOG` overrides the
-/// level, to measure what logging costs).
+/// the audit line of every decision is written as in production, into a pipe as
+/// [`Log::pipe_stderr`] makes it; `ESI_BENCH_LOG` overrides the level, to measure what logging
+/// costs).
 pub fn serve_command(bin: &Path, config: &Path, listen: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--config"])

@@ -23,6 +23,7 @@ mod cli;
 mod federation;
 mod figures;
 mod load;
+mod logs;
 mod pin;
 mod report;
 mod served;

@@ -13,6 +13,7 @@ use anyhow::bail;
 use http::{Method, StatusCode};
 
 use crate::load::{self, Dialer, Prepared};
+use crate::logs::Log;
 use crate::pin;
 
 /// A running server, killed on drop (with the folder of its files, if any).
@@ -34,7 +35,7 @@ pub async fn wait_healthy(
     child: Child,
     dial: &Dialer,
     what: &str,
-    log: Option<&Path>,
+    log: Option<&Log>,
     dir: Option<tempfile::TempDir>,
 ) -> anyhow::Result<Served> {
     let mut served = Served { child, _dir: dir };
@@ -47,9 +48,7 @@ pub async fn wait_healthy(
             return Ok(served);
         }
         if let Some(status) = served.child.try_wait()? {
-            let text = log
-                .and_then(|l| std::fs::read_to_string(l).ok())
-                .unwrap_or_default();
+            let text = log.map(Log::text).unwrap_or_default();
             bail!("{what} exited with {status}: {text}");
         }
         if Instant::now() > deadline {

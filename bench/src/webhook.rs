@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject as _;
 use crate::Plan;
 use crate::bins::Bins;
 use crate::load::{self, Dialer, Prepared, Workload, median};
+use crate::logs::Log;
 use crate::pin;
 use crate::report::{Row, Verdict};
 use crate::served::{self, Served};
@@ -74,7 +75,6 @@ async fn start(
     std::fs::write(&cert, &pki.cert_pem)?;
     std::fs::write(&key, &pki.key_pem)?;
     std::fs::write(&config, CONFIG)?;
-    let log = dir.path().join("stderr.log");
     let mut cmd = Command::new(bin);
     cmd.args(["--listen", addr, "--tls-cert"])
         .arg(&cert)
@@ -88,8 +88,8 @@ async fn start(
         .arg("--service-account-defaults=false")
         .env("ESI_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
+        .stdout(Stdio::null());
+    let log = Log::pipe_stderr(&mut cmd, |_| None)?;
     let child = pin::spawn_on(core, cmd)?;
     served::wait_healthy(child, dial, "esi-webhook", Some(&log), Some(dir)).await
 }
