@@ -250,7 +250,7 @@ impl Server {
         let conf = dir.path().join("config");
         write_config_dir(&conf, config)?;
         let mut cmd = serve_command(bin, &conf, "127.0.0.1:0");
-        let log = Log::pipe_stderr(&mut cmd, esi_federation::testkit::serving_addr)?;
+        let log = Log::pipe_stderr(&mut cmd, Some(esi_federation::testkit::serving_addr))?;
         let mut child = pin::spawn_on(core, cmd)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

@@ -4,9 +4,11 @@
 //! from a pipe, on other cores than the process's. The bench reads it in a thread of its own
 //! (on the load generator's core, where the bench runs), picks out the line it waits for (the
 //! federation's "serving" line) and keeps the first and the last 64 KB, which it shows when a
-//! server fails. Until session 14 the logs went to a file in a temporary folder: hundreds of MB
-//! per full run, and ext4's page-cache writes on the server's core for every batch of lines (6 %
-//! of figure 2's server core in a profile), which no deployment pays.
+//! server fails. A file instead would be hundreds of MB of audit lines per full run, and ext4's
+//! page-cache writes on the server's core for every batch of lines (6 % of figure 2's server
+//! core in a profile, see BENCHMARKS.md), which no deployment pays. (`esi_federation::testkit::
+//! ServeLogs` reads a server's stderr for the tests too, but keeps every line: a bench run
+//! writes millions.)
 
 use std::io::BufRead as _;
 use std::process::Command;
@@ -32,8 +34,8 @@ pub struct Log {
 #[derive(Default)]
 struct Kept {
     head: Vec<u8>,
-    /// Set by the first line that did not fit the head: the rest goes to the tail.
-    head_full: bool,
+    /// Everything after the first line that did not fit the head (never empty again once a
+    /// line went there).
     tail: Vec<u8>,
     left_out: usize,
     picked: Option<String>,
@@ -41,11 +43,10 @@ struct Kept {
 
 impl Kept {
     fn keep(&mut self, line: &[u8]) {
-        if !self.head_full && self.head.len() + line.len() <= KEPT_BYTES {
+        if self.tail.is_empty() && self.head.len() + line.len() <= KEPT_BYTES {
             self.head.extend_from_slice(line);
             return;
         }
-        self.head_full = true;
         self.tail.extend_from_slice(line);
         if self.tail.len() > 2 * KEPT_BYTES {
             // Drop whole lines from the front, down to the last 64 KB.
@@ -61,11 +62,14 @@ impl Kept {
 }
 
 impl Log {
-    /// Points `cmd`'s stderr at a new pipe and starts reading it, line by line; `pick` is asked
-    /// about each line until it returns something, which [`Log::picked`] then holds. The write
-    /// end is `cmd`'s, so it closes in this process when `cmd` is dropped after the spawn; the
-    /// reading thread ends when the server has exited.
-    pub fn pipe_stderr(cmd: &mut Command, pick: fn(&str) -> Option<String>) -> anyhow::Result<Log> {
+    /// Points `cmd`'s stderr at a new pipe and starts reading it, line by line; `pick`, when
+    /// given, is asked about each line until it returns something, which [`Log::picked`] then
+    /// holds. The write end is `cmd`'s, so it closes in this process when `cmd` is dropped
+    /// after the spawn; the reading thread ends when the server has exited.
+    pub fn pipe_stderr(
+        cmd: &mut Command,
+        mut pick: Option<fn(&str) -> Option<String>>,
+    ) -> anyhow::Result<Log> {
         let (reader, writer) = std::io::pipe().context("creating the log pipe")?;
         // A smaller pipe still works; the note above says what it risks.
         let _ = rustix::pipe::fcntl_setpipe_size(&writer, PIPE_BYTES);
@@ -77,7 +81,6 @@ impl Log {
             .spawn(move || {
                 let mut reader = std::io::BufReader::with_capacity(64 * 1024, reader);
                 let mut line = Vec::with_capacity(1024);
-                let mut picking = true;
                 loop {
                     line.clear();
                     match reader.read_until(b'\n', &mut line) {
@@ -86,14 +89,11 @@ impl Log {
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(_) => break,
                     }
-                    let picked = if picking {
-                        pick(String::from_utf8_lossy(&line).trim_end())
-                    } else {
-                        None
-                    };
+                    let picked =
+                        pick.and_then(|pick| pick(String::from_utf8_lossy(&line).trim_end()));
                     let mut kept = shared.lock().unwrap_or_else(|e| e.into_inner());
                     if picked.is_some() {
-                        picking = false;
+                        pick = None;
                         kept.picked = picked;
                     }
                     kept.keep(&line);
@@ -138,9 +138,10 @@ mod tests {
             "-c",
             "echo first line >&2; yes 0123456789abcdef | head -n 120000 >&2; echo ready at 1.2.3.4 >&2; echo last line >&2",
         ]);
-        let log = Log::pipe_stderr(&mut cmd, |line| {
-            line.strip_prefix("ready at ").map(str::to_owned)
-        })
+        let log = Log::pipe_stderr(
+            &mut cmd,
+            Some(|line| line.strip_prefix("ready at ").map(str::to_owned)),
+        )
         .unwrap();
         let mut child = cmd.spawn().unwrap();
         drop(cmd);

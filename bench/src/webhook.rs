@@ -89,7 +89,7 @@ async fn start(
         .env("ESI_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let log = Log::pipe_stderr(&mut cmd, |_| None)?;
+    let log = Log::pipe_stderr(&mut cmd, None)?;
     let child = pin::spawn_on(core, cmd)?;
     served::wait_healthy(child, dial, "esi-webhook", Some(&log), Some(dir)).await
 }
