@@ -402,7 +402,10 @@ fn refresh_swaps_files_atomically_before_expiry_and_signals_the_app() {
     // A unique process name, so the refresher can signal no other process on this machine.
     let app_name = format!("esiapp{}", std::process::id() % 100_000);
     let app_bin = pod.dir.path().join(&app_name);
-    std::fs::copy("/bin/sh", &app_bin).unwrap();
+    // A symlink, not a copy: the kernel names the process after the path it was exec'd by, and
+    // a copy's write descriptor, inherited by a process another test forks meanwhile, would make
+    // the exec fail with ETXTBSY ("Text file busy").
+    std::os::unix::fs::symlink("/bin/sh", &app_bin).unwrap();
     let signals = pod.dir.path().join("signals");
     let mut app = Command::new(&app_bin)
         .arg("-c")
