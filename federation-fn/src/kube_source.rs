@@ -113,31 +113,49 @@ pub async fn run(state: AppState, client: kube::Client, debounce: Duration) {
     }
     tracing::info!("initial list of esi resources complete");
     loop {
-        rebuild(&state, &client, &stores);
+        rebuild(&state, &client, &stores).await;
         changed.notified().await;
         // Debounce: a burst of events (an apply of many manifests) yields one rebuild.
         tokio::time::sleep(debounce).await;
     }
 }
 
-fn rebuild(
+/// Rebuilds and installs the snapshot from the stores, then brings every resource's `Ready`
+/// condition up to date. Validating and compiling thousands of resources takes tens of
+/// milliseconds, so it runs on the blocking pool: on a current-thread runtime (one CPU) it
+/// would otherwise hold up every request for as long.
+async fn rebuild(
     state: &AppState,
     client: &kube::Client,
     stores: &[(ApiResource, Store<DynamicObject>)],
 ) {
-    let mut docs = Vec::new();
-    for (ar, store) in stores {
-        let mut objects = store.state();
-        objects.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
-        });
-        docs.extend(objects.iter().map(|o| to_document(ar, o)));
-    }
-    let (resources, mut problems) = config::parse_resources_lenient(docs);
-    let (snapshot, more) =
-        config::build_snapshot_lenient(resources, state, "kubernetes".to_owned());
-    problems.extend(more);
+    let build = {
+        let (state, stores) = (state.clone(), stores.to_vec());
+        move || {
+            let mut docs = Vec::new();
+            for (ar, store) in &stores {
+                let mut objects = store.state();
+                objects.sort_by(|a, b| {
+                    (&a.metadata.namespace, &a.metadata.name)
+                        .cmp(&(&b.metadata.namespace, &b.metadata.name))
+                });
+                docs.extend(objects.iter().map(|o| to_document(ar, o)));
+            }
+            let (resources, mut problems) = config::parse_resources_lenient(docs);
+            let (snapshot, more) =
+                config::build_snapshot_lenient(resources, &state, "kubernetes".to_owned());
+            problems.extend(more);
+            (snapshot, problems)
+        }
+    };
+    let (snapshot, problems) = match tokio::task::spawn_blocking(build).await {
+        Ok(built) => built,
+        Err(e) => {
+            // The last snapshot keeps serving; the next change tries again.
+            tracing::error!(error = %e, "rebuilding the configuration failed");
+            return;
+        }
+    };
     for p in &problems {
         tracing::error!(problem = %p, "invalid esi resource left out of the configuration");
     }
