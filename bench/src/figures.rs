@@ -770,13 +770,44 @@ fn free_port() -> anyhow::Result<String> {
     Ok(l.local_addr()?.to_string())
 }
 
-/// exec → first answer with `expect` for one process, in seconds.
+/// How a cold start ended.
+enum Cold {
+    /// The first `200`, this many seconds after exec.
+    Answered(f64),
+    /// The process exited before answering.
+    Exited(std::process::ExitStatus),
+}
+
+/// exec → first `200` of `req` for a server that `command` starts listening on the address it
+/// is given, in seconds. The address is a port found free by binding port 0 and closing it, so
+/// another process can take it before the server binds it: a server that exits before answering
+/// is started again on another port, twice at most, and then reported with its exit status.
+async fn cold_start(
+    core: usize,
+    command: impl Fn(&str) -> Command,
+    req: &Prepared,
+) -> anyhow::Result<f64> {
+    let mut exits = Vec::new();
+    for _ in 0..3 {
+        let addr = free_port()?;
+        match cold_once(core, command(&addr), &addr, req).await? {
+            Cold::Answered(secs) => return Ok(secs),
+            Cold::Exited(status) => exits.push(status.to_string()),
+        }
+    }
+    bail!(
+        "the server exited before answering, three times ({}); run it by hand to see why",
+        exits.join(", ")
+    )
+}
+
+/// exec → first answer for one process, listening on `addr`.
 async fn cold_once(
     core: usize,
     mut cmd: Command,
     addr: &str,
     req: &Prepared,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Cold> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -789,6 +820,9 @@ async fn cold_once(
                 bail!("no answer within 20 s");
             }
             let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(Cold::Exited(status));
+                }
                 tokio::task::yield_now().await;
                 continue;
             };
@@ -800,7 +834,7 @@ async fn cold_once(
             });
             let (status, body) = load::send(&mut conn, req).await?;
             if status == StatusCode::OK {
-                return Ok(started.elapsed().as_secs_f64());
+                return Ok(Cold::Answered(started.elapsed().as_secs_f64()));
             }
             bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
         }
@@ -835,16 +869,16 @@ pub async fn fig5(
     let (mut fed, mut fed_json, mut triv) = (Vec::new(), Vec::new(), Vec::new());
     let before = issuer.fetches();
     for _ in 0..plan.cold_runs {
-        let addr = free_port()?;
-        let cmd = federation::serve_command(&bins.federation, dir.path(), &addr);
-        fed.push(cold_once(plan.server_core, cmd, &addr, &req).await?);
-        let addr = free_port()?;
-        let cmd = federation::serve_command(&bins.federation, json_dir.path(), &addr);
-        fed_json.push(cold_once(plan.server_core, cmd, &addr, &req).await?);
-        let addr = free_port()?;
-        let mut cmd = Command::new(&bins.trivial);
-        cmd.args(["--listen", &addr]);
-        triv.push(cold_once(plan.server_core, cmd, &addr, &trivial_req).await?);
+        let yaml = |addr: &str| federation::serve_command(&bins.federation, dir.path(), addr);
+        fed.push(cold_start(plan.server_core, yaml, &req).await?);
+        let json = |addr: &str| federation::serve_command(&bins.federation, json_dir.path(), addr);
+        fed_json.push(cold_start(plan.server_core, json, &req).await?);
+        let trivial = |addr: &str| {
+            let mut cmd = Command::new(&bins.trivial);
+            cmd.args(["--listen", addr]);
+            cmd
+        };
+        triv.push(cold_start(plan.server_core, trivial, &trivial_req).await?);
     }
     let fetches = issuer.fetches() - before;
     let (f, fj, t) = (median(&fed), median(&fed_json), median(&triv));
@@ -905,4 +939,25 @@ pub fn stripped_size(path: &Path) -> anyhow::Result<u64> {
         .stderr(Stdio::null())
         .status();
     Ok(std::fs::metadata(&copy)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_server_that_exits_before_answering_is_started_again_then_reported() {
+        let req = Prepared::new(Method::GET, "/", None, None).unwrap();
+        let starts = AtomicUsize::new(0);
+        let exits = |_: &str| {
+            starts.fetch_add(1, Ordering::Relaxed);
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "exit 3"]);
+            cmd
+        };
+        let err = cold_start(0, exits, &req).await.unwrap_err().to_string();
+        assert_eq!(starts.load(Ordering::Relaxed), 3, "{err}");
+        assert!(err.contains("exit status: 3"), "{err}");
+    }
 }
