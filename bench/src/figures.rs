@@ -453,15 +453,12 @@ pub async fn fig2_and_4(
     let mut conns_a = dial_a.pool(plan.conns).await?;
     load::each_once(&mut conns_a[0], &password).await?;
     // The same requests to the floor: HTTP/1.1 on the same stack plus the RS256 check.
-    let floor_addr = free_port()?;
-    let dial_f = Dialer::Tcp(floor_addr.parse()?);
     let jwk = key.jwk().to_string();
-    let _floor = served::floor(
+    let (_floor, dial_f) = served::floor(
         &bins.floor,
         plan.server_core,
-        &floor_addr,
         &["--verify-jwk", &jwk],
-        &dial_f,
+        |addr| Ok(Dialer::Tcp(addr)),
     )
     .await?;
     let mut conns_f = dial_f.pool(plan.conns).await?;

@@ -3,7 +3,7 @@
 //! A container runtime (the containerd shim, CRI-O's conmon) and Lambda read a process's stderr
 //! from a pipe, on other cores than the process's. The bench reads it in a thread of its own
 //! (on the load generator's core, where the bench runs), picks out the line it waits for (the
-//! federation's "serving" line) and keeps the first and the last 64 KB, which it shows when a
+//! federation's "serving" line, the floor's "listening on") and keeps the first and the last 64 KB, which it shows when a
 //! server fails. A file instead would be hundreds of MB of audit lines per full run, and ext4's
 //! page-cache writes on the server's core for every batch of lines (6 % of figure 2's server
 //! core in a profile, see BENCHMARKS.md), which no deployment pays. (`esi_federation::testkit::
@@ -25,7 +25,8 @@ const KEPT_BYTES: usize = 64 * 1024;
 const PIPE_BYTES: usize = 1024 * 1024;
 
 /// A server's stderr, read through a pipe until the server exits: its first and last 64 KB,
-/// and the first line a watcher picked out (the federation's "serving" line).
+/// and the first line a watcher picked out (the federation's "serving" line, the floor's
+/// "listening on").
 #[derive(Default)]
 pub struct Log {
     shared: Arc<Mutex<Kept>>,

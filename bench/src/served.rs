@@ -5,11 +5,12 @@
 //! with nothing of esi in it, so a figure can be read against what the same bytes cost on the
 //! same machine in the same minute.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use http::{Method, StatusCode};
 
 use crate::load::{self, Dialer, Prepared};
@@ -58,21 +59,47 @@ pub async fn wait_healthy(
     }
 }
 
-/// Starts the floor server `bin` with `args` on `core`, listening on `addr`; ready when `dial`
-/// gets its `/healthz`.
+/// Starts the floor server `bin` with `args` on `core`, on a port the system picks (read from
+/// its "listening on ADDR" line, so no other process can take the port in between); ready
+/// when the dialer `dial` makes for that address gets its `/healthz`. Returns the dialer.
 pub async fn floor(
     bin: &Path,
     core: usize,
-    addr: &str,
     args: &[&str],
-    dial: &Dialer,
-) -> anyhow::Result<Served> {
+    dial: impl FnOnce(SocketAddr) -> anyhow::Result<Dialer>,
+) -> anyhow::Result<(Served, Dialer)> {
     let mut cmd = Command::new(bin);
-    cmd.args(["--listen", addr])
+    cmd.args(["--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = pin::spawn_on(core, cmd)?;
-    wait_healthy(child, dial, &bin.display().to_string(), None, None).await
+        .stdout(Stdio::null());
+    let log = Log::pipe_stderr(&mut cmd, Some(listening_addr))?;
+    let mut child = pin::spawn_on(core, cmd)?;
+    let what = bin.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Some(addr) = log.picked() {
+            break addr;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status}: {}", log.text());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{what} did not say where it listens within 30 s: {}",
+                log.text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let dial = dial(addr.parse().context("the floor's listening address")?)?;
+    let served = wait_healthy(child, &dial, &what, Some(&log), None).await?;
+    Ok((served, dial))
+}
+
+/// The address of `esi-bench-floor`'s "listening on ADDR" line.
+fn listening_addr(line: &str) -> Option<String> {
+    line.strip_prefix("listening on ").map(str::to_owned)
 }

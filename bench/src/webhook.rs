@@ -207,15 +207,9 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
     );
     std::fs::write(&cert, &pki.cert_pem)?;
     std::fs::write(&key, &pki.key_pem)?;
-    let floor_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?
-    };
-    let dial_f = Dialer::Tls(floor_addr, client_config(&pki.ca_pem)?);
-    let _floor = served::floor(
+    let (_floor, dial_f) = served::floor(
         &bins.floor,
         plan.server_core,
-        &floor_addr.to_string(),
         &[
             "--answer-bytes",
             &answer_len.to_string(),
@@ -224,7 +218,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
             "--tls-key",
             &key.display().to_string(),
         ],
-        &dial_f,
+        |addr| Ok(Dialer::Tls(addr, client_config(&pki.ca_pem)?)),
     )
     .await?;
     let mut conns_f = dial_f.pool(plan.conns).await?;
