@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
@@ -252,24 +252,14 @@ impl Server {
         let mut cmd = serve_command(bin, &conf, "127.0.0.1:0");
         let log = Log::pipe_stderr(&mut cmd, Some(esi_federation::testkit::serving_addr))?;
         let mut child = pin::spawn_on(core, cmd)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(addr) = log.picked() {
-                return Ok(Server {
-                    child,
-                    addr: addr.parse().context("serving address")?,
-                    _dir: dir,
-                });
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("esi-federation exited with {status}:\n{}", log.text());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("esi-federation did not start within 120 s:\n{}", log.text());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let addr = log
+            .wait_picked(&mut child, "esi-federation", Duration::from_secs(120))
+            .await?;
+        Ok(Server {
+            child,
+            addr: addr.parse().context("serving address")?,
+            _dir: dir,
+        })
     }
 
     /// Resident set size and its peak, in bytes, from `/proc/PID/status`.

@@ -2,19 +2,20 @@
 //!
 //! A container runtime (the containerd shim, CRI-O's conmon) and Lambda read a process's stderr
 //! from a pipe, on other cores than the process's. The bench reads it in a thread of its own
-//! (on the load generator's core, where the bench runs), picks out the line it waits for (the
-//! federation's "serving" line, the floor's "listening on") and keeps the first and the last 64 KB, which it shows when a
-//! server fails. A file instead would be hundreds of MB of audit lines per full run, and ext4's
+//! (on the load generator's core, where the bench runs), picks out the line that says where
+//! the server listens, and keeps the first and the last 64 KB, which it shows when a server
+//! fails. A file instead would be hundreds of MB of audit lines per full run, and ext4's
 //! page-cache writes on the server's core for every batch of lines (6 % of figure 2's server
 //! core in a profile, see BENCHMARKS.md), which no deployment pays. (`esi_federation::testkit::
 //! ServeLogs` reads a server's stderr for the tests too, but keeps every line: a bench run
 //! writes millions.)
 
 use std::io::BufRead as _;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 /// Bytes kept of the start and of the end of a server's log.
 const KEPT_BYTES: usize = 64 * 1024;
@@ -25,8 +26,7 @@ const KEPT_BYTES: usize = 64 * 1024;
 const PIPE_BYTES: usize = 1024 * 1024;
 
 /// A server's stderr, read through a pipe until the server exits: its first and last 64 KB,
-/// and the first line a watcher picked out (the federation's "serving" line, the floor's
-/// "listening on").
+/// and what a watcher picked out of the first line it recognised (where the server listens).
 #[derive(Default)]
 pub struct Log {
     shared: Arc<Mutex<Kept>>,
@@ -109,6 +109,35 @@ impl Log {
         self.lock().picked.clone()
     }
 
+    /// Waits up to `within` for the watcher to pick something out of `child`'s log. If `child`
+    /// exits or the time runs out first (then `child` is killed), the error names it (`what`)
+    /// and shows the log.
+    pub async fn wait_picked(
+        &self,
+        child: &mut Child,
+        what: &str,
+        within: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(picked) = self.picked() {
+                return Ok(picked);
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{what} exited with {status}:\n{}", self.text());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{what} did not say where it listens within {within:?}:\n{}",
+                    self.text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The first and the last 64 KB the server wrote so far, and how much was left out between.
     pub fn text(&self) -> String {
         let kept = self.lock();
@@ -128,7 +157,6 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn keeps_the_start_and_the_end_of_what_a_process_writes_and_drains_the_rest() {

@@ -59,9 +59,29 @@ pub async fn wait_healthy(
     }
 }
 
-/// Starts the floor server `bin` with `args` on `core`, on a port the system picks (read from
-/// its "listening on ADDR" line, so no other process can take the port in between); ready
-/// when the dialer `dial` makes for that address gets its `/healthz`. Returns the dialer.
+/// Starts `cmd`, a server told to listen on port 0, on `core`, its stderr through a [`Log`]
+/// whose watcher `pick` finds the address the server announces (so no other process can take
+/// the port in between); ready when the dialer `dial` makes for that address gets its
+/// `/healthz`. Returns the dialer too.
+pub async fn start(
+    mut cmd: Command,
+    core: usize,
+    what: &str,
+    pick: fn(&str) -> Option<String>,
+    dial: impl FnOnce(SocketAddr) -> anyhow::Result<Dialer>,
+    dir: Option<tempfile::TempDir>,
+) -> anyhow::Result<(Served, Dialer)> {
+    let log = Log::pipe_stderr(&mut cmd, Some(pick))?;
+    let mut child = pin::spawn_on(core, cmd)?;
+    let addr = log
+        .wait_picked(&mut child, what, Duration::from_secs(30))
+        .await?;
+    let dial = dial(addr.parse().context("the announced listening address")?)?;
+    let served = wait_healthy(child, &dial, what, Some(&log), dir).await?;
+    Ok((served, dial))
+}
+
+/// Starts the floor server `bin` with `args` on `core` (see [`start`]).
 pub async fn floor(
     bin: &Path,
     core: usize,
@@ -73,30 +93,15 @@ pub async fn floor(
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let log = Log::pipe_stderr(&mut cmd, Some(listening_addr))?;
-    let mut child = pin::spawn_on(core, cmd)?;
-    let what = bin.display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Some(addr) = log.picked() {
-            break addr;
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited with {status}: {}", log.text());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{what} did not say where it listens within 30 s: {}",
-                log.text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    let dial = dial(addr.parse().context("the floor's listening address")?)?;
-    let served = wait_healthy(child, &dial, &what, Some(&log), None).await?;
-    Ok((served, dial))
+    start(
+        cmd,
+        core,
+        &bin.display().to_string(),
+        listening_addr,
+        dial,
+        None,
+    )
+    .await
 }
 
 /// The address of `esi-bench-floor`'s "listening on ADDR" line.

@@ -17,7 +17,6 @@ use rustls::pki_types::pem::PemObject as _;
 use crate::Plan;
 use crate::bins::Bins;
 use crate::load::{self, Dialer, Prepared, Workload, median};
-use crate::logs::Log;
 use crate::pin;
 use crate::report::{Row, Verdict};
 use crate::served::{self, Served};
@@ -59,13 +58,7 @@ fn admission_review() -> anyhow::Result<Bytes> {
     Ok(Bytes::from(serde_json::to_vec(&review)?))
 }
 
-async fn start(
-    bin: &Path,
-    core: usize,
-    pki: &Pki,
-    dial: &Dialer,
-    addr: &str,
-) -> anyhow::Result<Served> {
+async fn start(bin: &Path, core: usize, pki: &Pki) -> anyhow::Result<(Served, Dialer)> {
     let dir = tempfile::tempdir()?;
     let (cert, key, config) = (
         dir.path().join("tls.crt"),
@@ -76,7 +69,7 @@ async fn start(
     std::fs::write(&key, &pki.key_pem)?;
     std::fs::write(&config, CONFIG)?;
     let mut cmd = Command::new(bin);
-    cmd.args(["--listen", addr, "--tls-cert"])
+    cmd.args(["--listen", "127.0.0.1:0", "--tls-cert"])
         .arg(&cert)
         .arg("--tls-key")
         .arg(&key)
@@ -89,9 +82,24 @@ async fn start(
         .env("ESI_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let log = Log::pipe_stderr(&mut cmd, None)?;
-    let child = pin::spawn_on(core, cmd)?;
-    served::wait_healthy(child, dial, "esi-webhook", Some(&log), Some(dir)).await
+    let ca = client_config(&pki.ca_pem)?;
+    served::start(
+        cmd,
+        core,
+        "esi-webhook",
+        listening_addr,
+        |addr| Ok(Dialer::Tls(addr, ca)),
+        Some(dir),
+    )
+    .await
+}
+
+/// The address of the webhook's JSON "esi-webhook listening" log line.
+fn listening_addr(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["message"] == "esi-webhook listening")
+        .then(|| v["addr"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 /// Microseconds per admission of `review` done in-process on `core` (parse, decide, the
@@ -163,19 +171,7 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         return Ok(());
     }
     let pki = esi_test_support::pki("esi-webhook")?;
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?
-    };
-    let dial = Dialer::Tls(addr, client_config(&pki.ca_pem)?);
-    let _server = start(
-        &bins.webhook,
-        plan.server_core,
-        &pki,
-        &dial,
-        &addr.to_string(),
-    )
-    .await?;
+    let (_server, dial) = start(&bins.webhook, plan.server_core, &pki).await?;
     let tls = dial
         .tls_parameters()
         .await?
