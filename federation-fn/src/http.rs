@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,7 @@ use esi_backends::{Context, Generate};
 
 use crate::config::Snapshot;
 use crate::lease::{LeaseClaims, LeaseSubject};
+use crate::metrics::RouteLabel;
 use crate::state::AppState;
 use crate::token::{self, ClusterVerifier};
 
@@ -59,9 +61,104 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The request id of the request being served.
+/// The request id of the request being served: the caller's `x-request-id` when it is a
+/// plain token, else a fresh UUID. Kept as the header value it is answered with.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    fn of(headers: &HeaderMap) -> Self {
+        if let Some(v) = headers.get(esi_api::REQUEST_ID_HEADER)
+            && !v.is_empty()
+            && v.len() <= 128
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+        {
+            return RequestId(v.clone());
+        }
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        // A UUID always is a valid header value; the fallback is never taken.
+        RequestId(HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown")))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        // Both sources are checked ASCII (see `of`).
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The request's `Authorization` header, taken without copying the other headers.
+pub struct Authorization(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Authorization(parts.headers.get(header::AUTHORIZATION).cloned()))
+    }
+}
+
+/// The `{namespace}/{kind}/{name}` of an issuance route, read from the path the router
+/// matched: the three segments after the route's prefix, percent-decoded as a path parameter
+/// is (only a segment that holds a `%` is decoded; the names checked afterwards have none).
+pub struct GeneratorPath {
+    /// `namespace/kind/name`.
+    reference: String,
+}
+
+impl GeneratorPath {
+    fn namespace_kind_name(&self) -> (&str, &str, &str) {
+        let mut parts = self.reference.splitn(3, '/');
+        let mut next = || parts.next().unwrap_or_default();
+        (next(), next(), next())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for GeneratorPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let path = parts.uri.path();
+        // The routes end in exactly three segments, which the router matched.
+        let tail = path
+            .rmatch_indices('/')
+            .nth(2)
+            .map(|(i, _)| &path[i + 1..])
+            .unwrap_or_default();
+        if !tail.contains('%') {
+            return Ok(GeneratorPath {
+                reference: tail.to_owned(),
+            });
+        }
+        let mut reference = String::with_capacity(tail.len());
+        for (i, segment) in tail.split('/').enumerate() {
+            let decoded = percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()
+                .filter(|d| !d.contains('/'))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        "generator path must be /{namespace}/{kind}/{name} with Kubernetes names",
+                    )
+                })?;
+            if i > 0 {
+                reference.push('/');
+            }
+            reference.push_str(&decoded);
+        }
+        Ok(GeneratorPath { reference })
+    }
+}
 
 /// JSON body extractor whose rejections use the API's error shape.
 pub struct ApiJson<T>(pub T);
@@ -126,44 +223,30 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
 }
 
-fn route_label(path: &str) -> &'static str {
+fn route_label(path: &str) -> RouteLabel {
     if path.starts_with("/v1/generators/") {
-        "generate"
+        RouteLabel::Generate
     } else if path.starts_with("/generators/") {
-        "ese_generate"
+        RouteLabel::EseGenerate
     } else {
         match path {
-            routes::REVOKE => "revoke",
-            routes::WHOAMI => "whoami",
-            routes::AUTHORIZE => "authorize",
-            routes::HEALTHZ => "healthz",
-            routes::READYZ => "readyz",
-            routes::METRICS => "metrics",
-            _ => "other",
+            routes::REVOKE => RouteLabel::Revoke,
+            routes::WHOAMI => RouteLabel::Whoami,
+            routes::AUTHORIZE => RouteLabel::Authorize,
+            routes::HEALTHZ => RouteLabel::Healthz,
+            routes::READYZ => RouteLabel::Readyz,
+            routes::METRICS => RouteLabel::Metrics,
+            _ => RouteLabel::Other,
         }
     }
-}
-
-fn request_id(headers: &HeaderMap) -> Arc<str> {
-    if let Some(v) = headers
-        .get(esi_api::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        && !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
-        return Arc::from(v);
-    }
-    Arc::from(uuid::Uuid::new_v4().hyphenated().to_string())
 }
 
 /// Request id, error rendering, metrics: the outermost layer.
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_label(req.uri().path());
-    let rid = request_id(req.headers());
-    req.extensions_mut().insert(RequestId(rid.clone()));
+    let rid = RequestId::of(req.headers());
+    req.extensions_mut().insert(rid.clone());
     let mut resp = next.run(req).await;
     let status = resp.status();
     let error = resp.extensions_mut().remove::<ApiError>().or_else(|| {
@@ -185,10 +268,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
             ApiError::new(code, message)
         })
     });
-    let code_label = match &error {
-        Some(e) => e.code.as_str(),
-        None => "ok",
-    };
+    let code = error.as_ref().map(|e| e.code);
     if let Some(err) = error {
         let status = StatusCode::from_u16(err.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -199,7 +279,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
             error: ErrorDetail {
                 code: err.code,
                 message: err.message,
-                request_id: rid.to_string(),
+                request_id: rid.as_str().to_owned(),
                 retry_after_seconds: retry_after.map(|d| d.as_secs().max(1)),
             },
         };
@@ -218,12 +298,11 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         }
         resp = new;
     }
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        resp.headers_mut().insert(esi_api::REQUEST_ID_HEADER, v);
-    }
+    resp.headers_mut()
+        .insert(esi_api::REQUEST_ID_HEADER, rid.0.clone());
     state
         .metrics
-        .request(route, code_label, started.elapsed().as_secs_f64());
+        .request(route, code, started.elapsed().as_secs_f64());
     resp
 }
 
@@ -236,8 +315,8 @@ fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     })
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+fn bearer(authorization: &Authorization) -> Result<&str, ApiError> {
+    let Some(value) = &authorization.0 else {
         return Err(ApiError::new(
             ErrorCode::MissingToken,
             "missing Authorization: Bearer <ServiceAccount token>",
@@ -272,9 +351,9 @@ fn now_secs() -> f64 {
 
 async fn authenticate(
     snap: &Snapshot,
-    headers: &HeaderMap,
+    authorization: &Authorization,
 ) -> Result<(Identity, Arc<ClusterVerifier>), ApiError> {
-    let token = bearer(headers)?;
+    let token = bearer(authorization)?;
     token::verify(token, |iss| snap.clusters_for(iss), now_secs())
         .await
         .map_err(|r| ApiError::new(r.code, r.message))
@@ -316,7 +395,7 @@ fn audit(
     };
     tracing::info!(
         target: "esi::audit",
-        request_id = %rid.0,
+        request_id = rid.as_str(),
         action,
         cluster,
         namespace,
@@ -336,20 +415,18 @@ fn audit(
 async fn issue(
     state: &AppState,
     rid: &RequestId,
-    headers: &HeaderMap,
-    ns: &str,
-    kind: &str,
-    name: &str,
+    authorization: &Authorization,
+    path: &GeneratorPath,
 ) -> Result<Envelope, ApiError> {
     let started = Instant::now();
-    let reference = format!("{ns}/{kind}/{name}");
+    let reference = path.reference.as_str();
     let deny = |identity: Option<&Identity>, err: ApiError, rule: Option<&str>| {
-        state.metrics.decision(false, err.code.as_str());
+        state.metrics.decision(Some(err.code));
         audit(
             rid,
             "generate",
             identity,
-            &reference,
+            reference,
             err.code.as_str(),
             &err.message,
             rule,
@@ -358,9 +435,10 @@ async fn issue(
         err
     };
     let snap = snapshot(state).map_err(|e| deny(None, e, None))?;
-    let (identity, cluster) = authenticate(&snap, headers)
+    let (identity, cluster) = authenticate(&snap, authorization)
         .await
         .map_err(|e| deny(None, e, None))?;
+    let (ns, kind, name) = path.namespace_kind_name();
     if !(valid_segment(ns, false) && valid_segment(kind, true) && valid_segment(name, false)) {
         return Err(deny(
             Some(&identity),
@@ -373,7 +451,7 @@ async fn issue(
     }
     let allowed = match snap
         .authorizer
-        .authorize(&identity, &cluster.labels, &reference)
+        .authorize(&identity, &cluster.labels, reference)
     {
         Ok(a) => a,
         Err(d) => {
@@ -385,7 +463,7 @@ async fn issue(
             return Err(deny(Some(&identity), err, d.rule.as_deref()));
         }
     };
-    let Some(entry) = snap.generators.get(&reference) else {
+    let Some(entry) = snap.generators.get(reference) else {
         let err = ApiError::new(
             ErrorCode::GeneratorNotFound,
             format!("generator {reference:?} does not exist"),
@@ -394,7 +472,7 @@ async fn issue(
     };
     let ctx = Context {
         identity: &identity,
-        generator: &reference,
+        generator: reference,
         max_ttl: allowed.max_ttl,
     };
     let issued_at = jiff::Timestamp::now();
@@ -406,7 +484,7 @@ async fn issue(
     {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::warn!(request_id = %rid.0, generator = %reference, code = e.code().as_str(), detail = %e.detail(), "generator failed");
+            tracing::warn!(request_id = %rid, generator = %reference, code = e.code().as_str(), detail = %e.detail(), "generator failed");
             let mut err = ApiError::new(e.code(), e.to_string());
             if e.code().retryable() {
                 err.retry_after = Some(Duration::from_secs(2));
@@ -428,7 +506,7 @@ async fn issue(
         None => None,
         Some(handle) => {
             let claims = LeaseClaims {
-                generator: reference.clone(),
+                generator: reference.to_owned(),
                 subject: LeaseSubject::of(&identity),
                 handle: handle.clone(),
                 issued_at: issued_at.as_second(),
@@ -437,9 +515,9 @@ async fn issue(
                 Ok(s) => Some(s),
                 Err(e) => {
                     // Nothing minted may leak: revoke what we cannot hand out.
-                    tracing::error!(request_id = %rid.0, generator = %reference, error = %e, "sealing failed; revoking the credential");
+                    tracing::error!(request_id = %rid, generator = %reference, error = %e, "sealing failed; revoking the credential");
                     if let Err(e) = entry.generator.revoke(handle).await {
-                        tracing::error!(request_id = %rid.0, generator = %reference, detail = %e.detail(), "revoking an unsealable credential failed");
+                        tracing::error!(request_id = %rid, generator = %reference, detail = %e.detail(), "revoking an unsealable credential failed");
                     }
                     return Err(deny(
                         Some(&identity),
@@ -450,12 +528,12 @@ async fn issue(
             }
         }
     };
-    state.metrics.decision(true, "ok");
+    state.metrics.decision(None);
     audit(
         rid,
         "generate",
         Some(&identity),
-        &reference,
+        reference,
         "ok",
         "allowed",
         Some(&allowed.rule),
@@ -473,10 +551,10 @@ async fn issue(
 async fn generate(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    Path((ns, kind, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    path: Result<GeneratorPath, ApiError>,
+    authorization: Authorization,
 ) -> Result<Json<Envelope>, ApiError> {
-    issue_detached(state, rid, headers, ns, kind, name)
+    issue_detached(state, rid, authorization, path?)
         .await
         .map(Json)
 }
@@ -484,10 +562,10 @@ async fn generate(
 async fn ese_generate(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    Path((ns, kind, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    path: Result<GeneratorPath, ApiError>,
+    authorization: Authorization,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    issue_detached(state, rid, headers, ns, kind, name)
+    issue_detached(state, rid, authorization, path?)
         .await
         .map(|e| Json(e.data))
 }
@@ -504,13 +582,11 @@ async fn ese_generate(
 async fn issue_detached(
     state: AppState,
     rid: RequestId,
-    headers: HeaderMap,
-    ns: String,
-    kind: String,
-    name: String,
+    authorization: Authorization,
+    path: GeneratorPath,
 ) -> Result<Envelope, ApiError> {
     let mut issuing =
-        Box::pin(async move { issue(&state, &rid, &headers, &ns, &kind, &name).await });
+        Box::pin(async move { issue(&state, &rid, &authorization, &path).await });
     let first = std::future::poll_fn(|cx| {
         Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
             issuing.as_mut().poll(cx)
@@ -534,7 +610,7 @@ async fn issue_detached(
 async fn revoke(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    authorization: Authorization,
     body: Result<ApiJson<RevokeRequest>, ApiError>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let started = Instant::now();
@@ -552,7 +628,7 @@ async fn revoke(
         err
     };
     let snap = snapshot(&state).map_err(|e| deny(None, "", e))?;
-    let (identity, _) = authenticate(&snap, &headers)
+    let (identity, _) = authenticate(&snap, &authorization)
         .await
         .map_err(|e| deny(None, "", e))?;
     let ApiJson(req) = body.map_err(|e| deny(Some(&identity), "", e))?;
@@ -594,7 +670,7 @@ async fn revoke(
     {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::warn!(request_id = %rid.0, generator = %claims.generator, detail = %e.detail(), "revoke failed");
+            tracing::warn!(request_id = %rid, generator = %claims.generator, detail = %e.detail(), "revoke failed");
             return Err(deny(
                 Some(&identity),
                 &claims.generator,
@@ -631,10 +707,10 @@ async fn revoke(
 
 async fn whoami(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    authorization: Authorization,
 ) -> Result<Json<Identity>, ApiError> {
     let snap = snapshot(&state)?;
-    let (identity, _) = authenticate(&snap, &headers).await?;
+    let (identity, _) = authenticate(&snap, &authorization).await?;
     Ok(Json(identity))
 }
 
@@ -642,11 +718,11 @@ async fn whoami(
 /// is consumed, and existence is only revealed for generators the caller may use.
 async fn authorize(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    authorization: Authorization,
     body: Result<ApiJson<AuthorizeRequest>, ApiError>,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let snap = snapshot(&state)?;
-    let (identity, cluster) = authenticate(&snap, &headers).await?;
+    let (identity, cluster) = authenticate(&snap, &authorization).await?;
     let ApiJson(req) = body?;
     if req.generators.len() > esi_api::authorize::MAX_GENERATORS {
         return Err(ApiError::new(

@@ -1,12 +1,101 @@
 //! Prometheus metrics of the federation: `esi_federation_<name>_<unit>[_total]`, labels only from
 //! bounded sets (route templates, error codes, configured cluster names).
+//!
+//! The per-request series (route and result code) are looked up in their family once, on their
+//! first use, and kept: a request bumps atomics instead of hashing its labels into a family's
+//! map under its lock, which every core would otherwise share.
 
+use std::sync::OnceLock;
+
+use esi_api::ErrorCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// The route template a request matched, as its `route` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteLabel {
+    /// `POST /v1/generators/{namespace}/{kind}/{name}`.
+    Generate,
+    /// `POST /generators/{namespace}/{kind}/{name}` (External Secrets webhook shape).
+    EseGenerate,
+    /// `POST /v1/revoke`.
+    Revoke,
+    /// `GET /v1/whoami`.
+    Whoami,
+    /// `POST /v1/authorize`.
+    Authorize,
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /metrics`.
+    Metrics,
+    /// Anything else.
+    Other,
+}
+
+impl RouteLabel {
+    const ALL: [RouteLabel; 9] = [
+        RouteLabel::Generate,
+        RouteLabel::EseGenerate,
+        RouteLabel::Revoke,
+        RouteLabel::Whoami,
+        RouteLabel::Authorize,
+        RouteLabel::Healthz,
+        RouteLabel::Readyz,
+        RouteLabel::Metrics,
+        RouteLabel::Other,
+    ];
+
+    /// The label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::Generate => "generate",
+            RouteLabel::EseGenerate => "ese_generate",
+            RouteLabel::Revoke => "revoke",
+            RouteLabel::Whoami => "whoami",
+            RouteLabel::Authorize => "authorize",
+            RouteLabel::Healthz => "healthz",
+            RouteLabel::Readyz => "readyz",
+            RouteLabel::Metrics => "metrics",
+            RouteLabel::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Index of a result code among the cached series: 0 for `ok`, then [`ErrorCode::ALL`]'s order.
+fn code_index(code: Option<ErrorCode>) -> usize {
+    code.and_then(|c| ErrorCode::ALL.iter().position(|&a| a == c))
+        .map_or(0, |i| i + 1)
+}
+
+fn code_label(code: Option<ErrorCode>) -> &'static str {
+    code.map_or("ok", ErrorCode::as_str)
+}
+
+const CODES: usize = 1 + ErrorCode::ALL.len();
+const ROUTES: usize = RouteLabel::ALL.len();
+
+/// Series of a family kept after their first lookup, by index.
+struct Cached<M, const N: usize>([OnceLock<M>; N]);
+
+impl<M: Clone, const N: usize> Cached<M, N> {
+    fn new() -> Self {
+        Cached(std::array::from_fn(|_| OnceLock::new()))
+    }
+
+    fn get(&self, index: usize, lookup: impl FnOnce() -> M) -> &M {
+        self.0[index].get_or_init(lookup)
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteCode {
@@ -47,6 +136,11 @@ pub struct Metrics {
     reloads: Family<ReloadResult, Counter>,
     config_loaded: Gauge,
     invalid_resources: Gauge,
+    /// `requests` by route and code: `ROUTES * CODES` entries.
+    requests_by: Cached<Counter, { ROUTES * CODES }>,
+    latency_by: Cached<Histogram, ROUTES>,
+    /// `decisions` by code (`ok` is the allowed one).
+    decisions_by: Cached<Counter, CODES>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,24 +223,49 @@ impl Metrics {
             reloads,
             config_loaded,
             invalid_resources,
+            requests_by: Cached::new(),
+            latency_by: Cached::new(),
+            decisions_by: Cached::new(),
         }
     }
 
-    /// Counts one request and observes its latency.
-    pub fn request(&self, route: &'static str, code: &'static str, seconds: f64) {
-        self.requests
-            .get_or_create(&RouteCode { route, code })
+    /// Counts one request on `route` that ended with `code` (`None`: ok) and observes its
+    /// latency.
+    pub fn request(&self, route: RouteLabel, code: Option<ErrorCode>, seconds: f64) {
+        let index = route.index() * CODES + code_index(code);
+        self.requests_by
+            .get(index, || {
+                self.requests
+                    .get_or_create(&RouteCode {
+                        route: route.as_str(),
+                        code: code_label(code),
+                    })
+                    .clone()
+            })
             .inc();
-        self.latency
-            .get_or_create(&Route { route })
+        self.latency_by
+            .get(route.index(), || {
+                self.latency
+                    .get_or_create(&Route {
+                        route: route.as_str(),
+                    })
+                    .clone()
+            })
             .observe(seconds);
     }
 
-    /// Counts one authorization decision.
-    pub fn decision(&self, allowed: bool, code: &'static str) {
-        let decision = if allowed { "allowed" } else { "denied" };
-        self.decisions
-            .get_or_create(&Decision { decision, code })
+    /// Counts one authorization decision: allowed (`None`) or denied with `code`.
+    pub fn decision(&self, code: Option<ErrorCode>) {
+        self.decisions_by
+            .get(code_index(code), || {
+                let decision = if code.is_none() { "allowed" } else { "denied" };
+                self.decisions
+                    .get_or_create(&Decision {
+                        decision,
+                        code: code_label(code),
+                    })
+                    .clone()
+            })
             .inc();
     }
 

@@ -275,6 +275,18 @@ async fn every_error_code_has_its_status_and_shape() {
             "bad_request",
         ),
         (
+            "percent-encoded slash in a path segment",
+            common::post("/v1/generators/default%2FUUID/x/id", Some(&app), None),
+            400,
+            "bad_request",
+        ),
+        (
+            "path segment not UTF-8 once decoded",
+            common::post("/v1/generators/default/UUID/%FF", Some(&app), None),
+            400,
+            "bad_request",
+        ),
+        (
             "unknown route",
             common::get("/v2/nothing", None),
             404,
@@ -353,6 +365,31 @@ async fn every_error_code_has_its_status_and_shape() {
             .contains("none allows generator"),
         "{json}"
     );
+    // Each outcome is counted under its own route and code.
+    let (_, _, _, metrics) = common::send(&state, common::get("/metrics", None)).await;
+    for want in [
+        r#"esi_federation_requests_total{route="generate",code="policy_denied"} 4"#,
+        r#"esi_federation_requests_total{route="generate",code="bad_request"} 3"#,
+        r#"esi_federation_requests_total{route="revoke",code="invalid_lease"} 1"#,
+        r#"esi_federation_requests_total{route="other",code="not_found"} 1"#,
+        r#"esi_federation_decisions_total{decision="denied",code="policy_denied"} 4"#,
+        r#"esi_federation_decisions_total{decision="denied",code="token_expired"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn generator_path_segments_are_percent_decoded() {
+    let (issuer, state) = setup().await;
+    let app = common::token(&issuer, "default", "app");
+    let (status, _, json, text) = common::send(
+        &state,
+        common::post("/v1/generators/defaul%74/UUI%44/i%64", Some(&app), None),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(json["data"].is_object(), "{json}");
 }
 
 #[tokio::test]
@@ -408,8 +445,10 @@ async fn request_id_is_propagated_or_replaced() {
     let mut req = common::get("/v2/none", None);
     req.headers_mut()
         .insert("x-request-id", "evil\"value{}".parse().unwrap());
-    let (_, headers, _, _) = common::send(&state, req).await;
-    assert_ne!(headers["x-request-id"], "evil\"value{}");
+    let (_, headers, json, _) = common::send(&state, req).await;
+    let replaced = headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(replaced).is_ok(), "{replaced}");
+    assert_eq!(json["error"]["requestId"], replaced);
 }
 
 /// A configuration with a `VaultDynamicSecret` `default/db` on a Vault store at

@@ -197,9 +197,21 @@ impl<W> JsonLayer<W> {
     }
 }
 
+/// The buffers an event is formatted in.
+#[derive(Default)]
+struct Buffers {
+    /// The line.
+    line: Vec<u8>,
+    /// Text of `Debug`/`Display` values before escaping.
+    scratch: String,
+}
+
 thread_local! {
-    /// The line being formatted, reused by every event of this thread.
-    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+    /// Reused by every event of this thread.
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers {
+        line: Vec::with_capacity(512),
+        scratch: String::with_capacity(128),
+    });
 }
 
 impl<S, W> Layer<S> for JsonLayer<W>
@@ -208,25 +220,26 @@ where
     W: for<'a> MakeWriter<'a> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let write = |line: &mut Vec<u8>| {
-            line.clear();
-            format_line(line, event, jiff::Timestamp::now());
+        let write = |buffers: &mut Buffers| {
+            buffers.line.clear();
+            format_line(buffers, event, jiff::Timestamp::now());
             let _ = self
                 .make_writer
                 .make_writer_for(event.metadata())
-                .write_all(line);
+                .write_all(&buffers.line);
         };
-        // An event logged while formatting (from a Debug impl) gets its own buffer.
-        LINE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut line) => write(&mut line),
-            Err(_) => write(&mut Vec::new()),
+        // An event logged while formatting (from a Debug impl) gets its own buffers.
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffers) => write(&mut buffers),
+            Err(_) => write(&mut Buffers::default()),
         });
     }
 }
 
-/// Appends `event` as one JSON line to `out`.
-fn format_line(out: &mut Vec<u8>, event: &Event<'_>, now: jiff::Timestamp) {
+/// Appends `event` as one JSON line to `buffers.line`.
+fn format_line(buffers: &mut Buffers, event: &Event<'_>, now: jiff::Timestamp) {
     let meta = event.metadata();
+    let out = &mut buffers.line;
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
@@ -235,7 +248,7 @@ fn format_line(out: &mut Vec<u8>, event: &Event<'_>, now: jiff::Timestamp) {
     );
     let mut fields = JsonFields {
         out,
-        scratch: String::new(),
+        scratch: &mut buffers.scratch,
     };
     event.record(&mut fields);
     let out = fields.out;
@@ -254,7 +267,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 struct JsonFields<'a> {
     out: &'a mut Vec<u8>,
     /// Text of `Debug`/`Display` values before escaping.
-    scratch: String,
+    scratch: &'a mut String,
 }
 
 impl JsonFields<'_> {
