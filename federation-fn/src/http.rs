@@ -103,7 +103,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Authorization {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Authorization(parts.headers.get(header::AUTHORIZATION).cloned()))
+        Ok(Authorization(
+            parts.headers.get(header::AUTHORIZATION).cloned(),
+        ))
     }
 }
 
@@ -298,8 +300,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         }
         resp = new;
     }
-    resp.headers_mut()
-        .insert(esi_api::REQUEST_ID_HEADER, rid.0.clone());
+    resp.headers_mut().insert(esi_api::REQUEST_ID_HEADER, rid.0);
     state
         .metrics
         .request(route, code, started.elapsed().as_secs_f64());
@@ -585,8 +586,7 @@ async fn issue_detached(
     authorization: Authorization,
     path: GeneratorPath,
 ) -> Result<Envelope, ApiError> {
-    let mut issuing =
-        Box::pin(async move { issue(&state, &rid, &authorization, &path).await });
+    let mut issuing = Box::pin(async move { issue(&state, &rid, &authorization, &path).await });
     let first = std::future::poll_fn(|cx| {
         Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
             issuing.as_mut().poll(cx)

@@ -289,14 +289,14 @@ impl Visit for JsonFields<'_> {
         self.scratch.clear();
         // `%x` fields arrive here as Debug wrappers of Display, the message as `Arguments`.
         let _ = fmt::Write::write_fmt(&mut self.scratch, format_args!("{value:?}"));
-        json_str(self.out, &self.scratch);
+        json_str(self.out, self.scratch);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.key(field);
         self.scratch.clear();
         let _ = fmt::Write::write_fmt(&mut self.scratch, format_args!("{value}"));
-        json_str(self.out, &self.scratch);
+        json_str(self.out, self.scratch);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
