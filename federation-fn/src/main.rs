@@ -95,7 +95,7 @@ enum Command {
 
 /// mimalloc instead of glibc malloc: the request paths allocate many small, short-lived
 /// objects (JSON values, header maps, futures), where glibc's free-list upkeep showed up at
-/// 5-15 % of the server's CPU in profiles (BENCHMARKS.md).
+/// 5-15 % of the server's CPU in profiles (bench/FINDINGS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
