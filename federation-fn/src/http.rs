@@ -96,23 +96,25 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// The request's `Authorization` header, taken without copying the other headers.
-pub struct Authorization(Option<HeaderValue>);
+/// The request's `Authorization` header (the bearer token), taken without copying the other
+/// headers as axum's `HeaderMap` extractor would.
+struct BearerHeader(Option<HeaderValue>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Authorization {
+impl<S: Send + Sync> FromRequestParts<S> for BearerHeader {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Authorization(
+        Ok(BearerHeader(
             parts.headers.get(header::AUTHORIZATION).cloned(),
         ))
     }
 }
 
-/// The `{namespace}/{kind}/{name}` of an issuance route, read from the path the router
-/// matched: the three segments after the route's prefix, percent-decoded as a path parameter
-/// is (only a segment that holds a `%` is decoded; the names checked afterwards have none).
-pub struct GeneratorPath {
+/// The `{namespace}/{kind}/{name}` of an issuance route: the last three segments of the path
+/// the router matched, percent-decoded as axum decodes a path parameter. A path without `%`
+/// (every path esi-cli sends) is copied once as it is; a decoded `/` is refused, as no
+/// Kubernetes name holds one.
+struct GeneratorPath {
     /// `namespace/kind/name`.
     reference: String,
 }
@@ -316,8 +318,8 @@ fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     })
 }
 
-fn bearer(authorization: &Authorization) -> Result<&str, ApiError> {
-    let Some(value) = &authorization.0 else {
+fn bearer(header: &BearerHeader) -> Result<&str, ApiError> {
+    let Some(value) = &header.0 else {
         return Err(ApiError::new(
             ErrorCode::MissingToken,
             "missing Authorization: Bearer <ServiceAccount token>",
@@ -352,9 +354,9 @@ fn now_secs() -> f64 {
 
 async fn authenticate(
     snap: &Snapshot,
-    authorization: &Authorization,
+    header: &BearerHeader,
 ) -> Result<(Identity, Arc<ClusterVerifier>), ApiError> {
-    let token = bearer(authorization)?;
+    let token = bearer(header)?;
     token::verify(token, |iss| snap.clusters_for(iss), now_secs())
         .await
         .map_err(|r| ApiError::new(r.code, r.message))
@@ -416,7 +418,7 @@ fn audit(
 async fn issue(
     state: &AppState,
     rid: &RequestId,
-    authorization: &Authorization,
+    bearer: &BearerHeader,
     path: &GeneratorPath,
 ) -> Result<Envelope, ApiError> {
     let started = Instant::now();
@@ -436,7 +438,7 @@ async fn issue(
         err
     };
     let snap = snapshot(state).map_err(|e| deny(None, e, None))?;
-    let (identity, cluster) = authenticate(&snap, authorization)
+    let (identity, cluster) = authenticate(&snap, bearer)
         .await
         .map_err(|e| deny(None, e, None))?;
     let (ns, kind, name) = path.namespace_kind_name();
@@ -552,21 +554,19 @@ async fn issue(
 async fn generate(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    path: Result<GeneratorPath, ApiError>,
-    authorization: Authorization,
+    path: GeneratorPath,
+    bearer: BearerHeader,
 ) -> Result<Json<Envelope>, ApiError> {
-    issue_detached(state, rid, authorization, path?)
-        .await
-        .map(Json)
+    issue_detached(state, rid, bearer, path).await.map(Json)
 }
 
 async fn ese_generate(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    path: Result<GeneratorPath, ApiError>,
-    authorization: Authorization,
+    path: GeneratorPath,
+    bearer: BearerHeader,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
-    issue_detached(state, rid, authorization, path?)
+    issue_detached(state, rid, bearer, path)
         .await
         .map(|e| Json(e.data))
 }
@@ -583,10 +583,10 @@ async fn ese_generate(
 async fn issue_detached(
     state: AppState,
     rid: RequestId,
-    authorization: Authorization,
+    bearer: BearerHeader,
     path: GeneratorPath,
 ) -> Result<Envelope, ApiError> {
-    let mut issuing = Box::pin(async move { issue(&state, &rid, &authorization, &path).await });
+    let mut issuing = Box::pin(async move { issue(&state, &rid, &bearer, &path).await });
     let first = std::future::poll_fn(|cx| {
         Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
             issuing.as_mut().poll(cx)
@@ -610,7 +610,7 @@ async fn issue_detached(
 async fn revoke(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    authorization: Authorization,
+    bearer: BearerHeader,
     body: Result<ApiJson<RevokeRequest>, ApiError>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let started = Instant::now();
@@ -628,7 +628,7 @@ async fn revoke(
         err
     };
     let snap = snapshot(&state).map_err(|e| deny(None, "", e))?;
-    let (identity, _) = authenticate(&snap, &authorization)
+    let (identity, _) = authenticate(&snap, &bearer)
         .await
         .map_err(|e| deny(None, "", e))?;
     let ApiJson(req) = body.map_err(|e| deny(Some(&identity), "", e))?;
@@ -707,10 +707,10 @@ async fn revoke(
 
 async fn whoami(
     State(state): State<AppState>,
-    authorization: Authorization,
+    bearer: BearerHeader,
 ) -> Result<Json<Identity>, ApiError> {
     let snap = snapshot(&state)?;
-    let (identity, _) = authenticate(&snap, &authorization).await?;
+    let (identity, _) = authenticate(&snap, &bearer).await?;
     Ok(Json(identity))
 }
 
@@ -718,11 +718,11 @@ async fn whoami(
 /// is consumed, and existence is only revealed for generators the caller may use.
 async fn authorize(
     State(state): State<AppState>,
-    authorization: Authorization,
+    bearer: BearerHeader,
     body: Result<ApiJson<AuthorizeRequest>, ApiError>,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let snap = snapshot(&state)?;
-    let (identity, cluster) = authenticate(&snap, &authorization).await?;
+    let (identity, cluster) = authenticate(&snap, &bearer).await?;
     let ApiJson(req) = body?;
     if req.generators.len() > esi_api::authorize::MAX_GENERATORS {
         return Err(ApiError::new(
