@@ -96,10 +96,7 @@ async fn start(bin: &Path, core: usize, pki: &Pki) -> anyhow::Result<(Served, Di
 
 /// The address of the webhook's JSON "esi-webhook listening" log line.
 fn listening_addr(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    (v["message"] == "esi-webhook listening")
-        .then(|| v["addr"].as_str().map(str::to_owned))
-        .flatten()
+    esi_federation::testkit::announced_addr(line, "esi-webhook listening")
 }
 
 /// Microseconds per admission of `review` done in-process on `core` (parse, decide, the

@@ -39,18 +39,6 @@ pub enum RouteLabel {
 }
 
 impl RouteLabel {
-    const ALL: [RouteLabel; 9] = [
-        RouteLabel::Generate,
-        RouteLabel::EseGenerate,
-        RouteLabel::Revoke,
-        RouteLabel::Whoami,
-        RouteLabel::Authorize,
-        RouteLabel::Healthz,
-        RouteLabel::Readyz,
-        RouteLabel::Metrics,
-        RouteLabel::Other,
-    ];
-
     /// The label's value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,7 +70,8 @@ fn code_label(code: Option<ErrorCode>) -> &'static str {
 }
 
 const CODES: usize = 1 + ErrorCode::ALL.len();
-const ROUTES: usize = RouteLabel::ALL.len();
+/// `Other` is the last variant.
+const ROUTES: usize = RouteLabel::Other as usize + 1;
 
 /// Series of a family kept after their first lookup, by index.
 struct Cached<M, const N: usize>([OnceLock<M>; N]);

@@ -36,8 +36,14 @@ pub fn peer(var: &str, test: &str) -> Option<String> {
 /// The address `esi-federation serve` announces in its JSON "serving" log line, when `line` is
 /// that line.
 pub fn serving_addr(line: &str) -> Option<String> {
+    announced_addr(line, "esi federation serving")
+}
+
+/// The `addr` field of a JSON log line whose message is `message` (how the esi servers
+/// announce where they listen), when `line` is that line.
+pub fn announced_addr(line: &str, message: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    (v["message"] == "esi federation serving")
+    (v["message"] == message)
         .then(|| v["addr"].as_str().map(str::to_owned))
         .flatten()
 }
