@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use esi_federation::lease::LeaseKeys;
 use esi_federation::server::{self, TlsFiles};
-use esi_federation::state::{AppState, Settings};
+use esi_federation::state::{AppState, PREFETCH_DEADLINE, Settings};
 use esi_federation::{config, dev, telemetry};
 
 #[derive(Parser)]
@@ -121,7 +121,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Lambda mode: configuration from `ESI_CONFIG` (default `/opt/esi`), lease keys from
-/// `ESI_LEASE_KEYS`, issuer keys fetched before the first invocation.
+/// `ESI_LEASE_KEYS`, issuer keys fetched before the first invocation (waiting at most
+/// [`PREFETCH_DEADLINE`] for them).
 #[cfg(feature = "lambda")]
 fn run_lambda() -> anyhow::Result<()> {
     use esi_federation::lambda;
@@ -134,7 +135,7 @@ fn run_lambda() -> anyhow::Result<()> {
         let state = AppState::new(Settings::default(), leases);
         let snap = config::load_path(&config, &state)?;
         state.install(snap);
-        state.prefetch_keys().await;
+        state.prefetch_keys(PREFETCH_DEADLINE).await;
         lambda::run(esi_federation::router(state))
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
@@ -234,7 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                                 .await??
                         };
                         state.install(snap);
-                        state.prefetch_keys().await;
+                        state.prefetch_keys(PREFETCH_DEADLINE).await;
                         server::spawn_config_watch(state.clone(), config, reload_interval);
                     }
                     (_, None) => anyhow::bail!("--config (or ESI_CONFIG) is required with --config-source file"),

@@ -1,16 +1,35 @@
 //! Shared state of the federation: the current configuration snapshot (swapped atomically on
 //! reload), the JWKS registry, the lease keys and the metrics.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
+use futures_util::StreamExt as _;
 
 use crate::config::{self, LoadError, Snapshot};
 use crate::lease::LeaseKeys;
 use crate::metrics::Metrics;
-use crate::token::jwks::{JwksRegistry, JwksSettings};
+use crate::token::ClusterKeys;
+use crate::token::jwks::{JwksRegistry, JwksSettings, JwksSource};
+
+/// How many issuers [`AppState::prefetch_keys`] fetches from at once.
+pub const PREFETCH_CONCURRENCY: usize = 16;
+
+/// How long a start waits for [`AppState::prefetch_keys`] by default: an issuer that answers
+/// at all answers well within it.
+pub const PREFETCH_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What [`AppState::prefetch_keys`] had done by the time it returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prefetched {
+    /// Issuers (distinct key sources) whose keys were not cached yet.
+    pub issuers: usize,
+    /// Of those, the ones whose keys are cached now.
+    pub cached: usize,
+}
 
 /// Runtime settings that are not manifests.
 #[derive(Debug, Clone)]
@@ -95,25 +114,63 @@ impl AppState {
         self.metrics.reload(true);
     }
 
-    /// Fetches the keys of every registered issuer now (concurrently, bounded by the fetch
-    /// timeout), so the first request does not pay for it. Failures are logged and retried on
-    /// demand later.
-    pub async fn prefetch_keys(&self) {
-        let Some(snap) = self.snapshot() else { return };
-        let mut tasks = Vec::new();
-        for cluster in snap.clusters.values() {
-            if let crate::token::ClusterKeys::Remote(source) = &cluster.keys
-                && source.cached().is_none()
-            {
-                let source = source.clone();
-                tasks.push(tokio::spawn(async move {
-                    let _ = source.ring_for(None).await;
-                }));
-            }
+    /// Fetches the keys of every registered issuer not cached yet, so that first requests do
+    /// not pay for it, and returns when all are fetched or `deadline` has passed, whichever
+    /// comes first.
+    ///
+    /// A start must not wait on the slowest issuer: one that does not answer holds a fetch for
+    /// its timeout twice (discovery, then the JWKS), and a Lambda's whole initialization gets
+    /// 10 s. Fetches still running at the deadline go on in the background; a request for
+    /// their issuer waits for that fetch instead of starting another. At most
+    /// [`PREFETCH_CONCURRENCY`] run at once, so that a registry of many clusters does not open
+    /// a connection per issuer at the same moment. Failures are logged by the fetch and
+    /// retried on demand after the cooldown.
+    pub async fn prefetch_keys(&self, deadline: Duration) -> Prefetched {
+        let Some(snap) = self.snapshot() else {
+            return Prefetched::default();
+        };
+        let mut seen = HashSet::new();
+        let sources: Vec<Arc<JwksSource>> = snap
+            .clusters
+            .values()
+            .filter_map(|cluster| match &cluster.keys {
+                ClusterKeys::Remote(source)
+                    if source.cached().is_none() && seen.insert(Arc::as_ptr(source)) =>
+                {
+                    Some(source.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if sources.is_empty() {
+            return Prefetched::default();
         }
-        for t in tasks {
-            let _ = t.await;
+        let fetching = {
+            let sources = sources.clone();
+            tokio::spawn(async move {
+                futures_util::stream::iter(sources)
+                    .for_each_concurrent(PREFETCH_CONCURRENCY, |source| async move {
+                        let _ = source.ring_for(None).await;
+                    })
+                    .await;
+            })
+        };
+        // Dropping the handle at the deadline detaches the task: its fetches go on.
+        let finished = tokio::time::timeout(deadline, fetching).await.is_ok();
+        let done = Prefetched {
+            issuers: sources.len(),
+            cached: sources.iter().filter(|s| s.cached().is_some()).count(),
+        };
+        if !finished {
+            tracing::warn!(
+                issuers = done.issuers,
+                cached = done.cached,
+                deadline_ms = deadline.as_millis() as u64,
+                "not every issuer's keys were fetched before the start deadline; serving now, \
+                 the rest are still being fetched"
+            );
         }
+        done
     }
 
     /// Loads `path` and installs it; on failure the previous snapshot keeps serving.

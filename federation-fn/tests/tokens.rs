@@ -545,3 +545,106 @@ async fn inline_jwks_needs_no_network() {
         "private"
     );
 }
+
+/// Requests an issuer is answering now, and the most it answered at once.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+/// Serves `issuer` on loopback with every answer `delay` late, counted in `gauge`.
+async fn serve_slowly(issuer: &Arc<LocalIssuer>, delay: Duration, gauge: Arc<Gauge>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    issuer.set_issuer(&format!("http://{}", listener.local_addr().unwrap()));
+    let app = issuer.router().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let gauge = gauge.clone();
+            async move {
+                let now = gauge.now.fetch_add(1, SeqCst) + 1;
+                gauge.most.fetch_max(now, SeqCst);
+                tokio::time::sleep(delay).await;
+                let answer = next.run(req).await;
+                gauge.now.fetch_sub(1, SeqCst);
+                answer
+            }
+        },
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+#[tokio::test]
+async fn a_start_waits_for_a_slow_issuer_only_until_its_deadline() {
+    let fast = common::issuer().await;
+    let slow = LocalIssuer::new(SigningKey::rsa());
+    // Discovery and then the JWKS, each 800 ms late: 1.6 s, well within the fetch timeout.
+    serve_slowly(&slow, Duration::from_millis(800), Arc::default()).await;
+    let yaml = common::cluster("alpha", &fast.issuer())
+        + &common::cluster("beta", &slow.issuer())
+        + common::GENERATORS;
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+
+    let started = Instant::now();
+    let got = state.prefetch_keys(Duration::from_millis(300)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1200), "waited {took:?}");
+    assert_eq!(
+        got,
+        esi_federation::state::Prefetched {
+            issuers: 2,
+            cached: 1
+        }
+    );
+    assert_eq!(fast.fetches(), 1);
+
+    // The slow issuer's fetch goes on without anyone waiting for it ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow.fetches() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the background fetch never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and its keys serve the first request without another fetch.
+    verify(&state, &common::token(&slow, "default", "app"))
+        .await
+        .unwrap();
+    assert_eq!(slow.fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_start_fetches_from_a_bounded_number_of_issuers_at_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gauge = Arc::new(Gauge::default());
+    let mut issuers = Vec::new();
+    let mut yaml = String::new();
+    for i in 0..40 {
+        let issuer = LocalIssuer::new(SigningKey::es256());
+        serve_slowly(&issuer, Duration::from_millis(50), gauge.clone()).await;
+        yaml += &common::cluster(&format!("c{i}"), &issuer.issuer());
+        issuers.push(issuer);
+    }
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+
+    let got = state.prefetch_keys(Duration::from_secs(20)).await;
+    assert_eq!(
+        got,
+        esi_federation::state::Prefetched {
+            issuers: 40,
+            cached: 40
+        }
+    );
+    let most = gauge.most.load(SeqCst);
+    assert!(
+        (2..=esi_federation::state::PREFETCH_CONCURRENCY).contains(&most),
+        "{most} fetches at once"
+    );
+    assert!(issuers.iter().all(|i| i.fetches() == 1));
+    // Nothing is left to fetch: a second prefetch has nothing to do.
+    assert_eq!(
+        state.prefetch_keys(Duration::from_secs(1)).await,
+        Default::default()
+    );
+}
