@@ -293,6 +293,30 @@ async fn every_error_code_has_its_status_and_shape() {
             "not_found",
         ),
         (
+            "generator path with two segments",
+            common::post("/v1/generators/default/UUID", Some(&app), None),
+            404,
+            "not_found",
+        ),
+        (
+            "generator path with four segments",
+            common::post("/v1/generators/default/UUID/id/x", Some(&app), None),
+            404,
+            "not_found",
+        ),
+        (
+            "generator path with a trailing slash",
+            common::post("/generators/default/UUID/id/", Some(&app), None),
+            404,
+            "not_found",
+        ),
+        (
+            "generator path with an empty segment",
+            common::post("/v1/generators/default//id", Some(&app), None),
+            400,
+            "bad_request",
+        ),
+        (
             "wrong method",
             common::get("/v1/generators/default/UUID/id", Some(&app)),
             405,
@@ -339,6 +363,27 @@ async fn every_error_code_has_its_status_and_shape() {
         if status == 401 {
             assert_eq!(headers["www-authenticate"], "Bearer", "{name}");
         }
+        if status == 405 {
+            assert_eq!(headers["allow"], "POST", "{name}");
+        }
+    }
+    // A route's other methods are refused alike, on both issuance routes and elsewhere.
+    for (method, path, allow) in [
+        ("PUT", "/v1/generators/default/UUID/id", "POST"),
+        ("HEAD", "/generators/default/UUID/id", "POST"),
+        ("DELETE", "/v1/revoke", "POST"),
+    ] {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (got, headers, json, text) = common::send(&state, req).await;
+        assert_eq!(got, 405, "{method} {path}: {text}");
+        assert_eq!(headers["allow"], allow, "{method} {path}");
+        if method != "HEAD" {
+            assert_eq!(common::code(&json), "method_not_allowed", "{method} {path}");
+        }
     }
     // The two denials say which check failed.
     let (_, _, json, _) = common::send(
@@ -369,7 +414,10 @@ async fn every_error_code_has_its_status_and_shape() {
     let (_, _, _, metrics) = common::send(&state, common::get("/metrics", None)).await;
     for want in [
         r#"esi_federation_requests_total{route="generate",code="policy_denied"} 4"#,
-        r#"esi_federation_requests_total{route="generate",code="bad_request"} 3"#,
+        r#"esi_federation_requests_total{route="generate",code="bad_request"} 4"#,
+        r#"esi_federation_requests_total{route="generate",code="not_found"} 2"#,
+        r#"esi_federation_requests_total{route="ese_generate",code="not_found"} 1"#,
+        r#"esi_federation_requests_total{route="generate",code="method_not_allowed"} 2"#,
         r#"esi_federation_requests_total{route="revoke",code="invalid_lease"} 1"#,
         r#"esi_federation_requests_total{route="other",code="not_found"} 1"#,
         r#"esi_federation_decisions_total{decision="denied",code="policy_denied"} 4"#,
