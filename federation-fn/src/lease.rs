@@ -201,21 +201,28 @@ impl LeaseKeys {
     /// Seals `claims` under the first key.
     pub fn seal(&self, claims: &LeaseClaims) -> Result<String, LeaseError> {
         let key = &self.keys[0];
-        let mut buf = serde_json::to_vec(claims).map_err(|_| LeaseError::Seal)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| LeaseError::Seal)?;
-        let prefix = format!("v1.{}", key.id);
-        key.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(prefix.as_bytes()),
-                &mut buf,
-            )
+        // One buffer, sealed in place: nonce || claims || tag. A lease's claims are ~250 bytes.
+        let mut raw = Vec::with_capacity(NONCE_LEN + 512 + AES_256_GCM.tag_len());
+        raw.resize(NONCE_LEN, 0);
+        self.rng
+            .fill(&mut raw[..NONCE_LEN])
             .map_err(|_| LeaseError::Seal)?;
-        let mut raw = Vec::with_capacity(NONCE_LEN + buf.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&buf);
-        Ok(format!("{prefix}.{}", URL_SAFE_NO_PAD.encode(raw)))
+        let nonce =
+            Nonce::try_assume_unique_for_key(&raw[..NONCE_LEN]).map_err(|_| LeaseError::Seal)?;
+        serde_json::to_writer(&mut raw, claims).map_err(|_| LeaseError::Seal)?;
+        // The sealed form starts with the associated data, `v1.<kid>`.
+        let encoded_len = (raw.len() + AES_256_GCM.tag_len()).div_ceil(3) * 4;
+        let mut sealed = String::with_capacity(4 + key.id.len() + encoded_len);
+        sealed.push_str("v1.");
+        sealed.push_str(&key.id);
+        let tag = key
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(sealed.as_bytes()), &mut raw[NONCE_LEN..])
+            .map_err(|_| LeaseError::Seal)?;
+        raw.extend_from_slice(tag.as_ref());
+        sealed.push('.');
+        URL_SAFE_NO_PAD.encode_string(&raw, &mut sealed);
+        Ok(sealed)
     }
 
     /// Opens a sealed lease.
@@ -288,6 +295,20 @@ mod tests {
         assert_eq!(keys.open(&sealed).unwrap(), claims());
         // Two seals of the same claims differ (random nonce).
         assert_ne!(keys.seal(&claims()).unwrap(), sealed);
+    }
+
+    #[test]
+    fn a_lease_sealed_by_an_earlier_release_still_opens() {
+        // Sealed by the seal of session 16 (ad65158) under this key: leases outlive releases.
+        let keys = LeaseKeys::parse("k1=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let sealed = "v1.k1.z1M8L4gUQ9O1XAiPGnlWB3yAOE6PTq5YTrx_ypI2lrTq7kyfXeOBxEOzNqj21u6yXQM7BJeI\
+                      OlnAIH1SA2EH8DBfUngoq1SAmX2QQGBckeET1XGt9dvfQ66eY1PFVBaMM66rX24W-LI654-rzdeY\
+                      IoCacEIQ36l9uwQoIH2bIPcpNHiwgz1scGNSYVIkHzBEpU7ZZz61";
+        assert_eq!(keys.open(sealed).unwrap(), claims());
+        // And what this release seals has the same shape: prefix, then nonce || claims || tag.
+        let now = keys.seal(&claims()).unwrap();
+        assert_eq!(now.len(), sealed.len());
+        assert_eq!(keys.open(&now).unwrap(), claims());
     }
 
     #[test]
