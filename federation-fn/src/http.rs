@@ -205,8 +205,15 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// Builds the router. The Lambda and the server binaries both serve exactly this.
+/// The federation's HTTP API as a router: [`api`] behind axum's `Router`, for the Lambda
+/// (`lambda_http`) and for tests, which drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
+    Router::new().fallback_service(api(state))
+}
+
+/// The federation's HTTP API as the server serves it. It answers exactly as [`router`] does,
+/// without the outer router's two path lookups and boxed route in front (see [`Api`]).
+pub fn api(state: AppState) -> Api {
     let max_body = state.settings.max_body_bytes;
     let rest = Router::new()
         .route(routes::REVOKE, post(revoke))
@@ -219,23 +226,29 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state.clone());
-    Router::new().fallback_service(Routes { state, rest })
+    Api { state, rest }
 }
 
-/// The issuance routes, the federation's hot path, taken before axum's router and handler
-/// machinery, every other route after. The path router would percent-decode and copy the
-/// three path parameters into the request's extensions, and the per-route middleware layer,
-/// method router and extractors each box or clone per request: taking the issuance routes
-/// first raised figure 2 of `BENCHMARKS.md` (issuances per second over loopback) by ~5 %.
-/// An issuance is answered as the other routes are behind [`observe`] and axum's method
-/// router: the same error shape, request id and metrics, and `405` with `Allow: POST`.
+/// The federation's HTTP API: the issuance routes, its hot path, taken before axum's router
+/// and handler machinery, every other route by an axum `Router` after them.
+///
+/// For an issuance, the path router would percent-decode and copy the three path parameters
+/// into the request's extensions, and the per-route middleware layer, method router and
+/// extractors each box or clone per request: taking the issuance routes first raised figure 2
+/// of `BENCHMARKS.md` (issuances per second over loopback) by ~5 %. An issuance is answered as
+/// the other routes are behind [`observe`] and axum's method router: the same error shape,
+/// request id and metrics, and `405` with `Allow: POST`.
 #[derive(Clone)]
-struct Routes {
+pub struct Api {
     state: AppState,
     rest: Router,
 }
 
-impl tower::Service<Request> for Routes {
+impl<B> tower::Service<axum::http::Request<B>> for Api
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response;
     type Error = Infallible;
     type Future = Either<
@@ -247,7 +260,8 @@ impl tower::Service<Request> for Routes {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let req = req.map(Body::new);
         match issuance_route(req.uri().path()) {
             Some(answer) => {
                 let state = self.state.clone();
@@ -299,7 +313,7 @@ fn route_label(path: &str) -> RouteLabel {
 }
 
 /// Request id, error rendering, metrics: the outermost layer of every route but the issuance
-/// routes, which do the same themselves (see [`Routes`]).
+/// routes, which do the same themselves (see [`Api`]).
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_label(req.uri().path());
@@ -626,6 +640,26 @@ enum Answer {
     Data,
 }
 
+/// A JSON answer, serialized into one buffer sized for an envelope with a sealed lease
+/// (axum's `Json` starts at 128 bytes and grows, three times for such an envelope).
+fn json_answer<T: serde::Serialize>(value: &T) -> Response {
+    let mut body = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize an answer");
+            ApiError::new(ErrorCode::Internal, "internal error").into_response()
+        }
+    }
+}
+
 async fn issue_route(state: AppState, answer: Answer, req: Request) -> Response {
     let started = Instant::now();
     let route = match answer {
@@ -647,8 +681,8 @@ async fn issue_route(state: AppState, answer: Answer, req: Request) -> Response 
                 let bearer = BearerHeader(parts.headers.get(header::AUTHORIZATION).cloned());
                 match issue_detached(state.clone(), rid.clone(), bearer, path).await {
                     Ok(envelope) => match answer {
-                        Answer::Envelope => Json(envelope).into_response(),
-                        Answer::Data => Json(envelope.data).into_response(),
+                        Answer::Envelope => json_answer(&envelope),
+                        Answer::Data => json_answer(&envelope.data),
                     },
                     Err(e) => e.into_response(),
                 }

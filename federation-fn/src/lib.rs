@@ -30,7 +30,7 @@ pub mod telemetry;
 pub mod testkit;
 pub mod token;
 
-pub use http::router;
+pub use http::{Api, api, router};
 pub use state::{AppState, Settings};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

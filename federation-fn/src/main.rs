@@ -242,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");
-                server::serve(listener, esi_federation::router(state), tls, Duration::from_secs(20)).await
+                server::serve(listener, esi_federation::api(state), tls, Duration::from_secs(20)).await
             })
         }
     }

@@ -1,14 +1,17 @@
-//! Serving the router as a long-running server (Kubernetes Deployment mode): plain HTTP or TLS
+//! Serving the API as a long-running server (Kubernetes Deployment mode): plain HTTP or TLS
 //! with certificate files reloaded when they change, configuration reloaded on SIGHUP and on
 //! file change, graceful shutdown on SIGTERM/SIGINT.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
+use axum::http::Request;
+use axum::response::Response;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
+use hyper::body::Incoming;
 
 use crate::state::{AppState, fingerprint};
 
@@ -26,14 +29,21 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// Serves `app` on `listener` until SIGTERM/SIGINT, then drains in-flight requests for up to
-/// `drain`.
-pub async fn serve(
+/// Serves `app` (the federation's [`crate::Api`], or a `Router`) on `listener` until
+/// SIGTERM/SIGINT, then drains in-flight requests for up to `drain`.
+pub async fn serve<S>(
     listener: std::net::TcpListener,
-    app: Router,
+    app: S,
     tls: Option<TlsFiles>,
     drain: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let handle: Handle<SocketAddr> = Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -42,7 +52,7 @@ pub async fn serve(
         shutdown.graceful_shutdown(Some(drain));
     });
     listener.set_nonblocking(true)?;
-    let service = app.into_make_service();
+    let service = tower::make::Shared::new(app);
     match tls {
         None => {
             axum_server::from_tcp(listener)?

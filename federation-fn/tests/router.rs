@@ -38,14 +38,26 @@ async fn generate_returns_the_envelope() {
     assert!(json["issuedAt"].as_str().unwrap().ends_with('Z'));
     assert!(json.get("lease").is_none() && json.get("expiresAt").is_none());
     assert!(headers.contains_key("x-request-id"));
+    assert_eq!(headers["content-type"], "application/json");
 
-    let (status, _, json, _) = common::send(
+    let (status, headers, json, _) = common::send(
         &state,
         common::post("/v1/generators/default/UUID/id", Some(&token), None),
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(json["data"]["uuid"].as_str().unwrap().len(), 36);
+    assert_eq!(headers["content-type"], "application/json");
+
+    // The External Secrets route answers with the data alone.
+    let (status, headers, json, _) = common::send(
+        &state,
+        common::post("/generators/default/UUID/id", Some(&token), None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json["uuid"].as_str().unwrap().len(), 36);
+    assert_eq!(headers["content-type"], "application/json");
 }
 
 #[tokio::test]

@@ -206,6 +206,39 @@ async fn serves_reloads_shares_leases_and_never_logs_secrets() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     bodies.push(resp.text().await.unwrap());
+    // The server serves the same API as the router the tests drive in-process: the issuance
+    // routes' method check, and the routes behind them.
+    let resp = http
+        .get(format!("http://{}/v1/generators/default/UUID/id", one.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            resp.status().as_u16(),
+            resp.headers()["allow"].to_str().unwrap()
+        ),
+        (405, "POST")
+    );
+    let resp = http
+        .get(format!("http://{}/v1/whoami", one.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["namespace"],
+        "default"
+    );
+    let resp = http
+        .get(format!("http://{}/v2/nothing", one.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    bodies.push(resp.text().await.unwrap());
 
     // Configuration reload: a new Authorization takes effect without restart.
     let newcomer = common::token(&issuer, "ops", "runner");
