@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::Router;
-
+use crate::Api;
 use crate::config::{self, LoadError};
 use crate::issuer::{LocalIssuer, SigningKey, TokenSpec};
 use crate::lease::LeaseKeys;
@@ -26,8 +25,8 @@ pub struct Dev {
     pub state: AppState,
     /// The dev issuer.
     pub issuer: Arc<LocalIssuer>,
-    /// Federation router with the dev issuer nested at [`ISSUER_PATH`].
-    pub app: Router,
+    /// The federation's API with the dev issuer nested at [`ISSUER_PATH`].
+    pub app: Api,
     /// The base URL clients use.
     pub base_url: String,
 }
@@ -57,7 +56,7 @@ pub fn build(addr: SocketAddr) -> Result<Dev, LoadError> {
     let text = DEV_CONFIG.replace("${ISSUER}", &issuer.issuer());
     let snapshot = config::load_text("embedded dev.yaml", &text, &state)?;
     state.install(snapshot);
-    let app = crate::router(state.clone()).nest(ISSUER_PATH, issuer.router());
+    let app = crate::api(state.clone()).nest(ISSUER_PATH, issuer.router());
     Ok(Dev {
         state,
         issuer,

@@ -238,10 +238,20 @@ pub fn api(state: AppState) -> Api {
 /// of `BENCHMARKS.md` (issuances per second over loopback) by ~5 %. An issuance is answered as
 /// the other routes are behind [`observe`] and axum's method router: the same error shape,
 /// request id and metrics, and `405` with `Allow: POST`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Api {
     state: AppState,
     rest: Router,
+}
+
+impl Api {
+    /// Adds `router`'s routes under `path` beside the API's own (dev mode's issuer).
+    pub fn nest(self, path: &str, router: Router) -> Self {
+        Api {
+            rest: self.rest.nest(path, router),
+            ..self
+        }
+    }
 }
 
 impl<B> tower::Service<axum::http::Request<B>> for Api
