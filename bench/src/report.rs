@@ -28,6 +28,21 @@ impl Verdict {
     }
 }
 
+/// A ratio measured against its goal (`>= goal`), to three decimals, or to as many more as
+/// it takes for the printed value to fall on the same side of the goal as the measured one: a
+/// figure at 0.4996x fails a 0.50x goal, and reads "0.4996x", not "0.500x".
+pub fn ratio(value: f64, goal: f64) -> String {
+    let mut text = String::new();
+    for decimals in 3..=6 {
+        text = format!("{value:.decimals$}x");
+        let shown: f64 = text.trim_end_matches('x').parse().unwrap_or(value);
+        if (shown >= goal) == (value >= goal) {
+            break;
+        }
+    }
+    text
+}
+
 /// One row of the table.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -153,4 +168,18 @@ pub fn markdown(rows: &[Row]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod ratio_tests {
+    use super::ratio;
+
+    #[test]
+    fn a_ratio_never_reads_as_meeting_a_goal_it_missed() {
+        assert_eq!(ratio(0.4872, 0.5), "0.487x");
+        assert_eq!(ratio(0.5013, 0.5), "0.501x");
+        assert_eq!(ratio(0.49962, 0.5), "0.4996x");
+        assert_eq!(ratio(0.8999, 0.9), "0.8999x");
+        assert_eq!(ratio(0.9, 0.9), "0.900x");
+    }
 }

@@ -18,7 +18,7 @@ use crate::Plan;
 use crate::bins::Bins;
 use crate::load::{self, Dialer, Prepared, Workload, median};
 use crate::pin;
-use crate::report::{Row, Verdict};
+use crate::report::{self, Row, Verdict};
 use crate::served::{self, Served};
 
 const POD: &str =
@@ -254,7 +254,8 @@ pub async fn fig9(plan: &Plan, bins: &Bins, rows: &mut Vec<Row>) -> anyhow::Resu
         "9",
         what,
         format!(
-            "{ratio:.3}x /healthz; p99 {:.2} ms at 1,000/s",
+            "{} /healthz; p99 {:.2} ms at 1,000/s",
+            report::ratio(ratio, 0.5),
             p99.as_secs_f64() * 1000.0
         ),
         goal,
