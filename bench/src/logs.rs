@@ -6,9 +6,9 @@
 //! the server listens, and keeps the first and the last 64 KB, which it shows when a server
 //! fails. A file instead would be hundreds of MB of audit lines per full run, and ext4's
 //! page-cache writes on the server's core for every batch of lines (6 % of figure 2's server
-//! core in a profile, see bench/FINDINGS.md, session 14), which no deployment pays. (`esi_federation::testkit::
-//! ServeLogs` reads a server's stderr for the tests too, but keeps every line: a bench run
-//! writes millions.)
+//! core in a profile, see bench/FINDINGS.md, session 14), which no deployment pays.
+//! (`esi_federation::testkit::ServeLogs` reads a server's stderr for the tests too, but keeps
+//! every line: a bench run writes millions.)
 
 use std::io::BufRead as _;
 use std::process::{Child, Command};

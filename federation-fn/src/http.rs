@@ -130,14 +130,8 @@ impl GeneratorPath {
         (next(), next(), next())
     }
 
-    /// The generator path of an issuance route's `path`.
-    fn of(path: &str) -> Result<Self, ApiError> {
-        // The routes end in exactly three segments, as `issuance_route` checked.
-        let tail = path
-            .rmatch_indices('/')
-            .nth(2)
-            .map(|(i, _)| &path[i + 1..])
-            .unwrap_or_default();
+    /// The generator path of an issuance route's three segments, `tail`.
+    fn of(tail: &str) -> Result<Self, ApiError> {
         if !tail.contains('%') {
             return Ok(GeneratorPath {
                 reference: tail.to_owned(),
@@ -236,9 +230,9 @@ pub fn api(state: AppState) -> Api {
 /// into the request's extensions, and the per-route middleware layer, method router and
 /// extractors each box or clone per request: taking the issuance routes first, and serving
 /// this service without a router in front, raised figure 2 of `BENCHMARKS.md` (issuances per
-/// second over loopback) by ~8 %. An issuance is answered as
-/// the other routes are behind [`observe`] and axum's method router: the same error shape,
-/// request id and metrics, and `405` with `Allow: POST`.
+/// second over loopback) by ~8 %. An issuance is answered as the other routes are behind
+/// [`observe`] and axum's method router: the same error shape, request id and metrics, and
+/// `405` with `Allow: POST`.
 #[derive(Clone, Debug)]
 pub struct Api {
     state: AppState,
@@ -289,16 +283,15 @@ where
 /// whose three parameters match any three segments, empty ones too (which the issuance then
 /// refuses as a bad request).
 fn issuance_route(path: &str) -> Option<Answer> {
-    let (answer, tail) = [
-        (Answer::Envelope, routes::GENERATE),
-        (Answer::Data, routes::ESE_GENERATE),
-    ]
-    .into_iter()
-    .find_map(|(answer, route)| {
-        let prefix = route.split_once('{').map_or(route, |(prefix, _)| prefix);
-        path.strip_prefix(prefix).map(|tail| (answer, tail))
-    })?;
+    let (answer, tail) = issuance_prefix(path)?;
     (tail.split('/').count() == 3).then_some(answer)
+}
+
+/// The issuance route whose prefix `path` starts with, and what follows the prefix.
+fn issuance_prefix(path: &str) -> Option<(Answer, &str)> {
+    [Answer::Envelope, Answer::Data]
+        .into_iter()
+        .find_map(|answer| Some((answer, path.strip_prefix(answer.prefix())?)))
 }
 
 async fn not_found() -> ApiError {
@@ -306,20 +299,17 @@ async fn not_found() -> ApiError {
 }
 
 fn route_label(path: &str) -> RouteLabel {
-    if path.starts_with("/v1/generators/") {
-        RouteLabel::Generate
-    } else if path.starts_with("/generators/") {
-        RouteLabel::EseGenerate
-    } else {
-        match path {
-            routes::REVOKE => RouteLabel::Revoke,
-            routes::WHOAMI => RouteLabel::Whoami,
-            routes::AUTHORIZE => RouteLabel::Authorize,
-            routes::HEALTHZ => RouteLabel::Healthz,
-            routes::READYZ => RouteLabel::Readyz,
-            routes::METRICS => RouteLabel::Metrics,
-            _ => RouteLabel::Other,
-        }
+    if let Some((answer, _)) = issuance_prefix(path) {
+        return answer.route_label();
+    }
+    match path {
+        routes::REVOKE => RouteLabel::Revoke,
+        routes::WHOAMI => RouteLabel::Whoami,
+        routes::AUTHORIZE => RouteLabel::Authorize,
+        routes::HEALTHZ => RouteLabel::Healthz,
+        routes::READYZ => RouteLabel::Readyz,
+        routes::METRICS => RouteLabel::Metrics,
+        _ => RouteLabel::Other,
     }
 }
 
@@ -651,6 +641,24 @@ enum Answer {
     Data,
 }
 
+impl Answer {
+    /// The route's path up to its parameters (`/v1/generators/`).
+    fn prefix(self) -> &'static str {
+        let route = match self {
+            Answer::Envelope => routes::GENERATE,
+            Answer::Data => routes::ESE_GENERATE,
+        };
+        route.split_once('{').map_or(route, |(prefix, _)| prefix)
+    }
+
+    fn route_label(self) -> RouteLabel {
+        match self {
+            Answer::Envelope => RouteLabel::Generate,
+            Answer::Data => RouteLabel::EseGenerate,
+        }
+    }
+}
+
 /// A JSON answer, serialized into one buffer sized for an envelope with a sealed lease
 /// (axum's `Json` starts at 128 bytes and grows, three times for such an envelope).
 fn json_answer<T: serde::Serialize>(value: &T) -> Response {
@@ -673,10 +681,6 @@ fn json_answer<T: serde::Serialize>(value: &T) -> Response {
 
 async fn issue_route(state: AppState, answer: Answer, req: Request) -> Response {
     let started = Instant::now();
-    let route = match answer {
-        Answer::Envelope => RouteLabel::Generate,
-        Answer::Data => RouteLabel::EseGenerate,
-    };
     let rid = RequestId::of(req.headers());
     let resp = if req.method() != Method::POST {
         let mut resp = StatusCode::METHOD_NOT_ALLOWED.into_response();
@@ -686,7 +690,9 @@ async fn issue_route(state: AppState, answer: Answer, req: Request) -> Response 
     } else {
         // The body is not read: an issuance takes none.
         let (parts, _) = req.into_parts();
-        match GeneratorPath::of(parts.uri.path()) {
+        // `issuance_route` checked the prefix and the three segments after it.
+        let segments = &parts.uri.path()[answer.prefix().len()..];
+        match GeneratorPath::of(segments) {
             Err(e) => e.into_response(),
             Ok(path) => {
                 let bearer = BearerHeader(parts.headers.get(header::AUTHORIZATION).cloned());
@@ -700,7 +706,7 @@ async fn issue_route(state: AppState, answer: Answer, req: Request) -> Response 
             }
         }
     };
-    finish(&state, route, rid, started, resp)
+    finish(&state, answer.route_label(), rid, started, resp)
 }
 
 /// Runs [`issue`] so that it always runs to its end: a client that disconnects mid-request
