@@ -207,7 +207,18 @@ fn draw(rng: &mut impl Rng, set: &[u8], count: usize, allow_repeat: bool, out: &
     if allow_repeat {
         out.extend((0..count).map(|_| set[rng.random_range(0..set.len())]));
     } else {
-        let mut pool = set.to_vec();
+        // The sets are at most 52 letters, 10 digits or 32 distinct symbols (printable ASCII
+        // that is neither a letter nor a digit): drawn from a copy on the stack.
+        let mut stack = [0u8; 64];
+        let mut heap = Vec::new();
+        let pool = match stack.get_mut(..set.len()) {
+            Some(pool) => pool,
+            None => {
+                heap.extend_from_slice(set);
+                &mut heap[..]
+            }
+        };
+        pool.copy_from_slice(set);
         let (chosen, _) = pool.partial_shuffle(rng, count);
         out.extend_from_slice(chosen);
     }

@@ -266,15 +266,16 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        let req = req.map(Body::new);
         match issuance_route(req.uri().path()) {
             Some(answer) => {
                 let state = self.state.clone();
+                // The body is not read: an issuance takes none.
+                let (parts, _) = req.into_parts();
                 Either::Left(Box::pin(async move {
-                    Ok(issue_route(state, answer, req).await)
+                    Ok(issue_route(state, answer, parts).await)
                 }))
             }
-            None => Either::Right(self.rest.call(req)),
+            None => Either::Right(self.rest.call(req.map(Body::new))),
         }
     }
 }
@@ -642,13 +643,12 @@ enum Answer {
 }
 
 impl Answer {
-    /// The route's path up to its parameters (`/v1/generators/`).
+    /// The route's path up to its parameters (`/v1/generators/`), cut at compile time.
     fn prefix(self) -> &'static str {
-        let route = match self {
-            Answer::Envelope => routes::GENERATE,
-            Answer::Data => routes::ESE_GENERATE,
-        };
-        route.split_once('{').map_or(route, |(prefix, _)| prefix)
+        match self {
+            Answer::Envelope => const { up_to_parameters(routes::GENERATE) },
+            Answer::Data => const { up_to_parameters(routes::ESE_GENERATE) },
+        }
     }
 
     fn route_label(self) -> RouteLabel {
@@ -656,6 +656,19 @@ impl Answer {
             Answer::Envelope => RouteLabel::Generate,
             Answer::Data => RouteLabel::EseGenerate,
         }
+    }
+}
+
+/// `route` up to its first `{parameter}`.
+const fn up_to_parameters(route: &'static str) -> &'static str {
+    let bytes = route.as_bytes();
+    let mut end = 0;
+    while end < bytes.len() && bytes[end] != b'{' {
+        end += 1;
+    }
+    match std::str::from_utf8(bytes.split_at(end).0) {
+        Ok(prefix) => prefix,
+        Err(_) => panic!("a route's prefix ends before an ASCII byte"),
     }
 }
 
@@ -679,17 +692,15 @@ fn json_answer<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
-async fn issue_route(state: AppState, answer: Answer, req: Request) -> Response {
+async fn issue_route(state: AppState, answer: Answer, parts: Parts) -> Response {
     let started = Instant::now();
-    let rid = RequestId::of(req.headers());
-    let resp = if req.method() != Method::POST {
+    let rid = RequestId::of(&parts.headers);
+    let resp = if parts.method != Method::POST {
         let mut resp = StatusCode::METHOD_NOT_ALLOWED.into_response();
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         resp
     } else {
-        // The body is not read: an issuance takes none.
-        let (parts, _) = req.into_parts();
         // `issuance_route` checked the prefix and the three segments after it.
         let segments = &parts.uri.path()[answer.prefix().len()..];
         match GeneratorPath::of(segments) {

@@ -44,6 +44,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    listener.set_nonblocking(true)?;
+    let Some(files) = tls else {
+        return serve_plain(tokio::net::TcpListener::from_std(listener)?, app, drain).await;
+    };
     let handle: Handle<SocketAddr> = Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -51,32 +55,84 @@ where
         tracing::info!("shutting down: draining in-flight requests");
         shutdown.graceful_shutdown(Some(drain));
     });
-    listener.set_nonblocking(true)?;
     let service = tower::make::Shared::new(app);
-    match tls {
-        None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(service)
-                .await?;
-        }
-        Some(files) => {
-            install_crypto_provider();
-            let config = RustlsConfig::from_pem_file(&files.cert, &files.key)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot load TLS certificate {} / key {}: {e}",
-                        files.cert.display(),
-                        files.key.display()
-                    )
-                })?;
-            tokio::spawn(watch_tls(config.clone(), files));
-            axum_server::from_tcp_rustls(listener, config)?
-                .handle(handle)
-                .serve(service)
-                .await?;
-        }
+    install_crypto_provider();
+    let config = RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load TLS certificate {} / key {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    tokio::spawn(watch_tls(config.clone(), files));
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(service)
+        .await?;
+    Ok(())
+}
+
+/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) straight with hyper: one task
+/// per connection, watched for a graceful shutdown on SIGTERM/SIGINT, then a drain of up to
+/// `drain` before the remaining connections are dropped.
+///
+/// axum-server, which serves TLS above, wraps every connection in a `select!` over three
+/// shutdown signals, each taking a lock when polled, and stores a shutdown handle in every
+/// request's extensions (three allocations): per request, on the issuance hot path. hyper-util's
+/// graceful watcher polls one signal per wake and touches no request.
+async fn serve_plain<S>(
+    listener: tokio::net::TcpListener,
+    app: S,
+    drain: Duration,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: retry without spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        // Requests and answers are small: do not hold them back (Nagle).
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A connection's I/O errors (a client gone mid-request) end only that connection.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(drain = ?drain, "connections still open after the drain; closing them");
     }
     Ok(())
 }

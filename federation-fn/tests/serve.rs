@@ -83,12 +83,19 @@ impl Server {
         self.logs.text()
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+    fn sigterm(&self) {
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -474,4 +481,64 @@ async fn sighup_reloads_the_configuration_at_once() {
     .await;
     assert!(server.logs.logged("SIGHUP"), "{}", server.logs());
     assert!(server.terminate().success());
+}
+
+/// SIGTERM stops new connections at once but lets a request in flight finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    // The issuer answers discovery and its JWKS 2.5 s late each: the start stops waiting for
+    // the keys after 3 s, and the first request waits for the fetch still running (~2 s more).
+    let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    issuer.set_issuer(&format!("http://{}", listener.local_addr().unwrap()));
+    let app = issuer.router().layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            next.run(req).await
+        },
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = config_dir(&issuer);
+    let mut server = Server::start(dir.path(), &LeaseKeys::generate_spec("k1"), &[]);
+    let token = common::token(&issuer, "default", "app");
+    let url = format!("http://{}/v1/generators/default/UUID/id", server.addr);
+    let in_flight = tokio::spawn({
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let started = Instant::now();
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(&token)
+                .send()
+                .await;
+            (resp, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the request did not wait for the keys"
+    );
+    server.sigterm();
+
+    // New connections are refused while the request in flight is served.
+    wait_for("the listener to close", async || {
+        tokio::net::TcpStream::connect(&server.addr).await.is_err()
+    })
+    .await;
+    let (resp, took) = in_flight.await.unwrap();
+    let resp = resp.expect("the request in flight was cut off");
+    assert_eq!(resp.status(), 200, "{}", server.logs());
+    assert!(
+        took > Duration::from_millis(600),
+        "answered after {took:?}: the request was not in flight during the shutdown"
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["data"]["uuid"].is_string(), "{body}");
+    assert!(server.wait_exit().success(), "{}", server.logs());
+    assert!(
+        server.logs.logged("draining in-flight requests"),
+        "{}",
+        server.logs()
+    );
 }

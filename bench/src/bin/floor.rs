@@ -1,7 +1,8 @@
 //! `esi-bench-floor`: what the bench's HTTP paths cost with nothing of esi in them, served the
 //! way the federation and the webhook serve (axum over hyper, tokio's current-thread scheduler,
-//! mimalloc, the webhook's rustls configuration), so figures 2 and 9 can say how far they are
-//! from the floor of the same bytes on the same machine.
+//! mimalloc; plain HTTP through the federation's own server, TLS through axum-server with the
+//! webhook's rustls configuration), so figures 2 and 9 can say how far they are from the floor
+//! of the same bytes on the same machine.
 //!
 //! ```text
 //! esi-bench-floor --listen ADDR --verify-jwk '{"n":…,"e":…}'
@@ -19,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
@@ -148,16 +150,19 @@ fn run() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {listen}"))?;
             listener.set_nonblocking(true)?;
             eprintln!("listening on {}", listener.local_addr()?);
-            let service = app.into_make_service();
             match tls {
+                // The webhook's way: axum-server with rustls.
                 Some(cfg) => {
                     let cfg = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
                     axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
-                        .serve(service)
+                        .serve(app.into_make_service())
                         .await
+                        .context("serving")
                 }
-                None => axum_server::from_tcp(listener)?.serve(service).await,
+                // The federation's own plain-HTTP server.
+                None => {
+                    esi_federation::server::serve(listener, app, None, Duration::from_secs(1)).await
+                }
             }
-            .context("serving")
         })
 }
