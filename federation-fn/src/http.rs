@@ -27,7 +27,7 @@ use esi_backends::{Context, Generate};
 use futures_util::future::Either;
 
 use crate::config::Snapshot;
-use crate::lease::{LeaseClaims, LeaseSubject};
+use crate::lease::{LeaseClaimsRef, LeaseSubject, LeaseSubjectRef};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;
 use crate::token::{self, ClusterVerifier};
@@ -590,13 +590,13 @@ async fn issue(
     let lease = match &minted.lease {
         None => None,
         Some(handle) => {
-            let claims = LeaseClaims {
-                generator: reference.to_owned(),
-                subject: LeaseSubject::of(&identity),
-                handle: handle.clone(),
+            let claims = LeaseClaimsRef {
+                generator: reference,
+                subject: LeaseSubjectRef::of(&identity),
+                handle,
                 issued_at: issued_at.as_second(),
             };
-            match state.leases.seal(&claims) {
+            match state.leases.seal(claims) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     // Nothing minted may leak: revoke what we cannot hand out.

@@ -21,8 +21,8 @@ use esi_backends::LeaseHandle;
 /// Largest sealed lease accepted, in bytes.
 pub const MAX_LEASE_BYTES: usize = 8 * 1024;
 
-/// What a lease says once opened.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a lease says once opened ([`LeaseClaimsRef`] is what is sealed).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct LeaseClaims {
     /// `namespace/kind/name` of the generator that issued it.
     #[serde(rename = "g")]
@@ -84,6 +84,69 @@ impl LeaseSubject {
             && (self.service_account_uid.is_empty()
                 || other.service_account_uid.is_empty()
                 || self.service_account_uid == other.service_account_uid)
+    }
+}
+
+/// The claims of a lease to seal, borrowed from the issuance: the wire form [`LeaseClaims`]
+/// reads back, written without copying the generator, the subject or the handle.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LeaseClaimsRef<'a> {
+    /// `namespace/kind/name` of the generator that issued it.
+    #[serde(rename = "g")]
+    pub generator: &'a str,
+    /// The subject it was issued to.
+    #[serde(rename = "s")]
+    pub subject: LeaseSubjectRef<'a>,
+    /// The backend's revocation handle.
+    #[serde(rename = "h")]
+    pub handle: &'a LeaseHandle,
+    /// Issue time, seconds since the epoch.
+    #[serde(rename = "t")]
+    pub issued_at: i64,
+}
+
+/// A [`LeaseSubject`], borrowed.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LeaseSubjectRef<'a> {
+    /// Cluster name.
+    #[serde(rename = "c")]
+    pub cluster: &'a str,
+    /// Namespace.
+    #[serde(rename = "n")]
+    pub namespace: &'a str,
+    /// ServiceAccount name.
+    #[serde(rename = "a")]
+    pub service_account: &'a str,
+    /// ServiceAccount uid (may be empty).
+    #[serde(rename = "u")]
+    pub service_account_uid: &'a str,
+}
+
+impl<'a> LeaseSubjectRef<'a> {
+    /// The subject of a verified identity.
+    pub fn of(identity: &'a esi_api::Identity) -> Self {
+        LeaseSubjectRef {
+            cluster: &identity.cluster,
+            namespace: &identity.namespace,
+            service_account: &identity.service_account.name,
+            service_account_uid: &identity.service_account.uid,
+        }
+    }
+}
+
+impl<'a> From<&'a LeaseClaims> for LeaseClaimsRef<'a> {
+    fn from(c: &'a LeaseClaims) -> Self {
+        LeaseClaimsRef {
+            generator: &c.generator,
+            subject: LeaseSubjectRef {
+                cluster: &c.subject.cluster,
+                namespace: &c.subject.namespace,
+                service_account: &c.subject.service_account,
+                service_account_uid: &c.subject.service_account_uid,
+            },
+            handle: &c.handle,
+            issued_at: c.issued_at,
+        }
     }
 }
 
@@ -199,7 +262,7 @@ impl LeaseKeys {
     }
 
     /// Seals `claims` under the first key.
-    pub fn seal(&self, claims: &LeaseClaims) -> Result<String, LeaseError> {
+    pub fn seal(&self, claims: LeaseClaimsRef<'_>) -> Result<String, LeaseError> {
         let key = &self.keys[0];
         // One buffer, sealed in place: nonce || claims || tag. A lease's claims are ~250 bytes.
         let mut raw = Vec::with_capacity(NONCE_LEN + 512 + AES_256_GCM.tag_len());
@@ -209,7 +272,7 @@ impl LeaseKeys {
             .map_err(|_| LeaseError::Seal)?;
         let nonce =
             Nonce::try_assume_unique_for_key(&raw[..NONCE_LEN]).map_err(|_| LeaseError::Seal)?;
-        serde_json::to_writer(&mut raw, claims).map_err(|_| LeaseError::Seal)?;
+        serde_json::to_writer(&mut raw, &claims).map_err(|_| LeaseError::Seal)?;
         // The sealed form starts with the associated data, `v1.<kid>`.
         let encoded_len = (raw.len() + AES_256_GCM.tag_len()).div_ceil(3) * 4;
         let mut sealed = String::with_capacity(4 + key.id.len() + encoded_len);
@@ -289,12 +352,12 @@ mod tests {
     #[test]
     fn seals_and_opens_without_revealing_the_handle() {
         let keys = LeaseKeys::parse(&LeaseKeys::generate_spec("k1")).unwrap();
-        let sealed = keys.seal(&claims()).unwrap();
+        let sealed = keys.seal((&claims()).into()).unwrap();
         assert!(sealed.starts_with("v1.k1."));
         assert!(!sealed.contains("database"));
         assert_eq!(keys.open(&sealed).unwrap(), claims());
         // Two seals of the same claims differ (random nonce).
-        assert_ne!(keys.seal(&claims()).unwrap(), sealed);
+        assert_ne!(keys.seal((&claims()).into()).unwrap(), sealed);
     }
 
     #[test]
@@ -306,7 +369,7 @@ mod tests {
                       IoCacEIQ36l9uwQoIH2bIPcpNHiwgz1scGNSYVIkHzBEpU7ZZz61";
         assert_eq!(keys.open(sealed).unwrap(), claims());
         // And what this release seals has the same shape: prefix, then nonce || claims || tag.
-        let now = keys.seal(&claims()).unwrap();
+        let now = keys.seal((&claims()).into()).unwrap();
         assert_eq!(now.len(), sealed.len());
         assert_eq!(keys.open(&now).unwrap(), claims());
     }
@@ -317,9 +380,9 @@ mod tests {
         let k2 = LeaseKeys::generate_spec("k2");
         let before = LeaseKeys::parse(&k1).unwrap();
         let after = LeaseKeys::parse(&format!("{k2},{k1}")).unwrap();
-        let sealed_before = before.seal(&claims()).unwrap();
+        let sealed_before = before.seal((&claims()).into()).unwrap();
         assert_eq!(after.open(&sealed_before).unwrap(), claims());
-        let sealed_after = after.seal(&claims()).unwrap();
+        let sealed_after = after.seal((&claims()).into()).unwrap();
         assert!(sealed_after.starts_with("v1.k2."));
         assert!(matches!(
             before.open(&sealed_after),
@@ -330,7 +393,7 @@ mod tests {
     #[test]
     fn rejects_tampering_and_garbage() {
         let keys = LeaseKeys::parse(&LeaseKeys::generate_spec("k1")).unwrap();
-        let sealed = keys.seal(&claims()).unwrap();
+        let sealed = keys.seal((&claims()).into()).unwrap();
         let mut bytes = sealed.clone().into_bytes();
         let last = bytes.len() - 3;
         bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
