@@ -29,6 +29,32 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// What [`serve`] serves: a cloneable tower service of hyper's requests, such as the
+/// federation's [`crate::Api`] or an axum `Router`.
+pub trait Served:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Served for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `app` (the federation's [`crate::Api`], or a `Router`) on `listener` until
 /// SIGTERM/SIGINT, then drains in-flight requests for up to `drain`.
 pub async fn serve<S>(
@@ -38,11 +64,7 @@ pub async fn serve<S>(
     drain: Duration,
 ) -> anyhow::Result<()>
 where
-    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Served,
 {
     listener.set_nonblocking(true)?;
     let Some(files) = tls else {
@@ -88,11 +110,7 @@ async fn serve_plain<S>(
     drain: Duration,
 ) -> anyhow::Result<()>
 where
-    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: Served,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
