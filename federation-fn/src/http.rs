@@ -27,7 +27,7 @@ use esi_backends::{Context, Generate};
 use futures_util::future::Either;
 
 use crate::config::Snapshot;
-use crate::lease::{LeaseClaimsRef, LeaseSubject, LeaseSubjectRef};
+use crate::lease::{LeaseClaimsRef, LeaseSubjectRef};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;
 use crate::token::{self, ClusterVerifier};
@@ -788,7 +788,7 @@ async fn revoke(
             ApiError::new(ErrorCode::InvalidLease, e.to_string()),
         )
     })?;
-    if !claims.subject.same_as(&LeaseSubject::of(&identity)) {
+    if !claims.subject.same_as(LeaseSubjectRef::of(&identity)) {
         return Err(deny(
             Some(&identity),
             &claims.generator,

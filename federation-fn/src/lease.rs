@@ -66,18 +66,18 @@ pub struct LeaseSubject {
 }
 
 impl LeaseSubject {
-    /// The subject of a verified identity.
-    pub fn of(identity: &esi_api::Identity) -> Self {
-        LeaseSubject {
-            cluster: identity.cluster.clone(),
-            namespace: identity.namespace.clone(),
-            service_account: identity.service_account.name.clone(),
-            service_account_uid: identity.service_account.uid.clone(),
+    /// This subject, borrowed.
+    pub fn as_ref(&self) -> LeaseSubjectRef<'_> {
+        LeaseSubjectRef {
+            cluster: &self.cluster,
+            namespace: &self.namespace,
+            service_account: &self.service_account,
+            service_account_uid: &self.service_account_uid,
         }
     }
 
     /// Whether `other` is the same subject.
-    pub fn same_as(&self, other: &LeaseSubject) -> bool {
+    pub fn same_as(&self, other: LeaseSubjectRef<'_>) -> bool {
         self.cluster == other.cluster
             && self.namespace == other.namespace
             && self.service_account == other.service_account
@@ -138,12 +138,7 @@ impl<'a> From<&'a LeaseClaims> for LeaseClaimsRef<'a> {
     fn from(c: &'a LeaseClaims) -> Self {
         LeaseClaimsRef {
             generator: &c.generator,
-            subject: LeaseSubjectRef {
-                cluster: &c.subject.cluster,
-                namespace: &c.subject.namespace,
-                service_account: &c.subject.service_account,
-                service_account_uid: &c.subject.service_account_uid,
-            },
+            subject: c.subject.as_ref(),
             handle: &c.handle,
             issued_at: c.issued_at,
         }
@@ -439,13 +434,13 @@ mod tests {
     fn subject_match_requires_same_service_account() {
         let a = claims().subject;
         let mut b = a.clone();
-        assert!(a.same_as(&b));
+        assert!(a.same_as(b.as_ref()));
         b.service_account_uid = String::new();
-        assert!(a.same_as(&b));
+        assert!(a.same_as(b.as_ref()));
         b.service_account_uid = "uid-2".to_owned();
-        assert!(!a.same_as(&b));
+        assert!(!a.same_as(b.as_ref()));
         let mut c = a.clone();
         c.cluster = "b".to_owned();
-        assert!(!a.same_as(&c));
+        assert!(!a.same_as(c.as_ref()));
     }
 }

@@ -67,9 +67,23 @@ where
     S: Served,
 {
     listener.set_nonblocking(true)?;
-    let Some(files) = tls else {
-        return serve_plain(tokio::net::TcpListener::from_std(listener)?, app, drain).await;
-    };
+    match tls {
+        None => serve_plain(tokio::net::TcpListener::from_std(listener)?, app, drain).await,
+        Some(files) => serve_tls(listener, app, files, drain).await,
+    }
+}
+
+/// Serves HTTPS with axum-server, the certificate files reloaded when they change (see
+/// [`watch_tls`]).
+async fn serve_tls<S>(
+    listener: std::net::TcpListener,
+    app: S,
+    files: TlsFiles,
+    drain: Duration,
+) -> anyhow::Result<()>
+where
+    S: Served,
+{
     let handle: Handle<SocketAddr> = Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -100,7 +114,7 @@ where
 /// per connection, watched for a graceful shutdown on SIGTERM/SIGINT, then a drain of up to
 /// `drain` before the remaining connections are dropped.
 ///
-/// axum-server, which serves TLS above, wraps every connection in a `select!` over three
+/// axum-server, which serves TLS ([`serve_tls`]), wraps every connection in a `select!` over three
 /// shutdown signals, each taking a lock when polled, and stores a shutdown handle in every
 /// request's extensions (three allocations): per request, on the issuance hot path. hyper-util's
 /// graceful watcher polls one signal per wake and touches no request.
