@@ -81,6 +81,20 @@ pub fn large_config(issuers: &MultiIssuer, clusters: usize, rules: usize) -> Str
     y
 }
 
+/// Figure 4's token pool for [`large_config`]: one token per cluster, each for a namespace
+/// that cluster's Authorization covers.
+pub fn large_tokens(issuers: &MultiIssuer, clusters: usize, rules: usize) -> Vec<(String, String)> {
+    let per_cluster = (rules / clusters.max(1)).max(1);
+    (0..clusters)
+        .map(|k| {
+            let i = k * per_cluster + k % per_cluster;
+            let ns = format!("team-{i:05}");
+            let t = mint(issuers.key(k), &issuers.issuer(k), &ns);
+            (ns, t)
+        })
+        .collect()
+}
+
 fn generators(y: &mut String, ns: &str, fake: bool) {
     let _ = write!(
         y,

@@ -418,6 +418,62 @@ fn profiled_requests(
     ))
 }
 
+/// `--profile-loop 4`: figure 4's request (`Password/db`, 1,000 clusters whose keys were
+/// fetched by discovery, 10,000 rules, one token per cluster round-robin) through the router
+/// in-process, `iterations` times on this thread; `--profile-loop 4-base` runs figure 2's
+/// configuration the same way (one cluster, its keys fetched by discovery, 1,000 tokens), so
+/// the two differ only in what figure 4 adds. For `valgrind --tool=callgrind --cache-sim=yes
+/// --toggle-collect='*profiled_requests*'`: figure 4's extra cost is data that 1,000 clusters
+/// keep out of the caches, which a cache simulation counts where instructions cannot. Returns
+/// µs per request.
+pub fn profile_loop_clusters(large: bool, iterations: usize) -> anyhow::Result<f64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (app, requests) = rt.block_on(async {
+        let multi = MultiIssuer::serve(4).await?;
+        let (config, tokens) = if large {
+            let (clusters, rules) = (1000, 10_000);
+            (
+                federation::large_config(&multi, clusters, rules),
+                federation::large_tokens(&multi, clusters, rules),
+            )
+        } else {
+            let tokens = (0..FIG2_RULES)
+                .map(|i| {
+                    let ns = format!("team-{i:04}");
+                    let t = federation::mint(multi.key(0), &multi.issuer(0), &ns);
+                    (ns, t)
+                })
+                .collect::<Vec<_>>();
+            (federation::small_config(&multi.issuer(0), FIG2_RULES), tokens)
+        };
+        let dir = tempfile::tempdir()?;
+        federation::write_config_dir(dir.path(), &config)?;
+        let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
+        let snap = config::load_path(dir.path(), &state).map_err(|e| anyhow!("{e}"))?;
+        state.install(snap);
+        let app = esi_federation::router(state);
+        let requests: Vec<_> = tokens
+            .into_iter()
+            .map(|(ns, t)| (format!("/v1/generators/{ns}/Password/db"), t))
+            .collect();
+        // Each cluster's first request fetches its keys from the issuers served on this
+        // runtime; the measured loop then finds them cached.
+        oneshot_loop(
+            &app,
+            |i| request("POST", requests[i].0.clone(), Some(&requests[i].1)),
+            |i| i < requests.len(),
+        )
+        .await?;
+        anyhow::Ok((app, requests))
+    })?;
+    let requests: Vec<_> = requests.iter().map(|(p, t)| (p.clone(), t.as_str())).collect();
+    let start = Instant::now();
+    let n = profiled_requests(&rt, &app, &requests, iterations)?;
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
 /// Figures 2, 2b and 4, measured in the same rounds: baseline, 2 and 4 in adjacent slices
 /// (their order reversing every round), then 2b, `/healthz` and the floor.
 pub async fn fig2_and_4(
@@ -476,15 +532,7 @@ pub async fn fig2_and_4(
     let (clusters, big_rules) = (1000, 10_000);
     let multi = MultiIssuer::serve(4).await?;
     let large = federation::large_config(&multi, clusters, big_rules);
-    let per_cluster = big_rules / clusters;
-    let large_tokens: Vec<(String, String)> = (0..clusters)
-        .map(|k| {
-            let i = k * per_cluster + k % per_cluster;
-            let ns = format!("team-{i:05}");
-            let t = federation::mint(multi.key(k), &multi.issuer(k), &ns);
-            (ns, t)
-        })
-        .collect();
+    let large_tokens = federation::large_tokens(&multi, clusters, big_rules);
     let large_dir = tempfile::tempdir()?;
     federation::write_config_dir(large_dir.path(), &large)?;
     let load_times = {

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p esi-bench -- [--quick] [--markdown FILE] [--only 1,2,5]
-//! esi-bench --profile-loop 1|2|9 [--iterations N] # one figure's in-process work, for a profiler
+//! esi-bench --profile-loop 1|2|4|4-base|9 [--iterations N] # one figure's in-process work, for a profiler
 //! esi-bench --write-config DIR                   # figure 5's configuration, to profile a load
 //! ```
 //!
@@ -70,10 +70,11 @@ struct Args {
     /// Keep-alive connections of the closed-loop (throughput) runs.
     #[arg(long)]
     connections: Option<usize>,
-    /// Instead of the figures: run figure 1's (`1`), 2's (`2`) or 9's (`9`) in-process work
+    /// Instead of the figures: run figure 1's (`1`), 2's (`2`), 4's (`4`, and `4-base`: figure
+    /// 2's configuration with its keys fetched as figure 4's are) or 9's (`9`) in-process work
     /// `--iterations` times on this thread and print µs per iteration, for a profiler (see the
     /// profiling recipe in BENCHMARKS.md). Builds nothing, pins nothing.
-    #[arg(long, value_parser = ["1", "2", "9"])]
+    #[arg(long, value_parser = ["1", "2", "4", "4-base", "9"])]
     profile_loop: Option<String>,
     /// Write each closed-loop round's workload and measured window (wall-clock seconds, the
     /// clock of `perf record -k realtime`) to this file, to cut a server's profile by workload
@@ -176,6 +177,8 @@ fn run(args: Args) -> anyhow::Result<bool> {
         let us = match fig {
             "1" => figures::profile_loop_verify(args.iterations)?,
             "2" => figures::profile_loop(args.iterations)?,
+            "4" => figures::profile_loop_clusters(true, args.iterations)?,
+            "4-base" => figures::profile_loop_clusters(false, args.iterations)?,
             _ => webhook::profile_loop(args.iterations)?,
         };
         println!(

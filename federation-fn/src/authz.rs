@@ -3,6 +3,13 @@
 //! Rules are compiled once per configuration snapshot. The hot path looks up the rules that
 //! name the generator exactly (a hash lookup) plus the few rules with generator globs, and
 //! checks their subjects; the full scan that explains a denial runs only when denying.
+//!
+//! **Layout.** With thousands of namespaces, the rules a request reads are rarely in the CPU's
+//! caches, and every pointer followed is a cache miss. So the compiled rules keep short names
+//! inline ([`CompactString`]: up to 24 bytes, which holds most Kubernetes names and generator
+//! references) and short lists inline ([`SmallVec`]): a rule's subjects, their name patterns
+//! and a generator's rule indices sit in the rule or the map's bucket instead of behind
+//! pointers (figure 4 of the benchmark: ~7 fewer cache misses per request).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -10,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use esi_api::{ErrorCode, Identity};
+use compact_str::CompactString;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use smallvec::SmallVec;
 use wildmatch::WildMatch;
 
 use crate::config::resources::{AuthorizationSpec, LabelSelector, Subject};
@@ -22,9 +31,9 @@ pub enum Pattern {
     /// Matches anything.
     Any,
     /// Matches one exact string.
-    Exact(String),
+    Exact(CompactString),
     /// Matches a glob.
-    Glob(WildMatch),
+    Glob(Box<WildMatch>),
 }
 
 impl Pattern {
@@ -33,9 +42,9 @@ impl Pattern {
         if p == "*" {
             Pattern::Any
         } else if p.contains(['*', '?']) {
-            Pattern::Glob(WildMatch::new(p))
+            Pattern::Glob(Box::new(WildMatch::new(p)))
         } else {
-            Pattern::Exact(p.to_owned())
+            Pattern::Exact(p.into())
         }
     }
 
@@ -49,7 +58,11 @@ impl Pattern {
     }
 }
 
-fn any_matches(patterns: &Option<Vec<Pattern>>, s: &str) -> bool {
+/// A subject's name patterns (`None`: the field is left out, anything matches). Two inline:
+/// `[app, "worker-*"]` is as common as one name.
+type Patterns = Option<SmallVec<[Pattern; 2]>>;
+
+fn any_matches(patterns: &Patterns, s: &str) -> bool {
     patterns
         .as_ref()
         .is_none_or(|ps| ps.iter().any(|p| p.matches(s)))
@@ -57,10 +70,10 @@ fn any_matches(patterns: &Option<Vec<Pattern>>, s: &str) -> bool {
 
 #[derive(Debug)]
 struct CompiledSubject {
-    clusters: Option<Vec<Pattern>>,
-    selector: Option<LabelSelector>,
-    namespaces: Option<Vec<Pattern>>,
-    service_accounts: Option<Vec<Pattern>>,
+    namespaces: Patterns,
+    service_accounts: Patterns,
+    clusters: Patterns,
+    selector: Option<Box<LabelSelector>>,
 }
 
 impl CompiledSubject {
@@ -74,7 +87,7 @@ impl CompiledSubject {
 
 struct Rule {
     name: String,
-    subjects: Vec<CompiledSubject>,
+    subjects: SmallVec<[CompiledSubject; 1]>,
     max_ttl: Option<Duration>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
 }
@@ -112,11 +125,12 @@ pub struct Denied {
 #[derive(Default)]
 pub struct Authorizer {
     rules: Vec<Rule>,
-    exact: LookupMap<String, Vec<usize>>,
+    /// Rules naming a generator exactly, by its reference, in rule order.
+    exact: LookupMap<CompactString, SmallVec<[usize; 2]>>,
     /// Glob patterns whose namespace part is literal, by that namespace: a request only matches
     /// the globs of its own namespace (thousands of tenants with `team-x/*/*` rules would
     /// otherwise cost a glob match each per request).
-    globbed_in: LookupMap<String, Vec<(Pattern, usize)>>,
+    globbed_in: LookupMap<CompactString, Vec<(Pattern, usize)>>,
     /// Glob patterns whose namespace part is itself a glob (rare): checked for every request.
     globbed_any: Vec<(Pattern, usize)>,
 }
@@ -233,7 +247,7 @@ impl Authorizer {
                 .iter()
                 .map(|s| CompiledSubject {
                     clusters: compile(&s.clusters),
-                    selector: s.cluster_selector.clone(),
+                    selector: s.cluster_selector.clone().map(Box::new),
                     namespaces: compile(&s.namespaces),
                     service_accounts: compile(&s.service_accounts),
                 })
@@ -261,7 +275,7 @@ impl Authorizer {
                     other => match g.split_once('/') {
                         Some((ns, _)) if !ns.contains(['*', '?']) => {
                             az.globbed_in
-                                .entry(ns.to_owned())
+                                .entry(ns.into())
                                 .or_default()
                                 .push((other, idx));
                         }
@@ -311,7 +325,11 @@ impl Authorizer {
         generator: &str,
         consume: bool,
     ) -> Result<Allowed, Denied> {
-        let exact = self.exact.get(generator).map(Vec::as_slice).unwrap_or(&[]);
+        let exact = self
+            .exact
+            .get(generator)
+            .map(SmallVec::as_slice)
+            .unwrap_or(&[]);
         let mut best: Option<usize> = None;
         for &idx in exact {
             if best.is_some_and(|b| b <= idx) {
