@@ -446,7 +446,10 @@ pub fn profile_loop_clusters(large: bool, iterations: usize) -> anyhow::Result<f
                     (ns, t)
                 })
                 .collect::<Vec<_>>();
-            (federation::small_config(&multi.issuer(0), FIG2_RULES), tokens)
+            (
+                federation::small_config(&multi.issuer(0), FIG2_RULES),
+                tokens,
+            )
         };
         let dir = tempfile::tempdir()?;
         federation::write_config_dir(dir.path(), &config)?;
@@ -468,7 +471,10 @@ pub fn profile_loop_clusters(large: bool, iterations: usize) -> anyhow::Result<f
         .await?;
         anyhow::Ok((app, requests))
     })?;
-    let requests: Vec<_> = requests.iter().map(|(p, t)| (p.clone(), t.as_str())).collect();
+    let requests: Vec<_> = requests
+        .iter()
+        .map(|(p, t)| (p.clone(), t.as_str()))
+        .collect();
     let start = Instant::now();
     let n = profiled_requests(&rt, &app, &requests, iterations)?;
     Ok(start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)

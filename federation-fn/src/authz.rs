@@ -16,8 +16,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use esi_api::{ErrorCode, Identity};
 use compact_str::CompactString;
+use esi_api::{ErrorCode, Identity};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use smallvec::SmallVec;
 use wildmatch::WildMatch;
@@ -86,7 +86,7 @@ impl CompiledSubject {
 }
 
 struct Rule {
-    name: String,
+    name: CompactString,
     subjects: SmallVec<[CompiledSubject; 1]>,
     max_ttl: Option<Duration>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
@@ -101,8 +101,8 @@ impl Rule {
 /// An allowed request.
 #[derive(Debug, Clone)]
 pub struct Allowed {
-    /// The Authorization that allowed it.
-    pub rule: String,
+    /// The Authorization that allowed it (inline up to 24 bytes: no allocation per request).
+    pub rule: CompactString,
     /// Its max TTL, if any.
     pub max_ttl: Option<Duration>,
 }
@@ -264,7 +264,7 @@ impl Authorizer {
                 )))
             });
             az.rules.push(Rule {
-                name: name.clone(),
+                name: name.as_str().into(),
                 subjects,
                 max_ttl,
                 limiter,
@@ -369,7 +369,7 @@ impl Authorizer {
                         code: ErrorCode::RateLimited,
                         message: "rate limit of this workload exceeded".to_owned(),
                         retry_after: Some(wait),
-                        rule: Some(rule.name.clone()),
+                        rule: Some(rule.name.to_string()),
                     });
                 }
             }

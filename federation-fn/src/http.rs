@@ -434,10 +434,10 @@ fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn authenticate(
-    snap: &Snapshot,
+async fn authenticate<'s>(
+    snap: &'s Snapshot,
     header: &BearerHeader,
-) -> Result<(Identity, Arc<ClusterVerifier>), ApiError> {
+) -> Result<(Identity, &'s Arc<ClusterVerifier>), ApiError> {
     let token = bearer(header)?;
     token::verify(token, |iss| snap.clusters_for(iss), now_secs())
         .await
@@ -798,7 +798,7 @@ async fn revoke(
             ),
         ));
     }
-    let Some(entry) = snap.generators.get(&claims.generator) else {
+    let Some(entry) = snap.generators.get(claims.generator.as_str()) else {
         return Err(deny(
             Some(&identity),
             &claims.generator,
@@ -909,7 +909,7 @@ async fn authorize(
                     code: Some(d.code),
                     message: d.message,
                 },
-                Ok(_) if !snap.generators.contains_key(&generator) => AuthorizeResult {
+                Ok(_) if !snap.generators.contains_key(generator.as_str()) => AuthorizeResult {
                     message: format!("generator {generator:?} does not exist"),
                     generator,
                     allowed: false,

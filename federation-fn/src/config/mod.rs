@@ -13,8 +13,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::authz::{self, Authorizer};
 use crate::lookup::LookupMap;
@@ -703,22 +705,22 @@ pub struct GeneratorEntry {
 /// An immutable, compiled configuration.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Clusters by exact issuer.
-    pub clusters_by_issuer: LookupMap<String, Arc<[Arc<ClusterVerifier>]>>,
+    /// Clusters by exact issuer: nearly always one, kept in the map's bucket.
+    pub clusters_by_issuer: LookupMap<String, SmallVec<[Arc<ClusterVerifier>; 1]>>,
     /// All clusters by name.
     pub clusters: BTreeMap<String, Arc<ClusterVerifier>>,
     /// Compiled Authorizations.
     pub authorizer: Authorizer,
     /// Generators by `namespace/kind/name`.
-    pub generators: LookupMap<String, Arc<GeneratorEntry>>,
+    pub generators: LookupMap<CompactString, Arc<GeneratorEntry>>,
     /// Where the configuration came from, for logs.
     pub source: String,
 }
 
 impl Snapshot {
     /// Clusters registered for `issuer`.
-    pub fn clusters_for(&self, issuer: &str) -> Option<Arc<[Arc<ClusterVerifier>]>> {
-        self.clusters_by_issuer.get(issuer).cloned()
+    pub fn clusters_for(&self, issuer: &str) -> Option<&[Arc<ClusterVerifier>]> {
+        self.clusters_by_issuer.get(issuer).map(SmallVec::as_slice)
     }
 }
 
@@ -804,10 +806,10 @@ pub fn build_snapshot_lenient(
             .into_iter()
             .collect();
         let verifier = Arc::new(ClusterVerifier {
-            name: c.name.clone(),
+            name: c.name.as_str().into(),
             labels: c.labels,
             issuer: c.spec.issuer.clone(),
-            audiences: c.spec.audiences,
+            audiences: c.spec.audiences.iter().map(|a| a.as_str().into()).collect(),
             algorithms,
             leeway,
             keys,
@@ -835,7 +837,7 @@ pub fn build_snapshot_lenient(
         match Generator::build_shared(&spec, store, &mut shared) {
             Ok(generator) => {
                 generators.insert(
-                    key.clone(),
+                    CompactString::from(key.as_str()),
                     Arc::new(GeneratorEntry {
                         reference: key,
                         kind: spec.kind(),
@@ -853,7 +855,7 @@ pub fn build_snapshot_lenient(
     }
     let clusters_by_issuer = by_issuer
         .into_iter()
-        .map(|(k, v)| (k, Arc::from(v)))
+        .map(|(k, v)| (k, SmallVec::from_vec(v)))
         .collect();
     (
         Snapshot {

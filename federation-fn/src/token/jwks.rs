@@ -77,26 +77,33 @@ pub enum JwksError {
     Unavailable(String),
 }
 
-/// A fetched key ring and when it was fetched.
+/// A fetched key ring and when it was fetched: one allocation holding the keys (see
+/// [`KeyRing`]), the time first, as a verification reads it first.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Fetched {
-    /// The keys.
-    pub ring: KeyRing,
     /// When they were fetched (or parsed, for inline keys).
     pub at: Instant,
+    /// The keys.
+    pub ring: KeyRing,
 }
 
 /// Keys of one location, fetched lazily and cached.
+///
+/// The fields a verification reads come first (`repr(C)`: the current keys, the hit counter
+/// and the settings, for `max_age`), to share as few cache lines as they can when the source
+/// is one of many and not in the caches (see [`crate::token::ClusterVerifier`]).
+#[repr(C)]
 pub struct JwksSource {
+    current: ArcSwapOption<Fetched>,
+    // Resolved once: the hot path only bumps an atomic (no label allocation or family lookup).
+    hits: prometheus_client::metrics::counter::Counter,
+    settings: JwksSettings,
+    misses: prometheus_client::metrics::counter::Counter,
     key: SourceKey,
     label: String,
     client: reqwest::Client,
-    settings: JwksSettings,
     metrics: Arc<Metrics>,
-    // Resolved once: the hot path only bumps an atomic (no label allocation or family lookup).
-    hits: prometheus_client::metrics::counter::Counter,
-    misses: prometheus_client::metrics::counter::Counter,
-    current: ArcSwapOption<Fetched>,
     refresh: tokio::sync::Mutex<()>,
     last_attempt: Mutex<Option<Instant>>,
     negative: Mutex<HashMap<String, Instant>>,

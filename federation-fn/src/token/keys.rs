@@ -1,14 +1,22 @@
 //! JSON Web Keys parsed once into ready-to-verify public keys.
-
-use std::sync::Arc;
+//!
+//! A ring holds its keys inline, and a key its parsed forms: a verification reads the ring,
+//! one `kid` and the key, not a hash table's control bytes, its bucket and the key behind
+//! them. With 1,000 clusters, every one of those was a cache miss (figure 4 of the benchmark).
+//! Issuers publish one to a few keys (Kubernetes one per signing key, rotations overlapping),
+//! so finding a `kid` is a scan; a document with more keys than [`SCAN_UP_TO`] is also indexed.
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::config::resources::Algorithm;
 use crate::lookup::LookupMap;
+
+/// Up to this many keys, a `kid` is found by comparing it with each key's.
+pub const SCAN_UP_TO: usize = 8;
 
 /// One verification key, parsed for every algorithm it may be used with.
 pub struct VerifyKey {
@@ -16,8 +24,9 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     /// `alg` pinned by the JWK, if any: a token must then use exactly it.
     pub pinned_alg: Option<Algorithm>,
-    /// Parsed keys by algorithm (RSA keys get RS256/384/512; EC keys the one of their curve).
-    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+    /// Parsed keys by algorithm (RSA keys get RS256/384/512, a pinned one only its algorithm;
+    /// EC keys the one of their curve).
+    parsed: SmallVec<[(Algorithm, ParsedPublicKey); 1]>,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -46,11 +55,13 @@ impl VerifyKey {
     }
 }
 
-/// A parsed JWKS: keys by `kid`, plus the kid-less ones.
+/// A parsed JWKS: its usable keys in document order, found by `kid`.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct KeyRing {
-    keys: Vec<Arc<VerifyKey>>,
-    by_kid: LookupMap<String, Arc<VerifyKey>>,
+    /// Index of the first key with each `kid`, when there are more than [`SCAN_UP_TO`] keys.
+    by_kid: Option<Box<LookupMap<String, usize>>>,
+    keys: SmallVec<[VerifyKey; 2]>,
     /// Keys of the document that were skipped (unsupported type, `use: enc`), for logs.
     pub skipped: usize,
 }
@@ -76,16 +87,7 @@ impl KeyRing {
         let mut errors = Vec::new();
         for jwk in doc.keys {
             match parse_jwk(jwk) {
-                Ok(Some(key)) => {
-                    let key = Arc::new(key);
-                    if let Some(kid) = &key.kid {
-                        // A duplicate kid is ambiguous; the first one wins, like most verifiers.
-                        ring.by_kid
-                            .entry(kid.clone())
-                            .or_insert_with(|| key.clone());
-                    }
-                    ring.keys.push(key);
-                }
+                Ok(Some(key)) => ring.keys.push(key),
                 Ok(None) => ring.skipped += 1,
                 Err(e) => errors.push(e),
             }
@@ -98,16 +100,29 @@ impl KeyRing {
             });
         }
         ring.skipped += errors.len();
+        if ring.keys.len() > SCAN_UP_TO {
+            let mut by_kid = LookupMap::default();
+            for (i, key) in ring.keys.iter().enumerate() {
+                if let Some(kid) = &key.kid {
+                    by_kid.entry(kid.clone()).or_insert(i);
+                }
+            }
+            ring.by_kid = Some(Box::new(by_kid));
+        }
         Ok(ring)
     }
 
-    /// The key with this `kid`.
-    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyKey>> {
-        self.by_kid.get(kid)
+    /// The key with this `kid`. A duplicate kid is ambiguous; the first one wins, like most
+    /// verifiers.
+    pub fn get(&self, kid: &str) -> Option<&VerifyKey> {
+        match &self.by_kid {
+            None => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            Some(by_kid) => by_kid.get(kid).map(|&i| &self.keys[i]),
+        }
     }
 
     /// All keys, for tokens without `kid`.
-    pub fn all(&self) -> &[Arc<VerifyKey>] {
+    pub fn all(&self) -> &[VerifyKey] {
         &self.keys
     }
 
@@ -182,7 +197,7 @@ fn parse_jwk(jwk: Jwk) -> Result<Option<VerifyKey>, String> {
                 return Err(format!("key {kid:?}: RSA modulus shorter than 2048 bits"));
             }
             let components = RsaPublicKeyComponents { n: &n, e: &e };
-            let mut parsed = Vec::new();
+            let mut parsed = SmallVec::new();
             // A key pinned to one algorithm (Kubernetes pins RS256) is parsed for that one
             // only: a third of the memory per key and of the parsing per JWKS fetch.
             for (alg, params) in [
@@ -218,7 +233,7 @@ fn parse_jwk(jwk: Jwk) -> Result<Option<VerifyKey>, String> {
             point.extend_from_slice(&y);
             let key = ParsedPublicKey::new(algorithm, &point)
                 .map_err(|e| format!("key {kid:?}: invalid EC key ({e})"))?;
-            vec![(alg, key)]
+            smallvec::smallvec![(alg, key)]
         }
         _ => return Ok(None),
     };
@@ -277,5 +292,41 @@ mod tests {
         let doc = serde_json::json!({ "keys": [jwk, ec, SigningKey::rsa().jwk()] });
         let ring = KeyRing::from_value(&doc).unwrap();
         assert_eq!((ring.len(), ring.skipped), (1, 2));
+    }
+
+    /// Small rings are scanned, large ones indexed: both find every kid, the first of a
+    /// duplicated kid, and nothing for an unknown one.
+    #[test]
+    fn kids_are_found_by_scan_and_by_index_alike() {
+        let signer = SigningKey::rsa();
+        for count in [1, 2, SCAN_UP_TO, SCAN_UP_TO + 1, 3 * SCAN_UP_TO] {
+            let mut keys: Vec<_> = (0..count)
+                .map(|i| {
+                    let mut jwk = signer.jwk();
+                    jwk["kid"] = format!("kid-{i}").into();
+                    jwk
+                })
+                .collect();
+            // A duplicate of kid-0, pinned to another algorithm: the first key must win.
+            let mut duplicate = signer.jwk();
+            duplicate["kid"] = "kid-0".into();
+            duplicate["alg"] = "RS512".into();
+            keys.push(duplicate);
+            let ring = KeyRing::from_value(&serde_json::json!({ "keys": keys })).unwrap();
+            assert_eq!(
+                ring.by_kid.is_some(),
+                count + 1 > SCAN_UP_TO,
+                "{count} keys"
+            );
+            for i in 0..count {
+                let kid = format!("kid-{i}");
+                let key = ring.get(&kid).unwrap_or_else(|| panic!("{kid} of {count}"));
+                assert_eq!(key.kid.as_deref(), Some(kid.as_str()));
+            }
+            let first = ring.get("kid-0").unwrap();
+            assert!(first.for_alg(Algorithm::RS256).is_some(), "{count} keys");
+            assert!(ring.get("kid-unknown").is_none());
+            assert!(ring.get("").is_none());
+        }
     }
 }

@@ -20,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64_simd::URL_SAFE_NO_PAD as B64;
+use compact_str::CompactString;
 use esi_api::{ErrorCode, Identity, ObjectRef};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::config::resources::{Algorithm, AlgorithmSet};
 use jwks::JwksSource;
@@ -63,22 +65,28 @@ pub enum ClusterKeys {
 }
 
 /// A registered cluster, compiled for verification.
+///
+/// With many clusters, a verification rarely finds its cluster in the CPU's caches: the fields
+/// every verification reads come first, in this order (`repr(C)`), so they share as few cache
+/// lines as they can, and the name and audiences are inline (up to 24 bytes each), not behind
+/// pointers.
 #[derive(Debug)]
+#[repr(C)]
 pub struct ClusterVerifier {
+    /// Keys.
+    pub keys: ClusterKeys,
+    /// Time leeways.
+    pub leeway: Leeways,
+    /// Accepted audiences.
+    pub audiences: SmallVec<[CompactString; 1]>,
     /// Cluster name.
-    pub name: String,
+    pub name: CompactString,
+    /// Allowed algorithms.
+    pub algorithms: AlgorithmSet,
     /// Cluster labels (for Authorization selectors).
     pub labels: std::collections::BTreeMap<String, String>,
     /// Exact issuer.
     pub issuer: String,
-    /// Accepted audiences.
-    pub audiences: Vec<String>,
-    /// Allowed algorithms.
-    pub algorithms: AlgorithmSet,
-    /// Time leeways.
-    pub leeway: Leeways,
-    /// Keys.
-    pub keys: ClusterKeys,
 }
 
 /// Why a token was refused: the API code and a message that names the failed check.
@@ -394,11 +402,11 @@ fn verify_with(
 
 /// Verifies `token` against the clusters registered for its issuer (`candidates`, looked up
 /// by the caller from the snapshot), at time `now` (seconds since the epoch).
-pub async fn verify(
+pub async fn verify<'c>(
     token: &str,
-    lookup: impl FnOnce(&str) -> Option<Arc<[Arc<ClusterVerifier>]>>,
+    lookup: impl FnOnce(&str) -> Option<&'c [Arc<ClusterVerifier>]>,
     now: f64,
-) -> Result<(Identity, Arc<ClusterVerifier>), Rejection> {
+) -> Result<(Identity, &'c Arc<ClusterVerifier>), Rejection> {
     let mut buf = Vec::new();
     let parsed = parse(token, &mut buf)?;
     let Some(candidates) = lookup(&parsed.claims.iss) else {
@@ -408,7 +416,7 @@ pub async fn verify(
             format!("issuer {shown:?} is not a registered cluster"),
         ));
     };
-    let mut verified: Option<&Arc<ClusterVerifier>> = None;
+    let mut verified: Option<&'c Arc<ClusterVerifier>> = None;
     let mut alg_refused = true;
     let mut unavailable: Option<String> = None;
     for cluster in candidates.iter() {
@@ -434,7 +442,7 @@ pub async fn verify(
                 ),
                 Err(e) => {
                     tracing::warn!(cluster = %cluster.name, error = %e, "cannot obtain keys");
-                    unavailable = Some(cluster.name.clone());
+                    unavailable = Some(cluster.name.to_string());
                     false
                 }
             },
@@ -483,7 +491,7 @@ pub async fn verify(
         known_headers::remember(header, parsed.alg, parsed.kid.as_deref());
     }
     let identity = check_claims(parsed.claims, cluster, now)?;
-    Ok((identity, cluster.clone()))
+    Ok((identity, cluster))
 }
 
 fn check_claims(
@@ -549,7 +557,7 @@ fn check_claims(
     };
     let token_expires_at = jiff::Timestamp::from_second(exp as i64).unwrap_or(jiff::Timestamp::MAX);
     Ok(Identity {
-        cluster: cluster.name.clone(),
+        cluster: cluster.name.to_string(),
         issuer: claims.iss,
         namespace: kube.namespace,
         service_account: ObjectRef {
@@ -579,10 +587,10 @@ mod tests {
     fn clusters(key: &SigningKey) -> Arc<[Arc<ClusterVerifier>]> {
         let ring = KeyRing::from_value(&json!({"keys": [key.jwk()]})).unwrap();
         Arc::from(vec![Arc::new(ClusterVerifier {
-            name: "memo".to_owned(),
+            name: "memo".into(),
             labels: Default::default(),
             issuer: ISSUER.to_owned(),
-            audiences: vec!["esi".to_owned()],
+            audiences: smallvec::smallvec!["esi".into()],
             algorithms: [Algorithm::RS256].into_iter().collect(),
             leeway: Leeways::default(),
             keys: ClusterKeys::Inline(Arc::new(ring)),
@@ -591,7 +599,7 @@ mod tests {
 
     fn check(token: &str, clusters: &Arc<[Arc<ClusterVerifier>]>) -> Result<Identity, Rejection> {
         let now = jiff::Timestamp::now().as_second() as f64;
-        verify(token, |_| Some(clusters.clone()), now)
+        verify(token, |_| Some(&clusters[..]), now)
             .now_or_never()
             .expect("inline keys answer at once")
             .map(|(identity, _)| identity)
