@@ -52,6 +52,10 @@ fn loads_a_good_configuration() {
     assert_eq!(snap.clusters.len(), 1);
     assert_eq!(snap.authorizer.len(), 1);
     assert!(snap.generators.contains_key("team/Password/db"));
+    // The issuer's one cluster sits in the map's bucket (no allocation to follow per token).
+    let candidates = &snap.clusters_by_issuer["https://oidc.example.com/id/1"];
+    assert_eq!(candidates.len(), 1);
+    assert!(!candidates.spilled());
 }
 
 #[test]

@@ -855,7 +855,9 @@ pub fn build_snapshot_lenient(
     }
     let clusters_by_issuer = by_issuer
         .into_iter()
-        .map(|(k, v)| (k, SmallVec::from_vec(v)))
+        // Collected, not `SmallVec::from_vec`, which keeps the `Vec`'s allocation when its
+        // capacity (4 after a push) exceeds the inline one.
+        .map(|(k, v)| (k, v.into_iter().collect::<SmallVec<_>>()))
         .collect();
     (
         Snapshot {
