@@ -57,6 +57,18 @@ pub fn small_config(issuer: &str, rules: usize) -> String {
     y
 }
 
+/// Figure 2's token pool for [`small_config`]: one token per namespace, signed by `key` for
+/// `issuer`.
+pub fn small_tokens(key: &SigningKey, issuer: &str, rules: usize) -> Vec<(String, String)> {
+    (0..rules)
+        .map(|i| {
+            let ns = format!("team-{i:04}");
+            let t = mint(key, issuer, &ns);
+            (ns, t)
+        })
+        .collect()
+}
+
 /// Figure 4's configuration: `clusters` clusters (distinct issuers served by a
 /// [`MultiIssuer`]), `rules` namespaces each with one `Password/db` generator and one
 /// Authorization bound to the namespace's cluster (`rules / clusters` namespaces per cluster).

@@ -263,14 +263,7 @@ fn generate_requests(
 
 /// Figure 2's token pool: one token of `team-NNNN/app` per namespace of [`federation::small_config`].
 fn pool_tokens(issuer: &LocalIssuer, rules: usize) -> Vec<(String, String)> {
-    let key = issuer.signing_key();
-    (0..rules)
-        .map(|i| {
-            let ns = format!("team-{i:04}");
-            let t = federation::mint(&key, &issuer.issuer(), &ns);
-            (ns, t)
-        })
-        .collect()
+    federation::small_tokens(&issuer.signing_key(), &issuer.issuer(), rules)
 }
 
 /// Figure 2's router in-process (no sockets, no log subscriber) with `config`, its cluster's
@@ -439,16 +432,9 @@ pub fn profile_loop_clusters(large: bool, iterations: usize) -> anyhow::Result<f
                 federation::large_tokens(&multi, clusters, rules),
             )
         } else {
-            let tokens = (0..FIG2_RULES)
-                .map(|i| {
-                    let ns = format!("team-{i:04}");
-                    let t = federation::mint(multi.key(0), &multi.issuer(0), &ns);
-                    (ns, t)
-                })
-                .collect::<Vec<_>>();
             (
                 federation::small_config(&multi.issuer(0), FIG2_RULES),
-                tokens,
+                federation::small_tokens(multi.key(0), &multi.issuer(0), FIG2_RULES),
             )
         };
         let dir = tempfile::tempdir()?;
