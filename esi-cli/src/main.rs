@@ -193,13 +193,7 @@ fn write_termination_log(configured: Option<&Path>, line: &str) {
     };
     // One line, within Kubernetes' 4096-byte limit.
     let mut one: String = line.replace(['\n', '\r'], " ");
-    if one.len() > 4000 {
-        let mut cut = 4000;
-        while !one.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        one.truncate(cut);
-    }
+    esi_api::json::truncate_at_char_boundary(&mut one, 4000);
     one.push('\n');
     if let Err(e) = std::fs::write(&path, one) {
         eprintln!("esi-cli: cannot write {}: {e}", path.display());

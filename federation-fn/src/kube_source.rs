@@ -176,13 +176,7 @@ async fn rebuild(
             let (status, reason, message) = match by_origin.get(origin_of(ar, &obj).as_str()) {
                 Some(problems) => {
                     let mut m = problems.join("; ");
-                    if m.len() > 1024 {
-                        let cut = (0..=1024)
-                            .rev()
-                            .find(|i| m.is_char_boundary(*i))
-                            .unwrap_or(0);
-                        m.truncate(cut);
-                    }
+                    esi_api::json::truncate_at_char_boundary(&mut m, 1024);
                     ("False", "Invalid", m)
                 }
                 None => (

@@ -158,7 +158,27 @@ async fn rejection_table() {
             "exp not a number",
             with(&|c| c["exp"] = json!("soon")),
             ErrorCode::InvalidToken,
-            "malformed",
+            "malformed: a value of the wrong type or form at exp (line 1",
+        ),
+        (
+            // serde_json's own message quotes the value; cut at 200 bytes, this one split the
+            // `é` (and, with `panic = "abort"`, took the process down).
+            "exp a long non-ASCII string",
+            with(&|c| c["exp"] = json!(format!("{}é", "a".repeat(177)))),
+            ErrorCode::InvalidToken,
+            "malformed: a value of the wrong type or form at exp (line 1",
+        ),
+        (
+            "kubernetes.io namespace not a string",
+            with(&|c| c["kubernetes.io"]["namespace"] = json!(["default"])),
+            ErrorCode::InvalidToken,
+            "at kubernetes.io.namespace",
+        ),
+        (
+            "claims not an object",
+            unsigned(json!({"alg": "RS256"}), &json!([1, 2]), b"sig"),
+            ErrorCode::InvalidToken,
+            "malformed: a value of the wrong type or form at [0] (line 1",
         ),
         (
             "sub mismatch",

@@ -8,8 +8,12 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+
+/// The longest explanation [`explain`] gives, in bytes: a hostile document's key can be long.
+pub const EXPLANATION_MAX: usize = 200;
 
 /// Why an answer could not be read. Its text names fields and positions, never a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,32 @@ pub fn from_answer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnswerError> 
     })?;
     de.end().map_err(|e| AnswerError(describe(&e, ".")))?;
     Ok(value)
+}
+
+/// Why `text` is not a `T`, named as [`from_answer`] names it (the field's path and the
+/// position, never a value), at most [`EXPLANATION_MAX`] bytes. For a reader that takes the
+/// fast path first (plain `serde_json::from_str`) and explains only a failure: `text` is read
+/// again, with path bookkeeping. `None` when it reads as a `T` after all.
+pub fn explain<'de, T: Deserialize<'de>>(text: &'de str) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut why = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => describe(e.inner(), &e.path().to_string()),
+        Ok(_) => describe(&de.end().err()?, "."),
+    };
+    truncate_at_char_boundary(&mut why, EXPLANATION_MAX);
+    Some(why)
+}
+
+/// Shortens `text` to at most `max` bytes, cutting before the character that would cross it
+/// (`String::truncate` panics inside a character).
+pub fn truncate_at_char_boundary(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
 }
 
 fn describe(e: &serde_json::Error, path: &str) -> String {
@@ -129,5 +159,40 @@ mod tests {
         );
         let ok: Answer = from_answer(br#"{"data": {"a": "b"}}"#).unwrap();
         assert_eq!(ok.data["a"], "b");
+    }
+
+    #[test]
+    fn an_explanation_places_the_fault_and_stays_short() {
+        let long = format!(
+            r#"{{"data": {{}}, "lease_duration": "{}é"}}"#,
+            "a".repeat(300)
+        );
+        assert!(serde_json::from_str::<Answer>(&long).is_err());
+        assert_eq!(
+            explain::<Answer>(&long).unwrap(),
+            "a value of the wrong type or form at lease_duration (line 1 column 335)"
+        );
+        // A document key is named, however long, within the bound and on a character boundary.
+        let key = format!(r#"{{"data": {{}}, "{}": 1}}"#, "é".repeat(300));
+        let why = explain::<Answer>(&key).unwrap();
+        assert!(why.starts_with("unknown field `éé"), "{why}");
+        assert!(
+            why.len() <= EXPLANATION_MAX && why.len() >= EXPLANATION_MAX - 1,
+            "{why}"
+        );
+        assert_eq!(explain::<Answer>(r#"{"data": {}}"#), None);
+    }
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        for max in 0..12 {
+            let mut text = "aé€😀bc".to_owned();
+            truncate_at_char_boundary(&mut text, max);
+            assert!(text.len() <= max);
+            assert!("aé€😀bc".starts_with(&text));
+        }
+        let mut short = "abc".to_owned();
+        truncate_at_char_boundary(&mut short, 10);
+        assert_eq!(short, "abc");
     }
 }

@@ -358,8 +358,13 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
     let payload = decode(p, payload_buf, PAYLOAD)?;
     let payload = std::str::from_utf8(payload)
         .map_err(|_| Rejection::invalid("token claims are malformed: not UTF-8"))?;
-    let claims: Claims<'t> = serde_json::from_str(payload).map_err(|e| {
-        Rejection::invalid(format!("token claims are malformed: {}", claim_error(&e)))
+    let claims: Claims<'t> = serde_json::from_str(payload).map_err(|_| {
+        // Read again to name the claim at fault: serde_json's own message quotes the value.
+        let why = esi_api::json::explain::<Claims<'_>>(payload);
+        Rejection::invalid(format!(
+            "token claims are malformed: {}",
+            why.as_deref().unwrap_or("not a JSON object")
+        ))
     })?;
     let signature = decode(s, signature_buf, SIGNATURE)?;
     let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
@@ -371,13 +376,6 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
         signature,
         claims,
     })
-}
-
-fn claim_error(e: &serde_json::Error) -> String {
-    // serde_json messages name the field and type, never echo long input; cap anyway.
-    let mut s = e.to_string();
-    s.truncate(200);
-    s
 }
 
 fn verify_with(
