@@ -561,29 +561,16 @@ async fn issue(
         max_ttl: allowed.max_ttl,
     };
     let issued_at = jiff::Timestamp::now();
-    let minted = match tokio::time::timeout(
-        state.settings.backend_timeout,
-        entry.generator.generate(&ctx),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
+    // Not cut short here: a mint cancelled half-way could leave a credential in the backend
+    // that nobody holds. The caller's wait is bounded instead (`issue_detached`).
+    let minted = match entry.generator.generate(&ctx).await {
+        Ok(c) => c,
+        Err(e) => {
             tracing::warn!(request_id = %rid, generator = %reference, code = e.code().as_str(), detail = %e.detail(), "generator failed");
             let mut err = ApiError::new(e.code(), e.to_string());
             if e.code().retryable() {
                 err.retry_after = Some(Duration::from_secs(2));
             }
-            return Err(deny(Some(&identity), err, Some(&allowed.rule)));
-        }
-        Err(_) => {
-            let err = ApiError::new(
-                ErrorCode::BackendUnavailable,
-                format!(
-                    "generator did not answer within {:?}",
-                    state.settings.backend_timeout
-                ),
-            );
             return Err(deny(Some(&identity), err, Some(&allowed.rule)));
         }
     };
@@ -720,22 +707,26 @@ async fn issue_route(state: AppState, answer: Answer, parts: Parts) -> Response 
     finish(&state, answer.route_label(), rid, started, resp)
 }
 
-/// Runs [`issue`] so that it always runs to its end: a client that disconnects mid-request
-/// drops the handler, but must not cancel a mint half-way (a credential created in the backend
-/// and never sealed, audited or revoked).
+/// Runs [`issue`] so that it always runs to its end: neither a client that disconnects
+/// mid-request (which drops the handler) nor the deadline may cancel a mint half-way, leaving
+/// a credential in the backend that was never sealed, audited or revoked.
 ///
 /// The issuance is polled once here first. One that does not wait on anything (the token's
 /// keys cached, a local generator such as `Password`) is then already done: the handler cannot
-/// be dropped inside a poll, so nothing can be cut short, and it pays no task. One that waits
-/// (a backend call, a JWKS fetch) moves, as it is, to its own task, which a dropped handler
-/// does not cancel. A panic becomes a 500 either way, as a task's would.
+/// be dropped inside a poll, so nothing can be cut short, and it pays neither a task nor a
+/// timer. One that waits (a backend call, a JWKS fetch) moves, as it is, to its own task,
+/// which a dropped handler does not cancel, and the handler waits for its answer for at most
+/// the backend timeout. A credential that task mints for a handler no longer waiting is
+/// revoked ([`revoke_undelivered`]). A panic becomes a 500 either way, as a task's would.
 async fn issue_detached(
     state: AppState,
     rid: RequestId,
     bearer: BearerHeader,
     path: GeneratorPath,
 ) -> Result<Envelope, ApiError> {
-    let mut issuing = Box::pin(async move { issue(&state, &rid, &bearer, &path).await });
+    let deadline = state.settings.backend_timeout;
+    let issuing_state = state.clone();
+    let mut issuing = Box::pin(async move { issue(&issuing_state, &rid, &bearer, &path).await });
     let first = std::future::poll_fn(|cx| {
         Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
             issuing.as_mut().poll(cx)
@@ -748,11 +739,76 @@ async fn issue_detached(
     };
     match first {
         Ok(Poll::Ready(result)) => result,
-        Ok(Poll::Pending) => match tokio::spawn(issuing).await {
-            Ok(result) => result,
-            Err(e) => failed(&e),
-        },
+        Ok(Poll::Pending) => {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let result = issuing.await;
+                if let Err(Ok(envelope)) = answer.send(result) {
+                    revoke_undelivered(&state, envelope).await;
+                }
+            });
+            match tokio::time::timeout(deadline, answered).await {
+                Ok(Ok(result)) => result,
+                // The task panicked, and dropped its end.
+                Ok(Err(e)) => failed(&e),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline = ?deadline,
+                        "issuance still waiting at its deadline; answering 503, and a \
+                         credential it mints later will be revoked"
+                    );
+                    let mut err = ApiError::new(
+                        ErrorCode::BackendUnavailable,
+                        format!("the backend did not answer within {deadline:?}"),
+                    );
+                    err.retry_after = Some(Duration::from_secs(2));
+                    Err(err)
+                }
+            }
+        }
         Err(_) => failed(&"the issuance panicked"),
+    }
+}
+
+/// Revokes a credential minted for a request that was no longer waiting for it (its client
+/// left, or its deadline passed): nobody holds it, so it must not outlive the request. One
+/// without a lease (a password, STS credentials) cannot be revoked: it is counted and logged,
+/// and expires on its own.
+async fn revoke_undelivered(state: &AppState, envelope: Envelope) {
+    let Some(sealed) = &envelope.lease else {
+        tracing::warn!(
+            "a credential was minted for a request no longer waiting; it has no lease to revoke"
+        );
+        state.metrics.undelivered("not_revocable");
+        return;
+    };
+    let revoked = async {
+        let claims = state.leases.open(sealed).map_err(|e| e.to_string())?;
+        let snap = state.snapshot().ok_or("no configuration is loaded")?;
+        let entry = snap
+            .generators
+            .get(claims.generator.as_str())
+            .ok_or("its generator no longer exists")?;
+        match tokio::time::timeout(
+            state.settings.backend_timeout,
+            entry.generator.revoke(&claims.handle),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(claims.generator),
+            Ok(Err(e)) => Err(e.detail().to_string()),
+            Err(_) => Err("the backend did not answer in time".to_owned()),
+        }
+    };
+    match revoked.await {
+        Ok(generator) => {
+            tracing::warn!(generator = %generator, "a credential was minted for a request no longer waiting; revoked it");
+            state.metrics.undelivered("revoked");
+        }
+        Err(detail) => {
+            tracing::error!(detail = %detail, "a credential was minted for a request no longer waiting; revoking it failed, it lives until it expires");
+            state.metrics.undelivered("revoke_failed");
+        }
     }
 }
 

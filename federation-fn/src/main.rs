@@ -55,7 +55,8 @@ enum Command {
         /// How often to look for configuration changes (SIGHUP reloads at once).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         reload_interval: Duration,
-        /// Deadline of one backend call.
+        /// How long a request waits on a backend (a mint, with its key fetch; a revoke). A
+        /// mint still running then is answered 503; what it mints later is revoked.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         backend_timeout: Duration,
         /// Log format (`plain` or `json`; default from ESI_LOG_FORMAT).

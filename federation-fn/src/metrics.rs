@@ -109,8 +109,9 @@ struct ClusterResult {
     result: &'static str,
 }
 
+/// A `result` label alone (configuration reloads, undelivered credentials).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReloadResult {
+struct ResultLabel {
     result: &'static str,
 }
 
@@ -122,7 +123,8 @@ pub struct Metrics {
     decisions: Family<Decision, Counter>,
     jwks_fetches: Family<ClusterResult, Counter>,
     jwks_cache: Family<ClusterResult, Counter>,
-    reloads: Family<ReloadResult, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    undelivered: Family<ResultLabel, Counter>,
     config_loaded: Gauge,
     invalid_resources: Gauge,
     /// `requests` by route and code: `ROUTES * CODES` entries.
@@ -159,7 +161,8 @@ impl Metrics {
         let decisions = Family::<Decision, Counter>::default();
         let jwks_fetches = Family::<ClusterResult, Counter>::default();
         let jwks_cache = Family::<ClusterResult, Counter>::default();
-        let reloads = Family::<ReloadResult, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let undelivered = Family::<ResultLabel, Counter>::default();
         let config_loaded = Gauge::default();
         let invalid_resources = Gauge::default();
         registry.register(
@@ -193,6 +196,12 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register(
+            "undelivered_credentials",
+            "Credentials minted for a request that was no longer waiting (its client left, or \
+             its deadline passed), by what became of them: revoked, revoke_failed, not_revocable",
+            undelivered.clone(),
+        );
+        registry.register(
             "config_loaded",
             "1 when a configuration is loaded and serving",
             config_loaded.clone(),
@@ -210,6 +219,7 @@ impl Metrics {
             jwks_fetches,
             jwks_cache,
             reloads,
+            undelivered,
             config_loaded,
             invalid_resources,
             requests_by: Cached::new(),
@@ -258,6 +268,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one credential minted for a request that was no longer waiting, by `result`
+    /// (`revoked`, `revoke_failed`, `not_revocable`).
+    pub fn undelivered(&self, result: &'static str) {
+        self.undelivered
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// Counts one JWKS fetch.
     pub fn jwks_fetch(&self, cluster: &str, result: &'static str) {
         self.jwks_fetches
@@ -282,7 +300,7 @@ impl Metrics {
     /// Counts one configuration reload.
     pub fn reload(&self, ok: bool) {
         self.reloads
-            .get_or_create(&ReloadResult {
+            .get_or_create(&ResultLabel {
                 result: if ok { "ok" } else { "error" },
             })
             .inc();

@@ -34,7 +34,9 @@ pub struct Prefetched {
 /// Runtime settings that are not manifests.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Deadline of one generator call (mint or revoke).
+    /// How long a request waits on a backend: an issuance that waits (a mint, the key fetch
+    /// before it) or a revoke. An issuance still running then is answered 503 and not
+    /// cancelled; a credential it mints afterwards is revoked.
     pub backend_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,

@@ -698,6 +698,109 @@ async fn a_client_that_goes_away_does_not_cancel_the_mint() {
     served.abort();
 }
 
+/// An issuer whose discovery and keys answer `delay` late, so that an issuance with no keys
+/// cached yet waits (the handler moves it to a task), then mints with a local generator.
+async fn slow_issuer(delay: Duration) -> std::sync::Arc<esi_federation::issuer::LocalIssuer> {
+    let issuer =
+        esi_federation::issuer::LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    issuer.set_issuer(&format!("http://{}", listener.local_addr().unwrap()));
+    let app = issuer.router().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            tokio::time::sleep(delay).await;
+            next.run(req).await
+        },
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    issuer
+}
+
+/// Waits until `/metrics` shows `want`, for at most 10 s.
+async fn await_metric(state: &esi_federation::AppState, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, _, metrics) = common::send(state, common::get("/metrics", None)).await;
+        if metrics.contains(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw {want}; metrics:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lease_minted_after_the_client_left_is_revoked() {
+    let issuer = slow_issuer(Duration::from_millis(150)).await;
+    let yaml = common::cluster("alpha", &issuer.issuer()) + common::GENERATORS;
+    let state = common::state(&yaml, common::settings(Duration::from_millis(300)));
+    let token = common::token(&issuer, "default", "app");
+    let request = common::send(
+        &state,
+        common::post("/v1/generators/default/Fake/creds", Some(&token), None),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), request)
+            .await
+            .is_err(),
+        "the request must still be waiting for the keys when the client goes away"
+    );
+    // The keys arrive, the Fake generator mints a lease for nobody: it is revoked, not lost.
+    await_metric(
+        &state,
+        r#"esi_federation_undelivered_credentials_total{result="revoked"} 1"#,
+    )
+    .await;
+    await_metric(
+        &state,
+        r#"esi_federation_decisions_total{decision="allowed",code="ok"} 1"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_deadline_answers_503_and_revokes_what_is_minted_later() {
+    let issuer = slow_issuer(Duration::from_millis(300)).await;
+    let yaml = common::cluster("alpha", &issuer.issuer()) + common::GENERATORS;
+    let mut settings = common::settings(Duration::from_millis(300));
+    settings.backend_timeout = Duration::from_millis(100);
+    let state = common::state(&yaml, settings);
+    let token = common::token(&issuer, "default", "app");
+    let started = std::time::Instant::now();
+    let ((status, headers, json, text), (password_status, ..)) = tokio::join!(
+        common::send(
+            &state,
+            common::post("/v1/generators/default/Fake/creds", Some(&token), None),
+        ),
+        common::send(
+            &state,
+            common::post("/v1/generators/default/Password/db", Some(&token), None),
+        ),
+    );
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(json["error"]["code"], "backend_unavailable", "{text}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert_eq!(password_status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(290),
+        "answered at the deadline, not when the mint finished: {:?}",
+        started.elapsed()
+    );
+    // The lease minted later is revoked; a password has none: counted, left to the backend.
+    await_metric(
+        &state,
+        r#"esi_federation_undelivered_credentials_total{result="revoked"} 1"#,
+    )
+    .await;
+    await_metric(
+        &state,
+        r#"esi_federation_undelivered_credentials_total{result="not_revocable"} 1"#,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn authorize_dry_run_explains_each_generator_without_minting() {
     let (issuer, state) = setup().await;
