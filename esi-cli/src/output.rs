@@ -216,9 +216,19 @@ pub fn replace_with(
     result
 }
 
+/// The uid of root, which reads files it does not own (see [`apply_owner`]).
+const ROOT_UID: u32 = 0;
+
 /// Gives a just-written file to the app: as root, `chown` to the owner's uid/gid; otherwise
 /// check that the app can read it (same uid, or a group read bit with the owner's gid, which a
 /// non-root process may set when it is a member of that group, as with `fsGroup`).
+///
+/// An app running as root (owner uid 0) is satisfied without a chown, which esi-cli (never root
+/// in a Pod: the webhook runs it as 65532 with `runAsNonRoot`) could not do anyway: root reads
+/// any file through `CAP_DAC_OVERRIDE`, which container runtimes grant by default. A root app
+/// that dropped ALL capabilities reads like any other user, so for uid 0 the webhook also names
+/// the app's group (its `runAsGroup`/`fsGroup`, else 0, root's primary group), runs esi-cli in
+/// that group and defaults to group-readable modes (0440): the group bit serves that app.
 pub fn apply_owner(f: &fs::File, path: &Path, mode: u32, owner: &Owner) -> anyhow::Result<()> {
     let euid = rustix::process::geteuid();
     if euid.is_root() {
@@ -251,6 +261,7 @@ pub fn apply_owner(f: &fs::File, path: &Path, mode: u32, owner: &Owner) -> anyho
     }
     if let Some(uid) = owner.uid
         && uid != euid.as_raw()
+        && uid != ROOT_UID
         && !group_ok
     {
         bail!(

@@ -84,9 +84,13 @@ async fn revoke_unused(client: &Federation, token: &Token, creds: &Credentials) 
     }
 }
 
-/// The mode of env bundles: like files, owner-only unless only the group is known.
+/// The mode of env bundles: like files, owner-only unless the group is what serves the app:
+/// when only the group is known, or when the app runs as root (esi-cli, not root, owns the
+/// bundle, and a root app without capabilities reads it through the group; see
+/// [`output::apply_owner`]).
 pub fn bundle_mode(owner: &Owner) -> u32 {
-    if owner.uid.is_none() && owner.gid.is_some() {
+    let uid_serves = owner.uid.is_some_and(|u| u != 0);
+    if !uid_serves && owner.gid.is_some() {
         0o440
     } else {
         0o400
@@ -152,4 +156,19 @@ pub fn write_outputs(
 /// Pairs of (alias, envelope) for lease recording.
 pub fn fresh_pairs(creds: &Credentials) -> Vec<(String, &Envelope)> {
     creds.iter().map(|(a, e)| (a.clone(), e)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_are_group_readable_when_the_group_serves_the_app() {
+        let owner = |uid, gid| Owner { uid, gid };
+        assert_eq!(bundle_mode(&owner(Some(1000), Some(2000))), 0o400);
+        assert_eq!(bundle_mode(&owner(None, Some(2000))), 0o440);
+        // A root app without capabilities reads through its group.
+        assert_eq!(bundle_mode(&owner(Some(0), Some(0))), 0o440);
+        assert_eq!(bundle_mode(&owner(Some(0), None)), 0o400);
+    }
 }

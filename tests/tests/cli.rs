@@ -1116,3 +1116,97 @@ fn non_root_init_checks_that_the_app_can_read_its_files() {
     let meta = std::fs::metadata(pod.path("files/app/pw")).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o400));
 }
+
+#[test]
+fn root_app_gets_readable_credentials_from_a_non_root_init() {
+    if !rustix_is_root() {
+        eprintln!(
+            "SKIPPED: root_app_gets_readable_credentials_from_a_non_root_init needs root to drop privileges"
+        );
+        return;
+    }
+    let s = setup();
+    let pod = Pod::new(&s.issuer.token("default", "app"));
+    for (p, m) in [
+        (pod.dir.path().to_owned(), 0o755),
+        (pod.volume.clone(), 0o777),
+        (pod.token.clone(), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    // What the webhook emits for `runAsUser: 0` (or `esi.dev/run-as: "0"`): owner 0:0, files
+    // 0440, esi-cli as 65532 in group 0.
+    let mut spec = spec(
+        &s.fed.url(),
+        &[("pw", "default/Password/db")],
+        &[(
+            "app",
+            ContainerSpec {
+                env: vec![mapping("PW", "pw", "password")],
+                env_from: vec![],
+            },
+        )],
+        vec![file(
+            "pw",
+            FileContent::Raw {
+                alias: "pw".into(),
+                key: "password".into(),
+            },
+            0o440,
+        )],
+    );
+    spec.owner = Owner {
+        uid: Some(0),
+        gid: Some(0),
+    };
+    let cmd = pod.cli(&spec);
+    let mut init = Command::new("setpriv");
+    init.args(["--reuid=65532", "--regid=0", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .arg("init")
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("ESI_TERMINATION_LOG", pod.volume.join("termination-log"));
+    let out = run(&mut init);
+    assert!(
+        out.status.success(),
+        "a root app must not fail init: {}",
+        text(&out.stderr)
+    );
+    for (rel, want) in [("files/app/pw", 0o440), ("env/app.json", 0o440)] {
+        let meta = std::fs::metadata(pod.path(rel)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (65532, 0, want),
+            "{rel}"
+        );
+    }
+    // A root app that dropped every capability reads through the group.
+    let no_caps = |program: &std::ffi::OsStr| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=0",
+            "--regid=0",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(program);
+        c
+    };
+    let password = ok(no_caps("cat".as_ref()).arg(pod.path("files/app/pw"))).stdout;
+    assert_eq!(password.len(), 24);
+    let out = ok(no_caps(pod.path("bin/esi-cli").as_os_str())
+        .env("ESI_VOLUME_DIR", &pod.volume)
+        .env_remove("ESI_SPEC")
+        .args(["exec", "--container", "app", "--", "printenv", "PW"]));
+    assert_eq!(out.stdout.trim_ascii(), password.as_slice());
+    // The check is real: without capabilities root cannot read an owner-only file of 65532.
+    let state = pod.path("state/credentials.json");
+    assert_eq!(mode(&state), 0o600);
+    let denied = run(no_caps("cat".as_ref()).arg(&state));
+    assert!(!denied.status.success(), "capabilities were not dropped");
+}

@@ -741,16 +741,26 @@ impl<'a> Planner<'a> {
             (uid, fs_group.or(common_gid))
         };
         let resolved = match (uid, gid) {
-            (Some(0), g) => ResolvedOwner {
-                spec: Owner {
-                    uid: Some(0),
-                    gid: g,
-                },
-                run_as_user: DEFAULT_UID,
-                run_as_group: g.unwrap_or(DEFAULT_UID),
-                default_mode: 0o400,
-                uid_known: true,
-            },
+            // esi-cli never runs as root, so it cannot give files to uid 0. A root app reads
+            // them anyway through CAP_DAC_OVERRIDE (granted by default), but not once it drops
+            // ALL capabilities. So esi-cli runs in the app's group (runAsGroup/fsGroup, else 0:
+            // a root process without runAsGroup runs in group 0 in practically every image) and
+            // files default to 0440: the group bit serves a root app with or without
+            // capabilities. Only the chosen containers and esi-cli mount the volume, so the
+            // group bit opens the files to nobody else.
+            (Some(0), g) => {
+                let gid = g.unwrap_or(0);
+                ResolvedOwner {
+                    spec: Owner {
+                        uid: Some(0),
+                        gid: Some(gid),
+                    },
+                    run_as_user: DEFAULT_UID,
+                    run_as_group: gid,
+                    default_mode: 0o440,
+                    uid_known: true,
+                }
+            }
             (Some(u), g) => ResolvedOwner {
                 spec: Owner {
                     uid: Some(u),
