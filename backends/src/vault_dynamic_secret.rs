@@ -4,6 +4,8 @@
 //!
 //! - `resultType: Data` (default) returns the response's `data`; `Auth` returns its `auth`
 //!   block (for `auth/token/create` and login paths).
+//!   An answer without that part is refused, after revoking whatever it minted anyway (a
+//!   lease, a token, a certificate): `auth/token/create` read as `Data` still creates a token.
 //! - `expiresAt` comes from the response's `lease_duration` (or, for a PKI certificate
 //!   without a lease, its `expiration`); never guessed.
 //! - Revocation: a lease id goes to `sys/leases/revoke`; an `Auth` result is revoked by its
@@ -228,6 +230,13 @@ impl VaultDynamicSecretGenerator {
 impl Generate for VaultDynamicSecretGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let resp = self.call_with_retries().await?;
+        let wanted = match self.spec.result_type {
+            ResultType::Data => resp.data.is_some(),
+            ResultType::Auth => resp.auth.is_some(),
+        };
+        if !wanted {
+            return Err(self.refuse_without_secret(&resp).await);
+        }
         let cred = self.credential(resp)?;
         match ctx.max_ttl {
             Some(max) => self.hold_to(max, cred).await,
@@ -326,6 +335,93 @@ impl VaultDynamicSecretGenerator {
         }
     }
 
+    /// Everything revocable that Vault's answer carries, whichever part `resultType` names:
+    /// its lease, the token of its `auth` block, and a PKI certificate's serial when it has no
+    /// lease.
+    fn minted_in(
+        &self,
+        lease_id: &str,
+        accessor: Option<&str>,
+        serial: Option<&str>,
+    ) -> Vec<VaultLease> {
+        let mut minted = Vec::new();
+        if !lease_id.is_empty() {
+            minted.push(VaultLease::LeaseId(lease_id.to_owned()));
+        }
+        if let Some(a) = accessor.filter(|a| !a.is_empty()) {
+            minted.push(VaultLease::Accessor(a.to_owned()));
+        }
+        if lease_id.is_empty()
+            && let (Some(serial), Some(mount)) = (serial, pki_mount(self.path()))
+        {
+            minted.push(VaultLease::PkiSerial {
+                mount: mount.to_owned(),
+                serial: serial.to_owned(),
+            });
+        }
+        minted
+    }
+
+    /// Revokes what an answer carried; whether all of it was revoked (true for nothing).
+    async fn revoke_minted(&self, minted: &[VaultLease]) -> bool {
+        let mut all = true;
+        for lease in minted {
+            if let Err(e) = self.revoke_owned(lease).await {
+                all = false;
+                tracing::error!(
+                    path = self.path(),
+                    detail = e.detail(),
+                    "revoking a credential vault minted but the federation cannot hand out failed; it lives until Vault expires it"
+                );
+            }
+        }
+        all
+    }
+
+    /// The refusal of an answer without the part `resultType` names, after revoking whatever
+    /// it minted anyway (`auth/token/create` read as `Data` creates a token all the same).
+    async fn refuse_without_secret(&self, resp: &crate::vault::VaultResponse) -> BackendError {
+        let accessor = resp
+            .auth
+            .as_ref()
+            .and_then(|a| a.get("accessor"))
+            .and_then(|v| v.as_str());
+        let serial = resp
+            .data
+            .as_ref()
+            .and_then(|d| d.get("serial_number"))
+            .and_then(|v| v.as_str());
+        let minted = self.minted_in(&resp.lease_id, accessor, serial);
+        let revoked = self.revoke_minted(&minted).await;
+        let (wanted, hint) = match self.spec.result_type {
+            ResultType::Data if resp.auth.is_some() => {
+                ("data", " (it holds a token: set resultType: Auth)")
+            }
+            ResultType::Data => ("data", ""),
+            ResultType::Auth if resp.data.is_some() => {
+                ("auth", " (it holds data: set resultType: Data)")
+            }
+            ResultType::Auth => ("auth", ""),
+        };
+        let fate = match (minted.is_empty(), revoked) {
+            (true, _) => "",
+            (false, true) => "; what it minted was revoked",
+            (false, false) => "; what it minted could not be revoked",
+        };
+        BackendError::Rejected {
+            message: format!(
+                "vault returned no secret: the answer from {} has no {wanted}{hint}{fate}",
+                self.path()
+            ),
+            detail: format!(
+                "{}: response without {:?}; revocable parts: {}, all revoked: {revoked}",
+                self.path(),
+                self.spec.result_type,
+                minted.len()
+            ),
+        }
+    }
+
     /// Holds `cred` to `max` (the Authorization's `maxTTL`): see the module documentation.
     async fn hold_to(&self, max: Duration, cred: Credential) -> Result<Credential, BackendError> {
         // A credential without a lease handle was not minted for this caller (a plain read):
@@ -421,49 +517,47 @@ impl VaultDynamicSecretGenerator {
         })
     }
 
+    /// Revokes a handle a caller presents, once it is known to be this generator's.
     async fn revoke_lease(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
-        let foreign =
-            || BackendError::Invalid("the lease was not issued by this generator".to_owned());
-        match VaultLease::from_handle(handle)? {
-            VaultLease::LeaseId(id) => {
-                // Lease ids start with the path that minted them: refuse to revoke another
-                // generator's lease through this one.
-                if !id.starts_with(&format!("{}/", self.path())) {
-                    return Err(foreign());
-                }
-                let body = serde_json::json!({ "lease_id": id });
-                self.conn
-                    .call(reqwest::Method::PUT, "sys/leases/revoke", Some(&body))
-                    .await?;
-            }
-            VaultLease::Accessor(accessor) => {
-                if self.spec.result_type != ResultType::Auth {
-                    return Err(foreign());
-                }
-                let body = serde_json::json!({ "accessor": accessor });
-                self.conn
-                    .call(
-                        reqwest::Method::POST,
-                        "auth/token/revoke-accessor",
-                        Some(&body),
-                    )
-                    .await?;
-            }
-            VaultLease::PkiSerial { mount, serial } => {
-                if pki_mount(self.path()) != Some(mount.as_str()) {
-                    return Err(foreign());
-                }
-                let body = serde_json::json!({ "serial_number": serial });
-                self.conn
-                    .call(
-                        reqwest::Method::POST,
-                        &format!("{mount}/revoke"),
-                        Some(&body),
-                    )
-                    .await?;
-            }
+        let lease = VaultLease::from_handle(handle)?;
+        let ours = match &lease {
+            // Lease ids start with the path that minted them: refuse to revoke another
+            // generator's lease through this one.
+            VaultLease::LeaseId(id) => id.starts_with(&format!("{}/", self.path())),
+            VaultLease::Accessor(_) => self.spec.result_type == ResultType::Auth,
+            VaultLease::PkiSerial { mount, .. } => pki_mount(self.path()) == Some(mount.as_str()),
+        };
+        if !ours {
+            return Err(BackendError::Invalid(
+                "the lease was not issued by this generator".to_owned(),
+            ));
         }
+        self.revoke_owned(&lease).await?;
         Ok(true)
+    }
+
+    /// Revokes `lease` in Vault, without asking whose it is.
+    async fn revoke_owned(&self, lease: &VaultLease) -> Result<(), BackendError> {
+        let (path, body) = match lease {
+            VaultLease::LeaseId(id) => (
+                "sys/leases/revoke".to_owned(),
+                serde_json::json!({ "lease_id": id }),
+            ),
+            VaultLease::Accessor(accessor) => (
+                "auth/token/revoke-accessor".to_owned(),
+                serde_json::json!({ "accessor": accessor }),
+            ),
+            VaultLease::PkiSerial { mount, serial } => (
+                format!("{mount}/revoke"),
+                serde_json::json!({ "serial_number": serial }),
+            ),
+        };
+        let method = match lease {
+            VaultLease::LeaseId(_) => reqwest::Method::PUT,
+            _ => reqwest::Method::POST,
+        };
+        self.conn.call(method, &path, Some(&body)).await?;
+        Ok(())
     }
 }
 

@@ -861,6 +861,100 @@ async fn auth_result_token_is_revoked_by_accessor() {
     assert!(after.is_err(), "token still exists: {after:?}");
 }
 
+/// The accessors of the tokens whose `meta.esi_test` is `tag`.
+async fn tokens_tagged(bao: &Bao, tag: &str) -> Vec<String> {
+    let listed = bao.get("auth/token/accessors?list=true").await;
+    let mut found = Vec::new();
+    for accessor in listed["data"]["keys"].as_array().into_iter().flatten() {
+        // A token revoked between the listing and the lookup is simply gone.
+        if let Ok(info) = bao
+            .try_call(
+                reqwest::Method::POST,
+                "auth/token/lookup-accessor",
+                Some(json!({"accessor": accessor})),
+            )
+            .await
+            && info["data"]["meta"]["esi_test"] == tag
+        {
+            found.push(accessor.as_str().unwrap_or_default().to_owned());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_the_wanted_part_is_refused_and_revoked() {
+    let test = "an_answer_without_the_wanted_part_is_refused_and_revoked";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let id = identity();
+    let c = ctx(&id, "payments/VaultDynamicSecret/tok");
+
+    // `auth/token/create` read as Data: Vault creates the token, the answer has no `data`.
+    let tag = suffix();
+    let spec = json!({
+        "secretStoreRef": {"name": "vault"},
+        "path": "auth/token/create",
+        "method": "POST",
+        "parameters": {"ttl": "10m", "policies": ["default"], "meta": {"esi_test": tag}},
+    });
+    let err = rejected("VaultDynamicSecret", spec, bao.root_store(), &c, "no data").await;
+    let left = tokens_tagged(&bao, &tag).await;
+    assert!(left.is_empty(), "orphan tokens left behind: {left:?}");
+    let BackendError::Rejected { message, .. } = &err else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("no secret") && message.contains("resultType: Auth"),
+        "{message}"
+    );
+    assert!(message.contains("was revoked"), "{message}");
+
+    // A leased PKI certificate read as Auth: the answer has no `auth`, its lease is revoked.
+    let mount = format!("pki-{}", suffix());
+    bao.post(&format!("sys/mounts/{mount}"), json!({"type": "pki"}))
+        .await;
+    bao.post(
+        &format!("{mount}/root/generate/internal"),
+        json!({"common_name": "esi test root", "ttl": "1h"}),
+    )
+    .await;
+    bao.post(
+        &format!("{mount}/roles/leased"),
+        json!({"allowed_domains": "example.test", "allow_subdomains": true, "max_ttl": "1h", "generate_lease": true}),
+    )
+    .await;
+    let serials = |listed: Value| -> std::collections::BTreeSet<String> {
+        listed["data"]["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = serials(bao.get(&format!("{mount}/certs?list=true")).await);
+    let spec = json!({
+        "secretStoreRef": {"name": "vault"},
+        "path": format!("{mount}/issue/leased"),
+        "method": "POST",
+        "parameters": {"common_name": "api.example.test", "ttl": "30m"},
+        "resultType": "Auth",
+    });
+    let err = rejected("VaultDynamicSecret", spec, bao.root_store(), &c, "no auth").await;
+    assert!(err.to_string().contains("resultType: Data"), "{err}");
+    let minted: Vec<String> = serials(bao.get(&format!("{mount}/certs?list=true")).await)
+        .difference(&before)
+        .cloned()
+        .collect();
+    assert_eq!(minted.len(), 1, "one certificate issued: {minted:?}");
+    let cert = bao.get(&format!("{mount}/cert/{}", minted[0])).await;
+    assert!(
+        cert["data"]["revocation_time"].as_i64().unwrap_or(0) > 0,
+        "the certificate's lease was not revoked: {cert}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_unavailable_and_refusals_are_rejected() {
     let test = "unreachable_server_is_unavailable_and_refusals_are_rejected";
