@@ -62,3 +62,90 @@ async fn an_issuer_behind_a_private_ca_is_trusted_through_the_clusters_ca_bundle
     );
     served.abort();
 }
+
+/// A key fetch that began over https stays on https: an issuer's host cannot send it to plain
+/// http (keys an on-path attacker could replace, or a loopback service of the federation's
+/// own), neither through its discovery document nor through a redirect. A redirect that stays
+/// on https is followed.
+#[tokio::test]
+async fn a_key_fetch_begun_over_https_is_not_led_to_plain_http() {
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let esi_test_support::Pki {
+        ca_pem: ca,
+        cert_pem: cert,
+        key_pem: key,
+    } = esi_test_support::pki("issuer").unwrap();
+    let issuer = LocalIssuer::new(SigningKey::rsa());
+    // The same keys, also served over plain http on loopback.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_jwks = format!("http://{}/openid/v1/jwks", plain.local_addr().unwrap());
+    let plain_app = issuer.router();
+    tokio::spawn(async move { axum::serve(plain, plain_app).await });
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    issuer.set_issuer(&url);
+    // What discovery names as `jwks_uri`, changed between the cases below.
+    let jwks_uri = Arc::new(Mutex::new(String::new()));
+    let app = axum::Router::new()
+        .route(
+            "/openid/v1/jwks",
+            get({
+                let issuer = issuer.clone();
+                move || async move { axum::Json(issuer.jwks()) }
+            }),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get({
+                let (url, jwks_uri) = (url.clone(), jwks_uri.clone());
+                move || async move {
+                    let jwks_uri = jwks_uri.lock().unwrap().clone();
+                    axum::Json(serde_json::json!({"issuer": url, "jwks_uri": jwks_uri}))
+                }
+            }),
+        )
+        .route(
+            "/to-plain",
+            get({
+                let plain_jwks = plain_jwks.clone();
+                move || async move { Redirect::temporary(&plain_jwks).into_response() }
+            }),
+        )
+        .route(
+            "/to-https",
+            get(|| async { Redirect::temporary("/openid/v1/jwks").into_response() }),
+        );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
+        .await
+        .unwrap();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    let served = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let token = common::token(&issuer, "default", "app");
+    let cluster = format!(
+        "apiVersion: esi.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: alpha}}\nspec:\n  issuer: {url}\n  keys: {{discovery: {{}}}}\n  audiences: [esi]\n  caBundle: {}\n---\n",
+        serde_json::to_string(&ca).unwrap()
+    );
+
+    for (jwks, want) in [
+        (plain_jwks.clone(), 503),
+        (format!("{url}/to-plain"), 503),
+        (format!("{url}/to-https"), 200),
+    ] {
+        *jwks_uri.lock().unwrap() = jwks.clone();
+        // A fresh state: nothing cached from the case before.
+        let state = common::state(&cluster, common::settings(Duration::from_millis(300)));
+        let (status, _, _, text) =
+            common::send(&state, common::get("/v1/whoami", Some(&token))).await;
+        assert_eq!(status, want, "jwks_uri {jwks}: {text}");
+    }
+    served.abort();
+}

@@ -271,7 +271,7 @@ impl JwksSource {
                         doc.issuer
                     ));
                 }
-                check_url_scheme(&doc.jwks_uri)?;
+                check_followed(&url, &doc.jwks_uri)?;
                 doc.jwks_uri
             }
         };
@@ -341,6 +341,35 @@ pub fn check_url_scheme(url: &str) -> Result<(), String> {
     Err(format!("{url:?} is not an https URL"))
 }
 
+/// Whether a fetch from `from` may go on to `to` (a discovered `jwks_uri`, a redirect):
+/// `to` must pass [`check_url_scheme`], and what began over https stays on https. Else an
+/// issuer's host could send the federation's key fetch to plain http (keys an on-path
+/// attacker can replace) or to a loopback service of the federation's own (on Lambda, the
+/// runtime API at `127.0.0.1:9001`).
+pub fn check_followed(from: &str, to: &str) -> Result<(), String> {
+    check_url_scheme(to)?;
+    if from.starts_with("https://") && !to.starts_with("https://") {
+        return Err(format!(
+            "{from:?} leads to {to:?}: a key fetch that began over https stays on https"
+        ));
+    }
+    Ok(())
+}
+
+/// How far a key fetch follows redirects: three hops, each checked by [`check_followed`].
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().last().map(|u| u.as_str().to_owned());
+        if attempt.previous().len() > 3 {
+            return attempt.error("more than 3 redirects");
+        }
+        match from.map(|from| check_followed(&from, attempt.url().as_str())) {
+            Some(Err(why)) => attempt.error(why),
+            _ => attempt.follow(),
+        }
+    })
+}
+
 /// All sources, keyed by location and CA, shared across configuration reloads so a reload
 /// does not refetch every issuer.
 pub struct JwksRegistry {
@@ -387,7 +416,7 @@ impl JwksRegistry {
         let client = reqwest::Client::builder()
             .timeout(self.settings.timeout)
             .connect_timeout(self.settings.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(redirect_policy())
             .user_agent(concat!("esi-federation/", env!("CARGO_PKG_VERSION")))
             .tls_backend_preconfigured(tls_config(trust)?)
             .build()
@@ -424,7 +453,21 @@ impl JwksRegistry {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url_scheme;
+    use super::{check_followed, check_url_scheme};
+
+    #[test]
+    fn what_began_over_https_stays_on_https() {
+        assert!(check_followed("https://a.example/", "https://b.example/jwks").is_ok());
+        assert!(check_followed("http://127.0.0.1:1/", "http://127.0.0.1:2/jwks").is_ok());
+        assert!(check_followed("http://127.0.0.1:1/", "https://b.example/jwks").is_ok());
+        for to in [
+            "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+            "http://localhost/jwks",
+            "http://169.254.169.254/latest/meta-data/",
+        ] {
+            assert!(check_followed("https://a.example/", to).is_err(), "{to}");
+        }
+    }
 
     #[test]
     fn plain_http_only_to_loopback() {
