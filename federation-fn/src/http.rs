@@ -456,6 +456,9 @@ fn valid_segment(s: &str, allow_upper: bool) -> bool {
         })
 }
 
+/// The longest valid generator reference: three segments of [`valid_segment`] and two `/`.
+const MAX_REFERENCE_BYTES: usize = 3 * 253 + 2;
+
 /// Audit line for one decision. Never carries a token or a credential.
 #[allow(clippy::too_many_arguments)]
 fn audit(
@@ -469,6 +472,9 @@ fn audit(
     started: Instant,
 ) {
     let allowed = code == "ok";
+    // Before its checks the reference is the caller's text (up to a URI's 64 KiB): log at
+    // most what a valid one can hold, so that unauthenticated calls cannot flood the log.
+    let generator = esi_api::json::prefix_at_char_boundary(generator, MAX_REFERENCE_BYTES);
     let (cluster, namespace, sa, pod) = match identity {
         Some(i) => (
             i.cluster.as_str(),

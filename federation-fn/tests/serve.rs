@@ -304,6 +304,32 @@ async fn serves_reloads_shares_leases_and_never_logs_secrets() {
         "{metrics}"
     );
 
+    // An unauthenticated call's path is logged at most as long as a valid reference.
+    let long = "a".repeat(20_000);
+    let status = http
+        .post(format!(
+            "http://{}/v1/generators/{long}/Password/db",
+            one.addr
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    let prefix = format!("\"generator\":\"{}", "a".repeat(700));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !one.logs().contains(&prefix) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit line for the long path"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !one.logs().contains(&"a".repeat(800)),
+        "the caller's whole path reached the log"
+    );
+
     // Audit lines exist and carry the identity.
     assert!(
         one.logs.logged("\"target\":\"esi::audit\""),

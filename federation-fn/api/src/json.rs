@@ -55,13 +55,20 @@ pub fn explain<'de, T: Deserialize<'de>>(text: &'de str) -> Option<String> {
 /// Shortens `text` to at most `max` bytes, cutting before the character that would cross it
 /// (`String::truncate` panics inside a character).
 pub fn truncate_at_char_boundary(text: &mut String, max: usize) {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
+    let cut = prefix_at_char_boundary(text, max).len();
+    text.truncate(cut);
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn prefix_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
     }
+    let cut = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..cut]
 }
 
 fn describe(e: &serde_json::Error, path: &str) -> String {
@@ -194,5 +201,7 @@ mod tests {
         let mut short = "abc".to_owned();
         truncate_at_char_boundary(&mut short, 10);
         assert_eq!(short, "abc");
+        assert_eq!(prefix_at_char_boundary("aé", 2), "a");
+        assert_eq!(prefix_at_char_boundary("aé", 3), "aé");
     }
 }
