@@ -1,9 +1,10 @@
 //! What `init`, `refresh` and `exec` share: issuing a set of aliases concurrently (all or
-//! nothing: on failure the credentials already minted are revoked, never leaked) and writing
-//! a Pod's env bundles and files from the current credentials.
+//! nothing: on failure the credentials already minted are revoked, never leaked), revoking
+//! fresh credentials when a later step fails, and rendering then writing a Pod's env bundles
+//! and files from the current credentials.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,27 +62,62 @@ pub async fn issue(
         }
     }
     if let Some(err) = first_err {
-        revoke_unused(client, token, &creds).await;
+        revoke_unused(client, token, &creds, "another generator failed").await;
         return Err(err);
     }
     Ok(creds)
 }
 
-/// Revokes credentials that will not be used (another alias failed); failures are logged.
-async fn revoke_unused(client: &Federation, token: &Token, creds: &Credentials) {
+/// Revokes credentials that will not be used because `why`, best effort: failures are logged,
+/// never returned (the caller reports its own error). The leases revoked are returned.
+pub async fn revoke_unused(
+    client: &Federation,
+    token: &Token,
+    creds: &Credentials,
+    why: &str,
+) -> Vec<String> {
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let mut revoked = Vec::new();
     for (alias, env) in creds {
         if let Some(lease) = &env.lease {
             match client.revoke(token, lease, deadline).await {
-                Ok(_) => log::info(&format!(
-                    "revoked the unused credential of `{alias}` (another generator failed)"
-                )),
+                Ok(_) => {
+                    log::info(&format!(
+                        "revoked the unused credential of `{alias}` ({why})"
+                    ));
+                    revoked.push(lease.clone());
+                }
                 Err(e) => log::warn(&format!(
                     "could not revoke the unused credential of `{alias}`: {e}"
                 )),
             }
         }
     }
+    revoked
+}
+
+/// Runs `step` on freshly issued `creds`; when it fails, revokes them (they will never be
+/// used, and the caller would mint new ones on its next try), marks them revoked in the lease
+/// records when `step` got as far as recording them, and returns the step's error.
+pub async fn or_revoke<T>(
+    client: &Federation,
+    token: &Token,
+    layout: &Layout,
+    spec: &InjectionSpec,
+    creds: &Credentials,
+    step: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let err = match step() {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let revoked = revoke_unused(client, token, creds, "a later step failed").await;
+    if !revoked.is_empty()
+        && let Err(e) = layout.mark_revoked(&revoked, &spec.owner)
+    {
+        log::debug(&format!("could not mark the leases revoked: {e:#}"));
+    }
+    Err(err)
 }
 
 /// The mode of env bundles: like files, owner-only unless the group is what serves the app:
@@ -97,6 +133,18 @@ pub fn bundle_mode(owner: &Owner) -> u32 {
     }
 }
 
+/// One env bundle or file, rendered and not yet written. No `Debug`: it holds credentials.
+pub struct Rendered {
+    /// Where it goes.
+    path: PathBuf,
+    /// Its content.
+    bytes: Vec<u8>,
+    /// Its mode.
+    mode: u32,
+    /// What it is, for errors (`file NAME (PATH)` or `env bundle of container NAME`).
+    what: String,
+}
+
 /// Writes the env bundles and files that read any of `changed` (all when `None`).
 pub fn write_outputs(
     layout: &Layout,
@@ -104,6 +152,29 @@ pub fn write_outputs(
     creds: &Credentials,
     changed: Option<&BTreeSet<String>>,
 ) -> anyhow::Result<()> {
+    let rendered = render_outputs(layout, spec, creds, changed)?;
+    write_rendered(layout, &rendered, &spec.owner)
+}
+
+/// Writes what [`render_outputs`] produced, each atomically.
+pub fn write_rendered(layout: &Layout, rendered: &[Rendered], owner: &Owner) -> anyhow::Result<()> {
+    for r in rendered {
+        output::ensure_dir(r.path.parent().unwrap_or(&layout.root), 0o755)
+            .with_context(|| r.what.clone())?;
+        output::write_atomic(&r.path, &r.bytes, r.mode, owner).with_context(|| r.what.clone())?;
+    }
+    Ok(())
+}
+
+/// Renders, in memory, the env bundles and files that read any of `changed` (all when
+/// `None`): every missing key or invalid name is found before anything is written.
+pub fn render_outputs(
+    layout: &Layout,
+    spec: &InjectionSpec,
+    creds: &Credentials,
+    changed: Option<&BTreeSet<String>>,
+) -> anyhow::Result<Vec<Rendered>> {
+    let mut out = Vec::new();
     let touches = |aliases: &[&str]| match changed {
         None => true,
         Some(set) => aliases.iter().any(|a| set.contains(*a)),
@@ -124,10 +195,12 @@ pub fn write_outputs(
             expires_at: output::earliest_expiry(aliases, creds),
             env,
         };
-        let path = layout.bundle(name);
-        output::ensure_dir(path.parent().unwrap_or(&layout.root), 0o755)?;
-        let bytes = serde_json::to_vec(&bundle)?;
-        output::write_atomic(&path, &bytes, bundle_mode(&spec.owner), &spec.owner)?;
+        out.push(Rendered {
+            path: layout.bundle(name),
+            bytes: serde_json::to_vec(&bundle)?,
+            mode: bundle_mode(&spec.owner),
+            what: format!("env bundle of container {name}"),
+        });
     }
     for file in &spec.files {
         let aliases = file.content.aliases();
@@ -145,12 +218,14 @@ pub fn write_outputs(
                 file.volume_path
             );
         }
-        let path = layout.volume_file(&file.volume_path);
-        output::ensure_dir(path.parent().unwrap_or(&layout.root), 0o755)?;
-        output::write_atomic(&path, &bytes, file.mode, &spec.owner)
-            .with_context(|| format!("file {} ({})", file.name, file.path))?;
+        out.push(Rendered {
+            path: layout.volume_file(&file.volume_path),
+            bytes,
+            mode: file.mode,
+            what: format!("file {} ({})", file.name, file.path),
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Pairs of (alias, envelope) for lease recording.

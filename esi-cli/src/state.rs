@@ -251,6 +251,22 @@ impl Layout {
         self.save_leases(&leases, &spec.owner)
     }
 
+    /// Marks the records of `revoked` leases as revoked.
+    pub fn mark_revoked(&self, revoked: &[String], owner: &Owner) -> anyhow::Result<()> {
+        let mut leases = self.load_leases()?;
+        let mut changed = false;
+        for rec in &mut leases.leases {
+            if !rec.revoked && revoked.contains(&rec.lease) {
+                rec.revoked = true;
+                changed = true;
+            }
+        }
+        if changed {
+            self.save_leases(&leases, owner)?;
+        }
+        Ok(())
+    }
+
     /// An env bundle, when present.
     pub fn load_bundle(&self, container: &str) -> anyhow::Result<Option<Bundle>> {
         read_json(&self.bundle(container))

@@ -1210,3 +1210,82 @@ fn root_app_gets_readable_credentials_from_a_non_root_init() {
     let denied = run(no_caps("cat".as_ref()).arg(&state));
     assert!(!denied.status.success(), "capabilities were not dropped");
 }
+
+/// Audit lines of `action` on `generator` that succeeded.
+fn audited(fed: &Federation, action: &str, generator: &str) -> usize {
+    let (action, generator) = (
+        format!(r#""action":"{action}""#),
+        format!(r#""generator":"{generator}""#),
+    );
+    fed.logs()
+        .lines()
+        .filter(|l| l.contains(&action) && l.contains(&generator) && l.contains(r#""code":"ok""#))
+        .count()
+}
+
+#[test]
+fn init_revokes_what_it_issued_when_a_later_step_fails() {
+    let s = setup();
+    let pod = Pod::new(&s.issuer.token("default", "app"));
+    // A typo in a key: found only once the credential is there.
+    let typo = ContainerSpec {
+        env: vec![
+            mapping("DB_USER", "creds", "username"),
+            mapping("DB_PASS", "creds", "pasword"),
+        ],
+        env_from: vec![],
+    };
+    let spec = spec(
+        &s.fed.url(),
+        &[("creds", "default/Fake/creds")],
+        &[("app", typo)],
+        vec![],
+    );
+    for attempt in 1..=2 {
+        let out = run(pod.cli(&spec).arg("init"));
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains("no key `pasword`"), "{err}");
+        assert!(
+            err.contains("revoked the unused credential of `creds` (a later step failed)"),
+            "{err}"
+        );
+        // Every restart of the init container mints one and revokes it: nothing piles up.
+        wait_until("the revoke audit line", Duration::from_secs(5), || {
+            audited(&s.fed, "revoke", "default/Fake/creds") == attempt
+        });
+        assert_eq!(audited(&s.fed, "generate", "default/Fake/creds"), attempt);
+        assert!(!pod.path("env/app.json").exists(), "nothing half-written");
+        assert!(!pod.path("state/init.done").exists());
+    }
+
+    // A write that fails after the leases were recorded: they are revoked and marked so.
+    let pod = Pod::new(&s.issuer.token("default", "app"));
+    let spec = esi_tests::spec(
+        &s.fed.url(),
+        &[("creds", "default/Fake/creds")],
+        &[],
+        vec![file(
+            "creds.json",
+            FileContent::Json {
+                alias: "creds".into(),
+            },
+            0o400,
+        )],
+    );
+    std::fs::write(pod.path("files"), b"not a directory").unwrap();
+    let out = run(pod.cli(&spec).arg("init"));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("file creds.json"), "{err}");
+    assert!(err.contains("revoked the unused credential"), "{err}");
+    wait_until("the revoke audit line", Duration::from_secs(5), || {
+        audited(&s.fed, "revoke", "default/Fake/creds") == 3
+    });
+    let leases = json_file(&pod.path("state/leases.json"));
+    let leases = leases["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0]["revoked"], true, "{leases:?}");
+    let out = ok(pod.cli(&spec).arg("revoke"));
+    assert!(text(&out.stderr).contains("nothing to revoke"));
+}

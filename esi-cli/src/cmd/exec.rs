@@ -124,10 +124,18 @@ fn refetch(g: &Global, layout: &Layout, name: &str) -> anyhow::Result<BTreeMap<S
     aliases.sort();
     aliases.dedup();
     let deadline = Instant::now() + g.deadline;
-    let creds = crate::runtime()?
+    let rt = crate::runtime()?;
+    let creds = rt
         .block_on(pod::issue(&client, &token, &spec, &aliases, deadline))
         .context("re-fetching failed")?;
-    let env = output::container_env(&cspec, &creds)?;
+    let env = rt.block_on(pod::or_revoke(
+        &client,
+        &token,
+        layout,
+        &spec,
+        &creds,
+        || output::container_env(&cspec, &creds),
+    ))?;
     log::info(&format!(
         "re-fetched {} credential(s) for container {name}",
         creds.len()

@@ -1,8 +1,9 @@
 //! `esi-cli init`: the init container.
 //!
 //! Copies this binary into the shared volume (so app containers can run `esi-cli exec`
-//! without a shell), fetches every alias once and concurrently, records the leases, writes the
-//! env bundles and files, then a marker. A second run in the same Pod (the init container
+//! without a shell), fetches every alias once and concurrently, renders the env bundles and
+//! files, records the leases, writes the outputs, then a marker; when anything after issuing
+//! fails, the fresh credentials are revoked. A second run in the same Pod (the init container
 //! re-runs when the Pod sandbox is recreated) finds the marker and valid credentials and does
 //! not mint new ones.
 
@@ -45,20 +46,27 @@ pub async fn run(g: &Global, no_copy: bool) -> anyhow::Result<ExitCode> {
     }
     let client = g.spec_client(&spec)?;
     let token = Arc::new(Token::read(&g.token_path(Some(&spec)))?);
+    // Before minting anything: a volume or ownership problem fails here, for free.
+    layout.save_spec(&spec)?;
     let aliases: Vec<String> = spec.generators.keys().cloned().collect();
     let deadline = Instant::now() + g.deadline;
     let creds = pod::issue(&client, &token, &spec, &aliases, deadline).await?;
-    // Leases first, so `revoke` finds them even if a later write fails.
-    layout.save_spec(&spec)?;
-    layout.record_leases(&spec, &pod::fresh_pairs(&creds))?;
-    layout.save_credentials(&creds, &spec.owner)?;
-    pod::write_outputs(&layout, &spec, &creds, None)?;
-    output::write_atomic(
-        &layout.marker(),
-        jiff::Timestamp::now().to_string().as_bytes(),
-        0o600,
-        &Owner::default(),
-    )?;
+    // From here a failure would leak the credentials and the next init (a restart of the init
+    // container) would mint new ones: render everything first, and revoke on any error.
+    pod::or_revoke(&client, &token, &layout, &spec, &creds, || {
+        let rendered = pod::render_outputs(&layout, &spec, &creds, None)?;
+        // Leases first, so `revoke` finds them even if esi-cli dies during a later write.
+        layout.record_leases(&spec, &pod::fresh_pairs(&creds))?;
+        layout.save_credentials(&creds, &spec.owner)?;
+        pod::write_rendered(&layout, &rendered, &spec.owner)?;
+        output::write_atomic(
+            &layout.marker(),
+            jiff::Timestamp::now().to_string().as_bytes(),
+            0o600,
+            &Owner::default(),
+        )
+    })
+    .await?;
     let bundles = spec.containers.values().filter(|c| c.wants_env()).count();
     log::info(&format!(
         "fetched {} credential(s) from {}; wrote {bundles} env bundle(s) and {} file(s)",

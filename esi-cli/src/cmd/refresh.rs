@@ -228,9 +228,15 @@ pub async fn run(g: &Global, opts: Options) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => return Ok(ExitCode::SUCCESS),
                 _ = int.recv() => return Ok(ExitCode::SUCCESS),
             };
-            store(&layout, &spec, &issued)?;
-            pod::write_outputs(&layout, &spec, &issued, None)?;
-            layout.save_spec(&spec)?;
+            // The app waits for readiness, so nothing reads these yet: on any failure they
+            // are revoked, rather than leaked and minted again by the restarted sidecar.
+            pod::or_revoke(&client, &token, &layout, &spec, &issued, || {
+                let rendered = pod::render_outputs(&layout, &spec, &issued, None)?;
+                store(&layout, &spec, &issued)?;
+                pod::write_rendered(&layout, &rendered, &spec.owner)?;
+                layout.save_spec(&spec)
+            })
+            .await?;
             issued
         }
     };
@@ -336,10 +342,18 @@ async fn reissue(
     let fresh = pod::issue(client, &token, spec, aliases, deadline).await?;
     let mut merged = current.clone();
     merged.extend(fresh.clone());
-    store(layout, spec, &merged)?;
-    layout.record_leases(spec, &pod::fresh_pairs(&fresh))?;
     let changed: BTreeSet<String> = fresh.keys().cloned().collect();
-    pod::write_outputs(layout, spec, &merged, Some(&changed))?;
+    // A rendering failure (a key the backend stopped returning) would repeat on every retry,
+    // each minting a credential: revoke them. Once recorded, the leases are revoke's to find
+    // (and the app may already read a swapped file), so later failures keep them.
+    let rendered = pod::or_revoke(client, &token, layout, spec, &fresh, || {
+        let rendered = pod::render_outputs(layout, spec, &merged, Some(&changed))?;
+        layout.record_leases(spec, &pod::fresh_pairs(&fresh))?;
+        Ok(rendered)
+    })
+    .await?;
+    store(layout, spec, &merged)?;
+    pod::write_rendered(layout, &rendered, &spec.owner)?;
     log::info(&format!("re-issued {}", aliases.join(", ")));
     Ok(fresh)
 }
