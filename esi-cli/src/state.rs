@@ -6,7 +6,7 @@
 //! <volume>/files/...              file outputs (FileOutput::volume_path)
 //! <volume>/state/spec.json        the InjectionSpec init ran with (exec re-fetch, revoke)
 //! <volume>/state/credentials.json the current envelopes by alias (refresh re-renders from it)
-//! <volume>/state/leases.json      every lease this Pod obtained ([`LeaseRecord`])
+//! <volume>/state/leases.json      the leases this Pod obtained that may need revoking ([`LeaseRecord`])
 //! <volume>/state/init.done        marker: credentials were fetched for this Pod start
 //! <volume>/state/refresh.ready    written by `refresh` after its first successful write
 //! ```
@@ -146,7 +146,7 @@ impl fmt::Debug for LeaseRecord {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Leases {
-    /// Every lease, oldest first.
+    /// The leases, oldest first; revoked and expired ones are dropped at the next recording.
     pub leases: Vec<LeaseRecord>,
 }
 
@@ -225,13 +225,19 @@ impl Layout {
         write_json(&self.leases(), leases, STATE_MODE, owner)
     }
 
-    /// Adds the leases of fresh envelopes to the records.
+    /// Adds the leases of fresh envelopes to the records, dropping the records that need
+    /// nothing any more (revoked, or expired: the backend ended them), so the file of a
+    /// long-running refresher stays as small as the set of live leases.
     pub fn record_leases(
         &self,
         spec: &InjectionSpec,
         fresh: &[(String, &Envelope)],
     ) -> anyhow::Result<()> {
         let mut leases = self.load_leases()?;
+        let now = jiff::Timestamp::now();
+        leases
+            .leases
+            .retain(|l| !l.revoked && l.expires_at.is_none_or(|t| t > now));
         for (alias, env) in fresh {
             if let Some(lease) = &env.lease {
                 leases.leases.push(LeaseRecord {
@@ -270,5 +276,66 @@ impl Layout {
     /// An env bundle, when present.
     pub fn load_bundle(&self, container: &str) -> anyhow::Result<Option<Bundle>> {
         read_json(&self.bundle(container))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(lease: &str, expires_in: i64) -> Envelope {
+        let now = jiff::Timestamp::now();
+        Envelope {
+            data: BTreeMap::new(),
+            issued_at: now,
+            expires_at: Some(now + jiff::SignedDuration::from_secs(expires_in)),
+            renewable: false,
+            lease: Some(lease.to_owned()),
+        }
+    }
+
+    #[test]
+    fn recording_drops_revoked_and_expired_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure_state_dir().unwrap();
+        let spec = InjectionSpec::from_json(
+            r#"{"version":1,"federationUrl":"https://x","tokenPath":"/t","generators":{},"containers":{}}"#,
+        )
+        .unwrap();
+        let (live, expired, revoked) = (
+            envelope("live", 600),
+            envelope("expired", -1),
+            envelope("revoked", 600),
+        );
+        layout
+            .record_leases(
+                &spec,
+                &[
+                    ("a".into(), &live),
+                    ("a".into(), &expired),
+                    ("a".into(), &revoked),
+                ],
+            )
+            .unwrap();
+        layout
+            .mark_revoked(&["revoked".to_owned()], &spec.owner)
+            .unwrap();
+        assert_eq!(layout.load_leases().unwrap().leases.len(), 3);
+        let no_expiry = Envelope {
+            expires_at: None,
+            ..envelope("forever", 0)
+        };
+        layout
+            .record_leases(&spec, &[("b".into(), &no_expiry)])
+            .unwrap();
+        let kept: Vec<String> = layout
+            .load_leases()
+            .unwrap()
+            .leases
+            .into_iter()
+            .map(|l| l.lease)
+            .collect();
+        assert_eq!(kept, ["live", "forever"]);
     }
 }

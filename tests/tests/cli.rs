@@ -529,7 +529,9 @@ fn refresh_swaps_files_atomically_before_expiry_and_signals_the_app() {
     );
     let leases = json_file(&pod.path("state/leases.json"));
     let leases = leases["leases"].as_array().unwrap();
-    assert!(leases.len() >= 3, "one lease per issuance");
+    // One lease per issuance, but each recording drops the expired ones: with a re-issue at
+    // half of a 4 s lifetime, at most three are alive at once.
+    assert!((2..=3).contains(&leases.len()), "{leases:?}");
     assert!(leases.iter().all(|l| l["revoked"] == true), "{leases:?}");
     let _ = app.kill();
     let _ = app.wait();
