@@ -473,6 +473,18 @@ async fn rate_limit_answers_429_with_retry_after() {
         }
     }
     assert_eq!(codes, vec![200, 200, 429]);
+
+    // A reload (here of the same resources) keeps the exhausted bucket: editing any resource
+    // must not hand every workload a fresh burst.
+    let yaml = common::cluster("alpha", &issuer.issuer()) + common::GENERATORS;
+    let reloaded = esi_federation::config::load_text("test.yaml", &yaml, &state).unwrap();
+    state.install(reloaded);
+    let (status, ..) = common::send(
+        &state,
+        common::post("/v1/generators/default/UUID/id", Some(&limited), None),
+    )
+    .await;
+    assert_eq!(status, 429);
 }
 
 #[tokio::test]

@@ -825,7 +825,8 @@ pub fn build_snapshot_lenient(
         .into_iter()
         .map(|(n, (s, _))| (n, s))
         .collect();
-    let authorizer = Authorizer::new(&auths);
+    let previous = state.snapshot();
+    let authorizer = Authorizer::carrying(&auths, previous.as_ref().map(|s| &s.authorizer));
     let mut generators = LookupMap::default();
     // Generators on one store share its connection and login, across reloads too.
     let mut shared = state.stores.lock().unwrap_or_else(|p| p.into_inner());
