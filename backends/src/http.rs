@@ -199,6 +199,28 @@ pub async fn read_body(
     Ok(out)
 }
 
+/// Reads a response body like [`read_body`], but a failure (cut short, over [`MAX_BODY`])
+/// keeps what arrived, at most [`MAX_BODY`] bytes: for a caller that must learn what an answer
+/// it cannot read whole would have handed out.
+pub async fn read_body_keeping(
+    backend: &str,
+    mut resp: reqwest::Response,
+) -> Result<Vec<u8>, (BackendError, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) if out.len() + chunk.len() > MAX_BODY => {
+                let room = MAX_BODY - out.len();
+                out.extend_from_slice(&chunk[..room]);
+                return Err((too_large(backend), out));
+            }
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk),
+            Ok(None) => return Ok(out),
+            Err(e) => return Err((transport_error(backend, &e), out)),
+        }
+    }
+}
+
 fn too_large(backend: &str) -> BackendError {
     BackendError::Rejected {
         message: format!("{backend} returned an oversized response"),

@@ -459,15 +459,26 @@ impl VaultConn {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<VaultResponse, BackendError> {
-        let token = self.token().await?;
+        self.call_detailed(method, path, body)
+            .await
+            .map_err(|e| e.err)
+    }
+
+    /// [`VaultConn::call`], saying on failure what became of the request: whether Vault may
+    /// have acted on it, for a caller deciding whether a retry could mint twice.
+    pub(crate) async fn call_detailed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<VaultResponse, CallError> {
+        let token = self.token().await.map_err(CallError::not_sent)?;
         match self.call_once(&method, path, body, &token).await {
-            Err(e) if e.status == Some(403) && self.invalidate(&token).await => {
-                let token = self.token().await?;
-                self.call_once(&method, path, body, &token)
-                    .await
-                    .map_err(|e| e.err)
+            Err(e) if matches!(e.fate, Fate::Status(403)) && self.invalidate(&token).await => {
+                let token = self.token().await.map_err(CallError::not_sent)?;
+                self.call_once(&method, path, body, &token).await
             }
-            r => r.map_err(|e| e.err),
+            r => r,
         }
     }
 
@@ -482,10 +493,8 @@ impl VaultConn {
         if let (Some(b), true) = (body, *method == reqwest::Method::GET) {
             let pairs = query_pairs(b);
             if !pairs.is_empty() {
-                let mut ser = reqwest::Url::parse("http://x/").map_err(|e| CallError {
-                    status: None,
-                    err: unavailable("bad url", e.to_string()),
-                })?;
+                let mut ser = reqwest::Url::parse("http://x/")
+                    .map_err(|e| CallError::not_sent(unavailable("bad url", e.to_string())))?;
                 ser.query_pairs_mut().extend_pairs(pairs);
                 url.push('?');
                 url.push_str(ser.query().unwrap_or_default());
@@ -504,9 +513,32 @@ impl VaultConn {
         {
             req = req.json(b);
         }
-        let (status, bytes) = crate::http::send(BACKEND, req)
-            .await
-            .map_err(|err| CallError { status: None, err })?;
+        let resp = req.send().await.map_err(|e| CallError {
+            err: crate::http::transport_error(BACKEND, &e),
+            // A connection that could not be made carried no request; any other failure
+            // (timeout, reset) may have come after Vault received it.
+            fate: if e.is_connect() {
+                Fate::NotSent
+            } else {
+                Fate::Lost
+            },
+        })?;
+        let status = resp.status();
+        let bytes = match crate::http::read_body_keeping(BACKEND, resp).await {
+            Ok(bytes) => bytes,
+            Err((err, _)) if !status.is_success() => {
+                return Err(CallError {
+                    err,
+                    fate: Fate::Status(status.as_u16()),
+                });
+            }
+            Err((err, prefix)) => {
+                return Err(CallError {
+                    err,
+                    fate: Fate::Unreadable(Salvage::from_answer(&prefix)),
+                });
+            }
+        };
         if !status.is_success() {
             let err = crate::http::status_error(
                 BACKEND,
@@ -514,27 +546,157 @@ impl VaultConn {
                 &format!("{method} {path}: {}", vault_errors(&bytes)),
             );
             return Err(CallError {
-                status: Some(status.as_u16()),
                 err,
+                fate: Fate::Status(status.as_u16()),
             });
         }
         if bytes.is_empty() {
             return Ok(VaultResponse::default());
         }
         esi_api::json::from_answer(&bytes).map_err(|e| CallError {
-            status: None,
             err: unavailable(
                 "vault returned an unreadable response",
                 format!("{method} {path}: {e}"),
             ),
+            fate: Fate::Unreadable(Salvage::from_answer(&bytes)),
         })
     }
 }
 
-/// A failed call and the HTTP status, when there was one.
-struct CallError {
-    status: Option<u16>,
-    err: BackendError,
+/// A failed call, and what became of the request.
+pub(crate) struct CallError {
+    /// The failure, classified.
+    pub(crate) err: BackendError,
+    /// Whether Vault may have acted on the request.
+    pub(crate) fate: Fate,
+}
+
+impl CallError {
+    fn not_sent(err: BackendError) -> Self {
+        CallError {
+            err,
+            fate: Fate::NotSent,
+        }
+    }
+}
+
+/// What became of a request that failed: whether Vault may have acted on it.
+pub(crate) enum Fate {
+    /// It never reached Vault (no token, the connection could not be made).
+    NotSent,
+    /// Vault (or something in front of it) answered with this error status.
+    Status(u16),
+    /// It was sent, and no answer came back (timeout, connection reset): Vault may have
+    /// acted on it.
+    Lost,
+    /// Vault answered success, but the answer could not be read whole (unexpected shape,
+    /// cut short, oversized): what could be found in it.
+    Unreadable(Salvage),
+}
+
+/// The revocable parts found in an answer that could not be read whole. Lease ids, accessors
+/// and serial numbers name credentials without being them.
+#[derive(Default, PartialEq, Eq)]
+pub(crate) struct Salvage {
+    /// The top-level `lease_id`.
+    pub(crate) lease_id: Option<String>,
+    /// `auth.accessor`.
+    pub(crate) accessor: Option<String>,
+    /// `data.serial_number` (a PKI certificate).
+    pub(crate) serial: Option<String>,
+}
+
+impl fmt::Debug for Salvage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Salvage")
+            .field("lease_id", &self.lease_id.is_some())
+            .field("accessor", &self.accessor.is_some())
+            .field("serial", &self.serial.is_some())
+            .finish()
+    }
+}
+
+impl Salvage {
+    /// Walks `answer`'s JSON as far as it goes (it may be cut short anywhere) and keeps the
+    /// string values at `lease_id`, `auth.accessor` and `data.serial_number`; the same keys
+    /// deeper down (a secret's own data) are not Vault's and are ignored.
+    pub(crate) fn from_answer(answer: &[u8]) -> Self {
+        // One open object or array: in an object, the key being read or whose value is.
+        struct Open {
+            object: bool,
+            key: Option<String>,
+            want_key: bool,
+        }
+        let mut open: Vec<Open> = Vec::new();
+        let mut found = Salvage::default();
+        let mut i = 0;
+        while i < answer.len() {
+            match answer[i] {
+                c @ (b'{' | b'[') => open.push(Open {
+                    object: c == b'{',
+                    key: None,
+                    want_key: c == b'{',
+                }),
+                b'}' | b']' => {
+                    open.pop();
+                    if open.is_empty() {
+                        break;
+                    }
+                }
+                b',' => {
+                    if let Some(o) = open.last_mut().filter(|o| o.object) {
+                        o.want_key = true;
+                        o.key = None;
+                    }
+                }
+                b':' => {
+                    if let Some(o) = open.last_mut() {
+                        o.want_key = false;
+                    }
+                }
+                b'"' => {
+                    let Some(end) = string_end(answer, i) else {
+                        break;
+                    };
+                    let text = serde_json::from_slice::<String>(&answer[i..=end]).ok();
+                    match open.last_mut() {
+                        Some(o) if o.object && o.want_key => o.key = text,
+                        Some(_) => {
+                            let keys: Vec<Option<&str>> =
+                                open.iter().map(|o| o.key.as_deref()).collect();
+                            let slot = match keys.as_slice() {
+                                [Some("lease_id")] => &mut found.lease_id,
+                                [Some("auth"), Some("accessor")] => &mut found.accessor,
+                                [Some("data"), Some("serial_number")] => &mut found.serial,
+                                _ => &mut None,
+                            };
+                            if slot.is_none() {
+                                *slot = text.filter(|t| !t.is_empty());
+                            }
+                        }
+                        None => {}
+                    }
+                    i = end;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        found
+    }
+}
+
+/// The index of the quote closing the JSON string opening at `start`, if the text holds it.
+fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < text.len() {
+        match text[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn read_token_file(j: &JwtAuth) -> Result<SecretString, BackendError> {
@@ -622,5 +784,60 @@ pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
             message: format!("vault could not be reached ({what})"),
             detail,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn salvage(text: &str) -> (Option<String>, Option<String>, Option<String>) {
+        let s = Salvage::from_answer(text.as_bytes());
+        (s.lease_id, s.accessor, s.serial)
+    }
+
+    #[test]
+    fn salvages_revocable_parts_of_a_whole_answer() {
+        let answer = r#"{"request_id":"r","lease_id":"database/creds/ro/abc","renewable":true,
+            "lease_duration":60,"data":{"username":"u","password":"p\"w","serial_number":"0a:0b"},
+            "auth":{"client_token":"s.x","accessor":"acc1","policies":["default"]}}"#;
+        assert_eq!(
+            salvage(answer),
+            (
+                Some("database/creds/ro/abc".into()),
+                Some("acc1".into()),
+                Some("0a:0b".into())
+            )
+        );
+    }
+
+    #[test]
+    fn salvages_what_precedes_the_cut_of_a_truncated_answer() {
+        let answer = r#"{"request_id":"r","lease_id":"pki/issue/web/xyz","renewable":false,"data":{"certificate":"-----BEGIN CERT"#;
+        assert_eq!(
+            salvage(answer),
+            (Some("pki/issue/web/xyz".into()), None, None)
+        );
+        // Cut inside the lease id itself: nothing half-read is trusted.
+        assert_eq!(salvage(r#"{"lease_id":"pki/iss"#), (None, None, None));
+    }
+
+    #[test]
+    fn ignores_the_same_keys_inside_a_secret() {
+        // A KV secret may hold keys named like Vault's; an escaped quote may imitate a key.
+        let answer = r#"{"lease_id":"","data":{"lease_id":"x/y","auth":{"accessor":"a"},
+            "note":"\"lease_id\":\"fake\"","list":[{"serial_number":"s"}],
+            "data":{"serial_number":"nested"}},"auth":null}"#;
+        assert_eq!(salvage(answer), (None, None, None));
+        assert_eq!(salvage("<html>bad gateway</html>"), (None, None, None));
+        assert_eq!(salvage(r#"["lease_id","x"]"#), (None, None, None));
+    }
+
+    #[test]
+    fn salvage_debug_shows_no_values() {
+        let s = Salvage::from_answer(br#"{"lease_id":"database/creds/ro/abc"}"#);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("abc"), "{shown}");
+        assert!(shown.contains("lease_id: true"), "{shown}");
     }
 }

@@ -6,6 +6,12 @@
 //!   block (for `auth/token/create` and login paths).
 //!   An answer without that part is refused, after revoking whatever it minted anyway (a
 //!   lease, a token, a certificate): `auth/token/create` read as `Data` still creates a token.
+//! - `retrySettings` never risks a second mint whose first cannot be revoked: every call is
+//!   taken to mint (`GET database/creds/...` does), so it is sent again only when it never
+//!   reached Vault (connection refused) or Vault answered 412, 429, 500, 502 or 503. A timeout
+//!   or reset after sending, or a gateway's 504, ends the attempts. A success whose body cannot
+//!   be read whole (cut short, oversized, odd shape) has its `lease_id`, `auth.accessor` or PKI
+//!   serial pulled from what arrived and revoked; only then is the call sent again.
 //! - `expiresAt` comes from the response's `lease_duration` (or, for a PKI certificate
 //!   without a lease, its `expiration`); never guessed.
 //! - Revocation: a lease id goes to `sys/leases/revoke`; an `Auth` result is revoked by its
@@ -28,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::HumanDuration;
 use crate::store::Conns;
 use crate::store::{SecretStoreRef, StoreProvider};
-use crate::vault::{VaultConn, value_string};
+use crate::vault::{Fate, VaultConn, value_string};
 use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SecretStoreSpec, SpecError};
 
 /// `spec` of a `VaultDynamicSecret` generator.
@@ -212,17 +218,72 @@ impl VaultDynamicSecretGenerator {
         });
         let mut attempt = 0;
         loop {
-            match self
+            let failed = match self
                 .conn
-                .call(method.clone(), self.path(), body.as_ref())
+                .call_detailed(method.clone(), self.path(), body.as_ref())
                 .await
             {
-                Err(BackendError::Unavailable { .. }) if attempt < retries => {
-                    attempt += 1;
-                    tokio::time::sleep(interval).await;
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            };
+            // Every call of this generator may mint (`GET database/creds/...` does): send it
+            // again only when the first cannot have minted, or minted something now revoked.
+            let (again, why_not) = match &failed.fate {
+                Fate::NotSent => (matches!(failed.err, BackendError::Unavailable { .. }), ""),
+                // Vault's own "not now": 500 (the engine failed), 502/503 (sealed, standby,
+                // plugin down), 429 (rate limit), 412 (a standby not yet caught up). A
+                // gateway's 504 says nothing about whether Vault minted behind it.
+                Fate::Status(code) => (
+                    matches!(code, 412 | 429 | 500 | 502 | 503),
+                    if *code == 504 {
+                        "; not retried: a gateway timeout does not say whether vault minted"
+                    } else {
+                        ""
+                    },
+                ),
+                Fate::Lost => (
+                    false,
+                    "; not retried: vault may have minted before the answer was lost",
+                ),
+                Fate::Unreadable(found) => {
+                    let minted = self.minted_in(
+                        found.lease_id.as_deref().unwrap_or_default(),
+                        found.accessor.as_deref(),
+                        found.serial.as_deref(),
+                    );
+                    let revoked = self.revoke_minted(&minted).await;
+                    match (minted.is_empty(), revoked) {
+                        (false, true) => (true, ""),
+                        (false, false) => (
+                            false,
+                            "; not retried: what vault minted could not be revoked",
+                        ),
+                        (true, _) => (
+                            false,
+                            "; not retried: nothing revocable found in the answer, vault may have minted",
+                        ),
+                    }
                 }
-                r => return r,
+            };
+            if again && attempt < retries {
+                attempt += 1;
+                tracing::debug!(
+                    path = self.path(),
+                    attempt,
+                    detail = failed.err.detail(),
+                    "retrying a vault call"
+                );
+                tokio::time::sleep(interval).await;
+                continue;
             }
+            let mut err = failed.err;
+            if attempt < retries
+                && let BackendError::Unavailable { detail, .. }
+                | BackendError::Rejected { detail, .. } = &mut err
+            {
+                detail.push_str(why_not);
+            }
+            return Err(err);
         }
     }
 }
