@@ -172,7 +172,7 @@ fn main() -> ExitCode {
     let json_logs = std::env::var(ENV_LOG_FORMAT).is_ok_and(|v| v == "json");
     log::init(cli.global.verbose, json_logs);
     let termination_log = cli.global.termination_log.clone();
-    match run(cli) {
+    match make_undumpable().and_then(|()| run(cli)) {
         Ok(code) => code,
         Err(err) => {
             let line = format!("{err:#}");
@@ -181,6 +181,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes this process non-dumpable before it reads the token or a credential.
+///
+/// With `shareProcessNamespace: true` the app runs as the same uid/gid as esi-cli (the webhook
+/// makes it so), and the kernel lets a same-uid process read another's `/proc/<pid>/environ`,
+/// `mem` and `root/` — through which the agent's projected token, mounted only into esi-cli,
+/// would be one path away. A non-dumpable process's `/proc/<pid>` belongs to root and is closed
+/// to ptrace-style access by anyone without `CAP_SYS_PTRACE`. `exec` hands the app a fresh
+/// (dumpable) process image, as the kernel resets the flag on `execve`.
+fn make_undumpable() -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make esi-cli non-dumpable (prctl PR_SET_DUMPABLE)")?;
+    Ok(())
 }
 
 /// Writes the reason where Kubernetes reads it: the configured path, else
@@ -358,6 +373,14 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn start_up_makes_the_process_non_dumpable() {
+        use rustix::process::{DumpableBehavior, dumpable_behavior};
+        make_undumpable().unwrap();
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
     }
 
     #[test]

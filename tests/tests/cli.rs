@@ -1291,3 +1291,63 @@ fn init_revokes_what_it_issued_when_a_later_step_fails() {
     let out = ok(pod.cli(&spec).arg("revoke"));
     assert!(text(&out.stderr).contains("nothing to revoke"));
 }
+
+#[test]
+fn the_app_cannot_reach_the_agent_through_proc_even_as_the_same_user() {
+    if !rustix_is_root() {
+        eprintln!(
+            "SKIPPED: the_app_cannot_reach_the_agent_through_proc_even_as_the_same_user needs root to drop privileges"
+        );
+        return;
+    }
+    let issuer = Issuer::start();
+    let pod = Pod::new(&issuer.token("default", "app"));
+    for (p, m) in [
+        (pod.dir.path().to_owned(), 0o755),
+        (pod.volume.clone(), 0o777),
+        (pod.token.clone(), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    // esi-cli holds the token while it retries a federation that is down.
+    let closed = ClosedPort::new();
+    let spec = spec(
+        &format!("http://127.0.0.1:{}", closed.port()),
+        &[("pw", "default/Password/db")],
+        &[],
+        vec![],
+    );
+    let as_app = |program: &std::ffi::OsStr| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program);
+        c
+    };
+    let cmd = pod.cli(&spec);
+    let mut agent = as_app(cmd.get_program())
+        .args(["init", "--deadline", "60s"])
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("ESI_TERMINATION_LOG", pod.volume.join("termination-log"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("retrying"), "{line}");
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", agent.id()));
+    // Same uid, yet its /proc entries belong to root and stay closed.
+    let environ = std::fs::metadata(proc_dir.join("environ")).unwrap();
+    let read = run(as_app("cat".as_ref()).arg(proc_dir.join("environ")));
+    let listed = run(as_app("ls".as_ref()).arg(proc_dir.join("root/")));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(environ.uid(), 0, "esi-cli is dumpable");
+    assert!(!read.status.success(), "the app read esi-cli's environment");
+    assert!(!listed.status.success(), "the app reached esi-cli's root");
+    drop(closed);
+}
