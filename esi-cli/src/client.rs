@@ -255,7 +255,7 @@ impl Federation {
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { reason, after } => (reason, after),
             };
-            let wait = hint.unwrap_or_else(|| backoff.next());
+            let wait = retry_wait(hint, &mut backoff);
             if Instant::now() + wait >= deadline {
                 return Err(CallError::Deadline {
                     attempts,
@@ -312,8 +312,14 @@ impl Federation {
                 .map(|id| format!(", request id {id}"))
                 .unwrap_or_default()
         ));
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
+        let bytes = match read_body(resp, MAX_ANSWER_BYTES).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Attempt::Fail(CallError::Protocol(format!(
+                    "the federation's answer to {path} is larger than {} KiB; is the federation URL right?",
+                    MAX_ANSWER_BYTES / 1024
+                )));
+            }
             Err(e) => {
                 return Attempt::Retry {
                     reason: format!("reading the response failed: {}", describe(&e)),
@@ -360,6 +366,35 @@ impl Federation {
             request_id,
         })
     }
+}
+
+/// The largest answer read: envelopes and errors are a few KiB; more is not the federation
+/// (a misdirected URL, a hostile proxy) and must not grow esi-cli's small memory limit.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The body, read chunk by chunk; `None` as soon as it exceeds `max` bytes.
+async fn read_body(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// How long to wait before the next attempt: the federation's `retryAfterSeconds` when it asks
+/// for longer, never less than the backoff (a hint of 0 must not turn into a tight loop).
+fn retry_wait(hint: Option<Duration>, backoff: &mut Backoff) -> Duration {
+    let floor = backoff.next();
+    hint.map_or(floor, |h| h.max(floor))
 }
 
 fn status_text(status: u16) -> String {
@@ -425,6 +460,10 @@ impl Default for Backoff {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -455,6 +494,109 @@ mod tests {
             ..cfg("https://x", false)
         };
         assert!(Federation::new(&bad_ca).is_err());
+    }
+
+    /// A loopback HTTP server answering every request with `answer`; counts the requests.
+    fn serve(answer: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                counted.fetch_add(1, Ordering::Relaxed);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(&answer);
+            }
+        });
+        (url, hits)
+    }
+
+    fn answer(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut a = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    fn client_and_token(url: &str) -> (Federation, Token, tempfile::TempDir) {
+        let client = Federation::new(&ClientConfig {
+            url: url.into(),
+            ca_pem: None,
+            allow_http: true,
+            attempt_timeout: Duration::from_secs(2),
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "t").unwrap();
+        (client, Token::read(&path).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_zero_retry_after_still_backs_off() {
+        let body = br#"{"error":{"code":"rate_limited","message":"slow down","requestId":"r","retryAfterSeconds":0}}"#;
+        let (url, hits) = serve(answer("429 Too Many Requests", body));
+        let (client, token, _dir) = client_and_token(&url);
+        let err = client
+            .whoami(&token, Instant::now() + Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CallError::Deadline { .. }), "{err}");
+        // 200 ms, 400 ms, 800 ms ceilings with jitter and a 50 ms floor: a handful, not hundreds.
+        let n = hits.load(Ordering::Relaxed);
+        assert!((2..=21).contains(&n), "{n} attempts in one second");
+    }
+
+    #[test]
+    fn the_federations_hint_is_a_minimum_over_the_backoff() {
+        let mut b = Backoff::new();
+        assert!(retry_wait(Some(Duration::ZERO), &mut b) >= Duration::from_millis(50));
+        assert!(retry_wait(Some(Duration::from_secs(7)), &mut b) >= Duration::from_secs(7));
+        assert!(retry_wait(None, &mut b) >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused_with_a_clear_error() {
+        let huge = vec![b' '; MAX_ANSWER_BYTES + 1];
+        let (url, _) = serve(answer("200 OK", &huge));
+        let (client, token, _dir) = client_and_token(&url);
+        let err = client
+            .whoami(&token, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+        // Without a content-length, the body is cut off while it streams.
+        let mut streamed =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                .to_vec();
+        streamed.extend_from_slice(&huge);
+        let (url, _) = serve(streamed);
+        let (client, token, _dir) = client_and_token(&url);
+        let err = client
+            .whoami(&token, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+        // Just under the limit is read (and then judged on its content).
+        let (url, _) = serve(answer("200 OK", &vec![b' '; MAX_ANSWER_BYTES - 1]));
+        let (client, token, _dir) = client_and_token(&url);
+        let err = client
+            .whoami(&token, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the expected JSON"), "{err}");
     }
 
     #[test]
