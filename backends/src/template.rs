@@ -2,8 +2,13 @@
 //! source identities, webhook bodies.
 //!
 //! `{{ name }}` is replaced by a value of the request; the names are `cluster`, `namespace`,
-//! `serviceAccount`, `pod` (empty when the token names no pod), `podUid` and `generator`.
-//! Nothing else is evaluated: templates come from manifests, values from the verified token.
+//! `serviceAccount`, `pod` (empty when the token names no pod), `podUid`, `generator`, and
+//! `maxTTLSeconds`: the matching Authorization's `maxTTL` in whole seconds (empty when it sets
+//! none), so an endpoint can be asked for a credential that lives no longer.
+//! Nothing else is evaluated: templates come from manifests, values from the verified token and
+//! the Authorization.
+
+use std::borrow::Cow;
 
 use crate::{Context, SpecError};
 
@@ -15,6 +20,7 @@ pub const NAMES: &[&str] = &[
     "pod",
     "podUid",
     "generator",
+    "maxTTLSeconds",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,24 +70,29 @@ impl Template {
         for s in &self.segments {
             match s {
                 Segment::Text(t) => out.push_str(t),
-                Segment::Var(name) => out.push_str(&escape(value(ctx, name))),
+                Segment::Var(name) => out.push_str(&escape(&value(ctx, name))),
             }
         }
         out
     }
 }
 
-fn value<'a>(ctx: &'a Context<'_>, name: &str) -> &'a str {
+fn value<'a>(ctx: &'a Context<'_>, name: &str) -> Cow<'a, str> {
     let id = ctx.identity;
-    match name {
+    Cow::Borrowed(match name {
         "cluster" => &id.cluster,
         "namespace" => &id.namespace,
         "serviceAccount" => &id.service_account.name,
         "pod" => id.pod.as_ref().map_or("", |p| p.name.as_str()),
         "podUid" => id.pod.as_ref().map_or("", |p| p.uid.as_str()),
         "generator" => ctx.generator,
+        "maxTTLSeconds" => {
+            return ctx
+                .max_ttl
+                .map_or(Cow::Borrowed(""), |t| Cow::Owned(t.as_secs().to_string()));
+        }
         _ => "",
-    }
+    })
 }
 
 /// Escapes a value for the inside of a JSON string literal.
@@ -131,6 +142,25 @@ pub(crate) mod tests {
             t.render(&ctx, str::to_owned),
             "prod-eu/payments/api/api-7d9f:payments/Webhook/x"
         );
+    }
+
+    #[test]
+    fn renders_the_max_ttl_in_seconds_or_nothing() {
+        let id = identity();
+        let t = Template::parse(r#"{"ttl": "{{maxTTLSeconds}}"}"#, "f").unwrap();
+        let ctx = |max_ttl| Context {
+            identity: &id,
+            generator: "payments/Webhook/x",
+            max_ttl,
+        };
+        assert_eq!(
+            t.render(
+                &ctx(Some(std::time::Duration::from_secs(900))),
+                str::to_owned
+            ),
+            r#"{"ttl": "900"}"#
+        );
+        assert_eq!(t.render(&ctx(None), str::to_owned), r#"{"ttl": ""}"#);
     }
 
     #[test]

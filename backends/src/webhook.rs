@@ -8,6 +8,11 @@
 //! template over the verified identity ([`crate::template`], values JSON-escaped), and
 //! `result.jsonPath` selecting what to return. Redirects are never followed.
 //!
+//! The Authorization's `maxTTL` holds: the body can pass it on as `{{maxTTLSeconds}}`, and an
+//! answer whose `expiresAt` lies later than now + maxTTL (5 s of leeway for the endpoint's
+//! clock), or that reports no expiry, is refused and never handed out (the endpoint has no
+//! revoke call: its credential lives until it expires).
+//!
 //! ```yaml
 //! kind: SecretStore
 //! spec:
@@ -480,12 +485,64 @@ impl Generate for WebhookGenerator {
                 }
             })?),
         };
+        if let Some(max) = ctx.max_ttl {
+            self.check_max_ttl(max, expires_at)?;
+        }
         Ok(Credential {
             data,
             expires_at,
             renewable: false,
             lease: None,
         })
+    }
+}
+
+/// How far past `now + maxTTL` an endpoint's `expiresAt` may lie: the endpoint computes it on
+/// its own clock, from a moment between our request and its answer.
+const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
+
+impl WebhookGenerator {
+    /// Refuses a credential that could outlive the Authorization's `maxTTL`: one whose
+    /// `expiresAt` lies later, or that reports none. The endpoint has no revoke call, so the
+    /// credential is dropped, never handed out; the endpoint can be told the limit through
+    /// `{{maxTTLSeconds}}`.
+    fn check_max_ttl(
+        &self,
+        max: Duration,
+        expires_at: Option<jiff::Timestamp>,
+    ) -> Result<(), BackendError> {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        let max_secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        let Some(expires_at) = expires_at else {
+            return Err(BackendError::Rejected {
+                message: format!(
+                    "the webhook's credential has no expiry, and the Authorization's maxTTL of {} \
+                     needs one; it was not handed out. Set result.expiresAtJsonPath to the \
+                     answer's expiry",
+                    human(max)
+                ),
+                detail: format!("{}: no expiresAt under maxTTL {max_secs}s", self.url),
+            });
+        };
+        let now = jiff::Timestamp::now();
+        let lives = expires_at.as_second().saturating_sub(now.as_second());
+        let leeway = i64::try_from(CLOCK_LEEWAY.as_secs()).unwrap_or(0);
+        if lives > max_secs.saturating_add(leeway) {
+            return Err(BackendError::Rejected {
+                message: format!(
+                    "the webhook's credential would live {}, longer than the Authorization's \
+                     maxTTL of {}; it was not handed out. Have the endpoint honour \
+                     {{{{maxTTLSeconds}}}} in the request body",
+                    human(Duration::from_secs(lives.unsigned_abs())),
+                    human(max)
+                ),
+                detail: format!(
+                    "{}: expiresAt {expires_at} is {lives}s away, over maxTTL {max_secs}s",
+                    self.url
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

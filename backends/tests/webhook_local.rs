@@ -32,6 +32,14 @@ async fn server() -> (String, Seen) {
                 Json(json!({"result": {"username": "u-1", "password": "p@ss", "ttl": 60}, "expiresAt": "2031-01-02T03:04:05Z"}))
             }),
         )
+        // Honours the TTL the request asks for, as `{"ttl": "<seconds>"}`.
+        .route(
+            "/creds/ttl",
+            post(|Json(asked): Json<Value>| async move {
+                let ttl: i64 = asked["ttl"].as_str().and_then(|t| t.parse().ok()).unwrap_or(86_400);
+                Json(json!({"token": format!("ttl-{ttl}"), "expiresAt": jiff::Timestamp::now().as_second() + ttl}))
+            }),
+        )
         .route("/creds/token", get(|| async { Json(json!({"items": [{"token": "tok-123"}]})) }))
         .route("/creds/redirect", post(|| async { (StatusCode::FOUND, [("location", "http://127.0.0.1:1/steal")]).into_response() }))
         .route("/creds/slow", post(|| async {
@@ -199,4 +207,74 @@ async fn redirects_timeouts_and_bad_answers_are_classified() {
         .expect_err("missing secret header");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     assert!(err.detail().contains("auth"), "{}", err.detail());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_ttl_is_asked_for_and_enforced() {
+    let (base, _) = server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header_file = dir.path().join("auth");
+    std::fs::write(&header_file, "Bearer x").expect("write");
+    let id = identity();
+    let call = |path: &str, extra: Value, max_ttl: Option<Duration>| {
+        let g = build(
+            "Webhook",
+            spec(format!("{base}/creds/{path}"), extra),
+            Some(store(&base, &header_file)),
+        );
+        let id = &id;
+        async move { g.generate(&Context { max_ttl, ..ctx(id) }).await }
+    };
+    let ten_minutes = Some(Duration::from_secs(600));
+
+    // The endpoint is told the limit and honours it.
+    let honours = json!({"body": "{\"ttl\": \"{{maxTTLSeconds}}\"}", "result": {"jsonPath": "$.token", "key": "token", "expiresAtJsonPath": "$.expiresAt"}});
+    let before = jiff::Timestamp::now();
+    let cred = call("ttl", honours.clone(), ten_minutes)
+        .await
+        .expect("a credential within maxTTL");
+    assert_eq!(cred.data["token"], "ttl-600");
+    let lives = cred.expires_at.expect("expiry").as_second() - before.as_second();
+    assert!((599..=601).contains(&lives), "lives {lives}s");
+
+    // An expiry past now + maxTTL is refused, not handed out.
+    let err = call(
+        "issue",
+        json!({"result": {"jsonPath": "$.result", "expiresAtJsonPath": "$.expiresAt"}}),
+        ten_minutes,
+    )
+    .await
+    .expect_err("a credential outliving maxTTL");
+    let BackendError::Rejected { message, .. } = &err else {
+        panic!("want Rejected, got {err:?}")
+    };
+    assert!(
+        message.contains("maxTTL of 10m") && message.contains("not handed out"),
+        "{message}"
+    );
+    assert!(!message.contains("p@ss"), "{message}");
+
+    // No expiry at all cannot be held to a maxTTL.
+    let err = call(
+        "token",
+        json!({"method": "GET", "result": {"jsonPath": "$.items[0].token"}}),
+        ten_minutes,
+    )
+    .await
+    .expect_err("a credential without expiry under maxTTL");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("no expiry")),
+        "{err:?}"
+    );
+
+    // Without a maxTTL, both are handed out as before.
+    call(
+        "token",
+        json!({"method": "GET", "result": {"jsonPath": "$.items[0].token"}}),
+        None,
+    )
+    .await
+    .expect("no maxTTL, no expiry needed");
+    let cred = call("ttl", honours, None).await.expect("no maxTTL");
+    assert_eq!(cred.data["token"], "ttl-86400", "an empty maxTTLSeconds");
 }
