@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,9 @@ pub struct GcpConn {
     /// Base URL without a trailing slash.
     pub(crate) endpoint: String,
     pub(crate) http: reqwest::Client,
+    /// The store's timeout, also the bound on obtaining the federation's own token: gcp_auth
+    /// sets none of its own on the token endpoint, and retries.
+    timeout: Duration,
     /// The loaded credentials; `None` until first use, and again after a refusal so that a
     /// rotated key file is read again.
     source: Mutex<Option<Arc<dyn gcp_auth::TokenProvider>>>,
@@ -103,6 +107,7 @@ impl GcpConn {
                 .to_owned(),
             http: crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.gcp.caBundle")?,
             provider: p.clone(),
+            timeout,
             source: Mutex::new(None),
         })
     }
@@ -111,7 +116,27 @@ impl GcpConn {
     /// refuses, the credentials are loaded again and asked once more: the connection outlives
     /// configuration reloads, so a rotated key file is picked up here (the old key deleted, the
     /// file holding the new one) rather than when the configuration is read.
+    ///
+    /// Loading the credentials and fetching the token (with its one retry) share the store's
+    /// timeout: gcp_auth has none on these calls and retries on its own, holding its lock, so a
+    /// token endpoint or metadata server that does not answer would hold the request for as
+    /// long as its connection lives.
     pub async fn source_token(&self) -> Result<Arc<gcp_auth::Token>, BackendError> {
+        tokio::time::timeout(self.timeout, self.fetch_source_token())
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackendError::Unavailable {
+                    message: "the federation could not obtain its own Google token in time"
+                        .to_owned(),
+                    detail: format!(
+                        "source token: no token from the credentials source within the store's timeout of {}",
+                        humantime::format_duration(self.timeout)
+                    ),
+                })
+            })
+    }
+
+    async fn fetch_source_token(&self) -> Result<Arc<gcp_auth::Token>, BackendError> {
         let provider = self.credentials().await?;
         match provider.token(&[CLOUD_PLATFORM_SCOPE]).await {
             Ok(token) => Ok(token),

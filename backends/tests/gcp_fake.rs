@@ -29,6 +29,8 @@ struct Seen {
     kids: Vec<String>,
     /// Key ids the token endpoint refuses (deleted keys).
     revoked: Vec<String>,
+    /// Whether the token endpoint holds every request without answering.
+    hang: bool,
     /// Lifetime of the source tokens it issues (default 3600 s).
     expires_in: Option<u64>,
     calls: Vec<(String, String, Value)>,
@@ -41,6 +43,10 @@ async fn token(
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> (StatusCode, Json<Value>) {
     use base64::Engine;
+    let hang = seen.lock().expect("lock").hang;
+    if hang {
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    }
     if form.get("grant_type").map(String::as_str)
         != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
     {
@@ -337,6 +343,40 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
         err.detail()
     );
     assert!(!format!("{err:?}").contains("ya29"), "{err:?}");
+}
+
+/// gcp_auth sets no timeout on the token endpoint and retries: the store's timeout bounds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_token_endpoint_is_unavailable_within_the_store_timeout_on_the_fake() {
+    let fake = start_fake().await;
+    fake.seen.lock().expect("lock").hang = true;
+    let store = json!({"provider": {"gcp": {"serviceAccountKeyFile": fake.key_file, "iamCredentialsEndpoint": fake.base, "timeout": "1s"}}});
+    let g = build(
+        "GCPAccessToken",
+        spec("app@proj.iam.gserviceaccount.com"),
+        Some(store),
+    );
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "payments/GCPAccessToken/app",
+        max_ttl: None,
+    };
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), g.generate(&c))
+        .await
+        .expect("the generator gave up within its store's timeout")
+        .expect_err("no source token");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("in time")),
+        "{err:?}"
+    );
+    assert!(fake.seen.lock().expect("lock").calls.is_empty());
 }
 
 #[tokio::test]
