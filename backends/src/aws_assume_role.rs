@@ -13,8 +13,9 @@
 //!
 //! plus the static `tags`. `sessionName` and `sourceIdentity` are templates over the same
 //! values (see [`crate::template`]); rendered values are sanitised to STS's character set
-//! and length. `durationSeconds` is validated against STS's 900..43200 and lowered to the
-//! Authorization's `maxTTL` when that is shorter. Returns `AWS_ACCESS_KEY_ID`,
+//! and length. `durationSeconds` is validated against STS's 900..43200 (900..3600 when the
+//! store assumes a role first: role chaining) and lowered to the Authorization's `maxTTL` when
+//! that is shorter. Returns `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` and the expiration; STS sessions cannot be
 //! revoked one by one, so there is no lease.
 
@@ -35,6 +36,8 @@ use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecEr
 pub const MIN_DURATION: u32 = 900;
 /// STS's longest role session (the role's own maximum may be lower).
 pub const MAX_DURATION: u32 = 43_200;
+/// STS's longest session for a role assumed with another role's session (role chaining).
+pub const MAX_CHAINED_DURATION: u32 = 3600;
 /// Session tag keys carrying the identity.
 pub const TAG_CLUSTER: &str = "esi-cluster";
 /// See [`TAG_CLUSTER`].
@@ -227,6 +230,19 @@ impl AwsAssumeRoleGenerator {
             #[allow(unreachable_patterns)]
             _ => None,
         })?;
+        // A store that assumes a role first calls AssumeRole with that role's session: role
+        // chaining, which STS caps at one hour whatever the target role's maximum.
+        if provider.assume_role.is_some() && spec.duration_seconds > MAX_CHAINED_DURATION {
+            return Err(SpecError::field(
+                "durationSeconds",
+                format!(
+                    "must be at most {MAX_CHAINED_DURATION}, got {}: SecretStore {:?} assumes a \
+                     role first (provider.aws.assumeRole), so this AssumeRole is role chaining, \
+                     which STS caps at one hour",
+                    spec.duration_seconds, spec.secret_store_ref.name
+                ),
+            ));
+        }
         Ok(AwsAssumeRoleGenerator {
             session_name: Template::parse(
                 spec.session_name.as_deref().unwrap_or(DEFAULT_SESSION_NAME),
@@ -444,6 +460,42 @@ mod tests {
         assert!(tags.contains(&("team".into(), "payments".into())));
         assert_eq!(sanitize("a/b c:d", 64), "a-b-c-d");
         assert_eq!(sanitize(&"x".repeat(100), 64).len(), 64);
+    }
+
+    #[test]
+    fn role_chaining_stores_cap_the_duration_at_one_hour() {
+        let spec = |secs: u32| {
+            let mut j = json();
+            j["durationSeconds"] = secs.into();
+            let GeneratorSpec::AwsAssumeRole(s) =
+                GeneratorSpec::from_manifest(GeneratorKind::AwsAssumeRole, j).unwrap()
+            else {
+                panic!()
+            };
+            s
+        };
+        let store = |provider: serde_json::Value| {
+            crate::SecretStoreSpec::from_manifest(
+                serde_json::json!({"provider": {"aws": provider}}),
+            )
+            .unwrap()
+        };
+        let chained = store(serde_json::json!({"region": "us-east-1",
+            "assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/federation"}}));
+        let err = AwsAssumeRoleGenerator::new(spec(7200), Some(&chained), &mut Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.durationSeconds")
+                && err.contains("at most 3600, got 7200")
+                && err.contains("role chaining"),
+            "{err}"
+        );
+        AwsAssumeRoleGenerator::new(spec(3600), Some(&chained), &mut Default::default())
+            .expect("one hour is allowed when chaining");
+        let direct = store(serde_json::json!({"region": "us-east-1"}));
+        AwsAssumeRoleGenerator::new(spec(43_200), Some(&direct), &mut Default::default())
+            .expect("12 hours without a base role");
     }
 
     #[test]
