@@ -201,7 +201,8 @@ impl fmt::Debug for VaultConn {
 }
 
 /// What a Vault call returned: the parts of Vault's response envelope the generators use.
-#[derive(Debug, Default, Deserialize)]
+/// Its `Debug` names the keys of `data` and `auth`, never their values (the secret).
+#[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct VaultResponse {
     /// `lease_id`, empty when nothing was leased.
@@ -214,6 +215,21 @@ pub struct VaultResponse {
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
     /// `auth`, for auth-method responses.
     pub auth: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl fmt::Debug for VaultResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = |m: &Option<serde_json::Map<String, serde_json::Value>>| {
+            m.as_ref().map(|m| m.keys().cloned().collect::<Vec<_>>())
+        };
+        f.debug_struct("VaultResponse")
+            .field("lease_id", &self.lease_id)
+            .field("lease_duration", &self.lease_duration)
+            .field("renewable", &self.renewable)
+            .field("data_keys", &keys(&self.data))
+            .field("auth_keys", &keys(&self.auth))
+            .finish()
+    }
 }
 
 impl VaultConn {
@@ -831,6 +847,26 @@ mod tests {
         assert_eq!(salvage(answer), (None, None, None));
         assert_eq!(salvage("<html>bad gateway</html>"), (None, None, None));
         assert_eq!(salvage(r#"["lease_id","x"]"#), (None, None, None));
+    }
+
+    #[test]
+    fn response_debug_names_keys_not_values() {
+        let resp: VaultResponse = serde_json::from_value(serde_json::json!({
+            "lease_id": "database/creds/ro/abc",
+            "lease_duration": 60,
+            "renewable": true,
+            "data": {"username": "v-user-1", "password": "db-pass-s3cr3t"},
+            "auth": {"client_token": "hvs.token-s3cr3t", "accessor": "acc-s3cr3t"},
+        }))
+        .unwrap();
+        let shown = format!("{resp:?}");
+        for key in ["username", "password", "client_token", "accessor"] {
+            assert!(shown.contains(key), "{key} missing: {shown}");
+        }
+        for value in ["v-user-1", "s3cr3t"] {
+            assert!(!shown.contains(value), "{value} shown: {shown}");
+        }
+        assert!(format!("{:#?}", VaultResponse::default()).contains("data_keys: None"));
     }
 
     #[test]
