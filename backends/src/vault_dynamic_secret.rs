@@ -62,7 +62,9 @@ pub struct VaultDynamicSecretSpec {
     /// Which part of the response to return: `Data` (default) or `Auth`.
     #[serde(default)]
     pub result_type: ResultType,
-    /// Retries when Vault is unreachable or answers 5xx (never on a refusal).
+    /// Retries when the call certainly minted nothing: Vault unreachable, or answering 412,
+    /// 429, 500, 502 or 503 (never on a refusal, a timeout or a 504, after which Vault may
+    /// have minted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_settings: Option<RetrySettings>,
 }
