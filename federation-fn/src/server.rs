@@ -93,6 +93,8 @@ where
     });
     let service = tower::make::Shared::new(app);
     install_crypto_provider();
+    // Stamped before the files are read: a rotation in between then shows as a change.
+    let loaded = tls_stamp(&files);
     let config = RustlsConfig::from_pem_file(&files.cert, &files.key)
         .await
         .map_err(|e| {
@@ -102,7 +104,7 @@ where
                 files.key.display()
             )
         })?;
-    tokio::spawn(watch_tls(config.clone(), files));
+    tokio::spawn(watch_tls(config.clone(), files, loaded));
     axum_server::from_tcp_rustls(listener, config)?
         .handle(handle)
         .serve(service)
@@ -169,18 +171,26 @@ where
     Ok(())
 }
 
-async fn watch_tls(config: RustlsConfig, files: TlsFiles) {
-    let stamp = |f: &TlsFiles| -> Option<(SystemTime, SystemTime)> {
-        Some((
-            std::fs::metadata(&f.cert).ok()?.modified().ok()?,
-            std::fs::metadata(&f.key).ok()?.modified().ok()?,
-        ))
-    };
-    let mut last = stamp(&files);
+/// The certificate and key files' modification times.
+fn tls_stamp(f: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
+    Some((
+        std::fs::metadata(&f.cert).ok()?.modified().ok()?,
+        std::fs::metadata(&f.key).ok()?.modified().ok()?,
+    ))
+}
+
+/// Reloads the certificate when the files' times differ from `loaded`, taken before the
+/// serving configuration was read from them.
+async fn watch_tls(
+    config: RustlsConfig,
+    files: TlsFiles,
+    loaded: Option<(SystemTime, SystemTime)>,
+) {
+    let mut last = loaded;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let now = stamp(&files);
+        let now = tls_stamp(&files);
         if now.is_some() && now != last {
             match config.reload_from_pem_file(&files.cert, &files.key).await {
                 Ok(()) => {

@@ -302,22 +302,42 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The certificate and key bytes a served configuration was built from (not printed: the
+/// key is secret).
+pub struct TlsPair((Vec<u8>, Vec<u8>));
+
+impl std::fmt::Debug for TlsPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsPair")
+    }
+}
+
 impl TlsFiles {
     fn load(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
         Ok((read(&self.cert)?, read(&self.key)?))
     }
 
-    /// Reads the files and builds the initial configuration.
-    pub fn rustls_config(&self) -> Result<RustlsConfig, TlsError> {
+    /// Reads the files and builds the initial configuration, returned with the bytes it was
+    /// built from (the watcher's starting point, [`TlsFiles::watch`]).
+    pub fn rustls_config(&self) -> Result<(RustlsConfig, TlsPair), TlsError> {
         let (c, k) = self.load()?;
-        Ok(RustlsConfig::from_config(server_config(&c, &k)?))
+        let config = RustlsConfig::from_config(server_config(&c, &k)?);
+        Ok((config, TlsPair((c, k))))
     }
 
-    /// Polls the files every `interval` and swaps the configuration when their content changed
-    /// and parses; a broken pair is logged and the previous one keeps serving. Polling rather
-    /// than inotify: Secret volumes swap a symlink, which inotify watches on the files miss.
-    pub async fn watch(self, config: RustlsConfig, interval: Duration, metrics: Arc<Metrics>) {
-        let mut last = self.load().ok();
+    /// Polls the files every `interval` and swaps the configuration when their content differs
+    /// from what is served (`served`: the bytes `config` was built from; read again here, a
+    /// rotation between the two reads would never be noticed) and parses; a broken pair is
+    /// logged and the previous one keeps serving. Polling rather than inotify: Secret volumes
+    /// swap a symlink, which inotify watches on the files miss.
+    pub async fn watch(
+        self,
+        config: RustlsConfig,
+        served: TlsPair,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+    ) {
+        let mut last = Some(served.0);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -370,9 +390,14 @@ pub fn serve(
     reload_interval: Duration,
 ) -> Result<Running, std::io::Error> {
     let addr = listener.local_addr()?;
-    let rustls = tls.rustls_config().map_err(std::io::Error::other)?;
+    let (rustls, served) = tls.rustls_config().map_err(std::io::Error::other)?;
     let handle = axum_server::Handle::new();
-    let watcher = tokio::spawn(tls.watch(rustls.clone(), reload_interval, state.metrics.clone()));
+    let watcher = tokio::spawn(tls.watch(
+        rustls.clone(),
+        served,
+        reload_interval,
+        state.metrics.clone(),
+    ));
     let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)?.handle(handle.clone());
     let app = router(state);
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
@@ -398,6 +423,42 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_rotation_before_the_watcher_starts_is_still_loaded() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        };
+        let write = |pki: &esi_test_support::Pki| {
+            std::fs::write(&files.cert, &pki.cert_pem).unwrap();
+            std::fs::write(&files.key, &pki.key_pem).unwrap();
+        };
+        write(&esi_test_support::pki("first").unwrap());
+        let (config, served) = files.rustls_config().unwrap();
+        // cert-manager rotates the Secret before the watcher first looks at the files.
+        write(&esi_test_support::pki("second").unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let watcher =
+            tokio::spawn(files.watch(config, served, Duration::from_millis(10), metrics.clone()));
+        let reloaded = || {
+            metrics
+                .tls_reloads
+                .get_or_create(&ReloadLabels { result: "ok" })
+                .get()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while reloaded() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rotated certificate was never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        watcher.abort();
     }
 
     #[tokio::test]
