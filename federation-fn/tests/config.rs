@@ -306,6 +306,24 @@ fn a_list_needs_a_sequence_of_items() {
 /// serde-saphyr has recorded a million anchored events (well under a second in a release
 /// build; the bound below only catches an expansion without limit).
 #[test]
+fn a_wide_alias_bomb_is_refused_before_it_expands() {
+    // One 1 MiB anchor named by 200 aliases: 200 MiB of values from a 1 MiB file. (Scaled to
+    // 10,000 aliases it is 10 GB: the fast YAML reader, which only counts alias jumps, expanded
+    // it all before serde-saphyr's budget, which counts the bytes, could refuse it.)
+    let text = format!(
+        "a: &a \"{}\"\nb: [{}]\n",
+        "x".repeat(1 << 20),
+        vec!["*a"; 200].join(", ")
+    );
+    let e = errors(&text).join("\n");
+    assert!(
+        e.contains("not valid YAML") && e.contains("budget"),
+        "{}",
+        &e[..e.len().min(400)]
+    );
+}
+
+#[test]
 fn an_alias_bomb_is_refused() {
     let mut text = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
