@@ -340,3 +340,37 @@ fn an_alias_bomb_is_refused() {
         started.elapsed()
     );
 }
+
+/// In Kubernetes mode (lenient: the rest keeps serving), clusters sharing an issuer and a key
+/// source are all left out, not all but the first by name: a newly added cluster must not take
+/// over an existing one's tokens (and with them its labels' and audiences' grants).
+#[test]
+fn colliding_clusters_are_all_left_out_in_lenient_mode() {
+    let text = doc(
+        "Cluster",
+        "{name: prod}",
+        "{issuer: https://x.example, audiences: [esi]}",
+    ) + &doc(
+        "Cluster",
+        "{name: aaa-test}",
+        "{issuer: https://x.example, audiences: [esi]}",
+    ) + &doc(
+        "Cluster",
+        "{name: other}",
+        "{issuer: https://y.example, audiences: [esi]}",
+    );
+    let docs = config::parse_text("crds", &text).unwrap();
+    let (res, errors) = config::parse_resources_lenient(docs);
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    for name in ["prod", "aaa-test"] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("Cluster/{name}: spec.keys: shares issuer"))),
+            "{name}: {errors:?}"
+        );
+    }
+    let (snap, _) = config::build_snapshot_lenient(res, &state(), "crds".into());
+    assert!(snap.clusters_for("https://x.example").is_none());
+    assert_eq!(snap.clusters.keys().collect::<Vec<_>>(), ["other"]);
+}

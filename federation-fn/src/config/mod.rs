@@ -8,7 +8,7 @@
 mod fast;
 pub mod resources;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -664,7 +664,11 @@ fn check_shared_issuers(
     for group in by_issuer.values().filter(|g| g.len() > 1) {
         // Clusters sharing an issuer are told apart by their keys only; two clusters fetching the
         // same keys would be indistinguishable.
-        let mut seen: HashMap<String, &str> = HashMap::new();
+        // Every member of a colliding pair is left out (in Kubernetes mode, where the others
+        // keep serving): keeping one, say the first by name, would let a newly added cluster
+        // take over an existing one's tokens, its labels and audiences deciding what they get.
+        let mut seen: HashMap<String, &ClusterResource> = HashMap::new();
+        let mut reported: HashSet<&str> = HashSet::new();
         for c in group {
             let key = match key_plan(&c.spec) {
                 Ok(KeyPlan::Discovery) => "discovery".to_owned(),
@@ -672,19 +676,23 @@ fn check_shared_issuers(
                 Ok(KeyPlan::Inline(v)) => format!("jwks {v}"),
                 Err(_) => continue,
             };
-            if let Some(first) = seen.get(&key) {
-                err(
-                    &c.origin,
-                    &format!("Cluster/{}", c.name),
-                    "spec.keys",
-                    format!(
-                        "shares issuer {:?} and the same key source with cluster {first:?}; clusters sharing an issuer must have their own keys (jwksUri or inline jwks) so a token identifies exactly one",
-                        c.spec.issuer
-                    ),
-                );
-                colliding.push(c.name.clone());
-            } else {
-                seen.insert(key, &c.name);
+            let Some(&first) = seen.get(&key) else {
+                seen.insert(key, c);
+                continue;
+            };
+            for (this, other) in [(first, &c.name), (*c, &first.name)] {
+                if reported.insert(this.name.as_str()) {
+                    err(
+                        &this.origin,
+                        &format!("Cluster/{}", this.name),
+                        "spec.keys",
+                        format!(
+                            "shares issuer {:?} and the same key source with cluster {other:?}; clusters sharing an issuer must have their own keys (jwksUri or inline jwks) so a token identifies exactly one",
+                            this.spec.issuer
+                        ),
+                    );
+                    colliding.push(this.name.clone());
+                }
             }
         }
     }
