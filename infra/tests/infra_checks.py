@@ -160,6 +160,52 @@ def unquote(v):
     return v
 
 
+# How long each server drains in-flight requests after SIGTERM, read from its source so a
+# changed drain cannot silently outgrow the Pods' terminationGracePeriodSeconds.
+DRAINS = {
+    "federation": (REPO / "federation-fn" / "src" / "main.rs",
+                   r"server::serve\([^;]*?Duration::from_secs\((\d+)\)\)"),
+    "webhook": (REPO / "webhook" / "src" / "main.rs",
+                r"graceful_shutdown\(Some\(Duration::from_secs\((\d+)\)\)\)"),
+}
+
+
+def drain_seconds(server: str) -> int | None:
+    path, pattern = DRAINS[server]
+    found = re.findall(pattern, path.read_text(), re.S)
+    if not found:
+        fail("drain", f"cannot find the {server}'s shutdown drain in {path.relative_to(REPO)} "
+             f"(pattern {pattern!r}); update DRAINS in infra/tests/infra_checks.py")
+        return None
+    return max(int(n) for n in found)  # the longest of the serving modes (dev, production)
+
+
+def check_terraform_termination(stage: str, module: str, doc: dict, server: str) -> None:
+    """The Terraform Deployment's grace period outlasts the server's drain. It has no preStop
+    sleep: the hashicorp/kubernetes provider's lifecycle handlers are exec, http_get and
+    tcp_socket only (terraform-provider-kubernetes#2837, PR #2838 unmerged), so a `sleep` block
+    fails every `terraform plan`, which no check here can run; and the images have no `sleep`
+    binary for `exec`."""
+    dep = resource(doc, "kubernetes_deployment_v1", "this")
+    if dep is None:
+        fail(stage, f"{module}: no kubernetes_deployment_v1.this")
+        return
+    pod = dep["spec"][0]["template"][0]["spec"][0]
+    grace = pod.get("termination_grace_period_seconds")
+    grace = grace[0] if isinstance(grace, list) and len(grace) == 1 else grace
+    drain = drain_seconds(server)
+    if drain is not None and (not isinstance(grace, int) or grace <= drain):
+        fail(stage, f"{module}: termination_grace_period_seconds ({grace}) must exceed the "
+             f"{server}'s {drain} s drain")
+    for container in pod.get("container", []):
+        for lc in container.get("lifecycle", []):
+            for handler in lc.get("pre_stop", []):
+                if "sleep" in handler:
+                    fail(stage, f"{module}: container lifecycle pre_stop has a `sleep` block, "
+                         "which the hashicorp/kubernetes provider does not support (#2837): "
+                         "terraform plan would fail")
+
+
 def check_structure() -> None:
     stage = "structure"
     for tf in sorted(TF.rglob("*.tf")):
@@ -222,6 +268,9 @@ def check_structure() -> None:
         ops = unquote(hook["rule"][0].get("operations"))
         if ops != ["CREATE"]:
             fail(stage, f"webhook: rule operations must be [CREATE], are {ops}")
+    check_terraform_termination(stage, "webhook", wh, "webhook")
+    fk = load_hcl(MODULES / "federation-kubernetes" / "main.tf")
+    check_terraform_termination(stage, "federation-kubernetes", fk, "federation")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,6 +490,23 @@ def json_patch(doc: dict, ops: list[dict], where: Path) -> None:
             fail("manifests", f"{where}: patch {op} does not apply: {e!r}")
 
 
+def check_pod_termination(stage: str, where: str, pod: dict, server: str) -> None:
+    """A rollout or drain must not refuse connections: each container sleeps in preStop (the
+    kubelet's sleep action; the images are distroless) while the endpoint removal spreads, and
+    the grace period outlasts that sleep plus the server's drain."""
+    drain = drain_seconds(server)
+    for c in pod["containers"]:
+        sleep = (c.get("lifecycle") or {}).get("preStop", {}).get("sleep", {}).get("seconds")
+        if not isinstance(sleep, int) or sleep < 1:
+            fail(stage, f"{where}: container {c['name']} needs lifecycle.preStop.sleep.seconds "
+                 "(keep serving while the Service stops routing to the Pod)")
+            continue
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if drain is not None and grace <= sleep + drain:
+            fail(stage, f"{where}: terminationGracePeriodSeconds ({grace}) must exceed the "
+                 f"preStop sleep ({sleep} s) plus the {server}'s drain ({drain} s)")
+
+
 def check_manifests() -> None:
     stage = "manifests"
     out_dir = WORK / "manifests"
@@ -471,6 +537,8 @@ def check_manifests() -> None:
         dep = next((d for _, d in objects if d.get("kind") == "Deployment"), None)
         if dep and dep["spec"].get("replicas", 1) < 2:
             fail(stage, f"{rel}: the Deployment must run at least 2 replicas")
+        if dep:
+            check_pod_termination(stage, str(rel), dep["spec"]["template"]["spec"], "federation")
         if overlay.name == "configmap-mode" and dep:
             env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
             if env.get("ESI_CONFIG") != "/etc/esi/config" or "ESI_CONFIG_SOURCE" in env:

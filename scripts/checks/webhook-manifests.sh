@@ -5,7 +5,11 @@
 #     tool config the tool has no schema for, and are skipped);
 #   - the same over webhook/tests/golden/patched/*.json, the input Pods with the webhook's patch
 #     applied (written by `cargo test -p esi-webhook --test golden`). Pods created from a
-#     template carry only generateName; the tool needs a name, so one is filled in on a copy.
+#     template carry only generateName; the tool needs a name, so one is filled in on a copy;
+#   - the Deployment's shutdown: a preStop sleep (the kubelet's action; the image is distroless)
+#     so the Pod keeps serving while the Service stops routing to it, and a grace period longer
+#     than that sleep plus the drain the server applies after SIGTERM (read from
+#     webhook/src/main.rs).
 # Installs kubernetes-validate once into $ESI_PEERS_DIR/venv-webhook. Exits non-zero on failure.
 set -euo pipefail
 
@@ -73,3 +77,29 @@ if grep -q ERROR "$log"; then
   cat "$log" >&2
   exit 1
 fi
+
+# A refused connection is not retried by the API server: an opted-in Pod created during a
+# rollout or node drain would be denied if the webhook stopped accepting before its endpoint was
+# removed everywhere.
+"$venv/bin/python" - "$webhook/deploy/deployment.yaml" "$webhook/src/main.rs" <<'PY'
+import re, sys
+import yaml
+deployment, main_rs = sys.argv[1], sys.argv[2]
+drains = re.findall(r"graceful_shutdown\(Some\(Duration::from_secs\((\d+)\)\)\)", open(main_rs).read())
+if not drains:
+    sys.exit(f"webhook-manifests: cannot find the shutdown drain in {main_rs}; update this check")
+drain = max(int(d) for d in drains)
+pod = yaml.safe_load(open(deployment))["spec"]["template"]["spec"]
+grace = pod.get("terminationGracePeriodSeconds", 30)
+errors = []
+for c in pod["containers"]:
+    sleep = ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds")
+    if not isinstance(sleep, int) or sleep < 1:
+        errors.append(f"container {c['name']}: needs lifecycle.preStop.sleep.seconds")
+    elif grace <= sleep + drain:
+        errors.append(f"terminationGracePeriodSeconds ({grace}) must exceed the preStop sleep "
+                      f"({sleep} s) plus the webhook's drain ({drain} s)")
+for e in errors:
+    print(f"webhook-manifests: {deployment}: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY

@@ -200,8 +200,12 @@ resource "kubernetes_deployment_v1" "this" {
       }
 
       spec {
-        service_account_name             = kubernetes_service_account_v1.this.metadata[0].name
-        automount_service_account_token  = var.service_account_defaults
+        service_account_name            = kubernetes_service_account_v1.this.metadata[0].name
+        automount_service_account_token = var.service_account_defaults
+        # Longer than the server's 10 s drain after SIGTERM. No preStop sleep, unlike
+        # webhook/deploy: the provider has no `sleep` handler
+        # (terraform-provider-kubernetes#2837) and the distroless image no `sleep` binary for
+        # `exec` (see infra/README.md).
         termination_grace_period_seconds = 30
 
         security_context {
