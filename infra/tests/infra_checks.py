@@ -12,8 +12,9 @@ Every stage uses the real tool where one can run here:
               any expression with a binary operator, and `validation` blocks are full of them.)
 - structure:  python-hcl2 checks on what reviewers rely on (documented variables and outputs,
               least-privilege IAM, the webhook's safety settings).
-- validation: the provider-free modules evaluated with bad inputs must be refused by their
-              `validation` blocks with the expected message.
+- validation: the modules evaluated with bad inputs must be refused by their `validation`
+              blocks with the expected message, and with good inputs accepted (for a module
+              with providers, its variables.tf alone).
 - render:     the example's federation configuration evaluated with `terraform apply` on the
               provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
               for the federation's loader test, and checked here for shape.
@@ -275,6 +276,8 @@ def check_structure() -> None:
 
 # ---------------------------------------------------------------------------------------------
 
+FK_IMAGE = 'image = "r/esi-federation@sha256:' + "0" * 64 + '"'
+
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
     ("cluster", 'name = "Bad_Name"\n issuer = "https://i"', "DNS-1123"),
@@ -290,33 +293,67 @@ VALIDATION_CASES = [
     ("federation-config", 'authorizations = { "a" = { subjects = [], generators = ["x/Password/y"] } }', "non-empty `subjects`"),
     ("federation-config", 'secret_stores = { "ns/s" = { provider = { vault = {}, aws = {} } } }', "exactly one backend"),
     ("federation-config", 'cluster_manifests = ["kind: Password"]', "of kind Cluster"),
+    # Modules with providers: only their variables.tf is evaluated (see module_source).
+    ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"', "in cleartext"),
+    ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "NodePort"', "in cleartext"),
 ]
+
+# Inputs the same modules must accept: a validation that refuses everything proves nothing.
+VALID_CASES = [
+    ("federation-kubernetes", FK_IMAGE),
+    ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_secret_name = "esi-tls"'),
+    ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_terminated_upstream = true'),
+]
+
+
+def module_source(module: str, case: Path) -> Path:
+    """The module to call. A module with providers cannot be initialized offline, so its
+    variables.tf alone is copied into the case: Terraform still evaluates every `validation`
+    block (cross-variable ones included) at plan time."""
+    src = MODULES / module
+    if src in PROVIDER_FREE:
+        return src
+    dst = case / "module"
+    dst.mkdir()
+    shutil.copy(src / "variables.tf", dst / "variables.tf")
+    return dst
+
+
+def plan_case(case: Path, module: str, inputs: str):
+    """`terraform plan` of a root module calling `module` with `inputs`, or None if init failed."""
+    case.mkdir(parents=True)
+    body = "\n ".join(inputs.split("\n"))
+    (case / "main.tf").write_text(
+        f'module "m" {{\n  source = "{module_source(module, case)}"\n {body}\n}}\n'
+    )
+    result = init(case, case / ".data")
+    if result.retcode != 0:
+        fail("validation", f"{case.name} ({module}): init failed:\n{result.error}")
+        return None
+    os.environ["TF_DATA_DIR"] = str(case / ".data")
+    try:
+        return TerraformCommand(str(case)).plan(json=False, input=False, refresh=False)
+    finally:
+        os.environ.pop("TF_DATA_DIR", None)
 
 
 def check_validation() -> None:
     root = WORK / "validation"
     shutil.rmtree(root, ignore_errors=True)
     for i, (module, inputs, expected) in enumerate(VALIDATION_CASES):
-        case = root / f"case{i:02d}"
-        case.mkdir(parents=True)
-        body = "\n ".join(inputs.split("\n"))
-        (case / "main.tf").write_text(
-            f'module "m" {{\n  source = "{MODULES / module}"\n {body}\n}}\n'
-        )
-        result = init(case, case / ".data")
-        if result.retcode != 0:
-            fail("validation", f"case {i} ({module}): init failed:\n{result.error}")
+        plan = plan_case(root / f"case{i:02d}", module, inputs)
+        if plan is None:
             continue
-        os.environ["TF_DATA_DIR"] = str(case / ".data")
-        try:
-            plan = TerraformCommand(str(case)).plan(json=False, input=False, refresh=False)
-        finally:
-            os.environ.pop("TF_DATA_DIR", None)
         out = re.sub(r"\s+", " ", (plan.value or "") + (plan.error or "")).replace("│ ", "")
         if plan.retcode == 0:
             fail("validation", f"case {i} ({module}: {inputs!r}) was accepted, expected {expected!r}")
         elif expected not in out:
             fail("validation", f"case {i} ({module}): refused, but not with {expected!r}:\n{out[-1500:]}")
+    for i, (module, inputs) in enumerate(VALID_CASES):
+        plan = plan_case(root / f"valid{i:02d}", module, inputs)
+        if plan is not None and plan.retcode != 0:
+            out = re.sub(r"\s+", " ", (plan.value or "") + (plan.error or "")).replace("│ ", "")
+            fail("validation", f"valid case {i} ({module}: {inputs!r}) was refused:\n{out[-1500:]}")
 
 
 # ---------------------------------------------------------------------------------------------

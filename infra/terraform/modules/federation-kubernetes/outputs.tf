@@ -1,5 +1,5 @@
 output "service_url" {
-  description = "In-cluster URL of the federation. Expose it to workload clusters through an Ingress/Gateway (or service_type = LoadBalancer) and give that public URL to their webhooks."
+  description = "In-cluster URL of the federation. Expose it to workload clusters through an Ingress/Gateway (or service_type = LoadBalancer with tls_secret_name or tls_terminated_upstream) and give that public URL to their webhooks."
   value       = "${local.tls ? "https" : "http"}://${kubernetes_service_v1.this.metadata[0].name}.${local.namespace}.svc${local.tls ? "" : ":80"}"
 }
 

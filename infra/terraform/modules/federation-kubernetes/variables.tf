@@ -105,7 +105,7 @@ variable "resources" {
 }
 
 variable "service_type" {
-  description = "Service type: `ClusterIP` behind an Ingress/Gateway that terminates TLS, or `LoadBalancer`."
+  description = "Service type: `ClusterIP` behind an Ingress/Gateway that terminates TLS, or `LoadBalancer` / `NodePort`, which reach the federation from outside the cluster and so need `tls_secret_name` (the federation serves HTTPS) or `tls_terminated_upstream = true`."
   type        = string
   default     = "ClusterIP"
 
@@ -113,12 +113,25 @@ variable "service_type" {
     condition     = contains(["ClusterIP", "LoadBalancer", "NodePort"], var.service_type)
     error_message = "The service_type must be ClusterIP, LoadBalancer or NodePort."
   }
+
+  # ServiceAccount tokens are bearer credentials: a Service reachable from outside the cluster
+  # must not carry them in cleartext.
+  validation {
+    condition     = var.service_type == "ClusterIP" || var.tls_secret_name != null || var.tls_terminated_upstream
+    error_message = "A LoadBalancer or NodePort Service without tls_secret_name would carry ServiceAccount tokens in cleartext: set tls_secret_name so the federation serves HTTPS, or tls_terminated_upstream = true if a load balancer in front of it terminates TLS."
+  }
 }
 
 variable "tls_secret_name" {
-  description = "Optional `kubernetes.io/tls` Secret (in `namespace`) for the federation to serve HTTPS itself; it reloads the files when the Secret rotates. Null serves plain HTTP for a TLS-terminating Ingress."
+  description = "Optional `kubernetes.io/tls` Secret (in `namespace`) for the federation to serve HTTPS itself; it reloads the files when the Secret rotates. Null serves plain HTTP for a TLS-terminating Ingress (or, with `tls_terminated_upstream`, load balancer)."
   type        = string
   default     = null
+}
+
+variable "tls_terminated_upstream" {
+  description = "Declares that TLS is terminated in front of a `LoadBalancer` or `NodePort` Service (e.g. a cloud load balancer with a certificate), which then may serve plain HTTP without `tls_secret_name`. Leave false otherwise: tokens would travel in cleartext."
+  type        = bool
+  default     = false
 }
 
 variable "lease_key_rotation" {
