@@ -1351,3 +1351,58 @@ fn the_app_cannot_reach_the_agent_through_proc_even_as_the_same_user() {
     assert!(!listed.status.success(), "the app reached esi-cli's root");
     drop(closed);
 }
+
+#[test]
+fn refresh_alone_records_and_revokes_the_leases_it_issues() {
+    let s = setup();
+    let pod = Pod::new(&s.issuer.token("default", "app"));
+    let mut spec = spec(
+        &s.fed.url(),
+        &[("creds", "default/Fake/creds")],
+        &[("app", app_container_short_creds())],
+        vec![],
+    );
+    spec.revoke_on_exit = true;
+    // No init ran: the agent fetches everything itself.
+    let mut agent = pod
+        .cli(&spec)
+        .arg("refresh")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("readiness", Duration::from_secs(10), || {
+        pod.path("state/refresh.ready").exists()
+    });
+    let recorded = std::fs::read(pod.path("state/leases.json"));
+    send_signal(agent.id(), "TERM");
+    let status = wait_exit(&mut agent, Duration::from_secs(15));
+    let mut err = String::new();
+    agent
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    let recorded: serde_json::Value = serde_json::from_slice(&recorded.unwrap()).unwrap();
+    assert_eq!(
+        recorded["leases"].as_array().unwrap().len(),
+        1,
+        "{recorded}"
+    );
+    assert!(err.contains("revoked 1 lease(s)"), "{err}");
+    assert_eq!(
+        json_file(&pod.path("state/leases.json"))["leases"][0]["revoked"],
+        true
+    );
+    wait_until("the revoke audit line", Duration::from_secs(5), || {
+        audited(&s.fed, "revoke", "default/Fake/creds") == 1
+    });
+}
+
+fn app_container_short_creds() -> ContainerSpec {
+    ContainerSpec {
+        env: vec![mapping("DB_PASS", "creds", "password")],
+        env_from: vec![],
+    }
+}

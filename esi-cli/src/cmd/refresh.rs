@@ -232,6 +232,8 @@ pub async fn run(g: &Global, opts: Options) -> anyhow::Result<ExitCode> {
             // are revoked, rather than leaked and minted again by the restarted sidecar.
             pod::or_revoke(&client, &token, &layout, &spec, &issued, || {
                 let rendered = pod::render_outputs(&layout, &spec, &issued, None)?;
+                // Recorded like init's, so revoke-on-exit and `revoke` find them.
+                layout.record_leases(&spec, &pod::fresh_pairs(&issued))?;
                 store(&layout, &spec, &issued)?;
                 pod::write_rendered(&layout, &rendered, &spec.owner)?;
                 layout.save_spec(&spec)
