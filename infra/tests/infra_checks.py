@@ -207,6 +207,26 @@ def check_terraform_termination(stage: str, module: str, doc: dict, server: str)
                          "terraform plan would fail")
 
 
+def check_hpa_owns_replicas(stage: str, module: str, doc: dict) -> None:
+    """A Deployment scaled by an HPA must not have Terraform reset its replicas on every apply."""
+    for name, hpa in blocks_of(doc, "kubernetes_horizontal_pod_autoscaler_v2"):
+        target = json.dumps(hpa["spec"][0]["scale_target_ref"])
+        m = re.search(r"kubernetes_deployment_v1\.([A-Za-z0-9_-]+)\.", target)
+        if m is None:
+            fail(stage, f"{module}: HPA {name} does not target a kubernetes_deployment_v1 of the module")
+            continue
+        dep = resource(doc, "kubernetes_deployment_v1", m.group(1))
+        ignored = json.dumps([lc.get("ignore_changes") for lc in (dep or {}).get("lifecycle", [])])
+        if "spec[0].replicas" not in ignored:
+            fail(stage, f"{module}: kubernetes_deployment_v1.{m.group(1)} is scaled by HPA {name} but "
+                 "does not ignore_changes = [spec[0].replicas]: every apply would scale it back")
+
+
+def blocks_of(doc: dict, rtype: str):
+    for block in doc.get("resource", []):
+        yield from block.get(rtype, {}).items()
+
+
 def check_structure() -> None:
     stage = "structure"
     for tf in sorted(TF.rglob("*.tf")):
@@ -270,6 +290,8 @@ def check_structure() -> None:
         if ops != ["CREATE"]:
             fail(stage, f"webhook: rule operations must be [CREATE], are {ops}")
     check_terraform_termination(stage, "webhook", wh, "webhook")
+    for main in sorted(MODULES.glob("*/main.tf")):
+        check_hpa_owns_replicas(stage, main.parent.name, load_hcl(main))
     fk = load_hcl(MODULES / "federation-kubernetes" / "main.tf")
     check_terraform_termination(stage, "federation-kubernetes", fk, "federation")
 

@@ -329,6 +329,13 @@ resource "kubernetes_deployment_v1" "this" {
       }
     }
   }
+
+  # The HPA below (always created) owns the replica count once the Deployment exists;
+  # `replicas` only sets the first rollout. Without this every apply would scale the
+  # Deployment back to the minimum. A changed var.replicas still applies, as the HPA's floor.
+  lifecycle {
+    ignore_changes = [spec[0].replicas]
+  }
 }
 
 resource "kubernetes_service_v1" "this" {

@@ -60,7 +60,7 @@ variable "crds_dir" {
 }
 
 variable "replicas" {
-  description = "Minimum replicas (the HPA's floor). Two or more: replicas are stateless and interchangeable."
+  description = "Minimum replicas: the HPA's floor and the Deployment's first replica count. After that the HPA owns the count (the Deployment ignores changes to `replicas`; raising this raises the floor). Two or more: replicas are stateless and interchangeable."
   type        = number
   default     = 2
 
