@@ -186,12 +186,13 @@ pub fn replace_with(
     let dir = path
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
+    if path.file_name().is_none() {
+        bail!("{} has no file name", path.display());
+    }
+    // Short and independent of the target's name: a name near the 255-byte NAME_MAX would
+    // otherwise make the temp name too long (ENAMETOOLONG).
     let tmp = dir.join(format!(
-        ".{name}.esi-tmp-{}-{:08x}",
+        ".esi-tmp-{}-{:08x}",
         std::process::id(),
         rand::random::<u32>()
     ));
@@ -382,5 +383,13 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o440);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+    }
+
+    #[test]
+    fn atomic_write_takes_a_name_as_long_as_the_kernel_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n".repeat(255));
+        write_atomic(&p, b"x", 0o400, &Owner::default()).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"x");
     }
 }

@@ -196,6 +196,8 @@ pub mod limits {
     pub const MAX_TEMPLATE_BYTES: usize = 32 * 1024;
     /// Longest file path.
     pub const MAX_PATH_BYTES: usize = 1024;
+    /// Longest name in a file path: Linux's `NAME_MAX`.
+    pub const MAX_NAME_BYTES: usize = 255;
     /// Longest single annotation value other than templates.
     pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 }
@@ -1240,6 +1242,19 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
             show(path)
         ));
     }
+    // Refused here, at admission, rather than by the kernel (ENAMETOOLONG) in esi-cli after
+    // the credentials were issued.
+    if let Some(seg) = path[1..]
+        .split('/')
+        .find(|seg| seg.len() > limits::MAX_NAME_BYTES)
+    {
+        return Err(format!(
+            "path {} has a name of {} bytes, the limit is {}",
+            show(path),
+            seg.len(),
+            limits::MAX_NAME_BYTES
+        ));
+    }
     Ok(())
 }
 
@@ -1551,6 +1566,20 @@ mod tests {
         assert!(e.to_string().len() < 300, "{e}");
         let e = err_of(&[("esi.dev/env", "X=\u{1b}[31m.key")]);
         assert!(!e.to_string().contains('\u{1b}'), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_file_name_longer_than_the_kernel_allows() {
+        let ok = format!("/etc/app/{}", "n".repeat(limits::MAX_NAME_BYTES));
+        assert!(check_file_path(&ok).is_ok());
+        let long = format!("/etc/app/{}", "n".repeat(limits::MAX_NAME_BYTES + 1));
+        let e = err_of(&[
+            ("esi.dev/generators", "db=ns/Password/p"),
+            ("esi.dev/file.creds", &format!("path={long}, from=db")),
+        ]);
+        assert!(e.message.contains("name of 256 bytes"), "{e}");
+        let long_dir = format!("/{}/file", "d".repeat(limits::MAX_NAME_BYTES + 1));
+        assert!(check_file_path(&long_dir).is_err());
     }
 
     #[test]
