@@ -53,11 +53,11 @@ enum Command {
         #[arg(long)]
         ephemeral_lease_key: bool,
         /// How often to look for configuration changes (SIGHUP reloads at once).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = positive_duration)]
         reload_interval: Duration,
         /// How long a request waits on a backend (a mint, with its key fetch; a revoke). A
         /// mint still running then is answered 503; what it mints later is revoked.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = positive_duration)]
         backend_timeout: Duration,
         /// Log format (`plain` or `json`; default from ESI_LOG_FORMAT).
         #[arg(long)]
@@ -234,6 +234,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 match (config_source.as_str(), config) {
                     ("kubernetes", _) => start_kubernetes_source(&state).await?,
                     (_, Some(config)) => {
+                        // Taken first: a change while the configuration loads is then seen.
+                        let loaded = esi_federation::state::fingerprint(&config);
                         let snap = {
                             let (st, path) = (state.clone(), config.clone());
                             tokio::task::spawn_blocking(move || config::load_path(&path, &st))
@@ -241,7 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         };
                         state.install(snap);
                         state.prefetch_keys(PREFETCH_DEADLINE).await;
-                        server::spawn_config_watch(state.clone(), config, reload_interval);
+                        server::spawn_config_watch(state.clone(), config, reload_interval, loaded);
                     }
                     (_, None) => anyhow::bail!("--config (or ESI_CONFIG) is required with --config-source file"),
                 }
@@ -269,6 +271,16 @@ async fn start_kubernetes_source(state: &AppState) -> anyhow::Result<()> {
 #[cfg(not(feature = "kubernetes"))]
 async fn start_kubernetes_source(_: &AppState) -> anyhow::Result<()> {
     anyhow::bail!("this build has no Kubernetes support (cargo feature `kubernetes`)")
+}
+
+/// A duration such as `5s` or `250ms`, above zero (a zero period would stop the reload
+/// watcher's timer, a zero timeout fail every request that waits).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn lease_keys(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<LeaseKeys> {

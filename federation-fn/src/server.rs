@@ -13,7 +13,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use hyper::body::Incoming;
 
-use crate::state::{AppState, fingerprint};
+use crate::state::{AppState, Fingerprint, fingerprint};
 
 /// TLS certificate and key files.
 #[derive(Debug, Clone)]
@@ -208,9 +208,16 @@ async fn watch_tls(
 
 /// Reloads the configuration at `path` on SIGHUP and when its files change (polled every
 /// `interval`); a failed reload keeps the last good configuration.
-pub fn spawn_config_watch(state: AppState, path: PathBuf, interval: Duration) {
+///
+/// `loaded` is the files' fingerprint taken before the serving configuration was read, so a
+/// change made while it loaded is noticed. A reload that fails is tried once more at the next
+/// tick even if nothing changed since: a ConfigMap caught mid-swap (a link already gone that
+/// was still listed) fails once and then looks unchanged; a configuration that is really
+/// broken is not retried again until its files change.
+pub fn spawn_config_watch(state: AppState, path: PathBuf, interval: Duration, loaded: Fingerprint) {
     tokio::spawn(async move {
-        let mut last = fingerprint(&path);
+        let mut last = loaded;
+        let mut retry = false;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         #[cfg(unix)]
@@ -230,14 +237,25 @@ pub fn spawn_config_watch(state: AppState, path: PathBuf, interval: Duration) {
             let now = tokio::task::spawn_blocking(move || fingerprint(&p))
                 .await
                 .unwrap_or_default();
-            if !forced && now == last {
+            let again = std::mem::take(&mut retry) && now == last;
+            if !forced && !again && now == last {
                 continue;
             }
             last = now;
-            tracing::info!(path = %path.display(), reason = if forced { "SIGHUP" } else { "files changed" }, "reloading configuration");
+            let reason = if forced {
+                "SIGHUP"
+            } else if again {
+                "the last reload failed"
+            } else {
+                "files changed"
+            };
+            tracing::info!(path = %path.display(), reason, "reloading configuration");
             let st = state.clone();
             let p = path.clone();
-            let _ = tokio::task::spawn_blocking(move || st.reload_from(&p)).await;
+            let failed = tokio::task::spawn_blocking(move || st.reload_from(&p).is_err())
+                .await
+                .unwrap_or(true);
+            retry = failed && !again;
         }
     });
 }

@@ -196,8 +196,11 @@ impl AppState {
     }
 }
 
+/// What [`fingerprint`] returns: each file's path, size and modification time.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
 /// A cheap fingerprint of a config file or folder (paths, sizes, mtimes) to notice changes.
-pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub fn fingerprint(path: &Path) -> Fingerprint {
     let mut out = Vec::new();
     fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
         let Ok(meta) = std::fs::metadata(p) else {

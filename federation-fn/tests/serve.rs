@@ -47,17 +47,16 @@ impl Server {
     }
 
     fn start_with(mut cmd: Command, config: &Path, lease_keys: &str, extra: &[&str]) -> Server {
+        let interval: &[&str] = if extra.contains(&"--reload-interval") {
+            &[]
+        } else {
+            &["--reload-interval", "200ms"]
+        };
         let mut child = cmd
             .args(["serve", "--config"])
             .arg(config)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--reload-interval",
-                "200ms",
-                "--log-format",
-                "json",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(interval)
             .args(extra)
             .env("ESI_LEASE_KEYS", lease_keys)
             .env(
@@ -628,5 +627,64 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
         assert!(stderr.contains("federation's own"), "{reference}: {stderr}");
         let secret = keys.split_once('=').unwrap().1.trim();
         assert!(!stderr.contains(secret), "the lease key reached stderr");
+    }
+}
+
+/// A reload that failed is tried once more although the files then look unchanged: a mounted
+/// ConfigMap caught mid-swap lists a link whose target is already gone (a dangling link, which
+/// the change detection does not see), and its removal must not leave the new files unloaded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_failed_mid_swap_is_tried_again() {
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    let keys = LeaseKeys::generate_spec("k1");
+    // Slow enough that the link is gone before the retry, with room to spare.
+    let server = Server::start(dir.path(), &keys, &["--reload-interval", "1s"]);
+    let http = reqwest::Client::new();
+    let newcomer = common::token(&issuer, "ops", "runner");
+    let url = format!("http://{}/v1/generators/default/UUID/id", server.addr);
+    let status = async || {
+        http.post(&url)
+            .bearer_auth(&newcomer)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status().await, 403);
+
+    // The swap's middle: the old file's link is dangling, the new file is in.
+    let dangling = dir.path().join("old.yaml");
+    std::os::unix::fs::symlink(dir.path().join("..data/old.yaml"), &dangling).unwrap();
+    std::fs::write(
+        dir.path().join("ops.yaml"),
+        "apiVersion: esi.dev/v1alpha1\nkind: Authorization\nmetadata: {name: ops}\nspec:\n  subjects: [{namespaces: [ops], serviceAccounts: [runner]}]\n  generators: [default/UUID/id]\n",
+    )
+    .unwrap();
+    wait_for("the failed reload", async || {
+        server.logs().contains("configuration reload failed")
+    })
+    .await;
+    // The swap ends: the dangling link goes, which changes nothing the watcher sees.
+    std::fs::remove_file(&dangling).unwrap();
+    wait_for("the retried reload", async || status().await == 200).await;
+    assert!(server.logs().contains("the last reload failed"));
+}
+
+/// A zero period or timeout is refused by name: `interval(0)` would abort the server.
+#[test]
+fn zero_durations_are_refused() {
+    for flag in ["--reload-interval", "--backend-timeout"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--ephemeral-lease-key", "--config", "/nonexistent"])
+            .args([flag, "0s"])
+            .output()
+            .expect("run esi-federation");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("more than zero"),
+            "{stderr}"
+        );
     }
 }
