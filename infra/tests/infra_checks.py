@@ -290,15 +290,30 @@ def check_structure() -> None:
         if ops != ["CREATE"]:
             fail(stage, f"webhook: rule operations must be [CREATE], are {ops}")
     check_terraform_termination(stage, "webhook", wh, "webhook")
-    for main in sorted(MODULES.glob("*/main.tf")):
-        check_hpa_owns_replicas(stage, main.parent.name, load_hcl(main))
     fk = load_hcl(MODULES / "federation-kubernetes" / "main.tf")
     check_terraform_termination(stage, "federation-kubernetes", fk, "federation")
+    for main in sorted(MODULES.glob("*/main.tf")):
+        check_hpa_owns_replicas(stage, main.parent.name, load_hcl(main))
+
+    # The lease key ring on Kubernetes: the current key first (it seals), then the retired
+    # ones, one `id=base64` per line; the Pods roll when the ring changes.
+    entries = next((b["lease_key_entries"] for b in fk.get("locals", []) if "lease_key_entries" in b), None)
+    text = json.dumps(entries)
+    if entries is None or not ("random_bytes.lease_key.base64" in text and "var.previous_lease_keys" in text
+                               and text.index("random_bytes.lease_key.base64") < text.index("var.previous_lease_keys")):
+        fail(stage, "federation-kubernetes: local.lease_key_entries must be the current key, then var.previous_lease_keys")
+    secret = resource(fk, "kubernetes_secret_v1", "lease_keys")
+    data = json.dumps((secret or {}).get("data"))
+    if "local.lease_key_entries" not in data or "\\\\n" not in data:
+        fail(stage, f"federation-kubernetes: the lease keys Secret must hold local.lease_key_entries one per line, holds {data}")
+    if "esi.dev/lease-key-ids" not in json.dumps(resource(fk, "kubernetes_deployment_v1", "this")):
+        fail(stage, "federation-kubernetes: the Pod template must carry the lease key ids (roll on a ring change)")
 
 
 # ---------------------------------------------------------------------------------------------
 
 FK_IMAGE = 'image = "r/esi-federation@sha256:' + "0" * 64 + '"'
+KEY_B64 = "A" * 43 + "="  # standard base64 of 32 zero bytes, the form random_bytes.base64 has
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
@@ -318,6 +333,10 @@ VALIDATION_CASES = [
     # Modules with providers: only their variables.tf is evaluated (see module_source).
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"', "in cleartext"),
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "NodePort"', "in cleartext"),
+    ("federation-kubernetes", f'{FK_IMAGE}\n previous_lease_keys = ["k1"]', "standard base64 text of 32 bytes"),
+    ("federation-kubernetes", f'{FK_IMAGE}\n previous_lease_keys = ["k1=AAAA"]', "standard base64 text of 32 bytes"),
+    ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "2"\n previous_lease_keys = ["k2={KEY_B64}"]', "differ from the current key id"),
+    ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k1={KEY_B64}", "k1={KEY_B64}"]', "must be distinct"),
 ]
 
 # Inputs the same modules must accept: a validation that refuses everything proves nothing.
@@ -325,6 +344,7 @@ VALID_CASES = [
     ("federation-kubernetes", FK_IMAGE),
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_secret_name = "esi-tls"'),
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_terminated_upstream = true'),
+    ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k2={KEY_B64}", "k1={KEY_B64}"]'),
 ]
 
 

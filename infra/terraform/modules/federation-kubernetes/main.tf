@@ -148,6 +148,13 @@ resource "random_bytes" "lease_key" {
   keepers = { rotation = var.lease_key_rotation }
 }
 
+locals {
+  lease_key_entries = concat(["k${var.lease_key_rotation}=${random_bytes.lease_key.base64}"], var.previous_lease_keys)
+  # The key ids only (never key material), to roll the Pods when the ring changes: the
+  # federation reads the file at start-up.
+  lease_key_ids = nonsensitive(join(",", concat(["k${var.lease_key_rotation}"], [for k in var.previous_lease_keys : split("=", k)[0]])))
+}
+
 resource "kubernetes_secret_v1" "lease_keys" {
   metadata {
     name      = "${var.name}-lease-keys"
@@ -155,8 +162,9 @@ resource "kubernetes_secret_v1" "lease_keys" {
     labels    = local.labels
   }
   data = {
-    # `id=base64` entries, one per line; the first seals, all open.
-    keys = "k${var.lease_key_rotation}=${random_bytes.lease_key.base64}\n"
+    # `id=base64` entries, one per line; the first seals, all open (LeaseKeys::parse in
+    # federation-fn/src/lease.rs): the current key, then the retired ones still to be opened.
+    keys = join("", [for k in local.lease_key_entries : "${k}\n"])
   }
 }
 
@@ -187,10 +195,11 @@ resource "kubernetes_deployment_v1" "this" {
       metadata {
         labels = local.labels
         annotations = {
-          # Roll the Pods when the configuration or the key changes (ConfigMap mode also
+          # Roll the Pods when the configuration or the key ring changes (ConfigMap mode also
           # reloads in place; this keeps replicas from drifting).
           "esi.dev/config-sha256" = module.config.sha256
           "esi.dev/lease-key-gen" = var.lease_key_rotation
+          "esi.dev/lease-key-ids" = local.lease_key_ids
         }
       }
 

@@ -135,13 +135,31 @@ variable "tls_terminated_upstream" {
 }
 
 variable "lease_key_rotation" {
-  description = "Generation of the lease-sealing key (key id `k<generation>`). Change it to generate a new key; leases sealed with the old one stop opening."
+  description = "Generation of the lease-sealing key (key id `k<generation>`). Change it to generate a new key; leases sealed with the old one stop opening (cannot be revoked) unless it is kept in `previous_lease_keys`."
   type        = string
   default     = "1"
 
   validation {
     condition     = can(regex("^[A-Za-z0-9_-]{1,31}$", var.lease_key_rotation))
     error_message = "The lease_key_rotation must be 1-31 characters of [A-Za-z0-9_-] (it becomes part of the key id)."
+  }
+}
+
+variable "previous_lease_keys" {
+  description = "Older lease-sealing keys as `id=base64` (a line of the lease keys Secret, e.g. the previous `k1=...`), still accepted for opening (revocation) after a rotation; new leases are sealed with the current key only. Keep one until every lease it sealed has expired. Read the old entry from the Secret before rotating: `kubectl get secret <name>-lease-keys -o jsonpath='{.data.keys}' | base64 -d`."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for k in var.previous_lease_keys : can(regex("^[A-Za-z0-9_-]{1,32}=[A-Za-z0-9+/]{43}=$", k))])
+    error_message = "Each previous lease key must be `id=base64` with the standard base64 text of 32 bytes."
+  }
+
+  # The federation refuses a key ring that names an id twice, and would not start.
+  validation {
+    condition     = length(distinct([for k in var.previous_lease_keys : split("=", k)[0]])) == length(var.previous_lease_keys) && !contains([for k in var.previous_lease_keys : split("=", k)[0]], "k${var.lease_key_rotation}")
+    error_message = "Previous lease key ids must be distinct and differ from the current key id `k<lease_key_rotation>`."
   }
 }
 
