@@ -13,12 +13,12 @@ use crate::pod::{Container, Pod, PodSpec};
 use esi_api::inject::{
     self as contract, AGENT_CONTAINER_NAME, ANN_CONTAINERS, ANN_ENTRYPOINT_PREFIX, ANN_ENV,
     ANN_ENV_FROM, ANN_FEDERATION_URL, ANN_FILE_PREFIX, ANN_GENERATORS, ANN_INIT_CONTAINERS,
-    ANN_REFRESH, ANN_REFRESH_AT, ANN_REFRESH_NOTIFY, ANN_RUN_AS, ANN_STATUS, ANN_TOKEN_AUDIENCE,
-    ANN_TOKEN_EXPIRATION, BINARY_PATH, ContainerSpec, DEFAULT_UID, ENV_ALLOW_HTTP, ENV_POD_NAME,
-    ENV_POD_NAMESPACE, ENV_SPEC, FILES_DIR, FileOutput, INIT_CONTAINER_NAME, INJECT_LABEL,
-    INJECT_LABEL_VALUE, InjectionSpec, MOUNT_PATH, Notify, Owner, PodAnnotations, RefreshSpec,
-    SPEC_VERSION, STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH,
-    TOKEN_VOLUME_NAME, VOLUME_NAME,
+    ANN_REFRESH, ANN_REFRESH_AT, ANN_REFRESH_NOTIFY, ANN_RUN_AS, ANN_STATUS, ANN_TEMPLATE_PREFIX,
+    ANN_TOKEN_AUDIENCE, ANN_TOKEN_EXPIRATION, BINARY_PATH, ContainerSpec, DEFAULT_UID,
+    ENV_ALLOW_HTTP, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_SPEC, FILES_DIR, FileOutput,
+    INIT_CONTAINER_NAME, INJECT_LABEL, INJECT_LABEL_VALUE, InjectionSpec, MOUNT_PATH, Notify,
+    Owner, PodAnnotations, RefreshSpec, SPEC_VERSION, STATUS_INJECTED, TOKEN_FILE_NAME,
+    TOKEN_MOUNT_PATH, TOKEN_PATH, TOKEN_VOLUME_NAME, VOLUME_NAME, limits,
 };
 
 use crate::config::{InitPosition, WebhookConfig};
@@ -408,6 +408,17 @@ impl<'a> Planner<'a> {
                 "esi: internal error serializing the injection spec ({e}); the Pod was not admitted"
             ))
         })?;
+        // The escaped literal is never shorter than the env value, so the exact (second)
+        // serialization runs only for the rare Pod near the limit.
+        if spec.len() > limits::MAX_SPEC_BYTES {
+            let size = inj.to_json().len();
+            if size > limits::MAX_SPEC_BYTES {
+                return deny(format!(
+                    "esi: the injection spec esi-cli receives in {ENV_SPEC} would be {size} bytes, over the limit of {}                      (one env var cannot exceed 128 KiB, or the container fails to start); use fewer or smaller                      templates ({ANN_TEMPLATE_PREFIX}<name>) or file outputs",
+                    limits::MAX_SPEC_BYTES
+                ));
+            }
+        }
         let mut new_inits = vec![self.cli_container(
             &init_name,
             "init",

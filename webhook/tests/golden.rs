@@ -546,3 +546,42 @@ fn hostile_annotations_never_panic_and_every_patch_is_valid() {
         "the generator should also produce valid pods ({injected})"
     );
 }
+
+#[test]
+fn refuses_a_spec_too_large_for_one_env_var() {
+    let cfg = config();
+    let pod_with = |templates: usize| {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "esi.dev/generators".to_owned(),
+            "db=payments/Password/p".to_owned(),
+        );
+        for i in 0..templates {
+            annotations.insert(format!("esi.dev/file.t{i}"), format!("path=/etc/app/t{i}"));
+            // Just under the per-template limit, every byte kept by the spec.
+            let body = "x".repeat(inject::limits::MAX_TEMPLATE_BYTES - 64) + "{{ .db.password }}";
+            annotations.insert(format!("esi.dev/template.t{i}"), body);
+        }
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "payments", "labels": {"esi.dev/inject": "true"}, "annotations": annotations},
+            "spec": {"securityContext": {"runAsUser": 1000},
+                     "containers": [{"name": "app", "image": "x", "command": ["/app"]}]}
+        });
+        serde_json::from_value::<esi_webhook::pod::Pod>(pod).unwrap()
+    };
+    // Two near-limit templates fit ...
+    assert!(matches!(
+        mutate::mutate(&pod_with(2), "payments", None, &cfg),
+        Ok(Outcome::Patch { .. })
+    ));
+    // ... four would make exec fail with E2BIG: refused at admission, saying why.
+    match mutate::mutate(&pod_with(4), "payments", None, &cfg) {
+        Err(denial) => {
+            assert!(denial.0.contains("ESI_SPEC"), "{denial}");
+            assert!(denial.0.contains("over the limit of 98304"), "{denial}");
+            assert!(denial.0.len() < 1200, "{denial}");
+        }
+        other => panic!("a spec over the limit was admitted: {other:?}"),
+    }
+}

@@ -198,6 +198,10 @@ pub mod limits {
     pub const MAX_PATH_BYTES: usize = 1024;
     /// Longest name in a file path: Linux's `NAME_MAX`.
     pub const MAX_NAME_BYTES: usize = 255;
+    /// Largest serialized [`super::InjectionSpec`]: it travels in one env var, and Linux
+    /// refuses to `exec` with a single env string over 128 KiB (`MAX_ARG_STRLEN`, E2BIG); the
+    /// margin leaves room for the name and for what the runtime adds.
+    pub const MAX_SPEC_BYTES: usize = 96 * 1024;
     /// Longest single annotation value other than templates.
     pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 }
