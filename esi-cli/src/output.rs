@@ -102,8 +102,55 @@ pub fn dotenv(data: &BTreeMap<String, String>) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Variables that steer how a process or its interpreter starts (the dynamic loader, shells,
+/// language runtimes) rather than carry data. A wildcard import (`esi.dev/env-from`) takes
+/// whatever keys a backend returns, so a key named like one of these would let the backend (or
+/// whoever controls its data) run code in the app: such keys are skipped, with a warning. An
+/// explicit `esi.dev/env` mapping is the operator's own choice and stays allowed.
+const PROCESS_CONTROL_VARS: &[&str] = &[
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCPATH",
+    "NLSPATH",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONINSPECT",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYLIB",
+    "RUBYOPT",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "DOTNET_STARTUP_HOOKS",
+];
+
+/// Prefixes of whole families of such variables: the dynamic loader's `LD_*`, and esi's own.
+const PROCESS_CONTROL_PREFIXES: &[&str] = &["LD_", "ESI_"];
+
+/// Whether a wildcard import must not set `name` (see [`PROCESS_CONTROL_VARS`]).
+fn controls_the_process(name: &str) -> bool {
+    PROCESS_CONTROL_VARS.contains(&name)
+        || PROCESS_CONTROL_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// The env vars of one container: whole-alias imports in order (later wins), then single-key
-/// mappings (which win over imports).
+/// mappings (which win over imports). Imports skip names that control the process (a warning
+/// names the key, never its value).
 pub fn container_env(
     spec: &ContainerSpec,
     creds: &Credentials,
@@ -118,6 +165,13 @@ pub fn container_env(
                     "key `{k}` of generator `{}` gives `{name}`, not a valid env var name; map it explicitly with esi.dev/env",
                     import.alias
                 );
+            }
+            if controls_the_process(&name) {
+                crate::log::warn(&format!(
+                    "skipped key `{k}` of generator `{}`: as `{name}` it would steer how the app starts; map it explicitly with esi.dev/env if that is intended",
+                    import.alias
+                ));
+                continue;
             }
             env.insert(name, v.clone());
         }
@@ -343,6 +397,67 @@ mod tests {
         let e = container_env(&missing, &creds()).unwrap_err().to_string();
         assert!(e.contains("no key `nope`") && e.contains("username"), "{e}");
         assert!(!e.contains("p\"$x"), "{e}");
+    }
+
+    #[test]
+    fn wildcard_imports_skip_process_control_names_but_explicit_mappings_keep_them() {
+        let mut c = creds();
+        c.get_mut("aws").unwrap().data = [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PATH",
+            "BASH_ENV",
+            "ENV",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "ESI_SPEC",
+            "KEY",
+        ]
+        .iter()
+        .map(|k| ((*k).to_owned(), "/tmp/evil".to_owned()))
+        .collect();
+        let spec = ContainerSpec {
+            env: vec![EnvMapping {
+                name: "PATH".into(),
+                alias: "aws".into(),
+                key: "PATH".into(),
+            }],
+            env_from: vec![
+                EnvImport {
+                    alias: "aws".into(),
+                    prefix: String::new(),
+                },
+                EnvImport {
+                    alias: "aws".into(),
+                    prefix: "AWS_".into(),
+                },
+            ],
+        };
+        let env = container_env(&spec, &c).unwrap();
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert!(
+            names.contains(&"KEY") && names.contains(&"AWS_PATH"),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"AWS_LD_PRELOAD"),
+            "prefixed, it is inert: {names:?}"
+        );
+        for bad in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "BASH_ENV",
+            "ENV",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "ESI_SPEC",
+        ] {
+            assert!(!env.contains_key(bad), "{bad} was imported");
+        }
+        assert_eq!(
+            env["PATH"], "/tmp/evil",
+            "the operator's explicit mapping stays"
+        );
     }
 
     #[test]
