@@ -313,6 +313,11 @@ def check_structure() -> None:
 # ---------------------------------------------------------------------------------------------
 
 FK_IMAGE = 'image = "r/esi-federation@sha256:' + "0" * 64 + '"'
+WH_REQUIRED = "\n ".join([
+    'image = "r/esi-webhook@sha256:' + "0" * 64 + '"',
+    'cli_image = "r/esi-cli@sha256:' + "0" * 64 + '"',
+    'federation_url = "https://esi.example.com"',
+])
 KEY_B64 = "A" * 43 + "="  # standard base64 of 32 zero bytes, the form random_bytes.base64 has
 
 VALIDATION_CASES = [
@@ -337,6 +342,12 @@ VALIDATION_CASES = [
     ("federation-kubernetes", f'{FK_IMAGE}\n previous_lease_keys = ["k1=AAAA"]', "standard base64 text of 32 bytes"),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "2"\n previous_lease_keys = ["k2={KEY_B64}"]', "differ from the current key id"),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k1={KEY_B64}", "k1={KEY_B64}"]', "must be distinct"),
+    # The webhook refuses zero durations at start-up (esi_api::inject::parse_duration_seconds).
+    ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ cache_ttl = "0s" }}', "be more than zero"),
+    ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ timeout = "00s" }}', "be more than zero"),
+    ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ cache_ttl = "30" }}', "must look like"),
+    ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ timeout = "5s" }}', "shorter than timeout_seconds"),
+    ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 30\n service_account_lookup = {{ timeout = "1m" }}', "shorter than timeout_seconds"),
 ]
 
 # Inputs the same modules must accept: a validation that refuses everything proves nothing.
@@ -345,6 +356,8 @@ VALID_CASES = [
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_secret_name = "esi-tls"'),
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_terminated_upstream = true'),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k2={KEY_B64}", "k1={KEY_B64}"]'),
+    ("webhook", WH_REQUIRED),
+    ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
 ]
 
 

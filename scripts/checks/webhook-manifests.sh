@@ -9,7 +9,9 @@
 #   - the Deployment's shutdown: a preStop sleep (the kubelet's action; the image is distroless)
 #     so the Pod keeps serving while the Service stops routing to it, and a grace period longer
 #     than that sleep plus the drain the server applies after SIGTERM (read from
-#     webhook/src/main.rs).
+#     webhook/src/main.rs);
+#   - the ServiceAccount lookup durations it sets: more than zero (the binary refuses `0s`) and
+#     the read timeout shorter than the MutatingWebhookConfiguration's timeoutSeconds.
 # Installs kubernetes-validate once into $ESI_PEERS_DIR/venv-webhook. Exits non-zero on failure.
 set -euo pipefail
 
@@ -99,6 +101,37 @@ for c in pod["containers"]:
     elif grace <= sleep + drain:
         errors.append(f"terminationGracePeriodSeconds ({grace}) must exceed the preStop sleep "
                       f"({sleep} s) plus the webhook's drain ({drain} s)")
+for e in errors:
+    print(f"webhook-manifests: {deployment}: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+
+"$venv/bin/python" - "$webhook/deploy/deployment.yaml" "$webhook/deploy/mutatingwebhookconfiguration.yaml" <<'PY'
+import re, sys
+import yaml
+deployment, mwc = sys.argv[1], sys.argv[2]
+
+def seconds(text):
+    """esi_api::inject::parse_duration_seconds: `600`, `600s`, `10m`, `1h30m`, `1d`."""
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    if not re.fullmatch(r"(\d+[smhd])+", text):
+        return None
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(n) * unit[u] for n, u in re.findall(r"(\d+)([smhd])", text))
+
+env = {e["name"]: e.get("value") for e in
+       yaml.safe_load(open(deployment))["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+budget = min(h.get("timeoutSeconds", 10) for h in yaml.safe_load(open(mwc))["webhooks"])
+errors = []
+for name in ("ESI_WEBHOOK_SERVICE_ACCOUNT_TIMEOUT", "ESI_WEBHOOK_SERVICE_ACCOUNT_CACHE_TTL"):
+    if name not in env:
+        continue  # the binary's default applies
+    s = seconds(str(env[name]))
+    if not s:
+        errors.append(f"{name}={env[name]!r} must be a duration of more than zero (the webhook refuses it)")
+    elif name.endswith("_TIMEOUT") and s >= budget:
+        errors.append(f"{name}={env[name]!r} must be shorter than the admission's timeoutSeconds ({budget})")
 for e in errors:
     print(f"webhook-manifests: {deployment}: {e}", file=sys.stderr)
 sys.exit(1 if errors else 0)

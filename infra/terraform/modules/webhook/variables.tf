@@ -107,7 +107,7 @@ variable "replicas" {
 }
 
 variable "timeout_seconds" {
-  description = "Admission timeout. Short: the API server waits this long before failing an opted-in Pod's creation."
+  description = "Admission timeout. Short: the API server waits this long before failing an opted-in Pod's creation. Must exceed `service_account_lookup.timeout`."
   type        = number
   default     = 5
 
@@ -160,7 +160,7 @@ variable "service_account_defaults" {
 }
 
 variable "service_account_lookup" {
-  description = "Bounds of ServiceAccount reads: `timeout` per read (below `timeout_seconds`, the whole admission's budget) and `cache_ttl`, how long an answer is reused. Durations like `2s`, `1m`."
+  description = "Bounds of ServiceAccount reads: `timeout` per read, shorter than `timeout_seconds` (the whole admission's budget), and `cache_ttl`, how long an answer is reused. Durations like `2s`, `1m`, both more than zero (the webhook refuses to start on `0s`)."
   type = object({
     timeout   = optional(string, "2s")
     cache_ttl = optional(string, "30s")
@@ -170,8 +170,20 @@ variable "service_account_lookup" {
   validation {
     condition = alltrue([
       for d in [var.service_account_lookup.timeout, var.service_account_lookup.cache_ttl] :
-      can(regex("^[0-9]+(s|m|h)$", d))
-    ]) && !can(regex("^0+[smh]$", var.service_account_lookup.timeout))
-    error_message = "service_account_lookup durations must look like `2s`, `1m` or `1h`, and the timeout must be more than zero."
+      can(regex("^[0-9]+(s|m|h)$", d)) && !can(regex("^0+[smh]$", d))
+    ])
+    error_message = "service_account_lookup durations must look like `2s`, `1m` or `1h` and be more than zero: the webhook refuses to start on `0s`."
+  }
+
+  # The API server waits timeout_seconds for the whole admission: a read allowed to take as long
+  # would time the admission out (an opaque failure) instead of denying it with a reason.
+  validation {
+    condition = try(
+      tonumber(regex("^([0-9]+)[smh]$", var.service_account_lookup.timeout)[0])
+      * lookup({ s = 1, m = 60, h = 3600 }, substr(var.service_account_lookup.timeout, -1, 1))
+      < var.timeout_seconds,
+      true # a malformed duration is reported by the rule above
+    )
+    error_message = "service_account_lookup.timeout must be shorter than timeout_seconds, the API server's budget for the whole admission."
   }
 }
