@@ -233,6 +233,9 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     deserialize_tracked(&value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        SpecError::field(path, e.into_inner().to_string())
+        SpecError::field(
+            path,
+            esi_api::json::without_values(&e.into_inner().to_string()),
+        )
     })
 }

@@ -374,3 +374,18 @@ fn colliding_clusters_are_all_left_out_in_lenient_mode() {
     assert!(snap.clusters_for("https://x.example").is_none());
     assert_eq!(snap.clusters.keys().collect::<Vec<_>>(), ["other"]);
 }
+
+/// A token written inline where a reference belongs is refused without being repeated: the
+/// message reaches the log (`serde_json` would quote it: `invalid type: string "hvs.…"`).
+#[test]
+fn an_inline_secret_is_refused_without_being_repeated() {
+    let store = doc(
+        "SecretStore",
+        "{name: vault, namespace: team}",
+        "{provider: {vault: {server: \"https://vault.example:8200\", auth: {token: \"hvs.CAESinline-secret\"}}}}",
+    );
+    let e = errors(&store).join("\n");
+    assert!(e.contains("provider.vault.auth.token"), "{e}");
+    assert!(e.contains("invalid type: a string"), "{e}");
+    assert!(!e.contains("hvs.CAES"), "{e}");
+}

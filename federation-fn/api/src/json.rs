@@ -52,6 +52,46 @@ pub fn explain<'de, T: Deserialize<'de>>(text: &'de str) -> Option<String> {
     Some(why)
 }
 
+/// `message` (a serde error's) with every quoted string value it shows replaced by its kind:
+/// `invalid type: string "hvs.CAES…", expected struct SecretRef` becomes `invalid type: a
+/// string, expected struct SecretRef`. For messages about documents that may hold a secret
+/// where it does not belong (a token written inline), which then reach a log.
+pub fn without_values(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        let value = &rest[at + QUOTED.len()..];
+        // serde quotes with `{:?}`: the value ends at the first `"` not escaped by a `\`.
+        let mut escaped = false;
+        let end = value.char_indices().find_map(|(i, c)| match c {
+            '\\' if !escaped => {
+                escaped = true;
+                None
+            }
+            '"' if !escaped => Some(i),
+            _ => {
+                escaped = false;
+                None
+            }
+        });
+        match end {
+            Some(end) => {
+                out.push_str("a string");
+                rest = &value[end + 1..];
+            }
+            None => {
+                // Unterminated (cut short): drop the rest.
+                out.push_str("a string");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Shortens `text` to at most `max` bytes, cutting before the character that would cross it
 /// (`String::truncate` panics inside a character).
 pub fn truncate_at_char_boundary(text: &mut String, max: usize) {
@@ -188,6 +228,27 @@ mod tests {
             "{why}"
         );
         assert_eq!(explain::<Answer>(r#"{"data": {}}"#), None);
+    }
+
+    #[test]
+    fn values_leave_messages_and_the_rest_stays() {
+        let inline: Result<BTreeMap<String, u8>, _> =
+            serde_json::from_value(serde_json::json!({"token": "hvs.CAES\"x\\y"}));
+        let message = inline.unwrap_err().to_string();
+        assert!(message.contains("hvs.CAES"), "{message}");
+        assert_eq!(
+            without_values(&message),
+            "invalid type: a string, expected u8"
+        );
+        assert_eq!(
+            without_values(r#"a: string "x", b: string "y\"z", c"#),
+            "a: a string, b: a string, c"
+        );
+        assert_eq!(
+            without_values("missing field `data`"),
+            "missing field `data`"
+        );
+        assert_eq!(without_values(r#"cut string "abc"#), "cut a string");
     }
 
     #[test]

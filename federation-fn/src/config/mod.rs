@@ -549,7 +549,7 @@ fn parse_spec<T: serde::de::DeserializeOwned>(
             } else {
                 format!("spec.{path}")
             },
-            e.into_inner().to_string(),
+            esi_api::json::without_values(&e.into_inner().to_string()),
         )
     })
 }
