@@ -318,7 +318,7 @@ WH_REQUIRED = "\n ".join([
     'cli_image = "r/esi-cli@sha256:' + "0" * 64 + '"',
     'federation_url = "https://esi.example.com"',
 ])
-KEY_B64 = "A" * 43 + "="  # standard base64 of 32 zero bytes, the form random_bytes.base64 has
+KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31, standard base64 like random_bytes.base64
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
