@@ -73,27 +73,23 @@ pub fn dev_token(issuer: &LocalIssuer) -> String {
     issuer.mint(&spec)
 }
 
-/// Writes `token` to `path` with mode 0600 (replacing it atomically).
+/// Writes `token` to `path` with mode 0600, replacing it atomically: through a new file of a
+/// random name in the same folder, created exclusively (so another user of a shared folder
+/// cannot have placed a file or a link there first), then renamed over `path`.
 pub fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("token")
-    ));
-    {
-        use std::io::Write as _;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(token.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    // tempfile creates with O_EXCL and mode 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".esi-dev-token.")
+        .tempfile_in(dir)?;
+    tmp.write_all(token.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// The ready-to-paste commands printed at start.
@@ -108,4 +104,29 @@ pub fn instructions(base_url: &str, token_path: &Path) -> String {
          \x20 curl -s -H \"Authorization: Bearer $(cat {t})\" {base_url}/v1/whoami\n\
          \x20 curl -s {base_url}/metrics\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_token_file_is_private_and_placed_links_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("token");
+        // Another user of a shared folder placed links where a fixed temporary name would be.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        for name in [".token.tmp", ".esi-dev-token.tmp"] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        write_token(&out, "t0ken").unwrap();
+        write_token(&out, "t0ken-2").unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "t0ken-2");
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    }
 }

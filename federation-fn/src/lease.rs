@@ -213,6 +213,14 @@ impl LeaseKeys {
                     bytes.len()
                 )));
             }
+            // A placeholder (all one byte: zeros, `AAAA…`) is not a key. Real keys come from
+            // `esi-federation lease-key` (32 random bytes); the chance that one repeats a
+            // single byte is 2^-248.
+            if bytes.iter().all(|&b| b == bytes[0]) {
+                return Err(LeaseError::Config(format!(
+                    "key {id:?} repeats one byte: a placeholder, not a key (generate one with `esi-federation lease-key`)"
+                )));
+            }
             if keys.iter().any(|k| k.id == id) {
                 return Err(LeaseError::Config(format!("key id {id:?} appears twice")));
             }
@@ -428,6 +436,14 @@ mod tests {
         }
         let k = LeaseKeys::generate_spec("k1");
         assert!(LeaseKeys::parse(&format!("{k},{k}")).is_err());
+        // Placeholders: 32 zero bytes, 32 x 0xff.
+        for placeholder in [
+            "k1=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "k1=//////////////////////////////////////////8=",
+        ] {
+            let e = LeaseKeys::parse(placeholder).unwrap_err().to_string();
+            assert!(e.contains("placeholder"), "{e}");
+        }
     }
 
     #[test]

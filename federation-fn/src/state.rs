@@ -202,11 +202,15 @@ pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 /// A cheap fingerprint of a config file or folder (paths, sizes, mtimes) to notice changes.
 pub fn fingerprint(path: &Path) -> Fingerprint {
     let mut out = Vec::new();
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+    fn walk(p: &Path, out: &mut Fingerprint, depth: usize) {
         let Ok(meta) = std::fs::metadata(p) else {
             return;
         };
         if meta.is_dir() {
+            // A deeper folder fails the load; it is not walked (see MAX_FOLDER_DEPTH).
+            if depth > config::MAX_FOLDER_DEPTH {
+                return;
+            }
             let Ok(rd) = std::fs::read_dir(p) else { return };
             let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
             entries.sort();
@@ -218,12 +222,12 @@ pub fn fingerprint(path: &Path) -> Fingerprint {
                 {
                     continue;
                 }
-                walk(&e, out);
+                walk(&e, out, depth + 1);
             }
         } else {
             out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
         }
     }
-    walk(path, &mut out);
+    walk(path, &mut out, 0);
     out
 }

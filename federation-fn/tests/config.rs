@@ -389,3 +389,22 @@ fn an_inline_secret_is_refused_without_being_repeated() {
     assert!(e.contains("invalid type: a string"), "{e}");
     assert!(!e.contains("hvs.CAES"), "{e}");
 }
+
+/// Links are followed (a ConfigMap's files are links), so a folder linking to itself twice
+/// would make a walk of 2^depth folders: it stops at a bound, with an error saying why.
+#[test]
+fn a_folder_linking_to_itself_is_refused_not_walked_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+    for name in ["x", "y"] {
+        std::os::unix::fs::symlink(".", dir.path().join(name)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let e = match config::load_path(dir.path(), &state()) {
+        Ok(_) => panic!("accepted"),
+        Err(LoadError(errs)) => errs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert!(e.join("\n").contains("folders deep"), "{e:?}");
+    let _ = esi_federation::state::fingerprint(dir.path());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -103,7 +103,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
         .map_err(|e| LoadError::one(path.display().to_string(), format!("cannot read: {e}")))?;
     let files = if meta.is_dir() {
         let mut files = Vec::new();
-        collect_files(path, &mut files)
+        collect_files(path, &mut files, 0)
             .map_err(|e| LoadError::one(path.display().to_string(), format!("cannot list: {e}")))?;
         files.sort();
         if files.is_empty() {
@@ -161,7 +161,18 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
     }
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// How deep [`read_documents`] and [`crate::state::fingerprint`] go into folders. Links are
+/// followed (a ConfigMap's files are links), so two links to `.` would otherwise make a walk
+/// that never ends.
+pub const MAX_FOLDER_DEPTH: usize = 16;
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> std::io::Result<()> {
+    if depth > MAX_FOLDER_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "{} is more than {MAX_FOLDER_DEPTH} folders deep (a link to a parent folder?)",
+            dir.display()
+        )));
+    }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -171,7 +182,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry.path();
         let meta = std::fs::metadata(&path)?;
         if meta.is_dir() {
-            collect_files(&path, out)?;
+            collect_files(&path, out, depth + 1)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
