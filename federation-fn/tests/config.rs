@@ -408,3 +408,17 @@ fn a_folder_linking_to_itself_is_refused_not_walked_forever() {
     let _ = esi_federation::state::fingerprint(dir.path());
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A name is shown in messages before it is validated: a line break in it is escaped, so the
+/// message cannot forge a log line of its own.
+#[test]
+fn a_name_with_a_line_break_cannot_forge_a_log_line() {
+    let text = doc(
+        "Password",
+        "{name: \"x\\nERROR forged line\", namespace: team}",
+        "{length: 20}",
+    );
+    let e = errors(&text).join("\n");
+    assert!(e.contains("Password/team/x\\nERROR forged line"), "{e}");
+    assert!(!e.contains("\nERROR forged line"), "{e}");
+}

@@ -375,7 +375,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                     &origin,
                     "",
                     if path == "." { "" } else { &path },
-                    e.into_inner().to_string(),
+                    esi_api::json::without_values(&e.into_inner().to_string()),
                 );
                 continue;
             }
@@ -395,10 +395,17 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        // Shown in messages before the names are validated: escaped, so that a name holding a
+        // line break cannot forge a log line.
         let resource = if namespaced {
-            format!("{kind}/{namespace}/{}", metadata.name)
+            format!(
+                "{}/{}/{}",
+                printable(&kind),
+                printable(&namespace),
+                printable(&metadata.name)
+            )
         } else {
-            format!("{kind}/{}", metadata.name)
+            format!("{}/{}", printable(&kind), printable(&metadata.name))
         };
         if api_version != esi_api::API_GROUP_VERSION {
             err(
@@ -535,6 +542,15 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
     let colliding = check_shared_issuers(&res.clusters, &mut err);
     res.clusters.retain(|c| !colliding.contains(&c.name));
     (res, errors)
+}
+
+/// `text` as written, or escaped (`\n`, `\u{1b}`) when it holds a control character.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.escape_debug().to_string().into()
+    } else {
+        text.into()
+    }
 }
 
 fn generator_resource(key: &str) -> String {
