@@ -6,9 +6,10 @@
 //! or `null` list or name reads as empty, as k8s-openapi reads it), and skip the rest. The
 //! patch never re-serializes the Pod (see [`crate::mutate`]), so nothing unread is lost.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
-use serde::de::IgnoredAny;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A Pod, as far as the webhook reads it.
@@ -36,10 +37,10 @@ pub struct ObjectMeta {
     #[serde(default)]
     pub namespace: Option<String>,
     /// `labels`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_map")]
     pub labels: Option<BTreeMap<String, String>>,
     /// `annotations`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_map")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -48,16 +49,16 @@ pub struct ObjectMeta {
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
     /// `containers`.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "bounded_list_or_empty")]
     pub containers: Vec<Container>,
     /// `initContainers`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub init_containers: Option<Vec<Container>>,
     /// `ephemeralContainers` (only their names: the webhook must not take one).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub ephemeral_containers: Option<Vec<Named>>,
     /// `volumes` (only their names).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub volumes: Option<Vec<Named>>,
     /// `securityContext`.
     #[serde(default)]
@@ -81,10 +82,10 @@ pub struct Container {
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
     /// `command`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub command: Option<Vec<String>>,
     /// `volumeMounts`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub volume_mounts: Option<Vec<VolumeMount>>,
     /// `securityContext`.
     #[serde(default)]
@@ -193,6 +194,108 @@ pub struct AdmissionRequest {
     /// `object`.
     #[serde(default)]
     pub object: Option<Pod>,
+}
+
+/// How many list and map entries one admission may read into these types: far more than any
+/// Pod holds, and a bound on the memory a hostile body can make them take. A list entry such
+/// as `{}` is 3 bytes of JSON and ~130 bytes as a [`Container`]: without a bound, a 4 MiB body
+/// of them would take ~170 MB.
+pub const MAX_ENTRIES: usize = 100_000;
+
+thread_local! {
+    /// Entries the parse running on this thread may still read: [`MAX_ENTRIES`] inside
+    /// [`budgeted`], unbounded outside (a Pod read from elsewhere than a request).
+    static ENTRIES_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Runs `parse` with [`MAX_ENTRIES`] list and map entries to read into these types, on this
+/// thread: a parse that reads more fails, saying so.
+pub fn budgeted<R>(parse: impl FnOnce() -> R) -> R {
+    let before = ENTRIES_LEFT.replace(MAX_ENTRIES);
+    let result = parse();
+    ENTRIES_LEFT.set(before);
+    result
+}
+
+fn take_entry<E: serde::de::Error>() -> Result<(), E> {
+    ENTRIES_LEFT.with(|left| match left.get() {
+        0 => Err(E::custom(format!(
+            "more than {MAX_ENTRIES} list and map entries: not a Pod this webhook reads"
+        ))),
+        n => {
+            left.set(n - 1);
+            Ok(())
+        }
+    })
+}
+
+/// A list whose entries count against the budget ([`budgeted`]).
+struct Bounded<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Bounded<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
+            type Value = Bounded<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(entry) = seq.next_element()? {
+                    take_entry()?;
+                    entries.push(entry);
+                }
+                Ok(Bounded(entries))
+            }
+        }
+        d.deserialize_seq(Entries(std::marker::PhantomData))
+    }
+}
+
+/// A string map whose entries count against the budget ([`budgeted`]).
+struct BoundedMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for BoundedMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = BoundedMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    take_entry()?;
+                    entries.insert(k, v);
+                }
+                Ok(BoundedMap(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// An optional list, bounded ([`budgeted`]); `null` reads as absent.
+fn bounded_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Bounded<T>>::deserialize(d)?.map(|b| b.0))
+}
+
+/// A list, bounded ([`budgeted`]); absent or `null` reads as empty, as k8s-openapi reads it.
+fn bounded_list_or_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(bounded_list(d)?.unwrap_or_default())
+}
+
+/// An optional string map, bounded ([`budgeted`]); `null` reads as absent.
+fn bounded_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    Ok(Option::<BoundedMap>::deserialize(d)?.map(|b| b.0))
 }
 
 /// A field k8s-openapi reads as its default when it is absent or `null`.

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod as FullPod;
 use kube_core::admission::AdmissionReview;
 use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
+use serde_json::error::Category;
 
 use crate::config::WebhookConfig;
 use crate::mutate::{self, Outcome};
@@ -285,7 +286,7 @@ pub fn parse(body: &[u8]) -> Parsed {
             api_version,
             request: Some(req),
             ..
-        }) = serde_json::from_str::<Envelope>(text)
+        }) = crate::pod::budgeted(|| serde_json::from_str::<Envelope>(text))
         && api_version == ADMISSION_API_VERSION
     {
         return parse_request(req);
@@ -303,7 +304,17 @@ fn invalid(uid: String, message: String) -> Parsed {
     }))
 }
 
+/// The largest malformed body the careful path explains with kube-core's types, which read
+/// every field of a Pod into owned values (a 3-byte `{}` container becomes a k8s-openapi
+/// `Container` of over a kilobyte). A larger one is explained by the webhook's own types,
+/// under their budget ([`crate::pod::budgeted`]): a hostile body must not take more memory
+/// than the webhook has. Reviews the API server sends pass the first read, whatever their size.
+pub const EXPLAINED_IN_FULL: usize = 16 * 1024;
+
 fn parse_carefully(body: &[u8]) -> Parsed {
+    if body.len() > EXPLAINED_IN_FULL {
+        return explain_briefly(body);
+    }
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -329,7 +340,10 @@ fn parse_carefully(body: &[u8]) -> Parsed {
         Err(e) => {
             return invalid(
                 uid,
-                format!("esi: AdmissionReview does not hold a valid Pod request: {e}"),
+                format!(
+                    "esi: AdmissionReview does not hold a valid Pod request: {}",
+                    esi_api::json::without_values(&e.to_string())
+                ),
             );
         }
     };
@@ -341,8 +355,52 @@ fn parse_carefully(body: &[u8]) -> Parsed {
         Ok(req) => parse_request(req),
         Err(e) => invalid(
             uid,
-            format!("esi: AdmissionReview does not hold a valid Pod request: {e}"),
+            format!(
+                "esi: AdmissionReview does not hold a valid Pod request: {}",
+                esi_api::json::without_values(&e.to_string())
+            ),
         ),
+    }
+}
+
+/// The careful path for a body over [`EXPLAINED_IN_FULL`]: the uid, if one can be read,
+/// and what the webhook's own types found wrong. Nothing is read into a value tree.
+fn explain_briefly(body: &[u8]) -> Parsed {
+    #[derive(serde::Deserialize)]
+    struct UidOnly {
+        #[serde(default)]
+        request: Option<Uid>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Uid {
+        uid: String,
+    }
+    let uid = serde_json::from_slice::<UidOnly>(body)
+        .ok()
+        .and_then(|u| u.request)
+        .map(|r| r.uid)
+        .unwrap_or_default();
+    match crate::pod::budgeted(|| serde_json::from_slice::<Envelope>(body)) {
+        Err(e) if matches!(e.classify(), Category::Syntax | Category::Eof) => {
+            invalid(uid, format!("esi: malformed AdmissionReview JSON: {e}"))
+        }
+        Err(e) => invalid(
+            uid,
+            format!(
+                "esi: AdmissionReview does not hold a valid Pod request: {}",
+                esi_api::json::without_values(&e.to_string())
+            ),
+        ),
+        Ok(review) if review.api_version != ADMISSION_API_VERSION => invalid(
+            uid,
+            format!("esi: only {ADMISSION_API_VERSION} AdmissionReview is supported"),
+        ),
+        Ok(Envelope { request: None, .. }) => {
+            invalid(uid, "esi: AdmissionReview has no request".to_owned())
+        }
+        Ok(Envelope {
+            request: Some(req), ..
+        }) => parse_request(req),
     }
 }
 
@@ -579,6 +637,44 @@ mod tests {
             r.detail
         );
         assert!(!r.response.response.allowed);
+    }
+
+    /// A list entry such as `{}` is 3 bytes of JSON and ~130 bytes read: a body of them is
+    /// refused by the budget, not read into hundreds of megabytes.
+    #[test]
+    fn a_body_of_countless_entries_is_refused_by_the_budget() {
+        let containers = vec![serde_json::json!({}); crate::pod::MAX_ENTRIES + 1];
+        let pod = serde_json::json!({"spec": {"containers": containers}});
+        let text = body(&pod_create_review(&pod, "team", "u1"));
+        let r = review(&text, &WebhookConfig::default());
+        assert_eq!(r.decision, Decision::Invalid);
+        assert_eq!(r.response.response.uid, "u1");
+        assert!(r.detail.contains("list and map entries"), "{}", r.detail);
+        // Below the budget, the same shape is read.
+        let pod = serde_json::json!({"spec": {"containers": vec![serde_json::json!({"name": "c"}); 1000]}});
+        let r = review(&body(&pod_create_review(&pod, "team", "u1")), &WebhookConfig::default());
+        assert_ne!(r.decision, Decision::Invalid, "{}", r.detail);
+    }
+
+    /// A malformed review is explained with its uid, never quoting a value (a Pod's env and
+    /// annotations hold secrets), whether it is small enough for kube-core's types or not.
+    #[test]
+    fn a_malformed_review_is_explained_without_its_values() {
+        for padding in [0, EXPLAINED_IN_FULL] {
+            let pod = serde_json::json!({
+                "metadata": {"annotations": {"pad": "x".repeat(padding)}},
+                "spec": {"containers": [{"name": "app", "command": "s3cret-value"}]}
+            });
+            let text = body(&pod_create_review(&pod, "team", "u1"));
+            assert_eq!(text.len() > EXPLAINED_IN_FULL, padding > 0);
+            let r = review(&text, &WebhookConfig::default());
+            assert_eq!(r.decision, Decision::Invalid);
+            assert_eq!(r.response.response.uid, "u1");
+            assert!(r.detail.contains("valid Pod request"), "{}", r.detail);
+            assert!(!r.detail.contains("s3cret"), "{}", r.detail);
+            let answer = String::from_utf8(r.response.to_json().unwrap()).unwrap();
+            assert!(!answer.contains("s3cret"), "{answer}");
+        }
     }
 
     #[test]
