@@ -90,6 +90,9 @@ pub enum LookupError {
     Status(u16),
     /// The API server could not be reached; the detail is for logs.
     Unreachable(String),
+    /// The namespace or the ServiceAccount name is not a Kubernetes name: not asked about
+    /// (it would become part of the request's URL), and the Pod would fail validation anyway.
+    InvalidName,
 }
 
 impl fmt::Display for LookupError {
@@ -102,6 +105,10 @@ impl fmt::Display for LookupError {
             ),
             Self::Status(code) => write!(f, "the API server answered {code}"),
             Self::Unreachable(_) => write!(f, "the API server is unreachable"),
+            Self::InvalidName => write!(
+                f,
+                "the namespace or the ServiceAccount name is not a valid Kubernetes name"
+            ),
         }
     }
 }
@@ -116,6 +123,7 @@ impl LookupError {
             Self::Forbidden(_) => "forbidden",
             Self::Status(_) => "status",
             Self::Unreachable(_) => "unreachable",
+            Self::InvalidName => "invalid_name",
         }
     }
 
@@ -151,8 +159,16 @@ impl Cache {
             let ttl = self.ttl;
             self.entries
                 .retain(|_, e| now.saturating_duration_since(e.at) < ttl);
-            if self.entries.len() >= self.max_entries {
-                self.entries.clear();
+            // Still full of fresh entries: the oldest goes (emptying the whole cache would let
+            // a stream of made-up names turn every real lookup into a call).
+            if self.entries.len() >= self.max_entries
+                && let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.at)
+                    .map(|(k, _)| k.clone())
+            {
+                self.entries.remove(&oldest);
             }
         }
         self.entries.insert(key, Entry { at: now, defaults });
@@ -164,7 +180,14 @@ pub struct ServiceAccounts {
     client: kube::Client,
     timeout: Duration,
     cache: Mutex<Cache>,
+    /// Calls to the API server at once ([`MAX_CONCURRENT_LOOKUPS`]): whoever reaches the
+    /// webhook chooses the names, and must not be able to flood the API server with them
+    /// (whose priority and fairness would then throttle the webhook's real lookups too).
+    calls: tokio::sync::Semaphore,
 }
+
+/// How many ServiceAccount lookups run at once; more wait, within their timeout.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 16;
 
 impl ServiceAccounts {
     /// Lookups through `client`.
@@ -177,6 +200,7 @@ impl ServiceAccounts {
                 max_entries: settings.max_entries.max(1),
                 entries: HashMap::new(),
             }),
+            calls: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOOKUPS),
         }
     }
 
@@ -187,12 +211,20 @@ impl ServiceAccounts {
         namespace: &str,
         name: &str,
     ) -> Result<(Defaults, Source), LookupError> {
+        if !(is_dns_label(namespace) && is_dns_subdomain(name)) {
+            return Err(LookupError::InvalidName);
+        }
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(hit) = self.lock().get(&key, Instant::now()) {
             return Ok((hit, Source::Cached));
         }
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-        let fetched = tokio::time::timeout(self.timeout, api.get_opt(name))
+        let call = async {
+            // The semaphore is never closed.
+            let _permit = self.calls.acquire().await;
+            api.get_opt(name).await
+        };
+        let fetched = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| LookupError::Timeout(self.timeout))?
             .map_err(classify)?;
@@ -214,6 +246,30 @@ impl ServiceAccounts {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A DNS-1123 label, as namespace names are: at most 63 of `[a-z0-9-]`, starting and ending
+/// with a letter or digit.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain, as ServiceAccount names are: at most 253 bytes of labels joined by `.`.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Keeps only the `esi.dev/` annotations (the rest is of no use and could be large, e.g.

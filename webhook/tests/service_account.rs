@@ -448,3 +448,69 @@ async fn without_a_client_no_defaults_are_read() {
     assert!(msg.contains("esi.dev/generators"), "{msg}");
     assert!(!msg.contains("ServiceAccount"), "{msg}");
 }
+
+/// Whoever reaches the webhook chooses the names it looks up: a name that is not a
+/// Kubernetes name (it would become part of the request's URL) is denied without a call.
+#[tokio::test]
+async fn a_name_that_is_not_a_kubernetes_name_is_never_looked_up() {
+    let fake = FakeApi::new(Mode::Serve);
+    let (app, _) = app_against(&fake.start().await, Duration::from_secs(2));
+    for name in ["../../secrets/x", "app?watch=true", "App", "a/b"] {
+        let r = admit(&app, &pod(Some(name), json!({})), "bad-name").await;
+        assert!(
+            denial_message(&r).contains("not a valid Kubernetes name"),
+            "{name}: {r}"
+        );
+    }
+    assert_eq!(fake.hits(), 0);
+}
+
+/// A full cache lets its oldest entry go, not all of them: a stream of made-up names must not
+/// turn every real lookup into a call.
+#[tokio::test]
+async fn a_full_cache_drops_its_oldest_entry_only() {
+    let fake = FakeApi::new(Mode::Serve);
+    for name in ["a", "b", "c"] {
+        fake.add("payments", name, json!({}));
+    }
+    let base = fake.start().await;
+    let client = kube::Client::try_from(kube::Config::new(base.parse().unwrap())).unwrap();
+    let settings = Settings {
+        max_entries: 2,
+        ..Settings::default()
+    };
+    let state =
+        AppState::new(config()).with_service_accounts(ServiceAccounts::new(client, settings));
+    let app = router(state);
+    for (name, hits) in [("a", 1), ("b", 2), ("c", 3), ("b", 3), ("c", 3), ("a", 4)] {
+        let _ = admit(&app, &pod(Some(name), json!({})), name).await;
+        assert_eq!(fake.hits(), hits, "after {name}");
+    }
+}
+
+/// At most [`MAX_CONCURRENT_LOOKUPS`] calls reach the API server at once; the others wait
+/// within their timeout. A burst of made-up names cannot become a burst of API calls.
+#[tokio::test]
+async fn lookups_reach_the_api_server_a_bounded_number_at_once() {
+    use esi_webhook::service_account::MAX_CONCURRENT_LOOKUPS;
+    let fake = FakeApi::new(Mode::Hang);
+    let (app, _) = app_against(&fake.start().await, Duration::from_secs(2));
+    let names: Vec<String> = (0..MAX_CONCURRENT_LOOKUPS * 3)
+        .map(|i| format!("made-up-{i}"))
+        .collect();
+    let mut admissions = tokio::task::JoinSet::new();
+    for name in names {
+        let app = app.clone();
+        admissions.spawn(async move { admit(&app, &pod(Some(&name), json!({})), "burst").await });
+    }
+    // Well before the timeouts: the first calls are in, the rest wait for a permit.
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    while fake.hits() < MAX_CONCURRENT_LOOKUPS && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.hits(), MAX_CONCURRENT_LOOKUPS);
+    for r in admissions.join_all().await {
+        assert!(denial_message(&r).contains("did not answer"), "{r}");
+    }
+}
