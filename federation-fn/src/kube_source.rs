@@ -129,16 +129,26 @@ async fn rebuild(
     client: &kube::Client,
     stores: &[(ApiResource, Store<DynamicObject>)],
 ) {
-    let build = {
-        let (state, stores) = (state.clone(), stores.to_vec());
-        move || {
-            let mut docs = Vec::new();
-            for (ar, store) in &stores {
+    // The objects this snapshot is built from; their statuses below describe the same ones
+    // (an object added meanwhile is not marked Accepted before it is served).
+    let listed: Arc<Vec<(ApiResource, Vec<Arc<DynamicObject>>)>> = Arc::new(
+        stores
+            .iter()
+            .map(|(ar, store)| {
                 let mut objects = store.state();
                 objects.sort_by(|a, b| {
                     (&a.metadata.namespace, &a.metadata.name)
                         .cmp(&(&b.metadata.namespace, &b.metadata.name))
                 });
+                (ar.clone(), objects)
+            })
+            .collect(),
+    );
+    let build = {
+        let (state, listed) = (state.clone(), listed.clone());
+        move || {
+            let mut docs = Vec::new();
+            for (ar, objects) in listed.iter() {
                 docs.extend(objects.iter().map(|o| to_document(ar, o)));
             }
             let (resources, mut problems) = config::parse_resources_lenient(docs);
@@ -171,9 +181,10 @@ async fn rebuild(
         };
         by_origin.entry(p.origin.as_str()).or_default().push(what);
     }
-    for (ar, store) in stores {
-        for obj in store.state() {
-            let (status, reason, message) = match by_origin.get(origin_of(ar, &obj).as_str()) {
+    let mut patches = Vec::new();
+    for (ar, objects) in listed.iter() {
+        for obj in objects {
+            let (status, reason, message) = match by_origin.get(origin_of(ar, obj).as_str()) {
                 Some(problems) => {
                     let mut m = problems.join("; ");
                     esi_api::json::truncate_at_char_boundary(&mut m, 1024);
@@ -191,8 +202,12 @@ async fn rebuild(
                 .and_then(|s| s.get("conditions"))
                 .and_then(|c| c.as_array())
                 .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+            let generation = serde_json::json!(obj.metadata.generation);
             if current.is_some_and(|c| {
-                c["status"] == status && c["reason"] == reason && c["message"] == message.as_str()
+                c["status"] == status
+                    && c["reason"] == reason
+                    && c["message"] == message.as_str()
+                    && c["observedGeneration"] == generation
             }) {
                 continue;
             }
@@ -202,14 +217,25 @@ async fn rebuild(
                 "reason": reason,
                 "message": message,
                 "lastTransitionTime": jiff::Timestamp::now().to_string(),
+                "observedGeneration": generation,
             });
             let api: Api<DynamicObject> = match &obj.metadata.namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
                 None => Api::all_with(client.clone(), ar),
             };
             let name = obj.metadata.name.clone().unwrap_or_default();
-            let kind = ar.kind.clone();
-            tokio::spawn(async move {
+            patches.push((api, ar.kind.clone(), name, condition));
+        }
+    }
+    if patches.is_empty() {
+        return;
+    }
+    // A few at a time: at start every resource may need one, and thousands of PATCH requests
+    // at once would only queue in the API server's priority and fairness.
+    tokio::spawn(
+        futures_util::stream::iter(patches).for_each_concurrent(
+            STATUS_PATCHES_AT_ONCE,
+            |(api, kind, name, condition)| async move {
                 let patch =
                     Patch::Merge(serde_json::json!({ "status": { "conditions": [condition] } }));
                 if let Err(e) = api
@@ -218,7 +244,10 @@ async fn rebuild(
                 {
                     tracing::warn!(kind = %kind, name = %name, error = %e, "cannot update the resource's status");
                 }
-            });
-        }
-    }
+            },
+        ),
+    );
 }
+
+/// How many status updates are sent to the API server at once.
+const STATUS_PATCHES_AT_ONCE: usize = 8;

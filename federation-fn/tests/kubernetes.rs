@@ -51,6 +51,15 @@ impl FakeApi {
                 .to_owned(),
             obj["metadata"]["name"].as_str().unwrap().to_owned(),
         );
+        // Each write of the spec is a new generation, as the API server counts them.
+        let generation = inner
+            .objects
+            .get(plural)
+            .and_then(|m| m.get(&key))
+            .and_then(|o| o["metadata"]["generation"].as_i64())
+            .unwrap_or(0)
+            + 1;
+        obj["metadata"]["generation"] = json!(generation);
         let kind = if inner
             .objects
             .entry(plural.to_owned())
@@ -101,6 +110,23 @@ impl FakeApi {
         Some((
             c["status"].as_str()?.to_owned(),
             c["message"].as_str()?.to_owned(),
+        ))
+    }
+
+    /// The Ready condition's `observedGeneration` and the object's `generation`.
+    fn generations(&self, plural: &str, namespace: &str, name: &str) -> Option<(i64, i64)> {
+        let inner = self.inner.lock().unwrap();
+        let obj = inner
+            .objects
+            .get(plural)?
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        let c = obj["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?;
+        Some((
+            c["observedGeneration"].as_i64()?,
+            obj["metadata"]["generation"].as_i64()?,
         ))
     }
 
@@ -364,5 +390,10 @@ async fn crds_are_watched_and_invalid_resources_left_out() {
             .is_some_and(|(s, _)| s == "True")
     })
     .await;
+    // The condition says which generation of the resource it describes.
+    assert_eq!(
+        api.generations("passwords", "default", "broken"),
+        Some((2, 2))
+    );
     assert_eq!(status_of(&state, &app_token).await, 200);
 }
