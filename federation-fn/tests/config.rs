@@ -422,3 +422,24 @@ fn a_name_with_a_line_break_cannot_forge_a_log_line() {
     assert!(e.contains("Password/team/x\\nERROR forged line"), "{e}");
     assert!(!e.contains("\nERROR forged line"), "{e}");
 }
+
+/// `kubectl get -o yaml` output loads (the rest of ObjectMeta is ignored); a misspelt
+/// metadata field is refused instead of quietly leaving the resource in `default`.
+#[test]
+fn metadata_typos_are_refused_and_kubectl_output_loads() {
+    let e = errors(&doc(
+        "Password",
+        "{name: db, namespce: team}",
+        "{length: 20}",
+    ))
+    .join("\n");
+    assert!(e.contains("unknown field `namespce`"), "{e}");
+    let kubectl = doc(
+        "Password",
+        "{name: db, namespace: team, uid: 0f0f, resourceVersion: \"7\", generation: 2, \
+         creationTimestamp: \"2026-01-01T00:00:00Z\", annotations: {a: b}, finalizers: [x], \
+         managedFields: [{manager: kubectl}], ownerReferences: [], labels: {team: a}}",
+        "{length: 20}",
+    );
+    config::load_text("kubectl.yaml", &kubectl, &state()).unwrap();
+}

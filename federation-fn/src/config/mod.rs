@@ -277,16 +277,42 @@ struct Manifest {
     status: Option<serde::de::IgnoredAny>,
 }
 
-// Unknown metadata fields (uid, resourceVersion, managedFields, ...) are tolerated for the same
-// reason; only these are read.
+// The rest of Kubernetes' ObjectMeta (uid, resourceVersion, managedFields, ...) is accepted
+// for the same reason, and ignored; anything else is refused, so that a misspelt `namespce`
+// does not quietly put a resource in `default`.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
 struct Metadata {
     name: String,
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    generate_name: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    self_link: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    uid: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    resource_version: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    generation: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    creation_timestamp: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    deletion_grace_period_seconds: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    owner_references: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    finalizers: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    managed_fields: Option<serde::de::IgnoredAny>,
 }
 
 /// A registered cluster as read from its manifest.
