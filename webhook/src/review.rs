@@ -652,7 +652,10 @@ mod tests {
         assert!(r.detail.contains("list and map entries"), "{}", r.detail);
         // Below the budget, the same shape is read.
         let pod = serde_json::json!({"spec": {"containers": vec![serde_json::json!({"name": "c"}); 1000]}});
-        let r = review(&body(&pod_create_review(&pod, "team", "u1")), &WebhookConfig::default());
+        let r = review(
+            &body(&pod_create_review(&pod, "team", "u1")),
+            &WebhookConfig::default(),
+        );
         assert_ne!(r.decision, Decision::Invalid, "{}", r.detail);
     }
 
