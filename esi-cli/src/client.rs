@@ -566,36 +566,28 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_answer_is_refused_with_a_clear_error() {
+        // What `whoami` fails with against a server sending `raw`.
+        async fn refusal(raw: Vec<u8>) -> String {
+            let (url, _) = serve(raw);
+            let (client, token, _dir) = client_and_token(&url);
+            client
+                .whoami(&token, Instant::now() + Duration::from_secs(5))
+                .await
+                .unwrap_err()
+                .to_string()
+        }
         let huge = vec![b' '; MAX_ANSWER_BYTES + 1];
-        let (url, _) = serve(answer("200 OK", &huge));
-        let (client, token, _dir) = client_and_token(&url);
-        let err = client
-            .whoami(&token, Instant::now() + Duration::from_secs(5))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = refusal(answer("200 OK", &huge)).await;
         assert!(err.contains("larger than 1024 KiB"), "{err}");
         // Without a content-length, the body is cut off while it streams.
         let mut streamed =
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
                 .to_vec();
         streamed.extend_from_slice(&huge);
-        let (url, _) = serve(streamed);
-        let (client, token, _dir) = client_and_token(&url);
-        let err = client
-            .whoami(&token, Instant::now() + Duration::from_secs(5))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = refusal(streamed).await;
         assert!(err.contains("larger than 1024 KiB"), "{err}");
         // Just under the limit is read (and then judged on its content).
-        let (url, _) = serve(answer("200 OK", &vec![b' '; MAX_ANSWER_BYTES - 1]));
-        let (client, token, _dir) = client_and_token(&url);
-        let err = client
-            .whoami(&token, Instant::now() + Duration::from_secs(5))
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = refusal(answer("200 OK", &vec![b' '; MAX_ANSWER_BYTES - 1])).await;
         assert!(err.contains("not the expected JSON"), "{err}");
     }
 

@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use esi_api::inject::{is_dns_label, is_dns_subdomain};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 
@@ -246,30 +247,6 @@ impl ServiceAccounts {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-/// A DNS-1123 label, as namespace names are: at most 63 of `[a-z0-9-]`, starting and ending
-/// with a letter or digit.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A DNS-1123 subdomain, as ServiceAccount names are: at most 253 bytes of labels joined by `.`.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// Keeps only the `esi.dev/` annotations (the rest is of no use and could be large, e.g.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use compact_str::CompactString;
+use esi_api::inject::{is_dns_label, is_dns_subdomain};
 use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
 use serde::Deserialize;
 use smallvec::SmallVec;
@@ -343,19 +344,6 @@ pub struct Resources {
 
 /// Default namespace of namespaced resources read from files.
 pub const DEFAULT_NAMESPACE: &str = "default";
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
 
 /// Parses and validates documents into resources, collecting every problem; fails when there
 /// is any (file mode: a configuration is loaded whole or not at all).
