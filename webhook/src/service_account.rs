@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_drops_expired_entries_first_then_everything() {
+    fn a_full_cache_drops_expired_entries_first_then_the_oldest() {
         let mut c = cache(10, 2);
         let t0 = Instant::now();
         c.put(key("old"), None, t0);
@@ -328,13 +328,14 @@ mod tests {
         c.put(key("third"), None, t0 + Duration::from_secs(11));
         assert_eq!(c.entries.len(), 2);
         assert!(c.get(&key("new"), t0 + Duration::from_secs(11)).is_some());
-        // Nothing expired: the cache starts over rather than growing.
-        c.put(key("fourth"), None, t0 + Duration::from_secs(12));
-        assert_eq!(c.entries.len(), 1);
-        assert!(
-            c.get(&key("fourth"), t0 + Duration::from_secs(12))
-                .is_some()
-        );
+        // Nothing expired: the oldest ("new") goes, rather than the cache growing or
+        // starting over.
+        let now = t0 + Duration::from_secs(12);
+        c.put(key("fourth"), None, now);
+        assert_eq!(c.entries.len(), 2);
+        assert!(c.get(&key("new"), now).is_none());
+        assert!(c.get(&key("third"), now).is_some());
+        assert!(c.get(&key("fourth"), now).is_some());
     }
 
     #[test]
