@@ -97,7 +97,8 @@ impl FakeApi {
         true
     }
 
-    fn ready(&self, plural: &str, namespace: &str, name: &str) -> Option<(String, String)> {
+    /// The object and its `Ready` condition.
+    fn ready_condition(&self, plural: &str, namespace: &str, name: &str) -> Option<(Value, Value)> {
         let inner = self.inner.lock().unwrap();
         let obj = inner
             .objects
@@ -107,23 +108,21 @@ impl FakeApi {
             .as_array()?
             .iter()
             .find(|c| c["type"] == "Ready")?;
+        Some((obj.clone(), c.clone()))
+    }
+
+    /// The `Ready` condition's status and message.
+    fn ready(&self, plural: &str, namespace: &str, name: &str) -> Option<(String, String)> {
+        let (_, c) = self.ready_condition(plural, namespace, name)?;
         Some((
             c["status"].as_str()?.to_owned(),
             c["message"].as_str()?.to_owned(),
         ))
     }
 
-    /// The Ready condition's `observedGeneration` and the object's `generation`.
+    /// The `Ready` condition's `observedGeneration` and the object's `generation`.
     fn generations(&self, plural: &str, namespace: &str, name: &str) -> Option<(i64, i64)> {
-        let inner = self.inner.lock().unwrap();
-        let obj = inner
-            .objects
-            .get(plural)?
-            .get(&(namespace.to_owned(), name.to_owned()))?;
-        let c = obj["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")?;
+        let (obj, c) = self.ready_condition(plural, namespace, name)?;
         Some((
             c["observedGeneration"].as_i64()?,
             obj["metadata"]["generation"].as_i64()?,

@@ -1046,6 +1046,36 @@ fn app_container_short() -> ContainerSpec {
     }
 }
 
+/// Lets other users reach the Pod's folder, write its volume and read its token, for an
+/// `esi-cli` run under another uid ([`init_as`]).
+fn open_to_other_users(pod: &Pod) {
+    for (p, m) in [
+        (pod.dir.path().to_owned(), 0o755),
+        (pod.volume.clone(), 0o777),
+        (pod.token.clone(), 0o644),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+}
+
+/// `esi-cli init` of `spec` run as `uid`:`gid` with no other groups (needs root to drop to
+/// them), as the webhook runs it.
+fn init_as(pod: &Pod, spec: &esi_api::inject::InjectionSpec, uid: u32, gid: u32) -> Command {
+    let cmd = pod.cli(spec);
+    let mut init = Command::new("setpriv");
+    init.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .arg("init")
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("ESI_TERMINATION_LOG", pod.volume.join("termination-log"));
+    init
+}
+
 #[test]
 fn non_root_init_checks_that_the_app_can_read_its_files() {
     if !rustix_is_root() {
@@ -1056,31 +1086,9 @@ fn non_root_init_checks_that_the_app_can_read_its_files() {
     }
     let s = setup();
     let pod = Pod::new(&s.issuer.token("default", "app"));
-    // Let uid 65534 reach the Pod dir, write the volume and read the token.
-    for (p, m) in [
-        (pod.dir.path().to_owned(), 0o755),
-        (pod.volume.clone(), 0o777),
-        (pod.token.clone(), 0o644),
-    ] {
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
-    }
-    let run_as_nobody = |spec: &esi_api::inject::InjectionSpec| {
-        let cmd = pod.cli(spec);
-        let program = cmd.get_program().to_owned();
-        let mut wrapped = Command::new("setpriv");
-        wrapped
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(program)
-            .arg("init")
-            .envs(
-                cmd.get_envs()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-            )
-            .env_remove("ESI_TERMINATION_LOG")
-            .arg("--termination-log")
-            .arg(pod.volume.join("termination-log"));
-        run(&mut wrapped)
-    };
+    open_to_other_users(&pod);
+    let run_as_nobody =
+        |spec: &esi_api::inject::InjectionSpec| run(&mut init_as(&pod, spec, 65534, 65534));
     let mut spec = spec(
         &s.fed.url(),
         &[("pw", "default/Password/db")],
@@ -1129,13 +1137,7 @@ fn root_app_gets_readable_credentials_from_a_non_root_init() {
     }
     let s = setup();
     let pod = Pod::new(&s.issuer.token("default", "app"));
-    for (p, m) in [
-        (pod.dir.path().to_owned(), 0o755),
-        (pod.volume.clone(), 0o777),
-        (pod.token.clone(), 0o644),
-    ] {
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
-    }
+    open_to_other_users(&pod);
     // What the webhook emits for `runAsUser: 0` (or `esi.dev/run-as: "0"`): owner 0:0, files
     // 0440, esi-cli as 65532 in group 0.
     let mut spec = spec(
@@ -1161,17 +1163,7 @@ fn root_app_gets_readable_credentials_from_a_non_root_init() {
         uid: Some(0),
         gid: Some(0),
     };
-    let cmd = pod.cli(&spec);
-    let mut init = Command::new("setpriv");
-    init.args(["--reuid=65532", "--regid=0", "--clear-groups", "--"])
-        .arg(cmd.get_program())
-        .arg("init")
-        .envs(
-            cmd.get_envs()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-        )
-        .env("ESI_TERMINATION_LOG", pod.volume.join("termination-log"));
-    let out = run(&mut init);
+    let out = run(&mut init_as(&pod, &spec, 65532, 0));
     assert!(
         out.status.success(),
         "a root app must not fail init: {}",
