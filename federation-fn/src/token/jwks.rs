@@ -403,11 +403,19 @@ impl JwksRegistry {
     }
 
     /// The client trusting `ca_bundle` (or the system roots), built on first use.
-    fn client(&self, ca_bundle: Option<&String>) -> Result<reqwest::Client, String> {
+    ///
+    /// Building one for a new bundle first lets go of those no live source uses (`live`): a
+    /// Cluster whose `caBundle` is edited again and again would otherwise keep every client.
+    fn client(
+        &self,
+        ca_bundle: Option<&String>,
+        live: &HashMap<SourceKey, Weak<JwksSource>>,
+    ) -> Result<reqwest::Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&ca_bundle.cloned()) {
             return Ok(c.clone());
         }
+        clients.retain(|ca, _| ca.is_none() || live.keys().any(|k| k.ca_bundle == *ca));
         // A cluster's own CA bundle replaces the system's roots for its keys.
         let trust = match ca_bundle {
             Some(pem) => Trust::Only(pem),
@@ -432,7 +440,7 @@ impl JwksRegistry {
             return Ok(existing);
         }
         sources.retain(|_, w| w.strong_count() > 0);
-        let client = self.client(key.ca_bundle.as_ref())?;
+        let client = self.client(key.ca_bundle.as_ref(), &sources)?;
         let source = Arc::new(JwksSource {
             key: key.clone(),
             label: label.to_owned(),
@@ -454,6 +462,40 @@ impl JwksRegistry {
 #[cfg(test)]
 mod tests {
     use super::{check_followed, check_url_scheme};
+
+    #[test]
+    fn a_ca_bundle_no_cluster_uses_any_more_lets_its_client_go() {
+        use super::{JwksRegistry, JwksSettings, Location, SourceKey};
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let registry = JwksRegistry::new(
+            JwksSettings::default(),
+            std::sync::Arc::new(Default::default()),
+        );
+        let key = |n: &str| SourceKey {
+            location: Location::JwksUri(format!("https://{n}.example/jwks")),
+            ca_bundle: Some(esi_test_support::pki(n).unwrap().ca_pem),
+        };
+        let clients = || registry.clients.lock().unwrap().len();
+        let first = registry.source(key("first"), "first").unwrap();
+        let _system = registry
+            .source(
+                SourceKey {
+                    location: Location::JwksUri("https://sys.example/jwks".into()),
+                    ca_bundle: None,
+                },
+                "sys",
+            )
+            .unwrap();
+        assert_eq!(clients(), 2);
+        // The first cluster's bundle is edited: its old source (and client) is no longer used.
+        drop(first);
+        let _second = registry.source(key("second"), "second").unwrap();
+        assert_eq!(
+            clients(),
+            2,
+            "the system roots' client and the second bundle's"
+        );
+    }
 
     #[test]
     fn what_began_over_https_stays_on_https() {
