@@ -627,7 +627,15 @@ def check_manifests() -> None:
             if kind not in kinds:
                 fail(stage, f"{rel}: no {kind}")
         dep = next((d for _, d in objects if d.get("kind") == "Deployment"), None)
-        if dep and dep["spec"].get("replicas", 1) < 2:
+        hpa = next((d for _, d in objects if d.get("kind") == "HorizontalPodAutoscaler"), None)
+        if dep and hpa:
+            # The HPA owns the count: a `replicas` in the manifest is applied again by every
+            # `kubectl apply`, scaling a busy Deployment back down.
+            if "replicas" in dep["spec"]:
+                fail(stage, f"{rel}: the Deployment sets replicas although an HPA scales it")
+            if hpa["spec"].get("minReplicas", 1) < 2:
+                fail(stage, f"{rel}: the HPA must keep at least 2 replicas")
+        elif dep and dep["spec"].get("replicas", 1) < 2:
             fail(stage, f"{rel}: the Deployment must run at least 2 replicas")
         if dep:
             check_pod_termination(stage, str(rel), dep["spec"]["template"]["spec"], "federation")
