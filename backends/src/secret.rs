@@ -35,8 +35,8 @@ pub fn reserve_file(path: &Path) {
 /// `path` made absolute against the working directory, `.` and `..` resolved by name (no
 /// file system access: a reference is checked at load time, when its file may not exist).
 fn lexical(path: &Path) -> PathBuf {
-    let absolute = match std::env::current_dir() {
-        Ok(cwd) if path.is_relative() => cwd.join(path),
+    let absolute = match path.is_relative().then(std::env::current_dir) {
+        Some(Ok(cwd)) => cwd.join(path),
         _ => path.to_path_buf(),
     };
     let mut out = PathBuf::from("/");

@@ -167,6 +167,16 @@ impl Bao {
 }
 
 /// Builds a `kind` generator on `store` and mints once: the refusal, asserted `Rejected`.
+/// The serial numbers a PKI mount lists (`GET {mount}/certs?list=true`).
+fn serials(listed: Value) -> std::collections::BTreeSet<String> {
+    listed["data"]["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
 async fn rejected(
     kind: &str,
     spec: Value,
@@ -427,14 +437,6 @@ async fn pki_certificates_are_issued_and_revoked() {
 
         // A certificate's lifetime cannot be shortened after issue: one that would outlive
         // the Authorization's maxTTL (10m < 30m) is revoked and the request refused.
-        let serials = |listed: Value| -> std::collections::BTreeSet<String> {
-            listed["data"]["keys"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_str().map(str::to_owned))
-                .collect()
-        };
         let before = serials(bao.get(&format!("{mount}/certs?list=true")).await);
         let err = g
             .generate(&ctx_with_max_ttl(
@@ -925,14 +927,6 @@ async fn an_answer_without_the_wanted_part_is_refused_and_revoked() {
         json!({"allowed_domains": "example.test", "allow_subdomains": true, "max_ttl": "1h", "generate_lease": true}),
     )
     .await;
-    let serials = |listed: Value| -> std::collections::BTreeSet<String> {
-        listed["data"]["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect()
-    };
     let before = serials(bao.get(&format!("{mount}/certs?list=true")).await);
     let spec = json!({
         "secretStoreRef": {"name": "vault"},

@@ -11,15 +11,19 @@ use std::time::Duration;
 
 use esi_federation::issuer::{LocalIssuer, SigningKey};
 
-#[tokio::test]
-async fn an_issuer_behind_a_private_ca_is_trusted_through_the_clusters_ca_bundle() {
+/// Serves `app(url)` over HTTPS on loopback as `url` (`https://localhost:PORT`, also made
+/// `issuer`'s URL), with a certificate from a fresh private CA; returns the CA's PEM, the URL
+/// and the server's task.
+async fn serve_https(
+    issuer: &LocalIssuer,
+    app: impl FnOnce(&str) -> axum::Router,
+) -> (String, String, tokio::task::JoinHandle<std::io::Result<()>>) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let esi_test_support::Pki {
-        ca_pem: ca,
-        cert_pem: cert,
-        key_pem: key,
+        ca_pem,
+        cert_pem,
+        key_pem,
     } = esi_test_support::pki("issuer").unwrap();
-    let issuer = LocalIssuer::new(SigningKey::rsa());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!(
@@ -27,12 +31,22 @@ async fn an_issuer_behind_a_private_ca_is_trusted_through_the_clusters_ca_bundle
         listener.local_addr().unwrap().port()
     );
     issuer.set_issuer(&url);
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.into_bytes(),
+        key_pem.into_bytes(),
+    )
+    .await
+    .unwrap();
     let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-    let app = issuer.router();
+    let app = app(&url);
     let served = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    (ca_pem, url, served)
+}
+
+#[tokio::test]
+async fn an_issuer_behind_a_private_ca_is_trusted_through_the_clusters_ca_bundle() {
+    let issuer = LocalIssuer::new(SigningKey::rsa());
+    let (ca, url, served) = serve_https(&issuer, |_| issuer.router()).await;
     let token = common::token(&issuer, "default", "app");
 
     let cluster = |extra: &str| {
@@ -73,12 +87,6 @@ async fn a_key_fetch_begun_over_https_is_not_led_to_plain_http() {
     use axum::routing::get;
     use std::sync::{Arc, Mutex};
 
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let esi_test_support::Pki {
-        ca_pem: ca,
-        cert_pem: cert,
-        key_pem: key,
-    } = esi_test_support::pki("issuer").unwrap();
     let issuer = LocalIssuer::new(SigningKey::rsa());
     // The same keys, also served over plain http on loopback.
     let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -86,49 +94,40 @@ async fn a_key_fetch_begun_over_https_is_not_led_to_plain_http() {
     let plain_app = issuer.router();
     tokio::spawn(async move { axum::serve(plain, plain_app).await });
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!(
-        "https://localhost:{}",
-        listener.local_addr().unwrap().port()
-    );
-    issuer.set_issuer(&url);
     // What discovery names as `jwks_uri`, changed between the cases below.
     let jwks_uri = Arc::new(Mutex::new(String::new()));
-    let app = axum::Router::new()
-        .route(
-            "/openid/v1/jwks",
-            get({
-                let issuer = issuer.clone();
-                move || async move { axum::Json(issuer.jwks()) }
-            }),
-        )
-        .route(
-            "/.well-known/openid-configuration",
-            get({
-                let (url, jwks_uri) = (url.clone(), jwks_uri.clone());
-                move || async move {
-                    let jwks_uri = jwks_uri.lock().unwrap().clone();
-                    axum::Json(serde_json::json!({"issuer": url, "jwks_uri": jwks_uri}))
-                }
-            }),
-        )
-        .route(
-            "/to-plain",
-            get({
-                let plain_jwks = plain_jwks.clone();
-                move || async move { Redirect::temporary(&plain_jwks).into_response() }
-            }),
-        )
-        .route(
-            "/to-https",
-            get(|| async { Redirect::temporary("/openid/v1/jwks").into_response() }),
-        );
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
-        .await
-        .unwrap();
-    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-    let served = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let app = |url: &str| {
+        axum::Router::new()
+            .route(
+                "/openid/v1/jwks",
+                get({
+                    let issuer = issuer.clone();
+                    move || async move { axum::Json(issuer.jwks()) }
+                }),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get({
+                    let (url, jwks_uri) = (url.to_owned(), jwks_uri.clone());
+                    move || async move {
+                        let jwks_uri = jwks_uri.lock().unwrap().clone();
+                        axum::Json(serde_json::json!({"issuer": url, "jwks_uri": jwks_uri}))
+                    }
+                }),
+            )
+            .route(
+                "/to-plain",
+                get({
+                    let plain_jwks = plain_jwks.clone();
+                    move || async move { Redirect::temporary(&plain_jwks).into_response() }
+                }),
+            )
+            .route(
+                "/to-https",
+                get(|| async { Redirect::temporary("/openid/v1/jwks").into_response() }),
+            )
+    };
+    let (ca, url, served) = serve_https(&issuer, app).await;
     let token = common::token(&issuer, "default", "app");
     let cluster = format!(
         "apiVersion: esi.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: alpha}}\nspec:\n  issuer: {url}\n  keys: {{discovery: {{}}}}\n  audiences: [esi]\n  caBundle: {}\n---\n",
