@@ -7,15 +7,22 @@
 //! <volume>/state/spec.json        the InjectionSpec init ran with (exec re-fetch, revoke)
 //! <volume>/state/credentials.json the current envelopes by alias (refresh re-renders from it)
 //! <volume>/state/leases.json      the leases this Pod obtained that may need revoking ([`LeaseRecord`])
+//! <volume>/state/leases.lock      empty; its `flock` serialises the edits of leases.json
 //! <volume>/state/init.done        marker: credentials were fetched for this Pod start
 //! <volume>/state/refresh.ready    written by `refresh` after its first successful write
 //! ```
 //!
 //! Everything under the volume is written with [`crate::output::write_atomic`]; `state/` is
 //! owner-only.
+//!
+//! Several esi-cli processes of one Pod edit leases.json (init, `exec` re-fetching, the
+//! refresher, a `preStop` `revoke`), possibly at once: every edit goes through
+//! [`Layout::update_leases`], which holds an exclusive lock from the load to the save, so no
+//! edit overwrites another's (a lease just recorded lost, never revoked; a revoked one back).
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -60,6 +67,10 @@ impl Layout {
     /// The lease records.
     pub fn leases(&self) -> PathBuf {
         self.state_dir().join("leases.json")
+    }
+    /// The lock file of the lease records (see [`Layout::update_leases`]).
+    pub fn leases_lock(&self) -> PathBuf {
+        self.state_dir().join("leases.lock")
     }
     /// The once-per-Pod-start marker.
     pub fn marker(&self) -> PathBuf {
@@ -111,7 +122,7 @@ pub struct StoredCredentials {
 }
 
 /// One lease this Pod obtained. `Debug` hides the lease.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaseRecord {
     /// The alias it was issued for.
@@ -143,7 +154,7 @@ impl fmt::Debug for LeaseRecord {
 }
 
 /// The lease records file.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Leases {
     /// The leases, oldest first; revoked and expired ones are dropped at the next recording.
@@ -161,6 +172,45 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Opti
             .map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// An exclusive `flock` on [`Layout::leases_lock`], released when dropped (closing the file
+/// releases it).
+struct LeasesLock {
+    _file: File,
+}
+
+impl LeasesLock {
+    /// Waits for and takes the lock, creating the (always empty) lock file when missing.
+    ///
+    /// The wait is unbounded on purpose: holders keep the lock only for a load, an in-memory
+    /// edit and an atomic write, never across a network call or an `.await` (see
+    /// [`Layout::update_leases`]), and the kernel releases a `flock` when its holder exits,
+    /// crash or `SIGKILL` included, so a waiter cannot be stranded by a dead process. A lock
+    /// file rather than leases.json itself because leases.json is replaced by `rename`, which
+    /// would leave a waiter locking the old inode.
+    fn acquire(path: &Path, owner: &Owner) -> anyhow::Result<Self> {
+        use rustix::fs::{FlockOperation, Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(STATE_MODE),
+        )
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        let file = File::from(fd);
+        // Owned like leases.json: a lock file left by a root-run esi-cli would otherwise be
+        // unopenable for the non-root ones that edit leases.json after it.
+        output::apply_owner(&file, path, STATE_MODE, owner)?;
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(LeasesLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                }
+            }
+        }
     }
 }
 
@@ -215,14 +265,31 @@ impl Layout {
         write_json(&self.credentials(), &stored, STATE_MODE, owner)
     }
 
-    /// The lease records (empty when none).
+    /// The lease records (empty when none): a snapshot for reading only. The file is replaced
+    /// atomically, so a snapshot is whole, but to change the records use
+    /// [`Layout::update_leases`], never a load followed by a save.
     pub fn load_leases(&self) -> anyhow::Result<Leases> {
         Ok(read_json(&self.leases())?.unwrap_or_default())
     }
 
-    /// Saves the lease records.
-    pub fn save_leases(&self, leases: &Leases, owner: &Owner) -> anyhow::Result<()> {
-        write_json(&self.leases(), leases, STATE_MODE, owner)
+    /// Edits the lease records with `edit` under an exclusive lock held from the load to the
+    /// save, so concurrent editors (another esi-cli of the Pod) never lose each other's
+    /// changes; saves only when `edit` changed something. Waits for the lock as long as
+    /// another editor holds it, which is never long: `edit` is synchronous, so nobody holds it
+    /// across a network call.
+    pub fn update_leases<R>(
+        &self,
+        owner: &Owner,
+        edit: impl FnOnce(&mut Leases) -> R,
+    ) -> anyhow::Result<R> {
+        let _lock = LeasesLock::acquire(&self.leases_lock(), owner)?;
+        let mut leases = self.load_leases()?;
+        let before = leases.clone();
+        let result = edit(&mut leases);
+        if leases != before {
+            write_json(&self.leases(), &leases, STATE_MODE, owner)?;
+        }
+        Ok(result)
     }
 
     /// Adds the leases of fresh envelopes to the records, dropping the records that need
@@ -233,44 +300,40 @@ impl Layout {
         spec: &InjectionSpec,
         fresh: &[(String, &Envelope)],
     ) -> anyhow::Result<()> {
-        let mut leases = self.load_leases()?;
         let now = jiff::Timestamp::now();
-        leases
-            .leases
-            .retain(|l| !l.revoked && l.expires_at.is_none_or(|t| t > now));
-        for (alias, env) in fresh {
-            if let Some(lease) = &env.lease {
-                leases.leases.push(LeaseRecord {
-                    alias: alias.clone(),
-                    generator: spec
-                        .generators
-                        .get(alias)
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    lease: lease.clone(),
-                    issued_at: env.issued_at,
-                    expires_at: env.expires_at,
-                    revoked: false,
-                });
+        self.update_leases(&spec.owner, |leases| {
+            leases
+                .leases
+                .retain(|l| !l.revoked && l.expires_at.is_none_or(|t| t > now));
+            for (alias, env) in fresh {
+                if let Some(lease) = &env.lease {
+                    leases.leases.push(LeaseRecord {
+                        alias: alias.clone(),
+                        generator: spec
+                            .generators
+                            .get(alias)
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        lease: lease.clone(),
+                        issued_at: env.issued_at,
+                        expires_at: env.expires_at,
+                        revoked: false,
+                    });
+                }
             }
-        }
-        self.save_leases(&leases, &spec.owner)
+        })
     }
 
-    /// Marks the records of `revoked` leases as revoked.
+    /// Marks the records of `revoked` leases (by handle) as revoked; a lease with no record
+    /// (never recorded, or already dropped) is skipped.
     pub fn mark_revoked(&self, revoked: &[String], owner: &Owner) -> anyhow::Result<()> {
-        let mut leases = self.load_leases()?;
-        let mut changed = false;
-        for rec in &mut leases.leases {
-            if !rec.revoked && revoked.contains(&rec.lease) {
-                rec.revoked = true;
-                changed = true;
+        self.update_leases(owner, |leases| {
+            for rec in &mut leases.leases {
+                if revoked.contains(&rec.lease) {
+                    rec.revoked = true;
+                }
             }
-        }
-        if changed {
-            self.save_leases(&leases, owner)?;
-        }
-        Ok(())
+        })
     }
 
     /// An env bundle, when present.
@@ -294,15 +357,19 @@ mod tests {
         }
     }
 
+    fn spec() -> InjectionSpec {
+        InjectionSpec::from_json(
+            r#"{"version":1,"federationUrl":"https://x","tokenPath":"/t","generators":{},"containers":{}}"#,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn recording_drops_revoked_and_expired_leases() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.ensure_state_dir().unwrap();
-        let spec = InjectionSpec::from_json(
-            r#"{"version":1,"federationUrl":"https://x","tokenPath":"/t","generators":{},"containers":{}}"#,
-        )
-        .unwrap();
+        let spec = spec();
         let (live, expired, revoked) = (
             envelope("live", 600),
             envelope("expired", -1),
@@ -337,5 +404,60 @@ mod tests {
             .map(|l| l.lease)
             .collect();
         assert_eq!(kept, ["live", "forever"]);
+    }
+
+    /// Refreshers recording and revokers marking at once, as a refresher sidecar re-issuing
+    /// during a `preStop` revoke does. Each thread opens the lock file itself, and a `flock`
+    /// belongs to the open file description, so threads contend exactly like processes.
+    #[test]
+    fn concurrent_edits_lose_no_lease_and_revive_no_revoked_one() {
+        const WRITERS: usize = 8;
+        const ROUNDS: usize = 25;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure_state_dir().unwrap();
+        let spec = spec();
+        let start = std::sync::Barrier::new(WRITERS);
+        let name = |w: usize, r: usize| format!("w{w}-r{r}");
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let (layout, spec, start) = (&layout, &spec, &start);
+                s.spawn(move || {
+                    start.wait();
+                    for r in 0..ROUNDS {
+                        let lease = envelope(&name(w, r), 600);
+                        layout.record_leases(spec, &[("a".into(), &lease)]).unwrap();
+                        if r % 2 == 1 {
+                            layout.mark_revoked(&[name(w, r)], &spec.owner).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let records = layout.load_leases().unwrap().leases;
+        let (mut lost, mut revived) = (Vec::new(), Vec::new());
+        for w in 0..WRITERS {
+            for r in 0..ROUNDS {
+                let rec = records.iter().find(|l| l.lease == name(w, r));
+                // Revoked records may be dropped by a later recording; live ones never are.
+                match (r % 2 == 1, rec) {
+                    (false, None) => lost.push(name(w, r)),
+                    (false, Some(l)) if l.revoked => revived.push(name(w, r)),
+                    (true, Some(l)) if !l.revoked => revived.push(name(w, r)),
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            lost.is_empty() && revived.is_empty(),
+            "lost: {lost:?}; wrongly (un)revoked: {revived:?}"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(layout.leases_lock())
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, STATE_MODE);
+        assert_eq!(std::fs::metadata(layout.leases_lock()).unwrap().len(), 0);
     }
 }

@@ -44,6 +44,11 @@ pub async fn run(g: &Global) -> anyhow::Result<ExitCode> {
 
 /// Revokes every unrevoked lease, saving progress after each; fails if any could not be
 /// revoked (after trying them all).
+///
+/// Works from a snapshot of the records and marks each lease by its handle under the lock
+/// ([`Layout::mark_revoked`]), so the lock is never held across a revocation request and a
+/// refresher recording a lease meanwhile keeps its record. A lease recorded after the
+/// snapshot is not revoked by this run.
 pub async fn revoke_all(
     layout: &Layout,
     spec: &InjectionSpec,
@@ -51,14 +56,10 @@ pub async fn revoke_all(
     token: &Token,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let mut leases = layout.load_leases()?;
+    let leases = layout.load_leases()?;
     let now = jiff::Timestamp::now();
     let (mut revoked, mut expired, mut failed) = (0usize, 0usize, Vec::new());
-    for i in 0..leases.leases.len() {
-        let rec = &leases.leases[i];
-        if rec.revoked {
-            continue;
-        }
+    for rec in leases.leases.iter().filter(|l| !l.revoked) {
         if rec.expires_at.is_some_and(|t| t <= now) {
             expired += 1;
         } else {
@@ -70,8 +71,7 @@ pub async fn revoke_all(
                 }
             }
         }
-        leases.leases[i].revoked = true;
-        layout.save_leases(&leases, &spec.owner)?;
+        layout.mark_revoked(std::slice::from_ref(&rec.lease), &spec.owner)?;
     }
     log::info(&format!(
         "revoked {revoked} lease(s){}",
