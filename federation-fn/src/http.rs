@@ -177,6 +177,9 @@ where
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if let Some(timed_out) = esi_serving::is_body_timeout(&rejection) {
+        return ApiError::new(ErrorCode::RequestTimeout, timed_out.to_string());
+    }
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::new(
             ErrorCode::BadRequest,

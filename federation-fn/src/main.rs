@@ -59,6 +59,18 @@ enum Command {
         /// mint still running then is answered 503; what it mints later is revoked.
         #[arg(long, default_value = "10s", value_parser = positive_duration)]
         backend_timeout: Duration,
+        /// How long a client may take to send a request's head (from its first byte, or from
+        /// the connection's accept), and then its body; slower clients are cut off.
+        #[arg(long, env = "ESI_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+        read_timeout: Duration,
+        /// How long a keep-alive connection may wait for its next request. Keep it above the
+        /// idle timeout of the load balancer in front (AWS ALB 60 s, Google 600 s, Envoy 1 h),
+        /// so the balancer always closes first.
+        #[arg(long, env = "ESI_IDLE_TIMEOUT", default_value = "1h", value_parser = positive_duration)]
+        idle_timeout: Duration,
+        /// How many connections may be open at once; more wait in the listen backlog.
+        #[arg(long, env = "ESI_MAX_CONNECTIONS", default_value_t = server::Limits::DEFAULT.max_connections, value_parser = esi_serving::parse_max_connections)]
+        max_connections: usize,
         /// Log format (`plain` or `json`; default from ESI_LOG_FORMAT).
         #[arg(long)]
         log_format: Option<String>,
@@ -195,7 +207,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dev::write_token(&token_out, &token)
                     .with_context(|| format!("cannot write {}", token_out.display()))?;
                 println!("{}", dev::instructions(&dev.base_url, &token_out));
-                server::serve(listener, dev.app, None, Duration::from_secs(5)).await
+                server::serve(
+                    listener,
+                    dev.app,
+                    None,
+                    Duration::from_secs(5),
+                    server::Limits::DEFAULT,
+                )
+                .await
             })
         }
         Command::Serve {
@@ -208,6 +227,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ephemeral_lease_key,
             reload_interval,
             backend_timeout,
+            read_timeout,
+            idle_timeout,
+            max_connections,
             log_format,
         } => {
             let format = match log_format.as_deref() {
@@ -249,7 +271,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");
-                server::serve(listener, esi_federation::api(state), tls, Duration::from_secs(20)).await
+                let limits = server::Limits { read_timeout, idle_timeout, max_connections };
+                server::serve(listener, esi_federation::api(state), tls, Duration::from_secs(20), limits).await
             })
         }
     }

@@ -11,6 +11,8 @@ use axum::http::Request;
 use axum::response::Response;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
+pub use esi_serving::Limits;
+use esi_serving::{Deadlined, Guard};
 use hyper::body::Incoming;
 
 use crate::state::{AppState, Fingerprint, fingerprint};
@@ -29,47 +31,57 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// A service of hyper's requests as [`serve`] needs it.
+pub trait ServiceOf<B>:
+    tower::Service<Request<B>, Response = Response, Error = Infallible, Future: Send + 'static>
+{
+}
+
+impl<S, B> ServiceOf<B> for S where
+    S: tower::Service<Request<B>, Response = Response, Error = Infallible, Future: Send + 'static>
+{
+}
+
 /// What [`serve`] serves: a cloneable tower service of hyper's requests, such as the
-/// federation's [`crate::Api`] or an axum `Router`.
+/// federation's [`crate::Api`] or an axum `Router`. It is handed their bodies bound by the read
+/// timeout ([`Deadlined`]); axum-server, which serves TLS, also asks for it to take hyper's
+/// bodies as they come.
 pub trait Served:
-    tower::Service<
-        Request<Incoming>,
-        Response = Response,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
+    ServiceOf<Deadlined<Incoming>> + ServiceOf<Incoming> + Clone + Send + 'static
 {
 }
 
 impl<S> Served for S where
-    S: tower::Service<
-            Request<Incoming>,
-            Response = Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
+    S: ServiceOf<Deadlined<Incoming>> + ServiceOf<Incoming> + Clone + Send + 'static
 {
 }
 
 /// Serves `app` (the federation's [`crate::Api`], or a `Router`) on `listener` until
-/// SIGTERM/SIGINT, then drains in-flight requests for up to `drain`.
+/// SIGTERM/SIGINT, then drains in-flight requests for up to `drain`. Every connection is held
+/// to `limits` (read and idle deadlines, a cap on open connections: see [`esi_serving`]).
 pub async fn serve<S>(
     listener: std::net::TcpListener,
     app: S,
     tls: Option<TlsFiles>,
     drain: Duration,
+    limits: Limits,
 ) -> anyhow::Result<()>
 where
     S: Served,
 {
     listener.set_nonblocking(true)?;
+    let guard = Guard::new(limits);
     match tls {
-        None => serve_plain(tokio::net::TcpListener::from_std(listener)?, app, drain).await,
-        Some(files) => serve_tls(listener, app, files, drain).await,
+        None => {
+            serve_plain(
+                tokio::net::TcpListener::from_std(listener)?,
+                app,
+                drain,
+                guard,
+            )
+            .await
+        }
+        Some(files) => serve_tls(listener, app, files, drain, guard).await,
     }
 }
 
@@ -80,6 +92,7 @@ async fn serve_tls<S>(
     app: S,
     files: TlsFiles,
     drain: Duration,
+    guard: Guard,
 ) -> anyhow::Result<()>
 where
     S: Served,
@@ -106,6 +119,7 @@ where
         })?;
     tokio::spawn(watch_tls(config.clone(), files, loaded));
     axum_server::from_tcp_rustls(listener, config)?
+        .map(|tls| tls.acceptor(guard))
         .handle(handle)
         .serve(service)
         .await?;
@@ -114,7 +128,8 @@ where
 
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) straight with hyper: one task
 /// per connection, watched for a graceful shutdown on SIGTERM/SIGINT, then a drain of up to
-/// `drain` before the remaining connections are dropped.
+/// `drain` before the remaining connections are dropped. While `guard`'s cap is reached, no
+/// connection is accepted: the next ones wait in the listen backlog.
 ///
 /// axum-server, which serves TLS ([`serve_tls`]), wraps every connection in a `select!` over three
 /// shutdown signals, each taking a lock when polled, and stores a shutdown handle in every
@@ -124,6 +139,7 @@ async fn serve_plain<S>(
     listener: tokio::net::TcpListener,
     app: S,
     drain: Duration,
+    guard: Guard,
 ) -> anyhow::Result<()>
 where
     S: Served,
@@ -137,6 +153,10 @@ where
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(shutdown_signal());
     loop {
+        let slot = tokio::select! {
+            slot = guard.admit() => slot,
+            () = &mut signal => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -151,8 +171,9 @@ where
         };
         // Requests and answers are small: do not hold them back (Nagle).
         let _ = stream.set_nodelay(true);
+        let (io, service) = guard.open(stream, app.clone(), slot);
         let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

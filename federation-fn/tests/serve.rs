@@ -668,13 +668,22 @@ async fn a_reload_that_failed_mid_swap_is_tried_again() {
     // The swap ends: the dangling link goes, which changes nothing the watcher sees.
     std::fs::remove_file(&dangling).unwrap();
     wait_for("the retried reload", async || status().await == 200).await;
-    assert!(server.logs().contains("the last reload failed"));
+    // Log lines are written in batches, up to a linger after the reload that logged them.
+    wait_for("the retry's reason in the logs", async || {
+        server.logs().contains("the last reload failed")
+    })
+    .await;
 }
 
 /// A zero period or timeout is refused by name: `interval(0)` would abort the server.
 #[test]
 fn zero_durations_are_refused() {
-    for flag in ["--reload-interval", "--backend-timeout"] {
+    for flag in [
+        "--reload-interval",
+        "--backend-timeout",
+        "--read-timeout",
+        "--idle-timeout",
+    ] {
         let out = Command::new(BIN)
             .args(["serve", "--ephemeral-lease-key", "--config", "/nonexistent"])
             .args([flag, "0s"])
@@ -687,4 +696,180 @@ fn zero_durations_are_refused() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn a_connection_cap_of_zero_is_refused() {
+    let out = Command::new(BIN)
+        .args(["serve", "--ephemeral-lease-key", "--config", "/nonexistent"])
+        .args(["--max-connections", "0"])
+        .output()
+        .expect("run esi-federation");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-connections") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
+}
+
+/// Reads from `stream` until the server closes it, and how long that took; fails after
+/// `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the server kept the connection open for {limit:?}"));
+    started.elapsed()
+}
+
+/// Slow and silent clients are cut off at `--read-timeout`, an idle keep-alive connection is
+/// kept until `--idle-timeout` (not the read timeout, which a load balancer's pooled
+/// connection would hit), a body that trickles in is answered `408 request_timeout`, and
+/// connections over `--max-connections` wait until one closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_and_idle_connections_kept() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
+    let _served = issuer.serve().await;
+    let dir = config_dir(&issuer);
+    let server = Server::start(
+        dir.path(),
+        &LeaseKeys::generate_spec("k1"),
+        &[
+            "--read-timeout",
+            "1s",
+            "--idle-timeout",
+            "3s",
+            "--max-connections",
+            "3",
+        ],
+    );
+    let connect = || tokio::net::TcpStream::connect(server.addr.clone());
+
+    // Sends nothing: closed after the read timeout.
+    let mut silent = connect().await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // A head a byte every 300 ms: each byte in time, the head not.
+    let mut slow = connect().await.unwrap();
+    let started = Instant::now();
+    for b in b"GET /healthz HTTP/1.1\r\nhost: x\r\n" {
+        if slow.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    closed_within(&mut slow, Duration::from_secs(2)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "a trickled head was served for {:?}",
+        started.elapsed()
+    );
+
+    // Idle after a request: open past the read timeout, closed by the idle timeout.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let idle_since = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "an idle connection was closed at the read timeout"
+    );
+    let took = closed_within(&mut idle, Duration::from_secs(6)).await;
+    assert!(
+        took >= Duration::from_millis(2700),
+        "closed {took:?} after its last answer"
+    );
+    assert!(idle_since.elapsed() < Duration::from_secs(8));
+
+    // A body that trickles in: 408 with the API's error shape.
+    let mut trickle = connect().await.unwrap();
+    let token = common::token(&issuer, "default", "app");
+    trickle
+        .write_all(
+            format!(
+                "POST /v1/revoke HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+                 content-type: application/json\r\ncontent-length: 64\r\n\r\n{{\"lease\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let started = Instant::now();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}}") {
+        tokio::select! {
+            n = trickle.read(&mut buf) => match n.unwrap() {
+                0 => break,
+                n => answer.extend_from_slice(&buf[..n]),
+            },
+            () = tokio::time::sleep(Duration::from_millis(300)) => {
+                let _ = trickle.write_all(b" ").await;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no answer to a trickled body"
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#""code":"request_timeout""#)
+            && answer.contains("request body not received within 1s"),
+        "{answer}"
+    );
+
+    drop((silent, slow, idle, trickle));
+
+    // The cap: three open, the fourth waits until one closes.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect().await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(c);
+    }
+    let mut fourth = connect().await.unwrap();
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a fourth connection was served over a cap of 3"
+    );
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(3), fourth.read(&mut buf))
+        .await
+        .expect("the waiting connection was not served after one closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }

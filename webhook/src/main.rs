@@ -52,6 +52,17 @@ struct Args {
     /// How long a ServiceAccount's defaults are reused before it is read again, e.g. 30s.
     #[arg(long, env = "ESI_WEBHOOK_SERVICE_ACCOUNT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     service_account_cache_ttl: Duration,
+    /// How long a client may take to send a request's head (from its first byte, or from the
+    /// accept, TLS handshake included), and then its body, e.g. 10s.
+    #[arg(long, env = "ESI_WEBHOOK_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next review, e.g. 1h. Keep it above
+    /// the API server's idle connection timeout (90 s), so the API server always closes first.
+    #[arg(long, env = "ESI_WEBHOOK_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_positive_duration)]
+    idle_timeout: Duration,
+    /// How many connections may be open at once; more are refused.
+    #[arg(long, env = "ESI_WEBHOOK_MAX_CONNECTIONS", default_value_t = esi_serving::Limits::DEFAULT.max_connections, value_parser = esi_serving::parse_max_connections)]
+    max_connections: usize,
     /// Log format: plain or json.
     #[arg(long, env = "ESI_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -155,7 +166,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             cert: args.tls_cert,
             key: args.tls_key,
         };
-        let running = server::serve(listener, state, tls, args.tls_reload_interval)
+        let limits = esi_serving::Limits {
+            read_timeout: args.read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        };
+        let running = server::serve(listener, state, tls, args.tls_reload_interval, limits)
             .context("starting the HTTPS server")?;
         tracing::info!(addr = %running.addr, "esi-webhook listening");
         let handle = running.handle.clone();

@@ -382,12 +382,15 @@ pub struct Running {
     pub watcher: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `listener`, serves the router over TLS and starts the certificate watcher.
+/// Binds `listener`, serves the router over TLS, every connection held to `limits` (read and
+/// idle deadlines, a cap on open connections: see [`esi_serving`]), and starts the certificate
+/// watcher.
 pub fn serve(
     listener: std::net::TcpListener,
     state: AppState,
     tls: TlsFiles,
     reload_interval: Duration,
+    limits: esi_serving::Limits,
 ) -> Result<Running, std::io::Error> {
     let addr = listener.local_addr()?;
     let (rustls, served) = tls.rustls_config().map_err(std::io::Error::other)?;
@@ -398,7 +401,9 @@ pub fn serve(
         reload_interval,
         state.metrics.clone(),
     ));
-    let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)?.handle(handle.clone());
+    let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)?
+        .map(|tls| tls.acceptor(esi_serving::Guard::new(limits)))
+        .handle(handle.clone());
     let app = router(state);
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
     Ok(Running {

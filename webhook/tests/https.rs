@@ -45,6 +45,10 @@ struct Server {
 }
 
 fn start(p: &Pki, reload: Duration) -> Server {
+    start_with(p, reload, esi_serving::Limits::DEFAULT)
+}
+
+fn start_with(p: &Pki, reload: Duration, limits: esi_serving::Limits) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("tls.crt");
     let key = dir.path().join("tls.key");
@@ -59,6 +63,7 @@ fn start(p: &Pki, reload: Duration) -> Server {
             key: key.clone(),
         },
         reload,
+        limits,
     )
     .unwrap();
     let base = format!("https://127.0.0.1:{}", running.addr.port());
@@ -320,4 +325,63 @@ async fn certificate_reload_is_seen_by_clients() {
         "{metrics}"
     );
     s.running.handle.shutdown();
+}
+
+/// Reads until the server closes `stream` (or resets it), and how long that took; fails after
+/// `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the webhook kept the connection open for {limit:?}"));
+    started.elapsed()
+}
+
+/// A client that connects and never starts TLS is cut off at the read timeout; over the cap a
+/// connection is closed at once, and reviews are served again when the cap frees up.
+#[tokio::test]
+async fn silent_connections_are_closed_and_the_cap_turns_more_away() {
+    let p = pki("esi-webhook").unwrap();
+    let limits = esi_serving::Limits {
+        read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(3600),
+        max_connections: 2,
+    };
+    let s = start_with(&p, Duration::from_secs(3600), limits);
+    let connect = || tokio::net::TcpStream::connect(s.running.addr);
+
+    let mut silent = connect().await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    let held = [connect().await.unwrap(), connect().await.unwrap()];
+    // Both accepted before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect().await.unwrap();
+    let took = closed_within(&mut third, Duration::from_millis(800)).await;
+    assert!(took < Duration::from_millis(800));
+
+    drop(held);
+    let c = client(&p.ca_pem);
+    let url = format!("{}/mutate", s.base);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let sent = c
+            .post(&url)
+            .json(&review(pod(json!({"runAsUser": 1000})), "after-cap"))
+            .send()
+            .await;
+        if sent.as_ref().is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no review served after the cap freed up: {sent:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

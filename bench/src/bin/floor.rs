@@ -155,13 +155,21 @@ fn run() -> anyhow::Result<()> {
                 Some(cfg) => {
                     let cfg = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
                     axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
+                        .map(|tls| tls.acceptor(esi_serving::Guard::new(Default::default())))
                         .serve(app.into_make_service())
                         .await
                         .context("serving")
                 }
                 // The federation's own plain-HTTP server.
                 None => {
-                    esi_federation::server::serve(listener, app, None, Duration::from_secs(1)).await
+                    esi_federation::server::serve(
+                        listener,
+                        app,
+                        None,
+                        Duration::from_secs(1),
+                        Default::default(),
+                    )
+                    .await
                 }
             }
         })

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     GeneratorNotFound,
     /// The lease is malformed, sealed under an unknown key, or not the caller's.
     InvalidLease,
+    /// The request body did not arrive within the server's read timeout.
+    RequestTimeout,
     /// The body exceeds the size limit.
     PayloadTooLarge,
     /// The subject exceeded its rate limit.
@@ -64,6 +66,7 @@ impl ErrorCode {
         ErrorCode::PolicyDenied,
         ErrorCode::GeneratorNotFound,
         ErrorCode::InvalidLease,
+        ErrorCode::RequestTimeout,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
         ErrorCode::BackendUnavailable,
@@ -87,6 +90,7 @@ impl ErrorCode {
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::GeneratorNotFound => "generator_not_found",
             ErrorCode::InvalidLease => "invalid_lease",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BackendUnavailable => "backend_unavailable",
@@ -111,6 +115,7 @@ impl ErrorCode {
             ErrorCode::PolicyDenied => 403,
             ErrorCode::GeneratorNotFound | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,

@@ -1,0 +1,536 @@
+//! What the esi servers (the federation and the webhook) do to every connection they accept,
+//! whether hyper-util serves it directly or axum-server over TLS:
+//!
+//! - **a read deadline**: a request's head must be complete within [`Limits::read_timeout`] of
+//!   its first byte (of the accept, for a connection's first request, so a TLS handshake counts),
+//!   and its body within the same time of the first wait for it;
+//! - **an idle deadline**: a keep-alive connection with no request under way is closed after
+//!   [`Limits::idle_timeout`];
+//! - **a cap**: at most [`Limits::max_connections`] connections are open at once.
+//!
+//! Without them one client can hold a task and a file descriptor per connection for as long as
+//! it likes (slowloris), until the server can accept nobody else.
+//!
+//! hyper's own `header_read_timeout` starts when hyper begins to wait for a request, so on a
+//! keep-alive connection it is the idle timeout too: short enough for slow clients, it closes
+//! idle connections a load balancer (AWS ALB 60 s, Google's 600 s, Envoy 1 h) or the Kubernetes
+//! API server (90 s) still holds, and a request sent on one just as it closes fails (a 502, a
+//! failed admission). The two deadlines are separate here, as Go's `ReadHeaderTimeout` and
+//! `IdleTimeout` are, and the idle one defaults to longer than those peers keep connections.
+//!
+//! How: [`Watched`] wraps a connection's I/O and [`Marked`] its service; they share the
+//! connection's phase. Waiting for a head (deadline: the read timeout), serving (no deadline:
+//! the handler bounds its own time, and the body has its own, see [`Deadlined`]), answered,
+//! idle (deadline: the idle timeout). The I/O side moves idle → head on the first byte read and
+//! answered → idle on the first write after the answer; the service side moves to serving when
+//! hyper hands it a request and to answered when it has the response. A deadline is looked at
+//! only when the I/O has to wait, so a request that arrives whole reads no clock and arms no
+//! timer; the connection's one timer is moved only when a deadline falls before it.
+//!
+//! HTTP/2 (TLS ALPN, or prior knowledge on plain HTTP) gets the first deadline only: once a
+//! request has arrived its streams are concurrent, and the connection's idle time is bounded by
+//! hyper's and h2's own limits (streams, frames, keep-alive pings), not by this crate.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// The deadlines and the cap, as the servers' flags set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's head, and then its body.
+    pub read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How many connections may be open at once.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// 10 s to send a request; an hour idle, longer than the load balancers and the API server
+    /// in front keep an idle connection (so they always close it first); 2,048 connections, at
+    /// ~20–50 KB each (hyper's buffers, rustls' with TLS) ~100 MB at most.
+    pub const DEFAULT: Limits = Limits {
+        read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(3600),
+        max_connections: 2048,
+    };
+}
+
+/// Reads a `--max-connections` flag: a whole number from 1 up.
+pub fn parse_max_connections(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The phases of a connection (see the crate's documentation).
+const HEAD: u8 = 0;
+const SERVING: u8 = 1;
+const ANSWERED: u8 = 2;
+const IDLE: u8 = 3;
+const MULTIPLEXED: u8 = 4;
+
+/// Applies [`Limits`] to the connections of one server: admits them under the cap and wraps
+/// each one's I/O and service. Cheap to clone; clones share the cap.
+///
+/// It is also an axum-server acceptor (below TLS: `RustlsAcceptor::acceptor(guard)`), which
+/// refuses a connection at once when the cap is reached, instead of holding its socket while it
+/// waits; [`Guard::admit`], for a server's own accept loop, waits before accepting, so the
+/// connections over the cap wait in the kernel's listen backlog.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    /// Set while connections are turned away or kept waiting, so that is logged once per episode.
+    full: Arc<AtomicBool>,
+}
+
+/// A connection's place under the cap, given back when the connection ends.
+#[derive(Debug)]
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Guard {
+    /// A guard applying `limits` (a cap of 0 is taken as 1).
+    pub fn new(limits: Limits) -> Self {
+        let cap = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            limits: Limits {
+                max_connections: cap,
+                ..limits
+            },
+            slots: Arc::new(Semaphore::new(cap)),
+            full: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The limits applied.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.limits.max_connections - self.slots.available_permits()
+    }
+
+    /// A slot for the next connection, waiting while the cap is reached.
+    pub async fn admit(&self) -> Slot {
+        if let Some(slot) = self.try_admit() {
+            return slot;
+        }
+        self.saturated("new connections wait");
+        // The semaphore is never closed, so acquiring only waits.
+        loop {
+            if let Ok(permit) = self.slots.clone().acquire_owned().await {
+                return Slot(permit);
+            }
+        }
+    }
+
+    /// A slot for the next connection, if the cap is not reached.
+    pub fn try_admit(&self) -> Option<Slot> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        self.full.store(false, Ordering::Relaxed);
+        Some(Slot(permit))
+    }
+
+    fn saturated(&self, what: &str) {
+        if !self.full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_connections = self.limits.max_connections,
+                "connection limit reached: {what}"
+            );
+        }
+    }
+
+    /// Wraps a connection just accepted: its I/O and its service, bound by the limits from now.
+    pub fn open<IO, S>(&self, io: IO, service: S, slot: Slot) -> (Watched<IO>, Marked<S>) {
+        let phase = Arc::new(AtomicU8::new(HEAD));
+        let watched = Watched {
+            io,
+            phase: phase.clone(),
+            limits: self.limits,
+            deadline: Deadline::after(self.limits.read_timeout),
+            timer: None,
+            _slot: slot,
+        };
+        let marked = Marked {
+            inner: service,
+            phase,
+            read_timeout: self.limits.read_timeout,
+        };
+        (watched, marked)
+    }
+}
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for Guard {
+    type Stream = Watched<tokio::net::TcpStream>;
+    type Service = Marked<S>;
+    type Future = std::future::Ready<io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let Some(slot) = self.try_admit() else {
+            self.saturated("new connections are refused");
+            return std::future::ready(Err(io::Error::other("connection limit reached")));
+        };
+        // Requests and answers are small: do not hold them back (Nagle).
+        let _ = stream.set_nodelay(true);
+        std::future::ready(Ok(self.open(stream, service, slot)))
+    }
+}
+
+/// When the current phase's deadline falls.
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    /// Not yet looked at in this phase: set from the clock the first time the I/O waits.
+    Unset,
+    At(Instant),
+    /// Further away than the clock can count.
+    Never,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        Instant::now()
+            .checked_add(limit)
+            .map_or(Deadline::Never, Deadline::At)
+    }
+}
+
+/// A connection's I/O under the deadlines, holding its [`Slot`] until it is dropped.
+#[derive(Debug)]
+pub struct Watched<IO> {
+    io: IO,
+    phase: Arc<AtomicU8>,
+    limits: Limits,
+    deadline: Deadline,
+    timer: Option<Pin<Box<Sleep>>>,
+    _slot: Slot,
+}
+
+impl<IO> Watched<IO> {
+    /// The wrapped I/O.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// Bytes arrived: an idle connection now waits for the rest of a request's head.
+    fn arrived(&mut self) {
+        if self.phase.load(Ordering::Relaxed) == IDLE
+            && self
+                .phase
+                .compare_exchange(IDLE, HEAD, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.deadline = Deadline::Unset;
+        }
+    }
+
+    /// An answer is being written: after it the connection is idle, from now. The timer is
+    /// armed here, not when the I/O next waits: hyper may already be waiting to read, and then
+    /// nothing else would look at the deadline.
+    fn writing(&mut self, cx: &mut Context<'_>) {
+        if self.phase.load(Ordering::Relaxed) == ANSWERED
+            && self
+                .phase
+                .compare_exchange(ANSWERED, IDLE, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.deadline = Deadline::after(self.limits.idle_timeout);
+            if let Deadline::At(at) = self.deadline {
+                // Far in the future: this only arms the timer.
+                let _ = self.expired(cx, at);
+            }
+        }
+    }
+
+    /// The I/O has to wait: `Pending` (with the timer armed for the phase's deadline, if it has
+    /// one), or the error that ends the connection once the deadline has passed.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let phase = self.phase.load(Ordering::Relaxed);
+        let limit = match phase {
+            HEAD => self.limits.read_timeout,
+            IDLE => self.limits.idle_timeout,
+            _ => return Poll::Pending,
+        };
+        let deadline = match self.deadline {
+            Deadline::At(at) => at,
+            Deadline::Never => return Poll::Pending,
+            Deadline::Unset => {
+                self.deadline = Deadline::after(limit);
+                match self.deadline {
+                    Deadline::At(at) => at,
+                    _ => return Poll::Pending,
+                }
+            }
+        };
+        if self.expired(cx, deadline).is_pending() {
+            return Poll::Pending;
+        }
+        let what = if phase == HEAD {
+            "no complete request head"
+        } else {
+            "no request on an idle connection"
+        };
+        tracing::debug!(timeout = ?limit, "closing a connection: {what}");
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} within {limit:?}"),
+        ))
+    }
+
+    /// `Ready` once `deadline` has passed, else `Pending` with the timer armed to wake the
+    /// connection by then.
+    fn expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // A timer set for a later deadline would wake too late; one set for an earlier one
+        // wakes early, and is moved on here.
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        ready!(timer.as_mut().poll(cx));
+        if Instant::now() < deadline {
+            timer.as_mut().reset(deadline);
+            ready!(timer.as_mut().poll(cx));
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => this.wait(cx).map(Err),
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.arrived();
+                }
+                Poll::Ready(Ok(()))
+            }
+            failed => failed,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.writing(cx);
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Pending => this.wait(cx).map(Err),
+            done => done,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.writing(cx);
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.wait(cx).map(Err),
+            done => done,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Pending => this.wait(cx).map(Err),
+            done => done,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A connection's service: marks when a request is being served and when it is answered, and
+/// gives each request's body the read deadline ([`Deadlined`]).
+#[derive(Clone, Debug)]
+pub struct Marked<S> {
+    inner: S,
+    phase: Arc<AtomicU8>,
+    read_timeout: Duration,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for Marked<S>
+where
+    S: tower_service::Service<Request<Deadlined<B>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Answered<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let phase = if req.version() == Version::HTTP_2
+            || self.phase.load(Ordering::Relaxed) == MULTIPLEXED
+        {
+            self.phase.store(MULTIPLEXED, Ordering::Relaxed);
+            None
+        } else {
+            self.phase.store(SERVING, Ordering::Relaxed);
+            Some(self.phase.clone())
+        };
+        let limit = self.read_timeout;
+        Answered {
+            inner: self.inner.call(req.map(|body| Deadlined::new(body, limit))),
+            phase,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way: the connection is answered when it is ready.
+    #[derive(Debug)]
+    pub struct Answered<F> {
+        #[pin]
+        inner: F,
+        phase: Option<Arc<AtomicU8>>,
+    }
+}
+
+impl<F: Future> Future for Answered<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        if let Some(phase) = this.phase.take() {
+            let _ = phase.compare_exchange(SERVING, ANSWERED, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// The error a request body ends with when it does not arrive in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimedOut {
+    /// The read timeout.
+    pub limit: Duration,
+}
+
+impl fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body not received within {:?}", self.limit)
+    }
+}
+
+impl StdError for BodyTimedOut {}
+
+/// Whether `error` (or what caused it) is a body that did not arrive in time.
+pub fn is_body_timeout(error: &(dyn StdError + 'static)) -> Option<BodyTimedOut> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(timed_out) = e.downcast_ref::<BodyTimedOut>() {
+            return Some(*timed_out);
+        }
+        current = e.source();
+    }
+    None
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that must arrive within the read timeout of the first time its reader
+    /// waits for it; a body that came with the head never starts the timer.
+    #[derive(Debug)]
+    pub struct Deadlined<B> {
+        #[pin]
+        inner: B,
+        limit: Duration,
+        timer: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<B> Deadlined<B> {
+    /// `body`, which must arrive within `limit` of the first wait for it.
+    pub fn new(body: B, limit: Duration) -> Self {
+        Self {
+            inner: body,
+            limit,
+            timer: None,
+        }
+    }
+}
+
+impl<B> Body for Deadlined<B>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let limit = *this.limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut { limit }))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests;

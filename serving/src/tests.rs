@@ -1,0 +1,324 @@
+//! The deadlines and the cap over a real hyper connection (HTTP/1.1 written by hand on an
+//! in-memory pipe), on tokio's paused clock: time moves only when everything waits, so a test
+//! of a 10 s deadline takes no time and cannot be flaky.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::*;
+
+const LIMITS: Limits = Limits {
+    read_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(300),
+    max_connections: 4,
+};
+
+/// Answers `200 <body length>`; `/slow` first works for a minute (longer than any deadline);
+/// a body that times out is answered `408` with the error.
+async fn handle(req: Request<Deadlined<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let (status, text) = match req.into_body().collect().await {
+        Ok(body) => (StatusCode::OK, body.to_bytes().len().to_string()),
+        Err(e) => match is_body_timeout(&*e) {
+            Some(t) => (StatusCode::REQUEST_TIMEOUT, t.to_string()),
+            None => (StatusCode::BAD_REQUEST, e.to_string()),
+        },
+    };
+    Ok(Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from(text)))
+        .expect("a valid response"))
+}
+
+/// One connection served by hyper-util under `guard`; the client end and the connection's
+/// task (its result: how hyper ended).
+fn connect(guard: &Guard, slot: Slot) -> (DuplexStream, JoinHandle<Result<(), String>>) {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    serve(guard, slot, client, server)
+}
+
+fn serve(
+    guard: &Guard,
+    slot: Slot,
+    client: DuplexStream,
+    server: DuplexStream,
+) -> (DuplexStream, JoinHandle<Result<(), String>>) {
+    let (io, service) = guard.open(server, tower::service_fn(handle), slot);
+    let conn = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let task = tokio::spawn(async move { conn.await.map_err(|e| format!("{e:?}")) });
+    (client, task)
+}
+
+async fn open(guard: &Guard) -> (DuplexStream, JoinHandle<Result<(), String>>) {
+    let slot = guard.admit().await;
+    connect(guard, slot)
+}
+
+/// Reads one answer (small, `content-length` framed) and returns its status line and body.
+async fn answer(client: &mut (impl tokio::io::AsyncRead + Unpin)) -> (String, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = client.read(&mut buf).await.expect("reading the answer");
+        assert!(n > 0, "connection closed before a whole answer: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.parse().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                let status = head.lines().next().unwrap_or_default().to_owned();
+                return (status, body.to_owned());
+            }
+        }
+    }
+}
+
+/// Waits for the server to close the connection (bounded by the paused clock's minutes).
+async fn closed(client: &mut DuplexStream) {
+    let mut buf = [0u8; 1024];
+    let wait = tokio::time::timeout(Duration::from_secs(24 * 3600), async {
+        while client.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    wait.await.expect("the server never closed the connection");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_sends_nothing_is_closed_after_the_read_timeout() {
+    let guard = Guard::new(LIMITS);
+    let start = Instant::now();
+    let (mut client, task) = open(&guard).await;
+    closed(&mut client).await;
+    assert_eq!(start.elapsed(), LIMITS.read_timeout);
+    let ended = task.await.expect("the connection task");
+    assert!(
+        ended.as_ref().is_err_and(|e| e.contains("TimedOut")),
+        "{ended:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_read_timeout() {
+    let guard = Guard::new(LIMITS);
+    let start = Instant::now();
+    let (client, _task) = open(&guard).await;
+    let (mut reader, mut writer) = tokio::io::split(client);
+    // A byte every second: each one would restart a deadline counted from the last byte.
+    let trickle = tokio::spawn(async move {
+        for b in b"GET / HTTP/1.1\r\nhost: x\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+        {
+            if writer.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut buf = [0u8; 64];
+    while reader.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    assert!(
+        start.elapsed() <= LIMITS.read_timeout + Duration::from_secs(1),
+        "closed after {:?}",
+        start.elapsed()
+    );
+    trickle.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_outlives_the_read_timeout_until_the_idle_timeout() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, task) = open(&guard).await;
+    for _ in 0..3 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("writing");
+        assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+        // Idle for three read timeouts: hyper's header_read_timeout would have closed it.
+        tokio::time::sleep(LIMITS.read_timeout * 3).await;
+        assert!(!task.is_finished(), "an idle connection was closed early");
+    }
+    let idle_since = Instant::now() - LIMITS.read_timeout * 3;
+    closed(&mut client).await;
+    assert_eq!(idle_since.elapsed(), LIMITS.idle_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_closed_when_its_first_request_came_whole() {
+    // The request waits in the pipe before hyper first reads: the connection never waits for
+    // a head, so the first timer it arms is the idle one.
+    let guard = Guard::new(LIMITS);
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    let slot = guard.admit().await;
+    let start = Instant::now();
+    let (mut client, _task) = serve(&guard, slot, client, server);
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    closed(&mut client).await;
+    assert_eq!(start.elapsed(), LIMITS.idle_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_handler_after_100_continue_is_not_cut() {
+    // hyper writes `100 Continue` while the request is being served: that write does not make
+    // the connection idle, and the slow handler's wait for EOF is not a head's read.
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(
+            b"POST /slow HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 4\r\n\r\n",
+        )
+        .await
+        .expect("writing");
+    let mut buf = [0u8; 25];
+    client.read_exact(&mut buf).await.expect("reading");
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    client.write_all(b"abcd").await.expect("writing");
+    assert_eq!(
+        answer(&mut client).await,
+        ("HTTP/1.1 200 OK".to_owned(), "4".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_head_on_a_keep_alive_connection_gets_the_read_timeout_from_its_first_byte() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    answer(&mut client).await;
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    client.write_all(b"GET / HT").await.expect("writing");
+    let started = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(started.elapsed(), LIMITS.read_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_may_take_longer_than_the_read_timeout() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_trickles_in_is_cut_at_the_read_timeout() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123")
+        .await
+        .expect("writing");
+    let start = Instant::now();
+    let (reader, mut writer) = tokio::io::split(client);
+    let trickle = tokio::spawn(async move {
+        for _ in 0..96 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut client = reader;
+    let (status, body) = answer(&mut client).await;
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    assert_eq!(body, "request body not received within 10s");
+    assert_eq!(start.elapsed(), LIMITS.read_timeout);
+    trickle.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_sent_in_time_in_pieces_is_read_whole() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
+        .await
+        .expect("writing");
+    tokio::time::sleep(LIMITS.read_timeout / 2).await;
+    client.write_all(b"efgh").await.expect("writing");
+    assert_eq!(
+        answer(&mut client).await,
+        ("HTTP/1.1 200 OK".to_owned(), "8".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_over_the_cap_wait_for_a_slot() {
+    let guard = Guard::new(Limits {
+        max_connections: 1,
+        ..LIMITS
+    });
+    let (mut first, task) = open(&guard).await;
+    assert_eq!(guard.open_connections(), 1);
+    assert!(
+        guard.try_admit().is_none(),
+        "a second slot under a cap of 1"
+    );
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "admitted over the cap");
+    // The first connection ends (the client hangs up): its slot goes to the waiting one.
+    first.shutdown().await.expect("closing");
+    drop(first);
+    let _ = task.await;
+    let slot = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting connection was not admitted")
+        .expect("admit");
+    assert_eq!(guard.open_connections(), 1);
+    drop(slot);
+    assert_eq!(guard.open_connections(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_acceptor_refuses_a_connection_over_the_cap() {
+    use axum_server::accept::Accept as _;
+
+    let guard = Guard::new(Limits {
+        max_connections: 1,
+        ..LIMITS
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding");
+    let addr = listener.local_addr().expect("address");
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        accepted.push((_client, guard.accept(stream, ()).await));
+    }
+    assert!(accepted[0].1.is_ok(), "the first connection was refused");
+    let refused = accepted[1].1.as_ref().err().map(ToString::to_string);
+    assert_eq!(refused.as_deref(), Some("connection limit reached"));
+}
