@@ -177,7 +177,7 @@ where
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
-    if let Some(timed_out) = esi_serving::is_body_timeout(&rejection) {
+    if let Some(timed_out) = esi_serving::body_timed_out(&rejection) {
         return ApiError::new(ErrorCode::RequestTimeout, timed_out.to_string());
     }
     match rejection {

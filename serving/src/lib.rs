@@ -3,7 +3,9 @@
 //!
 //! - **a read deadline**: a request's head must be complete within [`Limits::read_timeout`] of
 //!   its first byte (of the accept, for a connection's first request, so a TLS handshake counts),
-//!   and its body within the same time of the first wait for it;
+//!   and its body within the same time of the first wait for it; a slower client is cut off
+//!   (a body being read ends with [`BodyTimedOut`], which the handler may still answer, say
+//!   with a `408`, and the connection is closed);
 //! - **an idle deadline**: a keep-alive connection with no request under way is closed after
 //!   [`Limits::idle_timeout`];
 //! - **a cap**: at most [`Limits::max_connections`] connections are open at once.
@@ -18,26 +20,26 @@
 //! failed admission). The two deadlines are separate here, as Go's `ReadHeaderTimeout` and
 //! `IdleTimeout` are, and the idle one defaults to longer than those peers keep connections.
 //!
-//! How: [`Watched`] wraps a connection's I/O and [`Marked`] its service; they share the
-//! connection's phase. Waiting for a head (deadline: the read timeout), serving (no deadline:
-//! the handler bounds its own time, and the body has its own, see [`Deadlined`]), answered,
-//! idle (deadline: the idle timeout). The I/O side moves idle → head on the first byte read and
-//! answered → idle on the first write after the answer; the service side moves to serving when
-//! hyper hands it a request and to answered when it has the response. A deadline is looked at
-//! only when the I/O has to wait, so a request that arrives whole reads no clock and arms no
-//! timer; the connection's one timer is moved only when a deadline falls before it.
+//! How: [`Watched`] wraps a connection's I/O, [`Marked`] its service and [`Deadlined`] each
+//! request's body; they share the connection's phase: reading a request (deadline: the read
+//! timeout), serving it (no deadline: the handler bounds its own time), idle (deadline: the
+//! idle timeout). The I/O side moves idle → reading on the first byte read and serving → idle
+//! on the first write (the answer: a `100 Continue` is written while the body is still being
+//! read); the service side moves reading → serving when hyper hands it a request whose body is
+//! already in, else when the body ends or is dropped unread. A deadline is looked at only when
+//! the I/O has to wait, with the connection's one timer, moved only when a deadline falls
+//! before it: a request that arrives whole reads no clock and arms no timer, and a body costs
+//! no timer of its own.
 //!
 //! HTTP/2 (TLS ALPN, or prior knowledge on plain HTTP) gets the first deadline only: once a
-//! request has arrived its streams are concurrent, and the connection's idle time is bounded by
-//! hyper's and h2's own limits (streams, frames, keep-alive pings), not by this crate.
+//! request has arrived its streams are concurrent, and their bodies and the connection's idle
+//! time are bounded by hyper's and h2's own limits (streams, flow control, frames), not by this
+//! crate.
 
-use std::error::Error as StdError;
-use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -84,12 +86,24 @@ impl Default for Limits {
     }
 }
 
-/// The phases of a connection (see the crate's documentation).
-const HEAD: u8 = 0;
+/// The phases of a connection (see the crate's documentation): reading a request's head, then
+/// its body.
+const READING: u8 = 0;
 const SERVING: u8 = 1;
-const ANSWERED: u8 = 2;
-const IDLE: u8 = 3;
-const MULTIPLEXED: u8 = 4;
+const IDLE: u8 = 2;
+const MULTIPLEXED: u8 = 3;
+
+/// What a connection's I/O, service and request bodies share.
+#[derive(Debug)]
+struct Shared {
+    phase: AtomicU8,
+    /// Requests handed to the service so far: a body's end counts only for its own request,
+    /// and the I/O starts a new read deadline for a body once its request has been handed on.
+    calls: AtomicU32,
+    /// Set when the read deadline closed the connection, so the body being read says why.
+    timed_out: AtomicBool,
+    read_timeout: Duration,
+}
 
 /// Applies [`Limits`] to the connections of one server: admits them under the cap and wraps
 /// each one's I/O and service. Cheap to clone; clones share the cap.
@@ -166,19 +180,25 @@ impl Guard {
 
     /// Wraps a connection just accepted: its I/O and its service, bound by the limits from now.
     pub fn open<IO, S>(&self, io: IO, service: S, slot: Slot) -> (Watched<IO>, Marked<S>) {
-        let phase = Arc::new(AtomicU8::new(HEAD));
+        let shared = Arc::new(Shared {
+            phase: AtomicU8::new(READING),
+            calls: AtomicU32::new(0),
+            timed_out: AtomicBool::new(false),
+            read_timeout: self.limits.read_timeout,
+        });
         let watched = Watched {
             io,
-            phase: phase.clone(),
+            shared: shared.clone(),
             limits: self.limits,
             deadline: Deadline::after(self.limits.read_timeout),
+            calls: 0,
             timer: None,
+            waker: None,
             _slot: slot,
         };
         let marked = Marked {
             inner: service,
-            phase,
-            read_timeout: self.limits.read_timeout,
+            shared,
         };
         (watched, marked)
     }
@@ -222,10 +242,14 @@ impl Deadline {
 #[derive(Debug)]
 pub struct Watched<IO> {
     io: IO,
-    phase: Arc<AtomicU8>,
+    shared: Arc<Shared>,
     limits: Limits,
+    /// The deadline of the phase, and the count of service calls it was set at.
     deadline: Deadline,
+    calls: u32,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The task the timer wakes, as last registered.
+    waker: Option<std::task::Waker>,
     _slot: Slot,
 }
 
@@ -235,15 +259,17 @@ impl<IO> Watched<IO> {
         &self.io
     }
 
-    /// Bytes arrived: an idle connection now waits for the rest of a request's head.
+    /// Bytes arrived: an idle connection is now reading a request.
     fn arrived(&mut self) {
-        if self.phase.load(Ordering::Relaxed) == IDLE
+        if self.shared.phase.load(Ordering::Relaxed) == IDLE
             && self
+                .shared
                 .phase
-                .compare_exchange(IDLE, HEAD, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(IDLE, READING, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             self.deadline = Deadline::Unset;
+            self.calls = self.shared.calls.load(Ordering::Relaxed);
         }
     }
 
@@ -251,13 +277,15 @@ impl<IO> Watched<IO> {
     /// armed here, not when the I/O next waits: hyper may already be waiting to read, and then
     /// nothing else would look at the deadline.
     fn writing(&mut self, cx: &mut Context<'_>) {
-        if self.phase.load(Ordering::Relaxed) == ANSWERED
+        if self.shared.phase.load(Ordering::Relaxed) == SERVING
             && self
+                .shared
                 .phase
-                .compare_exchange(ANSWERED, IDLE, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(SERVING, IDLE, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             self.deadline = Deadline::after(self.limits.idle_timeout);
+            self.calls = self.shared.calls.load(Ordering::Relaxed);
             if let Deadline::At(at) = self.deadline {
                 // Far in the future: this only arms the timer.
                 let _ = self.expired(cx, at);
@@ -268,12 +296,19 @@ impl<IO> Watched<IO> {
     /// The I/O has to wait: `Pending` (with the timer armed for the phase's deadline, if it has
     /// one), or the error that ends the connection once the deadline has passed.
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let phase = self.phase.load(Ordering::Relaxed);
+        let phase = self.shared.phase.load(Ordering::Relaxed);
         let limit = match phase {
-            HEAD => self.limits.read_timeout,
+            READING => self.limits.read_timeout,
             IDLE => self.limits.idle_timeout,
             _ => return Poll::Pending,
         };
+        // A request handed on since the deadline was set: this wait is for its body, which
+        // gets the read timeout afresh.
+        let calls = self.shared.calls.load(Ordering::Relaxed);
+        if calls != self.calls {
+            self.calls = calls;
+            self.deadline = Deadline::Unset;
+        }
         let deadline = match self.deadline {
             Deadline::At(at) => at,
             Deadline::Never => return Poll::Pending,
@@ -288,8 +323,9 @@ impl<IO> Watched<IO> {
         if self.expired(cx, deadline).is_pending() {
             return Poll::Pending;
         }
-        let what = if phase == HEAD {
-            "no complete request head"
+        let what = if phase == READING {
+            self.shared.timed_out.store(true, Ordering::Relaxed);
+            "no complete request"
         } else {
             "no request on an idle connection"
         };
@@ -310,13 +346,22 @@ impl<IO> Watched<IO> {
         // wakes early, and is moved on here.
         if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
+            self.waker = None;
         }
-        ready!(timer.as_mut().poll(cx));
-        if Instant::now() < deadline {
+        // Polled again only when it could say something new: it has fired, or the task to wake
+        // is another. (Each poll of a timer also spends the task's cooperative budget.)
+        if !timer.is_elapsed() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        if timer.as_mut().poll(cx).is_ready() && Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        if timer.is_elapsed() {
             timer.as_mut().reset(deadline);
             ready!(timer.as_mut().poll(cx));
         }
-        Poll::Ready(())
+        self.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -385,85 +430,90 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     }
 }
 
-/// A connection's service: marks when a request is being served and when it is answered, and
-/// gives each request's body the read deadline ([`Deadlined`]).
+/// A connection's service: marks when a request is being served, and wraps each request's
+/// body to mark its end ([`Deadlined`]).
 #[derive(Clone, Debug)]
 pub struct Marked<S> {
     inner: S,
-    phase: Arc<AtomicU8>,
-    read_timeout: Duration,
+    shared: Arc<Shared>,
 }
 
 impl<S, B> tower_service::Service<Request<B>> for Marked<S>
 where
     S: tower_service::Service<Request<Deadlined<B>>>,
+    B: Body,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Answered<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let phase = if req.version() == Version::HTTP_2
-            || self.phase.load(Ordering::Relaxed) == MULTIPLEXED
+        let shared = &self.shared;
+        let mark = if req.version() == Version::HTTP_2
+            || shared.phase.load(Ordering::Relaxed) == MULTIPLEXED
         {
-            self.phase.store(MULTIPLEXED, Ordering::Relaxed);
+            shared.phase.store(MULTIPLEXED, Ordering::Relaxed);
             None
         } else {
-            self.phase.store(SERVING, Ordering::Relaxed);
-            Some(self.phase.clone())
+            let call = shared.calls.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if req.body().is_end_stream() {
+                shared.phase.store(SERVING, Ordering::Relaxed);
+                None
+            } else {
+                // Still reading: the body.
+                shared.phase.store(READING, Ordering::Relaxed);
+                Some(BodyMark {
+                    shared: shared.clone(),
+                    call,
+                })
+            }
         };
-        let limit = self.read_timeout;
-        Answered {
-            inner: self.inner.call(req.map(|body| Deadlined::new(body, limit))),
-            phase,
+        self.inner.call(req.map(|body| Deadlined::new(body, mark)))
+    }
+}
+
+/// The end of one request's body: the request is then served, no longer read.
+#[derive(Debug)]
+struct BodyMark {
+    shared: Arc<Shared>,
+    call: u32,
+}
+
+impl Drop for BodyMark {
+    fn drop(&mut self) {
+        // Only for its own request: a body dropped late must not end the next one's read.
+        if self.shared.calls.load(Ordering::Relaxed) == self.call {
+            let _ = self.shared.phase.compare_exchange(
+                READING,
+                SERVING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response on its way: the connection is answered when it is ready.
-    #[derive(Debug)]
-    pub struct Answered<F> {
-        #[pin]
-        inner: F,
-        phase: Option<Arc<AtomicU8>>,
-    }
-}
-
-impl<F: Future> Future for Answered<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let out = ready!(this.inner.poll(cx));
-        if let Some(phase) = this.phase.take() {
-            let _ = phase.compare_exchange(SERVING, ANSWERED, Ordering::Relaxed, Ordering::Relaxed);
-        }
-        Poll::Ready(out)
-    }
-}
-
-/// The error a request body ends with when it does not arrive in time.
+/// The error a request body ends with when the read deadline closed its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyTimedOut {
     /// The read timeout.
     pub limit: Duration,
 }
 
-impl fmt::Display for BodyTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "request body not received within {:?}", self.limit)
     }
 }
 
-impl StdError for BodyTimedOut {}
+impl std::error::Error for BodyTimedOut {}
 
-/// Whether `error` (or what caused it) is a body that did not arrive in time.
-pub fn is_body_timeout(error: &(dyn StdError + 'static)) -> Option<BodyTimedOut> {
+/// The [`BodyTimedOut`] in `error` or what caused it, if that is why a body could not be read.
+pub fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> Option<BodyTimedOut> {
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(timed_out) = e.downcast_ref::<BodyTimedOut>() {
@@ -474,51 +524,63 @@ pub fn is_body_timeout(error: &(dyn StdError + 'static)) -> Option<BodyTimedOut>
     None
 }
 
+/// A boxed error, as bodies' errors are handed on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pin_project_lite::pin_project! {
-    /// A request body that must arrive within the read timeout of the first time its reader
-    /// waits for it; a body that came with the head never starts the timer.
+    /// A request body read under the read deadline: while its reader waits for it, the
+    /// connection's I/O holds it to the read timeout (the body then ends with [`BodyTimedOut`],
+    /// the handler may still answer, and the connection is closed), and its end, or its drop
+    /// unread, ends the request's read.
     #[derive(Debug)]
     pub struct Deadlined<B> {
         #[pin]
         inner: B,
-        limit: Duration,
-        timer: Option<Pin<Box<Sleep>>>,
+        mark: Option<BodyMark>,
     }
 }
 
 impl<B> Deadlined<B> {
-    /// `body`, which must arrive within `limit` of the first wait for it.
-    pub fn new(body: B, limit: Duration) -> Self {
-        Self {
-            inner: body,
-            limit,
-            timer: None,
-        }
+    fn new(body: B, mark: Option<BodyMark>) -> Self {
+        Self { inner: body, mark }
     }
 }
 
 impl<B> Body for Deadlined<B>
 where
     B: Body,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Data = B::Data;
-    type Error = Box<dyn StdError + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => {
-                let limit = *this.limit;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                ready!(timer.as_mut().poll(cx));
-                Poll::Ready(Some(Err(Box::new(BodyTimedOut { limit }))))
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match frame {
+            Some(Err(e)) => {
+                let timed_out = this
+                    .mark
+                    .as_ref()
+                    .filter(|m| m.shared.timed_out.load(Ordering::Relaxed))
+                    .map(|m| m.shared.read_timeout);
+                Poll::Ready(Some(Err(match timed_out {
+                    Some(limit) => Box::new(BodyTimedOut { limit }),
+                    None => e.into(),
+                })))
+            }
+            Some(Ok(frame)) => {
+                if this.inner.is_end_stream() {
+                    this.mark.take();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            None => {
+                this.mark.take();
+                Poll::Ready(None)
             }
         }
     }

@@ -25,14 +25,20 @@ const LIMITS: Limits = Limits {
 };
 
 /// Answers `200 <body length>`; `/slow` first works for a minute (longer than any deadline);
-/// a body that times out is answered `408` with the error.
+/// `/ignore` drops the request, works for a minute and answers `200 ignored`; a body that
+/// times out is answered `408` with the error.
 async fn handle(req: Request<Deadlined<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/ignore" {
+        drop(req);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        return Ok(Response::new(Full::new(Bytes::from("ignored"))));
+    }
     if req.uri().path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
     let (status, text) = match req.into_body().collect().await {
         Ok(body) => (StatusCode::OK, body.to_bytes().len().to_string()),
-        Err(e) => match is_body_timeout(&*e) {
+        Err(e) => match body_timed_out(&*e) {
             Some(t) => (StatusCode::REQUEST_TIMEOUT, t.to_string()),
             None => (StatusCode::BAD_REQUEST, e.to_string()),
         },
@@ -230,13 +236,14 @@ async fn a_handler_may_take_longer_than_the_read_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_body_that_trickles_in_is_cut_at_the_read_timeout() {
     let guard = Guard::new(LIMITS);
-    let (mut client, _task) = open(&guard).await;
-    client
+    let (client, task) = open(&guard).await;
+    let (mut reader, mut writer) = tokio::io::split(client);
+    writer
         .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123")
         .await
         .expect("writing");
     let start = Instant::now();
-    let (reader, mut writer) = tokio::io::split(client);
+    // A byte a second: each in time, the body not.
     let trickle = tokio::spawn(async move {
         for _ in 0..96 {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -245,12 +252,53 @@ async fn a_body_that_trickles_in_is_cut_at_the_read_timeout() {
             }
         }
     });
-    let mut client = reader;
-    let (status, body) = answer(&mut client).await;
-    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
-    assert_eq!(body, "request body not received within 10s");
+    let mut buf = [0u8; 256];
+    let mut answered = Vec::new();
+    while let Ok(n @ 1..) = reader.read(&mut buf).await {
+        answered.extend_from_slice(&buf[..n]);
+    }
+    // Answered by the handler, which saw why its body ended; then closed.
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(
+        answered.starts_with("HTTP/1.1 408 Request Timeout\r\n")
+            && answered.ends_with("\r\n\r\nrequest body not received within 10s"),
+        "{answered}"
+    );
     assert_eq!(start.elapsed(), LIMITS.read_timeout);
+    task.await.expect("the connection task").ok();
     trickle.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_reads_its_body_late_is_not_cut_off() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab")
+        .await
+        .expect("writing");
+    tokio::time::sleep(LIMITS.read_timeout / 2).await;
+    client.write_all(b"cd").await.expect("writing");
+    assert_eq!(
+        answer(&mut client).await,
+        ("HTTP/1.1 200 OK".to_owned(), "4".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_unread_ends_the_read() {
+    // Half a body, which the handler drops: the request is served, not read, from then on (hyper
+    // also stops reading a dropped body; the drop ends the read even if it did not).
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"POST /ignore HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab")
+        .await
+        .expect("writing");
+    assert_eq!(
+        answer(&mut client).await,
+        ("HTTP/1.1 200 OK".to_owned(), "ignored".to_owned())
+    );
 }
 
 #[tokio::test(start_paused = true)]
