@@ -6,6 +6,8 @@
 //!   block (for `auth/token/create` and login paths).
 //!   An answer without that part is refused, after revoking whatever it minted anyway (a
 //!   lease, a token, a certificate): `auth/token/create` read as `Data` still creates a token.
+//!   What an answer mints beside the part asked for (a token beside the `data`, a lease beside
+//!   the `auth`) is handed to nobody, so it is revoked at once.
 //! - `retrySettings` never risks a second mint whose first cannot be revoked: every call is
 //!   taken to mint (`GET database/creds/...` does), so it is sent again only when it never
 //!   reached Vault (connection refused) or Vault answered 412, 429, 500, 502 or 503. A timeout
@@ -300,6 +302,7 @@ impl Generate for VaultDynamicSecretGenerator {
         if !wanted {
             return Err(self.refuse_without_secret(&resp).await);
         }
+        self.revoke_undelivered(&resp).await;
         let cred = self.credential(resp)?;
         match ctx.max_ttl {
             Some(max) => self.hold_to(max, cred).await,
@@ -439,6 +442,40 @@ impl VaultDynamicSecretGenerator {
             }
         }
         all
+    }
+
+    /// Revokes what an answer minted besides the part `resultType` names, which nobody is
+    /// handed: the token of an `auth` block beside the `data` asked for, or the lease (or PKI
+    /// serial) of a `data` beside the `auth`. Vault leases belong to the token that asked (the
+    /// federation's), not to a token minted alongside, so revoking that token takes nothing
+    /// from what is handed out. A failure is logged: the credential lives to its TTL.
+    async fn revoke_undelivered(&self, resp: &crate::vault::VaultResponse) {
+        let undelivered = match self.spec.result_type {
+            ResultType::Data => {
+                let accessor = resp
+                    .auth
+                    .as_ref()
+                    .and_then(|a| a.get("accessor"))
+                    .and_then(|v| v.as_str());
+                self.minted_in("", accessor, None)
+            }
+            ResultType::Auth => {
+                let serial = resp
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("serial_number"))
+                    .and_then(|v| v.as_str());
+                self.minted_in(&resp.lease_id, None, serial)
+            }
+        };
+        if !undelivered.is_empty() {
+            tracing::info!(
+                path = self.path(),
+                result_type = ?self.spec.result_type,
+                "vault's answer also minted what resultType does not hand out; revoking it"
+            );
+            self.revoke_minted(&undelivered).await;
+        }
     }
 
     /// The refusal of an answer without the part `resultType` names, after revoking whatever

@@ -37,6 +37,8 @@ enum Bad {
     Html,
     /// Answers this error status.
     Status(u16),
+    /// Answers well, with a token (an `auth` block) beside the data.
+    WithToken,
 }
 
 #[derive(Default)]
@@ -117,9 +119,23 @@ async fn serve_connection(mut sock: TcpStream, bad: Bad, seen: Arc<Seen>) {
             let lease = body["lease_id"].as_str().unwrap_or_default().to_owned();
             seen.revoked.lock().expect("lock").push(lease);
             response(204, "application/json", b"")
+        } else if line.starts_with("POST /v1/auth/token/revoke-accessor") {
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("json body");
+            let accessor = body["accessor"].as_str().unwrap_or_default();
+            seen.revoked
+                .lock()
+                .expect("lock")
+                .push(format!("accessor {accessor}"));
+            response(204, "application/json", b"")
         } else if line.starts_with(&format!("POST /v1/{MINT_PATH} ")) {
             let n = seen.mints.fetch_add(1, Ordering::SeqCst) + 1;
-            if n > 1 {
+            if let Bad::WithToken = bad {
+                let with_token = String::from_utf8(minted(n, 16)).expect("utf-8").replace(
+                    r#""auth":null"#,
+                    r#""auth":{"client_token":"hvs.minted-alongside","accessor":"acc-1","lease_duration":3600,"renewable":true}"#,
+                );
+                response(200, "application/json", with_token.as_bytes())
+            } else if n > 1 {
                 response(200, "application/json", &minted(n, 16))
             } else {
                 match bad {
@@ -138,6 +154,7 @@ async fn serve_connection(mut sock: TcpStream, bad: Bad, seen: Arc<Seen>) {
                     Bad::Status(code) => {
                         response(code, "application/json", br#"{"errors":["try again"]}"#)
                     }
+                    Bad::WithToken => unreachable!("answered above"),
                 }
             }
         } else {
@@ -222,4 +239,37 @@ async fn retries_never_mint_twice_what_cannot_be_revoked() {
             other => panic!("{bad:?}: want success {succeeds}, got {other:?}"),
         }
     }
+}
+
+/// An answer that carries a token beside the data asked for (`resultType: Data`): the data is
+/// handed out, and the token, which nobody is handed, is revoked at once by its accessor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_minted_beside_the_data_is_revoked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "fake-root-token").expect("write");
+    let id = identity();
+    let c = ctx(&id, "payments/VaultDynamicSecret/cert");
+    let (base, seen) = fake_vault(Bad::WithToken).await;
+    let g = build(
+        "VaultDynamicSecret",
+        json!({
+            "secretStoreRef": {"name": "vault"},
+            "path": MINT_PATH,
+            "method": "POST",
+            "parameters": {"common_name": "a.example.test"},
+        }),
+        Some(
+            json!({"provider": {"vault": {"server": base, "timeout": "1s",
+            "auth": {"token": {"file": token_file}}}}}),
+        ),
+    );
+    let cred = g.generate(&c).await.expect("the data is handed out");
+    assert_eq!(cred.data["serial_number"], "0a:01");
+    assert!(
+        !cred.data.values().any(|v| v.contains("hvs.")),
+        "the token leaked into the credential"
+    );
+    assert_eq!(seen.mints.load(Ordering::SeqCst), 1);
+    assert_eq!(*seen.revoked.lock().expect("lock"), ["accessor acc-1"]);
 }
