@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `serve`'s flags costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the federation from a configuration file or folder, or from the CRDs.
@@ -71,6 +73,11 @@ enum Command {
         /// How many connections may be open at once; more wait in the listen backlog.
         #[arg(long, env = "ESI_MAX_CONNECTIONS", default_value_t = server::Limits::DEFAULT.max_connections, value_parser = esi_serving::parse_max_connections)]
         max_connections: usize,
+        /// How long to keep serving after SIGTERM before new connections are refused, while
+        /// load balancers and kube-proxy stop sending here (what a `preStop` sleep does, where
+        /// none can be set); requests in flight then have 20 s to finish.
+        #[arg(long, env = "ESI_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+        shutdown_delay: Duration,
         /// Log format (`plain` or `json`; default from ESI_LOG_FORMAT).
         #[arg(long)]
         log_format: Option<String>,
@@ -111,6 +118,10 @@ enum Command {
 /// 5-15 % of the server's CPU in profiles (bench/FINDINGS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long requests in flight have to finish after `serve` stops accepting (the Deployment's
+/// grace period must exceed it plus `--shutdown-delay`).
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
     // Inside AWS Lambda the binary is the function's `bootstrap`, started without arguments.
@@ -211,7 +222,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     listener,
                     dev.app,
                     None,
-                    Duration::from_secs(5),
+                    server::Stopping {
+                        delay: Duration::ZERO,
+                        drain: Duration::from_secs(5),
+                    },
                     server::Limits::DEFAULT,
                 )
                 .await
@@ -230,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             read_timeout,
             idle_timeout,
             max_connections,
+            shutdown_delay,
             log_format,
         } => {
             let format = match log_format.as_deref() {
@@ -272,7 +287,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");
                 let limits = server::Limits { read_timeout, idle_timeout, max_connections };
-                server::serve(listener, esi_federation::api(state), tls, Duration::from_secs(20), limits).await
+                let stopping = server::Stopping { delay: shutdown_delay, drain: SHUTDOWN_DRAIN };
+                server::serve(listener, esi_federation::api(state), tls, stopping, limits).await
             })
         }
     }

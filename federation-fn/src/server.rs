@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 pub use esi_serving::Limits;
-use esi_serving::{Deadlined, Guard};
+use esi_serving::{Deadlined, Guard, stop_requested};
 use hyper::body::Incoming;
 
 use crate::state::{AppState, Fingerprint, fingerprint};
@@ -56,14 +56,25 @@ impl<S> Served for S where
 {
 }
 
+/// How a server stops on SIGTERM/SIGINT.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopping {
+    /// How long it keeps serving, new connections too, before it stops accepting (see
+    /// [`esi_serving::stop_requested`]).
+    pub delay: Duration,
+    /// How long requests in flight then have to finish.
+    pub drain: Duration,
+}
+
 /// Serves `app` (the federation's [`crate::Api`], or a `Router`) on `listener` until
-/// SIGTERM/SIGINT, then drains in-flight requests for up to `drain`. Every connection is held
-/// to `limits` (read and idle deadlines, a cap on open connections: see [`esi_serving`]).
+/// SIGTERM/SIGINT (and `stopping.delay`), then drains in-flight requests for up to
+/// `stopping.drain`. Every connection is held to `limits` (read and idle deadlines, a cap on
+/// open connections: see [`esi_serving`]).
 pub async fn serve<S>(
     listener: std::net::TcpListener,
     app: S,
     tls: Option<TlsFiles>,
-    drain: Duration,
+    stopping: Stopping,
     limits: Limits,
 ) -> anyhow::Result<()>
 where
@@ -76,12 +87,12 @@ where
             serve_plain(
                 tokio::net::TcpListener::from_std(listener)?,
                 app,
-                drain,
+                stopping,
                 guard,
             )
             .await
         }
-        Some(files) => serve_tls(listener, app, files, drain, guard).await,
+        Some(files) => serve_tls(listener, app, files, stopping, guard).await,
     }
 }
 
@@ -91,7 +102,7 @@ async fn serve_tls<S>(
     listener: std::net::TcpListener,
     app: S,
     files: TlsFiles,
-    drain: Duration,
+    stopping: Stopping,
     guard: Guard,
 ) -> anyhow::Result<()>
 where
@@ -100,9 +111,9 @@ where
     let handle: Handle<SocketAddr> = Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stop_requested(stopping.delay).await;
         tracing::info!("shutting down: draining in-flight requests");
-        shutdown.graceful_shutdown(Some(drain));
+        shutdown.graceful_shutdown(Some(stopping.drain));
     });
     let service = tower::make::Shared::new(app);
     install_crypto_provider();
@@ -128,7 +139,7 @@ where
 
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) straight with hyper: one task
 /// per connection, watched for a graceful shutdown on SIGTERM/SIGINT, then a drain of up to
-/// `drain` before the remaining connections are dropped. While `guard`'s cap is reached, no
+/// `stopping.drain` before the remaining connections are dropped. While `guard`'s cap is reached, no
 /// connection is accepted: the next ones wait in the listen backlog.
 ///
 /// axum-server, which serves TLS ([`serve_tls`]), wraps every connection in a `select!` over three
@@ -138,7 +149,7 @@ where
 async fn serve_plain<S>(
     listener: tokio::net::TcpListener,
     app: S,
-    drain: Duration,
+    stopping: Stopping,
     guard: Guard,
 ) -> anyhow::Result<()>
 where
@@ -151,7 +162,7 @@ where
 
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    let mut signal = std::pin::pin!(shutdown_signal());
+    let mut signal = std::pin::pin!(stop_requested(stopping.delay));
     loop {
         let slot = tokio::select! {
             slot = guard.admit() => slot,
@@ -183,11 +194,11 @@ where
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(stopping.drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(drain = ?drain, "connections still open after the drain; closing them");
+        tracing::warn!(drain = ?stopping.drain, "connections still open after the drain; closing them");
     }
     Ok(())
 }
@@ -279,25 +290,4 @@ pub fn spawn_config_watch(state: AppState, path: PathBuf, interval: Duration, lo
             retry = failed && !again;
         }
     });
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

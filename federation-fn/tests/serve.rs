@@ -873,3 +873,48 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+/// `--shutdown-delay`: after SIGTERM the server keeps serving, new connections too, for the
+/// delay (while endpoint removal spreads), then stops accepting and exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_keeps_serving_new_connections_for_the_shutdown_delay() {
+    let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
+    let _served = issuer.serve().await;
+    let dir = config_dir(&issuer);
+    let mut server = Server::start(
+        dir.path(),
+        &LeaseKeys::generate_spec("k1"),
+        &["--shutdown-delay", "1500ms"],
+    );
+    let url = format!("http://{}/healthz", server.addr);
+    let fresh = || {
+        // A new connection per request, as a client sent here by a stale endpoint list has.
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(fresh().get(&url).send().await.unwrap().status(), 200);
+    let asked = Instant::now();
+    server.sigterm();
+    wait_for("the delay's log line", async || {
+        server.logs.logged("asked to stop")
+    })
+    .await;
+    let during = fresh().get(&url).send().await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "the check came too late to be inside the delay"
+    );
+    assert_eq!(during.expect("refused inside the delay").status(), 200);
+    wait_for("the listener to close", async || {
+        tokio::net::TcpStream::connect(&server.addr).await.is_err()
+    })
+    .await;
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1400),
+        "stopped accepting after {:?}",
+        asked.elapsed()
+    );
+    assert!(server.wait_exit().success(), "{}", server.logs());
+}

@@ -165,7 +165,7 @@ def unquote(v):
 # changed drain cannot silently outgrow the Pods' terminationGracePeriodSeconds.
 DRAINS = {
     "federation": (REPO / "federation-fn" / "src" / "main.rs",
-                   r"server::serve\([^;]*?Duration::from_secs\((\d+)\)\)"),
+                   r"(?:SHUTDOWN_DRAIN: Duration = |drain: )Duration::from_secs\((\d+)\)"),
     "webhook": (REPO / "webhook" / "src" / "main.rs",
                 r"graceful_shutdown\(Some\(Duration::from_secs\((\d+)\)\)\)"),
 }
@@ -181,12 +181,35 @@ def drain_seconds(server: str) -> int | None:
     return max(int(n) for n in found)  # the longest of the serving modes (dev, production)
 
 
+def shutdown_delay_seconds(container: dict) -> float | None:
+    """The server's shutdown delay as the container sets it: the federation's
+    `--shutdown-delay` argument, the webhook's ESI_WEBHOOK_SHUTDOWN_DELAY."""
+    args = unquote(container.get("args") or [])
+    args = args if isinstance(args, list) else [args]
+    value = None
+    for i, a in enumerate(args):
+        if a == "--shutdown-delay" and i + 1 < len(args):
+            value = args[i + 1]
+        elif isinstance(a, str) and a.startswith("--shutdown-delay="):
+            value = a.split("=", 1)[1]
+    for env in container.get("env", []):
+        if unquote(env.get("name")) in ("ESI_SHUTDOWN_DELAY", "ESI_WEBHOOK_SHUTDOWN_DELAY"):
+            value = unquote(env.get("value"))
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)(ms|s)", str(value))
+    if m is None:
+        return None
+    return int(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+
+
 def check_terraform_termination(stage: str, module: str, doc: dict, server: str) -> None:
-    """The Terraform Deployment's grace period outlasts the server's drain. It has no preStop
-    sleep: the hashicorp/kubernetes provider's lifecycle handlers are exec, http_get and
-    tcp_socket only (terraform-provider-kubernetes#2837, PR #2838 unmerged), so a `sleep` block
-    fails every `terraform plan`, which no check here can run; and the images have no `sleep`
-    binary for `exec`."""
+    """The Terraform Deployment keeps serving while its endpoint is removed, and its grace
+    period outlasts that delay plus the server's drain. It has no preStop sleep: the
+    hashicorp/kubernetes provider's lifecycle handlers are exec, http_get and tcp_socket only
+    (terraform-provider-kubernetes#2837, PR #2838 unmerged), so a `sleep` block fails every
+    `terraform plan`, which no check here can run; and the images have no `sleep` binary for
+    `exec`. The server's own shutdown delay does it instead."""
     dep = resource(doc, "kubernetes_deployment_v1", "this")
     if dep is None:
         fail(stage, f"{module}: no kubernetes_deployment_v1.this")
@@ -195,9 +218,14 @@ def check_terraform_termination(stage: str, module: str, doc: dict, server: str)
     grace = pod.get("termination_grace_period_seconds")
     grace = grace[0] if isinstance(grace, list) and len(grace) == 1 else grace
     drain = drain_seconds(server)
-    if drain is not None and (not isinstance(grace, int) or grace <= drain):
+    delays = [shutdown_delay_seconds(c) for c in pod.get("container", [])]
+    if not delays or any(d is None or d <= 0 for d in delays):
+        fail(stage, f"{module}: the {server} container must set a shutdown delay (a few "
+             "seconds of serving after SIGTERM while its endpoint is removed)")
+    delay = max((d for d in delays if d is not None), default=0)
+    if drain is not None and (not isinstance(grace, int) or grace <= delay + drain):
         fail(stage, f"{module}: termination_grace_period_seconds ({grace}) must exceed the "
-             f"{server}'s {drain} s drain")
+             f"{server}'s shutdown delay ({delay} s) plus its {drain} s drain")
     for container in pod.get("container", []):
         for lc in container.get("lifecycle", []):
             for handler in lc.get("pre_stop", []):

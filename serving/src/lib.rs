@@ -86,6 +86,33 @@ impl Default for Limits {
     }
 }
 
+/// Resolves when the server is asked to stop (SIGTERM or SIGINT), `delay` later: the time to
+/// keep serving while load balancers and kube-proxy stop sending new connections here (a
+/// Kubernetes endpoint's removal takes a few seconds to spread, and a connection refused
+/// meanwhile is not retried). What a `preStop` sleep does, without needing one.
+pub async fn stop_requested(delay: Duration) {
+    let term = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    if !delay.is_zero() {
+        tracing::info!(
+            delay = ?delay,
+            "asked to stop: serving on while load balancers stop sending here"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// The phases of a connection (see the crate's documentation): reading a request's head, then
 /// its body.
 const READING: u8 = 0;

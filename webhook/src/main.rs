@@ -63,6 +63,11 @@ struct Args {
     /// How many connections may be open at once; more are refused.
     #[arg(long, env = "ESI_WEBHOOK_MAX_CONNECTIONS", default_value_t = esi_serving::Limits::DEFAULT.max_connections, value_parser = esi_serving::parse_max_connections)]
     max_connections: usize,
+    /// How long to keep serving after SIGTERM before new connections are refused, while the
+    /// Service's endpoint removal spreads, e.g. 5s (what a `preStop` sleep does, where none can
+    /// be set); reviews in flight then have 10 s to finish.
+    #[arg(long, env = "ESI_WEBHOOK_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
     /// Log format: plain or json.
     #[arg(long, env = "ESI_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -175,8 +180,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             .context("starting the HTTPS server")?;
         tracing::info!(addr = %running.addr, "esi-webhook listening");
         let handle = running.handle.clone();
+        let delay = args.shutdown_delay;
         tokio::spawn(async move {
-            shutdown_signal().await;
+            esi_serving::stop_requested(delay).await;
             // Let in-flight reviews finish; the API server times out after timeoutSeconds anyway.
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
@@ -187,19 +193,4 @@ fn run(args: Args) -> anyhow::Result<()> {
             .context("serving")?;
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

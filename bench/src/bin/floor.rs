@@ -166,7 +166,10 @@ fn run() -> anyhow::Result<()> {
                         listener,
                         app,
                         None,
-                        Duration::from_secs(1),
+                        esi_federation::server::Stopping {
+                            delay: Duration::ZERO,
+                            drain: Duration::from_secs(1),
+                        },
                         Default::default(),
                     )
                     .await

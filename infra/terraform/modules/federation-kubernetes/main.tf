@@ -206,10 +206,10 @@ resource "kubernetes_deployment_v1" "this" {
       spec {
         service_account_name            = kubernetes_service_account_v1.this.metadata[0].name
         automount_service_account_token = var.config_source == "crd"
-        # Longer than the server's 20 s drain after SIGTERM. No preStop sleep, unlike
-        # deploy/federation: the provider has no `sleep` handler
-        # (terraform-provider-kubernetes#2837) and the distroless image no `sleep` binary for
-        # `exec` (see infra/README.md).
+        # Longer than the server's shutdown delay (5 s, `--shutdown-delay` below) plus its 20 s
+        # drain after SIGTERM. The delay does what deploy/federation's preStop sleep does: the
+        # provider has no `sleep` handler (terraform-provider-kubernetes#2837) and the
+        # distroless image no `sleep` binary for `exec`.
         termination_grace_period_seconds = 30
 
         security_context {
@@ -235,7 +235,7 @@ resource "kubernetes_deployment_v1" "this" {
           name              = "federation"
           image             = var.image
           image_pull_policy = "Always"
-          args              = ["serve", "--lease-keys-file", "/etc/esi/lease-keys/keys"]
+          args              = ["serve", "--lease-keys-file", "/etc/esi/lease-keys/keys", "--shutdown-delay", "5s"]
 
           port {
             name           = "http"

@@ -202,10 +202,10 @@ resource "kubernetes_deployment_v1" "this" {
       spec {
         service_account_name            = kubernetes_service_account_v1.this.metadata[0].name
         automount_service_account_token = var.service_account_defaults
-        # Longer than the server's 10 s drain after SIGTERM. No preStop sleep, unlike
-        # webhook/deploy: the provider has no `sleep` handler
-        # (terraform-provider-kubernetes#2837) and the distroless image no `sleep` binary for
-        # `exec` (see infra/README.md).
+        # Longer than the server's shutdown delay (5 s, ESI_WEBHOOK_SHUTDOWN_DELAY below) plus
+        # its 10 s drain after SIGTERM. The delay does what webhook/deploy's preStop sleep does:
+        # the provider has no `sleep` handler (terraform-provider-kubernetes#2837) and the
+        # distroless image no `sleep` binary for `exec`.
         termination_grace_period_seconds = 30
 
         security_context {
@@ -231,6 +231,11 @@ resource "kubernetes_deployment_v1" "this" {
           image             = var.image
           image_pull_policy = "Always"
 
+          env {
+            # Keep serving for 5 s after SIGTERM, while the endpoint removal spreads.
+            name  = "ESI_WEBHOOK_SHUTDOWN_DELAY"
+            value = "5s"
+          }
           env {
             name  = "ESI_WEBHOOK_CONFIG"
             value = "/etc/esi-webhook/config/config.yaml"
