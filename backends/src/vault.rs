@@ -556,8 +556,7 @@ impl VaultConn {
             }
         };
         if !status.is_success() {
-            let err = crate::http::status_error(
-                BACKEND,
+            let err = status_error(
                 status,
                 &format!("{method} {path}: {}", vault_errors(&bytes)),
             );
@@ -747,6 +746,19 @@ fn query_pairs(v: &serde_json::Value) -> Vec<(String, String)> {
 
 pub(crate) use crate::credential::value_string;
 
+/// A Vault error status as a backend error: as any HTTP backend's, except that `412` is
+/// Vault's "not now" (a performance standby not yet caught up with the request's index), so a
+/// 412 that outlasts the retries is unavailable (retry later), not a refusal.
+fn status_error(status: reqwest::StatusCode, summary: &str) -> BackendError {
+    if status == reqwest::StatusCode::PRECONDITION_FAILED {
+        return unavailable(
+            &format!("{BACKEND} returned {} (not caught up yet)", status.as_u16()),
+            format!("{BACKEND} returned {status}: {summary}"),
+        );
+    }
+    crate::http::status_error(BACKEND, status, summary)
+}
+
 fn unavailable(message: &str, detail: String) -> BackendError {
     BackendError::Unavailable {
         message: message.to_owned(),
@@ -766,7 +778,7 @@ fn client_error_summary(e: &ClientError) -> String {
 pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
     let detail = format!("{what}: {}", client_error_summary(e));
     match e {
-        ClientError::APIError { code, .. } if *code >= 500 || *code == 429 => {
+        ClientError::APIError { code, .. } if *code >= 500 || *code == 429 || *code == 412 => {
             BackendError::Unavailable {
                 message: format!("vault returned {code} ({what})"),
                 detail,
@@ -778,7 +790,7 @@ pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
         },
         ClientError::RestClientError {
             source: rustify::errors::ClientError::ServerResponseError { code, .. },
-        } if *code < 500 && *code != 429 => BackendError::Rejected {
+        } if *code < 500 && *code != 429 && *code != 412 => BackendError::Rejected {
             message: format!("vault refused the request ({what}, status {code})"),
             detail,
         },
@@ -806,6 +818,28 @@ pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_412_is_vault_not_caught_up_yet_not_a_refusal() {
+        let not_yet = status_error(reqwest::StatusCode::PRECONDITION_FAILED, "PUT x: index");
+        assert!(
+            matches!(not_yet, BackendError::Unavailable { .. }),
+            "{not_yet:?}"
+        );
+        let api = map_client_error(
+            "x",
+            &ClientError::APIError {
+                code: 412,
+                errors: vec![],
+            },
+        );
+        assert!(matches!(api, BackendError::Unavailable { .. }), "{api:?}");
+        let refused = status_error(reqwest::StatusCode::FORBIDDEN, "PUT x: denied");
+        assert!(
+            matches!(refused, BackendError::Rejected { .. }),
+            "{refused:?}"
+        );
+    }
 
     fn salvage(text: &str) -> (Option<String>, Option<String>, Option<String>) {
         let s = Salvage::from_answer(text.as_bytes());
