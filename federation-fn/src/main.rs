@@ -70,7 +70,8 @@ enum Command {
         /// so the balancer always closes first.
         #[arg(long, env = "ESI_IDLE_TIMEOUT", default_value = "1h", value_parser = positive_duration)]
         idle_timeout: Duration,
-        /// How many connections may be open at once; more wait in the listen backlog.
+        /// How many connections may be open at once; more wait in the listen backlog (plain
+        /// HTTP) or are closed at once (HTTPS).
         #[arg(long, env = "ESI_MAX_CONNECTIONS", default_value_t = server::Limits::DEFAULT.max_connections, value_parser = esi_serving::parse_max_connections)]
         max_connections: usize,
         /// How long to keep serving after SIGTERM before new connections are refused, while

@@ -128,8 +128,10 @@ where
                 files.key.display()
             )
         })?;
+    http1_alpn(&config);
     tokio::spawn(watch_tls(config.clone(), files, loaded));
     axum_server::from_tcp_rustls(listener, config)?
+        .http1_only()
         .map(|tls| tls.acceptor(guard))
         .handle(handle)
         .serve(service)
@@ -137,7 +139,7 @@ where
     Ok(())
 }
 
-/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) straight with hyper: one task
+/// Serves plain HTTP/1.1 straight with hyper: one task
 /// per connection, watched for a graceful shutdown on SIGTERM/SIGINT, then a drain of up to
 /// `stopping.drain` before the remaining connections are dropped. While `guard`'s cap is reached, no
 /// connection is accepted: the next ones wait in the listen backlog.
@@ -160,7 +162,8 @@ where
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only (see esi_serving).
+    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(stop_requested(stopping.delay));
     loop {
@@ -203,6 +206,14 @@ where
     Ok(())
 }
 
+/// Offers only HTTP/1.1 in ALPN: axum-server's PEM loading also offers `h2`, which the server
+/// does not speak (see [`esi_serving`]: HTTP/1.1 only).
+fn http1_alpn(config: &RustlsConfig) {
+    let mut inner = (*config.get_inner()).clone();
+    inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.reload_from_config(std::sync::Arc::new(inner));
+}
+
 /// The certificate and key files' modification times.
 fn tls_stamp(f: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
     Some((
@@ -226,6 +237,7 @@ async fn watch_tls(
         if now.is_some() && now != last {
             match config.reload_from_pem_file(&files.cert, &files.key).await {
                 Ok(()) => {
+                    http1_alpn(&config);
                     tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
                     last = now;
                 }

@@ -752,6 +752,18 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
     );
     let connect = || tokio::net::TcpStream::connect(server.addr.clone());
 
+    // HTTP/2 with prior knowledge is not served (a multiplexed connection would escape the
+    // deadlines): the preface is refused at once.
+    let mut h2 = connect().await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let took = closed_within(&mut h2, Duration::from_secs(2)).await;
+    assert!(
+        took < Duration::from_millis(900),
+        "an HTTP/2 preface was held {took:?}"
+    );
+
     // Sends nothing: closed after the read timeout.
     let mut silent = connect().await.unwrap();
     let took = closed_within(&mut silent, Duration::from_secs(5)).await;

@@ -31,10 +31,16 @@
 //! before it: a request that arrives whole reads no clock and arms no timer, and a body costs
 //! no timer of its own.
 //!
-//! HTTP/2 (TLS ALPN, or prior knowledge on plain HTTP) gets the first deadline only: once a
-//! request has arrived its streams are concurrent, and their bodies and the connection's idle
-//! time are bounded by hyper's and h2's own limits (streams, flow control, frames), not by this
-//! crate.
+//! HTTP/1.1 only: an HTTP/2 connection multiplexes requests whose phases this tracking cannot
+//! tell apart, so the servers offer no `h2` in ALPN and serve no HTTP/2 with prior knowledge
+//! (their clients, esi-cli, load balancers and the API server, speak HTTP/1.1).
+//!
+//! Also bounded: bytes of a next request that arrive while one is served (pipelining) start
+//! its read deadline when the answer is written (a partial head sent in the same packet as the
+//! request before it waits as an idle connection would: no longer than one that sent nothing);
+//! an answer the client does not take (its writes blocked) has the read timeout to go out; and
+//! while the cap is reached, a connection that has just been answered waits only the read
+//! timeout for its next request, so idle connections make room for waiting ones.
 
 use std::io;
 use std::pin::Pin;
@@ -130,6 +136,11 @@ struct Shared {
     /// Set when the read deadline closed the connection, so the body being read says why.
     timed_out: AtomicBool,
     read_timeout: Duration,
+    /// The request being read asked for `100 Continue`: the next write while its body is read
+    /// is that, not the answer.
+    expects_continue: AtomicBool,
+    /// The last request (count of calls) whose answer began while its body was still open.
+    answered_early: AtomicU32,
 }
 
 /// Applies [`Limits`] to the connections of one server: admits them under the cap and wraps
@@ -212,6 +223,8 @@ impl Guard {
             calls: AtomicU32::new(0),
             timed_out: AtomicBool::new(false),
             read_timeout: self.limits.read_timeout,
+            expects_continue: AtomicBool::new(false),
+            answered_early: AtomicU32::new(0),
         });
         let watched = Watched {
             io,
@@ -219,6 +232,9 @@ impl Guard {
             limits: self.limits,
             deadline: Deadline::after(self.limits.read_timeout),
             calls: 0,
+            early: false,
+            write_deadline: None,
+            full: self.full.clone(),
             timer: None,
             waker: None,
             _slot: slot,
@@ -274,6 +290,12 @@ pub struct Watched<IO> {
     /// The deadline of the phase, and the count of service calls it was set at.
     deadline: Deadline,
     calls: u32,
+    /// Bytes arrived while a request was served: a next one (pipelined) is being read.
+    early: bool,
+    /// When a write that cannot go out fails (the read timeout after it first blocked).
+    write_deadline: Option<Instant>,
+    /// The guard's "cap reached" flag.
+    full: Arc<AtomicBool>,
     timer: Option<Pin<Box<Sleep>>>,
     /// The task the timer wakes, as last registered.
     waker: Option<std::task::Waker>,
@@ -286,9 +308,14 @@ impl<IO> Watched<IO> {
         &self.io
     }
 
-    /// Bytes arrived: an idle connection is now reading a request.
+    /// Bytes arrived: an idle connection is now reading a request; one serving a request has
+    /// the next one's first bytes.
     fn arrived(&mut self) {
-        if self.shared.phase.load(Ordering::Relaxed) == IDLE
+        let phase = self.shared.phase.load(Ordering::Relaxed);
+        if phase == SERVING {
+            self.early = true;
+        }
+        if phase == IDLE
             && self
                 .shared
                 .phase
@@ -300,24 +327,64 @@ impl<IO> Watched<IO> {
         }
     }
 
-    /// An answer is being written: after it the connection is idle, from now. The timer is
-    /// armed here, not when the I/O next waits: hyper may already be waiting to read, and then
-    /// nothing else would look at the deadline.
+    /// An answer is being written: after it the connection is idle, from now, or reading the
+    /// next request if its first bytes came meanwhile. The timer is armed here, not when the
+    /// I/O next waits: hyper may already be waiting to read, and then nothing else would look
+    /// at the deadline.
     fn writing(&mut self, cx: &mut Context<'_>) {
-        if self.shared.phase.load(Ordering::Relaxed) == SERVING
-            && self
-                .shared
-                .phase
-                .compare_exchange(SERVING, IDLE, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.deadline = Deadline::after(self.limits.idle_timeout);
-            self.calls = self.shared.calls.load(Ordering::Relaxed);
-            if let Deadline::At(at) = self.deadline {
-                // Far in the future: this only arms the timer.
-                let _ = self.expired(cx, at);
+        let shared = &*self.shared;
+        match shared.phase.load(Ordering::Relaxed) {
+            SERVING => {
+                let (next, limit) = if std::mem::take(&mut self.early) {
+                    (READING, self.limits.read_timeout)
+                } else if self.full.load(Ordering::Relaxed) {
+                    // Others wait for a slot: make room unless the next request comes soon.
+                    (IDLE, self.limits.idle_timeout.min(self.limits.read_timeout))
+                } else {
+                    (IDLE, self.limits.idle_timeout)
+                };
+                if shared
+                    .phase
+                    .compare_exchange(SERVING, next, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.deadline = Deadline::after(limit);
+                    self.calls = shared.calls.load(Ordering::Relaxed);
+                    if let Deadline::At(at) = self.deadline {
+                        // In the future: this only arms the timer.
+                        let _ = self.expired(cx, at);
+                    }
+                }
             }
+            // A write while the body is read: the `100 Continue` it asked for, or an answer
+            // given before the body ended, after which the body's end must not make the
+            // connection "served" (with no deadline) again.
+            READING if !shared.expects_continue.swap(false, Ordering::Relaxed) => {
+                shared
+                    .answered_early
+                    .store(shared.calls.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            _ => {}
         }
+    }
+
+    /// A write cannot go out: `Pending` until the read timeout after it first blocked, then the
+    /// error that ends the connection (a client that does not take its answer).
+    fn write_blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let limit = self.limits.read_timeout;
+        let deadline = match self.write_deadline {
+            Some(at) => at,
+            None => match Instant::now().checked_add(limit) {
+                Some(at) => *self.write_deadline.insert(at),
+                None => return Poll::Pending,
+            },
+        };
+        ready!(self.expired(cx, deadline));
+        tracing::debug!(timeout = ?limit, "closing a connection: its answer was not taken");
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("answer not taken within {limit:?}"),
+        ))
     }
 
     /// The I/O has to wait: `Pending` (with the timer armed for the phase's deadline, if it has
@@ -380,16 +447,22 @@ impl<IO> Watched<IO> {
         if !timer.is_elapsed() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
-        if timer.as_mut().poll(cx).is_ready() && Instant::now() >= deadline {
+        if poll_timer(timer.as_mut(), cx).is_ready() && Instant::now() >= deadline {
             return Poll::Ready(());
         }
         if timer.is_elapsed() {
             timer.as_mut().reset(deadline);
-            ready!(timer.as_mut().poll(cx));
+            ready!(poll_timer(timer.as_mut(), cx));
         }
         self.waker = Some(cx.waker().clone());
         Poll::Pending
     }
+}
+
+/// Polls `timer` outside the task's cooperative budget: with the budget spent, tokio's `Sleep`
+/// answers `Pending` without registering anything, and a deadline would then never fire.
+fn poll_timer(timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
+    Pin::new(&mut tokio::task::coop::unconstrained(timer)).poll(cx)
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
@@ -422,8 +495,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         let this = self.get_mut();
         this.writing(cx);
         match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Pending => this.wait(cx).map(Err),
-            done => done,
+            Poll::Pending => this.write_blocked(cx).map(Err),
+            done => {
+                this.write_deadline = None;
+                done
+            }
         }
     }
 
@@ -435,8 +511,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         let this = self.get_mut();
         this.writing(cx);
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.wait(cx).map(Err),
-            done => done,
+            Poll::Pending => this.write_blocked(cx).map(Err),
+            done => {
+                this.write_deadline = None;
+                done
+            }
         }
     }
 
@@ -447,8 +526,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_flush(cx) {
-            Poll::Pending => this.wait(cx).map(Err),
-            done => done,
+            Poll::Pending => this.write_blocked(cx).map(Err),
+            done => {
+                this.write_deadline = None;
+                done
+            }
         }
     }
 
@@ -480,24 +562,26 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        let mark = if req.version() == Version::HTTP_2
-            || shared.phase.load(Ordering::Relaxed) == MULTIPLEXED
-        {
+        let call = shared.calls.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let mark = if req.version() == Version::HTTP_2 {
+            // Not offered by the servers (see the crate's documentation); untracked if served.
             shared.phase.store(MULTIPLEXED, Ordering::Relaxed);
             None
+        } else if req.body().is_end_stream() {
+            shared.phase.store(SERVING, Ordering::Relaxed);
+            None
         } else {
-            let call = shared.calls.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            if req.body().is_end_stream() {
-                shared.phase.store(SERVING, Ordering::Relaxed);
-                None
-            } else {
-                // Still reading: the body.
-                shared.phase.store(READING, Ordering::Relaxed);
-                Some(BodyMark {
-                    shared: shared.clone(),
-                    call,
-                })
-            }
+            // Still reading: the body.
+            let continues = req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            shared.expects_continue.store(continues, Ordering::Relaxed);
+            shared.phase.store(READING, Ordering::Relaxed);
+            Some(BodyMark {
+                shared: shared.clone(),
+                call,
+            })
         };
         self.inner.call(req.map(|body| Deadlined::new(body, mark)))
     }
@@ -512,8 +596,12 @@ struct BodyMark {
 
 impl Drop for BodyMark {
     fn drop(&mut self) {
-        // Only for its own request: a body dropped late must not end the next one's read.
-        if self.shared.calls.load(Ordering::Relaxed) == self.call {
+        // Only for its own request (a body dropped late must not end the next one's read), and
+        // not once its answer has begun: the connection then stays under the read deadline
+        // (hyper closes it after an answer given before the body ended).
+        if self.shared.calls.load(Ordering::Relaxed) == self.call
+            && self.shared.answered_early.load(Ordering::Relaxed) != self.call
+        {
             let _ = self.shared.phase.compare_exchange(
                 READING,
                 SERVING,

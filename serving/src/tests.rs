@@ -28,6 +28,15 @@ const LIMITS: Limits = Limits {
 /// `/ignore` drops the request, works for a minute and answers `200 ignored`; a body that
 /// times out is answered `408` with the error.
 async fn handle(req: Request<Deadlined<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/detach" {
+        // The body outlives the answer (a handler streaming it elsewhere).
+        let body = req.into_body();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(body);
+        });
+        return Ok(Response::new(Full::new(Bytes::from("detached"))));
+    }
     if req.uri().path() == "/ignore" {
         drop(req);
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -138,12 +147,13 @@ async fn a_head_sent_a_byte_at_a_time_is_cut_at_the_read_timeout() {
         }
     });
     let mut buf = [0u8; 64];
-    while reader.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
-    assert!(
-        start.elapsed() <= LIMITS.read_timeout + Duration::from_secs(1),
-        "closed after {:?}",
-        start.elapsed()
-    );
+    let closed = tokio::time::timeout(Duration::from_secs(3600), async {
+        while reader.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    closed
+        .await
+        .expect("a trickled head kept the connection open");
+    assert_eq!(start.elapsed(), LIMITS.read_timeout);
     trickle.abort();
 }
 
@@ -186,9 +196,13 @@ async fn an_idle_connection_is_closed_when_its_first_request_came_whole() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_handler_after_100_continue_is_not_cut() {
-    // hyper writes `100 Continue` while the request is being served: that write does not make
-    // the connection idle, and the slow handler's wait for EOF is not a head's read.
-    let guard = Guard::new(LIMITS);
+    // hyper writes `100 Continue` while the body is being read: that write is not the answer,
+    // so the connection is neither idle (its 30 s here would cut the minute-long handler) nor
+    // still reading once the body is in.
+    let guard = Guard::new(Limits {
+        idle_timeout: Duration::from_secs(30),
+        ..LIMITS
+    });
     let (mut client, _task) = open(&guard).await;
     client
         .write_all(
@@ -369,4 +383,145 @@ async fn the_acceptor_refuses_a_connection_over_the_cap() {
     assert!(accepted[0].1.is_ok(), "the first connection was refused");
     let refused = accepted[1].1.as_ref().err().map(ToString::to_string);
     assert_eq!(refused.as_deref(), Some("connection limit reached"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_holds_when_the_task_has_spent_its_budget() {
+    // tokio's timer answers `Pending` without registering when the task's cooperative budget
+    // is spent; the deadline's timer is polled outside it.
+    let guard = Guard::new(LIMITS);
+    let (_client, server) = tokio::io::duplex(1024);
+    let slot = guard.try_admit().expect("a slot");
+    let (mut io, _service) = guard.open(server, (), slot);
+    let start = Instant::now();
+    let mut first = true;
+    let read = std::future::poll_fn(|cx| {
+        if std::mem::take(&mut first) {
+            while let std::task::Poll::Ready(spent) = tokio::task::coop::poll_proceed(cx) {
+                spent.made_progress();
+            }
+        }
+        let mut b = [0u8; 16];
+        let mut buf = tokio::io::ReadBuf::new(&mut b);
+        Pin::new(&mut io).poll_read(cx, &mut buf)
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the read deadline never fired");
+    assert_eq!(
+        ended.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::TimedOut)
+    );
+    assert_eq!(start.elapsed(), LIMITS.read_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_next_head_that_arrives_while_serving_gets_the_read_timeout_not_the_idle_one() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    // While the minute-long request is served: the start of a next one, never finished.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.write_all(b"GET / HT").await.expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.read_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_cap_is_reached_an_answered_connection_waits_only_the_read_timeout() {
+    let guard = Guard::new(Limits {
+        max_connections: 1,
+        ..LIMITS
+    });
+    let (mut client, _task) = open(&guard).await;
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished());
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.read_timeout);
+    tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting connection was not admitted")
+        .expect("admit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_outlives_its_answer_leaves_the_connection_bounded() {
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"POST /detach HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcd")
+        .await
+        .expect("writing");
+    let start = Instant::now();
+    assert_eq!(answer(&mut client).await.1, "detached");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A slow head after it: bounded by the deadlines, not held forever.
+    let _ = client.write_all(b"GET / HT").await;
+    closed(&mut client).await;
+    assert!(
+        start.elapsed() <= LIMITS.read_timeout * 2,
+        "held for {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_the_client_does_not_take_is_dropped_after_the_read_timeout() {
+    // A pipe of 64 bytes: the answer cannot go out while the client reads nothing.
+    let guard = Guard::new(LIMITS);
+    let (client, server) = tokio::io::duplex(64);
+    let slot = guard.admit().await;
+    let (mut client, task) = serve(&guard, slot, client, server);
+    let body = "x".repeat(1000);
+    client
+        .write_all(
+            format!(
+                "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("writing");
+    // The answer ("1000") fits; ask for many, never read.
+    for _ in 0..64 {
+        if tokio::time::timeout(
+            Duration::from_millis(10),
+            client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"),
+        )
+        .await
+        .is_err()
+        {
+            break;
+        }
+    }
+    let start = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(3600), task)
+        .await
+        .expect("a connection whose answers are not taken stayed open")
+        .expect("the connection task");
+    assert!(
+        ended.as_ref().is_err_and(|e| e.contains("TimedOut")),
+        "{ended:?}"
+    );
+    assert!(
+        start.elapsed() <= LIMITS.read_timeout,
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -402,6 +402,7 @@ pub fn serve(
         state.metrics.clone(),
     ));
     let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)?
+        .http1_only()
         .map(|tls| tls.acceptor(esi_serving::Guard::new(limits)))
         .handle(handle.clone());
     let app = router(state);

@@ -155,6 +155,7 @@ fn run() -> anyhow::Result<()> {
                 Some(cfg) => {
                     let cfg = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
                     axum_server::tls_rustls::from_tcp_rustls(listener, cfg)?
+                        .http1_only()
                         .map(|tls| tls.acceptor(esi_serving::Guard::new(Default::default())))
                         .serve(app.into_make_service())
                         .await
