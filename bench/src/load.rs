@@ -62,11 +62,17 @@ impl Dialer {
         )))
     }
 
-    /// Opens `n` connections.
+    /// Opens `n` connections, each used at once for a `GET /healthz`: the servers close a
+    /// connection that sends no request within their read timeout of its accept (10 s), and
+    /// a pool's connections may wait longer than that for their first round.
     pub async fn pool(&self, n: usize) -> anyhow::Result<Vec<Conn>> {
+        let hello = Prepared::new(http::Method::GET, "/healthz", None, None)?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push(self.connect().await?);
+            let mut conn = self.connect().await?;
+            let (status, _) = send(&mut conn, &hello).await?;
+            anyhow::ensure!(status.is_success(), "GET /healthz answered {status}");
+            out.push(conn);
         }
         Ok(out)
     }

@@ -65,9 +65,9 @@ struct Args {
     max_connections: usize,
     /// How long to keep serving after SIGTERM before new connections are refused, while the
     /// Service's endpoint removal spreads, e.g. 5s (what a `preStop` sleep does, where none can
-    /// be set); reviews in flight then have 10 s to finish.
-    #[arg(long, env = "ESI_WEBHOOK_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
-    shutdown_delay: Duration,
+    /// be set; none by default); reviews in flight then have 10 s to finish.
+    #[arg(long, env = "ESI_WEBHOOK_SHUTDOWN_DELAY", value_parser = parse_positive_duration)]
+    shutdown_delay: Option<Duration>,
     /// Log format: plain or json.
     #[arg(long, env = "ESI_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -180,7 +180,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .context("starting the HTTPS server")?;
         tracing::info!(addr = %running.addr, "esi-webhook listening");
         let handle = running.handle.clone();
-        let delay = args.shutdown_delay;
+        let delay = args.shutdown_delay.unwrap_or_default();
         tokio::spawn(async move {
             esi_serving::stop_requested(delay).await;
             // Let in-flight reviews finish; the API server times out after timeoutSeconds anyway.
