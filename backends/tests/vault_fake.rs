@@ -180,6 +180,32 @@ async fn fake_vault(bad: Bad) -> (String, Arc<Seen>) {
     (base, seen)
 }
 
+/// The generator under test: a PKI certificate from the fake at `base`, with `retries` as its
+/// `retrySettings`.
+fn generator(
+    base: &str,
+    token_file: &std::path::Path,
+    retries: Option<serde_json::Value>,
+) -> esi_backends::Generator {
+    let mut spec = json!({
+        "secretStoreRef": {"name": "vault"},
+        "path": MINT_PATH,
+        "method": "POST",
+        "parameters": {"common_name": "a.example.test"},
+    });
+    if let Some(r) = retries {
+        spec["retrySettings"] = r;
+    }
+    build(
+        "VaultDynamicSecret",
+        spec,
+        Some(
+            json!({"provider": {"vault": {"server": base, "timeout": "1s",
+            "auth": {"token": {"file": token_file}}}}}),
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_never_mint_twice_what_cannot_be_revoked() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -206,20 +232,8 @@ async fn retries_never_mint_twice_what_cannot_be_revoked() {
     ];
     for (bad, mints, revoked, succeeds) in cases {
         let (base, seen) = fake_vault(bad).await;
-        let g = build(
-            "VaultDynamicSecret",
-            json!({
-                "secretStoreRef": {"name": "vault"},
-                "path": MINT_PATH,
-                "method": "POST",
-                "parameters": {"common_name": "a.example.test"},
-                "retrySettings": {"maxRetries": 2, "retryInterval": "10ms"},
-            }),
-            Some(
-                json!({"provider": {"vault": {"server": base, "timeout": "1s",
-                "auth": {"token": {"file": token_file}}}}}),
-            ),
-        );
+        let retries = json!({"maxRetries": 2, "retryInterval": "10ms"});
+        let g = generator(&base, &token_file, Some(retries));
         let result = g.generate(&c).await;
         assert_eq!(
             seen.mints.load(Ordering::SeqCst),
@@ -251,19 +265,7 @@ async fn a_token_minted_beside_the_data_is_revoked() {
     let id = identity();
     let c = ctx(&id, "payments/VaultDynamicSecret/cert");
     let (base, seen) = fake_vault(Bad::WithToken).await;
-    let g = build(
-        "VaultDynamicSecret",
-        json!({
-            "secretStoreRef": {"name": "vault"},
-            "path": MINT_PATH,
-            "method": "POST",
-            "parameters": {"common_name": "a.example.test"},
-        }),
-        Some(
-            json!({"provider": {"vault": {"server": base, "timeout": "1s",
-            "auth": {"token": {"file": token_file}}}}}),
-        ),
-    );
+    let g = generator(&base, &token_file, None);
     let cred = g.generate(&c).await.expect("the data is handed out");
     assert_eq!(cred.data["serial_number"], "0a:01");
     assert!(

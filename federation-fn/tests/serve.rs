@@ -713,20 +713,6 @@ fn a_connection_cap_of_zero_is_refused() {
     );
 }
 
-/// Reads from `stream` until the server closes it, and how long that took; fails after
-/// `limit`.
-async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
-    use tokio::io::AsyncReadExt as _;
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(limit, async {
-        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the server kept the connection open for {limit:?}"));
-    started.elapsed()
-}
-
 /// Slow and silent clients are cut off at `--read-timeout`, an idle keep-alive connection is
 /// kept until `--idle-timeout` (not the read timeout, which a load balancer's pooled
 /// connection would hit), a body that trickles in is answered `408 request_timeout`, and
@@ -758,7 +744,7 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .await
         .unwrap();
-    let took = closed_within(&mut h2, Duration::from_secs(2)).await;
+    let took = esi_test_support::closed_within(&mut h2, Duration::from_secs(2)).await;
     assert!(
         took < Duration::from_millis(900),
         "an HTTP/2 preface was held {took:?}"
@@ -766,7 +752,7 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
 
     // Sends nothing: closed after the read timeout.
     let mut silent = connect().await.unwrap();
-    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    let took = esi_test_support::closed_within(&mut silent, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 
     // A head a byte every 300 ms: each byte in time, the head not.
@@ -781,7 +767,7 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
             break;
         }
     }
-    closed_within(&mut slow, Duration::from_secs(2)).await;
+    esi_test_support::closed_within(&mut slow, Duration::from_secs(2)).await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "a trickled head was served for {:?}",
@@ -810,7 +796,7 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
         buf[..n].starts_with(b"HTTP/1.1 200"),
         "an idle connection was closed at the read timeout"
     );
-    let took = closed_within(&mut idle, Duration::from_secs(6)).await;
+    let took = esi_test_support::closed_within(&mut idle, Duration::from_secs(6)).await;
     assert!(
         took >= Duration::from_millis(2700),
         "closed {took:?} after its last answer"

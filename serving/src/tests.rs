@@ -107,6 +107,20 @@ async fn answer(client: &mut (impl tokio::io::AsyncRead + Unpin)) -> (String, St
     }
 }
 
+/// Opens a connection, sends `first`, waits `pause`, sends `rest` and reads the answer.
+async fn in_two_parts(
+    guard: &Guard,
+    first: &[u8],
+    pause: Duration,
+    rest: &[u8],
+) -> (String, String) {
+    let (mut client, _task) = open(guard).await;
+    client.write_all(first).await.expect("writing");
+    tokio::time::sleep(pause).await;
+    client.write_all(rest).await.expect("writing");
+    answer(&mut client).await
+}
+
 /// Waits for the server to close the connection (bounded by the paused clock's minutes).
 async fn closed(client: &mut DuplexStream) {
     let mut buf = [0u8; 1024];
@@ -285,16 +299,10 @@ async fn a_body_that_trickles_in_is_cut_at_the_read_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_handler_that_reads_its_body_late_is_not_cut_off() {
-    let guard = Guard::new(LIMITS);
-    let (mut client, _task) = open(&guard).await;
-    client
-        .write_all(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab")
-        .await
-        .expect("writing");
-    tokio::time::sleep(LIMITS.read_timeout / 2).await;
-    client.write_all(b"cd").await.expect("writing");
+    let head = b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab";
+    let pause = LIMITS.read_timeout / 2;
     assert_eq!(
-        answer(&mut client).await,
+        in_two_parts(&Guard::new(LIMITS), head, pause, b"cd").await,
         ("HTTP/1.1 200 OK".to_owned(), "4".to_owned())
     );
 }
@@ -317,16 +325,10 @@ async fn a_body_dropped_unread_ends_the_read() {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_sent_in_time_in_pieces_is_read_whole() {
-    let guard = Guard::new(LIMITS);
-    let (mut client, _task) = open(&guard).await;
-    client
-        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
-        .await
-        .expect("writing");
-    tokio::time::sleep(LIMITS.read_timeout / 2).await;
-    client.write_all(b"efgh").await.expect("writing");
+    let head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd";
+    let pause = LIMITS.read_timeout / 2;
     assert_eq!(
-        answer(&mut client).await,
+        in_two_parts(&Guard::new(LIMITS), head, pause, b"efgh").await,
         ("HTTP/1.1 200 OK".to_owned(), "8".to_owned())
     );
 }

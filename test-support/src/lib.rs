@@ -82,3 +82,19 @@ impl Default for ClosedPort {
         Self::new()
     }
 }
+
+/// Reads from `stream` until the server closes it (or resets it), and returns how long that
+/// took; panics after `limit`, naming it.
+pub async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let read_to_end = async { while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {} };
+    if tokio::time::timeout(limit, read_to_end).await.is_err() {
+        panic!("the server kept the connection open for {limit:?}");
+    }
+    started.elapsed()
+}

@@ -327,20 +327,6 @@ async fn certificate_reload_is_seen_by_clients() {
     s.running.handle.shutdown();
 }
 
-/// Reads until the server closes `stream` (or resets it), and how long that took; fails after
-/// `limit`.
-async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
-    use tokio::io::AsyncReadExt as _;
-    let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(limit, async {
-        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the webhook kept the connection open for {limit:?}"));
-    started.elapsed()
-}
-
 /// A client that connects and never starts TLS is cut off at the read timeout; over the cap a
 /// connection is closed at once, and reviews are served again when the cap frees up.
 #[tokio::test]
@@ -355,14 +341,14 @@ async fn silent_connections_are_closed_and_the_cap_turns_more_away() {
     let connect = || tokio::net::TcpStream::connect(s.running.addr);
 
     let mut silent = connect().await.unwrap();
-    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    let took = esi_test_support::closed_within(&mut silent, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
 
     let held = [connect().await.unwrap(), connect().await.unwrap()];
     // Both accepted before the third arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut third = connect().await.unwrap();
-    let took = closed_within(&mut third, Duration::from_millis(800)).await;
+    let took = esi_test_support::closed_within(&mut third, Duration::from_millis(800)).await;
     assert!(took < Duration::from_millis(800));
 
     drop(held);
