@@ -227,7 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         delay: Duration::ZERO,
                         drain: Duration::from_secs(5),
                     },
-                    server::Limits::DEFAULT,
+                    server::Guard::new(server::Limits::DEFAULT),
                 )
                 .await
             })
@@ -289,7 +289,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");
                 let limits = server::Limits { read_timeout, idle_timeout, max_connections };
                 let stopping = server::Stopping { delay: shutdown_delay, drain: SHUTDOWN_DRAIN };
-                server::serve(listener, esi_federation::api(state), tls, stopping, limits).await
+                let guard = server::Guard::new(limits).with_metrics(state.metrics.connections());
+                server::serve(listener, esi_federation::api(state), tls, stopping, guard).await
             })
         }
     }

@@ -127,6 +127,7 @@ pub struct Metrics {
     undelivered: Family<ResultLabel, Counter>,
     config_loaded: Gauge,
     invalid_resources: Gauge,
+    connections: esi_serving::ConnectionMetrics,
     /// `requests` by route and code: `ROUTES * CODES` entries.
     requests_by: Cached<Counter, { ROUTES * CODES }>,
     latency_by: Cached<Histogram, ROUTES>,
@@ -211,8 +212,11 @@ impl Metrics {
             "Resources left out of the configuration because they are invalid (Kubernetes mode)",
             invalid_resources.clone(),
         );
+        let connections = esi_serving::ConnectionMetrics::default();
+        connections.register(&mut registry);
         Metrics {
             registry,
+            connections,
             requests,
             latency,
             decisions,
@@ -226,6 +230,11 @@ impl Metrics {
             latency_by: Cached::new(),
             decisions_by: Cached::new(),
         }
+    }
+
+    /// The serving guard's metrics (open connections, closed by a deadline or refused).
+    pub fn connections(&self) -> esi_serving::ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// Counts one request on `route` that ended with `code` (`None`: ok) and observes its

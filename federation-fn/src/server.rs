@@ -11,8 +11,8 @@ use axum::http::Request;
 use axum::response::Response;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
-pub use esi_serving::Limits;
-use esi_serving::{Deadlined, Guard, stop_requested};
+use esi_serving::{Deadlined, stop_requested};
+pub use esi_serving::{Guard, Limits};
 use hyper::body::Incoming;
 
 use crate::state::{AppState, Fingerprint, fingerprint};
@@ -68,20 +68,19 @@ pub struct Stopping {
 
 /// Serves `app` (the federation's [`crate::Api`], or a `Router`) on `listener` until
 /// SIGTERM/SIGINT (and `stopping.delay`), then drains in-flight requests for up to
-/// `stopping.drain`. Every connection is held to `limits` (read and idle deadlines, a cap on
-/// open connections: see [`esi_serving`]).
+/// `stopping.drain`. Every connection is held to `guard`'s limits (read and idle deadlines, a
+/// cap on open connections: see [`esi_serving`]).
 pub async fn serve<S>(
     listener: std::net::TcpListener,
     app: S,
     tls: Option<TlsFiles>,
     stopping: Stopping,
-    limits: Limits,
+    guard: Guard,
 ) -> anyhow::Result<()>
 where
     S: Served,
 {
     listener.set_nonblocking(true)?;
-    let guard = Guard::new(limits);
     match tls {
         None => {
             serve_plain(

@@ -870,6 +870,25 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
         .expect("the waiting connection was not served after one closed")
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The closes are counted: the silent client, the trickled head and the trickled body.
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let read_timeouts = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"esi_federation_connections_closed_total{reason="read_timeout"} "#)
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(read_timeouts, Some(3), "{metrics}");
+    assert!(
+        metrics.contains("esi_federation_connections_open "),
+        "{metrics}"
+    );
 }
 
 /// `--shutdown-delay`: after SIGTERM the server keeps serving, new connections too, for the

@@ -77,6 +77,45 @@ impl Limits {
     };
 }
 
+/// Why a connection was closed by the guard or refused, the label of
+/// `<prefix>_connections_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CloseReason {
+    /// `read_timeout`, `idle_timeout`, `write_timeout` or `refused` (over the cap).
+    pub reason: &'static str,
+}
+
+/// The guard's metrics, registered in a server's registry (see [`ConnectionMetrics::register`]).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    open: prometheus_client::metrics::gauge::Gauge,
+    closed: prometheus_client::metrics::family::Family<
+        CloseReason,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl ConnectionMetrics {
+    /// Registers `connections_open` and `connections_closed` (under the registry's prefix).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "connections_open",
+            "Connections open now (under --max-connections)",
+            self.open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by a deadline (read_timeout, idle_timeout, write_timeout) or \
+             refused over the cap (refused)",
+            self.closed.clone(),
+        );
+    }
+
+    fn count(&self, reason: &'static str) {
+        self.closed.get_or_create(&CloseReason { reason }).inc();
+    }
+}
+
 /// Reads a `--max-connections` flag: a whole number from 1 up.
 pub fn parse_max_connections(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -156,6 +195,7 @@ pub struct Guard {
     slots: Arc<Semaphore>,
     /// Set while connections are turned away or kept waiting, so that is logged once per episode.
     full: Arc<AtomicBool>,
+    metrics: ConnectionMetrics,
 }
 
 /// A connection's place under the cap, given back when the connection ends.
@@ -173,7 +213,15 @@ impl Guard {
             },
             slots: Arc::new(Semaphore::new(cap)),
             full: Arc::new(AtomicBool::new(false)),
+            metrics: ConnectionMetrics::default(),
         }
+    }
+
+    /// The same guard, counting into `metrics` (registered by the server).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: ConnectionMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The limits applied.
@@ -218,6 +266,7 @@ impl Guard {
 
     /// Wraps a connection just accepted: its I/O and its service, bound by the limits from now.
     pub fn open<IO, S>(&self, io: IO, service: S, slot: Slot) -> (Watched<IO>, Marked<S>) {
+        self.metrics.open.inc();
         let shared = Arc::new(Shared {
             phase: AtomicU8::new(READING),
             calls: AtomicU32::new(0),
@@ -235,6 +284,8 @@ impl Guard {
             early: false,
             write_deadline: None,
             full: self.full.clone(),
+            metrics: self.metrics.clone(),
+            ended: false,
             timer: None,
             waker: None,
             _slot: slot,
@@ -254,6 +305,7 @@ impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> fo
 
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
         let Some(slot) = self.try_admit() else {
+            self.metrics.count("refused");
             self.saturated("new connections are refused");
             return std::future::ready(Err(io::Error::other("connection limit reached")));
         };
@@ -296,6 +348,9 @@ pub struct Watched<IO> {
     write_deadline: Option<Instant>,
     /// The guard's "cap reached" flag.
     full: Arc<AtomicBool>,
+    metrics: ConnectionMetrics,
+    /// A deadline closed it (counted once).
+    ended: bool,
     timer: Option<Pin<Box<Sleep>>>,
     /// The task the timer wakes, as last registered.
     waker: Option<std::task::Waker>,
@@ -380,6 +435,7 @@ impl<IO> Watched<IO> {
             },
         };
         ready!(self.expired(cx, deadline));
+        self.ended("write_timeout");
         tracing::debug!(timeout = ?limit, "closing a connection: its answer was not taken");
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -419,8 +475,10 @@ impl<IO> Watched<IO> {
         }
         let what = if phase == READING {
             self.shared.timed_out.store(true, Ordering::Relaxed);
+            self.ended("read_timeout");
             "no complete request"
         } else {
+            self.ended("idle_timeout");
             "no request on an idle connection"
         };
         tracing::debug!(timeout = ?limit, "closing a connection: {what}");
@@ -428,6 +486,13 @@ impl<IO> Watched<IO> {
             io::ErrorKind::TimedOut,
             format!("{what} within {limit:?}"),
         ))
+    }
+
+    /// Counts the connection closed by a deadline, once.
+    fn ended(&mut self, reason: &'static str) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.metrics.count(reason);
+        }
     }
 
     /// `Ready` once `deadline` has passed, else `Pending` with the timer armed to wake the
@@ -456,6 +521,12 @@ impl<IO> Watched<IO> {
         }
         self.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl<IO> Drop for Watched<IO> {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
     }
 }
 

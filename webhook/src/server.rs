@@ -60,6 +60,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ReloadLabels, Counter>,
     /// ServiceAccount lookups by result.
     pub service_account_lookups: Family<LookupLabels, Counter>,
+    /// Open connections, and those closed by a deadline or refused over the cap.
+    pub connections: esi_serving::ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -92,12 +94,15 @@ impl Default for Metrics {
             "ServiceAccount reads for esi.dev/ defaults, by result",
             service_account_lookups.clone(),
         );
+        let connections = esi_serving::ConnectionMetrics::default();
+        connections.register(&mut registry);
         Self {
             registry,
             admissions,
             latency,
             tls_reloads,
             service_account_lookups,
+            connections,
         }
     }
 }
@@ -401,9 +406,10 @@ pub fn serve(
         reload_interval,
         state.metrics.clone(),
     ));
+    let connections = state.metrics.connections.clone();
     let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls)?
         .http1_only()
-        .map(|tls| tls.acceptor(esi_serving::Guard::new(limits)))
+        .map(|tls| tls.acceptor(esi_serving::Guard::new(limits).with_metrics(connections.clone())))
         .handle(handle.clone());
     let app = router(state);
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });

@@ -353,6 +353,19 @@ async fn silent_connections_are_closed_and_the_cap_turns_more_away() {
 
     drop(held);
     let c = client(&p.ca_pem);
+    let metrics = loop {
+        // Once a slot is free again, the refusal and the silent client's close are counted.
+        if let Ok(r) = c.get(format!("{}/metrics", s.base)).send().await {
+            break r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for counted in [
+        r#"esi_webhook_connections_closed_total{reason="read_timeout"} 1"#,
+        r#"esi_webhook_connections_closed_total{reason="refused"} 1"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted} not in:\n{metrics}");
+    }
     let url = format!("{}/mutate", s.base);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

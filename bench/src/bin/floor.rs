@@ -171,7 +171,7 @@ fn run() -> anyhow::Result<()> {
                             delay: Duration::ZERO,
                             drain: Duration::from_secs(1),
                         },
-                        Default::default(),
+                        esi_federation::server::Guard::new(Default::default()),
                     )
                     .await
                 }
