@@ -675,42 +675,26 @@ async fn a_reload_that_failed_mid_swap_is_tried_again() {
     .await;
 }
 
-/// A zero period or timeout is refused by name: `interval(0)` would abort the server.
+/// A zero period or timeout, or a cap of no connections, is refused by name: `interval(0)`
+/// would abort the server, and a zero timeout or cap would serve nobody.
 #[test]
-fn zero_durations_are_refused() {
-    for flag in [
-        "--reload-interval",
-        "--backend-timeout",
-        "--read-timeout",
-        "--idle-timeout",
+fn zero_durations_and_a_zero_cap_are_refused() {
+    for (flag, value, why) in [
+        ("--reload-interval", "0s", "more than zero"),
+        ("--backend-timeout", "0s", "more than zero"),
+        ("--read-timeout", "0s", "more than zero"),
+        ("--idle-timeout", "0s", "more than zero"),
+        ("--max-connections", "0", "at least 1"),
     ] {
         let out = Command::new(BIN)
             .args(["serve", "--ephemeral-lease-key", "--config", "/nonexistent"])
-            .args([flag, "0s"])
+            .args([flag, value])
             .output()
             .expect("run esi-federation");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(flag) && stderr.contains("more than zero"),
-            "{stderr}"
-        );
+        assert!(stderr.contains(flag) && stderr.contains(why), "{stderr}");
     }
-}
-
-#[test]
-fn a_connection_cap_of_zero_is_refused() {
-    let out = Command::new(BIN)
-        .args(["serve", "--ephemeral-lease-key", "--config", "/nonexistent"])
-        .args(["--max-connections", "0"])
-        .output()
-        .expect("run esi-federation");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--max-connections") && stderr.contains("at least 1"),
-        "{stderr}"
-    );
 }
 
 /// Slow and silent clients are cut off at `--read-timeout`, an idle keep-alive connection is
@@ -721,8 +705,7 @@ fn a_connection_cap_of_zero_is_refused() {
 async fn slow_clients_are_cut_off_and_idle_connections_kept() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
-    let _served = issuer.serve().await;
+    let issuer = common::issuer().await;
     let dir = config_dir(&issuer);
     let server = Server::start(
         dir.path(),
@@ -895,8 +878,7 @@ async fn slow_clients_are_cut_off_and_idle_connections_kept() {
 /// delay (while endpoint removal spreads), then stops accepting and exits.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_keeps_serving_new_connections_for_the_shutdown_delay() {
-    let issuer = LocalIssuer::new(esi_federation::issuer::SigningKey::rsa());
-    let _served = issuer.serve().await;
+    let issuer = common::issuer().await;
     let dir = config_dir(&issuer);
     let mut server = Server::start(
         dir.path(),

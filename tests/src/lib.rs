@@ -315,6 +315,22 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
     }
 }
 
+/// Stops `child` with SIGTERM, waits for it (see [`wait_exit`]) and returns its status and
+/// what it wrote to its (piped) stderr.
+pub fn terminate(child: &mut Child, timeout: Duration) -> (std::process::ExitStatus, String) {
+    use std::io::Read as _;
+    send_signal(child.id(), "TERM");
+    let status = wait_exit(child, timeout);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr piped")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    (status, err)
+}
+
 /// Sends `signal` (`TERM`, `USR1`, ...) to `pid` with `kill(1)`.
 pub fn send_signal(pid: u32, signal: &str) {
     let ok = Command::new("kill")

@@ -18,8 +18,8 @@ use esi_api::inject::{
 };
 use esi_test_support::ClosedPort;
 use esi_tests::{
-    Federation, GENERATORS, Issuer, Pod, TokenSpec, config_dir, send_signal, spec, wait_exit,
-    wait_until,
+    Federation, GENERATORS, Issuer, Pod, TokenSpec, config_dir, send_signal, spec, terminate,
+    wait_exit, wait_until,
 };
 
 fn text(b: &[u8]) -> String {
@@ -1010,15 +1010,7 @@ fn agent_without_refresh_only_revokes_on_sigterm() {
         Duration::from_secs(10),
         || jiff::Timestamp::now() > expiry,
     );
-    send_signal(agent.id(), "TERM");
-    let status = wait_exit(&mut agent, Duration::from_secs(15));
-    let mut err = String::new();
-    agent
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = terminate(&mut agent, Duration::from_secs(15));
     assert!(status.success(), "{err}");
     assert!(err.contains("refresh is off"), "{err}");
     assert_eq!(
@@ -1366,15 +1358,7 @@ fn refresh_alone_records_and_revokes_the_leases_it_issues() {
         pod.path("state/refresh.ready").exists()
     });
     let recorded = std::fs::read(pod.path("state/leases.json"));
-    send_signal(agent.id(), "TERM");
-    let status = wait_exit(&mut agent, Duration::from_secs(15));
-    let mut err = String::new();
-    agent
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = terminate(&mut agent, Duration::from_secs(15));
     assert!(status.success(), "{err}");
     let recorded: serde_json::Value = serde_json::from_slice(&recorded.unwrap()).unwrap();
     assert_eq!(
