@@ -283,7 +283,7 @@ impl Guard {
             calls: 0,
             early: false,
             write_deadline: None,
-            full: self.full.clone(),
+            slots: self.slots.clone(),
             metrics: self.metrics.clone(),
             ended: false,
             timer: None,
@@ -346,8 +346,8 @@ pub struct Watched<IO> {
     early: bool,
     /// When a write that cannot go out fails (the read timeout after it first blocked).
     write_deadline: Option<Instant>,
-    /// The guard's "cap reached" flag.
-    full: Arc<AtomicBool>,
+    /// The guard's slots: none free means the cap is reached.
+    slots: Arc<Semaphore>,
     metrics: ConnectionMetrics,
     /// A deadline closed it (counted once).
     ended: bool,
@@ -392,7 +392,7 @@ impl<IO> Watched<IO> {
             SERVING => {
                 let (next, limit) = if std::mem::take(&mut self.early) {
                     (READING, self.limits.read_timeout)
-                } else if self.full.load(Ordering::Relaxed) {
+                } else if self.slots.available_permits() == 0 {
                     // Others wait for a slot: make room unless the next request comes soon.
                     (IDLE, self.limits.idle_timeout.min(self.limits.read_timeout))
                 } else {

@@ -527,3 +527,32 @@ async fn an_answer_the_client_does_not_take_is_dropped_after_the_read_timeout() 
         start.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_the_cap_frees_up_answered_connections_wait_the_idle_timeout_again() {
+    // A connection waited for a slot and has been served and gone: the cap is no longer
+    // reached, so an answer leaves the whole idle timeout again.
+    let guard = Guard::new(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let (mut client, _task) = open(&guard).await;
+    let other = guard.admit().await;
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(other);
+    let admitted = waiting.await.expect("admit");
+    drop(admitted);
+    assert_eq!(guard.open_connections(), 1);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.idle_timeout);
+}
