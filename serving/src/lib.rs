@@ -459,16 +459,11 @@ impl<IO> Watched<IO> {
             self.calls = calls;
             self.deadline = Deadline::Unset;
         }
-        let deadline = match self.deadline {
-            Deadline::At(at) => at,
-            Deadline::Never => return Poll::Pending,
-            Deadline::Unset => {
-                self.deadline = Deadline::after(limit);
-                match self.deadline {
-                    Deadline::At(at) => at,
-                    _ => return Poll::Pending,
-                }
-            }
+        if let Deadline::Unset = self.deadline {
+            self.deadline = Deadline::after(limit);
+        }
+        let Deadline::At(deadline) = self.deadline else {
+            return Poll::Pending;
         };
         if self.expired(cx, deadline).is_pending() {
             return Poll::Pending;
@@ -508,7 +503,7 @@ impl<IO> Watched<IO> {
             self.waker = None;
         }
         // Polled again only when it could say something new: it has fired, or the task to wake
-        // is another. (Each poll of a timer also spends the task's cooperative budget.)
+        // is another (a poll registers the waker again, a needless atomic round trip).
         if !timer.is_elapsed() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
