@@ -39,14 +39,19 @@
 //! its read deadline when the answer is written (a partial head sent in the same packet as the
 //! request before it waits as an idle connection would: no longer than one that sent nothing);
 //! an answer the client does not take (its writes blocked) has the read timeout to go out; and
-//! while the cap is reached, a connection that has just been answered waits only the read
-//! timeout for its next request, so idle connections make room for waiting ones.
+//! while the cap is reached, no connection waits idle longer than the read timeout, so idle
+//! connections make room for waiting ones: one answered meanwhile gets only that long for its
+//! next request, and when a connection is turned away or kept waiting, those already idle are
+//! woken to have their idle time cut to it (those idle that long already are closed at once).
+//! What nginx does with keep-alive connections when it runs out of them, without closing
+//! a connection that has only just been answered.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use http::{Request, Version};
@@ -81,7 +86,8 @@ impl Limits {
 /// `<prefix>_connections_closed_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct CloseReason {
-    /// `read_timeout`, `idle_timeout`, `write_timeout` or `refused` (over the cap).
+    /// `read_timeout`, `idle_timeout`, `write_timeout`, `evicted` (idle for the read timeout
+    /// while the cap was reached) or `refused` (over the cap).
     pub reason: &'static str,
 }
 
@@ -105,8 +111,9 @@ impl ConnectionMetrics {
         );
         registry.register(
             "connections_closed",
-            "Connections closed by a deadline (read_timeout, idle_timeout, write_timeout) or \
-             refused over the cap (refused)",
+            "Connections closed by a deadline (read_timeout, idle_timeout, write_timeout), \
+             closed idle to make room while the cap was reached (evicted), or refused over the \
+             cap (refused)",
             self.closed.clone(),
         );
     }
@@ -180,6 +187,11 @@ struct Shared {
     expects_continue: AtomicBool,
     /// The last request (count of calls) whose answer began while its body was still open.
     answered_early: AtomicU32,
+    /// Set by the guard when the cap is reached while the connection is idle: its idle time is
+    /// then cut to the read timeout.
+    pressed: AtomicBool,
+    /// The connection's task, to wake when pressed (registered once it first waits idle).
+    waker: Mutex<Option<Waker>>,
 }
 
 /// Applies [`Limits`] to the connections of one server: admits them under the cap and wraps
@@ -195,7 +207,25 @@ pub struct Guard {
     slots: Arc<Semaphore>,
     /// Set while connections are turned away or kept waiting, so that is logged once per episode.
     full: Arc<AtomicBool>,
+    /// The open connections, to find the idle ones when the cap is reached.
+    open: Arc<Registry>,
     metrics: ConnectionMetrics,
+}
+
+/// The open connections' shared state, by a number given at open.
+#[derive(Debug, Default)]
+struct Registry {
+    next: AtomicU64,
+    connections: Mutex<HashMap<u64, Arc<Shared>>>,
+}
+
+impl Registry {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Shared>>> {
+        // Nothing is left half-done under this lock: a panic elsewhere does not spoil it.
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A connection's place under the cap, given back when the connection ends.
@@ -213,6 +243,7 @@ impl Guard {
             },
             slots: Arc::new(Semaphore::new(cap)),
             full: Arc::new(AtomicBool::new(false)),
+            open: Arc::default(),
             metrics: ConnectionMetrics::default(),
         }
     }
@@ -255,12 +286,30 @@ impl Guard {
         Some(Slot(permit))
     }
 
+    /// The cap is reached and a connection is kept waiting or turned away: logged once per
+    /// episode, and the idle connections are pressed to make room.
     fn saturated(&self, what: &str) {
         if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 max_connections = self.limits.max_connections,
                 "connection limit reached: {what}"
             );
+        }
+        self.press_idle();
+    }
+
+    /// Wakes every idle connection not yet pressed, to cut its idle time to the read timeout
+    /// (see [`Watched::wait`]). Only while the cap is reached: a scan of the open connections.
+    fn press_idle(&self) {
+        for shared in self.open.connections().values() {
+            if shared.phase.load(Ordering::Relaxed) == IDLE
+                && !shared.pressed.swap(true, Ordering::Relaxed)
+            {
+                let waker = shared.waker.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(waker) = &*waker {
+                    waker.wake_by_ref();
+                }
+            }
         }
     }
 
@@ -274,7 +323,11 @@ impl Guard {
             read_timeout: self.limits.read_timeout,
             expects_continue: AtomicBool::new(false),
             answered_early: AtomicU32::new(0),
+            pressed: AtomicBool::new(false),
+            waker: Mutex::new(None),
         });
+        let id = self.open.next.fetch_add(1, Ordering::Relaxed);
+        self.open.connections().insert(id, shared.clone());
         let watched = Watched {
             io,
             shared: shared.clone(),
@@ -288,6 +341,10 @@ impl Guard {
             ended: false,
             timer: None,
             waker: None,
+            registered: None,
+            evicting: false,
+            open: self.open.clone(),
+            id,
             _slot: slot,
         };
         let marked = Marked {
@@ -353,7 +410,15 @@ pub struct Watched<IO> {
     ended: bool,
     timer: Option<Pin<Box<Sleep>>>,
     /// The task the timer wakes, as last registered.
-    waker: Option<std::task::Waker>,
+    waker: Option<Waker>,
+    /// The task the guard wakes to press an idle connection, as last registered in `shared`.
+    registered: Option<Waker>,
+    /// The idle deadline is the read timeout's, because the cap is reached: closing by it
+    /// counts as `evicted`.
+    evicting: bool,
+    /// The guard's registry of open connections, and this one's number in it.
+    open: Arc<Registry>,
+    id: u64,
     _slot: Slot,
 }
 
@@ -390,14 +455,16 @@ impl<IO> Watched<IO> {
         let shared = &*self.shared;
         match shared.phase.load(Ordering::Relaxed) {
             SERVING => {
+                let idle = self.limits.idle_timeout;
                 let (next, limit) = if std::mem::take(&mut self.early) {
                     (READING, self.limits.read_timeout)
                 } else if self.slots.available_permits() == 0 {
                     // Others wait for a slot: make room unless the next request comes soon.
-                    (IDLE, self.limits.idle_timeout.min(self.limits.read_timeout))
+                    (IDLE, idle.min(self.limits.read_timeout))
                 } else {
-                    (IDLE, self.limits.idle_timeout)
+                    (IDLE, idle)
                 };
+                self.evicting = next == IDLE && limit < idle;
                 if shared
                     .phase
                     .compare_exchange(SERVING, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -449,7 +516,14 @@ impl<IO> Watched<IO> {
         let phase = self.shared.phase.load(Ordering::Relaxed);
         let limit = match phase {
             READING => self.limits.read_timeout,
-            IDLE => self.limits.idle_timeout,
+            IDLE => {
+                self.idle_pressed(cx);
+                if self.evicting {
+                    self.limits.read_timeout
+                } else {
+                    self.limits.idle_timeout
+                }
+            }
             _ => return Poll::Pending,
         };
         // A request handed on since the deadline was set: this wait is for its body, which
@@ -472,6 +546,9 @@ impl<IO> Watched<IO> {
             self.shared.timed_out.store(true, Ordering::Relaxed);
             self.ended("read_timeout");
             "no complete request"
+        } else if self.evicting {
+            self.ended("evicted");
+            "no request on an idle connection while the cap is reached"
         } else {
             self.ended("idle_timeout");
             "no request on an idle connection"
@@ -481,6 +558,45 @@ impl<IO> Watched<IO> {
             io::ErrorKind::TimedOut,
             format!("{what} within {limit:?}"),
         ))
+    }
+
+    /// Waiting idle: registers the task for the guard to wake (once; it stays the same), and
+    /// if the guard has pressed the connection since while the cap is still reached, cuts the
+    /// idle deadline to the read timeout after the connection went idle.
+    ///
+    /// The task is stored before `pressed` is read, and the guard sets `pressed` before it
+    /// takes the task (under the same lock): one of the two sees the other.
+    fn idle_pressed(&mut self, cx: &mut Context<'_>) {
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            let waker = cx.waker().clone();
+            *self
+                .shared
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
+            self.registered = Some(waker);
+        }
+        if !self.shared.pressed.load(Ordering::Relaxed)
+            || !self.shared.pressed.swap(false, Ordering::Relaxed)
+            || self.evicting
+            || self.slots.available_permits() > 0
+            || self.limits.read_timeout >= self.limits.idle_timeout
+        {
+            return;
+        }
+        // The deadline was set to the idle timeout when the connection went idle (in
+        // `writing`): the read timeout after that is as much earlier as the two differ. One
+        // already past closes the connection at once.
+        let cut = self.limits.idle_timeout - self.limits.read_timeout;
+        self.deadline = match self.deadline {
+            Deadline::At(at) => Deadline::At(at.checked_sub(cut).unwrap_or_else(Instant::now)),
+            Deadline::Unset | Deadline::Never => Deadline::after(self.limits.read_timeout),
+        };
+        self.evicting = true;
     }
 
     /// Counts the connection closed by a deadline, once.
@@ -522,6 +638,7 @@ impl<IO> Watched<IO> {
 impl<IO> Drop for Watched<IO> {
     fn drop(&mut self) {
         self.metrics.open.dec();
+        self.open.connections().remove(&self.id);
     }
 }
 

@@ -556,3 +556,153 @@ async fn once_the_cap_frees_up_answered_connections_wait_the_idle_timeout_again(
     closed(&mut client).await;
     assert_eq!(answered.elapsed(), LIMITS.idle_timeout);
 }
+
+/// Opens a connection, has one request answered on it, and returns it idle.
+async fn answered(guard: &Guard) -> DuplexStream {
+    let (mut client, _task) = open(guard).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    client
+}
+
+fn closed_for(guard: &Guard, reason: &'static str) -> u64 {
+    guard
+        .metrics
+        .closed
+        .get_or_create(&CloseReason { reason })
+        .get()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_idle_longer_than_the_read_timeout_makes_room_for_a_waiting_one() {
+    let guard = Guard::new(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    // Answered while a slot was free: it may idle for the whole idle timeout...
+    let mut idle = answered(&guard).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let _other = guard.admit().await;
+    // ... until a connection has to wait for a slot.
+    let start = Instant::now();
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    closed(&mut idle).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting connection was not admitted")
+        .expect("admit");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(closed_for(&guard, "evicted"), 1);
+    assert_eq!(closed_for(&guard, "idle_timeout"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_idle_for_less_than_the_read_timeout_is_closed_when_it_has_idled_that_long() {
+    let guard = Guard::new(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let mut idle = answered(&guard).await;
+    let went_idle = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _other = guard.admit().await;
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    closed(&mut idle).await;
+    assert_eq!(went_idle.elapsed(), LIMITS.read_timeout);
+    tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting connection was not admitted")
+        .expect("admit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_being_served_is_not_cut_when_the_cap_is_reached() {
+    let guard = Guard::new(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _other = guard.admit().await;
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    // The minute-long request is answered, then (the cap still reached) the connection waits
+    // the read timeout for its next one.
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.read_timeout);
+    waiting.await.expect("admit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pressed_connection_that_is_used_again_idles_the_idle_timeout_once_room_is_made() {
+    let guard = Guard::new(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let mut client = answered(&guard).await;
+    let other = guard.admit().await;
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Room is made elsewhere before its cut idle time runs out, and it is used again.
+    drop(other);
+    drop(waiting.await.expect("admit"));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.idle_timeout);
+    assert_eq!(closed_for(&guard, "idle_timeout"), 1);
+    assert_eq!(closed_for(&guard, "evicted"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_refused_by_the_acceptor_makes_room_for_the_next() {
+    use axum_server::accept::Accept as _;
+
+    let guard = Guard::new(Limits {
+        max_connections: 2,
+        ..LIMITS
+    });
+    let mut idle = answered(&guard).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let _other = guard.admit().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding");
+    let _client = tokio::net::TcpStream::connect(listener.local_addr().expect("address"))
+        .await
+        .expect("connect");
+    let (stream, _) = listener.accept().await.expect("accept");
+    let start = Instant::now();
+    assert!(
+        guard.accept(stream, ()).await.is_err(),
+        "admitted over the cap"
+    );
+    closed(&mut idle).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(guard.try_admit().is_some(), "no room made");
+}
