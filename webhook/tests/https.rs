@@ -384,3 +384,58 @@ async fn silent_connections_are_closed_and_the_cap_turns_more_away() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// While the cap is reached, a keep-alive connection idle for longer than the read timeout is
+/// closed to make room: a connection turned away wakes it, and the next one gets in.
+#[tokio::test]
+async fn an_idle_connection_makes_room_when_the_cap_turns_one_away() {
+    let p = pki("esi-webhook").unwrap();
+    let limits = esi_serving::Limits {
+        read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(3600),
+        max_connections: 2,
+    };
+    let s = start_with(&p, Duration::from_secs(3600), limits);
+    let connect = || tokio::net::TcpStream::connect(s.running.addr);
+
+    // A pooled keep-alive connection, answered and then idle past the read timeout.
+    let pooled = client(&p.ca_pem);
+    let r = pooled
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    let _held = connect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut turned_away = connect().await.unwrap();
+    let took = esi_test_support::closed_within(&mut turned_away, Duration::from_millis(800)).await;
+    assert!(took < Duration::from_millis(800));
+
+    // The idle connection was closed at once, so there is room while `_held` still holds its
+    // slot (its read timeout has not run out yet). The close runs on the idle connection's
+    // task: a connection made before it is done is turned away too (and counted).
+    let c = client(&p.ca_pem);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let metrics = loop {
+        if let Ok(r) = c.get(format!("{}/metrics", s.base)).send().await {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room made for a new connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        metrics.contains(r#"esi_webhook_connections_closed_total{reason="evicted"} 1"#),
+        "no eviction in:\n{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"reason="read_timeout""#),
+        "the held connection was closed first:\n{metrics}"
+    );
+    s.running.handle.shutdown();
+}
