@@ -24,12 +24,13 @@
 //! request's body; they share the connection's phase: reading a request (deadline: the read
 //! timeout), serving it (no deadline: the handler bounds its own time), idle (deadline: the
 //! idle timeout). The I/O side moves idle → reading on the first byte read and serving → idle
-//! on the first write (the answer: a `100 Continue` is written while the body is still being
-//! read); the service side moves reading → serving when hyper hands it a request whose body is
-//! already in, else when the body ends or is dropped unread. A deadline is looked at only when
-//! the I/O has to wait, with the connection's one timer, moved only when a deadline falls
-//! before it: a request that arrives whole reads no clock and arms no timer, and a body costs
-//! no timer of its own.
+//! on the first write once the service has given its answer (an earlier write is not the
+//! answer: a `100 Continue`, which hyper writes when the handler first reads the body, so after
+//! the whole body when it came with the head); the service side moves reading → serving when
+//! hyper hands it a request whose body is already in, else when the body ends or is dropped
+//! unread. A deadline is looked at only when the I/O has to wait, with the connection's one
+//! timer, moved only when a deadline falls before it: a request that arrives whole reads no
+//! clock and arms no timer, and a body costs no timer of its own.
 //!
 //! HTTP/1.1 only: an HTTP/2 connection multiplexes requests whose phases this tracking cannot
 //! tell apart, so the servers offer no `h2` in ALPN and serve no HTTP/2 with prior knowledge
@@ -182,9 +183,9 @@ struct Shared {
     /// Set when the read deadline closed the connection, so the body being read says why.
     timed_out: AtomicBool,
     read_timeout: Duration,
-    /// The request being read asked for `100 Continue`: the next write while its body is read
-    /// is that, not the answer.
-    expects_continue: AtomicBool,
+    /// The last request (count of calls) the service has answered: a write before that is not
+    /// the answer (a `100 Continue`).
+    answered: AtomicU32,
     /// The last request (count of calls) whose answer began while its body was still open.
     answered_early: AtomicU32,
     /// Set by the guard when the cap is reached while the connection is idle: its idle time is
@@ -321,7 +322,7 @@ impl Guard {
             calls: AtomicU32::new(0),
             timed_out: AtomicBool::new(false),
             read_timeout: self.limits.read_timeout,
-            expects_continue: AtomicBool::new(false),
+            answered: AtomicU32::new(0),
             answered_early: AtomicU32::new(0),
             pressed: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -454,7 +455,10 @@ impl<IO> Watched<IO> {
     fn writing(&mut self, cx: &mut Context<'_>) {
         let shared = &*self.shared;
         match shared.phase.load(Ordering::Relaxed) {
-            SERVING => {
+            SERVING
+                if shared.answered.load(Ordering::Relaxed)
+                    == shared.calls.load(Ordering::Relaxed) =>
+            {
                 let idle = self.limits.idle_timeout;
                 let (next, limit) = if std::mem::take(&mut self.early) {
                     (READING, self.limits.read_timeout)
@@ -478,13 +482,13 @@ impl<IO> Watched<IO> {
                     }
                 }
             }
-            // A write while the body is read: the `100 Continue` it asked for, or an answer
-            // given before the body ended, after which the body's end must not make the
-            // connection "served" (with no deadline) again.
-            READING if !shared.expects_continue.swap(false, Ordering::Relaxed) => {
-                shared
-                    .answered_early
-                    .store(shared.calls.load(Ordering::Relaxed), Ordering::Relaxed);
+            // An answer given before the body ended, after which the body's end must not make
+            // the connection "served" (with no deadline) again.
+            READING => {
+                let calls = shared.calls.load(Ordering::Relaxed);
+                if shared.answered.load(Ordering::Relaxed) == calls {
+                    shared.answered_early.store(calls, Ordering::Relaxed);
+                }
             }
             _ => {}
         }
@@ -737,7 +741,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Answered<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -755,18 +759,40 @@ where
             None
         } else {
             // Still reading: the body.
-            let continues = req
-                .headers()
-                .get(http::header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            shared.expects_continue.store(continues, Ordering::Relaxed);
             shared.phase.store(READING, Ordering::Relaxed);
             Some(BodyMark {
                 shared: shared.clone(),
                 call,
             })
         };
-        self.inner.call(req.map(|body| Deadlined::new(body, mark)))
+        Answered {
+            inner: self.inner.call(req.map(|body| Deadlined::new(body, mark))),
+            shared: shared.clone(),
+            call,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer being made: once the service has it, the connection's next write is
+    /// the answer (see [`Marked`]).
+    #[derive(Debug)]
+    pub struct Answered<F> {
+        #[pin]
+        inner: F,
+        shared: Arc<Shared>,
+        call: u32,
+    }
+}
+
+impl<F: Future> Future for Answered<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = ready!(this.inner.poll(cx));
+        this.shared.answered.store(*this.call, Ordering::Relaxed);
+        Poll::Ready(answer)
     }
 }
 

@@ -45,6 +45,13 @@ async fn handle(req: Request<Deadlined<Incoming>>) -> Result<Response<Full<Bytes
     if req.uri().path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
+    if req.uri().path() == "/read-then-slow" {
+        // Reads its body, then works for a minute.
+        let read = req.into_body().collect().await.map(|b| b.to_bytes().len());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let text = read.map_or_else(|e| e.to_string(), |n| n.to_string());
+        return Ok(Response::new(Full::new(Bytes::from(text))));
+    }
     let (status, text) = match req.into_body().collect().await {
         Ok(body) => (StatusCode::OK, body.to_bytes().len().to_string()),
         Err(e) => match body_timed_out(&*e) {
@@ -228,6 +235,32 @@ async fn a_slow_handler_after_100_continue_is_not_cut() {
     client.read_exact(&mut buf).await.expect("reading");
     assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
     client.write_all(b"abcd").await.expect("writing");
+    assert_eq!(
+        answer(&mut client).await,
+        ("HTTP/1.1 200 OK".to_owned(), "4".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_handler_is_not_cut_when_its_body_came_before_100_continue_went_out() {
+    // The client sends its body without waiting for `100 Continue` (curl does after a second):
+    // the body is read whole before hyper writes the `100 Continue`, which is then written
+    // while the request is served, and must not be taken for the answer.
+    let guard = Guard::new(Limits {
+        idle_timeout: Duration::from_secs(30),
+        ..LIMITS
+    });
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(
+            b"POST /read-then-slow HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\
+              content-length: 4\r\n\r\nabcd",
+        )
+        .await
+        .expect("writing");
+    let mut buf = [0u8; 25];
+    client.read_exact(&mut buf).await.expect("reading");
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
     assert_eq!(
         answer(&mut client).await,
         ("HTTP/1.1 200 OK".to_owned(), "4".to_owned())
