@@ -72,10 +72,10 @@ pub use spec::{GeneratorKind, GeneratorSpec, deserialize_tracked};
 pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
 
 /// `tracing` filter directives that silence the backend SDKs below `warn` (append them to
-/// the federation's `EnvFilter`): the AWS SDK's wire logging, hyper, reqwest, rustify and
-/// vaultrs. None of them logs bodies at `info`, but `debug`/`trace` would show request
-/// metadata we do not want in production logs.
-pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
+/// the federation's `EnvFilter`): the AWS SDK's wire logging (STS here, Secrets Manager for the
+/// federation's lease keys), hyper, reqwest, rustify and vaultrs. None of them logs bodies at
+/// `info`, but `debug`/`trace` would show request metadata we do not want in production logs.
+pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_secretsmanager=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
 
 use std::future::Future;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 //! never from the build profile: `lambda_http::run` cannot work outside Lambda. Configuration
 //! is loaded once per cold start from `ESI_CONFIG` (default [`DEFAULT_CONFIG`], where the
 //! Terraform module's layer lands), keys of the registered issuers are fetched before the first
-//! invocation, and lease keys come from `ESI_LEASE_KEYS`.
+//! invocation, and lease keys come from the AWS Secrets Manager secret `ESI_LEASE_KEYS_SECRET`
+//! (see [`crate::lease_secret`]; what the Terraform module sets) or from `ESI_LEASE_KEYS`.
 
 use axum::Router;
 

@@ -183,13 +183,19 @@ impl LeaseKeys {
     /// and newlines allowed between entries). The first entry seals.
     pub fn parse(spec: &str) -> Result<Self, LeaseError> {
         let mut keys: Vec<Key> = Vec::new();
-        for entry in spec
+        for (n, entry) in spec
             .split([',', '\n'])
             .map(str::trim)
             .filter(|e| !e.is_empty())
+            .enumerate()
         {
+            // What failed to parse is never quoted: a bare key pasted without its id (`<base64>=`
+            // splits at its padding) or a JSON object would put key material in the message.
             let (id, b64) = entry.split_once('=').ok_or_else(|| {
-                LeaseError::Config("each entry must be <key-id>=<base64 32-byte key>".to_owned())
+                LeaseError::Config(format!(
+                    "entry {}: each entry must be <key-id>=<base64 32-byte key>",
+                    n + 1
+                ))
             })?;
             let id = id.trim();
             if id.is_empty()
@@ -199,7 +205,8 @@ impl LeaseKeys {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(LeaseError::Config(format!(
-                    "key id {id:?} must be 1-32 characters of [A-Za-z0-9_-]"
+                    "entry {}: the key id must be 1-32 characters of [A-Za-z0-9_-] (each entry is <key-id>=<base64 32-byte key>)",
+                    n + 1
                 )));
             }
             let b64 = b64.trim();
@@ -436,6 +443,13 @@ mod tests {
         }
         let k = LeaseKeys::generate_spec("k1");
         assert!(LeaseKeys::parse(&format!("{k},{k}")).is_err());
+        // A key pasted without its id, or the ring wrapped in JSON: refused without quoting it.
+        let bare = k.strip_prefix("k1=").unwrap();
+        for pasted in [bare.to_owned(), format!("{{\"keys\": \"{k}\"}}")] {
+            let e = LeaseKeys::parse(&pasted).unwrap_err().to_string();
+            assert!(e.contains("entry 1: the key id"), "{e}");
+            assert!(!e.contains(&bare[..20]), "the key reached the message: {e}");
+        }
         // Placeholders: 32 zero bytes, 32 x 0xff.
         for placeholder in [
             "k1=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use esi_federation::lease::LeaseKeys;
+use esi_federation::lease_secret::{self, LeaseKeysSecret};
 use esi_federation::server::{self, TlsFiles};
 use esi_federation::state::{AppState, PREFETCH_DEADLINE, Settings};
 use esi_federation::{config, dev, telemetry};
@@ -48,7 +49,8 @@ enum Command {
         /// TLS private key (PEM).
         #[arg(long, env = "ESI_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// File holding the lease keys (`id=base64,...`, first seals). Else `ESI_LEASE_KEYS`.
+        /// File holding the lease keys (`id=base64,...`, first seals). Else `ESI_LEASE_KEYS`,
+        /// or the AWS Secrets Manager secret named by `ESI_LEASE_KEYS_SECRET` (at most one).
         #[arg(long, env = "ESI_LEASE_KEYS_FILE")]
         lease_keys_file: Option<PathBuf>,
         /// Use a random lease key (leases then die with this process; single replica only).
@@ -145,9 +147,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Lambda mode: configuration from `ESI_CONFIG` (default `/opt/esi`), lease keys from
-/// `ESI_LEASE_KEYS`, issuer keys fetched before the first invocation (waiting at most
-/// [`PREFETCH_DEADLINE`] for them).
+/// Lambda mode: configuration from `ESI_CONFIG` (default `/opt/esi`), lease keys from the
+/// secret `ESI_LEASE_KEYS_SECRET` (or `ESI_LEASE_KEYS`), both read once per cold start, before
+/// the first invocation; issuer keys fetched then too (waiting at most [`PREFETCH_DEADLINE`]).
 #[cfg(feature = "lambda")]
 fn run_lambda() -> anyhow::Result<()> {
     use esi_federation::lambda;
@@ -155,8 +157,9 @@ fn run_lambda() -> anyhow::Result<()> {
     let config = std::env::var_os("ESI_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(lambda::DEFAULT_CONFIG));
-    let leases = lease_keys(None, false)?;
+    let source = LeaseKeySource::choose(None, false)?;
     runtime()?.block_on(async move {
+        let leases = source.load().await?;
         let state = AppState::new(Settings::default(), leases);
         let snap = config::load_path(&config, &state)?;
         state.install(snap);
@@ -259,7 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for own in [&lease_keys_file, &tls_key].into_iter().flatten() {
                 esi_backends::secret::reserve_file(own);
             }
-            let leases = lease_keys(lease_keys_file, ephemeral_lease_key)?;
+            let source = LeaseKeySource::choose(lease_keys_file, ephemeral_lease_key)?;
             let settings = Settings {
                 backend_timeout,
                 ..Settings::default()
@@ -268,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .zip(tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key });
             runtime()?.block_on(async move {
+                let leases = source.load().await?;
                 let state = AppState::new(settings, leases);
                 match (config_source.as_str(), config) {
                     ("kubernetes", _) => start_kubernetes_source(&state).await?,
@@ -324,26 +328,59 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn lease_keys(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<LeaseKeys> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read lease keys {}", path.display()))?;
-        return LeaseKeys::parse(&text)
-            .with_context(|| format!("lease keys in {}", path.display()));
+/// Where the lease keys come from. `--lease-keys-file` (or `ESI_LEASE_KEYS`) and the secret
+/// are never combined or ranked: two sources are refused, naming both.
+enum LeaseKeySource {
+    File(PathBuf),
+    Env(String),
+    Secret(LeaseKeysSecret),
+    Ephemeral,
+}
+
+impl LeaseKeySource {
+    fn choose(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<Self> {
+        let secret = LeaseKeysSecret::from_env()?;
+        let env = std::env::var("ESI_LEASE_KEYS").ok();
+        Ok(match (file, env, secret) {
+            (Some(_), _, Some(_)) => anyhow::bail!(
+                "both --lease-keys-file (ESI_LEASE_KEYS_FILE) and {} are set: give the lease keys one way",
+                lease_secret::SECRET_ENV
+            ),
+            (None, Some(_), Some(_)) => anyhow::bail!(
+                "both ESI_LEASE_KEYS and {} are set: give the lease keys one way",
+                lease_secret::SECRET_ENV
+            ),
+            // The file wins over ESI_LEASE_KEYS, as documented on `--lease-keys-file`.
+            (Some(path), _, None) => Self::File(path),
+            (None, Some(spec), None) => Self::Env(spec),
+            (None, None, Some(secret)) => Self::Secret(secret),
+            (None, None, None) if ephemeral => Self::Ephemeral,
+            (None, None, None) => anyhow::bail!(
+                "no lease keys: set ESI_LEASE_KEYS, --lease-keys-file or {} (generate a key with `esi-federation lease-key`), \
+                 or pass --ephemeral-lease-key for a single throwaway instance",
+                lease_secret::SECRET_ENV
+            ),
+        })
     }
-    if let Ok(spec) = std::env::var("ESI_LEASE_KEYS") {
-        return LeaseKeys::parse(&spec).context("ESI_LEASE_KEYS");
+
+    /// Reads the keys (at start-up: reading a file blocks the runtime only then).
+    async fn load(self) -> anyhow::Result<LeaseKeys> {
+        match self {
+            Self::File(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read lease keys {}", path.display()))?;
+                LeaseKeys::parse(&text).with_context(|| format!("lease keys in {}", path.display()))
+            }
+            Self::Env(spec) => LeaseKeys::parse(&spec).context("ESI_LEASE_KEYS"),
+            Self::Secret(secret) => Ok(secret.fetch(lease_secret::FETCH_DEADLINE).await?),
+            Self::Ephemeral => {
+                tracing::warn!(
+                    "using an ephemeral lease key: leases are revocable only through this process"
+                );
+                Ok(LeaseKeys::ephemeral())
+            }
+        }
     }
-    if ephemeral {
-        tracing::warn!(
-            "using an ephemeral lease key: leases are revocable only through this process"
-        );
-        return Ok(LeaseKeys::ephemeral());
-    }
-    anyhow::bail!(
-        "no lease keys: set ESI_LEASE_KEYS or --lease-keys-file (generate one with `esi-federation lease-key`), \
-         or pass --ephemeral-lease-key for a single throwaway instance"
-    )
 }
 
 /// The async runtime: tokio's current-thread scheduler when the process may use one CPU (a
