@@ -255,6 +255,37 @@ def blocks_of(doc: dict, rtype: str):
         yield from block.get(rtype, {}).items()
 
 
+def check_lambda_lease_keys(stage: str, lam: dict, perms: dict | None) -> None:
+    """The Lambda's lease keys live in a Secrets Manager secret, not in its environment: the
+    function gets the secret's ARN and pinned version, and its role reads exactly that secret."""
+    fn = resource(lam, "aws_lambda_function", "this") or {}
+    env = json.dumps(fn.get("environment"))
+    if "'ESI_LEASE_KEYS'" in env or "random_bytes.lease_key" in env or "previous_lease_keys" in env:
+        fail(stage, f"federation-lambda: lease keys must not be in the function's environment: {env}")
+    expect = {
+        "ESI_LEASE_KEYS_SECRET": "${aws_secretsmanager_secret.lease_keys.arn}",
+        "ESI_LEASE_KEYS_SECRET_VERSION": "${aws_secretsmanager_secret_version.lease_keys.version_id}",
+    }
+    for name, value in expect.items():
+        if f"'{name}': '{value}'" not in env:
+            fail(stage, f"federation-lambda: the environment must set {name} = {value}: {env}")
+    secret = resource(lam, "aws_secretsmanager_secret", "lease_keys")
+    if secret is None or unquote(secret.get("kms_key_id")) != "${var.kms_key_arn}" or "${var.name}" not in json.dumps(secret.get("name")):
+        fail(stage, "federation-lambda: aws_secretsmanager_secret.lease_keys must exist, named after var.name, with kms_key_id = var.kms_key_arn")
+    version = resource(lam, "aws_secretsmanager_secret_version", "lease_keys")
+    ring = json.dumps((version or {}).get("secret_string"))
+    if not ("random_bytes.lease_key.base64" in ring and "var.previous_lease_keys" in ring
+            and ring.index("random_bytes.lease_key.base64") < ring.index("var.previous_lease_keys")):
+        fail(stage, f"federation-lambda: the secret's version must hold the current key, then var.previous_lease_keys: {ring}")
+    statements = (perms or {}).get("statement", [])
+    reads = [st for st in statements if "secretsmanager:" in json.dumps(st.get("actions"))]
+    if [(unquote(st.get("actions")), unquote(st.get("resources"))) for st in reads] != [
+        (["secretsmanager:GetSecretValue"], ["${aws_secretsmanager_secret.lease_keys.arn}"])
+    ]:
+        fail(stage, "federation-lambda: the role must get secretsmanager:GetSecretValue on "
+             f"aws_secretsmanager_secret.lease_keys.arn only, gets {reads}")
+
+
 def check_structure() -> None:
     stage = "structure"
     for tf in sorted(TF.rglob("*.tf")):
@@ -299,6 +330,7 @@ def check_structure() -> None:
     log = resource(lam, "aws_cloudwatch_log_group", "this")
     if log is None or "retention_in_days" not in log:
         fail(stage, "federation-lambda: the log group must set a retention")
+    check_lambda_lease_keys(stage, lam, perms)
 
     # The webhook: opt-in objectSelector, fail closed, no side effects, CREATE only.
     wh = load_hcl(MODULES / "webhook" / "main.tf")

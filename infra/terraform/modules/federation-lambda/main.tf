@@ -47,13 +47,29 @@ resource "aws_lambda_layer_version" "config" {
 
 # ---------------------------------------------------------------------------------------------
 # Lease-sealing key. Leases are sealed (AEAD) so revocation needs no server-side state; every
-# instance must hold the same key. It lives in Terraform state: keep the state encrypted.
+# instance must hold the same key. It lives in Terraform state (keep the state encrypted) and in
+# a Secrets Manager secret the function reads once per cold start (ESI_LEASE_KEYS_SECRET), not in
+# the function's environment, which anyone allowed lambda:GetFunctionConfiguration reads in
+# plain text.
 
 resource "random_bytes" "lease_key" {
   length = 32
   keepers = {
     rotation = var.lease_key_rotation
   }
+}
+
+resource "aws_secretsmanager_secret" "lease_keys" {
+  name        = "${var.name}-lease-keys"
+  description = "esi federation ${var.name}: lease-sealing keys (id=base64 entries, the first seals)"
+  kms_key_id  = var.kms_key_arn
+  tags        = local.tags
+}
+
+resource "aws_secretsmanager_secret_version" "lease_keys" {
+  secret_id = aws_secretsmanager_secret.lease_keys.id
+  # `id=base64` entries, comma-separated; the first seals, all open.
+  secret_string = join(",", concat(["k${var.lease_key_rotation}=${random_bytes.lease_key.base64}"], var.previous_lease_keys))
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -67,8 +83,8 @@ resource "aws_cloudwatch_log_group" "this" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# IAM: write its own logs, assume the listed roles with session tags and source identity.
-# Nothing else: backends other than AWS authenticate with their own credentials.
+# IAM: write its own logs, read its lease keys, assume the listed roles with session tags and
+# source identity. Nothing else: backends other than AWS authenticate with their own credentials.
 
 data "aws_iam_policy_document" "trust" {
   statement {
@@ -93,6 +109,12 @@ data "aws_iam_policy_document" "permissions" {
     sid       = "Logs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${aws_cloudwatch_log_group.this.arn}:*"]
+  }
+
+  statement {
+    sid       = "ReadLeaseKeys"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.lease_keys.arn]
   }
 
   dynamic "statement" {
@@ -137,7 +159,11 @@ data "aws_iam_policy_document" "permissions" {
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [1]
     content {
-      sid       = "DecryptEnvironment"
+      # The environment, and the lease-keys secret: Secrets Manager decrypts a secret under a
+      # customer-managed key with the caller's own kms:Decrypt (through the service, with the
+      # secret's ARN as encryption context). No kms:ViaService condition: the two uses come
+      # through two services and one key.
+      sid       = "DecryptWithKmsKey"
       actions   = ["kms:Decrypt"]
       resources = [var.kms_key_arn]
     }
@@ -172,8 +198,11 @@ resource "aws_lambda_function" "this" {
   environment {
     variables = merge(var.environment, {
       ESI_CONFIG = local.config_path
-      # `id=base64` entries, comma-separated; the first seals, all open.
-      ESI_LEASE_KEYS = join(",", concat(["k${var.lease_key_rotation}=${random_bytes.lease_key.base64}"], var.previous_lease_keys))
+      # The lease keys: read once per cold start, never placed in this environment.
+      ESI_LEASE_KEYS_SECRET = aws_secretsmanager_secret.lease_keys.arn
+      # Pinned rather than AWSCURRENT: a key change then changes this configuration, Lambda
+      # retires every instance of the old one, and all instances seal and open with one ring.
+      ESI_LEASE_KEYS_SECRET_VERSION = aws_secretsmanager_secret_version.lease_keys.version_id
     })
   }
 

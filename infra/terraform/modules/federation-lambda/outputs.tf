@@ -18,6 +18,11 @@ output "role_arn" {
   value       = aws_iam_role.this.arn
 }
 
+output "lease_keys_secret_arn" {
+  description = "ARN of the Secrets Manager secret holding the lease-sealing keys (`id=base64` entries, the first seals), read by the function once per cold start. After a rotation its previous version holds the entry to list in `previous_lease_keys`."
+  value       = aws_secretsmanager_secret.lease_keys.arn
+}
+
 output "log_group_name" {
   description = "CloudWatch log group of the function (JSON logs, one audit line per decision)."
   value       = aws_cloudwatch_log_group.this.name

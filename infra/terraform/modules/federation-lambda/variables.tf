@@ -102,7 +102,7 @@ variable "log_level" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer-managed KMS key for the function's environment (which holds the lease-sealing key) and its log group. Null uses AWS-owned keys. The key policy must allow the Lambda service and `logs.<region>.amazonaws.com`."
+  description = "Customer-managed KMS key for the lease-keys secret in Secrets Manager, the function's environment and its log group (the function's role gets kms:Decrypt on it). Null uses the AWS managed keys (`aws/secretsmanager`, `aws/lambda`, and CloudWatch Logs' own). The key policy must let IAM policies grant its use (the default key policy does), and allow `logs.<region>.amazonaws.com`; whoever applies this module needs kms:GenerateDataKey and kms:Decrypt on it."
   type        = string
   default     = null
 
@@ -166,7 +166,7 @@ variable "lease_key_rotation" {
 }
 
 variable "previous_lease_keys" {
-  description = "Older lease-sealing keys as `id=base64` (the ESI_LEASE_KEYS entry format, e.g. the previous `k1=...`) still accepted for opening (revocation) after a rotation; new leases are sealed with the current key only."
+  description = "Older lease-sealing keys as `id=base64` (an entry of the lease-keys secret, e.g. the previous `k1=...`) still accepted for opening (revocation) after a rotation; new leases are sealed with the current key only."
   type        = list(string)
   default     = []
   sensitive   = true
@@ -178,7 +178,7 @@ variable "previous_lease_keys" {
 }
 
 variable "environment" {
-  description = "Extra environment variables for the function, e.g. how a SecretStore finds its credentials (`VAULT_ROLE_ID`). Names starting with `ESI_LEASE_KEYS`, `ESI_CONFIG` and `AWS_` are reserved."
+  description = "Extra environment variables for the function, e.g. how a SecretStore finds its credentials (`VAULT_ROLE_ID`). Names starting with `ESI_LEASE_KEYS` (the lease keys come from the module's secret), `ESI_CONFIG` and `AWS_` are reserved."
   type        = map(string)
   default     = {}
 
