@@ -45,7 +45,9 @@ impl fmt::Debug for Credential {
 
 /// What a backend needs to revoke a credential later: backend-defined, sealed by the
 /// federation (AEAD) before it leaves, so it may name internal identifiers (a Vault lease id, a
-/// minted user) but must not hold the secret itself.
+/// minted user) but must not hold the secret itself — unless the backend revokes a credential
+/// only when shown it (a GitHub installation token): then the sealed lease is no more exposed
+/// than the credential it sits beside.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHandle(pub serde_json::Value);
 

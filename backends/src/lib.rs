@@ -24,6 +24,7 @@
 //! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
 //! | `gcp` | `gcp` | `GCPAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
+//! | `github` | `github` | `GithubAccessToken` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -48,6 +49,8 @@ pub mod aws_assume_role;
 pub mod gcp;
 #[cfg(feature = "gcp")]
 pub mod gcp_access_token;
+#[cfg(feature = "github")]
+pub mod github;
 #[cfg(feature = "http-client")]
 pub mod http;
 #[cfg(feature = "aws")]
@@ -141,6 +144,9 @@ pub enum Generator {
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(Box<webhook::WebhookGenerator>),
+    /// `GithubAccessToken`.
+    #[cfg(feature = "github")]
+    GithubAccessToken(Box<github::GithubAccessTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -157,6 +163,8 @@ pub struct Shared {
     aws: store::Conns<aws::StsConn>,
     #[cfg(feature = "gcp")]
     gcp: store::Conns<gcp::GcpConn>,
+    #[cfg(feature = "github")]
+    github: store::Conns<github::GithubConn>,
 }
 
 impl Generator {
@@ -222,6 +230,10 @@ impl Generator {
             GeneratorSpec::Webhook(s) => {
                 Generator::Webhook(Box::new(webhook::WebhookGenerator::new(s.clone(), store)?))
             }
+            #[cfg(feature = "github")]
+            GeneratorSpec::GithubAccessToken(s) => Generator::GithubAccessToken(Box::new(
+                github::GithubAccessTokenGenerator::new(s.clone(), store, &mut shared.github)?,
+            )),
         })
     }
 }
@@ -247,6 +259,8 @@ impl Generate for Generator {
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "github")]
+            Generator::GithubAccessToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -267,6 +281,8 @@ impl Generate for Generator {
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "github")]
+            Generator::GithubAccessToken(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }
@@ -294,6 +310,8 @@ pub fn crds()
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "webhook")]
         webhook::Webhook::crd(),
+        #[cfg(feature = "github")]
+        github::GithubAccessToken::crd(),
     ]
 }
 

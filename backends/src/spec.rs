@@ -31,6 +31,9 @@ pub enum GeneratorKind {
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook,
+    /// `GithubAccessToken`.
+    #[cfg(feature = "github")]
+    GithubAccessToken,
 }
 
 impl GeneratorKind {
@@ -51,6 +54,8 @@ impl GeneratorKind {
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "webhook")]
         GeneratorKind::Webhook,
+        #[cfg(feature = "github")]
+        GeneratorKind::GithubAccessToken,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -71,6 +76,8 @@ impl GeneratorKind {
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "webhook")]
             GeneratorKind::Webhook => "Webhook",
+            #[cfg(feature = "github")]
+            GeneratorKind::GithubAccessToken => "GithubAccessToken",
         }
     }
 
@@ -122,6 +129,9 @@ pub enum GeneratorSpec {
     /// `kind: Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookSpec),
+    /// `kind: GithubAccessToken`.
+    #[cfg(feature = "github")]
+    GithubAccessToken(crate::github::GithubAccessTokenSpec),
 }
 
 impl GeneratorSpec {
@@ -144,6 +154,8 @@ impl GeneratorSpec {
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "webhook")]
             GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
+            #[cfg(feature = "github")]
+            GeneratorKind::GithubAccessToken => GeneratorSpec::GithubAccessToken(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -167,6 +179,8 @@ impl GeneratorSpec {
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
+            #[cfg(feature = "github")]
+            GeneratorSpec::GithubAccessToken(_) => GeneratorKind::GithubAccessToken,
         }
     }
 
@@ -186,6 +200,8 @@ impl GeneratorSpec {
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "github")]
+            GeneratorSpec::GithubAccessToken(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -207,6 +223,8 @@ impl GeneratorSpec {
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => s.validate(),
+            #[cfg(feature = "github")]
+            GeneratorSpec::GithubAccessToken(s) => s.validate(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! federation's environment or files, never from the manifest: the spec names where to find
 //! them ([`crate::SecretRef`]). Each provider's fields are documented in its backend module:
 //! [`crate::vault::VaultProvider`], [`crate::aws::AwsProvider`], [`crate::gcp::GcpProvider`],
-//! [`crate::webhook::WebhookProvider`].
+//! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`].
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -43,6 +43,9 @@ pub enum StoreProvider {
     /// Outbound HTTP endpoints for `Webhook` generators: the allow-list and secret headers.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookProvider),
+    /// A GitHub App, for `GithubAccessToken` generators.
+    #[cfg(feature = "github")]
+    Github(crate::github::GithubProvider),
 }
 
 impl StoreProvider {
@@ -57,6 +60,8 @@ impl StoreProvider {
             StoreProvider::Gcp(_) => "gcp",
             #[cfg(feature = "webhook")]
             StoreProvider::Webhook(_) => "webhook",
+            #[cfg(feature = "github")]
+            StoreProvider::Github(_) => "github",
         }
     }
 }
@@ -80,6 +85,8 @@ impl SecretStoreSpec {
             StoreProvider::Gcp(g) => g.validate(),
             #[cfg(feature = "webhook")]
             StoreProvider::Webhook(w) => w.validate(),
+            #[cfg(feature = "github")]
+            StoreProvider::Github(g) => g.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
             _ => Ok(()),
@@ -100,7 +107,8 @@ pub struct SecretStoreRef {
     feature = "vault",
     feature = "aws",
     feature = "gcp",
-    feature = "webhook"
+    feature = "webhook",
+    feature = "github"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,
