@@ -739,3 +739,43 @@ async fn a_connection_refused_by_the_acceptor_makes_room_for_the_next() {
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(guard.try_admit().is_some(), "no room made");
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_slot_and_the_open_gauge_come_back_however_connections_end() {
+    let guard = Guard::new(Limits {
+        max_connections: 3,
+        ..LIMITS
+    });
+    // Cut by the read deadline.
+    let (_silent, silent) = open(&guard).await;
+    // Closed by its client after an answer.
+    let mut gone = answered(&guard).await;
+    // Answered, then idle while the cap is reached: evicted.
+    let mut idle = answered(&guard).await;
+    assert_eq!(guard.metrics.open.get(), 3);
+    let waiting = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.admit().await }
+    });
+    gone.shutdown().await.expect("closing");
+    drop(gone);
+    closed(&mut idle).await;
+    drop(idle);
+    let _ = silent.await;
+    let admitted = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the waiting connection was not admitted")
+        .expect("admit");
+    drop(admitted);
+    // The connections' tasks end (and drop their I/O) once they have seen the close.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while guard.open_connections() > 0 || guard.metrics.open.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a slot or the open gauge was not given back");
+    assert!(guard.open.connections().is_empty(), "left in the registry");
+    assert_eq!(closed_for(&guard, "read_timeout"), 1);
+    assert_eq!(closed_for(&guard, "evicted"), 1);
+}
