@@ -216,7 +216,7 @@ fn reqwest_free_url_check(s: &str) -> bool {
 /// A lazily configured STS client for one store.
 pub struct StsConn {
     provider: AwsProvider,
-    client: OnceCell<(aws_sdk_sts::Client, Option<SharedCredentialsProvider>)>,
+    client: OnceCell<(aws_sdk_sts::Client, aws_config::SdkConfig)>,
 }
 
 impl fmt::Debug for StsConn {
@@ -243,9 +243,15 @@ impl StsConn {
         Ok(&self.client.get_or_try_init(|| self.configure()).await?.0)
     }
 
+    /// The store's SDK configuration (region, endpoint, credentials, timeouts), for clients
+    /// of other services on the same store (ECR).
+    pub async fn sdk_config(&self) -> Result<&aws_config::SdkConfig, BackendError> {
+        Ok(&self.client.get_or_try_init(|| self.configure()).await?.1)
+    }
+
     async fn configure(
         &self,
-    ) -> Result<(aws_sdk_sts::Client, Option<SharedCredentialsProvider>), BackendError> {
+    ) -> Result<(aws_sdk_sts::Client, aws_config::SdkConfig), BackendError> {
         let p = &self.provider;
         let timeout = p.timeout.map_or(DEFAULT_TIMEOUT, HumanDuration::get);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -281,7 +287,7 @@ impl StsConn {
                     .build()
             }
         };
-        Ok((aws_sdk_sts::Client::new(&conf), conf.credentials_provider()))
+        Ok((aws_sdk_sts::Client::new(&conf), conf))
     }
 
     /// The credentials the store itself uses, resolved now.
@@ -291,7 +297,7 @@ impl StsConn {
         let provider = self
             .client
             .get()
-            .and_then(|(_, p)| p.clone())
+            .and_then(|(_, conf)| conf.credentials_provider())
             .ok_or_else(|| BackendError::Unavailable {
                 message: "the federation has no AWS credentials".to_owned(),
                 detail: "no credentials provider configured".to_owned(),

@@ -22,6 +22,7 @@
 //! | (always) | — | `Password`, `UUID`, `Fake` |
 //! | `vault` | `vault` | `VaultDynamicSecret`, `VaultStaticSecret` |
 //! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
+//! | `ecr` | `aws` | `ECRAuthorizationToken` |
 //! | `gcp` | `gcp` | `GCPAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
@@ -45,6 +46,8 @@ pub mod uuid;
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_assume_role;
+#[cfg(feature = "ecr")]
+pub mod ecr_authorization_token;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 #[cfg(feature = "gcp")]
@@ -75,10 +78,10 @@ pub use spec::{GeneratorKind, GeneratorSpec, deserialize_tracked};
 pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
 
 /// `tracing` filter directives that silence the backend SDKs below `warn` (append them to
-/// the federation's `EnvFilter`): the AWS SDK's wire logging (STS here, Secrets Manager for the
+/// the federation's `EnvFilter`): the AWS SDK's wire logging (STS and ECR here, Secrets Manager for the
 /// federation's lease keys), hyper, reqwest, rustify and vaultrs. None of them logs bodies at
 /// `info`, but `debug`/`trace` would show request metadata we do not want in production logs.
-pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_secretsmanager=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
+pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_ecr=warn,aws_sdk_secretsmanager=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
 
 use std::future::Future;
 use std::time::Duration;
@@ -138,6 +141,9 @@ pub enum Generator {
     /// `STSSessionToken`.
     #[cfg(feature = "aws")]
     StsSessionToken(Box<sts_session_token::StsSessionTokenGenerator>),
+    /// `ECRAuthorizationToken`.
+    #[cfg(feature = "ecr")]
+    EcrAuthorizationToken(Box<ecr_authorization_token::EcrAuthorizationTokenGenerator>),
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
@@ -222,6 +228,14 @@ impl Generator {
                     &mut shared.aws,
                 )?,
             )),
+            #[cfg(feature = "ecr")]
+            GeneratorSpec::EcrAuthorizationToken(s) => Generator::EcrAuthorizationToken(Box::new(
+                ecr_authorization_token::EcrAuthorizationTokenGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.aws,
+                )?,
+            )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
@@ -255,6 +269,8 @@ impl Generate for Generator {
             Generator::AwsAssumeRole(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "aws")]
             Generator::StsSessionToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "ecr")]
+            Generator::EcrAuthorizationToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "webhook")]
@@ -277,6 +293,8 @@ impl Generate for Generator {
             Generator::AwsAssumeRole(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "aws")]
             Generator::StsSessionToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "ecr")]
+            Generator::EcrAuthorizationToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "webhook")]
@@ -306,6 +324,8 @@ pub fn crds()
         aws_assume_role::AWSAssumeRole::crd(),
         #[cfg(feature = "aws")]
         sts_session_token::STSSessionToken::crd(),
+        #[cfg(feature = "ecr")]
+        ecr_authorization_token::ECRAuthorizationToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "webhook")]

@@ -25,6 +25,9 @@ pub enum GeneratorKind {
     /// `STSSessionToken`.
     #[cfg(feature = "aws")]
     StsSessionToken,
+    /// `ECRAuthorizationToken`.
+    #[cfg(feature = "ecr")]
+    EcrAuthorizationToken,
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
@@ -50,6 +53,8 @@ impl GeneratorKind {
         GeneratorKind::AwsAssumeRole,
         #[cfg(feature = "aws")]
         GeneratorKind::StsSessionToken,
+        #[cfg(feature = "ecr")]
+        GeneratorKind::EcrAuthorizationToken,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "webhook")]
@@ -72,6 +77,8 @@ impl GeneratorKind {
             GeneratorKind::AwsAssumeRole => "AWSAssumeRole",
             #[cfg(feature = "aws")]
             GeneratorKind::StsSessionToken => "STSSessionToken",
+            #[cfg(feature = "ecr")]
+            GeneratorKind::EcrAuthorizationToken => "ECRAuthorizationToken",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "webhook")]
@@ -123,6 +130,9 @@ pub enum GeneratorSpec {
     /// `kind: STSSessionToken`.
     #[cfg(feature = "aws")]
     StsSessionToken(crate::sts_session_token::StsSessionTokenSpec),
+    /// `kind: ECRAuthorizationToken`.
+    #[cfg(feature = "ecr")]
+    EcrAuthorizationToken(crate::ecr_authorization_token::EcrAuthorizationTokenSpec),
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
@@ -150,6 +160,10 @@ impl GeneratorSpec {
             GeneratorKind::AwsAssumeRole => GeneratorSpec::AwsAssumeRole(parse(spec)?),
             #[cfg(feature = "aws")]
             GeneratorKind::StsSessionToken => GeneratorSpec::StsSessionToken(parse(spec)?),
+            #[cfg(feature = "ecr")]
+            GeneratorKind::EcrAuthorizationToken => {
+                GeneratorSpec::EcrAuthorizationToken(parse(spec)?)
+            }
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "webhook")]
@@ -175,6 +189,8 @@ impl GeneratorSpec {
             GeneratorSpec::AwsAssumeRole(_) => GeneratorKind::AwsAssumeRole,
             #[cfg(feature = "aws")]
             GeneratorSpec::StsSessionToken(_) => GeneratorKind::StsSessionToken,
+            #[cfg(feature = "ecr")]
+            GeneratorSpec::EcrAuthorizationToken(_) => GeneratorKind::EcrAuthorizationToken,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "webhook")]
@@ -196,6 +212,8 @@ impl GeneratorSpec {
             GeneratorSpec::AwsAssumeRole(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "aws")]
             GeneratorSpec::StsSessionToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "ecr")]
+            GeneratorSpec::EcrAuthorizationToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "webhook")]
@@ -219,6 +237,8 @@ impl GeneratorSpec {
             GeneratorSpec::AwsAssumeRole(s) => s.validate(),
             #[cfg(feature = "aws")]
             GeneratorSpec::StsSessionToken(s) => s.validate(),
+            #[cfg(feature = "ecr")]
+            GeneratorSpec::EcrAuthorizationToken(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "webhook")]

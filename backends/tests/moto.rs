@@ -333,3 +333,136 @@ async fn unreachable_sts_is_unavailable() {
         "{err:?}"
     );
 }
+
+/// The ECR calls moto recorded (JSON protocol: `X-Amz-Target` names the operation): each
+/// one's Authorization header.
+#[cfg(feature = "ecr")]
+async fn ecr_requests(moto: &Moto) -> Vec<String> {
+    let text = reqwest::get(format!("{}/moto-api/recorder/download-recording", moto.url))
+        .await
+        .expect("moto recording")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|line| {
+            let entry: Value = serde_json::from_str(line).expect("recording line");
+            let headers = &entry["headers"];
+            let target = headers["X-Amz-Target"]
+                .as_str()
+                .or(headers["x-amz-target"].as_str())?;
+            target.ends_with(".GetAuthorizationToken").then(|| {
+                headers["Authorization"]
+                    .as_str()
+                    .or(headers["authorization"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
+#[cfg(feature = "ecr")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_login_is_a_docker_login_for_the_registry() {
+    use base64::Engine as _;
+    let test = "ecr_login_is_a_docker_login_for_the_registry";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let before = ecr_requests(&moto).await.len();
+    let g = build(
+        "ECRAuthorizationToken",
+        json!({"secretStoreRef": {"name": "aws"}}),
+        Some(moto.store(json!({}))),
+    );
+    let id = identity();
+    let cred = g
+        .generate(&common::ctx(&id, "payments/ECRAuthorizationToken/pull"))
+        .await
+        .expect("ecr token");
+    assert_eq!(cred.data["username"], "AWS");
+    assert!(!cred.data["password"].is_empty());
+    let registry = &cred.data["registry"];
+    assert!(
+        registry.ends_with(".dkr.ecr.eu-west-1.amazonaws.com"),
+        "{registry}"
+    );
+    assert_eq!(cred.data["proxy_endpoint"], format!("https://{registry}"));
+    let config: Value = serde_json::from_str(&cred.data["dockerconfigjson"]).expect("json");
+    let auth = config["auths"][registry.as_str()]["auth"]
+        .as_str()
+        .expect("auth");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .expect("base64");
+    assert_eq!(
+        String::from_utf8(decoded).expect("utf-8"),
+        format!("AWS:{}", cred.data["password"])
+    );
+    // ECR answers now + 12 h; moto answers a fixed date. Passed on as answered.
+    assert!(cred.expires_at.is_some(), "no expiry");
+    assert!(!format!("{cred:?}").contains(&cred.data["password"]));
+    assert_eq!(cred.lease, None, "ECR tokens cannot be revoked");
+
+    let sent = ecr_requests(&moto).await;
+    assert_eq!(sent.len(), before + 1, "one GetAuthorizationToken");
+    let auth = sent.last().expect("recorded");
+    assert!(
+        auth.contains("Credential=AKIAESITESTKEY000001/") && auth.contains("/eu-west-1/ecr/"),
+        "signed with the store's key for ECR: {auth}"
+    );
+}
+
+#[cfg(feature = "ecr")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_login_as_a_role_carries_the_callers_identity() {
+    let test = "ecr_login_as_a_role_carries_the_callers_identity";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let role = format!("arn:aws:iam::123456789012:role/ecr-{}", suffix());
+    let g = build(
+        "ECRAuthorizationToken",
+        json!({"secretStoreRef": {"name": "aws"}, "roleArn": role, "externalId": "ext-ecr"}),
+        Some(moto.store(json!({}))),
+    );
+    let id = identity();
+    // A maxTTL the role session could not meet: it bounds the token, not the session.
+    let cred = g
+        .generate(&common::ctx_with_max_ttl(
+            &id,
+            "payments/ECRAuthorizationToken/pull",
+            Duration::from_secs(13 * 3600),
+        ))
+        .await
+        .expect("ecr token");
+    assert_eq!(cred.data["username"], "AWS");
+
+    let (form, sts_auth) = moto
+        .recorded()
+        .await
+        .into_iter()
+        .find(|(f, _)| f.get("RoleArn") == Some(&role))
+        .expect("an AssumeRole into the role");
+    assert_eq!(form["ExternalId"], "ext-ecr");
+    assert_eq!(form["DurationSeconds"], "900");
+    let sent = tags(&form);
+    assert_eq!(
+        sent.get("kubernetes-namespace").map(String::as_str),
+        Some("payments")
+    );
+    assert_eq!(sent.get("esi-cluster").map(String::as_str), Some("prod-eu"));
+    assert!(
+        sts_auth.contains("Credential=AKIAESITESTKEY000001/"),
+        "{sts_auth}"
+    );
+    // The ECR call is signed by the role's session (moto's temporary keys start ASIA), not by
+    // the store; this is the only test signing ECR calls with a session.
+    let ecr = ecr_requests(&moto).await;
+    assert!(
+        ecr.iter().any(|a| a.contains("Credential=ASIA")),
+        "no ECR call signed by the role session: {ecr:?}"
+    );
+}

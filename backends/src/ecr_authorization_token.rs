@@ -1,0 +1,348 @@
+//! `ECRAuthorizationToken`: an Amazon ECR registry login (External Secrets Operator parity),
+//! from `GetAuthorizationToken` on an `aws` SecretStore.
+//!
+//! The token carries the ECR permissions of whoever asked for it. By default that is the
+//! store's own identity; with `roleArn` the generator first assumes that role exactly as
+//! `AWSAssumeRole` does, its session tagged with the caller's identity (`esi-cluster`,
+//! `kubernetes-namespace`, `kubernetes-service-account`, `kubernetes-pod-name`), so repository
+//! policies can key on `aws:PrincipalTag/...` and one role serves every namespace with only its
+//! own repositories.
+//!
+//! Returns `username` (`AWS`), `password`, `registry` (the registry's host),
+//! `proxy_endpoint` (its `https://` URL) and `dockerconfigjson` (a `~/.docker/config.json`
+//! for that registry, what crane, buildah, kaniko and `docker` read), plus the expiry.
+//! ECR tokens live 12 hours and cannot be revoked or shortened: under an Authorization whose
+//! `maxTTL` is shorter, the token is dropped, never handed out, and the request refused.
+//!
+//! ```yaml
+//! kind: ECRAuthorizationToken
+//! spec:
+//!   secretStoreRef: {name: aws}
+//!   roleArn: arn:aws:iam::123456789012:role/ecr-pull   # optional
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{StsConn, validate_role_arn};
+use crate::aws_assume_role::{AwsAssumeRoleGenerator, AwsAssumeRoleSpec};
+use crate::store::{SecretStoreRef, StoreProvider};
+use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
+
+/// How far ECR's `expiresAt` may lie past now + maxTTL: ECR computes it on its own clock.
+const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
+/// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
+const ROLE_SESSION_SECONDS: u32 = 900;
+
+/// `spec` of an `ECRAuthorizationToken` generator.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "ECRAuthorizationToken",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EcrAuthorizationTokenSpec {
+    /// The `aws` SecretStore (region, endpoint, credentials) calling ECR.
+    pub secret_store_ref: SecretStoreRef,
+    /// A role to assume first, its session tagged with the caller's identity: the token then
+    /// carries that role's ECR permissions. Without it, the store's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// External id the role's trust policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+impl EcrAuthorizationTokenSpec {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(arn) = &self.role_arn {
+            validate_role_arn(arn, "roleArn")?;
+        }
+        if self.external_id.is_some() && self.role_arn.is_none() {
+            return Err(SpecError::field(
+                "externalId",
+                "needs roleArn (it is sent when assuming that role)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `AWSAssumeRole` spec assuming `roleArn` for one ECR call.
+    fn assume_role(&self) -> Option<AwsAssumeRoleSpec> {
+        Some(AwsAssumeRoleSpec {
+            secret_store_ref: self.secret_store_ref.clone(),
+            role_arn: self.role_arn.clone()?,
+            session_name: None,
+            duration_seconds: ROLE_SESSION_SECONDS,
+            external_id: self.external_id.clone(),
+            policy: None,
+            policy_arns: Vec::new(),
+            identity_tags: true,
+            tags: BTreeMap::new(),
+            transitive_tag_keys: Vec::new(),
+            source_identity: None,
+        })
+    }
+}
+
+/// Refuses a token that outlives the Authorization's `maxTTL` (ECR can neither revoke nor
+/// shorten one, so it is dropped).
+fn within_max_ttl(
+    expires_at: jiff::Timestamp,
+    now: jiff::Timestamp,
+    max: Duration,
+) -> Result<(), BackendError> {
+    let lives = expires_at.as_second().saturating_sub(now.as_second());
+    if lives <= i64::try_from((max + CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX) {
+        return Ok(());
+    }
+    let human = |d: Duration| humantime::format_duration(d).to_string();
+    Err(BackendError::Rejected {
+        message: format!(
+            "Amazon ECR tokens live {}, longer than the Authorization's maxTTL of {}; the token \
+             was dropped, not handed out (ECR cannot revoke or shorten one)",
+            human(Duration::from_secs(lives.unsigned_abs())),
+            human(max)
+        ),
+        detail: format!("ecr: expiresAt {expires_at} over maxTTL {}s", max.as_secs()),
+    })
+}
+
+/// The built `ECRAuthorizationToken` generator.
+#[derive(Debug)]
+pub struct EcrAuthorizationTokenGenerator {
+    conn: std::sync::Arc<StsConn>,
+    /// Assumes `roleArn` (with the identity's session tags) before the ECR call.
+    role: Option<AwsAssumeRoleGenerator>,
+}
+
+impl EcrAuthorizationTokenGenerator {
+    /// Builds the generator on its store's shared connection.
+    pub fn new(
+        spec: EcrAuthorizationTokenSpec,
+        store: Option<&SecretStoreSpec>,
+        conns: &mut crate::store::Conns<StsConn>,
+    ) -> Result<Self, SpecError> {
+        spec.validate()?;
+        let provider = crate::store::require(store, &spec.secret_store_ref, "aws", |p| match p {
+            StoreProvider::Aws(a) => Some(a),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })?;
+        let role = spec
+            .assume_role()
+            .map(|r| AwsAssumeRoleGenerator::new(r, store, conns))
+            .transpose()?;
+        Ok(Self {
+            conn: conns.get(provider, StsConn::new)?,
+            role,
+        })
+    }
+
+    /// An ECR client with the store's configuration, signing as the assumed role if any.
+    async fn client(&self, ctx: &Context<'_>) -> Result<aws_sdk_ecr::Client, BackendError> {
+        let conf = self.conn.sdk_config().await?;
+        let Some(role) = &self.role else {
+            return Ok(aws_sdk_ecr::Client::new(conf));
+        };
+        // The session only signs the one call: the Authorization's maxTTL bounds the token,
+        // checked below, not this session.
+        let session = role
+            .generate(&Context {
+                max_ttl: None,
+                ..*ctx
+            })
+            .await?;
+        let key = |k: &str| session.data.get(k).cloned().unwrap_or_default();
+        let credentials = aws_sdk_ecr::config::Credentials::new(
+            key("AWS_ACCESS_KEY_ID"),
+            key("AWS_SECRET_ACCESS_KEY"),
+            Some(key("AWS_SESSION_TOKEN")),
+            None,
+            "esi-ecr-role-session",
+        );
+        let conf = aws_sdk_ecr::config::Builder::from(conf)
+            .credentials_provider(credentials)
+            .build();
+        Ok(aws_sdk_ecr::Client::from_conf(conf))
+    }
+}
+
+/// Classifies an ECR failure like an STS one (the SDK's error shapes are the same).
+fn ecr_error<E, R>(e: &aws_sdk_ecr::error::SdkError<E, R>) -> BackendError
+where
+    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_ecr::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown");
+            let detail = format!(
+                "ecr GetAuthorizationToken: {code}: {}",
+                err.message().unwrap_or("")
+            );
+            if matches!(
+                code,
+                "ServerException" | "ThrottlingException" | "ServiceUnavailable"
+            ) {
+                BackendError::Unavailable {
+                    message: format!("Amazon ECR is unavailable ({code})"),
+                    detail,
+                }
+            } else {
+                BackendError::Rejected {
+                    message: format!("Amazon ECR refused GetAuthorizationToken ({code})"),
+                    detail,
+                }
+            }
+        }
+        other => BackendError::Unavailable {
+            message: "Amazon ECR could not be reached".to_owned(),
+            detail: format!("ecr GetAuthorizationToken: {}", crate::error_chain(other)),
+        },
+    }
+}
+
+fn unreadable(what: &str) -> BackendError {
+    BackendError::Unavailable {
+        message: "Amazon ECR's answer could not be read".to_owned(),
+        detail: format!("ecr GetAuthorizationToken: {what}"),
+    }
+}
+
+impl Generate for EcrAuthorizationTokenGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let out = self
+            .client(ctx)
+            .await?
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| ecr_error(&e))?;
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| unreadable("no authorizationData"))?;
+        let token = data
+            .authorization_token()
+            .ok_or_else(|| unreadable("no authorizationToken"))?;
+        let decoded = STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| unreadable("authorizationToken is not base64 text"))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| unreadable("authorizationToken is not user:password"))?;
+        let endpoint = data
+            .proxy_endpoint()
+            .ok_or_else(|| unreadable("no proxyEndpoint"))?;
+        let registry = endpoint
+            .strip_prefix("https://")
+            .unwrap_or(endpoint)
+            .trim_end_matches('/');
+        let expires_at = data
+            .expires_at()
+            .and_then(|t| jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
+            .ok_or_else(|| unreadable("no expiresAt"))?;
+        if let Some(max) = ctx.max_ttl {
+            within_max_ttl(expires_at, jiff::Timestamp::now(), max)?;
+        }
+        let dockerconfig = serde_json::json!({
+            "auths": {registry: {"username": username, "password": password, "auth": token}}
+        });
+        Ok(Credential {
+            data: BTreeMap::from([
+                ("username".to_owned(), username.to_owned()),
+                ("password".to_owned(), password.to_owned()),
+                ("registry".to_owned(), registry.to_owned()),
+                ("proxy_endpoint".to_owned(), endpoint.to_owned()),
+                ("dockerconfigjson".to_owned(), dockerconfig.to_string()),
+            ]),
+            expires_at: Some(expires_at),
+            renewable: false,
+            lease: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::within_max_ttl;
+    use crate::{BackendError, GeneratorKind, GeneratorSpec};
+
+    #[test]
+    fn a_token_outliving_max_ttl_is_refused() {
+        let now = jiff::Timestamp::now();
+        let in_12h = now + jiff::SignedDuration::from_hours(12);
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        assert!(within_max_ttl(in_12h, now, hours(12)).is_ok());
+        assert!(within_max_ttl(in_12h, now, hours(24)).is_ok());
+        // ECR's clock may run a few seconds ahead.
+        let skewed = in_12h + jiff::SignedDuration::from_secs(3);
+        assert!(within_max_ttl(skewed, now, hours(12)).is_ok());
+        let e = within_max_ttl(in_12h, now, hours(1)).unwrap_err();
+        assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("live 12h")
+                && text.contains("maxTTL of 1h")
+                && text.contains("not handed out"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn round_trips_and_validates() {
+        let j = serde_json::json!({
+            "secretStoreRef": {"name": "aws"},
+            "roleArn": "arn:aws:iam::123456789012:role/ecr-pull",
+            "externalId": "x"
+        });
+        let spec = GeneratorSpec::from_manifest(GeneratorKind::EcrAuthorizationToken, j).unwrap();
+        let GeneratorSpec::EcrAuthorizationToken(s) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(
+            GeneratorSpec::from_manifest(
+                GeneratorKind::EcrAuthorizationToken,
+                serde_json::to_value(s).unwrap()
+            )
+            .unwrap(),
+            spec
+        );
+        for (bad, says) in [
+            (
+                serde_json::json!({"secretStoreRef": {"name": "aws"}, "roleArn": "ecr-pull"}),
+                "spec.roleArn",
+            ),
+            (
+                serde_json::json!({"secretStoreRef": {"name": "aws"}, "externalId": "x"}),
+                "spec.externalId",
+            ),
+            (
+                serde_json::json!({"secretStoreRef": {"name": "aws"}, "registryIds": ["1"]}),
+                "unknown field `registryIds`",
+            ),
+        ] {
+            let err = GeneratorSpec::from_manifest(GeneratorKind::EcrAuthorizationToken, bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+}
