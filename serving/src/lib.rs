@@ -287,21 +287,27 @@ impl Guard {
         Some(Slot(permit))
     }
 
-    /// The cap is reached and a connection is kept waiting or turned away: logged once per
-    /// episode, and the idle connections are pressed to make room.
+    /// The cap is reached and a connection is kept waiting or turned away: once per episode
+    /// (until a connection is admitted at once again), logged, and the idle connections are
+    /// pressed to make room. Connections that go idle later in the episode find no slot free
+    /// and take the read timeout themselves (see [`Watched::writing`]), so one scan is enough:
+    /// a flood of refused connections does not scan the open ones each time.
     fn saturated(&self, what: &str) {
         if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 max_connections = self.limits.max_connections,
                 "connection limit reached: {what}"
             );
+            self.press_idle();
         }
-        self.press_idle();
     }
 
     /// Wakes every idle connection not yet pressed, to cut its idle time to the read timeout
-    /// (see [`Watched::wait`]). Only while the cap is reached: a scan of the open connections.
+    /// (see [`Watched::wait`]): a scan of the open connections.
     fn press_idle(&self) {
+        // No slot was found free: the fence pairs with the one between a connection marking
+        // itself idle and reading the free slots (see `Watched::writing`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         for shared in self.open.connections().values() {
             if shared.phase.load(Ordering::Relaxed) == IDLE
                 && !shared.pressed.swap(true, Ordering::Relaxed)
@@ -459,21 +465,31 @@ impl<IO> Watched<IO> {
                 if shared.answered.load(Ordering::Relaxed)
                     == shared.calls.load(Ordering::Relaxed) =>
             {
-                let idle = self.limits.idle_timeout;
-                let (next, limit) = if std::mem::take(&mut self.early) {
-                    (READING, self.limits.read_timeout)
-                } else if self.slots.available_permits() == 0 {
-                    // Others wait for a slot: make room unless the next request comes soon.
-                    (IDLE, idle.min(self.limits.read_timeout))
-                } else {
-                    (IDLE, idle)
-                };
-                self.evicting = next == IDLE && limit < idle;
+                let early = std::mem::take(&mut self.early);
+                let next = if early { READING } else { IDLE };
                 if shared
                     .phase
                     .compare_exchange(SERVING, next, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
                 {
+                    let idle = self.limits.idle_timeout;
+                    let limit = if early {
+                        self.limits.read_timeout
+                    } else {
+                        // Idle is marked before the free slots are read, with a fence between
+                        // (as the guard has between finding none free and its scan): either
+                        // the guard's scan sees this connection idle and presses it, or this
+                        // read sees no slot free.
+                        std::sync::atomic::fence(Ordering::SeqCst);
+                        if self.slots.available_permits() == 0 {
+                            // Others wait for a slot: make room unless the next request comes
+                            // soon.
+                            idle.min(self.limits.read_timeout)
+                        } else {
+                            idle
+                        }
+                    };
+                    self.evicting = !early && limit < idle;
                     self.deadline = Deadline::after(limit);
                     self.calls = shared.calls.load(Ordering::Relaxed);
                     if let Deadline::At(at) = self.deadline {
