@@ -3,6 +3,7 @@
 //! Authorization takes effect, a deleted one stops matching, an invalid one is reported and
 //! left out while the rest keep working.
 
+#![cfg(feature = "kubernetes")]
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
