@@ -373,6 +373,7 @@ def check_structure() -> None:
 # ---------------------------------------------------------------------------------------------
 
 FK_IMAGE = 'image = "r/esi-federation@sha256:' + "0" * 64 + '"'
+FL_PACKAGE = 'package_path = "esi-federation-lambda.zip"'
 WH_REQUIRED = "\n ".join([
     'image = "r/esi-webhook@sha256:' + "0" * 64 + '"',
     'cli_image = "r/esi-cli@sha256:' + "0" * 64 + '"',
@@ -402,6 +403,8 @@ VALIDATION_CASES = [
     ("federation-kubernetes", f'{FK_IMAGE}\n previous_lease_keys = ["k1=AAAA"]', "standard base64 text of 32 bytes"),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "2"\n previous_lease_keys = ["k2={KEY_B64}"]', "differ from the current key id"),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k1={KEY_B64}", "k1={KEY_B64}"]', "must be distinct"),
+    ("federation-lambda", f'{FL_PACKAGE}\n lease_key_rotation = "2"\n previous_lease_keys = ["k2={KEY_B64}"]', "differ from the current key id"),
+    ("federation-lambda", f'{FL_PACKAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k1={KEY_B64}", "k1={KEY_B64}"]', "must be distinct"),
     # The webhook refuses zero durations at start-up (esi_api::inject::parse_duration_seconds).
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ cache_ttl = "0s" }}', "be more than zero"),
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ timeout = "00s" }}', "be more than zero"),
@@ -416,6 +419,7 @@ VALID_CASES = [
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_secret_name = "esi-tls"'),
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_terminated_upstream = true'),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k2={KEY_B64}", "k1={KEY_B64}"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k2={KEY_B64}", "k1={KEY_B64}"]'),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
 ]

@@ -175,6 +175,12 @@ variable "previous_lease_keys" {
     condition     = alltrue([for k in var.previous_lease_keys : can(regex("^[A-Za-z0-9_-]{1,32}=[A-Za-z0-9+/]{43}=$", k))])
     error_message = "Each previous lease key must be `id=base64` with the standard base64 text of 32 bytes."
   }
+
+  # The federation refuses a key ring that names an id twice, and the function would not start.
+  validation {
+    condition     = length(distinct([for k in var.previous_lease_keys : split("=", k)[0]])) == length(var.previous_lease_keys) && !contains([for k in var.previous_lease_keys : split("=", k)[0]], "k${var.lease_key_rotation}")
+    error_message = "Previous lease key ids must be distinct and differ from the current key id `k<lease_key_rotation>`."
+  }
 }
 
 variable "environment" {
