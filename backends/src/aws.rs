@@ -318,12 +318,28 @@ where
     E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: fmt::Debug,
 {
+    map_service_error(("AWS STS", "sts"), op, e)
+}
+
+/// Classifies a failed AWS operation of any service (every SDK shares the error types):
+/// throttling and server faults are unavailable (retryable), other service errors rejected.
+/// `service` is its name for the caller and for the log (`("Amazon ECR", "ecr")`).
+pub(crate) fn map_service_error<E, R>(
+    service: (&str, &str),
+    op: &str,
+    e: &aws_sdk_sts::error::SdkError<E, R>,
+) -> BackendError
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
     use aws_sdk_sts::error::SdkError;
+    let (name, short) = service;
     match e {
         SdkError::ServiceError(se) => {
             let err = se.err();
             let code = err.code().unwrap_or("Unknown");
-            let detail = format!("sts {op}: {code}: {}", err.message().unwrap_or(""));
+            let detail = format!("{short} {op}: {code}: {}", err.message().unwrap_or(""));
             let transient = matches!(
                 code,
                 "Throttling"
@@ -331,25 +347,38 @@ where
                     | "RequestLimitExceeded"
                     | "ServiceUnavailable"
                     | "InternalFailure"
+                    | "ServerException"
                     | "IDPCommunicationError"
             );
             if transient {
                 BackendError::Unavailable {
-                    message: format!("AWS STS is unavailable ({code})"),
+                    message: format!("{name} is unavailable ({code})"),
                     detail,
                 }
             } else {
                 BackendError::Rejected {
-                    message: format!("AWS STS refused {op} ({code})"),
+                    message: format!("{name} refused {op} ({code})"),
                     detail,
                 }
             }
         }
         other => BackendError::Unavailable {
-            message: format!("AWS STS could not be reached ({op})"),
-            detail: format!("sts {op}: {}", crate::error_chain(other)),
+            message: format!("{name} could not be reached ({op})"),
+            detail: format!("{short} {op}: {}", crate::error_chain(other)),
         },
     }
+}
+
+/// The `aws` store a generator was built with (see [`crate::store::require`]).
+pub(crate) fn require_store<'a>(
+    store: Option<&'a crate::SecretStoreSpec>,
+    reference: &crate::SecretStoreRef,
+) -> Result<&'a AwsProvider, SpecError> {
+    crate::store::require(store, reference, "aws", |p| match p {
+        crate::StoreProvider::Aws(a) => Some(a),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    })
 }
 
 /// The credential of an STS answer (`op` names the call for the log), or `Unavailable` when

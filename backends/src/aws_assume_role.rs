@@ -28,7 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{StsConn, map_sdk_error, sts_credential, validate_policy_arn, validate_role_arn};
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
@@ -225,11 +225,7 @@ impl AwsAssumeRoleGenerator {
         conns: &mut crate::store::Conns<StsConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider = crate::store::require(store, &spec.secret_store_ref, "aws", |p| match p {
-            StoreProvider::Aws(a) => Some(a),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })?;
+        let provider = crate::aws::require_store(store, &spec.secret_store_ref)?;
         // A store that assumes a role first calls AssumeRole with that role's session: role
         // chaining, which STS caps at one hour whatever the target role's maximum.
         if provider.assume_role.is_some() && spec.duration_seconds > MAX_CHAINED_DURATION {

@@ -30,9 +30,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{StsConn, validate_role_arn};
+use crate::aws::{StsConn, map_service_error, require_store, validate_role_arn};
 use crate::aws_assume_role::{AwsAssumeRoleGenerator, AwsAssumeRoleSpec};
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 /// How far ECR's `expiresAt` may lie past now + maxTTL: ECR computes it on its own clock.
@@ -134,11 +134,7 @@ impl EcrAuthorizationTokenGenerator {
         conns: &mut crate::store::Conns<StsConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider = crate::store::require(store, &spec.secret_store_ref, "aws", |p| match p {
-            StoreProvider::Aws(a) => Some(a),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })?;
+        let provider = require_store(store, &spec.secret_store_ref)?;
         let role = spec
             .assume_role()
             .map(|r| AwsAssumeRoleGenerator::new(r, store, conns))
@@ -178,43 +174,6 @@ impl EcrAuthorizationTokenGenerator {
     }
 }
 
-/// Classifies an ECR failure like an STS one (the SDK's error shapes are the same).
-fn ecr_error<E, R>(e: &aws_sdk_ecr::error::SdkError<E, R>) -> BackendError
-where
-    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    use aws_sdk_ecr::error::SdkError;
-    match e {
-        SdkError::ServiceError(se) => {
-            let err = se.err();
-            let code = err.code().unwrap_or("Unknown");
-            let detail = format!(
-                "ecr GetAuthorizationToken: {code}: {}",
-                err.message().unwrap_or("")
-            );
-            if matches!(
-                code,
-                "ServerException" | "ThrottlingException" | "ServiceUnavailable"
-            ) {
-                BackendError::Unavailable {
-                    message: format!("Amazon ECR is unavailable ({code})"),
-                    detail,
-                }
-            } else {
-                BackendError::Rejected {
-                    message: format!("Amazon ECR refused GetAuthorizationToken ({code})"),
-                    detail,
-                }
-            }
-        }
-        other => BackendError::Unavailable {
-            message: "Amazon ECR could not be reached".to_owned(),
-            detail: format!("ecr GetAuthorizationToken: {}", crate::error_chain(other)),
-        },
-    }
-}
-
 fn unreadable(what: &str) -> BackendError {
     BackendError::Unavailable {
         message: "Amazon ECR's answer could not be read".to_owned(),
@@ -230,7 +189,7 @@ impl Generate for EcrAuthorizationTokenGenerator {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| ecr_error(&e))?;
+            .map_err(|e| map_service_error(("Amazon ECR", "ecr"), "GetAuthorizationToken", &e))?;
         let data = out
             .authorization_data()
             .first()

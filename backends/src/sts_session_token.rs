@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{StsConn, map_sdk_error, sts_credential};
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 /// GetSessionToken's shortest session.
@@ -70,11 +70,7 @@ impl StsSessionTokenGenerator {
         conns: &mut crate::store::Conns<StsConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider = crate::store::require(store, &spec.secret_store_ref, "aws", |p| match p {
-            StoreProvider::Aws(a) => Some(a),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })?;
+        let provider = crate::aws::require_store(store, &spec.secret_store_ref)?;
         if provider.assume_role.is_some() {
             return Err(SpecError::field(
                 "secretStoreRef.name",
