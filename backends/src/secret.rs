@@ -9,8 +9,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BackendError, SpecError};
 
-/// The federation's own secret in its environment: the lease-sealing keys.
-const RESERVED_ENV: &[&str] = &["ESI_LEASE_KEYS"];
+/// The federation's own secrets in its environment: the lease-sealing keys, and the secret
+/// parts of its own AWS credentials (set by Lambda for the function's role, or by an operator
+/// for the SDK's default chain), which may read the lease keys' Secrets Manager secret. The
+/// `aws` store does not need them named: without `credentials` it reads them itself.
+const RESERVED_ENV: &[(&str, &str)] = &[
+    (
+        "ESI_LEASE_KEYS",
+        "is the federation's own lease-sealing key",
+    ),
+    (
+        "AWS_SECRET_ACCESS_KEY",
+        "is the federation's own AWS credential (an `aws` store without `credentials` uses it \
+         through the SDK's default chain)",
+    ),
+    (
+        "AWS_SESSION_TOKEN",
+        "is the federation's own AWS credential (an `aws` store without `credentials` uses it \
+         through the SDK's default chain)",
+    ),
+    (
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "is the federation's own AWS credential (an `aws` store without `credentials` uses it \
+         through the SDK's default chain)",
+    ),
+];
 
 /// Files of the federation's own that no reference may name (its lease keys, its TLS key),
 /// added by [`reserve_file`]. `/proc` is always refused: `/proc/self/environ` is the whole
@@ -101,8 +124,9 @@ impl SecretRef {
     }
 
     /// Checks that exactly one source is named; `path` is the field, for the error.
-    /// Also refuses the federation's own secrets: the lease keys' variable, the files given to
-    /// [`reserve_file`], anything under `/proc`.
+    /// Also refuses the federation's own secrets: the lease keys' variable and its own AWS
+    /// credentials' secret variables, the files given to [`reserve_file`], anything under
+    /// `/proc`.
     pub fn validate(&self, path: &str) -> Result<(), SpecError> {
         match (&self.env, &self.file) {
             (Some(e), None) if !e.is_empty() => self.refusal().map_or(Ok(()), |why| {
@@ -118,9 +142,10 @@ impl SecretRef {
     /// Why this reference names something no SecretStore may read, if it does.
     fn refusal(&self) -> Option<&'static str> {
         match (&self.env, &self.file) {
-            (Some(name), _) if RESERVED_ENV.contains(&name.as_str()) => {
-                Some("is the federation's own lease-sealing key")
-            }
+            (Some(name), _) => RESERVED_ENV
+                .iter()
+                .find(|(reserved, _)| reserved == name)
+                .map(|(_, why)| *why),
             (_, Some(file)) => refused_file(file),
             _ => None,
         }
@@ -200,6 +225,9 @@ mod tests {
         reserve_file(&keys);
         for r in [
             SecretRef::env("ESI_LEASE_KEYS"),
+            SecretRef::env("AWS_SECRET_ACCESS_KEY"),
+            SecretRef::env("AWS_SESSION_TOKEN"),
+            SecretRef::env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
             SecretRef::file(&keys),
             SecretRef::file(&link),
             SecretRef::file(&dotted),
