@@ -122,6 +122,8 @@ fn within_max_ttl(
 #[derive(Debug)]
 pub struct EcrAuthorizationTokenGenerator {
     conn: std::sync::Arc<StsConn>,
+    /// The client signing with the store's own credentials, built on first use.
+    store_client: tokio::sync::OnceCell<aws_sdk_ecr::Client>,
     /// Assumes `roleArn` (with the identity's session tags) before the ECR call.
     role: Option<AwsAssumeRoleGenerator>,
 }
@@ -141,16 +143,23 @@ impl EcrAuthorizationTokenGenerator {
             .transpose()?;
         Ok(Self {
             conn: conns.get(provider, StsConn::new)?,
+            store_client: tokio::sync::OnceCell::new(),
             role,
         })
     }
 
     /// An ECR client with the store's configuration, signing as the assumed role if any.
     async fn client(&self, ctx: &Context<'_>) -> Result<aws_sdk_ecr::Client, BackendError> {
-        let conf = self.conn.sdk_config().await?;
         let Some(role) = &self.role else {
-            return Ok(aws_sdk_ecr::Client::new(conf));
+            let client = self
+                .store_client
+                .get_or_try_init(|| async {
+                    Ok::<_, BackendError>(aws_sdk_ecr::Client::new(self.conn.sdk_config().await?))
+                })
+                .await?;
+            return Ok(client.clone());
         };
+        let conf = self.conn.sdk_config().await?;
         // The session only signs the one call: the Authorization's maxTTL bounds the token,
         // checked below, not this session.
         let session = role

@@ -327,17 +327,19 @@ async fn certificate_reload_is_seen_by_clients() {
     s.running.handle.shutdown();
 }
 
+/// Limits small enough for a test to reach: a 1 s read timeout and two connections.
+const TIGHT: esi_serving::Limits = esi_serving::Limits {
+    read_timeout: Duration::from_secs(1),
+    idle_timeout: Duration::from_secs(3600),
+    max_connections: 2,
+};
+
 /// A client that connects and never starts TLS is cut off at the read timeout; over the cap a
 /// connection is closed at once, and reviews are served again when the cap frees up.
 #[tokio::test]
 async fn silent_connections_are_closed_and_the_cap_turns_more_away() {
     let p = pki("esi-webhook").unwrap();
-    let limits = esi_serving::Limits {
-        read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(3600),
-        max_connections: 2,
-    };
-    let s = start_with(&p, Duration::from_secs(3600), limits);
+    let s = start_with(&p, Duration::from_secs(3600), TIGHT);
     let connect = || tokio::net::TcpStream::connect(s.running.addr);
 
     let mut silent = connect().await.unwrap();
@@ -390,12 +392,7 @@ async fn silent_connections_are_closed_and_the_cap_turns_more_away() {
 #[tokio::test]
 async fn an_idle_connection_makes_room_when_the_cap_turns_one_away() {
     let p = pki("esi-webhook").unwrap();
-    let limits = esi_serving::Limits {
-        read_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(3600),
-        max_connections: 2,
-    };
-    let s = start_with(&p, Duration::from_secs(3600), limits);
+    let s = start_with(&p, Duration::from_secs(3600), TIGHT);
     let connect = || tokio::net::TcpStream::connect(s.running.addr);
 
     // A pooled keep-alive connection, answered and then idle past the read timeout.
