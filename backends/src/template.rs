@@ -36,8 +36,15 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses `src`; `field` names the manifest field for errors.
+    /// Parses `src` over the request's placeholders ([`NAMES`]); `field` names the manifest
+    /// field for errors.
     pub fn parse(src: &str, field: &str) -> Result<Self, SpecError> {
+        Self::parse_names(src, field, NAMES)
+    }
+
+    /// Parses `src` where only `names` may be placeholders (a template rendered without a
+    /// request, such as a webhook's revoke call, has other values).
+    pub fn parse_names(src: &str, field: &str, names: &[&'static str]) -> Result<Self, SpecError> {
         let mut segments = Vec::new();
         let mut rest = src;
         while let Some(start) = rest.find("{{") {
@@ -49,10 +56,10 @@ impl Template {
                 .find("}}")
                 .ok_or_else(|| SpecError::field(field, "unclosed `{{` in template"))?;
             let name = after[..end].trim();
-            let name = NAMES.iter().copied().find(|n| *n == name).ok_or_else(|| {
+            let name = names.iter().copied().find(|n| *n == name).ok_or_else(|| {
                 SpecError::field(
                     field,
-                    format!("unknown placeholder {name:?} (known: {})", NAMES.join(", ")),
+                    format!("unknown placeholder {name:?} (known: {})", names.join(", ")),
                 )
             })?;
             segments.push(Segment::Var(name));
@@ -66,11 +73,21 @@ impl Template {
 
     /// Renders with the request's values, each passed through `escape`.
     pub fn render(&self, ctx: &Context<'_>, escape: impl Fn(&str) -> String) -> String {
+        self.render_with(|name| value(ctx, name), escape)
+    }
+
+    /// Renders with the values `value` gives for the placeholders, each passed through
+    /// `escape`.
+    pub fn render_with<'v>(
+        &self,
+        value: impl Fn(&str) -> Cow<'v, str>,
+        escape: impl Fn(&str) -> String,
+    ) -> String {
         let mut out = String::new();
         for s in &self.segments {
             match s {
                 Segment::Text(t) => out.push_str(t),
-                Segment::Var(name) => out.push_str(&escape(&value(ctx, name))),
+                Segment::Var(name) => out.push_str(&escape(&value(name))),
             }
         }
         out

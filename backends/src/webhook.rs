@@ -10,8 +10,16 @@
 //!
 //! The Authorization's `maxTTL` holds: the body can pass it on as `{{maxTTLSeconds}}`, and an
 //! answer whose `expiresAt` lies later than now + maxTTL (5 s of leeway for the endpoint's
-//! clock), or that reports no expiry, is refused and never handed out (the endpoint has no
-//! revoke call: its credential lives until it expires).
+//! clock), or that reports no expiry, is refused and never handed out.
+//!
+//! With `revoke`, the endpoint's credentials are revocable like a Vault lease: the value at
+//! `revoke.leaseJsonPath` of the issuing answer (the credential's id at the endpoint) is kept
+//! in the credential's lease, sealed by the federation, and revoking the lease calls
+//! `revoke.url` (under the same `allowedUrls`, with the same headers) with `{{lease}}`
+//! percent-encoded in the URL and JSON-escaped in the body. A credential that is minted but
+//! not handed out (over `maxTTL`, an answer that cannot be mapped) is revoked at once. A
+//! revoke answered 404 or 410 has nothing left to revoke. Without `revoke`, a refused
+//! credential lives until it expires.
 //!
 //! ```yaml
 //! kind: SecretStore
@@ -27,6 +35,10 @@
 //!   url: https://creds.internal.example/api/issue
 //!   body: '{"namespace": "{{namespace}}", "sa": "{{serviceAccount}}"}'
 //!   result: {jsonPath: "$.credentials", expiresAtJsonPath: "$.expiresAt"}
+//!   revoke:                               # optional: the credential gets a lease
+//!     leaseJsonPath: "$.id"
+//!     url: "https://creds.internal.example/api/credentials/{{lease}}"
+//!     method: DELETE
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,7 +56,9 @@ use crate::credential::value_string;
 use crate::duration::HumanDuration;
 use crate::store::{SecretStoreRef, StoreProvider};
 use crate::template::{Template, json_escape};
-use crate::{BackendError, Context, Credential, Generate, SecretRef, SecretStoreSpec, SpecError};
+use crate::{
+    BackendError, Context, Credential, Generate, LeaseHandle, SecretRef, SecretStoreSpec, SpecError,
+};
 
 const BACKEND: &str = "webhook";
 
@@ -179,6 +193,161 @@ pub struct WebhookSpec {
     /// How the JSON answer maps to the credential.
     #[serde(default)]
     pub result: WebhookResult,
+    /// How a credential the endpoint issued is revoked; with it, each credential carries a
+    /// lease, revoked when the workload ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke: Option<WebhookRevoke>,
+}
+
+/// The placeholder of a revoke call: the value `leaseJsonPath` selected when the credential
+/// was issued. The request's identity is not known when a lease is revoked.
+const LEASE_NAMES: &[&str] = &["lease"];
+
+/// The longest value kept from `revoke.leaseJsonPath` (it travels, sealed, in every envelope).
+const MAX_LEASE_ID: usize = 2048;
+
+/// How a webhook's credential is revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookRevoke {
+    /// Path, in the issuing answer, to the value that names the credential at the endpoint
+    /// (a string or number). It is kept in the lease, sealed, and is `{{lease}}` below.
+    pub lease_json_path: String,
+    /// The revoke endpoint; must fall under one of the store's `allowedUrls`. `{{lease}}`
+    /// may appear in its path or query, percent-encoded.
+    pub url: String,
+    /// `DELETE` (default), `POST` or `PUT`.
+    #[serde(default)]
+    pub method: WebhookRevokeMethod,
+    /// Body template; `{{lease}}` is replaced by the JSON-escaped value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// HTTP method of a revoke call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WebhookRevokeMethod {
+    /// `DELETE` (default).
+    #[default]
+    Delete,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+}
+
+impl WebhookRevokeMethod {
+    fn method(self) -> reqwest::Method {
+        match self {
+            WebhookRevokeMethod::Delete => reqwest::Method::DELETE,
+            WebhookRevokeMethod::Post => reqwest::Method::POST,
+            WebhookRevokeMethod::Put => reqwest::Method::PUT,
+        }
+    }
+}
+
+/// What the lease value may not become in a URL: everything but the unreserved characters is
+/// percent-encoded, so it stays inside its path segment or query value.
+const LEASE_IN_URL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A built revoke call.
+struct Revoke {
+    lease_path: Vec<Step>,
+    lease_json_path: String,
+    url: Template,
+    /// Whether `{{lease}}` appears in the URL.
+    lease_in_url: bool,
+    method: reqwest::Method,
+    body: Option<Template>,
+    allowed: WebhookProvider,
+}
+
+impl Revoke {
+    fn new(spec: &WebhookRevoke, provider: &WebhookProvider) -> Result<Self, SpecError> {
+        let url = Template::parse_names(&spec.url, "revoke.url", LEASE_NAMES)?;
+        // Two different values must give the same scheme, host and port, both allowed: the
+        // lease can then only move the path or query.
+        let probe = |v: &str| {
+            let rendered = url.render_with(|_| v.into(), str::to_owned);
+            parse_url(&rendered, "revoke.url")
+        };
+        let (a, b) = (probe("lease-a")?, probe("lease-b")?);
+        if (a.scheme(), a.host(), a.port()) != (b.scheme(), b.host(), b.port()) {
+            return Err(SpecError::field(
+                "revoke.url",
+                "{{lease}} may only appear in the path or the query",
+            ));
+        }
+        for u in [&a, &b] {
+            if !provider.allows(u) {
+                return Err(SpecError::field(
+                    "revoke.url",
+                    format!(
+                        "{u} is not under any of the store's allowedUrls ({})",
+                        provider.allowed_urls.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Revoke {
+            lease_path: parse_path(&spec.lease_json_path, "revoke.leaseJsonPath")?,
+            lease_json_path: spec.lease_json_path.clone(),
+            url,
+            lease_in_url: a != b,
+            method: spec.method.method(),
+            body: spec
+                .body
+                .as_deref()
+                .map(|b| Template::parse_names(b, "revoke.body", LEASE_NAMES))
+                .transpose()?,
+            allowed: provider.clone(),
+        })
+    }
+
+    /// The revoke URL for `lease`, checked again against the allow-list.
+    fn url(&self, lease: &str) -> Result<Url, String> {
+        if self.lease_in_url && matches!(lease, "" | "." | "..") {
+            return Err(format!("lease value {lease:?} cannot name a URL part"));
+        }
+        let rendered = self.url.render_with(
+            |_| lease.into(),
+            |v| percent_encoding::utf8_percent_encode(v, LEASE_IN_URL).to_string(),
+        );
+        let url = Url::parse(&rendered).map_err(|e| format!("revoke URL: {e}"))?;
+        if self.allowed.allows(&url) {
+            Ok(url)
+        } else {
+            Err("the revoke URL left the store's allowedUrls".to_owned())
+        }
+    }
+
+    /// The lease value of an issuing answer.
+    fn lease_of(&self, json: &serde_json::Value) -> Result<String, String> {
+        let v = select(json, &self.lease_path)
+            .ok_or_else(|| format!("nothing at revoke.leaseJsonPath {}", self.lease_json_path))?;
+        let lease = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(format!(
+                    "revoke.leaseJsonPath {} is not a string or number",
+                    self.lease_json_path
+                ));
+            }
+        };
+        if lease.len() > MAX_LEASE_ID {
+            return Err(format!(
+                "the value at revoke.leaseJsonPath is over {MAX_LEASE_ID} bytes"
+            ));
+        }
+        self.url(&lease)?;
+        Ok(lease)
+    }
 }
 
 /// HTTP method of a webhook call.
@@ -308,6 +477,13 @@ impl WebhookSpec {
         if let Some(p) = &self.result.expires_at_json_path {
             parse_path(p, "result.expiresAtJsonPath")?;
         }
+        if let Some(r) = &self.revoke {
+            parse_path(&r.lease_json_path, "revoke.leaseJsonPath")?;
+            Template::parse_names(&r.url, "revoke.url", LEASE_NAMES)?;
+            if let Some(b) = &r.body {
+                Template::parse_names(b, "revoke.body", LEASE_NAMES)?;
+            }
+        }
         if self.result.key.is_empty() {
             return Err(SpecError::field("result.key", "must not be empty"));
         }
@@ -322,6 +498,7 @@ pub struct WebhookGenerator {
     body: Option<Template>,
     path: Vec<Step>,
     expires_path: Option<Vec<Step>>,
+    revoke: Option<Revoke>,
     secret_headers: BTreeMap<String, SecretRef>,
     http: reqwest::Client,
 }
@@ -330,6 +507,7 @@ impl fmt::Debug for WebhookGenerator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookGenerator")
             .field("url", &self.url.as_str())
+            .field("revocable", &self.revoke.is_some())
             .field(
                 "secret_headers",
                 &self.secret_headers.keys().collect::<Vec<_>>(),
@@ -384,6 +562,11 @@ impl WebhookGenerator {
                 .as_deref()
                 .map(|p| parse_path(p, "result.expiresAtJsonPath"))
                 .transpose()?,
+            revoke: spec
+                .revoke
+                .as_ref()
+                .map(|r| Revoke::new(r, provider))
+                .transpose()?,
             secret_headers: provider.headers.clone(),
             url,
             spec,
@@ -401,16 +584,18 @@ fn parse_expiry(v: &serde_json::Value) -> Option<jiff::Timestamp> {
     }
 }
 
-impl Generate for WebhookGenerator {
-    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let method = match self.spec.method {
-            WebhookMethod::Get => reqwest::Method::GET,
-            WebhookMethod::Post => reqwest::Method::POST,
-            WebhookMethod::Put => reqwest::Method::PUT,
-        };
+impl WebhookGenerator {
+    /// A request to the endpoint with the generator's headers and the store's secret ones,
+    /// and `body` (JSON unless the headers say otherwise).
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<String>,
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
         let mut req = self
             .http
-            .request(method, self.url.clone())
+            .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json");
         for (k, v) in &self.spec.headers {
             req = req.header(k.as_str(), v.as_str());
@@ -429,7 +614,7 @@ impl Generate for WebhookGenerator {
             value.set_sensitive(true);
             req = req.header(k.as_str(), value);
         }
-        if let Some(t) = &self.body {
+        if let Some(body) = body {
             if !self
                 .spec
                 .headers
@@ -438,8 +623,92 @@ impl Generate for WebhookGenerator {
             {
                 req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
             }
-            req = req.body(t.render(ctx, json_escape));
+            req = req.body(body);
         }
+        Ok(req)
+    }
+
+    /// The credential in an issuing answer, held to the Authorization's `maxTTL`.
+    fn credential(
+        &self,
+        json: &serde_json::Value,
+        ctx: &Context<'_>,
+    ) -> Result<Credential, BackendError> {
+        let selected = select(json, &self.path).ok_or_else(|| BackendError::Rejected {
+            message: format!(
+                "the webhook's answer has nothing at {}",
+                self.spec.result.json_path
+            ),
+            detail: format!(
+                "{}: jsonPath {} matched nothing",
+                self.url, self.spec.result.json_path
+            ),
+        })?;
+        let data: BTreeMap<String, String> = match selected {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), value_string(v)))
+                .collect(),
+            other => BTreeMap::from([(self.spec.result.key.clone(), value_string(other))]),
+        };
+        let expires_at = match &self.expires_path {
+            None => None,
+            Some(p) => Some(select(json, p).and_then(parse_expiry).ok_or_else(|| {
+                BackendError::Rejected {
+                    message: "the webhook's answer has no readable expiry".to_owned(),
+                    detail: format!("{}: expiresAtJsonPath matched nothing readable", self.url),
+                }
+            })?),
+        };
+        if let Some(max) = ctx.max_ttl {
+            self.check_max_ttl(max, expires_at)?;
+        }
+        Ok(Credential {
+            data,
+            expires_at,
+            renewable: false,
+            lease: None,
+        })
+    }
+
+    /// Calls the revoke endpoint for `lease`. 404 and 410 mean nothing is left to revoke.
+    async fn revoke_lease(&self, revoke: &Revoke, lease: &str) -> Result<bool, BackendError> {
+        let url = revoke.url(lease).map_err(|detail| BackendError::Rejected {
+            message: "the lease cannot name a revoke URL".to_owned(),
+            detail: format!("{}: {detail}", self.url),
+        })?;
+        let body = revoke
+            .body
+            .as_ref()
+            .map(|t| t.render_with(|_| lease.into(), json_escape));
+        let req = self.request(revoke.method.clone(), url.clone(), body)?;
+        let (status, bytes) = crate::http::send(BACKEND, req).await?;
+        match status.as_u16() {
+            200..=299 => Ok(true),
+            404 | 410 => Ok(false),
+            300..=399 => Err(BackendError::Rejected {
+                message: "the webhook answered the revoke with a redirect, which is not followed"
+                    .to_owned(),
+                detail: format!("{url}: {status}"),
+            }),
+            _ => Err(crate::http::status_error(
+                BACKEND,
+                status,
+                &format!("revoke {url}: {} byte body", bytes.len()),
+            )),
+        }
+    }
+}
+
+impl Generate for WebhookGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let method = match self.spec.method {
+            WebhookMethod::Get => reqwest::Method::GET,
+            WebhookMethod::Post => reqwest::Method::POST,
+            WebhookMethod::Put => reqwest::Method::PUT,
+        };
+        let body = self.body.as_ref().map(|t| t.render(ctx, json_escape));
+        let req = self.request(method, self.url.clone(), body)?;
         let (status, bytes) = crate::http::send(BACKEND, req).await?;
         if status.is_redirection() {
             return Err(BackendError::Rejected {
@@ -459,41 +728,59 @@ impl Generate for WebhookGenerator {
                 message: "the webhook did not answer JSON".to_owned(),
                 detail: format!("{}: {e}", self.url),
             })?;
-        let selected = select(&json, &self.path).ok_or_else(|| BackendError::Rejected {
-            message: format!(
-                "the webhook's answer has nothing at {}",
-                self.spec.result.json_path
-            ),
-            detail: format!(
-                "{}: jsonPath {} matched nothing",
-                self.url, self.spec.result.json_path
-            ),
-        })?;
-        let data: BTreeMap<String, String> = match selected {
-            serde_json::Value::Object(m) => m
-                .iter()
-                .map(|(k, v)| (k.clone(), value_string(v)))
-                .collect(),
-            other => BTreeMap::from([(self.spec.result.key.clone(), value_string(other))]),
+        let Some(revoke) = &self.revoke else {
+            return self.credential(&json, ctx);
         };
-        let expires_at = match &self.expires_path {
-            None => None,
-            Some(p) => Some(select(&json, p).and_then(parse_expiry).ok_or_else(|| {
-                BackendError::Rejected {
-                    message: "the webhook's answer has no readable expiry".to_owned(),
-                    detail: format!("{}: expiresAtJsonPath matched nothing readable", self.url),
-                }
-            })?),
-        };
-        if let Some(max) = ctx.max_ttl {
-            self.check_max_ttl(max, expires_at)?;
+        let lease = revoke
+            .lease_of(&json)
+            .map_err(|detail| BackendError::Rejected {
+                message: "the webhook's answer names no lease to revoke its credential by; \
+                          it was not handed out, and lives until it expires"
+                    .to_owned(),
+                detail: format!("{}: {detail}", self.url),
+            })?;
+        match self.credential(&json, ctx) {
+            Ok(mut cred) => {
+                cred.lease = Some(LeaseHandle(serde_json::json!({ "id": lease })));
+                Ok(cred)
+            }
+            // Minted but not handed out: nobody may hold it, so it goes now.
+            Err(e) => Err(with_revocation(e, self.revoke_lease(revoke, &lease).await)),
         }
-        Ok(Credential {
-            data,
-            expires_at,
-            renewable: false,
-            lease: None,
-        })
+    }
+
+    async fn revoke(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
+        let Some(revoke) = &self.revoke else {
+            return Ok(false);
+        };
+        let lease = handle
+            .0
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| BackendError::Invalid("the lease names no webhook credential".into()))?;
+        self.revoke_lease(revoke, lease).await
+    }
+}
+
+/// `e` of a credential minted but not handed out, saying whether it was revoked.
+fn with_revocation(e: BackendError, revoked: Result<bool, BackendError>) -> BackendError {
+    let (said, log) = match &revoked {
+        Ok(_) => ("it was revoked", String::new()),
+        Err(r) => (
+            "revoking it failed, it lives until it expires",
+            format!("; revoke: {}", r.detail()),
+        ),
+    };
+    match e {
+        BackendError::Rejected { message, detail } => BackendError::Rejected {
+            message: format!("{message} ({said})"),
+            detail: format!("{detail}{log}"),
+        },
+        BackendError::Unavailable { message, detail } => BackendError::Unavailable {
+            message: format!("{message} ({said})"),
+            detail: format!("{detail}{log}"),
+        },
+        BackendError::Invalid(m) => BackendError::Invalid(format!("{m} ({said})")),
     }
 }
 
@@ -503,8 +790,8 @@ const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
 
 impl WebhookGenerator {
     /// Refuses a credential that could outlive the Authorization's `maxTTL`: one whose
-    /// `expiresAt` lies later, or that reports none. The endpoint has no revoke call, so the
-    /// credential is dropped, never handed out; the endpoint can be told the limit through
+    /// `expiresAt` lies later, or that reports none. It is never handed out (and revoked when
+    /// the generator has a revoke call); the endpoint can be told the limit through
     /// `{{maxTTLSeconds}}`.
     fn check_max_ttl(
         &self,
@@ -603,6 +890,7 @@ mod tests {
             "body": "{\"ns\": \"{{namespace}}\"}",
             "timeout": "3s",
             "result": {"jsonPath": "$.data", "key": "token", "expiresAtJsonPath": "$.exp"},
+            "revoke": {"leaseJsonPath": "$.id", "url": "https://api.example/creds/{{lease}}", "method": "POST", "body": "{\"id\": \"{{lease}}\"}"},
         });
         let spec = GeneratorSpec::from_manifest(GeneratorKind::Webhook, j.clone()).unwrap();
         let GeneratorSpec::Webhook(s) = &spec else {
@@ -636,6 +924,16 @@ mod tests {
                 "unknown field `path`",
             ),
             ("body", serde_json::json!("{{ secret }}"), "spec.body"),
+            (
+                "revoke",
+                serde_json::json!({"leaseJsonPath": "$.id", "url": "https://api.example/x", "body": "{{namespace}}"}),
+                "spec.revoke.body",
+            ),
+            (
+                "revoke",
+                serde_json::json!({"url": "https://api.example/x"}),
+                "missing field `leaseJsonPath`",
+            ),
         ] {
             let mut b = j.clone();
             b[field] = value;

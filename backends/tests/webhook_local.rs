@@ -278,3 +278,281 @@ async fn max_ttl_is_asked_for_and_enforced() {
     let cred = call("ttl", honours, None).await.expect("no maxTTL");
     assert_eq!(cred.data["token"], "ttl-86400", "an empty maxTTLSeconds");
 }
+
+/// An endpoint whose credentials can be revoked: `POST /creds/mint` issues one named by `id`
+/// (taken from the request, so a test can pick hostile ids), `/creds/revoke/...` revokes it
+/// (any method; 404 once gone, 500 for the id `stuck`). Every revoke call is recorded as
+/// (method, raw path and query, authorization header, body).
+#[derive(Clone, Default)]
+struct Revocable {
+    live: Arc<Mutex<Vec<String>>>,
+    calls: Arc<Mutex<Vec<RevokeCall>>>,
+}
+
+/// Method, raw path and query, `Authorization` header, body.
+type RevokeCall = (String, String, String, String);
+
+async fn revocable_server() -> (String, Revocable) {
+    let state = Revocable::default();
+    let (mint, rev) = (state.clone(), state.clone());
+    let app = Router::new()
+        .route(
+            "/creds/mint",
+            post(move |Json(asked): Json<Value>| async move {
+                let id = asked["id"].as_str().expect("id").to_owned();
+                mint.live.lock().expect("lock").push(id.clone());
+                let lives = asked["lives"].as_i64().unwrap_or(300);
+                Json(json!({"lease": {"id": id}, "token": format!("tok-{id}"),
+                            "expiresAt": jiff::Timestamp::now().as_second() + lives}))
+            }),
+        )
+        .fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: HeaderMap,
+                  body: String| async move {
+                let path = uri.path_and_query().map_or("", |p| p.as_str()).to_owned();
+                if !path.starts_with("/creds/revoke") {
+                    return StatusCode::NOT_FOUND;
+                }
+                let auth = headers
+                    .get("authorization")
+                    .map_or("", |v| v.to_str().expect("ascii"))
+                    .to_owned();
+                rev.calls.lock().expect("lock").push((
+                    method.to_string(),
+                    path.clone(),
+                    auth,
+                    body.clone(),
+                ));
+                let id = match path.strip_prefix("/creds/revoke/") {
+                    Some(segment) => percent_decode(segment),
+                    None => serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|b| b["id"].as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                };
+                if id == "stuck" {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let mut live = rev.live.lock().expect("lock");
+                match live.iter().position(|l| *l == id) {
+                    Some(i) => {
+                        live.remove(i);
+                        StatusCode::NO_CONTENT
+                    }
+                    None => StatusCode::NOT_FOUND,
+                }
+            },
+        );
+    (common::serve_local(app).await, state)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex"));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// A `Webhook` generator minting `id` at the revocable server, revoked as `revoke` says.
+fn revocable(
+    base: &str,
+    header_file: &std::path::Path,
+    id: &str,
+    revoke: Value,
+) -> esi_backends::Generator {
+    build(
+        "Webhook",
+        spec(
+            format!("{base}/creds/mint"),
+            json!({
+                "body": format!("{{\"id\": {}, \"lives\": 300}}", serde_json::to_string(id).expect("json")),
+                "result": {"jsonPath": "$.token", "key": "token", "expiresAtJsonPath": "$.expiresAt"},
+                "revoke": revoke,
+            }),
+        ),
+        Some(store(base, header_file)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_call_gives_each_credential_a_lease_that_revokes_it() {
+    let (base, server) = revocable_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header_file = dir.path().join("auth");
+    std::fs::write(&header_file, "Bearer hook-secret").expect("write");
+    let id = identity();
+
+    // The id is percent-encoded into one path segment: '/', '?', '%' and spaces cannot move
+    // the call elsewhere.
+    let hostile = "cred/../../admin?x=1 %2F#";
+    let g = revocable(
+        &base,
+        &header_file,
+        hostile,
+        json!({"leaseJsonPath": "$.lease.id", "url": format!("{base}/creds/revoke/{{{{lease}}}}")}),
+    );
+    let cred = g.generate(&ctx(&id)).await.expect("mint");
+    assert_eq!(cred.data["token"], format!("tok-{hostile}"));
+    let lease = cred
+        .lease
+        .clone()
+        .expect("a revocable credential carries a lease");
+    assert_eq!(format!("{lease:?}"), "LeaseHandle(<redacted>)");
+    assert!(g.revoke(&lease).await.expect("revoke"), "revoked");
+    assert!(
+        server.live.lock().expect("lock").is_empty(),
+        "gone at the endpoint"
+    );
+    {
+        let calls = server.calls.lock().expect("lock");
+        let (method, path, auth, body) = &calls[0];
+        assert_eq!(method, "DELETE", "the default method");
+        assert_eq!(
+            path,
+            "/creds/revoke/cred%2F..%2F..%2Fadmin%3Fx%3D1%20%252F%23"
+        );
+        assert_eq!(
+            auth, "Bearer hook-secret",
+            "the store's secret headers go along"
+        );
+        assert!(body.is_empty());
+    }
+    // Revoked before: nothing left to revoke.
+    assert!(
+        !g.revoke(&lease).await.expect("second revoke"),
+        "404 is nothing left"
+    );
+
+    // POST with the id in a JSON body, escaped.
+    let quoted = "a \"quoted\" id";
+    let g = revocable(
+        &base,
+        &header_file,
+        quoted,
+        json!({"leaseJsonPath": "$.lease.id", "url": format!("{base}/creds/revoke"), "method": "POST",
+               "body": "{\"id\": \"{{lease}}\"}"}),
+    );
+    let cred = g.generate(&ctx(&id)).await.expect("mint");
+    assert!(g.revoke(&cred.lease.expect("lease")).await.expect("revoke"));
+    let calls = server.calls.lock().expect("lock");
+    let (method, path, _, body) = calls.last().expect("call");
+    assert_eq!((method.as_str(), path.as_str()), ("POST", "/creds/revoke"));
+    let body: Value = serde_json::from_str(body).expect("the rendered body is JSON");
+    assert_eq!(body, json!({"id": quoted}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_not_handed_out_is_revoked_at_once() {
+    let (base, server) = revocable_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header_file = dir.path().join("auth");
+    std::fs::write(&header_file, "Bearer x").expect("write");
+    let id = identity();
+    let revoke =
+        json!({"leaseJsonPath": "$.lease.id", "url": format!("{base}/creds/revoke/{{{{lease}}}}")});
+    let minute = Context {
+        max_ttl: Some(Duration::from_secs(60)),
+        ..ctx(&id)
+    };
+
+    // It would outlive maxTTL (300 s against 60 s): refused and revoked.
+    let g = revocable(&base, &header_file, "over-ttl", revoke.clone());
+    let err = g.generate(&minute).await.expect_err("over maxTTL");
+    let BackendError::Rejected { message, .. } = &err else {
+        panic!("want Rejected, got {err:?}")
+    };
+    assert!(
+        message.contains("maxTTL") && message.contains("it was revoked"),
+        "{message}"
+    );
+    assert!(!message.contains("tok-over-ttl"), "{message}");
+    assert!(
+        server.live.lock().expect("lock").is_empty(),
+        "revoked at the endpoint"
+    );
+
+    // The revoke fails too: the caller is told the credential lives on.
+    let g = revocable(&base, &header_file, "stuck", revoke.clone());
+    let err = g.generate(&minute).await.expect_err("over maxTTL");
+    assert!(err.to_string().contains("revoking it failed"), "{err}");
+    assert!(err.detail().contains("revoke"), "{}", err.detail());
+
+    // An answer without the lease value cannot be revoked later: refused.
+    let g = revocable(
+        &base,
+        &header_file,
+        "no-lease",
+        json!({"leaseJsonPath": "$.lease.name", "url": format!("{base}/creds/revoke/{{{{lease}}}}")}),
+    );
+    let err = g.generate(&ctx(&id)).await.expect_err("no lease value");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("names no lease")),
+        "{err:?}"
+    );
+    assert!(err.detail().contains("$.lease.name"), "{}", err.detail());
+
+    // Nor can a value that would be a dot segment.
+    let g = revocable(&base, &header_file, "..", revoke);
+    let err = g.generate(&ctx(&id)).await.expect_err("a dot-segment id");
+    assert!(
+        err.detail().contains("cannot name a URL part"),
+        "{}",
+        err.detail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_urls_are_held_to_the_allow_list_at_load() {
+    let (base, _) = revocable_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        SecretStoreSpec::from_manifest(store(&base, &dir.path().join("auth"))).expect("store");
+    let kind = GeneratorKind::parse("Webhook").expect("kind");
+    let port = base.rsplit(':').next().expect("port").to_owned();
+    for (revoke, expect) in [
+        (
+            json!({"leaseJsonPath": "$.id", "url": format!("http://127.0.0.2:{port}/creds/{{{{lease}}}}")}),
+            "allowedUrls",
+        ),
+        (
+            json!({"leaseJsonPath": "$.id", "url": format!("{base}/admin/{{{{lease}}}}")}),
+            "allowedUrls",
+        ),
+        (
+            json!({"leaseJsonPath": "$.id", "url": "http://h{{lease}}.localhost/creds/"}),
+            "path or the query",
+        ),
+        (
+            json!({"leaseJsonPath": "$.id", "url": format!("{base}/creds/{{{{namespace}}}}")}),
+            "unknown placeholder",
+        ),
+        (
+            json!({"leaseJsonPath": "id", "url": format!("{base}/creds/x")}),
+            "revoke.leaseJsonPath",
+        ),
+        (
+            json!({"leaseJsonPath": "$.id", "url": format!("{base}/creds/x"), "method": "GET"}),
+            "unknown variant `GET`",
+        ),
+    ] {
+        let err = GeneratorSpec::from_manifest(
+            kind,
+            spec(format!("{base}/creds/mint"), json!({"revoke": revoke})),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|s| esi_backends::Generator::build(&s, Some(&store)).map_err(|e| e.to_string()))
+        .expect_err(&revoke.to_string());
+        assert!(err.contains(expect), "{revoke}: {err}");
+    }
+}
