@@ -347,6 +347,7 @@ where
                     | "RequestLimitExceeded"
                     | "ServiceUnavailable"
                     | "InternalFailure"
+                    | "InternalServiceError"
                     | "ServerException"
                     | "IDPCommunicationError"
             );
@@ -503,5 +504,114 @@ mod tests {
             err.to_string().contains("provider.aws.assumeRole.roleArn"),
             "{err}"
         );
+    }
+}
+
+/// Whom a generator's call to another AWS service (ECR, Secrets Manager) is signed as: the
+/// store's own identity, or `roleArn` assumed exactly as `AWSAssumeRole` does, for one call,
+/// its session tagged with the caller's identity (`esi-cluster`, `kubernetes-namespace`,
+/// `kubernetes-service-account`, `kubernetes-pod-name`), so resource policies can key on
+/// `aws:PrincipalTag/...` and one role serves every namespace with only its own resources.
+#[derive(Debug)]
+pub(crate) struct CallerRole {
+    conn: std::sync::Arc<StsConn>,
+    /// Assumes `roleArn` (with the identity's session tags) before the call.
+    role: Option<crate::aws_assume_role::AwsAssumeRoleGenerator>,
+}
+
+/// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
+const ROLE_SESSION_SECONDS: u32 = 900;
+
+/// Checks a generator's `roleArn` and `externalId` fields (see [`CallerRole`]).
+pub(crate) fn validate_caller_role(
+    role_arn: Option<&str>,
+    external_id: Option<&str>,
+) -> Result<(), SpecError> {
+    if let Some(arn) = role_arn {
+        validate_role_arn(arn, "roleArn")?;
+    }
+    if external_id.is_some() && role_arn.is_none() {
+        return Err(SpecError::field(
+            "externalId",
+            "needs roleArn (it is sent when assuming that role)",
+        ));
+    }
+    Ok(())
+}
+
+impl CallerRole {
+    /// Builds on the store's shared connection; `role_arn` and `external_id` are the
+    /// generator's fields (validated here under those names).
+    pub(crate) fn new(
+        store: Option<&crate::SecretStoreSpec>,
+        store_ref: &crate::SecretStoreRef,
+        role_arn: Option<&str>,
+        external_id: Option<&str>,
+        conns: &mut crate::store::Conns<StsConn>,
+    ) -> Result<Self, SpecError> {
+        validate_caller_role(role_arn, external_id)?;
+        let provider = require_store(store, store_ref)?;
+        let role = role_arn
+            .map(|arn| {
+                let spec = crate::aws_assume_role::AwsAssumeRoleSpec {
+                    secret_store_ref: store_ref.clone(),
+                    role_arn: arn.to_owned(),
+                    session_name: None,
+                    duration_seconds: ROLE_SESSION_SECONDS,
+                    external_id: external_id.map(str::to_owned),
+                    policy: None,
+                    policy_arns: Vec::new(),
+                    identity_tags: true,
+                    tags: std::collections::BTreeMap::new(),
+                    transitive_tag_keys: Vec::new(),
+                    source_identity: None,
+                };
+                crate::aws_assume_role::AwsAssumeRoleGenerator::new(spec, store, conns)
+            })
+            .transpose()?;
+        Ok(CallerRole {
+            conn: conns.get(provider, StsConn::new)?,
+            role,
+        })
+    }
+
+    /// The SDK configuration to build the service's client from: the store's own, or (with
+    /// a role) one signing with a session assumed now for the caller in `ctx`.
+    pub(crate) async fn sdk_config(
+        &self,
+        ctx: &crate::Context<'_>,
+    ) -> Result<std::borrow::Cow<'_, aws_config::SdkConfig>, BackendError> {
+        let conf = self.conn.sdk_config().await?;
+        let Some(role) = &self.role else {
+            return Ok(std::borrow::Cow::Borrowed(conf));
+        };
+        // The session only signs the one call: whatever the Authorization's maxTTL bounds is
+        // the generator's to check, not this session's.
+        let session = crate::Generate::generate(
+            role,
+            &crate::Context {
+                max_ttl: None,
+                ..*ctx
+            },
+        )
+        .await?;
+        let key = |k: &str| session.data.get(k).cloned().unwrap_or_default();
+        let credentials = Credentials::new(
+            key("AWS_ACCESS_KEY_ID"),
+            key("AWS_SECRET_ACCESS_KEY"),
+            Some(key("AWS_SESSION_TOKEN")),
+            None,
+            "esi-caller-role-session",
+        );
+        Ok(std::borrow::Cow::Owned(
+            conf.to_builder()
+                .credentials_provider(SharedCredentialsProvider::new(credentials))
+                .build(),
+        ))
+    }
+
+    /// Whether calls are signed as a role assumed per call (no client can be kept).
+    pub(crate) fn per_call(&self) -> bool {
+        self.role.is_some()
     }
 }

@@ -60,7 +60,10 @@ impl fmt::Debug for LeaseHandle {
 }
 
 /// A JSON value as the string handed to the workload: strings unquoted, the rest as JSON.
-#[cfg_attr(not(any(feature = "vault", feature = "webhook")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "vault", feature = "webhook", feature = "secretsmanager")),
+    allow(dead_code)
+)]
 pub(crate) fn value_string(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),

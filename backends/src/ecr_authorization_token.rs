@@ -30,15 +30,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{StsConn, map_service_error, require_store, validate_role_arn};
-use crate::aws_assume_role::{AwsAssumeRoleGenerator, AwsAssumeRoleSpec};
+use crate::aws::{CallerRole, StsConn, map_service_error, validate_caller_role};
 use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 /// How far ECR's `expiresAt` may lie past now + maxTTL: ECR computes it on its own clock.
 const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
-/// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
-const ROLE_SESSION_SECONDS: u32 = 900;
 
 /// `spec` of an `ECRAuthorizationToken` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -65,33 +62,7 @@ pub struct EcrAuthorizationTokenSpec {
 impl EcrAuthorizationTokenSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if let Some(arn) = &self.role_arn {
-            validate_role_arn(arn, "roleArn")?;
-        }
-        if self.external_id.is_some() && self.role_arn.is_none() {
-            return Err(SpecError::field(
-                "externalId",
-                "needs roleArn (it is sent when assuming that role)",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The `AWSAssumeRole` spec assuming `roleArn` for one ECR call.
-    fn assume_role(&self) -> Option<AwsAssumeRoleSpec> {
-        Some(AwsAssumeRoleSpec {
-            secret_store_ref: self.secret_store_ref.clone(),
-            role_arn: self.role_arn.clone()?,
-            session_name: None,
-            duration_seconds: ROLE_SESSION_SECONDS,
-            external_id: self.external_id.clone(),
-            policy: None,
-            policy_arns: Vec::new(),
-            identity_tags: true,
-            tags: BTreeMap::new(),
-            transitive_tag_keys: Vec::new(),
-            source_identity: None,
-        })
+        validate_caller_role(self.role_arn.as_deref(), self.external_id.as_deref())
     }
 }
 
@@ -121,11 +92,9 @@ fn within_max_ttl(
 /// The built `ECRAuthorizationToken` generator.
 #[derive(Debug)]
 pub struct EcrAuthorizationTokenGenerator {
-    conn: std::sync::Arc<StsConn>,
+    signer: CallerRole,
     /// The client signing with the store's own credentials, built on first use.
     store_client: tokio::sync::OnceCell<aws_sdk_ecr::Client>,
-    /// Assumes `roleArn` (with the identity's session tags) before the ECR call.
-    role: Option<AwsAssumeRoleGenerator>,
 }
 
 impl EcrAuthorizationTokenGenerator {
@@ -135,51 +104,34 @@ impl EcrAuthorizationTokenGenerator {
         store: Option<&SecretStoreSpec>,
         conns: &mut crate::store::Conns<StsConn>,
     ) -> Result<Self, SpecError> {
-        spec.validate()?;
-        let provider = require_store(store, &spec.secret_store_ref)?;
-        let role = spec
-            .assume_role()
-            .map(|r| AwsAssumeRoleGenerator::new(r, store, conns))
-            .transpose()?;
         Ok(Self {
-            conn: conns.get(provider, StsConn::new)?,
+            signer: CallerRole::new(
+                store,
+                &spec.secret_store_ref,
+                spec.role_arn.as_deref(),
+                spec.external_id.as_deref(),
+                conns,
+            )?,
             store_client: tokio::sync::OnceCell::new(),
-            role,
         })
     }
 
     /// An ECR client with the store's configuration, signing as the assumed role if any.
     async fn client(&self, ctx: &Context<'_>) -> Result<aws_sdk_ecr::Client, BackendError> {
-        let Some(role) = &self.role else {
-            let client = self
-                .store_client
-                .get_or_try_init(|| async {
-                    Ok::<_, BackendError>(aws_sdk_ecr::Client::new(self.conn.sdk_config().await?))
-                })
-                .await?;
-            return Ok(client.clone());
-        };
-        let conf = self.conn.sdk_config().await?;
-        // The session only signs the one call: the Authorization's maxTTL bounds the token,
-        // checked below, not this session.
-        let session = role
-            .generate(&Context {
-                max_ttl: None,
-                ..*ctx
+        if self.signer.per_call() {
+            return Ok(aws_sdk_ecr::Client::new(
+                &*self.signer.sdk_config(ctx).await?,
+            ));
+        }
+        let client = self
+            .store_client
+            .get_or_try_init(|| async {
+                Ok::<_, BackendError>(aws_sdk_ecr::Client::new(
+                    &*self.signer.sdk_config(ctx).await?,
+                ))
             })
             .await?;
-        let key = |k: &str| session.data.get(k).cloned().unwrap_or_default();
-        let credentials = aws_sdk_ecr::config::Credentials::new(
-            key("AWS_ACCESS_KEY_ID"),
-            key("AWS_SECRET_ACCESS_KEY"),
-            Some(key("AWS_SESSION_TOKEN")),
-            None,
-            "esi-ecr-role-session",
-        );
-        let conf = aws_sdk_ecr::config::Builder::from(conf)
-            .credentials_provider(credentials)
-            .build();
-        Ok(aws_sdk_ecr::Client::from_conf(conf))
+        Ok(client.clone())
     }
 }
 

@@ -23,6 +23,7 @@
 //! | `vault` | `vault` | `VaultDynamicSecret`, `VaultStaticSecret` |
 //! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
+//! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
 //! | `gcp` | `gcp` | `GCPAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
@@ -56,6 +57,8 @@ pub mod gcp_access_token;
 pub mod github;
 #[cfg(feature = "http-client")]
 pub mod http;
+#[cfg(feature = "secretsmanager")]
+pub mod secrets_manager_secret;
 #[cfg(feature = "aws")]
 pub mod sts_session_token;
 #[cfg(feature = "vault")]
@@ -78,7 +81,7 @@ pub use spec::{GeneratorKind, GeneratorSpec, deserialize_tracked};
 pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
 
 /// `tracing` filter directives that silence the backend SDKs below `warn` (append them to
-/// the federation's `EnvFilter`): the AWS SDK's wire logging (STS and ECR here, Secrets Manager for the
+/// the federation's `EnvFilter`): the AWS SDK's wire logging (STS, ECR and Secrets Manager here, Secrets Manager also for the
 /// federation's lease keys), hyper, reqwest, rustify and vaultrs. None of them logs bodies at
 /// `info`, but `debug`/`trace` would show request metadata we do not want in production logs.
 pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_ecr=warn,aws_sdk_secretsmanager=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
@@ -144,6 +147,9 @@ pub enum Generator {
     /// `ECRAuthorizationToken`.
     #[cfg(feature = "ecr")]
     EcrAuthorizationToken(Box<ecr_authorization_token::EcrAuthorizationTokenGenerator>),
+    /// `SecretsManagerSecret`.
+    #[cfg(feature = "secretsmanager")]
+    SecretsManagerSecret(Box<secrets_manager_secret::SecretsManagerSecretGenerator>),
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
@@ -236,6 +242,14 @@ impl Generator {
                     &mut shared.aws,
                 )?,
             )),
+            #[cfg(feature = "secretsmanager")]
+            GeneratorSpec::SecretsManagerSecret(s) => Generator::SecretsManagerSecret(Box::new(
+                secrets_manager_secret::SecretsManagerSecretGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.aws,
+                )?,
+            )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
@@ -271,6 +285,8 @@ impl Generate for Generator {
             Generator::StsSessionToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "ecr")]
             Generator::EcrAuthorizationToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "secretsmanager")]
+            Generator::SecretsManagerSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "webhook")]
@@ -295,6 +311,8 @@ impl Generate for Generator {
             Generator::StsSessionToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "ecr")]
             Generator::EcrAuthorizationToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "secretsmanager")]
+            Generator::SecretsManagerSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "webhook")]
@@ -326,6 +344,8 @@ pub fn crds()
         sts_session_token::STSSessionToken::crd(),
         #[cfg(feature = "ecr")]
         ecr_authorization_token::ECRAuthorizationToken::crd(),
+        #[cfg(feature = "secretsmanager")]
+        secrets_manager_secret::SecretsManagerSecret::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "webhook")]

@@ -28,6 +28,9 @@ pub enum GeneratorKind {
     /// `ECRAuthorizationToken`.
     #[cfg(feature = "ecr")]
     EcrAuthorizationToken,
+    /// `SecretsManagerSecret`.
+    #[cfg(feature = "secretsmanager")]
+    SecretsManagerSecret,
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
@@ -55,6 +58,8 @@ impl GeneratorKind {
         GeneratorKind::StsSessionToken,
         #[cfg(feature = "ecr")]
         GeneratorKind::EcrAuthorizationToken,
+        #[cfg(feature = "secretsmanager")]
+        GeneratorKind::SecretsManagerSecret,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "webhook")]
@@ -79,6 +84,8 @@ impl GeneratorKind {
             GeneratorKind::StsSessionToken => "STSSessionToken",
             #[cfg(feature = "ecr")]
             GeneratorKind::EcrAuthorizationToken => "ECRAuthorizationToken",
+            #[cfg(feature = "secretsmanager")]
+            GeneratorKind::SecretsManagerSecret => "SecretsManagerSecret",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "webhook")]
@@ -133,6 +140,9 @@ pub enum GeneratorSpec {
     /// `kind: ECRAuthorizationToken`.
     #[cfg(feature = "ecr")]
     EcrAuthorizationToken(crate::ecr_authorization_token::EcrAuthorizationTokenSpec),
+    /// `kind: SecretsManagerSecret`.
+    #[cfg(feature = "secretsmanager")]
+    SecretsManagerSecret(crate::secrets_manager_secret::SecretsManagerSecretSpec),
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
@@ -164,6 +174,10 @@ impl GeneratorSpec {
             GeneratorKind::EcrAuthorizationToken => {
                 GeneratorSpec::EcrAuthorizationToken(parse(spec)?)
             }
+            #[cfg(feature = "secretsmanager")]
+            GeneratorKind::SecretsManagerSecret => {
+                GeneratorSpec::SecretsManagerSecret(parse(spec)?)
+            }
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "webhook")]
@@ -191,6 +205,8 @@ impl GeneratorSpec {
             GeneratorSpec::StsSessionToken(_) => GeneratorKind::StsSessionToken,
             #[cfg(feature = "ecr")]
             GeneratorSpec::EcrAuthorizationToken(_) => GeneratorKind::EcrAuthorizationToken,
+            #[cfg(feature = "secretsmanager")]
+            GeneratorSpec::SecretsManagerSecret(_) => GeneratorKind::SecretsManagerSecret,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "webhook")]
@@ -214,6 +230,8 @@ impl GeneratorSpec {
             GeneratorSpec::StsSessionToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "ecr")]
             GeneratorSpec::EcrAuthorizationToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "secretsmanager")]
+            GeneratorSpec::SecretsManagerSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "webhook")]
@@ -239,6 +257,8 @@ impl GeneratorSpec {
             GeneratorSpec::StsSessionToken(s) => s.validate(),
             #[cfg(feature = "ecr")]
             GeneratorSpec::EcrAuthorizationToken(s) => s.validate(),
+            #[cfg(feature = "secretsmanager")]
+            GeneratorSpec::SecretsManagerSecret(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "webhook")]

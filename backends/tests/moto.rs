@@ -49,18 +49,33 @@ impl Moto {
         json!({"file": self.keys.path().join("st")})
     }
 
-    /// The STS requests moto recorded, as form parameters plus the Authorization header.
-    async fn recorded(&self) -> Vec<(BTreeMap<String, String>, String)> {
-        use base64::Engine;
+    /// Every request moto recorded. Tests run concurrently, so the last line may be one
+    /// moto is still writing: only that one may fail to parse, and is left out.
+    async fn recording(&self) -> Vec<Value> {
         let text = reqwest::get(format!("{}/moto-api/recorder/download-recording", self.url))
             .await
             .expect("moto recording")
             .text()
             .await
             .expect("body");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last = lines.len().saturating_sub(1);
+        lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, line)| match serde_json::from_str(line) {
+                Ok(entry) => Some(entry),
+                Err(_) if i == last && !text.ends_with('\n') => None,
+                Err(e) => panic!("recording line {i}: {e}"),
+            })
+            .collect()
+    }
+
+    /// The STS requests moto recorded, as form parameters plus the Authorization header.
+    async fn recorded(&self) -> Vec<(BTreeMap<String, String>, String)> {
+        use base64::Engine;
         let mut out = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let entry: Value = serde_json::from_str(line).expect("recording line");
+        for entry in self.recording().await {
             let body = entry["body"].as_str().unwrap_or_default();
             let body = if entry["body_encoded"].as_bool() == Some(true) {
                 String::from_utf8(
@@ -334,32 +349,63 @@ async fn unreachable_sts_is_unavailable() {
     );
 }
 
-/// The ECR calls moto recorded (JSON protocol: `X-Amz-Target` names the operation): each
-/// one's Authorization header.
-#[cfg(feature = "ecr")]
-async fn ecr_requests(moto: &Moto) -> Vec<String> {
-    let text = reqwest::get(format!("{}/moto-api/recorder/download-recording", moto.url))
+/// The calls of JSON-protocol services (ECR, Secrets Manager) moto recorded whose
+/// `X-Amz-Target` ends with `operation` (`.GetAuthorizationToken`): each one's JSON body and
+/// Authorization header.
+#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
+async fn json_requests(moto: &Moto, operation: &str) -> Vec<(Value, String)> {
+    use base64::Engine;
+    moto.recording()
         .await
-        .expect("moto recording")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|line| {
-            let entry: Value = serde_json::from_str(line).expect("recording line");
+        .iter()
+        .filter_map(|entry| {
             let headers = &entry["headers"];
             let target = headers["X-Amz-Target"]
                 .as_str()
                 .or(headers["x-amz-target"].as_str())?;
-            target.ends_with(".GetAuthorizationToken").then(|| {
-                headers["Authorization"]
+            target.ends_with(operation).then(|| {
+                let body = entry["body"].as_str().unwrap_or_default();
+                let body = if entry["body_encoded"].as_bool() == Some(true) {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .unwrap_or_default()
+                } else {
+                    body.as_bytes().to_vec()
+                };
+                let auth = headers["Authorization"]
                     .as_str()
                     .or(headers["authorization"].as_str())
-                    .unwrap_or_default()
-                    .to_owned()
+                    .unwrap_or_default();
+                (
+                    serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    auth.to_owned(),
+                )
             })
         })
+        .collect()
+}
+
+/// The Authorization headers of the recorded `GetAuthorizationToken` calls signed with the
+/// store's own key (the role test's calls, running alongside, are signed by sessions).
+#[cfg(feature = "ecr")]
+async fn ecr_store_signed(moto: &Moto) -> Vec<String> {
+    json_requests(moto, ".GetAuthorizationToken")
+        .await
+        .into_iter()
+        .map(|(_, auth)| auth)
+        .filter(|a| a.contains("Credential=AKIAESITESTKEY000001/"))
+        .collect()
+}
+
+/// The Authorization headers of the recorded `GetSecretValue` calls for secrets whose id
+/// contains `run` (tests running alongside read others).
+#[cfg(feature = "secretsmanager")]
+async fn secret_reads(moto: &Moto, run: &str) -> Vec<String> {
+    json_requests(moto, ".GetSecretValue")
+        .await
+        .into_iter()
+        .filter(|(body, _)| body["SecretId"].as_str().is_some_and(|id| id.contains(run)))
+        .map(|(_, auth)| auth)
         .collect()
 }
 
@@ -371,7 +417,7 @@ async fn ecr_login_is_a_docker_login_for_the_registry() {
     let Some(moto) = Moto::from_env(test) else {
         return;
     };
-    let before = ecr_requests(&moto).await.len();
+    let before = ecr_store_signed(&moto).await.len();
     let g = build(
         "ECRAuthorizationToken",
         json!({"secretStoreRef": {"name": "aws"}}),
@@ -406,7 +452,7 @@ async fn ecr_login_is_a_docker_login_for_the_registry() {
     assert!(!format!("{cred:?}").contains(&cred.data["password"]));
     assert_eq!(cred.lease, None, "ECR tokens cannot be revoked");
 
-    let sent = ecr_requests(&moto).await;
+    let sent = ecr_store_signed(&moto).await;
     assert_eq!(sent.len(), before + 1, "one GetAuthorizationToken");
     let auth = sent.last().expect("recorded");
     assert!(
@@ -460,9 +506,196 @@ async fn ecr_login_as_a_role_carries_the_callers_identity() {
     );
     // The ECR call is signed by the role's session (moto's temporary keys start ASIA), not by
     // the store; this is the only test signing ECR calls with a session.
-    let ecr = ecr_requests(&moto).await;
+    let ecr = json_requests(&moto, ".GetAuthorizationToken").await;
     assert!(
-        ecr.iter().any(|a| a.contains("Credential=ASIA")),
+        ecr.iter().any(|(_, a)| a.contains("Credential=ASIA")),
         "no ECR call signed by the role session: {ecr:?}"
+    );
+}
+
+/// A Secrets Manager client on moto, to create the secrets the generator reads.
+#[cfg(feature = "secretsmanager")]
+fn secrets_manager(moto: &Moto) -> aws_sdk_secretsmanager::Client {
+    let conf = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+        .endpoint_url(&moto.url)
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "AKIAESITESTSETUP0001",
+            "setup",
+            None,
+            None,
+            "test-setup",
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(conf)
+}
+
+#[cfg(feature = "secretsmanager")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_secrets_are_read_per_namespace_and_version() {
+    use base64::Engine as _;
+    let test = "secrets_manager_secrets_are_read_per_namespace_and_version";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let sm = secrets_manager(&moto);
+    let db = format!("apps/payments/db-{run}");
+    sm.create_secret()
+        .name(&db)
+        .secret_string(r#"{"username": "app", "password": "s3cr3t-v1", "port": 5432}"#)
+        .send()
+        .await
+        .expect("create the JSON secret");
+    sm.put_secret_value()
+        .secret_id(&db)
+        .secret_string(r#"{"username": "app", "password": "s3cr3t-v2", "port": 5432}"#)
+        .send()
+        .await
+        .expect("rotate it");
+    let plain = format!("plain-{run}");
+    sm.create_secret()
+        .name(&plain)
+        .secret_string("just text")
+        .send()
+        .await
+        .expect("create the text secret");
+    let blob = format!("blob-{run}");
+    sm.create_secret()
+        .name(&blob)
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(vec![
+            0u8, 159, 255,
+        ]))
+        .send()
+        .await
+        .expect("create the binary secret");
+
+    let id = identity();
+    let read = |spec: Value| {
+        let g = build("SecretsManagerSecret", spec, Some(moto.store(json!({}))));
+        let id = &id;
+        async move {
+            g.generate(&common::ctx(id, "payments/SecretsManagerSecret/db"))
+                .await
+        }
+    };
+
+    // The caller's namespace picks the secret; a JSON object becomes its members, the current
+    // version by default.
+    let templated = format!("apps/{{{{namespace}}}}/db-{run}");
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "secretId": templated}))
+        .await
+        .expect("read the JSON secret");
+    assert_eq!(cred.data["username"], "app");
+    assert_eq!(cred.data["password"], "s3cr3t-v2");
+    assert_eq!(cred.data["port"], "5432");
+    assert_eq!((cred.expires_at, cred.lease.clone()), (None, None));
+    assert!(!format!("{cred:?}").contains("s3cr3t"));
+
+    // An older stage, narrowed to one key.
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "secretId": db,
+                           "versionStage": "AWSPREVIOUS", "keys": ["password"]}))
+    .await
+    .expect("read the previous version");
+    assert_eq!(
+        cred.data.into_iter().collect::<Vec<_>>(),
+        vec![("password".to_owned(), "s3cr3t-v1".to_owned())]
+    );
+
+    // A key the secret lacks is refused by name, without the secret's contents.
+    let err = read(json!({"secretStoreRef": {"name": "aws"}, "secretId": db, "keys": ["host"]}))
+        .await
+        .expect_err("missing key");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("\"host\"")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("s3cr3t") && !err.detail().contains("s3cr3t"));
+
+    // Text under `key`; binary base64-encoded.
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "secretId": plain, "key": "token"}))
+        .await
+        .expect("read the text secret");
+    assert_eq!(cred.data["token"], "just text");
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "secretId": blob}))
+        .await
+        .expect("read the binary secret");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&cred.data["value"])
+            .expect("base64"),
+        vec![0u8, 159, 255]
+    );
+
+    // Another namespace's secret does not exist for this caller: refused, named in the log.
+    let err = read(json!({"secretStoreRef": {"name": "aws"},
+                          "secretId": format!("apps/{{{{namespace}}}}/missing-{run}")}))
+    .await
+    .expect_err("no such secret");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("ResourceNotFoundException")),
+        "{err:?}"
+    );
+    assert!(
+        err.detail()
+            .contains(&format!("apps/payments/missing-{run}")),
+        "{}",
+        err.detail()
+    );
+
+    let sent = secret_reads(&moto, &run).await;
+    assert_eq!(sent.len(), 6, "one GetSecretValue per read");
+    assert!(
+        sent.iter()
+            .all(|a| a.contains("Credential=AKIAESITESTKEY000001/")
+                && a.contains("/eu-west-1/secretsmanager/")),
+        "signed with the store's key for Secrets Manager: {sent:?}"
+    );
+}
+
+#[cfg(feature = "secretsmanager")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_read_as_a_role_carries_the_callers_identity() {
+    let test = "secrets_manager_read_as_a_role_carries_the_callers_identity";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let name = format!("role-read-{run}");
+    secrets_manager(&moto)
+        .create_secret()
+        .name(&name)
+        .secret_string("via-role")
+        .send()
+        .await
+        .expect("create");
+    let role = format!("arn:aws:iam::123456789012:role/sm-{run}");
+    let g = build(
+        "SecretsManagerSecret",
+        json!({"secretStoreRef": {"name": "aws"}, "secretId": name, "roleArn": role}),
+        Some(moto.store(json!({}))),
+    );
+    let id = identity();
+    let cred = g
+        .generate(&common::ctx(&id, "payments/SecretsManagerSecret/x"))
+        .await
+        .expect("read as the role");
+    assert_eq!(cred.data["value"], "via-role");
+    let (form, _) = moto
+        .recorded()
+        .await
+        .into_iter()
+        .find(|(f, _)| f.get("RoleArn") == Some(&role))
+        .expect("an AssumeRole into the role");
+    assert_eq!(form["DurationSeconds"], "900");
+    assert_eq!(
+        tags(&form).get("kubernetes-namespace").map(String::as_str),
+        Some("payments")
+    );
+    let reads = secret_reads(&moto, &run).await;
+    assert!(
+        reads.len() == 1 && reads[0].contains("Credential=ASIA"),
+        "the read is signed by the role's session: {reads:?}"
     );
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# moto's server for the tests that call AWS: STS (the backends' AWS generators) and Secrets
-# Manager (the federation's lease keys, federation-fn/tests/lambda.rs).
+# moto's server for the tests that call AWS: STS, ECR and Secrets Manager (the backends' AWS
+# generators) and Secrets Manager again (the federation's lease keys, federation-fn/tests/lambda.rs).
 #   up:   installs moto[server] into a venv under $ESI_PEERS_DIR if missing, starts it on
 #         127.0.0.1 with a free port and request recording on (so tests can assert what the
 #         SDK sent: moto itself validates nothing), prints ESI_TEST_MOTO_URL.
