@@ -37,6 +37,9 @@ pub enum GeneratorKind {
     /// `GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken,
+    /// `Grafana`.
+    #[cfg(feature = "grafana")]
+    Grafana,
 }
 
 impl GeneratorKind {
@@ -61,6 +64,8 @@ impl GeneratorKind {
         GeneratorKind::Webhook,
         #[cfg(feature = "github")]
         GeneratorKind::GithubAccessToken,
+        #[cfg(feature = "grafana")]
+        GeneratorKind::Grafana,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -85,6 +90,8 @@ impl GeneratorKind {
             GeneratorKind::Webhook => "Webhook",
             #[cfg(feature = "github")]
             GeneratorKind::GithubAccessToken => "GithubAccessToken",
+            #[cfg(feature = "grafana")]
+            GeneratorKind::Grafana => "Grafana",
         }
     }
 
@@ -142,6 +149,9 @@ pub enum GeneratorSpec {
     /// `kind: GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken(crate::github::GithubAccessTokenSpec),
+    /// `kind: Grafana`.
+    #[cfg(feature = "grafana")]
+    Grafana(crate::grafana::GrafanaSpec),
 }
 
 impl GeneratorSpec {
@@ -170,6 +180,8 @@ impl GeneratorSpec {
             GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
             #[cfg(feature = "github")]
             GeneratorKind::GithubAccessToken => GeneratorSpec::GithubAccessToken(parse(spec)?),
+            #[cfg(feature = "grafana")]
+            GeneratorKind::Grafana => GeneratorSpec::Grafana(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -197,6 +209,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(_) => GeneratorKind::GithubAccessToken,
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(_) => GeneratorKind::Grafana,
         }
     }
 
@@ -220,6 +234,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -245,6 +261,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(s) => s.validate(),
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(s) => s.validate(),
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(s) => s.validate(),
         }
     }
 }
