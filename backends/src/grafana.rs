@@ -192,8 +192,9 @@ impl GrafanaRole {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrafanaServiceAccount {
     /// The account's name, found by exact match or created. May use the caller's identity
-    /// (`{{namespace}}`, `{{serviceAccount}}`, `{{cluster}}`, ...), checked once rendered:
-    /// letters, digits, ` `, `-`, `_` and `.`, at most 160 characters.
+    /// (`{{namespace}}`, `{{serviceAccount}}`, `{{cluster}}`, ...): letters, digits, ` `, `-`,
+    /// `_` and `.`, at most 160 characters (its own text checked at load time, the rendered
+    /// name per request).
     pub name: String,
     /// The account's basic role: `Viewer`, `Editor`, `Admin` or `None`. Given to an account
     /// esi creates; an existing account with another role is refused, not changed.
