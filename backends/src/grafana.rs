@@ -21,7 +21,8 @@
 //!
 //! The lease names the account and the token (not the token's secret): revoking deletes the
 //! token (`DELETE /api/serviceaccounts/{id}/tokens/{tokenId}`); a token Grafana no longer
-//! knows (deleted, or its account deleted) has nothing left to revoke.
+//! knows (deleted, or its account deleted) has nothing left to revoke. Accounts are never
+//! deleted: other callers' tokens may live on them.
 //!
 //! ```yaml
 //! kind: SecretStore
