@@ -141,6 +141,46 @@ pub fn client(
         .map_err(|e| SpecError::field(field, format!("cannot build an HTTP client: {e}")))
 }
 
+/// A backend API's base URL from a store's `url` field: `https://`, or `http://` only for a
+/// loopback address (a local fake; anything else would send the federation's credentials in
+/// clear), with no query, fragment or user info. The path is kept and ends in `/`, so that
+/// relative paths join under it (`https://host/grafana/` + `api/...`). `field` names the
+/// manifest field for the error.
+pub fn base_url(text: &str, field: &str) -> Result<reqwest::Url, SpecError> {
+    let mut url = reqwest::Url::parse(text)
+        .map_err(|e| SpecError::field(field, format!("{text:?} is not a URL: {e}")))?;
+    let loopback = match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    let allowed = match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => loopback,
+        _ => false,
+    };
+    if !allowed
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(SpecError::field(
+            field,
+            format!("{text:?} is not an https:// base URL (http:// only for a loopback address)"),
+        ));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
 /// Classifies a transport failure (no response): always unavailable.
 pub fn transport_error(backend: &str, e: &reqwest::Error) -> BackendError {
     let what = if e.is_timeout() {

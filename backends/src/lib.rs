@@ -27,6 +27,7 @@
 //! | `gcp` | `gcp` | `GCPAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
+//! | `grafana` | `grafana` | `Grafana` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -55,6 +56,8 @@ pub mod gcp;
 pub mod gcp_access_token;
 #[cfg(feature = "github")]
 pub mod github;
+#[cfg(feature = "grafana")]
+pub mod grafana;
 #[cfg(feature = "http-client")]
 pub mod http;
 #[cfg(feature = "secretsmanager")]
@@ -159,6 +162,9 @@ pub enum Generator {
     /// `GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken(Box<github::GithubAccessTokenGenerator>),
+    /// `Grafana`.
+    #[cfg(feature = "grafana")]
+    Grafana(Box<grafana::GrafanaGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -177,6 +183,8 @@ pub struct Shared {
     gcp: store::Conns<gcp::GcpConn>,
     #[cfg(feature = "github")]
     github: store::Conns<github::GithubConn>,
+    #[cfg(feature = "grafana")]
+    grafana: store::Conns<grafana::GrafanaConn>,
 }
 
 impl Generator {
@@ -262,6 +270,10 @@ impl Generator {
             GeneratorSpec::GithubAccessToken(s) => Generator::GithubAccessToken(Box::new(
                 github::GithubAccessTokenGenerator::new(s.clone(), store, &mut shared.github)?,
             )),
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(s) => Generator::Grafana(Box::new(
+                grafana::GrafanaGenerator::new(s.clone(), store, &mut shared.grafana)?,
+            )),
         })
     }
 }
@@ -293,6 +305,8 @@ impl Generate for Generator {
             Generator::Webhook(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "github")]
             Generator::GithubAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "grafana")]
+            Generator::Grafana(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -319,6 +333,8 @@ impl Generate for Generator {
             Generator::Webhook(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "github")]
             Generator::GithubAccessToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "grafana")]
+            Generator::Grafana(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }
@@ -352,6 +368,8 @@ pub fn crds()
         webhook::Webhook::crd(),
         #[cfg(feature = "github")]
         github::GithubAccessToken::crd(),
+        #[cfg(feature = "grafana")]
+        grafana::Grafana::crd(),
     ]
 }
 

@@ -40,6 +40,9 @@ pub enum GeneratorKind {
     /// `GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken,
+    /// `Grafana`.
+    #[cfg(feature = "grafana")]
+    Grafana,
 }
 
 impl GeneratorKind {
@@ -66,6 +69,8 @@ impl GeneratorKind {
         GeneratorKind::Webhook,
         #[cfg(feature = "github")]
         GeneratorKind::GithubAccessToken,
+        #[cfg(feature = "grafana")]
+        GeneratorKind::Grafana,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -92,6 +97,8 @@ impl GeneratorKind {
             GeneratorKind::Webhook => "Webhook",
             #[cfg(feature = "github")]
             GeneratorKind::GithubAccessToken => "GithubAccessToken",
+            #[cfg(feature = "grafana")]
+            GeneratorKind::Grafana => "Grafana",
         }
     }
 
@@ -152,6 +159,9 @@ pub enum GeneratorSpec {
     /// `kind: GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken(crate::github::GithubAccessTokenSpec),
+    /// `kind: Grafana`.
+    #[cfg(feature = "grafana")]
+    Grafana(crate::grafana::GrafanaSpec),
 }
 
 impl GeneratorSpec {
@@ -184,6 +194,8 @@ impl GeneratorSpec {
             GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
             #[cfg(feature = "github")]
             GeneratorKind::GithubAccessToken => GeneratorSpec::GithubAccessToken(parse(spec)?),
+            #[cfg(feature = "grafana")]
+            GeneratorKind::Grafana => GeneratorSpec::Grafana(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -213,6 +225,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(_) => GeneratorKind::GithubAccessToken,
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(_) => GeneratorKind::Grafana,
         }
     }
 
@@ -238,6 +252,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -265,6 +281,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(s) => s.validate(),
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(s) => s.validate(),
+            #[cfg(feature = "grafana")]
+            GeneratorSpec::Grafana(s) => s.validate(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! federation's environment or files, never from the manifest: the spec names where to find
 //! them ([`crate::SecretRef`]). Each provider's fields are documented in its backend module:
 //! [`crate::vault::VaultProvider`], [`crate::aws::AwsProvider`], [`crate::gcp::GcpProvider`],
-//! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`].
+//! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`],
+//! [`crate::grafana::GrafanaProvider`].
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -46,6 +47,9 @@ pub enum StoreProvider {
     /// A GitHub App, for `GithubAccessToken` generators.
     #[cfg(feature = "github")]
     Github(crate::github::GithubProvider),
+    /// A Grafana instance, for `Grafana` generators.
+    #[cfg(feature = "grafana")]
+    Grafana(crate::grafana::GrafanaProvider),
 }
 
 impl StoreProvider {
@@ -62,6 +66,8 @@ impl StoreProvider {
             StoreProvider::Webhook(_) => "webhook",
             #[cfg(feature = "github")]
             StoreProvider::Github(_) => "github",
+            #[cfg(feature = "grafana")]
+            StoreProvider::Grafana(_) => "grafana",
         }
     }
 }
@@ -87,6 +93,8 @@ impl SecretStoreSpec {
             StoreProvider::Webhook(w) => w.validate(),
             #[cfg(feature = "github")]
             StoreProvider::Github(g) => g.validate(),
+            #[cfg(feature = "grafana")]
+            StoreProvider::Grafana(g) => g.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
             _ => Ok(()),
@@ -108,7 +116,8 @@ pub struct SecretStoreRef {
     feature = "aws",
     feature = "gcp",
     feature = "webhook",
-    feature = "github"
+    feature = "github",
+    feature = "grafana"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,
