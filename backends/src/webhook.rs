@@ -203,8 +203,9 @@ pub struct WebhookSpec {
 /// was issued. The request's identity is not known when a lease is revoked.
 const LEASE_NAMES: &[&str] = &["lease"];
 
-/// The longest value kept from `revoke.leaseJsonPath` (it travels, sealed, in every envelope).
-const MAX_LEASE_ID: usize = 2048;
+/// The longest value kept from `revoke.leaseJsonPath`: it travels, sealed, in every envelope,
+/// and a sealed lease must stay well under the federation's 8 KiB limit to be opened again.
+const MAX_LEASE_ID: usize = 512;
 
 /// How a webhook's credential is revoked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -340,9 +341,10 @@ impl Revoke {
                 ));
             }
         };
-        if lease.len() > MAX_LEASE_ID {
+        if lease.len() > MAX_LEASE_ID || lease.chars().any(char::is_control) {
             return Err(format!(
-                "the value at revoke.leaseJsonPath is over {MAX_LEASE_ID} bytes"
+                "the value at revoke.leaseJsonPath is over {MAX_LEASE_ID} bytes or holds control \
+                 characters"
             ));
         }
         self.url(&lease)?;

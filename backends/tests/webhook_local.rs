@@ -502,6 +502,14 @@ async fn a_credential_not_handed_out_is_revoked_at_once() {
     );
     assert!(err.detail().contains("$.lease.name"), "{}", err.detail());
 
+    // Nor one too long to seal into a lease that opens again, or holding control characters.
+    let caller = identity();
+    for id in ["x".repeat(513), "line\nbreak".to_owned()] {
+        let g = revocable(&base, &header_file, &id, revoke.clone());
+        let err = g.generate(&ctx(&caller)).await.expect_err("an unusable id");
+        assert!(err.detail().contains("over 512 bytes"), "{}", err.detail());
+    }
+
     // Nor can a value that would be a dot segment.
     let g = revocable(&base, &header_file, "..", revoke);
     let err = g.generate(&ctx(&id)).await.expect_err("a dot-segment id");

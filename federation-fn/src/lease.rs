@@ -157,6 +157,10 @@ pub enum LeaseError {
     /// Sealing failed (should not happen).
     #[error("sealing the lease failed")]
     Seal,
+    /// The sealed lease would be larger than [`MAX_LEASE_BYTES`], so it could not be opened
+    /// again: the backend's handle is too large.
+    #[error("the sealed lease would exceed {MAX_LEASE_BYTES} bytes")]
+    TooLarge,
 }
 
 struct Key {
@@ -295,6 +299,10 @@ impl LeaseKeys {
         raw.extend_from_slice(tag.as_ref());
         sealed.push('.');
         URL_SAFE_NO_PAD.encode_string(&raw, &mut sealed);
+        // A lease `open` refuses must never be handed out (the issuer revokes instead).
+        if sealed.len() > MAX_LEASE_BYTES {
+            return Err(LeaseError::TooLarge);
+        }
         Ok(sealed)
     }
 
@@ -357,6 +365,21 @@ mod tests {
             handle: LeaseHandle(serde_json::json!({"leaseId": "database/creds/x/abc"})),
             issued_at: 1,
         }
+    }
+
+    #[test]
+    fn a_handle_too_large_to_open_again_is_not_sealed() {
+        let keys = LeaseKeys::parse(&LeaseKeys::generate_spec("k1")).unwrap();
+        let with = |n: usize| LeaseClaims {
+            handle: LeaseHandle(serde_json::json!({ "id": "x".repeat(n) })),
+            ..claims()
+        };
+        let sealed = keys.seal((&with(5000)).into()).unwrap();
+        assert_eq!(keys.open(&sealed).unwrap(), with(5000));
+        assert!(matches!(
+            keys.seal((&with(7000)).into()),
+            Err(LeaseError::TooLarge)
+        ));
     }
 
     #[test]
