@@ -120,42 +120,10 @@ impl GithubProvider {
 
     /// The API's base URL, ending in `/` so that relative paths join under it.
     fn base_url(&self) -> Result<Url, SpecError> {
-        let field = "provider.github.url";
-        let text = self.url.as_deref().unwrap_or(DEFAULT_URL);
-        let mut url = Url::parse(text)
-            .map_err(|e| SpecError::field(field, format!("{text:?} is not a URL: {e}")))?;
-        let loopback = match url.host_str() {
-            Some("localhost") => true,
-            Some(host) => host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback()),
-            None => false,
-        };
-        let allowed = match url.scheme() {
-            "https" => url.host().is_some(),
-            "http" => loopback,
-            _ => false,
-        };
-        if !allowed
-            || url.query().is_some()
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return Err(SpecError::field(
-                field,
-                format!(
-                    "{text:?} is not an https:// base URL (http:// only for a loopback address)"
-                ),
-            ));
-        }
-        if !url.path().ends_with('/') {
-            let path = format!("{}/", url.path());
-            url.set_path(&path);
-        }
-        Ok(url)
+        crate::http::base_url(
+            self.url.as_deref().unwrap_or(DEFAULT_URL),
+            "provider.github.url",
+        )
     }
 }
 

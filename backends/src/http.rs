@@ -123,6 +123,44 @@ pub fn check_ca_bundle(pem: &str, field: &str) -> Result<(), SpecError> {
         .map_err(|e| SpecError::field(field, e))
 }
 
+/// `text` as a base URL the federation may send credentials to: `https://`, or `http://` only
+/// for a loopback address (a local fake); no query, fragment or user info. The result ends in
+/// `/`, so relative paths join under it. `field` names the manifest field for errors.
+pub fn base_url(text: &str, field: &str) -> Result<reqwest::Url, SpecError> {
+    let mut url = reqwest::Url::parse(text)
+        .map_err(|e| SpecError::field(field, format!("{text:?} is not a URL: {e}")))?;
+    let loopback = match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    let allowed = match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => loopback,
+        _ => false,
+    };
+    if !allowed
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(SpecError::field(
+            field,
+            format!("{text:?} is not an https:// base URL (http:// only for a loopback address)"),
+        ));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
 /// Builds a client; `field` names the CA bundle's manifest field for errors.
 pub fn client(
     ca_bundle: Option<&str>,

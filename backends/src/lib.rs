@@ -26,6 +26,7 @@
 //! | `gcp` | `gcp` | `GCPAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
+//! | `acr` | `azure` | `ACRAccessToken` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -42,10 +43,14 @@ pub mod store;
 pub mod template;
 pub mod uuid;
 
+#[cfg(feature = "acr")]
+pub mod acr_access_token;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_assume_role;
+#[cfg(feature = "acr")]
+pub mod azure;
 #[cfg(feature = "ecr")]
 pub mod ecr_authorization_token;
 #[cfg(feature = "gcp")]
@@ -153,6 +158,9 @@ pub enum Generator {
     /// `GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken(Box<github::GithubAccessTokenGenerator>),
+    /// `ACRAccessToken`.
+    #[cfg(feature = "acr")]
+    AcrAccessToken(Box<acr_access_token::AcrAccessTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -171,6 +179,8 @@ pub struct Shared {
     gcp: store::Conns<gcp::GcpConn>,
     #[cfg(feature = "github")]
     github: store::Conns<github::GithubConn>,
+    #[cfg(feature = "acr")]
+    azure: store::Conns<azure::AzureConn>,
 }
 
 impl Generator {
@@ -248,6 +258,14 @@ impl Generator {
             GeneratorSpec::GithubAccessToken(s) => Generator::GithubAccessToken(Box::new(
                 github::GithubAccessTokenGenerator::new(s.clone(), store, &mut shared.github)?,
             )),
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(s) => {
+                Generator::AcrAccessToken(Box::new(acr_access_token::AcrAccessTokenGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.azure,
+                )?))
+            }
         })
     }
 }
@@ -277,6 +295,8 @@ impl Generate for Generator {
             Generator::Webhook(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "github")]
             Generator::GithubAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "acr")]
+            Generator::AcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -301,6 +321,8 @@ impl Generate for Generator {
             Generator::Webhook(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "github")]
             Generator::GithubAccessToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "acr")]
+            Generator::AcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }
@@ -332,6 +354,8 @@ pub fn crds()
         webhook::Webhook::crd(),
         #[cfg(feature = "github")]
         github::GithubAccessToken::crd(),
+        #[cfg(feature = "acr")]
+        acr_access_token::ACRAccessToken::crd(),
     ]
 }
 

@@ -37,6 +37,9 @@ pub enum GeneratorKind {
     /// `GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken,
+    /// `ACRAccessToken`.
+    #[cfg(feature = "acr")]
+    AcrAccessToken,
 }
 
 impl GeneratorKind {
@@ -61,6 +64,8 @@ impl GeneratorKind {
         GeneratorKind::Webhook,
         #[cfg(feature = "github")]
         GeneratorKind::GithubAccessToken,
+        #[cfg(feature = "acr")]
+        GeneratorKind::AcrAccessToken,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -85,6 +90,8 @@ impl GeneratorKind {
             GeneratorKind::Webhook => "Webhook",
             #[cfg(feature = "github")]
             GeneratorKind::GithubAccessToken => "GithubAccessToken",
+            #[cfg(feature = "acr")]
+            GeneratorKind::AcrAccessToken => "ACRAccessToken",
         }
     }
 
@@ -142,6 +149,9 @@ pub enum GeneratorSpec {
     /// `kind: GithubAccessToken`.
     #[cfg(feature = "github")]
     GithubAccessToken(crate::github::GithubAccessTokenSpec),
+    /// `kind: ACRAccessToken`.
+    #[cfg(feature = "acr")]
+    AcrAccessToken(crate::acr_access_token::AcrAccessTokenSpec),
 }
 
 impl GeneratorSpec {
@@ -170,6 +180,8 @@ impl GeneratorSpec {
             GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
             #[cfg(feature = "github")]
             GeneratorKind::GithubAccessToken => GeneratorSpec::GithubAccessToken(parse(spec)?),
+            #[cfg(feature = "acr")]
+            GeneratorKind::AcrAccessToken => GeneratorSpec::AcrAccessToken(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -197,6 +209,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(_) => GeneratorKind::GithubAccessToken,
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(_) => GeneratorKind::AcrAccessToken,
         }
     }
 
@@ -220,6 +234,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -245,6 +261,8 @@ impl GeneratorSpec {
             GeneratorSpec::Webhook(s) => s.validate(),
             #[cfg(feature = "github")]
             GeneratorSpec::GithubAccessToken(s) => s.validate(),
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(s) => s.validate(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! federation's environment or files, never from the manifest: the spec names where to find
 //! them ([`crate::SecretRef`]). Each provider's fields are documented in its backend module:
 //! [`crate::vault::VaultProvider`], [`crate::aws::AwsProvider`], [`crate::gcp::GcpProvider`],
-//! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`].
+//! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`],
+//! [`crate::azure::AzureProvider`].
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -46,6 +47,9 @@ pub enum StoreProvider {
     /// A GitHub App, for `GithubAccessToken` generators.
     #[cfg(feature = "github")]
     Github(crate::github::GithubProvider),
+    /// The federation's Microsoft Entra ID identity, for `ACRAccessToken` generators.
+    #[cfg(feature = "acr")]
+    Azure(crate::azure::AzureProvider),
 }
 
 impl StoreProvider {
@@ -62,6 +66,8 @@ impl StoreProvider {
             StoreProvider::Webhook(_) => "webhook",
             #[cfg(feature = "github")]
             StoreProvider::Github(_) => "github",
+            #[cfg(feature = "acr")]
+            StoreProvider::Azure(_) => "azure",
         }
     }
 }
@@ -87,6 +93,8 @@ impl SecretStoreSpec {
             StoreProvider::Webhook(w) => w.validate(),
             #[cfg(feature = "github")]
             StoreProvider::Github(g) => g.validate(),
+            #[cfg(feature = "acr")]
+            StoreProvider::Azure(a) => a.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
             _ => Ok(()),
@@ -108,7 +116,8 @@ pub struct SecretStoreRef {
     feature = "aws",
     feature = "gcp",
     feature = "webhook",
-    feature = "github"
+    feature = "github",
+    feature = "acr"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,
