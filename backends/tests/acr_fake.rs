@@ -441,22 +441,23 @@ async fn workload_identity_presents_the_federated_token_read_again_each_time() {
     std::fs::write(&token_file, "federated-2\n").expect("write");
     g.generate(&ctx(&id, "g")).await.expect("minted");
 
-    let fake_now = fake.lock().expect("lock");
-    let sent: Vec<_> = fake_now
-        .aad_forms
-        .iter()
-        .map(|f| get(f, "client_assertion").expect("an assertion"))
-        .collect();
-    assert_eq!(sent, ["federated-1", "federated-2"]);
-    for f in &fake_now.aad_forms {
-        assert_eq!(
-            get(f, "client_assertion_type"),
-            Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-        );
-        assert_eq!(get(f, "client_secret"), None);
-        assert_eq!(get(f, "client_id"), Some(CLIENT));
+    {
+        let fake_now = fake.lock().expect("lock");
+        let sent: Vec<_> = fake_now
+            .aad_forms
+            .iter()
+            .map(|f| get(f, "client_assertion").expect("an assertion"))
+            .collect();
+        assert_eq!(sent, ["federated-1", "federated-2"]);
+        for f in &fake_now.aad_forms {
+            assert_eq!(
+                get(f, "client_assertion_type"),
+                Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            );
+            assert_eq!(get(f, "client_secret"), None);
+            assert_eq!(get(f, "client_id"), Some(CLIENT));
+        }
     }
-    drop(fake_now);
 
     // A federated token Entra ID does not trust: the federation's setup, said so.
     std::fs::write(&token_file, "federated-stale\n").expect("write");
