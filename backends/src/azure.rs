@@ -57,6 +57,8 @@ pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-t
 pub const DEFAULT_ACR_AUDIENCE: &str = "https://containerregistry.azure.net";
 /// A cached token is fetched again once it has less than this left.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The longest a token is kept, whatever Entra ID says (its tokens live a day at most).
+const MAX_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// The `azure` SecretStore provider: the federation's Entra ID identity.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -338,7 +340,7 @@ impl AzureConn {
         tokens.remove(scope);
         let (token, lives) = self.fetch(scope).await?;
         let token = Arc::new(token);
-        if let Some(left) = lives.checked_sub(REFRESH_MARGIN) {
+        if let Some(left) = lives.min(MAX_KEPT).checked_sub(REFRESH_MARGIN) {
             tokens.insert(
                 scope.to_owned(),
                 Cached {

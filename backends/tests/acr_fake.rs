@@ -704,7 +704,15 @@ async fn hostile_or_malformed_answers_give_clear_errors() {
         );
         assert!(!e.detail().contains("aad-x"), "{}", e.detail());
     }
+    // A lifetime no token has is kept a day at most, not trusted into an overflow.
+    fake.lock().expect("lock").aad_answer = None;
+    fake.lock().expect("lock").aad_expires_in = json!(u64::MAX);
+    let asked = fake.lock().expect("lock").aad_forms.len();
+    g.generate(&c).await.expect("minted");
+    g.generate(&c).await.expect("minted with the kept token");
+    assert_eq!(fake.lock().expect("lock").aad_forms.len(), asked + 1);
     fake.lock().expect("lock").aad_answer = Some((503, b"<html>busy</html>".to_vec()));
+    let g = generator(secret_store(&dir, &aad, &acr, CLIENT_SECRET), None);
     let e = g.generate(&c).await.unwrap_err();
     assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
     assert!(e.to_string().contains("503"), "{e}");
@@ -724,4 +732,32 @@ async fn an_unreachable_registry_is_unavailable() {
     let e = g.generate(&ctx(&id, "g")).await.unwrap_err();
     assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
     assert!(e.to_string().contains("could not be reached"), "{e}");
+}
+
+#[tokio::test]
+async fn generators_on_one_store_share_its_entra_id_token() {
+    use esi_backends::{GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared};
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SecretStoreSpec::from_manifest(secret_store(&dir, &aad, &acr, CLIENT_SECRET))
+        .expect("valid store");
+    let mut shared = Shared::default();
+    let mut build = |scope: &str| {
+        let spec = GeneratorSpec::from_manifest(
+            GeneratorKind::AcrAccessToken,
+            json!({"secretStoreRef": {"name": "azure"}, "registry": REGISTRY, "scope": scope}),
+        )
+        .expect("valid spec");
+        Generator::build_shared(&spec, Some(&store), &mut shared).expect("builds")
+    };
+    let (pull, push) = (
+        build("repository:app:pull"),
+        build("repository:app:pull,push"),
+    );
+    let id = identity();
+    pull.generate(&ctx(&id, "g")).await.expect("minted");
+    push.generate(&ctx(&id, "g")).await.expect("minted");
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.aad_forms.len(), 1, "one Entra ID token per store");
+    assert_eq!(fake.token_forms.len(), 2);
 }
