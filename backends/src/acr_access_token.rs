@@ -14,8 +14,9 @@
 //!
 //! `scope` is a space-separated list of registry token scopes (`repository:<name>:<actions>`,
 //! `registry:catalog:*`), and may use the caller's identity: `repository:{{namespace}}/app:pull`.
-//! Each is checked against the grammar once rendered, and a caller whose identity renders an
-//! invalid one is refused before anything is asked of Azure. Repository names match exactly
+//! Each is checked against the grammar twice: its shape when the configuration loads (with the
+//! placeholders filled in), its values once rendered for a caller, and a caller whose identity
+//! renders an invalid one is refused before anything is asked of Azure. Repository names match exactly
 //! (ACR has no wildcards); ACR may grant fewer actions than asked when the identity lacks them.
 //!
 //! Returns `username` (`00000000-0000-0000-0000-000000000000`, which tells ACR the password is
@@ -118,12 +119,47 @@ impl AcrAccessTokenSpec {
             .into_iter()
             .map(|part| {
                 let t = Template::parse(part, "scope")?;
-                if !part.contains("{{") {
+                if part.contains("{{") {
+                    // Its shape is checked now, with every placeholder as a plain name; its
+                    // values once rendered for each caller.
+                    check_scope(&t.render(&sample_context(&sample_identity()), |_| "x".to_owned()))
+                        .map_err(|why| {
+                            SpecError::field(
+                                "scope",
+                                format!("{part:?} with its placeholders filled in (as `x`): {why}"),
+                            )
+                        })?;
+                } else {
                     check_scope(part).map_err(|why| SpecError::field("scope", why))?;
                 }
                 Ok(t)
             })
             .collect()
+    }
+}
+
+/// An identity to fill a scope's placeholders in at load time (its values are replaced).
+fn sample_identity() -> esi_api::Identity {
+    let object = || esi_api::ObjectRef {
+        name: "x".to_owned(),
+        uid: "x".to_owned(),
+    };
+    esi_api::Identity {
+        cluster: "x".to_owned(),
+        issuer: "x".to_owned(),
+        namespace: "x".to_owned(),
+        service_account: object(),
+        pod: Some(object()),
+        subject: "x".to_owned(),
+        token_expires_at: jiff::Timestamp::UNIX_EPOCH,
+    }
+}
+
+fn sample_context(identity: &esi_api::Identity) -> Context<'_> {
+    Context {
+        identity,
+        generator: "x",
+        max_ttl: Some(Duration::from_secs(1)),
     }
 }
 
@@ -662,6 +698,14 @@ mod tests {
             (
                 serde_json::json!({"scope": "repository:{{nope}}:pull"}),
                 "spec.scope",
+            ),
+            (
+                serde_json::json!({"scope": "repository:{{namespace}}"}),
+                "placeholders filled in",
+            ),
+            (
+                serde_json::json!({"scope": "repository:{{namespace}}/*:pull"}),
+                "without wildcards",
             ),
             (
                 serde_json::json!({"scope": "x".repeat(MAX_SCOPE_LEN + 1)}),
