@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use kube::CustomResource;
 use reqwest::Url;
 use schemars::JsonSchema;
@@ -288,8 +288,12 @@ fn token_expiry(token: &str) -> Result<jiff::Timestamp, &'static str> {
     else {
         return Err("is not a JWT (three dot-separated parts)");
     };
+    // base64url as JWTs are written; the standard alphabet too, which Azure's own SDK reads
+    // ACR's tokens with.
+    let payload = payload.trim_end_matches('=');
     let claims: serde_json::Value = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
+        .decode(payload)
+        .or_else(|_| STANDARD_NO_PAD.decode(payload))
         .ok()
         .and_then(|p| serde_json::from_slice(&p).ok())
         .ok_or("has a payload that is not base64url JSON")?;
@@ -575,6 +579,13 @@ mod tests {
                 .as_second(),
             1_700_000_000
         );
+        // A payload in the standard alphabet, padded: read too.
+        let claims = (0..)
+            .map(|i| serde_json::json!({"exp": 1_700_000_000, "pad": "~".repeat(i)}).to_string())
+            .find(|c| STANDARD.encode(c).contains(['+', '/']))
+            .unwrap();
+        let token = format!("h.{}.s", STANDARD.encode(&claims));
+        assert_eq!(token_expiry(&token).unwrap().as_second(), 1_700_000_000);
         for (token, why) in [
             ("opaque-token".to_owned(), "not a JWT"),
             ("a.b.c.d".to_owned(), "not a JWT"),

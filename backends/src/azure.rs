@@ -52,8 +52,9 @@ pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
 pub const FEDERATED_TOKEN_FILE_ENV: &str = "AZURE_FEDERATED_TOKEN_FILE";
 /// How a federated token is presented (RFC 7521).
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Audience of the registry token ACR's `/oauth2/exchange` accepts without granting anything
-/// beyond ACR: every registry takes it, including those that refuse ARM-audience tokens.
+/// Audience of the token ACR's `/oauth2/exchange` accepts that grants nothing beyond ACR: every
+/// registry takes it, including those set to refuse ARM-audience tokens, and it is the same in
+/// every cloud (Azure's SDKs ask for it in Azure Government and Azure in China too).
 pub const DEFAULT_ACR_AUDIENCE: &str = "https://containerregistry.azure.net";
 /// A cached token is fetched again once it has less than this left.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -81,7 +82,8 @@ pub struct AzureProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority_host: Option<String>,
     /// The audience of the token presented to Azure Container Registry (`{audience}/.default`
-    /// is requested): `https://containerregistry.azure.net` (default), good for ACR alone;
+    /// is requested): `https://containerregistry.azure.net` (default, the same in every cloud),
+    /// good for ACR alone;
     /// `https://management.azure.com` (ARM, what External Secrets Operator asks for) grants
     /// the whole of Azure Resource Manager to whoever holds it, and registries can be set to
     /// refuse it.
