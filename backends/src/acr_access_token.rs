@@ -16,8 +16,9 @@
 //! `registry:catalog:*`), and may use the caller's identity: `repository:{{namespace}}/app:pull`.
 //! Each is checked against the grammar twice: its shape when the configuration loads (with the
 //! placeholders filled in), its values once rendered for a caller, and a caller whose identity
-//! renders an invalid one is refused before anything is asked of Azure. Repository names match exactly
-//! (ACR has no wildcards); ACR may grant fewer actions than asked when the identity lacks them.
+//! renders an invalid one is refused before anything is asked of Azure. Repository names match
+//! exactly (ACR has no wildcards); ACR may grant fewer actions than asked when the identity
+//! lacks them.
 //!
 //! Returns `username` (`00000000-0000-0000-0000-000000000000`, which tells ACR the password is
 //! one of its tokens), `password` (the token), `registry` and `dockerconfigjson` (a
@@ -456,8 +457,8 @@ impl AcrAccessTokenGenerator {
     /// token ACR refuses (revoked, or the identity's roles changed since) is dropped and one
     /// fresh token tried.
     async fn refresh_token(&self) -> Result<String, BackendError> {
-        let audience = &self.conn.acr_scope;
-        let mut aad = self.conn.token(audience).await?;
+        let aad_scope = &self.conn.acr_scope;
+        let mut aad = self.conn.token(aad_scope).await?;
         let mut retried = false;
         let (status, body) = loop {
             let form = [
@@ -469,9 +470,9 @@ impl AcrAccessTokenGenerator {
             let req = self.conn.http.post(self.exchange_url.clone()).form(&form);
             let (status, body) = crate::http::send(BACKEND, req).await?;
             if status == reqwest::StatusCode::UNAUTHORIZED && aad.cached && !retried {
-                self.conn.forget(audience, &aad).await;
+                self.conn.forget(aad_scope, &aad).await;
                 tracing::debug!("ACR refused a cached Entra ID token; fetching a fresh one");
-                aad = self.conn.token(audience).await?;
+                aad = self.conn.token(aad_scope).await?;
                 retried = true;
                 continue;
             }
@@ -532,9 +533,9 @@ impl Generate for AcrAccessTokenGenerator {
             within_max_ttl(expires_at, now, max)?;
         }
         let auth = STANDARD.encode(format!("{TOKEN_USERNAME}:{password}"));
-        let dockerconfig = serde_json::json!({
-            "auths": {&self.registry: {"username": TOKEN_USERNAME, "password": password, "auth": auth}}
-        });
+        let login =
+            serde_json::json!({"username": TOKEN_USERNAME, "password": password, "auth": auth});
+        let dockerconfig = serde_json::json!({"auths": {&self.registry: login}});
         Ok(Credential {
             data: BTreeMap::from([
                 ("username".to_owned(), TOKEN_USERNAME.to_owned()),

@@ -83,12 +83,20 @@ fn raw(status: u16, body: Vec<u8>) -> Response {
 }
 
 fn aad_refusal(status: StatusCode, error: &str, description: &str) -> Response {
+    // "AADSTS7000215: ..." carries its code as a number too.
+    let code: u64 = description
+        .trim_start_matches("AADSTS")
+        .split(':')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let trace = "Trace ID: 0f3c Correlation ID: 9a1e Timestamp: 2026-11-30 14:00:00Z";
     (
         status,
         Json(json!({
             "error": error,
-            "error_description": format!("{description}\r\nTrace ID: 0f3c Correlation ID: 9a1e Timestamp: 2026-11-30 14:00:00Z"),
-            "error_codes": [description[6..].split(':').next().unwrap_or("0").parse::<u64>().unwrap_or(0)],
+            "error_description": format!("{description}\r\n{trace}"),
+            "error_codes": [code],
         })),
     )
         .into_response()
