@@ -28,6 +28,7 @@
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
 //! | `grafana` | `grafana` | `Grafana` |
+//! | `acr` | `azure` | `ACRAccessToken` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -44,10 +45,14 @@ pub mod store;
 pub mod template;
 pub mod uuid;
 
+#[cfg(feature = "acr")]
+pub mod acr_access_token;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_assume_role;
+#[cfg(feature = "acr")]
+pub mod azure;
 #[cfg(feature = "ecr")]
 pub mod ecr_authorization_token;
 #[cfg(feature = "gcp")]
@@ -165,11 +170,15 @@ pub enum Generator {
     /// `Grafana`.
     #[cfg(feature = "grafana")]
     Grafana(Box<grafana::GrafanaGenerator>),
+    /// `ACRAccessToken`.
+    #[cfg(feature = "acr")]
+    AcrAccessToken(Box<acr_access_token::AcrAccessTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
 /// store's HTTP client, login and token renewal; an AWS store's SDK configuration and
-/// credentials; a GCP store's HTTP client and token source. Build a configuration's generators
+/// credentials; a GCP store's HTTP client and token source; an Azure store's HTTP client and
+/// Entra ID token. Build a configuration's generators
 /// with one `Shared` ([`Generator::build_shared`]); keep it across reloads and an unchanged store
 /// keeps its connection and login (a single-use AppRole secret id logs in once, not once per
 /// reload), while a store no configuration uses any more is let go with its last generator.
@@ -185,6 +194,8 @@ pub struct Shared {
     github: store::Conns<github::GithubConn>,
     #[cfg(feature = "grafana")]
     grafana: store::Conns<grafana::GrafanaConn>,
+    #[cfg(feature = "acr")]
+    azure: store::Conns<azure::AzureConn>,
 }
 
 impl Generator {
@@ -274,6 +285,14 @@ impl Generator {
             GeneratorSpec::Grafana(s) => Generator::Grafana(Box::new(
                 grafana::GrafanaGenerator::new(s.clone(), store, &mut shared.grafana)?,
             )),
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(s) => {
+                Generator::AcrAccessToken(Box::new(acr_access_token::AcrAccessTokenGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.azure,
+                )?))
+            }
         })
     }
 }
@@ -307,6 +326,8 @@ impl Generate for Generator {
             Generator::GithubAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "grafana")]
             Generator::Grafana(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "acr")]
+            Generator::AcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -335,6 +356,8 @@ impl Generate for Generator {
             Generator::GithubAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "grafana")]
             Generator::Grafana(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "acr")]
+            Generator::AcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }
@@ -370,6 +393,8 @@ pub fn crds()
         github::GithubAccessToken::crd(),
         #[cfg(feature = "grafana")]
         grafana::Grafana::crd(),
+        #[cfg(feature = "acr")]
+        acr_access_token::ACRAccessToken::crd(),
     ]
 }
 

@@ -43,6 +43,9 @@ pub enum GeneratorKind {
     /// `Grafana`.
     #[cfg(feature = "grafana")]
     Grafana,
+    /// `ACRAccessToken`.
+    #[cfg(feature = "acr")]
+    AcrAccessToken,
 }
 
 impl GeneratorKind {
@@ -71,6 +74,8 @@ impl GeneratorKind {
         GeneratorKind::GithubAccessToken,
         #[cfg(feature = "grafana")]
         GeneratorKind::Grafana,
+        #[cfg(feature = "acr")]
+        GeneratorKind::AcrAccessToken,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -99,6 +104,8 @@ impl GeneratorKind {
             GeneratorKind::GithubAccessToken => "GithubAccessToken",
             #[cfg(feature = "grafana")]
             GeneratorKind::Grafana => "Grafana",
+            #[cfg(feature = "acr")]
+            GeneratorKind::AcrAccessToken => "ACRAccessToken",
         }
     }
 
@@ -162,6 +169,9 @@ pub enum GeneratorSpec {
     /// `kind: Grafana`.
     #[cfg(feature = "grafana")]
     Grafana(crate::grafana::GrafanaSpec),
+    /// `kind: ACRAccessToken`.
+    #[cfg(feature = "acr")]
+    AcrAccessToken(crate::acr_access_token::AcrAccessTokenSpec),
 }
 
 impl GeneratorSpec {
@@ -196,6 +206,8 @@ impl GeneratorSpec {
             GeneratorKind::GithubAccessToken => GeneratorSpec::GithubAccessToken(parse(spec)?),
             #[cfg(feature = "grafana")]
             GeneratorKind::Grafana => GeneratorSpec::Grafana(parse(spec)?),
+            #[cfg(feature = "acr")]
+            GeneratorKind::AcrAccessToken => GeneratorSpec::AcrAccessToken(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -227,6 +239,8 @@ impl GeneratorSpec {
             GeneratorSpec::GithubAccessToken(_) => GeneratorKind::GithubAccessToken,
             #[cfg(feature = "grafana")]
             GeneratorSpec::Grafana(_) => GeneratorKind::Grafana,
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(_) => GeneratorKind::AcrAccessToken,
         }
     }
 
@@ -254,6 +268,8 @@ impl GeneratorSpec {
             GeneratorSpec::GithubAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "grafana")]
             GeneratorSpec::Grafana(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -283,6 +299,8 @@ impl GeneratorSpec {
             GeneratorSpec::GithubAccessToken(s) => s.validate(),
             #[cfg(feature = "grafana")]
             GeneratorSpec::Grafana(s) => s.validate(),
+            #[cfg(feature = "acr")]
+            GeneratorSpec::AcrAccessToken(s) => s.validate(),
         }
     }
 }

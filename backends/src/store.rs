@@ -5,7 +5,7 @@
 //! them ([`crate::SecretRef`]). Each provider's fields are documented in its backend module:
 //! [`crate::vault::VaultProvider`], [`crate::aws::AwsProvider`], [`crate::gcp::GcpProvider`],
 //! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`],
-//! [`crate::grafana::GrafanaProvider`].
+//! [`crate::grafana::GrafanaProvider`], [`crate::azure::AzureProvider`].
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -50,6 +50,9 @@ pub enum StoreProvider {
     /// A Grafana instance, for `Grafana` generators.
     #[cfg(feature = "grafana")]
     Grafana(crate::grafana::GrafanaProvider),
+    /// The federation's Microsoft Entra ID identity, for `ACRAccessToken` generators.
+    #[cfg(feature = "acr")]
+    Azure(crate::azure::AzureProvider),
 }
 
 impl StoreProvider {
@@ -68,6 +71,8 @@ impl StoreProvider {
             StoreProvider::Github(_) => "github",
             #[cfg(feature = "grafana")]
             StoreProvider::Grafana(_) => "grafana",
+            #[cfg(feature = "acr")]
+            StoreProvider::Azure(_) => "azure",
         }
     }
 }
@@ -95,6 +100,8 @@ impl SecretStoreSpec {
             StoreProvider::Github(g) => g.validate(),
             #[cfg(feature = "grafana")]
             StoreProvider::Grafana(g) => g.validate(),
+            #[cfg(feature = "acr")]
+            StoreProvider::Azure(a) => a.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
             _ => Ok(()),
@@ -117,7 +124,8 @@ pub struct SecretStoreRef {
     feature = "gcp",
     feature = "webhook",
     feature = "github",
-    feature = "grafana"
+    feature = "grafana",
+    feature = "acr"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,

@@ -1,0 +1,771 @@
+//! `ACRAccessToken` against a FAKE of Microsoft Entra ID's token endpoint and of Azure
+//! Container Registry's two OAuth endpoints, each served on loopback by this test (Azure has no
+//! emulator). The fakes implement exactly the calls the generator makes, as Microsoft documents
+//! them, and refuse the way the services do:
+//!
+//! - Entra ID: `POST /{tenant}/oauth2/v2.0/token`, the client credentials grant with a client
+//!   secret or a federated client assertion (`AADSTS...` errors, 400 / 401);
+//! - ACR: `POST /oauth2/exchange` (an Entra ID token it issued, for the right tenant and
+//!   service, becomes an ACR refresh token) and `POST /oauth2/token` (a refresh token and
+//!   scopes become an access token), both answering JWTs with ACR's claims and
+//!   `{"errors": [...]}` refusals.
+
+#![cfg(feature = "acr")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use esi_backends::{BackendError, Generate, Generator};
+use serde_json::{Value, json};
+
+use common::{build, ctx, ctx_with_max_ttl, identity};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "3c1b7e2a-5d4f-4e8b-9a61-0f2d8c7b6e15";
+const REGISTRY: &str = "myregistry.azurecr.io";
+const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
+const CLIENT_SECRET: &str = "fake~client~secret~Q8Z";
+const NULL_GUID: &str = "00000000-0000-0000-0000-000000000000";
+
+type Pairs = Vec<(String, String)>;
+
+fn get<'a>(form: &'a Pairs, key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn all<'a>(form: &'a Pairs, key: &str) -> Vec<&'a str> {
+    form.iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[derive(Default)]
+struct Fake {
+    /// Federated tokens Entra ID accepts as client assertions.
+    assertions: HashSet<String>,
+    /// `expires_in` of the Entra ID tokens issued.
+    aad_expires_in: Value,
+    /// Entra ID tokens issued and still good at ACR.
+    aad_tokens: HashSet<String>,
+    /// ACR refresh tokens issued.
+    refresh_tokens: HashSet<String>,
+    /// How long ACR's tokens live, in seconds.
+    refresh_lives: i64,
+    access_lives: i64,
+    /// Every request's form, by endpoint.
+    aad_forms: Vec<Pairs>,
+    exchange_forms: Vec<Pairs>,
+    token_forms: Vec<Pairs>,
+    /// Answers replacing the real ones (status, body), for hostile-answer tests.
+    aad_answer: Option<(u16, Vec<u8>)>,
+    exchange_answer: Option<(u16, Vec<u8>)>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn raw(status: u16, body: Vec<u8>) -> Response {
+    (
+        StatusCode::from_u16(status).expect("status"),
+        [("content-type", "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn aad_refusal(status: StatusCode, error: &str, description: &str) -> Response {
+    // "AADSTS7000215: ..." carries its code as a number too.
+    let code: u64 = description
+        .trim_start_matches("AADSTS")
+        .split(':')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let trace = "Trace ID: 0f3c Correlation ID: 9a1e Timestamp: 2026-11-30 14:00:00Z";
+    (
+        status,
+        Json(json!({
+            "error": error,
+            "error_description": format!("{description}\r\n{trace}"),
+            "error_codes": [code],
+        })),
+    )
+        .into_response()
+}
+
+fn acr_refusal(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"errors": [{"code": code, "message": message, "detail": null}]})),
+    )
+        .into_response()
+}
+
+/// A token shaped like ACR's: a JWT with ACR's claims (the signature is never checked by the
+/// generator, which reads `exp` only).
+fn acr_jwt(grant: &str, lives: i64, access: Value) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    let claims = json!({
+        "jti": common::suffix(),
+        "sub": CLIENT,
+        "nbf": now,
+        "exp": now + lives,
+        "iat": now,
+        "iss": "Azure Container Registry",
+        "aud": REGISTRY,
+        "version": "1.0",
+        "grant_type": grant,
+        "tenant": TENANT,
+        "access": access,
+    });
+    format!(
+        "{}.{}.{}",
+        common::b64url(br#"{"alg":"RS256","typ":"JWT","kid":"FAKE"}"#),
+        common::b64url(claims.to_string().as_bytes()),
+        common::b64url(common::suffix().as_bytes())
+    )
+}
+
+/// Entra ID's `POST /{tenant}/oauth2/v2.0/token`, client credentials grant.
+async fn aad_token(
+    State(fake): State<Shared>,
+    Path(tenant): Path<String>,
+    Form(form): Form<Pairs>,
+) -> Response {
+    let mut fake = fake.lock().expect("lock");
+    fake.aad_forms.push(form.clone());
+    if let Some((status, body)) = fake.aad_answer.clone() {
+        return raw(status, body);
+    }
+    if tenant != TENANT {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS90002: Tenant not found.",
+        );
+    }
+    if get(&form, "grant_type") != Some("client_credentials") {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type.",
+        );
+    }
+    if get(&form, "client_id") != Some(CLIENT) {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "AADSTS700016: Application was not found in the directory.",
+        );
+    }
+    if get(&form, "scope") != Some(ACR_SCOPE) {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS70011: The provided value for the input parameter 'scope' is not valid.",
+        );
+    }
+    match (get(&form, "client_secret"), get(&form, "client_assertion")) {
+        (Some(secret), None) => {
+            if secret != CLIENT_SECRET {
+                return aad_refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "AADSTS7000215: Invalid client secret provided.",
+                );
+            }
+        }
+        (None, Some(assertion)) => {
+            if get(&form, "client_assertion_type")
+                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            {
+                return aad_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "AADSTS700027: Client assertion type is not supported.",
+                );
+            }
+            if !fake.assertions.contains(assertion) {
+                return aad_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    "AADSTS70021: No matching federated identity record found for presented assertion.",
+                );
+            }
+        }
+        _ => {
+            return aad_refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "AADSTS7000218: The request body must contain exactly one of client_assertion or client_secret.",
+            );
+        }
+    }
+    let token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.aad-{}",
+        common::suffix()
+    );
+    fake.aad_tokens.insert(token.clone());
+    let expires_in = fake.aad_expires_in.clone();
+    Json(json!({
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "ext_expires_in": expires_in,
+        "access_token": token,
+    }))
+    .into_response()
+}
+
+/// ACR's `POST /oauth2/exchange`.
+async fn exchange(State(fake): State<Shared>, Form(form): Form<Pairs>) -> Response {
+    let mut fake = fake.lock().expect("lock");
+    fake.exchange_forms.push(form.clone());
+    if let Some((status, body)) = fake.exchange_answer.clone() {
+        return raw(status, body);
+    }
+    if get(&form, "grant_type") != Some("access_token") {
+        return acr_refusal(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            "grant type not supported",
+        );
+    }
+    if get(&form, "service") != Some(REGISTRY) || get(&form, "tenant") != Some(TENANT) {
+        return acr_refusal(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "the service or tenant does not match the token",
+        );
+    }
+    if !get(&form, "access_token").is_some_and(|t| fake.aad_tokens.contains(t)) {
+        return acr_refusal(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required, visit https://aka.ms/acr/authorization for more information.",
+        );
+    }
+    let token = acr_jwt(
+        "refresh_token",
+        fake.refresh_lives,
+        json!([{"type": "registry", "name": "catalog", "actions": ["*"]}]),
+    );
+    fake.refresh_tokens.insert(token.clone());
+    Json(json!({"refresh_token": token})).into_response()
+}
+
+/// ACR's `POST /oauth2/token`.
+async fn acr_token(State(fake): State<Shared>, Form(form): Form<Pairs>) -> Response {
+    let mut fake = fake.lock().expect("lock");
+    fake.token_forms.push(form.clone());
+    if get(&form, "grant_type") != Some("refresh_token") || get(&form, "service") != Some(REGISTRY)
+    {
+        return acr_refusal(StatusCode::BAD_REQUEST, "UNSUPPORTED", "invalid request");
+    }
+    if !get(&form, "refresh_token").is_some_and(|t| fake.refresh_tokens.contains(t)) {
+        return acr_refusal(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required",
+        );
+    }
+    let mut access = Vec::new();
+    for scope in all(&form, "scope") {
+        let parts: Vec<&str> = scope.splitn(3, ':').collect();
+        let [kind, name, actions] = parts[..] else {
+            return acr_refusal(StatusCode::BAD_REQUEST, "DENIED", "invalid scope");
+        };
+        access.push(
+            json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}),
+        );
+    }
+    let token = acr_jwt("access_token", fake.access_lives, Value::Array(access));
+    Json(json!({"access_token": token})).into_response()
+}
+
+/// The two fakes (Entra ID and the registry, on separate ports as they are separate hosts);
+/// their base URLs.
+async fn azure() -> (Shared, String, String) {
+    let fake = Arc::new(Mutex::new(Fake {
+        aad_expires_in: json!(3599),
+        refresh_lives: 3 * 3600,
+        access_lives: 75 * 60,
+        ..Fake::default()
+    }));
+    let aad = Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(aad_token))
+        .with_state(fake.clone());
+    let acr = Router::new()
+        .route("/oauth2/exchange", post(exchange))
+        .route("/oauth2/token", post(acr_token))
+        .with_state(fake.clone());
+    let aad = common::serve_local(aad).await;
+    let acr = common::serve_local(acr).await;
+    (fake, aad, acr)
+}
+
+/// The `azure` store of these tests: the fakes' URLs and `proof` (`clientSecret` or
+/// `workloadIdentity`).
+fn store(aad: &str, acr: &str, proof: Value) -> Value {
+    let mut azure = json!({
+        "tenantId": TENANT,
+        "clientId": CLIENT,
+        "authorityHost": format!("{aad}/"),
+        "acrEndpoint": acr,
+        "timeout": "5s",
+    });
+    for (k, v) in proof.as_object().expect("object") {
+        azure[k] = v.clone();
+    }
+    json!({"provider": {"azure": azure}})
+}
+
+fn generator(store: Value, scope: Option<&str>) -> Generator {
+    let mut spec = json!({"secretStoreRef": {"name": "azure"}, "registry": REGISTRY});
+    if let Some(s) = scope {
+        spec["scope"] = json!(s);
+    }
+    build("ACRAccessToken", spec, Some(store))
+}
+
+/// A store proving itself with the client secret, written to a file in `dir`.
+fn secret_store(dir: &tempfile::TempDir, aad: &str, acr: &str, secret: &str) -> Value {
+    let file = dir.path().join("client-secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("write secret");
+    store(aad, acr, json!({"clientSecret": {"file": file}}))
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+#[tokio::test]
+async fn a_client_secret_logs_in_and_the_refresh_token_is_a_docker_login() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = generator(secret_store(&dir, &aad, &acr, CLIENT_SECRET), None);
+    let id = identity();
+
+    let cred = g
+        .generate(&ctx(&id, "payments/ACRAccessToken/pull"))
+        .await
+        .expect("minted");
+    let password = cred.data["password"].clone();
+    assert_eq!(cred.data["username"], NULL_GUID);
+    assert_eq!(cred.data["registry"], REGISTRY);
+    assert_eq!(cred.data.len(), 4, "{cred:?}");
+    assert!(cred.lease.is_none() && !cred.renewable);
+    let exp = claims(&password)["exp"].as_i64().expect("exp");
+    assert_eq!(cred.expires_at.expect("expiry").as_second(), exp);
+    assert!(
+        !format!("{cred:?}").contains(&password),
+        "the token in Debug"
+    );
+
+    // The docker login: what docker, crane, buildah and kaniko read.
+    let config: Value = serde_json::from_str(&cred.data["dockerconfigjson"]).expect("json");
+    let entry = &config["auths"][REGISTRY];
+    assert_eq!(entry["username"], NULL_GUID);
+    assert_eq!(entry["password"], password.as_str());
+    let auth = base64::engine::general_purpose::STANDARD
+        .decode(entry["auth"].as_str().expect("auth"))
+        .expect("base64");
+    assert_eq!(
+        String::from_utf8(auth).expect("utf-8"),
+        format!("{NULL_GUID}:{password}")
+    );
+
+    {
+        let fake = fake.lock().expect("lock");
+        assert!(fake.refresh_tokens.contains(&password), "not ACR's token");
+        let form = &fake.aad_forms[0];
+        assert_eq!(get(form, "grant_type"), Some("client_credentials"));
+        assert_eq!(get(form, "client_id"), Some(CLIENT));
+        assert_eq!(get(form, "scope"), Some(ACR_SCOPE));
+        assert_eq!(
+            get(form, "client_secret"),
+            Some(CLIENT_SECRET),
+            "the secret file is trimmed"
+        );
+        assert_eq!(get(form, "client_assertion"), None);
+        let x = &fake.exchange_forms[0];
+        assert_eq!(get(x, "grant_type"), Some("access_token"));
+        assert_eq!(get(x, "service"), Some(REGISTRY));
+        assert_eq!(get(x, "tenant"), Some(TENANT));
+        assert!(
+            fake.aad_tokens
+                .contains(get(x, "access_token").expect("token"))
+        );
+        assert!(fake.token_forms.is_empty(), "no scope, no access token");
+    }
+
+    // The federation's own Entra ID token is reused while it has time left.
+    for _ in 0..2 {
+        g.generate(&ctx(&id, "payments/ACRAccessToken/pull"))
+            .await
+            .expect("minted");
+    }
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.aad_forms.len(), 1, "the Entra ID token was not cached");
+    assert_eq!(fake.exchange_forms.len(), 3);
+}
+
+#[tokio::test]
+async fn workload_identity_presents_the_federated_token_read_again_each_time() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "federated-1\n").expect("write");
+    {
+        let mut fake = fake.lock().expect("lock");
+        fake.assertions = HashSet::from(["federated-1".to_owned(), "federated-2".to_owned()]);
+        // Entra ID tokens this short-lived are not worth keeping: every mint asks again, and
+        // so reads the file again.
+        fake.aad_expires_in = json!("240");
+    }
+    let g = generator(
+        store(
+            &aad,
+            &acr,
+            json!({"workloadIdentity": {"tokenFile": token_file}}),
+        ),
+        None,
+    );
+    let id = identity();
+    g.generate(&ctx(&id, "g")).await.expect("minted");
+    // The kubelet rotates the projected token.
+    std::fs::write(&token_file, "federated-2\n").expect("write");
+    g.generate(&ctx(&id, "g")).await.expect("minted");
+
+    {
+        let fake_now = fake.lock().expect("lock");
+        let sent: Vec<_> = fake_now
+            .aad_forms
+            .iter()
+            .map(|f| get(f, "client_assertion").expect("an assertion"))
+            .collect();
+        assert_eq!(sent, ["federated-1", "federated-2"]);
+        for f in &fake_now.aad_forms {
+            assert_eq!(
+                get(f, "client_assertion_type"),
+                Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            );
+            assert_eq!(get(f, "client_secret"), None);
+            assert_eq!(get(f, "client_id"), Some(CLIENT));
+        }
+    }
+
+    // A federated token Entra ID does not trust: the federation's setup, said so.
+    std::fs::write(&token_file, "federated-stale\n").expect("write");
+    let e = g.generate(&ctx(&id, "g")).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused the federation's Azure credentials"),
+        "{e}"
+    );
+    assert!(e.detail().contains("AADSTS70021"), "{}", e.detail());
+    assert!(!format!("{e} {} {e:?}", e.detail()).contains("federated-stale"));
+}
+
+#[tokio::test]
+async fn a_scope_is_rendered_for_the_caller_and_narrows_the_token() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = generator(
+        secret_store(&dir, &aad, &acr, CLIENT_SECRET),
+        Some("repository:{{ namespace }}/app:pull registry:catalog:*"),
+    );
+    let id = identity();
+    let cred = g.generate(&ctx(&id, "g")).await.expect("minted");
+    let password = &cred.data["password"];
+    let access = claims(password);
+    assert_eq!(access["grant_type"], "access_token");
+    assert_eq!(
+        access["access"],
+        json!([
+            {"type": "repository", "name": "payments/app", "actions": ["pull"]},
+            {"type": "registry", "name": "catalog", "actions": ["*"]},
+        ])
+    );
+    let lives = cred.expires_at.expect("expiry").as_second() - jiff::Timestamp::now().as_second();
+    assert!((75 * 60 - 10..=75 * 60).contains(&lives), "lives {lives} s");
+    {
+        let fake = fake.lock().expect("lock");
+        let form = &fake.token_forms[0];
+        assert_eq!(get(form, "grant_type"), Some("refresh_token"));
+        assert_eq!(get(form, "service"), Some(REGISTRY));
+        assert_eq!(
+            all(form, "scope"),
+            ["repository:payments/app:pull", "registry:catalog:*"]
+        );
+        assert!(
+            fake.refresh_tokens
+                .contains(get(form, "refresh_token").expect("refresh token"))
+        );
+        assert!(
+            !fake.refresh_tokens.contains(password),
+            "the refresh token was handed out"
+        );
+    }
+
+    // A caller whose identity renders no valid scope is refused before Azure is asked.
+    let mut odd = identity();
+    odd.namespace = "Payments Team".into();
+    let e = g.generate(&ctx(&odd, "g")).await.unwrap_err();
+    assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+    assert!(e.to_string().contains("not a registry scope"), "{e}");
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.aad_forms.len(), 1, "Entra ID was asked");
+    assert_eq!(fake.exchange_forms.len(), 1, "ACR was asked");
+}
+
+#[tokio::test]
+async fn a_token_outliving_max_ttl_is_dropped_not_handed_out() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = secret_store(&dir, &aad, &acr, CLIENT_SECRET);
+    let id = identity();
+    let hours = |h: u64| Duration::from_secs(h * 3600);
+
+    // A refresh token lives 3 h.
+    let g = generator(store.clone(), None);
+    let e = g
+        .generate(&ctx_with_max_ttl(&id, "g", hours(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("maxTTL of 1h") && text.contains("dropped, not handed out"),
+        "{text}"
+    );
+    assert!(!text.contains("eyJ"), "a token in {text}");
+    g.generate(&ctx_with_max_ttl(&id, "g", hours(4)))
+        .await
+        .expect("within maxTTL");
+
+    // A scoped access token lives 75 min.
+    let g = generator(store, Some("repository:app:pull"));
+    let e = g
+        .generate(&ctx_with_max_ttl(&id, "g", hours(1)))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("maxTTL of 1h"), "{e}");
+    g.generate(&ctx_with_max_ttl(&id, "g", hours(2)))
+        .await
+        .expect("within maxTTL");
+    assert_eq!(fake.lock().expect("lock").token_forms.len(), 2);
+}
+
+#[tokio::test]
+async fn refusals_are_the_federations_and_leak_no_secret() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = identity();
+    let c = ctx(&id, "g");
+    let check = |e: &BackendError| {
+        let all = format!("{e} {} {e:?}", e.detail());
+        assert!(!all.contains(CLIENT_SECRET), "the secret in {all}");
+        assert!(!all.contains("wrong~secret"), "the secret in {all}");
+        assert!(!all.contains("aad-"), "an Entra ID token in {all}");
+    };
+
+    // A wrong client secret: Entra ID's 401 is the federation's configuration.
+    let g = generator(secret_store(&dir, &aad, &acr, "wrong~secret"), None);
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused the federation's Azure credentials"),
+        "{e}"
+    );
+    assert!(e.detail().contains("AADSTS7000215"), "{}", e.detail());
+    assert!(!e.to_string().contains("AADSTS"), "Entra ID's words: {e}");
+    check(&e);
+
+    // The secret file is read on every request: fixing it needs no rebuild.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let g = generator(secret_store(&dir2, &aad, &acr, CLIENT_SECRET), None);
+    g.generate(&c).await.expect("minted");
+    assert_eq!(fake.lock().expect("lock").aad_forms.len(), 2);
+
+    // ACR stops taking the cached Entra ID token (revoked, roles changed): it is dropped and
+    // one fresh token tried.
+    fake.lock().expect("lock").aad_tokens.clear();
+    g.generate(&c).await.expect("minted with a fresh token");
+    assert_eq!(fake.lock().expect("lock").aad_forms.len(), 3);
+    assert_eq!(fake.lock().expect("lock").exchange_forms.len(), 3);
+
+    // ACR refuses the identity outright (no role on the registry): unavailable, ACR's words
+    // in the log only, and only one retry.
+    fake.lock().expect("lock").exchange_answer = Some((
+        401,
+        br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required, visit https://aka.ms/acr/authorization"}]}"#.to_vec(),
+    ));
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused the federation's Azure identity"),
+        "{e}"
+    );
+    assert!(e.detail().contains("UNAUTHORIZED"), "{}", e.detail());
+    assert!(!e.to_string().contains("aka.ms"), "{e}");
+    check(&e);
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.exchange_forms.len(), 5, "more than one retry");
+    assert_eq!(fake.aad_forms.len(), 4);
+}
+
+#[tokio::test]
+async fn hostile_or_malformed_answers_give_clear_errors() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = generator(secret_store(&dir, &aad, &acr, CLIENT_SECRET), None);
+    let id = identity();
+    let c = ctx(&id, "g");
+    let now = jiff::Timestamp::now().as_second();
+    let jwt_with = |claims: Value| {
+        format!(
+            "{}.{}.c2ln",
+            common::b64url(br#"{"alg":"none"}"#),
+            common::b64url(claims.to_string().as_bytes())
+        )
+    };
+
+    for (answer, says) in [
+        (
+            json!({"refresh_token": "opaque-token"}).to_string(),
+            "not a JWT",
+        ),
+        (
+            json!({"refresh_token": jwt_with(json!({"iss": "x"}))}).to_string(),
+            "no numeric `exp`",
+        ),
+        (
+            json!({"refresh_token": jwt_with(json!({"exp": now - 60}))}).to_string(),
+            "expired already",
+        ),
+        (
+            json!({"refresh_token": "x.bm90IGpzb24.y"}).to_string(),
+            "not base64url JSON",
+        ),
+        (json!({"refresh_token": 42}).to_string(), "no refresh_token"),
+        (json!({"token": "x"}).to_string(), "no refresh_token"),
+        ("<html>gateway</html>".to_owned(), "no refresh_token"),
+        (json!({"refresh_token": ""}).to_string(), "empty token"),
+    ] {
+        fake.lock().expect("lock").exchange_answer = Some((200, answer.clone().into_bytes()));
+        let e = g.generate(&c).await.unwrap_err();
+        assert!(
+            matches!(e, BackendError::Unavailable { .. }),
+            "{answer}: {e:?}"
+        );
+        assert!(e.to_string().contains("could not be read"), "{answer}: {e}");
+        assert!(e.detail().contains(says), "{answer}: {}", e.detail());
+        assert!(!e.detail().contains("opaque-token"), "{}", e.detail());
+    }
+
+    // An answer larger than any token: refused without reading it all.
+    fake.lock().expect("lock").exchange_answer = Some((200, vec![b' '; 2 << 20]));
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(e.to_string().contains("oversized"), "{e}");
+    fake.lock().expect("lock").exchange_answer = None;
+
+    // Entra ID answering nonsense (a new store, so nothing is cached).
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let g = generator(secret_store(&dir2, &aad, &acr, CLIENT_SECRET), None);
+    for (answer, says) in [
+        (
+            json!({"access_token": "aad-x", "token_type": "Bearer"}).to_string(),
+            "could not be read",
+        ),
+        (
+            json!({"access_token": "aad-x", "expires_in": "soon"}).to_string(),
+            "expires_in",
+        ),
+        ("{}".to_owned(), "could not be read"),
+    ] {
+        fake.lock().expect("lock").aad_answer = Some((200, answer.clone().into_bytes()));
+        let e = g.generate(&c).await.unwrap_err();
+        assert!(
+            matches!(e, BackendError::Unavailable { .. }),
+            "{answer}: {e:?}"
+        );
+        assert!(
+            format!("{e} {}", e.detail()).contains(says),
+            "{answer}: {e} / {}",
+            e.detail()
+        );
+        assert!(!e.detail().contains("aad-x"), "{}", e.detail());
+    }
+    // A lifetime no token has is kept a day at most, not trusted into an overflow.
+    fake.lock().expect("lock").aad_answer = None;
+    fake.lock().expect("lock").aad_expires_in = json!(u64::MAX);
+    let asked = fake.lock().expect("lock").aad_forms.len();
+    g.generate(&c).await.expect("minted");
+    g.generate(&c).await.expect("minted with the kept token");
+    assert_eq!(fake.lock().expect("lock").aad_forms.len(), asked + 1);
+    fake.lock().expect("lock").aad_answer = Some((503, b"<html>busy</html>".to_vec()));
+    let g = generator(secret_store(&dir, &aad, &acr, CLIENT_SECRET), None);
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("503"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_unavailable() {
+    let (_fake, aad, _acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let g = generator(secret_store(&dir, &aad, &closed, CLIENT_SECRET), None);
+    let id = identity();
+    let e = g.generate(&ctx(&id, "g")).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("could not be reached"), "{e}");
+}
+
+#[tokio::test]
+async fn generators_on_one_store_share_its_entra_id_token() {
+    use esi_backends::{GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared};
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SecretStoreSpec::from_manifest(secret_store(&dir, &aad, &acr, CLIENT_SECRET))
+        .expect("valid store");
+    let mut shared = Shared::default();
+    let mut build = |scope: &str| {
+        let spec = GeneratorSpec::from_manifest(
+            GeneratorKind::AcrAccessToken,
+            json!({"secretStoreRef": {"name": "azure"}, "registry": REGISTRY, "scope": scope}),
+        )
+        .expect("valid spec");
+        Generator::build_shared(&spec, Some(&store), &mut shared).expect("builds")
+    };
+    let (pull, push) = (
+        build("repository:app:pull"),
+        build("repository:app:pull,push"),
+    );
+    let id = identity();
+    pull.generate(&ctx(&id, "g")).await.expect("minted");
+    push.generate(&ctx(&id, "g")).await.expect("minted");
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.aad_forms.len(), 1, "one Entra ID token per store");
+    assert_eq!(fake.token_forms.len(), 2);
+}
