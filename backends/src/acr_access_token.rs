@@ -60,8 +60,12 @@ pub const TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 /// The domains of ACR's login servers: Azure's public cloud, Azure Government, Azure in China.
 /// The federation's Entra ID token is only ever sent to a registry under one of them.
 pub const REGISTRY_DOMAINS: &[&str] = &["azurecr.io", "azurecr.us", "azurecr.cn"];
-/// How far ACR's `exp` may lie past now + maxTTL: ACR computes it on its own clock.
-const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
+/// What a token outliving maxTTL is called and what became of it.
+const OVER_MAX_TTL: (&str, &str, &str) = (
+    "the Azure Container Registry token",
+    "it was dropped, not handed out (ACR cannot revoke or shorten one)",
+    "acr",
+);
 /// The longest `scope` accepted.
 const MAX_SCOPE_LEN: usize = 2048;
 
@@ -305,29 +309,6 @@ fn token_expiry(token: &str) -> Result<jiff::Timestamp, &'static str> {
     jiff::Timestamp::from_second(exp).map_err(|_| "has an `exp` claim out of range")
 }
 
-/// Refuses a token that outlives the Authorization's `maxTTL` (ACR can neither revoke nor
-/// shorten one, so it is dropped).
-fn within_max_ttl(
-    expires_at: jiff::Timestamp,
-    now: jiff::Timestamp,
-    max: Duration,
-) -> Result<(), BackendError> {
-    let lives = expires_at.as_second().saturating_sub(now.as_second());
-    if lives <= i64::try_from((max + CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX) {
-        return Ok(());
-    }
-    let human = |d: Duration| humantime::format_duration(d).to_string();
-    Err(BackendError::Rejected {
-        message: format!(
-            "the Azure Container Registry token would live {}, longer than the Authorization's \
-             maxTTL of {}; it was dropped, not handed out (ACR cannot revoke or shorten one)",
-            human(Duration::from_secs(lives.unsigned_abs())),
-            human(max)
-        ),
-        detail: format!("acr: exp {expires_at} over maxTTL {}s", max.as_secs()),
-    })
-}
-
 /// The built `ACRAccessToken` generator.
 #[derive(Debug)]
 pub struct AcrAccessTokenGenerator {
@@ -530,7 +511,7 @@ impl Generate for AcrAccessTokenGenerator {
             )));
         }
         if let Some(max) = ctx.max_ttl {
-            within_max_ttl(expires_at, now, max)?;
+            crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)?;
         }
         let auth = STANDARD.encode(format!("{TOKEN_USERNAME}:{password}"));
         let login =
@@ -602,12 +583,13 @@ mod tests {
 
     #[test]
     fn a_token_outliving_max_ttl_is_refused() {
+        let within = |exp, now, max| crate::credential::within_max_ttl(exp, now, max, OVER_MAX_TTL);
         let now = jiff::Timestamp::now();
         let in_3h = now + jiff::SignedDuration::from_hours(3);
         let hours = |h: u64| Duration::from_secs(h * 3600);
-        assert!(within_max_ttl(in_3h, now, hours(3)).is_ok());
-        assert!(within_max_ttl(in_3h + jiff::SignedDuration::from_secs(3), now, hours(3)).is_ok());
-        let e = within_max_ttl(in_3h, now, hours(1)).unwrap_err();
+        assert!(within(in_3h, now, hours(3)).is_ok());
+        assert!(within(in_3h + jiff::SignedDuration::from_secs(3), now, hours(3)).is_ok());
+        let e = within(in_3h, now, hours(1)).unwrap_err();
         assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
         let text = e.to_string();
         assert!(

@@ -513,6 +513,7 @@ mod tests {
 /// `kubernetes-service-account`, `kubernetes-pod-name`), so resource policies can key on
 /// `aws:PrincipalTag/...` and one role serves every namespace with only its own resources.
 #[derive(Debug)]
+#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
 pub(crate) struct CallerRole {
     conn: std::sync::Arc<StsConn>,
     /// Assumes `roleArn` (with the identity's session tags) before the call.
@@ -520,9 +521,11 @@ pub(crate) struct CallerRole {
 }
 
 /// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
+#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
 const ROLE_SESSION_SECONDS: u32 = 900;
 
-/// Checks a generator's `roleArn` and `externalId` fields (see [`CallerRole`]).
+/// Checks a generator's `roleArn` and `externalId` fields (see `CallerRole`).
+#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
 pub(crate) fn validate_caller_role(
     role_arn: Option<&str>,
     external_id: Option<&str>,
@@ -539,6 +542,7 @@ pub(crate) fn validate_caller_role(
     Ok(())
 }
 
+#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
 impl CallerRole {
     /// Builds on the store's shared connection; `role_arn` and `external_id` are the
     /// generator's fields (validated here under those names).

@@ -70,3 +70,48 @@ pub(crate) fn value_string(v: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// How far past now + maxTTL a backend's expiry may lie: the backend computes it on its own
+/// clock, from a moment between our request and its answer.
+#[cfg_attr(
+    not(any(
+        feature = "ecr",
+        feature = "acr",
+        feature = "github",
+        feature = "webhook"
+    )),
+    allow(dead_code)
+)]
+pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a credential expiring at `expires_at` that outlives the Authorization's `max`
+/// (beyond [`CLOCK_LEEWAY`]), for backends that cannot shorten it. `what` names it for the caller
+/// ("the Amazon ECR token"), `fate` says what became of it ("it was dropped, not handed out"),
+/// `backend` prefixes the log detail.
+#[cfg_attr(
+    not(any(feature = "ecr", feature = "acr", feature = "github")),
+    allow(dead_code)
+)]
+pub(crate) fn within_max_ttl(
+    expires_at: jiff::Timestamp,
+    now: jiff::Timestamp,
+    max: std::time::Duration,
+    (what, fate, backend): (&str, &str, &str),
+) -> Result<(), crate::BackendError> {
+    let lives = expires_at.as_second().saturating_sub(now.as_second());
+    if lives <= i64::try_from((max + CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX) {
+        return Ok(());
+    }
+    let human = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    Err(crate::BackendError::Rejected {
+        message: format!(
+            "{what} would live {}, longer than the Authorization's maxTTL of {}; {fate}",
+            human(std::time::Duration::from_secs(lives.unsigned_abs())),
+            human(max)
+        ),
+        detail: format!(
+            "{backend}: expiry {expires_at} over maxTTL {}s",
+            max.as_secs()
+        ),
+    })
+}

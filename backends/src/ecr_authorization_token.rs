@@ -34,8 +34,21 @@ use crate::aws::{CallerRole, StsConn, map_service_error, validate_caller_role};
 use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
-/// How far ECR's `expiresAt` may lie past now + maxTTL: ECR computes it on its own clock.
-const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
+/// What a token outliving maxTTL is called and what became of it.
+const OVER_MAX_TTL: (&str, &str, &str) = (
+    "the Amazon ECR token",
+    "it was dropped, not handed out (ECR cannot revoke or shorten one)",
+    "ecr",
+);
+
+/// [`crate::credential::within_max_ttl`] for ECR tokens.
+fn within_max_ttl(
+    expires_at: jiff::Timestamp,
+    now: jiff::Timestamp,
+    max: Duration,
+) -> Result<(), BackendError> {
+    crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)
+}
 
 /// `spec` of an `ECRAuthorizationToken` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -64,29 +77,6 @@ impl EcrAuthorizationTokenSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_caller_role(self.role_arn.as_deref(), self.external_id.as_deref())
     }
-}
-
-/// Refuses a token that outlives the Authorization's `maxTTL` (ECR can neither revoke nor
-/// shorten one, so it is dropped).
-fn within_max_ttl(
-    expires_at: jiff::Timestamp,
-    now: jiff::Timestamp,
-    max: Duration,
-) -> Result<(), BackendError> {
-    let lives = expires_at.as_second().saturating_sub(now.as_second());
-    if lives <= i64::try_from((max + CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX) {
-        return Ok(());
-    }
-    let human = |d: Duration| humantime::format_duration(d).to_string();
-    Err(BackendError::Rejected {
-        message: format!(
-            "Amazon ECR tokens live {}, longer than the Authorization's maxTTL of {}; the token \
-             was dropped, not handed out (ECR cannot revoke or shorten one)",
-            human(Duration::from_secs(lives.unsigned_abs())),
-            human(max)
-        ),
-        detail: format!("ecr: expiresAt {expires_at} over maxTTL {}s", max.as_secs()),
-    })
 }
 
 /// The built `ECRAuthorizationToken` generator.

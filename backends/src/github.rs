@@ -66,9 +66,6 @@ pub const API_VERSION: &str = "2022-11-28";
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// How many repositories one token may name (GitHub's limit).
 pub const MAX_REPOSITORIES: usize = 500;
-/// How far GitHub's `expires_at` may lie past now + one hour: GitHub computes it on its own
-/// clock, from a moment between our request and its answer.
-const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
 
 /// The `github` SecretStore provider: a GitHub App.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -485,24 +482,17 @@ impl Generate for GithubAccessTokenGenerator {
             }
         };
         let token = answer.token;
-        let lives = answer
-            .expires_at
-            .as_second()
-            .saturating_sub(jiff::Timestamp::now().as_second());
         if let Some(max) = ctx.max_ttl
-            && lives > i64::try_from((max + CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX)
+            && let Err(e) = crate::credential::within_max_ttl(
+                answer.expires_at,
+                jiff::Timestamp::now(),
+                max,
+                ("GitHub's token", "it was revoked, not handed out", BACKEND),
+            )
         {
             // GitHub lengthened its tokens: this one must not be handed out.
             let _ = self.revoke_token(&token).await;
-            return Err(BackendError::Rejected {
-                message: format!(
-                    "GitHub's token would live {}, longer than the Authorization's maxTTL of {}; \
-                     it was revoked, not handed out",
-                    humantime::format_duration(Duration::from_secs(lives.unsigned_abs())),
-                    humantime::format_duration(max)
-                ),
-                detail: format!("{BACKEND}: expires_at {} over maxTTL", answer.expires_at),
-            });
+            return Err(e);
         }
         Ok(Credential {
             data: BTreeMap::from([("token".to_owned(), token.clone())]),

@@ -786,10 +786,6 @@ fn with_revocation(e: BackendError, revoked: Result<bool, BackendError>) -> Back
     }
 }
 
-/// How far past `now + maxTTL` an endpoint's `expiresAt` may lie: the endpoint computes it on
-/// its own clock, from a moment between our request and its answer.
-const CLOCK_LEEWAY: Duration = Duration::from_secs(5);
-
 impl WebhookGenerator {
     /// Refuses a credential that could outlive the Authorization's `maxTTL`: one whose
     /// `expiresAt` lies later, or that reports none. It is never handed out (and revoked when
@@ -815,7 +811,7 @@ impl WebhookGenerator {
         };
         let now = jiff::Timestamp::now();
         let lives = expires_at.as_second().saturating_sub(now.as_second());
-        let leeway = i64::try_from(CLOCK_LEEWAY.as_secs()).unwrap_or(0);
+        let leeway = i64::try_from(crate::credential::CLOCK_LEEWAY.as_secs()).unwrap_or(0);
         if lives > max_secs.saturating_add(leeway) {
             return Err(BackendError::Rejected {
                 message: format!(
