@@ -78,8 +78,7 @@ impl GcpProvider {
 fn check_endpoint(ep: &str, field: &str) -> Result<(), SpecError> {
     let url = reqwest::Url::parse(ep)
         .map_err(|e| SpecError::field(field, format!("{ep:?} is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some()
-    {
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.query().is_some() {
         return Err(SpecError::field(
             field,
             format!("{ep:?} is not an http(s) base URL"),
@@ -315,7 +314,11 @@ impl GcpConn {
             scope: scopes,
             lifetime: format!("{}s", lifetime.as_secs().max(1)),
         };
-        let req = self.http.post(&url).bearer_auth(source.as_str()).json(&body);
+        let req = self
+            .http
+            .post(&url)
+            .bearer_auth(source.as_str())
+            .json(&body);
         let (status, bytes) = crate::http::send(IAM_BACKEND, req).await?;
         if !status.is_success() {
             return Err(crate::http::status_error(

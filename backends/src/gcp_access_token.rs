@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::CustomResource;
-use secrecy::ExposeSecret as _;
 use schemars::JsonSchema;
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;

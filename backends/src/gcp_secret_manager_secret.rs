@@ -315,7 +315,10 @@ impl GcpSecretManagerSecretGenerator {
             // configuration (its IAM bindings), which the caller cannot fix. Google also answers
             // 403 for a secret that does not exist when the reader may not list the project's.
             401 => BackendError::Unavailable {
-                message: format!("Google Secret Manager refused the token of {}", self.reader()),
+                message: format!(
+                    "Google Secret Manager refused the token of {}",
+                    self.reader()
+                ),
                 detail,
             },
             403 => BackendError::Unavailable {
@@ -424,18 +427,30 @@ mod tests {
         assert_eq!(parse(serde_json::to_value(s).unwrap()).unwrap(), spec);
         for (field, value, says) in [
             ("secret", serde_json::json!(""), "spec.secret"),
-            ("secret", serde_json::json!("{{namespace}}/db"), "spec.secret"),
+            (
+                "secret",
+                serde_json::json!("{{namespace}}/db"),
+                "spec.secret",
+            ),
             ("secret", serde_json::json!("a.b"), "spec.secret"),
             (
                 "secret",
                 serde_json::json!("x".repeat(MAX_SECRET + 1)),
                 "spec.secret",
             ),
-            ("secret", serde_json::json!("{{secret}}"), "unknown placeholder"),
+            (
+                "secret",
+                serde_json::json!("{{secret}}"),
+                "unknown placeholder",
+            ),
             ("project", serde_json::json!("My-Project"), "spec.project"),
             ("project", serde_json::json!("proj"), "spec.project"),
             ("project", serde_json::json!("my-project-"), "spec.project"),
-            ("project", serde_json::json!("{{namespace}}/x"), "spec.project"),
+            (
+                "project",
+                serde_json::json!("{{namespace}}/x"),
+                "spec.project",
+            ),
             ("version", serde_json::json!(0), "spec.version"),
             ("version", serde_json::json!(-2), "spec.version"),
             ("version", serde_json::json!("newest"), "spec.version"),
@@ -472,6 +487,24 @@ mod tests {
     }
 
     #[test]
+    fn the_store_checks_its_secret_manager_endpoint() {
+        let store = |ep: &str| {
+            crate::SecretStoreSpec::from_manifest(
+                serde_json::json!({"provider": {"gcp": {"secretManagerEndpoint": ep}}}),
+            )
+        };
+        assert!(store("https://secretmanager.europe-west1.rep.googleapis.com").is_ok());
+        assert!(store("http://127.0.0.1:8080/").is_ok());
+        for bad in ["ftp://x", "https://x/?a=b", "not a url"] {
+            let err = store(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("provider.gcp.secretManagerEndpoint"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn versions_are_latest_or_numbers() {
         let with = |v: serde_json::Value| {
             let mut j = serde_json::json!({
@@ -500,7 +533,14 @@ mod tests {
         }
         assert!(valid_project("my-project"));
         assert!(valid_project("123456789012"));
-        for bad in ["", "proj", "1project", "my_project", "my-project-", "a".repeat(31).as_str()] {
+        for bad in [
+            "",
+            "proj",
+            "1project",
+            "my_project",
+            "my-project-",
+            "a".repeat(31).as_str(),
+        ] {
             assert!(!valid_project(bad), "{bad:?}");
         }
         // A templated project is checked for its alphabet at load, in full once rendered.
