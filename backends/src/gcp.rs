@@ -36,7 +36,8 @@ pub struct GcpProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam_credentials_endpoint: Option<String>,
     /// Overrides the Secret Manager endpoint (a private endpoint such as Private Service
-    /// Connect, or a local fake in tests).
+    /// Connect, or a local fake in tests), for global and regional secrets alike; without it,
+    /// `https://secretmanager.googleapis.com`, or the location's regional endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_manager_endpoint: Option<String>,
     /// PEM certificates trusted for the Google endpoints (in addition to the system's).
@@ -92,8 +93,8 @@ pub struct GcpConn {
     provider: GcpProvider,
     /// IAM Credentials' base URL without a trailing slash.
     pub(crate) endpoint: String,
-    /// Secret Manager's base URL without a trailing slash.
-    pub(crate) secret_manager_endpoint: String,
+    /// The store's Secret Manager endpoint override, without a trailing slash.
+    secret_manager_override: Option<String>,
     pub(crate) http: reqwest::Client,
     /// The store's timeout, also the bound on obtaining the federation's own token: gcp_auth
     /// sets none of its own on the token endpoint, and retries.
@@ -107,7 +108,7 @@ impl fmt::Debug for GcpConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GcpConn")
             .field("endpoint", &self.endpoint)
-            .field("secret_manager_endpoint", &self.secret_manager_endpoint)
+            .field("secret_manager_override", &self.secret_manager_override)
             .finish_non_exhaustive()
     }
 }
@@ -126,17 +127,27 @@ impl GcpConn {
                 .unwrap_or(DEFAULT_IAM_ENDPOINT)
                 .trim_end_matches('/')
                 .to_owned(),
-            secret_manager_endpoint: p
+            secret_manager_override: p
                 .secret_manager_endpoint
                 .as_deref()
-                .unwrap_or(DEFAULT_SECRET_MANAGER_ENDPOINT)
-                .trim_end_matches('/')
-                .to_owned(),
+                .map(|ep| ep.trim_end_matches('/').to_owned()),
             http: crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.gcp.caBundle")?,
             provider: p.clone(),
             timeout,
             source: Mutex::new(None),
         })
+    }
+
+    /// Secret Manager's base URL (no trailing slash) for a secret in `location` (`None`: a
+    /// global secret): the store's override, else Google's global endpoint or the location's
+    /// regional one (`secretmanager.{location}.rep.googleapis.com`, which alone serves
+    /// regional secrets).
+    pub(crate) fn secret_manager_endpoint(&self, location: Option<&str>) -> String {
+        match (&self.secret_manager_override, location) {
+            (Some(ep), _) => ep.clone(),
+            (None, Some(l)) => format!("https://secretmanager.{l}.rep.googleapis.com"),
+            (None, None) => DEFAULT_SECRET_MANAGER_ENDPOINT.to_owned(),
+        }
     }
 
     /// A bearer token of the federation itself, for IAM Credentials. When the token endpoint

@@ -4,6 +4,9 @@
 //! generator kind, so the same Authorization decides who may read it and the same envelope
 //! carries it; nothing is leased, and `expiresAt` is absent.
 //!
+//! A regional secret (`location`) is read from `secretmanager.{location}.rep.googleapis.com`,
+//! the only endpoint serving it, unless the store overrides the endpoint.
+//!
 //! `project` and `secret` are templates over the verified identity, so one generator can serve
 //! every namespace with its own secret (`{{namespace}}-db`); each rendered value is checked
 //! against Google's rules before it goes into the URL. The read is made with the federation's
@@ -24,6 +27,7 @@
 //!   project: my-project                      # id or number; may be templated
 //!   secret: "{{namespace}}-db"               # templated over the caller
 //!   version: latest                          # or a version number (default: latest)
+//!   location: europe-west1                   # optional, for a regional secret
 //!   keys: [username, password]               # optional, for a JSON object secret
 //!   serviceAccountEmail: reader@my-project.iam.gserviceaccount.com   # optional
 //! ```
@@ -69,6 +73,10 @@ pub struct GcpSecretManagerSecretSpec {
     /// The secret's name (letters, digits, `_` and `-`, at most 255); `{{namespace}}` etc. are
     /// replaced by the caller's values (`{{namespace}}-db`).
     pub secret: String,
+    /// The location of a regional secret (`europe-west1`), read from that location's endpoint;
+    /// absent for a global secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// The version to read: `latest` (the default) or a version number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<IntOrString>,
@@ -123,10 +131,28 @@ fn plausible_project(p: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Whether `l` can name a location (`europe-west1`): lowercase letters, digits and hyphens,
+/// starting with a letter; it becomes part of a host name.
+fn valid_location(l: &str) -> bool {
+    (1..=63).contains(&l.len())
+        && l.starts_with(|c: char| c.is_ascii_lowercase())
+        && !l.ends_with('-')
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 impl GcpSecretManagerSecretSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         self.templates()?;
+        if let Some(l) = &self.location
+            && !valid_location(l)
+        {
+            return Err(SpecError::field(
+                "location",
+                format!("{l:?} is not a location (lowercase letters, digits and hyphens)"),
+            ));
+        }
         self.version_path()?;
         if let Some(keys) = &self.keys {
             if keys.is_empty() {
@@ -377,12 +403,17 @@ impl Generate for GcpSecretManagerSecretGenerator {
             });
         }
         // Both checked against alphabets that need no escaping in a path.
-        let name = format!(
-            "projects/{project}/secrets/{secret}/versions/{}",
-            self.version
-        );
+        let location = self.spec.location.as_deref();
+        let parent = match location {
+            Some(l) => format!("projects/{project}/locations/{l}"),
+            None => format!("projects/{project}"),
+        };
+        let name = format!("{parent}/secrets/{secret}/versions/{}", self.version);
         let token = self.token().await?;
-        let url = format!("{}/v1/{name}:access", self.conn.secret_manager_endpoint);
+        let url = format!(
+            "{}/v1/{name}:access",
+            self.conn.secret_manager_endpoint(location)
+        );
         let req = self.conn.http.get(&url).bearer_auth(token.expose_secret());
         let (status, body) = crate::http::send(BACKEND, req).await?;
         if !status.is_success() {
@@ -414,6 +445,7 @@ mod tests {
             "project": "my-project",
             "secret": "{{namespace}}-db",
             "version": 3,
+            "location": "europe-west1",
             "keys": ["username", "password"],
             "serviceAccountEmail": "reader@my-project.iam.gserviceaccount.com",
             "delegates": ["mid@my-project.iam.gserviceaccount.com"],
@@ -450,6 +482,16 @@ mod tests {
                 "project",
                 serde_json::json!("{{namespace}}/x"),
                 "spec.project",
+            ),
+            (
+                "location",
+                serde_json::json!("Europe West"),
+                "spec.location",
+            ),
+            (
+                "location",
+                serde_json::json!("eu.evil.example/x"),
+                "spec.location",
             ),
             ("version", serde_json::json!(0), "spec.version"),
             ("version", serde_json::json!(-2), "spec.version"),
@@ -500,6 +542,33 @@ mod tests {
             assert!(
                 err.contains("provider.gcp.secretManagerEndpoint"),
                 "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn regional_secrets_are_read_from_their_locations_endpoint() {
+        let conn = |ep: Option<&str>| {
+            GcpConn::new(&crate::gcp::GcpProvider {
+                secret_manager_endpoint: ep.map(str::to_owned),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let google = conn(None);
+        assert_eq!(
+            google.secret_manager_endpoint(None),
+            "https://secretmanager.googleapis.com"
+        );
+        assert_eq!(
+            google.secret_manager_endpoint(Some("europe-west1")),
+            "https://secretmanager.europe-west1.rep.googleapis.com"
+        );
+        let private = conn(Some("https://sm.p.googleapis.com/"));
+        for location in [None, Some("europe-west1")] {
+            assert_eq!(
+                private.secret_manager_endpoint(location),
+                "https://sm.p.googleapis.com"
             );
         }
     }

@@ -186,6 +186,38 @@ async fn access(
     Path((project, secret, version)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
+    access_in(
+        &seen,
+        &format!("projects/{project}"),
+        &secret,
+        &version,
+        &headers,
+    )
+}
+
+/// The same for a regional secret:
+/// `GET /v1/projects/{project}/locations/{location}/secrets/{secret}/versions/{version}:access`.
+async fn access_regional(
+    State(seen): State<Shared>,
+    Path((project, location, secret, version)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    access_in(
+        &seen,
+        &format!("projects/{project}/locations/{location}"),
+        &secret,
+        &version,
+        &headers,
+    )
+}
+
+fn access_in(
+    seen: &Shared,
+    parent: &str,
+    secret: &str,
+    version: &str,
+    headers: &HeaderMap,
+) -> (StatusCode, Json<Value>) {
     use base64::Engine;
     let Some(version) = version.strip_suffix(":access") else {
         return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such method".into());
@@ -196,7 +228,7 @@ async fn access(
         .unwrap_or_default()
         .to_owned();
     let mut seen = seen.lock().expect("lock");
-    let secret_name = format!("projects/{project}/secrets/{secret}");
+    let secret_name = format!("{parent}/secrets/{secret}");
     let name = format!("{secret_name}/versions/{version}");
     seen.accesses.push((name.clone(), auth.clone()));
     let token = auth.strip_prefix("Bearer ").unwrap_or_default();
@@ -291,6 +323,10 @@ async fn start_fake() -> Fake {
         .route(
             "/v1/projects/{project}/secrets/{secret}/versions/{version}",
             get(access),
+        )
+        .route(
+            "/v1/projects/{project}/locations/{location}/secrets/{secret}/versions/{version}",
+            get(access_regional),
         )
         .with_state(seen.clone());
     let base = common::serve_local(app).await;
@@ -677,6 +713,10 @@ async fn start_secret_fake() -> Fake {
             "projects/my-project/secrets/restricted".to_owned(),
             IMPERSONATED_READER.to_owned(),
         );
+        seen.secrets.insert(
+            "projects/my-project/locations/europe-west1/secrets/payments-db".to_owned(),
+            vec![br#"{"password": "regional-s3cr3t"}"#.to_vec()],
+        );
     }
     fake
 }
@@ -744,6 +784,12 @@ async fn secret_manager_reads_each_namespace_its_secret_at_latest_or_a_pinned_ve
         .expect("version 2");
     assert_eq!(cred.data["password"], "s3cr3t-v2");
 
+    // A regional secret of the same name.
+    let cred = read_secret(&fake, json!({"location": "europe-west1"}), &id)
+        .await
+        .expect("regional");
+    assert_eq!(cred.data["password"], "regional-s3cr3t");
+
     // The same generator, another namespace: its own secret.
     let mut orders = identity();
     orders.namespace = "orders".into();
@@ -760,6 +806,7 @@ async fn secret_manager_reads_each_namespace_its_secret_at_latest_or_a_pinned_ve
             "projects/my-project/secrets/payments-db/versions/latest",
             "projects/my-project/secrets/payments-db/versions/1",
             "projects/my-project/secrets/payments-db/versions/2",
+            "projects/my-project/locations/europe-west1/secrets/payments-db/versions/latest",
             "projects/my-project/secrets/orders-db/versions/latest",
         ]
     );
