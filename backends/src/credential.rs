@@ -61,7 +61,12 @@ impl fmt::Debug for LeaseHandle {
 
 /// A JSON value as the string handed to the workload: strings unquoted, the rest as JSON.
 #[cfg_attr(
-    not(any(feature = "vault", feature = "webhook", feature = "secretsmanager")),
+    not(any(
+        feature = "vault",
+        feature = "webhook",
+        feature = "secretsmanager",
+        feature = "gcp"
+    )),
     allow(dead_code)
 )]
 pub(crate) fn value_string(v: &serde_json::Value) -> String {
@@ -114,4 +119,73 @@ pub(crate) fn within_max_ttl(
             max.as_secs()
         ),
     })
+}
+
+/// A static secret as a secret manager holds it: text, or bytes that are not UTF-8.
+#[cfg(any(feature = "secretsmanager", feature = "gcp"))]
+pub(crate) enum SecretPayload<'a> {
+    /// UTF-8 text.
+    Text(&'a str),
+    /// Anything else.
+    Binary(&'a [u8]),
+}
+
+/// The credential's keys from a static secret (`SecretsManagerSecret`, `GCPSecretManagerSecret`):
+/// text holding a JSON object becomes one key per member (`keys` narrows them, each must exist;
+/// non-string members as JSON text); other text goes under `key`; bytes under `key`,
+/// base64-encoded. Errors name the keys, never the secret's contents; `backend` prefixes
+/// their log detail.
+#[cfg(any(feature = "secretsmanager", feature = "gcp"))]
+pub(crate) fn secret_data(
+    payload: SecretPayload<'_>,
+    keys: Option<&[String]>,
+    key: &str,
+    backend: &str,
+) -> Result<BTreeMap<String, String>, crate::BackendError> {
+    use base64::Engine as _;
+    let text = match payload {
+        SecretPayload::Text(text) => text,
+        SecretPayload::Binary(bytes) => {
+            if keys.is_some() {
+                return Err(crate::BackendError::Rejected {
+                    message: "the secret is binary, so spec.keys cannot select from it".to_owned(),
+                    detail: format!("{backend}: keys set, the secret is binary"),
+                });
+            }
+            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+            return Ok(BTreeMap::from([(key.to_owned(), encoded)]));
+        }
+    };
+    let object = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => {
+            if keys.is_some() {
+                return Err(crate::BackendError::Rejected {
+                    message: "the secret is not a JSON object, so spec.keys cannot select from \
+                              it"
+                    .to_owned(),
+                    detail: format!("{backend}: keys set, the secret's text is not a JSON object"),
+                });
+            }
+            return Ok(BTreeMap::from([(key.to_owned(), text.to_owned())]));
+        }
+    };
+    match keys {
+        None => Ok(object
+            .iter()
+            .map(|(k, v)| (k.clone(), value_string(v)))
+            .collect()),
+        Some(keys) => keys
+            .iter()
+            .map(|k| {
+                object
+                    .get(k)
+                    .map(|v| (k.clone(), value_string(v)))
+                    .ok_or_else(|| crate::BackendError::Rejected {
+                        message: format!("the secret has no key {k:?}"),
+                        detail: format!("{backend}: key {k:?} missing"),
+                    })
+            })
+            .collect(),
+    }
 }

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use kube::CustomResource;
 use schemars::JsonSchema;
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
 use crate::gcp::GcpConn;
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
-const BACKEND: &str = "google iam credentials";
 /// The longest lifetime Google allows (with the org policy that extends it).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
@@ -50,26 +50,10 @@ fn default_scopes() -> Vec<String> {
     vec![crate::gcp::CLOUD_PLATFORM_SCOPE.to_owned()]
 }
 
-fn valid_account(s: &str) -> bool {
-    let (user, domain) = s.split_once('@').unwrap_or(("", ""));
-    !user.is_empty()
-        && domain.contains('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@.-_".contains(&b))
-}
-
 impl GcpAccessTokenSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if !valid_account(&self.service_account_email) {
-            return Err(SpecError::field(
-                "serviceAccountEmail",
-                format!(
-                    "{:?} is not a service account email",
-                    self.service_account_email
-                ),
-            ));
-        }
+        crate::gcp::validate_impersonation(&self.service_account_email, &self.delegates)?;
         if self.scopes.is_empty() {
             return Err(SpecError::field("scopes", "must name at least one scope"));
         }
@@ -78,31 +62,8 @@ impl GcpAccessTokenSpec {
         {
             return Err(SpecError::field("lifetime", "must be between 1s and 12h"));
         }
-        for (i, d) in self.delegates.iter().enumerate() {
-            let email = d.strip_prefix("projects/-/serviceAccounts/").unwrap_or(d);
-            if !valid_account(email) {
-                return Err(SpecError::field(
-                    format!("delegates[{i}]"),
-                    format!("{d:?} is not a service account email"),
-                ));
-            }
-        }
         Ok(())
     }
-}
-
-#[derive(Serialize)]
-struct GenerateRequest<'a> {
-    delegates: Vec<String>,
-    scope: &'a [String],
-    lifetime: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GenerateResponse {
-    access_token: String,
-    expire_time: String,
 }
 
 /// The built `GCPAccessToken` generator.
@@ -120,13 +81,8 @@ impl GcpAccessTokenGenerator {
         conns: &mut crate::store::Conns<GcpConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider = crate::store::require(store, &spec.secret_store_ref, "gcp", |p| match p {
-            StoreProvider::Gcp(g) => Some(g),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })?;
         Ok(GcpAccessTokenGenerator {
-            conn: conns.get(provider, GcpConn::new)?,
+            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, conns)?,
             spec,
         })
     }
@@ -141,65 +97,21 @@ impl Generate for GcpAccessTokenGenerator {
         if let Some(max) = ctx.max_ttl {
             lifetime = lifetime.min(max);
         }
-        let lifetime = lifetime.as_secs().max(1);
-        let source = self.conn.source_token().await?;
-        let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{}:generateAccessToken",
-            self.conn.endpoint, self.spec.service_account_email
-        );
-        let body = GenerateRequest {
-            delegates: self
-                .spec
-                .delegates
-                .iter()
-                .map(|d| {
-                    if d.starts_with("projects/") {
-                        d.clone()
-                    } else {
-                        format!("projects/-/serviceAccounts/{d}")
-                    }
-                })
-                .collect(),
-            scope: &self.spec.scopes,
-            lifetime: format!("{lifetime}s"),
-        };
-        let req = self
+        let token = self
             .conn
-            .http
-            .post(&url)
-            .bearer_auth(source.as_str())
-            .json(&body);
-        let (status, bytes) = crate::http::send(BACKEND, req).await?;
-        if !status.is_success() {
-            let summary = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    v.pointer("/error/message")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| format!("{} byte body", bytes.len()));
-            return Err(crate::http::status_error(
-                BACKEND,
-                status,
-                &format!("{}: {summary}", self.spec.service_account_email),
-            ));
-        }
-        let resp: GenerateResponse =
-            esi_api::json::from_answer(&bytes).map_err(|e| BackendError::Unavailable {
-                message: "google iam credentials returned an unreadable response".to_owned(),
-                detail: format!("generateAccessToken response: {e}"),
-            })?;
-        let expires_at =
-            resp.expire_time
-                .parse::<jiff::Timestamp>()
-                .map_err(|e| BackendError::Unavailable {
-                    message: "google iam credentials returned an unreadable expiry".to_owned(),
-                    detail: format!("expireTime {:?}: {e}", resp.expire_time),
-                })?;
+            .generate_access_token(
+                &self.spec.service_account_email,
+                &self.spec.delegates,
+                &self.spec.scopes,
+                lifetime,
+            )
+            .await?;
         Ok(Credential {
-            data: BTreeMap::from([("access_token".to_owned(), resp.access_token)]),
-            expires_at: Some(expires_at),
+            data: BTreeMap::from([(
+                "access_token".to_owned(),
+                token.token.expose_secret().to_owned(),
+            )]),
+            expires_at: Some(token.expires_at),
             renewable: false,
             lease: None,
         })

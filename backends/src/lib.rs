@@ -24,7 +24,7 @@
 //! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
 //! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
-//! | `gcp` | `gcp` | `GCPAccessToken` |
+//! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
 //! | `grafana` | `grafana` | `Grafana` |
@@ -59,6 +59,8 @@ pub mod ecr_authorization_token;
 pub mod gcp;
 #[cfg(feature = "gcp")]
 pub mod gcp_access_token;
+#[cfg(feature = "gcp")]
+pub mod gcp_secret_manager_secret;
 #[cfg(feature = "github")]
 pub mod github;
 #[cfg(feature = "grafana")]
@@ -161,6 +163,9 @@ pub enum Generator {
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
+    /// `GCPSecretManagerSecret`.
+    #[cfg(feature = "gcp")]
+    GcpSecretManagerSecret(Box<gcp_secret_manager_secret::GcpSecretManagerSecretGenerator>),
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(Box<webhook::WebhookGenerator>),
@@ -273,6 +278,16 @@ impl Generator {
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
             )),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpSecretManagerSecret(s) => {
+                Generator::GcpSecretManagerSecret(Box::new(
+                    gcp_secret_manager_secret::GcpSecretManagerSecretGenerator::new(
+                        s.clone(),
+                        store,
+                        &mut shared.gcp,
+                    )?,
+                ))
+            }
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => {
                 Generator::Webhook(Box::new(webhook::WebhookGenerator::new(s.clone(), store)?))
@@ -320,6 +335,8 @@ impl Generate for Generator {
             Generator::SecretsManagerSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "gcp")]
+            Generator::GcpSecretManagerSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "github")]
@@ -350,6 +367,8 @@ impl Generate for Generator {
             Generator::SecretsManagerSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "gcp")]
+            Generator::GcpSecretManagerSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "github")]
@@ -387,6 +406,8 @@ pub fn crds()
         secrets_manager_secret::SecretsManagerSecret::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
+        #[cfg(feature = "gcp")]
+        gcp_secret_manager_secret::GCPSecretManagerSecret::crd(),
         #[cfg(feature = "webhook")]
         webhook::Webhook::crd(),
         #[cfg(feature = "github")]

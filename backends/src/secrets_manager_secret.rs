@@ -24,16 +24,12 @@
 //!   roleArn: arn:aws:iam::123456789012:role/read-app-secrets   # optional
 //! ```
 
-use std::collections::BTreeMap;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{CallerRole, StsConn, map_service_error, validate_caller_role};
-use crate::credential::value_string;
+use crate::credential::{SecretPayload, secret_data};
 use crate::store::SecretStoreRef;
 use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
@@ -200,43 +196,6 @@ impl SecretsManagerSecretGenerator {
             .await?;
         Ok(client.clone())
     }
-
-    /// The credential's keys from the secret's text.
-    fn data(&self, text: &str) -> Result<BTreeMap<String, String>, BackendError> {
-        let object = match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(m)) => Some(m),
-            _ => None,
-        };
-        let Some(object) = object else {
-            if self.spec.keys.is_some() {
-                return Err(BackendError::Rejected {
-                    message: "the secret is not a JSON object, so spec.keys cannot select from \
-                              it"
-                    .to_owned(),
-                    detail: "secretsmanager: keys set, SecretString not a JSON object".to_owned(),
-                });
-            }
-            return Ok(BTreeMap::from([(self.spec.key.clone(), text.to_owned())]));
-        };
-        match &self.spec.keys {
-            None => Ok(object
-                .iter()
-                .map(|(k, v)| (k.clone(), value_string(v)))
-                .collect()),
-            Some(keys) => keys
-                .iter()
-                .map(|k| {
-                    object
-                        .get(k)
-                        .map(|v| (k.clone(), value_string(v)))
-                        .ok_or_else(|| BackendError::Rejected {
-                            message: format!("the secret has no key {k:?}"),
-                            detail: format!("secretsmanager: key {k:?} missing"),
-                        })
-                })
-                .collect(),
-        }
-    }
 }
 
 impl Generate for SecretsManagerSecretGenerator {
@@ -270,18 +229,9 @@ impl Generate for SecretsManagerSecretGenerator {
                 }
                 err
             })?;
-        let data = match (out.secret_string(), out.secret_binary()) {
-            (Some(text), _) => self.data(text)?,
-            (None, Some(blob)) => {
-                if self.spec.keys.is_some() {
-                    return Err(BackendError::Rejected {
-                        message: "the secret is binary, so spec.keys cannot select from it"
-                            .to_owned(),
-                        detail: "secretsmanager: keys set, SecretBinary".to_owned(),
-                    });
-                }
-                BTreeMap::from([(self.spec.key.clone(), STANDARD.encode(blob.as_ref()))])
-            }
+        let payload = match (out.secret_string(), out.secret_binary()) {
+            (Some(text), _) => SecretPayload::Text(text),
+            (None, Some(blob)) => SecretPayload::Binary(blob.as_ref()),
             (None, None) => {
                 return Err(BackendError::Unavailable {
                     message: "AWS Secrets Manager's answer could not be read".to_owned(),
@@ -290,6 +240,12 @@ impl Generate for SecretsManagerSecretGenerator {
                 });
             }
         };
+        let data = secret_data(
+            payload,
+            self.spec.keys.as_deref(),
+            &self.spec.key,
+            "secretsmanager",
+        )?;
         Ok(Credential::static_data(data))
     }
 }

@@ -34,6 +34,9 @@ pub enum GeneratorKind {
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
+    /// `GCPSecretManagerSecret`.
+    #[cfg(feature = "gcp")]
+    GcpSecretManagerSecret,
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook,
@@ -68,6 +71,8 @@ impl GeneratorKind {
         GeneratorKind::SecretsManagerSecret,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
+        #[cfg(feature = "gcp")]
+        GeneratorKind::GcpSecretManagerSecret,
         #[cfg(feature = "webhook")]
         GeneratorKind::Webhook,
         #[cfg(feature = "github")]
@@ -98,6 +103,8 @@ impl GeneratorKind {
             GeneratorKind::SecretsManagerSecret => "SecretsManagerSecret",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
+            #[cfg(feature = "gcp")]
+            GeneratorKind::GcpSecretManagerSecret => "GCPSecretManagerSecret",
             #[cfg(feature = "webhook")]
             GeneratorKind::Webhook => "Webhook",
             #[cfg(feature = "github")]
@@ -164,6 +171,9 @@ pub enum GeneratorSpec {
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
+    /// `kind: GCPSecretManagerSecret`.
+    #[cfg(feature = "gcp")]
+    GcpSecretManagerSecret(crate::gcp_secret_manager_secret::GcpSecretManagerSecretSpec),
     /// `kind: Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookSpec),
@@ -204,6 +214,10 @@ impl GeneratorSpec {
             }
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
+            #[cfg(feature = "gcp")]
+            GeneratorKind::GcpSecretManagerSecret => {
+                GeneratorSpec::GcpSecretManagerSecret(parse(spec)?)
+            }
             #[cfg(feature = "webhook")]
             GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
             #[cfg(feature = "github")]
@@ -237,6 +251,8 @@ impl GeneratorSpec {
             GeneratorSpec::SecretsManagerSecret(_) => GeneratorKind::SecretsManagerSecret,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpSecretManagerSecret(_) => GeneratorKind::GcpSecretManagerSecret,
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
             #[cfg(feature = "github")]
@@ -266,6 +282,8 @@ impl GeneratorSpec {
             GeneratorSpec::SecretsManagerSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpSecretManagerSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "github")]
@@ -297,6 +315,8 @@ impl GeneratorSpec {
             GeneratorSpec::SecretsManagerSecret(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpSecretManagerSecret(s) => s.validate(),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => s.validate(),
             #[cfg(feature = "github")]

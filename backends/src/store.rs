@@ -38,7 +38,7 @@ pub enum StoreProvider {
     /// AWS STS.
     #[cfg(feature = "aws")]
     Aws(crate::aws::AwsProvider),
-    /// Google Cloud IAM Credentials.
+    /// Google Cloud: IAM Credentials and Secret Manager.
     #[cfg(feature = "gcp")]
     Gcp(crate::gcp::GcpProvider),
     /// Outbound HTTP endpoints for `Webhook` generators: the allow-list and secret headers.

@@ -1,7 +1,10 @@
-//! `GCPAccessToken` against a FAKE of Google's endpoints, served on loopback by this test:
-//! the OAuth token endpoint that gcp_auth calls (the key file's `token_uri`) and IAM
-//! Credentials `generateAccessToken`. Google's IAM API has no emulator; the fake implements
-//! exactly the two calls the generator makes and records what it received.
+//! `GCPAccessToken` and `GCPSecretManagerSecret` against a FAKE of Google's endpoints, served on
+//! loopback by this test: the OAuth token endpoint that gcp_auth calls (the key file's
+//! `token_uri`), IAM Credentials `generateAccessToken`, and Secret Manager
+//! `projects.secrets.versions.access`. Google's IAM and Secret Manager APIs have no emulator;
+//! the fake implements exactly the three calls the generators make, in Google's shapes (base64
+//! payloads with their CRC32C, `{"error": {"code", "message", "status"}}`), and records what it
+//! received.
 
 #![cfg(feature = "gcp")]
 
@@ -11,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use esi_backends::{BackendError, Context, Generate};
 use serde_json::{Value, json};
@@ -34,6 +37,14 @@ struct Seen {
     /// Lifetime of the source tokens it issues (default 3600 s).
     expires_in: Option<u64>,
     calls: Vec<(String, String, Value)>,
+    /// Secret Manager: the versions of each `projects/{p}/secrets/{s}`, version n at n - 1.
+    secrets: std::collections::HashMap<String, Vec<Vec<u8>>>,
+    /// Secrets only this bearer token may read (others get 403).
+    readers: std::collections::HashMap<String, String>,
+    /// Whether `:access` answers with a wrong CRC32C.
+    corrupt: bool,
+    /// Each `:access` call: the version's resource name and the Authorization header.
+    accesses: Vec<(String, String)>,
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -162,6 +173,141 @@ async fn generate(
     )
 }
 
+fn google_error(status: StatusCode, code: &str, message: String) -> (StatusCode, Json<Value>) {
+    (
+        status,
+        Json(json!({"error": {"code": status.as_u16(), "message": message, "status": code}})),
+    )
+}
+
+/// Secret Manager `GET /v1/projects/{project}/secrets/{secret}/versions/{version}:access`.
+async fn access(
+    State(seen): State<Shared>,
+    Path((project, secret, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    access_in(
+        &seen,
+        &format!("projects/{project}"),
+        &secret,
+        &version,
+        &headers,
+    )
+}
+
+/// The same for a regional secret:
+/// `GET /v1/projects/{project}/locations/{location}/secrets/{secret}/versions/{version}:access`.
+async fn access_regional(
+    State(seen): State<Shared>,
+    Path((project, location, secret, version)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    access_in(
+        &seen,
+        &format!("projects/{project}/locations/{location}"),
+        &secret,
+        &version,
+        &headers,
+    )
+}
+
+fn access_in(
+    seen: &Shared,
+    parent: &str,
+    secret: &str,
+    version: &str,
+    headers: &HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    use base64::Engine;
+    let Some(version) = version.strip_suffix(":access") else {
+        return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such method".into());
+    };
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut seen = seen.lock().expect("lock");
+    let secret_name = format!("{parent}/secrets/{secret}");
+    let name = format!("{secret_name}/versions/{version}");
+    seen.accesses.push((name.clone(), auth.clone()));
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+    if token != SOURCE_TOKEN && !token.starts_with("ya29.impersonated-") {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.".into(),
+        );
+    }
+    if secret == "flaky" {
+        return google_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable.".into(),
+        );
+    }
+    let denied = || {
+        google_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            format!(
+                "Permission 'secretmanager.versions.access' denied for resource '{name}' (or it may not exist)."
+            ),
+        )
+    };
+    if seen
+        .readers
+        .get(&secret_name)
+        .is_some_and(|reader| reader != token)
+    {
+        return denied();
+    }
+    let versions = seen.secrets.get(&secret_name).cloned().unwrap_or_default();
+    let number = match version {
+        "latest" => versions.len(),
+        n => n.parse().unwrap_or(0),
+    };
+    let Some(data) = number.checked_sub(1).and_then(|i| versions.get(i)) else {
+        return google_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("Secret Version [{secret_name}/versions/{version}] not found."),
+        );
+    };
+    let mut crc = i64::from(crc32c(data));
+    if seen.corrupt {
+        crc ^= 1;
+    }
+    (
+        StatusCode::OK,
+        Json(json!({
+            // Google names the resolved version, and the project by its number.
+            "name": format!("projects/123456789012/secrets/{secret}/versions/{number}"),
+            "payload": {
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+                "dataCrc32c": crc.to_string(),
+            },
+        })),
+    )
+}
+
+/// CRC-32C (Castagnoli), bit by bit: the fake computes its checksums independently of the
+/// crate the generator uses.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 struct Fake {
     base: String,
     seen: Shared,
@@ -174,6 +320,14 @@ async fn start_fake() -> Fake {
     let app = Router::new()
         .route("/token", post(token))
         .route("/v1/projects/-/serviceAccounts/{target}", post(generate))
+        .route(
+            "/v1/projects/{project}/secrets/{secret}/versions/{version}",
+            get(access),
+        )
+        .route(
+            "/v1/projects/{project}/locations/{location}/secrets/{secret}/versions/{version}",
+            get(access_regional),
+        )
         .with_state(seen.clone());
     let base = common::serve_local(app).await;
 
@@ -214,7 +368,7 @@ fn write_key(path: &std::path::Path, kid: &str, base: &str) -> Vec<u8> {
 }
 
 fn store(fake: &Fake) -> Value {
-    json!({"provider": {"gcp": {"serviceAccountKeyFile": fake.key_file, "iamCredentialsEndpoint": fake.base, "timeout": "5s"}}})
+    json!({"provider": {"gcp": {"serviceAccountKeyFile": fake.key_file, "iamCredentialsEndpoint": fake.base, "secretManagerEndpoint": fake.base, "timeout": "5s"}}})
 }
 
 fn spec(email: &str) -> Value {
@@ -525,4 +679,325 @@ async fn application_default_credentials_from_the_environment_on_the_fake() {
         "one exchange, signed with the key file's key"
     );
     assert_eq!(seen.calls.len(), 1);
+}
+
+// --- GCPSecretManagerSecret ---------------------------------------------------------------
+
+const DB_V1: &str = r#"{"username": "app", "password": "old-s3cr3t"}"#;
+const DB_V2: &str = r#"{"username": "app", "password": "s3cr3t-v2", "port": 5432}"#;
+const IMPERSONATED_READER: &str = "ya29.impersonated-reader@proj.iam.gserviceaccount.com";
+
+/// A fake holding secrets in project `my-project`: `payments-db` (two versions of a JSON object),
+/// `orders-db`, `plain` (text), `blob` (bytes that are not UTF-8) and `restricted` (readable
+/// only by the `reader@` service account).
+async fn start_secret_fake() -> Fake {
+    let fake = start_fake().await;
+    {
+        let mut seen = fake.seen.lock().expect("lock");
+        let mut put = |secret: &str, versions: Vec<Vec<u8>>| {
+            seen.secrets
+                .insert(format!("projects/my-project/secrets/{secret}"), versions);
+        };
+        put("payments-db", vec![DB_V1.into(), DB_V2.into()]);
+        put(
+            "orders-db",
+            vec![br#"{"password": "orders-s3cr3t"}"#.to_vec()],
+        );
+        put("plain", vec![b"just text s3cr3t".to_vec()]);
+        put("blob", vec![vec![0xff, 0x00, 0xfe, 0x80]]);
+        put(
+            "restricted",
+            vec![br#"{"token": "restricted-s3cr3t"}"#.to_vec()],
+        );
+        seen.readers.insert(
+            "projects/my-project/secrets/restricted".to_owned(),
+            IMPERSONATED_READER.to_owned(),
+        );
+        seen.secrets.insert(
+            "projects/my-project/locations/europe-west1/secrets/payments-db".to_owned(),
+            vec![br#"{"password": "regional-s3cr3t"}"#.to_vec()],
+        );
+    }
+    fake
+}
+
+fn secret_spec(extra: Value) -> Value {
+    let mut spec = json!({"secretStoreRef": {"name": "gcp"}, "project": "my-project", "secret": "{{namespace}}-db"});
+    for (k, v) in extra.as_object().expect("object") {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+async fn read_secret(
+    fake: &Fake,
+    extra: Value,
+    id: &esi_api::Identity,
+) -> Result<esi_backends::Credential, BackendError> {
+    let ctx = Context {
+        identity: id,
+        generator: "payments/GCPSecretManagerSecret/db",
+        max_ttl: None,
+    };
+    build(
+        "GCPSecretManagerSecret",
+        secret_spec(extra),
+        Some(store(fake)),
+    )
+    .generate(&ctx)
+    .await
+}
+
+/// Neither the message, the log detail nor `Debug` of `err` holds a secret or a token.
+fn assert_no_secret(err: &BackendError) {
+    for text in [err.to_string(), err.detail().to_owned(), format!("{err:?}")] {
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("ya29."),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_reads_each_namespace_its_secret_at_latest_or_a_pinned_version_on_the_fake()
+{
+    let fake = start_secret_fake().await;
+    let id = identity();
+    let cred = read_secret(&fake, json!({}), &id).await.expect("latest");
+    assert_eq!(
+        cred.data.clone().into_iter().collect::<Vec<_>>(),
+        [
+            ("password".to_owned(), "s3cr3t-v2".to_owned()),
+            ("port".to_owned(), "5432".to_owned()),
+            ("username".to_owned(), "app".to_owned()),
+        ]
+    );
+    assert!(cred.expires_at.is_none() && cred.lease.is_none() && !cred.renewable);
+    assert!(!format!("{cred:?}").contains("s3cr3t"), "{cred:?}");
+
+    let cred = read_secret(&fake, json!({"version": 1}), &id)
+        .await
+        .expect("version 1");
+    assert_eq!(cred.data["password"], "old-s3cr3t");
+    let cred = read_secret(&fake, json!({"version": "2"}), &id)
+        .await
+        .expect("version 2");
+    assert_eq!(cred.data["password"], "s3cr3t-v2");
+
+    // A regional secret of the same name.
+    let cred = read_secret(&fake, json!({"location": "europe-west1"}), &id)
+        .await
+        .expect("regional");
+    assert_eq!(cred.data["password"], "regional-s3cr3t");
+
+    // The same generator, another namespace: its own secret.
+    let mut orders = identity();
+    orders.namespace = "orders".into();
+    let cred = read_secret(&fake, json!({}), &orders)
+        .await
+        .expect("orders");
+    assert_eq!(cred.data["password"], "orders-s3cr3t");
+
+    let seen = fake.seen.lock().expect("lock");
+    let names: Vec<&str> = seen.accesses.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "projects/my-project/secrets/payments-db/versions/latest",
+            "projects/my-project/secrets/payments-db/versions/1",
+            "projects/my-project/secrets/payments-db/versions/2",
+            "projects/my-project/locations/europe-west1/secrets/payments-db/versions/latest",
+            "projects/my-project/secrets/orders-db/versions/latest",
+        ]
+    );
+    // Read with the federation's own token; nothing impersonated.
+    assert!(
+        seen.accesses
+            .iter()
+            .all(|(_, auth)| auth == &format!("Bearer {SOURCE_TOKEN}"))
+    );
+    assert!(seen.calls.is_empty(), "no generateAccessToken");
+    let scope = seen.assertions[0]["scope"].as_str().unwrap_or_default();
+    assert!(scope.contains("https://www.googleapis.com/auth/cloud-platform"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_narrows_to_keys_and_refuses_a_missing_one_without_contents_on_the_fake() {
+    let fake = start_secret_fake().await;
+    let id = identity();
+    let cred = read_secret(&fake, json!({"keys": ["password"]}), &id)
+        .await
+        .expect("narrowed");
+    assert_eq!(
+        cred.data.into_iter().collect::<Vec<_>>(),
+        [("password".to_owned(), "s3cr3t-v2".to_owned())]
+    );
+    let err = read_secret(&fake, json!({"keys": ["password", "host"]}), &id)
+        .await
+        .expect_err("host is missing");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("\"host\"")),
+        "{err:?}"
+    );
+    assert_no_secret(&err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_returns_text_under_key_and_binary_as_base64_on_the_fake() {
+    use base64::Engine;
+    let fake = start_secret_fake().await;
+    let id = identity();
+    let cred = read_secret(&fake, json!({"secret": "plain", "key": "token"}), &id)
+        .await
+        .expect("text");
+    assert_eq!(
+        cred.data.into_iter().collect::<Vec<_>>(),
+        [("token".to_owned(), "just text s3cr3t".to_owned())]
+    );
+    let cred = read_secret(&fake, json!({"secret": "blob"}), &id)
+        .await
+        .expect("binary");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&cred.data["value"])
+            .expect("base64"),
+        [0xff, 0x00, 0xfe, 0x80]
+    );
+    // keys cannot select from text or bytes.
+    for secret in ["plain", "blob"] {
+        let err = read_secret(&fake, json!({"secret": secret, "keys": ["a"]}), &id)
+            .await
+            .expect_err(secret);
+        assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+        assert_no_secret(&err);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_refuses_a_payload_whose_crc32c_does_not_match_on_the_fake() {
+    let fake = start_secret_fake().await;
+    fake.seen.lock().expect("lock").corrupt = true;
+    let err = read_secret(&fake, json!({}), &identity())
+        .await
+        .expect_err("corrupt payload");
+    assert!(
+        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("checksum")),
+        "{err:?}"
+    );
+    assert_no_secret(&err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_classifies_missing_denied_and_unavailable_on_the_fake() {
+    let fake = start_secret_fake().await;
+    let id = identity();
+
+    // No such secret: the caller's (or the configuration's) to fix; which secret, and
+    // Google's words, only in the log detail.
+    let err = read_secret(&fake, json!({"secret": "{{namespace}}-missing"}), &id)
+        .await
+        .expect_err("missing");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert!(!err.to_string().contains("payments-missing"), "{err}");
+    assert!(
+        err.detail()
+            .contains("projects/my-project/secrets/payments-missing/versions/latest")
+            && err.detail().contains("NOT_FOUND"),
+        "{}",
+        err.detail()
+    );
+    // A version that does not exist.
+    let err = read_secret(&fake, json!({"version": 9}), &id)
+        .await
+        .expect_err("no version 9");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+
+    // The federation's identity may not read it: its IAM bindings, not the caller's fault.
+    let err = read_secret(&fake, json!({"secret": "restricted"}), &id)
+        .await
+        .expect_err("denied");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(
+        err.detail().contains("PERMISSION_DENIED"),
+        "{}",
+        err.detail()
+    );
+    assert!(!err.to_string().contains("restricted"), "{err}");
+    assert_no_secret(&err);
+
+    let err = read_secret(&fake, json!({"secret": "flaky"}), &id)
+        .await
+        .expect_err("503");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+
+    // A rendered name Google would not take never reaches it: the pod name holds a dot.
+    let mut dotted = identity();
+    dotted.pod = Some(esi_api::ObjectRef {
+        name: "api.v2".into(),
+        uid: "u".into(),
+    });
+    let before = fake.seen.lock().expect("lock").accesses.len();
+    let err = read_secret(&fake, json!({"secret": "{{pod}}"}), &dotted)
+        .await
+        .expect_err("invalid rendered name");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert_eq!(fake.seen.lock().expect("lock").accesses.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_reads_as_an_impersonated_service_account_on_the_fake() {
+    let fake = start_secret_fake().await;
+    let cred = read_secret(
+        &fake,
+        json!({
+            "secret": "restricted",
+            "serviceAccountEmail": "reader@proj.iam.gserviceaccount.com",
+            "delegates": ["mid@proj.iam.gserviceaccount.com"],
+        }),
+        &identity(),
+    )
+    .await
+    .expect("read as reader@");
+    assert_eq!(cred.data["token"], "restricted-s3cr3t");
+    assert!(
+        cred.expires_at.is_none(),
+        "the read token is not handed out"
+    );
+
+    let seen = fake.seen.lock().expect("lock");
+    // generateAccessToken with the federation's token, for a short-lived cloud-platform token...
+    let (target, auth, body) = &seen.calls[0];
+    assert_eq!(target, "reader@proj.iam.gserviceaccount.com");
+    assert_eq!(auth, &format!("Bearer {SOURCE_TOKEN}"));
+    assert_eq!(body["lifetime"], "300s");
+    assert_eq!(
+        body["scope"],
+        json!(["https://www.googleapis.com/auth/cloud-platform"])
+    );
+    assert_eq!(
+        body["delegates"],
+        json!(["projects/-/serviceAccounts/mid@proj.iam.gserviceaccount.com"])
+    );
+    // ...and the read made with that token.
+    assert_eq!(
+        seen.accesses,
+        [(
+            "projects/my-project/secrets/restricted/versions/latest".to_owned(),
+            format!("Bearer {IMPERSONATED_READER}")
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_manager_impersonation_refused_is_not_a_read_on_the_fake() {
+    let fake = start_secret_fake().await;
+    let err = read_secret(
+        &fake,
+        json!({"secret": "restricted", "serviceAccountEmail": "denied@proj.iam.gserviceaccount.com"}),
+        &identity(),
+    )
+    .await
+    .expect_err("impersonation denied");
+    assert!(err.detail().contains("getAccessToken"), "{}", err.detail());
+    assert!(fake.seen.lock().expect("lock").accesses.is_empty());
 }
