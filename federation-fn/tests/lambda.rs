@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use esi_federation::lease::LeaseKeys;
-use esi_federation::testkit::peer;
+use esi_test_support::peer;
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 

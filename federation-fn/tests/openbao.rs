@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use esi_federation::config;
 use esi_federation::state::AppState;
-use esi_federation::testkit::peer;
+use esi_test_support::peer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_token_is_issued_and_revoked_through_the_api() {

@@ -1,7 +1,8 @@
 //! What esi's tests and benchmark share across crates: a throwaway PKI ([`pki`]: a CA, and a
 //! certificate it signed for `localhost` and `127.0.0.1`, all as PEM; every call makes new
 //! keys, so two calls give two CAs that do not trust each other's certificates), and a
-//! loopback port that refuses connections until a test opens it ([`ClosedPort`]).
+//! loopback port that refuses connections until a test opens it ([`ClosedPort`]), and the
+//! lookup of an external peer's address that skips loudly or fails ([`peer`]).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
@@ -97,4 +98,33 @@ pub async fn closed_within(
         panic!("the server kept the connection open for {limit:?}");
     }
     started.elapsed()
+}
+
+/// The value of a peer's env var `var`. When it is absent: a panic saying how to start the peer
+/// under `ESI_REQUIRE_PEERS=1`, otherwise a `SKIPPED` line and `None`.
+///
+/// The line is written to `/dev/stderr` directly: libtest captures `eprintln!` of passing tests,
+/// which would hide the skip. It is opened for appending: when stderr is a file, a plain write
+/// would start at its beginning and overwrite the lines before.
+pub fn peer(var: &str, test: &str) -> Option<String> {
+    use std::io::Write as _;
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var("ESI_REQUIRE_PEERS").as_deref() != Ok("1"),
+                "{test}: {var} is not set and ESI_REQUIRE_PEERS=1: start the peers with ./scripts/test-all.sh (or eval \"$(scripts/peers/<name>.sh up)\")"
+            );
+            let line = format!(
+                "SKIPPED: {test}: {var} is not set; run ./scripts/test-all.sh to start the peers\n"
+            );
+            match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+                Ok(mut f) => {
+                    let _ = f.write_all(line.as_bytes());
+                }
+                Err(_) => eprint!("{line}"),
+            }
+            None
+        }
+    }
 }

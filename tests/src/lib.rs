@@ -35,7 +35,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-pub use esi_federation::testkit::peer;
+pub use esi_test_support::peer;
 
 /// A local OIDC issuer served on loopback by its own runtime.
 pub struct Issuer {

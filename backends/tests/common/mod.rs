@@ -1,38 +1,14 @@
 //! Helpers shared by the backends' peer tests: peer discovery (skip loudly, or fail when
 //! `ESI_REQUIRE_PEERS=1`), a test identity, and small key/PEM utilities.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use esi_api::{Identity, ObjectRef};
 use esi_backends::{Context, Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};
 
-/// The peer's address from `var`, or `None` after printing a loud SKIPPED line. Panics when
+/// The peer's address from `var`, or `None` after a loud SKIPPED line; a panic under
 /// `ESI_REQUIRE_PEERS=1` so CI cannot silently skip.
-pub fn peer(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            if std::env::var("ESI_REQUIRE_PEERS").as_deref() == Ok("1") {
-                panic!(
-                    "{test}: {var} is not set and ESI_REQUIRE_PEERS=1; start the peers with ./scripts/test-all.sh (or scripts/peers/<name>.sh up)"
-                );
-            }
-            // Straight to the process's stderr, past libtest's output capture, so the skip
-            // is seen in a plain `cargo test` run.
-            use std::io::Write;
-            let line = format!(
-                "SKIPPED: {test}: {var} is not set; run ./scripts/test-all.sh to start the peers\n"
-            );
-            match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
-                Ok(mut f) => {
-                    let _ = f.write_all(line.as_bytes());
-                }
-                Err(_) => eprint!("{line}"),
-            }
-            None
-        }
-    }
-}
+pub use esi_test_support::peer;
 
 pub fn identity() -> Identity {
     Identity {
