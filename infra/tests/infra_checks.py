@@ -11,7 +11,9 @@ Every stage uses the real tool where one can run here:
               `TerraformConfig.load_config_dir` cannot be used: in 0.15.3 it crashes serializing
               any expression with a binary operator, and `validation` blocks are full of them.)
 - structure:  python-hcl2 checks on what reviewers rely on (documented variables and outputs,
-              least-privilege IAM, the webhook's safety settings).
+              least-privilege IAM including the Lambda role's opt-in grants for AWS generators
+              without roleArn, the webhook's safety settings). checkov does not evaluate
+              `dynamic "statement"` blocks, so these checks are what covers those grants.
 - validation: the modules evaluated with bad inputs must be refused by their `validation`
               blocks with the expected message, and with good inputs accepted (for a module
               with providers, its variables.tf alone).
@@ -27,6 +29,7 @@ Exit status 1 when any stage fails. checkov runs from the shell script.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -286,6 +289,111 @@ def check_lambda_lease_keys(stage: str, lam: dict, perms: dict | None) -> None:
              f"aws_secretsmanager_secret.lease_keys.arn only, gets {reads}")
 
 
+# Actions IAM accepts only on Resource "*" (no resource-level permission), each with the
+# module statement allowed to grant it that way. Anything else on "*" is a finding.
+STAR_ONLY_ACTIONS = {
+    "XRay": {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+    "VpcNetworkInterfaces": {
+        "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+    },
+    "EcrAuthorizationToken": {"ecr:GetAuthorizationToken"},
+}
+
+# The opt-in grants for AWS generators without `roleArn`: sid -> (for_each, actions,
+# resources, conditions as (test, variable, values)). Each is gated by a variable whose default
+# makes its for_each empty (checked against variables.tf), so the defaults grant nothing new.
+GENERATOR_GRANTS = {
+    "EcrAuthorizationToken": (
+        "${var.ecr_authorization_token ? [1] : []}",
+        ["ecr:GetAuthorizationToken"], ["*"], []),
+    "EcrPullImages": (
+        "${length(var.ecr_pull_repository_arns) > 0 ? [1] : []}",
+        ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+        "${var.ecr_pull_repository_arns}", []),
+    "ReadGeneratorSecrets": (
+        "${length(var.readable_secret_arns) > 0 ? [1] : []}",
+        ["secretsmanager:GetSecretValue"], "${var.readable_secret_arns}", []),
+    "DecryptGeneratorSecrets": (
+        "${length(var.secret_kms_key_arns) > 0 ? [1] : []}",
+        ["kms:Decrypt"], "${var.secret_kms_key_arns}",
+        [("StringEquals", "kms:ViaService", "secretsmanager."),
+         ("StringLike", "kms:EncryptionContext:SecretARN", "${var.readable_secret_arns}")]),
+}
+GENERATOR_GRANT_DEFAULTS = {
+    "ecr_authorization_token": ("bool", False),
+    "ecr_pull_repository_arns": ("list(string)", []),
+    "readable_secret_arns": ("list(string)", []),
+    "secret_kms_key_arns": ("list(string)", []),
+}
+
+
+def policy_statements(perms: dict) -> list[tuple[str | None, dict]]:
+    """Every statement of a policy document, static ones with for_each None."""
+    out = [(None, st) for st in perms.get("statement", [])]
+    for dyn in perms.get("dynamic", []):
+        for name, body in dyn.items():
+            if name == "statement":
+                out += [(unquote(body.get("for_each")), c) for c in body.get("content", [])]
+    return out
+
+
+def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> None:
+    """What AWS generators without roleArn may do as the function's role: only the opt-in
+    grants above, exactly as written there, off by default; "*" only where IAM allows nothing
+    narrower; kms:Decrypt only on the module's key or through Secrets Manager."""
+    statements = policy_statements(perms)
+    by_sid = {unquote(st.get("sid")): (gate, st) for gate, st in statements}
+    for sid, (gate, actions, resources, conditions) in GENERATOR_GRANTS.items():
+        if sid not in by_sid:
+            fail(stage, f"federation-lambda: no IAM statement {sid}")
+            continue
+        got_gate, st = by_sid[sid]
+        if got_gate != gate:
+            fail(stage, f"federation-lambda: statement {sid} must be gated by for_each = {gate}, is {got_gate}")
+        if unquote(st.get("actions")) != actions:
+            fail(stage, f"federation-lambda: statement {sid} must grant exactly {actions}, grants {unquote(st.get('actions'))}")
+        if unquote(st.get("resources")) != resources:
+            fail(stage, f"federation-lambda: statement {sid} must be on {resources}, is on {unquote(st.get('resources'))}")
+        got = [(unquote(c.get("test")), unquote(c.get("variable")), json.dumps(unquote(c.get("values"))))
+               for c in st.get("condition", [])]
+        for test, variable, value in conditions:
+            if not any(t == test and v == variable and value in vals for t, v, vals in got):
+                fail(stage, f"federation-lambda: statement {sid} lacks condition {test} {variable} ~ {value!r}: {got}")
+        if st.get("not_actions") or st.get("not_resources") or unquote(st.get("effect")) not in (None, "Allow"):
+            fail(stage, f"federation-lambda: statement {sid} must be a plain Allow of actions on resources")
+    declared = dict(blocks(variables, "variable"))
+    for name, (vtype, default) in GENERATOR_GRANT_DEFAULTS.items():
+        body = declared.get(name)
+        if body is None:
+            fail(stage, f"federation-lambda: no variable {name}")
+            continue
+        got_type = unquote(body.get("type"))
+        if got_type != "${" + vtype + "}" and got_type != vtype:
+            fail(stage, f"federation-lambda: variable {name} must be {vtype}, is {got_type}")
+        got_default = body.get("default")
+        if isinstance(got_default, list) and len(got_default) == 1 and isinstance(got_default[0], bool):
+            got_default = got_default[0]  # checkov's hcl2 fork wraps values in a list
+        if "default" not in body or unquote(got_default) != default:
+            fail(stage, f"federation-lambda: variable {name} must default to {default!r} (grant nothing new), "
+                 f"defaults to {body.get('default')!r}")
+
+    for gate, st in statements:
+        sid = unquote(st.get("sid"))
+        actions = set(unquote(st.get("actions")) or [])
+        resources = unquote(st.get("resources"))
+        if resources == ["*"] and not actions <= STAR_ONLY_ACTIONS.get(sid, set()):
+            fail(stage, f"federation-lambda: statement {sid} grants {sorted(actions)} on \"*\"; only "
+                 "actions without resource-level permissions may (STAR_ONLY_ACTIONS)")
+        if "kms:Decrypt" in actions:
+            conds = json.dumps(st.get("condition", []))
+            if not (resources == ["${var.kms_key_arn}"] or "kms:ViaService" in conds):
+                fail(stage, f"federation-lambda: statement {sid} grants kms:Decrypt on {resources} "
+                     "neither on var.kms_key_arn nor through a service (kms:ViaService)")
+        if any(a.endswith("*") for a in actions):
+            fail(stage, f"federation-lambda: statement {sid} grants wildcard actions {sorted(actions)}")
+
+
 def check_structure() -> None:
     stage = "structure"
     for tf in sorted(TF.rglob("*.tf")):
@@ -331,6 +439,8 @@ def check_structure() -> None:
     if log is None or "retention_in_days" not in log:
         fail(stage, "federation-lambda: the log group must set a retention")
     check_lambda_lease_keys(stage, lam, perms)
+    if perms is not None:
+        check_lambda_generator_grants(stage, perms, load_hcl(MODULES / "federation-lambda" / "variables.tf"))
 
     # The webhook: opt-in objectSelector, fail closed, no side effects, CREATE only.
     wh = load_hcl(MODULES / "webhook" / "main.tf")
@@ -380,6 +490,9 @@ WH_REQUIRED = "\n ".join([
     'federation_url = "https://esi.example.com"',
 ])
 KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31, standard base64 like random_bytes.base64
+ECR_REPO = "arn:aws:ecr:eu-west-1:123456789012:repository"
+SM_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret"
+KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
@@ -405,6 +518,25 @@ VALIDATION_CASES = [
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k1={KEY_B64}", "k1={KEY_B64}"]', "must be distinct"),
     ("federation-lambda", f'{FL_PACKAGE}\n lease_key_rotation = "2"\n previous_lease_keys = ["k2={KEY_B64}"]', "differ from the current key id"),
     ("federation-lambda", f'{FL_PACKAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k1={KEY_B64}", "k1={KEY_B64}"]', "must be distinct"),
+    # Opt-in grants for AWS generators without roleArn: ARNs of the right service only, no
+    # bare "*", nothing that could cover the lease-keys secret, no grant that nothing uses.
+    ("federation-lambda", f'{FL_PACKAGE}\n ecr_pull_repository_arns = ["{ECR_REPO}/app"]', "set ecr_authorization_token = true"),
+    ("federation-lambda", f'{FL_PACKAGE}\n ecr_authorization_token = true\n ecr_pull_repository_arns = ["*"]', "ECR repository ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n ecr_authorization_token = true\n ecr_pull_repository_arns = ["arn:aws:s3:::images/*"]', "ECR repository ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n ecr_authorization_token = true\n ecr_pull_repository_arns = ["arn:aws:ecr:*:123456789012:repository/app"]', "ECR repository ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["*"]', "Secrets Manager secret ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["apps/db"]', "Secrets Manager secret ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["arn:aws:ssm:eu-west-1:123456789012:parameter/apps/db"]', "Secrets Manager secret ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["arn:aws:secretsmanager:*:*:secret:apps/*"]', "Secrets Manager secret ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:*"]', "could match the module's own lease-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:*/db-??????"]', "could match the module's own lease-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-*"]', "could match the module's own lease-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-lease-keys-AbC123"]', "could match the module's own lease-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-lease-?eys*"]', "could match the module's own lease-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n name = "pay"\n readable_secret_arns = ["{SM_SECRET}:apps/db*", "{SM_SECRET}:pay-lease-keys"]', "could match the module's own lease-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*"]\n secret_kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:alias/apps"]', "must be a KMS key ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*"]\n secret_kms_key_arns = ["*"]', "must be a KMS key ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n secret_kms_key_arns = ["{KMS_KEY}"]', "list those secrets too"),
     # The webhook refuses zero durations at start-up (esi_api::inject::parse_duration_seconds).
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ cache_ttl = "0s" }}', "be more than zero"),
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ timeout = "00s" }}', "be more than zero"),
@@ -420,6 +552,11 @@ VALID_CASES = [
     ("federation-kubernetes", f'{FK_IMAGE}\n service_type = "LoadBalancer"\n tls_terminated_upstream = true'),
     ("federation-kubernetes", f'{FK_IMAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k2={KEY_B64}", "k1={KEY_B64}"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n lease_key_rotation = "3"\n previous_lease_keys = ["k2={KEY_B64}", "k1={KEY_B64}"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n ecr_authorization_token = true'),
+    ("federation-lambda", f'{FL_PACKAGE}\n ecr_authorization_token = true\n ecr_pull_repository_arns = ["{ECR_REPO}/payments/*", "{ECR_REPO}/base-image"]'),
+    # A fixed prefix of its own, even one that starts with the module's name, is fine.
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*", "{SM_SECRET}:esi-federation/db-??????", "{SM_SECRET}:esi-federation-lease/x*"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/payments/*", "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:apps/db-??????"]\n secret_kms_key_arns = ["{KMS_KEY}", "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"]'),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
 ]
@@ -574,7 +711,49 @@ def check_render() -> None:
         for ref in d["spec"]["generators"]:
             if ref not in generators:
                 fail(stage, f"Authorization {d['metadata']['name']} names {ref}, which is not rendered")
+    check_example_generator_grants(stage, docs, by_kind)
     print(f"rendered {len(docs)} manifests into {RENDERED}")
+
+
+def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> None:
+    """The example's AWS generators without roleArn call AWS as the federation's role: the
+    grants its root module passes to modules/federation-lambda must cover them, and be present
+    only when one of them needs it."""
+    example = load_hcl(EXAMPLE / "main.tf")
+    fed = next((b["federation"] for b in example.get("module", []) if "federation" in b), None)
+    if fed is None:
+        fail(stage, "the example has no module \"federation\"")
+        return
+    grants = {k: unquote(fed.get(k)) for k in ("ecr_authorization_token", "ecr_pull_repository_arns", "readable_secret_arns")}
+    ecr_on = grants["ecr_authorization_token"] in (True, [True])
+    own_role = {kind: [d for d in by_kind.get(kind, []) if "roleArn" not in d["spec"]]
+                for kind in ("ECRAuthorizationToken", "SecretsManagerSecret")}
+    if own_role["ECRAuthorizationToken"] and not (ecr_on and grants["ecr_pull_repository_arns"]):
+        fail(stage, "the example has an ECRAuthorizationToken without roleArn but does not set "
+             "ecr_authorization_token = true and ecr_pull_repository_arns on the federation")
+    if not own_role["ECRAuthorizationToken"] and (ecr_on or grants["ecr_pull_repository_arns"]):
+        fail(stage, "the example grants ECR permissions that no generator without roleArn uses")
+    patterns = [p.split(":secret:", 1)[1] for p in grants["readable_secret_arns"] or [] if ":secret:" in p]
+    if not own_role["SecretsManagerSecret"] and patterns:
+        fail(stage, "the example grants readable_secret_arns that no generator without roleArn uses")
+    for gen in own_role["SecretsManagerSecret"]:
+        ref = f"{gen['metadata']['namespace']}/SecretsManagerSecret/{gen['metadata']['name']}"
+        # The namespaces its callers can have: those of the Authorizations naming it (literal).
+        namespaces = {ns for a in by_kind.get("Authorization", []) if ref in a["spec"]["generators"]
+                      for sub in a["spec"]["subjects"] for ns in sub.get("namespaces", [])}
+        if not namespaces or any(set(ns) & set("*?") for ns in namespaces):
+            fail(stage, f"{ref}: its Authorizations must name literal namespaces for this check, name {sorted(namespaces)}")
+            continue
+        for ns in sorted(namespaces):
+            secret_id = gen["spec"]["secretId"].replace("{{namespace}}", ns)
+            if "{{" in secret_id:
+                fail(stage, f"{ref}: cannot check secretId {gen['spec']['secretId']!r} against the grants (placeholder other than namespace)")
+                continue
+            name = secret_id.split(":secret:", 1)[1] if secret_id.startswith("arn:") else secret_id
+            # Secrets Manager appends "-" and 6 random characters to every secret's ARN.
+            if not any(fnmatch.fnmatchcase(f"{name}-AbC123", p) for p in patterns):
+                fail(stage, f"{ref}: secret {secret_id!r} (namespace {ns}) is not covered by the example's "
+                     f"readable_secret_arns {grants['readable_secret_arns']}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 #   - cluster A is registered by its public OIDC issuer (keys by discovery);
 #   - cluster B is registered as a private cluster (its JWKS read through the API server and
 #     registered inline), the way a cluster with an unreachable issuer is;
-#   - a Vault store with a database generator and an AWS store with an AssumeRole generator;
+#   - a Vault store with a database generator and an AWS store with an AssumeRole generator, an
+#     ECR login and a Secrets Manager secret (the last two as the function's own role);
 #   - the webhook in both clusters, and an annotated sample Deployment in cluster A.
 
 data "aws_caller_identity" "current" {}
@@ -81,6 +82,13 @@ module "federation" {
   architecture        = var.architecture
   assumable_role_arns = [local.payments_role_arn]
   environment         = var.vault_environment
+
+  # For the generators that run as the function's own role (no roleArn): the ECR login for
+  # payments/registry, good for pulling from the payments repositories only, and the secrets
+  # payments/api-keys reads. Anyone an Authorization allows gets these permissions.
+  ecr_authorization_token  = true
+  ecr_pull_repository_arns = ["arn:${data.aws_partition.current.partition}:ecr:${var.region}:${data.aws_caller_identity.current.account_id}:repository/payments/*"]
+  readable_secret_arns     = ["arn:${data.aws_partition.current.partition}:secretsmanager:${var.region}:${data.aws_caller_identity.current.account_id}:secret:apps/payments/*"]
 
   cluster_manifests = module.esi_config.cluster_manifests
   secret_stores     = module.esi_config.secret_stores

@@ -84,7 +84,11 @@ resource "aws_cloudwatch_log_group" "this" {
 
 # ---------------------------------------------------------------------------------------------
 # IAM: write its own logs, read its lease keys, assume the listed roles with session tags and
-# source identity. Nothing else: backends other than AWS authenticate with their own credentials.
+# source identity. Nothing else by default: backends other than AWS authenticate with their own
+# credentials. AWS generators without `roleArn` (ECRAuthorizationToken, SecretsManagerSecret)
+# call AWS as this role; what they need is granted only when asked for, and only on what is
+# named (ecr_authorization_token, ecr_pull_repository_arns, readable_secret_arns,
+# secret_kms_key_arns).
 
 data "aws_iam_policy_document" "trust" {
   statement {
@@ -125,6 +129,66 @@ data "aws_iam_policy_document" "permissions" {
       # session tags; SetSourceIdentity pins it for the whole role chain in CloudTrail.
       actions   = ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]
       resources = var.assumable_role_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.ecr_authorization_token ? [1] : []
+    content {
+      sid = "EcrAuthorizationToken"
+      # ECRAuthorizationToken without roleArn. GetAuthorizationToken has no resource-level
+      # permission: IAM accepts only "*". The token it returns is a registry login that carries
+      # this role's ECR permissions and nothing more, so what it can pull is decided by the
+      # EcrPullImages statement below (or by repository policies naming this role).
+      actions   = ["ecr:GetAuthorizationToken"]
+      resources = ["*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.ecr_pull_repository_arns) > 0 ? [1] : []
+    content {
+      sid = "EcrPullImages"
+      # The image pull actions a registry client makes with the token, on the listed
+      # repositories only. The function itself never pulls.
+      actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+      resources = var.ecr_pull_repository_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.readable_secret_arns) > 0 ? [1] : []
+    content {
+      sid = "ReadGeneratorSecrets"
+      # SecretsManagerSecret without roleArn. GetSecretValue alone reads a secret (any version
+      # or stage); DescribeSecret is not needed. The validation of readable_secret_arns keeps
+      # these patterns off the lease-keys secret.
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = var.readable_secret_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.secret_kms_key_arns) > 0 ? [1] : []
+    content {
+      # Secrets Manager decrypts a secret under a customer managed key with the caller's own
+      # kms:Decrypt, through the service and with the secret's ARN as encryption context: the
+      # keys decrypt only those secrets, and nothing called directly. ViaService names Secrets
+      # Manager in each key's region rather than the function's: a secret and its key share a
+      # region, and an `aws` store may name another region than the function's.
+      sid       = "DecryptGeneratorSecrets"
+      actions   = ["kms:Decrypt"]
+      resources = var.secret_kms_key_arns
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = distinct([for arn in var.secret_kms_key_arns : "secretsmanager.${split(":", arn)[3]}.amazonaws.com"])
+      }
+      condition {
+        test     = "StringLike"
+        variable = "kms:EncryptionContext:SecretARN"
+        values   = var.readable_secret_arns
+      }
     }
   }
 

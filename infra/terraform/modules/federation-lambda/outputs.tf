@@ -14,7 +14,7 @@ output "function_arn" {
 }
 
 output "role_arn" {
-  description = "ARN of the function's execution role: every role in `assumable_role_arns` must trust it for sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity."
+  description = "ARN of the function's execution role: every role in `assumable_role_arns` must trust it for sts:AssumeRole, sts:TagSession and sts:SetSourceIdentity. Generators without `roleArn` act as this role: repository or secret policies (for instance in another account) name it as the principal."
   value       = aws_iam_role.this.arn
 }
 

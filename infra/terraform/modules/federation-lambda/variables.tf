@@ -154,6 +154,75 @@ variable "assumable_role_arns" {
   }
 }
 
+# AWS generators that call AWS with the function's own role (no `roleArn`). Each grant is
+# opt-in and scoped; the tag-scoped alternative is `roleArn` plus `assumable_role_arns`.
+
+variable "ecr_authorization_token" {
+  description = "Let `ECRAuthorizationToken` generators without `roleArn` work: adds `ecr:GetAuthorizationToken` on `*` (the action has no resource-level permission, so `*` is the only resource IAM accepts). Alone it yields a registry login that can pull nothing: the token carries the function role's ECR permissions, so the role also needs pull permissions on the repositories (`ecr_pull_repository_arns`, or repository policies that trust `role_arn`). Every caller authorized for such a generator gets the same permissions; to scope them per namespace, give the generator a `roleArn` (listed in `assumable_role_arns`) whose repository policies key on its session tags."
+  type        = bool
+  default     = false
+}
+
+variable "ecr_pull_repository_arns" {
+  description = "ECR repositories whose images the tokens of `ECRAuthorizationToken` generators without `roleArn` may pull: the function's role gets `ecr:BatchGetImage`, `ecr:GetDownloadUrlForLayer` and `ecr:BatchCheckLayerAvailability` on exactly these ARNs (wildcards allowed in the repository name, e.g. `arn:aws:ecr:eu-west-1:123456789012:repository/payments/*`). Needs `ecr_authorization_token = true`. Leave it empty when repository policies grant `role_arn` instead (for instance across accounts)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.ecr_pull_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/[a-z0-9._/*?-]+$", arn))])
+    error_message = "Every ECR pull repository must be an ECR repository ARN (`arn:aws:ecr:<region>:<account>:repository/<name>`, wildcards only in the name)."
+  }
+
+  # The function never pulls images itself: these permissions only reach callers through the
+  # token ecr_authorization_token lets it request.
+  validation {
+    condition     = length(var.ecr_pull_repository_arns) == 0 || var.ecr_authorization_token
+    error_message = "The ecr_pull_repository_arns are only used by ECR tokens: set ecr_authorization_token = true as well."
+  }
+}
+
+variable "readable_secret_arns" {
+  description = "Secrets Manager secrets that `SecretsManagerSecret` generators without `roleArn` may read: the function's role gets `secretsmanager:GetSecretValue` on exactly these ARNs (no `DescribeSecret`: reading does not need it). Wildcards are allowed in the secret name, as IAM allows, e.g. `arn:aws:secretsmanager:eu-west-1:123456789012:secret:apps/*`; region and account must be given. Mind the random 6-character suffix Secrets Manager appends to each secret's ARN: name one secret as `.../secret:apps/db-??????` or `.../secret:apps/db*`. The role must read the module's own lease-keys secret `<name>-lease-keys` at every cold start, so it already can, whatever this list says: a generator without `roleArn` whose `secretId` resolves to that secret would hand out the lease keys. Keep `secretId` templates under a fixed prefix (`apps/{{namespace}}/db`), never a bare placeholder. Patterns that could match `<name>-lease-keys` are refused here, so that this grant never names it. Secrets encrypted with a customer managed key also need `secret_kms_key_arns`."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.readable_secret_arns : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@*?-]+$", arn))])
+    error_message = "Every readable secret must be a Secrets Manager secret ARN (`arn:aws:secretsmanager:<region>:<account>:secret:<name>`, wildcards only in the name; `*` alone is refused)."
+  }
+
+  # No false negatives for the name: a pattern that can match `<name>-lease-keys-XXXXXX` has a
+  # literal prefix (up to its first wildcard) that is a prefix of `<name>-lease-keys-` or starts
+  # with it, and every such pattern is refused. That includes every name starting with a
+  # wildcard, which could match any secret. Region and account are not compared (variables.tf
+  # cannot know the function's): a name refused here is one too broad in any account.
+  validation {
+    condition = alltrue([
+      for arn in var.readable_secret_arns : !can(regex("^arn:aws[a-z-]*:secretsmanager:[^:]*:[^:]*:secret:", arn)) || (
+        !startswith("${var.name}-lease-keys-", regex("^[^*?]*", replace(arn, "/^arn:[^:]*:secretsmanager:[^:]*:[^:]*:secret:/", ""))) &&
+        !startswith(replace(arn, "/^arn:[^:]*:secretsmanager:[^:]*:[^:]*:secret:/", ""), "${var.name}-lease-keys-")
+      )
+    ])
+    error_message = "A readable secret's name pattern could match the module's own lease-keys secret `<name>-lease-keys` (it starts like that name, or starts with a wildcard): give it a fixed prefix of its own, such as `secret:apps/...`."
+  }
+}
+
+variable "secret_kms_key_arns" {
+  description = "Customer managed KMS keys that encrypt the secrets in `readable_secret_arns` (secrets under the AWS managed key `aws/secretsmanager` need none). The function's role gets `kms:Decrypt` on these keys only through Secrets Manager in the key's region (`kms:ViaService`; a secret and its key share a region) and only for those secrets (`kms:EncryptionContext:SecretARN`). `kms_key_arn` needs no repeating here: the role may already use it. The key policies must let IAM policies grant their use (the default key policy does)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.secret_kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", arn))])
+    error_message = "Every secret KMS key must be a KMS key ARN (`arn:aws:kms:<region>:<account>:key/<key id>`; no aliases, no wildcards)."
+  }
+
+  validation {
+    condition     = length(var.secret_kms_key_arns) == 0 || length(var.readable_secret_arns) > 0
+    error_message = "The secret_kms_key_arns only decrypt the secrets in readable_secret_arns: list those secrets too."
+  }
+}
+
 variable "lease_key_rotation" {
   description = "Generation of the lease-sealing key (its key id is `k<generation>`). Change it to generate a new key; leases sealed with the old key stop opening unless it is kept in `previous_lease_keys`."
   type        = string

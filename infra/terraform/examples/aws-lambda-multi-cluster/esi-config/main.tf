@@ -68,6 +68,22 @@ locals {
       kind = "Password"
       spec = { length = 48, digits = 8, symbols = 0, noUpper = false, allowRepeat = true }
     }
+    # Without roleArn both of these call AWS as the federation's own role, which the root
+    # module grants exactly this: ecr_authorization_token with ecr_pull_repository_arns, and
+    # readable_secret_arns (apps/payments/*).
+    "payments/registry" = {
+      kind = "ECRAuthorizationToken"
+      spec = { secretStoreRef = { name = "aws" } }
+    }
+    "payments/api-keys" = {
+      kind = "SecretsManagerSecret"
+      spec = {
+        secretStoreRef = { name = "aws" }
+        # The caller's namespace under a fixed prefix: never a bare placeholder, which a
+        # namespace named like the federation's lease-keys secret could aim at it.
+        secretId = "apps/{{namespace}}/api-keys"
+      }
+    }
   }
 
   authorizations = {
@@ -82,6 +98,7 @@ locals {
         "payments/VaultDynamicSecret/db",
         "payments/AWSAssumeRole/s3-reader",
         "payments/Password/session-secret",
+        "payments/SecretsManagerSecret/api-keys",
       ]
       maxTTL    = "1h"
       rateLimit = { perMinute = 60, burst = 10 }
@@ -95,6 +112,17 @@ locals {
       }]
       generators = ["payments/VaultDynamicSecret/db"]
       maxTTL     = "15m"
+    }
+    # The image builder pulls base images from the payments repositories. ECR tokens live 12 h
+    # and cannot be shortened: a shorter maxTTL would refuse every request.
+    "payments-image-builder" = {
+      subjects = [{
+        clusterSelector = { matchLabels = { env = "prod" } }
+        namespaces      = ["payments"]
+        serviceAccounts = ["image-builder"]
+      }]
+      generators = ["payments/ECRAuthorizationToken/registry"]
+      maxTTL     = "12h"
     }
   }
 }
