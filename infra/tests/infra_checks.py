@@ -394,6 +394,25 @@ def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> N
             fail(stage, f"federation-lambda: statement {sid} grants wildcard actions {sorted(actions)}")
 
 
+# The session tags AWSAssumeRole sets from the verified identity, read from its source so the
+# example's trust and permission policies cannot key on a tag the federation never sets.
+SESSION_TAGS = (REPO / "backends" / "src" / "aws_assume_role.rs", r'pub const TAG_[A-Z_]+: &str = "([^"]+)";')
+
+
+def check_example_session_tags(stage: str) -> None:
+    path, pattern = SESSION_TAGS
+    tags = set(re.findall(pattern, path.read_text()))
+    if not tags:
+        fail(stage, f"cannot find the session tag names in {path.relative_to(REPO)} (pattern {pattern!r}); "
+             "update SESSION_TAGS in infra/tests/infra_checks.py")
+        return
+    for tf in sorted(EXAMPLE.rglob("*.tf")):
+        for key in re.findall(r"aws:(?:RequestTag|PrincipalTag)/([A-Za-z0-9_.:/=+@-]+)", tf.read_text()):
+            if key not in tags:
+                fail(stage, f"{tf.relative_to(REPO)}: aws:*Tag/{key} is not a session tag the federation "
+                     f"sets ({', '.join(sorted(tags))}): the policy could never match")
+
+
 def check_structure() -> None:
     stage = "structure"
     for tf in sorted(TF.rglob("*.tf")):
@@ -439,6 +458,7 @@ def check_structure() -> None:
     if log is None or "retention_in_days" not in log:
         fail(stage, "federation-lambda: the log group must set a retention")
     check_lambda_lease_keys(stage, lam, perms)
+    check_example_session_tags(stage)
     if perms is not None:
         check_lambda_generator_grants(stage, perms, load_hcl(MODULES / "federation-lambda" / "variables.tf"))
 

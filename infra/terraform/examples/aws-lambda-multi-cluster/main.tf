@@ -107,7 +107,7 @@ data "aws_iam_policy_document" "payments_trust" {
     }
     condition {
       test     = "StringEquals"
-      variable = "aws:RequestTag/namespace"
+      variable = "aws:RequestTag/kubernetes-namespace"
       values   = ["payments"]
     }
   }
@@ -125,7 +125,7 @@ data "aws_iam_policy_document" "payments" {
     actions = ["s3:GetObject"]
     # Attribute-based: the session tag set by the federation from the verified token scopes
     # each cluster to its own prefix.
-    resources = ["arn:${data.aws_partition.current.partition}:s3:::payments-reports/$${aws:PrincipalTag/cluster}/*"]
+    resources = ["arn:${data.aws_partition.current.partition}:s3:::payments-reports/$${aws:PrincipalTag/esi-cluster}/*"]
   }
 }
 
