@@ -514,10 +514,14 @@ mod tests {
 /// `aws:PrincipalTag/...` and one role serves every namespace with only its own resources.
 #[derive(Debug)]
 #[cfg(any(feature = "ecr", feature = "secretsmanager"))]
-pub(crate) struct CallerRole {
+pub(crate) struct CallerRole<C> {
     conn: std::sync::Arc<StsConn>,
     /// Assumes `roleArn` (with the identity's session tags) before the call.
     role: Option<crate::aws_assume_role::AwsAssumeRoleGenerator>,
+    /// The service's client signing as the store, built on first use (without a role).
+    store_client: OnceCell<C>,
+    /// Builds the service's client from an SDK configuration.
+    make: fn(&aws_config::SdkConfig) -> C,
 }
 
 /// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
@@ -543,10 +547,12 @@ pub(crate) fn validate_caller_role(
 }
 
 #[cfg(any(feature = "ecr", feature = "secretsmanager"))]
-impl CallerRole {
+impl<C: Clone> CallerRole<C> {
     /// Builds on the store's shared connection; `role_arn` and `external_id` are the
-    /// generator's fields (validated here under those names).
+    /// generator's fields (validated here under those names); `make` builds the service's
+    /// client (`aws_sdk_ecr::Client::new`).
     pub(crate) fn new(
+        make: fn(&aws_config::SdkConfig) -> C,
         store: Option<&crate::SecretStoreSpec>,
         store_ref: &crate::SecretStoreRef,
         role_arn: Option<&str>,
@@ -576,12 +582,29 @@ impl CallerRole {
         Ok(CallerRole {
             conn: conns.get(provider, StsConn::new)?,
             role,
+            store_client: OnceCell::new(),
+            make,
         })
+    }
+
+    /// The service's client for the caller in `ctx`: the store's, kept, or one signing as the
+    /// role, assumed now.
+    pub(crate) async fn client(&self, ctx: &crate::Context<'_>) -> Result<C, BackendError> {
+        if self.role.is_some() {
+            return Ok((self.make)(&*self.sdk_config(ctx).await?));
+        }
+        let client = self
+            .store_client
+            .get_or_try_init(|| async {
+                Ok::<_, BackendError>((self.make)(&*self.sdk_config(ctx).await?))
+            })
+            .await?;
+        Ok(client.clone())
     }
 
     /// The SDK configuration to build the service's client from: the store's own, or (with
     /// a role) one signing with a session assumed now for the caller in `ctx`.
-    pub(crate) async fn sdk_config(
+    async fn sdk_config(
         &self,
         ctx: &crate::Context<'_>,
     ) -> Result<std::borrow::Cow<'_, aws_config::SdkConfig>, BackendError> {
@@ -612,10 +635,5 @@ impl CallerRole {
                 .credentials_provider(SharedCredentialsProvider::new(credentials))
                 .build(),
         ))
-    }
-
-    /// Whether calls are signed as a role assumed per call (no client can be kept).
-    pub(crate) fn per_call(&self) -> bool {
-        self.role.is_some()
     }
 }

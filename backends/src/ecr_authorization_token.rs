@@ -82,9 +82,7 @@ impl EcrAuthorizationTokenSpec {
 /// The built `ECRAuthorizationToken` generator.
 #[derive(Debug)]
 pub struct EcrAuthorizationTokenGenerator {
-    signer: CallerRole,
-    /// The client signing with the store's own credentials, built on first use.
-    store_client: tokio::sync::OnceCell<aws_sdk_ecr::Client>,
+    signer: CallerRole<aws_sdk_ecr::Client>,
 }
 
 impl EcrAuthorizationTokenGenerator {
@@ -96,32 +94,14 @@ impl EcrAuthorizationTokenGenerator {
     ) -> Result<Self, SpecError> {
         Ok(Self {
             signer: CallerRole::new(
+                aws_sdk_ecr::Client::new,
                 store,
                 &spec.secret_store_ref,
                 spec.role_arn.as_deref(),
                 spec.external_id.as_deref(),
                 conns,
             )?,
-            store_client: tokio::sync::OnceCell::new(),
         })
-    }
-
-    /// An ECR client with the store's configuration, signing as the assumed role if any.
-    async fn client(&self, ctx: &Context<'_>) -> Result<aws_sdk_ecr::Client, BackendError> {
-        if self.signer.per_call() {
-            return Ok(aws_sdk_ecr::Client::new(
-                &*self.signer.sdk_config(ctx).await?,
-            ));
-        }
-        let client = self
-            .store_client
-            .get_or_try_init(|| async {
-                Ok::<_, BackendError>(aws_sdk_ecr::Client::new(
-                    &*self.signer.sdk_config(ctx).await?,
-                ))
-            })
-            .await?;
-        Ok(client.clone())
     }
 }
 
@@ -135,6 +115,7 @@ fn unreadable(what: &str) -> BackendError {
 impl Generate for EcrAuthorizationTokenGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let out = self
+            .signer
             .client(ctx)
             .await?
             .get_authorization_token()

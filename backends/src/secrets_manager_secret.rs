@@ -77,6 +77,53 @@ fn value_key() -> String {
     "value".to_owned()
 }
 
+/// The variable naming the federation's own lease-key secret (its sealing keys, which forge
+/// leases): no generator may read it, whatever its template renders to.
+pub const LEASE_KEYS_SECRET_ENV: &str = "ESI_LEASE_KEYS_SECRET";
+
+/// A secret's name from a name or an ARN (`arn:...:secret:NAME-AbCdEf`).
+fn secret_name(id: &str) -> &str {
+    if id.starts_with("arn:") {
+        id.split_once(":secret:").map_or(id, |(_, name)| name)
+    } else {
+        id
+    }
+}
+
+/// Whether `id` may name the `reserved` secret: the same name, that name plus a suffix (such
+/// as the random `-XXXXXX` Secrets Manager appends in ARNs; some other secrets whose names
+/// start like it are refused too, better than reading the lease keys), or, when `reserved` is
+/// an ARN, its name without that suffix.
+fn may_name(id: &str, reserved: &str) -> bool {
+    let (a, b) = (secret_name(id), secret_name(reserved));
+    let extends = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('-'))
+    };
+    let random_suffix = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|r| r.len() == 6 && r.bytes().all(|c| c.is_ascii_alphanumeric()))
+    };
+    !b.is_empty() && (a == b || extends(a, b) || random_suffix(b, a))
+}
+
+/// Refuses an id that may name the federation's lease-key secret.
+fn refuse_lease_keys(id: &str) -> Result<(), String> {
+    refuse_reserved(id, std::env::var(LEASE_KEYS_SECRET_ENV).ok().as_deref())
+}
+
+/// Refuses an id that may name `reserved`, the lease-key secret when there is one.
+fn refuse_reserved(id: &str, reserved: Option<&str>) -> Result<(), String> {
+    match reserved {
+        Some(reserved) if may_name(id, reserved) => Err(format!(
+            "{id:?} may name the federation's own lease-key secret ({LEASE_KEYS_SECRET_ENV}), \
+             which no generator may read"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `id` can name a secret: a name (`A-Za-z0-9/_+=.@-`) or an ARN (also `:`).
 fn valid_secret_id(id: &str) -> bool {
     !id.is_empty()
@@ -90,6 +137,7 @@ impl SecretsManagerSecretSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         self.secret_id_template()?;
+        refuse_lease_keys(&self.secret_id).map_err(|e| SpecError::field("secretId", e))?;
         if self.version_stage.is_some() && self.version_id.is_some() {
             return Err(SpecError::field(
                 "versionId",
@@ -149,9 +197,7 @@ impl SecretsManagerSecretSpec {
 pub struct SecretsManagerSecretGenerator {
     spec: SecretsManagerSecretSpec,
     secret_id: Template,
-    signer: CallerRole,
-    /// The client signing with the store's own credentials, built on first use.
-    store_client: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+    signer: CallerRole<aws_sdk_secretsmanager::Client>,
 }
 
 impl SecretsManagerSecretGenerator {
@@ -165,36 +211,15 @@ impl SecretsManagerSecretGenerator {
         Ok(Self {
             secret_id: spec.secret_id_template()?,
             signer: CallerRole::new(
+                aws_sdk_secretsmanager::Client::new,
                 store,
                 &spec.secret_store_ref,
                 spec.role_arn.as_deref(),
                 spec.external_id.as_deref(),
                 conns,
             )?,
-            store_client: tokio::sync::OnceCell::new(),
             spec,
         })
-    }
-
-    /// A Secrets Manager client with the store's configuration, signing as the role if any.
-    async fn client(
-        &self,
-        ctx: &Context<'_>,
-    ) -> Result<aws_sdk_secretsmanager::Client, BackendError> {
-        if self.signer.per_call() {
-            return Ok(aws_sdk_secretsmanager::Client::new(
-                &*self.signer.sdk_config(ctx).await?,
-            ));
-        }
-        let client = self
-            .store_client
-            .get_or_try_init(|| async {
-                Ok::<_, BackendError>(aws_sdk_secretsmanager::Client::new(
-                    &*self.signer.sdk_config(ctx).await?,
-                ))
-            })
-            .await?;
-        Ok(client.clone())
     }
 }
 
@@ -207,7 +232,12 @@ impl Generate for SecretsManagerSecretGenerator {
                 detail: format!("secretsmanager: rendered secretId {secret_id:?} is not valid"),
             });
         }
+        refuse_lease_keys(&secret_id).map_err(|detail| BackendError::Rejected {
+            message: "this generator may not read that secret".to_owned(),
+            detail: format!("secretsmanager: {detail}"),
+        })?;
         let out = self
+            .signer
             .client(ctx)
             .await?
             .get_secret_value()
@@ -310,6 +340,28 @@ mod tests {
                 .to_string()
                 .contains("spec.externalId")
         );
+    }
+
+    #[test]
+    fn the_lease_key_secret_is_never_named() {
+        let reserved = "esi-fed-lease-keys";
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:esi-fed-lease-keys-AbCdEf";
+        for id in [reserved, "esi-fed-lease-keys-AbCdEf", arn] {
+            assert!(may_name(id, reserved), "{id}");
+            assert!(may_name(id, arn), "{id} against the ARN");
+        }
+        for id in [
+            "esi-fed-lease",
+            "apps/esi-fed-lease-keys",
+            "esi-fed-lease-keysx",
+        ] {
+            assert!(!may_name(id, reserved), "{id}");
+            assert!(!may_name(id, arn), "{id} against the ARN");
+        }
+        assert!(!may_name("anything", ""));
+        let err = refuse_reserved("esi-fed-lease-keys-AbCdEf", Some(reserved)).unwrap_err();
+        assert!(err.contains("ESI_LEASE_KEYS_SECRET"), "{err}");
+        assert!(refuse_reserved("esi-fed-lease-keys", None).is_ok());
     }
 
     #[test]
