@@ -61,13 +61,63 @@ impl fmt::Debug for LeaseHandle {
 
 /// A JSON value as the string handed to the workload: strings unquoted, the rest as JSON.
 #[cfg_attr(
-    not(any(feature = "vault", feature = "webhook", feature = "secretsmanager")),
+    not(any(
+        feature = "vault",
+        feature = "webhook",
+        feature = "secretsmanager",
+        feature = "keyvault"
+    )),
     allow(dead_code)
 )]
 pub(crate) fn value_string(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The data of a static secret read as text (`SecretsManagerSecret`, `AzureKeyVaultSecret`):
+/// a JSON object becomes one key per member (non-string members as JSON text), narrowed to
+/// `keys` when given (each must exist); any other text is returned whole under `key`. Errors
+/// name the keys asked for, never a value; `backend` prefixes the log detail.
+#[cfg(any(feature = "secretsmanager", feature = "keyvault"))]
+pub(crate) fn secret_text_data(
+    text: &str,
+    keys: Option<&[String]>,
+    key: &str,
+    backend: &str,
+) -> Result<BTreeMap<String, String>, crate::BackendError> {
+    let object = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => Some(m),
+        _ => None,
+    };
+    let Some(object) = object else {
+        if keys.is_some() {
+            return Err(crate::BackendError::Rejected {
+                message: "the secret is not a JSON object, so spec.keys cannot select from it"
+                    .to_owned(),
+                detail: format!("{backend}: keys set, the secret's text is not a JSON object"),
+            });
+        }
+        return Ok(BTreeMap::from([(key.to_owned(), text.to_owned())]));
+    };
+    match keys {
+        None => Ok(object
+            .iter()
+            .map(|(k, v)| (k.clone(), value_string(v)))
+            .collect()),
+        Some(keys) => keys
+            .iter()
+            .map(|k| {
+                object
+                    .get(k)
+                    .map(|v| (k.clone(), value_string(v)))
+                    .ok_or_else(|| crate::BackendError::Rejected {
+                        message: format!("the secret has no key {k:?}"),
+                        detail: format!("{backend}: key {k:?} missing"),
+                    })
+            })
+            .collect(),
     }
 }
 

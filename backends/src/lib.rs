@@ -28,7 +28,9 @@
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
 //! | `grafana` | `grafana` | `Grafana` |
+//! | `azure` | `azure` | — (the store and its Entra ID token, for the two below) |
 //! | `acr` | `azure` | `ACRAccessToken` |
+//! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -51,8 +53,10 @@ pub mod acr_access_token;
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_assume_role;
-#[cfg(feature = "acr")]
+#[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "keyvault")]
+pub mod azure_key_vault_secret;
 #[cfg(feature = "ecr")]
 pub mod ecr_authorization_token;
 #[cfg(feature = "gcp")]
@@ -173,6 +177,9 @@ pub enum Generator {
     /// `ACRAccessToken`.
     #[cfg(feature = "acr")]
     AcrAccessToken(Box<acr_access_token::AcrAccessTokenGenerator>),
+    /// `AzureKeyVaultSecret`.
+    #[cfg(feature = "keyvault")]
+    AzureKeyVaultSecret(Box<azure_key_vault_secret::AzureKeyVaultSecretGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -194,7 +201,7 @@ pub struct Shared {
     github: store::Conns<github::GithubConn>,
     #[cfg(feature = "grafana")]
     grafana: store::Conns<grafana::GrafanaConn>,
-    #[cfg(feature = "acr")]
+    #[cfg(any(feature = "acr", feature = "keyvault"))]
     azure: store::Conns<azure::AzureConn>,
 }
 
@@ -293,6 +300,14 @@ impl Generator {
                     &mut shared.azure,
                 )?))
             }
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(s) => Generator::AzureKeyVaultSecret(Box::new(
+                azure_key_vault_secret::AzureKeyVaultSecretGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.azure,
+                )?,
+            )),
         })
     }
 }
@@ -328,6 +343,8 @@ impl Generate for Generator {
             Generator::Grafana(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "acr")]
             Generator::AcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "keyvault")]
+            Generator::AzureKeyVaultSecret(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -358,6 +375,8 @@ impl Generate for Generator {
             Generator::Grafana(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "acr")]
             Generator::AcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "keyvault")]
+            Generator::AzureKeyVaultSecret(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }
@@ -395,6 +414,8 @@ pub fn crds()
         grafana::Grafana::crd(),
         #[cfg(feature = "acr")]
         acr_access_token::ACRAccessToken::crd(),
+        #[cfg(feature = "keyvault")]
+        azure_key_vault_secret::AzureKeyVaultSecret::crd(),
     ]
 }
 

@@ -33,7 +33,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{CallerRole, StsConn, map_service_error, validate_caller_role};
-use crate::credential::value_string;
+use crate::credential::secret_text_data;
 use crate::store::SecretStoreRef;
 use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
@@ -203,39 +203,12 @@ impl SecretsManagerSecretGenerator {
 
     /// The credential's keys from the secret's text.
     fn data(&self, text: &str) -> Result<BTreeMap<String, String>, BackendError> {
-        let object = match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(m)) => Some(m),
-            _ => None,
-        };
-        let Some(object) = object else {
-            if self.spec.keys.is_some() {
-                return Err(BackendError::Rejected {
-                    message: "the secret is not a JSON object, so spec.keys cannot select from \
-                              it"
-                    .to_owned(),
-                    detail: "secretsmanager: keys set, SecretString not a JSON object".to_owned(),
-                });
-            }
-            return Ok(BTreeMap::from([(self.spec.key.clone(), text.to_owned())]));
-        };
-        match &self.spec.keys {
-            None => Ok(object
-                .iter()
-                .map(|(k, v)| (k.clone(), value_string(v)))
-                .collect()),
-            Some(keys) => keys
-                .iter()
-                .map(|k| {
-                    object
-                        .get(k)
-                        .map(|v| (k.clone(), value_string(v)))
-                        .ok_or_else(|| BackendError::Rejected {
-                            message: format!("the secret has no key {k:?}"),
-                            detail: format!("secretsmanager: key {k:?} missing"),
-                        })
-                })
-                .collect(),
-        }
+        secret_text_data(
+            text,
+            self.spec.keys.as_deref(),
+            &self.spec.key,
+            "secretsmanager",
+        )
     }
 }
 

@@ -46,6 +46,9 @@ pub enum GeneratorKind {
     /// `ACRAccessToken`.
     #[cfg(feature = "acr")]
     AcrAccessToken,
+    /// `AzureKeyVaultSecret`.
+    #[cfg(feature = "keyvault")]
+    AzureKeyVaultSecret,
 }
 
 impl GeneratorKind {
@@ -76,6 +79,8 @@ impl GeneratorKind {
         GeneratorKind::Grafana,
         #[cfg(feature = "acr")]
         GeneratorKind::AcrAccessToken,
+        #[cfg(feature = "keyvault")]
+        GeneratorKind::AzureKeyVaultSecret,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -106,6 +111,8 @@ impl GeneratorKind {
             GeneratorKind::Grafana => "Grafana",
             #[cfg(feature = "acr")]
             GeneratorKind::AcrAccessToken => "ACRAccessToken",
+            #[cfg(feature = "keyvault")]
+            GeneratorKind::AzureKeyVaultSecret => "AzureKeyVaultSecret",
         }
     }
 
@@ -176,6 +183,9 @@ pub enum GeneratorSpec {
     /// `kind: ACRAccessToken`.
     #[cfg(feature = "acr")]
     AcrAccessToken(crate::acr_access_token::AcrAccessTokenSpec),
+    /// `kind: AzureKeyVaultSecret`.
+    #[cfg(feature = "keyvault")]
+    AzureKeyVaultSecret(crate::azure_key_vault_secret::AzureKeyVaultSecretSpec),
 }
 
 impl GeneratorSpec {
@@ -212,6 +222,8 @@ impl GeneratorSpec {
             GeneratorKind::Grafana => GeneratorSpec::Grafana(parse(spec)?),
             #[cfg(feature = "acr")]
             GeneratorKind::AcrAccessToken => GeneratorSpec::AcrAccessToken(parse(spec)?),
+            #[cfg(feature = "keyvault")]
+            GeneratorKind::AzureKeyVaultSecret => GeneratorSpec::AzureKeyVaultSecret(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -245,6 +257,8 @@ impl GeneratorSpec {
             GeneratorSpec::Grafana(_) => GeneratorKind::Grafana,
             #[cfg(feature = "acr")]
             GeneratorSpec::AcrAccessToken(_) => GeneratorKind::AcrAccessToken,
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(_) => GeneratorKind::AzureKeyVaultSecret,
         }
     }
 
@@ -274,6 +288,8 @@ impl GeneratorSpec {
             GeneratorSpec::Grafana(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "acr")]
             GeneratorSpec::AcrAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -305,6 +321,8 @@ impl GeneratorSpec {
             GeneratorSpec::Grafana(s) => s.validate(),
             #[cfg(feature = "acr")]
             GeneratorSpec::AcrAccessToken(s) => s.validate(),
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(s) => s.validate(),
         }
     }
 }
