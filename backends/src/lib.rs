@@ -185,7 +185,7 @@ pub enum Generator {
 /// What generators share, built once per store rather than once per generator: a Vault
 /// store's HTTP client, login and token renewal; an AWS store's SDK configuration and
 /// credentials; a GCP store's HTTP client and token source; an Azure store's HTTP client and
-/// Entra ID token. Build a configuration's generators
+/// Entra ID tokens (one per scope: ACR's, Key Vault's). Build a configuration's generators
 /// with one `Shared` ([`Generator::build_shared`]); keep it across reloads and an unchanged store
 /// keeps its connection and login (a single-use AppRole secret id logs in once, not once per
 /// reload), while a store no configuration uses any more is let go with its last generator.
