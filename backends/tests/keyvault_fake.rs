@@ -87,6 +87,7 @@ struct Fake {
     answer: Option<(u16, Vec<u8>)>,
     requests: Vec<Seen>,
     /// Entra ID tokens ACR's exchange was shown.
+    #[cfg_attr(not(feature = "acr"), allow(dead_code))]
     acr_tokens: Vec<String>,
 }
 
