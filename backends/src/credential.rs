@@ -165,3 +165,36 @@ pub(crate) fn within_max_ttl(
         ),
     })
 }
+
+#[cfg(all(test, any(feature = "secretsmanager", feature = "keyvault")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_text_is_split_into_members_or_kept_whole_and_errors_hold_no_value() {
+        let text =
+            r#"{"username": "app", "password": "s3cr3t", "port": 5432, "tls": {"on": true}}"#;
+        let all = secret_text_data(text, None, "value", "test").unwrap();
+        assert_eq!(all["password"], "s3cr3t");
+        assert_eq!(all["port"], "5432");
+        assert_eq!(all["tls"], r#"{"on":true}"#);
+        assert_eq!(all.len(), 4);
+        let keys = ["username".to_owned()];
+        let some = secret_text_data(text, Some(&keys), "value", "test").unwrap();
+        assert_eq!(some.keys().collect::<Vec<_>>(), ["username"]);
+        let keys = ["username".to_owned(), "host".to_owned()];
+        let e = secret_text_data(text, Some(&keys), "value", "test").unwrap_err();
+        assert!(e.to_string().contains(r#"no key "host""#), "{e}");
+        assert!(!format!("{e} {e:?}").contains("s3cr3t"), "{e:?}");
+        for plain in ["s3cr3t", "[1, 2]", "\"quoted\"", ""] {
+            let kept = secret_text_data(plain, None, "password", "test").unwrap();
+            assert_eq!(
+                kept,
+                BTreeMap::from([("password".to_owned(), plain.to_owned())])
+            );
+            let e = secret_text_data(plain, Some(&keys), "value", "test").unwrap_err();
+            assert!(e.to_string().contains("not a JSON object"), "{e}");
+            assert!(!format!("{e} {e:?}").contains("s3cr3t"), "{e:?}");
+        }
+    }
+}
