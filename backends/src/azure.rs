@@ -1,6 +1,8 @@
 //! The `azure` SecretStore provider: the federation's own Microsoft Entra ID (Azure AD)
 //! identity, an app registration or user-assigned managed identity, and the token it obtains
-//! with the OAuth 2.0 client credentials grant. `ACRAccessToken` is its first user.
+//! with the OAuth 2.0 client credentials grant. `ACRAccessToken` (feature `acr`) and
+//! `AzureKeyVaultSecret` (feature `keyvault`) use it; each asks for a token of its own
+//! audience (scope), so a token meant for one service is never shown to the other.
 //!
 //! The identity proves itself with one of:
 //!
@@ -94,6 +96,11 @@ pub struct AzureProvider {
     /// loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acr_endpoint: Option<String>,
+    /// Where Key Vault calls go instead of `https://{vault}/` (an egress proxy, or a local
+    /// fake in tests); the token is still asked for the vault's own cloud. `http://` only for
+    /// a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault_endpoint: Option<String>,
     /// PEM certificates trusted in addition to the system roots (a TLS-inspecting proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
@@ -173,6 +180,7 @@ impl AzureProvider {
         self.token_url()?;
         self.acr_scope()?;
         self.acr_endpoint()?;
+        self.key_vault_endpoint()?;
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(SpecError::field(
                 "provider.azure.timeout",
@@ -223,6 +231,13 @@ impl AzureProvider {
             .map(|e| crate::http::base_url(e, "provider.azure.acrEndpoint"))
             .transpose()
     }
+
+    fn key_vault_endpoint(&self) -> Result<Option<Url>, SpecError> {
+        self.key_vault_endpoint
+            .as_deref()
+            .map(|e| crate::http::base_url(e, "provider.azure.keyVaultEndpoint"))
+            .transpose()
+    }
 }
 
 /// How the identity proves itself to Entra ID.
@@ -261,13 +276,19 @@ impl fmt::Debug for AadToken {
 pub struct AzureConn {
     pub(crate) http: reqwest::Client,
     token_url: Url,
+    #[cfg_attr(not(feature = "acr"), allow(dead_code))]
     pub(crate) tenant_id: String,
     client_id: String,
     proof: Proof,
     /// `{acrAudience}/.default`.
+    #[cfg_attr(not(feature = "acr"), allow(dead_code))]
     pub(crate) acr_scope: String,
     /// Overrides `https://{registry}/` for ACR calls.
+    #[cfg_attr(not(feature = "acr"), allow(dead_code))]
     pub(crate) acr_endpoint: Option<Url>,
+    /// Overrides `https://{vault}/` for Key Vault calls.
+    #[cfg_attr(not(feature = "keyvault"), allow(dead_code))]
+    pub(crate) key_vault_endpoint: Option<Url>,
     /// Tokens by scope. The lock is held while one is fetched: concurrent mints on one store
     /// wait for that token rather than each asking Entra ID.
     tokens: tokio::sync::Mutex<HashMap<String, Cached>>,
@@ -323,6 +344,7 @@ impl AzureConn {
             proof,
             acr_scope: p.acr_scope()?,
             acr_endpoint: p.acr_endpoint()?,
+            key_vault_endpoint: p.key_vault_endpoint()?,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -482,6 +504,7 @@ mod tests {
             authority_host: None,
             acr_audience: None,
             acr_endpoint: None,
+            key_vault_endpoint: None,
             ca_bundle: None,
             timeout: None,
         }
@@ -587,6 +610,13 @@ mod tests {
                     ..provider()
                 },
                 "provider.azure.acrEndpoint",
+            ),
+            (
+                AzureProvider {
+                    key_vault_endpoint: Some("http://vault.example/".into()),
+                    ..provider()
+                },
+                "provider.azure.keyVaultEndpoint",
             ),
             (
                 AzureProvider {

@@ -65,7 +65,8 @@ impl fmt::Debug for LeaseHandle {
         feature = "vault",
         feature = "webhook",
         feature = "secretsmanager",
-        feature = "gcp"
+        feature = "gcp",
+        feature = "keyvault"
     )),
     allow(dead_code)
 )]
@@ -73,6 +74,52 @@ pub(crate) fn value_string(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The data of a static secret read as text (`SecretsManagerSecret`, `GCPSecretManagerSecret`,
+/// `AzureKeyVaultSecret`):
+/// a JSON object becomes one key per member (non-string members as JSON text), narrowed to
+/// `keys` when given (each must exist); any other text is returned whole under `key`. Errors
+/// name the keys asked for, never a value; `backend` prefixes the log detail.
+#[cfg(any(feature = "secretsmanager", feature = "gcp", feature = "keyvault"))]
+pub(crate) fn secret_text_data(
+    text: &str,
+    keys: Option<&[String]>,
+    key: &str,
+    backend: &str,
+) -> Result<BTreeMap<String, String>, crate::BackendError> {
+    let object = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => Some(m),
+        _ => None,
+    };
+    let Some(object) = object else {
+        if keys.is_some() {
+            return Err(crate::BackendError::Rejected {
+                message: "the secret is not a JSON object, so spec.keys cannot select from it"
+                    .to_owned(),
+                detail: format!("{backend}: keys set, the secret's text is not a JSON object"),
+            });
+        }
+        return Ok(BTreeMap::from([(key.to_owned(), text.to_owned())]));
+    };
+    match keys {
+        None => Ok(object
+            .iter()
+            .map(|(k, v)| (k.clone(), value_string(v)))
+            .collect()),
+        Some(keys) => keys
+            .iter()
+            .map(|k| {
+                object
+                    .get(k)
+                    .map(|v| (k.clone(), value_string(v)))
+                    .ok_or_else(|| crate::BackendError::Rejected {
+                        message: format!("the secret has no key {k:?}"),
+                        detail: format!("{backend}: key {k:?} missing"),
+                    })
+            })
+            .collect(),
     }
 }
 
@@ -156,36 +203,41 @@ pub(crate) fn secret_data(
             return Ok(BTreeMap::from([(key.to_owned(), encoded)]));
         }
     };
-    let object = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => {
-            if keys.is_some() {
-                return Err(crate::BackendError::Rejected {
-                    message: "the secret is not a JSON object, so spec.keys cannot select from \
-                              it"
-                    .to_owned(),
-                    detail: format!("{backend}: keys set, the secret's text is not a JSON object"),
-                });
-            }
-            return Ok(BTreeMap::from([(key.to_owned(), text.to_owned())]));
+    secret_text_data(text, keys, key, backend)
+}
+
+#[cfg(all(
+    test,
+    any(feature = "secretsmanager", feature = "gcp", feature = "keyvault")
+))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_text_is_split_into_members_or_kept_whole_and_errors_hold_no_value() {
+        let text =
+            r#"{"username": "app", "password": "s3cr3t", "port": 5432, "tls": {"on": true}}"#;
+        let all = secret_text_data(text, None, "value", "test").unwrap();
+        assert_eq!(all["password"], "s3cr3t");
+        assert_eq!(all["port"], "5432");
+        assert_eq!(all["tls"], r#"{"on":true}"#);
+        assert_eq!(all.len(), 4);
+        let keys = ["username".to_owned()];
+        let some = secret_text_data(text, Some(&keys), "value", "test").unwrap();
+        assert_eq!(some.keys().collect::<Vec<_>>(), ["username"]);
+        let keys = ["username".to_owned(), "host".to_owned()];
+        let e = secret_text_data(text, Some(&keys), "value", "test").unwrap_err();
+        assert!(e.to_string().contains(r#"no key "host""#), "{e}");
+        assert!(!format!("{e} {e:?}").contains("s3cr3t"), "{e:?}");
+        for plain in ["s3cr3t", "[1, 2]", "\"quoted\"", ""] {
+            let kept = secret_text_data(plain, None, "password", "test").unwrap();
+            assert_eq!(
+                kept,
+                BTreeMap::from([("password".to_owned(), plain.to_owned())])
+            );
+            let e = secret_text_data(plain, Some(&keys), "value", "test").unwrap_err();
+            assert!(e.to_string().contains("not a JSON object"), "{e}");
+            assert!(!format!("{e} {e:?}").contains("s3cr3t"), "{e:?}");
         }
-    };
-    match keys {
-        None => Ok(object
-            .iter()
-            .map(|(k, v)| (k.clone(), value_string(v)))
-            .collect()),
-        Some(keys) => keys
-            .iter()
-            .map(|k| {
-                object
-                    .get(k)
-                    .map(|v| (k.clone(), value_string(v)))
-                    .ok_or_else(|| crate::BackendError::Rejected {
-                        message: format!("the secret has no key {k:?}"),
-                        detail: format!("{backend}: key {k:?} missing"),
-                    })
-            })
-            .collect(),
     }
 }

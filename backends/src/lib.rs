@@ -28,7 +28,9 @@
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
 //! | `grafana` | `grafana` | `Grafana` |
+//! | `azure` | `azure` | — (the store and its Entra ID token, for the two below) |
 //! | `acr` | `azure` | `ACRAccessToken` |
+//! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -51,8 +53,10 @@ pub mod acr_access_token;
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_assume_role;
-#[cfg(feature = "acr")]
+#[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "keyvault")]
+pub mod azure_key_vault_secret;
 #[cfg(feature = "ecr")]
 pub mod ecr_authorization_token;
 #[cfg(feature = "gcp")]
@@ -178,12 +182,15 @@ pub enum Generator {
     /// `ACRAccessToken`.
     #[cfg(feature = "acr")]
     AcrAccessToken(Box<acr_access_token::AcrAccessTokenGenerator>),
+    /// `AzureKeyVaultSecret`.
+    #[cfg(feature = "keyvault")]
+    AzureKeyVaultSecret(Box<azure_key_vault_secret::AzureKeyVaultSecretGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
 /// store's HTTP client, login and token renewal; an AWS store's SDK configuration and
 /// credentials; a GCP store's HTTP client and token source; an Azure store's HTTP client and
-/// Entra ID token. Build a configuration's generators
+/// Entra ID tokens (one per scope: ACR's, Key Vault's). Build a configuration's generators
 /// with one `Shared` ([`Generator::build_shared`]); keep it across reloads and an unchanged store
 /// keeps its connection and login (a single-use AppRole secret id logs in once, not once per
 /// reload), while a store no configuration uses any more is let go with its last generator.
@@ -199,7 +206,7 @@ pub struct Shared {
     github: store::Conns<github::GithubConn>,
     #[cfg(feature = "grafana")]
     grafana: store::Conns<grafana::GrafanaConn>,
-    #[cfg(feature = "acr")]
+    #[cfg(any(feature = "acr", feature = "keyvault"))]
     azure: store::Conns<azure::AzureConn>,
 }
 
@@ -308,6 +315,14 @@ impl Generator {
                     &mut shared.azure,
                 )?))
             }
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(s) => Generator::AzureKeyVaultSecret(Box::new(
+                azure_key_vault_secret::AzureKeyVaultSecretGenerator::new(
+                    s.clone(),
+                    store,
+                    &mut shared.azure,
+                )?,
+            )),
         })
     }
 }
@@ -345,6 +360,8 @@ impl Generate for Generator {
             Generator::Grafana(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "acr")]
             Generator::AcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "keyvault")]
+            Generator::AzureKeyVaultSecret(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -377,6 +394,8 @@ impl Generate for Generator {
             Generator::Grafana(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "acr")]
             Generator::AcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "keyvault")]
+            Generator::AzureKeyVaultSecret(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }
@@ -416,6 +435,8 @@ pub fn crds()
         grafana::Grafana::crd(),
         #[cfg(feature = "acr")]
         acr_access_token::ACRAccessToken::crd(),
+        #[cfg(feature = "keyvault")]
+        azure_key_vault_secret::AzureKeyVaultSecret::crd(),
     ]
 }
 

@@ -49,6 +49,9 @@ pub enum GeneratorKind {
     /// `ACRAccessToken`.
     #[cfg(feature = "acr")]
     AcrAccessToken,
+    /// `AzureKeyVaultSecret`.
+    #[cfg(feature = "keyvault")]
+    AzureKeyVaultSecret,
 }
 
 impl GeneratorKind {
@@ -81,6 +84,8 @@ impl GeneratorKind {
         GeneratorKind::Grafana,
         #[cfg(feature = "acr")]
         GeneratorKind::AcrAccessToken,
+        #[cfg(feature = "keyvault")]
+        GeneratorKind::AzureKeyVaultSecret,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -113,6 +118,8 @@ impl GeneratorKind {
             GeneratorKind::Grafana => "Grafana",
             #[cfg(feature = "acr")]
             GeneratorKind::AcrAccessToken => "ACRAccessToken",
+            #[cfg(feature = "keyvault")]
+            GeneratorKind::AzureKeyVaultSecret => "AzureKeyVaultSecret",
         }
     }
 
@@ -186,6 +193,9 @@ pub enum GeneratorSpec {
     /// `kind: ACRAccessToken`.
     #[cfg(feature = "acr")]
     AcrAccessToken(crate::acr_access_token::AcrAccessTokenSpec),
+    /// `kind: AzureKeyVaultSecret`.
+    #[cfg(feature = "keyvault")]
+    AzureKeyVaultSecret(crate::azure_key_vault_secret::AzureKeyVaultSecretSpec),
 }
 
 impl GeneratorSpec {
@@ -226,6 +236,8 @@ impl GeneratorSpec {
             GeneratorKind::Grafana => GeneratorSpec::Grafana(parse(spec)?),
             #[cfg(feature = "acr")]
             GeneratorKind::AcrAccessToken => GeneratorSpec::AcrAccessToken(parse(spec)?),
+            #[cfg(feature = "keyvault")]
+            GeneratorKind::AzureKeyVaultSecret => GeneratorSpec::AzureKeyVaultSecret(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -261,6 +273,8 @@ impl GeneratorSpec {
             GeneratorSpec::Grafana(_) => GeneratorKind::Grafana,
             #[cfg(feature = "acr")]
             GeneratorSpec::AcrAccessToken(_) => GeneratorKind::AcrAccessToken,
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(_) => GeneratorKind::AzureKeyVaultSecret,
         }
     }
 
@@ -292,6 +306,8 @@ impl GeneratorSpec {
             GeneratorSpec::Grafana(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "acr")]
             GeneratorSpec::AcrAccessToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -325,6 +341,8 @@ impl GeneratorSpec {
             GeneratorSpec::Grafana(s) => s.validate(),
             #[cfg(feature = "acr")]
             GeneratorSpec::AcrAccessToken(s) => s.validate(),
+            #[cfg(feature = "keyvault")]
+            GeneratorSpec::AzureKeyVaultSecret(s) => s.validate(),
         }
     }
 }

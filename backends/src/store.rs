@@ -50,8 +50,9 @@ pub enum StoreProvider {
     /// A Grafana instance, for `Grafana` generators.
     #[cfg(feature = "grafana")]
     Grafana(crate::grafana::GrafanaProvider),
-    /// The federation's Microsoft Entra ID identity, for `ACRAccessToken` generators.
-    #[cfg(feature = "acr")]
+    /// The federation's Microsoft Entra ID identity, for `ACRAccessToken` and
+    /// `AzureKeyVaultSecret` generators.
+    #[cfg(feature = "azure")]
     Azure(crate::azure::AzureProvider),
 }
 
@@ -71,7 +72,7 @@ impl StoreProvider {
             StoreProvider::Github(_) => "github",
             #[cfg(feature = "grafana")]
             StoreProvider::Grafana(_) => "grafana",
-            #[cfg(feature = "acr")]
+            #[cfg(feature = "azure")]
             StoreProvider::Azure(_) => "azure",
         }
     }
@@ -100,7 +101,7 @@ impl SecretStoreSpec {
             StoreProvider::Github(g) => g.validate(),
             #[cfg(feature = "grafana")]
             StoreProvider::Grafana(g) => g.validate(),
-            #[cfg(feature = "acr")]
+            #[cfg(feature = "azure")]
             StoreProvider::Azure(a) => a.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
@@ -125,7 +126,8 @@ pub struct SecretStoreRef {
     feature = "webhook",
     feature = "github",
     feature = "grafana",
-    feature = "acr"
+    feature = "acr",
+    feature = "keyvault"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,

@@ -3,8 +3,9 @@
 //! emulator). The fakes implement exactly the calls the generator makes, as Microsoft documents
 //! them, and refuse the way the services do:
 //!
-//! - Entra ID: `POST /{tenant}/oauth2/v2.0/token`, the client credentials grant with a client
-//!   secret or a federated client assertion (`AADSTS...` errors, 400 / 401);
+//! - Entra ID (`common/entra.rs`, shared with `keyvault_fake.rs`):
+//!   `POST /{tenant}/oauth2/v2.0/token`, the client credentials grant with a client secret or a
+//!   federated client assertion (`AADSTS...` errors, 400 / 401; a token remembers its scope);
 //! - ACR: `POST /oauth2/exchange` (an Entra ID token it issued, for the right tenant and
 //!   service, becomes an ACR refresh token) and `POST /oauth2/token` (a refresh token and
 //!   scopes become an access token), both answering JWTs with ACR's claims and
@@ -18,7 +19,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -27,20 +28,12 @@ use base64::Engine as _;
 use esi_backends::{BackendError, Generate, Generator};
 use serde_json::{Value, json};
 
+use common::entra::{self, CLIENT, CLIENT_SECRET, Entra, HasEntra, JWT_BEARER, Pairs, TENANT, get};
 use common::{build, ctx, ctx_with_max_ttl, identity};
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const CLIENT: &str = "3c1b7e2a-5d4f-4e8b-9a61-0f2d8c7b6e15";
 const REGISTRY: &str = "myregistry.azurecr.io";
 const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
-const CLIENT_SECRET: &str = "fake~client~secret~Q8Z";
 const NULL_GUID: &str = "00000000-0000-0000-0000-000000000000";
-
-type Pairs = Vec<(String, String)>;
-
-fn get<'a>(form: &'a Pairs, key: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
 
 fn all<'a>(form: &'a Pairs, key: &str) -> Vec<&'a str> {
     form.iter()
@@ -49,58 +42,28 @@ fn all<'a>(form: &'a Pairs, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[derive(Default)]
 struct Fake {
-    /// Federated tokens Entra ID accepts as client assertions.
-    assertions: HashSet<String>,
-    /// `expires_in` of the Entra ID tokens issued.
-    aad_expires_in: Value,
-    /// Entra ID tokens issued and still good at ACR.
-    aad_tokens: HashSet<String>,
+    /// Entra ID, issuing tokens for ACR's audience.
+    entra: Entra,
     /// ACR refresh tokens issued.
     refresh_tokens: HashSet<String>,
     /// How long ACR's tokens live, in seconds.
     refresh_lives: i64,
     access_lives: i64,
     /// Every request's form, by endpoint.
-    aad_forms: Vec<Pairs>,
     exchange_forms: Vec<Pairs>,
     token_forms: Vec<Pairs>,
-    /// Answers replacing the real ones (status, body), for hostile-answer tests.
-    aad_answer: Option<(u16, Vec<u8>)>,
+    /// An answer replacing the real one (status, body), for hostile-answer tests.
     exchange_answer: Option<(u16, Vec<u8>)>,
 }
 
+impl HasEntra for Fake {
+    fn entra(&mut self) -> &mut Entra {
+        &mut self.entra
+    }
+}
+
 type Shared = Arc<Mutex<Fake>>;
-
-fn raw(status: u16, body: Vec<u8>) -> Response {
-    (
-        StatusCode::from_u16(status).expect("status"),
-        [("content-type", "application/json")],
-        body,
-    )
-        .into_response()
-}
-
-fn aad_refusal(status: StatusCode, error: &str, description: &str) -> Response {
-    // "AADSTS7000215: ..." carries its code as a number too.
-    let code: u64 = description
-        .trim_start_matches("AADSTS")
-        .split(':')
-        .next()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let trace = "Trace ID: 0f3c Correlation ID: 9a1e Timestamp: 2026-11-30 14:00:00Z";
-    (
-        status,
-        Json(json!({
-            "error": error,
-            "error_description": format!("{description}\r\n{trace}"),
-            "error_codes": [code],
-        })),
-    )
-        .into_response()
-}
 
 fn acr_refusal(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -135,102 +98,12 @@ fn acr_jwt(grant: &str, lives: i64, access: Value) -> String {
     )
 }
 
-/// Entra ID's `POST /{tenant}/oauth2/v2.0/token`, client credentials grant.
-async fn aad_token(
-    State(fake): State<Shared>,
-    Path(tenant): Path<String>,
-    Form(form): Form<Pairs>,
-) -> Response {
-    let mut fake = fake.lock().expect("lock");
-    fake.aad_forms.push(form.clone());
-    if let Some((status, body)) = fake.aad_answer.clone() {
-        return raw(status, body);
-    }
-    if tenant != TENANT {
-        return aad_refusal(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "AADSTS90002: Tenant not found.",
-        );
-    }
-    if get(&form, "grant_type") != Some("client_credentials") {
-        return aad_refusal(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "AADSTS70003: The app requested an unsupported grant type.",
-        );
-    }
-    if get(&form, "client_id") != Some(CLIENT) {
-        return aad_refusal(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            "AADSTS700016: Application was not found in the directory.",
-        );
-    }
-    if get(&form, "scope") != Some(ACR_SCOPE) {
-        return aad_refusal(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "AADSTS70011: The provided value for the input parameter 'scope' is not valid.",
-        );
-    }
-    match (get(&form, "client_secret"), get(&form, "client_assertion")) {
-        (Some(secret), None) => {
-            if secret != CLIENT_SECRET {
-                return aad_refusal(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    "AADSTS7000215: Invalid client secret provided.",
-                );
-            }
-        }
-        (None, Some(assertion)) => {
-            if get(&form, "client_assertion_type")
-                != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-            {
-                return aad_refusal(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "AADSTS700027: Client assertion type is not supported.",
-                );
-            }
-            if !fake.assertions.contains(assertion) {
-                return aad_refusal(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client",
-                    "AADSTS70021: No matching federated identity record found for presented assertion.",
-                );
-            }
-        }
-        _ => {
-            return aad_refusal(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "AADSTS7000218: The request body must contain exactly one of client_assertion or client_secret.",
-            );
-        }
-    }
-    let token = format!(
-        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.aad-{}",
-        common::suffix()
-    );
-    fake.aad_tokens.insert(token.clone());
-    let expires_in = fake.aad_expires_in.clone();
-    Json(json!({
-        "token_type": "Bearer",
-        "expires_in": expires_in,
-        "ext_expires_in": expires_in,
-        "access_token": token,
-    }))
-    .into_response()
-}
-
 /// ACR's `POST /oauth2/exchange`.
 async fn exchange(State(fake): State<Shared>, Form(form): Form<Pairs>) -> Response {
     let mut fake = fake.lock().expect("lock");
     fake.exchange_forms.push(form.clone());
     if let Some((status, body)) = fake.exchange_answer.clone() {
-        return raw(status, body);
+        return entra::raw(status, body);
     }
     if get(&form, "grant_type") != Some("access_token") {
         return acr_refusal(
@@ -246,7 +119,8 @@ async fn exchange(State(fake): State<Shared>, Form(form): Form<Pairs>) -> Respon
             "the service or tenant does not match the token",
         );
     }
-    if !get(&form, "access_token").is_some_and(|t| fake.aad_tokens.contains(t)) {
+    // ACR takes Entra ID tokens of its own audience only.
+    if !get(&form, "access_token").is_some_and(|t| fake.entra.issued_for(t, ACR_SCOPE)) {
         return acr_refusal(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
@@ -295,14 +169,15 @@ async fn acr_token(State(fake): State<Shared>, Form(form): Form<Pairs>) -> Respo
 /// their base URLs.
 async fn azure() -> (Shared, String, String) {
     let fake = Arc::new(Mutex::new(Fake {
-        aad_expires_in: json!(3599),
+        entra: Entra::new(&[ACR_SCOPE]),
+        refresh_tokens: HashSet::new(),
         refresh_lives: 3 * 3600,
         access_lives: 75 * 60,
-        ..Fake::default()
+        exchange_forms: Vec::new(),
+        token_forms: Vec::new(),
+        exchange_answer: None,
     }));
-    let aad = Router::new()
-        .route("/{tenant}/oauth2/v2.0/token", post(aad_token))
-        .with_state(fake.clone());
+    let aad = entra::route(fake.clone());
     let acr = Router::new()
         .route("/oauth2/exchange", post(exchange))
         .route("/oauth2/token", post(acr_token))
@@ -390,7 +265,7 @@ async fn a_client_secret_logs_in_and_the_refresh_token_is_a_docker_login() {
     {
         let fake = fake.lock().expect("lock");
         assert!(fake.refresh_tokens.contains(&password), "not ACR's token");
-        let form = &fake.aad_forms[0];
+        let form = &fake.entra.forms[0];
         assert_eq!(get(form, "grant_type"), Some("client_credentials"));
         assert_eq!(get(form, "client_id"), Some(CLIENT));
         assert_eq!(get(form, "scope"), Some(ACR_SCOPE));
@@ -405,8 +280,8 @@ async fn a_client_secret_logs_in_and_the_refresh_token_is_a_docker_login() {
         assert_eq!(get(x, "service"), Some(REGISTRY));
         assert_eq!(get(x, "tenant"), Some(TENANT));
         assert!(
-            fake.aad_tokens
-                .contains(get(x, "access_token").expect("token"))
+            fake.entra
+                .issued_for(get(x, "access_token").expect("token"), ACR_SCOPE)
         );
         assert!(fake.token_forms.is_empty(), "no scope, no access token");
     }
@@ -418,7 +293,11 @@ async fn a_client_secret_logs_in_and_the_refresh_token_is_a_docker_login() {
             .expect("minted");
     }
     let fake = fake.lock().expect("lock");
-    assert_eq!(fake.aad_forms.len(), 1, "the Entra ID token was not cached");
+    assert_eq!(
+        fake.entra.forms.len(),
+        1,
+        "the Entra ID token was not cached"
+    );
     assert_eq!(fake.exchange_forms.len(), 3);
 }
 
@@ -430,10 +309,10 @@ async fn workload_identity_presents_the_federated_token_read_again_each_time() {
     std::fs::write(&token_file, "federated-1\n").expect("write");
     {
         let mut fake = fake.lock().expect("lock");
-        fake.assertions = HashSet::from(["federated-1".to_owned(), "federated-2".to_owned()]);
+        fake.entra.assertions = HashSet::from(["federated-1".to_owned(), "federated-2".to_owned()]);
         // Entra ID tokens this short-lived are not worth keeping: every mint asks again, and
         // so reads the file again.
-        fake.aad_expires_in = json!("240");
+        fake.entra.expires_in = json!("240");
     }
     let g = generator(
         store(
@@ -452,16 +331,14 @@ async fn workload_identity_presents_the_federated_token_read_again_each_time() {
     {
         let fake_now = fake.lock().expect("lock");
         let sent: Vec<_> = fake_now
-            .aad_forms
+            .entra
+            .forms
             .iter()
             .map(|f| get(f, "client_assertion").expect("an assertion"))
             .collect();
         assert_eq!(sent, ["federated-1", "federated-2"]);
-        for f in &fake_now.aad_forms {
-            assert_eq!(
-                get(f, "client_assertion_type"),
-                Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-            );
+        for f in &fake_now.entra.forms {
+            assert_eq!(get(f, "client_assertion_type"), Some(JWT_BEARER));
             assert_eq!(get(f, "client_secret"), None);
             assert_eq!(get(f, "client_id"), Some(CLIENT));
         }
@@ -528,7 +405,7 @@ async fn a_scope_is_rendered_for_the_caller_and_narrows_the_token() {
     assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
     assert!(e.to_string().contains("not a registry scope"), "{e}");
     let fake = fake.lock().expect("lock");
-    assert_eq!(fake.aad_forms.len(), 1, "Entra ID was asked");
+    assert_eq!(fake.entra.forms.len(), 1, "Entra ID was asked");
     assert_eq!(fake.exchange_forms.len(), 1, "ACR was asked");
 }
 
@@ -600,13 +477,13 @@ async fn refusals_are_the_federations_and_leak_no_secret() {
     let dir2 = tempfile::tempdir().expect("tempdir");
     let g = generator(secret_store(&dir2, &aad, &acr, CLIENT_SECRET), None);
     g.generate(&c).await.expect("minted");
-    assert_eq!(fake.lock().expect("lock").aad_forms.len(), 2);
+    assert_eq!(fake.lock().expect("lock").entra.forms.len(), 2);
 
     // ACR stops taking the cached Entra ID token (revoked, roles changed): it is dropped and
     // one fresh token tried.
-    fake.lock().expect("lock").aad_tokens.clear();
+    fake.lock().expect("lock").entra.tokens.clear();
     g.generate(&c).await.expect("minted with a fresh token");
-    assert_eq!(fake.lock().expect("lock").aad_forms.len(), 3);
+    assert_eq!(fake.lock().expect("lock").entra.forms.len(), 3);
     assert_eq!(fake.lock().expect("lock").exchange_forms.len(), 3);
 
     // ACR refuses the identity outright (no role on the registry): unavailable, ACR's words
@@ -627,7 +504,7 @@ async fn refusals_are_the_federations_and_leak_no_secret() {
     check(&e);
     let fake = fake.lock().expect("lock");
     assert_eq!(fake.exchange_forms.len(), 5, "more than one retry");
-    assert_eq!(fake.aad_forms.len(), 4);
+    assert_eq!(fake.entra.forms.len(), 4);
 }
 
 #[tokio::test]
@@ -699,7 +576,7 @@ async fn hostile_or_malformed_answers_give_clear_errors() {
         ),
         ("{}".to_owned(), "could not be read"),
     ] {
-        fake.lock().expect("lock").aad_answer = Some((200, answer.clone().into_bytes()));
+        fake.lock().expect("lock").entra.answer = Some((200, answer.clone().into_bytes()));
         let e = g.generate(&c).await.unwrap_err();
         assert!(
             matches!(e, BackendError::Unavailable { .. }),
@@ -713,13 +590,13 @@ async fn hostile_or_malformed_answers_give_clear_errors() {
         assert!(!e.detail().contains("aad-x"), "{}", e.detail());
     }
     // A lifetime no token has is kept a day at most, not trusted into an overflow.
-    fake.lock().expect("lock").aad_answer = None;
-    fake.lock().expect("lock").aad_expires_in = json!(u64::MAX);
-    let asked = fake.lock().expect("lock").aad_forms.len();
+    fake.lock().expect("lock").entra.answer = None;
+    fake.lock().expect("lock").entra.expires_in = json!(u64::MAX);
+    let asked = fake.lock().expect("lock").entra.forms.len();
     g.generate(&c).await.expect("minted");
     g.generate(&c).await.expect("minted with the kept token");
-    assert_eq!(fake.lock().expect("lock").aad_forms.len(), asked + 1);
-    fake.lock().expect("lock").aad_answer = Some((503, b"<html>busy</html>".to_vec()));
+    assert_eq!(fake.lock().expect("lock").entra.forms.len(), asked + 1);
+    fake.lock().expect("lock").entra.answer = Some((503, b"<html>busy</html>".to_vec()));
     let g = generator(secret_store(&dir, &aad, &acr, CLIENT_SECRET), None);
     let e = g.generate(&c).await.unwrap_err();
     assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
@@ -766,6 +643,6 @@ async fn generators_on_one_store_share_its_entra_id_token() {
     pull.generate(&ctx(&id, "g")).await.expect("minted");
     push.generate(&ctx(&id, "g")).await.expect("minted");
     let fake = fake.lock().expect("lock");
-    assert_eq!(fake.aad_forms.len(), 1, "one Entra ID token per store");
+    assert_eq!(fake.entra.forms.len(), 1, "one Entra ID token per store");
     assert_eq!(fake.token_forms.len(), 2);
 }

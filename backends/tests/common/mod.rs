@@ -1,7 +1,10 @@
 //! Helpers shared by the backends' peer tests: peer discovery (skip loudly, or fail when
-//! `ESI_REQUIRE_PEERS=1`), a test identity, and small key/PEM utilities.
+//! `ESI_REQUIRE_PEERS=1`), a test identity, small key/PEM utilities, and the loopback fake of
+//! Microsoft Entra ID ([`entra`]) the `azure` store's tests share.
 
 #![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
+
+pub mod entra;
 
 use esi_api::{Identity, ObjectRef};
 use esi_backends::{Context, Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec};

@@ -1,0 +1,206 @@
+//! A loopback FAKE of Microsoft Entra ID's token endpoint (Azure has no emulator), shared by
+//! the `azure` store's generators' tests (`acr_fake.rs`, `keyvault_fake.rs`). It implements
+//! the one call the store makes, as Microsoft documents it: `POST /{tenant}/oauth2/v2.0/token`,
+//! the client credentials grant with a client secret or a federated client assertion,
+//! answering `{"token_type", "expires_in", "access_token"}` and refusing with `AADSTS...`
+//! errors (400 / 401). Each token issued remembers its scope, so a service's fake can refuse a
+//! token meant for another audience, as the real services do.
+//!
+//! A test's fake state embeds an [`Entra`] and implements [`HasEntra`]; [`route`] serves it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const CLIENT: &str = "3c1b7e2a-5d4f-4e8b-9a61-0f2d8c7b6e15";
+pub const CLIENT_SECRET: &str = "fake~client~secret~Q8Z";
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A form as sent, every pair in order (a key may repeat).
+pub type Pairs = Vec<(String, String)>;
+
+pub fn get<'a>(form: &'a Pairs, key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Entra ID's state.
+pub struct Entra {
+    /// The scopes the app may be issued tokens for (`{resource}/.default`).
+    pub scopes: HashSet<String>,
+    /// Federated tokens Entra ID accepts as client assertions.
+    pub assertions: HashSet<String>,
+    /// `expires_in` of the tokens issued.
+    pub expires_in: Value,
+    /// Tokens issued and still good, with the scope each was issued for.
+    pub tokens: HashMap<String, String>,
+    /// Every request's form.
+    pub forms: Vec<Pairs>,
+    /// An answer replacing the real one (status, body), for hostile-answer tests.
+    pub answer: Option<(u16, Vec<u8>)>,
+}
+
+impl Entra {
+    /// Entra ID issuing tokens for `scopes`, living an hour.
+    pub fn new(scopes: &[&str]) -> Self {
+        Entra {
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            assertions: HashSet::new(),
+            expires_in: json!(3599),
+            tokens: HashMap::new(),
+            forms: Vec::new(),
+            answer: None,
+        }
+    }
+
+    /// Whether `token` is a live token of this Entra ID for `scope`.
+    pub fn issued_for(&self, token: &str, scope: &str) -> bool {
+        self.tokens.get(token).is_some_and(|s| s == scope)
+    }
+
+    /// How many token requests asked for `scope`.
+    pub fn asked_for(&self, scope: &str) -> usize {
+        self.forms
+            .iter()
+            .filter(|f| get(f, "scope") == Some(scope))
+            .count()
+    }
+}
+
+/// A test's fake state holding an [`Entra`].
+pub trait HasEntra: Send + 'static {
+    fn entra(&mut self) -> &mut Entra;
+}
+
+/// The answer `status` with `body` as is.
+pub fn raw(status: u16, body: Vec<u8>) -> Response {
+    (
+        StatusCode::from_u16(status).expect("status"),
+        [("content-type", "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+pub fn aad_refusal(status: StatusCode, error: &str, description: &str) -> Response {
+    // "AADSTS7000215: ..." carries its code as a number too.
+    let code: u64 = description
+        .trim_start_matches("AADSTS")
+        .split(':')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let trace = "Trace ID: 0f3c Correlation ID: 9a1e Timestamp: 2026-11-30 14:00:00Z";
+    (
+        status,
+        Json(json!({
+            "error": error,
+            "error_description": format!("{description}\r\n{trace}"),
+            "error_codes": [code],
+        })),
+    )
+        .into_response()
+}
+
+/// Entra ID's `POST /{tenant}/oauth2/v2.0/token`, client credentials grant.
+async fn token<F: HasEntra>(
+    State(fake): State<Arc<Mutex<F>>>,
+    Path(tenant): Path<String>,
+    Form(form): Form<Pairs>,
+) -> Response {
+    let mut fake = fake.lock().expect("lock");
+    let entra = fake.entra();
+    entra.forms.push(form.clone());
+    if let Some((status, body)) = entra.answer.clone() {
+        return raw(status, body);
+    }
+    if tenant != TENANT {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS90002: Tenant not found.",
+        );
+    }
+    if get(&form, "grant_type") != Some("client_credentials") {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type.",
+        );
+    }
+    if get(&form, "client_id") != Some(CLIENT) {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "AADSTS700016: Application was not found in the directory.",
+        );
+    }
+    let Some(scope) = get(&form, "scope").filter(|s| entra.scopes.contains(*s)) else {
+        return aad_refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS70011: The provided value for the input parameter 'scope' is not valid.",
+        );
+    };
+    match (get(&form, "client_secret"), get(&form, "client_assertion")) {
+        (Some(secret), None) => {
+            if secret != CLIENT_SECRET {
+                return aad_refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "AADSTS7000215: Invalid client secret provided.",
+                );
+            }
+        }
+        (None, Some(assertion)) => {
+            if get(&form, "client_assertion_type") != Some(JWT_BEARER) {
+                return aad_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "AADSTS700027: Client assertion type is not supported.",
+                );
+            }
+            if !entra.assertions.contains(assertion) {
+                return aad_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    "AADSTS70021: No matching federated identity record found for presented assertion.",
+                );
+            }
+        }
+        _ => {
+            return aad_refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "AADSTS7000218: The request body must contain exactly one of client_assertion or client_secret.",
+            );
+        }
+    }
+    let token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.aad-{}",
+        super::suffix()
+    );
+    entra.tokens.insert(token.clone(), scope.to_owned());
+    let expires_in = entra.expires_in.clone();
+    Json(json!({
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "ext_expires_in": expires_in,
+        "access_token": token,
+    }))
+    .into_response()
+}
+
+/// The token endpoint as a router over `fake`; serve it on its own port (Entra ID is its own
+/// host) and use `{base}/` as the store's `authorityHost`.
+pub fn route<F: HasEntra>(fake: Arc<Mutex<F>>) -> Router {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token::<F>))
+        .with_state(fake)
+}
