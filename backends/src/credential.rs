@@ -77,6 +77,31 @@ pub(crate) fn value_string(v: &serde_json::Value) -> String {
     }
 }
 
+/// Checks a static secret's `keys` (each a member to return; absent for all) and `key` (where
+/// a secret that is not a JSON object goes).
+#[cfg(any(feature = "secretsmanager", feature = "gcp", feature = "keyvault"))]
+pub(crate) fn validate_selection(
+    keys: Option<&[String]>,
+    key: &str,
+) -> Result<(), crate::SpecError> {
+    use crate::SpecError;
+    if let Some(keys) = keys {
+        if keys.is_empty() {
+            return Err(SpecError::field(
+                "keys",
+                "must name at least one key (leave it out for all)",
+            ));
+        }
+        if keys.iter().any(String::is_empty) {
+            return Err(SpecError::field("keys", "must not contain an empty key"));
+        }
+    }
+    if key.is_empty() {
+        return Err(SpecError::field("key", "must not be empty"));
+    }
+    Ok(())
+}
+
 /// The data of a static secret read as text (`SecretsManagerSecret`, `GCPSecretManagerSecret`,
 /// `AzureKeyVaultSecret`):
 /// a JSON object becomes one key per member (non-string members as JSON text), narrowed to

@@ -154,20 +154,7 @@ impl GcpSecretManagerSecretSpec {
             ));
         }
         self.version_path()?;
-        if let Some(keys) = &self.keys {
-            if keys.is_empty() {
-                return Err(SpecError::field(
-                    "keys",
-                    "must name at least one key (leave it out for all)",
-                ));
-            }
-            if keys.iter().any(String::is_empty) {
-                return Err(SpecError::field("keys", "must not contain an empty key"));
-            }
-        }
-        if self.key.is_empty() {
-            return Err(SpecError::field("key", "must not be empty"));
-        }
+        crate::credential::validate_selection(self.keys.as_deref(), &self.key)?;
         match &self.service_account_email {
             Some(email) => validate_impersonation(email, &self.delegates),
             None if !self.delegates.is_empty() => Err(SpecError::field(

@@ -157,20 +157,7 @@ impl SecretsManagerSecretSpec {
                 ));
             }
         }
-        if let Some(keys) = &self.keys {
-            if keys.is_empty() {
-                return Err(SpecError::field(
-                    "keys",
-                    "must name at least one key (leave it out for all)",
-                ));
-            }
-            if keys.iter().any(String::is_empty) {
-                return Err(SpecError::field("keys", "must not contain an empty key"));
-            }
-        }
-        if self.key.is_empty() {
-            return Err(SpecError::field("key", "must not be empty"));
-        }
+        crate::credential::validate_selection(self.keys.as_deref(), &self.key)?;
         validate_caller_role(self.role_arn.as_deref(), self.external_id.as_deref())
     }
 
