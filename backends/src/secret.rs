@@ -55,6 +55,26 @@ pub fn reserve_file(path: &Path) {
     }
 }
 
+/// Variables naming files that hold the federation's own credentials, read by an SDK rather
+/// than through a [`SecretRef`]: the web identity token of IRSA, which AWS STS exchanges for
+/// the federation's role (the one that may read the lease keys' secret).
+const OWN_CREDENTIAL_FILES: &[&str] = &["AWS_WEB_IDENTITY_TOKEN_FILE"];
+
+/// [`reserve_file`]s the files the federation's environment names as its own credentials
+/// ([`OWN_CREDENTIAL_FILES`]); call once at start-up, before any configuration is read.
+pub fn reserve_own_credential_files() {
+    for path in own_credential_files(|k| std::env::var_os(k)) {
+        reserve_file(&path);
+    }
+}
+
+fn own_credential_files(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+    OWN_CREDENTIAL_FILES
+        .iter()
+        .filter_map(|k| env(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .collect()
+}
+
 /// `path` made absolute against the working directory, `.` and `..` resolved by name (no
 /// file system access: a reference is checked at load time, when its file may not exist).
 fn lexical(path: &Path) -> PathBuf {
@@ -85,7 +105,10 @@ fn refused_file(path: &Path) -> Option<&'static str> {
             return Some("is under /proc, which exposes the federation's own process");
         }
         if reserved.iter().any(|r| p == r) {
-            return Some("holds one of the federation's own secrets (its lease keys or TLS key)");
+            return Some(
+                "holds one of the federation's own secrets (its lease keys, TLS key or web \
+                 identity token)",
+            );
         }
     }
     None
@@ -208,6 +231,22 @@ mod tests {
                 .read()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn the_web_identity_token_file_is_one_of_the_federations_own() {
+        let env = |k: &str| {
+            (k == "AWS_WEB_IDENTITY_TOKEN_FILE")
+                .then(|| "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into())
+        };
+        assert_eq!(
+            own_credential_files(env),
+            [PathBuf::from(
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+            )]
+        );
+        assert!(own_credential_files(|_| Some("".into())).is_empty());
+        assert!(own_credential_files(|_| None).is_empty());
     }
 
     #[test]

@@ -171,6 +171,8 @@ fn run_lambda() -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // No SecretStore may read the files of the federation's own credentials (IRSA's token).
+    esi_backends::secret::reserve_own_credential_files();
     match cli.command {
         #[cfg(feature = "lambda")]
         Command::Lambda => run_lambda(),

@@ -569,8 +569,8 @@ async fn sigterm_lets_a_request_in_flight_finish() {
 }
 
 /// A SecretStore may not read the federation's own secrets: `serve` refuses, at start, a
-/// configuration whose store names its lease-keys file (also through a link) or the lease keys'
-/// variable, saying which field, and never prints the keys.
+/// configuration whose store names its lease-keys file (also through a link), the lease keys'
+/// variable or its IRSA web identity token file, saying which field, and never prints the keys.
 #[tokio::test]
 async fn a_store_naming_the_federations_own_secrets_is_refused() {
     let issuer = common::issuer().await;
@@ -580,6 +580,8 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
     std::fs::write(&keys_file, &keys).unwrap();
     let link = secrets.path().join("header");
     std::os::unix::fs::symlink(&keys_file, &link).unwrap();
+    let web_identity = secrets.path().join("eks-token");
+    std::fs::write(&web_identity, "eyJ.irsa.token").unwrap();
     for (reference, field) in [
         (
             format!("{{file: {}}}", keys_file.display()),
@@ -590,6 +592,10 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
             "headers.X-Stolen.file",
         ),
         ("{env: ESI_LEASE_KEYS}".to_owned(), "headers.X-Stolen.env"),
+        (
+            format!("{{file: {}}}", web_identity.display()),
+            "headers.X-Stolen.file",
+        ),
     ] {
         let dir = config_dir(&issuer);
         std::fs::write(
@@ -605,6 +611,7 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
             .arg("--lease-keys-file")
             .arg(&keys_file)
             .env("ESI_LEASE_KEYS", &keys)
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", &web_identity)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -627,6 +634,10 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
         assert!(stderr.contains("federation's own"), "{reference}: {stderr}");
         let secret = keys.split_once('=').unwrap().1.trim();
         assert!(!stderr.contains(secret), "the lease key reached stderr");
+        assert!(
+            !stderr.contains("eyJ.irsa"),
+            "the web identity token reached stderr"
+        );
     }
 }
 
