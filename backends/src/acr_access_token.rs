@@ -49,7 +49,7 @@ use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use crate::azure::AzureConn;
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
@@ -395,12 +395,7 @@ impl AcrAccessTokenGenerator {
         conns: &mut crate::store::Conns<AzureConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider =
-            crate::store::require(store, &spec.secret_store_ref, "azure", |p| match p {
-                StoreProvider::Azure(a) => Some(a),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            })?;
+        let provider = crate::azure::require_store(store, &spec.secret_store_ref)?;
         let conn = conns.get(provider, AzureConn::new)?;
         let base = match &conn.acr_endpoint {
             Some(url) => url.clone(),

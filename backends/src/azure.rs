@@ -488,6 +488,19 @@ fn aad_error(status: reqwest::StatusCode, body: &[u8]) -> BackendError {
     crate::http::status_error(BACKEND, status, &format!("token request: {summary}"))
 }
 
+/// The `azure` store a generator was built with (see `crate::store::require`).
+#[cfg(any(feature = "acr", feature = "keyvault"))]
+pub(crate) fn require_store<'a>(
+    store: Option<&'a crate::SecretStoreSpec>,
+    reference: &crate::SecretStoreRef,
+) -> Result<&'a AzureProvider, SpecError> {
+    crate::store::require(store, reference, "azure", |p| match p {
+        crate::StoreProvider::Azure(a) => Some(a),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::azure::AzureConn;
 use crate::credential::secret_text_data;
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
@@ -332,12 +332,7 @@ impl AzureKeyVaultSecretGenerator {
         conns: &mut crate::store::Conns<AzureConn>,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider =
-            crate::store::require(store, &spec.secret_store_ref, "azure", |p| match p {
-                StoreProvider::Azure(a) => Some(a),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            })?;
+        let provider = crate::azure::require_store(store, &spec.secret_store_ref)?;
         let conn = conns.get(provider, AzureConn::new)?;
         let (host, audience) =
             vault_host(&spec.vault).map_err(|why| SpecError::field("vault", why))?;
