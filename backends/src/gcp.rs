@@ -332,11 +332,20 @@ impl GcpConn {
             .json(&body);
         let (status, bytes) = crate::http::send(IAM_BACKEND, req).await?;
         if !status.is_success() {
-            return Err(crate::http::status_error(
-                IAM_BACKEND,
-                status,
-                &format!("{email}: {}", google_error_message(&bytes)),
-            ));
+            let detail = format!("{email}: {}", google_error_message(&bytes));
+            // The federation's token refused, or its identity may not impersonate `email`:
+            // the federation's IAM bindings, which the caller cannot fix (as Secret Manager's
+            // 401/403 on the same store). Retryable: a binding fixed meanwhile lets it through.
+            return Err(match status.as_u16() {
+                401 | 403 => BackendError::Unavailable {
+                    message: format!(
+                        "the federation's Google identity may not impersonate {email} \
+                         ({status})"
+                    ),
+                    detail: format!("{IAM_BACKEND}: {}: {detail}", status.as_u16()),
+                },
+                _ => crate::http::status_error(IAM_BACKEND, status, &detail),
+            });
         }
         let resp: GenerateResponse =
             esi_api::json::from_answer(&bytes).map_err(|e| BackendError::Unavailable {

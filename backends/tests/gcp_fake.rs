@@ -477,8 +477,9 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
             .await
             .expect_err(email)
     };
+    // The federation's IAM bindings, not the caller's: retryable, as Secret Manager's 403.
     let err = fail("denied@proj.iam.gserviceaccount.com").await;
-    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     assert!(
         err.detail().contains("getAccessToken"),
         "google's reason goes to the log: {}",
