@@ -73,32 +73,19 @@ impl Moto {
 
     /// The STS requests moto recorded, as form parameters plus the Authorization header.
     async fn recorded(&self) -> Vec<(BTreeMap<String, String>, String)> {
-        use base64::Engine;
-        let mut out = Vec::new();
-        for entry in self.recording().await {
-            let body = entry["body"].as_str().unwrap_or_default();
-            let body = if entry["body_encoded"].as_bool() == Some(true) {
-                String::from_utf8(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .expect("b64"),
-                )
-                .unwrap_or_default()
-            } else {
-                body.to_owned()
-            };
-            let url = reqwest::Url::parse(&format!("http://x/?{body}")).expect("form");
-            let form: BTreeMap<String, String> = url
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            let auth = entry["headers"]["Authorization"]
-                .as_str()
-                .or(entry["headers"]["authorization"].as_str())
-                .unwrap_or_default();
-            out.push((form, auth.to_owned()));
-        }
-        out
+        self.recording()
+            .await
+            .iter()
+            .map(|entry| {
+                let body = String::from_utf8(recorded_body(entry)).unwrap_or_default();
+                let url = reqwest::Url::parse(&format!("http://x/?{body}")).expect("form");
+                let form: BTreeMap<String, String> = url
+                    .query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                (form, recorded_header(entry, "Authorization"))
+            })
+            .collect()
     }
 
     /// The recorded AssumeRole request with this session name.
@@ -349,38 +336,43 @@ async fn unreachable_sts_is_unavailable() {
     );
 }
 
+/// A recorded request's body, decoded when moto stored it as base64.
+fn recorded_body(entry: &Value) -> Vec<u8> {
+    use base64::Engine;
+    let body = entry["body"].as_str().unwrap_or_default();
+    if entry["body_encoded"].as_bool() == Some(true) {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("base64 body")
+    } else {
+        body.as_bytes().to_vec()
+    }
+}
+
+/// A recorded request's header `name` (as sent, or lowercased), empty when absent.
+fn recorded_header(entry: &Value, name: &str) -> String {
+    let headers = &entry["headers"];
+    headers[name]
+        .as_str()
+        .or(headers[name.to_ascii_lowercase().as_str()].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The calls of JSON-protocol services (ECR, Secrets Manager) moto recorded whose
 /// `X-Amz-Target` ends with `operation` (`.GetAuthorizationToken`): each one's JSON body and
 /// Authorization header.
 #[cfg(any(feature = "ecr", feature = "secretsmanager"))]
 async fn json_requests(moto: &Moto, operation: &str) -> Vec<(Value, String)> {
-    use base64::Engine;
     moto.recording()
         .await
         .iter()
-        .filter_map(|entry| {
-            let headers = &entry["headers"];
-            let target = headers["X-Amz-Target"]
-                .as_str()
-                .or(headers["x-amz-target"].as_str())?;
-            target.ends_with(operation).then(|| {
-                let body = entry["body"].as_str().unwrap_or_default();
-                let body = if entry["body_encoded"].as_bool() == Some(true) {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .unwrap_or_default()
-                } else {
-                    body.as_bytes().to_vec()
-                };
-                let auth = headers["Authorization"]
-                    .as_str()
-                    .or(headers["authorization"].as_str())
-                    .unwrap_or_default();
-                (
-                    serde_json::from_slice(&body).unwrap_or(Value::Null),
-                    auth.to_owned(),
-                )
-            })
+        .filter(|entry| recorded_header(entry, "X-Amz-Target").ends_with(operation))
+        .map(|entry| {
+            (
+                serde_json::from_slice(&recorded_body(entry)).unwrap_or(Value::Null),
+                recorded_header(entry, "Authorization"),
+            )
         })
         .collect()
 }

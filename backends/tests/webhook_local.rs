@@ -326,7 +326,10 @@ async fn revocable_server() -> (String, Revocable) {
                     body.clone(),
                 ));
                 let id = match path.strip_prefix("/creds/revoke/") {
-                    Some(segment) => percent_decode(segment),
+                    Some(segment) => percent_encoding::percent_decode_str(segment)
+                        .decode_utf8()
+                        .expect("utf-8")
+                        .into_owned(),
                     None => serde_json::from_str::<Value>(&body)
                         .ok()
                         .and_then(|b| b["id"].as_str().map(str::to_owned))
@@ -346,22 +349,6 @@ async fn revocable_server() -> (String, Revocable) {
             },
         );
     (common::serve_local(app).await, state)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex"));
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
 }
 
 /// A `Webhook` generator minting `id` at the revocable server, revoked as `revoke` says.
