@@ -45,7 +45,6 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD
 use kube::CustomResource;
 use reqwest::Url;
 use schemars::JsonSchema;
-use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use crate::azure::AzureConn;
@@ -433,27 +432,18 @@ impl AcrAccessTokenGenerator {
     /// token ACR refuses (revoked, or the identity's roles changed since) is dropped and one
     /// fresh token tried.
     async fn refresh_token(&self) -> Result<String, BackendError> {
-        let aad_scope = &self.conn.acr_scope;
-        let mut aad = self.conn.token(aad_scope).await?;
-        let mut retried = false;
-        let (status, body) = loop {
-            let form = [
-                ("grant_type", "access_token"),
-                ("service", self.registry.as_str()),
-                ("tenant", self.conn.tenant_id.as_str()),
-                ("access_token", aad.token.expose_secret()),
-            ];
-            let req = self.conn.http.post(self.exchange_url.clone()).form(&form);
-            let (status, body) = crate::http::send(BACKEND, req).await?;
-            if status == reqwest::StatusCode::UNAUTHORIZED && aad.cached && !retried {
-                self.conn.forget(aad_scope, &aad).await;
-                tracing::debug!("ACR refused a cached Entra ID token; fetching a fresh one");
-                aad = self.conn.token(aad_scope).await?;
-                retried = true;
-                continue;
-            }
-            break (status, body);
-        };
+        let (status, body) = self
+            .conn
+            .send_with_token(&self.conn.acr_scope, BACKEND, |token| {
+                let form = [
+                    ("grant_type", "access_token"),
+                    ("service", self.registry.as_str()),
+                    ("tenant", self.conn.tenant_id.as_str()),
+                    ("access_token", token),
+                ];
+                self.conn.http.post(self.exchange_url.clone()).form(&form)
+            })
+            .await?;
         if status != reqwest::StatusCode::OK {
             return Err(answer_error(Call::Exchange, status, &body));
         }

@@ -390,6 +390,32 @@ impl AzureConn {
         }
     }
 
+    /// Sends the request `build` makes with a token for `scope` (given the token's text).
+    /// When `backend` answers 401 to a cached token (revoked, or the identity's roles changed
+    /// since), the token is dropped and the request sent once more with a fresh one.
+    #[cfg(any(feature = "acr", feature = "keyvault"))]
+    pub(crate) async fn send_with_token(
+        &self,
+        scope: &str,
+        backend: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), BackendError> {
+        let mut aad = self.token(scope).await?;
+        let mut retried = false;
+        loop {
+            let req = build(aad.token.expose_secret());
+            let (status, body) = crate::http::send(backend, req).await?;
+            if status == reqwest::StatusCode::UNAUTHORIZED && aad.cached && !retried {
+                self.forget(scope, &aad).await;
+                tracing::debug!("{backend} refused a cached Entra ID token; fetching a fresh one");
+                aad = self.token(scope).await?;
+                retried = true;
+                continue;
+            }
+            return Ok((status, body));
+        }
+    }
+
     /// The federated token file: `tokenFile`, else the one the environment names.
     fn assertion_file(
         explicit: Option<&PathBuf>,

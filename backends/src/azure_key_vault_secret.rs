@@ -40,7 +40,6 @@ use std::sync::Arc;
 use kube::CustomResource;
 use reqwest::Url;
 use schemars::JsonSchema;
-use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use crate::azure::AzureConn;
@@ -365,28 +364,17 @@ impl AzureKeyVaultSecretGenerator {
         Ok(url)
     }
 
-    /// The GET, with one fresh token when Key Vault refuses a cached one (revoked, or the
-    /// identity's roles changed since).
+    /// The GET, with one fresh token when Key Vault refuses a cached one.
     async fn get(&self, url: &Url) -> Result<(reqwest::StatusCode, Vec<u8>), BackendError> {
-        let mut aad = self.conn.token(&self.scope).await?;
-        let mut retried = false;
-        loop {
-            let req = self
-                .conn
-                .http
-                .get(url.clone())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .bearer_auth(aad.token.expose_secret());
-            let (status, body) = crate::http::send(BACKEND, req).await?;
-            if status == reqwest::StatusCode::UNAUTHORIZED && aad.cached && !retried {
-                self.conn.forget(&self.scope, &aad).await;
-                tracing::debug!("Key Vault refused a cached Entra ID token; fetching a fresh one");
-                aad = self.conn.token(&self.scope).await?;
-                retried = true;
-                continue;
-            }
-            return Ok((status, body));
-        }
+        self.conn
+            .send_with_token(&self.scope, BACKEND, |token| {
+                self.conn
+                    .http
+                    .get(url.clone())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .bearer_auth(token)
+            })
+            .await
     }
 }
 
