@@ -42,6 +42,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::secret::Owner;
 use crate::{BackendError, SecretRef, SpecError};
 
 const BACKEND: &str = "Microsoft Entra ID";
@@ -167,7 +168,11 @@ impl AzureProvider {
             (Some(secret), None) => secret.validate("provider.azure.clientSecret")?,
             (None, Some(wi)) => {
                 if let Some(file) = &wi.token_file {
-                    SecretRef::file(file).validate("provider.azure.workloadIdentity.tokenFile")?;
+                    crate::secret::validate_file(
+                        file,
+                        "provider.azure.workloadIdentity.tokenFile",
+                        Some(Owner::Azure),
+                    )?;
                 }
             }
             _ => {
@@ -443,7 +448,8 @@ impl AzureConn {
         let secret = match &self.proof {
             Proof::Secret(r) => r.read()?,
             Proof::Assertion(file) => {
-                Self::assertion_file(file.as_ref(), |k| std::env::var(k).ok())?.read()?
+                Self::assertion_file(file.as_ref(), |k| std::env::var(k).ok())?
+                    .read_for(Some(Owner::Azure))?
             }
         };
         let mut form: Vec<(&str, &str)> = vec![

@@ -65,6 +65,13 @@ impl GcpProvider {
                 check_endpoint(ep, field)?;
             }
         }
+        if let Some(file) = &self.service_account_key_file {
+            crate::secret::validate_file(
+                file,
+                "provider.gcp.serviceAccountKeyFile",
+                Some(crate::secret::Owner::Gcp),
+            )?;
+        }
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(SpecError::field("provider.gcp.timeout", "must be positive"));
         }

@@ -35,43 +35,94 @@ const RESERVED_ENV: &[(&str, &str)] = &[
     ),
 ];
 
-/// Files of the federation's own that no reference may name (its lease keys, its TLS key),
-/// added by [`reserve_file`]. `/proc` is always refused: `/proc/self/environ` is the whole
-/// environment.
-static RESERVED_FILES: RwLock<Vec<PathBuf>> = RwLock::new(Vec::new());
+/// A store that may read one of the federation's own credential files: the file of an
+/// identity that one provider's SDK convention names, which that provider's store may read
+/// (to prove that identity to that provider) and no other reference may (a `webhook` store's
+/// header could send it anywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The `azure` store's workload identity: the federated token `AZURE_FEDERATED_TOKEN_FILE`
+    /// names, which Entra ID exchanges for the federation's Azure identity.
+    Azure,
+    /// The `gcp` store's key file: the one `GOOGLE_APPLICATION_CREDENTIALS` names, the
+    /// federation's Google identity.
+    Gcp,
+}
+
+impl Owner {
+    /// Why a reference of another store may not name a file of this owner.
+    fn refusal(self) -> &'static str {
+        match self {
+            Owner::Azure => {
+                "is the federation's own Azure workload identity token (the file \
+                 AZURE_FEDERATED_TOKEN_FILE names): only an `azure` store's workloadIdentity may \
+                 read it"
+            }
+            Owner::Gcp => {
+                "is the federation's own Google credential (the file \
+                 GOOGLE_APPLICATION_CREDENTIALS names): only a `gcp` store's \
+                 serviceAccountKeyFile may read it"
+            }
+        }
+    }
+}
+
+/// Files of the federation's own that no reference may name (its lease keys, its TLS key, its
+/// web identity token), or only its [`Owner`]'s; added by [`reserve_file`] and
+/// [`reserve_own_credential_files`]. `/proc` is always refused: `/proc/self/environ` is the
+/// whole environment.
+static RESERVED_FILES: RwLock<Vec<(PathBuf, Option<Owner>)>> = RwLock::new(Vec::new());
 
 /// Keeps every [`SecretRef`] from naming `path` (and what it links to), a file holding one of
 /// the federation's own secrets: a SecretStore decides where the values it reads are sent, so
 /// one naming the lease keys could hand them to any endpoint (and with them, forged leases).
 pub fn reserve_file(path: &Path) {
+    reserve(path, None);
+}
+
+fn reserve(path: &Path, owner: Option<Owner>) {
     let mut reserved = RESERVED_FILES.write().unwrap_or_else(|p| p.into_inner());
     for p in [Some(lexical(path)), std::fs::canonicalize(path).ok()]
         .into_iter()
         .flatten()
     {
-        if !reserved.contains(&p) {
-            reserved.push(p);
+        match reserved.iter_mut().find(|(r, _)| *r == p) {
+            // Reserved for everyone, or for two owners, is reserved for everyone.
+            Some((_, o)) if *o != owner => *o = None,
+            Some(_) => {}
+            None => reserved.push((p, owner)),
         }
     }
 }
 
-/// Variables naming files that hold the federation's own credentials, read by an SDK rather
-/// than through a [`SecretRef`]: the web identity token of IRSA, which AWS STS exchanges for
-/// the federation's role (the one that may read the lease keys' secret).
-const OWN_CREDENTIAL_FILES: &[&str] = &["AWS_WEB_IDENTITY_TOKEN_FILE"];
+/// Variables naming files that hold the federation's own credentials, read by an SDK or by
+/// their [`Owner`]'s store: the web identity token of IRSA, which AWS STS exchanges for the
+/// federation's role (the one that may read the lease keys' secret; the SDK reads it, no store
+/// may); Azure's federated token; Google's key file.
+const OWN_CREDENTIAL_FILES: &[(&str, Option<Owner>)] = &[
+    ("AWS_WEB_IDENTITY_TOKEN_FILE", None),
+    ("AZURE_FEDERATED_TOKEN_FILE", Some(Owner::Azure)),
+    ("GOOGLE_APPLICATION_CREDENTIALS", Some(Owner::Gcp)),
+];
 
-/// [`reserve_file`]s the files the federation's environment names as its own credentials
+/// Reserves the files the federation's environment names as its own credentials
 /// ([`OWN_CREDENTIAL_FILES`]); call once at start-up, before any configuration is read.
 pub fn reserve_own_credential_files() {
-    for path in own_credential_files(|k| std::env::var_os(k)) {
-        reserve_file(&path);
+    for (path, owner) in own_credential_files(|k| std::env::var_os(k)) {
+        reserve(&path, owner);
     }
 }
 
-fn own_credential_files(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+fn own_credential_files(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<(PathBuf, Option<Owner>)> {
     OWN_CREDENTIAL_FILES
         .iter()
-        .filter_map(|k| env(k).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .filter_map(|(k, owner)| {
+            env(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (PathBuf::from(v), *owner))
+        })
         .collect()
 }
 
@@ -95,8 +146,9 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
-/// Why `path` may not be read as a secret, if it may not.
-fn refused_file(path: &Path) -> Option<&'static str> {
+/// Why `path` may not be read as a secret by `reader` (a store's own credential, or any
+/// other reference), if it may not.
+fn refused_file(path: &Path, reader: Option<Owner>) -> Option<&'static str> {
     let named = lexical(path);
     let resolved = std::fs::canonicalize(path).ok();
     let reserved = RESERVED_FILES.read().unwrap_or_else(|p| p.into_inner());
@@ -104,14 +156,31 @@ fn refused_file(path: &Path) -> Option<&'static str> {
         if p.starts_with("/proc") {
             return Some("is under /proc, which exposes the federation's own process");
         }
-        if reserved.iter().any(|r| p == r) {
-            return Some(
-                "holds one of the federation's own secrets (its lease keys, TLS key or web \
-                 identity token)",
-            );
+        match reserved.iter().find(|(r, _)| p == r) {
+            Some((_, None)) => {
+                return Some(
+                    "holds one of the federation's own secrets (its lease keys, TLS key or web \
+                     identity token)",
+                );
+            }
+            Some((_, Some(owner))) if reader != Some(*owner) => return Some(owner.refusal()),
+            _ => {}
         }
     }
     None
+}
+
+/// Checks a field naming a file a store reads itself (a token file, a key file): the rules of
+/// a [`SecretRef`]'s `file`, with `owner` the store's own identity (whose files it may name).
+pub(crate) fn validate_file(
+    file: &Path,
+    field: &str,
+    owner: Option<Owner>,
+) -> Result<(), SpecError> {
+    if file.as_os_str().is_empty() {
+        return Err(SpecError::field(field, "must not be empty"));
+    }
+    refused_file(file, owner).map_or(Ok(()), |why| Err(SpecError::field(field, why)))
 }
 
 /// A reference to a secret value: exactly one of `env` or `file`.
@@ -151,25 +220,32 @@ impl SecretRef {
     /// credentials' secret variables, the files given to [`reserve_file`], anything under
     /// `/proc`.
     pub fn validate(&self, path: &str) -> Result<(), SpecError> {
+        self.validate_for(path, None)
+    }
+
+    /// [`SecretRef::validate`] for a reference `owner`'s store reads to prove its own
+    /// identity, which may name the files of that owner.
+    pub(crate) fn validate_for(&self, path: &str, owner: Option<Owner>) -> Result<(), SpecError> {
+        let refusal = self.refusal(owner);
         match (&self.env, &self.file) {
-            (Some(e), None) if !e.is_empty() => self.refusal().map_or(Ok(()), |why| {
+            (Some(e), None) if !e.is_empty() => refusal.map_or(Ok(()), |why| {
                 Err(SpecError::field(format!("{path}.env"), why))
             }),
-            (None, Some(f)) if !f.as_os_str().is_empty() => self.refusal().map_or(Ok(()), |why| {
+            (None, Some(f)) if !f.as_os_str().is_empty() => refusal.map_or(Ok(()), |why| {
                 Err(SpecError::field(format!("{path}.file"), why))
             }),
             _ => Err(SpecError::field(path, "set exactly one of `env` or `file`")),
         }
     }
 
-    /// Why this reference names something no SecretStore may read, if it does.
-    fn refusal(&self) -> Option<&'static str> {
+    /// Why this reference names something `reader` may not read, if it does.
+    fn refusal(&self, reader: Option<Owner>) -> Option<&'static str> {
         match (&self.env, &self.file) {
             (Some(name), _) => RESERVED_ENV
                 .iter()
                 .find(|(reserved, _)| reserved == name)
                 .map(|(_, why)| *why),
-            (_, Some(file)) => refused_file(file),
+            (_, Some(file)) => refused_file(file, reader),
             _ => None,
         }
     }
@@ -186,8 +262,13 @@ impl SecretRef {
     /// Reads the value now. A missing or empty value is a [`BackendError::Unavailable`]: the
     /// federation is misconfigured, which the caller cannot fix.
     pub fn read(&self) -> Result<SecretString, BackendError> {
+        self.read_for(None)
+    }
+
+    /// [`SecretRef::read`] for `owner`'s store (see [`SecretRef::validate_for`]).
+    pub(crate) fn read_for(&self, owner: Option<Owner>) -> Result<SecretString, BackendError> {
         // Checked again here: a file may have become a link to a refused one since loading.
-        if let Some(why) = self.refusal() {
+        if let Some(why) = self.refusal(owner) {
             return Err(BackendError::Unavailable {
                 message: "the federation's backend credentials are missing".to_owned(),
                 detail: format!("refused to read {}: it {why}", self.describe()),
@@ -234,19 +315,70 @@ mod tests {
     }
 
     #[test]
-    fn the_web_identity_token_file_is_one_of_the_federations_own() {
-        let env = |k: &str| {
-            (k == "AWS_WEB_IDENTITY_TOKEN_FILE")
-                .then(|| "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into())
+    fn the_environments_credential_files_are_the_federations_own() {
+        let env = |k: &str| match k {
+            "AWS_WEB_IDENTITY_TOKEN_FILE" => {
+                Some("/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into())
+            }
+            "AZURE_FEDERATED_TOKEN_FILE" => {
+                Some("/var/run/secrets/azure/tokens/azure-identity-token".into())
+            }
+            "GOOGLE_APPLICATION_CREDENTIALS" => Some("/etc/gcp/key.json".into()),
+            _ => None,
         };
         assert_eq!(
             own_credential_files(env),
-            [PathBuf::from(
-                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
-            )]
+            [
+                (
+                    PathBuf::from("/var/run/secrets/eks.amazonaws.com/serviceaccount/token"),
+                    None
+                ),
+                (
+                    PathBuf::from("/var/run/secrets/azure/tokens/azure-identity-token"),
+                    Some(Owner::Azure)
+                ),
+                (PathBuf::from("/etc/gcp/key.json"), Some(Owner::Gcp)),
+            ]
         );
         assert!(own_credential_files(|_| Some("".into())).is_empty());
         assert!(own_credential_files(|_| None).is_empty());
+    }
+
+    #[test]
+    fn an_owned_file_is_read_only_by_its_owners_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("azure-identity-token");
+        std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").unwrap();
+        let link = dir.path().join("innocent");
+        std::os::unix::fs::symlink(&token, &link).unwrap();
+        reserve(&token, Some(Owner::Azure));
+        for path in [&token, &link] {
+            let r = SecretRef::file(path);
+            // Any other reference (a `webhook` store's header, a Vault token) is refused.
+            let err = r.validate("provider.webhook.headers.x").unwrap_err().to_string();
+            assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
+            assert!(r.read().unwrap_err().detail().contains("refused to read"));
+            assert!(validate_file(path, "provider.vault.auth.jwt.tokenFile", None).is_err());
+            assert!(validate_file(path, "provider.gcp.serviceAccountKeyFile", Some(Owner::Gcp))
+                .is_err());
+            // Its owner's store reads it.
+            assert!(r.validate_for("x", Some(Owner::Azure)).is_ok());
+            assert!(validate_file(path, "x", Some(Owner::Azure)).is_ok());
+            assert_eq!(
+                r.read_for(Some(Owner::Azure)).unwrap().expose_secret(),
+                "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"
+            );
+        }
+        // Reserved for everyone stays so, whichever comes first.
+        reserve(&token, None);
+        reserve(&token, Some(Owner::Azure));
+        assert!(SecretRef::file(&token).read_for(Some(Owner::Azure)).is_err());
+        let both = dir.path().join("both");
+        reserve(&both, Some(Owner::Azure));
+        reserve(&both, Some(Owner::Gcp));
+        assert!(validate_file(&both, "x", Some(Owner::Azure)).is_err());
+        assert!(validate_file(&both, "x", Some(Owner::Gcp)).is_err());
+        assert!(validate_file(Path::new(""), "x", None).is_err());
     }
 
     #[test]

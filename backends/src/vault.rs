@@ -147,11 +147,22 @@ impl VaultProvider {
                 }
             }
             VaultAuth::Jwt(j) | VaultAuth::Kubernetes(j) => {
+                let method = match &self.auth {
+                    VaultAuth::Jwt(_) => "jwt",
+                    _ => "kubernetes",
+                };
                 if j.role.is_empty() {
                     return Err(SpecError::field(
-                        "provider.vault.auth.role",
+                        format!("provider.vault.auth.{method}.role"),
                         "must not be empty",
                     ));
+                }
+                if let Some(file) = &j.token_file {
+                    crate::secret::validate_file(
+                        file,
+                        &format!("provider.vault.auth.{method}.tokenFile"),
+                        None,
+                    )?;
                 }
             }
         }

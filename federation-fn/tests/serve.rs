@@ -570,7 +570,8 @@ async fn sigterm_lets_a_request_in_flight_finish() {
 
 /// A SecretStore may not read the federation's own secrets: `serve` refuses, at start, a
 /// configuration whose store names its lease-keys file (also through a link), the lease keys'
-/// variable or its IRSA web identity token file, saying which field, and never prints the keys.
+/// variable, its IRSA web identity token file, or the files of its Azure and Google identities
+/// (which only an `azure` or `gcp` store may read), saying which field, and never prints them.
 #[tokio::test]
 async fn a_store_naming_the_federations_own_secrets_is_refused() {
     let issuer = common::issuer().await;
@@ -582,6 +583,11 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
     std::os::unix::fs::symlink(&keys_file, &link).unwrap();
     let web_identity = secrets.path().join("eks-token");
     std::fs::write(&web_identity, "eyJ.irsa.token").unwrap();
+    // Files of the federation's Azure and Google identities: only their own store may read them.
+    let azure_identity = secrets.path().join("azure-identity-token");
+    std::fs::write(&azure_identity, "eyJ.azure.token").unwrap();
+    let google_key = secrets.path().join("key.json");
+    std::fs::write(&google_key, r#"{"private_key": "eyJ.google.key"}"#).unwrap();
     for (reference, field) in [
         (
             format!("{{file: {}}}", keys_file.display()),
@@ -594,6 +600,14 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
         ("{env: ESI_LEASE_KEYS}".to_owned(), "headers.X-Stolen.env"),
         (
             format!("{{file: {}}}", web_identity.display()),
+            "headers.X-Stolen.file",
+        ),
+        (
+            format!("{{file: {}}}", azure_identity.display()),
+            "headers.X-Stolen.file",
+        ),
+        (
+            format!("{{file: {}}}", google_key.display()),
             "headers.X-Stolen.file",
         ),
     ] {
@@ -612,6 +626,8 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
             .arg(&keys_file)
             .env("ESI_LEASE_KEYS", &keys)
             .env("AWS_WEB_IDENTITY_TOKEN_FILE", &web_identity)
+            .env("AZURE_FEDERATED_TOKEN_FILE", &azure_identity)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &google_key)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -634,10 +650,9 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
         assert!(stderr.contains("federation's own"), "{reference}: {stderr}");
         let secret = keys.split_once('=').unwrap().1.trim();
         assert!(!stderr.contains(secret), "the lease key reached stderr");
-        assert!(
-            !stderr.contains("eyJ.irsa"),
-            "the web identity token reached stderr"
-        );
+        for token in ["eyJ.irsa", "eyJ.azure", "eyJ.google"] {
+            assert!(!stderr.contains(token), "{token} reached stderr");
+        }
     }
 }
 
