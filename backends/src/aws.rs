@@ -321,8 +321,12 @@ where
     map_service_error(("AWS STS", "sts"), op, e)
 }
 
-/// Classifies a failed AWS operation of any service (every SDK shares the error types):
-/// throttling and server faults are unavailable (retryable), other service errors rejected.
+/// Classifies a failed AWS operation of any service (every SDK shares the error types), by the
+/// rule every backend follows: throttling and server faults are unavailable (retryable), and
+/// so is AWS not accepting the federation's own credentials (expired, unknown, badly signed:
+/// HTTP 401's cases, which are re-read or refreshed before the next attempt); a permission
+/// AWS denies to the credentials it accepted (`AccessDenied`, HTTP 403) is rejected, like the
+/// federation's own `policy_denied`, as are other service errors.
 /// `service` is its name for the caller and for the log (`("Amazon ECR", "ecr")`).
 pub(crate) fn map_service_error<E, R>(
     service: (&str, &str),
@@ -351,9 +355,26 @@ where
                     | "ServerException"
                     | "IDPCommunicationError"
             );
+            let unauthenticated = matches!(
+                code,
+                "ExpiredToken"
+                    | "ExpiredTokenException"
+                    | "InvalidClientTokenId"
+                    | "UnrecognizedClientException"
+                    | "SignatureDoesNotMatch"
+                    | "InvalidSignatureException"
+                    | "IncompleteSignature"
+                    | "MissingAuthenticationToken"
+                    | "RequestExpired"
+            );
             if transient {
                 BackendError::Unavailable {
                     message: format!("{name} is unavailable ({code})"),
+                    detail,
+                }
+            } else if unauthenticated {
+                BackendError::Unavailable {
+                    message: format!("{name} did not accept the federation's AWS credentials ({code})"),
                     detail,
                 }
             } else {
@@ -423,6 +444,39 @@ fn expiration(c: &aws_sdk_sts::types::Credentials) -> Option<jiff::Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aws_errors_are_classed_by_the_rule_every_backend_follows() {
+        use aws_sdk_sts::error::{ErrorMetadata, SdkError};
+        use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+        let class = |code: &str| {
+            let err = AssumeRoleError::generic(
+                ErrorMetadata::builder()
+                    .code(code)
+                    .message("User: arn:aws:sts::1:assumed-role/esi is not authorized")
+                    .build(),
+            );
+            let e: SdkError<AssumeRoleError, ()> = SdkError::service_error(err, ());
+            map_sdk_error("AssumeRole", &e)
+        };
+        for code in ["Throttling", "InternalFailure", "ExpiredToken", "InvalidClientTokenId"] {
+            let e = class(code);
+            assert!(matches!(e, BackendError::Unavailable { .. }), "{code}: {e:?}");
+            assert!(e.to_string().contains(code), "{e}");
+        }
+        assert!(
+            class("SignatureDoesNotMatch")
+                .to_string()
+                .contains("did not accept the federation's AWS credentials")
+        );
+        for code in ["AccessDenied", "AccessDeniedException", "MalformedPolicyDocument"] {
+            let e = class(code);
+            assert!(matches!(e, BackendError::Rejected { .. }), "{code}: {e:?}");
+            // AWS's message (it names the federation's role) goes to the log only.
+            assert!(!e.to_string().contains("arn:aws"), "{e}");
+            assert!(e.detail().contains("not authorized"), "{}", e.detail());
+        }
+    }
 
     #[tokio::test]
     async fn static_keys_in_files_are_read_again_after_rotation() {

@@ -467,13 +467,15 @@ fn answer_error(what: &str, status: reqwest::StatusCode, body: &[u8]) -> Backend
     };
     let summary: String = said.chars().filter(|c| !c.is_control()).take(300).collect();
     match status.as_u16() {
-        // The federation's own credential was refused, or may not do this: its configuration,
-        // which the caller cannot fix.
+        // The federation's own credential was refused (re-read before the next attempt: a
+        // rotation in progress settles), or Grafana denies it this action (a permission only
+        // the operator can grant; rejected, as AWS's AccessDenied and the federation's own
+        // policy_denied): its configuration either way, which the caller cannot fix.
         401 => BackendError::Unavailable {
             message: "Grafana refused the federation's credentials".to_owned(),
             detail: format!("{BACKEND} {what}: 401: {summary}"),
         },
-        403 => BackendError::Unavailable {
+        403 => BackendError::Rejected {
             message: format!("the federation's Grafana credentials may not be used for {what}"),
             detail: format!("{BACKEND} {what}: 403: {summary}"),
         },
@@ -1038,10 +1040,11 @@ mod tests {
             reqwest::StatusCode::FORBIDDEN,
             body,
         );
-        assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+        assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
         assert!(!e.to_string().contains("higher than"), "{e}");
         assert!(e.detail().contains("ErrRoleForbidden"), "{}", e.detail());
         let e = answer_error("x", reqwest::StatusCode::UNAUTHORIZED, b"not json");
+        assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
         assert!(
             e.to_string()
                 .contains("refused the federation's credentials"),

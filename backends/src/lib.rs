@@ -33,7 +33,12 @@
 //! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
-//! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
+//! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
+//! equivalent, a credential re-read or refreshed before the next attempt: retryable) and
+//! [`BackendError::Rejected`] (the backend refused: bad parameters, nothing there, or a
+//! permission it denies to the federation's accepted credential — HTTP 403, AWS
+//! `AccessDenied` — which only the operator can grant, so the caller fails at once, as for the
+//! federation's own `policy_denied`, instead of retrying until its deadline); their
 //! `message` is safe for the caller, their `detail` is for the log and never holds a secret.
 //! The SDKs log no bodies at the levels the federation enables; [`QUIET_LOG_DIRECTIVES`]
 //! keeps their chatter out of the logs altogether.

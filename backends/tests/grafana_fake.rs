@@ -817,10 +817,11 @@ async fn basic_auth_works_and_the_federations_credential_problems_are_unavailabl
     std::fs::write(&wrong, ADMIN_PASSWORD).expect("write");
     g.generate(&ctx(&id, "g")).await.expect("minted");
 
-    // A token without the service-account permissions: Grafana's 403, also the federation's.
+    // A token without the service-account permissions: Grafana's 403, also the federation's,
+    // but a permission only the operator can grant: rejected, the caller fails at once.
     let g = generator(&url, token_auth(&c.viewer), json!({}));
     let e = g.generate(&ctx(&id, "g")).await.unwrap_err();
-    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
     assert!(
         e.to_string().contains("may not be used for searching"),
         "{e}"
@@ -955,8 +956,10 @@ async fn revoking_checks_the_lease_and_its_organization() {
     fake.lock().expect("lock").accounts.clear();
     assert!(!g.revoke(&lease).await.expect("gone is fine"));
 
-    // The federation's credential refused while revoking: unavailable (retryable), not "gone".
+    // The federation's credential lacking the permission while revoking: Grafana's 403, a
+    // refusal (never taken for "gone").
     let viewer = generator(&url, token_auth(&c.viewer), json!({}));
     let e = viewer.revoke(&lease).await.unwrap_err();
-    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+    assert!(e.detail().contains("serviceaccounts:write"), "{}", e.detail());
 }
