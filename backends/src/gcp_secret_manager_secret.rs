@@ -26,7 +26,7 @@
 //!   secretStoreRef: {name: gcp}
 //!   project: my-project                      # id or number; may be templated
 //!   secret: "{{namespace}}-db"               # templated over the caller
-//!   version: latest                          # or a version number (default: latest)
+//!   version: latest                          # or a version number or alias (default: latest)
 //!   location: europe-west1                   # optional, for a regional secret
 //!   keys: [username, password]               # optional, for a JSON object secret
 //!   serviceAccountEmail: reader@my-project.iam.gserviceaccount.com   # optional
@@ -77,7 +77,8 @@ pub struct GcpSecretManagerSecretSpec {
     /// absent for a global secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    /// The version to read: `latest` (the default) or a version number.
+    /// The version to read: `latest` (the default), a version number or a version alias
+    /// (`stable`: Google resolves it to the version it names at every read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<IntOrString>,
     /// Return only these members of a JSON object secret; each must exist.
@@ -200,20 +201,41 @@ impl GcpSecretManagerSecretSpec {
         Ok((project, secret))
     }
 
-    /// The version's path segment: `latest` or a version number.
+    /// The version's path segment: `latest`, a version number or a version alias.
     fn version_path(&self) -> Result<String, SpecError> {
-        let bad = || SpecError::field("version", "must be latest or a version number (1, 2, ...)");
+        let bad = || {
+            SpecError::field(
+                "version",
+                "must be latest, a version number (1, 2, ...) or a version alias (a letter, then \
+                 up to 62 letters, digits, '-' or '_'; not Latest or New in another case)",
+            )
+        };
         match &self.version {
             None => Ok("latest".to_owned()),
             Some(IntOrString::Int(n)) if *n >= 1 => Ok(n.to_string()),
             Some(IntOrString::Int(_)) => Err(bad()),
             Some(IntOrString::String(s)) if s == "latest" => Ok(s.clone()),
-            Some(IntOrString::String(s)) => match s.parse::<u64>() {
-                Ok(n) if n >= 1 && !s.starts_with('0') && !s.starts_with('+') => Ok(s.clone()),
-                _ => Err(bad()),
-            },
+            Some(IntOrString::String(s)) if s.starts_with(|c: char| c.is_ascii_digit()) => {
+                match s.parse::<u64>() {
+                    Ok(n) if n >= 1 && !s.starts_with('0') => Ok(s.clone()),
+                    _ => Err(bad()),
+                }
+            }
+            Some(IntOrString::String(s)) if valid_alias(s) => Ok(s.clone()),
+            Some(IntOrString::String(_)) => Err(bad()),
         }
     }
+}
+
+/// Google's rule for a version alias: a letter, then up to 62 letters, digits, `-` or `_`;
+/// never `latest` or `new` in any case (Google reserves them; `latest` itself is taken above).
+fn valid_alias(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !s.eq_ignore_ascii_case("latest")
+        && !s.eq_ignore_ascii_case("new")
 }
 
 #[derive(Deserialize)]
@@ -482,7 +504,12 @@ mod tests {
             ),
             ("version", serde_json::json!(0), "spec.version"),
             ("version", serde_json::json!(-2), "spec.version"),
-            ("version", serde_json::json!("newest"), "spec.version"),
+            ("version", serde_json::json!("New"), "spec.version"),
+            ("version", serde_json::json!("LATEST"), "spec.version"),
+            ("version", serde_json::json!("_stable"), "spec.version"),
+            ("version", serde_json::json!("stable.1"), "spec.version"),
+            ("version", serde_json::json!("a".repeat(64)), "spec.version"),
+            ("version", serde_json::json!("+1"), "spec.version"),
             ("version", serde_json::json!("01"), "spec.version"),
             ("version", serde_json::json!("1/x"), "spec.version"),
             ("version", serde_json::json!(""), "spec.version"),
@@ -561,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_are_latest_or_numbers() {
+    fn versions_are_latest_numbers_or_aliases() {
         let with = |v: serde_json::Value| {
             let mut j = serde_json::json!({
                 "secretStoreRef": {"name": "gcp"}, "project": "123456789012", "secret": "db",
@@ -578,6 +605,11 @@ mod tests {
         assert_eq!(with(serde_json::json!("latest")), "latest");
         assert_eq!(with(serde_json::json!("12")), "12");
         assert_eq!(with(serde_json::json!(12)), "12");
+        assert_eq!(with(serde_json::json!("stable")), "stable");
+        assert_eq!(with(serde_json::json!("newest")), "newest");
+        assert_eq!(with(serde_json::json!("blue-green_2")), "blue-green_2");
+        let longest = format!("v{}", "1".repeat(62));
+        assert_eq!(with(serde_json::json!(longest)), longest);
     }
 
     #[test]
