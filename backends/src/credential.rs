@@ -194,11 +194,11 @@ pub(crate) fn within_max_ttl(
 }
 
 /// A container registry login as the registry generators hand it out (`ECRAuthorizationToken`,
-/// `ACRAccessToken`): `username`, `password`, `registry` (the first of
+/// `ACRAccessToken`, `GCRAccessToken`): `username`, `password`, `registry` (the first of
 /// `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker, crane, buildah,
 /// kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read) logging in to every
 /// one of `registries` with `auth` = base64 of `username:password`.
-#[cfg(any(feature = "ecr", feature = "acr"))]
+#[cfg(any(feature = "ecr", feature = "acr", feature = "gcr"))]
 pub(crate) fn registry_login<R: AsRef<str>>(
     username: &str,
     password: &str,
@@ -276,7 +276,7 @@ pub(crate) fn secret_data(
 mod tests {
     use super::*;
 
-    #[cfg(any(feature = "ecr", feature = "acr"))]
+    #[cfg(any(feature = "ecr", feature = "acr", feature = "gcr"))]
     #[test]
     fn a_registry_login_logs_in_to_every_registry_with_base64_user_colon_password() {
         use base64::Engine as _;

@@ -25,6 +25,7 @@
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
 //! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
 //! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
+//! | `gcr` | `gcp` | `GCRAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
 //! | `grafana` | `grafana` | `Grafana` |
@@ -65,6 +66,8 @@ pub mod gcp;
 pub mod gcp_access_token;
 #[cfg(feature = "gcp")]
 pub mod gcp_secret_manager_secret;
+#[cfg(feature = "gcr")]
+pub mod gcr_access_token;
 #[cfg(feature = "github")]
 pub mod github;
 #[cfg(feature = "grafana")]
@@ -170,6 +173,9 @@ pub enum Generator {
     /// `GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret(Box<gcp_secret_manager_secret::GcpSecretManagerSecretGenerator>),
+    /// `GCRAccessToken`.
+    #[cfg(feature = "gcr")]
+    GcrAccessToken(Box<gcr_access_token::GcrAccessTokenGenerator>),
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(Box<webhook::WebhookGenerator>),
@@ -295,6 +301,10 @@ impl Generator {
                     )?,
                 ))
             }
+            #[cfg(feature = "gcr")]
+            GeneratorSpec::GcrAccessToken(s) => Generator::GcrAccessToken(Box::new(
+                gcr_access_token::GcrAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
+            )),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => {
                 Generator::Webhook(Box::new(webhook::WebhookGenerator::new(s.clone(), store)?))
@@ -352,6 +362,8 @@ impl Generate for Generator {
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpSecretManagerSecret(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "gcr")]
+            Generator::GcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "github")]
@@ -386,6 +398,8 @@ impl Generate for Generator {
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpSecretManagerSecret(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "gcr")]
+            Generator::GcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "github")]
@@ -427,6 +441,8 @@ pub fn crds()
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_secret_manager_secret::GCPSecretManagerSecret::crd(),
+        #[cfg(feature = "gcr")]
+        gcr_access_token::GCRAccessToken::crd(),
         #[cfg(feature = "webhook")]
         webhook::Webhook::crd(),
         #[cfg(feature = "github")]
