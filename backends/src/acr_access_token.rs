@@ -36,12 +36,11 @@
 //!   scope: "repository:{{namespace}}/app:pull"   # optional
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use kube::CustomResource;
 use reqwest::Url;
 use schemars::JsonSchema;
@@ -498,17 +497,8 @@ impl Generate for AcrAccessTokenGenerator {
         if let Some(max) = ctx.max_ttl {
             crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)?;
         }
-        let auth = STANDARD.encode(format!("{TOKEN_USERNAME}:{password}"));
-        let login =
-            serde_json::json!({"username": TOKEN_USERNAME, "password": password, "auth": auth});
-        let dockerconfig = serde_json::json!({"auths": {&self.registry: login}});
         Ok(Credential {
-            data: BTreeMap::from([
-                ("username".to_owned(), TOKEN_USERNAME.to_owned()),
-                ("password".to_owned(), password),
-                ("registry".to_owned(), self.registry.clone()),
-                ("dockerconfigjson".to_owned(), dockerconfig.to_string()),
-            ]),
+            data: crate::credential::registry_login(TOKEN_USERNAME, &password, &[&self.registry]),
             expires_at: Some(expires_at),
             renewable: false,
             lease: None,
@@ -549,9 +539,16 @@ mod tests {
         // A payload in the standard alphabet, padded: read too.
         let claims = (0..)
             .map(|i| serde_json::json!({"exp": 1_700_000_000, "pad": "~".repeat(i)}).to_string())
-            .find(|c| STANDARD.encode(c).contains(['+', '/']))
+            .find(|c| {
+                base64::engine::general_purpose::STANDARD
+                    .encode(c)
+                    .contains(['+', '/'])
+            })
             .unwrap();
-        let token = format!("h.{}.s", STANDARD.encode(&claims));
+        let token = format!(
+            "h.{}.s",
+            base64::engine::general_purpose::STANDARD.encode(&claims)
+        );
         assert_eq!(token_expiry(&token).unwrap().as_second(), 1_700_000_000);
         for (token, why) in [
             ("opaque-token".to_owned(), "not a JWT"),

@@ -193,6 +193,38 @@ pub(crate) fn within_max_ttl(
     })
 }
 
+/// A container registry login as the registry generators hand it out (`ECRAuthorizationToken`,
+/// `ACRAccessToken`, `GCRAccessToken`): `username`, `password`, `registry` (the first of
+/// `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker, crane, buildah,
+/// kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read) logging in to every
+/// one of `registries` with `auth` = base64 of `username:password`.
+#[cfg(any(feature = "ecr", feature = "acr", feature = "gcr"))]
+pub(crate) fn registry_login<R: AsRef<str>>(
+    username: &str,
+    password: &str,
+    registries: &[R],
+) -> BTreeMap<String, String> {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let login = serde_json::json!({"username": username, "password": password, "auth": auth});
+    let auths: serde_json::Map<String, serde_json::Value> = registries
+        .iter()
+        .map(|r| (r.as_ref().to_owned(), login.clone()))
+        .collect();
+    let mut data = BTreeMap::from([
+        ("username".to_owned(), username.to_owned()),
+        ("password".to_owned(), password.to_owned()),
+        (
+            "dockerconfigjson".to_owned(),
+            serde_json::json!({ "auths": auths }).to_string(),
+        ),
+    ]);
+    if let Some(first) = registries.first() {
+        data.insert("registry".to_owned(), first.as_ref().to_owned());
+    }
+    data
+}
+
 /// A static secret as a secret manager holds it: text, or bytes that are not UTF-8.
 #[cfg(any(feature = "secretsmanager", feature = "gcp"))]
 pub(crate) enum SecretPayload<'a> {
@@ -233,11 +265,40 @@ pub(crate) fn secret_data(
 
 #[cfg(all(
     test,
-    any(feature = "secretsmanager", feature = "gcp", feature = "keyvault")
+    any(
+        feature = "secretsmanager",
+        feature = "gcp",
+        feature = "keyvault",
+        feature = "ecr",
+        feature = "acr"
+    )
 ))]
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "ecr", feature = "acr", feature = "gcr"))]
+    #[test]
+    fn a_registry_login_logs_in_to_every_registry_with_base64_user_colon_password() {
+        use base64::Engine as _;
+        let data = registry_login("oauth2accesstoken", "ya29.s3cr3t", &["gcr.io", "eu.gcr.io"]);
+        assert_eq!(data["username"], "oauth2accesstoken");
+        assert_eq!(data["password"], "ya29.s3cr3t");
+        assert_eq!(data["registry"], "gcr.io");
+        let config: serde_json::Value = serde_json::from_str(&data["dockerconfigjson"]).unwrap();
+        let auths = config["auths"].as_object().unwrap();
+        assert_eq!(auths.keys().collect::<Vec<_>>(), ["eu.gcr.io", "gcr.io"]);
+        for login in auths.values() {
+            assert_eq!(login["username"], "oauth2accesstoken");
+            assert_eq!(login["password"], "ya29.s3cr3t");
+            let auth = base64::engine::general_purpose::STANDARD
+                .decode(login["auth"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(auth, b"oauth2accesstoken:ya29.s3cr3t");
+        }
+        assert_eq!(data.len(), 4);
+    }
+
+    #[cfg(any(feature = "secretsmanager", feature = "gcp", feature = "keyvault"))]
     #[test]
     fn secret_text_is_split_into_members_or_kept_whole_and_errors_hold_no_value() {
         let text =

@@ -21,7 +21,6 @@
 //!   roleArn: arn:aws:iam::123456789012:role/ecr-pull   # optional
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -151,17 +150,10 @@ impl Generate for EcrAuthorizationTokenGenerator {
         if let Some(max) = ctx.max_ttl {
             within_max_ttl(expires_at, jiff::Timestamp::now(), max)?;
         }
-        let dockerconfig = serde_json::json!({
-            "auths": {registry: {"username": username, "password": password, "auth": token}}
-        });
+        let mut data = crate::credential::registry_login(username, password, &[registry]);
+        data.insert("proxy_endpoint".to_owned(), endpoint.to_owned());
         Ok(Credential {
-            data: BTreeMap::from([
-                ("username".to_owned(), username.to_owned()),
-                ("password".to_owned(), password.to_owned()),
-                ("registry".to_owned(), registry.to_owned()),
-                ("proxy_endpoint".to_owned(), endpoint.to_owned()),
-                ("dockerconfigjson".to_owned(), dockerconfig.to_string()),
-            ]),
+            data,
             expires_at: Some(expires_at),
             renewable: false,
             lease: None,

@@ -1,8 +1,8 @@
 //! The `gcp` SecretStore provider: the federation's own Google credentials (through
 //! gcp_auth: a service-account key file, or Application Default Credentials — the
 //! `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud, or the metadata server), the IAM
-//! Credentials endpoint that impersonates service accounts (`GCPAccessToken`, and
-//! `GCPSecretManagerSecret` reading as a service account) and the Secret Manager endpoint
+//! Credentials endpoint that impersonates service accounts (`GCPAccessToken`, `GCRAccessToken`,
+//! and `GCPSecretManagerSecret` reading as a service account) and the Secret Manager endpoint
 //! (`GCPSecretManagerSecret`).
 
 use std::fmt;
@@ -249,7 +249,7 @@ pub(crate) fn shared_conn(
 const IAM_BACKEND: &str = "google iam credentials";
 
 /// Whether `s` looks like a service account email (`name@project.iam.gserviceaccount.com`).
-fn valid_account(s: &str) -> bool {
+pub(crate) fn valid_account(s: &str) -> bool {
     let (user, domain) = s.split_once('@').unwrap_or(("", ""));
     !user.is_empty()
         && domain.contains('.')

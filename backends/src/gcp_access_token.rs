@@ -19,6 +19,9 @@ use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecEr
 
 /// The longest lifetime Google allows (with the org policy that extends it).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// The lifetime of a token whose spec sets none (Google's default, and its limit without the
+/// org policy).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// `spec` of a `GCPAccessToken` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -57,13 +60,38 @@ impl GcpAccessTokenSpec {
         if self.scopes.is_empty() {
             return Err(SpecError::field("scopes", "must name at least one scope"));
         }
-        if let Some(l) = self.lifetime
-            && (l.get() < Duration::from_secs(1) || l.get() > MAX_LIFETIME)
-        {
-            return Err(SpecError::field("lifetime", "must be between 1s and 12h"));
-        }
-        Ok(())
+        validate_lifetime(self.lifetime)
     }
+}
+
+/// Checks a token `lifetime`: between 1s and [`MAX_LIFETIME`].
+pub(crate) fn validate_lifetime(lifetime: Option<HumanDuration>) -> Result<(), SpecError> {
+    match lifetime {
+        Some(l) if l.get() < Duration::from_secs(1) || l.get() > MAX_LIFETIME => {
+            Err(SpecError::field("lifetime", "must be between 1s and 12h"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Mints an access token of the service account `email` as every `GCPAccessToken` does
+/// (`GCRAccessToken` too): IAM Credentials `generateAccessToken` with the store's identity,
+/// through `delegates`, for `scopes`, living `lifetime` (default [`DEFAULT_LIFETIME`]) lowered
+/// to the Authorization's `max_ttl`.
+pub(crate) async fn mint(
+    conn: &GcpConn,
+    email: &str,
+    delegates: &[String],
+    scopes: &[String],
+    lifetime: Option<HumanDuration>,
+    max_ttl: Option<Duration>,
+) -> Result<crate::gcp::ImpersonatedToken, BackendError> {
+    let mut lifetime = lifetime.map_or(DEFAULT_LIFETIME, HumanDuration::get);
+    if let Some(max) = max_ttl {
+        lifetime = lifetime.min(max);
+    }
+    conn.generate_access_token(email, delegates, scopes, lifetime)
+        .await
 }
 
 /// The built `GCPAccessToken` generator.
@@ -90,22 +118,15 @@ impl GcpAccessTokenGenerator {
 
 impl Generate for GcpAccessTokenGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let mut lifetime = self
-            .spec
-            .lifetime
-            .map_or(Duration::from_secs(3600), HumanDuration::get);
-        if let Some(max) = ctx.max_ttl {
-            lifetime = lifetime.min(max);
-        }
-        let token = self
-            .conn
-            .generate_access_token(
-                &self.spec.service_account_email,
-                &self.spec.delegates,
-                &self.spec.scopes,
-                lifetime,
-            )
-            .await?;
+        let token = mint(
+            &self.conn,
+            &self.spec.service_account_email,
+            &self.spec.delegates,
+            &self.spec.scopes,
+            self.spec.lifetime,
+            ctx.max_ttl,
+        )
+        .await?;
         Ok(Credential {
             data: BTreeMap::from([(
                 "access_token".to_owned(),

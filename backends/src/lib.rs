@@ -25,6 +25,7 @@
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
 //! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
 //! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
+//! | `gcr` | `gcp` | `GCRAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
 //! | `grafana` | `grafana` | `Grafana` |
@@ -70,6 +71,8 @@ pub mod gcp;
 pub mod gcp_access_token;
 #[cfg(feature = "gcp")]
 pub mod gcp_secret_manager_secret;
+#[cfg(feature = "gcr")]
+pub mod gcr_access_token;
 #[cfg(feature = "github")]
 pub mod github;
 #[cfg(feature = "grafana")]
@@ -175,6 +178,9 @@ pub enum Generator {
     /// `GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret(Box<gcp_secret_manager_secret::GcpSecretManagerSecretGenerator>),
+    /// `GCRAccessToken`.
+    #[cfg(feature = "gcr")]
+    GcrAccessToken(Box<gcr_access_token::GcrAccessTokenGenerator>),
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(Box<webhook::WebhookGenerator>),
@@ -300,6 +306,10 @@ impl Generator {
                     )?,
                 ))
             }
+            #[cfg(feature = "gcr")]
+            GeneratorSpec::GcrAccessToken(s) => Generator::GcrAccessToken(Box::new(
+                gcr_access_token::GcrAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
+            )),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => {
                 Generator::Webhook(Box::new(webhook::WebhookGenerator::new(s.clone(), store)?))
@@ -357,6 +367,8 @@ impl Generate for Generator {
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpSecretManagerSecret(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "gcr")]
+            Generator::GcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "github")]
@@ -391,6 +403,8 @@ impl Generate for Generator {
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpSecretManagerSecret(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "gcr")]
+            Generator::GcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "webhook")]
             Generator::Webhook(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "github")]
@@ -432,6 +446,8 @@ pub fn crds()
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_secret_manager_secret::GCPSecretManagerSecret::crd(),
+        #[cfg(feature = "gcr")]
+        gcr_access_token::GCRAccessToken::crd(),
         #[cfg(feature = "webhook")]
         webhook::Webhook::crd(),
         #[cfg(feature = "github")]

@@ -37,6 +37,9 @@ pub enum GeneratorKind {
     /// `GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret,
+    /// `GCRAccessToken`.
+    #[cfg(feature = "gcr")]
+    GcrAccessToken,
     /// `Webhook`.
     #[cfg(feature = "webhook")]
     Webhook,
@@ -76,6 +79,8 @@ impl GeneratorKind {
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpSecretManagerSecret,
+        #[cfg(feature = "gcr")]
+        GeneratorKind::GcrAccessToken,
         #[cfg(feature = "webhook")]
         GeneratorKind::Webhook,
         #[cfg(feature = "github")]
@@ -110,6 +115,8 @@ impl GeneratorKind {
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpSecretManagerSecret => "GCPSecretManagerSecret",
+            #[cfg(feature = "gcr")]
+            GeneratorKind::GcrAccessToken => "GCRAccessToken",
             #[cfg(feature = "webhook")]
             GeneratorKind::Webhook => "Webhook",
             #[cfg(feature = "github")]
@@ -181,6 +188,9 @@ pub enum GeneratorSpec {
     /// `kind: GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret(crate::gcp_secret_manager_secret::GcpSecretManagerSecretSpec),
+    /// `kind: GCRAccessToken`.
+    #[cfg(feature = "gcr")]
+    GcrAccessToken(crate::gcr_access_token::GcrAccessTokenSpec),
     /// `kind: Webhook`.
     #[cfg(feature = "webhook")]
     Webhook(crate::webhook::WebhookSpec),
@@ -228,6 +238,8 @@ impl GeneratorSpec {
             GeneratorKind::GcpSecretManagerSecret => {
                 GeneratorSpec::GcpSecretManagerSecret(parse(spec)?)
             }
+            #[cfg(feature = "gcr")]
+            GeneratorKind::GcrAccessToken => GeneratorSpec::GcrAccessToken(parse(spec)?),
             #[cfg(feature = "webhook")]
             GeneratorKind::Webhook => GeneratorSpec::Webhook(parse(spec)?),
             #[cfg(feature = "github")]
@@ -265,6 +277,8 @@ impl GeneratorSpec {
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(_) => GeneratorKind::GcpSecretManagerSecret,
+            #[cfg(feature = "gcr")]
+            GeneratorSpec::GcrAccessToken(_) => GeneratorKind::GcrAccessToken,
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(_) => GeneratorKind::Webhook,
             #[cfg(feature = "github")]
@@ -298,6 +312,8 @@ impl GeneratorSpec {
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "gcr")]
+            GeneratorSpec::GcrAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "github")]
@@ -333,6 +349,8 @@ impl GeneratorSpec {
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(s) => s.validate(),
+            #[cfg(feature = "gcr")]
+            GeneratorSpec::GcrAccessToken(s) => s.validate(),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => s.validate(),
             #[cfg(feature = "github")]

@@ -1,5 +1,5 @@
-//! `GCPAccessToken` and `GCPSecretManagerSecret` against a FAKE of Google's endpoints, served on
-//! loopback by this test: the OAuth token endpoint that gcp_auth calls (the key file's
+//! `GCPAccessToken`, `GCRAccessToken` (its docker login) and `GCPSecretManagerSecret` against a
+//! FAKE of Google's endpoints, served on loopback by this test: the OAuth token endpoint that gcp_auth calls (the key file's
 //! `token_uri`), IAM Credentials `generateAccessToken`, and Secret Manager
 //! `projects.secrets.versions.access`. Google's IAM and Secret Manager APIs have no emulator;
 //! the fake implements exactly the three calls the generators make, in Google's shapes (base64
@@ -134,7 +134,22 @@ async fn generate(
     seen.lock()
         .expect("lock")
         .calls
-        .push((email.to_owned(), auth, body.clone()));
+        .push((email.to_owned(), auth.clone(), body.clone()));
+    // What IAM Credentials checks before anything else: the caller's token, then the request.
+    if auth != format!("Bearer {SOURCE_TOKEN}") {
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.".into(),
+        );
+    }
+    if body["scope"].as_array().is_none_or(Vec::is_empty) {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Scope required.".into(),
+        );
+    }
     match email {
         "denied@proj.iam.gserviceaccount.com" => {
             return (
@@ -1001,4 +1016,176 @@ async fn secret_manager_impersonation_refused_is_not_a_read_on_the_fake() {
     .expect_err("impersonation denied");
     assert!(err.detail().contains("getAccessToken"), "{}", err.detail());
     assert!(fake.seen.lock().expect("lock").accesses.is_empty());
+}
+
+// --- GCRAccessToken -------------------------------------------------------------------------
+
+#[cfg(feature = "gcr")]
+mod gcr {
+    use base64::Engine as _;
+
+    use super::*;
+
+    const READ_ONLY: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+    const READ_WRITE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
+    const PULLER: &str = "payments-puller@proj.iam.gserviceaccount.com";
+
+    fn gcr_spec(extra: Value) -> Value {
+        let mut spec = json!({
+            "secretStoreRef": {"name": "gcp"},
+            "registries": ["europe-docker.pkg.dev", "eu.gcr.io"],
+            "serviceAccountEmail": "{{namespace}}-puller@proj.iam.gserviceaccount.com",
+        });
+        for (k, v) in extra.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        spec
+    }
+
+    fn ctx(id: &esi_api::Identity, max_ttl: Option<std::time::Duration>) -> Context<'_> {
+        Context {
+            identity: id,
+            generator: "payments/GCRAccessToken/pull",
+            max_ttl,
+        }
+    }
+
+    /// The logins of a `dockerconfigjson`, by registry, with `auth` decoded.
+    fn logins(config: &str) -> Vec<(String, Value, String)> {
+        let config: Value = serde_json::from_str(config).expect("dockerconfigjson is JSON");
+        let auths = config["auths"].as_object().expect("auths object");
+        assert_eq!(config.as_object().expect("object").len(), 1, "{config}");
+        auths
+            .iter()
+            .map(|(registry, login)| {
+                let auth = base64::engine::general_purpose::STANDARD
+                    .decode(login["auth"].as_str().expect("auth string"))
+                    .expect("auth is base64");
+                (
+                    registry.clone(),
+                    login.clone(),
+                    String::from_utf8(auth).expect("auth is text"),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcr_login_is_a_docker_login_to_every_registry_on_the_fake() {
+        let fake = start_fake().await;
+        let g = build(
+            "GCRAccessToken",
+            gcr_spec(json!({"delegates": ["mid@proj.iam.gserviceaccount.com"]})),
+            Some(store(&fake)),
+        );
+        let id = identity();
+        let before = jiff::Timestamp::now();
+        let cred = g.generate(&ctx(&id, None)).await.expect("login");
+        let token = format!("ya29.impersonated-{PULLER}");
+        assert_eq!(
+            cred.data.keys().collect::<Vec<_>>(),
+            ["dockerconfigjson", "password", "registry", "username"]
+        );
+        assert_eq!(cred.data["username"], "oauth2accesstoken");
+        assert_eq!(cred.data["password"], token);
+        assert_eq!(cred.data["registry"], "europe-docker.pkg.dev");
+        let logins = logins(&cred.data["dockerconfigjson"]);
+        assert_eq!(
+            logins.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+            ["eu.gcr.io", "europe-docker.pkg.dev"]
+        );
+        for (registry, login, auth) in &logins {
+            assert_eq!(login["username"], "oauth2accesstoken", "{registry}");
+            assert_eq!(login["password"], token.as_str(), "{registry}");
+            assert_eq!(auth, &format!("oauth2accesstoken:{token}"), "{registry}");
+        }
+        // Google's expireTime of a token of the default hour; nothing to revoke.
+        let secs = cred
+            .expires_at
+            .expect("expireTime")
+            .duration_since(before)
+            .as_secs();
+        assert!((3590..=3610).contains(&secs), "{secs}");
+        assert!(cred.lease.is_none() && !cred.renewable);
+
+        // Minted as GCPAccessToken mints: the caller's account, the store's token, a pull scope.
+        let seen = fake.seen.lock().expect("lock");
+        let (target, auth, body) = &seen.calls[0];
+        assert_eq!(target, PULLER);
+        assert_eq!(auth, &format!("Bearer {SOURCE_TOKEN}"));
+        assert_eq!(body["scope"], json!([READ_ONLY]));
+        assert_eq!(body["lifetime"], "3600s");
+        assert_eq!(
+            body["delegates"],
+            json!(["projects/-/serviceAccounts/mid@proj.iam.gserviceaccount.com"])
+        );
+        assert_eq!(seen.calls.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcr_push_login_lives_no_longer_than_max_ttl_on_the_fake() {
+        let fake = start_fake().await;
+        let g = build(
+            "GCRAccessToken",
+            gcr_spec(
+                json!({"access": "push", "lifetime": "30m", "registries": ["us-central1-docker.pkg.dev"]}),
+            ),
+            Some(store(&fake)),
+        );
+        let id = identity();
+        let before = jiff::Timestamp::now();
+        let max_ttl = std::time::Duration::from_secs(300);
+        let cred = g.generate(&ctx(&id, Some(max_ttl))).await.expect("login");
+        let secs = cred
+            .expires_at
+            .expect("expireTime")
+            .duration_since(before)
+            .as_secs();
+        assert!((290..=310).contains(&secs), "{secs}");
+        assert_eq!(cred.data["registry"], "us-central1-docker.pkg.dev");
+        assert_eq!(logins(&cred.data["dockerconfigjson"]).len(), 1);
+        // Under a longer maxTTL the spec's lifetime holds.
+        g.generate(&ctx(&id, Some(std::time::Duration::from_secs(7200))))
+            .await
+            .expect("login");
+        let seen = fake.seen.lock().expect("lock");
+        assert_eq!(seen.calls[0].2["lifetime"], "300s");
+        assert_eq!(seen.calls[0].2["scope"], json!([READ_WRITE]));
+        assert_eq!(seen.calls[1].2["lifetime"], "1800s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcr_secrets_stay_out_of_debug_and_errors_on_the_fake() {
+        let fake = start_fake().await;
+        let g = build("GCRAccessToken", gcr_spec(json!({})), Some(store(&fake)));
+        let id = identity();
+        let cred = g.generate(&ctx(&id, None)).await.expect("login");
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("oauth2accesstoken:{}", cred.data["password"]));
+        for text in [format!("{cred:?}"), format!("{g:?}")] {
+            assert!(
+                !text.contains("ya29.") && !text.contains(&auth),
+                "a token in Debug: {text}"
+            );
+        }
+
+        // Impersonation refused: the federation's to fix, Google's words in the log only.
+        let denied = build(
+            "GCRAccessToken",
+            gcr_spec(json!({"serviceAccountEmail": "denied@proj.iam.gserviceaccount.com"})),
+            Some(store(&fake)),
+        );
+        let err = denied.generate(&ctx(&id, None)).await.expect_err("denied");
+        assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+        assert!(err.detail().contains("getAccessToken"), "{}", err.detail());
+        assert_no_secret(&err);
+
+        // A caller whose identity renders no service account: refused before Google is asked.
+        let mut odd = identity();
+        odd.namespace = "pay/ments".into();
+        let calls = fake.seen.lock().expect("lock").calls.len();
+        let err = g.generate(&ctx(&odd, None)).await.expect_err("no account");
+        assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+        assert_eq!(fake.seen.lock().expect("lock").calls.len(), calls);
+    }
 }
