@@ -340,16 +340,20 @@ impl GcpConn {
         let (status, bytes) = crate::http::send(IAM_BACKEND, req).await?;
         if !status.is_success() {
             let detail = format!("{email}: {}", google_error_message(&bytes));
-            // The federation's token refused, or its identity may not impersonate `email`:
-            // the federation's IAM bindings, which the caller cannot fix (as Secret Manager's
-            // 401/403 on the same store). Retryable: a binding fixed meanwhile lets it through.
+            // The federation's token not accepted (401: retryable, the source token is
+            // fetched again), or its identity may not impersonate `email` (403: an IAM binding
+            // only the operator can grant; rejected, as every backend's 403). Either way the
+            // federation's configuration, which the caller cannot fix.
             return Err(match status.as_u16() {
-                401 | 403 => BackendError::Unavailable {
+                401 => BackendError::Unavailable {
+                    message: "Google did not accept the federation's own token (401)".to_owned(),
+                    detail: format!("{IAM_BACKEND}: 401: {detail}"),
+                },
+                403 => BackendError::Rejected {
                     message: format!(
-                        "the federation's Google identity may not impersonate {email} \
-                         ({status})"
+                        "the federation's Google identity may not impersonate {email} (403)"
                     ),
-                    detail: format!("{IAM_BACKEND}: {}: {detail}", status.as_u16()),
+                    detail: format!("{IAM_BACKEND}: 403: {detail}"),
                 },
                 _ => crate::http::status_error(IAM_BACKEND, status, &detail),
             });

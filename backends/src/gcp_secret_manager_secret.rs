@@ -346,9 +346,10 @@ impl GcpSecretManagerSecretGenerator {
                     .to_owned(),
                 detail,
             },
-            // The token was refused, or its identity may not read this secret: the federation's
-            // configuration (its IAM bindings), which the caller cannot fix. Google also answers
-            // 403 for a secret that does not exist when the reader may not list the project's.
+            // The token not accepted (401: retryable), or its identity may not read this
+            // secret (403: an IAM binding only the operator can grant; rejected, as every
+            // backend's 403). Google also answers 403 for a secret that does not exist when the
+            // reader may not list the project's.
             401 => BackendError::Unavailable {
                 message: format!(
                     "Google Secret Manager refused the token of {}",
@@ -356,7 +357,7 @@ impl GcpSecretManagerSecretGenerator {
                 ),
                 detail,
             },
-            403 => BackendError::Unavailable {
+            403 => BackendError::Rejected {
                 message: format!(
                     "{} may not read this secret (or it does not exist)",
                     self.reader()

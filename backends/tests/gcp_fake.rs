@@ -36,6 +36,8 @@ struct Seen {
     hang: bool,
     /// Lifetime of the source tokens it issues (default 3600 s).
     expires_in: Option<u64>,
+    /// Whether IAM Credentials and Secret Manager take every token as revoked (401).
+    tokens_revoked: bool,
     calls: Vec<(String, String, Value)>,
     /// Secret Manager: the versions of each `projects/{p}/secrets/{s}`, version n at n - 1.
     secrets: std::collections::HashMap<String, Vec<Vec<u8>>>,
@@ -136,7 +138,7 @@ async fn generate(
         .calls
         .push((email.to_owned(), auth.clone(), body.clone()));
     // What IAM Credentials checks before anything else: the caller's token, then the request.
-    if auth != format!("Bearer {SOURCE_TOKEN}") {
+    if auth != format!("Bearer {SOURCE_TOKEN}") || seen.lock().expect("lock").tokens_revoked {
         return google_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
@@ -247,7 +249,7 @@ fn access_in(
     let name = format!("{secret_name}/versions/{version}");
     seen.accesses.push((name.clone(), auth.clone()));
     let token = auth.strip_prefix("Bearer ").unwrap_or_default();
-    if token != SOURCE_TOKEN && !token.starts_with("ya29.impersonated-") {
+    if (token != SOURCE_TOKEN && !token.starts_with("ya29.impersonated-")) || seen.tokens_revoked {
         return google_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
@@ -492,9 +494,10 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
             .await
             .expect_err(email)
     };
-    // The federation's IAM bindings, not the caller's: retryable, as Secret Manager's 403.
+    // The federation's IAM bindings, not the caller's, and only the operator can grant them:
+    // rejected, as Secret Manager's 403.
     let err = fail("denied@proj.iam.gserviceaccount.com").await;
-    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
     assert!(
         err.detail().contains("getAccessToken"),
         "google's reason goes to the log: {}",
@@ -503,6 +506,13 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
     assert!(!err.to_string().contains(SOURCE_TOKEN));
     let err = fail("flaky@proj.iam.gserviceaccount.com").await;
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    // The federation's own token not accepted (401): retryable, unlike the 403 above.
+    fake.seen.lock().expect("lock").tokens_revoked = true;
+    let err = fail("app@proj.iam.gserviceaccount.com").await;
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("did not accept"), "{err}");
+    assert!(!err.to_string().contains(SOURCE_TOKEN));
+    fake.seen.lock().expect("lock").tokens_revoked = false;
     // An answer of the wrong shape is placed in the log detail, its values are not.
     let err = fail("garbled@proj.iam.gserviceaccount.com").await;
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
@@ -928,11 +938,12 @@ async fn secret_manager_classifies_missing_denied_and_unavailable_on_the_fake() 
         .expect_err("no version 9");
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
 
-    // The federation's identity may not read it: its IAM bindings, not the caller's fault.
+    // The federation's identity may not read it: its IAM bindings, not the caller's fault, a
+    // permission only the operator can grant (rejected: the caller fails at once).
     let err = read_secret(&fake, json!({"secret": "restricted"}), &id)
         .await
         .expect_err("denied");
-    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
     assert!(
         err.detail().contains("PERMISSION_DENIED"),
         "{}",
@@ -945,6 +956,15 @@ async fn secret_manager_classifies_missing_denied_and_unavailable_on_the_fake() 
         .await
         .expect_err("503");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+
+    // The federation's token not accepted (401): retryable, unlike the 403 above.
+    fake.seen.lock().expect("lock").tokens_revoked = true;
+    let err = read_secret(&fake, json!({}), &id)
+        .await
+        .expect_err("401");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert_no_secret(&err);
+    fake.seen.lock().expect("lock").tokens_revoked = false;
 
     // A rendered name Google would not take never reaches it: the pod name holds a dot.
     let mut dotted = identity();
@@ -1169,14 +1189,14 @@ mod gcr {
             );
         }
 
-        // Impersonation refused: the federation's to fix, Google's words in the log only.
+        // Impersonation denied (403): the federation's to fix, Google's words in the log only.
         let denied = build(
             "GCRAccessToken",
             gcr_spec(json!({"serviceAccountEmail": "denied@proj.iam.gserviceaccount.com"})),
             Some(store(&fake)),
         );
         let err = denied.generate(&ctx(&id, None)).await.expect_err("denied");
-        assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+        assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
         assert!(err.detail().contains("getAccessToken"), "{}", err.detail());
         assert_no_secret(&err);
 
