@@ -47,7 +47,8 @@
 //! Every token is the federation's own, not the caller's: it is kept per store and scope and
 //! reused until five minutes before it expires (Azure's SDKs refresh at the same point), so a
 //! mint costs no Entra ID round trip. A token a backend refuses is dropped and fetched again
-//! once.
+//! once (a managed identity's endpoint keeps tokens of its own, so it may answer the same one,
+//! and the request then fails as refused).
 //!
 //! ```yaml
 //! kind: SecretStore
