@@ -12,13 +12,26 @@
 //!    `service`, the `scope`s and the refresh token: an ACR **access token** narrowed to those
 //!    repositories and actions, which is handed out instead (the refresh token is not).
 //!
+//! For scoped mints the refresh token of step 2 is the federation's own, like its Entra ID
+//! token: it is kept per store and registry until five minutes before its `exp` claim (read
+//! without verifying: it is ACR's token to itself; one whose `exp` cannot be read is not
+//! kept), so a scoped mint costs one round trip to ACR, not two. A kept refresh token ACR
+//! refuses (401: the identity's roles changed, the registry's tokens were revoked) is dropped
+//! and one fresh exchange tried. A mint without `scope` hands out a refresh token of its own,
+//! exchanged for that mint, never the kept one.
+//!
+//! ACR narrows an access token silently to what the identity may do: asked for
+//! `repository:app:pull,push` by an identity with `AcrPull` only, it grants `pull` and says
+//! nothing. So the token's `access` claim (`[{"type", "name", "actions"}]`) is read and
+//! compared with the rendered `scope`; a token granting less is dropped and the request
+//! refused, what was missing named in the log (never the token).
+//!
 //! `scope` is a space-separated list of registry token scopes (`repository:<name>:<actions>`,
 //! `registry:catalog:*`), and may use the caller's identity: `repository:{{namespace}}/app:pull`.
 //! Each is checked against the grammar twice: its shape when the configuration loads (with the
 //! placeholders filled in), its values once rendered for a caller, and a caller whose identity
 //! renders an invalid one is refused before anything is asked of Azure. Repository names match
-//! exactly (ACR has no wildcards); ACR may grant fewer actions than asked when the identity
-//! lacks them.
+//! exactly (ACR has no wildcards).
 //!
 //! Returns `username` (`00000000-0000-0000-0000-000000000000`, which tells ACR the password is
 //! one of its tokens), `password` (the token), `registry` and `dockerconfigjson` (a
@@ -36,14 +49,16 @@
 //!   scope: "repository:{{namespace}}/app:pull"   # optional
 //! ```
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use kube::CustomResource;
 use reqwest::Url;
 use schemars::JsonSchema;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::azure::AzureConn;
@@ -66,6 +81,20 @@ const OVER_MAX_TTL: (&str, &str, &str) = (
 );
 /// The longest `scope` accepted.
 const MAX_SCOPE_LEN: usize = 2048;
+/// A kept refresh token is exchanged again once it has less than this left (it must outlive
+/// the access token requests made with it).
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The federation's own ACR refresh tokens of one `azure` store, by registry, each kept until
+/// [`REFRESH_MARGIN`] before its `exp`. The lock is held while one is exchanged: concurrent
+/// scoped mints wait for it rather than each asking ACR.
+#[derive(Default)]
+pub(crate) struct RefreshTokens(tokio::sync::Mutex<HashMap<String, KeptRefresh>>);
+
+struct KeptRefresh {
+    token: Arc<SecretString>,
+    refresh_after: Instant,
+}
 
 /// `spec` of an `ACRAccessToken` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -281,10 +310,10 @@ fn check_scope(part: &str) -> Result<String, String> {
     Ok(part.to_owned())
 }
 
-/// When an ACR token expires, from its `exp` claim. Only that claim is read: the token is
-/// ACR's, handed out as is, and nothing in it is trusted for anything else. The error reads
-/// after "ACR's token" and holds nothing of the token.
-fn token_expiry(token: &str) -> Result<jiff::Timestamp, &'static str> {
+/// The claims of an ACR token (a JWT), read without verifying: the token is ACR's, handed
+/// out as is or given back to ACR, and only `exp` and `access` are read, to keep or drop it,
+/// never to trust it. The error reads after "the token" and holds nothing of the token.
+fn claims(token: &str) -> Result<serde_json::Value, &'static str> {
     let mut parts = token.split('.');
     let (Some(_), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -294,17 +323,73 @@ fn token_expiry(token: &str) -> Result<jiff::Timestamp, &'static str> {
     // base64url as JWTs are written; the standard alphabet too, which Azure's own SDK reads
     // ACR's tokens with.
     let payload = payload.trim_end_matches('=');
-    let claims: serde_json::Value = URL_SAFE_NO_PAD
+    URL_SAFE_NO_PAD
         .decode(payload)
         .or_else(|_| STANDARD_NO_PAD.decode(payload))
         .ok()
         .and_then(|p| serde_json::from_slice(&p).ok())
-        .ok_or("has a payload that is not base64url JSON")?;
-    let exp = claims
+        .ok_or("has a payload that is not base64url JSON")
+}
+
+/// When an ACR token expires, from its `exp` claim (see [`claims`]).
+fn token_expiry(token: &str) -> Result<jiff::Timestamp, &'static str> {
+    let exp = claims(token)?
         .get("exp")
         .and_then(|e| e.as_i64().or_else(|| e.as_f64().map(|f| f as i64)))
         .ok_or("has no numeric `exp` claim")?;
     jiff::Timestamp::from_second(exp).map_err(|_| "has an `exp` claim out of range")
+}
+
+/// One entry of an ACR token's `access` claim.
+#[derive(Deserialize)]
+struct Grant {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    #[serde(default)]
+    actions: Option<Vec<String>>,
+}
+
+/// What `scopes` (checked registry scopes) ask for that the access token's `access` claim does
+/// not grant, as `type:name:action`s. An action is granted when listed for the same type and
+/// name, or when `*` is; `*` asked is granted only as `*`. No `access` claim grants nothing.
+/// The error reads after "the token".
+fn missing_grants(token: &str, scopes: &[String]) -> Result<Vec<String>, &'static str> {
+    let access = claims(token)?
+        .get("access")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let grants: Vec<Grant> = if access.is_null() {
+        Vec::new()
+    } else {
+        serde_json::from_value(access)
+            .map_err(|_| "has an `access` claim that is not a list of {type, name, actions}")?
+    };
+    let mut granted: HashMap<(&str, &str), BTreeSet<&str>> = HashMap::new();
+    for g in &grants {
+        granted
+            .entry((&g.kind, &g.name))
+            .or_default()
+            .extend(g.actions.iter().flatten().map(String::as_str));
+    }
+    let mut missing = Vec::new();
+    for scope in scopes {
+        // Checked by `check_scope`: `type:name:actions`, the name free of `:`.
+        let (Some((kind, rest)), Some((_, actions))) =
+            (scope.split_once(':'), scope.rsplit_once(':'))
+        else {
+            missing.push(scope.clone());
+            continue;
+        };
+        let name = rest.rsplit_once(':').map_or(rest, |(n, _)| n);
+        let have = granted.get(&(kind, name));
+        for action in actions.split(',') {
+            if !have.is_some_and(|h| h.contains(action) || h.contains("*")) {
+                missing.push(format!("{kind}:{name}:{action}"));
+            }
+        }
+    }
+    Ok(missing)
 }
 
 /// The built `ACRAccessToken` generator.
@@ -428,9 +513,9 @@ impl AcrAccessTokenGenerator {
     }
 
     /// `POST /oauth2/exchange`: the store's Entra ID token for an ACR refresh token. A cached
-    /// token ACR refuses (revoked, or the identity's roles changed since) is dropped and one
-    /// fresh token tried.
-    async fn refresh_token(&self) -> Result<String, BackendError> {
+    /// Entra ID token ACR refuses (revoked, or the identity's roles changed since) is dropped
+    /// and one fresh token tried.
+    async fn exchange(&self) -> Result<String, BackendError> {
         let (status, body) = self
             .conn
             .send_with_token(&self.conn.acr_scope, BACKEND, |token| {
@@ -448,28 +533,103 @@ impl AcrAccessTokenGenerator {
         }
         let answer: ExchangeResponse = serde_json::from_slice(&body)
             .map_err(|_| unreadable("exchange answer has no refresh_token string"))?;
+        if answer.refresh_token.is_empty() {
+            return Err(unreadable("exchange answer: empty token"));
+        }
         Ok(answer.refresh_token)
     }
 
-    /// `POST /oauth2/token`: the refresh token for an access token narrowed to `scopes`.
-    async fn access_token(
-        &self,
-        refresh_token: &str,
-        scopes: &[String],
-    ) -> Result<String, BackendError> {
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("service", self.registry.as_str()),
-        ];
-        form.extend(scopes.iter().map(|s| ("scope", s.as_str())));
-        form.push(("refresh_token", refresh_token));
-        let req = self.conn.http.post(self.token_url.clone()).form(&form);
-        let (status, body) = crate::http::send(BACKEND, req).await?;
+    /// The federation's refresh token for this registry: the kept one while it has more than
+    /// [`REFRESH_MARGIN`] left, else a fresh exchange (kept when its `exp` can be read); and
+    /// whether it was kept (a refused kept token is worth one fresh try).
+    async fn refresh_token(&self) -> Result<(Arc<SecretString>, bool), BackendError> {
+        let mut kept = self.conn.acr_refresh_tokens.0.lock().await;
+        if let Some(k) = kept.get(&self.registry)
+            && Instant::now() < k.refresh_after
+        {
+            return Ok((k.token.clone(), true));
+        }
+        kept.remove(&self.registry);
+        let token = Arc::new(SecretString::from(self.exchange().await?));
+        let left = token_expiry(token.expose_secret()).map(|exp| {
+            Duration::try_from(exp.duration_since(jiff::Timestamp::now())).unwrap_or_default()
+        });
+        match left.map(|l| l.checked_sub(REFRESH_MARGIN)) {
+            Ok(Some(left)) => {
+                kept.insert(
+                    self.registry.clone(),
+                    KeptRefresh {
+                        token: token.clone(),
+                        refresh_after: Instant::now() + left,
+                    },
+                );
+            }
+            Ok(None) => tracing::debug!(
+                "{BACKEND}: the refresh token expires within {REFRESH_MARGIN:?}; not kept"
+            ),
+            Err(why) => tracing::debug!("{BACKEND}: the refresh token {why}; not kept"),
+        }
+        Ok((token, false))
+    }
+
+    /// Drops `token` from the kept ones (ACR refused it), unless it was replaced already.
+    async fn forget(&self, token: &Arc<SecretString>) {
+        let mut kept = self.conn.acr_refresh_tokens.0.lock().await;
+        if kept
+            .get(&self.registry)
+            .is_some_and(|k| Arc::ptr_eq(&k.token, token))
+        {
+            kept.remove(&self.registry);
+        }
+    }
+
+    /// `POST /oauth2/token`: the federation's refresh token for an access token narrowed to
+    /// `scopes`. A kept refresh token ACR refuses (401) is dropped and one fresh exchange
+    /// tried. A token granting less than `scopes` ask is dropped and the request refused.
+    async fn access_token(&self, scopes: &[String]) -> Result<String, BackendError> {
+        let (mut refresh, mut kept) = self.refresh_token().await?;
+        let mut retried = false;
+        let (status, body) = loop {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("service", self.registry.as_str()),
+            ];
+            form.extend(scopes.iter().map(|s| ("scope", s.as_str())));
+            form.push(("refresh_token", refresh.expose_secret()));
+            let req = self.conn.http.post(self.token_url.clone()).form(&form);
+            let (status, body) = crate::http::send(BACKEND, req).await?;
+            if status == reqwest::StatusCode::UNAUTHORIZED && kept && !retried {
+                self.forget(&refresh).await;
+                tracing::debug!("{BACKEND} refused a kept refresh token; exchanging again");
+                (refresh, kept) = self.refresh_token().await?;
+                retried = true;
+                continue;
+            }
+            break (status, body);
+        };
         if status != reqwest::StatusCode::OK {
             return Err(answer_error(Call::Token, status, &body));
         }
         let answer: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| unreadable("token answer has no access_token string"))?;
+        let missing = missing_grants(&answer.access_token, scopes).map_err(|why| {
+            unreadable(&format!(
+                "the access token {why}, so what it grants is unknown; it was dropped"
+            ))
+        })?;
+        if !missing.is_empty() {
+            return Err(BackendError::Rejected {
+                message: "Azure Container Registry granted the federation's identity less than \
+                          the generator's scope asks; the token was dropped"
+                    .to_owned(),
+                detail: format!(
+                    "{BACKEND} narrowed the access token on {}: not granted {} (the \
+                     federation's identity lacks them there); the token was dropped",
+                    self.registry,
+                    missing.join(" ")
+                ),
+            });
+        }
         Ok(answer.access_token)
     }
 }
@@ -477,11 +637,11 @@ impl AcrAccessTokenGenerator {
 impl Generate for AcrAccessTokenGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let scopes = self.scopes(ctx)?;
-        let refresh_token = self.refresh_token().await?;
         let password = if scopes.is_empty() {
-            refresh_token
+            // Handed out: exchanged for this mint alone, never the kept one.
+            self.exchange().await?
         } else {
-            self.access_token(&refresh_token, &scopes).await?
+            self.access_token(&scopes).await?
         };
         if password.is_empty() {
             return Err(unreadable("empty token"));
@@ -561,6 +721,67 @@ mod tests {
             let err = token_expiry(&token).unwrap_err();
             assert!(err.contains(why), "{token}: {err}");
         }
+    }
+
+    #[test]
+    fn what_an_access_token_grants_is_compared_with_the_scopes() {
+        let scopes = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let token =
+            |access: serde_json::Value| jwt(&serde_json::json!({"exp": 1, "access": access}));
+        let asked = scopes(&[
+            "repository:team/app:pull,push",
+            "repository:base:pull",
+            "registry:catalog:*",
+        ]);
+        // All of it, in entries split or merged as ACR may write them.
+        let all = token(serde_json::json!([
+            {"type": "repository", "name": "team/app", "actions": ["pull"]},
+            {"type": "repository", "name": "team/app", "actions": ["push", "delete"]},
+            {"type": "repository", "name": "base", "actions": ["*"]},
+            {"type": "registry", "name": "catalog", "actions": ["*"]},
+        ]));
+        assert_eq!(missing_grants(&all, &asked), Ok(Vec::new()));
+        // Narrowed: push on team/app dropped, base not granted at all, catalog's actions null.
+        let narrowed = token(serde_json::json!([
+            {"type": "repository", "name": "team/app", "actions": ["pull"]},
+            {"type": "repository", "name": "team/app-other", "actions": ["push"]},
+            {"type": "registry", "name": "catalog", "actions": null},
+        ]));
+        assert_eq!(
+            missing_grants(&narrowed, &asked),
+            Ok(scopes(&[
+                "repository:team/app:push",
+                "repository:base:pull",
+                "registry:catalog:*",
+            ]))
+        );
+        // `*` asked is granted only as `*`.
+        let listed = token(serde_json::json!([
+            {"type": "repository", "name": "app", "actions": ["pull", "push", "delete"]},
+        ]));
+        assert_eq!(
+            missing_grants(&listed, &scopes(&["repository:app:*"])),
+            Ok(scopes(&["repository:app:*"]))
+        );
+        // No `access` claim (or null) grants nothing; another shape cannot be read.
+        for none in [
+            jwt(&serde_json::json!({"exp": 1})),
+            token(serde_json::Value::Null),
+        ] {
+            assert_eq!(
+                missing_grants(&none, &scopes(&["repository:app:pull"])),
+                Ok(scopes(&["repository:app:pull"]))
+            );
+        }
+        for bad in [
+            token(serde_json::json!({"repository": "app"})),
+            token(serde_json::json!([{"type": "repository", "actions": ["pull"]}])),
+            token(serde_json::json!([{"type": "repository", "name": "app", "actions": "pull"}])),
+        ] {
+            let err = missing_grants(&bad, &scopes(&["repository:app:pull"])).unwrap_err();
+            assert!(err.contains("`access` claim"), "{err}");
+        }
+        assert!(missing_grants("opaque", &asked).is_err());
     }
 
     #[test]

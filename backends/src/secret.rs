@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BackendError, SpecError};
 
-/// The federation's own secrets in its environment: the lease-sealing keys, and the secret
-/// parts of its own AWS credentials (set by Lambda for the function's role, or by an operator
-/// for the SDK's default chain), which may read the lease keys' Secrets Manager secret. The
-/// `aws` store does not need them named: without `credentials` it reads them itself.
+/// The federation's own secrets in its environment: the lease-sealing keys, the secret parts
+/// of its own AWS credentials (set by Lambda for the function's role, or by an operator for
+/// the SDK's default chain), which may read the lease keys' Secrets Manager secret, and the
+/// App Service managed identity's header secret. The `aws` and `azure` stores do not need
+/// them named: they read them themselves.
 const RESERVED_ENV: &[(&str, &str)] = &[
     (
         "ESI_LEASE_KEYS",
@@ -32,6 +33,11 @@ const RESERVED_ENV: &[(&str, &str)] = &[
         "AWS_CONTAINER_AUTHORIZATION_TOKEN",
         "is the federation's own AWS credential (an `aws` store without `credentials` uses it \
          through the SDK's default chain)",
+    ),
+    (
+        "IDENTITY_HEADER",
+        "is the federation's own Azure managed identity secret (an `azure` store with \
+         `managedIdentity` sends it to the platform's token endpoint only)",
     ),
 ];
 
@@ -399,6 +405,7 @@ mod tests {
             SecretRef::env("AWS_SECRET_ACCESS_KEY"),
             SecretRef::env("AWS_SESSION_TOKEN"),
             SecretRef::env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+            SecretRef::env("IDENTITY_HEADER"),
             SecretRef::file(&keys),
             SecretRef::file(&link),
             SecretRef::file(&dotted),

@@ -6,10 +6,12 @@
 //! - Entra ID (`common/entra.rs`, shared with `keyvault_fake.rs`):
 //!   `POST /{tenant}/oauth2/v2.0/token`, the client credentials grant with a client secret or a
 //!   federated client assertion (`AADSTS...` errors, 400 / 401; a token remembers its scope);
+//! - IMDS (`common/entra.rs`): a VM's managed identity token endpoint issuing the same
+//!   Entra ID tokens, `GET /metadata/identity/oauth2/token` with `Metadata: true`;
 //! - ACR: `POST /oauth2/exchange` (an Entra ID token it issued, for the right tenant and
 //!   service, becomes an ACR refresh token) and `POST /oauth2/token` (a refresh token and
-//!   scopes become an access token), both answering JWTs with ACR's claims and
-//!   `{"errors": [...]}` refusals.
+//!   scopes become an access token narrowed, as ACR does silently, to the actions the identity
+//!   has), both answering JWTs with ACR's claims and `{"errors": [...]}` refusals.
 
 #![cfg(feature = "acr")]
 
@@ -55,6 +57,8 @@ struct Fake {
     token_forms: Vec<Pairs>,
     /// An answer replacing the real one (status, body), for hostile-answer tests.
     exchange_answer: Option<(u16, Vec<u8>)>,
+    /// The repository actions the identity has (its role assignments); `None` for all.
+    repository_actions: Option<Vec<&'static str>>,
 }
 
 impl HasEntra for Fake {
@@ -157,9 +161,18 @@ async fn acr_token(State(fake): State<Shared>, Form(form): Form<Pairs>) -> Respo
         let [kind, name, actions] = parts[..] else {
             return acr_refusal(StatusCode::BAD_REQUEST, "DENIED", "invalid scope");
         };
-        access.push(
-            json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}),
-        );
+        // ACR grants what the identity has of what was asked, and says nothing of the rest.
+        let actions: Vec<&str> = actions
+            .split(',')
+            .filter(|a| {
+                kind != "repository"
+                    || fake
+                        .repository_actions
+                        .as_ref()
+                        .is_none_or(|has| has.contains(a))
+            })
+            .collect();
+        access.push(json!({"type": kind, "name": name, "actions": actions}));
     }
     let token = acr_jwt("access_token", fake.access_lives, Value::Array(access));
     Json(json!({"access_token": token})).into_response()
@@ -176,6 +189,7 @@ async fn azure() -> (Shared, String, String) {
         exchange_forms: Vec::new(),
         token_forms: Vec::new(),
         exchange_answer: None,
+        repository_actions: None,
     }));
     let aad = entra::route(fake.clone());
     let acr = Router::new()
@@ -644,5 +658,290 @@ async fn generators_on_one_store_share_its_entra_id_token() {
     push.generate(&ctx(&id, "g")).await.expect("minted");
     let fake = fake.lock().expect("lock");
     assert_eq!(fake.entra.forms.len(), 1, "one Entra ID token per store");
+    assert_eq!(
+        fake.exchange_forms.len(),
+        1,
+        "one refresh token per store and registry"
+    );
     assert_eq!(fake.token_forms.len(), 2);
+}
+
+/// Builds generators sharing one store connection, as the federation does for one store.
+fn shared_builder(store: Value) -> impl FnMut(Option<&str>) -> Generator {
+    use esi_backends::{GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared};
+    let store = SecretStoreSpec::from_manifest(store).expect("valid store");
+    let mut shared = Shared::default();
+    move |scope| {
+        let mut spec = json!({"secretStoreRef": {"name": "azure"}, "registry": REGISTRY});
+        if let Some(s) = scope {
+            spec["scope"] = json!(s);
+        }
+        let spec =
+            GeneratorSpec::from_manifest(GeneratorKind::AcrAccessToken, spec).expect("valid spec");
+        Generator::build_shared(&spec, Some(&store), &mut shared).expect("builds")
+    }
+}
+
+#[tokio::test]
+async fn scoped_mints_exchange_once_and_a_mint_without_scope_gets_its_own_refresh_token() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut build = shared_builder(secret_store(&dir, &aad, &acr, CLIENT_SECRET));
+    let (pull, push, unscoped) = (
+        build(Some("repository:app:pull")),
+        build(Some("repository:{{namespace}}/app:pull,push")),
+        build(None),
+    );
+    let id = identity();
+    let c = ctx(&id, "g");
+    for g in [&pull, &push, &pull] {
+        let cred = g.generate(&c).await.expect("minted");
+        assert_eq!(claims(&cred.data["password"])["grant_type"], "access_token");
+    }
+    let kept = {
+        let fake = fake.lock().expect("lock");
+        assert_eq!(
+            fake.exchange_forms.len(),
+            1,
+            "the refresh token was not kept"
+        );
+        assert_eq!(fake.token_forms.len(), 3);
+        let used: HashSet<&str> = fake
+            .token_forms
+            .iter()
+            .map(|f| get(f, "refresh_token").expect("a refresh token"))
+            .collect();
+        assert_eq!(used.len(), 1, "{used:?}");
+        used.into_iter().next().expect("one").to_owned()
+    };
+    // Without a scope the refresh token is handed out: one exchanged for that mint, never the
+    // kept one, which stays kept.
+    let cred = unscoped.generate(&c).await.expect("minted");
+    let handed_out = &cred.data["password"];
+    assert_ne!(handed_out, &kept, "the kept refresh token was handed out");
+    assert_eq!(claims(handed_out)["grant_type"], "refresh_token");
+    push.generate(&c).await.expect("minted");
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.exchange_forms.len(), 2);
+    assert_eq!(
+        get(fake.token_forms.last().expect("a form"), "refresh_token"),
+        Some(kept.as_str())
+    );
+    assert_eq!(fake.entra.forms.len(), 1, "one Entra ID token per store");
+}
+
+#[tokio::test]
+async fn a_kept_refresh_token_acr_refuses_is_replaced_once() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = generator(
+        secret_store(&dir, &aad, &acr, CLIENT_SECRET),
+        Some("repository:app:pull"),
+    );
+    let id = identity();
+    let c = ctx(&id, "g");
+    g.generate(&c).await.expect("minted");
+
+    // ACR stops taking the kept refresh token (the identity's roles changed): dropped, one
+    // fresh exchange, and the new one kept.
+    fake.lock().expect("lock").refresh_tokens.clear();
+    g.generate(&c)
+        .await
+        .expect("minted with a fresh refresh token");
+    g.generate(&c).await.expect("minted with the new kept one");
+    {
+        let fake = fake.lock().expect("lock");
+        assert_eq!(fake.exchange_forms.len(), 2);
+        assert_eq!(fake.token_forms.len(), 4);
+        let refused = get(&fake.token_forms[1], "refresh_token");
+        assert_eq!(refused, get(&fake.token_forms[0], "refresh_token"));
+        assert_ne!(refused, get(&fake.token_forms[2], "refresh_token"));
+        assert_eq!(
+            get(&fake.token_forms[2], "refresh_token"),
+            get(&fake.token_forms[3], "refresh_token")
+        );
+    }
+
+    // ACR refusing every refresh token: one fresh exchange only, then the refusal.
+    fake.lock().expect("lock").refresh_tokens.clear();
+    {
+        // Exchanged tokens are no longer taken either.
+        let mut f = fake.lock().expect("lock");
+        f.exchange_answer = Some((
+            200,
+            json!({"refresh_token": acr_jwt("refresh_token", 3 * 3600, json!([]))})
+                .to_string()
+                .into_bytes(),
+        ));
+    }
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused the federation's Azure identity"),
+        "{e}"
+    );
+    assert!(
+        !format!("{e} {} {e:?}", e.detail()).contains("eyJ"),
+        "a token in {e:?}"
+    );
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.exchange_forms.len(), 3, "more than one fresh exchange");
+    assert_eq!(fake.token_forms.len(), 6);
+}
+
+#[tokio::test]
+async fn a_refresh_token_without_a_readable_or_long_enough_exp_is_not_kept() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = secret_store(&dir, &aad, &acr, CLIENT_SECRET);
+    let id = identity();
+    let c = ctx(&id, "g");
+
+    // Four minutes left: less than the margin kept before expiry.
+    fake.lock().expect("lock").refresh_lives = 240;
+    let g = generator(store.clone(), Some("repository:app:pull"));
+    g.generate(&c).await.expect("minted");
+    g.generate(&c).await.expect("minted");
+    assert_eq!(fake.lock().expect("lock").exchange_forms.len(), 2);
+
+    // An opaque refresh token ACR takes: used, but not kept.
+    {
+        let mut f = fake.lock().expect("lock");
+        f.refresh_tokens.insert("opaque-refresh-token".to_owned());
+        f.exchange_answer = Some((200, br#"{"refresh_token":"opaque-refresh-token"}"#.to_vec()));
+    }
+    let g = generator(store, Some("repository:app:pull"));
+    g.generate(&c).await.expect("minted");
+    g.generate(&c).await.expect("minted");
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.exchange_forms.len(), 4);
+    assert_eq!(
+        get(fake.token_forms.last().expect("a form"), "refresh_token"),
+        Some("opaque-refresh-token")
+    );
+}
+
+#[tokio::test]
+async fn a_grant_narrower_than_the_scope_is_refused_and_the_token_dropped() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = secret_store(&dir, &aad, &acr, CLIENT_SECRET);
+    // The identity has AcrPull only.
+    fake.lock().expect("lock").repository_actions = Some(vec!["pull"]);
+    let id = identity();
+    let c = ctx(&id, "g");
+
+    let g = generator(
+        store.clone(),
+        Some("repository:{{namespace}}/app:pull,push registry:catalog:*"),
+    );
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("granted the federation's identity less"),
+        "{e}"
+    );
+    assert!(
+        e.detail()
+            .contains("not granted repository:payments/app:push ("),
+        "{}",
+        e.detail()
+    );
+    assert!(!e.detail().contains("registry:catalog"), "{}", e.detail());
+    let all = format!("{e} {} {e:?}", e.detail());
+    assert!(!all.contains("eyJ"), "a token in {all}");
+    assert_eq!(
+        fake.lock().expect("lock").token_forms.len(),
+        1,
+        "asked again"
+    );
+
+    // What the identity may do is granted and handed out.
+    let g = generator(store, Some("repository:{{namespace}}/app:pull"));
+    let cred = g.generate(&c).await.expect("minted");
+    assert_eq!(
+        claims(&cred.data["password"])["access"],
+        json!([{"type": "repository", "name": "payments/app", "actions": ["pull"]}])
+    );
+}
+
+#[tokio::test]
+async fn a_managed_identity_gets_its_token_from_imds() {
+    let (fake, aad, acr) = azure().await;
+    let imds = common::serve_local(entra::imds_route(fake.clone())).await;
+    let user_assigned = "5e1a9c3b-7d2f-4b8e-a0c6-9f3e2d1b4a77";
+    fake.lock()
+        .expect("lock")
+        .entra
+        .user_assigned
+        .insert(user_assigned.to_owned());
+    let msi_store = |client_id: Option<&str>| {
+        let mut azure = json!({
+            "tenantId": TENANT,
+            "managedIdentity": {"endpoint": format!("{imds}/metadata/identity/oauth2/token")},
+            // Entra ID's token endpoint is never asked: a managed identity has no secret.
+            "authorityHost": format!("{aad}/"),
+            "acrEndpoint": acr,
+            "timeout": "5s",
+        });
+        if let Some(id) = client_id {
+            azure["clientId"] = json!(id);
+        }
+        json!({"provider": {"azure": azure}})
+    };
+    let id = identity();
+    let c = ctx(&id, "g");
+
+    // The VM's system-assigned identity.
+    let g = generator(msi_store(None), Some("repository:app:pull"));
+    g.generate(&c).await.expect("minted");
+    g.generate(&c).await.expect("minted");
+    {
+        let fake = fake.lock().expect("lock");
+        assert_eq!(
+            fake.entra.imds_requests.len(),
+            1,
+            "the IMDS token was not kept"
+        );
+        let (query, metadata) = &fake.entra.imds_requests[0];
+        assert_eq!(metadata.as_deref(), Some("true"));
+        assert_eq!(get(query, "api-version"), Some("2018-02-01"));
+        assert_eq!(
+            get(query, "resource"),
+            Some("https://containerregistry.azure.net")
+        );
+        assert_eq!(get(query, "client_id"), None);
+        assert!(
+            fake.entra.issued_for(
+                get(&fake.exchange_forms[0], "access_token").expect("a token"),
+                ACR_SCOPE
+            ),
+            "ACR was not given the IMDS token"
+        );
+        assert!(fake.entra.forms.is_empty(), "Entra ID was asked");
+    }
+
+    // A user-assigned identity: its client ID is sent.
+    let g = generator(msi_store(Some(user_assigned)), None);
+    g.generate(&c).await.expect("minted");
+    assert_eq!(
+        get(
+            &fake.lock().expect("lock").entra.imds_requests[1].0,
+            "client_id"
+        ),
+        Some(user_assigned)
+    );
+
+    // One the VM does not have: IMDS's refusal, the federation's setup.
+    let g = generator(msi_store(Some(CLIENT)), None);
+    let e = g.generate(&c).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused the federation's managed identity (400)"),
+        "{e}"
+    );
+    assert!(e.detail().contains("Identity not found"), "{}", e.detail());
 }

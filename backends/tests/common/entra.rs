@@ -6,15 +6,23 @@
 //! errors (400 / 401). Each token issued remembers its scope, so a service's fake can refuse a
 //! token meant for another audience, as the real services do.
 //!
+//! [`imds_route`] is a FAKE of the Azure Instance Metadata Service's managed identity token
+//! endpoint of a VM issuing the same tokens: `GET /metadata/identity/oauth2/token` with
+//! `Metadata: true`, `api-version=2018-02-01`, a `resource` (Entra ID v1: no `/.default`) and
+//! an optional `client_id` of a user-assigned identity the VM has, answering with every value
+//! a string (`expires_on` in seconds since the epoch) and refusing as IMDS does
+//! (`{"error", "error_description"}`, 400).
+//!
 //! A test's fake state embeds an [`Entra`] and implements [`HasEntra`]; [`route`] serves it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{self, post};
 use axum::{Form, Json, Router};
 use serde_json::{Value, json};
 
@@ -44,6 +52,11 @@ pub struct Entra {
     pub forms: Vec<Pairs>,
     /// An answer replacing the real one (status, body), for hostile-answer tests.
     pub answer: Option<(u16, Vec<u8>)>,
+    /// The client IDs of the user-assigned identities the VM has (it always has a
+    /// system-assigned one).
+    pub user_assigned: HashSet<String>,
+    /// Every IMDS request: its query and its `Metadata` header.
+    pub imds_requests: Vec<(Pairs, Option<String>)>,
 }
 
 impl Entra {
@@ -56,6 +69,8 @@ impl Entra {
             tokens: HashMap::new(),
             forms: Vec::new(),
             answer: None,
+            user_assigned: HashSet::new(),
+            imds_requests: Vec::new(),
         }
     }
 
@@ -202,5 +217,77 @@ async fn token<F: HasEntra>(
 pub fn route<F: HasEntra>(fake: Arc<Mutex<F>>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::<F>))
+        .with_state(fake)
+}
+
+/// The client ID of the VM's system-assigned identity.
+pub const SYSTEM_ASSIGNED: &str = "0d5e2c1f-6a7b-4c8d-9e0f-111122223333";
+
+fn imds_refusal(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// IMDS's `GET /metadata/identity/oauth2/token`.
+async fn imds_token<F: HasEntra>(
+    State(fake): State<Arc<Mutex<F>>>,
+    Query(query): Query<Pairs>,
+    headers: HeaderMap,
+) -> Response {
+    let mut fake = fake.lock().expect("lock");
+    let entra = fake.entra();
+    let metadata = headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    entra.imds_requests.push((query.clone(), metadata.clone()));
+    if metadata.as_deref() != Some("true") {
+        return imds_refusal("invalid_request", "Required metadata header not specified");
+    }
+    if get(&query, "api-version") != Some("2018-02-01") {
+        return imds_refusal("invalid_request", "Invalid API version");
+    }
+    let client_id = match get(&query, "client_id") {
+        None => SYSTEM_ASSIGNED,
+        Some(id) if entra.user_assigned.contains(id) => id,
+        Some(_) => return imds_refusal("invalid_request", "Identity not found"),
+    };
+    let scope = get(&query, "resource").map(|r| format!("{r}/.default"));
+    let Some(scope) = scope.filter(|s| entra.scopes.contains(s)) else {
+        return imds_refusal(
+            "invalid_resource",
+            "AADSTS500011: The resource principal named was not found in the tenant.",
+        );
+    };
+    let token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.msi-{}",
+        super::suffix()
+    );
+    entra.tokens.insert(token.clone(), scope);
+    let now = jiff::Timestamp::now().as_second();
+    Json(json!({
+        "access_token": token,
+        "client_id": client_id,
+        "expires_in": "86399",
+        "expires_on": (now + 86_399).to_string(),
+        "ext_expires_in": "86399",
+        "not_before": now.to_string(),
+        "resource": get(&query, "resource"),
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}
+
+/// IMDS's token endpoint as a router over `fake`; serve it on its own port and use
+/// `{base}/metadata/identity/oauth2/token` as the store's `managedIdentity.endpoint`.
+pub fn imds_route<F: HasEntra>(fake: Arc<Mutex<F>>) -> Router {
+    Router::new()
+        .route(
+            "/metadata/identity/oauth2/token",
+            routing::get(imds_token::<F>),
+        )
         .with_state(fake)
 }
