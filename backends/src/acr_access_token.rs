@@ -449,10 +449,18 @@ fn answer_error(call: Call, status: reqwest::StatusCode, body: &[u8]) -> Backend
     };
     let detail = format!("{BACKEND} {what}: {}: {summary}", status.as_u16());
     match (call, status.as_u16()) {
-        // The federation's identity (or the refresh token just issued to it) was refused: its
-        // role assignments, tenant or the registry's network rules, none of them the caller's.
-        (_, 401 | 403) | (Call::Exchange, 400) => BackendError::Unavailable {
+        // The federation's identity (or the refresh token just issued to it) not accepted
+        // (401, or the exchange's 400): retryable, a fresh token is fetched. A 403 (the
+        // registry's network rules, or a role the identity lacks) is a permission only the
+        // operator can grant: rejected, as every backend's 403. None of them the caller's.
+        (_, 401) | (Call::Exchange, 400) => BackendError::Unavailable {
             message: "Azure Container Registry refused the federation's Azure identity".to_owned(),
+            detail,
+        },
+        (_, 403) => BackendError::Rejected {
+            message: "Azure Container Registry denied the federation's Azure identity (403: the \
+                      registry's network rules or the identity's roles)"
+                .to_owned(),
             detail,
         },
         (Call::Token, 400) => BackendError::Rejected {
@@ -931,14 +939,19 @@ mod tests {
     fn acr_refusals_are_classified_and_keep_acrs_words_in_the_log() {
         let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
         let status = |s| reqwest::StatusCode::from_u16(s).unwrap();
-        for (call, s) in [
-            (Call::Exchange, 401),
-            (Call::Exchange, 403),
-            (Call::Exchange, 400),
-            (Call::Token, 401),
+        for (call, s, retryable) in [
+            (Call::Exchange, 401, true),
+            (Call::Exchange, 400, true),
+            (Call::Token, 401, true),
+            (Call::Exchange, 403, false),
+            (Call::Token, 403, false),
         ] {
             let e = answer_error(call, status(s), body);
-            assert!(matches!(e, BackendError::Unavailable { .. }), "{s}: {e:?}");
+            assert_eq!(
+                matches!(e, BackendError::Unavailable { .. }),
+                retryable,
+                "{s}: {e:?}"
+            );
             assert!(!e.to_string().contains("authentication required"), "{e}");
             assert!(e.detail().contains("UNAUTHORIZED: authentication required"));
         }

@@ -374,7 +374,9 @@ where
                 }
             } else if unauthenticated {
                 BackendError::Unavailable {
-                    message: format!("{name} did not accept the federation's AWS credentials ({code})"),
+                    message: format!(
+                        "{name} did not accept the federation's AWS credentials ({code})"
+                    ),
                     detail,
                 }
             } else {
@@ -459,9 +461,17 @@ mod tests {
             let e: SdkError<AssumeRoleError, ()> = SdkError::service_error(err, ());
             map_sdk_error("AssumeRole", &e)
         };
-        for code in ["Throttling", "InternalFailure", "ExpiredToken", "InvalidClientTokenId"] {
+        for code in [
+            "Throttling",
+            "InternalFailure",
+            "ExpiredToken",
+            "InvalidClientTokenId",
+        ] {
             let e = class(code);
-            assert!(matches!(e, BackendError::Unavailable { .. }), "{code}: {e:?}");
+            assert!(
+                matches!(e, BackendError::Unavailable { .. }),
+                "{code}: {e:?}"
+            );
             assert!(e.to_string().contains(code), "{e}");
         }
         assert!(
@@ -469,7 +479,11 @@ mod tests {
                 .to_string()
                 .contains("did not accept the federation's AWS credentials")
         );
-        for code in ["AccessDenied", "AccessDeniedException", "MalformedPolicyDocument"] {
+        for code in [
+            "AccessDenied",
+            "AccessDeniedException",
+            "MalformedPolicyDocument",
+        ] {
             let e = class(code);
             assert!(matches!(e, BackendError::Rejected { .. }), "{code}: {e:?}");
             // AWS's message (it names the federation's role) goes to the log only.

@@ -291,13 +291,15 @@ fn answer_error(status: reqwest::StatusCode, body: &[u8], secret: &str) -> Backe
             message: "the Azure Key Vault secret is disabled".to_owned(),
             detail,
         },
-        // The federation's identity: its token (401), or its role assignments, the vault's
-        // access policies or network rules (403); none of them the caller's.
+        // The federation's identity: its token not accepted (401: retryable, a fresh one is
+        // fetched), or its role assignments, the vault's access policies or network rules
+        // (403: a permission only the operator can grant, rejected as every backend's 403);
+        // none of them the caller's.
         401 => BackendError::Unavailable {
             message: "Azure Key Vault refused the federation's Azure identity".to_owned(),
             detail,
         },
-        403 => BackendError::Unavailable {
+        403 => BackendError::Rejected {
             message: "Azure Key Vault denied the federation's Azure identity access to the secret"
                 .to_owned(),
             detail,
@@ -652,7 +654,7 @@ mod tests {
                     Some("ForbiddenByRbac"),
                     "Caller is not authorized to perform action on resource.",
                 ),
-                true,
+                false,
                 "denied the federation's Azure identity",
             ),
             (

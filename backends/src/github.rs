@@ -402,6 +402,12 @@ fn answer_error(what: &str, status: reqwest::StatusCode, body: &[u8]) -> Backend
             message: "GitHub refused the federation's App credentials".to_owned(),
             detail: format!("{BACKEND} {what}: 401: {summary}"),
         },
+        // GitHub's primary and secondary rate limits answer 403 (or 429) too: retryable,
+        // unlike a 403 refusing a permission (GitHub's rule: the message says which).
+        403 | 429 if said.contains("rate limit") => BackendError::Unavailable {
+            message: "GitHub's rate limit for the federation's App was reached".to_owned(),
+            detail: format!("{BACKEND} {what}: {}: {summary}", status.as_u16()),
+        },
         404 => BackendError::Rejected {
             message: "GitHub knows no such App installation".to_owned(),
             detail: format!("{BACKEND} {what}: 404: {summary}"),
@@ -546,6 +552,35 @@ mod tests {
             private_key: SecretRef::env("GITHUB_APP_KEY"),
             ca_bundle: None,
             timeout: None,
+        }
+    }
+
+    #[test]
+    fn github_errors_follow_the_rule_every_backend_follows() {
+        let class = |status: u16, message: &str| {
+            let body = serde_json::json!({ "message": message }).to_string();
+            answer_error(
+                "creating an installation token",
+                reqwest::StatusCode::from_u16(status).unwrap(),
+                body.as_bytes(),
+            )
+        };
+        let e = class(401, "A JSON web token could not be decoded");
+        assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+        let e = class(403, "Resource not accessible by integration");
+        assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+        for (status, limit) in [
+            (403, "API rate limit exceeded for installation ID 7."),
+            (
+                403,
+                "You have exceeded a secondary rate limit. Please wait a few minutes.",
+            ),
+            (429, "You have exceeded a secondary rate limit."),
+        ] {
+            let e = class(status, limit);
+            assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+            assert!(e.to_string().contains("rate limit"), "{e}");
+            assert!(!e.to_string().contains("installation ID"), "{e}");
         }
     }
 

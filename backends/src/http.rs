@@ -198,10 +198,17 @@ pub fn transport_error(backend: &str, e: &reqwest::Error) -> BackendError {
     }
 }
 
-/// Classifies an HTTP error status. `summary` is backend text for the log only.
+/// Classifies an HTTP error status by the rule every backend follows (see the crate docs):
+/// 5xx, 429, 408 and 401 (the federation's own credential not accepted) are unavailable, other
+/// statuses (403 included) rejected. `summary` is backend text for the log only.
 pub fn status_error(backend: &str, status: reqwest::StatusCode, summary: &str) -> BackendError {
     let detail = format!("{backend} returned {status}: {summary}");
-    if status.is_server_error()
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        BackendError::Unavailable {
+            message: format!("{backend} did not accept the federation's credentials (401)"),
+            detail,
+        }
+    } else if status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
     {

@@ -361,12 +361,17 @@ mod tests {
         for path in [&token, &link] {
             let r = SecretRef::file(path);
             // Any other reference (a `webhook` store's header, a Vault token) is refused.
-            let err = r.validate("provider.webhook.headers.x").unwrap_err().to_string();
+            let err = r
+                .validate("provider.webhook.headers.x")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
             assert!(r.read().unwrap_err().detail().contains("refused to read"));
             assert!(validate_file(path, "provider.vault.auth.jwt.tokenFile", None).is_err());
-            assert!(validate_file(path, "provider.gcp.serviceAccountKeyFile", Some(Owner::Gcp))
-                .is_err());
+            assert!(
+                validate_file(path, "provider.gcp.serviceAccountKeyFile", Some(Owner::Gcp))
+                    .is_err()
+            );
             // Its owner's store reads it.
             assert!(r.validate_for("x", Some(Owner::Azure)).is_ok());
             assert!(validate_file(path, "x", Some(Owner::Azure)).is_ok());
@@ -378,7 +383,11 @@ mod tests {
         // Reserved for everyone stays so, whichever comes first.
         reserve(&token, None);
         reserve(&token, Some(Owner::Azure));
-        assert!(SecretRef::file(&token).read_for(Some(Owner::Azure)).is_err());
+        assert!(
+            SecretRef::file(&token)
+                .read_for(Some(Owner::Azure))
+                .is_err()
+        );
         let both = dir.path().join("both");
         reserve(&both, Some(Owner::Azure));
         reserve(&both, Some(Owner::Gcp));

@@ -959,9 +959,7 @@ async fn secret_manager_classifies_missing_denied_and_unavailable_on_the_fake() 
 
     // The federation's token not accepted (401): retryable, unlike the 403 above.
     fake.seen.lock().expect("lock").tokens_revoked = true;
-    let err = read_secret(&fake, json!({}), &id)
-        .await
-        .expect_err("401");
+    let err = read_secret(&fake, json!({}), &id).await.expect_err("401");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     assert_no_secret(&err);
     fake.seen.lock().expect("lock").tokens_revoked = false;

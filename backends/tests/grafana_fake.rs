@@ -961,5 +961,9 @@ async fn revoking_checks_the_lease_and_its_organization() {
     let viewer = generator(&url, token_auth(&c.viewer), json!({}));
     let e = viewer.revoke(&lease).await.unwrap_err();
     assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
-    assert!(e.detail().contains("serviceaccounts:write"), "{}", e.detail());
+    assert!(
+        e.detail().contains("serviceaccounts:write"),
+        "{}",
+        e.detail()
+    );
 }

@@ -595,10 +595,11 @@ async fn refusals_are_classified_and_a_refused_token_is_fetched_again_once() {
         fake.answer = None;
     }
 
-    // No role on the vault: the federation's, not the caller's.
+    // No role on the vault: the federation's, not the caller's, and only the operator can
+    // grant it (rejected: the caller fails at once).
     fake.lock().expect("lock").denied = true;
     let e = g.generate(&c).await.unwrap_err();
-    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
     assert!(
         e.to_string()
             .contains("denied the federation's Azure identity"),

@@ -48,6 +48,7 @@ async fn server() -> (String, Seen) {
         }))
         .route("/creds/html", post(|| async { Response::new(axum::body::Body::from("<html>oops</html>")) }))
         .route("/creds/denied", post(|| async { (StatusCode::FORBIDDEN, "no").into_response() }))
+        .route("/creds/unauthenticated", post(|| async { (StatusCode::UNAUTHORIZED, "who?").into_response() }))
         .route("/creds/down", post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "later").into_response() }));
     let base = common::serve_local(app).await;
     (base, seen)
@@ -192,8 +193,13 @@ async fn redirects_timeouts_and_bad_answers_are_classified() {
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     let err = call("html", json!({})).await.expect_err("not json");
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    // A permission refused (403) is rejected; the federation's credential not accepted (401)
+    // is retryable, by the rule every backend follows.
     let err = call("denied", json!({})).await.expect_err("403");
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+    let err = call("unauthenticated", json!({})).await.expect_err("401");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("did not accept"), "{err}");
     let err = call("down", json!({})).await.expect_err("503");
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     let err = call("issue", json!({"result": {"jsonPath": "$.nothing"}}))
