@@ -4,7 +4,7 @@
 //!
 //! The password is an OAuth access token of `serviceAccountEmail`, minted exactly as
 //! `GCPAccessToken` mints one (IAM Credentials `generateAccessToken` with the store's identity,
-//! through `delegates`; see [`crate::gcp_access_token::mint`]), so the registries' IAM grants
+//! through `delegates`, by the same code), so the registries' IAM grants
 //! that service account, never the federation. The account may be templated over the caller
 //! (`{{namespace}}-puller@my-project.iam.gserviceaccount.com`): one generator then gives each
 //! namespace its own account's repositories. The rendered account is checked again before

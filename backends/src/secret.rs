@@ -112,7 +112,9 @@ const OWN_CREDENTIAL_FILES: &[(&str, Option<Owner>)] = &[
 ];
 
 /// Reserves the files the federation's environment names as its own credentials
-/// ([`OWN_CREDENTIAL_FILES`]); call once at start-up, before any configuration is read.
+/// (`AWS_WEB_IDENTITY_TOKEN_FILE` for everyone, `AZURE_FEDERATED_TOKEN_FILE` and
+/// `GOOGLE_APPLICATION_CREDENTIALS` for their [`Owner`]); call once at start-up, before any
+/// configuration is read.
 pub fn reserve_own_credential_files() {
     for (path, owner) in own_credential_files(|k| std::env::var_os(k)) {
         reserve(&path, owner);
