@@ -234,7 +234,7 @@ pub fn api(state: AppState) -> Api {
 /// extractors each box or clone per request: taking the issuance routes first, and serving
 /// this service without a router in front, raised figure 2 of `BENCHMARKS.md` (issuances per
 /// second over loopback) by ~8 %. An issuance is answered as the other routes are behind
-/// [`observe`] and axum's method router: the same error shape, request id and metrics, and
+/// `observe` and axum's method router: the same error shape, request id and metrics, and
 /// `405` with `Allow: POST`.
 #[derive(Clone, Debug)]
 pub struct Api {

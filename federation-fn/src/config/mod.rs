@@ -210,7 +210,7 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// Parses multi-document YAML text (JSON is YAML) into documents, skipping empty ones and
 /// flattening `kind: List`. Faster readers go first where they read what serde-saphyr reads
-/// (see [`fast`]); serde-saphyr reads the rest and explains errors.
+/// (see the `fast` module); serde-saphyr reads the rest and explains errors.
 pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError> {
     let fast = match fast::json_object(text) {
         Some(v) => Some(vec![v]),
