@@ -311,30 +311,13 @@ impl AzureProvider {
         else {
             return Ok(None);
         };
-        let url = Url::parse(text)
-            .map_err(|e| SpecError::field(field, format!("{text:?} is not a URL: {e}")))?;
-        let allowed = match url.scheme() {
-            "https" => url.host().is_some(),
-            "http" => host_ip(&url).is_some_and(|ip| {
-                ip.is_loopback() || ip == std::net::IpAddr::from([169, 254, 169, 254])
-            }),
-            _ => false,
-        };
-        if !allowed
-            || url.query().is_some()
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return Err(SpecError::field(
-                field,
-                format!(
-                    "{text:?} is not an https:// URL (http:// only for a loopback address or \
-                     IMDS's 169.254.169.254)"
-                ),
-            ));
-        }
-        Ok(Some(url))
+        crate::http::endpoint_url(
+            text,
+            field,
+            |ip| ip.is_loopback() || ip == std::net::IpAddr::from([169, 254, 169, 254]),
+            "a loopback address or IMDS's 169.254.169.254",
+        )
+        .map(Some)
     }
 
     fn acr_endpoint(&self) -> Result<Option<Url>, SpecError> {
@@ -355,18 +338,6 @@ impl AzureProvider {
 /// What the validation of the three proofs says when not exactly one is set.
 const ONE_PROOF: &str =
     "set exactly one of `clientSecret`, `workloadIdentity` or `managedIdentity`";
-
-/// `url`'s host as an IP address (`localhost` as the loopback one), if it is one.
-fn host_ip(url: &Url) -> Option<std::net::IpAddr> {
-    match url.host_str()? {
-        "localhost" => Some(std::net::Ipv4Addr::LOCALHOST.into()),
-        host => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok(),
-    }
-}
 
 /// How the identity proves itself to Entra ID.
 #[derive(Clone)]
@@ -869,7 +840,7 @@ fn app_service_endpoint(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
     let allowed = match url.scheme() {
         "https" => url.host().is_some(),
-        "http" => host_ip(&url).is_some_and(is_local),
+        "http" => crate::http::host_ip(&url).is_some_and(is_local),
         _ => false,
     };
     if !allowed

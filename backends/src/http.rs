@@ -147,20 +147,28 @@ pub fn client(
 /// relative paths join under it (`https://host/grafana/` + `api/...`). `field` names the
 /// manifest field for the error.
 pub fn base_url(text: &str, field: &str) -> Result<reqwest::Url, SpecError> {
-    let mut url = reqwest::Url::parse(text)
+    let mut url = endpoint_url(text, field, |ip| ip.is_loopback(), "a loopback address")?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// An endpoint URL from a store's field: `https://`, or `http://` only to an address
+/// `plain_http` accepts (`plain_says` names them for the error); no query, fragment or user
+/// info. `field` names the manifest field for the error.
+pub fn endpoint_url(
+    text: &str,
+    field: &str,
+    plain_http: impl Fn(std::net::IpAddr) -> bool,
+    plain_says: &str,
+) -> Result<reqwest::Url, SpecError> {
+    let url = reqwest::Url::parse(text)
         .map_err(|e| SpecError::field(field, format!("{text:?} is not a URL: {e}")))?;
-    let loopback = match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    };
     let allowed = match url.scheme() {
         "https" => url.host().is_some(),
-        "http" => loopback,
+        "http" => host_ip(&url).is_some_and(plain_http),
         _ => false,
     };
     if !allowed
@@ -171,14 +179,22 @@ pub fn base_url(text: &str, field: &str) -> Result<reqwest::Url, SpecError> {
     {
         return Err(SpecError::field(
             field,
-            format!("{text:?} is not an https:// base URL (http:// only for a loopback address)"),
+            format!("{text:?} is not an https:// URL (http:// only for {plain_says})"),
         ));
     }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
     Ok(url)
+}
+
+/// The IP address a URL's host is (`localhost` is loopback), if it is one.
+pub fn host_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
+    match url.host_str()? {
+        "localhost" => Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        host => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok(),
+    }
 }
 
 /// Classifies a transport failure (no response): always unavailable.
