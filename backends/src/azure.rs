@@ -803,18 +803,9 @@ fn resource_of(scope: &str) -> Option<&str> {
 /// link-local address and the App Service endpoint is the host's or its sandbox's (Azure:
 /// "IMDS is not intended to be used behind a proxy").
 fn msi_client(ca_bundle: Option<&str>, timeout: Duration) -> Result<reqwest::Client, SpecError> {
-    let field = "provider.azure.caBundle";
-    let tls = crate::http::tls_config(crate::http::Trust::System { extra: ca_bundle })
-        .map_err(|e| SpecError::field(field, e))?;
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("esi-backends/", env!("CARGO_PKG_VERSION")))
-        .tls_backend_preconfigured(tls)
-        .build()
-        .map_err(|e| SpecError::field(field, format!("cannot build an HTTP client: {e}")))
+    crate::http::build_client(ca_bundle, timeout, "provider.azure.caBundle", |b| {
+        b.no_proxy()
+    })
 }
 
 /// Whether `ip` is the host's own or its private network's: loopback, link-local, private

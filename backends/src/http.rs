@@ -129,14 +129,26 @@ pub fn client(
     timeout: Duration,
     field: &str,
 ) -> Result<reqwest::Client, SpecError> {
+    build_client(ca_bundle, timeout, field, |b| b)
+}
+
+/// Builds a client as [`client`] does, with `adjust` applied to the builder last (a store
+/// that must not use a proxy, for one).
+pub fn build_client(
+    ca_bundle: Option<&str>,
+    timeout: Duration,
+    field: &str,
+    adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, SpecError> {
     let tls =
         tls_config(Trust::System { extra: ca_bundle }).map_err(|e| SpecError::field(field, e))?;
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("esi-backends/", env!("CARGO_PKG_VERSION")))
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(tls);
+    adjust(builder)
         .build()
         .map_err(|e| SpecError::field(field, format!("cannot build an HTTP client: {e}")))
 }
