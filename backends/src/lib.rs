@@ -31,6 +31,8 @@
 //! | `azure` | `azure` | — (the store and its Entra ID token, for the two below) |
 //! | `acr` | `azure` | `ACRAccessToken` |
 //! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
+//! | `sshkey` | — | `SSHKey` |
+//! | `mfa` | — | `MFA` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled: retryable) and [`BackendError::Rejected`] (the backend refused); their
@@ -71,8 +73,12 @@ pub mod github;
 pub mod grafana;
 #[cfg(feature = "http-client")]
 pub mod http;
+#[cfg(feature = "mfa")]
+pub mod mfa;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets_manager_secret;
+#[cfg(feature = "sshkey")]
+pub mod ssh_key;
 #[cfg(feature = "aws")]
 pub mod sts_session_token;
 #[cfg(feature = "vault")]
@@ -185,6 +191,12 @@ pub enum Generator {
     /// `AzureKeyVaultSecret`.
     #[cfg(feature = "keyvault")]
     AzureKeyVaultSecret(Box<azure_key_vault_secret::AzureKeyVaultSecretGenerator>),
+    /// `SSHKey`.
+    #[cfg(feature = "sshkey")]
+    SshKey(ssh_key::SshKeyGenerator),
+    /// `MFA`.
+    #[cfg(feature = "mfa")]
+    Mfa(mfa::MfaGenerator),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -323,6 +335,10 @@ impl Generator {
                     &mut shared.azure,
                 )?,
             )),
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshKey(s) => Generator::SshKey(ssh_key::SshKeyGenerator::new(s)?),
+            #[cfg(feature = "mfa")]
+            GeneratorSpec::Mfa(s) => Generator::Mfa(mfa::MfaGenerator::new(s.clone())?),
         })
     }
 }
@@ -362,6 +378,10 @@ impl Generate for Generator {
             Generator::AcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "keyvault")]
             Generator::AzureKeyVaultSecret(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "sshkey")]
+            Generator::SshKey(g) => g.generate(ctx).await,
+            #[cfg(feature = "mfa")]
+            Generator::Mfa(g) => g.generate(ctx).await,
         }
     }
 
@@ -396,6 +416,10 @@ impl Generate for Generator {
             Generator::AcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "keyvault")]
             Generator::AzureKeyVaultSecret(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "sshkey")]
+            Generator::SshKey(g) => g.revoke(handle).await,
+            #[cfg(feature = "mfa")]
+            Generator::Mfa(g) => g.revoke(handle).await,
         }
     }
 }
@@ -437,6 +461,10 @@ pub fn crds()
         acr_access_token::ACRAccessToken::crd(),
         #[cfg(feature = "keyvault")]
         azure_key_vault_secret::AzureKeyVaultSecret::crd(),
+        #[cfg(feature = "sshkey")]
+        ssh_key::SSHKey::crd(),
+        #[cfg(feature = "mfa")]
+        mfa::MFA::crd(),
     ]
 }
 
