@@ -99,7 +99,7 @@ impl SshKeySpec {
                 Some(s) => Err(SpecError::field(
                     "keySize",
                     format!(
-                        "{s} is not a {} key size (one of {})",
+                        "{s} is not allowed for {} keys (one of {})",
                         self.key_type.name(),
                         allowed
                             .iter()
@@ -403,7 +403,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"keyType": "rsa", "keySize": 1024}),
-                "spec.keySize: 1024 is not a rsa key size (one of 2048, 3072, 4096)",
+                "spec.keySize: 1024 is not allowed for rsa keys (one of 2048, 3072, 4096)",
             ),
             (
                 serde_json::json!({"keyType": "rsa", "keySize": 256}),
@@ -411,7 +411,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"keyType": "ecdsa", "keySize": 2048}),
-                "spec.keySize: 2048 is not a ecdsa key size",
+                "spec.keySize: 2048 is not allowed for ecdsa keys (one of 256, 384, 521)",
             ),
             (
                 serde_json::json!({"keyType": "ecdsa", "keySize": 512}),
