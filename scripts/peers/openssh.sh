@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # OpenSSH's ssh-keygen, the real reader the SSHKey generator's keys are checked against
-# (`ssh-keygen -y` derives the public key from the private key the generator returns).
+# (`ssh-keygen -y` derives the public key from the private key the generator returns, `-Y sign`
+# and `-Y verify` sign with it and check against the public key line, `-p -m PEM` rewrites RSA
+# keys as PKCS#1 for a full consistency check).
 #   up:   installs openssh-client from apt if ssh-keygen is missing, prints ESI_TEST_SSH_KEYGEN.
 #   down: nothing to stop.
 set -euo pipefail
