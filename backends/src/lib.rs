@@ -32,6 +32,8 @@
 //! | `azure` | `azure` | — (the store and its Entra ID token, for the two below) |
 //! | `acr` | `azure` | `ACRAccessToken` |
 //! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
+//! | `sshkey` | — | `SSHKey` |
+//! | `mfa` | — | `MFA` |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
@@ -79,8 +81,12 @@ pub mod github;
 pub mod grafana;
 #[cfg(feature = "http-client")]
 pub mod http;
+#[cfg(feature = "mfa")]
+pub mod mfa;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets_manager_secret;
+#[cfg(feature = "sshkey")]
+pub mod ssh_key;
 #[cfg(feature = "aws")]
 pub mod sts_session_token;
 #[cfg(feature = "vault")]
@@ -196,6 +202,12 @@ pub enum Generator {
     /// `AzureKeyVaultSecret`.
     #[cfg(feature = "keyvault")]
     AzureKeyVaultSecret(Box<azure_key_vault_secret::AzureKeyVaultSecretGenerator>),
+    /// `SSHKey`.
+    #[cfg(feature = "sshkey")]
+    SshKey(ssh_key::SshKeyGenerator),
+    /// `MFA`.
+    #[cfg(feature = "mfa")]
+    Mfa(mfa::MfaGenerator),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -338,6 +350,10 @@ impl Generator {
                     &mut shared.azure,
                 )?,
             )),
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshKey(s) => Generator::SshKey(ssh_key::SshKeyGenerator::new(s)?),
+            #[cfg(feature = "mfa")]
+            GeneratorSpec::Mfa(s) => Generator::Mfa(mfa::MfaGenerator::new(s.clone())?),
         })
     }
 }
@@ -379,6 +395,10 @@ impl Generate for Generator {
             Generator::AcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "keyvault")]
             Generator::AzureKeyVaultSecret(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "sshkey")]
+            Generator::SshKey(g) => g.generate(ctx).await,
+            #[cfg(feature = "mfa")]
+            Generator::Mfa(g) => g.generate(ctx).await,
         }
     }
 
@@ -415,6 +435,10 @@ impl Generate for Generator {
             Generator::AcrAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "keyvault")]
             Generator::AzureKeyVaultSecret(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "sshkey")]
+            Generator::SshKey(g) => g.revoke(handle).await,
+            #[cfg(feature = "mfa")]
+            Generator::Mfa(g) => g.revoke(handle).await,
         }
     }
 }
@@ -458,6 +482,10 @@ pub fn crds()
         acr_access_token::ACRAccessToken::crd(),
         #[cfg(feature = "keyvault")]
         azure_key_vault_secret::AzureKeyVaultSecret::crd(),
+        #[cfg(feature = "sshkey")]
+        ssh_key::SSHKey::crd(),
+        #[cfg(feature = "mfa")]
+        mfa::MFA::crd(),
     ]
 }
 

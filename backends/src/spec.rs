@@ -55,6 +55,12 @@ pub enum GeneratorKind {
     /// `AzureKeyVaultSecret`.
     #[cfg(feature = "keyvault")]
     AzureKeyVaultSecret,
+    /// `SSHKey`.
+    #[cfg(feature = "sshkey")]
+    SshKey,
+    /// `MFA`.
+    #[cfg(feature = "mfa")]
+    Mfa,
 }
 
 impl GeneratorKind {
@@ -91,6 +97,10 @@ impl GeneratorKind {
         GeneratorKind::AcrAccessToken,
         #[cfg(feature = "keyvault")]
         GeneratorKind::AzureKeyVaultSecret,
+        #[cfg(feature = "sshkey")]
+        GeneratorKind::SshKey,
+        #[cfg(feature = "mfa")]
+        GeneratorKind::Mfa,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -127,6 +137,10 @@ impl GeneratorKind {
             GeneratorKind::AcrAccessToken => "ACRAccessToken",
             #[cfg(feature = "keyvault")]
             GeneratorKind::AzureKeyVaultSecret => "AzureKeyVaultSecret",
+            #[cfg(feature = "sshkey")]
+            GeneratorKind::SshKey => "SSHKey",
+            #[cfg(feature = "mfa")]
+            GeneratorKind::Mfa => "MFA",
         }
     }
 
@@ -206,6 +220,12 @@ pub enum GeneratorSpec {
     /// `kind: AzureKeyVaultSecret`.
     #[cfg(feature = "keyvault")]
     AzureKeyVaultSecret(crate::azure_key_vault_secret::AzureKeyVaultSecretSpec),
+    /// `kind: SSHKey`.
+    #[cfg(feature = "sshkey")]
+    SshKey(crate::ssh_key::SshKeySpec),
+    /// `kind: MFA`.
+    #[cfg(feature = "mfa")]
+    Mfa(crate::mfa::MfaSpec),
 }
 
 impl GeneratorSpec {
@@ -250,6 +270,10 @@ impl GeneratorSpec {
             GeneratorKind::AcrAccessToken => GeneratorSpec::AcrAccessToken(parse(spec)?),
             #[cfg(feature = "keyvault")]
             GeneratorKind::AzureKeyVaultSecret => GeneratorSpec::AzureKeyVaultSecret(parse(spec)?),
+            #[cfg(feature = "sshkey")]
+            GeneratorKind::SshKey => GeneratorSpec::SshKey(parse(spec)?),
+            #[cfg(feature = "mfa")]
+            GeneratorKind::Mfa => GeneratorSpec::Mfa(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -289,6 +313,10 @@ impl GeneratorSpec {
             GeneratorSpec::AcrAccessToken(_) => GeneratorKind::AcrAccessToken,
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(_) => GeneratorKind::AzureKeyVaultSecret,
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshKey(_) => GeneratorKind::SshKey,
+            #[cfg(feature = "mfa")]
+            GeneratorSpec::Mfa(_) => GeneratorKind::Mfa,
         }
     }
 
@@ -296,6 +324,10 @@ impl GeneratorSpec {
     pub fn store_ref(&self) -> Option<&str> {
         match self {
             GeneratorSpec::Password(_) | GeneratorSpec::Uuid(_) | GeneratorSpec::Fake(_) => None,
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshKey(_) => None,
+            #[cfg(feature = "mfa")]
+            GeneratorSpec::Mfa(_) => None,
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "vault")]
@@ -361,6 +393,10 @@ impl GeneratorSpec {
             GeneratorSpec::AcrAccessToken(s) => s.validate(),
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(s) => s.validate(),
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshKey(s) => s.validate(),
+            #[cfg(feature = "mfa")]
+            GeneratorSpec::Mfa(s) => s.validate(),
         }
     }
 }
