@@ -180,6 +180,7 @@ fn refused_file(path: &Path, reader: Option<Owner>) -> Option<&'static str> {
 
 /// Checks a field naming a file a store reads itself (a token file, a key file): the rules of
 /// a [`SecretRef`]'s `file`, with `owner` the store's own identity (whose files it may name).
+#[cfg(any(feature = "vault", feature = "azure", feature = "gcp", test))]
 pub(crate) fn validate_file(
     file: &Path,
     field: &str,
