@@ -156,26 +156,42 @@ fn lexical(path: &Path) -> PathBuf {
 
 /// Why `path` may not be read as a secret by `reader` (a store's own credential, or any
 /// other reference), if it may not.
+///
+/// A reserved file is matched by name (as given, and resolved through links) and by what it
+/// is now: the same device and inode reached by another name. A Kubernetes volume swaps the
+/// targets of its files' links on every update, so the resolved name recorded at start-up goes
+/// stale, and `dir/..data/token` reaches the same file as the reserved `dir/token`.
 fn refused_file(path: &Path, reader: Option<Owner>) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt as _;
     let named = lexical(path);
     let resolved = std::fs::canonicalize(path).ok();
+    if std::iter::once(&named)
+        .chain(resolved.as_ref())
+        .any(|p| p.starts_with("/proc"))
+    {
+        return Some("is under /proc, which exposes the federation's own process");
+    }
+    let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let file = identity(path);
     let reserved = RESERVED_FILES.read().unwrap_or_else(|p| p.into_inner());
-    for p in std::iter::once(&named).chain(resolved.as_ref()) {
-        if p.starts_with("/proc") {
-            return Some("is under /proc, which exposes the federation's own process");
-        }
-        match reserved.iter().find(|(r, _)| p == r) {
-            Some((_, None)) => {
+    let mut refusal = None;
+    for (r, owner) in reserved.iter() {
+        let same = *r == named
+            || resolved.as_ref() == Some(r)
+            || file.is_some_and(|f| identity(r) == Some(f));
+        match owner {
+            _ if !same => {}
+            None => {
                 return Some(
                     "holds one of the federation's own secrets (its lease keys, TLS key or web \
                      identity token)",
                 );
             }
-            Some((_, Some(owner))) if reader != Some(*owner) => return Some(owner.refusal()),
-            _ => {}
+            Some(owner) if reader != Some(*owner) => refusal = Some(owner.refusal()),
+            Some(_) => {}
         }
     }
-    None
+    refusal
 }
 
 /// Checks a field naming a file a store reads itself (a token file, a key file): the rules of
@@ -437,6 +453,46 @@ mod tests {
                 .validate("x")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_reserved_file_is_refused_by_any_name_that_reaches_it() {
+        // A Kubernetes volume: `token` -> `..data/token`, `..data` -> the current timestamped
+        // directory, swapped on every update.
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("..2026_01"), dir.path().join("..2026_02"));
+        for d in [&first, &second] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("token"), "eyJ.volume.token").unwrap();
+        }
+        let data = dir.path().join("..data");
+        std::os::unix::fs::symlink(&first, &data).unwrap();
+        let token = dir.path().join("token");
+        std::os::unix::fs::symlink("..data/token", &token).unwrap();
+        reserve_file(&token);
+        // The kubelet's update: a new `..data` renamed over the old one.
+        let next = dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&second, &next).unwrap();
+        std::fs::rename(&next, &data).unwrap();
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(second.join("token"), &hard).unwrap();
+        for other in [data.join("token"), second.join("token"), hard] {
+            let err = SecretRef::file(&other)
+                .validate("x")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("federation's own"),
+                "{}: {err}",
+                other.display()
+            );
+            assert!(SecretRef::file(&other).read().is_err());
+        }
+        // The target recorded at start-up stays refused (harmless: the kubelet removes it).
+        assert!(SecretRef::file(first.join("token")).read().is_err());
+        // Another file of the volume is not the reserved one.
+        std::fs::write(second.join("other"), "x").unwrap();
+        assert!(SecretRef::file(data.join("other")).read().is_ok());
     }
 
     #[test]
