@@ -19,7 +19,7 @@
 //!
 //! | feature | SecretStore provider | generator kinds |
 //! |---|---|---|
-//! | (always) | — | `Password`, `UUID`, `Fake` |
+//! | (always) | — | `Password`, `UUID`, `Fake`, `IdentityToken` (signed by the federation's own issuer, [`identity`]) |
 //! | `vault` | `vault` | `VaultDynamicSecret`, `VaultStaticSecret` |
 //! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
@@ -48,6 +48,8 @@
 
 pub mod duration;
 pub mod fake;
+pub mod identity;
+pub mod identity_token;
 pub mod password;
 pub mod secret;
 pub mod status;
@@ -160,6 +162,8 @@ pub enum Generator {
     Uuid(uuid::UuidGenerator),
     /// `Fake`.
     Fake(fake::FakeGenerator),
+    /// `IdentityToken`.
+    IdentityToken(identity_token::IdentityTokenGenerator),
     /// `VaultDynamicSecret`.
     #[cfg(feature = "vault")]
     VaultDynamicSecret(Box<vault_dynamic_secret::VaultDynamicSecretGenerator>),
@@ -217,8 +221,12 @@ pub enum Generator {
 /// with one `Shared` ([`Generator::build_shared`]); keep it across reloads and an unchanged store
 /// keeps its connection and login (a single-use AppRole secret id logs in once, not once per
 /// reload), while a store no configuration uses any more is let go with its last generator.
+///
+/// It also carries the federation's own OIDC issuer ([`Shared::with_issuer`]) to the
+/// generators that sign with it.
 #[derive(Debug, Default)]
 pub struct Shared {
+    issuer: IssuerSlot,
     #[cfg(feature = "vault")]
     vault: store::Conns<vault::VaultConn>,
     #[cfg(feature = "aws")]
@@ -231,6 +239,44 @@ pub struct Shared {
     grafana: store::Conns<grafana::GrafanaConn>,
     #[cfg(any(feature = "acr", feature = "keyvault"))]
     azure: store::Conns<azure::AzureConn>,
+}
+
+/// What [`Shared`] knows of the federation's issuer.
+#[derive(Debug, Default)]
+enum IssuerSlot {
+    /// A configuration checked on its own (`esi-federation check`): kinds needing an issuer
+    /// build, and would refuse requests.
+    #[default]
+    Unknown,
+    /// A serving federation with no issuer: kinds needing one are configuration errors.
+    Absent,
+    /// A serving federation's issuer.
+    Present(std::sync::Arc<identity::Issuer>),
+}
+
+impl Shared {
+    /// A `Shared` for a serving federation: `issuer` is its OIDC issuer, or `None` when it has
+    /// none, which makes generators that sign with it (`IdentityToken`) configuration errors
+    /// instead of generators that refuse every request. [`Shared::default`] is for checking
+    /// a configuration without the federation's settings: such generators build.
+    pub fn with_issuer(issuer: Option<std::sync::Arc<identity::Issuer>>) -> Self {
+        Shared {
+            issuer: issuer.map_or(IssuerSlot::Absent, IssuerSlot::Present),
+            ..Shared::default()
+        }
+    }
+
+    /// The issuer for a generator being built, or the configuration error of its absence.
+    fn issuer_for_build(&self) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
+        match &self.issuer {
+            IssuerSlot::Unknown => Ok(None),
+            IssuerSlot::Absent => Err(SpecError::Invalid {
+                path: String::new(),
+                message: "this kind signs tokens with the federation's own OIDC issuer, and this federation has none: start it with --issuer-url and issuer keys (see the federation README)".to_owned(),
+            }),
+            IssuerSlot::Present(i) => Ok(Some(i.clone())),
+        }
+    }
 }
 
 impl Generator {
@@ -260,6 +306,9 @@ impl Generator {
             }
             GeneratorSpec::Uuid(_) => Generator::Uuid(uuid::UuidGenerator),
             GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())?),
+            GeneratorSpec::IdentityToken(s) => Generator::IdentityToken(
+                identity_token::IdentityTokenGenerator::new(s.clone(), shared.issuer_for_build()?)?,
+            ),
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Generator::VaultDynamicSecret(Box::new(
                 vault_dynamic_secret::VaultDynamicSecretGenerator::new(
@@ -367,6 +416,7 @@ impl Generate for Generator {
             Generator::Password(g) => g.generate(ctx).await,
             Generator::Uuid(g) => g.generate(ctx).await,
             Generator::Fake(g) => g.generate(ctx).await,
+            Generator::IdentityToken(g) => g.generate(ctx).await,
             #[cfg(feature = "vault")]
             Generator::VaultDynamicSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "vault")]
@@ -407,6 +457,7 @@ impl Generate for Generator {
             Generator::Password(g) => g.revoke(handle).await,
             Generator::Uuid(g) => g.revoke(handle).await,
             Generator::Fake(g) => g.revoke(handle).await,
+            Generator::IdentityToken(g) => g.revoke(handle).await,
             #[cfg(feature = "vault")]
             Generator::VaultDynamicSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "vault")]
@@ -454,6 +505,7 @@ pub fn crds()
         password::Password::crd(),
         uuid::UUID::crd(),
         fake::Fake::crd(),
+        identity_token::IdentityToken::crd(),
         #[cfg(feature = "vault")]
         vault_dynamic_secret::VaultDynamicSecret::crd(),
         #[cfg(feature = "vault")]

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BackendError, SpecError};
 
-/// The federation's own secrets in its environment: the lease-sealing keys, the secret parts
+/// The federation's own secrets in its environment: the lease-sealing keys, its OIDC signing
+/// keys, the secret parts
 /// of its own AWS credentials (set by Lambda for the function's role, or by an operator for
 /// the SDK's default chain), which may read the lease keys' Secrets Manager secret, and the
 /// App Service managed identity's header secret. The `aws` and `azure` stores do not need
@@ -18,6 +19,10 @@ const RESERVED_ENV: &[(&str, &str)] = &[
     (
         "ESI_LEASE_KEYS",
         "is the federation's own lease-sealing key",
+    ),
+    (
+        "ESI_ISSUER_KEYS",
+        "is the federation's own OIDC signing key",
     ),
     (
         "AWS_SECRET_ACCESS_KEY",
@@ -430,6 +435,7 @@ mod tests {
         reserve_file(&keys);
         for r in [
             SecretRef::env("ESI_LEASE_KEYS"),
+            SecretRef::env("ESI_ISSUER_KEYS"),
             SecretRef::env("AWS_SECRET_ACCESS_KEY"),
             SecretRef::env("AWS_SESSION_TOKEN"),
             SecretRef::env("AWS_CONTAINER_AUTHORIZATION_TOKEN"),

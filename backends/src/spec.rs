@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{SpecError, fake, password, uuid};
+use crate::{SpecError, fake, identity_token, password, uuid};
 
 /// Every generator kind this build knows, in manifest spelling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,6 +13,8 @@ pub enum GeneratorKind {
     Uuid,
     /// `Fake`.
     Fake,
+    /// `IdentityToken`.
+    IdentityToken,
     /// `VaultDynamicSecret`.
     #[cfg(feature = "vault")]
     VaultDynamicSecret,
@@ -69,6 +71,7 @@ impl GeneratorKind {
         GeneratorKind::Password,
         GeneratorKind::Uuid,
         GeneratorKind::Fake,
+        GeneratorKind::IdentityToken,
         #[cfg(feature = "vault")]
         GeneratorKind::VaultDynamicSecret,
         #[cfg(feature = "vault")]
@@ -109,6 +112,7 @@ impl GeneratorKind {
             GeneratorKind::Password => "Password",
             GeneratorKind::Uuid => "UUID",
             GeneratorKind::Fake => "Fake",
+            GeneratorKind::IdentityToken => "IdentityToken",
             #[cfg(feature = "vault")]
             GeneratorKind::VaultDynamicSecret => "VaultDynamicSecret",
             #[cfg(feature = "vault")]
@@ -178,6 +182,8 @@ pub enum GeneratorSpec {
     Uuid(uuid::UuidSpec),
     /// `kind: Fake`.
     Fake(fake::FakeSpec),
+    /// `kind: IdentityToken`.
+    IdentityToken(identity_token::IdentityTokenSpec),
     /// `kind: VaultDynamicSecret`.
     #[cfg(feature = "vault")]
     VaultDynamicSecret(crate::vault_dynamic_secret::VaultDynamicSecretSpec),
@@ -236,6 +242,7 @@ impl GeneratorSpec {
             GeneratorKind::Password => GeneratorSpec::Password(parse(spec)?),
             GeneratorKind::Uuid => GeneratorSpec::Uuid(parse(spec)?),
             GeneratorKind::Fake => GeneratorSpec::Fake(parse(spec)?),
+            GeneratorKind::IdentityToken => GeneratorSpec::IdentityToken(parse(spec)?),
             #[cfg(feature = "vault")]
             GeneratorKind::VaultDynamicSecret => GeneratorSpec::VaultDynamicSecret(parse(spec)?),
             #[cfg(feature = "vault")]
@@ -285,6 +292,7 @@ impl GeneratorSpec {
             GeneratorSpec::Password(_) => GeneratorKind::Password,
             GeneratorSpec::Uuid(_) => GeneratorKind::Uuid,
             GeneratorSpec::Fake(_) => GeneratorKind::Fake,
+            GeneratorSpec::IdentityToken(_) => GeneratorKind::IdentityToken,
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(_) => GeneratorKind::VaultDynamicSecret,
             #[cfg(feature = "vault")]
@@ -323,7 +331,10 @@ impl GeneratorSpec {
     /// The SecretStore (in the generator's namespace) this generator needs, if any.
     pub fn store_ref(&self) -> Option<&str> {
         match self {
-            GeneratorSpec::Password(_) | GeneratorSpec::Uuid(_) | GeneratorSpec::Fake(_) => None,
+            GeneratorSpec::Password(_)
+            | GeneratorSpec::Uuid(_)
+            | GeneratorSpec::Fake(_)
+            | GeneratorSpec::IdentityToken(_) => None,
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(_) => None,
             #[cfg(feature = "mfa")]
@@ -365,6 +376,7 @@ impl GeneratorSpec {
             GeneratorSpec::Password(s) => s.validate(),
             GeneratorSpec::Uuid(_) => Ok(()),
             GeneratorSpec::Fake(s) => crate::fake::FakeGenerator::new(s.clone()).map(|_| ()),
+            GeneratorSpec::IdentityToken(s) => s.validate(),
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => s.validate(),
             #[cfg(feature = "vault")]

@@ -2,6 +2,7 @@
 //! dev issuer (a key generated at start, its discovery document and JWKS served by the same
 //! process) and a signed dev ServiceAccount token written to a file.
 
+use secrecy::ExposeSecret as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,7 +53,16 @@ pub fn build(addr: SocketAddr) -> Result<Dev, LoadError> {
     let base_url = base_url(addr);
     let issuer = LocalIssuer::new(SigningKey::rsa());
     issuer.set_issuer(&format!("{base_url}{ISSUER_PATH}"));
-    let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
+    // Dev mode is an OIDC issuer too, at its own loopback URL, with a key that dies with it.
+    let key = esi_backends::identity::generate_key_pem(esi_backends::identity::KeyAlgorithm::Es256)
+        .map_err(|_| LoadError::one("dev issuer", "cannot generate its key"))?;
+    let own = esi_backends::identity::Issuer::new(&base_url, key.expose_secret())
+        .map_err(|e| LoadError::one("dev issuer", e.to_string()))?;
+    let state = AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(std::sync::Arc::new(own)),
+    );
     let text = DEV_CONFIG.replace("${ISSUER}", &issuer.issuer());
     let snapshot = config::load_text("embedded dev.yaml", &text, &state)?;
     state.install(snapshot);

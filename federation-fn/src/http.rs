@@ -219,6 +219,8 @@ pub fn api(state: AppState) -> Api {
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::METRICS, get(metrics))
+        .route(esi_backends::identity::DISCOVERY_PATH, get(oidc_discovery))
+        .route(esi_backends::identity::JWKS_PATH, get(oidc_jwks))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -313,6 +315,9 @@ fn route_label(path: &str) -> RouteLabel {
         routes::HEALTHZ => RouteLabel::Healthz,
         routes::READYZ => RouteLabel::Readyz,
         routes::METRICS => RouteLabel::Metrics,
+        esi_backends::identity::DISCOVERY_PATH | esi_backends::identity::JWKS_PATH => {
+            RouteLabel::Oidc
+        }
         _ => RouteLabel::Other,
     }
 }
@@ -994,6 +999,42 @@ async fn authorize(
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// The federation's OIDC discovery document, when it is an issuer (`--issuer-url`).
+async fn oidc_discovery(State(state): State<AppState>) -> Result<Response, ApiError> {
+    oidc_document(&state, esi_backends::identity::Issuer::discovery_json)
+}
+
+/// The federation's JWKS, when it is an issuer.
+async fn oidc_jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    oidc_document(&state, esi_backends::identity::Issuer::jwks_json)
+}
+
+/// One of the issuer's public JSON documents, cacheable for five minutes by relying parties
+/// and proxies (a rotation publishes the new key long before it signs); 404 on a federation
+/// that is no issuer.
+fn oidc_document(
+    state: &AppState,
+    doc: fn(&esi_backends::identity::Issuer) -> &str,
+) -> Result<Response, ApiError> {
+    let issuer = state.issuer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "this federation is not configured as an OIDC issuer",
+        )
+    })?;
+    let mut resp = Response::new(Body::from(doc(issuer).to_owned()));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    Ok(resp)
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {

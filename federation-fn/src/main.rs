@@ -56,6 +56,16 @@ enum Command {
         /// Use a random lease key (leases then die with this process; single replica only).
         #[arg(long)]
         ephemeral_lease_key: bool,
+        /// Make the federation an OIDC issuer at this public URL (`https://...`): it serves
+        /// `/.well-known/openid-configuration` and `/openid/v1/jwks`, and `IdentityToken`
+        /// generators sign with its keys. Needs the keys (`--issuer-keys-file` or
+        /// `ESI_ISSUER_KEYS`).
+        #[arg(long, env = "ESI_ISSUER_URL")]
+        issuer_url: Option<String>,
+        /// File holding the issuer's PEM private keys (RSA or EC P-256; the first signs, all
+        /// are published). Else `ESI_ISSUER_KEYS` holds the PEM text.
+        #[arg(long, env = "ESI_ISSUER_KEYS_FILE", requires = "issuer_url")]
+        issuer_keys_file: Option<PathBuf>,
         /// How often to look for configuration changes (SIGHUP reloads at once).
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         reload_interval: Duration,
@@ -114,6 +124,12 @@ enum Command {
         #[arg(long, default_value = "k1")]
         id: String,
     },
+    /// Print a fresh OIDC issuer signing key (PKCS#8 PEM) for ESI_ISSUER_KEYS.
+    IssuerKey {
+        /// `rs256` (RSA 2048, what every relying party takes) or `es256` (EC P-256).
+        #[arg(long, default_value = "rs256", value_parser = ["rs256", "es256"])]
+        algorithm: String,
+    },
 }
 
 /// mimalloc instead of glibc malloc: the request paths allocate many small, short-lived
@@ -158,9 +174,10 @@ fn run_lambda() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(lambda::DEFAULT_CONFIG));
     let source = LeaseKeySource::choose(None, false)?;
+    let issuer = load_issuer(std::env::var("ESI_ISSUER_URL").ok(), None)?;
     runtime()?.block_on(async move {
         let leases = source.load().await?;
-        let state = AppState::new(Settings::default(), leases);
+        let state = AppState::serving(Settings::default(), leases, issuer);
         let snap = config::load_path(&config, &state)?;
         state.install(snap);
         state.prefetch_keys(PREFETCH_DEADLINE).await;
@@ -207,6 +224,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::IssuerKey { algorithm } => {
+            use esi_backends::identity::{KeyAlgorithm, generate_key_pem};
+            use secrecy::ExposeSecret as _;
+            let alg = match algorithm.as_str() {
+                "es256" => KeyAlgorithm::Es256,
+                _ => KeyAlgorithm::Rs256,
+            };
+            let pem = generate_key_pem(alg)
+                .map_err(|_| anyhow::anyhow!("cannot generate a key: no entropy source"))?;
+            print!("{}", pem.expose_secret());
+            Ok(())
+        }
         Command::LeaseKey { id } => {
             let spec = LeaseKeys::generate_spec(&id);
             LeaseKeys::parse(&spec)?;
@@ -245,6 +274,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             lease_keys_file,
             ephemeral_lease_key,
+            issuer_url,
+            issuer_keys_file,
             reload_interval,
             backend_timeout,
             read_timeout,
@@ -261,10 +292,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             telemetry::init_with(format, telemetry::Sink::Batched);
             // No SecretStore may read the federation's own secrets (see SecretRef::validate).
-            for own in [&lease_keys_file, &tls_key].into_iter().flatten() {
+            for own in [&lease_keys_file, &tls_key, &issuer_keys_file]
+                .into_iter()
+                .flatten()
+            {
                 esi_backends::secret::reserve_file(own);
             }
             let source = LeaseKeySource::choose(lease_keys_file, ephemeral_lease_key)?;
+            let issuer = load_issuer(issuer_url, issuer_keys_file)?;
             let settings = Settings {
                 backend_timeout,
                 ..Settings::default()
@@ -274,7 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|(cert, key)| TlsFiles { cert, key });
             runtime()?.block_on(async move {
                 let leases = source.load().await?;
-                let state = AppState::new(settings, leases);
+                let state = AppState::serving(settings, leases, issuer);
                 match (config_source.as_str(), config) {
                     ("kubernetes", _) => start_kubernetes_source(&state).await?,
                     (_, Some(config)) => {
@@ -328,6 +363,52 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The federation's OIDC issuer: `url` (`--issuer-url` / `ESI_ISSUER_URL`) with its keys from
+/// `keys_file` or `ESI_ISSUER_KEYS`; none without a URL. Keys without a URL, a URL without
+/// keys, and two sources of keys are refused.
+fn load_issuer(
+    url: Option<String>,
+    keys_file: Option<PathBuf>,
+) -> anyhow::Result<Option<std::sync::Arc<esi_backends::identity::Issuer>>> {
+    let env = std::env::var("ESI_ISSUER_KEYS")
+        .ok()
+        .map(secrecy::SecretString::from);
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        anyhow::ensure!(
+            env.is_none() && keys_file.is_none(),
+            "issuer keys are set but no issuer URL: set --issuer-url (ESI_ISSUER_URL) too"
+        );
+        return Ok(None);
+    };
+    let (pem, from) = match (keys_file, env) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both --issuer-keys-file (ESI_ISSUER_KEYS_FILE) and ESI_ISSUER_KEYS are set: give the issuer keys one way"
+        ),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read issuer keys {}", path.display()))?;
+            (
+                secrecy::SecretString::from(text),
+                path.display().to_string(),
+            )
+        }
+        (None, Some(text)) => (text, "ESI_ISSUER_KEYS".to_owned()),
+        (None, None) => anyhow::bail!(
+            "--issuer-url is set but no issuer keys: set ESI_ISSUER_KEYS or --issuer-keys-file \
+             (generate a key with `esi-federation issuer-key`)"
+        ),
+    };
+    use secrecy::ExposeSecret as _;
+    let issuer = esi_backends::identity::Issuer::new(&url, pem.expose_secret())
+        .with_context(|| format!("cannot serve as an OIDC issuer (keys from {from})"))?;
+    tracing::info!(
+        issuer = issuer.url(),
+        kid = issuer.signing_kid(),
+        "serving as an OIDC issuer"
+    );
+    Ok(Some(std::sync::Arc::new(issuer)))
 }
 
 /// Where the lease keys come from. `--lease-keys-file` (or `ESI_LEASE_KEYS`) and the secret

@@ -34,6 +34,8 @@ pub enum RouteLabel {
     Readyz,
     /// `GET /metrics`.
     Metrics,
+    /// The federation's OIDC discovery document and JWKS (when it is an issuer).
+    Oidc,
     /// Anything else.
     Other,
 }
@@ -50,6 +52,7 @@ impl RouteLabel {
             RouteLabel::Healthz => "healthz",
             RouteLabel::Readyz => "readyz",
             RouteLabel::Metrics => "metrics",
+            RouteLabel::Oidc => "oidc",
             RouteLabel::Other => "other",
         }
     }

@@ -70,6 +70,9 @@ pub struct Inner {
     pub stores: std::sync::Mutex<esi_backends::Shared>,
     /// Lease sealing keys.
     pub leases: LeaseKeys,
+    /// The federation's own OIDC issuer (`--issuer-url`), if it is one: its discovery
+    /// document and JWKS are served, and `IdentityToken` generators sign with it.
+    pub issuer: Option<Arc<esi_backends::identity::Issuer>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Settings.
@@ -84,15 +87,37 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// State with no configuration loaded yet.
+    /// State with no configuration loaded yet, for checking a configuration (and for tests):
+    /// generators that sign with the federation's issuer build, and refuse requests.
     pub fn new(settings: Settings, leases: LeaseKeys) -> Self {
+        Self::build(settings, leases, None, esi_backends::Shared::default())
+    }
+
+    /// State of a serving federation, with its OIDC issuer or none (then a configuration
+    /// naming a generator that signs with it does not load).
+    pub fn serving(
+        settings: Settings,
+        leases: LeaseKeys,
+        issuer: Option<Arc<esi_backends::identity::Issuer>>,
+    ) -> Self {
+        let stores = esi_backends::Shared::with_issuer(issuer.clone());
+        Self::build(settings, leases, issuer, stores)
+    }
+
+    fn build(
+        settings: Settings,
+        leases: LeaseKeys,
+        issuer: Option<Arc<esi_backends::identity::Issuer>>,
+        stores: esi_backends::Shared,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let jwks = JwksRegistry::new(settings.jwks.clone(), metrics.clone());
         AppState(Arc::new(Inner {
             config: ArcSwapOption::empty(),
             jwks,
-            stores: Default::default(),
+            stores: std::sync::Mutex::new(stores),
             leases,
+            issuer,
             metrics,
             settings,
         }))

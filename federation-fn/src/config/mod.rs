@@ -78,7 +78,7 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 impl LoadError {
-    fn one(origin: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn one(origin: impl Into<String>, message: impl Into<String>) -> Self {
         LoadError(vec![ConfigError {
             origin: origin.into(),
             resource: String::new(),
