@@ -18,8 +18,8 @@
 //! longer than `maxTTL` is refused on every request (`Rejected`, the message naming both), and
 //! nothing is computed. The refusal does not depend on when in the period a request lands:
 //! a code handed out late in its period lives less than maxTTL, one handed out early would not,
-//! and an Authorization that works by chance (say twice a minute out of three) would hide a
-//! configuration error until it bites. With `timePeriod` at most `maxTTL`, every code fits: it
+//! and an Authorization that works by chance (a 90 s period under a 60 s maxTTL: two requests
+//! in three) would hide a configuration error until it bites. With `timePeriod` at most `maxTTL`, every code fits: it
 //! lives `timeLeft`, never more than one period. (Verifiers that accept the previous period's
 //! code for clock drift keep it usable a period past `expiresAt`; esi can neither see nor
 //! shorten that window.)
