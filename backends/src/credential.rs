@@ -155,18 +155,20 @@ pub(crate) fn secret_text_data(
         feature = "ecr",
         feature = "acr",
         feature = "github",
-        feature = "webhook"
+        feature = "webhook",
+        feature = "gcp"
     )),
     allow(dead_code)
 )]
 pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses a credential expiring at `expires_at` that outlives the Authorization's `max`
-/// (beyond [`CLOCK_LEEWAY`]), for backends that cannot shorten it. `what` names it for the caller
-/// ("the Amazon ECR token"), `fate` says what became of it ("it was dropped, not handed out"),
-/// `backend` prefixes the log detail.
+/// (beyond [`CLOCK_LEEWAY`]), for backends that cannot shorten it or that were asked for a
+/// shorter one and must be checked (Google). `what` names it for the caller ("the Amazon ECR
+/// token"), `fate` says what became of it ("it was dropped, not handed out"), `backend` prefixes
+/// the log detail.
 #[cfg_attr(
-    not(any(feature = "ecr", feature = "acr", feature = "github")),
+    not(any(feature = "ecr", feature = "acr", feature = "github", feature = "gcp")),
     allow(dead_code)
 )]
 pub(crate) fn within_max_ttl(
@@ -191,6 +193,36 @@ pub(crate) fn within_max_ttl(
             max.as_secs()
         ),
     })
+}
+
+/// `e`, the refusal of a credential minted but not handed out, saying whether revoking it
+/// worked: the caller's message says so ("it was revoked", or that it lives until it expires),
+/// and the revoke's failure joins the detail the federation logs (backend details never hold a
+/// credential). `Ok(false)`, nothing left to revoke, counts as revoked.
+#[cfg(any(feature = "webhook", feature = "github"))]
+pub(crate) fn with_revocation(
+    e: crate::BackendError,
+    revoked: Result<bool, crate::BackendError>,
+) -> crate::BackendError {
+    use crate::BackendError;
+    let (said, log) = match &revoked {
+        Ok(_) => ("it was revoked", String::new()),
+        Err(r) => (
+            "revoking it failed, it lives until it expires",
+            format!("; revoke: {}", r.detail()),
+        ),
+    };
+    match e {
+        BackendError::Rejected { message, detail } => BackendError::Rejected {
+            message: format!("{message} ({said})"),
+            detail: format!("{detail}{log}"),
+        },
+        BackendError::Unavailable { message, detail } => BackendError::Unavailable {
+            message: format!("{message} ({said})"),
+            detail: format!("{detail}{log}"),
+        },
+        BackendError::Invalid(m) => BackendError::Invalid(format!("{m} ({said})")),
+    }
 }
 
 /// A container registry login as the registry generators hand it out (`ECRAuthorizationToken`,

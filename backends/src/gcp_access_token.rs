@@ -3,6 +3,11 @@
 //! credentials (the `gcp` SecretStore). Returns `access_token` and `expiresAt` from Google's
 //! `expireTime`. Google access tokens cannot be revoked one by one through IAM Credentials,
 //! so there is no lease; keep `lifetime` short.
+//!
+//! The Authorization's `maxTTL` holds: Google is asked for `lifetime` lowered to it (its
+//! `lifetime` field), and its answer is checked all the same. A token whose `expireTime` lies
+//! later than now + maxTTL (5 s of leeway for Google's clock) is dropped, never handed out, and
+//! the request refused: it cannot be revoked, so it lives on unused until it expires.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -74,10 +79,18 @@ pub(crate) fn validate_lifetime(lifetime: Option<HumanDuration>) -> Result<(), S
     }
 }
 
+/// What a token outliving maxTTL is called and what became of it.
+const OVER_MAX_TTL: (&str, &str, &str) = (
+    "Google's access token",
+    "it was dropped, not handed out (IAM Credentials cannot revoke one; it expires unused)",
+    "google iam credentials",
+);
+
 /// Mints an access token of the service account `email` as every `GCPAccessToken` does
 /// (`GCRAccessToken` too): IAM Credentials `generateAccessToken` with the store's identity,
 /// through `delegates`, for `scopes`, living `lifetime` (default [`DEFAULT_LIFETIME`]) lowered
-/// to the Authorization's `max_ttl`.
+/// to the Authorization's `max_ttl`. A token Google says outlives `max_ttl` all the same is
+/// dropped and the request refused (see [`within_max_ttl`]).
 pub(crate) async fn mint(
     conn: &GcpConn,
     email: &str,
@@ -90,8 +103,25 @@ pub(crate) async fn mint(
     if let Some(max) = max_ttl {
         lifetime = lifetime.min(max);
     }
-    conn.generate_access_token(email, delegates, scopes, lifetime)
-        .await
+    let token = conn
+        .generate_access_token(email, delegates, scopes, lifetime)
+        .await?;
+    if let Some(max) = max_ttl {
+        within_max_ttl(token.expires_at, jiff::Timestamp::now(), max)?;
+    }
+    Ok(token)
+}
+
+/// Refuses a token expiring at `expires_at` that outlives the Authorization's `max`: Google
+/// was asked for no longer, but its answer is what the token lives, and no Google access token
+/// can be revoked, so one that outlives `max` must not be handed out. (Google ends a token
+/// early only on its own, e.g. when the service account is disabled.)
+fn within_max_ttl(
+    expires_at: jiff::Timestamp,
+    now: jiff::Timestamp,
+    max: Duration,
+) -> Result<(), BackendError> {
+    crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)
 }
 
 /// The built `GCPAccessToken` generator.
@@ -141,7 +171,31 @@ impl Generate for GcpAccessTokenGenerator {
 
 #[cfg(test)]
 mod tests {
-    use crate::{GeneratorKind, GeneratorSpec};
+    use super::within_max_ttl;
+    use crate::{BackendError, GeneratorKind, GeneratorSpec};
+
+    #[test]
+    fn a_token_outliving_max_ttl_is_refused() {
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let mins = |m: u64| std::time::Duration::from_secs(m * 60);
+        let in_20m = now + jiff::SignedDuration::from_mins(20);
+        assert!(within_max_ttl(in_20m, now, mins(20)).is_ok());
+        assert!(within_max_ttl(in_20m, now, mins(60)).is_ok());
+        // Google's clock a few seconds ahead of ours.
+        let skewed = in_20m + jiff::SignedDuration::from_secs(4);
+        assert!(within_max_ttl(skewed, now, mins(20)).is_ok());
+        let e = within_max_ttl(in_20m, now, mins(5)).unwrap_err();
+        let BackendError::Rejected { message, detail } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            message.contains("would live 20m")
+                && message.contains("maxTTL of 5m")
+                && message.contains("dropped, not handed out"),
+            "{message}"
+        );
+        assert!(detail.starts_with("google iam credentials: "), "{detail}");
+    }
 
     #[test]
     fn round_trips_and_rejects_unknown_keys() {

@@ -24,7 +24,9 @@
 //! access token), `password` (the token), `registry` (the first of `registries`) and
 //! `dockerconfigjson` (a `~/.docker/config.json` logging in to every one of them), plus the
 //! expiry Google gives. The token lives `lifetime` (default 1h) lowered to the Authorization's
-//! `maxTTL`; like every Google access token it cannot be revoked, so there is no lease.
+//! `maxTTL`; like every Google access token it cannot be revoked, so there is no lease. Google's
+//! `expireTime` is checked as `GCPAccessToken` checks it: a login that would outlive `maxTTL`
+//! is dropped, never handed out, and the request refused.
 //!
 //! ```yaml
 //! kind: GCRAccessToken

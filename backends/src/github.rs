@@ -12,7 +12,10 @@
 //! A mint signs a JWT for the App (RS256, issued a minute in the past for clock drift, valid
 //! nine minutes, as GitHub asks) and calls `POST /app/installations/{id}/access_tokens`. GitHub
 //! tokens live one hour and cannot be asked to live less: an Authorization whose `maxTTL` is
-//! shorter is refused before anything is minted. Tokens are revocable: the lease holds the
+//! shorter is refused before anything is minted. A token GitHub answers with a later expiry
+//! than `maxTTL` allows (were GitHub to lengthen its tokens), or in an answer that cannot be
+//! read, is revoked at once and the request refused, the message saying whether the revoke
+//! worked (its failure goes to the log detail). Tokens are revocable: the lease holds the
 //! token itself (sealed by the federation like every lease), because GitHub revokes an
 //! installation token only when presented with it (`DELETE /installation/token`).
 //!
@@ -475,15 +478,19 @@ impl Generate for GithubAccessTokenGenerator {
                 let minted = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| Some(v.get("token")?.as_str()?.to_owned()));
-                if let Some(token) = minted {
-                    let _ = self.revoke_token(&token).await;
-                }
-                return Err(BackendError::Unavailable {
+                let unreadable = BackendError::Unavailable {
                     message: "GitHub's answer could not be read".to_owned(),
                     detail: format!(
                         "{BACKEND}: installation token answer: {}",
                         esi_api::json::without_values(&e.to_string())
                     ),
+                };
+                return Err(match minted {
+                    Some(token) => crate::credential::with_revocation(
+                        unreadable,
+                        self.revoke_token(&token).await,
+                    ),
+                    None => unreadable,
                 });
             }
         };
@@ -493,12 +500,14 @@ impl Generate for GithubAccessTokenGenerator {
                 answer.expires_at,
                 jiff::Timestamp::now(),
                 max,
-                ("GitHub's token", "it was revoked, not handed out", BACKEND),
+                ("GitHub's token", "it was not handed out", BACKEND),
             )
         {
-            // GitHub lengthened its tokens: this one must not be handed out.
-            let _ = self.revoke_token(&token).await;
-            return Err(e);
+            // GitHub lengthened its tokens: this one must not be handed out, nor live on.
+            return Err(crate::credential::with_revocation(
+                e,
+                self.revoke_token(&token).await,
+            ));
         }
         Ok(Credential {
             data: BTreeMap::from([("token".to_owned(), token.clone())]),

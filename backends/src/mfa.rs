@@ -12,13 +12,23 @@
 //! `length` (6 default, 6..=8), `timePeriod` (`30s` default, whole seconds from 1s to 1h) and
 //! `algorithm` (`sha1` default, `sha256`, `sha512`) must match what the verifier expects.
 //! Codes are computed with `totp-rs`. A code cannot be revoked, and its lifetime is the
-//! verifier's window, not something esi can shorten: the Authorization's `maxTTL` does not
-//! apply.
+//! period, not something esi can shorten.
+//!
+//! The Authorization's `maxTTL` holds against the period: a generator whose `timePeriod` is
+//! longer than `maxTTL` is refused on every request (`Rejected`, the message naming both), and
+//! nothing is computed. The refusal does not depend on when in the period a request lands:
+//! a code handed out late in its period lives less than maxTTL, one handed out early would not,
+//! and an Authorization that works by chance (a 90 s period under a 60 s maxTTL: two requests
+//! in three) would hide a configuration error until it bites. With `timePeriod` at most `maxTTL`, every code fits: it
+//! lives `timeLeft`, never more than one period. (Verifiers that accept the previous period's
+//! code for clock drift keep it usable a period past `expiresAt`; esi can neither see nor
+//! shorten that window.)
 //!
 //! Errors about the seed name where it comes from and what is wrong with it (a position, a
 //! length), never a character of it: a seed is a long-lived secret, unlike the codes.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -251,8 +261,42 @@ impl MfaGenerator {
         Ok(MfaGenerator { spec })
     }
 
-    /// The credential at `now`: the seed read again, the code of the period `now` falls in.
-    pub fn generate_at(&self, now: jiff::Timestamp) -> Result<Credential, BackendError> {
+    /// Refuses a period longer than the Authorization's `max_ttl`, whatever the time: see the
+    /// module docs.
+    fn check_max_ttl(&self, max_ttl: Option<Duration>) -> Result<(), BackendError> {
+        let period = self.spec.time_period.get();
+        match max_ttl {
+            Some(max) if period > max => {
+                let human = |d: Duration| humantime::format_duration(d).to_string();
+                Err(BackendError::Rejected {
+                    message: format!(
+                        "the generator's codes last up to its timePeriod of {}, longer than the \
+                         Authorization's maxTTL of {}; no code was handed out. Raise the \
+                         Authorization's maxTTL to at least {} (the period is the verifier's)",
+                        human(period),
+                        human(max),
+                        human(period)
+                    ),
+                    detail: format!(
+                        "mfa: timePeriod {}s over maxTTL {}ms",
+                        period.as_secs(),
+                        max.as_millis()
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The credential at `now` under an Authorization's `max_ttl`: refused when the period is
+    /// longer (see the module docs), else the seed read again and the code of the period `now`
+    /// falls in.
+    pub fn generate_at(
+        &self,
+        now: jiff::Timestamp,
+        max_ttl: Option<Duration>,
+    ) -> Result<Credential, BackendError> {
+        self.check_max_ttl(max_ttl)?;
         let unusable = |detail: String| BackendError::Unavailable {
             message: "the federation's MFA seed is not usable".to_owned(),
             detail,
@@ -286,8 +330,8 @@ impl MfaGenerator {
 }
 
 impl Generate for MfaGenerator {
-    async fn generate(&self, _ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        self.generate_at(jiff::Timestamp::now())
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        self.generate_at(jiff::Timestamp::now(), ctx.max_ttl)
     }
 }
 
@@ -362,7 +406,7 @@ mod tests {
             &seed,
             serde_json::json!({"length": 8, "algorithm": "sha256"}),
         );
-        let cred = g.generate_at(at(1111111111)).unwrap();
+        let cred = g.generate_at(at(1111111111), None).unwrap();
         assert_eq!(
             cred.data,
             BTreeMap::from([
@@ -374,20 +418,80 @@ mod tests {
         assert_eq!(cred.expires_at, Some(at(1111111140)));
         assert!(cred.lease.is_none() && !cred.renewable);
         // The period's last second still has one second left; the next second is a new code.
-        let last = g.generate_at(at(1111111139)).unwrap();
+        let last = g.generate_at(at(1111111139), None).unwrap();
         assert_eq!(last.data["token"], "67062674");
         assert_eq!(last.data["timeLeft"], "1");
-        let next = g.generate_at(at(1111111140)).unwrap();
+        let next = g.generate_at(at(1111111140), None).unwrap();
         assert_ne!(next.data["token"], "67062674");
         assert_eq!(next.data["timeLeft"], "30");
         assert_eq!(next.expires_at, Some(at(1111111170)));
     }
 
     #[test]
+    fn a_period_longer_than_max_ttl_is_refused_whenever_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = generator(
+            dir.path(),
+            &base32(SEED_SHA1),
+            serde_json::json!({"timePeriod": "1m"}),
+        );
+        let secs = Duration::from_secs;
+        // At every point of the period, even its last second (a code living 1 s): the answer
+        // depends on the configuration, not on when the request lands.
+        for t in [60, 61, 89, 119] {
+            let err = g.generate_at(at(t), Some(secs(30))).unwrap_err();
+            let BackendError::Rejected { message, detail } = &err else {
+                panic!("{t}: {err:?}")
+            };
+            assert!(
+                message.contains("timePeriod of 1m") && message.contains("maxTTL of 30s"),
+                "{message}"
+            );
+            assert_eq!(detail, "mfa: timePeriod 60s over maxTTL 30000ms");
+        }
+        // Refused before the seed is read: a missing seed does not change the answer.
+        std::fs::remove_file(dir.path().join("seed")).unwrap();
+        let err = g.generate_at(at(60), Some(secs(59))).unwrap_err();
+        assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
+        std::fs::write(dir.path().join("seed"), base32(SEED_SHA1)).unwrap();
+        // A maxTTL of at least the period: every code fits, whenever asked.
+        for max in [secs(60), secs(61), secs(3600)] {
+            for t in [60, 119] {
+                let cred = g.generate_at(at(t), Some(max)).unwrap();
+                assert_eq!(cred.expires_at, Some(at(120)), "{max:?} at {t}");
+            }
+        }
+        let cred = g.generate_at(at(60), None).unwrap();
+        assert_eq!(cred.data["timeLeft"], "60");
+    }
+
+    #[tokio::test]
+    async fn generate_holds_the_authorization_max_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = generator(dir.path(), &base32(SEED_SHA1), serde_json::json!({}));
+        let id = crate::template::tests::identity();
+        let ctx = |max_ttl| Context {
+            identity: &id,
+            generator: "payments/MFA/vendor",
+            max_ttl,
+        };
+        let err = g
+            .generate(&ctx(Some(Duration::from_secs(29))))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("timePeriod of 30s"), "{err}");
+        let cred = g
+            .generate(&ctx(Some(Duration::from_secs(30))))
+            .await
+            .unwrap();
+        assert_eq!(cred.data["token"].len(), 6);
+    }
+
+    #[test]
     fn defaults_are_six_digits_sha1_and_30s() {
         let dir = tempfile::tempdir().unwrap();
         let g = generator(dir.path(), &base32(SEED_SHA1), serde_json::json!({}));
-        let cred = g.generate_at(at(59)).unwrap();
+        let cred = g.generate_at(at(59), None).unwrap();
         assert_eq!(cred.data["token"], "287082");
         assert_eq!(cred.data["timeLeft"], "1");
         let g = generator(
@@ -395,7 +499,7 @@ mod tests {
             &base32(SEED_SHA1),
             serde_json::json!({"timePeriod": "1m", "length": 7}),
         );
-        let cred = g.generate_at(at(59)).unwrap();
+        let cred = g.generate_at(at(59), None).unwrap();
         assert_eq!(cred.data["timeLeft"], "1");
         assert_eq!(cred.expires_at, Some(at(60)));
         assert_eq!(
@@ -483,7 +587,7 @@ mod tests {
     fn a_bad_missing_or_empty_seed_mints_nothing_and_says_where_not_what() {
         let dir = tempfile::tempdir().unwrap();
         let g = generator(dir.path(), "JBSWY3DPEHPK3PXP0000", serde_json::json!({}));
-        let err = g.generate_at(at(59)).unwrap_err();
+        let err = g.generate_at(at(59), None).unwrap_err();
         assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -494,14 +598,14 @@ mod tests {
         assert!(!format!("{err:?}").contains("JBSWY3DP"), "{err:?}");
         // Empty (whitespace only), then gone.
         let g = generator(dir.path(), " \n", serde_json::json!({}));
-        let err = g.generate_at(at(59)).unwrap_err();
+        let err = g.generate_at(at(59), None).unwrap_err();
         assert!(
             err.detail().contains("missing or empty"),
             "{}",
             err.detail()
         );
         std::fs::remove_file(dir.path().join("seed")).unwrap();
-        let err = g.generate_at(at(59)).unwrap_err();
+        let err = g.generate_at(at(59), None).unwrap_err();
         assert!(
             err.detail().contains("missing or empty"),
             "{}",
@@ -514,7 +618,7 @@ mod tests {
             algorithm: MfaAlgorithm::Sha1,
         })
         .unwrap();
-        let err = g.generate_at(at(59)).unwrap_err();
+        let err = g.generate_at(at(59), None).unwrap_err();
         assert!(
             err.detail()
                 .contains("environment variable ESI_SURELY_UNSET_MFA_SEED_1234"),
@@ -531,9 +635,12 @@ mod tests {
             &base32(SEED_SHA1),
             serde_json::json!({"length": 8}),
         );
-        assert_eq!(g.generate_at(at(59)).unwrap().data["token"], "94287082");
+        assert_eq!(
+            g.generate_at(at(59), None).unwrap().data["token"],
+            "94287082"
+        );
         std::fs::write(dir.path().join("seed"), base32(b"another seed of 20 b")).unwrap();
-        let rotated = g.generate_at(at(59)).unwrap();
+        let rotated = g.generate_at(at(59), None).unwrap();
         assert_eq!(
             rotated.data["token"],
             code_at(b"another seed of 20 b", MfaAlgorithm::Sha1, 8, 30, 59).token
@@ -546,7 +653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seed = base32(SEED_SHA1);
         let g = generator(dir.path(), &seed, serde_json::json!({}));
-        let cred = g.generate_at(at(59)).unwrap();
+        let cred = g.generate_at(at(59), None).unwrap();
         let parsed = parse_seed(&seed).unwrap();
         let code = code_at(SEED_SHA1, MfaAlgorithm::Sha1, 6, 30, 59);
         for shown in [

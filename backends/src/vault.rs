@@ -7,6 +7,11 @@
 //! on a token obtained by login triggers one re-login and retry (the token may have been
 //! revoked behind our back). No background task: this works the same in a Lambda.
 //!
+//! Vault's error statuses follow the crate's rule on every path (direct calls and vaultrs'):
+//! `401` (the federation's token not accepted), `408`, `412` (a performance standby not caught
+//! up yet), `429` and 5xx are [`BackendError::Unavailable`]; `403` (after the one re-login)
+//! and every other 4xx [`BackendError::Rejected`].
+//!
 //! vaultrs drives the auth methods, token lookup/renewal, KV reads and accessor revocation;
 //! the engine-agnostic calls (`VaultDynamicSecret`'s arbitrary path, `sys/leases/revoke`)
 //! go through the same HTTP client directly.
@@ -757,17 +762,36 @@ fn query_pairs(v: &serde_json::Value) -> Vec<(String, String)> {
 
 pub(crate) use crate::credential::value_string;
 
-/// A Vault error status as a backend error: as any HTTP backend's, except that `412` is
-/// Vault's "not now" (a performance standby not yet caught up with the request's index), so a
-/// 412 that outlasts the retries is unavailable (retry later), not a refusal.
+/// Whether a Vault error status is worth retrying, by the rule every backend follows (see
+/// the crate docs), with Vault's one addition: `401` (the federation's token not accepted),
+/// `408`, `412` (Vault's "not now": a performance standby not yet caught up with the request's
+/// index), `429` and every 5xx are unavailable; `403` and every other status rejected. Every
+/// path that classifies a Vault status (the direct calls and vaultrs' two error shapes) asks
+/// this one function.
+fn retryable_status(code: u16) -> bool {
+    matches!(code, 401 | 408 | 412 | 429 | 500..=599)
+}
+
+/// A Vault error status as a backend error, classified by [`retryable_status`].
 fn status_error(status: reqwest::StatusCode, summary: &str) -> BackendError {
-    if status == reqwest::StatusCode::PRECONDITION_FAILED {
-        return unavailable(
-            &format!("{BACKEND} returned {} (not caught up yet)", status.as_u16()),
-            format!("{BACKEND} returned {status}: {summary}"),
-        );
+    let detail = format!("{BACKEND} returned {status}: {summary}");
+    match status.as_u16() {
+        412 => unavailable(
+            &format!("{BACKEND} returned 412 (not caught up yet)"),
+            detail,
+        ),
+        401 => unavailable(
+            &format!("{BACKEND} did not accept the federation's token (401)"),
+            detail,
+        ),
+        code if retryable_status(code) => {
+            unavailable(&format!("{BACKEND} returned {code}"), detail)
+        }
+        code => BackendError::Rejected {
+            message: format!("{BACKEND} refused the request ({code})"),
+            detail,
+        },
     }
-    crate::http::status_error(BACKEND, status, summary)
 }
 
 fn unavailable(message: &str, detail: String) -> BackendError {
@@ -785,25 +809,26 @@ fn client_error_summary(e: &ClientError) -> String {
     }
 }
 
-/// Classifies a vaultrs failure.
+/// Classifies a vaultrs failure; an error status by [`retryable_status`].
 pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
     let detail = format!("{what}: {}", client_error_summary(e));
     match e {
-        ClientError::APIError { code, .. } if *code >= 500 || *code == 429 || *code == 412 => {
-            BackendError::Unavailable {
+        ClientError::APIError { code, .. }
+        | ClientError::RestClientError {
+            source: rustify::errors::ClientError::ServerResponseError { code, .. },
+        } => match *code {
+            401 => BackendError::Unavailable {
+                message: format!("vault did not accept the federation's token (401, {what})"),
+                detail,
+            },
+            code if retryable_status(code) => BackendError::Unavailable {
                 message: format!("vault returned {code} ({what})"),
                 detail,
-            }
-        }
-        ClientError::APIError { code, .. } => BackendError::Rejected {
-            message: format!("vault refused the request ({what}, status {code})"),
-            detail,
-        },
-        ClientError::RestClientError {
-            source: rustify::errors::ClientError::ServerResponseError { code, .. },
-        } if *code < 500 && *code != 429 && *code != 412 => BackendError::Rejected {
-            message: format!("vault refused the request ({what}, status {code})"),
-            detail,
+            },
+            code => BackendError::Rejected {
+                message: format!("vault refused the request ({what}, status {code})"),
+                detail,
+            },
         },
         // Something answered, but not what Vault answers (a wrong `server`, a proxy's page).
         // The parse error's own cause stays out of the detail: serde quotes the values it
@@ -829,6 +854,61 @@ pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule, status by status, for every path a Vault status takes: the direct calls'
+    /// [`status_error`] and vaultrs' `APIError` (errors parsed) and `ServerResponseError`
+    /// (errors not parsed).
+    #[test]
+    fn vault_statuses_follow_the_backend_error_rule_on_every_path() {
+        const UNAVAILABLE: bool = true;
+        const REJECTED: bool = false;
+        let table = [
+            (400, REJECTED),
+            (401, UNAVAILABLE), // the federation's own token not accepted
+            (403, REJECTED),    // permission denied (after one re-login)
+            (404, REJECTED),
+            (405, REJECTED),
+            (408, UNAVAILABLE), // a timeout
+            (409, REJECTED),
+            (412, UNAVAILABLE), // a standby not caught up yet
+            (413, REJECTED),
+            (422, REJECTED),
+            (429, UNAVAILABLE),
+            (451, REJECTED),
+            (500, UNAVAILABLE),
+            (502, UNAVAILABLE),
+            (503, UNAVAILABLE),
+            (504, UNAVAILABLE),
+            (599, UNAVAILABLE),
+        ];
+        for (code, want) in table {
+            let status = reqwest::StatusCode::from_u16(code).unwrap();
+            let api = ClientError::APIError {
+                code,
+                errors: vec!["permission denied".into()],
+            };
+            let raw = ClientError::RestClientError {
+                source: rustify::errors::ClientError::ServerResponseError {
+                    code,
+                    content: Some("<html>".into()),
+                },
+            };
+            for (path, err) in [
+                ("status_error", status_error(status, "GET x: errors")),
+                ("APIError", map_client_error("x", &api)),
+                ("ServerResponseError", map_client_error("x", &raw)),
+            ] {
+                let unavailable = match &err {
+                    BackendError::Unavailable { .. } => true,
+                    BackendError::Rejected { .. } => false,
+                    BackendError::Invalid(_) => panic!("{code} {path}: {err:?}"),
+                };
+                assert_eq!(unavailable, want, "{code} by {path}: {err:?}");
+                assert!(err.to_string().contains(&code.to_string()), "{err}");
+            }
+            assert_eq!(retryable_status(code), want, "{code}");
+        }
+    }
 
     #[test]
     fn a_412_is_vault_not_caught_up_yet_not_a_refusal() {

@@ -261,6 +261,9 @@ struct Revoke {
     lease_path: Vec<Step>,
     lease_json_path: String,
     url: Template,
+    /// `revoke.url` as written, `{{lease}}` unrendered: what logs show of a revoke call, since
+    /// the lease value may be a credential (an endpoint revoking by token).
+    url_text: String,
     /// Whether `{{lease}}` appears in the URL.
     lease_in_url: bool,
     method: reqwest::Method,
@@ -299,6 +302,7 @@ impl Revoke {
             lease_path: parse_path(&spec.lease_json_path, "revoke.leaseJsonPath")?,
             lease_json_path: spec.lease_json_path.clone(),
             url,
+            url_text: spec.url.clone(),
             lease_in_url: a != b,
             method: spec.method.method(),
             body: spec
@@ -674,6 +678,7 @@ impl WebhookGenerator {
     }
 
     /// Calls the revoke endpoint for `lease`. 404 and 410 mean nothing is left to revoke.
+    /// Errors name the revoke URL as configured, never the lease value.
     async fn revoke_lease(&self, revoke: &Revoke, lease: &str) -> Result<bool, BackendError> {
         let url = revoke.url(lease).map_err(|detail| BackendError::Rejected {
             message: "the lease cannot name a revoke URL".to_owned(),
@@ -683,20 +688,28 @@ impl WebhookGenerator {
             .body
             .as_ref()
             .map(|t| t.render_with(|_| lease.into(), json_escape));
+        let shown = &revoke.url_text;
         let req = self.request(revoke.method.clone(), url.clone(), body)?;
-        let (status, bytes) = crate::http::send(BACKEND, req).await?;
+        let (status, bytes) = crate::http::send(BACKEND, req).await.map_err(|e| match e {
+            // reqwest names the URL it called, the lease in it.
+            BackendError::Unavailable { message, detail } => BackendError::Unavailable {
+                message,
+                detail: detail.replace(url.as_str(), shown),
+            },
+            other => other,
+        })?;
         match status.as_u16() {
             200..=299 => Ok(true),
             404 | 410 => Ok(false),
             300..=399 => Err(BackendError::Rejected {
                 message: "the webhook answered the revoke with a redirect, which is not followed"
                     .to_owned(),
-                detail: format!("{url}: {status}"),
+                detail: format!("revoke {shown}: {status}"),
             }),
             _ => Err(crate::http::status_error(
                 BACKEND,
                 status,
-                &format!("revoke {url}: {} byte body", bytes.len()),
+                &format!("revoke {shown}: {} byte body", bytes.len()),
             )),
         }
     }
@@ -747,7 +760,10 @@ impl Generate for WebhookGenerator {
                 Ok(cred)
             }
             // Minted but not handed out: nobody may hold it, so it goes now.
-            Err(e) => Err(with_revocation(e, self.revoke_lease(revoke, &lease).await)),
+            Err(e) => Err(crate::credential::with_revocation(
+                e,
+                self.revoke_lease(revoke, &lease).await,
+            )),
         }
     }
 
@@ -761,28 +777,6 @@ impl Generate for WebhookGenerator {
             .and_then(serde_json::Value::as_str)
             .ok_or_else(|| BackendError::Invalid("the lease names no webhook credential".into()))?;
         self.revoke_lease(revoke, lease).await
-    }
-}
-
-/// `e` of a credential minted but not handed out, saying whether it was revoked.
-fn with_revocation(e: BackendError, revoked: Result<bool, BackendError>) -> BackendError {
-    let (said, log) = match &revoked {
-        Ok(_) => ("it was revoked", String::new()),
-        Err(r) => (
-            "revoking it failed, it lives until it expires",
-            format!("; revoke: {}", r.detail()),
-        ),
-    };
-    match e {
-        BackendError::Rejected { message, detail } => BackendError::Rejected {
-            message: format!("{message} ({said})"),
-            detail: format!("{detail}{log}"),
-        },
-        BackendError::Unavailable { message, detail } => BackendError::Unavailable {
-            message: format!("{message} ({said})"),
-            detail: format!("{detail}{log}"),
-        },
-        BackendError::Invalid(m) => BackendError::Invalid(format!("{m} ({said})")),
     }
 }
 

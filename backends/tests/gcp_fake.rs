@@ -38,6 +38,9 @@ struct Seen {
     expires_in: Option<u64>,
     /// Whether IAM Credentials and Secret Manager take every token as revoked (401).
     tokens_revoked: bool,
+    /// Seconds every impersonated token lives whatever `lifetime` asks (default: as asked),
+    /// as Google must never do: the generators check its `expireTime` all the same.
+    fixed_lifetime: Option<i64>,
     calls: Vec<(String, String, Value)>,
     /// Secret Manager: the versions of each `projects/{p}/secrets/{s}`, version n at n - 1.
     secrets: std::collections::HashMap<String, Vec<Vec<u8>>>,
@@ -176,11 +179,12 @@ async fn generate(
         }
         _ => {}
     }
-    let secs: i64 = body["lifetime"]
+    let asked: i64 = body["lifetime"]
         .as_str()
         .and_then(|l| l.strip_suffix('s'))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3600);
+    let secs = seen.lock().expect("lock").fixed_lifetime.unwrap_or(asked);
     let expire = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
     (
         StatusCode::OK,
@@ -477,6 +481,44 @@ async fn lifetime_is_capped_by_max_ttl_on_the_fake() {
         fake.seen.lock().expect("lock").calls[0].2["lifetime"],
         "300s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_google_says_outlives_max_ttl_is_dropped_on_the_fake() {
+    let fake = start_fake().await;
+    // Asked for 300 s, Google answers an hour's expireTime.
+    fake.seen.lock().expect("lock").fixed_lifetime = Some(3600);
+    let g = build(
+        "GCPAccessToken",
+        spec("app@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    );
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "g",
+        max_ttl: Some(std::time::Duration::from_secs(300)),
+    };
+    let err = g.generate(&c).await.expect_err("outlives maxTTL");
+    let BackendError::Rejected { message, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains("maxTTL of 5m") && message.contains("dropped, not handed out"),
+        "{message}"
+    );
+    assert!(!format!("{err:?}").contains("ya29"), "{err:?}");
+    assert_eq!(
+        fake.seen.lock().expect("lock").calls[0].2["lifetime"],
+        "300s",
+        "the shorter lifetime was asked"
+    );
+    // Within maxTTL (and its leeway for Google's clock) the same answer is handed out.
+    let c = Context {
+        max_ttl: Some(std::time::Duration::from_secs(3600)),
+        ..c
+    };
+    g.generate(&c).await.expect("within maxTTL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1170,6 +1212,35 @@ mod gcr {
         assert_eq!(seen.calls[0].2["lifetime"], "300s");
         assert_eq!(seen.calls[0].2["scope"], json!([READ_WRITE]));
         assert_eq!(seen.calls[1].2["lifetime"], "1800s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gcr_login_google_says_outlives_max_ttl_is_dropped_on_the_fake() {
+        let fake = start_fake().await;
+        fake.seen.lock().expect("lock").fixed_lifetime = Some(1800);
+        let g = build(
+            "GCRAccessToken",
+            gcr_spec(json!({"lifetime": "30m"})),
+            Some(store(&fake)),
+        );
+        let id = identity();
+        let err = g
+            .generate(&ctx(&id, Some(std::time::Duration::from_secs(600))))
+            .await
+            .expect_err("outlives maxTTL");
+        let BackendError::Rejected { message, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            message.contains("longer than the Authorization's maxTTL of 10m")
+                && message.contains("not handed out"),
+            "{message}"
+        );
+        assert!(!format!("{err:?}").contains("ya29"), "{err:?}");
+        assert_eq!(
+            fake.seen.lock().expect("lock").calls[0].2["lifetime"],
+            "600s"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

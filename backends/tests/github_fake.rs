@@ -48,6 +48,10 @@ struct Fake {
     versions: Vec<String>,
     /// Answer a mint with a token but no `expires_at`.
     garbled: bool,
+    /// Seconds a minted token lives (GitHub's hour when `None`).
+    lifetime: Option<i64>,
+    /// Whether `DELETE /installation/token` answers 503, revoking nothing.
+    revoke_down: bool,
     revocations: usize,
 }
 
@@ -208,7 +212,8 @@ async fn mint(
             revoked: false,
         },
     );
-    let expires_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    let expires_at =
+        jiff::Timestamp::now() + jiff::SignedDuration::from_secs(fake.lifetime.unwrap_or(3600));
     let mut answer = json!({
         "token": token,
         "expires_at": expires_at.to_string(),
@@ -225,6 +230,9 @@ async fn mint(
 async fn revoke(State(fake): State<Shared>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
     let mut fake = fake.lock().expect("lock");
     fake.revocations += 1;
+    if fake.revoke_down {
+        return message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
     let token = bearer(&headers).unwrap_or_default();
     match fake.tokens.get_mut(&token) {
         Some(t) if !t.revoked => {
@@ -529,6 +537,54 @@ async fn a_max_ttl_under_an_hour_mints_nothing() {
 }
 
 #[tokio::test]
+async fn a_token_outliving_max_ttl_is_revoked_and_the_refusal_says_whether_it_worked() {
+    let (key, fake, url) = github().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("app.pem");
+    std::fs::write(&key_file, key_pem(&key, true)).expect("write key");
+    // GitHub lengthens its tokens to two hours; the Authorization allows one.
+    fake.lock().expect("lock").lifetime = Some(7200);
+    let g = generator(&url, &key_file, json!({}));
+    let id = identity();
+    let c = ctx_with_max_ttl(&id, "g", Duration::from_secs(3600));
+    let e = g.generate(&c).await.unwrap_err();
+    let BackendError::Rejected { message, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        message.contains("maxTTL of 1h") && message.ends_with("(it was revoked)"),
+        "{message}"
+    );
+    {
+        let fake = fake.lock().expect("lock");
+        assert_eq!(fake.tokens.len(), 1);
+        assert!(fake.tokens.values().all(|t| t.revoked), "still live");
+    }
+
+    // The revoke fails: the caller is still refused, told the token lives on, and why goes
+    // to the log detail, with no token anywhere.
+    fake.lock().expect("lock").revoke_down = true;
+    let e = g.generate(&c).await.unwrap_err();
+    let BackendError::Rejected { message, detail } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        message.contains("maxTTL of 1h")
+            && message.contains("revoking it failed, it lives until it expires")
+            && !message.contains("it was revoked"),
+        "{message}"
+    );
+    assert!(
+        detail.contains("; revoke: ") && detail.contains("503"),
+        "{detail}"
+    );
+    assert!(!format!("{e:?}").contains("ghs_"), "{e:?}");
+    let fake = fake.lock().expect("lock");
+    assert_eq!(fake.revocations, 2);
+    assert_eq!(fake.tokens.values().filter(|t| !t.revoked).count(), 1);
+}
+
+#[tokio::test]
 async fn a_token_in_an_answer_that_cannot_be_read_is_revoked() {
     let (key, fake, url) = github().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -539,6 +595,7 @@ async fn a_token_in_an_answer_that_cannot_be_read_is_revoked() {
     let id = identity();
     let e = g.generate(&ctx(&id, "g")).await.unwrap_err();
     assert!(e.to_string().contains("could not be read"), "{e}");
+    assert!(e.to_string().ends_with("(it was revoked)"), "{e}");
     let fake = fake.lock().expect("lock");
     assert_eq!(fake.tokens.len(), 1);
     assert!(

@@ -475,11 +475,55 @@ async fn a_credential_not_handed_out_is_revoked_at_once() {
         "revoked at the endpoint"
     );
 
-    // The revoke fails too: the caller is told the credential lives on.
+    // The revoke fails too: the caller is told the credential lives on; the log detail says
+    // why, naming the revoke URL as configured, not the lease value (an endpoint may revoke
+    // by the credential itself).
     let g = revocable(&base, &header_file, "stuck", revoke.clone());
     let err = g.generate(&minute).await.expect_err("over maxTTL");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. }
+            if message.contains("maxTTL") && message.contains("revoking it failed")),
+        "{err:?}"
+    );
+    assert!(
+        err.detail().contains("; revoke: ")
+            && err.detail().contains("500")
+            && err.detail().contains("/creds/revoke/{{lease}}"),
+        "{}",
+        err.detail()
+    );
+    assert!(!format!("{err:?}").contains("stuck"), "{err:?}");
+    // The revoke endpoint unreachable: the same, reqwest's own words without the lease.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let unreachable = build(
+        "Webhook",
+        spec(
+            format!("{base}/creds/mint"),
+            json!({
+                "body": "{\"id\": \"over-ttl-2\", \"lives\": 300}",
+                "result": {"jsonPath": "$.token", "key": "token", "expiresAtJsonPath": "$.expiresAt"},
+                "revoke": {"leaseJsonPath": "$.lease.id", "url": format!("http://127.0.0.1:{gone}/creds/revoke/{{{{lease}}}}")},
+            }),
+        ),
+        Some(json!({"provider": {"webhook": {
+            "allowedUrls": [format!("{base}/"), format!("http://127.0.0.1:{gone}/")],
+            "headers": {"Authorization": {"file": header_file}},
+        }}})),
+    );
+    let err = unreachable
+        .generate(&minute)
+        .await
+        .expect_err("over maxTTL");
     assert!(err.to_string().contains("revoking it failed"), "{err}");
-    assert!(err.detail().contains("revoke"), "{}", err.detail());
+    assert!(
+        err.detail().contains("; revoke: ") && err.detail().contains("/creds/revoke/{{lease}}"),
+        "{}",
+        err.detail()
+    );
+    assert!(!format!("{err:?}").contains("over-ttl-2"), "{err:?}");
 
     // An answer without the lease value cannot be revoked later: refused.
     let g = revocable(
