@@ -3,9 +3,9 @@
 //!
 //! Authentication is lazy and self-healing: the first request logs in (or looks up a static
 //! token), later requests reuse the token, renew it once two thirds of its TTL have passed,
-//! and log in again when renewal is refused or the token is near its maximum TTL. A `403`
-//! on a token obtained by login triggers one re-login and retry (the token may have been
-//! revoked behind our back). No background task: this works the same in a Lambda.
+//! and log in again when renewal is refused or the token is near its maximum TTL. A `401` or
+//! `403` on a token obtained by login triggers one re-login and retry (the token may have been
+//! revoked behind our back: Vault answers 403 for a bad token, a proxy or OpenBao may say 401). No background task: this works the same in a Lambda.
 //!
 //! Vault's error statuses follow the crate's rule on every path (direct calls and vaultrs'):
 //! `401` (the federation's token not accepted), `408`, `412` (a performance standby not caught
@@ -465,7 +465,7 @@ impl VaultConn {
         retry
     }
 
-    /// Runs a vaultrs call with a valid token; one re-login and retry on `403`.
+    /// Runs a vaultrs call with a valid token; one re-login and retry on `401` or `403`.
     pub async fn with_client<T, F, Fut>(&self, what: &str, f: F) -> Result<T, BackendError>
     where
         F: Fn(VaultClient) -> Fut,
@@ -473,7 +473,9 @@ impl VaultConn {
     {
         let token = self.token().await?;
         match f(self.client(token.expose_secret())).await {
-            Err(ClientError::APIError { code: 403, .. }) if self.invalidate(&token).await => {
+            Err(ClientError::APIError {
+                code: 401 | 403, ..
+            }) if self.invalidate(&token).await => {
                 let token = self.token().await?;
                 f(self.client(token.expose_secret()))
                     .await
@@ -484,7 +486,7 @@ impl VaultConn {
     }
 
     /// Calls `method path` (relative to `/v1/`) with an optional JSON body; one re-login and
-    /// retry on `403`.
+    /// retry on `401` or `403`.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -506,7 +508,9 @@ impl VaultConn {
     ) -> Result<VaultResponse, CallError> {
         let token = self.token().await.map_err(CallError::not_sent)?;
         match self.call_once(&method, path, body, &token).await {
-            Err(e) if matches!(e.fate, Fate::Status(403)) && self.invalidate(&token).await => {
+            Err(e)
+                if matches!(e.fate, Fate::Status(401 | 403)) && self.invalidate(&token).await =>
+            {
                 let token = self.token().await.map_err(CallError::not_sent)?;
                 self.call_once(&method, path, body, &token).await
             }

@@ -39,12 +39,17 @@ enum Bad {
     Status(u16),
     /// Answers well, with a token (an `auth` block) beside the data.
     WithToken,
+    /// Answers 401 after writing a new token into the file the store reads (the operator's
+    /// rotation, or a proxy refusing a token revoked behind the federation's back).
+    Unauthorized,
 }
 
 #[derive(Default)]
 struct Seen {
     mints: AtomicUsize,
     revoked: Mutex<Vec<String>>,
+    /// The store's token file, rewritten by [`Bad::Unauthorized`].
+    token_file: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// Vault's answer to the `n`th mint: a leased certificate, its fields in Vault's order (a
@@ -155,6 +160,12 @@ async fn serve_connection(mut sock: TcpStream, bad: Bad, seen: Arc<Seen>) {
                         response(code, "application/json", br#"{"errors":["try again"]}"#)
                     }
                     Bad::WithToken => unreachable!("answered above"),
+                    Bad::Unauthorized => {
+                        if let Some(path) = seen.token_file.lock().expect("lock").as_ref() {
+                            std::fs::write(path, "rotated-token").expect("rotate");
+                        }
+                        response(401, "application/json", br#"{"errors":["bad token"]}"#)
+                    }
                 }
             }
         } else {
@@ -274,4 +285,33 @@ async fn a_token_minted_beside_the_data_is_revoked() {
     );
     assert_eq!(seen.mints.load(Ordering::SeqCst), 1);
     assert_eq!(*seen.revoked.lock().expect("lock"), ["accessor acc-1"]);
+}
+
+/// A 401 is the federation's token not accepted: the store reads its token again and retries
+/// once with the new one, with no `retrySettings` needed; an unchanged token is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_re_reads_the_token_and_retries_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    let id = identity();
+    let c = ctx(&id, "payments/VaultDynamicSecret/cert");
+    for rotates in [true, false] {
+        std::fs::write(&token_file, "fake-root-token").expect("write");
+        let (base, seen) = fake_vault(Bad::Unauthorized).await;
+        if rotates {
+            *seen.token_file.lock().expect("lock") = Some(token_file.clone());
+        }
+        let result = generator(&base, &token_file, None).generate(&c).await;
+        if rotates {
+            let cred = result.expect("the retry with the rotated token mints");
+            assert_eq!(cred.data["serial_number"], "0a:02");
+            assert_eq!(seen.mints.load(Ordering::SeqCst), 2);
+        } else {
+            assert!(
+                matches!(result, Err(BackendError::Unavailable { .. })),
+                "{result:?}"
+            );
+            assert_eq!(seen.mints.load(Ordering::SeqCst), 1);
+        }
+    }
 }
