@@ -38,14 +38,14 @@ pub const MIN_DURATION: u32 = 900;
 pub const MAX_DURATION: u32 = 43_200;
 /// STS's longest session for a role assumed with another role's session (role chaining).
 pub const MAX_CHAINED_DURATION: u32 = 3600;
-/// Session tag keys carrying the identity.
-pub const TAG_CLUSTER: &str = "esi-cluster";
+/// Session tag keys carrying the identity (shared with `IdentityToken`'s AWS tags claim).
+pub const TAG_CLUSTER: &str = crate::identity::AWS_TAG_CLUSTER;
 /// See [`TAG_CLUSTER`].
-pub const TAG_NAMESPACE: &str = "kubernetes-namespace";
+pub const TAG_NAMESPACE: &str = crate::identity::AWS_TAG_NAMESPACE;
 /// See [`TAG_CLUSTER`].
-pub const TAG_SERVICE_ACCOUNT: &str = "kubernetes-service-account";
+pub const TAG_SERVICE_ACCOUNT: &str = crate::identity::AWS_TAG_SERVICE_ACCOUNT;
 /// See [`TAG_CLUSTER`].
-pub const TAG_POD: &str = "kubernetes-pod-name";
+pub const TAG_POD: &str = crate::identity::AWS_TAG_POD;
 
 const DEFAULT_SESSION_NAME: &str = "esi-{{namespace}}-{{serviceAccount}}";
 
@@ -258,22 +258,11 @@ impl AwsAssumeRoleGenerator {
     pub fn tags(&self, ctx: &Context<'_>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if self.spec.identity_tags {
-            let id = ctx.identity;
-            let clean = |v: &str| {
-                v.chars()
-                    .filter(|c| c.is_alphanumeric() || "_.:/=+-@".contains(*c))
-                    .take(256)
-                    .collect::<String>()
-            };
-            out.push((TAG_CLUSTER.to_owned(), clean(&id.cluster)));
-            out.push((TAG_NAMESPACE.to_owned(), clean(&id.namespace)));
-            out.push((
-                TAG_SERVICE_ACCOUNT.to_owned(),
-                clean(&id.service_account.name),
-            ));
-            if let Some(pod) = &id.pod {
-                out.push((TAG_POD.to_owned(), clean(&pod.name)));
-            }
+            out.extend(
+                crate::identity::aws_identity_tags(ctx.identity)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
         }
         out.extend(self.spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         out

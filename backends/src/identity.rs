@@ -20,7 +20,9 @@
 //!   `<cluster>:system:serviceaccount:<namespace>:<name>`, unique across clusters, so a trust
 //!   policy on `sub` cannot match the same name in another cluster), `aud`, `iat`, `nbf`,
 //!   `exp`, a random `jti`, and an `esi` claim naming the cluster, namespace, ServiceAccount,
-//!   Pod and the generator that asked.
+//!   Pod and the generator that asked; on request ([`TokenRequest::aws_session_tags`]) AWS's
+//!   `https://aws.amazon.com/tags` claim, so `AssumeRoleWithWebIdentity` tags the session with
+//!   the identity ([`aws_identity_tags`]) as `AWSAssumeRole` does.
 
 use std::fmt;
 use std::time::Duration;
@@ -45,6 +47,43 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// Where the discovery document points for the keys, under the issuer URL (the path a
 /// Kubernetes API server uses).
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
+/// Session tag keys carrying the identity, in `AWSAssumeRole`'s sessions and in identity
+/// tokens' AWS tags claim (see [`aws_identity_tags`]).
+pub const AWS_TAG_CLUSTER: &str = "esi-cluster";
+/// See [`AWS_TAG_CLUSTER`].
+pub const AWS_TAG_NAMESPACE: &str = "kubernetes-namespace";
+/// See [`AWS_TAG_CLUSTER`].
+pub const AWS_TAG_SERVICE_ACCOUNT: &str = "kubernetes-service-account";
+/// See [`AWS_TAG_CLUSTER`].
+pub const AWS_TAG_POD: &str = "kubernetes-pod-name";
+
+/// The AWS session tags naming `identity`: `esi-cluster`, `kubernetes-namespace`,
+/// `kubernetes-service-account` and, for a token bound to a Pod, `kubernetes-pod-name`; values
+/// kept to STS's character set (letters, digits, spaces and `_.:/=+-@`) and 256 characters.
+pub fn aws_identity_tags(identity: &Identity) -> Vec<(&'static str, String)> {
+    let clean = |v: &str| {
+        v.chars()
+            .filter(|c| c.is_alphanumeric() || "_.:/=+-@".contains(*c))
+            .take(256)
+            .collect::<String>()
+    };
+    let mut tags = vec![
+        (AWS_TAG_CLUSTER, clean(&identity.cluster)),
+        (AWS_TAG_NAMESPACE, clean(&identity.namespace)),
+        (
+            AWS_TAG_SERVICE_ACCOUNT,
+            clean(&identity.service_account.name),
+        ),
+    ];
+    if let Some(pod) = &identity.pod {
+        tags.push((AWS_TAG_POD, clean(&pod.name)));
+    }
+    tags
+}
+
+/// The claim AWS reads session tags from in `AssumeRoleWithWebIdentity`.
+pub const AWS_TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
+
 /// The fewest bits of an RSA signing key.
 pub const MIN_RSA_BITS: usize = 2048;
 /// The most keys one issuer publishes.
@@ -306,6 +345,9 @@ pub struct TokenRequest<'a> {
     pub audiences: &'a [String],
     /// How long the token lives.
     pub lifetime: Duration,
+    /// Whether to add AWS's session tags claim ([`AWS_TAGS_CLAIM`]) with
+    /// [`aws_identity_tags`].
+    pub aws_session_tags: bool,
 }
 
 #[derive(Serialize)]
@@ -336,6 +378,17 @@ struct Claims<'a> {
     exp: i64,
     jti: String,
     esi: EsiClaim<'a>,
+    #[serde(
+        rename = "https://aws.amazon.com/tags",
+        skip_serializing_if = "Option::is_none"
+    )]
+    aws_tags: Option<AwsTags>,
+}
+
+/// AWS's session tags claim: every tag's value as a one-element list, as AWS documents it.
+#[derive(Serialize)]
+struct AwsTags {
+    principal_tags: std::collections::BTreeMap<&'static str, [String; 1]>,
 }
 
 /// The `sub` of the identity tokens the federation signs for `identity`:
@@ -456,6 +509,12 @@ impl Issuer {
                 pod: req.identity.pod.as_ref(),
                 generator: req.generator,
             },
+            aws_tags: req.aws_session_tags.then(|| AwsTags {
+                principal_tags: aws_identity_tags(req.identity)
+                    .into_iter()
+                    .map(|(k, v)| (k, [v]))
+                    .collect(),
+            }),
         };
         let key = &self.keys[0];
         let header = serde_json::json!({"alg": key.alg(), "kid": key.kid, "typ": "JWT"});
@@ -593,6 +652,7 @@ pub(crate) mod tests {
                         generator: "payments/IdentityToken/aws",
                         audiences: &auds,
                         lifetime: Duration::from_secs(900),
+                        aws_session_tags: false,
                     },
                     now,
                 )
@@ -613,11 +673,12 @@ pub(crate) mod tests {
             assert_eq!(claims["esi"]["pod"]["uid"], "pod-uid");
             assert_eq!(claims["esi"]["generator"], "payments/IdentityToken/aws");
             assert_eq!(claims["jti"].as_str().unwrap().len(), 36);
+            assert!(claims.get("https://aws.amazon.com/tags").is_none());
         }
     }
 
     #[test]
-    fn several_audiences_are_an_array_and_every_token_has_its_own_jti() {
+    fn several_audiences_are_an_array_aws_tags_on_request_and_every_token_has_its_own_jti() {
         let issuer = Issuer::new("https://esi.example.com", &pem(KeyAlgorithm::Es256)).unwrap();
         let id = identity();
         let auds = vec!["a".to_owned(), "b".to_owned()];
@@ -626,10 +687,20 @@ pub(crate) mod tests {
             generator: "g",
             audiences: &auds,
             lifetime: Duration::from_secs(60),
+            aws_session_tags: true,
         };
         let one = verify(&issuer, issuer.mint(&req).unwrap().token.expose_secret());
         let two = verify(&issuer, issuer.mint(&req).unwrap().token.expose_secret());
         assert_eq!(one["aud"], serde_json::json!(["a", "b"]));
+        assert_eq!(
+            one["https://aws.amazon.com/tags"],
+            serde_json::json!({"principal_tags": {
+                "esi-cluster": ["prod-eu"],
+                "kubernetes-namespace": ["payments"],
+                "kubernetes-pod-name": ["api-7d9f"],
+                "kubernetes-service-account": ["api"],
+            }})
+        );
         assert_ne!(one["jti"], two["jti"]);
     }
 

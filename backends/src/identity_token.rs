@@ -8,7 +8,8 @@
 //! party expects, and is verifiable by anyone who can reach the federation, private clusters
 //! included. Output: `token`; the credential's `expiresAt` is the token's `exp`. The lifetime
 //! is `expiration` (default `15m`, from `1m` to `24h`), shortened to the Authorization's
-//! `maxTTL`. A signed token cannot be revoked: keep it short.
+//! `maxTTL`. A signed token cannot be revoked: keep it short. With `awsSessionTags`, the token
+//! carries AWS's session tags claim naming the identity (see [`crate::identity`]).
 //!
 //! The federation must be configured as an issuer (`--issuer-url` and its keys); a
 //! configuration naming this kind is refused at load by a federation that is not.
@@ -56,6 +57,13 @@ pub struct IdentityTokenSpec {
     /// `maxTTL` shortens it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<HumanDuration>,
+    /// Add AWS's session tags claim (`https://aws.amazon.com/tags`): `AssumeRoleWithWebIdentity`
+    /// then tags the session `esi-cluster`, `kubernetes-namespace`,
+    /// `kubernetes-service-account` and `kubernetes-pod-name`, as `AWSAssumeRole` does, for
+    /// policies on `aws:PrincipalTag/...`. The role's trust policy must allow
+    /// `sts:TagSession`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aws_session_tags: bool,
 }
 
 impl IdentityTokenSpec {
@@ -144,6 +152,7 @@ impl Generate for IdentityTokenGenerator {
             generator: ctx.generator,
             audiences: &self.spec.audiences,
             lifetime: self.spec.lifetime(ctx.max_ttl),
+            aws_session_tags: self.spec.aws_session_tags,
         })?;
         let mut cred = Credential::static_data(BTreeMap::from([(
             "token".to_owned(),
@@ -177,6 +186,7 @@ mod tests {
         let spec = IdentityTokenSpec {
             audiences: vec!["sts.amazonaws.com".to_owned()],
             expiration: Some(HumanDuration::from_secs(3600)),
+            aws_session_tags: true,
         };
         let generator = IdentityTokenGenerator::new(spec, Some(issuer.clone())).unwrap();
         let id = crate::identity::tests::identity();
@@ -194,6 +204,10 @@ mod tests {
         let claims = crate::identity::tests::verify(&issuer, &cred.data["token"]);
         assert_eq!(claims["aud"], "sts.amazonaws.com");
         assert_eq!(claims["sub"], "prod-eu:system:serviceaccount:payments:api");
+        assert_eq!(
+            claims["https://aws.amazon.com/tags"]["principal_tags"]["kubernetes-namespace"],
+            serde_json::json!(["payments"])
+        );
         let exp = claims["exp"].as_i64().unwrap();
         assert!(
             (before + 600..=before + 602).contains(&exp),
@@ -208,6 +222,7 @@ mod tests {
             IdentityTokenSpec {
                 audiences: vec!["a".to_owned()],
                 expiration: None,
+                aws_session_tags: false,
             },
             None,
         )
@@ -257,6 +272,7 @@ mod tests {
         let s = IdentityTokenSpec {
             audiences: vec!["a".to_owned()],
             expiration: None,
+            aws_session_tags: false,
         };
         assert_eq!(s.lifetime(None), DEFAULT_EXPIRATION);
         assert_eq!(
