@@ -232,17 +232,19 @@ fn parse_key(index: usize, der: &PrivateKeyDer<'_>) -> Result<SigningKey, Issuer
         ),
         PrivateKeyDer::Pkcs8(k) => {
             let der = k.secret_pkcs8_der();
-            if let Ok(kp) = RsaKeyPair::from_pkcs8(der) {
-                KeyPair::Rsa(kp)
-            } else if let Ok(kp) =
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-            {
-                KeyPair::Es256(kp)
-            } else {
-                return Err(bad(
-                    "is neither an RSA nor an EC P-256 key (the algorithms relying parties take: RS256, ES256)"
-                        .to_owned(),
-                ));
+            match RsaKeyPair::from_pkcs8(der) {
+                Ok(kp) => KeyPair::Rsa(kp),
+                Err(rsa) => {
+                    match EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    {
+                        Ok(kp) => KeyPair::Es256(kp),
+                        Err(_) => {
+                            return Err(bad(format!(
+                                "is neither a usable RSA key ({MIN_RSA_BITS} bits or more; as RSA: {rsa}) nor an EC P-256 key (the algorithms relying parties take: RS256, ES256)"
+                            )));
+                        }
+                    }
+                }
             }
         }
         _ => return Err(bad("is of a type esi cannot sign with".to_owned())),
@@ -794,7 +796,7 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("issuer key 2 "), "{err}");
-        assert!(err.contains("neither an RSA nor an EC P-256 key"), "{err}");
+        assert!(err.contains("neither a usable RSA key"), "{err}");
         let many = (0..=MAX_KEYS)
             .map(|_| pem(KeyAlgorithm::Es256))
             .collect::<String>();
