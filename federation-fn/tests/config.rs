@@ -443,3 +443,50 @@ fn metadata_typos_are_refused_and_kubectl_output_loads() {
     );
     config::load_text("kubectl.yaml", &kubectl, &state()).unwrap();
 }
+
+/// `IdentityToken` needs the federation's own issuer: a serving federation without one refuses
+/// the configuration, naming the fix; `check` (no federation settings) accepts it; and the
+/// federation's own issuer can never be registered as a Cluster.
+#[test]
+fn identity_tokens_need_the_federations_issuer_which_is_never_a_cluster() {
+    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
+    use secrecy::ExposeSecret as _;
+    let token = doc(
+        "IdentityToken",
+        "{name: aws, namespace: team}",
+        "{audiences: [sts.amazonaws.com]}",
+    );
+    assert!(config::load_text("check.yaml", &token, &state()).is_ok());
+    let bare = AppState::serving(Settings::default(), LeaseKeys::ephemeral(), None);
+    let Err(LoadError(errs)) = config::load_text("t.yaml", &token, &bare) else {
+        panic!("an IdentityToken loaded on a federation with no issuer");
+    };
+    let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("IdentityToken/team/aws") && e.contains("--issuer-url")),
+        "{errs:#?}"
+    );
+    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
+    let own = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+    let issuing = AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(std::sync::Arc::new(own)),
+    );
+    assert!(config::load_text("t.yaml", &token, &issuing).is_ok());
+    let cluster = doc(
+        "Cluster",
+        "{name: loop}",
+        "{issuer: \"https://esi.example.com/\", keys: {discovery: {}}, audiences: [esi]}",
+    );
+    let Err(LoadError(errs)) = config::load_text("t.yaml", &cluster, &issuing) else {
+        panic!("the federation's own issuer was registered as a Cluster");
+    };
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("this federation's own issuer URL"),
+        "{errs:#?}"
+    );
+}

@@ -805,6 +805,20 @@ pub fn build_snapshot_lenient(
             field: field.to_owned(),
             message,
         };
+        // The federation's own tokens are for relying parties: one presented back as a caller's
+        // would carry the identity of whichever workload it was minted for.
+        if let Some(own) = &state.issuer
+            && c.spec.issuer.trim_end_matches('/') == own.url()
+        {
+            errors.push(fail(
+                "spec.issuer",
+                format!(
+                    "{:?} is this federation's own issuer URL: the tokens it signs are for other services, never callers of esi",
+                    c.spec.issuer
+                ),
+            ));
+            continue;
+        }
         let plan = match key_plan(&c.spec) {
             Ok(p) => p,
             Err((f, m)) => {
