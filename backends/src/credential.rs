@@ -195,10 +195,10 @@ pub(crate) fn within_max_ttl(
 }
 
 /// A container registry login as the registry generators hand it out (`ECRAuthorizationToken`,
-/// `ACRAccessToken`, `GCRAccessToken`, `QuayAccessToken`): `username`, `password`, `registry` (the first of
-/// `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker, crane, buildah,
-/// kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read) logging in to every
-/// one of `registries` with `auth` = base64 of `username:password`.
+/// `ACRAccessToken`, `GCRAccessToken`, `QuayAccessToken`): `username`, `password`, `registry`
+/// (the first of `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker,
+/// crane, buildah, kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read)
+/// logging in to every one of `registries` with `auth` = base64 of `username:password`.
 #[cfg(any(feature = "ecr", feature = "acr", feature = "gcr", feature = "quay"))]
 pub(crate) fn registry_login<R: AsRef<str>>(
     username: &str,

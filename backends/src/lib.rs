@@ -262,9 +262,14 @@ enum IssuerSlot {
 
 impl Shared {
     /// A `Shared` for a serving federation: `issuer` is its OIDC issuer, or `None` when it has
-    /// none, which makes generators that sign with it (`IdentityToken`, `QuayAccessToken`) configuration errors
-    /// instead of generators that refuse every request. [`Shared::default`] is for checking
-    /// a configuration without the federation's settings: such generators build.
+    /// none, which makes generators that sign with it (`IdentityToken`, `QuayAccessToken`)
+    /// configuration errors instead of generators that refuse every request.
+    /// [`Shared::default`] is for checking a configuration without the federation's settings:
+    /// such generators build.
+    #[allow(
+        clippy::needless_update,
+        reason = "the stores' fields exist only in builds with their features"
+    )]
     pub fn with_issuer(issuer: Option<std::sync::Arc<identity::Issuer>>) -> Self {
         Shared {
             issuer: issuer.map_or(IssuerSlot::Absent, IssuerSlot::Present),
