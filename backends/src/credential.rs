@@ -156,7 +156,8 @@ pub(crate) fn secret_text_data(
         feature = "acr",
         feature = "github",
         feature = "webhook",
-        feature = "gcp"
+        feature = "gcp",
+        feature = "quay"
     )),
     allow(dead_code)
 )]
@@ -168,7 +169,13 @@ pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_s
 /// token"), `fate` says what became of it ("it was dropped, not handed out"), `backend` prefixes
 /// the log detail.
 #[cfg_attr(
-    not(any(feature = "ecr", feature = "acr", feature = "github", feature = "gcp")),
+    not(any(
+        feature = "ecr",
+        feature = "acr",
+        feature = "github",
+        feature = "gcp",
+        feature = "quay"
+    )),
     allow(dead_code)
 )]
 pub(crate) fn within_max_ttl(
@@ -226,11 +233,11 @@ pub(crate) fn with_revocation(
 }
 
 /// A container registry login as the registry generators hand it out (`ECRAuthorizationToken`,
-/// `ACRAccessToken`, `GCRAccessToken`): `username`, `password`, `registry` (the first of
-/// `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker, crane, buildah,
-/// kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read) logging in to every
-/// one of `registries` with `auth` = base64 of `username:password`.
-#[cfg(any(feature = "ecr", feature = "acr", feature = "gcr"))]
+/// `ACRAccessToken`, `GCRAccessToken`, `QuayAccessToken`): `username`, `password`, `registry`
+/// (the first of `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker,
+/// crane, buildah, kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read)
+/// logging in to every one of `registries` with `auth` = base64 of `username:password`.
+#[cfg(any(feature = "ecr", feature = "acr", feature = "gcr", feature = "quay"))]
 pub(crate) fn registry_login<R: AsRef<str>>(
     username: &str,
     password: &str,

@@ -11,8 +11,9 @@ pub enum SpecError {
         /// The known kinds, comma separated.
         known: String,
     },
-    /// The spec does not deserialize (unknown field, wrong type, missing field).
-    #[error("spec.{path}: {message}")]
+    /// The spec does not deserialize (unknown field, wrong type, missing field), or cannot be
+    /// built; an empty `path` is the spec as a whole.
+    #[error("spec{}{path}: {message}", if path.is_empty() { "" } else { "." })]
     Invalid {
         /// Dotted path of the field at fault inside `spec`.
         path: String,

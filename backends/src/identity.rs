@@ -542,7 +542,7 @@ impl Issuer {
 pub enum KeyAlgorithm {
     /// RSA 2048 bits, signing RS256 (what every relying party takes).
     Rs256,
-    /// EC P-256, signing ES256 (smaller tokens; AWS, Google and Quay take it).
+    /// EC P-256, signing ES256 (smaller tokens; AWS and Google take it, Quay does not).
     Es256,
 }
 

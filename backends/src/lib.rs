@@ -34,6 +34,7 @@
 //! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
 //! | `sshkey` | — | `SSHKey` |
 //! | `mfa` | — | `MFA` |
+//! | `quay` | — | `QuayAccessToken` (exchanges an identity token of the federation's issuer at Quay's robot federation) |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
@@ -85,6 +86,8 @@ pub mod grafana;
 pub mod http;
 #[cfg(feature = "mfa")]
 pub mod mfa;
+#[cfg(feature = "quay")]
+pub mod quay_access_token;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets_manager_secret;
 #[cfg(feature = "sshkey")]
@@ -212,6 +215,9 @@ pub enum Generator {
     /// `MFA`.
     #[cfg(feature = "mfa")]
     Mfa(mfa::MfaGenerator),
+    /// `QuayAccessToken`.
+    #[cfg(feature = "quay")]
+    QuayAccessToken(Box<quay_access_token::QuayAccessTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -256,9 +262,14 @@ enum IssuerSlot {
 
 impl Shared {
     /// A `Shared` for a serving federation: `issuer` is its OIDC issuer, or `None` when it has
-    /// none, which makes generators that sign with it (`IdentityToken`) configuration errors
-    /// instead of generators that refuse every request. [`Shared::default`] is for checking
-    /// a configuration without the federation's settings: such generators build.
+    /// none, which makes generators that sign with it (`IdentityToken`, `QuayAccessToken`)
+    /// configuration errors instead of generators that refuse every request.
+    /// [`Shared::default`] is for checking a configuration without the federation's settings:
+    /// such generators build.
+    #[allow(
+        clippy::needless_update,
+        reason = "the stores' fields exist only in builds with their features"
+    )]
     pub fn with_issuer(issuer: Option<std::sync::Arc<identity::Issuer>>) -> Self {
         Shared {
             issuer: issuer.map_or(IssuerSlot::Absent, IssuerSlot::Present),
@@ -403,6 +414,13 @@ impl Generator {
             GeneratorSpec::SshKey(s) => Generator::SshKey(ssh_key::SshKeyGenerator::new(s)?),
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(s) => Generator::Mfa(mfa::MfaGenerator::new(s.clone())?),
+            #[cfg(feature = "quay")]
+            GeneratorSpec::QuayAccessToken(s) => Generator::QuayAccessToken(Box::new(
+                quay_access_token::QuayAccessTokenGenerator::new(
+                    s.clone(),
+                    shared.issuer_for_build()?,
+                )?,
+            )),
         })
     }
 }
@@ -449,6 +467,8 @@ impl Generate for Generator {
             Generator::SshKey(g) => g.generate(ctx).await,
             #[cfg(feature = "mfa")]
             Generator::Mfa(g) => g.generate(ctx).await,
+            #[cfg(feature = "quay")]
+            Generator::QuayAccessToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -490,6 +510,8 @@ impl Generate for Generator {
             Generator::SshKey(g) => g.revoke(handle).await,
             #[cfg(feature = "mfa")]
             Generator::Mfa(g) => g.revoke(handle).await,
+            #[cfg(feature = "quay")]
+            Generator::QuayAccessToken(g) => g.revoke(handle).await,
         }
     }
 }
@@ -538,6 +560,8 @@ pub fn crds()
         ssh_key::SSHKey::crd(),
         #[cfg(feature = "mfa")]
         mfa::MFA::crd(),
+        #[cfg(feature = "quay")]
+        quay_access_token::QuayAccessToken::crd(),
     ]
 }
 

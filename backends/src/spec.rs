@@ -63,6 +63,9 @@ pub enum GeneratorKind {
     /// `MFA`.
     #[cfg(feature = "mfa")]
     Mfa,
+    /// `QuayAccessToken`.
+    #[cfg(feature = "quay")]
+    QuayAccessToken,
 }
 
 impl GeneratorKind {
@@ -104,6 +107,8 @@ impl GeneratorKind {
         GeneratorKind::SshKey,
         #[cfg(feature = "mfa")]
         GeneratorKind::Mfa,
+        #[cfg(feature = "quay")]
+        GeneratorKind::QuayAccessToken,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -145,6 +150,8 @@ impl GeneratorKind {
             GeneratorKind::SshKey => "SSHKey",
             #[cfg(feature = "mfa")]
             GeneratorKind::Mfa => "MFA",
+            #[cfg(feature = "quay")]
+            GeneratorKind::QuayAccessToken => "QuayAccessToken",
         }
     }
 
@@ -232,6 +239,9 @@ pub enum GeneratorSpec {
     /// `kind: MFA`.
     #[cfg(feature = "mfa")]
     Mfa(crate::mfa::MfaSpec),
+    /// `kind: QuayAccessToken`.
+    #[cfg(feature = "quay")]
+    QuayAccessToken(crate::quay_access_token::QuayAccessTokenSpec),
 }
 
 impl GeneratorSpec {
@@ -281,6 +291,8 @@ impl GeneratorSpec {
             GeneratorKind::SshKey => GeneratorSpec::SshKey(parse(spec)?),
             #[cfg(feature = "mfa")]
             GeneratorKind::Mfa => GeneratorSpec::Mfa(parse(spec)?),
+            #[cfg(feature = "quay")]
+            GeneratorKind::QuayAccessToken => GeneratorSpec::QuayAccessToken(parse(spec)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -325,6 +337,8 @@ impl GeneratorSpec {
             GeneratorSpec::SshKey(_) => GeneratorKind::SshKey,
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(_) => GeneratorKind::Mfa,
+            #[cfg(feature = "quay")]
+            GeneratorSpec::QuayAccessToken(_) => GeneratorKind::QuayAccessToken,
         }
     }
 
@@ -339,6 +353,8 @@ impl GeneratorSpec {
             GeneratorSpec::SshKey(_) => None,
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(_) => None,
+            #[cfg(feature = "quay")]
+            GeneratorSpec::QuayAccessToken(_) => None,
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "vault")]
@@ -409,6 +425,8 @@ impl GeneratorSpec {
             GeneratorSpec::SshKey(s) => s.validate(),
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(s) => s.validate(),
+            #[cfg(feature = "quay")]
+            GeneratorSpec::QuayAccessToken(s) => s.validate(),
         }
     }
 }

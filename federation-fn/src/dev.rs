@@ -53,8 +53,9 @@ pub fn build(addr: SocketAddr) -> Result<Dev, LoadError> {
     let base_url = base_url(addr);
     let issuer = LocalIssuer::new(SigningKey::rsa());
     issuer.set_issuer(&format!("{base_url}{ISSUER_PATH}"));
-    // Dev mode is an OIDC issuer too, at its own loopback URL, with a key that dies with it.
-    let key = esi_backends::identity::generate_key_pem(esi_backends::identity::KeyAlgorithm::Es256)
+    // Dev mode is an OIDC issuer too, at its own loopback URL, with a key that dies with it:
+    // RSA, which every relying party takes (Quay takes nothing else).
+    let key = esi_backends::identity::generate_key_pem(esi_backends::identity::KeyAlgorithm::Rs256)
         .map_err(|_| LoadError::one("dev issuer", "cannot generate its key"))?;
     let own = esi_backends::identity::Issuer::new(&base_url, key.expose_secret())
         .map_err(|e| LoadError::one("dev issuer", e.to_string()))?;
