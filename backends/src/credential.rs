@@ -157,7 +157,8 @@ pub(crate) fn secret_text_data(
         feature = "github",
         feature = "webhook",
         feature = "gcp",
-        feature = "quay"
+        feature = "quay",
+        feature = "cloudsmith"
     )),
     allow(dead_code)
 )]
@@ -174,7 +175,8 @@ pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_s
         feature = "acr",
         feature = "github",
         feature = "gcp",
-        feature = "quay"
+        feature = "quay",
+        feature = "cloudsmith"
     )),
     allow(dead_code)
 )]
@@ -233,11 +235,18 @@ pub(crate) fn with_revocation(
 }
 
 /// A container registry login as the registry generators hand it out (`ECRAuthorizationToken`,
-/// `ACRAccessToken`, `GCRAccessToken`, `QuayAccessToken`): `username`, `password`, `registry`
-/// (the first of `registries`) and `dockerconfigjson`, a `~/.docker/config.json` (what docker,
-/// crane, buildah, kaniko and the kubelet's `kubernetes.io/dockerconfigjson` Secrets read)
-/// logging in to every one of `registries` with `auth` = base64 of `username:password`.
-#[cfg(any(feature = "ecr", feature = "acr", feature = "gcr", feature = "quay"))]
+/// `ACRAccessToken`, `GCRAccessToken`, `QuayAccessToken`, `CloudsmithAccessToken`): `username`,
+/// `password`, `registry` (the first of `registries`) and `dockerconfigjson`, a
+/// `~/.docker/config.json` (what docker, crane, buildah, kaniko and the kubelet's
+/// `kubernetes.io/dockerconfigjson` Secrets read) logging in to every one of `registries` with
+/// `auth` = base64 of `username:password`.
+#[cfg(any(
+    feature = "ecr",
+    feature = "acr",
+    feature = "gcr",
+    feature = "quay",
+    feature = "cloudsmith"
+))]
 pub(crate) fn registry_login<R: AsRef<str>>(
     username: &str,
     password: &str,

@@ -197,6 +197,37 @@ pub fn endpoint_url(
     Ok(url)
 }
 
+/// A service's URL from a spec field taking a host (`quay.io`, `quay.example.com:8443`) or a
+/// URL: a bare host gets `https://`; then as [`endpoint_url`], `http://` only to a loopback
+/// address (a local fake). The path is kept as given.
+pub fn host_or_url(text: &str, field: &str) -> Result<reqwest::Url, SpecError> {
+    let full = if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("https://{text}")
+    };
+    let url = endpoint_url(
+        &full,
+        field,
+        |ip| ip.is_loopback(),
+        "a loopback address (a local fake)",
+    )?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(SpecError::field(field, format!("{text:?} has no host")));
+    }
+    Ok(url)
+}
+
+/// A URL's `host[:port]`, the port only when it is not the scheme's default: how a docker
+/// login names its registry.
+pub fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 /// The IP address a URL's host is (`localhost` is loopback), if it is one.
 pub fn host_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
     match url.host_str()? {

@@ -462,6 +462,11 @@ impl Issuer {
         &self.keys[0].kid
     }
 
+    /// The `alg` of the tokens it signs: `RS256` (an RSA key first) or `ES256`.
+    pub fn signing_alg(&self) -> &'static str {
+        self.keys[0].alg()
+    }
+
     /// The discovery document served at [`DISCOVERY_PATH`] (JSON).
     pub fn discovery_json(&self) -> &str {
         &self.discovery

@@ -79,17 +79,7 @@ impl IdentityTokenSpec {
             ));
         }
         for (i, aud) in self.audiences.iter().enumerate() {
-            if aud.trim().is_empty()
-                || aud.len() > MAX_AUDIENCE_LEN
-                || aud.chars().any(char::is_control)
-            {
-                return Err(SpecError::field(
-                    format!("audiences[{i}]"),
-                    format!(
-                        "must be 1 to {MAX_AUDIENCE_LEN} bytes without control characters, got {aud:?}"
-                    ),
-                ));
-            }
+            check_audience(aud).map_err(|why| SpecError::field(format!("audiences[{i}]"), why))?;
             if self.audiences[..i].contains(aud) {
                 return Err(SpecError::field(
                     format!("audiences[{i}]"),
@@ -115,6 +105,17 @@ impl IdentityTokenSpec {
             .map_or(DEFAULT_EXPIRATION, HumanDuration::get);
         max_ttl.map_or(want, |m| want.min(m))
     }
+}
+
+/// Why `aud` cannot be an audience: empty or blank, over [`MAX_AUDIENCE_LEN`] bytes, or holding
+/// control characters (the bounds of every kind that names an audience).
+pub(crate) fn check_audience(aud: &str) -> Result<(), String> {
+    if aud.trim().is_empty() || aud.len() > MAX_AUDIENCE_LEN || aud.chars().any(char::is_control) {
+        return Err(format!(
+            "must be 1 to {MAX_AUDIENCE_LEN} bytes without control characters, got {aud:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// The built `IdentityToken` generator.

@@ -35,6 +35,7 @@
 //! | `sshkey` | — | `SSHKey` |
 //! | `mfa` | — | `MFA` |
 //! | `quay` | — | `QuayAccessToken` (exchanges an identity token of the federation's issuer at Quay's robot federation) |
+//! | `cloudsmith` | — | `CloudsmithAccessToken` (exchanges an identity token of the federation's issuer at Cloudsmith's OpenID Connect endpoint) |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
@@ -68,6 +69,8 @@ pub mod aws_assume_role;
 pub mod azure;
 #[cfg(feature = "keyvault")]
 pub mod azure_key_vault_secret;
+#[cfg(feature = "cloudsmith")]
+pub mod cloudsmith_access_token;
 #[cfg(feature = "ecr")]
 pub mod ecr_authorization_token;
 #[cfg(feature = "gcp")]
@@ -94,6 +97,8 @@ pub mod secrets_manager_secret;
 pub mod ssh_key;
 #[cfg(feature = "aws")]
 pub mod sts_session_token;
+#[cfg(any(feature = "quay", feature = "cloudsmith"))]
+mod token_exchange;
 #[cfg(feature = "vault")]
 pub mod vault;
 #[cfg(feature = "vault")]
@@ -218,6 +223,9 @@ pub enum Generator {
     /// `QuayAccessToken`.
     #[cfg(feature = "quay")]
     QuayAccessToken(Box<quay_access_token::QuayAccessTokenGenerator>),
+    /// `CloudsmithAccessToken`.
+    #[cfg(feature = "cloudsmith")]
+    CloudsmithAccessToken(Box<cloudsmith_access_token::CloudsmithAccessTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -262,8 +270,9 @@ enum IssuerSlot {
 
 impl Shared {
     /// A `Shared` for a serving federation: `issuer` is its OIDC issuer, or `None` when it has
-    /// none, which makes generators that sign with it (`IdentityToken`, `QuayAccessToken`)
-    /// configuration errors instead of generators that refuse every request.
+    /// none, which makes generators that sign with it (`IdentityToken`, `QuayAccessToken`,
+    /// `CloudsmithAccessToken`) configuration errors instead of generators that refuse every
+    /// request.
     /// [`Shared::default`] is for checking a configuration without the federation's settings:
     /// such generators build.
     #[allow(
@@ -421,6 +430,13 @@ impl Generator {
                     shared.issuer_for_build()?,
                 )?,
             )),
+            #[cfg(feature = "cloudsmith")]
+            GeneratorSpec::CloudsmithAccessToken(s) => Generator::CloudsmithAccessToken(Box::new(
+                cloudsmith_access_token::CloudsmithAccessTokenGenerator::new(
+                    s.clone(),
+                    shared.issuer_for_build()?,
+                )?,
+            )),
         })
     }
 }
@@ -469,6 +485,8 @@ impl Generate for Generator {
             Generator::Mfa(g) => g.generate(ctx).await,
             #[cfg(feature = "quay")]
             Generator::QuayAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "cloudsmith")]
+            Generator::CloudsmithAccessToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -512,6 +530,8 @@ impl Generate for Generator {
             Generator::Mfa(g) => g.revoke(handle).await,
             #[cfg(feature = "quay")]
             Generator::QuayAccessToken(g) => g.revoke(handle).await,
+            #[cfg(feature = "cloudsmith")]
+            Generator::CloudsmithAccessToken(g) => g.revoke(handle).await,
         }
     }
 }
@@ -562,6 +582,8 @@ pub fn crds()
         mfa::MFA::crd(),
         #[cfg(feature = "quay")]
         quay_access_token::QuayAccessToken::crd(),
+        #[cfg(feature = "cloudsmith")]
+        cloudsmith_access_token::CloudsmithAccessToken::crd(),
     ]
 }
 

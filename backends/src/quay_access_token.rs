@@ -48,14 +48,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{Issuer, TokenRequest};
+use crate::identity::Issuer;
+use crate::token_exchange::{self, OverMaxTtl};
 use crate::{BackendError, Context, Credential, Generate, SpecError};
 
 /// The Quay a spec without `url` logs in to.
@@ -64,7 +63,7 @@ pub const DEFAULT_URL: &str = "quay.io";
 pub const TOKEN_PATH: &str = "oauth2/federation/robot/token";
 /// How long the identity token shown to Quay lives (the Authorization's `maxTTL` shortens it):
 /// Quay checks it once, at once.
-pub const IDENTITY_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
+pub const IDENTITY_TOKEN_LIFETIME: Duration = token_exchange::IDENTITY_TOKEN_LIFETIME;
 /// The lifetime assumed for a Quay token whose `exp` cannot be read: Quay's default for robot
 /// tokens.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -73,8 +72,11 @@ pub const MAX_NAME_LEN: usize = 255;
 
 const BACKEND: &str = "Quay";
 
+/// What the log calls the endpoint.
+const ENDPOINT: &str = "quay robot federation";
+
 /// What a token outliving maxTTL is called and what became of it.
-const OVER_MAX_TTL: (&str, &str, &str) = (
+const OVER_MAX_TTL: OverMaxTtl = (
     "the Quay robot token",
     "it was dropped, not handed out (Quay cannot revoke or shorten one)",
     "quay",
@@ -120,7 +122,8 @@ impl QuayAccessTokenSpec {
         check_robot_account(&self.robot_account)
             .map_err(|why| SpecError::field("robotAccount", why))?;
         if let Some(aud) = &self.audience {
-            check_audience(aud).map_err(|why| SpecError::field("audience", why))?;
+            crate::identity_token::check_audience(aud)
+                .map_err(|why| SpecError::field("audience", why))?;
         }
         Ok(())
     }
@@ -129,17 +132,7 @@ impl QuayAccessTokenSpec {
     /// (a local fake); no path, query, fragment or user info.
     fn endpoint(&self) -> Result<Endpoint, SpecError> {
         let text = self.url.as_deref().unwrap_or(DEFAULT_URL);
-        let full = if text.contains("://") {
-            text.to_owned()
-        } else {
-            format!("https://{text}")
-        };
-        let base = crate::http::endpoint_url(
-            &full,
-            "url",
-            |ip| ip.is_loopback(),
-            "a loopback address (a local fake)",
-        )?;
+        let base = crate::http::host_or_url(text, "url")?;
         if base.path() != "/" {
             return Err(SpecError::field(
                 "url",
@@ -149,14 +142,8 @@ impl QuayAccessTokenSpec {
                 ),
             ));
         }
-        let host = base
-            .host_str()
-            .ok_or_else(|| SpecError::field("url", format!("{text:?} has no host")))?
-            .to_owned();
-        let registry = match base.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.clone(),
-        };
+        let host = base.host_str().unwrap_or_default().to_owned();
+        let registry = crate::http::authority(&base);
         let token_url = base
             .join(TOKEN_PATH)
             .map_err(|e| SpecError::field("url", format!("{text:?}: {e}")))?;
@@ -188,17 +175,6 @@ fn check_robot_account(name: &str) -> Result<(), String> {
     }
 }
 
-/// Why `aud` cannot be an audience (the same bounds as `IdentityToken`'s).
-fn check_audience(aud: &str) -> Result<(), String> {
-    let max = crate::identity_token::MAX_AUDIENCE_LEN;
-    if aud.trim().is_empty() || aud.len() > max || aud.chars().any(char::is_control) {
-        return Err(format!(
-            "must be 1 to {max} bytes without control characters, got {aud:?}"
-        ));
-    }
-    Ok(())
-}
-
 /// The built `QuayAccessToken` generator.
 #[derive(Debug)]
 pub struct QuayAccessTokenGenerator {
@@ -216,7 +192,7 @@ impl QuayAccessTokenGenerator {
     pub fn new(spec: QuayAccessTokenSpec, issuer: Option<Arc<Issuer>>) -> Result<Self, SpecError> {
         spec.validate()?;
         if let Some(issuer) = &issuer {
-            check_signing_key(issuer)?;
+            token_exchange::require_rs256(issuer, BACKEND)?;
         }
         let Endpoint {
             token_url,
@@ -234,89 +210,21 @@ impl QuayAccessTokenGenerator {
     }
 }
 
-/// Refuses an issuer whose signing key Quay cannot verify: Quay's OIDC verifier takes RSA keys
-/// (RS256) only, and would fail every exchange.
-fn check_signing_key(issuer: &Issuer) -> Result<(), SpecError> {
-    let jwks: serde_json::Value = serde_json::from_str(issuer.jwks_json()).unwrap_or_default();
-    let signing = jwks["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| k["kid"] == issuer.signing_kid());
-    match signing {
-        Some(k) if k["kty"] == "RSA" => Ok(()),
-        other => Err(SpecError::Invalid {
-            path: String::new(),
-            message: format!(
-                "Quay verifies only RSA-signed identity tokens (RS256), and the federation's \
-                 issuer signs with {}: put an RSA key first among the issuer keys \
-                 (esi-federation issuer-key --algorithm rs256)",
-                other
-                    .and_then(|k| k["alg"].as_str())
-                    .unwrap_or("another algorithm")
-            ),
-        }),
-    }
-}
-
 /// Quay's answer to a successful exchange.
 #[derive(Deserialize)]
 struct TokenAnswer {
     token: String,
 }
 
-/// Quay's answer to a refused one.
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: String,
-}
-
-/// Quay's `error` text, if the body has one: control characters dropped, at most 200
-/// characters (it reaches the caller).
+/// Quay's `error` text, if its answer has one (cleaned, bounded: it reaches the caller).
 fn quay_error(body: &[u8]) -> Option<String> {
-    let said = serde_json::from_slice::<ErrorAnswer>(body).ok()?.error;
-    let clean: String = said.chars().filter(|c| !c.is_control()).take(200).collect();
-    (!clean.trim().is_empty()).then_some(clean)
-}
-
-fn unreadable(what: &str) -> BackendError {
-    BackendError::Unavailable {
-        message: "Quay's answer could not be read".to_owned(),
-        detail: format!("quay robot federation: {what}"),
-    }
-}
-
-/// When a Quay token expires: its `exp` claim if it is a JWT with one (read without
-/// verifying: the token is Quay's to itself), else `None`.
-fn token_expiry(token: &str) -> Option<jiff::Timestamp> {
-    let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let claims: serde_json::Value = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()
-        .and_then(|p| serde_json::from_slice(&p).ok())?;
-    let exp = claims.get("exp")?;
-    let secs = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
-    jiff::Timestamp::from_second(secs).ok()
+    token_exchange::said(body, "error")
 }
 
 impl Generate for QuayAccessTokenGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let issuer = crate::identity_token::issuer_of(self.issuer.as_ref())?;
-        let lifetime = ctx
-            .max_ttl
-            .map_or(IDENTITY_TOKEN_LIFETIME, |m| m.min(IDENTITY_TOKEN_LIFETIME));
-        let identity_token = issuer.mint(&TokenRequest {
-            identity: ctx.identity,
-            generator: ctx.generator,
-            audiences: &self.audiences,
-            lifetime,
-            aws_session_tags: false,
-        })?;
+        let (issuer, identity_token) =
+            token_exchange::mint(self.issuer.as_ref(), ctx, &self.audiences)?;
         let (status, body) = crate::http::send(
             BACKEND,
             self.client
@@ -357,23 +265,19 @@ impl Generate for QuayAccessTokenGenerator {
                 ),
             ));
         }
-        let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|_| unreadable("the answer is not {\"token\": ...} JSON"))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
+            token_exchange::unreadable(BACKEND, ENDPOINT, "the answer is not {\"token\": ...} JSON")
+        })?;
         if answer.token.is_empty() {
-            return Err(unreadable("empty token"));
+            return Err(token_exchange::unreadable(BACKEND, ENDPOINT, "empty token"));
         }
-        let now = jiff::Timestamp::now();
-        let expires_at = token_expiry(&answer.token).unwrap_or_else(|| {
-            now + jiff::SignedDuration::from_secs(DEFAULT_TOKEN_LIFETIME.as_secs() as i64)
-        });
-        if expires_at <= now {
-            return Err(unreadable(&format!(
-                "the token expired already ({expires_at})"
-            )));
-        }
-        if let Some(max) = ctx.max_ttl {
-            crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)?;
-        }
+        let expires_at = token_exchange::expiry(
+            &answer.token,
+            DEFAULT_TOKEN_LIFETIME,
+            ctx.max_ttl,
+            OVER_MAX_TTL,
+            (BACKEND, ENDPOINT),
+        )?;
         Ok(Credential {
             data: crate::credential::registry_login(
                 &self.robot_account,
@@ -604,51 +508,11 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_read_from_a_jwt_exp_claim_only() {
-        let jwt = |claims: serde_json::Value| {
-            format!(
-                "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
-                URL_SAFE_NO_PAD.encode(claims.to_string())
-            )
-        };
-        assert_eq!(
-            token_expiry(&jwt(serde_json::json!({"exp": 1_800_000_000})))
-                .unwrap()
-                .as_second(),
-            1_800_000_000
-        );
-        assert_eq!(
-            token_expiry(&jwt(serde_json::json!({"exp": 1.8e9})))
-                .unwrap()
-                .as_second(),
-            1_800_000_000
-        );
-        for none in [
-            jwt(serde_json::json!({"sub": "org+bot"})),
-            jwt(serde_json::json!({"exp": "soon"})),
-            jwt(serde_json::json!({"exp": i64::MAX})),
-            "opaque-token".to_owned(),
-            "a.b".to_owned(),
-            "a.!!.c".to_owned(),
-            "a.b.c.d".to_owned(),
-        ] {
-            assert_eq!(token_expiry(&none), None, "{none}");
-        }
-    }
-
-    #[test]
-    fn quays_error_text_is_bounded_and_cleaned() {
+    fn quays_words_are_its_error_member() {
         assert_eq!(
             quay_error(br#"{"error": "Token does not match robot"}"#).as_deref(),
             Some("Token does not match robot")
         );
-        let long = format!(r#"{{"error": "a\nb{}"}}"#, "x".repeat(500));
-        let said = quay_error(long.as_bytes()).unwrap();
-        assert!(
-            said.starts_with("abx") && said.chars().count() == 200,
-            "{said}"
-        );
-        assert_eq!(quay_error(b"<html>"), None);
-        assert_eq!(quay_error(br#"{"error": " "}"#), None);
+        assert_eq!(quay_error(br#"{"detail": "Not found"}"#), None);
     }
 }

@@ -66,6 +66,9 @@ pub enum GeneratorKind {
     /// `QuayAccessToken`.
     #[cfg(feature = "quay")]
     QuayAccessToken,
+    /// `CloudsmithAccessToken`.
+    #[cfg(feature = "cloudsmith")]
+    CloudsmithAccessToken,
 }
 
 impl GeneratorKind {
@@ -109,6 +112,8 @@ impl GeneratorKind {
         GeneratorKind::Mfa,
         #[cfg(feature = "quay")]
         GeneratorKind::QuayAccessToken,
+        #[cfg(feature = "cloudsmith")]
+        GeneratorKind::CloudsmithAccessToken,
     ];
 
     /// The manifest `kind` (and the `{kind}` path segment of the API).
@@ -152,6 +157,8 @@ impl GeneratorKind {
             GeneratorKind::Mfa => "MFA",
             #[cfg(feature = "quay")]
             GeneratorKind::QuayAccessToken => "QuayAccessToken",
+            #[cfg(feature = "cloudsmith")]
+            GeneratorKind::CloudsmithAccessToken => "CloudsmithAccessToken",
         }
     }
 
@@ -242,6 +249,9 @@ pub enum GeneratorSpec {
     /// `kind: QuayAccessToken`.
     #[cfg(feature = "quay")]
     QuayAccessToken(crate::quay_access_token::QuayAccessTokenSpec),
+    /// `kind: CloudsmithAccessToken`.
+    #[cfg(feature = "cloudsmith")]
+    CloudsmithAccessToken(crate::cloudsmith_access_token::CloudsmithAccessTokenSpec),
 }
 
 impl GeneratorSpec {
@@ -293,6 +303,10 @@ impl GeneratorSpec {
             GeneratorKind::Mfa => GeneratorSpec::Mfa(parse(spec)?),
             #[cfg(feature = "quay")]
             GeneratorKind::QuayAccessToken => GeneratorSpec::QuayAccessToken(parse(spec)?),
+            #[cfg(feature = "cloudsmith")]
+            GeneratorKind::CloudsmithAccessToken => {
+                GeneratorSpec::CloudsmithAccessToken(parse(spec)?)
+            }
         };
         spec.validate()?;
         Ok(spec)
@@ -339,6 +353,8 @@ impl GeneratorSpec {
             GeneratorSpec::Mfa(_) => GeneratorKind::Mfa,
             #[cfg(feature = "quay")]
             GeneratorSpec::QuayAccessToken(_) => GeneratorKind::QuayAccessToken,
+            #[cfg(feature = "cloudsmith")]
+            GeneratorSpec::CloudsmithAccessToken(_) => GeneratorKind::CloudsmithAccessToken,
         }
     }
 
@@ -355,6 +371,8 @@ impl GeneratorSpec {
             GeneratorSpec::Mfa(_) => None,
             #[cfg(feature = "quay")]
             GeneratorSpec::QuayAccessToken(_) => None,
+            #[cfg(feature = "cloudsmith")]
+            GeneratorSpec::CloudsmithAccessToken(_) => None,
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "vault")]
@@ -427,6 +445,8 @@ impl GeneratorSpec {
             GeneratorSpec::Mfa(s) => s.validate(),
             #[cfg(feature = "quay")]
             GeneratorSpec::QuayAccessToken(s) => s.validate(),
+            #[cfg(feature = "cloudsmith")]
+            GeneratorSpec::CloudsmithAccessToken(s) => s.validate(),
         }
     }
 }

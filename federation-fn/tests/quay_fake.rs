@@ -22,12 +22,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod relying_party;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lc_rs::signature;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use esi_api::{Identity, ObjectRef};
+use esi_api::Identity;
 use esi_backends::identity::{Issuer, KeyAlgorithm, TokenRequest, generate_key_pem};
 use esi_backends::{
     BackendError, Context, Generate, Generator, GeneratorKind, GeneratorSpec, Shared,
@@ -43,6 +43,10 @@ use esi_backends::{
 use esi_federation::config;
 use esi_federation::lease::LeaseKeys;
 use esi_federation::state::{AppState, Settings};
+use relying_party::{
+    SignatureFailure, basic, fake_jwt, federation, identity, part, random, serve,
+    unverified_claims, verify_rsa,
+};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
@@ -89,19 +93,6 @@ fn crash(fake: &Fake, why: String) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
 }
 
-/// The `(user, password)` of a Basic `Authorization` header.
-fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get("authorization")?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
-fn part(p: &str) -> Option<Value> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()
-}
-
 /// Why a token failed: PyJWT's `InvalidTokenError` (Quay answers 401 "Invalid token: ..."),
 /// or a key or discovery document Quay could not load (an uncaught exception: 500).
 enum Failure {
@@ -117,68 +108,28 @@ async fn decode_user_jwt(
     audiences: &[String],
 ) -> Result<Value, Failure> {
     let invalid = |m: &str| Failure::Invalid(m.to_owned());
-    let (input, sig) = token
-        .rsplit_once('.')
-        .ok_or_else(|| invalid("Not enough segments"))?;
-    let (header, claims) = input
-        .split_once('.')
-        .ok_or_else(|| invalid("Not enough segments"))?;
-    let header = part(header).ok_or_else(|| invalid("Invalid header padding"))?;
-    let kid = header["kid"]
-        .as_str()
-        .ok_or_else(|| invalid("Missing `kid` header"))?;
-    // posixpath.join(OIDC_SERVER, ".well-known/openid-configuration").
-    let discovery_url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    let http = reqwest::Client::new();
-    let fetch = |url: String| {
-        let http = http.clone();
-        async move {
-            fake.lock().unwrap().fetched.push(url.clone());
-            let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("HTTP GET error: {}", resp.status().as_u16()));
+    let recorded = |url: String| fake.lock().unwrap().fetched.push(url);
+    let verified = verify_rsa(token, issuer, recorded)
+        .await
+        .map_err(|failure| match failure {
+            SignatureFailure::Malformed(m) => invalid(m),
+            SignatureFailure::NoKid => invalid("Missing `kid` header"),
+            SignatureFailure::Discovery(_) => {
+                Failure::Load("Could not load OIDC discovery information".to_owned())
             }
-            resp.json::<Value>().await.map_err(|e| e.to_string())
-        }
-    };
-    let discovery = fetch(discovery_url)
-        .await
-        .map_err(|_| Failure::Load("Could not load OIDC discovery information".to_owned()))?;
-    let jwks_uri = discovery["jwks_uri"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let jwks = fetch(jwks_uri)
-        .await
-        .map_err(|e| Failure::Load(format!("Error loading JWK set - {e}")))?;
-    let key = jwks["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| k["kid"] == kid)
-        .ok_or_else(|| Failure::Load(format!("Public key {kid} not found")))?;
-    if key["kty"] != "RSA" {
-        return Err(Failure::Load(format!(
-            "No RSA form of public key {kid} not found"
-        )));
-    }
-    let alg = match header["alg"].as_str() {
-        Some("RS256") => &signature::RSA_PKCS1_2048_8192_SHA256,
-        Some("RS384") => &signature::RSA_PKCS1_2048_8192_SHA384,
-        _ => return Err(invalid("The specified alg value is not allowed")),
-    };
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.decode(v.as_str().unwrap_or_default());
-    let (Ok(n), Ok(e), Ok(sig)) = (b64(&key["n"]), b64(&key["e"]), URL_SAFE_NO_PAD.decode(sig))
-    else {
-        return Err(invalid("Invalid crypto padding"));
-    };
-    signature::RsaPublicKeyComponents { n, e }
-        .verify(alg, input.as_bytes(), &sig)
-        .map_err(|_| invalid("Signature verification failed"))?;
-    let claims = part(claims).ok_or_else(|| invalid("Invalid payload padding"))?;
+            SignatureFailure::Jwks(e) => Failure::Load(format!("Error loading JWK set - {e}")),
+            SignatureFailure::UnknownKid(kid) => {
+                Failure::Load(format!("Public key {kid} not found"))
+            }
+            SignatureFailure::NotRsa(kid) => {
+                Failure::Load(format!("No RSA form of public key {kid} not found"))
+            }
+            SignatureFailure::Algorithm => invalid("The specified alg value is not allowed"),
+            SignatureFailure::Encoding => invalid("Invalid crypto padding"),
+            SignatureFailure::Signature => invalid("Signature verification failed"),
+            SignatureFailure::Payload => invalid("Invalid payload padding"),
+        })?;
+    let (claims, discovery) = (verified.claims, verified.discovery);
     for required in ["iat", "exp"] {
         if claims.get(required).is_none() {
             return Err(invalid(&format!(
@@ -224,11 +175,7 @@ async fn robot_token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
         return refuse(&format!("Could not find robot with username: {robot}"));
     };
     // get_jwt_issuer: the unverified `iss`.
-    let Some(issuer) = token
-        .split('.')
-        .nth(1)
-        .and_then(part)
-        .and_then(|c| c["iss"].as_str().map(str::to_owned))
+    let Some(issuer) = unverified_claims(&token).and_then(|c| c["iss"].as_str().map(str::to_owned))
     else {
         return refuse("Token does not contain issuer");
     };
@@ -257,19 +204,10 @@ async fn robot_token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
     quay.verified.push(claims);
     let now = jiff::Timestamp::now().as_second();
     let (robot_token, exp) = match quay.token_lifetime {
-        Some(lifetime) => {
-            let claims = json!({
-                "iss": "quay", "aud": "quay", "sub": robot, "iat": now, "nbf": now,
-                "exp": now + lifetime, "jti": random(),
-            });
-            let jwt = format!(
-                "{}.{}.{}",
-                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"quay"}"#),
-                URL_SAFE_NO_PAD.encode(claims.to_string()),
-                URL_SAFE_NO_PAD.encode(random())
-            );
-            (jwt, now + lifetime)
-        }
+        Some(lifetime) => (
+            fake_jwt("quay", &robot, now, Some(now + lifetime)),
+            now + lifetime,
+        ),
         None => (format!("quay-robot-{}", random()), now + 3600),
     };
     quay.issued
@@ -298,12 +236,6 @@ async fn registry_auth(State(fake): State<Fake>, headers: HeaderMap) -> Response
     }
 }
 
-fn random() -> String {
-    let mut b = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut b).unwrap();
-    URL_SAFE_NO_PAD.encode(b)
-}
-
 /// The fake Quay on a loopback port: its state and base URL.
 async fn quay(robots: &[(&str, Vec<Binding>)]) -> (Fake, String) {
     let fake = Arc::new(Mutex::new(Quay {
@@ -319,54 +251,6 @@ async fn quay(robots: &[(&str, Vec<Binding>)]) -> (Fake, String) {
         .route("/v2/auth", get(registry_auth))
         .with_state(fake.clone());
     (fake, serve(app).await)
-}
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
-}
-
-/// The federation as an OIDC issuer at its own loopback URL, signing with a fresh `alg` key,
-/// its router serving the discovery document and JWKS on a real socket; `yaml(url)` is the
-/// configuration it loads (`None`: none, the issuer documents are served all the same).
-async fn federation(
-    alg: KeyAlgorithm,
-    yaml: Option<&dyn Fn(&str) -> String>,
-) -> (Arc<Issuer>, AppState, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let pem = generate_key_pem(alg).unwrap();
-    let issuer = Arc::new(Issuer::new(&url, pem.expose_secret()).unwrap());
-    let state = AppState::serving(
-        Settings::default(),
-        LeaseKeys::ephemeral(),
-        Some(issuer.clone()),
-    );
-    if let Some(yaml) = yaml {
-        let snapshot =
-            config::load_text("test.yaml", &yaml(&url), &state).unwrap_or_else(|e| panic!("{e}"));
-        state.install(snapshot);
-    }
-    let router = esi_federation::router(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (issuer, state, url)
-}
-
-fn identity(namespace: &str, sa: &str) -> Identity {
-    Identity {
-        cluster: "alpha".into(),
-        issuer: "https://oidc.alpha.example".into(),
-        namespace: namespace.into(),
-        service_account: ObjectRef {
-            name: sa.into(),
-            uid: "sa-uid".into(),
-        },
-        pod: None,
-        subject: format!("system:serviceaccount:{namespace}:{sa}"),
-        token_expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600),
-    }
 }
 
 fn ctx(id: &Identity, max_ttl: Option<Duration>) -> Context<'_> {
