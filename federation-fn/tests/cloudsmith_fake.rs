@@ -20,6 +20,7 @@
 //! issuers: they are on loopback here. The fake's `/v2/` (the Docker registry) accepts the
 //! user name `token` with a token it issued, as Cloudsmith's Docker credential helper logs in.
 
+#![cfg(feature = "cloudsmith")]
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 

@@ -18,6 +18,7 @@
 //! `{"token": <a robot JWT>}`; the fake's `/v2/auth` (the registry's docker login) accepts the
 //! robot with a token it issued, to use the login.
 
+#![cfg(feature = "quay")]
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
