@@ -259,6 +259,9 @@ impl Shared {
     /// none, which makes generators that sign with it (`IdentityToken`) configuration errors
     /// instead of generators that refuse every request. [`Shared::default`] is for checking
     /// a configuration without the federation's settings: such generators build.
+    // The store connections are fields only in builds with their backends: in a build with
+    // none, the update names no field.
+    #[allow(clippy::needless_update)]
     pub fn with_issuer(issuer: Option<std::sync::Arc<identity::Issuer>>) -> Self {
         Shared {
             issuer: issuer.map_or(IssuerSlot::Absent, IssuerSlot::Present),
@@ -266,14 +269,15 @@ impl Shared {
         }
     }
 
-    /// The issuer for a generator being built, or the configuration error of its absence.
-    fn issuer_for_build(&self) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
+    /// The issuer for a generator of `kind` being built, or the configuration error of its
+    /// absence.
+    fn issuer_for_build(
+        &self,
+        kind: &'static str,
+    ) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
         match &self.issuer {
             IssuerSlot::Unknown => Ok(None),
-            IssuerSlot::Absent => Err(SpecError::Invalid {
-                path: String::new(),
-                message: "this kind signs tokens with the federation's own OIDC issuer, and this federation has none: start it with --issuer-url and issuer keys (see the federation README)".to_owned(),
-            }),
+            IssuerSlot::Absent => Err(SpecError::NoIssuer { kind }),
             IssuerSlot::Present(i) => Ok(Some(i.clone())),
         }
     }
@@ -306,9 +310,12 @@ impl Generator {
             }
             GeneratorSpec::Uuid(_) => Generator::Uuid(uuid::UuidGenerator),
             GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())?),
-            GeneratorSpec::IdentityToken(s) => Generator::IdentityToken(
-                identity_token::IdentityTokenGenerator::new(s.clone(), shared.issuer_for_build()?)?,
-            ),
+            GeneratorSpec::IdentityToken(s) => {
+                Generator::IdentityToken(identity_token::IdentityTokenGenerator::new(
+                    s.clone(),
+                    shared.issuer_for_build(GeneratorKind::IdentityToken.as_str())?,
+                )?)
+            }
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Generator::VaultDynamicSecret(Box::new(
                 vault_dynamic_secret::VaultDynamicSecretGenerator::new(
@@ -557,6 +564,30 @@ mod tests {
         }
         assert!(crds.iter().any(|c| c.spec.names.kind == "SecretStore"));
         assert_eq!(crds.len(), GeneratorKind::ALL.len() + 1);
+    }
+
+    #[test]
+    fn an_identity_token_needs_an_issuer_only_on_a_serving_federation() {
+        use secrecy::ExposeSecret as _;
+        let spec = GeneratorSpec::IdentityToken(identity_token::IdentityTokenSpec {
+            audiences: vec!["sts.amazonaws.com".to_owned()],
+            expiration: None,
+        });
+        // A configuration checked on its own builds.
+        assert!(Generator::build_shared(&spec, None, &mut Shared::default()).is_ok());
+        // A serving federation without an issuer: refused, naming the kind and the fix.
+        let err = Generator::build_shared(&spec, None, &mut Shared::with_issuer(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("IdentityToken signs tokens with the federation's own OIDC issuer")
+                && err.contains("start it with --issuer-url"),
+            "{err}"
+        );
+        let pem = identity::generate_key_pem(identity::KeyAlgorithm::Es256).unwrap();
+        let issuer = identity::Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+        let mut shared = Shared::with_issuer(Some(std::sync::Arc::new(issuer)));
+        assert!(Generator::build_shared(&spec, None, &mut shared).is_ok());
     }
 
     /// The enum's mint future stays small whatever backends are compiled in: a local mint
