@@ -20,6 +20,16 @@ pub enum SpecError {
         /// What is wrong.
         message: String,
     },
+    /// A kind that signs with the federation's own OIDC issuer, on a federation without one.
+    #[error(
+        "{kind} signs tokens with the federation's own OIDC issuer, and this federation has none: \
+         start it with --issuer-url and issuer keys (see \"The federation as an OIDC issuer\" in \
+         federation-fn/README.md), or remove this generator"
+    )]
+    NoIssuer {
+        /// The generator kind.
+        kind: &'static str,
+    },
 }
 
 impl SpecError {

@@ -286,14 +286,15 @@ impl Shared {
         }
     }
 
-    /// The issuer for a generator being built, or the configuration error of its absence.
-    fn issuer_for_build(&self) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
+    /// The issuer for a generator of `kind` being built, or the configuration error of its
+    /// absence.
+    fn issuer_for_build(
+        &self,
+        kind: &'static str,
+    ) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
         match &self.issuer {
             IssuerSlot::Unknown => Ok(None),
-            IssuerSlot::Absent => Err(SpecError::Invalid {
-                path: String::new(),
-                message: "this kind signs tokens with the federation's own OIDC issuer, and this federation has none: start it with --issuer-url and issuer keys (see the federation README)".to_owned(),
-            }),
+            IssuerSlot::Absent => Err(SpecError::NoIssuer { kind }),
             IssuerSlot::Present(i) => Ok(Some(i.clone())),
         }
     }
@@ -326,9 +327,12 @@ impl Generator {
             }
             GeneratorSpec::Uuid(_) => Generator::Uuid(uuid::UuidGenerator),
             GeneratorSpec::Fake(s) => Generator::Fake(fake::FakeGenerator::new(s.clone())?),
-            GeneratorSpec::IdentityToken(s) => Generator::IdentityToken(
-                identity_token::IdentityTokenGenerator::new(s.clone(), shared.issuer_for_build()?)?,
-            ),
+            GeneratorSpec::IdentityToken(s) => {
+                Generator::IdentityToken(identity_token::IdentityTokenGenerator::new(
+                    s.clone(),
+                    shared.issuer_for_build(GeneratorKind::IdentityToken.as_str())?,
+                )?)
+            }
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Generator::VaultDynamicSecret(Box::new(
                 vault_dynamic_secret::VaultDynamicSecretGenerator::new(
@@ -427,14 +431,14 @@ impl Generator {
             GeneratorSpec::QuayAccessToken(s) => Generator::QuayAccessToken(Box::new(
                 quay_access_token::QuayAccessTokenGenerator::new(
                     s.clone(),
-                    shared.issuer_for_build()?,
+                    shared.issuer_for_build(spec.kind().as_str())?,
                 )?,
             )),
             #[cfg(feature = "cloudsmith")]
             GeneratorSpec::CloudsmithAccessToken(s) => Generator::CloudsmithAccessToken(Box::new(
                 cloudsmith_access_token::CloudsmithAccessTokenGenerator::new(
                     s.clone(),
-                    shared.issuer_for_build()?,
+                    shared.issuer_for_build(spec.kind().as_str())?,
                 )?,
             )),
         })
@@ -603,6 +607,30 @@ mod tests {
         }
         assert!(crds.iter().any(|c| c.spec.names.kind == "SecretStore"));
         assert_eq!(crds.len(), GeneratorKind::ALL.len() + 1);
+    }
+
+    #[test]
+    fn an_identity_token_needs_an_issuer_only_on_a_serving_federation() {
+        use secrecy::ExposeSecret as _;
+        let spec = GeneratorSpec::IdentityToken(identity_token::IdentityTokenSpec {
+            audiences: vec!["sts.amazonaws.com".to_owned()],
+            expiration: None,
+        });
+        // A configuration checked on its own builds.
+        assert!(Generator::build_shared(&spec, None, &mut Shared::default()).is_ok());
+        // A serving federation without an issuer: refused, naming the kind and the fix.
+        let err = Generator::build_shared(&spec, None, &mut Shared::with_issuer(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("IdentityToken signs tokens with the federation's own OIDC issuer")
+                && err.contains("start it with --issuer-url"),
+            "{err}"
+        );
+        let pem = identity::generate_key_pem(identity::KeyAlgorithm::Es256).unwrap();
+        let issuer = identity::Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+        let mut shared = Shared::with_issuer(Some(std::sync::Arc::new(issuer)));
+        assert!(Generator::build_shared(&spec, None, &mut shared).is_ok());
     }
 
     /// The enum's mint future stays small whatever backends are compiled in: a local mint

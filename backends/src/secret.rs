@@ -10,11 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::{BackendError, SpecError};
 
 /// The federation's own secrets in its environment: the lease-sealing keys, its OIDC signing
-/// keys, the secret parts
-/// of its own AWS credentials (set by Lambda for the function's role, or by an operator for
-/// the SDK's default chain), which may read the lease keys' Secrets Manager secret, and the
-/// App Service managed identity's header secret. The `aws` and `azure` stores do not need
-/// them named: they read them themselves.
+/// keys, the secret parts of its own AWS credentials (set by Lambda for the function's role,
+/// or by an operator for the SDK's default chain), which may read the Secrets Manager secrets
+/// of those keys, and the App Service managed identity's header secret. The `aws` and `azure`
+/// stores do not need them named: they read them themselves.
 const RESERVED_ENV: &[(&str, &str)] = &[
     (
         "ESI_LEASE_KEYS",
@@ -188,8 +187,8 @@ fn refused_file(path: &Path, reader: Option<Owner>) -> Option<&'static str> {
             _ if !same => {}
             None => {
                 return Some(
-                    "holds one of the federation's own secrets (its lease keys, TLS key or web \
-                     identity token)",
+                    "holds one of the federation's own secrets (its lease keys, OIDC signing \
+                     keys, TLS key or web identity token)",
                 );
             }
             Some(owner) if reader != Some(*owner) => refusal = Some(owner.refusal()),

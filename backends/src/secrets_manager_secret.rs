@@ -81,6 +81,16 @@ fn value_key() -> String {
 /// leases): no generator may read it, whatever its template renders to.
 pub const LEASE_KEYS_SECRET_ENV: &str = "ESI_LEASE_KEYS_SECRET";
 
+/// The variable naming the federation's own OIDC signing-key secret (its issuer keys, which
+/// forge identity tokens any relying party trusts): no generator may read it either.
+pub const ISSUER_KEYS_SECRET_ENV: &str = "ESI_ISSUER_KEYS_SECRET";
+
+/// The federation's own key secrets, by the variable naming each, with what messages call it.
+const OWN_KEY_SECRETS: &[(&str, &str)] = &[
+    (LEASE_KEYS_SECRET_ENV, "lease-key secret"),
+    (ISSUER_KEYS_SECRET_ENV, "OIDC signing-key secret"),
+];
+
 /// A secret's name from a name or an ARN (`arn:...:secret:NAME-AbCdEf`).
 fn secret_name(id: &str) -> &str {
     if id.starts_with("arn:") {
@@ -92,7 +102,7 @@ fn secret_name(id: &str) -> &str {
 
 /// Whether `id` may name the `reserved` secret: the same name, that name plus a suffix (such
 /// as the random `-XXXXXX` Secrets Manager appends in ARNs; some other secrets whose names
-/// start like it are refused too, better than reading the lease keys), or, when `reserved` is
+/// start like it are refused too, better than reading the federation's keys), or, when `reserved` is
 /// an ARN, its name without that suffix.
 fn may_name(id: &str, reserved: &str) -> bool {
     let (a, b) = (secret_name(id), secret_name(reserved));
@@ -108,17 +118,19 @@ fn may_name(id: &str, reserved: &str) -> bool {
     !b.is_empty() && (a == b || extends(a, b) || random_suffix(b, a))
 }
 
-/// Refuses an id that may name the federation's lease-key secret.
-fn refuse_lease_keys(id: &str) -> Result<(), String> {
-    refuse_reserved(id, std::env::var(LEASE_KEYS_SECRET_ENV).ok().as_deref())
+/// Refuses an id that may name one of the federation's own key secrets (those its variables
+/// name in this process).
+fn refuse_own_keys(id: &str) -> Result<(), String> {
+    OWN_KEY_SECRETS.iter().try_for_each(|&(env, what)| {
+        refuse_reserved(id, std::env::var(env).ok().as_deref(), env, what)
+    })
 }
 
-/// Refuses an id that may name `reserved`, the lease-key secret when there is one.
-fn refuse_reserved(id: &str, reserved: Option<&str>) -> Result<(), String> {
+/// Refuses an id that may name `reserved`, the secret `env` names (`what`) when there is one.
+fn refuse_reserved(id: &str, reserved: Option<&str>, env: &str, what: &str) -> Result<(), String> {
     match reserved {
         Some(reserved) if may_name(id, reserved) => Err(format!(
-            "{id:?} may name the federation's own lease-key secret ({LEASE_KEYS_SECRET_ENV}), \
-             which no generator may read"
+            "{id:?} may name the federation's own {what} ({env}), which no generator may read"
         )),
         _ => Ok(()),
     }
@@ -137,7 +149,7 @@ impl SecretsManagerSecretSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         self.secret_id_template()?;
-        refuse_lease_keys(&self.secret_id).map_err(|e| SpecError::field("secretId", e))?;
+        refuse_own_keys(&self.secret_id).map_err(|e| SpecError::field("secretId", e))?;
         if self.version_stage.is_some() && self.version_id.is_some() {
             return Err(SpecError::field(
                 "versionId",
@@ -219,7 +231,7 @@ impl Generate for SecretsManagerSecretGenerator {
                 detail: format!("secretsmanager: rendered secretId {secret_id:?} is not valid"),
             });
         }
-        refuse_lease_keys(&secret_id).map_err(|detail| BackendError::Rejected {
+        refuse_own_keys(&secret_id).map_err(|detail| BackendError::Rejected {
             message: "this generator may not read that secret".to_owned(),
             detail: format!("secretsmanager: {detail}"),
         })?;
@@ -330,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn the_lease_key_secret_is_never_named() {
+    fn the_federations_own_key_secrets_are_never_named() {
         let reserved = "esi-fed-lease-keys";
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:esi-fed-lease-keys-AbCdEf";
         for id in [reserved, "esi-fed-lease-keys-AbCdEf", arn] {
@@ -346,9 +358,19 @@ mod tests {
             assert!(!may_name(id, arn), "{id} against the ARN");
         }
         assert!(!may_name("anything", ""));
-        let err = refuse_reserved("esi-fed-lease-keys-AbCdEf", Some(reserved)).unwrap_err();
-        assert!(err.contains("ESI_LEASE_KEYS_SECRET"), "{err}");
-        assert!(refuse_reserved("esi-fed-lease-keys", None).is_ok());
+        for &(env, what) in OWN_KEY_SECRETS {
+            let err = refuse_reserved("esi-fed-lease-keys-AbCdEf", Some(reserved), env, what)
+                .unwrap_err();
+            assert!(err.contains(env) && err.contains(what), "{err}");
+            assert!(refuse_reserved("esi-fed-lease-keys", None, env, what).is_ok());
+        }
+        assert_eq!(
+            OWN_KEY_SECRETS
+                .iter()
+                .map(|(env, _)| *env)
+                .collect::<Vec<_>>(),
+            ["ESI_LEASE_KEYS_SECRET", "ESI_ISSUER_KEYS_SECRET"]
+        );
     }
 
     #[test]

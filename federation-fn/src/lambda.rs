@@ -6,7 +6,10 @@
 //! is loaded once per cold start from `ESI_CONFIG` (default [`DEFAULT_CONFIG`], where the
 //! Terraform module's layer lands), keys of the registered issuers are fetched before the first
 //! invocation, and lease keys come from the AWS Secrets Manager secret `ESI_LEASE_KEYS_SECRET`
-//! (see [`crate::lease_secret`]; what the Terraform module sets) or from `ESI_LEASE_KEYS`.
+//! (see [`crate::key_secret`]; what the Terraform module sets) or from `ESI_LEASE_KEYS`. As an
+//! OIDC issuer (`ESI_ISSUER_URL`), its signing keys come from the secret
+//! `ESI_ISSUER_KEYS_SECRET` or from `ESI_ISSUER_KEYS`; the Function URL or HTTP API hands every
+//! path to the router, the discovery document's and the JWKS's included.
 
 use axum::Router;
 

@@ -8,7 +8,7 @@
 //! - [`token`]: token verification and the JWKS cache;
 //! - [`authz`]: Authorization matching;
 //! - [`lease`]: sealed lease handles for stateless revocation;
-//! - [`lease_secret`]: the lease keys read from AWS Secrets Manager;
+//! - [`key_secret`]: the lease keys and the OIDC issuer's keys read from AWS Secrets Manager;
 //! - [`http`]: the one axum [`axum::Router`] every serving mode uses;
 //! - [`server`]: the long-running server (TLS, reloads, graceful shutdown);
 //! - [`dev`] and [`issuer`]: the embedded dev mode and its local OIDC issuer.
@@ -18,12 +18,12 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod issuer;
+pub mod key_secret;
 #[cfg(feature = "kubernetes")]
 pub mod kube_source;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod lease;
-pub mod lease_secret;
 pub mod lookup;
 pub mod metrics;
 pub mod server;

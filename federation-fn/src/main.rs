@@ -1,5 +1,6 @@
 //! `esi-federation`: serve the federation (`serve`), try it on an embedded default (`dev`),
-//! validate a configuration (`check`), print the CRDs (`crds`) or a new lease key (`lease-key`).
+//! validate a configuration (`check`), print the CRDs (`crds`), a new lease key (`lease-key`) or a
+//! new OIDC issuer key (`issuer-key`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use esi_federation::key_secret::{self, KeysSecret};
 use esi_federation::lease::LeaseKeys;
-use esi_federation::lease_secret::{self, LeaseKeysSecret};
 use esi_federation::server::{self, TlsFiles};
 use esi_federation::state::{AppState, PREFETCH_DEADLINE, Settings};
 use esi_federation::{config, dev, telemetry};
@@ -50,7 +51,8 @@ enum Command {
         #[arg(long, env = "ESI_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         /// File holding the lease keys (`id=base64,...`, first seals). Else `ESI_LEASE_KEYS`,
-        /// or the AWS Secrets Manager secret named by `ESI_LEASE_KEYS_SECRET` (at most one).
+        /// or the AWS Secrets Manager secret named by `ESI_LEASE_KEYS_SECRET` (the file or the
+        /// variable, not the secret too).
         #[arg(long, env = "ESI_LEASE_KEYS_FILE")]
         lease_keys_file: Option<PathBuf>,
         /// Use a random lease key (leases then die with this process; single replica only).
@@ -58,12 +60,14 @@ enum Command {
         ephemeral_lease_key: bool,
         /// Make the federation an OIDC issuer at this public URL (`https://...`): it serves
         /// `/.well-known/openid-configuration` and `/openid/v1/jwks`, and `IdentityToken`
-        /// generators sign with its keys. Needs the keys (`--issuer-keys-file` or
-        /// `ESI_ISSUER_KEYS`).
+        /// generators sign with its keys. Needs the keys, given one way: `--issuer-keys-file`,
+        /// `ESI_ISSUER_KEYS`, or `ESI_ISSUER_KEYS_SECRET`.
         #[arg(long, env = "ESI_ISSUER_URL")]
         issuer_url: Option<String>,
         /// File holding the issuer's PEM private keys (RSA or EC P-256; the first signs, all
-        /// are published). Else `ESI_ISSUER_KEYS` holds the PEM text.
+        /// are published). Else `ESI_ISSUER_KEYS` holds the PEM text, or the AWS Secrets
+        /// Manager secret named by `ESI_ISSUER_KEYS_SECRET` (`ESI_ISSUER_KEYS_SECRET_VERSION`
+        /// pins a version) does.
         #[arg(long, env = "ESI_ISSUER_KEYS_FILE", requires = "issuer_url")]
         issuer_keys_file: Option<PathBuf>,
         /// How often to look for configuration changes (SIGHUP reloads at once).
@@ -164,8 +168,10 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Lambda mode: configuration from `ESI_CONFIG` (default `/opt/esi`), lease keys from the
-/// secret `ESI_LEASE_KEYS_SECRET` (or `ESI_LEASE_KEYS`), both read once per cold start, before
-/// the first invocation; issuer keys fetched then too (waiting at most [`PREFETCH_DEADLINE`]).
+/// secret `ESI_LEASE_KEYS_SECRET` (or `ESI_LEASE_KEYS`), and, as an OIDC issuer
+/// (`ESI_ISSUER_URL`), its signing keys from `ESI_ISSUER_KEYS_SECRET` (or `ESI_ISSUER_KEYS`),
+/// all read once per cold start, before the first invocation (the two secrets at once); the
+/// registered clusters' keys fetched then too (waiting at most [`PREFETCH_DEADLINE`]).
 #[cfg(feature = "lambda")]
 fn run_lambda() -> anyhow::Result<()> {
     use esi_federation::lambda;
@@ -174,9 +180,9 @@ fn run_lambda() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(lambda::DEFAULT_CONFIG));
     let source = LeaseKeySource::choose(None, false)?;
-    let issuer = load_issuer(std::env::var("ESI_ISSUER_URL").ok(), None)?;
+    let issuer = IssuerSource::choose(std::env::var("ESI_ISSUER_URL").ok(), None)?;
     runtime()?.block_on(async move {
-        let leases = source.load().await?;
+        let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
         let state = AppState::serving(Settings::default(), leases, issuer);
         let snap = config::load_path(&config, &state)?;
         state.install(snap);
@@ -299,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 esi_backends::secret::reserve_file(own);
             }
             let source = LeaseKeySource::choose(lease_keys_file, ephemeral_lease_key)?;
-            let issuer = load_issuer(issuer_url, issuer_keys_file)?;
+            let issuer = IssuerSource::choose(issuer_url, issuer_keys_file)?;
             let settings = Settings {
                 backend_timeout,
                 ..Settings::default()
@@ -308,7 +314,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .zip(tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key });
             runtime()?.block_on(async move {
-                let leases = source.load().await?;
+                // The two secrets, when both come from Secrets Manager, are read at once.
+                let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
                 let state = AppState::serving(settings, leases, issuer);
                 match (config_source.as_str(), config) {
                     ("kubernetes", _) => start_kubernetes_source(&state).await?,
@@ -365,50 +372,105 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The federation's OIDC issuer: `url` (`--issuer-url` / `ESI_ISSUER_URL`) with its keys from
-/// `keys_file` or `ESI_ISSUER_KEYS`; none without a URL. Keys without a URL, a URL without
-/// keys, and two sources of keys are refused.
-fn load_issuer(
-    url: Option<String>,
-    keys_file: Option<PathBuf>,
-) -> anyhow::Result<Option<std::sync::Arc<esi_backends::identity::Issuer>>> {
-    let env = std::env::var("ESI_ISSUER_KEYS")
-        .ok()
-        .map(secrecy::SecretString::from);
-    let Some(url) = url.filter(|u| !u.is_empty()) else {
-        anyhow::ensure!(
-            env.is_none() && keys_file.is_none(),
-            "issuer keys are set but no issuer URL: set --issuer-url (ESI_ISSUER_URL) too"
+/// The federation's OIDC issuer as configured: its URL (`--issuer-url` / `ESI_ISSUER_URL`)
+/// and where its signing keys come from. `--issuer-keys-file`, `ESI_ISSUER_KEYS` and the
+/// secret are never combined or ranked: two are refused, naming both.
+struct IssuerSource {
+    url: String,
+    keys: IssuerKeys,
+}
+
+enum IssuerKeys {
+    File(PathBuf),
+    Env(secrecy::SecretString),
+    Secret(KeysSecret),
+}
+
+/// The variable holding the issuer's PEM keys.
+const ISSUER_KEYS_ENV: &str = "ESI_ISSUER_KEYS";
+
+impl IssuerSource {
+    /// The issuer `url` and its keys, `None` without a URL. Keys without a URL, a URL without
+    /// keys, and two sources of keys are refused.
+    fn choose(url: Option<String>, keys_file: Option<PathBuf>) -> anyhow::Result<Option<Self>> {
+        let env = std::env::var(ISSUER_KEYS_ENV)
+            .ok()
+            .map(secrecy::SecretString::from);
+        let secret = KeysSecret::from_env(&key_secret::ISSUER_KEYS)?;
+        let given: Vec<&str> = [
+            keys_file
+                .is_some()
+                .then_some("--issuer-keys-file (ESI_ISSUER_KEYS_FILE)"),
+            env.is_some().then_some(ISSUER_KEYS_ENV),
+            secret
+                .is_some()
+                .then_some(key_secret::ISSUER_KEYS.secret_env),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let Some(url) = url.filter(|u| !u.trim().is_empty()) else {
+            anyhow::ensure!(
+                given.is_empty(),
+                "issuer keys are set ({}) but no issuer URL: set --issuer-url (ESI_ISSUER_URL) too, \
+                 or unset the keys",
+                given.join(", ")
+            );
+            return Ok(None);
+        };
+        let keys = match (keys_file, env, secret) {
+            (Some(path), None, None) => IssuerKeys::File(path),
+            (None, Some(text), None) => IssuerKeys::Env(text),
+            (None, None, Some(secret)) => IssuerKeys::Secret(secret),
+            (None, None, None) => anyhow::bail!(
+                "the issuer URL is set but no issuer keys: set {ISSUER_KEYS_ENV}, \
+                 --issuer-keys-file or {} (generate a key with `esi-federation issuer-key`)",
+                key_secret::ISSUER_KEYS.secret_env
+            ),
+            _ => anyhow::bail!(
+                "{}: give the issuer keys one way",
+                match given.as_slice() {
+                    [a, b] => format!("both {a} and {b} are set"),
+                    _ => format!("{} are all set", given.join(", ")),
+                }
+            ),
+        };
+        Ok(Some(IssuerSource { url, keys }))
+    }
+
+    /// Reads the keys (at start-up: reading a file blocks the runtime only then; the secret
+    /// within [`key_secret::FETCH_DEADLINE`]) and builds the issuer.
+    async fn load(
+        source: Option<Self>,
+    ) -> anyhow::Result<Option<std::sync::Arc<esi_backends::identity::Issuer>>> {
+        use secrecy::ExposeSecret as _;
+        let Some(IssuerSource { url, keys }) = source else {
+            return Ok(None);
+        };
+        let (pem, from) = match keys {
+            IssuerKeys::File(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read issuer keys {}", path.display()))?;
+                (
+                    secrecy::SecretString::from(text),
+                    path.display().to_string(),
+                )
+            }
+            IssuerKeys::Env(text) => (text, ISSUER_KEYS_ENV.to_owned()),
+            IssuerKeys::Secret(secret) => (
+                secret.fetch(key_secret::FETCH_DEADLINE).await?,
+                secret.name().to_string(),
+            ),
+        };
+        let issuer = esi_backends::identity::Issuer::new(&url, pem.expose_secret())
+            .with_context(|| format!("cannot serve as an OIDC issuer (keys from {from})"))?;
+        tracing::info!(
+            issuer = issuer.url(),
+            kid = issuer.signing_kid(),
+            "serving as an OIDC issuer"
         );
-        return Ok(None);
-    };
-    let (pem, from) = match (keys_file, env) {
-        (Some(_), Some(_)) => anyhow::bail!(
-            "both --issuer-keys-file (ESI_ISSUER_KEYS_FILE) and ESI_ISSUER_KEYS are set: give the issuer keys one way"
-        ),
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read issuer keys {}", path.display()))?;
-            (
-                secrecy::SecretString::from(text),
-                path.display().to_string(),
-            )
-        }
-        (None, Some(text)) => (text, "ESI_ISSUER_KEYS".to_owned()),
-        (None, None) => anyhow::bail!(
-            "--issuer-url is set but no issuer keys: set ESI_ISSUER_KEYS or --issuer-keys-file \
-             (generate a key with `esi-federation issuer-key`)"
-        ),
-    };
-    use secrecy::ExposeSecret as _;
-    let issuer = esi_backends::identity::Issuer::new(&url, pem.expose_secret())
-        .with_context(|| format!("cannot serve as an OIDC issuer (keys from {from})"))?;
-    tracing::info!(
-        issuer = issuer.url(),
-        kid = issuer.signing_kid(),
-        "serving as an OIDC issuer"
-    );
-    Ok(Some(std::sync::Arc::new(issuer)))
+        Ok(Some(std::sync::Arc::new(issuer)))
+    }
 }
 
 /// Where the lease keys come from. `--lease-keys-file` (or `ESI_LEASE_KEYS`) and the secret
@@ -416,22 +478,22 @@ fn load_issuer(
 enum LeaseKeySource {
     File(PathBuf),
     Env(String),
-    Secret(LeaseKeysSecret),
+    Secret(KeysSecret),
     Ephemeral,
 }
 
 impl LeaseKeySource {
     fn choose(file: Option<PathBuf>, ephemeral: bool) -> anyhow::Result<Self> {
-        let secret = LeaseKeysSecret::from_env()?;
+        let secret = KeysSecret::from_env(&key_secret::LEASE_KEYS)?;
         let env = std::env::var("ESI_LEASE_KEYS").ok();
         Ok(match (file, env, secret) {
             (Some(_), _, Some(_)) => anyhow::bail!(
                 "both --lease-keys-file (ESI_LEASE_KEYS_FILE) and {} are set: give the lease keys one way",
-                lease_secret::SECRET_ENV
+                key_secret::LEASE_KEYS.secret_env
             ),
             (None, Some(_), Some(_)) => anyhow::bail!(
                 "both ESI_LEASE_KEYS and {} are set: give the lease keys one way",
-                lease_secret::SECRET_ENV
+                key_secret::LEASE_KEYS.secret_env
             ),
             // The file wins over ESI_LEASE_KEYS, as documented on `--lease-keys-file`.
             (Some(path), _, None) => Self::File(path),
@@ -441,7 +503,7 @@ impl LeaseKeySource {
             (None, None, None) => anyhow::bail!(
                 "no lease keys: set ESI_LEASE_KEYS, --lease-keys-file or {} (generate a key with `esi-federation lease-key`), \
                  or pass --ephemeral-lease-key for a single throwaway instance",
-                lease_secret::SECRET_ENV
+                key_secret::LEASE_KEYS.secret_env
             ),
         })
     }
@@ -455,7 +517,9 @@ impl LeaseKeySource {
                 LeaseKeys::parse(&text).with_context(|| format!("lease keys in {}", path.display()))
             }
             Self::Env(spec) => LeaseKeys::parse(&spec).context("ESI_LEASE_KEYS"),
-            Self::Secret(secret) => Ok(secret.fetch(lease_secret::FETCH_DEADLINE).await?),
+            Self::Secret(secret) => Ok(secret
+                .fetch_parsed(key_secret::FETCH_DEADLINE, LeaseKeys::parse)
+                .await?),
             Self::Ephemeral => {
                 tracing::warn!(
                     "using an ephemeral lease key: leases are revocable only through this process"

@@ -1,7 +1,8 @@
 //! Lambda mode: recorded Function URL and API Gateway v2 events through the same router, and
 //! the real binary in Lambda mode driven end to end by a loopback fake of the Lambda Runtime API,
-//! with its lease keys in the environment or in AWS Secrets Manager (moto's server, from
-//! scripts/peers/moto.sh: `ESI_TEST_MOTO_URL`).
+//! with its lease keys and its OIDC issuer's keys in the environment or in AWS Secrets Manager
+//! (moto's server, from scripts/peers/moto.sh: `ESI_TEST_MOTO_URL`), and its discovery document
+//! and JWKS served through the Function URL.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -18,8 +19,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
+use common::{Moto, REGION};
 use esi_federation::lease::LeaseKeys;
-use esi_test_support::peer;
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
@@ -278,71 +279,6 @@ async fn the_binary_serves_lambda_invocations_from_the_runtime_api() {
 
 // ---------------------------------------------------------------------------------------------
 // Lease keys from AWS Secrets Manager (ESI_LEASE_KEYS_SECRET), against moto's server.
-
-/// moto's server. It checks no signature, so the secrets are created with plain JSON calls; the
-/// credential scope in the Authorization header routes them to Secrets Manager in eu-west-1.
-struct Moto {
-    url: String,
-}
-
-const REGION: &str = "eu-west-1";
-
-impl Moto {
-    fn from_env(test: &str) -> Option<Self> {
-        peer("ESI_TEST_MOTO_URL", test).map(|url| Moto { url })
-    }
-
-    /// Calls a Secrets Manager action; returns its status and JSON answer.
-    async fn call(&self, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/", self.url))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("secretsmanager.{action}"))
-            .header(
-                "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=AKIAESITEST/20260101/{REGION}/secretsmanager/aws4_request, SignedHeaders=host, Signature=00"
-                ),
-            )
-            .json(&body)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("moto {action}: {e}"));
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-    }
-
-    /// Creates a secret named `esi-<what>-<random>` holding `value` (`SecretString`, or
-    /// `SecretBinary` for `{"SecretBinary": ...}`) as version `version`; returns its name and ARN.
-    async fn create(
-        &self,
-        what: &str,
-        value: serde_json::Value,
-        version: &str,
-    ) -> (String, String) {
-        let name = format!("esi-{what}-{}", uuid::Uuid::new_v4().simple());
-        let mut body = serde_json::json!({"Name": name, "ClientRequestToken": version});
-        match value {
-            serde_json::Value::String(text) => body["SecretString"] = text.into(),
-            serde_json::Value::Object(o) => body.as_object_mut().unwrap().extend(o),
-            other => panic!("secret value {other}"),
-        }
-        let (status, json) = self.call("CreateSecret", body).await;
-        assert_eq!(status, 200, "CreateSecret: {json}");
-        (name, json["ARN"].as_str().unwrap().to_owned())
-    }
-
-    /// The variables that point the SDK at moto with throwaway credentials.
-    fn aws_env(&self, cmd: &mut Command) {
-        cmd.env("AWS_ENDPOINT_URL", &self.url)
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
-            .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
-            .env("AWS_SESSION_TOKEN", "esi-test-session-token")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-    }
-}
 
 /// A ring of two fresh keys, newline-separated as the Terraform module writes it: `first` seals.
 fn ring(first: &str, second: &str) -> String {
@@ -639,4 +575,294 @@ async fn two_sources_of_lease_keys_are_refused_naming_both() {
         ),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The federation as an OIDC issuer in Lambda: its signing keys from AWS Secrets Manager
+// (ESI_ISSUER_KEYS_SECRET), its discovery document and JWKS through the Function URL.
+
+const ISSUER_URL: &str = "https://esi.example.com";
+
+/// A Function URL `GET path` without a token, as a relying party sends it.
+fn oidc_event(path: &str) -> String {
+    fixture("function-url-discovery.json", "", "")
+        .replace(esi_backends::identity::DISCOVERY_PATH, path)
+}
+
+/// The binary's answer in Lambda mode to `event` (the Function URL response: `statusCode`,
+/// `headers`, `body`) with the body parsed as JSON, and its logs; `setup` configures it.
+async fn oidc_answer(
+    event: String,
+    setup: impl FnOnce(&mut Command),
+) -> (serde_json::Value, serde_json::Value, String) {
+    let issuer = common::issuer().await;
+    let config = config_dir(&issuer);
+    let (rt, runtime_api) = fake_runtime(vec![event]).await;
+    let mut cmd = lambda_command(&runtime_api, config.path());
+    setup(&mut cmd);
+    let logs = first_answer(&rt, cmd.spawn().unwrap()).await;
+    let (_, body) = rt.responses.lock().unwrap()[0].clone();
+    let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = match resp["isBase64Encoded"].as_bool() {
+        Some(true) => String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(resp["body"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap(),
+        _ => resp["body"].as_str().unwrap_or_default().to_owned(),
+    };
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (resp, json, logs)
+}
+
+/// The JWKS an issuer at [`ISSUER_URL`] with `pem` publishes.
+fn jwks_of(pem: &str) -> serde_json::Value {
+    let issuer = esi_backends::identity::Issuer::new(ISSUER_URL, pem).unwrap();
+    serde_json::from_str(issuer.jwks_json()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lambda_publishes_the_issuer_keys_of_its_secret() {
+    use esi_backends::identity::{DISCOVERY_PATH, JWKS_PATH, KeyAlgorithm};
+    let test = "lambda_publishes_the_issuer_keys_of_its_secret";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    // A rotation in progress: the current version signs with a new ES256 key and still
+    // publishes the old RSA one; the previous version held the old key alone.
+    let old = common::issuer_key_pem(KeyAlgorithm::Rs256);
+    let current = format!("{}{old}", common::issuer_key_pem(KeyAlgorithm::Es256));
+    let (old_version, current_version) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let (name, arn) = moto
+        .create("issuer", old.clone().into(), &old_version)
+        .await;
+    let (status, json) = moto
+        .call(
+            "PutSecretValue",
+            serde_json::json!({"SecretId": name, "SecretString": current, "ClientRequestToken": current_version}),
+        )
+        .await;
+    assert_eq!(status, 200, "PutSecretValue: {json}");
+    // The lease keys from their own secret: both secrets are read at start-up.
+    let (_, lease_arn) = moto
+        .create(
+            "ring",
+            ring("k2", "k1").into(),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await;
+    let by_arn = |cmd: &mut Command| {
+        moto.aws_env(cmd);
+        cmd.env("ESI_LEASE_KEYS_SECRET", &lease_arn)
+            .env("ESI_ISSUER_URL", ISSUER_URL)
+            .env("ESI_ISSUER_KEYS_SECRET", &arn);
+    };
+
+    // The discovery document through the Function URL: every path reaches the router.
+    let (resp, doc, logs) = oidc_answer(oidc_event(DISCOVERY_PATH), by_arn).await;
+    assert_eq!(resp["statusCode"], 200, "{resp}\n{logs}");
+    assert_eq!(
+        resp["headers"]["content-type"], "application/json",
+        "{resp}"
+    );
+    assert_eq!(
+        resp["headers"]["cache-control"], "public, max-age=300",
+        "{resp}"
+    );
+    assert_eq!(doc["issuer"], ISSUER_URL);
+    assert_eq!(doc["jwks_uri"], format!("{ISSUER_URL}{JWKS_PATH}"));
+    assert!(
+        logs.contains("issuer keys read from Secrets Manager")
+            && logs.contains("lease keys read from Secrets Manager"),
+        "{logs}"
+    );
+    for body in common::pem_bodies(&current) {
+        assert!(
+            !logs.contains(&body),
+            "an issuer key reached the logs: {logs}"
+        );
+    }
+
+    // The JWKS: the current version's two keys, the new one first (it signs).
+    let (resp, jwks, _) = oidc_answer(oidc_event(JWKS_PATH), by_arn).await;
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(jwks, jwks_of(&current));
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+
+    // A pinned version, the secret by name through the service's own endpoint variable.
+    let (_, jwks, _) = oidc_answer(oidc_event(JWKS_PATH), |cmd| {
+        moto.aws_env(cmd);
+        cmd.env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &moto.url)
+            .env("ESI_LEASE_KEYS", LeaseKeys::generate_spec("k1"))
+            .env("ESI_ISSUER_URL", ISSUER_URL)
+            .env("ESI_ISSUER_KEYS_SECRET", &name)
+            .env("ESI_ISSUER_KEYS_SECRET_VERSION", &old_version);
+    })
+    .await;
+    assert_eq!(jwks, jwks_of(&old));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lambda_refuses_to_start_on_an_unusable_issuer_keys_secret_without_showing_it() {
+    use esi_backends::identity::KeyAlgorithm;
+    let test = "lambda_refuses_to_start_on_an_unusable_issuer_keys_secret_without_showing_it";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let config = tempfile::tempdir().unwrap();
+    // A runtime with no events: a process that wrongly started would wait on it, not exit.
+    let (rt, runtime_api) = fake_runtime(Vec::new()).await;
+    let start = |secret: &str, url: &str| {
+        let mut cmd = lambda_command(&runtime_api, config.path());
+        moto.aws_env(&mut cmd);
+        cmd.env("ESI_LEASE_KEYS", LeaseKeys::generate_spec("k1"))
+            .env("ESI_ISSUER_URL", url)
+            .env("ESI_ISSUER_KEYS_SECRET", secret);
+        cmd
+    };
+    let pem = common::issuer_key_pem(KeyAlgorithm::Rs256);
+    let bodies = common::pem_bodies(&pem);
+    let shows_no_key = |stderr: &str| {
+        for body in &bodies {
+            assert!(
+                !stderr.contains(body.as_str()),
+                "the issuer key reached stderr: {stderr}"
+            );
+        }
+    };
+    let version = uuid::Uuid::new_v4().to_string();
+
+    let missing = format!("esi-missing-{}", uuid::Uuid::new_v4().simple());
+    let stderr = refused(start(&missing, ISSUER_URL), "missing secret");
+    assert!(
+        stderr.contains(&format!("issuer keys secret \"{missing}\": not found"))
+            && stderr.contains("check ESI_ISSUER_KEYS_SECRET, ESI_ISSUER_KEYS_SECRET_VERSION"),
+        "{stderr}"
+    );
+
+    // The key's base64 pasted without its PEM armour.
+    let (name, _) = moto
+        .create("bare", bodies.join("\n").into(), &version)
+        .await;
+    let stderr = refused(start(&name, ISSUER_URL), "bare key");
+    assert!(
+        stderr.contains(&format!(
+            "cannot serve as an OIDC issuer (keys from issuer keys secret \"{name}\"): the issuer keys hold no PEM private key"
+        )),
+        "{stderr}"
+    );
+    shows_no_key(&stderr);
+
+    // A damaged key: its DER no longer parses.
+    let damaged = pem.replacen(&bodies[1], &"A".repeat(bodies[1].len()), 1);
+    let (name, _) = moto.create("damaged", damaged.into(), &version).await;
+    let stderr = refused(start(&name, ISSUER_URL), "damaged key");
+    assert!(stderr.contains("issuer key 1 "), "{stderr}");
+    shows_no_key(&stderr);
+
+    let (name, _) = moto
+        .create(
+            "binary",
+            serde_json::json!({"SecretBinary": base64::engine::general_purpose::STANDARD.encode(&pem)}),
+            &version,
+        )
+        .await;
+    let stderr = refused(start(&name, ISSUER_URL), "binary secret");
+    assert!(
+        stderr.contains(&format!(
+            "issuer keys secret \"{name}\": holds a binary value (SecretBinary); store the PEM private keys as text"
+        )),
+        "{stderr}"
+    );
+    shows_no_key(&stderr);
+
+    // A good key at a URL relying parties would not fetch keys from.
+    let (name, _) = moto.create("good", pem.clone().into(), &version).await;
+    let stderr = refused(start(&name, "http://esi.example.com"), "plain http URL");
+    assert!(stderr.contains("must use https"), "{stderr}");
+    shows_no_key(&stderr);
+
+    assert!(rt.responses.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sources_of_issuer_keys_or_keys_without_a_url_are_refused_naming_them() {
+    let config = tempfile::tempdir().unwrap();
+    let (_rt, runtime_api) = fake_runtime(Vec::new()).await;
+    let secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:esi-issuer-AbCdEf";
+    let pem = common::issuer_key_pem(esi_backends::identity::KeyAlgorithm::Es256);
+    let lambda = || {
+        let mut cmd = lambda_command(&runtime_api, config.path());
+        cmd.env("ESI_LEASE_KEYS", LeaseKeys::generate_spec("k1"));
+        cmd
+    };
+
+    let mut cmd = lambda();
+    cmd.env("ESI_ISSUER_URL", ISSUER_URL)
+        .env("ESI_ISSUER_KEYS", &pem)
+        .env("ESI_ISSUER_KEYS_SECRET", secret);
+    let stderr = refused(cmd, "ESI_ISSUER_KEYS and the secret");
+    assert!(
+        stderr.contains(
+            "both ESI_ISSUER_KEYS and ESI_ISSUER_KEYS_SECRET are set: give the issuer keys one way"
+        ),
+        "{stderr}"
+    );
+
+    let mut cmd = lambda();
+    cmd.env("ESI_ISSUER_URL", ISSUER_URL)
+        .env("ESI_ISSUER_KEYS", &pem)
+        .env("ESI_ISSUER_KEYS_SECRET_VERSION", "v1");
+    let stderr = refused(cmd, "a version without a secret");
+    assert!(
+        stderr.contains("ESI_ISSUER_KEYS_SECRET_VERSION is set but ESI_ISSUER_KEYS_SECRET is not"),
+        "{stderr}"
+    );
+
+    let mut cmd = lambda();
+    cmd.env("ESI_ISSUER_KEYS_SECRET", secret);
+    let stderr = refused(cmd, "the secret without a URL");
+    assert!(
+        stderr.contains("issuer keys are set (ESI_ISSUER_KEYS_SECRET) but no issuer URL"),
+        "{stderr}"
+    );
+
+    // `serve`: the file flag and the secret, then all three.
+    let keys = config.path().join("issuer-keys.pem");
+    std::fs::write(&keys, &pem).unwrap();
+    let serve = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_esi-federation"));
+        cmd.env_clear()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config.path())
+            .args(["--issuer-url", ISSUER_URL, "--issuer-keys-file"])
+            .arg(&keys)
+            .env("ESI_LEASE_KEYS", LeaseKeys::generate_spec("k1"))
+            .env("ESI_ISSUER_KEYS_SECRET", secret)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let stderr = refused(serve(), "--issuer-keys-file and the secret");
+    assert!(
+        stderr.contains(
+            "both --issuer-keys-file (ESI_ISSUER_KEYS_FILE) and ESI_ISSUER_KEYS_SECRET are set"
+        ),
+        "{stderr}"
+    );
+    let mut cmd = serve();
+    cmd.env("ESI_ISSUER_KEYS", &pem);
+    let stderr = refused(cmd, "three sources");
+    assert!(
+        stderr.contains("--issuer-keys-file (ESI_ISSUER_KEYS_FILE), ESI_ISSUER_KEYS, ESI_ISSUER_KEYS_SECRET are all set"),
+        "{stderr}"
+    );
+    for body in common::pem_bodies(&pem) {
+        assert!(!stderr.contains(&body), "{stderr}");
+    }
 }

@@ -943,3 +943,365 @@ async fn sigterm_keeps_serving_new_connections_for_the_shutdown_delay() {
     );
     assert!(server.wait_exit().success(), "{}", server.logs());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The federation as an OIDC issuer: `--issuer-url` with its keys.
+
+/// An IdentityToken generator `default/aws` for AWS STS (the GENERATORS' Authorization lets
+/// `default/app` use it).
+const IDENTITY_TOKEN: &str = "apiVersion: esi.dev/v1alpha1\nkind: IdentityToken\nmetadata: {name: aws, namespace: default}\nspec: {audiences: [sts.amazonaws.com], expiration: 10m}\n";
+
+/// A loopback address free a moment ago, for a server that must know its URL before it starts.
+fn free_loopback_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A fresh key from `esi-federation issuer-key --algorithm <alg>`.
+fn issuer_key(alg: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["issuer-key", "--algorithm", alg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = String::from_utf8(out.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+    pem
+}
+
+/// Runs `cmd` (a `serve` that must not start) to its exit, within 20 s; returns its stderr.
+fn refused_to_start(mut cmd: Command, what: &str) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn esi-federation");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: the federation started serving");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{what}: exited successfully: {stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_an_issuer_it_serves_discovery_and_jwks_and_its_identity_tokens_verify_against_them() {
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    std::fs::write(dir.path().join("identity.yaml"), IDENTITY_TOKEN).unwrap();
+    // Mid-rotation: a new ES256 key signs, the old RSA key is still published.
+    let pem = issuer_key("es256") + &issuer_key("rs256");
+    let addr = free_loopback_addr();
+    let url = format!("http://{addr}");
+    let mut cmd = Command::new(BIN);
+    cmd.env("ESI_ISSUER_KEYS", &pem);
+    let server = Server::start_with(
+        cmd,
+        dir.path(),
+        &LeaseKeys::generate_spec("k1"),
+        &["--listen", &addr, "--issuer-url", &url],
+    );
+    assert_eq!(server.addr, addr);
+    let http = reqwest::Client::new();
+
+    // What a relying party does: the discovery document, then the keys where it points.
+    let resp = http
+        .get(format!("{url}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["issuer"], url.as_str());
+    assert_eq!(doc["jwks_uri"], format!("{url}/openid/v1/jwks"));
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "RS256"])
+    );
+    let resp = http
+        .get(doc["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
+    let jwks: serde_json::Value = resp.json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k["alg"].clone()).collect::<Vec<_>>(),
+        ["ES256", "RS256"]
+    );
+    for key in keys {
+        assert!(
+            key.get("d").is_none(),
+            "a private member was published: {key}"
+        );
+    }
+
+    // An identity token for the verified caller, checked against the JWKS fetched above.
+    let sa_token = common::token(&issuer, "default", "app");
+    let before = jiff::Timestamp::now().as_second();
+    let resp = http
+        .post(format!("{url}/v1/generators/default/IdentityToken/aws"))
+        .bearer_auth(&sa_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let envelope: serde_json::Value = resp.json().await.unwrap();
+    let token = envelope["data"]["token"].as_str().unwrap().to_owned();
+    let (header, claims) = common::verify_jws(&jwks, &token);
+    assert_eq!(header["kid"], keys[0]["kid"], "the first key signs");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(claims["iss"], url.as_str());
+    assert_eq!(claims["sub"], "alpha:system:serviceaccount:default:app");
+    assert_eq!(claims["aud"], "sts.amazonaws.com");
+    assert_eq!(claims["esi"]["cluster"], "alpha");
+    assert_eq!(claims["esi"]["namespace"], "default");
+    assert_eq!(claims["esi"]["serviceAccount"]["name"], "app");
+    assert_eq!(claims["esi"]["generator"], "default/IdentityToken/aws");
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert!((before - 1..=before + 5).contains(&iat), "iat {iat}");
+    assert_eq!(exp - iat, 600, "expiration: 10m");
+    let expires_at: jiff::Timestamp = envelope["expiresAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        expires_at.as_second(),
+        exp,
+        "the envelope's expiry is the token's"
+    );
+    // The caller's own token is not what it gets back, and neither reaches the logs.
+    assert_ne!(token, sa_token);
+    let logs = server.logs();
+    assert!(server.terminate().success());
+    for secret in [token.as_str(), sa_token.as_str()] {
+        assert!(!logs.contains(secret), "a token reached the logs");
+    }
+    for body in common::pem_bodies(&pem) {
+        assert!(!logs.contains(&body), "an issuer key reached the logs");
+    }
+    assert!(logs.contains("serving as an OIDC issuer"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuer_misconfigurations_are_refused_at_start_up() {
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    let pem = issuer_key("rs256");
+    let serve = |dir: &Path| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir)
+            .env("ESI_LEASE_KEYS", LeaseKeys::generate_spec("k1"))
+            .env_remove("ESI_ISSUER_URL")
+            .env_remove("ESI_ISSUER_KEYS")
+            .env_remove("ESI_ISSUER_KEYS_FILE")
+            .env_remove("ESI_ISSUER_KEYS_SECRET");
+        cmd
+    };
+    let mut outputs = Vec::new();
+
+    let mut cmd = serve(dir.path());
+    cmd.args(["--issuer-url", "https://esi.example.com"]);
+    let err = refused_to_start(cmd, "a URL without keys");
+    assert!(
+        err.contains("the issuer URL is set but no issuer keys")
+            && err.contains("esi-federation issuer-key"),
+        "{err}"
+    );
+
+    let mut cmd = serve(dir.path());
+    cmd.env("ESI_ISSUER_KEYS", &pem);
+    let err = refused_to_start(cmd, "keys without a URL");
+    assert!(
+        err.contains("issuer keys are set (ESI_ISSUER_KEYS) but no issuer URL"),
+        "{err}"
+    );
+    outputs.push(err);
+
+    let mut cmd = serve(dir.path());
+    cmd.args(["--issuer-url", "http://esi.example.com"])
+        .env("ESI_ISSUER_KEYS", &pem);
+    let err = refused_to_start(cmd, "plain http on a public host");
+    assert!(
+        err.contains("issuer URL \"http://esi.example.com\" must use https"),
+        "{err}"
+    );
+    outputs.push(err);
+
+    let secrets = tempfile::tempdir().unwrap();
+    let keys_file = secrets.path().join("issuer-keys.pem");
+    std::fs::write(&keys_file, &pem).unwrap();
+    let mut cmd = serve(dir.path());
+    cmd.args([
+        "--issuer-url",
+        "https://esi.example.com",
+        "--issuer-keys-file",
+    ])
+    .arg(&keys_file)
+    .env("ESI_ISSUER_KEYS", &pem);
+    let err = refused_to_start(cmd, "the file and the variable");
+    assert!(
+        err.contains("both --issuer-keys-file (ESI_ISSUER_KEYS_FILE) and ESI_ISSUER_KEYS are set"),
+        "{err}"
+    );
+    outputs.push(err);
+
+    // A configuration naming IdentityToken on a federation that is no issuer: refused at load,
+    // naming the generator and the fix (`check`, which knows no issuer settings, accepts it).
+    let with_identity = config_dir(&issuer);
+    std::fs::write(with_identity.path().join("identity.yaml"), IDENTITY_TOKEN).unwrap();
+    let err = refused_to_start(
+        serve(with_identity.path()),
+        "IdentityToken without an issuer",
+    );
+    assert!(
+        err.contains("IdentityToken/default/aws: IdentityToken signs tokens with the federation's own OIDC issuer, and this federation has none: start it with --issuer-url"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(with_identity.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No SecretStore may read the issuer's keys, by variable or by file.
+    for (reference, field, why) in [
+        (
+            "{env: ESI_ISSUER_KEYS}".to_owned(),
+            "headers.X-Stolen.env",
+            "is the federation's own OIDC signing key",
+        ),
+        (
+            format!("{{file: {}}}", keys_file.display()),
+            "headers.X-Stolen.file",
+            "holds one of the federation's own secrets (its lease keys, OIDC signing keys",
+        ),
+    ] {
+        let stealing = config_dir(&issuer);
+        std::fs::write(
+            stealing.path().join("store.yaml"),
+            format!(
+                "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: out, namespace: default}}\nspec:\n  provider:\n    webhook:\n      allowedUrls: [\"https://collector.example/\"]\n      headers: {{X-Stolen: {reference}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = serve(stealing.path());
+        cmd.args([
+            "--issuer-url",
+            "https://esi.example.com",
+            "--issuer-keys-file",
+        ])
+        .arg(&keys_file);
+        let err = refused_to_start(cmd, &reference);
+        assert!(
+            err.contains(field) && err.contains(why),
+            "{reference}: {err}"
+        );
+        outputs.push(err);
+    }
+
+    // No SecretsManagerSecret generator may read the issuer keys' secret either, by name or ARN.
+    let reading = tempfile::tempdir().unwrap();
+    std::fs::write(
+        reading.path().join("esi.yaml"),
+        "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {name: aws, namespace: default}\nspec: {provider: {aws: {region: eu-west-1}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: SecretsManagerSecret\nmetadata: {name: keys, namespace: default}\nspec: {secretStoreRef: {name: aws}, secretId: esi-fed-issuer-keys-AbCdEf}\n",
+    )
+    .unwrap();
+    let check = |secret: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("check").arg(reading.path());
+        match secret {
+            Some(s) => cmd.env("ESI_ISSUER_KEYS_SECRET", s),
+            None => cmd.env_remove("ESI_ISSUER_KEYS_SECRET"),
+        };
+        cmd.output().unwrap()
+    };
+    assert!(check(None).status.success());
+    let out = check(Some(
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:esi-fed-issuer-keys-AbCdEf",
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("spec.secretId")
+            && err
+                .contains("the federation's own OIDC signing-key secret (ESI_ISSUER_KEYS_SECRET)"),
+        "{err}"
+    );
+
+    for err in &outputs {
+        for body in common::pem_bodies(&pem) {
+            assert!(!err.contains(&body), "an issuer key reached stderr: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reads_its_issuer_keys_from_secrets_manager() {
+    let test = "serve_reads_its_issuer_keys_from_secrets_manager";
+    let Some(moto) = common::Moto::from_env(test) else {
+        return;
+    };
+    let pem = issuer_key("es256");
+    let (_, arn) = moto
+        .create(
+            "serve-issuer",
+            pem.clone().into(),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await;
+    let issuer = common::issuer().await;
+    let dir = config_dir(&issuer);
+    let addr = free_loopback_addr();
+    let url = format!("http://{addr}");
+    let mut cmd = Command::new(BIN);
+    moto.aws_env(&mut cmd);
+    cmd.env("ESI_ISSUER_KEYS_SECRET", &arn)
+        .env_remove("ESI_ISSUER_KEYS");
+    let server = Server::start_with(
+        cmd,
+        dir.path(),
+        &LeaseKeys::generate_spec("k1"),
+        &["--listen", &addr, "--issuer-url", &url],
+    );
+    let jwks: serde_json::Value = reqwest::get(format!("{url}/openid/v1/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected = esi_backends::identity::Issuer::new(&url, &pem).unwrap();
+    assert_eq!(
+        jwks,
+        serde_json::from_str::<serde_json::Value>(expected.jwks_json()).unwrap()
+    );
+    assert!(server.logs.logged("issuer keys read from Secrets Manager"));
+    let logs = server.logs();
+    for body in common::pem_bodies(&pem) {
+        assert!(!logs.contains(&body), "an issuer key reached the logs");
+    }
+}

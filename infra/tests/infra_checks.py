@@ -289,6 +289,44 @@ def check_lambda_lease_keys(stage: str, lam: dict, perms: dict | None) -> None:
              f"aws_secretsmanager_secret.lease_keys.arn only, gets {reads}")
 
 
+def check_lambda_issuer_keys(stage: str, lam: dict, perms: dict | None) -> None:
+    """As an OIDC issuer (issuer_url), the Lambda's signing keys live like the lease keys in a
+    Secrets Manager secret of their own, made only with issuer_url, never in its environment,
+    which carries the URL and the secret's ARN and pinned version; its role reads exactly that
+    secret, only then."""
+    fn = resource(lam, "aws_lambda_function", "this") or {}
+    env = json.dumps(fn.get("environment"))
+    if "issuer_keys_pem" in env or "'ESI_ISSUER_KEYS'" in env:
+        fail(stage, f"federation-lambda: the issuer keys must not be in the function's environment: {env}")
+    expect = {
+        "ESI_ISSUER_URL": "${var.issuer_url}",
+        "ESI_ISSUER_KEYS_SECRET": "${one(aws_secretsmanager_secret.issuer_keys[*].arn)}",
+        "ESI_ISSUER_KEYS_SECRET_VERSION": "${one(aws_secretsmanager_secret_version.issuer_keys[*].version_id)}",
+    }
+    for name, value in expect.items():
+        if f"'{name}': '{value}'" not in env:
+            fail(stage, f"federation-lambda: the environment must set {name} = {value} (as an issuer): {env}")
+    gate = "${local.issuer ? 1 : 0}"
+    secret = resource(lam, "aws_secretsmanager_secret", "issuer_keys")
+    if (secret is None or unquote(secret.get("count")) != gate or unquote(secret.get("kms_key_id")) != "${var.kms_key_arn}"
+            or "${var.name}-issuer-keys" not in json.dumps(secret.get("name"))):
+        fail(stage, "federation-lambda: aws_secretsmanager_secret.issuer_keys must exist with count = local.issuer ? 1 : 0, "
+             "named <name>-issuer-keys, with kms_key_id = var.kms_key_arn")
+    version = resource(lam, "aws_secretsmanager_secret_version", "issuer_keys")
+    if version is None or unquote(version.get("count")) != gate or unquote(version.get("secret_string")) != "${var.issuer_keys_pem}":
+        fail(stage, "federation-lambda: aws_secretsmanager_secret_version.issuer_keys must hold var.issuer_keys_pem, only with the issuer")
+    reads = [(g, st) for g, st in policy_statements(perms or {}) if unquote(st.get("sid")) == "ReadIssuerKeys"]
+    if [(g, unquote(st.get("actions")), unquote(st.get("resources"))) for g, st in reads] != [
+        ("${local.issuer ? [1] : []}", ["secretsmanager:GetSecretValue"], "${aws_secretsmanager_secret.issuer_keys[*].arn}")
+    ]:
+        fail(stage, "federation-lambda: the role must get secretsmanager:GetSecretValue on the issuer keys' secret "
+             f"only, in a statement ReadIssuerKeys gated by local.issuer, gets {reads}")
+    locals_ = {k: v for b in lam.get("locals", []) for k, v in b.items()}
+    # (python-hcl2 renders `null` as `None`.)
+    if unquote(locals_.get("issuer")) not in ("${var.issuer_url != null}", "${var.issuer_url != None}"):
+        fail(stage, f"federation-lambda: local.issuer must be var.issuer_url != null, is {locals_.get('issuer')!r}")
+
+
 # Actions IAM accepts only on Resource "*" (no resource-level permission), each with the
 # module statement allowed to grant it that way. Anything else on "*" is a finding.
 STAR_ONLY_ACTIONS = {
@@ -458,6 +496,7 @@ def check_structure() -> None:
     if log is None or "retention_in_days" not in log:
         fail(stage, "federation-lambda: the log group must set a retention")
     check_lambda_lease_keys(stage, lam, perms)
+    check_lambda_issuer_keys(stage, lam, perms)
     check_example_session_tags(stage)
     if perms is not None:
         check_lambda_generator_grants(stage, perms, load_hcl(MODULES / "federation-lambda" / "variables.tf"))
@@ -499,6 +538,23 @@ def check_structure() -> None:
     if "esi.dev/lease-key-ids" not in json.dumps(resource(fk, "kubernetes_deployment_v1", "this")):
         fail(stage, "federation-kubernetes: the Pod template must carry the lease key ids (roll on a ring change)")
 
+    # The issuer's keys on Kubernetes: a Secret of their own, only with issuer_url, mounted as the
+    # file ESI_ISSUER_KEYS_FILE names, never an env var; the Pods roll when the keys change.
+    issuer = resource(fk, "kubernetes_secret_v1", "issuer_keys")
+    if issuer is None or unquote(issuer.get("count")) != "${local.issuer ? 1 : 0}" or \
+            unquote((issuer.get("data") or [{}])[0].get("keys") if isinstance(issuer.get("data"), list) else (issuer.get("data") or {}).get("keys")) != "${var.issuer_keys_pem}":
+        fail(stage, f"federation-kubernetes: kubernetes_secret_v1.issuer_keys must hold var.issuer_keys_pem under `keys`, only with the issuer: {issuer}")
+    fk_locals = {k: v for b in fk.get("locals", []) for k, v in b.items()}
+    env = json.dumps(fk_locals.get("env"))
+    if "'ESI_ISSUER_KEYS_FILE': '${local.issuer_keys_dir}/keys'" not in env or "'ESI_ISSUER_URL': '${var.issuer_url}'" not in env \
+            or "issuer_keys_pem" in env:
+        fail(stage, f"federation-kubernetes: local.env must set ESI_ISSUER_URL and ESI_ISSUER_KEYS_FILE (never the keys): {env}")
+    dep = json.dumps(resource(fk, "kubernetes_deployment_v1", "this"))
+    for needle in ("${local.issuer_keys_dir}", "${kubernetes_secret_v1.issuer_keys[0].metadata[0].name}", "local.issuer_annotations"):
+        if needle not in dep:
+            fail(stage, f"federation-kubernetes: the Deployment must mount the issuer keys' Secret at local.issuer_keys_dir "
+                 f"and carry local.issuer_annotations (missing {needle})")
+
 
 # ---------------------------------------------------------------------------------------------
 
@@ -513,6 +569,9 @@ KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31, standar
 ECR_REPO = "arn:aws:ecr:eu-west-1:123456789012:repository"
 SM_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret"
 KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# The shape of a PEM private key, for the variables' validation only (the body is no key).
+PEM = "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n"
+ISSUER = f'issuer_url = "https://esi.example.com"\n issuer_keys_pem = "{PEM}"'
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
@@ -557,6 +616,23 @@ VALIDATION_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*"]\n secret_kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:alias/apps"]', "must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*"]\n secret_kms_key_arns = ["*"]', "must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n secret_kms_key_arns = ["{KMS_KEY}"]', "list those secrets too"),
+    # The federation as an OIDC issuer: an https URL and its keys, together or not at all.
+    *[case for module, required in (("federation-kubernetes", FK_IMAGE), ("federation-lambda", FL_PACKAGE)) for case in [
+        (module, f'{required}\n issuer_url = "http://esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
+        (module, f'{required}\n issuer_url = "https://esi.example.com/?x=1"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
+        (module, f'{required}\n issuer_url = "https://user@esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
+        (module, f'{required}\n issuer_url = "https://esi.example.com"', "Set issuer_url and issuer_keys_pem together"),
+        (module, f'{required}\n issuer_keys_pem = "{PEM}"', "Set issuer_url and issuer_keys_pem together"),
+        (module, f'{required}\n issuer_url = "https://esi.example.com"\n issuer_keys_pem = "AAAA"', "1 to 8 PEM private keys"),
+        (module, f'{required}\n issuer_url = "https://esi.example.com"\n issuer_keys_pem = "{PEM * 9}"', "1 to 8 PEM private keys"),
+    ]],
+    ("federation-lambda", f'{FL_PACKAGE}\n environment = {{ ESI_ISSUER_URL = "https://x.example" }}', "must not override"),
+    ("federation-lambda", f'{FL_PACKAGE}\n environment = {{ ESI_ISSUER_KEYS = "x" }}', "must not override"),
+    ("federation-kubernetes", f'{FK_IMAGE}\n environment = {{ ESI_ISSUER_KEYS = "x" }}', "must not start with ESI_"),
+    # The issuer keys' secret is as out of reach of generator grants as the lease keys'.
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-issuer-keys-AbC123"]', "issuer-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-issuer*"]', "issuer-keys secret"),
+    ("federation-lambda", f'{FL_PACKAGE}\n name = "pay"\n readable_secret_arns = ["{SM_SECRET}:pay-issuer-keys"]', "issuer-keys secret"),
     # The webhook refuses zero durations at start-up (esi_api::inject::parse_duration_seconds).
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ cache_ttl = "0s" }}', "be more than zero"),
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ timeout = "00s" }}', "be more than zero"),
@@ -577,6 +653,11 @@ VALID_CASES = [
     # A fixed prefix of its own, even one that starts with the module's name, is fine.
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*", "{SM_SECRET}:esi-federation/db-??????", "{SM_SECRET}:esi-federation-lease/x*"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/payments/*", "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:apps/db-??????"]\n secret_kms_key_arns = ["{KMS_KEY}", "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"]'),
+    ("federation-kubernetes", f'{FK_IMAGE}\n {ISSUER}'),
+    ("federation-kubernetes", f'{FK_IMAGE}\n issuer_url = "https://esi.example.com:8443/fed/"\n issuer_keys_pem = "{PEM * 8}"'),
+    ("federation-lambda", f'{FL_PACKAGE}\n {ISSUER}'),
+    ("federation-lambda", f'{FL_PACKAGE}\n issuer_url = "https://abcdefghij.lambda-url.eu-west-1.on.aws"\n issuer_keys_pem = "{PEM + PEM}"'),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-issuer/x*", "{SM_SECRET}:apps/esi-federation-issuer-keys"]'),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
 ]
@@ -779,8 +860,18 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
 # ---------------------------------------------------------------------------------------------
 
 
-def kustomize_files(directory: Path, seen: set[Path]) -> list[tuple[Path, dict]]:
-    """The objects of a plain-YAML kustomization (resources only; patches handled by caller)."""
+def shown(path: Path) -> str:
+    """A path as messages show it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def kustomize_files(directory: Path, seen: set[Path], out: list | None = None) -> list[tuple[Path, dict]]:
+    """The objects of a plain-YAML kustomization: its resources, then its components (each a
+    `kind: Component` kustomization applied to the objects so far, as kustomize does), then
+    its own namespace and JSON 6902 patches."""
     directory = directory.resolve()
     if directory in seen:
         raise ValueError(f"kustomization cycle at {directory}")
@@ -788,12 +879,16 @@ def kustomize_files(directory: Path, seen: set[Path]) -> list[tuple[Path, dict]]
     kfile = directory / "kustomization.yaml"
     if not kfile.exists():
         # A generated folder without a kustomization (deploy/crds): every YAML file in it.
-        fail("manifests", f"{directory.relative_to(REPO)} has no kustomization.yaml, so "
+        fail("manifests", f"{shown(directory)} has no kustomization.yaml, so "
              "`kubectl apply -k` cannot include it (the CRD generator should write one)")
         paths = sorted(directory.glob("*.yaml"))
         return [(p, d) for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
     k = yaml.safe_load(kfile.read_text())
-    out = []
+    is_component = k.get("kind") == "Component"
+    if is_component != (out is not None):
+        fail("manifests", f"{shown(kfile)}: a kind: Component must be listed under `components`, "
+             "and only a Component may be")
+    out = out if out is not None else []
     for res in k.get("resources", []):
         path = (directory / res).resolve()
         if path.is_dir():
@@ -801,8 +896,10 @@ def kustomize_files(directory: Path, seen: set[Path]) -> list[tuple[Path, dict]]
         elif path.is_file():
             out += [(path, d) for d in yaml.safe_load_all(path.read_text()) if d]
         else:
-            fail("manifests", f"{kfile.relative_to(REPO)}: resource {res!r} does not exist"
+            fail("manifests", f"{shown(kfile)}: resource {res!r} does not exist"
                  + (" (the lead generates deploy/crds)" if "crds" in res else ""))
+    for comp in k.get("components", []):
+        kustomize_files(directory / comp, seen, out)
     ns = k.get("namespace")
     if ns:
         for _, d in out:
@@ -813,7 +910,7 @@ def kustomize_files(directory: Path, seen: set[Path]) -> list[tuple[Path, dict]]
         ops = yaml.safe_load(patch["patch"])
         hits = [d for _, d in out if d.get("kind") == target["kind"] and d["metadata"]["name"] == target["name"]]
         if len(hits) != 1:
-            fail("manifests", f"{kfile.relative_to(REPO)}: patch target {target} matches {len(hits)} objects")
+            fail("manifests", f"{shown(kfile)}: patch target {target} matches {len(hits)} objects")
         for d in hits:
             json_patch(d, ops, kfile)
     return out
@@ -862,19 +959,63 @@ def check_pod_termination(stage: str, where: str, pod: dict, server: str) -> Non
                  f"preStop sleep ({sleep} s) plus the {server}'s drain ({drain} s)")
 
 
+def check_issuer_wiring(stage: str, where: str, pod: dict, issuer: bool) -> None:
+    """With the issuer Component, the federation gets ESI_ISSUER_URL from the Secret
+    `esi-federation-issuer` and ESI_ISSUER_KEYS_FILE pointing at that Secret's `keys`, mounted
+    read-only; never the keys in an env var. Without it, no ESI_ISSUER_* at all."""
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    names = sorted(n for n in env if n.startswith("ESI_ISSUER"))
+    if not issuer:
+        if names:
+            fail(stage, f"{where}: sets {names} without the issuer Component")
+        return
+    if names != ["ESI_ISSUER_KEYS_FILE", "ESI_ISSUER_URL"]:
+        fail(stage, f"{where}: the issuer Component must set exactly ESI_ISSUER_URL and ESI_ISSUER_KEYS_FILE, sets {names}")
+        return
+    ref = (env["ESI_ISSUER_URL"].get("valueFrom") or {}).get("secretKeyRef") or {}
+    if ref.get("name") != "esi-federation-issuer" or ref.get("key") != "url":
+        fail(stage, f"{where}: ESI_ISSUER_URL must come from Secret esi-federation-issuer key url, is {env['ESI_ISSUER_URL']}")
+    path = env["ESI_ISSUER_KEYS_FILE"].get("value") or ""
+    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    ok = False
+    for m in mounts:
+        secret = volumes.get(m["name"], {}).get("secret") or {}
+        items = {i["path"]: i["key"] for i in secret.get("items", [])}
+        rest = path[len(m["mountPath"].rstrip("/")) + 1:]
+        ok |= (m.get("readOnly") is True and secret.get("secretName") == "esi-federation-issuer"
+               and items.get(rest) == "keys")
+    if not ok:
+        fail(stage, f"{where}: ESI_ISSUER_KEYS_FILE={path} is not the key `keys` of Secret "
+             "esi-federation-issuer mounted read-only")
+
+
 def check_manifests() -> None:
     stage = "manifests"
     out_dir = WORK / "manifests"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     validator = Path(sys.executable).parent / "kubernetes-validate"
-    for overlay in (DEPLOY / "federation", DEPLOY / "federation" / "configmap-mode"):
-        rel = overlay.relative_to(REPO)
+    # The issuer Component is used from an overlay of the operator's own: render the two such
+    # overlays the README shows, on the base and on configmap-mode.
+    overlays = [DEPLOY / "federation", DEPLOY / "federation" / "configmap-mode"]
+    for name, base in (("issuer", DEPLOY / "federation"),
+                       ("configmap-mode-issuer", DEPLOY / "federation" / "configmap-mode")):
+        own = out_dir.parent / "manifest-overlays" / name
+        shutil.rmtree(own, ignore_errors=True)
+        own.mkdir(parents=True)
+        (own / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [str(base)], "components": [str(DEPLOY / "federation" / "issuer")]}))
+        overlays.append(own)
+    for overlay in overlays:
+        rel = shown(overlay)
         objects = kustomize_files(overlay, set())
         if not objects:
             fail(stage, f"{rel}: no objects")
             continue
-        target = out_dir / str(rel).replace("/", "_")
+        target = out_dir / rel.lstrip("./").replace("/", "_")
         target.mkdir()
         files = []
         for i, (_, doc) in enumerate(objects):
@@ -902,7 +1043,9 @@ def check_manifests() -> None:
             fail(stage, f"{rel}: the Deployment must run at least 2 replicas")
         if dep:
             check_pod_termination(stage, str(rel), dep["spec"]["template"]["spec"], "federation")
-        if overlay.name == "configmap-mode" and dep:
+        if dep:
+            check_issuer_wiring(stage, rel, dep["spec"]["template"]["spec"], overlay.name.endswith("issuer"))
+        if overlay.name.startswith("configmap-mode") and dep:
             env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
             if env.get("ESI_CONFIG") != "/etc/esi/config" or "ESI_CONFIG_SOURCE" in env:
                 fail(stage, f"{rel}: the overlay must switch the Deployment to ESI_CONFIG, env is {env}")

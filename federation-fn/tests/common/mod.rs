@@ -147,3 +147,139 @@ pub fn get(path: &str, token: Option<&str>) -> Request<Body> {
 pub fn code(json: &serde_json::Value) -> &str {
     json["error"]["code"].as_str().unwrap_or("<no error code>")
 }
+
+// ---------------------------------------------------------------------------------------------
+// AWS Secrets Manager (the federation's key secrets), against moto's server.
+
+/// moto's server. It checks no signature, so the secrets are created with plain JSON calls; the
+/// credential scope in the Authorization header routes them to Secrets Manager in eu-west-1.
+pub struct Moto {
+    /// The server's base URL.
+    pub url: String,
+}
+
+/// The region the secrets are created in.
+pub const REGION: &str = "eu-west-1";
+
+impl Moto {
+    /// moto's server from `ESI_TEST_MOTO_URL`, or `None` (a skip) without it.
+    pub fn from_env(test: &str) -> Option<Self> {
+        esi_test_support::peer("ESI_TEST_MOTO_URL", test).map(|url| Moto { url })
+    }
+
+    /// Calls a Secrets Manager action; returns its status and JSON answer.
+    pub async fn call(&self, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/", self.url))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", format!("secretsmanager.{action}"))
+            .header(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIAESITEST/20260101/{REGION}/secretsmanager/aws4_request, SignedHeaders=host, Signature=00"
+                ),
+            )
+            .json(&body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto {action}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates a secret named `esi-<what>-<random>` holding `value` (`SecretString`, or
+    /// `SecretBinary` for `{"SecretBinary": ...}`) as version `version`; returns its name and ARN.
+    pub async fn create(
+        &self,
+        what: &str,
+        value: serde_json::Value,
+        version: &str,
+    ) -> (String, String) {
+        let name = format!("esi-{what}-{}", uuid::Uuid::new_v4().simple());
+        let mut body = serde_json::json!({"Name": name, "ClientRequestToken": version});
+        match value {
+            serde_json::Value::String(text) => body["SecretString"] = text.into(),
+            serde_json::Value::Object(o) => body.as_object_mut().unwrap().extend(o),
+            other => panic!("secret value {other}"),
+        }
+        let (status, json) = self.call("CreateSecret", body).await;
+        assert_eq!(status, 200, "CreateSecret: {json}");
+        (name, json["ARN"].as_str().unwrap().to_owned())
+    }
+
+    /// The variables that point the SDK at moto with throwaway credentials.
+    pub fn aws_env(&self, cmd: &mut std::process::Command) {
+        cmd.env("AWS_ENDPOINT_URL", &self.url)
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
+            .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
+            .env("AWS_SESSION_TOKEN", "esi-test-session-token")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The federation as an OIDC issuer.
+
+/// A fresh issuer signing key as PKCS#8 PEM (what `esi-federation issuer-key` prints).
+pub fn issuer_key_pem(alg: esi_backends::identity::KeyAlgorithm) -> String {
+    use secrecy::ExposeSecret as _;
+    esi_backends::identity::generate_key_pem(alg)
+        .expect("key generation")
+        .expose_secret()
+        .to_owned()
+}
+
+/// The base64 body lines of a PEM text: what must never show in logs or errors.
+pub fn pem_bodies(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 24)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The header and claims of the compact JWS `token`, after checking its signature with the key
+/// of its `kid` in `jwks` (RS256 or ES256), as a relying party does; panics when it does not
+/// verify.
+pub fn verify_jws(jwks: &serde_json::Value, token: &str) -> (serde_json::Value, serde_json::Value) {
+    use aws_lc_rs::signature;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
+    let (input, sig) = token.rsplit_once('.').expect("a compact JWS");
+    let (header, claims) = input.split_once('.').expect("a compact JWS");
+    let header: serde_json::Value = serde_json::from_slice(&b64(header)).expect("JSON header");
+    let jwk = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap_or_else(|| panic!("kid {} is not in the JWKS {jwks}", header["kid"]));
+    assert_eq!(jwk["alg"], header["alg"], "the JWK's alg pins the token's");
+    let member = |name: &str| b64(jwk[name].as_str().expect("JWK member"));
+    let sig = b64(sig);
+    match header["alg"].as_str() {
+        Some("RS256") => signature::RsaPublicKeyComponents {
+            n: member("n"),
+            e: member("e"),
+        }
+        .verify(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            input.as_bytes(),
+            &sig,
+        )
+        .expect("the RS256 signature verifies against the JWKS"),
+        Some("ES256") => {
+            let mut point = vec![4u8];
+            point.extend(member("x"));
+            point.extend(member("y"));
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .verify(input.as_bytes(), &sig)
+                .expect("the ES256 signature verifies against the JWKS");
+        }
+        other => panic!("unexpected alg {other:?}"),
+    }
+    let claims = serde_json::from_slice(&b64(claims)).expect("JSON claims");
+    (header, claims)
+}

@@ -5,7 +5,8 @@
 # Server settings are flags and environment variables of `esi-federation serve`: ESI_LISTEN,
 # ESI_CONFIG (folder of manifests), ESI_CONFIG_SOURCE=kubernetes (CRD mode),
 # `--lease-keys-file` (mounted from a Secret, never an env var), ESI_TLS_CERT / ESI_TLS_KEY,
-# ESI_LOG_FORMAT.
+# ESI_LOG_FORMAT, and as an OIDC issuer ESI_ISSUER_URL with ESI_ISSUER_KEYS_FILE (mounted from a
+# Secret too).
 
 locals {
   crds_dir = coalesce(var.crds_dir, "${path.module}/../../../../deploy/crds")
@@ -21,6 +22,9 @@ locals {
   }
   namespace = var.create_namespace ? kubernetes_namespace_v1.this[0].metadata[0].name : var.namespace
   tls       = var.tls_secret_name != null
+  issuer    = var.issuer_url != null
+  # Where the issuer's keys are mounted (ESI_ISSUER_KEYS_FILE).
+  issuer_keys_dir = "/etc/esi/issuer-keys"
 
   env = merge(var.environment, {
     ESI_LISTEN     = "0.0.0.0:8080"
@@ -32,6 +36,9 @@ locals {
     }, local.tls ? {
     ESI_TLS_CERT = "/etc/esi/tls/tls.crt"
     ESI_TLS_KEY  = "/etc/esi/tls/tls.key"
+    } : {}, local.issuer ? {
+    ESI_ISSUER_URL       = var.issuer_url
+    ESI_ISSUER_KEYS_FILE = "${local.issuer_keys_dir}/keys"
   } : {})
 }
 
@@ -169,6 +176,33 @@ resource "kubernetes_secret_v1" "lease_keys" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# OIDC issuer signing keys (optional, with issuer_url), shared by every replica: the PEM text
+# given by the operator, mounted as a file, never an env var.
+
+resource "kubernetes_secret_v1" "issuer_keys" {
+  count = local.issuer ? 1 : 0
+
+  metadata {
+    name      = "${var.name}-issuer-keys"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  data = {
+    # PEM private keys; the first signs, all are published (esi_backends::identity::Issuer).
+    keys = var.issuer_keys_pem
+  }
+}
+
+locals {
+  # The federation reads the keys at start-up, so the Pods must roll when they change. A
+  # SHA-256 of the PEM text tells nothing about keys of 256 bits of entropy or more, and the
+  # thumbprints (`kid`) relying parties see cannot be computed here.
+  issuer_annotations = local.issuer ? {
+    "esi.dev/issuer-keys-sha256" = nonsensitive(sha256(var.issuer_keys_pem))
+  } : {}
+}
+
+# ---------------------------------------------------------------------------------------------
 # Workload
 
 resource "kubernetes_deployment_v1" "this" {
@@ -194,13 +228,13 @@ resource "kubernetes_deployment_v1" "this" {
     template {
       metadata {
         labels = local.labels
-        annotations = {
+        annotations = merge({
           # Roll the Pods when the configuration or the key ring changes (ConfigMap mode also
           # reloads in place; this keeps replicas from drifting).
           "esi.dev/config-sha256" = module.config.sha256
           "esi.dev/lease-key-gen" = var.lease_key_rotation
           "esi.dev/lease-key-ids" = local.lease_key_ids
-        }
+        }, local.issuer_annotations)
       }
 
       spec {
@@ -306,6 +340,15 @@ resource "kubernetes_deployment_v1" "this" {
               read_only  = true
             }
           }
+
+          dynamic "volume_mount" {
+            for_each = local.issuer ? [1] : []
+            content {
+              name       = "issuer-keys"
+              mount_path = local.issuer_keys_dir
+              read_only  = true
+            }
+          }
         }
 
         volume {
@@ -332,6 +375,17 @@ resource "kubernetes_deployment_v1" "this" {
             name = "tls"
             secret {
               secret_name = var.tls_secret_name
+            }
+          }
+        }
+
+        dynamic "volume" {
+          for_each = local.issuer ? [1] : []
+          content {
+            name = "issuer-keys"
+            secret {
+              secret_name  = kubernetes_secret_v1.issuer_keys[0].metadata[0].name
+              default_mode = "0440"
             }
           }
         }

@@ -3,6 +3,11 @@ output "service_url" {
   value       = "${local.tls ? "https" : "http"}://${kubernetes_service_v1.this.metadata[0].name}.${local.namespace}.svc${local.tls ? "" : ":80"}"
 }
 
+output "issuer_url" {
+  description = "The federation's OIDC issuer URL (`issuer_url`), what relying parties trust; null when it is no issuer."
+  value       = var.issuer_url
+}
+
 output "namespace" {
   description = "Namespace of the federation."
   value       = local.namespace

@@ -163,6 +163,39 @@ variable "previous_lease_keys" {
   }
 }
 
+# The federation as an OIDC issuer (optional): relying parties (AWS IAM, Google workload
+# identity federation, Entra ID) trust `issuer_url` once, and `IdentityToken` generators hand
+# workloads tokens signed with `issuer_keys_pem` (federation-fn/README.md, "The federation as an
+# OIDC issuer").
+
+variable "issuer_url" {
+  description = "Make the federation an OIDC issuer at this public `https://` URL (`ESI_ISSUER_URL`): its discovery document (`/.well-known/openid-configuration`) and keys (`/openid/v1/jwks`) are served there, and `IdentityToken` generators sign with `issuer_keys_pem`. Expose both paths without authentication at that URL (the Ingress or Gateway in front): relying parties fetch them anonymously. Relying parties trust this exact string, so changing it breaks every trust set up on it. Null: no issuer."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.issuer_url == null || can(regex("^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$", var.issuer_url))
+    error_message = "The issuer_url must be an https URL (relying parties fetch the issuer's keys from it over TLS): https://host[:port][/path], without query, fragment or credentials."
+  }
+
+  validation {
+    condition     = (var.issuer_url == null) == (var.issuer_keys_pem == null)
+    error_message = "Set issuer_url and issuer_keys_pem together, or neither: an issuer needs its signing keys, and the keys are published under the issuer URL."
+  }
+}
+
+variable "issuer_keys_pem" {
+  description = "The issuer's signing keys, PEM private keys one after the other (RSA of 2048 bits or more, or EC P-256; PKCS#8, PKCS#1 or SEC1). Make one with `esi-federation issuer-key`. The first key signs; every key is published in the JWKS (at most 8). Kept in the Secret `<name>-issuer-keys`, mounted as a file (`ESI_ISSUER_KEYS_FILE`), and in Terraform state; the Pods roll when it changes. Rotation: append the new key and apply (published, not signing); after relying parties' caches have expired (the JWKS says 5 minutes, but relying parties such as AWS keep their own copies for as long as they choose: a day is a safe wait), move it first and apply (it signs); once the last token signed by the old key has expired, drop the old key and apply."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.issuer_keys_pem == null || (length(regexall("-----BEGIN [A-Z ]*PRIVATE KEY-----", coalesce(var.issuer_keys_pem, "-"))) >= 1 && length(regexall("-----BEGIN [A-Z ]*PRIVATE KEY-----", coalesce(var.issuer_keys_pem, "-"))) <= 8)
+    error_message = "The issuer_keys_pem must hold 1 to 8 PEM private keys (`-----BEGIN PRIVATE KEY-----` blocks, as `esi-federation issuer-key` prints them)."
+  }
+}
+
 variable "environment" {
   description = "Extra environment variables (how SecretStores find their credentials)."
   type        = map(string)

@@ -7,6 +7,7 @@ locals {
   build_dir   = coalesce(var.build_dir, "${path.root}/.esi-build")
   config_path = "/opt/esi"
   tags        = merge({ "app.kubernetes.io/part-of" = "esi", "esi.dev/component" = "federation" }, var.tags)
+  issuer      = var.issuer_url != null
 }
 
 module "config" {
@@ -73,6 +74,29 @@ resource "aws_secretsmanager_secret_version" "lease_keys" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# OIDC issuer signing keys (optional, with issuer_url): PEM text given by the operator, kept like
+# the lease keys in a secret the function reads once per cold start (ESI_ISSUER_KEYS_SECRET,
+# version pinned), never in its environment. Rotation is an edit of issuer_keys_pem (see its
+# description): every change writes a new version and, through the pinned version, retires the
+# instances that hold the old keys.
+
+resource "aws_secretsmanager_secret" "issuer_keys" {
+  count = local.issuer ? 1 : 0
+
+  name        = "${var.name}-issuer-keys"
+  description = "esi federation ${var.name}: OIDC issuer signing keys (PEM private keys, the first signs)"
+  kms_key_id  = var.kms_key_arn
+  tags        = local.tags
+}
+
+resource "aws_secretsmanager_secret_version" "issuer_keys" {
+  count = local.issuer ? 1 : 0
+
+  secret_id     = aws_secretsmanager_secret.issuer_keys[0].id
+  secret_string = var.issuer_keys_pem
+}
+
+# ---------------------------------------------------------------------------------------------
 # Logs
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -83,7 +107,7 @@ resource "aws_cloudwatch_log_group" "this" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# IAM: write its own logs, read its lease keys, assume the listed roles with session tags and
+# IAM: write its own logs, read its lease keys (and issuer keys), assume the listed roles with session tags and
 # source identity. Nothing else by default: backends other than AWS authenticate with their own
 # credentials. AWS generators without `roleArn` (ECRAuthorizationToken, SecretsManagerSecret)
 # call AWS as this role; what they need is granted only when asked for, and only on what is
@@ -119,6 +143,15 @@ data "aws_iam_policy_document" "permissions" {
     sid       = "ReadLeaseKeys"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [aws_secretsmanager_secret.lease_keys.arn]
+  }
+
+  dynamic "statement" {
+    for_each = local.issuer ? [1] : []
+    content {
+      sid       = "ReadIssuerKeys"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = aws_secretsmanager_secret.issuer_keys[*].arn
+    }
   }
 
   dynamic "statement" {
@@ -267,7 +300,13 @@ resource "aws_lambda_function" "this" {
       # Pinned rather than AWSCURRENT: a key change then changes this configuration, Lambda
       # retires every instance of the old one, and all instances seal and open with one ring.
       ESI_LEASE_KEYS_SECRET_VERSION = aws_secretsmanager_secret_version.lease_keys.version_id
-    })
+      }, local.issuer ? {
+      # The OIDC issuer: its URL, and its signing keys' secret and version, read like the
+      # lease keys' (pinned for the same reason: every instance publishes the same JWKS).
+      ESI_ISSUER_URL                 = var.issuer_url
+      ESI_ISSUER_KEYS_SECRET         = one(aws_secretsmanager_secret.issuer_keys[*].arn)
+      ESI_ISSUER_KEYS_SECRET_VERSION = one(aws_secretsmanager_secret_version.issuer_keys[*].version_id)
+    } : {})
   }
 
   logging_config {
@@ -303,7 +342,10 @@ resource "aws_lambda_function_url" "this" {
   function_name = aws_lambda_function.this.function_name
   # The federation authenticates every request itself (bearer ServiceAccount token verified
   # against the registered clusters' keys); IAM auth would demand AWS credentials from Pods in
-  # clusters that have none.
+  # clusters that have none. As an issuer, the discovery document and JWKS must be readable
+  # without any credential too: relying parties fetch them anonymously. A function URL hands
+  # every path to the function, so they need no route of their own (nor does the HTTP API's
+  # `$default` route).
   authorization_type = "NONE"
   invoke_mode        = "BUFFERED"
 }

@@ -23,6 +23,16 @@ output "lease_keys_secret_arn" {
   value       = aws_secretsmanager_secret.lease_keys.arn
 }
 
+output "issuer_url" {
+  description = "The federation's OIDC issuer URL (`issuer_url`), what relying parties trust (AWS IAM OIDC provider URL, Google workload identity pool provider issuer, Entra ID federated credential issuer); null when it is no issuer."
+  value       = var.issuer_url
+}
+
+output "issuer_keys_secret_arn" {
+  description = "ARN of the Secrets Manager secret holding the issuer's signing keys (PEM), read by the function once per cold start; null when it is no issuer."
+  value       = one(aws_secretsmanager_secret.issuer_keys[*].arn)
+}
+
 output "log_group_name" {
   description = "CloudWatch log group of the function (JSON logs, one audit line per decision)."
   value       = aws_cloudwatch_log_group.this.name

@@ -102,7 +102,7 @@ variable "log_level" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer-managed KMS key for the lease-keys secret in Secrets Manager, the function's environment and its log group (the function's role gets kms:Decrypt on it). Null uses the AWS managed keys (`aws/secretsmanager`, `aws/lambda`, and CloudWatch Logs' own). The key policy must let IAM policies grant its use (the default key policy does), and allow `logs.<region>.amazonaws.com`; whoever applies this module needs kms:GenerateDataKey and kms:Decrypt on it."
+  description = "Customer-managed KMS key for the lease-keys (and issuer-keys) secret in Secrets Manager, the function's environment and its log group (the function's role gets kms:Decrypt on it). Null uses the AWS managed keys (`aws/secretsmanager`, `aws/lambda`, and CloudWatch Logs' own). The key policy must let IAM policies grant its use (the default key policy does), and allow `logs.<region>.amazonaws.com`; whoever applies this module needs kms:GenerateDataKey and kms:Decrypt on it."
   type        = string
   default     = null
 
@@ -182,7 +182,7 @@ variable "ecr_pull_repository_arns" {
 }
 
 variable "readable_secret_arns" {
-  description = "Secrets Manager secrets that `SecretsManagerSecret` generators without `roleArn` may read: the function's role gets `secretsmanager:GetSecretValue` on exactly these ARNs (no `DescribeSecret`: reading does not need it). Wildcards are allowed in the secret name, as IAM allows, e.g. `arn:aws:secretsmanager:eu-west-1:123456789012:secret:apps/*`; region and account must be given. Mind the random 6-character suffix Secrets Manager appends to each secret's ARN: name one secret as `.../secret:apps/db-??????` or `.../secret:apps/db*`. The role must read the module's own lease-keys secret `<name>-lease-keys` at every cold start, so it already can, whatever this list says: a generator without `roleArn` whose `secretId` resolves to that secret would hand out the lease keys. Keep `secretId` templates under a fixed prefix (`apps/{{namespace}}/db`), never a bare placeholder. Patterns that could match `<name>-lease-keys` are refused here, so that this grant never names it. Secrets encrypted with a customer managed key also need `secret_kms_key_arns`."
+  description = "Secrets Manager secrets that `SecretsManagerSecret` generators without `roleArn` may read: the function's role gets `secretsmanager:GetSecretValue` on exactly these ARNs (no `DescribeSecret`: reading does not need it). Wildcards are allowed in the secret name, as IAM allows, e.g. `arn:aws:secretsmanager:eu-west-1:123456789012:secret:apps/*`; region and account must be given. Mind the random 6-character suffix Secrets Manager appends to each secret's ARN: name one secret as `.../secret:apps/db-??????` or `.../secret:apps/db*`. The role must read the module's own lease-keys secret `<name>-lease-keys` (and, as an issuer, `<name>-issuer-keys`) at every cold start, so it already can, whatever this list says: a generator without `roleArn` whose `secretId` resolves to one of them would hand out the federation's keys (the federation refuses such a `secretId`, at load and per request, but only for the secrets its variables name). Keep `secretId` templates under a fixed prefix (`apps/{{namespace}}/db`), never a bare placeholder. Patterns that could match `<name>-lease-keys` or `<name>-issuer-keys` are refused here, so that this grant never names them. Secrets encrypted with a customer managed key also need `secret_kms_key_arns`."
   type        = list(string)
   default     = []
 
@@ -191,19 +191,23 @@ variable "readable_secret_arns" {
     error_message = "Every readable secret must be a Secrets Manager secret ARN (`arn:aws:secretsmanager:<region>:<account>:secret:<name>`, wildcards only in the name; `*` alone is refused)."
   }
 
-  # No false negatives for the name: a pattern that can match `<name>-lease-keys-XXXXXX` has a
+  # No false negatives for the names: a pattern that can match `<name>-lease-keys-XXXXXX` has a
   # literal prefix (up to its first wildcard) that is a prefix of `<name>-lease-keys-` or starts
-  # with it, and every such pattern is refused. That includes every name starting with a
-  # wildcard, which could match any secret. Region and account are not compared (variables.tf
-  # cannot know the function's): a name refused here is one too broad in any account.
+  # with it, and every such pattern is refused; the same for `<name>-issuer-keys-` (the issuer's
+  # signing keys, whether or not this module makes the federation an issuer). That includes
+  # every name starting with a wildcard, which could match any secret. Region and account are
+  # not compared (variables.tf cannot know the function's): a name refused here is one too broad
+  # in any account.
   validation {
     condition = alltrue([
-      for arn in var.readable_secret_arns : !can(regex("^arn:aws[a-z-]*:secretsmanager:[^:]*:[^:]*:secret:", arn)) || (
-        !startswith("${var.name}-lease-keys-", regex("^[^*?]*", replace(arn, "/^arn:[^:]*:secretsmanager:[^:]*:[^:]*:secret:/", ""))) &&
-        !startswith(replace(arn, "/^arn:[^:]*:secretsmanager:[^:]*:[^:]*:secret:/", ""), "${var.name}-lease-keys-")
-      )
+      for arn in var.readable_secret_arns : !can(regex("^arn:aws[a-z-]*:secretsmanager:[^:]*:[^:]*:secret:", arn)) || alltrue([
+        for own in ["${var.name}-lease-keys-", "${var.name}-issuer-keys-"] : (
+          !startswith(own, regex("^[^*?]*", replace(arn, "/^arn:[^:]*:secretsmanager:[^:]*:[^:]*:secret:/", ""))) &&
+          !startswith(replace(arn, "/^arn:[^:]*:secretsmanager:[^:]*:[^:]*:secret:/", ""), own)
+        )
+      ])
     ])
-    error_message = "A readable secret's name pattern could match the module's own lease-keys secret `<name>-lease-keys` (it starts like that name, or starts with a wildcard): give it a fixed prefix of its own, such as `secret:apps/...`."
+    error_message = "A readable secret's name pattern could match the module's own lease-keys secret `<name>-lease-keys` or issuer-keys secret `<name>-issuer-keys` (it starts like one of those names, or starts with a wildcard): give it a fixed prefix of its own, such as `secret:apps/...`."
   }
 }
 
@@ -252,14 +256,47 @@ variable "previous_lease_keys" {
   }
 }
 
+# The federation as an OIDC issuer (optional): relying parties (AWS IAM, Google workload
+# identity federation, Entra ID) trust `issuer_url` once, and `IdentityToken` generators hand
+# workloads tokens signed with `issuer_keys_pem` (federation-fn/README.md, "The federation as an
+# OIDC issuer").
+
+variable "issuer_url" {
+  description = "Make the federation an OIDC issuer at this public `https://` URL (`ESI_ISSUER_URL`): its discovery document (`/.well-known/openid-configuration`) and keys (`/openid/v1/jwks`) are served there, and `IdentityToken` generators sign with `issuer_keys_pem`. The Function URL (or HTTP API) serves every path, but its address exists only after the first apply: apply once without the issuer, then set this to the `url` output (it stays the same while the function URL is kept), or put a custom domain in front. Relying parties trust this exact string, so changing it breaks every trust set up on it. Null: no issuer."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.issuer_url == null || can(regex("^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$", var.issuer_url))
+    error_message = "The issuer_url must be an https URL (relying parties fetch the issuer's keys from it over TLS): https://host[:port][/path], without query, fragment or credentials."
+  }
+
+  validation {
+    condition     = (var.issuer_url == null) == (var.issuer_keys_pem == null)
+    error_message = "Set issuer_url and issuer_keys_pem together, or neither: an issuer needs its signing keys, and the keys are published under the issuer URL."
+  }
+}
+
+variable "issuer_keys_pem" {
+  description = "The issuer's signing keys, PEM private keys one after the other (RSA of 2048 bits or more, or EC P-256; PKCS#8, PKCS#1 or SEC1). Make one with `esi-federation issuer-key`. The first key signs; every key is published in the JWKS (at most 8). Kept in the Secrets Manager secret `<name>-issuer-keys`, read by the function once per cold start (`ESI_ISSUER_KEYS_SECRET`, the version pinned), and in Terraform state. Rotation: append the new key and apply (published, not signing); after relying parties' caches have expired (the JWKS says 5 minutes, but relying parties such as AWS keep their own copies for as long as they choose: a day is a safe wait), move it first and apply (it signs); once the last token signed by the old key has expired, drop the old key and apply."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.issuer_keys_pem == null || (length(regexall("-----BEGIN [A-Z ]*PRIVATE KEY-----", coalesce(var.issuer_keys_pem, "-"))) >= 1 && length(regexall("-----BEGIN [A-Z ]*PRIVATE KEY-----", coalesce(var.issuer_keys_pem, "-"))) <= 8)
+    error_message = "The issuer_keys_pem must hold 1 to 8 PEM private keys (`-----BEGIN PRIVATE KEY-----` blocks, as `esi-federation issuer-key` prints them)."
+  }
+}
+
 variable "environment" {
-  description = "Extra environment variables for the function, e.g. how a SecretStore finds its credentials (`VAULT_ROLE_ID`). Names starting with `ESI_LEASE_KEYS` (the lease keys come from the module's secret), `ESI_CONFIG` and `AWS_` are reserved."
+  description = "Extra environment variables for the function, e.g. how a SecretStore finds its credentials (`VAULT_ROLE_ID`). Names starting with `ESI_LEASE_KEYS` (the lease keys come from the module's secret), `ESI_ISSUER` (the issuer's URL and keys come from `issuer_url` and `issuer_keys_pem`), `ESI_CONFIG` and `AWS_` are reserved."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k)) && !startswith(k, "ESI_LEASE_KEYS") && !startswith(k, "ESI_CONFIG") && !startswith(k, "AWS_")])
-    error_message = "Environment names must be identifiers and must not override ESI_LEASE_KEYS, ESI_CONFIG or AWS_* variables."
+    condition     = alltrue([for k in keys(var.environment) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k)) && !startswith(k, "ESI_LEASE_KEYS") && !startswith(k, "ESI_ISSUER") && !startswith(k, "ESI_CONFIG") && !startswith(k, "AWS_")])
+    error_message = "Environment names must be identifiers and must not override ESI_LEASE_KEYS*, ESI_ISSUER*, ESI_CONFIG or AWS_* variables."
   }
 }
 
