@@ -615,6 +615,7 @@ mod tests {
         let spec = GeneratorSpec::IdentityToken(identity_token::IdentityTokenSpec {
             audiences: vec!["sts.amazonaws.com".to_owned()],
             expiration: None,
+            aws_session_tags: false,
         });
         // A configuration checked on its own builds.
         assert!(Generator::build_shared(&spec, None, &mut Shared::default()).is_ok());
