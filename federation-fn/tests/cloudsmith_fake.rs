@@ -44,8 +44,6 @@ use esi_backends::{
     BackendError, Context, Generate, Generator, GeneratorKind, GeneratorSpec, Shared,
 };
 use esi_federation::config;
-use esi_federation::lease::LeaseKeys;
-use esi_federation::state::{AppState, Settings};
 use relying_party::{
     basic, fake_jwt, federation, identity, part, random, serve, unverified_claims, verify_rsa,
 };
@@ -816,54 +814,11 @@ async fn the_fake_checks_signatures_keys_expiry_and_parameters_as_cloudsmith_doe
 
 #[tokio::test]
 async fn without_an_rsa_issuer_the_kind_does_not_load_and_unchecked_it_refuses_requests() {
-    let cluster = common::issuer().await;
-    let yaml = format!(
-        "{}{}apiVersion: esi.dev/v1alpha1\nkind: CloudsmithAccessToken\nmetadata: {{name: pull, namespace: default}}\nspec: {{orgSlug: acme, serviceSlug: ci-puller}}\n",
-        common::cluster("alpha", &cluster.issuer()),
-        common::GENERATORS
-    );
-    // A serving federation that is no issuer.
-    let state = AppState::serving(Settings::default(), LeaseKeys::ephemeral(), None);
-    let err = config::load_text("test.yaml", &yaml, &state)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("CloudsmithAccessToken/default/pull"), "{err}");
-    assert!(
-        err.contains("has none: start it with --issuer-url"),
-        "{err}"
-    );
-    // One whose issuer signs ES256.
-    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
-    let es = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
-    let state = AppState::serving(
-        Settings::default(),
-        LeaseKeys::ephemeral(),
-        Some(Arc::new(es)),
-    );
-    let err = config::load_text("test.yaml", &yaml, &state)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("signs with ES256"), "{err}");
-    // Checked without the federation's settings it loads, and refuses every request.
-    let state = common::state(&yaml, Settings::default());
-    let (status, _, json, _) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/CloudsmithAccessToken/pull",
-            Some(&common::token(&cluster, "default", "app")),
-            None,
-        ),
+    relying_party::needs_an_rsa_issuer(
+        "CloudsmithAccessToken",
+        r#"{orgSlug: acme, serviceSlug: ci-puller}"#,
     )
     .await;
-    assert_eq!(status, 502, "{json}");
-    assert_eq!(common::code(&json), "backend_rejected");
-    assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not configured as an OIDC issuer"),
-        "{json}"
-    );
 }
 
 #[tokio::test]

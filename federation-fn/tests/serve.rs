@@ -619,33 +619,16 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
             ),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(dir.path())
             .arg("--lease-keys-file")
             .arg(&keys_file)
             .env("ESI_LEASE_KEYS", &keys)
             .env("AWS_WEB_IDENTITY_TOKEN_FILE", &web_identity)
             .env("AZURE_FEDERATED_TOKEN_FILE", &azure_identity)
-            .env("GOOGLE_APPLICATION_CREDENTIALS", &google_key)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn esi-federation");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{reference}: the federation started serving with this store");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        assert!(!status.success(), "{reference}: {stderr}");
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &google_key);
+        let stderr = refused_to_start(cmd, &reference);
         assert!(stderr.contains(field), "{reference}: {stderr}");
         assert!(stderr.contains("federation's own"), "{reference}: {stderr}");
         let secret = keys.split_once('=').unwrap().1.trim();

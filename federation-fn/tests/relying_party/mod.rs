@@ -216,3 +216,56 @@ pub async fn verify_rsa(
     let claims = part(claims).ok_or(F::Payload)?;
     Ok(Verified { claims, discovery })
 }
+
+/// A kind that signs with the federation's issuer, `spec` its spec as flow YAML (generator
+/// `default/pull`): refused at load by a serving federation with no issuer, or with one signing
+/// ES256 (the parties verify RS256 only), naming the resource and the fix; loaded by a
+/// configuration check, which knows no issuer, and then refusing every request.
+pub async fn needs_an_rsa_issuer(kind: &str, spec: &str) {
+    use crate::common;
+    let cluster = common::issuer().await;
+    let yaml = format!(
+        "{}{}apiVersion: esi.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: pull, namespace: default}}\nspec: {spec}\n",
+        common::cluster("alpha", &cluster.issuer()),
+        common::GENERATORS
+    );
+    let state = AppState::serving(Settings::default(), LeaseKeys::ephemeral(), None);
+    let err = config::load_text("test.yaml", &yaml, &state)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{kind}/default/pull")), "{err}");
+    assert!(
+        err.contains("has none: start it with --issuer-url"),
+        "{err}"
+    );
+    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
+    let es = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+    let state = AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(Arc::new(es)),
+    );
+    let err = config::load_text("test.yaml", &yaml, &state)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("signs with ES256"), "{err}");
+    let state = common::state(&yaml, Settings::default());
+    let (status, _, json, _) = common::send(
+        &state,
+        common::post(
+            &format!("/v1/generators/default/{kind}/pull"),
+            Some(&common::token(&cluster, "default", "app")),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 502, "{json}");
+    assert_eq!(common::code(&json), "backend_rejected");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured as an OIDC issuer"),
+        "{json}"
+    );
+}
