@@ -6,6 +6,10 @@
 //!   and its body within the same time of the first wait for it; a slower client is cut off
 //!   (a body being read ends with [`BodyTimedOut`], which the handler may still answer, say
 //!   with a `408`, and the connection is closed);
+//! - **a write deadline**: what the server has to send at once (an answer, or what a streamed
+//!   answer has ready) must all go out within the read timeout of the first write that could
+//!   not, however slowly the client takes it (a deadline restarted by every write that makes
+//!   progress would let a client reading a byte at a time stretch an answer forever);
 //! - **an idle deadline**: a keep-alive connection with no request under way is closed after
 //!   [`Limits::idle_timeout`];
 //! - **a cap**: at most [`Limits::max_connections`] connections are open at once.
@@ -20,42 +24,55 @@
 //! failed admission). The two deadlines are separate here, as Go's `ReadHeaderTimeout` and
 //! `IdleTimeout` are, and the idle one defaults to longer than those peers keep connections.
 //!
-//! How: [`Watched`] wraps a connection's I/O, [`Marked`] its service and [`Deadlined`] each
-//! request's body; they share the connection's phase: reading a request (deadline: the read
-//! timeout), serving it (no deadline: the handler bounds its own time), idle (deadline: the
-//! idle timeout). The I/O side moves idle → reading on the first byte read and serving → idle
-//! on the first write once the service has given its answer (an earlier write is not the
-//! answer: a `100 Continue`, which hyper writes when the handler first reads the body, so after
-//! the whole body when it came with the head); the service side moves reading → serving when
-//! hyper hands it a request whose body is already in, else when the body ends or is dropped
-//! unread. A deadline is looked at only when the I/O has to wait, with the connection's one
-//! timer, moved only when a deadline falls before it: a request that arrives whole reads no
-//! clock and arms no timer, and a body costs no timer of its own.
+//! How: [`Watched`] wraps a connection's I/O, [`Marked`] its service, [`Deadlined`] each
+//! request's body and [`AnswerBody`] each answer's body. They share the connection's phase,
+//! kept in one word with the number of the request it is for, so that a body ending late on
+//! another task cannot move a later request on: reading a request's head or body (deadline:
+//! the read timeout), serving it (no deadline: the handler bounds its own time, a streamed
+//! answer's too), idle (deadline: the idle timeout). The service side moves a request to
+//! serving when hyper hands it on with its body already in, else when the body ends or is
+//! dropped unread (only while it is still being read: a body that outlives its answer changes
+//! nothing). hyper drops an answer's body once it has all of it, and the I/O moves the
+//! connection on at the flush that sends the rest: to idle, or to reading the next request's
+//! head if hyper may already hold some of it. Once a request's head is in, hyper reads the
+//! connection only when its own buffer is empty (for the body, or to notice the client gone),
+//! and the read that completes a head brings bytes: so if the last read found nothing, no next
+//! request waits in that buffer; otherwise (bytes of one pipelined while the request was
+//! served, or sent in the same packet) the next head's read deadline starts when the answer
+//! has gone out. A deadline is looked at only when the I/O has to wait (or a write cannot go
+//! out), with the connection's one timer, moved only when a deadline falls before it:
+//! a request that arrives whole reads no clock and arms no timer, and a body costs no timer of
+//! its own.
 //!
 //! HTTP/1.1 only: an HTTP/2 connection multiplexes requests whose phases this tracking cannot
 //! tell apart, so the servers offer no `h2` in ALPN and serve no HTTP/2 with prior knowledge
-//! (their clients, esi-cli, load balancers and the API server, speak HTTP/1.1).
+//! (their clients, esi-cli, load balancers and the API server, speak HTTP/1.1). hyper's
+//! `half_close` must stay off (its default): with it, hyper never reads while a request is
+//! under way, and every answer would be followed by a read deadline instead of the idle one.
 //!
-//! Also bounded: bytes of a next request that arrive while one is served (pipelining) start
-//! its read deadline when the answer is written (a partial head sent in the same packet as the
-//! request before it waits as an idle connection would: no longer than one that sent nothing);
-//! an answer the client does not take (its writes blocked) has the read timeout to go out; and
-//! while the cap is reached, no connection waits idle longer than the read timeout, so idle
-//! connections make room for waiting ones: one answered meanwhile gets only that long for its
-//! next request, and when a connection is turned away or kept waiting, those already idle are
-//! woken to have their idle time cut to it (those idle that long already are closed at once).
-//! What nginx does with keep-alive connections when it runs out of them, without closing
-//! a connection that has only just been answered.
+//! Also bounded: while the cap is reached, no connection waits idle longer than the read
+//! timeout, so idle connections make room for waiting ones: one answered meanwhile gets only
+//! that long for its next request, and when a connection is turned away or kept waiting, those
+//! already idle are woken to have their idle time cut to it (those idle that long already are
+//! closed at once). What nginx does with keep-alive connections when it runs out of them,
+//! without closing a connection that has only just been answered.
+//!
+//! What the I/O cannot see: bytes held by rustls. Part of a TLS record sent in the same packet
+//! as a request waits as an idle connection would (no longer than one that sent nothing). And
+//! when a handler answers before its request's body has been read and reads it afterwards,
+//! what hyper then still reads of that body is taken for the next request: it and the request
+//! after it are held to one read deadline from the answer (or from their first byte, if the
+//! connection was idle), which may close the connection sooner than its idle time would.
 
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use http::{Request, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,7 +81,9 @@ use tokio::time::{Instant, Sleep};
 /// The deadlines and the cap, as the servers' flags set them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// How long a client may take to send a request's head, and then its body.
+    /// How long a client may take to send a request's head, and then its body; and to take
+    /// what the server has to send at once (an answer), from the first write that could not go
+    /// out.
     pub read_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request.
     pub idle_timeout: Duration,
@@ -166,28 +185,47 @@ pub async fn stop_requested(delay: Duration) {
     }
 }
 
-/// The phases of a connection (see the crate's documentation): reading a request's head, then
-/// its body.
-const READING: u8 = 0;
-const SERVING: u8 = 1;
-const IDLE: u8 = 2;
-const MULTIPLEXED: u8 = 3;
+/// The phases of a connection (see the crate's documentation). Reading a request's head (the
+/// read deadline), of the first request from the accept, of a next one from its first byte or,
+/// when hyper may already hold some of it, from the answer before it.
+const HEAD: u8 = 0;
+/// Reading the body of the request handed on (the read deadline, afresh).
+const BODY: u8 = 1;
+/// The request is served (no deadline).
+const SERVING: u8 = 2;
+/// hyper has all of the answer (it dropped its body): the connection moves on at its flush.
+const ANSWERED: u8 = 3;
+/// Waiting for a next request (the idle deadline).
+const IDLE: u8 = 4;
+/// HTTP/2: untracked (see the crate's documentation).
+const MULTIPLEXED: u8 = 5;
 
-/// What a connection's I/O, service and request bodies share.
+/// A connection's state word: its phase and the request (the count of requests handed to the
+/// service) the phase is for.
+fn state(call: u32, phase: u8) -> u64 {
+    (u64::from(call) << 8) | u64::from(phase)
+}
+
+/// The phase in a state word.
+fn phase_of(state: u64) -> u8 {
+    (state & 0xff) as u8
+}
+
+/// The request in a state word.
+fn call_of(state: u64) -> u32 {
+    (state >> 8) as u32
+}
+
+/// What a connection's I/O, service, request bodies and answer bodies share.
 #[derive(Debug)]
 struct Shared {
-    phase: AtomicU8,
-    /// Requests handed to the service so far: a body's end counts only for its own request,
-    /// and the I/O starts a new read deadline for a body once its request has been handed on.
-    calls: AtomicU32,
+    /// The phase and its request ([`state`]), in one word: a change made on another task (a
+    /// body ending) is a compare-and-swap from that request's own phase, so it cannot land on a
+    /// later request, nor after the answer. Only the connection's task changes it otherwise.
+    state: AtomicU64,
     /// Set when the read deadline closed the connection, so the body being read says why.
     timed_out: AtomicBool,
     read_timeout: Duration,
-    /// The last request (count of calls) the service has answered: a write before that is not
-    /// the answer (a `100 Continue`).
-    answered: AtomicU32,
-    /// The last request (count of calls) whose answer began while its body was still open.
-    answered_early: AtomicU32,
     /// Set by the guard when the cap is reached while the connection is idle: its idle time is
     /// then cut to the read timeout.
     pressed: AtomicBool,
@@ -290,7 +328,7 @@ impl Guard {
     /// The cap is reached and a connection is kept waiting or turned away: once per episode
     /// (until a connection is admitted at once again), logged, and the idle connections are
     /// pressed to make room. Connections that go idle later in the episode find no slot free
-    /// and take the read timeout themselves (see [`Watched::writing`]), so one scan is enough:
+    /// and take the read timeout themselves (see [`Watched::went_out`]), so one scan is enough:
     /// a flood of refused connections does not scan the open ones each time.
     fn saturated(&self, what: &str) {
         if !self.full.swap(true, Ordering::Relaxed) {
@@ -306,10 +344,10 @@ impl Guard {
     /// (see [`Watched::wait`]): a scan of the open connections.
     fn press_idle(&self) {
         // No slot was found free: the fence pairs with the one between a connection marking
-        // itself idle and reading the free slots (see `Watched::writing`).
+        // itself idle and reading the free slots (see `Watched::went_out`).
         std::sync::atomic::fence(Ordering::SeqCst);
         for shared in self.open.connections().values() {
-            if shared.phase.load(Ordering::Relaxed) == IDLE
+            if phase_of(shared.state.load(Ordering::Relaxed)) == IDLE
                 && !shared.pressed.swap(true, Ordering::Relaxed)
             {
                 let waker = shared.waker.lock().unwrap_or_else(PoisonError::into_inner);
@@ -324,12 +362,9 @@ impl Guard {
     pub fn open<IO, S>(&self, io: IO, service: S, slot: Slot) -> (Watched<IO>, Marked<S>) {
         self.metrics.open.inc();
         let shared = Arc::new(Shared {
-            phase: AtomicU8::new(READING),
-            calls: AtomicU32::new(0),
+            state: AtomicU64::new(state(0, HEAD)),
             timed_out: AtomicBool::new(false),
             read_timeout: self.limits.read_timeout,
-            answered: AtomicU32::new(0),
-            answered_early: AtomicU32::new(0),
             pressed: AtomicBool::new(false),
             waker: Mutex::new(None),
         });
@@ -340,8 +375,8 @@ impl Guard {
             shared: shared.clone(),
             limits: self.limits,
             deadline: Deadline::after(self.limits.read_timeout),
-            calls: 0,
-            early: false,
+            deadline_for: state(0, HEAD),
+            quiet: false,
             write_deadline: None,
             slots: self.slots.clone(),
             metrics: self.metrics.clone(),
@@ -403,12 +438,15 @@ pub struct Watched<IO> {
     io: IO,
     shared: Arc<Shared>,
     limits: Limits,
-    /// The deadline of the phase, and the count of service calls it was set at.
+    /// The deadline of the phase, and the state word (phase and request) it was set for:
+    /// another state gets its own.
     deadline: Deadline,
-    calls: u32,
-    /// Bytes arrived while a request was served: a next one (pipelined) is being read.
-    early: bool,
-    /// When a write that cannot go out fails (the read timeout after it first blocked).
+    deadline_for: u64,
+    /// The last read found nothing (no byte has been read since): once a request's head is in,
+    /// hyper's buffer then holds nothing of a next request (see [`Watched::went_out`]).
+    quiet: bool,
+    /// When writes that cannot go out fail: the read timeout after the first one blocked, until
+    /// a flush completes (all that hyper had to send has gone out).
     write_deadline: Option<Instant>,
     /// The guard's slots: none free means the cap is reached.
     slots: Arc<Semaphore>,
@@ -435,83 +473,64 @@ impl<IO> Watched<IO> {
         &self.io
     }
 
-    /// Bytes arrived: an idle connection is now reading a request; one serving a request has
-    /// the next one's first bytes.
+    /// Bytes arrived: an idle connection is now reading a request's head, and hyper may hold
+    /// some of a next request.
     fn arrived(&mut self) {
-        let phase = self.shared.phase.load(Ordering::Relaxed);
-        if phase == SERVING {
-            self.early = true;
-        }
-        if phase == IDLE
-            && self
-                .shared
-                .phase
-                .compare_exchange(IDLE, READING, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.deadline = Deadline::Unset;
-            self.calls = self.shared.calls.load(Ordering::Relaxed);
+        self.quiet = false;
+        let state = self.shared.state.load(Ordering::Relaxed);
+        if phase_of(state) == IDLE {
+            // Only this task moves an idle connection on (the guard only reads the phase): the
+            // deadline is set at the next wait, from the state's change.
+            self.shared
+                .state
+                .store(self::state(call_of(state), HEAD), Ordering::Relaxed);
         }
     }
 
-    /// An answer is being written: after it the connection is idle, from now, or reading the
-    /// next request if its first bytes came meanwhile. The timer is armed here, not when the
-    /// I/O next waits: hyper may already be waiting to read, and then nothing else would look
-    /// at the deadline.
-    fn writing(&mut self, cx: &mut Context<'_>) {
-        let shared = &*self.shared;
-        match shared.phase.load(Ordering::Relaxed) {
-            SERVING
-                if shared.answered.load(Ordering::Relaxed)
-                    == shared.calls.load(Ordering::Relaxed) =>
-            {
-                let early = std::mem::take(&mut self.early);
-                let next = if early { READING } else { IDLE };
-                if shared
-                    .phase
-                    .compare_exchange(SERVING, next, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let idle = self.limits.idle_timeout;
-                    let limit = if early {
-                        self.limits.read_timeout
-                    } else {
-                        // Idle is marked before the free slots are read, with a fence between
-                        // (as the guard has between finding none free and its scan): either
-                        // the guard's scan sees this connection idle and presses it, or this
-                        // read sees no slot free.
-                        std::sync::atomic::fence(Ordering::SeqCst);
-                        if self.slots.available_permits() == 0 {
-                            // Others wait for a slot: make room unless the next request comes
-                            // soon.
-                            idle.min(self.limits.read_timeout)
-                        } else {
-                            idle
-                        }
-                    };
-                    self.evicting = !early && limit < idle;
-                    self.deadline = Deadline::after(limit);
-                    self.calls = shared.calls.load(Ordering::Relaxed);
-                    if let Deadline::At(at) = self.deadline {
-                        // In the future: this only arms the timer.
-                        let _ = self.expired(cx, at);
-                    }
-                }
+    /// All of an answer has gone out (hyper flushed it after dropping its body): the connection
+    /// is idle from now, or reading the next request's head if hyper may hold some of it
+    /// already. The timer is armed here, not when the I/O next waits: hyper may already be
+    /// waiting to read, and then nothing else would look at the deadline.
+    ///
+    /// Between a request's head and its answer's end, hyper reads the connection only when its
+    /// own buffer is empty (for the body, or to notice the client gone), and the read that
+    /// completes a head brings bytes: so if the last read found nothing, that buffer is empty.
+    /// Otherwise bytes of a next request may wait in it (sent in the same packet as the one
+    /// answered, or while it was served), which the I/O will not see arrive: their read
+    /// deadline starts now.
+    fn went_out(&mut self, cx: &mut Context<'_>, answered: u64) {
+        let idle = self.quiet;
+        let next = state(call_of(answered), if idle { IDLE } else { HEAD });
+        // Only this task moves an answered connection on (a body's end changes only a body
+        // being read).
+        self.shared.state.store(next, Ordering::Relaxed);
+        let limit = if idle {
+            // Idle is marked before the free slots are read, with a fence between (as the
+            // guard has between finding none free and its scan): either the guard's scan sees
+            // this connection idle and presses it, or this read sees no slot free.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.slots.available_permits() == 0 {
+                // Others wait for a slot: make room unless the next request comes soon.
+                self.limits.idle_timeout.min(self.limits.read_timeout)
+            } else {
+                self.limits.idle_timeout
             }
-            // An answer given before the body ended, after which the body's end must not make
-            // the connection "served" (with no deadline) again.
-            READING => {
-                let calls = shared.calls.load(Ordering::Relaxed);
-                if shared.answered.load(Ordering::Relaxed) == calls {
-                    shared.answered_early.store(calls, Ordering::Relaxed);
-                }
-            }
-            _ => {}
+        } else {
+            self.limits.read_timeout
+        };
+        self.evicting = idle && limit < self.limits.idle_timeout;
+        self.deadline = Deadline::after(limit);
+        self.deadline_for = next;
+        if let Deadline::At(at) = self.deadline {
+            // In the future: this only arms the timer.
+            let _ = self.expired(cx, at);
         }
     }
 
-    /// A write cannot go out: `Pending` until the read timeout after it first blocked, then the
-    /// error that ends the connection (a client that does not take its answer).
+    /// A write cannot go out: `Pending` until the read timeout after the first write since the
+    /// last complete flush blocked, then the error that ends the connection (a client that does
+    /// not take its answer, or takes it too slowly). A write that makes progress does not move
+    /// the deadline: only a flush that completes, once all that hyper had to send is out.
     fn write_blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let limit = self.limits.read_timeout;
         let deadline = match self.write_deadline {
@@ -533,9 +552,13 @@ impl<IO> Watched<IO> {
     /// The I/O has to wait: `Pending` (with the timer armed for the phase's deadline, if it has
     /// one), or the error that ends the connection once the deadline has passed.
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let phase = self.shared.phase.load(Ordering::Relaxed);
+        // Once a request's head is in, hyper's buffer is empty (see `went_out`), and stays so
+        // until a byte arrives.
+        self.quiet = true;
+        let state = self.shared.state.load(Ordering::Relaxed);
+        let phase = phase_of(state);
         let limit = match phase {
-            READING => self.limits.read_timeout,
+            HEAD | BODY => self.limits.read_timeout,
             IDLE => {
                 self.idle_pressed(cx);
                 if self.evicting {
@@ -544,13 +567,13 @@ impl<IO> Watched<IO> {
                     self.limits.idle_timeout
                 }
             }
+            // Serving (an answer not taken is the write deadline's), or untracked.
             _ => return Poll::Pending,
         };
-        // A request handed on since the deadline was set: this wait is for its body, which
-        // gets the read timeout afresh.
-        let calls = self.shared.calls.load(Ordering::Relaxed);
-        if calls != self.calls {
-            self.calls = calls;
+        // A phase or request since the deadline was set: a head begun on an idle connection, or
+        // the body of a request handed on, which gets the read timeout afresh.
+        if state != self.deadline_for {
+            self.deadline_for = state;
             self.deadline = Deadline::Unset;
         }
         if let Deadline::Unset = self.deadline {
@@ -562,7 +585,7 @@ impl<IO> Watched<IO> {
         if self.expired(cx, deadline).is_pending() {
             return Poll::Pending;
         }
-        let what = if phase == READING {
+        let what = if phase != IDLE {
             self.shared.timed_out.store(true, Ordering::Relaxed);
             self.ended("read_timeout");
             "no complete request"
@@ -609,7 +632,7 @@ impl<IO> Watched<IO> {
             return;
         }
         // The deadline was set to the idle timeout when the connection went idle (in
-        // `writing`): the read timeout after that is as much earlier as the two differ. One
+        // `went_out`): the read timeout after that is as much earlier as the two differ. One
         // already past closes the connection at once.
         let cut = self.limits.idle_timeout - self.limits.read_timeout;
         self.deadline = match self.deadline {
@@ -696,13 +719,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.writing(cx);
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Pending => this.write_blocked(cx).map(Err),
-            done => {
-                this.write_deadline = None;
-                done
-            }
+            done => done,
         }
     }
 
@@ -712,13 +731,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.writing(cx);
         match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
             Poll::Pending => this.write_blocked(cx).map(Err),
-            done => {
-                this.write_deadline = None;
-                done
-            }
+            done => done,
         }
     }
 
@@ -726,12 +741,18 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         self.io.is_write_vectored()
     }
 
+    /// hyper flushes once it has written all it had buffered (and so does rustls below it):
+    /// the write deadline ends, and an answer whose body hyper has dropped is all out.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_flush(cx) {
             Poll::Pending => this.write_blocked(cx).map(Err),
             done => {
                 this.write_deadline = None;
+                let state = this.shared.state.load(Ordering::Relaxed);
+                if phase_of(state) == ANSWERED {
+                    this.went_out(cx, state);
+                }
                 done
             }
         }
@@ -743,19 +764,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 }
 
 /// A connection's service: marks when a request is being served, and wraps each request's
-/// body to mark its end ([`Deadlined`]).
+/// body to mark its end ([`Deadlined`]) and each answer's body to mark when hyper has all of
+/// it ([`AnswerBody`]).
 #[derive(Clone, Debug)]
 pub struct Marked<S> {
     inner: S,
     shared: Arc<Shared>,
 }
 
-impl<S, B> tower_service::Service<Request<B>> for Marked<S>
+impl<S, B, A> tower_service::Service<Request<B>> for Marked<S>
 where
-    S: tower_service::Service<Request<Deadlined<B>>>,
+    S: tower_service::Service<Request<Deadlined<B>>, Response = Response<A>>,
     B: Body,
 {
-    type Response = S::Response;
+    type Response = Response<AnswerBody<A>>;
     type Error = S::Error;
     type Future = Answered<S::Future>;
 
@@ -765,50 +787,114 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &self.shared;
-        let call = shared.calls.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let mark = if req.version() == Version::HTTP_2 {
+        // Requests are handed on by the connection's task alone, which alone counts them
+        // (hyper-util's service adapter clones the service for each, so the count is shared).
+        let call = call_of(shared.state.load(Ordering::Relaxed)).wrapping_add(1);
+        let (phase, mark) = if req.version() == Version::HTTP_2 {
             // Not offered by the servers (see the crate's documentation); untracked if served.
-            shared.phase.store(MULTIPLEXED, Ordering::Relaxed);
-            None
+            (MULTIPLEXED, None)
         } else if req.body().is_end_stream() {
-            shared.phase.store(SERVING, Ordering::Relaxed);
-            None
+            (SERVING, None)
         } else {
             // Still reading: the body.
-            shared.phase.store(READING, Ordering::Relaxed);
-            Some(BodyMark {
+            let mark = BodyMark {
                 shared: shared.clone(),
                 call,
-            })
+            };
+            (BODY, Some(mark))
         };
-        Answered {
-            inner: self.inner.call(req.map(|body| Deadlined::new(body, mark))),
+        shared.state.store(state(call, phase), Ordering::Relaxed);
+        let answer = (phase != MULTIPLEXED).then(|| AnswerMark {
             shared: shared.clone(),
             call,
+        });
+        Answered {
+            inner: self.inner.call(req.map(|body| Deadlined::new(body, mark))),
+            mark: answer,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A request's answer being made: once the service has it, the connection's next write is
-    /// the answer (see [`Marked`]).
+    /// A request's answer being made: its body is handed to hyper as an [`AnswerBody`].
     #[derive(Debug)]
     pub struct Answered<F> {
         #[pin]
         inner: F,
-        shared: Arc<Shared>,
-        call: u32,
+        mark: Option<AnswerMark>,
     }
 }
 
-impl<F: Future> Future for Answered<F> {
-    type Output = F::Output;
+impl<F, A, E> Future for Answered<F>
+where
+    F: Future<Output = Result<Response<A>, E>>,
+{
+    type Output = Result<Response<AnswerBody<A>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let answer = ready!(this.inner.poll(cx));
-        this.shared.answered.store(*this.call, Ordering::Relaxed);
-        Poll::Ready(answer)
+        let mark = this.mark.take();
+        Poll::Ready(answer.map(|answer| answer.map(|body| AnswerBody { inner: body, mark })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body: hyper drops it once it has all of it (or gives up), after which the
+    /// connection moves on when the rest goes out (see [`Watched`]). Until then the request is
+    /// served, however long a streamed answer takes.
+    #[derive(Debug)]
+    pub struct AnswerBody<B> {
+        #[pin]
+        inner: B,
+        mark: Option<AnswerMark>,
+    }
+}
+
+impl<B: Body> Body for AnswerBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The end of one request's answer (its body dropped by hyper).
+#[derive(Debug)]
+struct AnswerMark {
+    shared: Arc<Shared>,
+    call: u32,
+}
+
+impl Drop for AnswerMark {
+    fn drop(&mut self) {
+        // From the request's own body or service only (a compare-and-swap: its body may end on
+        // another task meanwhile, moving it from one to the other).
+        let state = &self.shared.state;
+        let mut current = state.load(Ordering::Relaxed);
+        while call_of(current) == self.call && matches!(phase_of(current), BODY | SERVING) {
+            match state.compare_exchange_weak(
+                current,
+                self::state(self.call, ANSWERED),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => current = now,
+            }
+        }
     }
 }
 
@@ -821,19 +907,17 @@ struct BodyMark {
 
 impl Drop for BodyMark {
     fn drop(&mut self) {
-        // Only for its own request (a body dropped late must not end the next one's read), and
-        // not once its answer has begun: the connection then stays under the read deadline
-        // (hyper closes it after an answer given before the body ended).
-        if self.shared.calls.load(Ordering::Relaxed) == self.call
-            && self.shared.answered_early.load(Ordering::Relaxed) != self.call
-        {
-            let _ = self.shared.phase.compare_exchange(
-                READING,
-                SERVING,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
+        // Only while its own request's body is being read. After the answer (a body handed to
+        // another task, dropped late) it changes nothing: hyper then has read a small body
+        // already, or reads what is left of it once (keeping the connection if that ends it),
+        // or closes the connection; the answer moved it on, to idle or to the next head (see
+        // `Watched::went_out`). Nor does it end a next request's read.
+        let _ = self.shared.state.compare_exchange(
+            state(self.call, BODY),
+            state(self.call, SERVING),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -3,10 +3,14 @@
 //! of a 10 s deadline takes no time and cannot be flaky.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,7 +29,8 @@ const LIMITS: Limits = Limits {
 };
 
 /// Answers `200 <body length>`; `/slow` first works for a minute (longer than any deadline);
-/// `/ignore` drops the request, works for a minute and answers `200 ignored`; a body that
+/// `/ignore` drops the request, works for a minute and answers `200 ignored`; `/empty` answers
+/// an empty body; `/detach` hands its body to a task that drops it a second later; a body that
 /// times out is answered `408` with the error.
 async fn handle(req: Request<Deadlined<Incoming>>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/detach" {
@@ -44,6 +49,9 @@ async fn handle(req: Request<Deadlined<Incoming>>) -> Result<Response<Full<Bytes
     }
     if req.uri().path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    if req.uri().path() == "/empty" {
+        return Ok(Response::new(Full::new(Bytes::new())));
     }
     if req.uri().path() == "/read-then-slow" {
         // Reads its body, then works for a minute.
@@ -239,6 +247,10 @@ async fn a_slow_handler_after_100_continue_is_not_cut() {
         answer(&mut client).await,
         ("HTTP/1.1 200 OK".to_owned(), "4".to_owned())
     );
+    // Then idle, for the idle timeout.
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), Duration::from_secs(30));
 }
 
 #[tokio::test(start_paused = true)]
@@ -778,4 +790,404 @@ async fn every_slot_and_the_open_gauge_come_back_however_connections_end() {
     assert!(guard.open.connections().is_empty(), "left in the registry");
     assert_eq!(closed_for(&guard, "read_timeout"), 1);
     assert_eq!(closed_for(&guard, "evicted"), 1);
+}
+
+// Real sockets on 127.0.0.1 and the real clock, with short deadlines (and a bound on every
+// wait): what hyper reads and writes in one go, and what the kernel's buffers hold, as a server
+// sees them.
+
+/// The real-socket tests' deadlines: short, with room for a loaded machine around them.
+const REAL: Limits = Limits {
+    read_timeout: Duration::from_millis(300),
+    idle_timeout: Duration::from_secs(30),
+    max_connections: 8,
+};
+
+/// The size of `/big`'s answer: much more than a slow reader takes in the tests' time.
+const BIG: usize = 2 * 1024 * 1024;
+
+type Answer = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
+
+/// Answers `200 <body length>`; `/hold` hands its body to a task that drops it 100 ms later
+/// and answers at once; `/stream` answers 8 chunks 250 ms apart; `/big` answers [`BIG`] bytes.
+async fn real_handle(req: Request<Deadlined<Incoming>>) -> Result<Answer, Infallible> {
+    let text = |t: &'static str| Response::new(Full::new(Bytes::from_static(t.as_bytes())).boxed());
+    Ok(match req.uri().path() {
+        "/hold" => {
+            let body = req.into_body();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(body);
+            });
+            text("held")
+        }
+        "/stream" => Response::new(Trickle::new(8, Duration::from_millis(250)).boxed()),
+        "/big" => Response::new(Full::new(Bytes::from(vec![b'x'; BIG])).boxed()),
+        _ => {
+            let length = req.into_body().collect().await.map(|b| b.to_bytes().len());
+            Response::new(Full::new(Bytes::from(format!("{length:?}"))).boxed())
+        }
+    })
+}
+
+/// A streamed answer's body: `left` chunks, `every` apart.
+struct Trickle {
+    left: u32,
+    every: Duration,
+    next: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Trickle {
+    fn new(chunks: u32, every: Duration) -> Self {
+        Self {
+            left: chunks,
+            every,
+            next: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        ready!(self.next.as_mut().poll(cx));
+        self.left -= 1;
+        let next = Instant::now() + self.every;
+        self.next.as_mut().reset(next);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"chunk\n")))))
+    }
+}
+
+/// A server accepting on a real socket, as the federation's own loop does (hyper-util,
+/// HTTP/1.1 only, under the guard); it stops accepting when dropped.
+struct TcpServer {
+    addr: std::net::SocketAddr,
+    accepting: JoinHandle<()>,
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+/// A listener on 127.0.0.1, its connections' send buffer set to `send_buffer` bytes if given
+/// (accepted sockets take the listener's).
+fn listener(send_buffer: Option<u32>) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    if let Some(size) = send_buffer {
+        socket
+            .set_send_buffer_size(size)
+            .expect("a send buffer size");
+    }
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("binding");
+    socket.listen(64).expect("listening")
+}
+
+fn serve_tcp<S>(guard: &Guard, listener: tokio::net::TcpListener, service: S) -> TcpServer
+where
+    S: tower::Service<Request<Deadlined<Incoming>>, Response = Answer, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let addr = listener.local_addr().expect("an address");
+    let guard = guard.clone();
+    let accepting = tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        loop {
+            let slot = guard.admit().await;
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let (io, service) = guard.open(stream, service.clone(), slot);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    TcpServer { addr, accepting }
+}
+
+/// A client connection to `addr`, its receive buffer set to `recv_buffer` bytes if given.
+async fn dial(addr: std::net::SocketAddr, recv_buffer: Option<u32>) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    if let Some(size) = recv_buffer {
+        socket
+            .set_recv_buffer_size(size)
+            .expect("a receive buffer size");
+    }
+    let stream = socket.connect(addr).await.expect("connecting");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// How long the server took to close `client` (reading and dropping what it sends), or
+/// `None` if it was still open after `limit`.
+async fn closed_within(client: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        while client.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    })
+    .await
+    .ok()
+    .map(|()| start.elapsed())
+}
+
+#[tokio::test]
+async fn a_partial_head_sent_with_the_request_before_it_gets_the_read_timeout_not_the_idle_one() {
+    // The start of a next request in the same packet as the one answered: hyper holds it in its
+    // buffer, and the I/O never sees it arrive; it must not wait like an idle connection.
+    let guard = Guard::new(REAL);
+    let server = serve_tcp(&guard, listener(None), tower::service_fn(real_handle));
+    let mut client = dial(server.addr, None).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HT")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+    let took = closed_within(&mut client, REAL.read_timeout * 10).await;
+    assert!(
+        took.is_some(),
+        "a partial head waited as an idle connection would"
+    );
+    assert_eq!(closed_for(&guard, "read_timeout"), 1);
+}
+
+#[tokio::test]
+async fn a_small_body_that_outlives_its_answer_leaves_the_connection_idle() {
+    // hyper has read the small body with the head; the handler hands it to a task that drops it
+    // after the answer. The connection is kept, and waits for its next request as an idle one,
+    // not under the read deadline.
+    let guard = Guard::new(REAL);
+    let server = serve_tcp(&guard, listener(None), tower::service_fn(real_handle));
+    let mut client = dial(server.addr, None).await;
+    client
+        .write_all(b"POST /hold HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcd")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.1, "held");
+    tokio::time::sleep(REAL.read_timeout * 3).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing the next request");
+    let next = tokio::time::timeout(Duration::from_secs(5), answer(&mut client)).await;
+    assert_eq!(
+        next.expect("no answer to the next request").0,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(closed_for(&guard, "read_timeout"), 0);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_longer_than_the_idle_timeout_is_served_whole() {
+    // 8 chunks 250 ms apart: 2 s, twice the idle timeout. The request is served until the
+    // answer's end, not idle from its first write.
+    let guard = Guard::new(Limits {
+        idle_timeout: Duration::from_secs(1),
+        ..REAL
+    });
+    let server = serve_tcp(&guard, listener(None), tower::service_fn(real_handle));
+    let mut client = dial(server.addr, None).await;
+    client
+        .write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n0\r\n\r\n") {
+            match client.read(&mut buf).await {
+                Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(read.is_ok(), "the answer never ended: {text}");
+    assert_eq!(text.matches("chunk\n").count(), 8, "{text}");
+    assert!(text.ends_with("\r\n0\r\n\r\n"), "cut short: {text}");
+    // Then idle, and used again.
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(answer(&mut client).await.0, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test]
+async fn a_client_taking_a_large_answer_slowly_cannot_stretch_it_past_the_read_timeout() {
+    // Small socket buffers and a client reading 4 KiB every 50 ms: every write makes progress,
+    // but the whole answer would take half a minute.
+    let guard = Guard::new(REAL);
+    let server = serve_tcp(
+        &guard,
+        listener(Some(8 * 1024)),
+        tower::service_fn(real_handle),
+    );
+    let mut client = dial(server.addr, Some(8 * 1024)).await;
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    let start = Instant::now();
+    let mut got = 0;
+    let mut buf = vec![0u8; 4096];
+    let ended = loop {
+        if start.elapsed() > Duration::from_secs(8) {
+            break false;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), client.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => got += n,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        ended,
+        "a slow reader held its answer for {:?} ({got} of {BIG} bytes)",
+        start.elapsed()
+    );
+    assert!(got < BIG, "the whole answer went out ({got} bytes)");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(closed_for(&guard, "write_timeout"), 1);
+}
+
+/// The phases of `guard`'s open connections.
+fn phases(guard: &Guard) -> Vec<u8> {
+    guard
+        .open
+        .connections()
+        .values()
+        .map(|shared| phase_of(shared.state.load(Ordering::Relaxed)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_dropped_on_another_thread_as_its_answer_goes_out_leaves_the_connection_bounded() {
+    // The handler hands its body to a thread that drops it a little after the handler has
+    // answered, the delay swept across the time hyper takes to write the answer: some drops
+    // land while the answer goes out. Once each answer is out and its body dropped, the
+    // connection must be idle or reading (with a deadline), never left served.
+    type Handed = (Deadlined<Incoming>, Arc<AtomicBool>, u32);
+    let (to_dropper, bodies) = std::sync::mpsc::channel::<Handed>();
+    let (dropped_tx, mut dropped) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let dropper = std::thread::spawn(move || {
+        for (body, answered, spins) in bodies {
+            while !answered.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            for _ in 0..spins {
+                std::hint::spin_loop();
+            }
+            drop(body);
+            if dropped_tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let count = Arc::new(AtomicU64::new(0));
+    let service = tower::service_fn(move |req: Request<Deadlined<Incoming>>| {
+        let to_dropper = to_dropper.clone();
+        let count = count.clone();
+        async move {
+            let answered = Arc::new(AtomicBool::new(false));
+            let spins = (count.fetch_add(1, Ordering::Relaxed) % 1500) as u32;
+            let _ = to_dropper.send((req.into_body(), answered.clone(), spins));
+            answered.store(true, Ordering::Release);
+            Ok::<_, Infallible>(Response::new(
+                Full::new(Bytes::from_static(b"handed")).boxed(),
+            ))
+        }
+    });
+    let guard = Guard::new(REAL);
+    let server = serve_tcp(&guard, listener(None), service);
+    let mut client = dial(server.addr, None).await;
+    for i in 0..10000 {
+        client
+            .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcd")
+            .await
+            .expect("writing");
+        assert_eq!(answer(&mut client).await.1, "handed");
+        tokio::time::timeout(Duration::from_secs(5), dropped.recv())
+            .await
+            .expect("the body was never dropped")
+            .expect("the dropper ended");
+        // The server's task may still be flushing: bounded.
+        let start = Instant::now();
+        loop {
+            let now = phases(&guard);
+            if now.iter().all(|p| matches!(*p, IDLE | HEAD)) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "request {i}: left in phases {now:?} once answered"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    drop(server);
+    drop(client);
+    drop(dropped);
+    let _ = dropper;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_body_came_after_its_head_then_waits_the_idle_timeout() {
+    // hyper read the body after the head, then found nothing more: nothing of a next request
+    // waits in its buffer.
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
+        .await
+        .expect("writing");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.write_all(b"efgh").await.expect("writing");
+    assert_eq!(answer(&mut client).await.1, "8");
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.idle_timeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_answer_leaves_the_connection_idle() {
+    // hyper drops an empty body before it writes anything of the answer.
+    let guard = Guard::new(LIMITS);
+    let (mut client, _task) = open(&guard).await;
+    client
+        .write_all(b"GET /empty HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("writing");
+    assert_eq!(
+        answer(&mut client).await,
+        ("HTTP/1.1 200 OK".to_owned(), String::new())
+    );
+    let answered = Instant::now();
+    closed(&mut client).await;
+    assert_eq!(answered.elapsed(), LIMITS.idle_timeout);
 }
