@@ -78,7 +78,8 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = positive_duration)]
         backend_timeout: Duration,
         /// How long a client may take to send a request's head (from its first byte, or from
-        /// the connection's accept), and then its body; slower clients are cut off.
+        /// the connection's accept), and then its body, and to take an answer once it stops
+        /// taking it; slower clients are cut off.
         #[arg(long, env = "ESI_READ_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
         read_timeout: Duration,
         /// How long a keep-alive connection may wait for its next request. Keep it above the

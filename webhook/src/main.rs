@@ -53,7 +53,8 @@ struct Args {
     #[arg(long, env = "ESI_WEBHOOK_SERVICE_ACCOUNT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     service_account_cache_ttl: Duration,
     /// How long a client may take to send a request's head (from its first byte, or from the
-    /// accept, TLS handshake included), and then its body, e.g. 10s.
+    /// accept, TLS handshake included), and then its body, and to take an answer once it
+    /// stops taking it, e.g. 10s.
     #[arg(long, env = "ESI_WEBHOOK_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     read_timeout: Duration,
     /// How long a keep-alive connection may wait for its next review, e.g. 1h. Keep it above
