@@ -432,9 +432,10 @@ def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> N
             fail(stage, f"federation-lambda: statement {sid} grants wildcard actions {sorted(actions)}")
 
 
-# The session tags AWSAssumeRole sets from the verified identity, read from its source so the
-# example's trust and permission policies cannot key on a tag the federation never sets.
-SESSION_TAGS = (REPO / "backends" / "src" / "aws_assume_role.rs", r'pub const TAG_[A-Z_]+: &str = "([^"]+)";')
+# The session tags AWSAssumeRole (and IdentityToken's AWS tags claim) set from the verified
+# identity, read from their source so the example's trust and permission policies cannot key on
+# a tag the federation never sets.
+SESSION_TAGS = (REPO / "backends" / "src" / "identity.rs", r'pub const AWS_TAG_[A-Z_]+: &str = "([^"]+)";')
 
 
 def check_example_session_tags(stage: str) -> None:
