@@ -269,3 +269,32 @@ pub async fn needs_an_rsa_issuer(kind: &str, spec: &str) {
         "{json}"
     );
 }
+
+/// An identity token `issuer` signs at `at` for `id`, audience `audience`, living five minutes
+/// (what the generators ask for), as a party would be shown it.
+pub fn mint_at(issuer: &Issuer, id: &Identity, audience: &str, at: jiff::Timestamp) -> String {
+    issuer
+        .mint_at(
+            &esi_backends::identity::TokenRequest {
+                identity: id,
+                generator: "g",
+                audiences: &[audience.to_owned()],
+                lifetime: std::time::Duration::from_secs(300),
+                aws_session_tags: false,
+            },
+            at,
+        )
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+/// `token` with its `sub` changed after signing (the signature left as it was).
+pub fn forged_sub(token: &str, sub: &str) -> String {
+    let (h, rest) = token.split_once('.').unwrap();
+    let (c, s) = rest.split_once('.').unwrap();
+    let mut claims = part(c).unwrap();
+    claims["sub"] = Value::from(sub);
+    format!("{h}.{}.{s}", URL_SAFE_NO_PAD.encode(claims.to_string()))
+}
