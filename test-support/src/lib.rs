@@ -2,7 +2,9 @@
 //! certificate it signed for `localhost` and `127.0.0.1`, all as PEM; every call makes new
 //! keys, so two calls give two CAs that do not trust each other's certificates), and a
 //! loopback port that refuses connections until a test opens it ([`ClosedPort`]), and the
-//! lookup of an external peer's address that skips loudly or fails ([`peer`]).
+//! lookup of an external peer's address that skips loudly or fails ([`peer`]); with the
+//! `hostile` feature, a reproducible property-test runner and byte-level mutations of valid
+//! input ([`hostile`], for the tests of the paths that read hostile input).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
@@ -125,6 +127,168 @@ pub fn peer(var: &str, test: &str) -> Option<String> {
                 Err(_) => eprint!("{line}"),
             }
             None
+        }
+    }
+}
+
+/// Property tests of the paths that read hostile input (tokens, requests, admission reviews,
+/// configuration): a runner whose cases are reproducible, and mutations of valid input.
+#[cfg(feature = "hostile")]
+pub mod hostile {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    /// The seed of every run unless `ESI_PROPTEST_SEED` names another (a number): the suite
+    /// tries the same cases on every machine, so CI cannot pass and fail on the same commit.
+    pub const DEFAULT_SEED: u64 = 0x65_73_69_2d_68_6f_73_74; // "esi-host"
+
+    /// A runner of `cases` cases (`PROPTEST_CASES` overrides, to search longer locally), seeded
+    /// with [`DEFAULT_SEED`] or `ESI_PROPTEST_SEED`, that writes no regression files (a failure
+    /// prints its shrunk input; turn that into a named test).
+    pub fn runner(cases: u32) -> TestRunner {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases);
+        let seed = std::env::var("ESI_PROPTEST_SEED")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_SEED);
+        let mut bytes = [0u8; 32];
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&(seed.rotate_left(i as u32 * 16) ^ i as u64).to_le_bytes());
+        }
+        let config = Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+    }
+
+    /// Runs `property` over `strategy` with [`runner`]; panics with the shrunk failing input
+    /// and the seed to reproduce it.
+    pub fn check<S: Strategy>(
+        name: &str,
+        cases: u32,
+        strategy: &S,
+        property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    ) where
+        S::Value: std::fmt::Debug,
+    {
+        let mut runner = runner(cases);
+        if let Err(e) = runner.run(strategy, property) {
+            let seed =
+                std::env::var("ESI_PROPTEST_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_string());
+            panic!("{name}: {e}\n(ESI_PROPTEST_SEED={seed} reproduces it)");
+        }
+    }
+
+    /// One edit of a byte string: what a fuzzer does to valid input.
+    #[derive(Debug, Clone)]
+    pub enum Edit {
+        /// Flip some bits of the byte at this index (modulo the length).
+        Flip(usize, u8),
+        /// Remove the bytes from this index on (modulo the length).
+        Truncate(usize),
+        /// Insert these bytes at this index.
+        Insert(usize, Vec<u8>),
+        /// Remove up to this many bytes at this index.
+        Remove(usize, usize),
+        /// Copy a slice (index, length) of the input to another index.
+        Splice(usize, usize, usize),
+    }
+
+    /// Edits of any kind, inserting bytes that are often significant to the formats read
+    /// (JSON, YAML, base64url, JWT separators) as well as arbitrary ones.
+    pub fn edit() -> impl Strategy<Value = Edit> {
+        let significant =
+            prop::sample::select(&b"{}[]\":,.-_=+/\\\n\t #&*!%@'0123456789eE\x00\xff\xc3\x80"[..]);
+        let inserted = prop_oneof![
+            prop::collection::vec(significant, 1..8),
+            prop::collection::vec(any::<u8>(), 1..8),
+        ];
+        prop_oneof![
+            (any::<usize>(), 1..=255u8).prop_map(|(i, m)| Edit::Flip(i, m)),
+            any::<usize>().prop_map(Edit::Truncate),
+            (any::<usize>(), inserted).prop_map(|(i, b)| Edit::Insert(i, b)),
+            (any::<usize>(), 1..64usize).prop_map(|(i, n)| Edit::Remove(i, n)),
+            (any::<usize>(), 1..64usize, any::<usize>())
+                .prop_map(|(f, n, t)| Edit::Splice(f, n, t)),
+        ]
+    }
+
+    /// `input` with `edits` applied in order.
+    pub fn apply(input: &[u8], edits: &[Edit]) -> Vec<u8> {
+        let mut out = input.to_vec();
+        for e in edits {
+            let len = out.len();
+            let at = |i: usize| if len == 0 { 0 } else { i % (len + 1) };
+            match e {
+                Edit::Flip(i, mask) if len > 0 => out[i % len] ^= mask,
+                Edit::Flip(..) => {}
+                Edit::Truncate(i) => out.truncate(at(*i)),
+                Edit::Insert(i, bytes) => {
+                    let i = at(*i);
+                    out.splice(i..i, bytes.iter().copied());
+                }
+                Edit::Remove(i, n) => {
+                    let i = at(*i);
+                    let end = (i + n).min(len);
+                    out.drain(i..end);
+                }
+                Edit::Splice(from, n, to) if len > 0 => {
+                    let from = from % len;
+                    let piece = out[from..(from + n).min(len)].to_vec();
+                    let to = at(*to);
+                    out.splice(to..to, piece);
+                }
+                Edit::Splice(..) => {}
+            }
+        }
+        out
+    }
+
+    /// Up to `max` edits.
+    pub fn edits(max: usize) -> impl Strategy<Value = Vec<Edit>> {
+        prop::collection::vec(edit(), 1..=max)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn edits_apply_within_bounds_and_change_input() {
+            let input = b"{\"a\": [1, 2, 3]}";
+            let changed = std::cell::Cell::new(0u32);
+            check("edits", 200, &edits(4), |e| {
+                let out = apply(input, &e);
+                prop_assert!(out.len() <= input.len() + 4 * 64);
+                if out != input {
+                    changed.set(changed.get() + 1);
+                }
+                Ok(())
+            });
+            // Most edits change the input (a flip of the same byte twice may not).
+            assert!(
+                changed.get() > 150,
+                "only {} of 200 edits changed the input",
+                changed.get()
+            );
+        }
+
+        #[test]
+        fn the_same_seed_gives_the_same_cases() {
+            let draw = || {
+                let seen = std::cell::RefCell::new(Vec::new());
+                check("seed", 20, &edits(3), |e| {
+                    seen.borrow_mut().push(format!("{e:?}"));
+                    Ok(())
+                });
+                seen.into_inner()
+            };
+            assert_eq!(draw(), draw());
         }
     }
 }
