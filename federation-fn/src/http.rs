@@ -181,9 +181,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         return ApiError::new(ErrorCode::RequestTimeout, timed_out.to_string());
     }
     match rejection {
+        // serde quotes the string it could not take: a lease or a token sent where it does not
+        // belong would come back in the answer and reach the audit log. Names and positions stay.
         JsonRejection::JsonDataError(e) => ApiError::new(
             ErrorCode::BadRequest,
-            format!("invalid request body: {}", e.body_text()),
+            format!(
+                "invalid request body: {}",
+                esi_api::json::without_values(&e.body_text())
+            ),
         ),
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::new(ErrorCode::BadRequest, "request body is not valid JSON")
