@@ -182,14 +182,16 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
     match rejection {
         // serde quotes the string it could not take: a lease or a token sent where it does not
-        // belong would come back in the answer and reach the audit log. Names and positions stay.
-        JsonRejection::JsonDataError(e) => ApiError::new(
-            ErrorCode::BadRequest,
-            format!(
-                "invalid request body: {}",
-                esi_api::json::without_values(&e.body_text())
-            ),
-        ),
+        // belong would come back in the answer and reach the audit log. Names and positions
+        // stay, shortened: an unknown member's name is the caller's text, of any length.
+        JsonRejection::JsonDataError(e) => {
+            let mut why = esi_api::json::without_values(&e.body_text());
+            esi_api::json::truncate_at_char_boundary(&mut why, esi_api::json::EXPLANATION_MAX);
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("invalid request body: {why}"),
+            )
+        }
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::new(ErrorCode::BadRequest, "request body is not valid JSON")
         }

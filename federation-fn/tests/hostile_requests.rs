@@ -473,13 +473,14 @@ fn optional<'v, T>(
     }
 }
 
-/// `(alg, kid, crit present)` of a header, `None` when it does not read.
+/// `(alg, kid, crit present)` of a header, `None` when it does not read (the verifier takes
+/// the header and the claims only as objects).
 fn read_header(h: &Value) -> Option<(&str, Option<&str>, bool)> {
-    let f = fields(h, &["alg", "kid", "crit"])?;
+    let f = fields(h.is_object().then_some(h)?, &["alg", "kid", "crit"])?;
     let alg = f[0]?.as_str()?;
     let kid = optional(f[1], Value::as_str)?;
-    // `Option<IgnoredAny>`: `"crit": null` reads as no `crit`.
-    let crit = !matches!(f[2], None | Some(Value::Null));
+    // Any `crit`, `null` included, is refused.
+    let crit = f[2].is_some();
     Some((alg, kid, crit))
 }
 
@@ -497,7 +498,7 @@ struct ModelClaims<'v> {
 
 fn read_claims(c: &Value) -> Option<ModelClaims<'_>> {
     let f = fields(
-        c,
+        c.is_object().then_some(c)?,
         &["iss", "sub", "aud", "exp", "nbf", "iat", "kubernetes.io"],
     )?;
     let aud = optional(f[2], |v| match v {
@@ -1656,6 +1657,24 @@ fn a_body_of_the_wrong_shape_is_explained_without_its_values() {
         assert!(message.contains("invalid type: a string"), "{message}");
         assert!(!a.text.contains(secret), "{message}");
     }
+}
+
+#[test]
+fn an_unknown_member_is_named_shortened() {
+    let w = World::new();
+    let name = "m".repeat(60_000);
+    let body = format!(r#"{{"lease": "x", "{name}": 1}}"#);
+    let a = w.send(common::post("/v1/revoke", Some(&w.token), Some(&body)));
+    assert_eq!(a.status, 400, "{}", a.text);
+    let message = a.json["error"]["message"].as_str().unwrap();
+    // axum names the member's path first, then serde's reason: cut after the name's start.
+    assert!(message.starts_with("invalid request body: "), "{message}");
+    assert!(message.contains("mmmm"), "{message}");
+    assert!(
+        message.len() <= "invalid request body: ".len() + esi_api::json::EXPLANATION_MAX,
+        "{} bytes",
+        message.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

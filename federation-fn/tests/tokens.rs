@@ -178,7 +178,7 @@ async fn rejection_table() {
             "claims not an object",
             unsigned(json!({"alg": "RS256"}), &json!([1, 2]), b"sig"),
             ErrorCode::InvalidToken,
-            "malformed: a value of the wrong type or form at [0] (line 1",
+            "malformed: not a JSON object",
         ),
         (
             "sub mismatch",
@@ -239,6 +239,30 @@ async fn rejection_table() {
             key.sign(json!({"crit": ["exp"]}), &claims(&issuer, &base), true),
             ErrorCode::InvalidToken,
             "crit",
+        ),
+        (
+            "crit null",
+            key.sign(json!({"crit": null}), &claims(&issuer, &base), true),
+            ErrorCode::InvalidToken,
+            "crit",
+        ),
+        (
+            // serde's derive reads a struct from an array by position: the verifier must not.
+            "header as an array",
+            key.sign(json!(["RS256", key.kid]), &claims(&issuer, &base), false),
+            ErrorCode::InvalidToken,
+            "not a JSON object",
+        ),
+        (
+            "claims as an array",
+            {
+                let c = claims(&issuer, &base);
+                let fields = ["iss", "sub", "aud", "exp", "nbf", "iat", "kubernetes.io"];
+                let positional: Vec<_> = fields.iter().map(|f| c[*f].clone()).collect();
+                key.sign(json!({"typ": "JWT"}), &json!(positional), true)
+            },
+            ErrorCode::InvalidToken,
+            "not a JSON object",
         ),
         (
             "oversized",

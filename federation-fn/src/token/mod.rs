@@ -116,8 +116,25 @@ struct Header<'a> {
     alg: Cow<'a, str>,
     #[serde(default, borrow)]
     kid: Option<Cow<'a, str>>,
-    #[serde(default)]
+    /// Any `crit`, `null` included (RFC 7515 §4.1.11 allows only a non-empty array): present
+    /// means refused.
+    #[serde(default, deserialize_with = "present")]
     crit: Option<serde::de::IgnoredAny>,
+}
+
+/// `Some` whenever the member is there, whatever its value (`Option`'s own reading takes
+/// `null` for absent).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde::de::IgnoredAny>, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(Some)
+}
+
+/// Whether JSON text is an object. serde's derive reads a struct from an array too (by
+/// position); a JOSE header and a claims set are objects (RFC 7515 §4, RFC 7519 §4).
+fn is_json_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
 }
 
 /// `aud`: one string or an array of strings (RFC 7519 §4.1.3), borrowed from the payload when
@@ -339,6 +356,7 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
             // reader does not check every string again.
             let header: Header<'t> = std::str::from_utf8(header_bytes)
                 .ok()
+                .filter(|text| is_json_object(text))
                 .and_then(|text| serde_json::from_str(text).ok())
                 .ok_or_else(|| Rejection::invalid("token header is not a JSON object with alg"))?;
             if header.crit.is_some() {
@@ -358,6 +376,11 @@ fn parse<'t>(token: &'t str, buf: &'t mut Vec<u8>) -> Result<Parsed<'t>, Rejecti
     let payload = decode(p, payload_buf, PAYLOAD)?;
     let payload = std::str::from_utf8(payload)
         .map_err(|_| Rejection::invalid("token claims are malformed: not UTF-8"))?;
+    if !is_json_object(payload) {
+        return Err(Rejection::invalid(
+            "token claims are malformed: not a JSON object",
+        ));
+    }
     let claims: Claims<'t> = serde_json::from_str(payload).map_err(|_| {
         // Read again to name the claim at fault: serde_json's own message quotes the value.
         let why = esi_api::json::explain::<Claims<'_>>(payload);
