@@ -312,12 +312,24 @@ impl<'a> Planner<'a> {
                     .map(|c| Cow::Borrowed(c.name.as_str())),
             )
             .collect();
+        // A mount of a volume the Pod does not define is taken too: the API server validates
+        // the Pod only after this webhook, and naming our volume after it would hand the
+        // credentials volume, or the federation token, to a container through that mount.
         let mut taken_volumes: BTreeSet<Cow<'_, str>> = self
             .spec
             .volumes
             .iter()
             .flatten()
-            .map(|v| Cow::Borrowed(v.name.as_str()))
+            .map(|v| v.name.as_str())
+            .chain(
+                self.spec
+                    .containers
+                    .iter()
+                    .chain(self.spec.init_containers.iter().flatten())
+                    .flat_map(|c| c.volume_mounts.iter().flatten())
+                    .map(|m| m.name.as_str()),
+            )
+            .map(Cow::Borrowed)
             .collect();
         let init_name = unique_name(INIT_CONTAINER_NAME, &mut taken_containers)?;
         let want_agent = refresh.is_some() || ann.revoke_on_exit;
@@ -414,7 +426,9 @@ impl<'a> Planner<'a> {
             let size = inj.to_json().len();
             if size > limits::MAX_SPEC_BYTES {
                 return deny(format!(
-                    "esi: the injection spec esi-cli receives in {ENV_SPEC} would be {size} bytes, over the limit of {}                      (one env var cannot exceed 128 KiB, or the container fails to start); use fewer or smaller                      templates ({ANN_TEMPLATE_PREFIX}<name>) or file outputs",
+                    "esi: the injection spec esi-cli receives in {ENV_SPEC} would be {size} bytes, over the limit of {} \
+                     (one env var cannot exceed 128 KiB, or the container fails to start); use fewer or smaller \
+                     templates ({ANN_TEMPLATE_PREFIX}<name>) or file outputs",
                     limits::MAX_SPEC_BYTES
                 ));
             }
@@ -516,8 +530,12 @@ impl<'a> Planner<'a> {
         let url = match &self.ann.federation_url {
             Some(u) => {
                 if !self.cfg.url_allowed(u) {
+                    // The annotation may hold 16 KiB of URL: shown whole, it would push the
+                    // reason out of the (capped) message.
+                    let shown = esi_api::json::prefix_at_char_boundary(u, 256);
+                    let cut = if shown.len() < u.len() { "…" } else { "" };
                     return deny(format!(
-                        "esi: annotation {ANN_FEDERATION_URL}: {u} is not on the webhook's allow-list \
+                        "esi: annotation {ANN_FEDERATION_URL}: {shown}{cut} is not on the webhook's allow-list \
                          (ask the cluster admin to add it to federation.allowedUrls)"
                     ));
                 }
@@ -704,8 +722,12 @@ impl<'a> Planner<'a> {
 
     fn owner(&self, chosen: &[Chosen<'_>]) -> Result<ResolvedOwner, Denial> {
         let pod_sc = self.spec.security_context.as_ref();
+        // Kubernetes accepts ids 0..=2^31-1; one beyond would reach the esi-cli containers.
         let to_u32 = |v: i64, what: &str| -> Result<u32, Denial> {
-            u32::try_from(v).map_err(|_| Denial(format!("esi: {what} {v} is not a valid id")))
+            u32::try_from(v)
+                .ok()
+                .filter(|id| *id <= contract::MAX_ID)
+                .ok_or_else(|| Denial(format!("esi: {what} {v} is not a valid id")))
         };
         let (uid, gid) = if let Some(o) = &self.ann.run_as {
             (o.uid, o.gid)

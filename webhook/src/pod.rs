@@ -16,10 +16,10 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Pod {
     /// Name, labels, annotations.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "object_or_default")]
     pub metadata: ObjectMeta,
     /// The spec; `None` when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     pub spec: Option<PodSpec>,
 }
 
@@ -49,10 +49,10 @@ pub struct ObjectMeta {
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
     /// `containers`.
-    #[serde(default, deserialize_with = "bounded_list_or_empty")]
+    #[serde(default, deserialize_with = "bounded_objects_or_empty")]
     pub containers: Vec<Container>,
     /// `initContainers`.
-    #[serde(default, deserialize_with = "bounded_list")]
+    #[serde(default, deserialize_with = "bounded_objects")]
     pub init_containers: Option<Vec<Container>>,
     /// `ephemeralContainers` (only their names: the webhook must not take one).
     #[serde(default, deserialize_with = "bounded_list")]
@@ -192,7 +192,7 @@ pub struct AdmissionRequest {
     #[allow(dead_code)]
     user_info: IgnoredAny,
     /// `object`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     pub object: Option<Pod>,
 }
 
@@ -284,18 +284,62 @@ fn bounded_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Ok(Option::<Bounded<T>>::deserialize(d)?.map(|b| b.0))
 }
 
-/// A list, bounded ([`budgeted`]); absent or `null` reads as empty, as k8s-openapi reads it.
-fn bounded_list_or_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Vec<T>, D::Error> {
-    Ok(bounded_list(d)?.unwrap_or_default())
-}
-
 /// An optional string map, bounded ([`budgeted`]); `null` reads as absent.
 fn bounded_map<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
     Ok(Option::<BoundedMap>::deserialize(d)?.map(|b| b.0))
+}
+
+/// A struct read from a JSON object only. serde's derive also reads a struct from an array of
+/// its fields in order, a shape k8s-openapi refuses; the patch addresses the Pod, its
+/// metadata, spec and containers by member name, and cannot apply to such an array.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Members<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
+/// An optional object ([`Object`]); `null` reads as absent.
+fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Object<T>>::deserialize(d)?.map(|o| o.0))
+}
+
+/// An object ([`Object`]); absent or `null` reads as its default, as k8s-openapi reads it.
+fn object_or_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(optional_object(d)?.unwrap_or_default())
+}
+
+/// An optional list of objects ([`Object`]), bounded ([`budgeted`]).
+fn bounded_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Bounded<Object<T>>>::deserialize(d)?
+        .map(|b| b.0.into_iter().map(|o| o.0).collect()))
+}
+
+/// A list of objects ([`Object`]), bounded; absent or `null` reads as empty, as k8s-openapi
+/// reads it.
+fn bounded_objects_or_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(bounded_objects(d)?.unwrap_or_default())
 }
 
 /// A field k8s-openapi reads as its default when it is absent or `null`.
@@ -397,6 +441,14 @@ mod tests {
     #[test]
     fn wrong_types_are_refused() {
         for bad in [
+            // Found by tests/hostile_admission.rs: serde's derive read these arrays as
+            // structs, field by field, and the patch then failed to apply (`[[]]`), or a
+            // value of the Pod was echoed as a container name.
+            json!({"spec": {"containers": [[]]}}),
+            json!({"spec": {"containers": [["s3cret"]]}}),
+            json!({"spec": {"containers": [{"name": "a"}], "initContainers": [["i"]]}}),
+            json!({"spec": [[{"name": "a"}]]}),
+            json!({"metadata": [null, null, null, {"esi.dev/inject": "true"}]}),
             json!({"spec": {"containers": {"name": "a"}}}),
             json!({"spec": {"containers": [{"name": 1}]}}),
             json!({"spec": {"securityContext": {"runAsUser": "root"}}}),

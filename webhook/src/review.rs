@@ -294,7 +294,41 @@ pub fn parse(body: &[u8]) -> Parsed {
     parse_carefully(body)
 }
 
+/// The longest message a denial carries; longer ones are cut, marked with `…`.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message` as one line `kubectl` can print: control characters, line separators and bidi
+/// controls escaped (they come from the Pod as sent, which the API server validates only after
+/// the mutating webhooks: a container name may hold an escape sequence or a newline), and at
+/// most [`MAX_MESSAGE_BYTES`] (a name list of a Pod with a thousand containers).
+pub fn one_line(message: String) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if message.len() <= MAX_MESSAGE_BYTES && !message.chars().any(unsafe_char) {
+        return message;
+    }
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_BYTES + 8));
+    for c in message.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_MESSAGE_BYTES {
+            break;
+        }
+    }
+    if out.len() > MAX_MESSAGE_BYTES {
+        esi_api::json::truncate_at_char_boundary(&mut out, MAX_MESSAGE_BYTES - '…'.len_utf8());
+        out.push('…');
+    }
+    out
+}
+
 fn invalid(uid: String, message: String) -> Parsed {
+    let message = one_line(message);
     Parsed::Answered(Box::new(Reviewed {
         response: ReviewResponse::deny(uid, 400, "BadRequest", message.clone()),
         decision: Decision::Invalid,
@@ -366,20 +400,15 @@ fn parse_carefully(body: &[u8]) -> Parsed {
 /// The careful path for a body over [`EXPLAINED_IN_FULL`]: the uid, if one can be read,
 /// and what the webhook's own types found wrong. Nothing is read into a value tree.
 fn explain_briefly(body: &[u8]) -> Parsed {
-    #[derive(serde::Deserialize)]
-    struct UidOnly {
-        #[serde(default)]
-        request: Option<Uid>,
+    let uid = readable_uid(body).unwrap_or_default();
+    // Read from bytes, serde_json checks the UTF-8 of the strings it keeps, not of those it
+    // skips: a body the first read refused as a whole would read here, and be decided.
+    if let Err(e) = std::str::from_utf8(body) {
+        return invalid(
+            uid,
+            format!("esi: malformed AdmissionReview JSON: the body is not UTF-8 ({e})"),
+        );
     }
-    #[derive(serde::Deserialize)]
-    struct Uid {
-        uid: String,
-    }
-    let uid = serde_json::from_slice::<UidOnly>(body)
-        .ok()
-        .and_then(|u| u.request)
-        .map(|r| r.uid)
-        .unwrap_or_default();
     match crate::pod::budgeted(|| serde_json::from_slice::<Envelope>(body)) {
         Err(e) if matches!(e.classify(), Category::Syntax | Category::Eof) => {
             invalid(uid, format!("esi: malformed AdmissionReview JSON: {e}"))
@@ -402,6 +431,16 @@ fn explain_briefly(body: &[u8]) -> Parsed {
             request: Some(req), ..
         }) => parse_request(req),
     }
+}
+
+/// `request.uid`, read member by member without building the rest: a member given twice is
+/// taken the second time, as a [`Value`] takes it (a typed read refuses the body, and would
+/// lose the uid a smaller body keeps).
+fn readable_uid(body: &[u8]) -> Option<String> {
+    type Members<'a> = BTreeMap<String, &'a serde_json::value::RawValue>;
+    let top: Members<'_> = serde_json::from_slice(body).ok()?;
+    let request: Members<'_> = serde_json::from_str(top.get("request")?.get()).ok()?;
+    serde_json::from_str(request.get("uid")?.get()).ok()
 }
 
 fn parse_request(req: AdmissionRequest) -> Parsed {
@@ -467,11 +506,14 @@ pub fn decide(
             Decision::Injected,
             "injected".to_owned(),
         ),
-        Err(denial) => (
-            ReviewResponse::deny(req.uid, 403, "Forbidden", denial.0.clone()),
-            Decision::Denied,
-            denial.0,
-        ),
+        Err(denial) => {
+            let message = one_line(denial.0);
+            (
+                ReviewResponse::deny(req.uid, 403, "Forbidden", message.clone()),
+                Decision::Denied,
+                message,
+            )
+        }
     };
     Reviewed {
         response,
@@ -486,12 +528,12 @@ pub fn decide(
 /// without its defaults the webhook cannot know what the Pod asked for. The API server shows
 /// the message to the client; `503 ServiceUnavailable` tells it a retry may succeed.
 pub fn deny_unavailable(req: PodRequest, service_account: &str, why: &str) -> Reviewed {
-    let msg = format!(
+    let msg = one_line(format!(
         "esi: cannot read ServiceAccount {ns}/{service_account} for its esi.dev/ defaults: {why}; \
          the Pod was not admitted, retry later (an administrator can check the webhook's access \
          to the API server)",
         ns = req.namespace
-    );
+    ));
     Reviewed {
         response: ReviewResponse::deny(req.uid, 503, "ServiceUnavailable", msg.clone()),
         decision: Decision::Denied,
@@ -613,6 +655,37 @@ mod tests {
         );
     }
 
+    /// Found by tests/hostile_admission.rs: a body over [`EXPLAINED_IN_FULL`] whose only
+    /// invalid UTF-8 sat in a string the webhook skips (an env value) was read by the brief
+    /// explanation and injected, where a smaller one was refused.
+    #[test]
+    fn a_large_body_that_is_not_utf8_is_refused_too() {
+        let pod = serde_json::json!({
+            "metadata": {"labels": {"esi.dev/inject": "true"},
+                         "annotations": {"esi.dev/generators": "db=team/Password/p",
+                                         "esi.dev/env": "A=db.k"}},
+            "spec": {"securityContext": {"runAsUser": 1000},
+                     "containers": [{"name": "app", "command": ["/app"],
+                                     "env": [{"name": "X", "value": "\u{e9}"}],
+                                     "image": "x".repeat(EXPLAINED_IN_FULL)}]}
+        });
+        let text = body(&pod_create_review(&pod, "team", "u1"));
+        let at = text
+            .windows(2)
+            .position(|w| w == "\u{e9}".as_bytes())
+            .unwrap();
+        let mut latin1 = text.clone();
+        latin1.splice(at..at + 2, [0xe9]);
+        assert_eq!(
+            review(&text, &WebhookConfig::default()).decision,
+            Decision::Denied,
+            "no default federation URL: denied, but decided"
+        );
+        let r = review(&latin1, &WebhookConfig::default());
+        assert_eq!(r.decision, Decision::Invalid, "{}", r.detail);
+        assert!(r.detail.contains("not UTF-8"), "{}", r.detail);
+    }
+
     /// The first read checks the body as UTF-8 once, whole; a body that is not UTF-8 is
     /// refused by the careful read, which says where.
     #[test]
@@ -677,6 +750,40 @@ mod tests {
             assert!(!r.detail.contains("s3cret"), "{}", r.detail);
             let answer = String::from_utf8(r.response.to_json().unwrap()).unwrap();
             assert!(!answer.contains("s3cret"), "{answer}");
+        }
+    }
+
+    #[test]
+    fn messages_are_one_short_line() {
+        assert_eq!(one_line("esi: plain".into()), "esi: plain");
+        assert_eq!(
+            one_line("esi: a\nb\u{1b}[2J\u{202e}c\u{2028}".into()),
+            "esi: a\\nb\\u{1b}[2J\\u{202e}c\\u{2028}"
+        );
+        let long = one_line(format!("esi: {}", "é".repeat(MAX_MESSAGE_BYTES)));
+        assert!(
+            long.len() <= MAX_MESSAGE_BYTES && long.ends_with('…'),
+            "{long}"
+        );
+    }
+
+    /// Found by tests/hostile_admission.rs: a large body with `request` or its `uid` given
+    /// twice was answered without the uid a smaller one got back.
+    #[test]
+    fn a_duplicated_uid_is_read_as_the_last_one_whatever_the_size() {
+        for padding in [0, EXPLAINED_IN_FULL] {
+            let pod = serde_json::json!({"metadata": {"annotations": {"pad": "x".repeat(padding)}},
+                                         "spec": {"containers": 7}});
+            let text = String::from_utf8(body(&pod_create_review(&pod, "team", "u1"))).unwrap();
+            for dup in [
+                text.replacen("\"uid\":\"u1\"", "\"uid\":null,\"uid\":\"u1\"", 1),
+                text.replacen("\"request\":", "\"request\":null,\"request\":", 1),
+            ] {
+                assert_ne!(dup, text);
+                let r = review(dup.as_bytes(), &WebhookConfig::default());
+                assert_eq!(r.decision, Decision::Invalid, "{}", r.detail);
+                assert_eq!(r.response.response.uid, "u1", "{padding}: {}", r.detail);
+            }
         }
     }
 

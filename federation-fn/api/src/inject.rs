@@ -616,9 +616,21 @@ impl AnnotationError {
     }
 }
 
+/// The longest annotation key Kubernetes accepts: a DNS subdomain prefix, `/`, a 63-byte name.
+const MAX_KEY_BYTES: usize = 253 + 1 + 63;
+
 impl fmt::Display for AnnotationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "annotation {}: {}", self.annotation, self.message)
+        // The key comes from the Pod as sent, before the API server validates it (mutating
+        // webhooks run first): one with control characters or of any length is shown
+        // escaped and shortened, so the message stays one line that cannot drive a terminal.
+        let plain = self.annotation.len() <= MAX_KEY_BYTES
+            && self.annotation.bytes().all(|b| b.is_ascii_graphic());
+        if plain {
+            write!(f, "annotation {}: {}", self.annotation, self.message)
+        } else {
+            write!(f, "annotation {}: {}", show(&self.annotation), self.message)
+        }
     }
 }
 
@@ -1164,6 +1176,9 @@ pub fn parse_duration_seconds(value: &str) -> Result<i64, String> {
     Ok(total)
 }
 
+/// The largest user or group id Kubernetes accepts in a `securityContext` (2^31-1).
+pub const MAX_ID: u32 = i32::MAX as u32;
+
 fn parse_run_as(value: &str) -> Result<Owner, String> {
     let v = value.trim();
     let (u, g) = match v.split_once(':') {
@@ -1171,9 +1186,19 @@ fn parse_run_as(value: &str) -> Result<Owner, String> {
         None => (v, None),
     };
     let id = |s: &str| {
-        s.trim()
+        let id = s
+            .trim()
             .parse::<u32>()
-            .map_err(|_| format!("{} must look like uid or uid:gid", show(v)))
+            .map_err(|_| format!("{} must look like uid or uid:gid", show(v)))?;
+        // The esi-cli containers run as this user: Kubernetes refuses a runAsUser or
+        // runAsGroup beyond 2^31-1, and would reject the Pod for a container it never wrote.
+        if id > MAX_ID {
+            return Err(format!(
+                "{} names an id beyond {MAX_ID}, the largest Kubernetes accepts",
+                show(v)
+            ));
+        }
+        Ok(id)
     };
     let uid = id(u)?;
     let gid = g.map(id).transpose()?;
@@ -1547,6 +1572,8 @@ mod tests {
             ("esi.dev/inject", "true", "label"),
             ("esi.dev/status", "pending", "only the webhook"),
             ("esi.dev/run-as", "root", "uid"),
+            ("esi.dev/run-as", "4294967295", "beyond 2147483647"),
+            ("esi.dev/run-as", "1000:2147483648", "beyond 2147483647"),
         ];
         for (key, value, want) in cases {
             let e = err_of(&[(key, value)]);
@@ -1570,6 +1597,28 @@ mod tests {
         assert!(e.to_string().len() < 300, "{e}");
         let e = err_of(&[("esi.dev/env", "X=\u{1b}[31m.key")]);
         assert!(!e.to_string().contains('\u{1b}'), "{e}");
+    }
+
+    /// Found by webhook/tests/hostile_admission.rs: an unknown or malformed key was echoed
+    /// as sent, escape sequences, newlines and all.
+    #[test]
+    fn a_hostile_key_is_shown_escaped_and_shortened() {
+        for key in [
+            "esi.dev/env.app\u{1b}[31m".to_owned(),
+            "esi.dev/x\ny".to_owned(),
+            format!("esi.dev/{}", "k".repeat(5000)),
+        ] {
+            let e = err_of(&[(&key, "A=db.k")]);
+            assert_eq!(e.annotation, key);
+            let shown = e.to_string();
+            assert!(!shown.chars().any(char::is_control), "{shown}");
+            assert!(shown.len() < 300, "{shown}");
+        }
+        let e = err_of(&[("esi.dev/env-vars", "x")]);
+        assert!(
+            e.to_string().starts_with("annotation esi.dev/env-vars: "),
+            "{e}"
+        );
     }
 
     #[test]
