@@ -187,7 +187,9 @@ pub(crate) fn within_max_ttl(
     (what, fate, backend): (&str, &str, &str),
 ) -> Result<(), crate::BackendError> {
     let lives = expires_at.as_second().saturating_sub(now.as_second());
-    if lives <= i64::try_from((max + CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX) {
+    // Saturating: the loader accepts any maxTTL humantime reads, up to `u64::MAX` seconds,
+    // and `Duration`'s `+` panics past its end (an abort of the whole server in release).
+    if lives <= i64::try_from(max.saturating_add(CLOCK_LEEWAY).as_secs()).unwrap_or(i64::MAX) {
         return Ok(());
     }
     let human = |d: std::time::Duration| humantime::format_duration(d).to_string();
@@ -323,6 +325,24 @@ pub(crate) fn secret_data(
 ))]
 mod tests {
     use super::*;
+
+    #[cfg(any(
+        feature = "ecr",
+        feature = "acr",
+        feature = "github",
+        feature = "gcp",
+        feature = "quay",
+        feature = "cloudsmith"
+    ))]
+    #[test]
+    fn a_max_ttl_at_the_end_of_duration_allows_without_overflowing() {
+        // What `maxTTL: 18446744073709551615s` becomes; `max + CLOCK_LEEWAY` panicked.
+        let max = humantime::parse_duration("18446744073709551615s").unwrap();
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let far = jiff::Timestamp::MAX;
+        assert!(within_max_ttl(far, now, max, ("the token", "dropped", "test")).is_ok());
+        assert!(within_max_ttl(far, now, std::time::Duration::MAX, ("t", "d", "b")).is_ok());
+    }
 
     #[cfg(any(feature = "ecr", feature = "acr", feature = "gcr"))]
     #[test]

@@ -198,6 +198,21 @@ pub fn validate(spec: &AuthorizationSpec) -> Result<(), FieldError> {
         if rl.burst == Some(0) {
             return Err(("spec.rateLimit.burst".into(), "must be at least 1".into()));
         }
+        // The limiter keeps the time a full burst takes to refill, `(burst - 1)` intervals of
+        // `60s / perMinute`, in u64 nanoseconds (about 584 years); past that its arithmetic
+        // overflows (a panic in debug builds, a wrong limit in release ones).
+        let interval_ns = 60_000_000_000 / u64::from(rl.per_minute);
+        if let Some(burst) = rl.burst
+            && interval_ns.checked_mul(u64::from(burst) - 1).is_none()
+        {
+            return Err((
+                "spec.rateLimit.burst".into(),
+                format!(
+                    "{burst} at {} per minute takes more than 584 years to refill; lower it",
+                    rl.per_minute
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -762,6 +777,40 @@ mod tests {
         });
         let changed = Authorizer::carrying(&[("limited".to_owned(), limited)], Some(&reloaded));
         assert!(changed.authorize(&me, &none, "ns/UUID/id").is_ok());
+    }
+
+    #[test]
+    fn validation_rejects_a_burst_the_limiter_cannot_count() {
+        let mut r = rule(vec![subject(None, Some(&["ns"]), None)], &["ns/UUID/id"]);
+        for (per_minute, burst, ok) in [
+            (1, u32::MAX, false),
+            (6, u32::MAX, false),
+            (6, 1_844_674_409, false),
+            (6, 1_844_674_408, true),
+            (60, u32::MAX, true),
+            (u32::MAX, u32::MAX, true),
+        ] {
+            r.rate_limit = Some(RateLimit {
+                per_minute,
+                burst: Some(burst),
+            });
+            match validate(&r) {
+                Ok(()) => {
+                    assert!(ok, "{per_minute}/min, burst {burst} accepted");
+                    // What is accepted compiles and decides.
+                    let az = Authorizer::new(&[("r".to_owned(), r.clone())]);
+                    assert!(
+                        az.authorize(&id("c", "ns", "sa"), &labels(&[]), "ns/UUID/id")
+                            .is_ok()
+                    );
+                }
+                Err((field, message)) => {
+                    assert!(!ok, "{per_minute}/min, burst {burst}: {message}");
+                    assert_eq!(field, "spec.rateLimit.burst");
+                    assert!(message.contains("584 years"), "{message}");
+                }
+            }
+        }
     }
 
     #[test]

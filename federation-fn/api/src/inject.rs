@@ -549,15 +549,25 @@ pub fn parse_template(text: &str) -> Result<Vec<TemplateSegment>, String> {
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or_else(|| "unclosed `{{`".to_owned())?;
         let inner = after[..end].trim();
+        // Quoted short and escaped, as every annotation value is: the template is up to
+        // 32 KiB of a Pod author's text, line breaks included.
+        let placeholder = || format!("`{}`", shorten(&format!("{{{{ {inner} }}}}")));
         let body = inner.strip_prefix('.').ok_or_else(|| {
-            format!("placeholder `{{{{ {inner} }}}}` must look like `{{{{ .alias.key }}}}`")
+            format!(
+                "placeholder {} must look like `{{{{ .alias.key }}}}`",
+                placeholder()
+            )
         })?;
         let (alias, key) = body.split_once('.').ok_or_else(|| {
-            format!("placeholder `{{{{ {inner} }}}}` must name a key: `{{{{ .alias.key }}}}`")
+            format!(
+                "placeholder {} must name a key: `{{{{ .alias.key }}}}`",
+                placeholder()
+            )
         })?;
         if !is_alias(alias) || !is_data_key(key) {
             return Err(format!(
-                "placeholder `{{{{ {inner} }}}}` must look like `{{{{ .alias.key }}}}`"
+                "placeholder {} must look like `{{{{ .alias.key }}}}`",
+                placeholder()
             ));
         }
         out.push(TemplateSegment::Ref {
@@ -824,11 +834,16 @@ fn items(value: &str) -> impl Iterator<Item = &str> {
 
 /// Shows a user value in an error, shortened so hostile input cannot flood messages.
 fn show(s: &str) -> String {
+    format!("\"{}\"", shorten(s))
+}
+
+/// `s` escaped (one line, no control characters) and cut at 64 characters.
+fn shorten(s: &str) -> String {
     let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
     if s.chars().count() > 64 {
         out.push('…');
     }
-    format!("\"{out}\"")
+    out
 }
 
 /// RFC 1123 label: lowercase alphanumerics and `-`, at most 63.
@@ -1660,6 +1675,20 @@ mod tests {
             parse_template("plain").unwrap(),
             vec![TemplateSegment::Text("plain".into())]
         );
+    }
+
+    /// Found by the hostile-wire property test: a bad placeholder was quoted whole, up to the
+    /// 32 KiB of a template annotation and its line breaks, in the webhook's denial.
+    #[test]
+    fn a_bad_placeholder_is_quoted_short_and_on_one_line() {
+        assert_eq!(
+            parse_template("{{ db.user }}").unwrap_err(),
+            "placeholder `{{ db.user }}` must look like `{{ .alias.key }}`"
+        );
+        let long = format!("x {{{{ {} }}}}", "line\n".repeat(5_000));
+        let e = parse_template(&long).unwrap_err();
+        assert!(e.len() < 200 && !e.contains('\n'), "{e}");
+        assert!(e.starts_with("placeholder `{{ line\\nline\\n"), "{e}");
     }
 
     #[test]

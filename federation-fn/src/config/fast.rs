@@ -17,38 +17,76 @@
 //!     expanded by serde-saphyr only), tags (`!!binary` is decoded by serde-saphyr only),
 //!     anchors and aliases (serde-saphyr's budget bounds the bytes they expand to; yaml_serde
 //!     only counts alias jumps) and anything yaml_serde refuses fall back;
-//!   - duplicate keys fall back (both refuse them; serde-saphyr's message names the line).
+//!   - duplicate keys fall back (both refuse them; serde-saphyr's message names the line);
+//!   - a `?` or `:` starting a token with more after it (`[?x]`) falls back: libyaml takes it
+//!     for a key or value indicator in a flow collection, YAML 1.2 for a scalar;
+//!   - nesting deeper than serde-saphyr's budget allows (64 collections) falls back, to be
+//!     refused there; flow collections that may nest that deep fall back before libyaml reads
+//!     them, as libyaml's time grows with the square of their depth (40,000 `{a:` took 25 s).
 //!
 //!   The reader cannot tell a quoted scalar from a plain one, so a quoted `"true"` or `""`
 //!   (common in Kubernetes manifests, rare in esi configuration) falls back too: correct, only
 //!   slower.
 
-use serde::Deserialize;
-use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// A file holding one JSON object, read by serde_json (an order of magnitude faster than the
 /// YAML parser) with YAML's rules: duplicate keys refused. `None` sends the text to the YAML
-/// readers, which read YAML and explain what is wrong with anything else.
+/// readers, which read YAML and explain what is wrong with anything else. Fractional numbers
+/// fall back too: serde_json may round them one unit off the nearest `f64`, which is what
+/// serde-saphyr (and libyaml's reader) read.
 pub(super) fn json_object(text: &str) -> Option<Value> {
     let text = text.trim_start_matches('\u{feff}');
     if !text.trim_start().starts_with('{') {
         return None;
     }
-    serde_json::from_str::<Read<false>>(text).ok().map(|v| v.0)
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Read::<false>::root().deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(value)
 }
 
 /// Multi-document YAML text read by yaml_serde, or `None` when serde-saphyr could read it
 /// differently (see the module documentation). Empty and null documents are left out, as
 /// serde-saphyr leaves them out (so documents are numbered alike).
 pub(super) fn yaml(text: &str) -> Option<Vec<Value>> {
-    if may_hold_node_properties(text) {
+    if may_hold_node_properties(text)
+        || may_start_a_scalar_with_an_indicator(text)
+        || may_nest_flow_deeper(text, max_depth())
+    {
         return None;
     }
     yaml_serde::Deserializer::from_str(text)
-        .map(|doc| Read::<true>::deserialize(doc).ok().map(|v| v.0))
+        .map(|doc| Read::<true>::root().deserialize(doc).ok())
         .filter(|doc| !matches!(doc, Some(Value::Null)))
         .collect()
+}
+
+/// How many collections serde-saphyr reads nested in one another (the loader's budget).
+fn max_depth() -> usize {
+    super::yaml_budget().max_depth
+}
+
+/// Whether flow collections in `text` may nest deeper than `max`, counting every bracket (in a
+/// string or a comment too). A closing bracket written in a string hides a level from it: the
+/// reader still declines such a file (see [`Read`]), after libyaml's slow read. This catches a
+/// broken file quickly, not every crafted one.
+fn may_nest_flow_deeper(text: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    for &b in text.as_bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `text` may hold a tag or a `%TAG` directive (`!`), an anchor (`&`) or an alias
@@ -66,6 +104,22 @@ fn may_hold_node_properties(text: &str) -> bool {
                 bytes[i - 1],
                 b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b',' | b':'
             )
+    })
+}
+
+/// Whether `text` may hold a token starting with `?` or `:` and another character (`[?x]`,
+/// `{?x: 1}`, `[:x]`): in a flow collection libyaml reads that `?` or `:` as a key or value
+/// indicator, where YAML 1.2 (serde-saphyr) reads a plain scalar `?x`. Over-approximates, as
+/// [`may_hold_node_properties`] does.
+fn may_start_a_scalar_with_an_indicator(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr2_iter(b'?', b':', bytes).any(|i| {
+        (i == 0
+            || matches!(
+                bytes[i - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b','
+            ))
+            && !matches!(bytes.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
     })
 }
 
@@ -110,64 +164,99 @@ fn saphyr_reads_as_string(s: &str) -> bool {
         || serde_saphyr::from_str::<Value>(s).is_ok_and(|v| v.as_str() == Some(s))
 }
 
-/// A value read with the loader's rules; `YAML` adds the rules of [`yaml`].
-struct Read<const YAML: bool>(Value);
+/// A value read with the loader's rules, `depth` collections deep; `YAML` adds the rules of
+/// [`yaml`]. Collections nested deeper than serde-saphyr's budget fail the read (the text then
+/// goes to serde-saphyr, which refuses it).
+#[derive(Clone, Copy)]
+struct Read<const YAML: bool> {
+    depth: usize,
+    max_depth: usize,
+}
 
-impl<'de, const YAML: bool> Deserialize<'de> for Read<YAML> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ReadVisitor::<YAML>)
+impl<const YAML: bool> Read<YAML> {
+    fn root() -> Self {
+        Read {
+            depth: 0,
+            max_depth: max_depth(),
+        }
+    }
+
+    /// The reader of the values of a collection read at this depth.
+    fn enter<E: Error>(&self) -> Result<Self, E> {
+        if self.depth >= self.max_depth {
+            return Err(E::custom("nested deeper than the YAML loader reads"));
+        }
+        Ok(Read {
+            depth: self.depth + 1,
+            max_depth: self.max_depth,
+        })
     }
 }
 
-struct ReadVisitor<const YAML: bool>;
+impl<'de, const YAML: bool> DeserializeSeed<'de> for Read<YAML> {
+    type Value = Value;
 
-impl<'de, const YAML: bool> Visitor<'de> for ReadVisitor<YAML> {
-    type Value = Read<YAML>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, const YAML: bool> Visitor<'de> for Read<YAML> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E: Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Read(Value::Bool(v)))
+    fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
-    fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Read(Value::from(v)))
+    fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Read(Value::from(v)))
+    fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+    fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
         if !v.is_finite() {
             return Err(E::custom("non-finite number"));
         }
-        Ok(Read(Value::from(v)))
+        // serde_json (without `float_roundtrip`) may round a fractional number one unit off
+        // (3.147084412274536e-68 is read as 3.1470844122745357e-68); libyaml's reader does not.
+        if !YAML {
+            return Err(E::custom(
+                "fractional number read differently by the YAML loader",
+            ));
+        }
+        Ok(Value::from(v))
     }
-    fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+    fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
         if YAML && !saphyr_reads_as_string(v) {
             return Err(E::custom("scalar read differently by the YAML loader"));
         }
-        Ok(Read(Value::String(v.to_owned())))
+        Ok(Value::String(v.to_owned()))
     }
-    fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+    fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
         if YAML && !saphyr_reads_as_string(&v) {
             return Err(E::custom("scalar read differently by the YAML loader"));
         }
-        Ok(Read(Value::String(v)))
+        Ok(Value::String(v))
     }
-    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
-        Ok(Read(Value::Null))
+    fn visit_unit<E: Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
-        Ok(Read(Value::Null))
+    fn visit_none<E: Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.enter::<A::Error>()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(Read::<YAML>(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(inner)? {
             items.push(v);
         }
-        Ok(Read(Value::Array(items)))
+        Ok(Value::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.enter::<A::Error>()?;
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             // serde-saphyr reads keys as strings, except a null one, which it refuses; a
@@ -176,12 +265,12 @@ impl<'de, const YAML: bool> Visitor<'de> for ReadVisitor<YAML> {
             {
                 return Err(A::Error::custom("key read differently by the YAML loader"));
             }
-            let Read::<YAML>(v) = map.next_value()?;
+            let v = map.next_value_seed(inner)?;
             if out.insert(key, v).is_some() {
                 return Err(A::Error::custom("duplicate key"));
             }
         }
-        Ok(Read(Value::Object(out)))
+        Ok(Value::Object(out))
     }
 }
 
@@ -421,6 +510,56 @@ mod tests {
         ] {
             assert_eq!(yaml(text), saphyr(text), "{text:?}");
             assert!(yaml(text).is_some(), "declined: {text:?}");
+        }
+    }
+
+    /// Found by the hostile-config property test: both readers followed up to 128 nested
+    /// collections where serde-saphyr's budget stops at 64, so a file serde-saphyr refuses
+    /// loaded.
+    #[test]
+    fn nesting_deeper_than_serde_saphyr_reads_falls_back() {
+        let flow = |depth: usize| format!("a: {}1{}", "[".repeat(depth), "]".repeat(depth));
+        let json = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        // The top-level mapping is the first of the 64.
+        assert_eq!(yaml(&flow(63)), saphyr(&flow(63)));
+        assert!(yaml(&flow(63)).is_some());
+        assert_eq!(saphyr(&flow(64)), None);
+        assert_eq!(yaml(&flow(64)), None);
+        assert_eq!(
+            Some(vec![json_object(&json(64)).unwrap()]),
+            saphyr(&json(64))
+        );
+        assert_eq!(saphyr(&json(65)), None);
+        assert_eq!(json_object(&json(65)), None);
+        // A closing bracket in a string hides one level from the quick scan; the reader
+        // still stops.
+        let hidden = format!("a: {}1{}\nb: \"]]\"", "[".repeat(65), "]".repeat(65));
+        assert_eq!((yaml(&hidden), saphyr(&hidden)), (None, None));
+    }
+
+    /// Found by the hostile-config property test: serde_json read 3.147084412274536e-68 as
+    /// 3.1470844122745357e-68 (it rounds fractional numbers fast, not exactly).
+    #[test]
+    fn a_fractional_number_in_json_falls_back() {
+        let text = r#"{"a": 3.147084412274536e-68, "b": 1}"#;
+        assert_eq!(json_object(text), None);
+        assert_eq!(yaml(text), saphyr(text));
+        assert_eq!(
+            json_object(r#"{"a": -3, "b": 18446744073709551615}"#).unwrap()["b"],
+            u64::MAX
+        );
+    }
+
+    /// Found by the hostile-config property test: libyaml read `[?x]` as a mapping `{x: null}`
+    /// and `{?x: 1}` as `{x: 1}`, YAML 1.2 as the scalar `?x`.
+    #[test]
+    fn a_scalar_starting_with_a_flow_indicator_falls_back() {
+        for text in ["a: [?x]", "a: {?x: 1}", "a: [:x]", "? a\n: [?(]"] {
+            assert_eq!(yaml(text), None, "{text:?}");
+        }
+        for text in ["a: http://x/?y=1", "? a\n: b", "a: [b, c]", "a: {b: c}"] {
+            assert_eq!(yaml(text), saphyr(text), "{text:?}");
+            assert!(yaml(text).is_some(), "{text:?}");
         }
     }
 

@@ -43,16 +43,19 @@ pub struct ConfigError {
     pub message: String,
 }
 
+// Escaped, as resource names are: a field path and a message may quote a key of the
+// manifest (`unknown field`, `tags.<key>`), and a key holding a line break must not forge a
+// log line.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.origin)?;
+        write!(f, "{}", printable(&self.origin))?;
         if !self.resource.is_empty() {
-            write!(f, ": {}", self.resource)?;
+            write!(f, ": {}", printable(&self.resource))?;
         }
         if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
+            write!(f, ": {}", printable(&self.field))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", printable(&self.message))
     }
 }
 
@@ -197,14 +200,24 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> std::io::R
 /// YAML limits sized for configuration: serde-saphyr's defaults (1,024 documents, 250,000
 /// nodes) protect against document storms but refuse a real multi-cluster configuration (10,000
 /// generators in one file); the file size cap ([`MAX_FILE_BYTES`]) bounds the work instead.
-fn yaml_options() -> serde_saphyr::Options {
-    // Both structs are non-exhaustive: start from the defaults and set fields.
+/// The nesting limit stays serde-saphyr's (64), which the fast readers follow too.
+fn yaml_budget() -> serde_saphyr::budget::Budget {
+    // Non-exhaustive: start from the defaults and set fields.
     let mut budget = serde_saphyr::budget::Budget::default();
     budget.max_documents = 1_000_000;
     budget.max_nodes = 20_000_000;
     budget.max_events = 80_000_000;
+    budget
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    // Non-exhaustive: start from the defaults and set fields.
     let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
+    options.budget = Some(yaml_budget());
+    // The snippet quotes the lines around the fault, and they may hold a secret (a Fake's
+    // data, a token written inline where a reference belongs) that then reaches a log; the
+    // line and column say where to look.
+    options.with_snippet = false;
     options
 }
 
