@@ -326,14 +326,6 @@ pub(crate) fn secret_data(
 mod tests {
     use super::*;
 
-    #[cfg(any(
-        feature = "ecr",
-        feature = "acr",
-        feature = "github",
-        feature = "gcp",
-        feature = "quay",
-        feature = "cloudsmith"
-    ))]
     #[test]
     fn a_max_ttl_at_the_end_of_duration_allows_without_overflowing() {
         // What `maxTTL: 18446744073709551615s` becomes; `max + CLOCK_LEEWAY` panicked.

@@ -655,6 +655,17 @@ mod tests {
         );
     }
 
+    /// `text` with its first `é` written as Latin-1 (one byte, not UTF-8).
+    fn latin1(text: &[u8]) -> Vec<u8> {
+        let at = text
+            .windows(2)
+            .position(|w| w == "\u{e9}".as_bytes())
+            .unwrap();
+        let mut latin1 = text.to_vec();
+        latin1.splice(at..at + 2, [0xe9]);
+        latin1
+    }
+
     /// Found by tests/hostile_admission.rs: a body over [`EXPLAINED_IN_FULL`] whose only
     /// invalid UTF-8 sat in a string the webhook skips (an env value) was read by the brief
     /// explanation and injected, where a smaller one was refused.
@@ -670,12 +681,7 @@ mod tests {
                                      "image": "x".repeat(EXPLAINED_IN_FULL)}]}
         });
         let text = body(&pod_create_review(&pod, "team", "u1"));
-        let at = text
-            .windows(2)
-            .position(|w| w == "\u{e9}".as_bytes())
-            .unwrap();
-        let mut latin1 = text.clone();
-        latin1.splice(at..at + 2, [0xe9]);
+        let latin1 = latin1(&text);
         assert_eq!(
             review(&text, &WebhookConfig::default()).decision,
             Decision::Denied,
@@ -692,12 +698,7 @@ mod tests {
     fn a_body_that_is_not_utf8_is_refused() {
         let pod = serde_json::json!({"metadata": {"name": "api-\u{e9}"}, "spec": {}});
         let text = body(&pod_create_review(&pod, "team", "u1"));
-        let at = text
-            .windows(2)
-            .position(|w| w == "\u{e9}".as_bytes())
-            .unwrap();
-        let mut latin1 = text.clone();
-        latin1.splice(at..at + 2, [0xe9]);
+        let latin1 = latin1(&text);
         assert_eq!(
             review(&text, &WebhookConfig::default()).decision,
             Decision::Skipped
