@@ -987,6 +987,16 @@ fn refused_to_start(mut cmd: Command, what: &str) -> String {
     stderr
 }
 
+/// A document the issuer publishes, fetched as a relying party fetches it: 200, JSON, cacheable
+/// for five minutes.
+async fn published(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let resp = http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
+    resp.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn as_an_issuer_it_serves_discovery_and_jwks_and_its_identity_tokens_verify_against_them() {
     let issuer = common::issuer().await;
@@ -1008,30 +1018,14 @@ async fn as_an_issuer_it_serves_discovery_and_jwks_and_its_identity_tokens_verif
     let http = reqwest::Client::new();
 
     // What a relying party does: the discovery document, then the keys where it points.
-    let resp = http
-        .get(format!("{url}/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
-    let doc: serde_json::Value = resp.json().await.unwrap();
+    let doc = published(&http, &format!("{url}/.well-known/openid-configuration")).await;
     assert_eq!(doc["issuer"], url.as_str());
     assert_eq!(doc["jwks_uri"], format!("{url}/openid/v1/jwks"));
     assert_eq!(
         doc["id_token_signing_alg_values_supported"],
         serde_json::json!(["ES256", "RS256"])
     );
-    let resp = http
-        .get(doc["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
-    let jwks: serde_json::Value = resp.json().await.unwrap();
+    let jwks = published(&http, doc["jwks_uri"].as_str().unwrap()).await;
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(
         keys.iter().map(|k| k["alg"].clone()).collect::<Vec<_>>(),

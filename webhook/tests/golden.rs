@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use esi_api::inject::{self, BINARY_PATH, InjectionSpec};
@@ -18,13 +18,8 @@ use esi_webhook::review;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn config() -> WebhookConfig {
-    WebhookConfig::from_file(&golden_dir().join("config.yaml")).expect("golden config")
-}
+mod corpus;
+use corpus::{config, golden_dir, pods};
 
 fn bless() -> bool {
     std::env::var("ESI_BLESS").is_ok_and(|v| v == "1")
@@ -37,25 +32,6 @@ fn admission_review(pod: &Value, uid: &str) -> Value {
         .and_then(Value::as_str)
         .unwrap_or("default");
     review::pod_create_review(pod, namespace, uid)
-}
-
-fn pods() -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(golden_dir().join("pods"))
-        .expect("pods dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("read pod");
-            let value: Value =
-                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (
-                p.file_stem().expect("stem").to_string_lossy().into_owned(),
-                value,
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 fn compare_or_bless(path: &Path, actual: &Value, failures: &mut Vec<String>) {

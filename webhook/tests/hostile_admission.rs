@@ -26,7 +26,6 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use axum::Router;
 use axum::body::Body;
@@ -43,6 +42,9 @@ use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt as _;
 
+mod corpus;
+use corpus::{config, golden_dir, pods};
+
 // ---------------------------------------------------------------------------------------------
 // The harness: the golden corpus and config, the router on a current-thread runtime
 // ---------------------------------------------------------------------------------------------
@@ -55,29 +57,13 @@ const CANARY: &str = "s3cr3t-CANARY-never-echo";
 /// values shortened; a message that grows with the input floods `kubectl` and the logs.
 const MAX_MESSAGE_BYTES: usize = 2048;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn config() -> WebhookConfig {
-    WebhookConfig::from_file(&golden_dir().join("config.yaml")).expect("golden config")
-}
-
 /// The golden Pods (name, Pod), each with the canary planted in its containers' env and in an
 /// annotation no esi code reads.
 fn seed_pods() -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(golden_dir().join("pods"))
-        .expect("pods dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("read pod");
-            let mut pod: Value = serde_saphyr::from_str(&text).expect("golden pod");
-            plant_canary(&mut pod);
-            (p.file_stem().unwrap().to_string_lossy().into_owned(), pod)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = pods();
+    for (_, pod) in &mut out {
+        plant_canary(pod);
+    }
     assert!(out.len() >= 25, "the golden corpus shrank to {}", out.len());
     out
 }
