@@ -1,13 +1,31 @@
 //! The federation's HTTP API against a real OpenBao (started by `./scripts/test-all.sh`):
 //! a Vault token minted as a dynamic secret is revoked through `POST /v1/revoke`, and a
 //! backend refusal answers 502 `backend_rejected` without leaking Vault's words.
+//!
+//! OpenBao is also a real relying party of the federation as an OIDC issuer: its JWT auth
+//! method fetches the federation's discovery document and JWKS over a real socket, checks the
+//! signatures of `IdentityToken`s (RS256 and ES256), their audience and claims, and logs the
+//! workload in; and it lives through a signing key rotation done by the documented steps.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod relying_party;
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
+use esi_federation::issuer::LocalIssuer;
+use esi_federation::lease::LeaseKeys;
+use esi_federation::state::Settings;
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
 
 use esi_federation::config;
 use esi_federation::state::AppState;
@@ -313,4 +331,313 @@ async fn generators_on_one_store_log_in_once() {
         status, 200,
         "a second login with the spent secret id: {text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenBao's JWT auth method as a relying party of the federation's own issuer.
+
+/// The configuration the federation serves `IdentityToken`s from: the cluster `alpha`, the
+/// GENERATORS' Authorization for `default/app`, one for `default/worker`, and two
+/// `IdentityToken`s, `default/openbao` audienced to OpenBao's role and `default/elsewhere`.
+fn identity_yaml(cluster: &LocalIssuer) -> String {
+    common::cluster("alpha", &cluster.issuer())
+        + common::GENERATORS
+        + r#"apiVersion: esi.dev/v1alpha1
+kind: IdentityToken
+metadata: {name: openbao, namespace: default}
+spec: {audiences: [openbao], expiration: 5m}
+---
+apiVersion: esi.dev/v1alpha1
+kind: IdentityToken
+metadata: {name: elsewhere, namespace: default}
+spec: {audiences: [sts.amazonaws.com], expiration: 5m}
+---
+apiVersion: esi.dev/v1alpha1
+kind: Authorization
+metadata: {name: worker}
+spec:
+  subjects: [{namespaces: [default], serviceAccounts: [worker]}]
+  generators: [default/IdentityToken/openbao]
+"#
+}
+
+/// The federation as an OIDC issuer at `url`, on a socket bound before its keys are known, so
+/// that a test can roll out new keys between requests as a deployment rolls out replicas: each
+/// [`Rollout::keys`] installs a federation signing with the first of its keys and publishing
+/// all of them, on the same configuration.
+struct Rollout {
+    url: String,
+    yaml: String,
+    current: Arc<RwLock<Router>>,
+}
+
+impl Rollout {
+    async fn start(yaml: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let current = Arc::new(RwLock::new(Router::new()));
+        let serving = current.clone();
+        let app = Router::new().fallback_service(tower::service_fn(move |req: Request<Body>| {
+            let router = serving.read().unwrap().clone();
+            router.oneshot(req)
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, yaml, current }
+    }
+
+    /// Rolls out a federation with `pems` (the first signs); the `kid` that signs.
+    fn keys(&self, pems: &[&str]) -> String {
+        let issuer = Arc::new(Issuer::new(&self.url, &pems.concat()).unwrap());
+        let state = AppState::serving(
+            Settings::default(),
+            LeaseKeys::ephemeral(),
+            Some(issuer.clone()),
+        );
+        let snapshot =
+            config::load_text("test.yaml", &self.yaml, &state).unwrap_or_else(|e| panic!("{e}"));
+        state.install(snapshot);
+        *self.current.write().unwrap() = esi_federation::router(state);
+        issuer.signing_kid().to_owned()
+    }
+
+    /// An `IdentityToken` of `generator` for `bearer`, asked over HTTP as a workload asks.
+    async fn identity_token(&self, generator: &str, bearer: &str) -> String {
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/generators/default/IdentityToken/{generator}",
+                self.url
+            ))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        body["data"]["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// OpenBao's JWT auth method mounted at a fresh path and trusting `issuer` by OIDC discovery,
+/// as its documentation configures it, with a role `app` for `default/app` of the cluster `alpha` and the audience
+/// `openbao`, mapping the `esi` claim into the token's metadata; the mount path.
+async fn jwt_auth(addr: &str, root: &str, issuer: &str) -> String {
+    use reqwest::Method;
+    let path = format!("jwt-{}", uuid::Uuid::new_v4().simple());
+    bao(
+        addr,
+        root,
+        Method::POST,
+        &format!("sys/auth/{path}"),
+        json!({"type": "jwt"}),
+    )
+    .await;
+    let config = json!({"oidc_discovery_url": issuer, "bound_issuer": issuer});
+    bao(
+        addr,
+        root,
+        Method::POST,
+        &format!("auth/{path}/config"),
+        config,
+    )
+    .await;
+    bao(
+        addr,
+        root,
+        Method::POST,
+        &format!("auth/{path}/role/app"),
+        json!({
+            "role_type": "jwt",
+            "user_claim": "sub",
+            "bound_audiences": ["openbao"],
+            "bound_subject": "alpha:system:serviceaccount:default:app",
+            "bound_claims": {"/esi/cluster": "alpha"},
+            "claim_mappings": {
+                "/esi/namespace": "namespace",
+                "/esi/serviceAccount/name": "service_account",
+                "/esi/generator": "generator",
+            },
+            "token_policies": ["default"],
+            "token_ttl": "10m",
+        }),
+    )
+    .await;
+    path
+}
+
+/// A login at the JWT auth method `path` as its role `app`: the status, and the body.
+async fn jwt_login(addr: &str, path: &str, jwt: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{addr}/v1/auth/{path}/login"))
+        .json(&json!({"role": "app", "jwt": jwt}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// OpenBao's refusal text of a login.
+fn refusal(body: &Value) -> String {
+    body["errors"].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_tokens_log_in_to_openbaos_jwt_auth_which_checks_them_as_a_relying_party() {
+    let test = "identity_tokens_log_in_to_openbaos_jwt_auth_which_checks_them_as_a_relying_party";
+    let (Some(addr), Some(root)) = (
+        peer("ESI_TEST_OPENBAO_ADDR", test),
+        peer("ESI_TEST_OPENBAO_TOKEN", test),
+    ) else {
+        return;
+    };
+    let cluster = common::issuer().await;
+    let app = common::token(&cluster, "default", "app");
+    for (alg, name) in [
+        (KeyAlgorithm::Rs256, "RS256"),
+        (KeyAlgorithm::Es256, "ES256"),
+    ] {
+        let federation = Rollout::start(identity_yaml(&cluster)).await;
+        let kid = federation.keys(&[generate_key_pem(alg).unwrap().expose_secret()]);
+        let url = &federation.url;
+        let token = federation.identity_token("openbao", &app).await;
+        // No `jwt_supported_algs`: by discovery, OpenBao takes the algorithms the document
+        // lists (`id_token_signing_alg_values_supported`), ES256 as well as RS256.
+        let path = jwt_auth(&addr, &root, url).await;
+
+        let (status, body) = jwt_login(&addr, &path, &token).await;
+        assert_eq!(status, 200, "{name} ({kid}): {body}");
+        let auth = &body["auth"];
+        assert_eq!(
+            auth["metadata"],
+            json!({
+                "role": "app",
+                "namespace": "default",
+                "service_account": "app",
+                "generator": "default/IdentityToken/openbao",
+            }),
+            "{name}: the esi claim mapped into the Vault token"
+        );
+        assert_eq!(auth["lease_duration"], 600, "{name}: the role's token_ttl");
+        let client_token = auth["client_token"].as_str().unwrap();
+        let looked = reqwest::Client::new()
+            .get(format!("{addr}/v1/auth/token/lookup-self"))
+            .header("x-vault-token", client_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(looked.status(), 200, "{name}: the Vault token works");
+        let entity: Value = looked.json().await.unwrap();
+        assert_eq!(entity["data"]["path"], format!("auth/{path}/login"));
+
+        // What OpenBao refuses, each for its own reason: another workload's token (same
+        // cluster, audience and issuer), a token for another audience, a token whose signature
+        // was altered (a byte of the signature's middle: its last characters may carry unused
+        // bits), and a token of the federation's form from a key it does not publish.
+        let worker = federation
+            .identity_token("openbao", &common::token(&cluster, "default", "worker"))
+            .await;
+        let (status, body) = jwt_login(&addr, &path, &worker).await;
+        assert_eq!(status, 400, "{name}: another workload: {body}");
+        assert!(refusal(&body).contains("sub"), "{name}: {body}");
+        let elsewhere = federation.identity_token("elsewhere", &app).await;
+        let (status, body) = jwt_login(&addr, &path, &elsewhere).await;
+        assert_eq!(status, 400, "{name}: another audience: {body}");
+        assert!(refusal(&body).contains("aud"), "{name}: {body}");
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let mut sig = sig.as_bytes().to_vec();
+        let mid = sig.len() / 2;
+        sig[mid] = if sig[mid] == b'A' { b'B' } else { b'A' };
+        let altered = format!("{signed}.{}", String::from_utf8(sig).unwrap());
+        let (status, body) = jwt_login(&addr, &path, &altered).await;
+        assert_eq!(status, 400, "{name}: altered signature: {body}");
+        assert!(refusal(&body).contains("signature"), "{name}: {body}");
+        let stranger = Rollout::start(identity_yaml(&cluster)).await;
+        stranger.keys(&[generate_key_pem(alg).unwrap().expose_secret()]);
+        let forged = stranger.identity_token("openbao", &app).await;
+        let (status, body) = jwt_login(&addr, &path, &forged).await;
+        assert_eq!(status, 400, "{name}: another issuer's key: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_openbao() {
+    let test = "a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_openbao";
+    let (Some(addr), Some(root)) = (
+        peer("ESI_TEST_OPENBAO_ADDR", test),
+        peer("ESI_TEST_OPENBAO_TOKEN", test),
+    ) else {
+        return;
+    };
+    let cluster = common::issuer().await;
+    let app = common::token(&cluster, "default", "app");
+    let (old, new) = (
+        generate_key_pem(KeyAlgorithm::Rs256).unwrap(),
+        generate_key_pem(KeyAlgorithm::Rs256).unwrap(),
+    );
+    let (old, new) = (old.expose_secret(), new.expose_secret());
+    let federation = Rollout::start(identity_yaml(&cluster)).await;
+    let old_kid = federation.keys(&[old]);
+    let path = jwt_auth(&addr, &root, &federation.url).await;
+    let login = |jwt: String, step: &'static str| {
+        let (addr, path) = (addr.clone(), path.clone());
+        async move {
+            let (status, body) = jwt_login(&addr, &path, &jwt).await;
+            assert_eq!(status, 200, "{step}: {body}");
+        }
+    };
+    let kid = |jwt: &str| {
+        relying_party::part(jwt.split('.').next().unwrap()).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = federation.identity_token("openbao", &app).await;
+    login(before.clone(), "before the rotation").await;
+
+    // 1. Add the new key second: published, not signing.
+    assert_eq!(federation.keys(&[old, new]), old_kid);
+    let added = federation.identity_token("openbao", &app).await;
+    assert_eq!(kid(&added), old_kid);
+    login(added, "new key added").await;
+    login(before.clone(), "new key added, an earlier token").await;
+
+    // 3. Move it first: it signs. OpenBao has never seen its kid and fetches the JWKS again.
+    let new_kid = federation.keys(&[new, old]);
+    assert_ne!(new_kid, old_kid);
+    let moved = federation.identity_token("openbao", &app).await;
+    assert_eq!(kid(&moved), new_kid);
+    login(moved, "new key signing").await;
+    login(before.clone(), "new key signing, a token of the old key").await;
+
+    // 4. Remove the old key.
+    assert_eq!(federation.keys(&[new]), new_kid);
+    login(
+        federation.identity_token("openbao", &app).await,
+        "old key removed",
+    )
+    .await;
+
+    // OpenBao fetches the keys again only for a kid it does not know: a removed key's tokens
+    // still log in until its copy is dropped. Writing the auth method's configuration again
+    // drops it (what to do at once when a key leaked).
+    login(
+        before.clone(),
+        "old key removed, OpenBao's copy of the keys",
+    )
+    .await;
+    bao(
+        &addr,
+        &root,
+        reqwest::Method::POST,
+        &format!("auth/{path}/config"),
+        json!({"oidc_discovery_url": federation.url, "bound_issuer": federation.url}),
+    )
+    .await;
+    let (status, body) = jwt_login(&addr, &path, &before).await;
+    assert_eq!(
+        status, 400,
+        "the removed key after OpenBao's refresh: {body}"
+    );
+    assert!(refusal(&body).contains("signature"), "{body}");
 }
