@@ -393,6 +393,24 @@ struct AwsTags {
     principal_tags: std::collections::BTreeMap<&'static str, [String; 1]>,
 }
 
+/// The claims of a token the federation signs for itself ([`Issuer::mint_own`]): no `esi`
+/// claim, as it names no workload.
+#[derive(Serialize)]
+struct OwnClaims<'a> {
+    iss: &'a str,
+    sub: &'static str,
+    aud: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: String,
+}
+
+/// The `sub` of the tokens the federation signs for itself, to log in to a backend (see
+/// [`Issuer::mint_own`]). No workload's token can have it: theirs name a cluster and a
+/// ServiceAccount ([`subject`]).
+pub const FEDERATION_SUBJECT: &str = "esi-federation";
+
 /// The `sub` of the identity tokens the federation signs for `identity`:
 /// `<cluster>:system:serviceaccount:<namespace>:<name>`.
 pub fn subject(identity: &Identity) -> String {
@@ -482,21 +500,30 @@ impl Issuer {
         self.mint_at(req, jiff::Timestamp::now())
     }
 
+    /// Signs a token for the federation itself, to log in to a backend that trusts this
+    /// issuer (Vault's JWT auth: `auth.jwt.selfIssued`): `sub` [`FEDERATION_SUBJECT`], `aud`
+    /// `audience`, valid from now for `lifetime`, with no `esi` claim.
+    pub fn mint_own(&self, audience: &str, lifetime: Duration) -> Result<Minted, BackendError> {
+        let (iat, exp, expires_at) = times(jiff::Timestamp::now(), lifetime)?;
+        let claims = OwnClaims {
+            iss: &self.url,
+            sub: FEDERATION_SUBJECT,
+            aud: audience,
+            iat,
+            nbf: iat,
+            exp,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        self.sign(&claims, expires_at)
+    }
+
     /// [`Issuer::mint`] at `now`.
     pub fn mint_at(
         &self,
         req: &TokenRequest<'_>,
         now: jiff::Timestamp,
     ) -> Result<Minted, BackendError> {
-        let unavailable = |detail: &str| BackendError::Unavailable {
-            message: "the federation could not sign an identity token".to_owned(),
-            detail: format!("identity: {detail}"),
-        };
-        let iat = now.as_second();
-        let lifetime = i64::try_from(req.lifetime.as_secs()).unwrap_or(i64::MAX);
-        let exp = iat.saturating_add(lifetime);
-        let expires_at =
-            jiff::Timestamp::from_second(exp).map_err(|_| unavailable("expiry out of range"))?;
+        let (iat, exp, expires_at) = times(now, req.lifetime)?;
         let aud = match req.audiences {
             [one] => Audience::One(one),
             many => Audience::Many(many),
@@ -523,10 +550,19 @@ impl Issuer {
                     .collect(),
             }),
         };
+        self.sign(&claims, expires_at)
+    }
+
+    /// `claims` signed with the first key, as a token expiring at `expires_at` (their `exp`).
+    fn sign(
+        &self,
+        claims: &impl Serialize,
+        expires_at: jiff::Timestamp,
+    ) -> Result<Minted, BackendError> {
         let key = &self.keys[0];
         let header = serde_json::json!({"alg": key.alg(), "kid": key.kid, "typ": "JWT"});
         let claims =
-            serde_json::to_vec(&claims).map_err(|_| unavailable("claims not serializable"))?;
+            serde_json::to_vec(claims).map_err(|_| unavailable("claims not serializable"))?;
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -540,6 +576,26 @@ impl Issuer {
             expires_at,
         })
     }
+}
+
+/// A signing failure (nothing the caller did).
+fn unavailable(detail: &str) -> BackendError {
+    BackendError::Unavailable {
+        message: "the federation could not sign an identity token".to_owned(),
+        detail: format!("identity: {detail}"),
+    }
+}
+
+/// `iat`, `exp` and `exp` as a timestamp of a token issued at `now` for `lifetime`.
+fn times(
+    now: jiff::Timestamp,
+    lifetime: Duration,
+) -> Result<(i64, i64, jiff::Timestamp), BackendError> {
+    let iat = now.as_second();
+    let exp = iat.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
+    let expires_at =
+        jiff::Timestamp::from_second(exp).map_err(|_| unavailable("expiry out of range"))?;
+    Ok((iat, exp, expires_at))
 }
 
 /// Which kind of key [`generate_key_pem`] makes.
@@ -642,6 +698,34 @@ pub(crate) mod tests {
             other => panic!("unexpected alg {other}"),
         }
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_federations_own_tokens_name_no_workload_and_verify_against_the_published_keys() {
+        for alg in [KeyAlgorithm::Rs256, KeyAlgorithm::Es256] {
+            let issuer = Issuer::new("https://esi.example.com", &pem(alg)).unwrap();
+            let before = jiff::Timestamp::now().as_second();
+            let minted = issuer.mint_own("vault", Duration::from_secs(300)).unwrap();
+            let claims = verify(&issuer, minted.token.expose_secret());
+            let iat = claims["iat"].as_i64().unwrap();
+            assert!((before..=before + 2).contains(&iat), "{claims}");
+            assert_eq!(
+                claims,
+                serde_json::json!({
+                    "iss": "https://esi.example.com",
+                    "sub": FEDERATION_SUBJECT,
+                    "aud": "vault",
+                    "iat": iat, "nbf": iat, "exp": iat + 300,
+                    "jti": claims["jti"],
+                })
+            );
+            assert_eq!(minted.expires_at.as_second(), iat + 300);
+            assert_ne!(
+                FEDERATION_SUBJECT,
+                subject(&identity()),
+                "no workload's subject"
+            );
+        }
     }
 
     #[test]

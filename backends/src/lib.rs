@@ -257,7 +257,7 @@ pub struct Shared {
 
 /// What [`Shared`] knows of the federation's issuer.
 #[derive(Debug, Default)]
-enum IssuerSlot {
+pub(crate) enum IssuerSlot {
     /// A configuration checked on its own (`esi-federation check`): kinds needing an issuer
     /// build, and would refuse requests.
     #[default]
@@ -292,9 +292,20 @@ impl Shared {
         &self,
         kind: &'static str,
     ) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
-        match &self.issuer {
+        self.issuer.for_build(kind)
+    }
+}
+
+impl IssuerSlot {
+    /// The issuer for `what` being built (a generator kind, or a store's way of logging in),
+    /// or the configuration error of its absence.
+    pub(crate) fn for_build(
+        &self,
+        what: &'static str,
+    ) -> Result<Option<std::sync::Arc<identity::Issuer>>, SpecError> {
+        match self {
             IssuerSlot::Unknown => Ok(None),
-            IssuerSlot::Absent => Err(SpecError::NoIssuer { kind }),
+            IssuerSlot::Absent => Err(SpecError::NoIssuer { kind: what }),
             IssuerSlot::Present(i) => Ok(Some(i.clone())),
         }
     }
@@ -335,19 +346,11 @@ impl Generator {
             }
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Generator::VaultDynamicSecret(Box::new(
-                vault_dynamic_secret::VaultDynamicSecretGenerator::new(
-                    s.clone(),
-                    store,
-                    &mut shared.vault,
-                )?,
+                vault_dynamic_secret::VaultDynamicSecretGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultStaticSecret(s) => Generator::VaultStaticSecret(Box::new(
-                vault_static_secret::VaultStaticSecretGenerator::new(
-                    s.clone(),
-                    store,
-                    &mut shared.vault,
-                )?,
+                vault_static_secret::VaultStaticSecretGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "aws")]
             GeneratorSpec::AwsAssumeRole(s) => Generator::AwsAssumeRole(Box::new(

@@ -358,6 +358,15 @@ impl GeneratorSpec {
         }
     }
 
+    /// The audiences of the identity tokens this generator hands workloads (`IdentityToken`'s;
+    /// none for the other kinds).
+    pub fn workload_token_audiences(&self) -> &[String] {
+        match self {
+            GeneratorSpec::IdentityToken(s) => &s.audiences,
+            _ => &[],
+        }
+    }
+
     /// The SecretStore (in the generator's namespace) this generator needs, if any.
     pub fn store_ref(&self) -> Option<&str> {
         match self {

@@ -86,6 +86,17 @@ impl SecretStoreSpec {
         Ok(spec)
     }
 
+    /// The audience of the token the federation signs for itself to log in to this store's
+    /// backend (`vault.auth.jwt.selfIssued`), if it does.
+    pub fn self_issued_audience(&self) -> Option<&str> {
+        match &self.provider {
+            #[cfg(feature = "vault")]
+            StoreProvider::Vault(v) => v.self_issued_audience(),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         match &self.provider {

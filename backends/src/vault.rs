@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
@@ -28,6 +29,7 @@ use vaultrs::client::{VaultClient, VaultClientSettings, VaultClientSettingsBuild
 use vaultrs::error::ClientError;
 
 use crate::duration::HumanDuration;
+use crate::identity::Issuer;
 use crate::{BackendError, SecretRef, SpecError};
 
 const BACKEND: &str = "vault";
@@ -106,13 +108,32 @@ pub struct JwtAuth {
     /// token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Log in with a token the federation signs for itself with its own OIDC issuer instead of
+    /// a token file (`jwt` only): no secret to hand the federation, in Lambda too. The token's
+    /// `sub` is `esi-federation`, which no workload's token has, and its `aud` the store's
+    /// `server` (as written, without a trailing `/`), so a token sent to one server cannot log
+    /// in at another. Vault's role binds both: `bound_subject` and `bound_audiences`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_issued: bool,
 }
+
+/// How long a token the federation signs to log in lives: the login is at once.
+const SELF_ISSUED_LIFETIME: Duration = Duration::from_secs(300);
 
 fn default_approle() -> String {
     "approle".to_owned()
 }
 
 impl VaultProvider {
+    /// The `aud` of the token the federation signs for itself to log in here
+    /// (`auth.jwt.selfIssued`), if it does: the server's URL.
+    pub fn self_issued_audience(&self) -> Option<&str> {
+        match &self.auth {
+            VaultAuth::Jwt(j) if j.self_issued => Some(self.server.trim_end_matches('/')),
+            _ => None,
+        }
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         let url = reqwest::Url::parse(&self.server).map_err(|e| {
@@ -169,6 +190,23 @@ impl VaultProvider {
                         None,
                     )?;
                 }
+                if j.self_issued {
+                    let field = format!("provider.vault.auth.{method}.selfIssued");
+                    if method == "kubernetes" {
+                        return Err(SpecError::field(
+                            field,
+                            "the kubernetes auth method reviews Kubernetes ServiceAccount tokens \
+                             only; a token the federation signs logs in through a jwt auth \
+                             method (auth.jwt.selfIssued)",
+                        ));
+                    }
+                    if j.token_file.is_some() {
+                        return Err(SpecError::field(
+                            field,
+                            "set tokenFile or selfIssued, not both",
+                        ));
+                    }
+                }
             }
         }
         if let Some(pem) = &self.ca_bundle {
@@ -204,6 +242,9 @@ pub struct VaultConn {
     http: reqwest::Client,
     settings: VaultClientSettings,
     auth: VaultAuth,
+    /// The federation's issuer, for `auth.jwt.selfIssued` (`None` otherwise, or where the
+    /// configuration is only checked).
+    issuer: Option<Arc<Issuer>>,
     session: Mutex<Option<Session>>,
 }
 
@@ -249,9 +290,16 @@ impl fmt::Debug for VaultResponse {
 }
 
 impl VaultConn {
-    /// Builds the connection (no network traffic until the first request).
-    pub fn new(p: &VaultProvider) -> Result<Self, SpecError> {
+    /// Builds the connection (no network traffic until the first request) on the federation's
+    /// `issuer`, which `auth.jwt.selfIssued` needs.
+    pub(crate) fn new(p: &VaultProvider, issuer: &crate::IssuerSlot) -> Result<Self, SpecError> {
         p.validate()?;
+        let issuer = match &p.auth {
+            VaultAuth::Jwt(JwtAuth {
+                self_issued: true, ..
+            }) => issuer.for_build("a Vault SecretStore logging in with auth.jwt.selfIssued")?,
+            _ => None,
+        };
         let timeout = p
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
@@ -280,6 +328,7 @@ impl VaultConn {
             http,
             settings,
             auth: p.auth.clone(),
+            issuer,
             session: Mutex::new(None),
         })
     }
@@ -404,7 +453,13 @@ impl VaultConn {
                 (auth, true)
             }
             VaultAuth::Jwt(j) => {
-                let jwt = read_token_file(j)?;
+                let jwt = if j.self_issued {
+                    crate::identity_token::issuer_of(self.issuer.as_ref())?
+                        .mint_own(&self.address, SELF_ISSUED_LIFETIME)?
+                        .token
+                } else {
+                    read_token_file(j)?
+                };
                 let path = j.path.as_deref().unwrap_or("jwt");
                 let auth = vaultrs::auth::oidc::login(
                     &anon,

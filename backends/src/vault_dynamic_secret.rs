@@ -34,7 +34,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
-use crate::store::Conns;
 use crate::store::{SecretStoreRef, StoreProvider};
 use crate::vault::{Fate, VaultConn, value_string};
 use crate::{BackendError, Context, Credential, Generate, LeaseHandle, SecretStoreSpec, SpecError};
@@ -188,7 +187,7 @@ impl VaultDynamicSecretGenerator {
     pub fn new(
         spec: VaultDynamicSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut Conns<VaultConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider =
@@ -198,7 +197,9 @@ impl VaultDynamicSecretGenerator {
                 _ => None,
             })?;
         Ok(VaultDynamicSecretGenerator {
-            conn: conns.get(provider, VaultConn::new)?,
+            conn: shared
+                .vault
+                .get(provider, |p| VaultConn::new(p, &shared.issuer))?,
             spec,
         })
     }
@@ -736,7 +737,8 @@ mod tests {
         else {
             unreachable!()
         };
-        let err = VaultDynamicSecretGenerator::new(s, None, &mut Conns::default()).unwrap_err();
+        let err =
+            VaultDynamicSecretGenerator::new(s, None, &mut crate::Shared::default()).unwrap_err();
         assert!(err.to_string().contains("secretStoreRef.name"), "{err}");
     }
 

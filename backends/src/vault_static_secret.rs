@@ -22,7 +22,6 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::store::Conns;
 use crate::store::{SecretStoreRef, StoreProvider};
 use crate::vault::{VaultConn, value_string};
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
@@ -100,7 +99,7 @@ impl VaultStaticSecretGenerator {
     pub fn new(
         spec: VaultStaticSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut Conns<VaultConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider =
@@ -110,7 +109,9 @@ impl VaultStaticSecretGenerator {
                 _ => None,
             })?;
         Ok(VaultStaticSecretGenerator {
-            conn: conns.get(provider, VaultConn::new)?,
+            conn: shared
+                .vault
+                .get(provider, |p| VaultConn::new(p, &shared.issuer))?,
             spec,
         })
     }

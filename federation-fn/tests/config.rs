@@ -490,3 +490,91 @@ fn identity_tokens_need_the_federations_issuer_which_is_never_a_cluster() {
         "{errs:#?}"
     );
 }
+
+/// A Vault store logging in with a token the federation signs for itself
+/// (`auth.jwt.selfIssued`) needs the federation's issuer, like `IdentityToken`; it is a `jwt`
+/// login alone, without a token file; and no `IdentityToken` may hand workloads tokens for the
+/// audience of the federation's own login, the store's server URL.
+#[test]
+fn a_self_issued_vault_login_needs_the_issuer_and_an_audience_of_its_own() {
+    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
+    use secrecy::ExposeSecret as _;
+    let store = |auth: &str| {
+        doc(
+            "SecretStore",
+            "{name: vault, namespace: team}",
+            &format!(
+                "{{provider: {{vault: {{server: \"https://vault.example:8200\", auth: {auth}}}}}}}"
+            ),
+        ) + &doc(
+            "VaultStaticSecret",
+            "{name: kv, namespace: team}",
+            "{secretStoreRef: {name: vault}, mount: secret, path: app}",
+        )
+    };
+    let own = store("{jwt: {role: esi-federation, selfIssued: true}}");
+    assert!(config::load_text("check.yaml", &own, &state()).is_ok());
+    let bare = AppState::serving(Settings::default(), LeaseKeys::ephemeral(), None);
+    let Err(LoadError(errs)) = config::load_text("t.yaml", &own, &bare) else {
+        panic!("a self-issued login loaded on a federation with no issuer");
+    };
+    let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        errs.iter().any(|e| e.contains("VaultStaticSecret/team/kv")
+            && e.contains("auth.jwt.selfIssued")
+            && e.contains("--issuer-url")),
+        "{errs:#?}"
+    );
+
+    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
+    let issuer = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+    let issuing = AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(std::sync::Arc::new(issuer)),
+    );
+    assert!(config::load_text("t.yaml", &own, &issuing).is_ok());
+
+    for (auth, field, says) in [
+        (
+            "{kubernetes: {role: r, selfIssued: true}}",
+            "provider.vault.auth.kubernetes.selfIssued",
+            "jwt auth method",
+        ),
+        (
+            "{jwt: {role: r, tokenFile: /var/run/t, selfIssued: true}}",
+            "provider.vault.auth.jwt.selfIssued",
+            "not both",
+        ),
+        (
+            "{jwt: {role: r, selfIssued: {audience: vault}}}",
+            "selfIssued",
+            "expected a boolean",
+        ),
+    ] {
+        let errs = errors(&store(auth));
+        assert!(
+            errs.iter().any(|e| e.contains("SecretStore/team/vault")
+                && e.contains(field)
+                && e.contains(says)),
+            "{auth}: {errs:#?}"
+        );
+    }
+
+    let clash = own.clone()
+        + &doc(
+            "IdentityToken",
+            "{name: aws, namespace: other}",
+            "{audiences: [sts.amazonaws.com, \"https://vault.example:8200\"]}",
+        );
+    let Err(LoadError(errs)) = config::load_text("t.yaml", &clash, &issuing) else {
+        panic!("an IdentityToken for the federation's own login audience loaded");
+    };
+    let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(
+        errs.iter().any(|e| e.contains("IdentityToken/other/aws")
+            && e.contains("spec.audiences")
+            && e.contains("SecretStore team/vault")),
+        "{errs:#?}"
+    );
+}

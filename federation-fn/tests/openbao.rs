@@ -47,7 +47,8 @@ async fn vault_token_is_issued_and_revoked_through_the_api() {
     let yaml = common::cluster("alpha", &issuer.issuer())
         + common::GENERATORS
         + &format!(
-            r#"apiVersion: esi.dev/v1alpha1
+            r#"---
+apiVersion: esi.dev/v1alpha1
 kind: SecretStore
 metadata: {{name: vault, namespace: default}}
 spec:
@@ -419,11 +420,17 @@ impl Rollout {
 }
 
 /// OpenBao's JWT auth method mounted at a fresh path and trusting `issuer` by OIDC discovery,
-/// as its documentation configures it, with a role `app` for `default/app` of the cluster `alpha` and the audience
-/// `openbao`, mapping the `esi` claim into the token's metadata; the mount path.
+/// as its documentation configures it; the mount path.
 async fn jwt_auth(addr: &str, root: &str, issuer: &str) -> String {
-    use reqwest::Method;
     let path = format!("jwt-{}", uuid::Uuid::new_v4().simple());
+    jwt_auth_at(addr, root, issuer, &path).await;
+    path
+}
+
+/// [`jwt_auth`] at `path`, with a role `app` for `default/app` of the cluster `alpha` and the
+/// audience `openbao`, mapping the `esi` claim into the token's metadata.
+async fn jwt_auth_at(addr: &str, root: &str, issuer: &str, path: &str) {
+    use reqwest::Method;
     bao(
         addr,
         root,
@@ -462,14 +469,18 @@ async fn jwt_auth(addr: &str, root: &str, issuer: &str) -> String {
         }),
     )
     .await;
-    path
 }
 
 /// A login at the JWT auth method `path` as its role `app`: the status, and the body.
 async fn jwt_login(addr: &str, path: &str, jwt: &str) -> (u16, Value) {
+    jwt_login_as(addr, path, "app", jwt).await
+}
+
+/// A login at the JWT auth method `path` as `role`: the status, and the body.
+async fn jwt_login_as(addr: &str, path: &str, role: &str, jwt: &str) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(format!("{addr}/v1/auth/{path}/login"))
-        .json(&json!({"role": "app", "jwt": jwt}))
+        .json(&json!({"role": role, "jwt": jwt}))
         .send()
         .await
         .unwrap();
@@ -640,4 +651,147 @@ async fn a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_op
         "the removed key after OpenBao's refresh: {body}"
     );
     assert!(refusal(&body).contains("signature"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_federation_logs_in_to_openbao_with_a_token_it_signs_for_itself() {
+    use reqwest::Method;
+    let test = "the_federation_logs_in_to_openbao_with_a_token_it_signs_for_itself";
+    let (Some(addr), Some(root)) = (
+        peer("ESI_TEST_OPENBAO_ADDR", test),
+        peer("ESI_TEST_OPENBAO_TOKEN", test),
+    ) else {
+        return;
+    };
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (kv, jwt) = (format!("kv-{suffix}"), format!("jwt-{suffix}"));
+    let cluster = common::issuer().await;
+    // No Vault credential anywhere in the configuration: the store names a role, and the
+    // federation signs its own login token, audienced to the store's server.
+    let yaml = identity_yaml(&cluster)
+        + &format!(
+            r#"---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: vault, namespace: default}}
+spec:
+  provider:
+    vault:
+      server: {addr}
+      auth: {{jwt: {{path: {jwt}, role: esi-federation, selfIssued: true}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: VaultStaticSecret
+metadata: {{name: kv, namespace: default}}
+spec: {{secretStoreRef: {{name: vault}}, mount: {kv}, path: app}}
+"#
+        );
+    let federation = Rollout::start(yaml).await;
+    let url = federation.url.clone();
+    // Serving before OpenBao is configured: it checks the discovery document then.
+    let key = generate_key_pem(KeyAlgorithm::Es256).unwrap();
+    federation.keys(&[key.expose_secret()]);
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("sys/mounts/{kv}"),
+        json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await;
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("{kv}/data/app"),
+        json!({"data": {"password": "kv-secret-1"}}),
+    )
+    .await;
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("sys/policies/acl/{kv}"),
+        json!({"policy": format!("path \"{kv}/data/*\" {{ capabilities = [\"read\"] }}")}),
+    )
+    .await;
+    jwt_auth_at(&addr, &root, &url, &jwt).await;
+    bao(
+        &addr,
+        &root,
+        Method::POST,
+        &format!("auth/{jwt}/role/esi-federation"),
+        json!({
+            "role_type": "jwt",
+            "user_claim": "sub",
+            "bound_subject": "esi-federation",
+            "bound_audiences": [addr],
+            "token_policies": [kv],
+            "token_ttl": "10m",
+        }),
+    )
+    .await;
+    let app = common::token(&cluster, "default", "app");
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/generators/default/VaultStaticSecret/kv"))
+        .bearer_auth(&app)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!({"password": "kv-secret-1"}));
+
+    // The login OpenBao saw: the federation's role, by the jwt method, nothing else.
+    let accessors = bao(
+        &addr,
+        &root,
+        Method::GET,
+        "auth/token/accessors?list=true",
+        Value::Null,
+    )
+    .await;
+    let mut logins = Vec::new();
+    for accessor in accessors["data"]["keys"].as_array().unwrap() {
+        let looked = bao(
+            &addr,
+            &root,
+            Method::POST,
+            "auth/token/lookup-accessor",
+            json!({"accessor": accessor}),
+        )
+        .await;
+        if looked["data"]["path"] == format!("auth/{jwt}/login") {
+            logins.push(looked["data"]["meta"]["role"].clone());
+        }
+    }
+    assert_eq!(logins, [json!("esi-federation")], "one login, one role");
+
+    // A workload's identity token cannot log in as the federation: its `sub` names a workload
+    // and its audience is never the federation's (the configuration refuses an
+    // IdentityToken for it).
+    let workload = federation.identity_token("openbao", &app).await;
+    let (status, body) = jwt_login_as(&addr, &jwt, "esi-federation", &workload).await;
+    assert_eq!(status, 400, "a workload's token as the federation: {body}");
+
+    // The federation's own token is audienced to the server it is sent to: one a store sent to
+    // another server (whoever reads it there) does not log in here.
+    let own = Issuer::new(&url, key.expose_secret()).unwrap();
+    let elsewhere = own
+        .mint_own("https://vault.elsewhere.example", Duration::from_secs(60))
+        .unwrap();
+    let (status, body) = jwt_login_as(
+        &addr,
+        &jwt,
+        "esi-federation",
+        elsewhere.token.expose_secret(),
+    )
+    .await;
+    assert_eq!(status, 400, "a token for another server: {body}");
+    assert!(refusal(&body).contains("aud"), "{body}");
+    let here = own.mint_own(&addr, Duration::from_secs(60)).unwrap();
+    let (status, body) =
+        jwt_login_as(&addr, &jwt, "esi-federation", here.token.expose_secret()).await;
+    assert_eq!(status, 200, "the same token for this server: {body}");
 }
