@@ -483,11 +483,13 @@ impl AcrAccessTokenGenerator {
     pub fn new(
         spec: AcrAccessTokenSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<AzureConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::azure::require_store(store, &spec.secret_store_ref)?;
-        let conn = conns.get(provider, AzureConn::new)?;
+        let conn = shared
+            .azure
+            .get(provider, |p| AzureConn::with_issuer(p, &shared.issuer))?;
         let base = match &conn.acr_endpoint {
             Some(url) => url.clone(),
             None => Url::parse(&format!("https://{}/", spec.registry))

@@ -12,7 +12,10 @@
 //!   ServiceAccount token trusted by a federated identity credential), sent as a
 //!   `client_assertion`. The file is `tokenFile`, else the one `AZURE_FEDERATED_TOKEN_FILE`
 //!   names (the variable the Azure Workload Identity webhook sets); it is re-read on every
-//!   token request, as Azure's SDKs do, since the kubelet rotates it;
+//!   token request, as Azure's SDKs do, since the kubelet rotates it. With `selfIssued`, the
+//!   federation signs the token itself with its own OIDC issuer instead (`sub`
+//!   `esi-federation`, `aud` `api://AzureADTokenExchange`), for a federated identity
+//!   credential trusting that issuer and subject: no secret wherever it runs;
 //! - `managedIdentity`: the managed identity of the Azure resource the federation runs on (a
 //!   VM or scale set, an AKS node pool's kubelet identity, App Service, Functions, Container
 //!   Apps); no secret at all. See below.
@@ -74,6 +77,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::identity::Issuer;
 use crate::secret::Owner;
 use crate::{BackendError, SecretRef, SpecError};
 
@@ -160,7 +164,8 @@ pub struct AzureProvider {
     pub timeout: Option<HumanDuration>,
 }
 
-/// Azure Workload Identity: where the federated token is read.
+/// Azure Workload Identity: where the federated token is read, or that the federation signs
+/// it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadIdentity {
@@ -168,7 +173,19 @@ pub struct WorkloadIdentity {
     /// federation's environment. Re-read on every token request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Present a token the federation signs for itself with its own OIDC issuer instead of a
+    /// file: `sub` `esi-federation`, `aud` `api://AzureADTokenExchange`, five minutes. The app
+    /// registration or managed identity trusts it with a federated identity credential of the
+    /// federation's issuer URL and that subject. No secret, wherever the federation runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_issued: bool,
 }
+
+/// The audience Entra ID expects of federated tokens (a federated identity credential's
+/// default).
+pub const FEDERATED_TOKEN_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// How long a token the federation signs to present to Entra ID lives.
+const SELF_ISSUED_LIFETIME: Duration = Duration::from_secs(300);
 
 /// A managed identity: where its tokens are asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -232,6 +249,12 @@ impl AzureProvider {
         ) {
             (Some(secret), None, None) => secret.validate("provider.azure.clientSecret")?,
             (None, Some(wi), None) => {
+                if wi.self_issued && wi.token_file.is_some() {
+                    return Err(SpecError::field(
+                        "provider.azure.workloadIdentity.selfIssued",
+                        "set tokenFile or selfIssued, not both",
+                    ));
+                }
                 if let Some(file) = &wi.token_file {
                     crate::secret::validate_file(
                         file,
@@ -345,6 +368,9 @@ enum Proof {
     Secret(SecretRef),
     /// The federated token's file; `None` for the one the environment names.
     Assertion(Option<PathBuf>),
+    /// A token the federation signs for itself, with its issuer (`None` where the
+    /// configuration is only checked).
+    SelfIssued(Option<Arc<Issuer>>),
     /// A managed identity.
     ManagedIdentity(Msi),
 }
@@ -440,6 +466,7 @@ impl fmt::Debug for AzureConn {
         let proof = match &self.proof {
             Proof::Secret(_) => "clientSecret",
             Proof::Assertion(_) => "workloadIdentity",
+            Proof::SelfIssued(_) => "workloadIdentity.selfIssued",
             Proof::ManagedIdentity(_) => "managedIdentity",
         };
         f.debug_struct("AzureConn")
@@ -467,14 +494,27 @@ struct ErrorResponse {
 }
 
 impl AzureConn {
-    /// Prepares the connection (nothing is read or fetched until first use).
+    /// Prepares the connection (nothing is read or fetched until first use), where the
+    /// federation's issuer is not known (a configuration only checked).
     pub fn new(p: &AzureProvider) -> Result<Self, SpecError> {
+        Self::with_issuer(p, &crate::IssuerSlot::Unknown)
+    }
+
+    /// [`AzureConn::new`] on the federation's `issuer`, which `workloadIdentity.selfIssued`
+    /// needs.
+    pub(crate) fn with_issuer(
+        p: &AzureProvider,
+        issuer: &crate::IssuerSlot,
+    ) -> Result<Self, SpecError> {
         p.validate()?;
         let timeout = p
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
         let proof = match (&p.client_secret, &p.workload_identity, &p.managed_identity) {
             (Some(secret), None, None) => Proof::Secret(secret.clone()),
+            (None, Some(wi), None) if wi.self_issued => Proof::SelfIssued(
+                issuer.for_build("an azure SecretStore presenting workloadIdentity.selfIssued")?,
+            ),
             (None, Some(wi), None) => Proof::Assertion(wi.token_file.clone()),
             (None, None, Some(_)) => {
                 let (imds, explicit) = match p.msi_endpoint()? {
@@ -610,6 +650,19 @@ impl AzureConn {
                 let secret = r.read()?;
                 self.fetch_aad(scope, &[("client_secret", secret.expose_secret())])
                     .await
+            }
+            Proof::SelfIssued(issuer) => {
+                let assertion = crate::identity_token::issuer_of(issuer.as_ref())?
+                    .mint_own(FEDERATED_TOKEN_AUDIENCE, SELF_ISSUED_LIFETIME)?
+                    .token;
+                self.fetch_aad(
+                    scope,
+                    &[
+                        ("client_assertion_type", JWT_BEARER_ASSERTION),
+                        ("client_assertion", assertion.expose_secret()),
+                    ],
+                )
+                .await
             }
             Proof::Assertion(file) => {
                 let assertion = Self::assertion_file(file.as_ref(), &*self.env)?

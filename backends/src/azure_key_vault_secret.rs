@@ -330,11 +330,13 @@ impl AzureKeyVaultSecretGenerator {
     pub fn new(
         spec: AzureKeyVaultSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<AzureConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::azure::require_store(store, &spec.secret_store_ref)?;
-        let conn = conns.get(provider, AzureConn::new)?;
+        let conn = shared
+            .azure
+            .get(provider, |p| AzureConn::with_issuer(p, &shared.issuer))?;
         let (host, audience) =
             vault_host(&spec.vault).map_err(|why| SpecError::field("vault", why))?;
         let base = match &conn.key_vault_endpoint {

@@ -411,19 +411,15 @@ impl Generator {
                 grafana::GrafanaGenerator::new(s.clone(), store, &mut shared.grafana)?,
             )),
             #[cfg(feature = "acr")]
-            GeneratorSpec::AcrAccessToken(s) => {
-                Generator::AcrAccessToken(Box::new(acr_access_token::AcrAccessTokenGenerator::new(
-                    s.clone(),
-                    store,
-                    &mut shared.azure,
-                )?))
-            }
+            GeneratorSpec::AcrAccessToken(s) => Generator::AcrAccessToken(Box::new(
+                acr_access_token::AcrAccessTokenGenerator::new(s.clone(), store, shared)?,
+            )),
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(s) => Generator::AzureKeyVaultSecret(Box::new(
                 azure_key_vault_secret::AzureKeyVaultSecretGenerator::new(
                     s.clone(),
                     store,
-                    &mut shared.azure,
+                    shared,
                 )?,
             )),
             #[cfg(feature = "sshkey")]

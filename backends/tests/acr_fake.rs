@@ -372,6 +372,92 @@ async fn workload_identity_presents_the_federated_token_read_again_each_time() {
 }
 
 #[tokio::test]
+async fn a_self_issued_token_logs_in_with_no_secret_where_a_federated_credential_trusts_it() {
+    use esi_backends::identity::{FEDERATION_SUBJECT, Issuer, KeyAlgorithm, generate_key_pem};
+    use esi_backends::{GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared, SpecError};
+    use secrecy::ExposeSecret as _;
+    let (fake, aad, acr) = azure().await;
+    let pem = generate_key_pem(KeyAlgorithm::Es256).expect("key");
+    let issuer =
+        Arc::new(Issuer::new("https://esi.example.com", pem.expose_secret()).expect("issuer"));
+    let credential = |subject: &str| entra::Federated {
+        issuer: "https://esi.example.com".to_owned(),
+        subject: subject.to_owned(),
+        audience: "api://AzureADTokenExchange".to_owned(),
+        jwks: serde_json::from_str(issuer.jwks_json()).expect("jwks"),
+    };
+    let own = SecretStoreSpec::from_manifest(store(
+        &aad,
+        &acr,
+        json!({"workloadIdentity": {"selfIssued": true}}),
+    ))
+    .expect("valid store");
+    let spec = GeneratorSpec::from_manifest(
+        GeneratorKind::AcrAccessToken,
+        json!({"secretStoreRef": {"name": "azure"}, "registry": REGISTRY}),
+    )
+    .expect("valid spec");
+    let build = |issuer: Option<Arc<Issuer>>| {
+        Generator::build_shared(&spec, Some(&own), &mut Shared::with_issuer(issuer))
+    };
+    let id = identity();
+
+    // A credential for a workload's subject does not trust the federation's own token.
+    fake.lock().expect("lock").entra.federated =
+        vec![credential("prod-eu:system:serviceaccount:payments:api")];
+    let g = build(Some(issuer.clone())).expect("builds");
+    let e = g.generate(&ctx(&id, "g")).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(e.detail().contains("AADSTS70021"), "{}", e.detail());
+
+    // One for the federation's subject does: no secret and no file anywhere.
+    fake.lock().expect("lock").entra.federated = vec![credential(FEDERATION_SUBJECT)];
+    let before = jiff::Timestamp::now().as_second();
+    let cred = g.generate(&ctx(&id, "g")).await.expect("minted");
+    assert_eq!(cred.data["registry"], REGISTRY);
+    {
+        let fake = fake.lock().expect("lock");
+        let form = fake.entra.forms.last().expect("a token request");
+        assert_eq!(get(form, "client_assertion_type"), Some(JWT_BEARER));
+        assert_eq!(get(form, "client_secret"), None);
+        let assertion = claims(get(form, "client_assertion").expect("an assertion"));
+        assert_eq!(assertion["iss"], "https://esi.example.com");
+        assert_eq!(assertion["sub"], FEDERATION_SUBJECT);
+        assert_eq!(assertion["aud"], "api://AzureADTokenExchange");
+        let iat = assertion["iat"].as_i64().expect("iat");
+        assert!((before..=before + 2).contains(&iat), "{assertion}");
+        assert_eq!(assertion["exp"].as_i64(), Some(iat + 300));
+        assert!(assertion.get("esi").is_none(), "it names no workload");
+    }
+
+    // Another issuer's key signing the same claims is refused by the signature.
+    let other = generate_key_pem(KeyAlgorithm::Es256).expect("key");
+    let impostor = build(Some(Arc::new(
+        Issuer::new("https://esi.example.com", other.expose_secret()).expect("issuer"),
+    )))
+    .expect("builds");
+    let e = impostor.generate(&ctx(&id, "g")).await.unwrap_err();
+    assert!(e.detail().contains("AADSTS50013"), "{}", e.detail());
+
+    // A serving federation that is no issuer refuses the store at load, naming the fix.
+    let e = build(None).unwrap_err();
+    assert!(matches!(e, SpecError::NoIssuer { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("workloadIdentity.selfIssued")
+            && e.to_string().contains("--issuer-url"),
+        "{e}"
+    );
+    // And the token comes from one place only.
+    let both = SecretStoreSpec::from_manifest(store(
+        &aad,
+        &acr,
+        json!({"workloadIdentity": {"selfIssued": true, "tokenFile": "/var/run/t"}}),
+    ))
+    .unwrap_err();
+    assert!(both.to_string().contains("not both"), "{both}");
+}
+
+#[tokio::test]
 async fn a_scope_is_rendered_for_the_caller_and_narrows_the_token() {
     let (fake, aad, acr) = azure().await;
     let dir = tempfile::tempdir().expect("tempdir");

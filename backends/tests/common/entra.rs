@@ -14,6 +14,12 @@
 //! (`{"error", "error_description"}`, 400).
 //!
 //! A test's fake state embeds an [`Entra`] and implements [`HasEntra`]; [`route`] serves it.
+//!
+//! Federated identity credentials ([`Federated`]) are checked as Entra ID checks them: the
+//! assertion's `iss`, `sub` and `aud` must equal one credential's, its signature must verify
+//! under the issuer's published key of its `kid` (RS256 or ES256), and it must not have
+//! expired. Entra ID fetches the issuer's JWKS by OIDC discovery; the fake is handed the JWKS
+//! the issuer serves instead.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -44,6 +50,9 @@ pub struct Entra {
     pub scopes: HashSet<String>,
     /// Federated tokens Entra ID accepts as client assertions.
     pub assertions: HashSet<String>,
+    /// The federated identity credentials of the app: signed assertions they match are
+    /// accepted.
+    pub federated: Vec<Federated>,
     /// `expires_in` of the tokens issued.
     pub expires_in: Value,
     /// Tokens issued and still good, with the scope each was issued for.
@@ -65,6 +74,7 @@ impl Entra {
         Entra {
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             assertions: HashSet::new(),
+            federated: Vec::new(),
             expires_in: json!(3599),
             tokens: HashMap::new(),
             forms: Vec::new(),
@@ -86,6 +96,85 @@ impl Entra {
             .filter(|f| get(f, "scope") == Some(scope))
             .count()
     }
+}
+
+/// A federated identity credential: the issuer, subject and audience an assertion must carry,
+/// and the issuer's JWKS (what Entra ID would fetch from `{issuer}/.well-known/...`).
+pub struct Federated {
+    pub issuer: String,
+    pub subject: String,
+    pub audience: String,
+    pub jwks: Value,
+}
+
+/// Why a signed assertion is refused, in Entra ID's words; `None` when a credential matches
+/// and the signature verifies.
+fn check_federated(federated: &[Federated], assertion: &str) -> Option<&'static str> {
+    use aws_lc_rs::signature;
+    use base64::Engine as _;
+    const NO_MATCH: &str =
+        "AADSTS70021: No matching federated identity record found for presented assertion.";
+    let b64 = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()
+    };
+    let json = |s: &str| -> Option<Value> { serde_json::from_slice(&b64(s)?).ok() };
+    // Not a JWT: no credential can match it.
+    let Some((input, sig)) = assertion.rsplit_once('.') else {
+        return Some(NO_MATCH);
+    };
+    let Some((header, claims)) = input.split_once('.') else {
+        return Some(NO_MATCH);
+    };
+    let (Some(header), Some(claims), Some(sig)) = (json(header), json(claims), b64(sig)) else {
+        return Some(NO_MATCH);
+    };
+    let audience_is = |want: &str| match &claims["aud"] {
+        Value::String(a) => a == want,
+        Value::Array(all) => all.iter().any(|a| a == want),
+        _ => false,
+    };
+    let Some(credential) = federated.iter().find(|f| {
+        claims["iss"] == f.issuer.as_str()
+            && claims["sub"] == f.subject.as_str()
+            && audience_is(&f.audience)
+    }) else {
+        return Some(NO_MATCH);
+    };
+    let key = credential.jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["kid"] == header["kid"]);
+    let member = |k: &Value, m: &str| k[m].as_str().and_then(b64).unwrap_or_default();
+    let verified = match (key, header["alg"].as_str()) {
+        (Some(k), Some("RS256")) => signature::RsaPublicKeyComponents {
+            n: member(k, "n"),
+            e: member(k, "e"),
+        }
+        .verify(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            input.as_bytes(),
+            &sig,
+        )
+        .is_ok(),
+        (Some(k), Some("ES256")) => {
+            let point = [vec![4], member(k, "x"), member(k, "y")].concat();
+            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .verify(input.as_bytes(), &sig)
+                .is_ok()
+        }
+        _ => false,
+    };
+    if !verified {
+        return Some("AADSTS50013: Assertion failed signature validation.");
+    }
+    let now = jiff::Timestamp::now().as_second();
+    if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+        return Some("AADSTS700024: Client assertion is not within its valid time range.");
+    }
+    None
 }
 
 /// A test's fake state holding an [`Entra`].
@@ -181,12 +270,10 @@ async fn token<F: HasEntra>(
                     "AADSTS700027: Client assertion type is not supported.",
                 );
             }
-            if !entra.assertions.contains(assertion) {
-                return aad_refusal(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client",
-                    "AADSTS70021: No matching federated identity record found for presented assertion.",
-                );
+            if !entra.assertions.contains(assertion)
+                && let Some(why) = check_federated(&entra.federated, assertion)
+            {
+                return aad_refusal(StatusCode::BAD_REQUEST, "invalid_client", why);
             }
         }
         _ => {
