@@ -42,6 +42,12 @@ pub struct AwsProvider {
     /// A role to assume with those credentials before calling STS for generators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assume_role: Option<AwsBaseRole>,
+    /// Instead of `credentials` or the default chain: the federation assumes this role with
+    /// `AssumeRoleWithWebIdentity`, presenting a token it signs for itself with its own OIDC
+    /// issuer (`sub` `esi-federation`, `aud` `sts.amazonaws.com`): no AWS secret, wherever
+    /// it runs. The role trusts the issuer's IAM OIDC provider, on that `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_issued: Option<AwsSelfIssued>,
     /// Timeout of each STS operation (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
@@ -95,6 +101,23 @@ impl aws_credential_types::provider::ProvideCredentials for AwsStaticCredentials
     }
 }
 
+/// The role the federation assumes with a token it signs for itself ([`AwsProvider::self_issued`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsSelfIssued {
+    /// ARN of the role.
+    pub role_arn: String,
+    /// Session name (default `esi-federation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+}
+
+/// The audience of the tokens the federation presents to STS (what IAM OIDC providers list as
+/// their client ID).
+pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
+/// How long a token the federation signs to present to STS lives.
+const SELF_ISSUED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The role the federation assumes first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -107,6 +130,63 @@ pub struct AwsBaseRole {
     /// External id the role's trust policy requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+}
+
+/// The credentials of a role the federation assumes with a token it signs for itself
+/// ([`AwsProvider::self_issued`]); the SDK's identity cache keeps them until shortly before
+/// they expire, then asks again.
+#[derive(Debug)]
+struct SelfIssuedRole {
+    issuer: Option<std::sync::Arc<crate::identity::Issuer>>,
+    role_arn: String,
+    session_name: String,
+    sts: aws_sdk_sts::Client,
+}
+
+impl SelfIssuedRole {
+    async fn assume(&self) -> Result<Credentials, BackendError> {
+        let token = crate::identity_token::issuer_of(self.issuer.as_ref())?
+            .mint_own(STS_AUDIENCE, SELF_ISSUED_LIFETIME)?
+            .token;
+        let out = self
+            .sts
+            .assume_role_with_web_identity()
+            .role_arn(&self.role_arn)
+            .role_session_name(&self.session_name)
+            .web_identity_token(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("AssumeRoleWithWebIdentity", &e))?;
+        let c = out.credentials.ok_or_else(|| BackendError::Unavailable {
+            message: "AWS STS answered without credentials".to_owned(),
+            detail: "AssumeRoleWithWebIdentity: no Credentials".to_owned(),
+        })?;
+        Ok(Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            expiration(&c).map(|t| std::time::SystemTime::from(t)),
+            "esi-self-issued",
+        ))
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for SelfIssuedRole {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            self.assume().await.map_err(|e| {
+                aws_credential_types::provider::error::CredentialsError::provider_error(format!(
+                    "{e}: {}",
+                    e.detail()
+                ))
+            })
+        })
+    }
 }
 
 /// Checks an IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path/name>`.
@@ -199,6 +279,15 @@ impl AwsProvider {
         if let Some(r) = &self.assume_role {
             validate_role_arn(&r.role_arn, "provider.aws.assumeRole.roleArn")?;
         }
+        if let Some(s) = &self.self_issued {
+            if self.credentials.is_some() {
+                return Err(SpecError::field(
+                    "provider.aws.selfIssued",
+                    "set credentials or selfIssued, not both",
+                ));
+            }
+            validate_role_arn(&s.role_arn, "provider.aws.selfIssued.roleArn")?;
+        }
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(SpecError::field("provider.aws.timeout", "must be positive"));
         }
@@ -216,6 +305,9 @@ fn reqwest_free_url_check(s: &str) -> bool {
 /// A lazily configured STS client for one store.
 pub struct StsConn {
     provider: AwsProvider,
+    /// The federation's issuer, for `selfIssued` (`None` otherwise, or where the configuration
+    /// is only checked).
+    issuer: Option<std::sync::Arc<crate::identity::Issuer>>,
     client: OnceCell<(aws_sdk_sts::Client, aws_config::SdkConfig)>,
 }
 
@@ -229,11 +321,20 @@ impl fmt::Debug for StsConn {
 }
 
 impl StsConn {
-    /// Prepares the connection (no network traffic, no credential lookup yet).
-    pub fn new(provider: &AwsProvider) -> Result<Self, SpecError> {
+    /// Prepares the connection (no network traffic, no credential lookup yet) on the
+    /// federation's `issuer`, which `selfIssued` needs.
+    pub(crate) fn new(
+        provider: &AwsProvider,
+        issuer: &crate::IssuerSlot,
+    ) -> Result<Self, SpecError> {
         provider.validate()?;
+        let issuer = match &provider.self_issued {
+            Some(_) => issuer.for_build("an aws SecretStore assuming its role with selfIssued")?,
+            None => None,
+        };
         Ok(StsConn {
             provider: provider.clone(),
+            issuer,
             client: OnceCell::new(),
         })
     }
@@ -254,20 +355,37 @@ impl StsConn {
     ) -> Result<(aws_sdk_sts::Client, aws_config::SdkConfig), BackendError> {
         let p = &self.provider;
         let timeout = p.timeout.map_or(DEFAULT_TIMEOUT, HumanDuration::get);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(p.region.clone()))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_timeout(timeout)
-                    .build(),
-            );
-        if let Some(ep) = &p.endpoint {
-            loader = loader.endpoint_url(ep);
-        }
+        let defaults = || {
+            let loader = aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new(p.region.clone()))
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(timeout)
+                        .build(),
+                );
+            match &p.endpoint {
+                Some(ep) => loader.endpoint_url(ep),
+                None => loader,
+            }
+        };
+        let mut loader = defaults();
         if let Some(c) = &p.credentials {
             // Read once now, so a missing key fails the first request with its own message.
             c.read()?;
             loader = loader.credentials_provider(c.clone());
+        }
+        if let Some(s) = &p.self_issued {
+            // AssumeRoleWithWebIdentity is unsigned: its client needs no credentials.
+            let unsigned = defaults().no_credentials().load().await;
+            loader = loader.credentials_provider(SelfIssuedRole {
+                issuer: self.issuer.clone(),
+                role_arn: s.role_arn.clone(),
+                session_name: s
+                    .session_name
+                    .clone()
+                    .unwrap_or_else(|| "esi-federation".to_owned()),
+                sts: aws_sdk_sts::Client::new(&unsigned),
+            });
         }
         let base = loader.load().await;
         let conf = match &p.assume_role {
@@ -507,7 +625,7 @@ mod tests {
             "credentials": {"accessKeyId": {"file": id_file}, "secretAccessKey": {"file": secret_file}},
         }))
         .unwrap();
-        let conn = StsConn::new(&provider).unwrap();
+        let conn = StsConn::new(&provider, &crate::IssuerSlot::Unknown).unwrap();
         let first = conn.own_credentials().await.unwrap();
         assert_eq!(first.access_key_id(), "AKIAFIRST");
         assert_eq!(first.secret_access_key(), "first-secret");
@@ -625,7 +743,7 @@ impl<C: Clone> CallerRole<C> {
         store_ref: &crate::SecretStoreRef,
         role_arn: Option<&str>,
         external_id: Option<&str>,
-        conns: &mut crate::store::Conns<StsConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         validate_caller_role(role_arn, external_id)?;
         let provider = require_store(store, store_ref)?;
@@ -644,11 +762,13 @@ impl<C: Clone> CallerRole<C> {
                     transitive_tag_keys: Vec::new(),
                     source_identity: None,
                 };
-                crate::aws_assume_role::AwsAssumeRoleGenerator::new(spec, store, conns)
+                crate::aws_assume_role::AwsAssumeRoleGenerator::new(spec, store, shared)
             })
             .transpose()?;
         Ok(CallerRole {
-            conn: conns.get(provider, StsConn::new)?,
+            conn: shared
+                .aws
+                .get(provider, |p| StsConn::new(p, &shared.issuer))?,
             role,
             store_client: OnceCell::new(),
             make,

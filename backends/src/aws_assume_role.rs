@@ -222,19 +222,28 @@ impl AwsAssumeRoleGenerator {
     pub fn new(
         spec: AwsAssumeRoleSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<StsConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::aws::require_store(store, &spec.secret_store_ref)?;
         // A store that assumes a role first calls AssumeRole with that role's session: role
         // chaining, which STS caps at one hour whatever the target role's maximum.
-        if provider.assume_role.is_some() && spec.duration_seconds > MAX_CHAINED_DURATION {
+        let first = if provider.assume_role.is_some() {
+            Some("provider.aws.assumeRole")
+        } else if provider.self_issued.is_some() {
+            Some("provider.aws.selfIssued")
+        } else {
+            None
+        };
+        if let Some(first) = first
+            && spec.duration_seconds > MAX_CHAINED_DURATION
+        {
             return Err(SpecError::field(
                 "durationSeconds",
                 format!(
                     "must be at most {MAX_CHAINED_DURATION}, got {}: SecretStore {:?} assumes a \
-                     role first (provider.aws.assumeRole), so this AssumeRole is role chaining, \
-                     which STS caps at one hour",
+                     role first ({first}), so this AssumeRole is role chaining, which STS caps \
+                     at one hour",
                     spec.duration_seconds, spec.secret_store_ref.name
                 ),
             ));
@@ -249,7 +258,9 @@ impl AwsAssumeRoleGenerator {
                 .as_deref()
                 .map(|s| Template::parse(s, "sourceIdentity"))
                 .transpose()?,
-            conn: conns.get(provider, StsConn::new)?,
+            conn: shared
+                .aws
+                .get(provider, |p| StsConn::new(p, &shared.issuer))?,
             spec,
         })
     }

@@ -29,7 +29,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{CallerRole, StsConn, map_service_error, validate_caller_role};
+use crate::aws::{CallerRole, map_service_error, validate_caller_role};
 use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
@@ -89,7 +89,7 @@ impl EcrAuthorizationTokenGenerator {
     pub fn new(
         spec: EcrAuthorizationTokenSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<StsConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         Ok(Self {
             signer: CallerRole::new(
@@ -98,7 +98,7 @@ impl EcrAuthorizationTokenGenerator {
                 &spec.secret_store_ref,
                 spec.role_arn.as_deref(),
                 spec.external_id.as_deref(),
-                conns,
+                shared,
             )?,
         })
     }

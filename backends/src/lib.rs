@@ -354,22 +354,18 @@ impl Generator {
             )),
             #[cfg(feature = "aws")]
             GeneratorSpec::AwsAssumeRole(s) => Generator::AwsAssumeRole(Box::new(
-                aws_assume_role::AwsAssumeRoleGenerator::new(s.clone(), store, &mut shared.aws)?,
+                aws_assume_role::AwsAssumeRoleGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "aws")]
             GeneratorSpec::StsSessionToken(s) => Generator::StsSessionToken(Box::new(
-                sts_session_token::StsSessionTokenGenerator::new(
-                    s.clone(),
-                    store,
-                    &mut shared.aws,
-                )?,
+                sts_session_token::StsSessionTokenGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "ecr")]
             GeneratorSpec::EcrAuthorizationToken(s) => Generator::EcrAuthorizationToken(Box::new(
                 ecr_authorization_token::EcrAuthorizationTokenGenerator::new(
                     s.clone(),
                     store,
-                    &mut shared.aws,
+                    shared,
                 )?,
             )),
             #[cfg(feature = "secretsmanager")]
@@ -377,7 +373,7 @@ impl Generator {
                 secrets_manager_secret::SecretsManagerSecretGenerator::new(
                     s.clone(),
                     store,
-                    &mut shared.aws,
+                    shared,
                 )?,
             )),
             #[cfg(feature = "gcp")]

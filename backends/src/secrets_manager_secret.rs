@@ -28,7 +28,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{CallerRole, StsConn, map_service_error, validate_caller_role};
+use crate::aws::{CallerRole, map_service_error, validate_caller_role};
 use crate::credential::{SecretPayload, secret_data};
 use crate::store::SecretStoreRef;
 use crate::template::Template;
@@ -204,7 +204,7 @@ impl SecretsManagerSecretGenerator {
     pub fn new(
         spec: SecretsManagerSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<StsConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         Ok(Self {
@@ -215,7 +215,7 @@ impl SecretsManagerSecretGenerator {
                 &spec.secret_store_ref,
                 spec.role_arn.as_deref(),
                 spec.external_id.as_deref(),
-                conns,
+                shared,
             )?,
             spec,
         })

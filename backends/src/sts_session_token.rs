@@ -67,18 +67,20 @@ impl StsSessionTokenGenerator {
     pub fn new(
         spec: StsSessionTokenSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<StsConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let provider = crate::aws::require_store(store, &spec.secret_store_ref)?;
-        if provider.assume_role.is_some() {
+        if provider.assume_role.is_some() || provider.self_issued.is_some() {
             return Err(SpecError::field(
                 "secretStoreRef.name",
                 "the store assumes a role, so its credentials are temporary and GetSessionToken cannot use them; use AWSAssumeRole",
             ));
         }
         Ok(StsSessionTokenGenerator {
-            conn: conns.get(provider, StsConn::new)?,
+            conn: shared
+                .aws
+                .get(provider, |p| StsConn::new(p, &shared.issuer))?,
             spec,
         })
     }

@@ -249,6 +249,133 @@ async fn assume_role_honours_max_ttl_and_base_role() {
     assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
 }
 
+/// A store with no AWS credentials at all: the federation assumes its role with a token it
+/// signs for itself, which STS (moto, which checks nothing, so this test checks the token as
+/// AWS would) gets unsigned; generators then sign with that role's session, kept while it
+/// lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_issued_token_assumes_the_stores_role_with_no_aws_secret() {
+    use common::entra::{Federated, check_federated};
+    use esi_backends::identity::{FEDERATION_SUBJECT, Issuer, KeyAlgorithm, generate_key_pem};
+    use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared};
+    use secrecy::ExposeSecret as _;
+    use std::sync::Arc;
+    let test = "a_self_issued_token_assumes_the_stores_role_with_no_aws_secret";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let pem = generate_key_pem(KeyAlgorithm::Rs256).expect("key");
+    let issuer =
+        Arc::new(Issuer::new("https://esi.example.com", pem.expose_secret()).expect("issuer"));
+    let store = |extra: Value| {
+        let mut aws = json!({
+            "region": "eu-west-1",
+            "endpoint": moto.url,
+            "timeout": "5s",
+            "selfIssued": {"roleArn": "arn:aws:iam::123456789012:role/esi-federation", "sessionName": format!("own{run}")},
+        });
+        if let (Some(a), Some(e)) = (aws.as_object_mut(), extra.as_object()) {
+            a.extend(e.clone());
+        }
+        SecretStoreSpec::from_manifest(json!({"provider": {"aws": aws}}))
+    };
+    let own = store(json!({})).expect("valid store");
+    let build = |kind: GeneratorKind, spec: Value| {
+        let spec = GeneratorSpec::from_manifest(kind, spec).expect("valid spec");
+        Generator::build_shared(
+            &spec,
+            Some(&own),
+            &mut Shared::with_issuer(Some(issuer.clone())),
+        )
+    };
+    let g = build(
+        GeneratorKind::AwsAssumeRole,
+        json!({"secretStoreRef": {"name": "aws"}, "roleArn": "arn:aws:iam::123456789012:role/esi-app", "sessionName": format!("m{run}"), "identityTags": false}),
+    )
+    .expect("builds");
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "payments/AWSAssumeRole/app",
+        max_ttl: None,
+    };
+    for _ in 0..2 {
+        g.generate(&c)
+            .await
+            .expect("assumed through the store's own role");
+    }
+
+    let recorded = moto.recorded().await;
+    let own_calls: Vec<_> = recorded
+        .iter()
+        .filter(|(f, _)| f.get("RoleSessionName") == Some(&format!("own{run}")))
+        .collect();
+    assert_eq!(
+        own_calls.len(),
+        1,
+        "the role's session is kept while it lives"
+    );
+    let (form, auth) = own_calls[0];
+    assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
+    assert_eq!(
+        form["RoleArn"],
+        "arn:aws:iam::123456789012:role/esi-federation"
+    );
+    assert!(!auth.contains("Credential="), "sent unsigned: {auth}");
+    let trusted = |subject: &str| Federated {
+        issuer: "https://esi.example.com".to_owned(),
+        subject: subject.to_owned(),
+        audience: "sts.amazonaws.com".to_owned(),
+        jwks: serde_json::from_str(issuer.jwks_json()).expect("jwks"),
+    };
+    let token = &form["WebIdentityToken"];
+    assert_eq!(check_federated(&[trusted(FEDERATION_SUBJECT)], token), None);
+    assert!(
+        check_federated(
+            &[trusted("prod-eu:system:serviceaccount:payments:api")],
+            token
+        )
+        .is_some(),
+        "a trust policy on a workload's sub does not take it"
+    );
+    let (_, auth) = moto.assume_role_request(&format!("m{run}")).await;
+    assert!(
+        auth.contains("Credential=") && !auth.contains("AKIAESITESTKEY000001"),
+        "the generator signs with the role's session: {auth}"
+    );
+
+    // That session is role chaining (one hour at most), and temporary (no GetSessionToken).
+    let e = build(
+        GeneratorKind::AwsAssumeRole,
+        json!({"secretStoreRef": {"name": "aws"}, "roleArn": "arn:aws:iam::123456789012:role/esi-app", "durationSeconds": 7200}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("provider.aws.selfIssued"), "{e}");
+    let e = build(
+        GeneratorKind::StsSessionToken,
+        json!({"secretStoreRef": {"name": "aws"}}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("temporary"), "{e}");
+    // Its credentials come from one place; and without an issuer there are none.
+    let both = store(
+        json!({"credentials": {"accessKeyId": {"env": "AK"}, "secretAccessKey": {"env": "SK"}}}),
+    )
+    .unwrap_err();
+    assert!(both.to_string().contains("not both"), "{both}");
+    let spec = GeneratorSpec::from_manifest(
+        GeneratorKind::AwsAssumeRole,
+        json!({"secretStoreRef": {"name": "aws"}, "roleArn": "arn:aws:iam::123456789012:role/esi-app"}),
+    )
+    .expect("valid spec");
+    let e = Generator::build_shared(&spec, Some(&own), &mut Shared::with_issuer(None)).unwrap_err();
+    assert!(
+        e.to_string().contains("selfIssued") && e.to_string().contains("--issuer-url"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_token_needs_long_term_keys() {
     let test = "session_token_needs_long_term_keys";

@@ -108,8 +108,9 @@ pub struct Federated {
 }
 
 /// Why a signed assertion is refused, in Entra ID's words; `None` when a credential matches
-/// and the signature verifies.
-fn check_federated(federated: &[Federated], assertion: &str) -> Option<&'static str> {
+/// and the signature verifies. What any OIDC relying party checks (the STS tests use it for
+/// the tokens AWS would verify).
+pub fn check_federated(federated: &[Federated], assertion: &str) -> Option<&'static str> {
     use aws_lc_rs::signature;
     use base64::Engine as _;
     const NO_MATCH: &str =
