@@ -165,7 +165,7 @@ impl SelfIssuedRole {
             c.access_key_id(),
             c.secret_access_key(),
             Some(c.session_token().to_owned()),
-            expiration(&c).map(|t| std::time::SystemTime::from(t)),
+            expiration(&c).map(std::time::SystemTime::from),
             "esi-self-issued",
         ))
     }

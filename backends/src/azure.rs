@@ -1090,6 +1090,7 @@ mod tests {
                 AzureProvider {
                     client_secret: None,
                     workload_identity: Some(WorkloadIdentity {
+                        self_issued: false,
                         token_file: Some("/proc/self/environ".into()),
                     }),
                     ..provider()
