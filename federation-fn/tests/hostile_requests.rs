@@ -449,17 +449,12 @@ fn hostile_claims(base: Value, now: i64) -> BoxedStrategy<Value> {
 // reading of them), issuer, signature, `exp`, `nbf`, `iat`, audience, `kubernetes.io`, `sub`;
 // then the authorization of `default/Password/db`.
 
-/// The members of a struct as serde's derive reads them, in declared order: from an object by
-/// name (others ignored), or from an array by position (serde reads a struct from either; an
-/// array longer than the struct is refused). `None` when `v` is neither.
+/// The members of a struct in declared order, by name (others ignored). The verifier reads
+/// every struct of a token from an object only (serde's derive alone would read one from an
+/// array by position too); `None` when `v` is not an object.
 fn fields<'v>(v: &'v Value, names: &[&str]) -> Option<Vec<Option<&'v Value>>> {
-    match v {
-        Value::Object(m) => Some(names.iter().map(|n| m.get(*n)).collect()),
-        Value::Array(a) if a.len() <= names.len() => {
-            Some((0..names.len()).map(|i| a.get(i)).collect())
-        }
-        _ => None,
-    }
+    let m = v.as_object()?;
+    Some(names.iter().map(|n| m.get(*n)).collect())
 }
 
 /// An `Option<T>` member: absent or `null` is `Some(None)`, `None` is a type error.
@@ -473,10 +468,9 @@ fn optional<'v, T>(
     }
 }
 
-/// `(alg, kid, crit present)` of a header, `None` when it does not read (the verifier takes
-/// the header and the claims only as objects).
+/// `(alg, kid, crit present)` of a header, `None` when it does not read.
 fn read_header(h: &Value) -> Option<(&str, Option<&str>, bool)> {
-    let f = fields(h.is_object().then_some(h)?, &["alg", "kid", "crit"])?;
+    let f = fields(h, &["alg", "kid", "crit"])?;
     let alg = f[0]?.as_str()?;
     let kid = optional(f[1], Value::as_str)?;
     // Any `crit`, `null` included, is refused.
@@ -498,7 +492,7 @@ struct ModelClaims<'v> {
 
 fn read_claims(c: &Value) -> Option<ModelClaims<'_>> {
     let f = fields(
-        c.is_object().then_some(c)?,
+        c,
         &["iss", "sub", "aud", "exp", "nbf", "iat", "kubernetes.io"],
     )?;
     let aud = optional(f[2], |v| match v {

@@ -111,6 +111,46 @@ pub fn prefix_at_char_boundary(text: &str, max: usize) -> &str {
     &text[..cut]
 }
 
+/// A struct read from a JSON object only. serde's derive also reads a struct from an array of
+/// its fields in order (`["team", {"name": "app"}]` as `{namespace, serviceaccount}`), a shape
+/// none of the documents esi reads this way may take: a Pod's parts are addressed by member
+/// name (a patch cannot apply to such an array), and a token's claims are objects (RFC 7519
+/// §4). Read through `deserialize_map`, in the same pass and without buffering: anything but an
+/// object is refused as a value of the wrong type.
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Members<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
+/// An [`Object`], for `#[serde(deserialize_with = "esi_api::json::object")]`.
+pub fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Object::deserialize(d).map(|o| o.0)
+}
+
+/// An optional [`Object`]; `null` reads as absent, as `Option` reads it (with
+/// `#[serde(default)]` for a member that may be left out).
+pub fn optional_object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Object<T>>::deserialize(d)?.map(|o| o.0))
+}
+
 fn describe(e: &serde_json::Error, path: &str) -> String {
     match e.classify() {
         // Syntax messages name tokens and positions ("expected `,` or `}`"), never values.
@@ -249,6 +289,45 @@ mod tests {
             "missing field `data`"
         );
         assert_eq!(without_values(r#"cut string "abc"#), "cut a string");
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Named {
+        name: String,
+        #[serde(default, deserialize_with = "optional_object")]
+        inner: Option<Box<Named>>,
+    }
+
+    #[test]
+    fn an_object_is_read_from_an_object_only() {
+        let read = |json: &str| serde_json::from_str::<Object<Named>>(json).map(|o| o.0);
+        assert_eq!(
+            read(r#"{"name": "a", "inner": {"name": "b"}}"#).unwrap(),
+            Named {
+                name: "a".into(),
+                inner: Some(Box::new(Named {
+                    name: "b".into(),
+                    inner: None
+                }))
+            }
+        );
+        assert_eq!(read(r#"{"name": "a", "inner": null}"#).unwrap().inner, None);
+        // serde's derive alone reads both arrays by position.
+        assert!(serde_json::from_str::<Named>(r#"["a"]"#).is_ok());
+        for json in [
+            r#"["a"]"#,
+            r#"{"name": "a", "inner": ["b"]}"#,
+            r#""a""#,
+            "1",
+        ] {
+            let e = read(json).unwrap_err().to_string();
+            assert!(e.contains("expected an object"), "{json}: {e}");
+        }
+        // The path of a fault inside it is kept.
+        assert_eq!(
+            explain::<Object<Named>>(r#"{"name": "a", "inner": {"name": 1}}"#).unwrap(),
+            "a value of the wrong type or form at inner.name (line 1 column 33)"
+        );
     }
 
     #[test]
