@@ -1671,6 +1671,45 @@ fn an_unknown_member_is_named_shortened() {
     );
 }
 
+/// A member name of 1 KiB took the whole explanation (cut at 200 bytes after axum's path
+/// prefix): serde's reason fell off. The name is cut by itself, and the reason stays.
+#[test]
+fn a_long_unknown_member_name_leaves_room_for_the_reason() {
+    let w = World::new();
+    let name = format!("{}\u{1b}[2J`é", "m".repeat(1024));
+    for (path, body, expected) in [
+        (
+            "/v1/revoke",
+            json!({"lease": "x", name.as_str(): 1}),
+            "expected `lease`",
+        ),
+        (
+            "/v1/authorize",
+            json!({"generators": [], name.as_str(): 1}),
+            "expected `generators`",
+        ),
+    ] {
+        let a = w.send(common::post(path, Some(&w.token), Some(&body.to_string())));
+        assert_eq!(a.status, 400, "{}", a.text);
+        assert_eq!(common::code(&a.json), "bad_request");
+        let message = a.json["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("invalid request body: mmmm"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("unknown field `{}…`", "m".repeat(64))),
+            "{message}"
+        );
+        assert!(message.contains(expected), "{message}");
+        assert!(
+            message.len() <= "invalid request body: ".len() + esi_api::json::EXPLANATION_MAX,
+            "{} bytes: {message}",
+            message.len()
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Hostile leases.
 
