@@ -390,6 +390,37 @@ fn an_inline_secret_is_refused_without_being_repeated() {
     assert!(!e.contains("hvs.CAES"), "{e}");
 }
 
+/// A malformed inline JWKS is named at spec.keys.jwks, placed inside the document, and said
+/// without the offending value, as every other configuration error about a value is (serde's
+/// own message quoted it: `invalid type: string "…"`).
+#[test]
+fn a_malformed_inline_jwks_is_named_without_its_values() {
+    let cluster = |jwks: &str| {
+        doc(
+            "Cluster",
+            "{name: c1}",
+            &format!("{{issuer: https://x.example, audiences: [esi], keys: {{jwks: {jwks}}}}}"),
+        )
+    };
+    for (jwks, expected) in [
+        (
+            "{keys: s3cret-pasted-here}",
+            "bad.yaml#1: Cluster/c1: spec.keys.jwks: not a JWKS document: keys: invalid type: a string, expected a sequence",
+        ),
+        (
+            "{keys: [s3cret-pasted-here]}",
+            "bad.yaml#1: Cluster/c1: spec.keys.jwks: not a JWKS document: keys[0]: invalid type: a string, expected struct Jwk",
+        ),
+        (
+            "s3cret-pasted-here",
+            "bad.yaml#1: Cluster/c1: spec.keys.jwks: not a JWKS document: invalid type: a string, expected struct JwksDoc",
+        ),
+    ] {
+        let e = errors(&cluster(jwks));
+        assert_eq!(e, [expected]);
+    }
+}
+
 /// A choice of exactly one key given several or none (`provider`, `vault.auth`,
 /// `grafana.auth`) names the keys it takes and the keys found, at the choice's path, and
 /// none of their values (serde said only "expected map with a single key").
