@@ -93,6 +93,7 @@ pub struct GrafanaProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org_id: Option<u64>,
     /// The federation's credential in Grafana: exactly one of `token` or `basic`.
+    #[serde(deserialize_with = "crate::choice::one_of")]
     pub auth: GrafanaAuth,
     /// PEM certificates trusted (in addition to the system roots), for a Grafana behind a
     /// private CA.

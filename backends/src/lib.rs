@@ -48,6 +48,7 @@
 //! The SDKs log no bodies at the levels the federation enables; [`QUIET_LOG_DIRECTIVES`]
 //! keeps their chatter out of the logs altogether.
 
+mod choice;
 pub mod duration;
 pub mod fake;
 pub mod identity;

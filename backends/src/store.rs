@@ -25,6 +25,7 @@ use crate::SpecError;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretStoreSpec {
     /// The backend and how to reach it: exactly one provider.
+    #[serde(deserialize_with = "crate::choice::one_of")]
     pub provider: StoreProvider,
 }
 

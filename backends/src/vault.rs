@@ -52,7 +52,7 @@ pub struct VaultProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
     /// How the federation authenticates (default: a token from the `VAULT_TOKEN` variable).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::choice::one_of")]
     pub auth: VaultAuth,
 }
 

@@ -183,10 +183,15 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         // serde quotes the string it could not take: a lease or a token sent where it does not
         // belong would come back in the answer and reach the audit log. Names and positions
-        // stay, shortened: an unknown member's name is the caller's text, of any length.
+        // stay, shortened: an unknown member's name is the caller's text, of any length, and
+        // is cut by itself so that serde's reason ("unknown field …, expected …") stays.
         JsonRejection::JsonDataError(e) => {
-            let mut why = esi_api::json::without_values(&e.body_text());
-            esi_api::json::truncate_at_char_boundary(&mut why, esi_api::json::EXPLANATION_MAX);
+            let why = esi_api::json::explain_error(&e).unwrap_or_else(|| {
+                // Not read with path bookkeeping after all: axum's text, cut as a whole.
+                let mut why = esi_api::json::without_values(&e.body_text());
+                esi_api::json::truncate_at_char_boundary(&mut why, esi_api::json::EXPLANATION_MAX);
+                why
+            });
             ApiError::new(
                 ErrorCode::BadRequest,
                 format!("invalid request body: {why}"),

@@ -390,6 +390,86 @@ fn an_inline_secret_is_refused_without_being_repeated() {
     assert!(!e.contains("hvs.CAES"), "{e}");
 }
 
+/// A malformed inline JWKS is named at spec.keys.jwks, placed inside the document, and said
+/// without the offending value, as every other configuration error about a value is (serde's
+/// own message quoted it: `invalid type: string "…"`).
+#[test]
+fn a_malformed_inline_jwks_is_named_without_its_values() {
+    let cluster = |jwks: &str| {
+        doc(
+            "Cluster",
+            "{name: c1}",
+            &format!("{{issuer: https://x.example, audiences: [esi], keys: {{jwks: {jwks}}}}}"),
+        )
+    };
+    for (jwks, expected) in [
+        (
+            "{keys: s3cret-pasted-here}",
+            "bad.yaml#1: Cluster/c1: spec.keys.jwks: not a JWKS document: keys: invalid type: a string, expected a sequence",
+        ),
+        (
+            "{keys: [s3cret-pasted-here]}",
+            "bad.yaml#1: Cluster/c1: spec.keys.jwks: not a JWKS document: keys[0]: invalid type: a string, expected struct Jwk",
+        ),
+        (
+            "s3cret-pasted-here",
+            "bad.yaml#1: Cluster/c1: spec.keys.jwks: not a JWKS document: invalid type: a string, expected struct JwksDoc",
+        ),
+    ] {
+        let e = errors(&cluster(jwks));
+        assert_eq!(e, [expected]);
+    }
+}
+
+/// A choice of exactly one key given several or none (`provider`, `vault.auth`,
+/// `grafana.auth`) names the keys it takes and the keys found, at the choice's path, and
+/// none of their values (serde said only "expected map with a single key").
+#[test]
+fn a_choice_of_one_key_names_the_keys_found_not_their_values() {
+    let store = |provider: &str| {
+        doc(
+            "SecretStore",
+            "{name: s, namespace: team}",
+            &format!("{{provider: {provider}}}"),
+        )
+    };
+    let vault = "{server: \"https://vault.example:8200\", auth: {token: {env: s3cret-env}}}";
+    let cases = [
+        (
+            store(&format!(
+                "{{vault: {vault}, aws: {{region: s3cret-region}}}}"
+            )),
+            "SecretStore/team/s: spec.provider: takes exactly one of vault, aws, gcp, webhook, github, grafana",
+            "; found 2: aws, vault",
+        ),
+        (
+            store("{}"),
+            "SecretStore/team/s: spec.provider: takes exactly one of vault, aws, ",
+            "; found none",
+        ),
+        (
+            store(
+                "{vault: {server: \"https://vault.example:8200\", auth: {token: {env: s3cret-env}, appRole: {secretIdRef: {file: /s3cret}}}}}",
+            ),
+            "SecretStore/team/s: spec.provider.vault.auth: takes exactly one of token, appRole, jwt, kubernetes",
+            "; found 2: appRole, token",
+        ),
+        (
+            store(
+                "{grafana: {url: \"https://grafana.example\", auth: {token: {env: s3cret-env}, basic: {username: s3cret-user, password: {env: s3cret-env}}}}}",
+            ),
+            "SecretStore/team/s: spec.provider.grafana.auth: takes exactly one of token, basic",
+            "; found 2: basic, token",
+        ),
+    ];
+    for (yaml, takes, found) in cases {
+        let e = errors(&yaml).join("\n");
+        assert!(e.contains(takes), "{e}");
+        assert!(e.contains(found), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}
+
 /// Links are followed (a ConfigMap's files are links), so a folder linking to itself twice
 /// would make a walk of 2^depth folders: it stops at a bound, with an error saying why.
 #[test]

@@ -351,6 +351,66 @@ async fn rejection_table() {
     }
 }
 
+/// serde's derive reads a struct from an array by position: `kubernetes.io` (and the
+/// ServiceAccount and Pod inside it) written as arrays of their members, in a token the
+/// cluster's key signed, read as the identity `default/app` until they were read as objects
+/// only. They are malformed claims, refused as a claim of the wrong type is.
+#[tokio::test]
+async fn a_kubernetes_io_claim_written_as_an_array_is_malformed() {
+    let (issuer, state) = one_cluster().await;
+    let key = issuer.signing_key();
+    let base = claims(&issuer, &TokenSpec::new("default", "app"));
+    let kube = base["kubernetes.io"].clone();
+    let positional = |v: &serde_json::Value, fields: &[&str]| {
+        json!(fields.iter().map(|f| v[*f].clone()).collect::<Vec<_>>())
+    };
+    // Read as objects, the same members are a valid identity.
+    let as_objects = key.sign(json!({"typ": "JWT"}), &base, true);
+    assert_eq!(
+        verify(&state, &as_objects).await.unwrap().subject,
+        "system:serviceaccount:default:app"
+    );
+    let object_ref = |v: &serde_json::Value| positional(v, &["name", "uid"]);
+    let cases = [
+        (
+            "kubernetes.io",
+            positional(&kube, &["namespace", "serviceaccount", "pod"]),
+        ),
+        (
+            "kubernetes.io.serviceaccount",
+            json!({"namespace": "default", "serviceaccount": object_ref(&kube["serviceaccount"]),
+                   "pod": kube["pod"]}),
+        ),
+        (
+            "kubernetes.io.pod",
+            json!({"namespace": "default", "serviceaccount": kube["serviceaccount"],
+                   "pod": object_ref(&kube["pod"])}),
+        ),
+    ];
+    let exp_not_a_number = {
+        let mut c = base.clone();
+        c["exp"] = json!("soon");
+        verify(&state, &key.sign(json!({"typ": "JWT"}), &c, true))
+            .await
+            .unwrap_err()
+    };
+    assert_eq!(exp_not_a_number.0, ErrorCode::InvalidToken);
+    for (at, kubernetes) in cases {
+        let mut c = base.clone();
+        c["kubernetes.io"] = kubernetes;
+        let token = key.sign(json!({"typ": "JWT"}), &c, true);
+        let (code, message) = verify(&state, &token).await.unwrap_err();
+        assert_eq!(code, exp_not_a_number.0, "{at}: {message}");
+        assert!(
+            message.starts_with(&format!(
+                "token claims are malformed: a value of the wrong type or form at {at} (line 1"
+            )),
+            "{at}: {message}"
+        );
+        assert!(!message.contains("sa-uid-app"), "{message}");
+    }
+}
+
 #[tokio::test]
 async fn accepts_within_leeway_and_without_kid() {
     let (issuer, state) = one_cluster().await;

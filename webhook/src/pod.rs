@@ -5,10 +5,14 @@
 //! read the fields [`crate::mutate`] looks at, with k8s-openapi's names and shapes (a missing
 //! or `null` list or name reads as empty, as k8s-openapi reads it), and skip the rest. The
 //! patch never re-serializes the Pod (see [`crate::mutate`]), so nothing unread is lost.
+//!
+//! Every struct here is read from a JSON object only ([`esi_api::json::Object`]), as
+//! k8s-openapi reads it: serde's derive alone would also read one from an array of its fields.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
+use esi_api::json::{Object, optional_object};
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -55,13 +59,13 @@ pub struct PodSpec {
     #[serde(default, deserialize_with = "bounded_objects")]
     pub init_containers: Option<Vec<Container>>,
     /// `ephemeralContainers` (only their names: the webhook must not take one).
-    #[serde(default, deserialize_with = "bounded_list")]
+    #[serde(default, deserialize_with = "bounded_objects")]
     pub ephemeral_containers: Option<Vec<Named>>,
     /// `volumes` (only their names).
-    #[serde(default, deserialize_with = "bounded_list")]
+    #[serde(default, deserialize_with = "bounded_objects")]
     pub volumes: Option<Vec<Named>>,
     /// `securityContext`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     pub security_context: Option<SecurityContext>,
     /// `shareProcessNamespace`.
     #[serde(default)]
@@ -85,10 +89,10 @@ pub struct Container {
     #[serde(default, deserialize_with = "bounded_list")]
     pub command: Option<Vec<String>>,
     /// `volumeMounts`.
-    #[serde(default, deserialize_with = "bounded_list")]
+    #[serde(default, deserialize_with = "bounded_objects")]
     pub volume_mounts: Option<Vec<VolumeMount>>,
     /// `securityContext`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     pub security_context: Option<SecurityContext>,
 }
 
@@ -175,8 +179,10 @@ pub struct AdmissionRequest {
     /// `uid`, copied into the answer.
     pub uid: String,
     /// The kind of the object.
+    #[serde(deserialize_with = "esi_api::json::object")]
     pub kind: Kind,
     #[allow(dead_code)]
+    #[serde(deserialize_with = "esi_api::json::object")]
     resource: Resource,
     /// `subResource`.
     #[serde(default)]
@@ -289,34 +295,6 @@ fn bounded_map<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
     Ok(Option::<BoundedMap>::deserialize(d)?.map(|b| b.0))
-}
-
-/// A struct read from a JSON object only. serde's derive also reads a struct from an array of
-/// its fields in order, a shape k8s-openapi refuses; the patch addresses the Pod, its
-/// metadata, spec and containers by member name, and cannot apply to such an array.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Members<T> {
-            type Value = Object<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
-            }
-        }
-        d.deserialize_map(Members(std::marker::PhantomData))
-    }
-}
-
-/// An optional object ([`Object`]); `null` reads as absent.
-fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    Ok(Option::<Object<T>>::deserialize(d)?.map(|o| o.0))
 }
 
 /// An object ([`Object`]); absent or `null` reads as its default, as k8s-openapi reads it.
@@ -453,6 +431,14 @@ mod tests {
             json!({"spec": {"containers": [{"name": 1}]}}),
             json!({"spec": {"securityContext": {"runAsUser": "root"}}}),
             json!({"metadata": {"labels": ["a"]}}),
+            // The same for the structs inside the spec and a container, which serde's derive
+            // still read from arrays: `[1000]` as `{runAsUser: 1000}`, `["v", "/v"]` as a
+            // mount of volume `v` at `/v`.
+            json!({"spec": {"securityContext": [1000, 1000, 1000]}}),
+            json!({"spec": {"containers": [{"name": "a", "securityContext": [0]}]}}),
+            json!({"spec": {"containers": [{"name": "a", "volumeMounts": [["v", "/v"]]}]}}),
+            json!({"spec": {"containers": [{"name": "a"}], "volumes": [["v"]]}}),
+            json!({"spec": {"containers": [{"name": "a"}], "ephemeralContainers": [["d"]]}}),
         ] {
             assert!(serde_json::from_value::<Pod>(bad.clone()).is_err(), "{bad}");
             assert!(

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use esi_api::json::Object;
 use k8s_openapi::api::core::v1::Pod as FullPod;
 use kube_core::admission::AdmissionReview;
 use serde::{Deserialize as _, Serialize};
@@ -264,14 +265,14 @@ pub fn review(body: &[u8], cfg: &WebhookConfig) -> Reviewed {
 
 /// The review as read on the fast path. kube-core's `AdmissionReview` flattens its `TypeMeta`,
 /// which makes serde buffer the whole body before reading it; this envelope reads the same
-/// fields in one pass.
+/// fields in one pass. Read as an [`Object`], as are the request and its parts.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
     api_version: String,
     #[allow(dead_code)]
     kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "esi_api::json::optional_object")]
     request: Option<AdmissionRequest>,
 }
 
@@ -282,11 +283,11 @@ pub fn parse(body: &[u8]) -> Parsed {
     // is checked as UTF-8 once, whole: read from bytes, serde_json checks each of a review's
     // ~90 strings on its own, 6 % of an admission.
     if let Ok(text) = std::str::from_utf8(body)
-        && let Ok(Envelope {
+        && let Ok(Object(Envelope {
             api_version,
             request: Some(req),
             ..
-        }) = crate::pod::budgeted(|| serde_json::from_str::<Envelope>(text))
+        })) = crate::pod::budgeted(|| serde_json::from_str::<Object<Envelope>>(text))
         && api_version == ADMISSION_API_VERSION
     {
         return parse_request(req);
@@ -385,8 +386,8 @@ fn parse_carefully(body: &[u8]) -> Parsed {
         return invalid(uid, "esi: AdmissionReview has no request".to_owned());
     }
     // kube-core read it; the webhook's own types read a subset of the same fields.
-    match AdmissionRequest::deserialize(&value["request"]) {
-        Ok(req) => parse_request(req),
+    match Object::<AdmissionRequest>::deserialize(&value["request"]) {
+        Ok(Object(req)) => parse_request(req),
         Err(e) => invalid(
             uid,
             format!(
@@ -409,7 +410,7 @@ fn explain_briefly(body: &[u8]) -> Parsed {
             format!("esi: malformed AdmissionReview JSON: the body is not UTF-8 ({e})"),
         );
     }
-    match crate::pod::budgeted(|| serde_json::from_slice::<Envelope>(body)) {
+    match crate::pod::budgeted(|| serde_json::from_slice::<Object<Envelope>>(body)).map(|o| o.0) {
         Err(e) if matches!(e.classify(), Category::Syntax | Category::Eof) => {
             invalid(uid, format!("esi: malformed AdmissionReview JSON: {e}"))
         }

@@ -1766,6 +1766,28 @@ fn malformed_reviews_are_bad_requests_with_their_uid() {
             "u1",
             "unknown variant",
         ),
+        // The review and the request's parts are objects, as the Pod's are: serde's derive
+        // alone read these arrays by position.
+        (
+            serde_json::to_vec(&json!([
+                "admission.k8s.io/v1",
+                "AdmissionReview",
+                good["request"]
+            ]))
+            .unwrap(),
+            "",
+            "only admission.k8s.io/v1",
+        ),
+        (
+            with("/request/kind", json!(["", "v1", "Pod"])),
+            "u1",
+            "valid Pod request",
+        ),
+        (
+            with("/request/resource", json!(["", "v1", "pods"])),
+            "u1",
+            "valid Pod request",
+        ),
     ];
     for (body, uid, want) in cases {
         let shown = String::from_utf8_lossy(&body).into_owned();
@@ -1912,6 +1934,59 @@ fn a_container_written_as_an_array_is_a_bad_request() {
         let answer = hook.admit(&pod, "payments", "u").unwrap();
         let (code, _, message) = answer.status.expect("refused");
         assert_eq!(code, 400, "{message}");
+        assert!(message.contains("valid Pod request"), "{message}");
+    }
+}
+
+/// The same for the structs inside the spec and its containers: a security context, a mount
+/// or a volume written as an array of its fields was read by position (`[1000]` as
+/// `{runAsUser: 1000}`) and the Pod injected. Each is a 400, as a container written so is.
+#[test]
+fn a_security_context_mount_or_volume_written_as_an_array_is_a_bad_request() {
+    let hook = Webhook::new();
+    let pod = |spec: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "api", "labels": {"esi.dev/inject": "true"},
+                         "annotations": {"esi.dev/generators": "db=payments/Password/p",
+                                         "esi.dev/env": "A=db.password"}},
+            "spec": spec
+        })
+    };
+    let app = |extra: Value| {
+        let mut c = json!({"name": "app", "image": "x", "command": ["/app"]});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let well_formed = pod(json!({
+        "securityContext": {"runAsUser": 1000},
+        "containers": [app(json!({"securityContext": {"runAsUser": 1000},
+                                  "volumeMounts": [{"name": "v", "mountPath": "/v"}]}))],
+        "volumes": [{"name": "v", "emptyDir": {}}]
+    }));
+    assert!(
+        hook.admit(&well_formed, "payments", "u")
+            .unwrap()
+            .patch
+            .is_some(),
+        "the same Pod with objects is injected"
+    );
+    for spec in [
+        json!({"securityContext": [1000], "containers": [app(json!({}))]}),
+        json!({"securityContext": {"runAsUser": 1000},
+               "containers": [app(json!({"securityContext": [1000]}))]}),
+        json!({"securityContext": {"runAsUser": 1000},
+               "containers": [app(json!({"volumeMounts": [["v", "/v"]]}))],
+               "volumes": [{"name": "v", "emptyDir": {}}]}),
+        json!({"securityContext": {"runAsUser": 1000},
+               "containers": [app(json!({}))], "volumes": [["v"]]}),
+    ] {
+        let p = pod(spec);
+        let answer = hook.admit(&p, "payments", "u").unwrap();
+        let (code, reason, message) = answer.status.unwrap_or_else(|| panic!("admitted {p}"));
+        assert_eq!((code, reason.as_str()), (400, "BadRequest"), "{message}");
         assert!(message.contains("valid Pod request"), "{message}");
     }
 }

@@ -6,6 +6,7 @@
 //! message ends up in a log line or a Pod's log. [`from_answer`] says where the document went
 //! wrong (the field's path and the position) and what kind of problem it was, never a value.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -50,6 +51,99 @@ pub fn explain<'de, T: Deserialize<'de>>(text: &'de str) -> Option<String> {
     };
     truncate_at_char_boundary(&mut why, EXPLANATION_MAX);
     Some(why)
+}
+
+/// The most bytes of a name (a member's, a variant's) an explanation shows; a longer one is
+/// cut on a character boundary, marked with `…`. A member name is the caller's text, of any
+/// length.
+pub const NAME_MAX: usize = 64;
+
+/// Why a document did not read as its type, from the error of a reader with path bookkeeping
+/// found in `error`'s chain of sources (axum's `Json` extractor reads with
+/// `serde_path_to_error`): `{path}: {reason}`, no value quoted ([`without_values`]), every
+/// name cut at [`NAME_MAX`] bytes, at most [`EXPLANATION_MAX`] bytes. Serde's reason
+/// ("unknown field `…`, expected `lease`") is kept whole, the path gives way first. `None`
+/// when the chain holds no such error.
+pub fn explain_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    let e = std::iter::from_fn(|| {
+        let e = next?;
+        next = e.source();
+        Some(e)
+    })
+    .find_map(|e| e.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>())?;
+    let mut reason = e.inner().to_string();
+    // The member at fault is the path's last segment, and is quoted by the reason: cut there
+    // by name, so a name holding a backtick is cut whole.
+    for segment in e.path() {
+        if let serde_path_to_error::Segment::Map { key }
+        | serde_path_to_error::Segment::Enum { variant: key } = segment
+            && key.len() > NAME_MAX
+        {
+            reason = reason.replace(&format!("`{key}`"), &format!("`{}`", short_name(key)));
+        }
+    }
+    let mut reason = without_values(&shorten_quoted_names(&reason));
+    let mut path = String::new();
+    for segment in e.path() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&short_name(key));
+            }
+            _ => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push('?');
+            }
+        }
+    }
+    const SEPARATOR: &str = ": ";
+    let room = EXPLANATION_MAX.saturating_sub(reason.len() + SEPARATOR.len());
+    if path.is_empty() || path.chars().all(|c| matches!(c, '?' | '.')) || room < 8 {
+        truncate_at_char_boundary(&mut reason, EXPLANATION_MAX);
+        return Some(reason);
+    }
+    if path.len() > room {
+        truncate_at_char_boundary(&mut path, room - '…'.len_utf8());
+        path.push('…');
+    }
+    Some(format!("{path}{SEPARATOR}{reason}"))
+}
+
+/// `name` cut at [`NAME_MAX`] bytes, marked with `…`.
+fn short_name(name: &str) -> Cow<'_, str> {
+    if name.len() <= NAME_MAX {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(format!("{}…", prefix_at_char_boundary(name, NAME_MAX)))
+}
+
+/// `message` with every name it quotes in backticks (serde's way: "unknown variant `…`")
+/// cut at [`NAME_MAX`] bytes.
+fn shorten_quoted_names(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(4 * EXPLANATION_MAX));
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    // Odd parts are quoted (an unpaired backtick leaves its tail as it is).
+    let rest: Vec<&str> = parts.collect();
+    for (i, part) in rest.iter().enumerate() {
+        out.push('`');
+        let quoted = i % 2 == 0 && i + 1 < rest.len();
+        if quoted {
+            out.push_str(&short_name(part));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// `message` (a serde error's) with every quoted string value it shows replaced by its kind:
@@ -109,6 +203,46 @@ pub fn prefix_at_char_boundary(text: &str, max: usize) -> &str {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0);
     &text[..cut]
+}
+
+/// A struct read from a JSON object only. serde's derive also reads a struct from an array of
+/// its fields in order (`["team", {"name": "app"}]` as `{namespace, serviceaccount}`), a shape
+/// none of the documents esi reads this way may take: a Pod's parts are addressed by member
+/// name (a patch cannot apply to such an array), and a token's claims are objects (RFC 7519
+/// §4). Read through `deserialize_map`, in the same pass and without buffering: anything but an
+/// object is refused as a value of the wrong type.
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Members<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
+/// An [`Object`], for `#[serde(deserialize_with = "esi_api::json::object")]`.
+pub fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Object::deserialize(d).map(|o| o.0)
+}
+
+/// An optional [`Object`]; `null` reads as absent, as `Option` reads it (with
+/// `#[serde(default)]` for a member that may be left out).
+pub fn optional_object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Object<T>>::deserialize(d)?.map(|o| o.0))
 }
 
 fn describe(e: &serde_json::Error, path: &str) -> String {
@@ -249,6 +383,118 @@ mod tests {
             "missing field `data`"
         );
         assert_eq!(without_values(r#"cut string "abc"#), "cut a string");
+    }
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Named {
+        name: String,
+        #[serde(default, deserialize_with = "optional_object")]
+        inner: Option<Box<Named>>,
+    }
+
+    #[test]
+    fn an_object_is_read_from_an_object_only() {
+        let read = |json: &str| serde_json::from_str::<Object<Named>>(json).map(|o| o.0);
+        assert_eq!(
+            read(r#"{"name": "a", "inner": {"name": "b"}}"#).unwrap(),
+            Named {
+                name: "a".into(),
+                inner: Some(Box::new(Named {
+                    name: "b".into(),
+                    inner: None
+                }))
+            }
+        );
+        assert_eq!(read(r#"{"name": "a", "inner": null}"#).unwrap().inner, None);
+        // serde's derive alone reads both arrays by position.
+        assert!(serde_json::from_str::<Named>(r#"["a"]"#).is_ok());
+        for json in [
+            r#"["a"]"#,
+            r#"{"name": "a", "inner": ["b"]}"#,
+            r#""a""#,
+            "1",
+        ] {
+            let e = read(json).unwrap_err().to_string();
+            assert!(e.contains("expected an object"), "{json}: {e}");
+        }
+        // The path of a fault inside it is kept.
+        assert_eq!(
+            explain::<Object<Named>>(r#"{"name": "a", "inner": {"name": 1}}"#).unwrap(),
+            "a value of the wrong type or form at inner.name (line 1 column 33)"
+        );
+    }
+
+    fn read_error(body: &str) -> serde_path_to_error::Error<serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(body);
+        serde_path_to_error::deserialize::<_, Answer>(&mut de).unwrap_err()
+    }
+
+    #[test]
+    fn a_long_member_name_is_cut_and_the_reason_kept() {
+        let short = format!("{}…", "é".repeat(NAME_MAX / 2));
+        for name in [
+            "é".repeat(1024),
+            format!("{}`, expected `x", "é".repeat(1024)),
+        ] {
+            let body = format!(r#"{{"data": {{}}, "{name}": 1}}"#);
+            let why = explain_error(&read_error(&body)).unwrap();
+            let (path, reason) = why.split_once(": ").unwrap();
+            assert!(short.starts_with(path.trim_end_matches('…')), "{why}");
+            assert!(
+                reason.starts_with(&format!(
+                    "unknown field `{short}`, expected `data` or `lease_duration` at line 1 column "
+                )),
+                "{why}"
+            );
+            assert!(why.len() <= EXPLANATION_MAX, "{} bytes", why.len());
+        }
+        // Inside the document, the path is named; a name of a value's kind is not quoted.
+        let why = explain_error(&read_error(r#"{"data": {"k": 5}}"#)).unwrap();
+        assert_eq!(
+            why,
+            "data.k: invalid type: integer `5`, expected a string at line 1 column 16"
+        );
+        let why = explain_error(&read_error(
+            r#"{"data": {"k": "s3cret"}, "lease_duration": "s3cret"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            why,
+            "lease_duration: invalid type: a string, expected u64 at line 1 column 52"
+        );
+        // A path too long for the bound gives way to the reason.
+        let deep = format!(r#"{{"data": {{"{}": 5}}}}"#, "k".repeat(300));
+        let why = explain_error(&read_error(&deep)).unwrap();
+        assert!(
+            why.starts_with(&format!("data.{}…: invalid type", "k".repeat(NAME_MAX))),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("expected a string at line 1 column 315"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_error_is_found_among_the_sources() {
+        #[derive(Debug)]
+        struct Wrapped(serde_path_to_error::Error<serde_json::Error>);
+        impl fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Wrapped(read_error(r#"{"data": {}, "extra": 1}"#));
+        assert_eq!(
+            explain_error(&e).unwrap(),
+            "extra: unknown field `extra`, expected `data` or `lease_duration` at line 1 column 20"
+        );
+        assert_eq!(explain_error(&std::io::Error::other("x")), None);
     }
 
     #[test]

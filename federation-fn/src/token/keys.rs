@@ -75,10 +75,21 @@ impl KeyRing {
         Self::from_doc(doc)
     }
 
-    /// Same as [`KeyRing::from_jwks`] from an already-decoded JSON value (inline JWKS).
+    /// Same as [`KeyRing::from_jwks`] from an already-decoded JSON value (inline JWKS). The
+    /// document is configuration: what is wrong with it is placed by its path and said without
+    /// its values, as every other configuration error ([`esi_api::json::without_values`]):
+    /// serde would quote a string of the wrong type, which may be a secret pasted in the wrong
+    /// place, into the log.
     pub fn from_value(value: &serde_json::Value) -> Result<Self, String> {
-        let doc: JwksDoc = serde_json::from_value(value.clone())
-            .map_err(|e| format!("not a JWKS document: {e}"))?;
+        let doc: JwksDoc = esi_backends::deserialize_tracked(value).map_err(|e| {
+            let path = e.path().to_string();
+            let why = esi_api::json::without_values(&e.into_inner().to_string());
+            if path == "." {
+                format!("not a JWKS document: {why}")
+            } else {
+                format!("not a JWKS document: {path}: {why}")
+            }
+        })?;
         Self::from_doc(doc)
     }
 
@@ -256,6 +267,41 @@ mod tests {
 
     fn ring(jwk: serde_json::Value) -> Result<KeyRing, String> {
         KeyRing::from_value(&serde_json::json!({ "keys": [jwk] }))
+    }
+
+    /// Found reading the configuration's error paths: an inline JWKS was the one document
+    /// whose errors still quoted its values.
+    #[test]
+    fn a_malformed_inline_document_is_placed_without_its_values() {
+        for (doc, expected) in [
+            (
+                serde_json::json!("s3cret-value"),
+                "not a JWKS document: invalid type: a string, expected struct JwksDoc",
+            ),
+            (
+                serde_json::json!({"keys": "s3cret-value"}),
+                "not a JWKS document: keys: invalid type: a string, expected a sequence",
+            ),
+            (
+                serde_json::json!({"keys": [SigningKey::rsa().jwk(), "s3cret-value"]}),
+                "not a JWKS document: keys[1]: invalid type: a string, expected struct Jwk",
+            ),
+            (
+                serde_json::json!({"keys": [{"kty": "RSA", "kid": ["s3cret-value"]}]}),
+                "not a JWKS document: keys[0].kid: invalid type: sequence, expected a string",
+            ),
+        ] {
+            if expected.contains("invalid type: a string") {
+                let quoted = serde_json::from_value::<JwksDoc>(doc.clone())
+                    .err()
+                    .map(|e| e.to_string());
+                assert!(
+                    quoted.as_deref().is_some_and(|e| e.contains("s3cret")),
+                    "serde quotes the value: {quoted:?}"
+                );
+            }
+            assert_eq!(KeyRing::from_value(&doc).unwrap_err(), expected);
+        }
     }
 
     #[test]

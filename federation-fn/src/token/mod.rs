@@ -209,15 +209,22 @@ struct Claims<'a> {
     nbf: Option<f64>,
     #[serde(default)]
     iat: Option<f64>,
-    #[serde(default, rename = "kubernetes.io")]
+    /// Objects only, as the header and the claims set are ([`is_json_object`]); read in the
+    /// same pass ([`esi_api::json::Object`]).
+    #[serde(
+        default,
+        rename = "kubernetes.io",
+        deserialize_with = "esi_api::json::optional_object"
+    )]
     kubernetes: Option<KubeClaims>,
 }
 
 #[derive(Deserialize)]
 struct KubeClaims {
     namespace: String,
+    #[serde(deserialize_with = "esi_api::json::object")]
     serviceaccount: KubeRef,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "esi_api::json::optional_object")]
     pod: Option<KubeRef>,
 }
 
