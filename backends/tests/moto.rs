@@ -29,16 +29,19 @@ impl Moto {
         Some(Moto { url, keys })
     }
 
+    /// An `aws` store on moto signing with the test's static keys, `extra` added.
     fn store(&self, extra: Value) -> Value {
-        let mut aws = json!({
-            "region": "eu-west-1",
-            "endpoint": self.url,
-            "timeout": "5s",
-            "credentials": {
-                "accessKeyId": {"file": self.keys.path().join("ak")},
-                "secretAccessKey": {"file": self.keys.path().join("sk")},
-            },
+        let mut store = self.store_without_keys(extra);
+        store["provider"]["aws"]["credentials"] = json!({
+            "accessKeyId": {"file": self.keys.path().join("ak")},
+            "secretAccessKey": {"file": self.keys.path().join("sk")},
         });
+        store
+    }
+
+    /// An `aws` store on moto with `extra` and no credentials.
+    fn store_without_keys(&self, extra: Value) -> Value {
+        let mut aws = json!({"region": "eu-west-1", "endpoint": self.url, "timeout": "5s"});
         if let (Some(a), Some(e)) = (aws.as_object_mut(), extra.as_object()) {
             a.extend(e.clone());
         }
@@ -268,19 +271,9 @@ async fn a_self_issued_token_assumes_the_stores_role_with_no_aws_secret() {
     let pem = generate_key_pem(KeyAlgorithm::Rs256).expect("key");
     let issuer =
         Arc::new(Issuer::new("https://esi.example.com", pem.expose_secret()).expect("issuer"));
-    let store = |extra: Value| {
-        let mut aws = json!({
-            "region": "eu-west-1",
-            "endpoint": moto.url,
-            "timeout": "5s",
-            "selfIssued": {"roleArn": "arn:aws:iam::123456789012:role/esi-federation", "sessionName": format!("own{run}")},
-        });
-        if let (Some(a), Some(e)) = (aws.as_object_mut(), extra.as_object()) {
-            a.extend(e.clone());
-        }
-        SecretStoreSpec::from_manifest(json!({"provider": {"aws": aws}}))
-    };
-    let own = store(json!({})).expect("valid store");
+    let self_issued = json!({"selfIssued": {"roleArn": "arn:aws:iam::123456789012:role/esi-federation", "sessionName": format!("own{run}")}});
+    let own = SecretStoreSpec::from_manifest(moto.store_without_keys(self_issued.clone()))
+        .expect("valid store");
     let build = |kind: GeneratorKind, spec: Value| {
         let spec = GeneratorSpec::from_manifest(kind, spec).expect("valid spec");
         Generator::build_shared(
@@ -359,10 +352,7 @@ async fn a_self_issued_token_assumes_the_stores_role_with_no_aws_secret() {
     .unwrap_err();
     assert!(e.to_string().contains("temporary"), "{e}");
     // Its credentials come from one place; and without an issuer there are none.
-    let both = store(
-        json!({"credentials": {"accessKeyId": {"env": "AK"}, "secretAccessKey": {"env": "SK"}}}),
-    )
-    .unwrap_err();
+    let both = SecretStoreSpec::from_manifest(moto.store(self_issued)).unwrap_err();
     assert!(both.to_string().contains("not both"), "{both}");
     let spec = GeneratorSpec::from_manifest(
         GeneratorKind::AwsAssumeRole,

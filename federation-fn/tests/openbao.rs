@@ -33,11 +33,7 @@ use esi_test_support::peer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn vault_token_is_issued_and_revoked_through_the_api() {
-    let test = "vault_token_is_issued_and_revoked_through_the_api";
-    let (Some(addr), Some(root)) = (
-        peer("ESI_TEST_OPENBAO_ADDR", test),
-        peer("ESI_TEST_OPENBAO_TOKEN", test),
-    ) else {
+    let Some((addr, root)) = openbao("vault_token_is_issued_and_revoked_through_the_api") else {
         return;
     };
     let issuer = common::issuer().await;
@@ -181,6 +177,37 @@ spec:
     );
 }
 
+/// OpenBao's address and root token, or `None` after a loud skip (a failure under
+/// `ESI_REQUIRE_PEERS=1`).
+fn openbao(test: &str) -> Option<(String, String)> {
+    Some((
+        peer("ESI_TEST_OPENBAO_ADDR", test)?,
+        peer("ESI_TEST_OPENBAO_TOKEN", test)?,
+    ))
+}
+
+/// A KV v2 engine mounted at `kv` holding `{kv}/data/{name}` = `{password}` for each
+/// `(name, password)`, and a policy named `kv` that reads them.
+async fn kv_mount(addr: &str, root: &str, kv: &str, secrets: &[(&str, &str)]) {
+    use reqwest::Method;
+    let mount = serde_json::json!({"type": "kv", "options": {"version": "2"}});
+    bao(addr, root, Method::POST, &format!("sys/mounts/{kv}"), mount).await;
+    for (name, password) in secrets {
+        let data = serde_json::json!({"data": {"password": password}});
+        bao(addr, root, Method::POST, &format!("{kv}/data/{name}"), data).await;
+    }
+    let policy = format!("path \"{kv}/data/*\" {{ capabilities = [\"read\"] }}");
+    let body = serde_json::json!({ "policy": policy });
+    bao(
+        addr,
+        root,
+        Method::POST,
+        &format!("sys/policies/acl/{kv}"),
+        body,
+    )
+    .await;
+}
+
 /// Calls OpenBao as root for the test's setup.
 async fn bao(
     addr: &str,
@@ -204,35 +231,13 @@ async fn bao(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generators_on_one_store_log_in_once() {
-    let test = "generators_on_one_store_log_in_once";
-    let (Some(addr), Some(root)) = (
-        peer("ESI_TEST_OPENBAO_ADDR", test),
-        peer("ESI_TEST_OPENBAO_TOKEN", test),
-    ) else {
+    let Some((addr, root)) = openbao("generators_on_one_store_log_in_once") else {
         return;
     };
     use reqwest::Method;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (kv, approle) = (format!("kv-{suffix}"), format!("approle-{suffix}"));
-    bao(
-        &addr,
-        &root,
-        Method::POST,
-        &format!("sys/mounts/{kv}"),
-        serde_json::json!({"type": "kv", "options": {"version": "2"}}),
-    )
-    .await;
-    for app in ["a", "b"] {
-        bao(
-            &addr,
-            &root,
-            Method::POST,
-            &format!("{kv}/data/{app}"),
-            serde_json::json!({"data": {"password": format!("secret-{app}")}}),
-        )
-        .await;
-    }
-    bao(&addr, &root, Method::POST, &format!("sys/policies/acl/{kv}"), serde_json::json!({"policy": format!("path \"{kv}/data/*\" {{ capabilities = [\"read\"] }}")})).await;
+    kv_mount(&addr, &root, &kv, &[("a", "secret-a"), ("b", "secret-b")]).await;
     bao(
         &addr,
         &root,
@@ -495,11 +500,9 @@ fn refusal(body: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_tokens_log_in_to_openbaos_jwt_auth_which_checks_them_as_a_relying_party() {
-    let test = "identity_tokens_log_in_to_openbaos_jwt_auth_which_checks_them_as_a_relying_party";
-    let (Some(addr), Some(root)) = (
-        peer("ESI_TEST_OPENBAO_ADDR", test),
-        peer("ESI_TEST_OPENBAO_TOKEN", test),
-    ) else {
+    let Some((addr, root)) =
+        openbao("identity_tokens_log_in_to_openbaos_jwt_auth_which_checks_them_as_a_relying_party")
+    else {
         return;
     };
     let cluster = common::issuer().await;
@@ -573,11 +576,9 @@ async fn identity_tokens_log_in_to_openbaos_jwt_auth_which_checks_them_as_a_rely
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_openbao() {
-    let test = "a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_openbao";
-    let (Some(addr), Some(root)) = (
-        peer("ESI_TEST_OPENBAO_ADDR", test),
-        peer("ESI_TEST_OPENBAO_TOKEN", test),
-    ) else {
+    let Some((addr, root)) =
+        openbao("a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_openbao")
+    else {
         return;
     };
     let cluster = common::issuer().await;
@@ -656,11 +657,9 @@ async fn a_signing_key_rotated_by_the_documented_steps_never_fails_a_login_at_op
 #[tokio::test(flavor = "multi_thread")]
 async fn the_federation_logs_in_to_openbao_with_a_token_it_signs_for_itself() {
     use reqwest::Method;
-    let test = "the_federation_logs_in_to_openbao_with_a_token_it_signs_for_itself";
-    let (Some(addr), Some(root)) = (
-        peer("ESI_TEST_OPENBAO_ADDR", test),
-        peer("ESI_TEST_OPENBAO_TOKEN", test),
-    ) else {
+    let Some((addr, root)) =
+        openbao("the_federation_logs_in_to_openbao_with_a_token_it_signs_for_itself")
+    else {
         return;
     };
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -691,30 +690,7 @@ spec: {{secretStoreRef: {{name: vault}}, mount: {kv}, path: app}}
     // Serving before OpenBao is configured: it checks the discovery document then.
     let key = generate_key_pem(KeyAlgorithm::Es256).unwrap();
     federation.keys(&[key.expose_secret()]);
-    bao(
-        &addr,
-        &root,
-        Method::POST,
-        &format!("sys/mounts/{kv}"),
-        json!({"type": "kv", "options": {"version": "2"}}),
-    )
-    .await;
-    bao(
-        &addr,
-        &root,
-        Method::POST,
-        &format!("{kv}/data/app"),
-        json!({"data": {"password": "kv-secret-1"}}),
-    )
-    .await;
-    bao(
-        &addr,
-        &root,
-        Method::POST,
-        &format!("sys/policies/acl/{kv}"),
-        json!({"policy": format!("path \"{kv}/data/*\" {{ capabilities = [\"read\"] }}")}),
-    )
-    .await;
+    kv_mount(&addr, &root, &kv, &[("app", "kv-secret-1")]).await;
     jwt_auth_at(&addr, &root, &url, &jwt).await;
     bao(
         &addr,
