@@ -4,7 +4,7 @@
 //! loopback port that refuses connections until a test opens it ([`ClosedPort`]), and the
 //! lookup of an external peer's address that skips loudly or fails ([`peer`]); with the
 //! `hostile` feature, a reproducible property-test runner and byte-level mutations of valid
-//! input ([`hostile`], for the tests of the paths that read hostile input).
+//! input (the module `hostile`, for the tests of the paths that read hostile input).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
