@@ -501,8 +501,9 @@ impl Issuer {
     }
 
     /// Signs a token for the federation itself, to log in to a backend that trusts this
-    /// issuer (Vault's JWT auth: `auth.jwt.selfIssued`): `sub` [`FEDERATION_SUBJECT`], `aud`
-    /// `audience`, valid from now for `lifetime`, with no `esi` claim.
+    /// issuer (the `selfIssued` logins of the `vault`, `aws` and `azure` stores): `sub`
+    /// [`FEDERATION_SUBJECT`], `aud` `audience`, valid from now for `lifetime`, with no `esi`
+    /// claim.
     pub fn mint_own(&self, audience: &str, lifetime: Duration) -> Result<Minted, BackendError> {
         let (iat, exp, expires_at) = times(jiff::Timestamp::now(), lifetime)?;
         let claims = OwnClaims {
@@ -586,7 +587,7 @@ fn unavailable(detail: &str) -> BackendError {
     }
 }
 
-/// `iat`, `exp` and `exp` as a timestamp of a token issued at `now` for `lifetime`.
+/// The `iat` and `exp` of a token issued at `now` for `lifetime`, and its `exp` as a timestamp.
 fn times(
     now: jiff::Timestamp,
     lifetime: Duration,
