@@ -115,8 +115,6 @@ pub struct AwsSelfIssued {
 /// The audience of the tokens the federation presents to STS (what IAM OIDC providers list as
 /// their client ID).
 pub const STS_AUDIENCE: &str = "sts.amazonaws.com";
-/// How long a token the federation signs to present to STS lives.
-const SELF_ISSUED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The role the federation assumes first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -145,9 +143,7 @@ struct SelfIssuedRole {
 
 impl SelfIssuedRole {
     async fn assume(&self) -> Result<Credentials, BackendError> {
-        let token = crate::identity_token::issuer_of(self.issuer.as_ref())?
-            .mint_own(STS_AUDIENCE, SELF_ISSUED_LIFETIME)?
-            .token;
+        let token = crate::identity::own_login_token(self.issuer.as_ref(), STS_AUDIENCE)?;
         let out = self
             .sts
             .assume_role_with_web_identity()

@@ -184,8 +184,6 @@ pub struct WorkloadIdentity {
 /// The audience Entra ID expects of federated tokens (a federated identity credential's
 /// default).
 pub const FEDERATED_TOKEN_AUDIENCE: &str = "api://AzureADTokenExchange";
-/// How long a token the federation signs to present to Entra ID lives.
-const SELF_ISSUED_LIFETIME: Duration = Duration::from_secs(300);
 
 /// A managed identity: where its tokens are asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -652,9 +650,8 @@ impl AzureConn {
                     .await
             }
             Proof::SelfIssued(issuer) => {
-                let assertion = crate::identity_token::issuer_of(issuer.as_ref())?
-                    .mint_own(FEDERATED_TOKEN_AUDIENCE, SELF_ISSUED_LIFETIME)?
-                    .token;
+                let assertion =
+                    crate::identity::own_login_token(issuer.as_ref(), FEDERATED_TOKEN_AUDIENCE)?;
                 self.fetch_aad(
                     scope,
                     &[

@@ -406,6 +406,23 @@ struct OwnClaims<'a> {
     jti: String,
 }
 
+/// How long a token the federation signs for its own login lives: the login follows at once,
+/// and the next one signs a new token.
+pub const OWN_LOGIN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// A token for the federation's own login at a backend expecting `audience` (the `selfIssued`
+/// logins of the `vault`, `aws` and `azure` stores), signed by `issuer`; without one (a
+/// configuration only checked, never served), the refusal [`crate::identity_token`] gives.
+#[cfg(any(feature = "vault", feature = "aws", feature = "azure"))]
+pub(crate) fn own_login_token(
+    issuer: Option<&std::sync::Arc<Issuer>>,
+    audience: &str,
+) -> Result<SecretString, BackendError> {
+    Ok(crate::identity_token::issuer_of(issuer)?
+        .mint_own(audience, OWN_LOGIN_LIFETIME)?
+        .token)
+}
+
 /// The `sub` of the tokens the federation signs for itself, to log in to a backend (see
 /// [`Issuer::mint_own`]). No workload's token can have it: theirs name a cluster and a
 /// ServiceAccount ([`subject`]).

@@ -117,19 +117,22 @@ pub struct JwtAuth {
     pub self_issued: bool,
 }
 
-/// How long a token the federation signs to log in lives: the login is at once.
-const SELF_ISSUED_LIFETIME: Duration = Duration::from_secs(300);
-
 fn default_approle() -> String {
     "approle".to_owned()
 }
 
 impl VaultProvider {
+    /// The server's URL as calls are made to it: `server` without a trailing `/`.
+    fn address(&self) -> &str {
+        self.server.trim_end_matches('/')
+    }
+
     /// The `aud` of the token the federation signs for itself to log in here
-    /// (`auth.jwt.selfIssued`), if it does: the server's URL.
+    /// (`auth.jwt.selfIssued`), if it does: the server's URL, so that the token is good at
+    /// this server only.
     pub fn self_issued_audience(&self) -> Option<&str> {
         match &self.auth {
-            VaultAuth::Jwt(j) if j.self_issued => Some(self.server.trim_end_matches('/')),
+            VaultAuth::Jwt(j) if j.self_issued => Some(self.address()),
             _ => None,
         }
     }
@@ -304,7 +307,7 @@ impl VaultConn {
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
         let http = crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.vault.caBundle")?;
-        let address = p.server.trim_end_matches('/').to_owned();
+        let address = p.address().to_owned();
         // The settings only carry the address and namespace: vaultrs' own HTTP client and
         // environment defaults are replaced by ours below.
         let mut b = VaultClientSettingsBuilder::default();
@@ -454,9 +457,7 @@ impl VaultConn {
             }
             VaultAuth::Jwt(j) => {
                 let jwt = if j.self_issued {
-                    crate::identity_token::issuer_of(self.issuer.as_ref())?
-                        .mint_own(&self.address, SELF_ISSUED_LIFETIME)?
-                        .token
+                    crate::identity::own_login_token(self.issuer.as_ref(), &self.address)?
                 } else {
                     read_token_file(j)?
                 };
