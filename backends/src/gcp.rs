@@ -1,6 +1,8 @@
 //! The `gcp` SecretStore provider: the federation's own Google credentials (through
 //! gcp_auth: a service-account key file, or Application Default Credentials — the
-//! `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud, or the metadata server), the IAM
+//! `GOOGLE_APPLICATION_CREDENTIALS` file, gcloud, or the metadata server; or, with
+//! `selfIssued`, a token the federation signs for itself, exchanged at Google's Security Token
+//! Service through Workload Identity Federation), the IAM
 //! Credentials endpoint that impersonates service accounts (`GCPAccessToken`, `GCRAccessToken`,
 //! and `GCPSecretManagerSecret` reading as a service account) and the Secret Manager endpoint
 //! (`GCPSecretManagerSecret`).
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -19,6 +22,8 @@ use crate::{BackendError, SpecError};
 
 /// Google's IAM Credentials API.
 pub const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+/// Google's Security Token Service, which exchanges an external token for a federated one.
+pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.googleapis.com";
 /// Google's Secret Manager API.
 pub const DEFAULT_SECRET_MANAGER_ENDPOINT: &str = "https://secretmanager.googleapis.com";
 /// The scope the federation's own token needs to call IAM Credentials and Secret Manager.
@@ -32,6 +37,16 @@ pub struct GcpProvider {
     /// Default Credentials. The key file's `token_uri` is where tokens are fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_key_file: Option<PathBuf>,
+    /// Instead of a key file or Application Default Credentials: the federation signs a token
+    /// for itself with its own OIDC issuer (`sub` `esi-federation`, `aud` the Workload
+    /// Identity provider's full name) and exchanges it at Google's Security Token Service: no
+    /// Google secret, wherever it runs. The provider trusts the issuer, on that `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_issued: Option<GcpSelfIssued>,
+    /// Overrides the Security Token Service endpoint of `selfIssued` (a private endpoint, or a
+    /// local fake in tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint: Option<String>,
     /// Overrides the IAM Credentials endpoint (a private endpoint, or a local fake in tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam_credentials_endpoint: Option<String>,
@@ -48,14 +63,117 @@ pub struct GcpProvider {
     pub timeout: Option<HumanDuration>,
 }
 
+/// The Workload Identity Federation the federation's own token is exchanged through
+/// ([`GcpProvider::self_issued`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcpSelfIssued {
+    /// The Workload Identity pool provider that trusts the federation's issuer:
+    /// `projects/<project number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>`,
+    /// with or without the `//iam.googleapis.com/` prefix.
+    pub workload_identity_provider: String,
+    /// A service account the federated identity impersonates (it holds
+    /// `roles/iam.workloadIdentityUser` on it); absent, the federated identity itself calls
+    /// IAM Credentials and Secret Manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+/// The prefix of a Workload Identity provider's full resource name.
+const IAM_RESOURCE_PREFIX: &str = "//iam.googleapis.com/";
+
+impl GcpSelfIssued {
+    /// The provider's full resource name, `//iam.googleapis.com/projects/...`: the audience of
+    /// the token exchange and of the token the federation signs for it (a provider without
+    /// allowed audiences accepts exactly that).
+    pub fn audience(&self) -> String {
+        let name = self.workload_identity_provider.trim();
+        let name = name.strip_prefix(IAM_RESOURCE_PREFIX).unwrap_or(name);
+        format!("{IAM_RESOURCE_PREFIX}{name}")
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        const FIELD: &str = "provider.gcp.selfIssued.workloadIdentityProvider";
+        let given = &self.workload_identity_provider;
+        let name = given.strip_prefix(IAM_RESOURCE_PREFIX).unwrap_or(given);
+        let parts: Vec<&str> = name.split('/').collect();
+        let id_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        let [
+            "projects",
+            project,
+            "locations",
+            "global",
+            "workloadIdentityPools",
+            pool,
+            "providers",
+            provider,
+        ] = parts.as_slice()
+        else {
+            return Err(SpecError::field(
+                FIELD,
+                format!(
+                    "{given:?} is not a Workload Identity provider name like \
+                     projects/123456789/locations/global/workloadIdentityPools/<pool>/providers/<provider>"
+                ),
+            ));
+        };
+        if project.is_empty() || !project.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SpecError::field(
+                FIELD,
+                format!(
+                    "names the project {project:?}, but Workload Identity Federation names it by \
+                     number: `gcloud projects describe {project} --format='value(projectNumber)'`"
+                ),
+            ));
+        }
+        for (what, id) in [("pool", pool), ("provider", provider)] {
+            if !id_ok(id) {
+                return Err(SpecError::field(
+                    FIELD,
+                    format!("the {what} id {id:?} is not lowercase letters, digits and hyphens"),
+                ));
+            }
+        }
+        if let Some(sa) = &self.service_account
+            && !valid_account(sa)
+        {
+            return Err(SpecError::field(
+                "provider.gcp.selfIssued.serviceAccount",
+                format!("{sa:?} is not a service account email"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl GcpProvider {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(own) = &self.self_issued {
+            if self.service_account_key_file.is_some() {
+                return Err(SpecError::field(
+                    "provider.gcp.selfIssued",
+                    "the federation's Google identity comes from serviceAccountKeyFile or selfIssued, not both",
+                ));
+            }
+            own.validate()?;
+        } else if self.sts_endpoint.is_some() {
+            return Err(SpecError::field(
+                "provider.gcp.stsEndpoint",
+                "only selfIssued calls the Security Token Service; set selfIssued, or remove it",
+            ));
+        }
         for (field, ep) in [
             (
                 "provider.gcp.iamCredentialsEndpoint",
                 &self.iam_credentials_endpoint,
             ),
+            ("provider.gcp.stsEndpoint", &self.sts_endpoint),
             (
                 "provider.gcp.secretManagerEndpoint",
                 &self.secret_manager_endpoint,
@@ -109,24 +227,62 @@ pub struct GcpConn {
     /// The loaded credentials; `None` until first use, and again after a refusal so that a
     /// rotated key file is read again.
     source: Mutex<Option<Arc<dyn gcp_auth::TokenProvider>>>,
+    /// With `selfIssued`, where the federation's own token comes from instead.
+    own: Option<OwnLogin>,
 }
+
+/// A `selfIssued` store's login: the federation's issuer, the exchange and the Google token it
+/// gave, kept until shortly before it expires.
+struct OwnLogin {
+    issuer: Option<Arc<crate::identity::Issuer>>,
+    /// The Workload Identity provider's full name, audience of the exchange.
+    audience: String,
+    /// Security Token Service's base URL without a trailing slash.
+    sts: String,
+    service_account: Option<String>,
+    token: Mutex<Option<GoogleToken>>,
+}
+
+/// How long before its expiry a cached `selfIssued` token is exchanged again: every call made
+/// with it is done well before it expires.
+const OWN_TOKEN_MARGIN: Duration = Duration::from_secs(300);
+/// The longest a `selfIssued` token is kept, whatever Google says it lives (an hour).
+const OWN_TOKEN_MAX_KEEP: Duration = Duration::from_secs(3600);
 
 impl fmt::Debug for GcpConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GcpConn")
             .field("endpoint", &self.endpoint)
             .field("secret_manager_override", &self.secret_manager_override)
+            .field("self_issued", &self.own.as_ref().map(|o| &o.audience))
             .finish_non_exhaustive()
     }
 }
 
 impl GcpConn {
-    /// Prepares the connection (credentials are loaded on first use).
-    pub fn new(p: &GcpProvider) -> Result<Self, SpecError> {
+    /// Prepares the connection (credentials are loaded on first use) on the federation's
+    /// `issuer`, which `selfIssued` needs.
+    pub(crate) fn new(p: &GcpProvider, issuer: &crate::IssuerSlot) -> Result<Self, SpecError> {
         p.validate()?;
         let timeout = p
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
+        let own = match &p.self_issued {
+            Some(s) => Some(OwnLogin {
+                issuer: issuer
+                    .for_build("a gcp SecretStore exchanging a token of its own (selfIssued)")?,
+                audience: s.audience(),
+                sts: p
+                    .sts_endpoint
+                    .as_deref()
+                    .unwrap_or(DEFAULT_STS_ENDPOINT)
+                    .trim_end_matches('/')
+                    .to_owned(),
+                service_account: s.service_account.clone(),
+                token: Mutex::new(None),
+            }),
+            None => None,
+        };
         Ok(GcpConn {
             endpoint: p
                 .iam_credentials_endpoint
@@ -142,6 +298,7 @@ impl GcpConn {
             provider: p.clone(),
             timeout,
             source: Mutex::new(None),
+            own,
         })
     }
 
@@ -157,17 +314,24 @@ impl GcpConn {
         }
     }
 
-    /// A bearer token of the federation itself, for IAM Credentials. When the token endpoint
-    /// refuses, the credentials are loaded again and asked once more: the connection outlives
-    /// configuration reloads, so a rotated key file is picked up here (the old key deleted, the
-    /// file holding the new one) rather than when the configuration is read.
+    /// A bearer token of the federation itself, for IAM Credentials and Secret Manager: from
+    /// gcp_auth (see [`GcpConn::fetch_source_token`]), or with `selfIssued` from the exchange
+    /// (see [`GcpConn::own_token`]).
     ///
     /// Loading the credentials and fetching the token (with its one retry) share the store's
     /// timeout: gcp_auth has none on these calls and retries on its own, holding its lock, so a
     /// token endpoint or metadata server that does not answer would hold the request for as
     /// long as its connection lives.
-    pub async fn source_token(&self) -> Result<Arc<gcp_auth::Token>, BackendError> {
-        tokio::time::timeout(self.timeout, self.fetch_source_token())
+    pub async fn source_token(&self) -> Result<SecretString, BackendError> {
+        let fetch = async {
+            match &self.own {
+                Some(own) => self.own_token(own).await,
+                None => Ok(SecretString::from(
+                    self.fetch_source_token().await?.as_str(),
+                )),
+            }
+        };
+        tokio::time::timeout(self.timeout, fetch)
             .await
             .unwrap_or_else(|_| {
                 Err(BackendError::Unavailable {
@@ -181,6 +345,20 @@ impl GcpConn {
             })
     }
 
+    /// Drops the federation's own token after Google refused it (401), so that the next
+    /// request obtains a new one: a `selfIssued` exchange again, or the key file or default
+    /// credentials loaded again (gcp_auth would keep its token until it expires).
+    pub(crate) async fn forget_source_token(&self) {
+        match &self.own {
+            Some(own) => *own.token.lock().await = None,
+            None => *self.source.lock().await = None,
+        }
+    }
+
+    /// gcp_auth's token. When the token endpoint refuses, the credentials are loaded again and
+    /// asked once more: the connection outlives configuration reloads, so a rotated key file
+    /// is picked up here (the old key deleted, the file holding the new one) rather than when
+    /// the configuration is read.
     async fn fetch_source_token(&self) -> Result<Arc<gcp_auth::Token>, BackendError> {
         let provider = self.credentials().await?;
         match provider.token(&[CLOUD_PLATFORM_SCOPE]).await {
@@ -235,14 +413,139 @@ impl GcpConn {
 pub(crate) fn shared_conn(
     store: Option<&crate::SecretStoreSpec>,
     reference: &crate::SecretStoreRef,
-    conns: &mut crate::store::Conns<GcpConn>,
+    shared: &mut crate::Shared,
 ) -> Result<Arc<GcpConn>, SpecError> {
     let provider = crate::store::require(store, reference, "gcp", |p| match p {
         crate::StoreProvider::Gcp(g) => Some(g),
         #[allow(unreachable_patterns)]
         _ => None,
     })?;
-    conns.get(provider, GcpConn::new)
+    shared
+        .gcp
+        .get(provider, |p| GcpConn::new(p, &shared.issuer))
+}
+
+/// The backend name of the Security Token Service in errors and logs.
+const STS_BACKEND: &str = "google sts";
+
+/// The token exchange of RFC 8693 as Google's Security Token Service takes it
+/// (`GoogleIdentityStsV1ExchangeTokenRequest`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeRequest<'a> {
+    audience: &'a str,
+    grant_type: &'static str,
+    requested_token_type: &'static str,
+    scope: &'static str,
+    subject_token: &'a str,
+    subject_token_type: &'static str,
+}
+
+/// Its answer (`GoogleIdentityStsV1ExchangeTokenResponse`, in OAuth's snake case).
+#[derive(Deserialize)]
+struct ExchangeResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+impl GcpConn {
+    /// The federation's own Google token with `selfIssued`: the one kept, else a new one.
+    /// The federation signs a token for itself (`aud` the Workload Identity provider's full
+    /// name), exchanges it at the Security Token Service for a federated token and, when the
+    /// store names a service account, impersonates it with that. Requests wait on one exchange
+    /// at a time rather than each starting their own.
+    async fn own_token(&self, own: &OwnLogin) -> Result<SecretString, BackendError> {
+        let mut kept = own.token.lock().await;
+        let fresh_until = jiff::Timestamp::now() + OWN_TOKEN_MARGIN;
+        if let Some(t) = kept.as_ref().filter(|t| t.expires_at > fresh_until) {
+            return Ok(t.token.clone());
+        }
+        let federated = self.exchange(own).await?;
+        let token = match &own.service_account {
+            Some(email) => {
+                let (status, bytes) = self
+                    .post_generate(
+                        &federated.token,
+                        email,
+                        &[],
+                        &[CLOUD_PLATFORM_SCOPE.to_owned()],
+                        OWN_TOKEN_MAX_KEEP,
+                    )
+                    .await?;
+                read_generated(email, status, &bytes)?
+            }
+            None => federated,
+        };
+        let keep_until = jiff::Timestamp::now() + OWN_TOKEN_MAX_KEEP;
+        let out = token.token.clone();
+        *kept = Some(GoogleToken {
+            expires_at: token.expires_at.min(keep_until),
+            token: token.token,
+        });
+        Ok(out)
+    }
+
+    /// Exchanges a token the federation signs for itself at the Security Token Service.
+    async fn exchange(&self, own: &OwnLogin) -> Result<GoogleToken, BackendError> {
+        let subject = crate::identity::own_login_token(own.issuer.as_ref(), &own.audience)?;
+        let body = ExchangeRequest {
+            audience: &own.audience,
+            grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+            requested_token_type: "urn:ietf:params:oauth:token-type:access_token",
+            scope: CLOUD_PLATFORM_SCOPE,
+            subject_token: subject.expose_secret(),
+            subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+        };
+        let req = self.http.post(format!("{}/v1/token", own.sts)).json(&body);
+        let (status, bytes) = crate::http::send(STS_BACKEND, req).await?;
+        if !status.is_success() {
+            let detail = format!("{}: {}", own.audience, oauth_error_message(&bytes));
+            // Google's answer to a token it does not take (400 invalid_grant: the provider
+            // does not trust the issuer, its key, `sub` or `aud`; 401/403: the pool or
+            // provider disabled) is the federation's configuration, which the caller cannot
+            // fix.
+            return Err(if status.is_client_error() {
+                BackendError::Unavailable {
+                    message: format!(
+                        "Google's Security Token Service refused the federation's own token ({})",
+                        status.as_u16()
+                    ),
+                    detail: format!("{STS_BACKEND}: {}: {detail}", status.as_u16()),
+                }
+            } else {
+                crate::http::status_error(STS_BACKEND, status, &detail)
+            });
+        }
+        let resp: ExchangeResponse =
+            esi_api::json::from_answer(&bytes).map_err(|e| BackendError::Unavailable {
+                message: "google sts returned an unreadable response".to_owned(),
+                detail: format!("token exchange response: {e}"),
+            })?;
+        let lives = Duration::from_secs(resp.expires_in).min(OWN_TOKEN_MAX_KEEP);
+        Ok(GoogleToken {
+            token: resp.access_token.into(),
+            expires_at: jiff::Timestamp::now() + lives,
+        })
+    }
+}
+
+/// An OAuth error answer's `error` and `error_description` (`{"error": "invalid_grant",
+/// "error_description": ...}`), for the log; else the body's size.
+fn oauth_error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: String,
+        #[serde(default)]
+        error_description: Option<String>,
+    }
+    match serde_json::from_slice::<OAuthError>(body) {
+        Ok(OAuthError {
+            error,
+            error_description: Some(d),
+        }) => format!("{error}: {}", d.chars().take(300).collect::<String>()),
+        Ok(OAuthError { error, .. }) => error,
+        Err(_) => format!("{} byte body", body.len()),
+    }
 }
 
 /// The backend name of IAM Credentials in errors and logs.
@@ -293,8 +596,8 @@ struct GenerateResponse {
     expire_time: String,
 }
 
-/// An access token of an impersonated service account.
-pub(crate) struct ImpersonatedToken {
+/// An OAuth access token Google issued: an impersonated service account's, or a federated one.
+pub(crate) struct GoogleToken {
     /// The OAuth access token.
     pub(crate) token: secrecy::SecretString,
     /// When Google says it expires.
@@ -312,8 +615,27 @@ impl GcpConn {
         delegates: &[String],
         scopes: &[String],
         lifetime: Duration,
-    ) -> Result<ImpersonatedToken, BackendError> {
+    ) -> Result<GoogleToken, BackendError> {
         let source = self.source_token().await?;
+        let (status, bytes) = self
+            .post_generate(&source, email, delegates, scopes, lifetime)
+            .await?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            self.forget_source_token().await;
+        }
+        read_generated(email, status, &bytes)
+    }
+
+    /// IAM Credentials' `generateAccessToken` for `email`, called with the bearer token
+    /// `source`: its status and body.
+    async fn post_generate(
+        &self,
+        source: &SecretString,
+        email: &str,
+        delegates: &[String],
+        scopes: &[String],
+        lifetime: Duration,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), BackendError> {
         let url = format!(
             "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
             self.endpoint
@@ -335,46 +657,54 @@ impl GcpConn {
         let req = self
             .http
             .post(&url)
-            .bearer_auth(source.as_str())
+            .bearer_auth(source.expose_secret())
             .json(&body);
-        let (status, bytes) = crate::http::send(IAM_BACKEND, req).await?;
-        if !status.is_success() {
-            let detail = format!("{email}: {}", google_error_message(&bytes));
-            // The federation's token not accepted (401: retryable, the source token is
-            // fetched again), or its identity may not impersonate `email` (403: an IAM binding
-            // only the operator can grant; rejected, as every backend's 403). Either way the
-            // federation's configuration, which the caller cannot fix.
-            return Err(match status.as_u16() {
-                401 => BackendError::Unavailable {
-                    message: "Google did not accept the federation's own token (401)".to_owned(),
-                    detail: format!("{IAM_BACKEND}: 401: {detail}"),
-                },
-                403 => BackendError::Rejected {
-                    message: format!(
-                        "the federation's Google identity may not impersonate {email} (403)"
-                    ),
-                    detail: format!("{IAM_BACKEND}: 403: {detail}"),
-                },
-                _ => crate::http::status_error(IAM_BACKEND, status, &detail),
-            });
-        }
-        let resp: GenerateResponse =
-            esi_api::json::from_answer(&bytes).map_err(|e| BackendError::Unavailable {
-                message: "google iam credentials returned an unreadable response".to_owned(),
-                detail: format!("generateAccessToken response: {e}"),
-            })?;
-        let expires_at =
-            resp.expire_time
-                .parse::<jiff::Timestamp>()
-                .map_err(|e| BackendError::Unavailable {
-                    message: "google iam credentials returned an unreadable expiry".to_owned(),
-                    detail: format!("expireTime {:?}: {e}", resp.expire_time),
-                })?;
-        Ok(ImpersonatedToken {
-            token: resp.access_token.into(),
-            expires_at,
-        })
+        crate::http::send(IAM_BACKEND, req).await
     }
+}
+
+/// The token of `generateAccessToken`'s answer for `email`, or the error it means.
+fn read_generated(
+    email: &str,
+    status: reqwest::StatusCode,
+    bytes: &[u8],
+) -> Result<GoogleToken, BackendError> {
+    if !status.is_success() {
+        let detail = format!("{email}: {}", google_error_message(bytes));
+        // The federation's token not accepted (401: retryable, the source token is
+        // fetched again), or its identity may not impersonate `email` (403: an IAM binding
+        // only the operator can grant; rejected, as every backend's 403). Either way the
+        // federation's configuration, which the caller cannot fix.
+        return Err(match status.as_u16() {
+            401 => BackendError::Unavailable {
+                message: "Google did not accept the federation's own token (401)".to_owned(),
+                detail: format!("{IAM_BACKEND}: 401: {detail}"),
+            },
+            403 => BackendError::Rejected {
+                message: format!(
+                    "the federation's Google identity may not impersonate {email} (403)"
+                ),
+                detail: format!("{IAM_BACKEND}: 403: {detail}"),
+            },
+            _ => crate::http::status_error(IAM_BACKEND, status, &detail),
+        });
+    }
+    let resp: GenerateResponse =
+        esi_api::json::from_answer(bytes).map_err(|e| BackendError::Unavailable {
+            message: "google iam credentials returned an unreadable response".to_owned(),
+            detail: format!("generateAccessToken response: {e}"),
+        })?;
+    let expires_at =
+        resp.expire_time
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| BackendError::Unavailable {
+                message: "google iam credentials returned an unreadable expiry".to_owned(),
+                detail: format!("expireTime {:?}: {e}", resp.expire_time),
+            })?;
+    Ok(GoogleToken {
+        token: resp.access_token.into(),
+        expires_at,
+    })
 }
 
 /// Google's `error.message` of an error answer (`{"error": {"code", "message", "status"}}`),

@@ -98,7 +98,7 @@ pub(crate) async fn mint(
     scopes: &[String],
     lifetime: Option<HumanDuration>,
     max_ttl: Option<Duration>,
-) -> Result<crate::gcp::ImpersonatedToken, BackendError> {
+) -> Result<crate::gcp::GoogleToken, BackendError> {
     let mut lifetime = lifetime.map_or(DEFAULT_LIFETIME, HumanDuration::get);
     if let Some(max) = max_ttl {
         lifetime = lifetime.min(max);
@@ -136,11 +136,11 @@ impl GcpAccessTokenGenerator {
     pub fn new(
         spec: GcpAccessTokenSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<GcpConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         Ok(GcpAccessTokenGenerator {
-            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, conns)?,
+            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, shared)?,
             spec,
         })
     }

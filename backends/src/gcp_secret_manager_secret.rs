@@ -286,7 +286,7 @@ impl GcpSecretManagerSecretGenerator {
     pub fn new(
         spec: GcpSecretManagerSecretSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<GcpConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         let (project, secret) = spec.templates()?;
@@ -294,7 +294,7 @@ impl GcpSecretManagerSecretGenerator {
             project,
             secret,
             version: spec.version_path()?,
-            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, conns)?,
+            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, shared)?,
             spec,
         })
     }
@@ -313,7 +313,7 @@ impl GcpSecretManagerSecretGenerator {
                 )
                 .await?
                 .token),
-            None => Ok(self.conn.source_token().await?.as_str().into()),
+            None => self.conn.source_token().await,
         }
     }
 
@@ -427,6 +427,13 @@ impl Generate for GcpSecretManagerSecretGenerator {
         let req = self.conn.http.get(&url).bearer_auth(token.expose_secret());
         let (status, body) = crate::http::send(BACKEND, req).await?;
         if !status.is_success() {
+            // The federation's own token refused: the next read obtains a new one. (An
+            // impersonated token is minted for each read.)
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                && self.spec.service_account_email.is_none()
+            {
+                self.conn.forget_source_token().await;
+            }
             return Err(self.answer_error(&name, status, &body));
         }
         let bytes = payload_bytes(&body, &name)?;
@@ -564,10 +571,13 @@ mod tests {
     #[test]
     fn regional_secrets_are_read_from_their_locations_endpoint() {
         let conn = |ep: Option<&str>| {
-            GcpConn::new(&crate::gcp::GcpProvider {
-                secret_manager_endpoint: ep.map(str::to_owned),
-                ..Default::default()
-            })
+            GcpConn::new(
+                &crate::gcp::GcpProvider {
+                    secret_manager_endpoint: ep.map(str::to_owned),
+                    ..Default::default()
+                },
+                &crate::IssuerSlot::Unknown,
+            )
             .unwrap()
         };
         let google = conn(None);

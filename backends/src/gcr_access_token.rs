@@ -220,12 +220,12 @@ impl GcrAccessTokenGenerator {
     pub fn new(
         spec: GcrAccessTokenSpec,
         store: Option<&SecretStoreSpec>,
-        conns: &mut crate::store::Conns<GcpConn>,
+        shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         Ok(Self {
             account: spec.account()?,
-            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, conns)?,
+            conn: crate::gcp::shared_conn(store, &spec.secret_store_ref, shared)?,
             scopes: [spec.access.scope().to_owned()],
             registries: spec.registries,
             delegates: spec.delegates,

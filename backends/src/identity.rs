@@ -411,9 +411,9 @@ struct OwnClaims<'a> {
 pub const OWN_LOGIN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// A token for the federation's own login at a backend expecting `audience` (the `selfIssued`
-/// logins of the `vault`, `aws` and `azure` stores), signed by `issuer`; without one (a
+/// logins of the `vault`, `aws`, `azure` and `gcp` stores), signed by `issuer`; without one (a
 /// configuration only checked, never served), the refusal [`crate::identity_token`] gives.
-#[cfg(any(feature = "vault", feature = "aws", feature = "azure"))]
+#[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
 pub(crate) fn own_login_token(
     issuer: Option<&std::sync::Arc<Issuer>>,
     audience: &str,
@@ -518,7 +518,7 @@ impl Issuer {
     }
 
     /// Signs a token for the federation itself, to log in to a backend that trusts this
-    /// issuer (the `selfIssued` logins of the `vault`, `aws` and `azure` stores): `sub`
+    /// issuer (the `selfIssued` logins of the `vault`, `aws`, `azure` and `gcp` stores): `sub`
     /// [`FEDERATION_SUBJECT`], `aud` `audience`, valid from now for `lifetime`, with no `esi`
     /// claim.
     pub fn mint_own(&self, audience: &str, lifetime: Duration) -> Result<Minted, BackendError> {

@@ -379,7 +379,7 @@ impl Generator {
             )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
-                gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
+                gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(s) => {
@@ -387,13 +387,13 @@ impl Generator {
                     gcp_secret_manager_secret::GcpSecretManagerSecretGenerator::new(
                         s.clone(),
                         store,
-                        &mut shared.gcp,
+                        shared,
                     )?,
                 ))
             }
             #[cfg(feature = "gcr")]
             GeneratorSpec::GcrAccessToken(s) => Generator::GcrAccessToken(Box::new(
-                gcr_access_token::GcrAccessTokenGenerator::new(s.clone(), store, &mut shared.gcp)?,
+                gcr_access_token::GcrAccessTokenGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "webhook")]
             GeneratorSpec::Webhook(s) => {

@@ -87,12 +87,25 @@ impl SecretStoreSpec {
         Ok(spec)
     }
 
-    /// The audience of the token the federation signs for itself to log in to this store's
-    /// backend (`vault.auth.jwt.selfIssued`), if it does.
-    pub fn self_issued_audience(&self) -> Option<&str> {
+    /// The field of the store's own login with a token the federation signs for itself
+    /// (`selfIssued`), and the audiences its backend takes such a token for, when that
+    /// audience is the store's own (a Vault server's URL, a Workload Identity provider's
+    /// name): no workload may be given a token for them.
+    pub fn own_login_audiences(&self) -> Option<(&'static str, Vec<String>)> {
         match &self.provider {
             #[cfg(feature = "vault")]
-            StoreProvider::Vault(v) => v.self_issued_audience(),
+            StoreProvider::Vault(v) => Some((
+                "provider.vault.auth.jwt.selfIssued",
+                vec![v.self_issued_audience()?.to_owned()],
+            )),
+            #[cfg(feature = "gcp")]
+            StoreProvider::Gcp(g) => {
+                let own = g.self_issued.as_ref()?;
+                let audience = own.audience();
+                // Google takes the provider's name with or without the `https:` prefix.
+                let https = format!("https:{audience}");
+                Some(("provider.gcp.selfIssued", vec![audience, https]))
+            }
             #[allow(unreachable_patterns)]
             _ => None,
         }

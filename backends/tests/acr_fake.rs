@@ -232,14 +232,6 @@ fn secret_store(dir: &tempfile::TempDir, aad: &str, acr: &str, secret: &str) -> 
     store(aad, acr, json!({"clientSecret": {"file": file}}))
 }
 
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("json")
-}
-
 #[tokio::test]
 async fn a_client_secret_logs_in_and_the_refresh_token_is_a_docker_login() {
     let (fake, aad, acr) = azure().await;
@@ -256,7 +248,7 @@ async fn a_client_secret_logs_in_and_the_refresh_token_is_a_docker_login() {
     assert_eq!(cred.data["registry"], REGISTRY);
     assert_eq!(cred.data.len(), 4, "{cred:?}");
     assert!(cred.lease.is_none() && !cred.renewable);
-    let exp = claims(&password)["exp"].as_i64().expect("exp");
+    let exp = common::jwt_claims(&password)["exp"].as_i64().expect("exp");
     assert_eq!(cred.expires_at.expect("expiry").as_second(), exp);
     assert!(
         !format!("{cred:?}").contains(&password),
@@ -373,13 +365,10 @@ async fn workload_identity_presents_the_federated_token_read_again_each_time() {
 
 #[tokio::test]
 async fn a_self_issued_token_logs_in_with_no_secret_where_a_federated_credential_trusts_it() {
-    use esi_backends::identity::{FEDERATION_SUBJECT, Issuer, KeyAlgorithm, generate_key_pem};
+    use esi_backends::identity::{FEDERATION_SUBJECT, Issuer, KeyAlgorithm};
     use esi_backends::{GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared, SpecError};
-    use secrecy::ExposeSecret as _;
     let (fake, aad, acr) = azure().await;
-    let pem = generate_key_pem(KeyAlgorithm::Es256).expect("key");
-    let issuer =
-        Arc::new(Issuer::new("https://esi.example.com", pem.expose_secret()).expect("issuer"));
+    let issuer = common::own_issuer(KeyAlgorithm::Es256);
     let credential = |subject: &str| entra::Federated {
         issuer: "https://esi.example.com".to_owned(),
         subject: subject.to_owned(),
@@ -420,7 +409,7 @@ async fn a_self_issued_token_logs_in_with_no_secret_where_a_federated_credential
         let form = fake.entra.forms.last().expect("a token request");
         assert_eq!(get(form, "client_assertion_type"), Some(JWT_BEARER));
         assert_eq!(get(form, "client_secret"), None);
-        let assertion = claims(get(form, "client_assertion").expect("an assertion"));
+        let assertion = common::jwt_claims(get(form, "client_assertion").expect("an assertion"));
         assert_eq!(assertion["iss"], "https://esi.example.com");
         assert_eq!(assertion["sub"], FEDERATION_SUBJECT);
         assert_eq!(assertion["aud"], "api://AzureADTokenExchange");
@@ -431,11 +420,7 @@ async fn a_self_issued_token_logs_in_with_no_secret_where_a_federated_credential
     }
 
     // Another issuer's key signing the same claims is refused by the signature.
-    let other = generate_key_pem(KeyAlgorithm::Es256).expect("key");
-    let impostor = build(Some(Arc::new(
-        Issuer::new("https://esi.example.com", other.expose_secret()).expect("issuer"),
-    )))
-    .expect("builds");
+    let impostor = build(Some(common::own_issuer(KeyAlgorithm::Es256))).expect("builds");
     let e = impostor.generate(&ctx(&id, "g")).await.unwrap_err();
     assert!(e.detail().contains("AADSTS50013"), "{}", e.detail());
 
@@ -468,7 +453,7 @@ async fn a_scope_is_rendered_for_the_caller_and_narrows_the_token() {
     let id = identity();
     let cred = g.generate(&ctx(&id, "g")).await.expect("minted");
     let password = &cred.data["password"];
-    let access = claims(password);
+    let access = common::jwt_claims(password);
     assert_eq!(access["grant_type"], "access_token");
     assert_eq!(
         access["access"],
@@ -782,7 +767,10 @@ async fn scoped_mints_exchange_once_and_a_mint_without_scope_gets_its_own_refres
     let c = ctx(&id, "g");
     for g in [&pull, &push, &pull] {
         let cred = g.generate(&c).await.expect("minted");
-        assert_eq!(claims(&cred.data["password"])["grant_type"], "access_token");
+        assert_eq!(
+            common::jwt_claims(&cred.data["password"])["grant_type"],
+            "access_token"
+        );
     }
     let kept = {
         let fake = fake.lock().expect("lock");
@@ -805,7 +793,10 @@ async fn scoped_mints_exchange_once_and_a_mint_without_scope_gets_its_own_refres
     let cred = unscoped.generate(&c).await.expect("minted");
     let handed_out = &cred.data["password"];
     assert_ne!(handed_out, &kept, "the kept refresh token was handed out");
-    assert_eq!(claims(handed_out)["grant_type"], "refresh_token");
+    assert_eq!(
+        common::jwt_claims(handed_out)["grant_type"],
+        "refresh_token"
+    );
     push.generate(&c).await.expect("minted");
     let fake = fake.lock().expect("lock");
     assert_eq!(fake.exchange_forms.len(), 2);
@@ -948,7 +939,7 @@ async fn a_grant_narrower_than_the_scope_is_refused_and_the_token_dropped() {
     let g = generator(store, Some("repository:{{namespace}}/app:pull"));
     let cred = g.generate(&c).await.expect("minted");
     assert_eq!(
-        claims(&cred.data["password"])["access"],
+        common::jwt_claims(&cred.data["password"])["access"],
         json!([{"type": "repository", "name": "payments/app", "actions": ["pull"]}])
     );
 }

@@ -1,8 +1,9 @@
 //! `GCPAccessToken`, `GCRAccessToken` (its docker login) and `GCPSecretManagerSecret` against a
 //! FAKE of Google's endpoints, served on loopback by this test: the OAuth token endpoint that gcp_auth calls (the key file's
 //! `token_uri`), IAM Credentials `generateAccessToken`, and Secret Manager
-//! `projects.secrets.versions.access`. Google's IAM and Secret Manager APIs have no emulator;
-//! the fake implements exactly the three calls the generators make, in Google's shapes (base64
+//! `projects.secrets.versions.access`, and the Security Token Service's token exchange of
+//! Workload Identity Federation (`selfIssued` stores). Google's IAM, STS and Secret Manager
+//! APIs have no emulator; the fake implements exactly the four calls the generators make, in Google's shapes (base64
 //! payloads with their CRC32C, `{"error": {"code", "message", "status"}}`), and records what it
 //! received.
 
@@ -50,6 +51,92 @@ struct Seen {
     corrupt: bool,
     /// Each `:access` call: the version's resource name and the Authorization header.
     accesses: Vec<(String, String)>,
+    /// STS: the OIDC provider [`PROVIDER`] of the pool, as the tokens it accepts (the issuer,
+    /// its keys, `sub` as the attribute condition requires, `aud`).
+    trusted: Vec<common::entra::Federated>,
+    /// STS: every exchange request's body.
+    exchanges: Vec<Value>,
+    /// STS: the federated tokens issued, all good until `tokens_revoked`.
+    federated: Vec<String>,
+}
+
+/// Whether Google takes `token` (an `Authorization` header's bearer token): one it issued and
+/// that is not revoked.
+fn authenticated(seen: &Seen, token: &str) -> bool {
+    !seen.tokens_revoked
+        && (token == SOURCE_TOKEN
+            || token.starts_with("ya29.impersonated-")
+            || seen.federated.iter().any(|t| t == token))
+}
+
+/// The Workload Identity pool provider of the `selfIssued` tests.
+const PROVIDER: &str = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation";
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Security Token Service `POST /v1/token`: the token exchange of Workload Identity
+/// Federation as Google documents it (`GoogleIdentityStsV1ExchangeTokenRequest`, JSON), for the
+/// one pool provider [`PROVIDER`]; refusals in OAuth's shape (`{"error",
+/// "error_description"}`, 400).
+async fn sts(State(seen): State<Shared>, body: axum::body::Bytes) -> (StatusCode, Json<Value>) {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut seen = seen.lock().expect("lock");
+    seen.exchanges.push(body.clone());
+    let field = |k: &str| body[k].as_str().unwrap_or_default();
+    let refuse = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": error, "error_description": description})),
+        )
+    };
+    if field("grantType") != TOKEN_EXCHANGE {
+        return refuse("invalid_request", "Invalid value for \"grant_type\".");
+    }
+    if field("requestedTokenType") != ACCESS_TOKEN_TYPE {
+        return refuse(
+            "invalid_request",
+            "Invalid value for \"requested_token_type\".",
+        );
+    }
+    if !matches!(
+        field("subjectTokenType"),
+        "urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token"
+    ) {
+        return refuse(
+            "invalid_request",
+            "Invalid value for \"subject_token_type\".",
+        );
+    }
+    if field("scope")
+        .split(' ')
+        .all(|s| s != "https://www.googleapis.com/auth/cloud-platform")
+    {
+        return refuse("invalid_scope", "The scope is not allowed.");
+    }
+    if field("audience") != PROVIDER {
+        return refuse(
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid.",
+        );
+    }
+    if let Some(why) = common::entra::check_federated(&seen.trusted, field("subjectToken")) {
+        return refuse(
+            "invalid_grant",
+            &format!("The subject token is not accepted by the provider (fake: {why})"),
+        );
+    }
+    let token = format!("ya29.federated-{}", seen.federated.len() + 1);
+    seen.federated.push(token.clone());
+    let expires_in = seen.expires_in.unwrap_or(3600);
+    (
+        StatusCode::OK,
+        Json(json!({
+            "access_token": token,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        })),
+    )
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -141,7 +228,8 @@ async fn generate(
         .calls
         .push((email.to_owned(), auth.clone(), body.clone()));
     // What IAM Credentials checks before anything else: the caller's token, then the request.
-    if auth != format!("Bearer {SOURCE_TOKEN}") || seen.lock().expect("lock").tokens_revoked {
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+    if !authenticated(&seen.lock().expect("lock"), token) {
         return google_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
@@ -253,7 +341,7 @@ fn access_in(
     let name = format!("{secret_name}/versions/{version}");
     seen.accesses.push((name.clone(), auth.clone()));
     let token = auth.strip_prefix("Bearer ").unwrap_or_default();
-    if (token != SOURCE_TOKEN && !token.starts_with("ya29.impersonated-")) || seen.tokens_revoked {
+    if !authenticated(&seen, token) {
         return google_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
@@ -340,6 +428,7 @@ async fn start_fake() -> Fake {
     let seen: Shared = Arc::default();
     let app = Router::new()
         .route("/token", post(token))
+        .route("/v1/token", post(sts))
         .route("/v1/projects/-/serviceAccounts/{target}", post(generate))
         .route(
             "/v1/projects/{project}/secrets/{secret}/versions/{version}",
@@ -1276,5 +1365,302 @@ mod gcr {
         let err = g.generate(&ctx(&odd, None)).await.expect_err("no account");
         assert!(matches!(err, BackendError::Rejected { .. }), "{err:?}");
         assert_eq!(fake.seen.lock().expect("lock").calls.len(), calls);
+    }
+}
+
+// --- selfIssued: Workload Identity Federation -----------------------------------------------
+
+/// A `selfIssued` store on the fake, with `extra` fields in its `selfIssued`.
+fn own_store(fake: &Fake, extra: Value) -> esi_backends::SecretStoreSpec {
+    let mut own = json!({"workloadIdentityProvider": "projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation"});
+    for (k, v) in extra.as_object().expect("object") {
+        own[k] = v.clone();
+    }
+    esi_backends::SecretStoreSpec::from_manifest(json!({"provider": {"gcp": {
+        "selfIssued": own,
+        "stsEndpoint": fake.base,
+        "iamCredentialsEndpoint": fake.base,
+        "secretManagerEndpoint": fake.base,
+        "timeout": "5s",
+    }}}))
+    .expect("valid store")
+}
+
+/// The pool's provider trusting tokens of `issuer` with subject `subject`.
+fn trusting(issuer: &esi_backends::identity::Issuer, subject: &str) -> common::entra::Federated {
+    common::entra::Federated {
+        issuer: "https://esi.example.com".to_owned(),
+        subject: subject.to_owned(),
+        audience: PROVIDER.to_owned(),
+        jwks: serde_json::from_str(issuer.jwks_json()).expect("jwks"),
+    }
+}
+
+#[tokio::test]
+async fn a_self_issued_token_is_exchanged_for_a_google_token_with_no_secret_on_the_fake() {
+    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
+    use esi_backends::{Generator, GeneratorKind, GeneratorSpec, Shared, SpecError};
+    let fake = start_fake().await;
+    let issuer = common::own_issuer(KeyAlgorithm::Rs256);
+    let own = own_store(&fake, json!({}));
+    let spec = |email: &str| {
+        GeneratorSpec::from_manifest(GeneratorKind::GcpAccessToken, spec(email)).expect("spec")
+    };
+    let mut shared = Shared::with_issuer(Some(issuer.clone()));
+    let app = Generator::build_shared(
+        &spec("app@proj.iam.gserviceaccount.com"),
+        Some(&own),
+        &mut shared,
+    )
+    .expect("builds");
+    let other = Generator::build_shared(
+        &spec("other@proj.iam.gserviceaccount.com"),
+        Some(&own),
+        &mut shared,
+    )
+    .expect("builds");
+    let id = identity();
+    let ctx = common::ctx(&id, "payments/GCPAccessToken/app");
+
+    // A provider trusting a workload's subject does not take the federation's own token.
+    fake.seen.lock().expect("lock").trusted = vec![trusting(
+        &issuer,
+        "prod-eu:system:serviceaccount:payments:api",
+    )];
+    let e = app.generate(&ctx).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    assert!(e.to_string().contains("Security Token Service"), "{e}");
+    assert!(e.detail().contains("invalid_grant"), "{}", e.detail());
+    assert!(fake.seen.lock().expect("lock").calls.is_empty());
+
+    // One trusting the federation's subject does: no key file, no secret anywhere.
+    fake.seen.lock().expect("lock").trusted = vec![trusting(&issuer, FEDERATION_SUBJECT)];
+    let before = jiff::Timestamp::now().as_second();
+    let cred = app.generate(&ctx).await.expect("minted");
+    assert_eq!(
+        cred.data["access_token"],
+        "ya29.impersonated-app@proj.iam.gserviceaccount.com"
+    );
+    {
+        let seen = fake.seen.lock().expect("lock");
+        assert!(seen.assertions.is_empty(), "no key file was used");
+        let exchange = seen.exchanges.last().expect("an exchange");
+        assert_eq!(exchange["grantType"], TOKEN_EXCHANGE);
+        assert_eq!(exchange["audience"], PROVIDER);
+        assert_eq!(exchange["requestedTokenType"], ACCESS_TOKEN_TYPE);
+        assert_eq!(
+            exchange["subjectTokenType"],
+            "urn:ietf:params:oauth:token-type:jwt"
+        );
+        assert_eq!(
+            exchange["scope"],
+            "https://www.googleapis.com/auth/cloud-platform"
+        );
+        let claims =
+            common::jwt_claims(exchange["subjectToken"].as_str().expect("a subject token"));
+        assert_eq!(claims["iss"], "https://esi.example.com");
+        assert_eq!(claims["sub"], FEDERATION_SUBJECT);
+        assert_eq!(claims["aud"], PROVIDER);
+        let iat = claims["iat"].as_i64().expect("iat");
+        assert!((before..=before + 2).contains(&iat), "{claims}");
+        assert_eq!(claims["exp"].as_i64(), Some(iat + 300));
+        assert!(claims.get("esi").is_none(), "it names no workload");
+        let (target, auth, _) = seen.calls.last().expect("a generateAccessToken call");
+        assert_eq!(target, "app@proj.iam.gserviceaccount.com");
+        assert_eq!(
+            auth, "Bearer ya29.federated-1",
+            "the federated token itself"
+        );
+    }
+
+    // Generators on the store share the federated token until it nears its expiry.
+    other.generate(&ctx).await.expect("minted");
+    app.generate(&ctx).await.expect("minted");
+    assert_eq!(
+        fake.seen.lock().expect("lock").exchanges.len(),
+        2,
+        "one refused, one taken"
+    );
+
+    // Google no longer takes it (401): forgotten, and the next request exchanges again.
+    fake.seen.lock().expect("lock").tokens_revoked = true;
+    let e = app.generate(&ctx).await.unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+    fake.seen.lock().expect("lock").tokens_revoked = false;
+    app.generate(&ctx).await.expect("minted");
+    {
+        let seen = fake.seen.lock().expect("lock");
+        assert_eq!(seen.exchanges.len(), 3);
+        assert_eq!(
+            seen.calls.last().expect("a call").1,
+            "Bearer ya29.federated-2"
+        );
+    }
+
+    // A token that would live under five minutes is exchanged again for every request.
+    fake.seen.lock().expect("lock").expires_in = Some(120);
+    let fresh = own_store(&fake, json!({}));
+    let short = Generator::build_shared(
+        &spec("app@proj.iam.gserviceaccount.com"),
+        Some(&fresh),
+        &mut Shared::with_issuer(Some(issuer.clone())),
+    )
+    .expect("builds");
+    short.generate(&ctx).await.expect("minted");
+    short.generate(&ctx).await.expect("minted");
+    assert_eq!(fake.seen.lock().expect("lock").exchanges.len(), 5);
+
+    // Another key signing the same claims is refused by the signature.
+    let impostor = Generator::build_shared(
+        &spec("app@proj.iam.gserviceaccount.com"),
+        Some(&own),
+        &mut Shared::with_issuer(Some(common::own_issuer(KeyAlgorithm::Rs256))),
+    )
+    .expect("builds");
+    let e = impostor.generate(&ctx).await.unwrap_err();
+    assert!(e.detail().contains("invalid_grant"), "{}", e.detail());
+    for text in [e.to_string(), e.detail().to_owned(), format!("{e:?}")] {
+        assert!(!text.contains("eyJ") && !text.contains("ya29."), "{text}");
+    }
+
+    // A serving federation that is no issuer refuses the store at load, naming the fix.
+    let e = Generator::build_shared(
+        &spec("app@proj.iam.gserviceaccount.com"),
+        Some(&own),
+        &mut Shared::with_issuer(None),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SpecError::NoIssuer { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("selfIssued") && e.to_string().contains("--issuer-url"),
+        "{e}"
+    );
+}
+
+/// With `serviceAccount`, the federated identity impersonates the federation's service account
+/// (an hour, `cloud-platform`), and that account's token makes every call: impersonating the
+/// generators' accounts, and reading secrets as the federation.
+#[tokio::test]
+async fn a_self_issued_store_can_act_as_a_service_account_of_its_own_on_the_fake() {
+    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
+    use esi_backends::{Generator, GeneratorKind, GeneratorSpec, Shared};
+    let fake = start_secret_fake().await;
+    let issuer = common::own_issuer(KeyAlgorithm::Es256);
+    fake.seen.lock().expect("lock").trusted = vec![trusting(&issuer, FEDERATION_SUBJECT)];
+    let own = own_store(
+        &fake,
+        json!({"serviceAccount": "esi-federation@proj.iam.gserviceaccount.com"}),
+    );
+    let mut shared = Shared::with_issuer(Some(issuer));
+    let token = Generator::build_shared(
+        &GeneratorSpec::from_manifest(
+            GeneratorKind::GcpAccessToken,
+            spec("app@proj.iam.gserviceaccount.com"),
+        )
+        .expect("spec"),
+        Some(&own),
+        &mut shared,
+    )
+    .expect("builds");
+    let read = Generator::build_shared(
+        &GeneratorSpec::from_manifest(
+            GeneratorKind::GcpSecretManagerSecret,
+            secret_spec(json!({})),
+        )
+        .expect("spec"),
+        Some(&own),
+        &mut shared,
+    )
+    .expect("builds");
+    let id = identity();
+    let cred = read
+        .generate(&common::ctx(&id, "payments/GCPSecretManagerSecret/db"))
+        .await
+        .expect("read");
+    assert_eq!(cred.data["password"], "s3cr3t-v2");
+    token
+        .generate(&common::ctx(&id, "payments/GCPAccessToken/app"))
+        .await
+        .expect("minted");
+
+    let seen = fake.seen.lock().expect("lock");
+    assert_eq!(seen.exchanges.len(), 1);
+    let own_sa = "Bearer ya29.impersonated-esi-federation@proj.iam.gserviceaccount.com";
+    let [(first, first_auth, first_body), (second, second_auth, _)] = seen.calls.as_slice() else {
+        panic!("two generateAccessToken calls: {:?}", seen.calls);
+    };
+    assert_eq!(first, "esi-federation@proj.iam.gserviceaccount.com");
+    assert_eq!(first_auth, "Bearer ya29.federated-1");
+    assert_eq!(
+        first_body["scope"],
+        json!(["https://www.googleapis.com/auth/cloud-platform"])
+    );
+    assert_eq!(first_body["lifetime"], "3600s");
+    assert_eq!(first_body["delegates"], json!([]));
+    assert_eq!(second, "app@proj.iam.gserviceaccount.com");
+    assert_eq!(second_auth, own_sa);
+    assert_eq!(seen.accesses.last().expect("a read").1, own_sa);
+}
+
+/// What the store refuses at load, with the field at fault and how to fix it.
+#[test]
+fn a_self_issued_store_is_refused_at_load_when_its_provider_is_misnamed() {
+    let load = |gcp: Value| {
+        esi_backends::SecretStoreSpec::from_manifest(json!({"provider": {"gcp": gcp}}))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let named = |name: &str| json!({"selfIssued": {"workloadIdentityProvider": name}});
+    let good = "projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation";
+    assert_eq!(load(named(good)), Ok(()));
+    assert_eq!(load(named(&format!("//iam.googleapis.com/{good}"))), Ok(()));
+    for (gcp, field, says) in [
+        (
+            named(
+                "projects/my-project/locations/global/workloadIdentityPools/esi/providers/federation",
+            ),
+            "provider.gcp.selfIssued.workloadIdentityProvider",
+            "gcloud projects describe my-project",
+        ),
+        (
+            named("projects/123456789/workloadIdentityPools/esi/providers/federation"),
+            "provider.gcp.selfIssued.workloadIdentityProvider",
+            "is not a Workload Identity provider name",
+        ),
+        (
+            named(
+                "projects/123456789/locations/global/workloadIdentityPools/ESI/providers/federation",
+            ),
+            "provider.gcp.selfIssued.workloadIdentityProvider",
+            "the pool id",
+        ),
+        (
+            json!({"selfIssued": {"workloadIdentityProvider": good, "serviceAccount": "esi-federation"}}),
+            "provider.gcp.selfIssued.serviceAccount",
+            "not a service account email",
+        ),
+        (
+            json!({"selfIssued": {"workloadIdentityProvider": good}, "serviceAccountKeyFile": "/etc/esi/key.json"}),
+            "provider.gcp.selfIssued",
+            "not both",
+        ),
+        (
+            json!({"stsEndpoint": "https://sts.example"}),
+            "provider.gcp.stsEndpoint",
+            "only selfIssued",
+        ),
+        (
+            json!({"selfIssued": {"workloadIdentityProvider": good}, "stsEndpoint": "ftp://sts.example"}),
+            "provider.gcp.stsEndpoint",
+            "not an http(s) base URL",
+        ),
+        (
+            json!({"selfIssued": {"workloadIdentityProvider": good, "audience": "x"}}),
+            "selfIssued",
+            "unknown field",
+        ),
+    ] {
+        let e = load(gcp.clone()).expect_err("refused");
+        assert!(e.contains(field) && e.contains(says), "{gcp}: {e}");
     }
 }

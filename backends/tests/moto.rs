@@ -259,18 +259,14 @@ async fn assume_role_honours_max_ttl_and_base_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_issued_token_assumes_the_stores_role_with_no_aws_secret() {
     use common::entra::{Federated, check_federated};
-    use esi_backends::identity::{FEDERATION_SUBJECT, Issuer, KeyAlgorithm, generate_key_pem};
+    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
     use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared};
-    use secrecy::ExposeSecret as _;
-    use std::sync::Arc;
     let test = "a_self_issued_token_assumes_the_stores_role_with_no_aws_secret";
     let Some(moto) = Moto::from_env(test) else {
         return;
     };
     let run = suffix();
-    let pem = generate_key_pem(KeyAlgorithm::Rs256).expect("key");
-    let issuer =
-        Arc::new(Issuer::new("https://esi.example.com", pem.expose_secret()).expect("issuer"));
+    let issuer = common::own_issuer(KeyAlgorithm::Rs256);
     let self_issued = json!({"selfIssued": {"roleArn": "arn:aws:iam::123456789012:role/esi-federation", "sessionName": format!("own{run}")}});
     let own = SecretStoreSpec::from_manifest(moto.store_without_keys(self_issued.clone()))
         .expect("valid store");

@@ -658,3 +658,52 @@ fn a_self_issued_vault_login_needs_the_issuer_and_an_audience_of_its_own() {
         "{errs:#?}"
     );
 }
+
+/// A `gcp` store's own login exchanges a token for its Workload Identity provider, which takes
+/// the provider's name as the audience with or without `https:`: no `IdentityToken` may hand a
+/// workload a token for either.
+#[test]
+fn no_workload_gets_a_token_for_a_self_issued_gcp_stores_provider() {
+    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
+    use secrecy::ExposeSecret as _;
+    let name = "projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation";
+    let store = doc(
+        "SecretStore",
+        "{name: gcp, namespace: team}",
+        &format!("{{provider: {{gcp: {{selfIssued: {{workloadIdentityProvider: \"{name}\"}}}}}}}}"),
+    ) + &doc(
+        "GCPAccessToken",
+        "{name: app, namespace: team}",
+        "{secretStoreRef: {name: gcp}, serviceAccountEmail: app@proj.iam.gserviceaccount.com}",
+    );
+    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
+    let issuing = AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(std::sync::Arc::new(
+            Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap(),
+        )),
+    );
+    assert!(config::load_text("t.yaml", &store, &issuing).is_ok());
+    for audience in [
+        format!("//iam.googleapis.com/{name}"),
+        format!("https://iam.googleapis.com/{name}"),
+    ] {
+        let clash = store.clone()
+            + &doc(
+                "IdentityToken",
+                "{name: gcp, namespace: other}",
+                &format!("{{audiences: [\"{audience}\"]}}"),
+            );
+        let Err(LoadError(errs)) = config::load_text("t.yaml", &clash, &issuing) else {
+            panic!("an IdentityToken for {audience} loaded");
+        };
+        let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            errs.iter().any(|e| e.contains("IdentityToken/other/gcp")
+                && e.contains("spec.audiences")
+                && e.contains("SecretStore team/gcp, provider.gcp.selfIssued")),
+            "{audience}: {errs:#?}"
+        );
+    }
+}

@@ -114,3 +114,26 @@ pub async fn serve_local(app: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     base
 }
+
+/// The claims of a JWT, unverified.
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// The issuer of the `selfIssued` tests, `https://esi.example.com`, with a fresh key of
+/// `algorithm`.
+pub fn own_issuer(
+    algorithm: esi_backends::identity::KeyAlgorithm,
+) -> std::sync::Arc<esi_backends::identity::Issuer> {
+    use secrecy::ExposeSecret as _;
+    let pem = esi_backends::identity::generate_key_pem(algorithm).expect("key");
+    std::sync::Arc::new(
+        esi_backends::identity::Issuer::new("https://esi.example.com", pem.expose_secret())
+            .expect("issuer"),
+    )
+}

@@ -905,17 +905,23 @@ pub fn build_snapshot_lenient(
     let authorizer = Authorizer::carrying(&auths, previous.as_ref().map(|s| &s.authorizer));
     let mut generators = LookupMap::default();
     // The audiences of the federation's own logins, which no workload may hold a token for.
-    let own_audiences: HashMap<&str, String> = res
+    let own_audiences: HashMap<String, (String, &str)> = res
         .stores
         .iter()
         .filter_map(|((ns, name), (store, _))| {
-            Some((store.self_issued_audience()?, format!("{ns}/{name}")))
+            let (field, audiences) = store.own_login_audiences()?;
+            Some(
+                audiences
+                    .into_iter()
+                    .map(move |a| (a, (format!("{ns}/{name}"), field))),
+            )
         })
+        .flatten()
         .collect();
     // Generators on one store share its connection and login, across reloads too.
     let mut shared = state.stores.lock().unwrap_or_else(|p| p.into_inner());
     for (key, (spec, origin)) in res.generators {
-        if let Some((audience, store)) = spec
+        if let Some((audience, (store, field))) = spec
             .workload_token_audiences()
             .iter()
             .find_map(|a| own_audiences.get_key_value(a.as_str()))
@@ -926,8 +932,8 @@ pub fn build_snapshot_lenient(
                 field: "spec.audiences".to_owned(),
                 message: format!(
                     "{audience:?} is the audience of the federation's own login to a backend \
-                     (SecretStore {store}, auth.jwt.selfIssued): a workload must never hold a \
-                     token for it; give one of them another audience"
+                     (SecretStore {store}, {field}): a workload must never hold a token for \
+                     it; give one of them another audience"
                 ),
             });
             continue;
