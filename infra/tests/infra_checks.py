@@ -12,11 +12,15 @@ Every stage uses the real tool where one can run here:
               any expression with a binary operator, and `validation` blocks are full of them.)
 - structure:  python-hcl2 checks on what reviewers rely on (documented variables and outputs,
               least-privilege IAM including the Lambda role's opt-in grants for AWS generators
-              without roleArn, the webhook's safety settings). checkov does not evaluate
-              `dynamic "statement"` blocks, so these checks are what covers those grants.
+              without roleArn, the webhook's safety settings, the trust modules' conditions on
+              the federation's own token). checkov does not evaluate `dynamic "statement"`
+              blocks, so these checks are what covers those grants.
 - validation: the modules evaluated with bad inputs must be refused by their `validation`
               blocks with the expected message, and with good inputs accepted (for a module
               with providers, its variables.tf alone).
+- trust:      each trust module's `secret_store_provider` evaluated by Terraform (provider
+              references stubbed), rendered through modules/federation-config, and compared with
+              the store shape and the server's own store fields (backends/src).
 - render:     the example's federation configuration evaluated with `terraform apply` on the
               provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
               for the federation's loader test, and checked here for shape.
