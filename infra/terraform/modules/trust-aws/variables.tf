@@ -98,6 +98,11 @@ variable "inline_policy_json" {
   description = "An inline policy (JSON text, e.g. `data.aws_iam_policy_document.x.json`) put on the role as `<role_name>-inline`. Null: none."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.inline_policy_json == null || try(length(jsondecode(var.inline_policy_json).Statement) > 0, false)
+    error_message = "The inline_policy_json must be an IAM policy document as JSON text, with a non-empty Statement."
+  }
 }
 
 variable "region" {

@@ -31,7 +31,7 @@ resource "google_iam_workload_identity_pool" "this" {
   project                   = var.project_id
   workload_identity_pool_id = var.pool_id
   display_name              = "esi federation"
-  description               = "The esi federation's own login (selfIssued) from ${var.issuer_url}"
+  description               = "The esi federation's own login (selfIssued)"
 }
 
 resource "google_iam_workload_identity_pool_provider" "this" {
