@@ -322,7 +322,7 @@ impl GcpConn {
     /// timeout: gcp_auth has none on these calls and retries on its own, holding its lock, so a
     /// token endpoint or metadata server that does not answer would hold the request for as
     /// long as its connection lives.
-    pub async fn source_token(&self) -> Result<SecretString, BackendError> {
+    pub(crate) async fn source_token(&self) -> Result<SecretString, BackendError> {
         let fetch = async {
             match &self.own {
                 Some(own) => self.own_token(own).await,
