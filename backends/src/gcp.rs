@@ -97,9 +97,10 @@ impl GcpSelfIssued {
         let given = &self.workload_identity_provider;
         let name = given.strip_prefix(IAM_RESOURCE_PREFIX).unwrap_or(given);
         let parts: Vec<&str> = name.split('/').collect();
+        // Google's rule for pool and provider ids.
         let id_ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
+            (4..=32).contains(&s.len())
+                && !s.starts_with("gcp-")
                 && s.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
@@ -135,7 +136,10 @@ impl GcpSelfIssued {
             if !id_ok(id) {
                 return Err(SpecError::field(
                     FIELD,
-                    format!("the {what} id {id:?} is not lowercase letters, digits and hyphens"),
+                    format!(
+                        "the {what} id {id:?} is not 4 to 32 lowercase letters, digits and hyphens \
+                         (not starting with gcp-)"
+                    ),
                 ));
             }
         }

@@ -70,7 +70,7 @@ fn authenticated(seen: &Seen, token: &str) -> bool {
 }
 
 /// The Workload Identity pool provider of the `selfIssued` tests.
-const PROVIDER: &str = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation";
+const PROVIDER: &str = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -1372,7 +1372,7 @@ mod gcr {
 
 /// A `selfIssued` store on the fake, with `extra` fields in its `selfIssued`.
 fn own_store(fake: &Fake, extra: Value) -> esi_backends::SecretStoreSpec {
-    let mut own = json!({"workloadIdentityProvider": "projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation"});
+    let mut own = json!({"workloadIdentityProvider": "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation"});
     for (k, v) in extra.as_object().expect("object") {
         own[k] = v.clone();
     }
@@ -1611,19 +1611,19 @@ fn a_self_issued_store_is_refused_at_load_when_its_provider_is_misnamed() {
             .map_err(|e| e.to_string())
     };
     let named = |name: &str| json!({"selfIssued": {"workloadIdentityProvider": name}});
-    let good = "projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation";
+    let good = "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation";
     assert_eq!(load(named(good)), Ok(()));
     assert_eq!(load(named(&format!("//iam.googleapis.com/{good}"))), Ok(()));
     for (gcp, field, says) in [
         (
             named(
-                "projects/my-project/locations/global/workloadIdentityPools/esi/providers/federation",
+                "projects/my-project/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation",
             ),
             "provider.gcp.selfIssued.workloadIdentityProvider",
             "gcloud projects describe my-project",
         ),
         (
-            named("projects/123456789/workloadIdentityPools/esi/providers/federation"),
+            named("projects/123456789/workloadIdentityPools/esi-federation/providers/esi-federation"),
             "provider.gcp.selfIssued.workloadIdentityProvider",
             "is not a Workload Identity provider name",
         ),
@@ -1633,6 +1633,13 @@ fn a_self_issued_store_is_refused_at_load_when_its_provider_is_misnamed() {
             ),
             "provider.gcp.selfIssued.workloadIdentityProvider",
             "the pool id",
+        ),
+        (
+            named(
+                "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/gcp-federation",
+            ),
+            "provider.gcp.selfIssued.workloadIdentityProvider",
+            "the provider id",
         ),
         (
             json!({"selfIssued": {"workloadIdentityProvider": good, "serviceAccount": "esi-federation"}}),

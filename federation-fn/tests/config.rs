@@ -666,7 +666,7 @@ fn a_self_issued_vault_login_needs_the_issuer_and_an_audience_of_its_own() {
 fn no_workload_gets_a_token_for_a_self_issued_gcp_stores_provider() {
     use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
     use secrecy::ExposeSecret as _;
-    let name = "projects/123456789/locations/global/workloadIdentityPools/esi/providers/federation";
+    let name = "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation";
     let store = doc(
         "SecretStore",
         "{name: gcp, namespace: team}",
