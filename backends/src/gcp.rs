@@ -87,7 +87,7 @@ impl GcpSelfIssued {
     /// the token exchange and of the token the federation signs for it (a provider without
     /// allowed audiences accepts exactly that).
     pub fn audience(&self) -> String {
-        let name = self.workload_identity_provider.trim();
+        let name = &self.workload_identity_provider;
         let name = name.strip_prefix(IAM_RESOURCE_PREFIX).unwrap_or(name);
         format!("{IAM_RESOURCE_PREFIX}{name}")
     }

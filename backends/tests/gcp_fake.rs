@@ -1623,7 +1623,9 @@ fn a_self_issued_store_is_refused_at_load_when_its_provider_is_misnamed() {
             "gcloud projects describe my-project",
         ),
         (
-            named("projects/123456789/workloadIdentityPools/esi-federation/providers/esi-federation"),
+            named(
+                "projects/123456789/workloadIdentityPools/esi-federation/providers/esi-federation",
+            ),
             "provider.gcp.selfIssued.workloadIdentityProvider",
             "is not a Workload Identity provider name",
         ),
