@@ -35,6 +35,19 @@ fn state() -> AppState {
     AppState::new(Settings::default(), LeaseKeys::ephemeral())
 }
 
+/// A serving federation that is an OIDC issuer (`https://esi.example.com`, an ES256 key).
+fn issuing_state() -> AppState {
+    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
+    use secrecy::ExposeSecret as _;
+    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
+    let issuer = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+    AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(std::sync::Arc::new(issuer)),
+    )
+}
+
 fn errors(yaml: &str) -> Vec<String> {
     match config::load_text("bad.yaml", yaml, &state()) {
         Ok(_) => panic!("accepted:\n{yaml}"),
@@ -529,8 +542,6 @@ fn metadata_typos_are_refused_and_kubectl_output_loads() {
 /// federation's own issuer can never be registered as a Cluster.
 #[test]
 fn identity_tokens_need_the_federations_issuer_which_is_never_a_cluster() {
-    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
-    use secrecy::ExposeSecret as _;
     let token = doc(
         "IdentityToken",
         "{name: aws, namespace: team}",
@@ -547,13 +558,7 @@ fn identity_tokens_need_the_federations_issuer_which_is_never_a_cluster() {
             .any(|e| e.contains("IdentityToken/team/aws") && e.contains("--issuer-url")),
         "{errs:#?}"
     );
-    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
-    let own = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
-    let issuing = AppState::serving(
-        Settings::default(),
-        LeaseKeys::ephemeral(),
-        Some(std::sync::Arc::new(own)),
-    );
+    let issuing = issuing_state();
     assert!(config::load_text("t.yaml", &token, &issuing).is_ok());
     let cluster = doc(
         "Cluster",
@@ -577,8 +582,6 @@ fn identity_tokens_need_the_federations_issuer_which_is_never_a_cluster() {
 /// audience of the federation's own login, the store's server URL.
 #[test]
 fn a_self_issued_vault_login_needs_the_issuer_and_an_audience_of_its_own() {
-    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
-    use secrecy::ExposeSecret as _;
     let store = |auth: &str| {
         doc(
             "SecretStore",
@@ -606,13 +609,7 @@ fn a_self_issued_vault_login_needs_the_issuer_and_an_audience_of_its_own() {
         "{errs:#?}"
     );
 
-    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
-    let issuer = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
-    let issuing = AppState::serving(
-        Settings::default(),
-        LeaseKeys::ephemeral(),
-        Some(std::sync::Arc::new(issuer)),
-    );
+    let issuing = issuing_state();
     assert!(config::load_text("t.yaml", &own, &issuing).is_ok());
 
     for (auth, field, says) in [
@@ -664,8 +661,6 @@ fn a_self_issued_vault_login_needs_the_issuer_and_an_audience_of_its_own() {
 /// workload a token for either.
 #[test]
 fn no_workload_gets_a_token_for_a_self_issued_gcp_stores_provider() {
-    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
-    use secrecy::ExposeSecret as _;
     let name = "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation";
     let store = doc(
         "SecretStore",
@@ -676,14 +671,7 @@ fn no_workload_gets_a_token_for_a_self_issued_gcp_stores_provider() {
         "{name: app, namespace: team}",
         "{secretStoreRef: {name: gcp}, serviceAccountEmail: app@proj.iam.gserviceaccount.com}",
     );
-    let pem = generate_key_pem(KeyAlgorithm::Es256).unwrap();
-    let issuing = AppState::serving(
-        Settings::default(),
-        LeaseKeys::ephemeral(),
-        Some(std::sync::Arc::new(
-            Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap(),
-        )),
-    );
+    let issuing = issuing_state();
     assert!(config::load_text("t.yaml", &store, &issuing).is_ok());
     for audience in [
         format!("//iam.googleapis.com/{name}"),
