@@ -483,14 +483,6 @@ struct TokenResponse {
     expires_in: serde_json::Value,
 }
 
-/// What an Entra ID error says (`{"error": "invalid_client", "error_description": "AADSTS..."}`).
-#[derive(Deserialize)]
-struct ErrorResponse {
-    error: String,
-    #[serde(default)]
-    error_description: String,
-}
-
 impl AzureConn {
     /// Prepares the connection (nothing is read or fetched until first use), where the
     /// federation's issuer is not known (a configuration only checked).
@@ -964,10 +956,8 @@ fn msi_error(backend: &str, status: reqwest::StatusCode, body: &[u8]) -> Backend
 /// configuration (the caller has no part in this request): its tenant, client, secret or
 /// federated credential. Entra ID's own description (`AADSTS...`) goes to the log only.
 fn aad_error(status: reqwest::StatusCode, body: &[u8]) -> BackendError {
-    let said = serde_json::from_slice::<ErrorResponse>(body)
-        .map(|e| format!("{}: {}", e.error, e.error_description))
-        .unwrap_or_else(|_| "no readable error".to_owned());
-    let summary: String = said.chars().take(400).collect();
+    // `{"error": "invalid_client", "error_description": "AADSTS..."}`.
+    let summary = crate::http::oauth_error(body);
     if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
         return BackendError::Unavailable {
             message: "Microsoft Entra ID refused the federation's Azure credentials".to_owned(),

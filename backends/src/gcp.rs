@@ -503,7 +503,7 @@ impl GcpConn {
         let req = self.http.post(format!("{}/v1/token", own.sts)).json(&body);
         let (status, bytes) = crate::http::send(STS_BACKEND, req).await?;
         if !status.is_success() {
-            let detail = format!("{}: {}", own.audience, oauth_error_message(&bytes));
+            let detail = format!("{}: {}", own.audience, crate::http::oauth_error(&bytes));
             // Google's answer to a token it does not take (400 invalid_grant: the provider
             // does not trust the issuer, its key, `sub` or `aud`; 401/403: the pool or
             // provider disabled) is the federation's configuration, which the caller cannot
@@ -530,25 +530,6 @@ impl GcpConn {
             token: resp.access_token.into(),
             expires_at: jiff::Timestamp::now() + lives,
         })
-    }
-}
-
-/// An OAuth error answer's `error` and `error_description` (`{"error": "invalid_grant",
-/// "error_description": ...}`), for the log; else the body's size.
-fn oauth_error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct OAuthError {
-        error: String,
-        #[serde(default)]
-        error_description: Option<String>,
-    }
-    match serde_json::from_slice::<OAuthError>(body) {
-        Ok(OAuthError {
-            error,
-            error_description: Some(d),
-        }) => format!("{error}: {}", d.chars().take(300).collect::<String>()),
-        Ok(OAuthError { error, .. }) => error,
-        Err(_) => format!("{} byte body", body.len()),
     }
 }
 

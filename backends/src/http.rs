@@ -257,6 +257,26 @@ pub fn transport_error(backend: &str, e: &reqwest::Error) -> BackendError {
     }
 }
 
+/// What an OAuth 2.0 error answer says (RFC 6749 §5.2: `{"error": "invalid_grant",
+/// "error_description": ...}`), as `error: description`, at most 400 characters, for the log;
+/// "no readable error" when the body is not one. Entra ID and Google's Security Token Service
+/// answer this way.
+#[cfg(any(feature = "azure", feature = "gcp"))]
+pub(crate) fn oauth_error(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: String,
+        #[serde(default)]
+        error_description: String,
+    }
+    serde_json::from_slice::<OAuthError>(body)
+        .map(|e| format!("{}: {}", e.error, e.error_description))
+        .unwrap_or_else(|_| "no readable error".to_owned())
+        .chars()
+        .take(400)
+        .collect()
+}
+
 /// Classifies an HTTP error status by the rule every backend follows (see the crate docs):
 /// 5xx, 429, 408 and 401 (the federation's own credential not accepted) are unavailable, other
 /// statuses (403 included) rejected. `summary` is backend text for the log only.
