@@ -13,9 +13,11 @@ use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{DecodeError, Engine as _, alphabet};
 use esi_api::Envelope;
 use esi_api::inject::{
-    ContainerSpec, FileContent, Owner, is_env_name, parse_template, render_template,
+    ContainerSpec, Decoding, FileContent, Owner, is_env_name, parse_template, render_template,
 };
 
 /// The credentials of a Pod, by alias.
@@ -33,6 +35,39 @@ fn missing_key(alias: &str, key: &str, env: &Envelope) -> anyhow::Error {
         "generator `{alias}` returned no key `{key}` (its keys: {})",
         keys.join(", ")
     )
+}
+
+/// The bytes `value` encodes, for `decode=`: ASCII whitespace skipped (wrapped lines), `=`
+/// padding optional, the last character's unused bits ignored; anything else outside the
+/// alphabet is refused. The reason names a position in `value`, never a character of it: the
+/// value is a secret.
+fn decoded(value: &str, how: Decoding) -> Result<Vec<u8>, String> {
+    const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+    // Each kept byte with its offset in `value`, so that errors point into what the user has.
+    let (kept, offsets): (Vec<u8>, Vec<usize>) = value
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| !b.is_ascii_whitespace())
+        .map(|(i, b)| (b, i))
+        .unzip();
+    let engine = match how {
+        Decoding::Base64 => &STANDARD,
+        Decoding::Base64Url => &URL_SAFE,
+    };
+    engine.decode(&kept).map_err(|e| match e {
+        DecodeError::InvalidByte(i, _) | DecodeError::InvalidLastSymbol(i, _) => format!(
+            "byte {} of the value is outside the alphabet or a misplaced `=`",
+            offsets.get(i).map_or(i, |o| o + 1)
+        ),
+        DecodeError::InvalidLength(n) => {
+            format!("{n} characters (whitespace aside) cannot encode whole bytes")
+        }
+        DecodeError::InvalidPadding => "its `=` padding is wrong".to_owned(),
+    })
 }
 
 /// Renders a file output's bytes.
@@ -54,13 +89,22 @@ pub fn render_file(content: &FileContent, creds: &Credentials) -> anyhow::Result
             let env = alias_data(creds, alias)?;
             dotenv(&env.data)?.into_bytes()
         }
-        FileContent::Raw { alias, key } => {
+        FileContent::Raw { alias, key, decode } => {
             let env = alias_data(creds, alias)?;
-            env.data
+            let value = env
+                .data
                 .get(key)
-                .ok_or_else(|| missing_key(alias, key, env))?
-                .clone()
-                .into_bytes()
+                .ok_or_else(|| missing_key(alias, key, env))?;
+            match decode {
+                None => value.clone().into_bytes(),
+                Some(how) => decoded(value, *how).map_err(|why| {
+                    anyhow!(
+                        "decode={}: the value of `{alias}.{key}` is not {}: {why}",
+                        how.name(),
+                        how.name()
+                    )
+                })?,
+            }
         }
         FileContent::Template { template } => {
             let segments = parse_template(template).map_err(|e| anyhow!("template: {e}"))?;
@@ -474,6 +518,7 @@ mod tests {
             &FileContent::Raw {
                 alias: "db".into(),
                 key: "username".into(),
+                decode: None,
             },
             &c,
         )
@@ -487,6 +532,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t, b"u@k");
+    }
+
+    #[test]
+    fn a_raw_file_decodes_base64_to_the_bytes_and_never_quotes_the_value() {
+        // Every byte value, NUL and non-UTF-8 included: what a keystore holds.
+        let bytes: Vec<u8> = (0..=255u8).rev().collect();
+        let standard = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        assert!(standard.contains('+') && standard.contains('/') && url.contains('-'));
+        // Wrapped at 76 columns with CRLF, as `base64` tools and PEM bodies write it.
+        let wrapped = standard
+            .as_bytes()
+            .chunks(76)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let render = |value: &str, decode: Decoding| {
+            let mut c = creds();
+            c.get_mut("db")
+                .unwrap()
+                .data
+                .insert("ks".into(), value.to_owned());
+            render_file(
+                &FileContent::Raw {
+                    alias: "db".into(),
+                    key: "ks".into(),
+                    decode: Some(decode),
+                },
+                &c,
+            )
+        };
+        for (value, how) in [
+            (standard.as_str(), Decoding::Base64),
+            (standard.trim_end_matches('='), Decoding::Base64),
+            (wrapped.as_str(), Decoding::Base64),
+            (url.as_str(), Decoding::Base64Url),
+        ] {
+            assert_eq!(render(value, how).unwrap(), bytes, "{how:?}");
+        }
+        assert_eq!(render("", Decoding::Base64).unwrap(), b"");
+        // The wrong alphabet, a character outside both, a cut value, bad padding: the reason
+        // and where, never the secret's characters.
+        for (value, how, want) in [
+            (standard.as_str(), Decoding::Base64Url, "byte "),
+            (
+                "c2VjcmV0LXZhbHVl!",
+                Decoding::Base64,
+                "byte 17 of the value",
+            ),
+            ("-----BEGIN x-----", Decoding::Base64, "byte 1 of the value"),
+            ("c2VjcmV0LXZhbHVlX", Decoding::Base64, "17 characters"),
+            ("c2VjcmV0LXZhbHVl=====", Decoding::Base64, "byte"),
+        ] {
+            let e = format!("{:#}", render(value, how).unwrap_err());
+            assert!(e.contains(want), "{value}: {e}");
+            assert!(
+                e.contains(&format!("decode={}", how.name())) && e.contains("`db.ks`"),
+                "{e}"
+            );
+            for secret in ["c2VjcmV0", "BEGIN", "!"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
     }
 
     #[test]

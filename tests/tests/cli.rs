@@ -148,6 +148,7 @@ fn init_writes_bundles_and_files_in_every_format_then_exec_runs_with_them() {
                 FileContent::Raw {
                     alias: "pw".into(),
                     key: "password".into(),
+                    decode: None,
                 },
                 0o400,
             ),
@@ -902,6 +903,7 @@ fn no_secret_or_token_reaches_logs_errors_or_doctor_output() {
             FileContent::Raw {
                 alias: "pw".into(),
                 key: "password".into(),
+                decode: None,
             },
             0o400,
         )],
@@ -1090,6 +1092,7 @@ fn non_root_init_checks_that_the_app_can_read_its_files() {
             FileContent::Raw {
                 alias: "pw".into(),
                 key: "password".into(),
+                decode: None,
             },
             0o400,
         )],
@@ -1147,6 +1150,7 @@ fn root_app_gets_readable_credentials_from_a_non_root_init() {
             FileContent::Raw {
                 alias: "pw".into(),
                 key: "password".into(),
+                decode: None,
             },
             0o440,
         )],

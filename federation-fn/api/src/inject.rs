@@ -33,8 +33,10 @@
 //!
 //! A file output's options: `path` (absolute, required), `format` (`json`, `yaml`, `env`,
 //! `raw`, `template`; default `json`, or `template` when `esi.dev/template.<name>` exists),
-//! `from` (an alias for `json`/`yaml`/`env`, `alias.key` for `raw`; unused by `template`) and
-//! `mode` (octal, default `0400` or `0440` when only the group is known; never world-readable).
+//! `from` (an alias for `json`/`yaml`/`env`, `alias.key` for `raw`; unused by `template`),
+//! `mode` (octal, default `0400` or `0440` when only the group is known; never world-readable)
+//! and, for `raw` only, `decode` (`base64` or `base64url`: the file holds the bytes the value
+//! encodes, see [`Decoding`]).
 //!
 //! The webhook resolves the annotations against the Pod and its own configuration into an
 //! [`InjectionSpec`], serialized as JSON into the env var [`ENV_SPEC`] of the esi-cli
@@ -392,12 +394,15 @@ pub enum FileContent {
         /// The alias.
         alias: String,
     },
-    /// One key's value, byte for byte.
+    /// One key's value, byte for byte, or the bytes it encodes ([`Decoding`]).
     Raw {
         /// The alias.
         alias: String,
         /// The key.
         key: String,
+        /// How the value encodes the file's bytes; `None` writes the value itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decode: Option<Decoding>,
     },
     /// A template with `{{ .alias.key }}` placeholders, see [`parse_template`].
     Template {
@@ -438,6 +443,38 @@ impl FileContent {
                 })
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// How a `raw` file output's value encodes the file's bytes (`decode=` in the annotation).
+///
+/// Backends hand binary secrets over as base64 text, because a credential's data is text: an
+/// AWS Secrets Manager `SecretBinary`, a Google Secret Manager payload that is not UTF-8, the
+/// PKCS#12 bundle behind an Azure Key Vault certificate, a keytab or keystore kept in Vault.
+/// esi-cli decodes the value and writes the bytes. ASCII whitespace in the value (line breaks
+/// of wrapped base64) is skipped and the `=` padding is optional.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decoding {
+    /// Base64 with the standard alphabet (`+`, `/`; RFC 4648 section 4).
+    Base64,
+    /// Base64 with the URL-safe alphabet (`-`, `_`; RFC 4648 section 5).
+    Base64Url,
+}
+
+impl Decoding {
+    /// The name written in annotations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Base64 => "base64",
+            Self::Base64Url => "base64url",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Base64, Self::Base64Url]
+            .into_iter()
+            .find(|d| d.name() == s)
     }
 }
 
@@ -1303,7 +1340,7 @@ pub fn check_file_path(path: &str) -> Result<(), String> {
 }
 
 fn parse_file(value: &str, template: Option<String>) -> Result<FileAnnotation, String> {
-    let kv = parse_kv(value, &["path", "format", "from", "mode"])?;
+    let kv = parse_kv(value, &["path", "format", "from", "mode", "decode"])?;
     let path = kv.get("path").ok_or("needs path=/absolute/file")?.clone();
     check_file_path(&path)?;
     let format = match kv.get("format") {
@@ -1317,6 +1354,19 @@ fn parse_file(value: &str, template: Option<String>) -> Result<FileAnnotation, S
         None => FileFormat::Json,
     };
     let from = kv.get("from");
+    let decode = kv
+        .get("decode")
+        .map(|d| {
+            if format != FileFormat::Raw {
+                return Err(format!(
+                    "decode= applies to format=raw only, not format={}",
+                    format_name(format)
+                ));
+            }
+            Decoding::parse(d)
+                .ok_or_else(|| format!("decode {} is not one of base64, base64url", show(d)))
+        })
+        .transpose()?;
     let content = match format {
         FileFormat::Template => {
             if from.is_some() {
@@ -1348,6 +1398,7 @@ fn parse_file(value: &str, template: Option<String>) -> Result<FileAnnotation, S
                     FileContent::Raw {
                         alias: alias.to_owned(),
                         key: key.to_owned(),
+                        decode,
                     }
                 }
                 _ => {
@@ -1494,7 +1545,8 @@ mod tests {
             p.files["pw"].content,
             FileContent::Raw {
                 alias: "db".into(),
-                key: "password".into()
+                key: "password".into(),
+                decode: None,
             }
         );
         assert_eq!(p.files["dsn"].content.format(), FileFormat::Template);
@@ -1580,6 +1632,21 @@ mod tests {
                 "needs an esi.dev/template",
             ),
             ("esi.dev/file.a", "path=/x/y,colour=red", "unknown option"),
+            (
+                "esi.dev/file.a",
+                "path=/x/y,from=db,decode=base64",
+                "format=raw only, not format=json",
+            ),
+            (
+                "esi.dev/file.a",
+                "path=/x/y,format=raw,from=db.k,decode=hex",
+                "not one of base64, base64url",
+            ),
+            (
+                "esi.dev/file.a",
+                "path=/x/y,format=raw,from=db.k,decode=Base64",
+                "not one of base64, base64url",
+            ),
             ("esi.dev/template.a", "x", "no matching"),
             ("esi.dev/containers", "", "lists no"),
             ("esi.dev/containers", "a,a", "twice"),
@@ -1775,6 +1842,59 @@ mod tests {
         ));
         let v2 = json.replace(r#""version":1"#, r#""version":2"#);
         assert_eq!(InjectionSpec::from_json(&v2), Err(SpecError::Version(2)));
+    }
+
+    #[test]
+    fn a_raw_file_may_decode_its_value_and_says_so_on_the_wire() {
+        let parsed = |value: &str| {
+            parse_annotations(&ann(&[
+                (ANN_GENERATORS, "kv=payments/SecretsManagerSecret/ks"),
+                ("esi.dev/file.ks", value),
+            ]))
+            .unwrap()
+            .files
+            .remove("ks")
+            .unwrap()
+            .content
+        };
+        for (value, decode) in [
+            ("path=/etc/ks/app.p12, format=raw, from=kv.value", None),
+            (
+                "path=/etc/ks/app.p12, format=raw, from=kv.value, decode=base64",
+                Some(Decoding::Base64),
+            ),
+            (
+                "path=/etc/ks/app.p12, decode=base64url, format=raw, from=kv.value",
+                Some(Decoding::Base64Url),
+            ),
+        ] {
+            let content = parsed(value);
+            assert_eq!(
+                content,
+                FileContent::Raw {
+                    alias: "kv".into(),
+                    key: "value".into(),
+                    decode,
+                },
+                "{value}"
+            );
+            // On the wire only when set, so a spec without it reads as before.
+            let wire = serde_json::to_string(&content).unwrap();
+            match decode {
+                None => assert!(!wire.contains("decode"), "{wire}"),
+                Some(d) => assert!(
+                    wire.contains(&format!(r#""decode":"{}""#, d.name())),
+                    "{wire}"
+                ),
+            }
+            assert_eq!(serde_json::from_str::<FileContent>(&wire).unwrap(), content);
+        }
+        assert!(
+            serde_json::from_str::<FileContent>(
+                r#"{"format":"raw","alias":"kv","key":"value","decode":"hex"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -89,6 +89,7 @@ fn full_spec() -> InjectionSpec {
                 FileContent::Raw {
                     alias: "db".into(),
                     key: "password".into(),
+                    decode: None,
                 },
             ),
             file(
