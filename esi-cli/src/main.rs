@@ -109,6 +109,13 @@ enum Command {
         /// Argument of --notify-command (repeatable).
         #[arg(long, requires = "notify_command", allow_hyphen_values = true)]
         notify_arg: Vec<String>,
+        /// The app's reload endpoint to call after a swap, on the Pod's loopback
+        /// (`http://127.0.0.1:9090/-/reload`), instead of a signal.
+        #[arg(long, conflicts_with_all = ["notify_signal", "notify_command"])]
+        notify_url: Option<String>,
+        /// Method of --notify-url: POST (default), PUT or GET.
+        #[arg(long, requires = "notify_url")]
+        notify_method: Option<String>,
         /// Revoke every lease on SIGTERM (default: the spec's revokeOnExit).
         #[arg(long)]
         revoke_on_exit: bool,
@@ -234,6 +241,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             notify_process,
             notify_command,
             notify_arg,
+            notify_url,
+            notify_method,
             revoke_on_exit,
             min_interval,
         } => {
@@ -243,6 +252,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 notify_process,
                 notify_command,
                 notify_args: notify_arg,
+                notify_url,
+                notify_method,
                 revoke_on_exit,
                 min_interval,
             };

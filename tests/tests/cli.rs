@@ -538,12 +538,148 @@ fn refresh_swaps_files_atomically_before_expiry_and_signals_the_app() {
     let _ = app.wait();
 }
 
+/// What [`reload_endpoint`] saw: each request's first line, with the inode of the watched file
+/// when it came in.
+type Calls = Arc<std::sync::Mutex<Vec<(String, u64)>>>;
+
+/// An app's reload endpoint on loopback: records each request ([`Calls`]), answers 200.
+fn reload_endpoint(watched: std::path::PathBuf) -> (String, Calls) {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/-/reload?from=esi",
+        listener.local_addr().unwrap().port()
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let ino = std::fs::metadata(&watched).map_or(0, |m| m.ino());
+            record
+                .lock()
+                .unwrap()
+                .push((first.trim_end().to_owned(), ino));
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn refresh_calls_the_apps_reload_endpoint_after_each_swap() {
+    let s = setup();
+    let pod = Pod::new(&s.issuer.token("default", "app"));
+    let target = pod.path("files/app/short.json");
+    let (url, seen) = reload_endpoint(target.clone());
+    let mut spec = spec(
+        &s.fed.url(),
+        &[("short", "default/Fake/short")],
+        &[],
+        vec![file(
+            "short.json",
+            FileContent::Json {
+                alias: "short".into(),
+            },
+            0o400,
+        )],
+    );
+    spec.refresh = Some(RefreshSpec {
+        at_percent: 50,
+        notify: Notify::Http {
+            url: url.clone(),
+            method: "PUT".into(),
+        },
+    });
+    ok(pod.cli(&spec).arg("init"));
+    let first_ino = std::fs::metadata(&target).unwrap().ino();
+    let mut refresher = pod
+        .cli(&spec)
+        .args(["refresh", "--min-interval", "500ms"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("two swaps and calls", Duration::from_secs(15), || {
+        seen.lock().unwrap().len() >= 2
+    });
+    let (status, log) = terminate(&mut refresher, Duration::from_secs(15));
+    assert!(status.success(), "{log}");
+    let seen = seen.lock().unwrap().clone();
+    let mut inodes = vec![first_ino];
+    for (line, ino) in &seen {
+        assert_eq!(line, "PUT /-/reload?from=esi HTTP/1.1", "{seen:?}");
+        // Called after the swap: the file the app re-reads is already the new one.
+        assert!(!inodes.contains(ino), "called before a swap: {seen:?}");
+        inodes.push(*ino);
+    }
+    assert!(
+        log.contains(&format!("notified the app: PUT {url}: 200 OK")),
+        "{log}"
+    );
+
+    // Nothing listening: each swap tries a few times, warns and keeps refreshing.
+    let closed = ClosedPort::new();
+    spec.refresh = Some(RefreshSpec {
+        at_percent: 50,
+        notify: Notify::Http {
+            url: format!("http://127.0.0.1:{}/-/reload", closed.addr().port()),
+            method: "POST".into(),
+        },
+    });
+    let mut refresher = pod
+        .cli(&spec)
+        .args(["refresh", "--min-interval", "500ms"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let swapped = std::fs::metadata(&target).unwrap().ino();
+    wait_until(
+        "a swap without anyone to notify",
+        Duration::from_secs(15),
+        || std::fs::metadata(&target).is_ok_and(|m| m.ino() != swapped),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, log) = terminate(&mut refresher, Duration::from_secs(15));
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("cannot notify the app: POST") && log.contains("failed 3 times"),
+        "{log}"
+    );
+
+    // A URL off the Pod is refused before anything is issued.
+    spec.refresh = Some(RefreshSpec {
+        at_percent: 50,
+        notify: Notify::Http {
+            url: "http://169.254.169.254:80/latest".into(),
+            method: "GET".into(),
+        },
+    });
+    let out = pod.cli(&spec).arg("refresh").output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("the host must be 127.0.0.1, localhost or [::1]"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn init_retries_until_a_down_federation_comes_up() {
     let issuer = Issuer::start();
     let config = config_dir(&issuer.url(), GENERATORS);
     let closed = ClosedPort::new();
-    let port = closed.port();
+    let port = closed.addr().port();
     let url = format!("http://127.0.0.1:{port}");
     let pod = Pod::new(&issuer.token("default", "app"));
     let spec = spec(
@@ -614,7 +750,7 @@ fn init_gives_up_at_the_deadline_and_says_why_in_the_termination_log() {
     let pod = Pod::new(&issuer.token("default", "app"));
     let closed = ClosedPort::new();
     let spec = spec(
-        &format!("http://127.0.0.1:{}", closed.port()),
+        &format!("http://127.0.0.1:{}", closed.addr().port()),
         &[("pw", "default/Password/db")],
         &[],
         vec![],
@@ -1300,7 +1436,7 @@ fn the_app_cannot_reach_the_agent_through_proc_even_as_the_same_user() {
     // esi-cli holds the token while it retries a federation that is down.
     let closed = ClosedPort::new();
     let spec = spec(
-        &format!("http://127.0.0.1:{}", closed.port()),
+        &format!("http://127.0.0.1:{}", closed.addr().port()),
         &[("pw", "default/Password/db")],
         &[],
         vec![],

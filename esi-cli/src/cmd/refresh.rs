@@ -5,8 +5,9 @@
 //! its lifetime: the new credential is obtained first, the files and env bundles that read it
 //! are swapped atomically (the old credential stays valid until its own expiry, so the app
 //! never holds a dead one), and the app is notified: a signal to every process with a given
-//! name (needs `shareProcessNamespace: true`), a command, or nothing. On SIGTERM it exits
-//! cleanly, revoking every lease first when revoke-on-exit is set.
+//! name (needs `shareProcessNamespace: true`), a call to the app's reload endpoint on the Pod's
+//! loopback, a command, or nothing. On SIGTERM it exits cleanly, revoking every lease first
+//! when revoke-on-exit is set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use esi_api::Envelope;
-use esi_api::inject::{DEFAULT_REFRESH_AT_PERCENT, InjectionSpec, Notify, Owner};
+use esi_api::inject::{
+    DEFAULT_REFRESH_AT_PERCENT, InjectionSpec, NOTIFY_METHODS, Notify, Owner, check_loopback_url,
+};
 use rustix::process::{Pid, Signal};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -38,6 +41,10 @@ pub struct Options {
     pub notify_command: Option<PathBuf>,
     /// `--notify-arg`.
     pub notify_args: Vec<String>,
+    /// `--notify-url`.
+    pub notify_url: Option<String>,
+    /// `--notify-method`.
+    pub notify_method: Option<String>,
     /// `--revoke-on-exit`.
     pub revoke_on_exit: bool,
     /// `--min-interval`.
@@ -56,7 +63,17 @@ enum Notifier {
         program: PathBuf,
         args: Vec<String>,
     },
+    Http {
+        client: reqwest::Client,
+        method: reqwest::Method,
+        url: reqwest::Url,
+    },
 }
+
+/// How long one call of the app's reload endpoint may take, and how many are tried: the app
+/// may be restarting when the files are swapped.
+const NOTIFY_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+const NOTIFY_HTTP_ATTEMPTS: u32 = 3;
 
 /// Parses `SIGHUP`, `HUP` or `hup`: the signals an app may reasonably reload on.
 fn parse_signal(s: &str) -> anyhow::Result<(Signal, String)> {
@@ -86,7 +103,13 @@ impl Notifier {
         }
         let (sig, process) = match (&opts.notify_signal, &opts.notify_process, spec) {
             (Some(s), Some(p), _) => (s.clone(), p.clone()),
+            _ if opts.notify_url.is_some() => {
+                let url = opts.notify_url.as_deref().unwrap_or_default();
+                let method = opts.notify_method.as_deref().unwrap_or("POST");
+                return Notifier::http(url, method);
+            }
             (_, _, Some(Notify::Signal { signal, process })) => (signal.clone(), process.clone()),
+            (_, _, Some(Notify::Http { url, method })) => return Notifier::http(url, method),
             _ => return Ok(Notifier::None),
         };
         if process.is_empty() {
@@ -100,7 +123,33 @@ impl Notifier {
         })
     }
 
-    fn notify(&self) {
+    /// A call of `method url`, held to what the webhook allows ([`check_loopback_url`]): the
+    /// spec may come from a file or the command line too. No proxy (loopback is this Pod's),
+    /// no redirects (they could lead off the Pod).
+    fn http(url: &str, method: &str) -> anyhow::Result<Notifier> {
+        check_loopback_url(url).map_err(|e| anyhow!("--notify-url / refresh notify: {e}"))?;
+        let method = method.to_ascii_uppercase();
+        if !NOTIFY_METHODS.contains(&method.as_str()) {
+            bail!(
+                "notify method {method:?} is not one of {}",
+                NOTIFY_METHODS.join(", ")
+            );
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(NOTIFY_HTTP_TIMEOUT)
+            .user_agent(concat!("esi-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client of --notify-url")?;
+        Ok(Notifier::Http {
+            client,
+            method: reqwest::Method::from_bytes(method.as_bytes()).context("notify method")?,
+            url: reqwest::Url::parse(url).with_context(|| format!("notify url {url:?}"))?,
+        })
+    }
+
+    async fn notify(&self) {
         match self {
             Notifier::None => {}
             Notifier::Signal {
@@ -133,6 +182,37 @@ impl Notifier {
                     }
                     Ok(s) => log::warn(&format!("{} exited with {s}", program.display())),
                     Err(e) => log::warn(&format!("cannot run {}: {e}", program.display())),
+                }
+            }
+            Notifier::Http {
+                client,
+                method,
+                url,
+            } => {
+                for attempt in 1..=NOTIFY_HTTP_ATTEMPTS {
+                    match client.request(method.clone(), url.clone()).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            log::info(&format!("notified the app: {method} {url}: {}", r.status()));
+                            return;
+                        }
+                        // The app answered: trying again would only repeat its answer.
+                        Ok(r) => {
+                            log::warn(&format!(
+                                "the app's reload endpoint answered {method} {url} with {}",
+                                r.status()
+                            ));
+                            return;
+                        }
+                        Err(e) if attempt < NOTIFY_HTTP_ATTEMPTS => {
+                            log::debug(&format!(
+                                "{method} {url} failed (attempt {attempt}), trying again: {e}"
+                            ));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => log::warn(&format!(
+                            "cannot notify the app: {method} {url} failed {NOTIFY_HTTP_ATTEMPTS} times, last: {e}"
+                        )),
+                    }
                 }
             }
         }
@@ -296,7 +376,7 @@ pub async fn run(g: &Global, opts: Options) -> anyhow::Result<ExitCode> {
                     };
                     creds.insert(alias, env);
                 }
-                notifier.notify();
+                notifier.notify().await;
             }
             Err(e) => {
                 let wait = backoff.next().max(opts.min_interval);
@@ -397,6 +477,54 @@ mod tests {
         assert_eq!(parse_signal("usr1").unwrap().1, "SIGUSR1");
         assert!(parse_signal("KILL").is_err());
         assert!(parse_signal("SIGSTOP").is_err());
+    }
+
+    #[test]
+    fn the_notify_url_flag_wins_over_the_spec_and_is_held_to_loopback() {
+        let opts = |url: Option<&str>, method: Option<&str>| Options {
+            at_percent: None,
+            notify_signal: None,
+            notify_process: None,
+            notify_command: None,
+            notify_args: vec![],
+            notify_url: url.map(str::to_owned),
+            notify_method: method.map(str::to_owned),
+            revoke_on_exit: false,
+            min_interval: Duration::from_secs(1),
+        };
+        let signal = Notify::Signal {
+            signal: "SIGHUP".into(),
+            process: "nginx".into(),
+        };
+        let flag = Notifier::new(
+            &opts(Some("http://localhost:8080/actuator/refresh"), Some("put")),
+            Some(&signal),
+        )
+        .unwrap();
+        assert!(matches!(&flag, Notifier::Http { method, url, .. }
+                if method == reqwest::Method::PUT && url.as_str() == "http://localhost:8080/actuator/refresh"),);
+        let from_spec = Notify::Http {
+            url: "http://[::1]:9090/-/reload".into(),
+            method: "POST".into(),
+        };
+        assert!(matches!(
+            Notifier::new(&opts(None, None), Some(&from_spec)).unwrap(),
+            Notifier::Http { method, .. } if method == reqwest::Method::POST
+        ));
+        for (url, method, want) in [
+            ("http://10.1.2.3:80/", None, "the host must be"),
+            (
+                "http://127.0.0.1:80/",
+                Some("DELETE"),
+                "not one of POST, PUT, GET",
+            ),
+        ] {
+            let e = Notifier::new(&opts(Some(url), method), None)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! | `esi.dev/entrypoint.<container>` | JSON array `["/app/server"]` | the entrypoint of a container without `command` |
 //! | `esi.dev/refresh` | `true`/`false` | run the `esi-cli refresh` native sidecar (needs file outputs) |
 //! | `esi.dev/refresh-at` | `66%` | re-issue at this fraction of the credential's lifetime (10–90 %) |
-//! | `esi.dev/refresh-notify` | `none` or `signal=SIGHUP, process=nginx` | what to tell the app after a swap |
+//! | `esi.dev/refresh-notify` | `none`, `signal=SIGHUP, process=nginx` or `url=http://127.0.0.1:9090/-/reload` | what to tell the app after a swap |
 //! | `esi.dev/revoke-on-exit` | `true`/`false` | revoke every lease when the Pod terminates |
 //! | `esi.dev/token-audience` | `esi` | audience of the projected token (within the webhook's allow-list) |
 //! | `esi.dev/token-expiration` | `10m` / `600s` / `600` | projected token lifetime (within the webhook's bounds, at least 600 s) |
@@ -553,6 +553,62 @@ pub enum Notify {
         /// Process name (`comm`) to signal.
         process: String,
     },
+    /// Call the app's reload endpoint on the Pod's own loopback (Prometheus' `/-/reload`,
+    /// Spring Boot's `/actuator/refresh`): every container of a Pod shares its network, so this
+    /// needs no `shareProcessNamespace`.
+    Http {
+        /// `http://` on `127.0.0.1`, `localhost` or `[::1]` with a port, see
+        /// [`check_loopback_url`].
+        url: String,
+        /// `POST`, `PUT` or `GET`.
+        method: String,
+    },
+}
+
+/// The methods [`Notify::Http`] may use.
+pub const NOTIFY_METHODS: &[&str] = &["POST", "PUT", "GET"];
+
+/// Checks a [`Notify::Http`] URL: `http://` (nothing to encrypt on loopback), the host
+/// `127.0.0.1`, `localhost` or `[::1]` (the app in this Pod, never a host elsewhere: the
+/// annotation is the Pod author's, the call is made by esi-cli), a port, and a path of visible
+/// ASCII without a fragment.
+pub fn check_loopback_url(url: &str) -> Result<(), String> {
+    const HOSTS: &[&str] = &["127.0.0.1", "localhost", "[::1]"];
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!(
+            "url {} must start with http:// (the app's own loopback)",
+            show(url)
+        )
+    })?;
+    if url.len() > limits::MAX_PATH_BYTES {
+        return Err(format!(
+            "url is longer than {} bytes",
+            limits::MAX_PATH_BYTES
+        ));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("url {} needs a port (http://127.0.0.1:PORT/...)", show(url)))?;
+    if !HOSTS.contains(&host) {
+        return Err(format!(
+            "url {}: the host must be 127.0.0.1, localhost or [::1], the app in this Pod",
+            show(url)
+        ));
+    }
+    if port.is_empty()
+        || !port.bytes().all(|b| b.is_ascii_digit())
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("url {}: the port must be 1..65535", show(url)));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+        return Err(format!(
+            "url {}: the path must be visible ASCII without `#`",
+            show(url)
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1128,10 +1184,36 @@ fn parse_notify(value: &str) -> Result<Notify, String> {
     if v == "none" {
         return Ok(Notify::None);
     }
-    let kv = parse_kv(v, &["signal", "process"])?;
-    let signal = kv
-        .get("signal")
-        .ok_or("expected `none` or `signal=SIGHUP, process=NAME`")?;
+    let kv = parse_kv(v, &["signal", "process", "url", "method"])?;
+    if let Some(url) = kv.get("url") {
+        if kv.contains_key("signal") || kv.contains_key("process") {
+            return Err(
+                "`url=` and `signal=`/`process=` are two ways to notify the app: pick one"
+                    .to_owned(),
+            );
+        }
+        check_loopback_url(url)?;
+        let method = kv
+            .get("method")
+            .map_or_else(|| "POST".to_owned(), |m| m.to_ascii_uppercase());
+        if !NOTIFY_METHODS.contains(&method.as_str()) {
+            return Err(format!(
+                "method {} is not one of {}",
+                show(&method),
+                NOTIFY_METHODS.join(", ")
+            ));
+        }
+        return Ok(Notify::Http {
+            url: url.clone(),
+            method,
+        });
+    }
+    if kv.contains_key("method") {
+        return Err("`method=` goes with `url=`".to_owned());
+    }
+    let signal = kv.get("signal").ok_or(
+        "expected `none`, `signal=SIGHUP, process=NAME` or `url=http://127.0.0.1:PORT/path`",
+    )?;
     let process = kv
         .get("process")
         .ok_or("`signal=` needs `process=NAME` (the process to signal)")?;
@@ -1895,6 +1977,78 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn refresh_notify_may_call_the_apps_reload_endpoint_on_loopback_only() {
+        let notify = |value: &str| {
+            parse_annotations(&ann(&[
+                (ANN_GENERATORS, "db=payments/Password/p"),
+                (ANN_REFRESH_NOTIFY, value),
+            ]))
+            .map(|p| p.refresh_notify.unwrap())
+            .map_err(|e| e.to_string())
+        };
+        for (value, url, method) in [
+            (
+                "url=http://127.0.0.1:9090/-/reload",
+                "http://127.0.0.1:9090/-/reload",
+                "POST",
+            ),
+            (
+                "url=http://localhost:8080/actuator/refresh?force=true, method=put",
+                "http://localhost:8080/actuator/refresh?force=true",
+                "PUT",
+            ),
+            ("method=GET, url=http://[::1]:1", "http://[::1]:1", "GET"),
+        ] {
+            assert_eq!(
+                notify(value).unwrap(),
+                Notify::Http {
+                    url: url.into(),
+                    method: method.into()
+                },
+                "{value}"
+            );
+        }
+        for (value, want) in [
+            ("url=https://127.0.0.1:9090/", "must start with http://"),
+            ("url=http://10.0.0.7:9090/", "the host must be 127.0.0.1"),
+            (
+                "url=http://metadata.google.internal:80/",
+                "the host must be",
+            ),
+            ("url=http://127.0.0.1.nip.io:80/", "the host must be"),
+            ("url=http://user@127.0.0.1:80/", "the host must be"),
+            ("url=http://127.0.0.1/reload", "needs a port"),
+            ("url=http://127.0.0.1:0/", "1..65535"),
+            ("url=http://127.0.0.1:65536/", "1..65535"),
+            ("url=http://127.0.0.1:+80/", "1..65535"),
+            ("url=http://127.0.0.1:80/a#b", "without `#`"),
+            ("url=http://127.0.0.1:80/a\u{7f}", "visible ASCII"),
+            (
+                "url=http://127.0.0.1:80/, method=DELETE",
+                "not one of POST, PUT, GET",
+            ),
+            (
+                "url=http://127.0.0.1:80/, signal=HUP, process=x",
+                "pick one",
+            ),
+            ("method=POST", "goes with `url=`"),
+            ("colour=red", "unknown option"),
+        ] {
+            let e = notify(value).expect_err(value);
+            assert!(e.contains(want), "{value}: {e}");
+            assert!(e.contains(ANN_REFRESH_NOTIFY), "{e}");
+        }
+        // On the wire as a tagged variant esi-cli reads back.
+        let http = notify("url=http://127.0.0.1:9090/-/reload").unwrap();
+        let wire = serde_json::to_string(&http).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"type":"http","url":"http://127.0.0.1:9090/-/reload","method":"POST"}"#
+        );
+        assert_eq!(serde_json::from_str::<Notify>(&wire).unwrap(), http);
     }
 
     #[test]
