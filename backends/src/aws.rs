@@ -695,7 +695,7 @@ mod tests {
 /// `kubernetes-service-account`, `kubernetes-pod-name`), so resource policies can key on
 /// `aws:PrincipalTag/...` and one role serves every namespace with only its own resources.
 #[derive(Debug)]
-#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
+#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
 pub(crate) struct CallerRole<C> {
     conn: std::sync::Arc<StsConn>,
     /// Assumes `roleArn` (with the identity's session tags) before the call.
@@ -707,11 +707,11 @@ pub(crate) struct CallerRole<C> {
 }
 
 /// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
-#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
+#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
 const ROLE_SESSION_SECONDS: u32 = 900;
 
 /// Checks a generator's `roleArn` and `externalId` fields (see `CallerRole`).
-#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
+#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
 pub(crate) fn validate_caller_role(
     role_arn: Option<&str>,
     external_id: Option<&str>,
@@ -728,7 +728,7 @@ pub(crate) fn validate_caller_role(
     Ok(())
 }
 
-#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
+#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
 impl<C: Clone> CallerRole<C> {
     /// Builds on the store's shared connection; `role_arn` and `external_id` are the
     /// generator's fields (validated here under those names); `make` builds the service's

@@ -65,6 +65,7 @@ impl fmt::Debug for LeaseHandle {
         feature = "vault",
         feature = "webhook",
         feature = "secretsmanager",
+        feature = "ssm",
         feature = "gcp",
         feature = "keyvault"
     )),
@@ -79,7 +80,12 @@ pub(crate) fn value_string(v: &serde_json::Value) -> String {
 
 /// Checks a static secret's `keys` (each a member to return; absent for all) and `key` (where
 /// a secret that is not a JSON object goes).
-#[cfg(any(feature = "secretsmanager", feature = "gcp", feature = "keyvault"))]
+#[cfg(any(
+    feature = "secretsmanager",
+    feature = "ssm",
+    feature = "gcp",
+    feature = "keyvault"
+))]
 pub(crate) fn validate_selection(
     keys: Option<&[String]>,
     key: &str,
@@ -107,7 +113,12 @@ pub(crate) fn validate_selection(
 /// a JSON object becomes one key per member (non-string members as JSON text), narrowed to
 /// `keys` when given (each must exist); any other text is returned whole under `key`. Errors
 /// name the keys asked for, never a value; `backend` prefixes the log detail.
-#[cfg(any(feature = "secretsmanager", feature = "gcp", feature = "keyvault"))]
+#[cfg(any(
+    feature = "secretsmanager",
+    feature = "ssm",
+    feature = "gcp",
+    feature = "keyvault"
+))]
 pub(crate) fn secret_text_data(
     text: &str,
     keys: Option<&[String]>,
@@ -358,7 +369,12 @@ mod tests {
         assert_eq!(data.len(), 4);
     }
 
-    #[cfg(any(feature = "secretsmanager", feature = "gcp", feature = "keyvault"))]
+    #[cfg(any(
+        feature = "secretsmanager",
+        feature = "ssm",
+        feature = "gcp",
+        feature = "keyvault"
+    ))]
     #[test]
     fn secret_text_is_split_into_members_or_kept_whole_and_errors_hold_no_value() {
         let text =

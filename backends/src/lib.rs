@@ -24,6 +24,7 @@
 //! | `aws` | `aws` | `AWSAssumeRole`, `STSSessionToken` |
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
 //! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
+//! | `ssm` | `aws` | `SSMParameter` |
 //! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
 //! | `gcr` | `gcp` | `GCRAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
@@ -96,6 +97,8 @@ pub mod quay_access_token;
 pub mod secrets_manager_secret;
 #[cfg(feature = "sshkey")]
 pub mod ssh_key;
+#[cfg(feature = "ssm")]
+pub mod ssm_parameter;
 #[cfg(feature = "aws")]
 pub mod sts_session_token;
 #[cfg(any(feature = "quay", feature = "cloudsmith"))]
@@ -123,7 +126,7 @@ pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
 /// the federation's `EnvFilter`): the AWS SDK's wire logging (STS, ECR and Secrets Manager here, Secrets Manager also for the
 /// federation's lease keys), hyper, reqwest, rustify and vaultrs. None of them logs bodies at
 /// `info`, but `debug`/`trace` would show request metadata we do not want in production logs.
-pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_ecr=warn,aws_sdk_secretsmanager=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
+pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_ecr=warn,aws_sdk_secretsmanager=warn,aws_sdk_ssm=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
 
 use std::future::Future;
 use std::time::Duration;
@@ -191,6 +194,9 @@ pub enum Generator {
     /// `SecretsManagerSecret`.
     #[cfg(feature = "secretsmanager")]
     SecretsManagerSecret(Box<secrets_manager_secret::SecretsManagerSecretGenerator>),
+    /// `SSMParameter`.
+    #[cfg(feature = "ssm")]
+    SsmParameter(Box<ssm_parameter::SsmParameterGenerator>),
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
@@ -377,6 +383,10 @@ impl Generator {
                     shared,
                 )?,
             )),
+            #[cfg(feature = "ssm")]
+            GeneratorSpec::SsmParameter(s) => Generator::SsmParameter(Box::new(
+                ssm_parameter::SsmParameterGenerator::new(s.clone(), store, shared)?,
+            )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, shared)?,
@@ -463,6 +473,8 @@ impl Generate for Generator {
             Generator::EcrAuthorizationToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "secretsmanager")]
             Generator::SecretsManagerSecret(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "ssm")]
+            Generator::SsmParameter(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
@@ -508,6 +520,8 @@ impl Generate for Generator {
             Generator::EcrAuthorizationToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "secretsmanager")]
             Generator::SecretsManagerSecret(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "ssm")]
+            Generator::SsmParameter(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
@@ -560,6 +574,8 @@ pub fn crds()
         ecr_authorization_token::ECRAuthorizationToken::crd(),
         #[cfg(feature = "secretsmanager")]
         secrets_manager_secret::SecretsManagerSecret::crd(),
+        #[cfg(feature = "ssm")]
+        ssm_parameter::SSMParameter::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "gcp")]

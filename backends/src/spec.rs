@@ -33,6 +33,9 @@ pub enum GeneratorKind {
     /// `SecretsManagerSecret`.
     #[cfg(feature = "secretsmanager")]
     SecretsManagerSecret,
+    /// `SSMParameter`.
+    #[cfg(feature = "ssm")]
+    SsmParameter,
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
@@ -90,6 +93,8 @@ impl GeneratorKind {
         GeneratorKind::EcrAuthorizationToken,
         #[cfg(feature = "secretsmanager")]
         GeneratorKind::SecretsManagerSecret,
+        #[cfg(feature = "ssm")]
+        GeneratorKind::SsmParameter,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "gcp")]
@@ -135,6 +140,8 @@ impl GeneratorKind {
             GeneratorKind::EcrAuthorizationToken => "ECRAuthorizationToken",
             #[cfg(feature = "secretsmanager")]
             GeneratorKind::SecretsManagerSecret => "SecretsManagerSecret",
+            #[cfg(feature = "ssm")]
+            GeneratorKind::SsmParameter => "SSMParameter",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "gcp")]
@@ -216,6 +223,9 @@ pub enum GeneratorSpec {
     /// `kind: SecretsManagerSecret`.
     #[cfg(feature = "secretsmanager")]
     SecretsManagerSecret(crate::secrets_manager_secret::SecretsManagerSecretSpec),
+    /// `kind: SSMParameter`.
+    #[cfg(feature = "ssm")]
+    SsmParameter(crate::ssm_parameter::SsmParameterSpec),
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
@@ -279,6 +289,8 @@ impl GeneratorSpec {
             GeneratorKind::SecretsManagerSecret => {
                 GeneratorSpec::SecretsManagerSecret(parse(spec)?)
             }
+            #[cfg(feature = "ssm")]
+            GeneratorKind::SsmParameter => GeneratorSpec::SsmParameter(parse(spec)?),
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "gcp")]
@@ -331,6 +343,8 @@ impl GeneratorSpec {
             GeneratorSpec::EcrAuthorizationToken(_) => GeneratorKind::EcrAuthorizationToken,
             #[cfg(feature = "secretsmanager")]
             GeneratorSpec::SecretsManagerSecret(_) => GeneratorKind::SecretsManagerSecret,
+            #[cfg(feature = "ssm")]
+            GeneratorSpec::SsmParameter(_) => GeneratorKind::SsmParameter,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "gcp")]
@@ -394,6 +408,8 @@ impl GeneratorSpec {
             GeneratorSpec::EcrAuthorizationToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "secretsmanager")]
             GeneratorSpec::SecretsManagerSecret(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "ssm")]
+            GeneratorSpec::SsmParameter(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
@@ -432,6 +448,8 @@ impl GeneratorSpec {
             GeneratorSpec::EcrAuthorizationToken(s) => s.validate(),
             #[cfg(feature = "secretsmanager")]
             GeneratorSpec::SecretsManagerSecret(s) => s.validate(),
+            #[cfg(feature = "ssm")]
+            GeneratorSpec::SsmParameter(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "gcp")]

@@ -472,10 +472,10 @@ fn recorded_header(entry: &Value, name: &str) -> String {
         .to_owned()
 }
 
-/// The calls of JSON-protocol services (ECR, Secrets Manager) moto recorded whose
+/// The calls of JSON-protocol services (ECR, Secrets Manager, SSM) moto recorded whose
 /// `X-Amz-Target` ends with `operation` (`.GetAuthorizationToken`): each one's JSON body and
 /// Authorization header.
-#[cfg(any(feature = "ecr", feature = "secretsmanager"))]
+#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
 async fn json_requests(moto: &Moto, operation: &str) -> Vec<(Value, String)> {
     moto.recording()
         .await
@@ -802,5 +802,164 @@ async fn secrets_manager_read_as_a_role_carries_the_callers_identity() {
     assert!(
         reads.len() == 1 && reads[0].contains("Credential=ASIA"),
         "the read is signed by the role's session: {reads:?}"
+    );
+}
+
+#[cfg(feature = "ssm")]
+fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
+    let conf = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("eu-west-1"))
+        .endpoint_url(&moto.url)
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            "AKIAESITESTSETUP0001",
+            "setup",
+            None,
+            None,
+            "test-setup",
+        ))
+        .build();
+    aws_sdk_ssm::Client::from_conf(conf)
+}
+
+#[cfg(feature = "ssm")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_parameters_are_read_decrypted_per_namespace_version_and_label() {
+    use aws_sdk_ssm::types::ParameterType;
+    let test = "ssm_parameters_are_read_decrypted_per_namespace_version_and_label";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let c = ssm(&moto);
+    let put = |name: String, kind: ParameterType, value: &'static str| {
+        let c = c.clone();
+        async move {
+            c.put_parameter()
+                .name(&name)
+                .r#type(kind)
+                .value(value)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put {name}: {e:?}"))
+                .version()
+        }
+    };
+    let db = format!("/apps/payments/db-{run}");
+    let v1 = put(
+        db.clone(),
+        ParameterType::SecureString,
+        r#"{"username": "app", "password": "s3cr3t-v1", "port": 5432}"#,
+    )
+    .await;
+    let v2 = put(
+        db.clone(),
+        ParameterType::SecureString,
+        r#"{"username": "app", "password": "s3cr3t-v2", "port": 5432}"#,
+    )
+    .await;
+    assert_eq!((v1, v2), (1, 2));
+    c.label_parameter_version()
+        .name(&db)
+        .parameter_version(1)
+        .labels("previous")
+        .send()
+        .await
+        .expect("label version 1");
+    let plain = format!("/apps/payments/plain-{run}");
+    put(plain.clone(), ParameterType::String, "just text").await;
+    let list = format!("/apps/payments/list-{run}");
+    put(list.clone(), ParameterType::StringList, "a,b,c").await;
+
+    let id = identity();
+    let read = |spec: Value| {
+        let g = build("SSMParameter", spec, Some(moto.store(json!({}))));
+        let id = &id;
+        async move {
+            g.generate(&common::ctx(id, "payments/SSMParameter/db"))
+                .await
+        }
+    };
+
+    // The caller's namespace picks the parameter; a SecureString is decrypted, a JSON object
+    // becomes its members, the latest version by default.
+    let templated = format!("/apps/{{{{namespace}}}}/db-{run}");
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "name": templated}))
+        .await
+        .expect("read the JSON parameter");
+    assert_eq!(cred.data["username"], "app");
+    assert_eq!(cred.data["password"], "s3cr3t-v2");
+    assert_eq!(cred.data["port"], "5432");
+    assert_eq!((cred.expires_at, cred.lease.clone()), (None, None));
+    assert!(!format!("{cred:?}").contains("s3cr3t"));
+
+    // A pinned version, narrowed to one key; a label.
+    for pin in [json!({"version": 1}), json!({"label": "previous"})] {
+        let mut spec = json!({"secretStoreRef": {"name": "aws"}, "name": db, "keys": ["password"]});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(pin.as_object().unwrap().clone());
+        let cred = read(spec).await.expect("read a pinned version");
+        assert_eq!(
+            cred.data.into_iter().collect::<Vec<_>>(),
+            vec![("password".to_owned(), "s3cr3t-v1".to_owned())],
+            "{pin}"
+        );
+    }
+
+    // Text under `key`; a StringList as stored.
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "name": plain, "key": "token"}))
+        .await
+        .expect("read the text parameter");
+    assert_eq!(cred.data["token"], "just text");
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "name": list}))
+        .await
+        .expect("read the list parameter");
+    assert_eq!(cred.data["value"], "a,b,c");
+
+    // A parameter that does not exist is refused, named in the log only.
+    let err = read(json!({"secretStoreRef": {"name": "aws"},
+                          "name": format!("/apps/{{{{namespace}}}}/missing-{run}")}))
+    .await
+    .expect_err("no such parameter");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("ParameterNotFound")),
+        "{err:?}"
+    );
+    assert!(
+        err.detail()
+            .contains(&format!("/apps/payments/missing-{run}")),
+        "{}",
+        err.detail()
+    );
+
+    // One decrypting GetParameter per read, with the selector, signed with the store's key.
+    let sent: Vec<(Value, String)> = json_requests(&moto, ".GetParameter")
+        .await
+        .into_iter()
+        .filter(|(body, _)| body["Name"].as_str().is_some_and(|n| n.contains(&run)))
+        .collect();
+    let names: Vec<&str> = sent
+        .iter()
+        .filter_map(|(b, _)| b["Name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            db.clone(),
+            format!("{db}:1"),
+            format!("{db}:previous"),
+            plain,
+            list,
+            format!("/apps/payments/missing-{run}"),
+        ],
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().all(|(b, a)| b["WithDecryption"] == true
+            && a.contains("Credential=AKIAESITESTKEY000001/")
+            && a.contains("/eu-west-1/ssm/")),
+        "{sent:?}"
     );
 }
