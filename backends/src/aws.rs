@@ -695,7 +695,12 @@ mod tests {
 /// `kubernetes-service-account`, `kubernetes-pod-name`), so resource policies can key on
 /// `aws:PrincipalTag/...` and one role serves every namespace with only its own resources.
 #[derive(Debug)]
-#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
+#[cfg(any(
+    feature = "ecr",
+    feature = "secretsmanager",
+    feature = "ssm",
+    feature = "rds"
+))]
 pub(crate) struct CallerRole<C> {
     conn: std::sync::Arc<StsConn>,
     /// Assumes `roleArn` (with the identity's session tags) before the call.
@@ -707,11 +712,21 @@ pub(crate) struct CallerRole<C> {
 }
 
 /// The session a `roleArn` is assumed for: STS's shortest, since it only signs one call.
-#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
+#[cfg(any(
+    feature = "ecr",
+    feature = "secretsmanager",
+    feature = "ssm",
+    feature = "rds"
+))]
 const ROLE_SESSION_SECONDS: u32 = 900;
 
 /// Checks a generator's `roleArn` and `externalId` fields (see `CallerRole`).
-#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
+#[cfg(any(
+    feature = "ecr",
+    feature = "secretsmanager",
+    feature = "ssm",
+    feature = "rds"
+))]
 pub(crate) fn validate_caller_role(
     role_arn: Option<&str>,
     external_id: Option<&str>,
@@ -728,7 +743,12 @@ pub(crate) fn validate_caller_role(
     Ok(())
 }
 
-#[cfg(any(feature = "ecr", feature = "secretsmanager", feature = "ssm"))]
+#[cfg(any(
+    feature = "ecr",
+    feature = "secretsmanager",
+    feature = "ssm",
+    feature = "rds"
+))]
 impl<C: Clone> CallerRole<C> {
     /// Builds on the store's shared connection; `role_arn` and `external_id` are the
     /// generator's fields (validated here under those names); `make` builds the service's
@@ -769,6 +789,15 @@ impl<C: Clone> CallerRole<C> {
             store_client: OnceCell::new(),
             make,
         })
+    }
+
+    /// Whether `client` signs with the store's static keys, whose `expiry` is when they are
+    /// read again ([`STATIC_KEYS_REREAD`]), not when they stop working (unknown here).
+    #[cfg(feature = "rds")]
+    pub(crate) fn signs_with_static_keys(&self) -> bool {
+        self.role.is_none()
+            && self.conn.provider.credentials.is_some()
+            && self.conn.provider.assume_role.is_none()
     }
 
     /// The service's client for the caller in `ctx`: the store's, kept, or one signing as the

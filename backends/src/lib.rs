@@ -25,6 +25,7 @@
 //! | `ecr` | `aws` | `ECRAuthorizationToken` |
 //! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
 //! | `ssm` | `aws` | `SSMParameter` |
+//! | `rds` | `aws` | `RDSAuthToken` |
 //! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
 //! | `gcr` | `gcp` | `GCRAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
@@ -93,6 +94,8 @@ pub mod http;
 pub mod mfa;
 #[cfg(feature = "quay")]
 pub mod quay_access_token;
+#[cfg(feature = "rds")]
+pub mod rds_auth_token;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets_manager_secret;
 #[cfg(feature = "sshkey")]
@@ -126,7 +129,7 @@ pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
 /// the federation's `EnvFilter`): the AWS SDK's wire logging (STS, ECR and Secrets Manager here, Secrets Manager also for the
 /// federation's lease keys), hyper, reqwest, rustify and vaultrs. None of them logs bodies at
 /// `info`, but `debug`/`trace` would show request metadata we do not want in production logs.
-pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_ecr=warn,aws_sdk_secretsmanager=warn,aws_sdk_ssm=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
+pub const QUIET_LOG_DIRECTIVES: &str = "aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_smithy_http_client=warn,aws_config=warn,aws_sdk_sts=warn,aws_sdk_ecr=warn,aws_sdk_secretsmanager=warn,aws_sdk_ssm=warn,aws_sigv4=warn,hyper=warn,hyper_util=warn,reqwest=warn,rustify=warn,vaultrs=warn,gcp_auth=warn";
 
 use std::future::Future;
 use std::time::Duration;
@@ -197,6 +200,9 @@ pub enum Generator {
     /// `SSMParameter`.
     #[cfg(feature = "ssm")]
     SsmParameter(Box<ssm_parameter::SsmParameterGenerator>),
+    /// `RDSAuthToken`.
+    #[cfg(feature = "rds")]
+    RdsAuthToken(Box<rds_auth_token::RdsAuthTokenGenerator>),
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
@@ -387,6 +393,10 @@ impl Generator {
             GeneratorSpec::SsmParameter(s) => Generator::SsmParameter(Box::new(
                 ssm_parameter::SsmParameterGenerator::new(s.clone(), store, shared)?,
             )),
+            #[cfg(feature = "rds")]
+            GeneratorSpec::RdsAuthToken(s) => Generator::RdsAuthToken(Box::new(
+                rds_auth_token::RdsAuthTokenGenerator::new(s.clone(), store, shared)?,
+            )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, shared)?,
@@ -475,6 +485,8 @@ impl Generate for Generator {
             Generator::SecretsManagerSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "ssm")]
             Generator::SsmParameter(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "rds")]
+            Generator::RdsAuthToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
@@ -522,6 +534,8 @@ impl Generate for Generator {
             Generator::SecretsManagerSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "ssm")]
             Generator::SsmParameter(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "rds")]
+            Generator::RdsAuthToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
@@ -576,6 +590,8 @@ pub fn crds()
         secrets_manager_secret::SecretsManagerSecret::crd(),
         #[cfg(feature = "ssm")]
         ssm_parameter::SSMParameter::crd(),
+        #[cfg(feature = "rds")]
+        rds_auth_token::RDSAuthToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "gcp")]

@@ -36,6 +36,9 @@ pub enum GeneratorKind {
     /// `SSMParameter`.
     #[cfg(feature = "ssm")]
     SsmParameter,
+    /// `RDSAuthToken`.
+    #[cfg(feature = "rds")]
+    RdsAuthToken,
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
@@ -95,6 +98,8 @@ impl GeneratorKind {
         GeneratorKind::SecretsManagerSecret,
         #[cfg(feature = "ssm")]
         GeneratorKind::SsmParameter,
+        #[cfg(feature = "rds")]
+        GeneratorKind::RdsAuthToken,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "gcp")]
@@ -142,6 +147,8 @@ impl GeneratorKind {
             GeneratorKind::SecretsManagerSecret => "SecretsManagerSecret",
             #[cfg(feature = "ssm")]
             GeneratorKind::SsmParameter => "SSMParameter",
+            #[cfg(feature = "rds")]
+            GeneratorKind::RdsAuthToken => "RDSAuthToken",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "gcp")]
@@ -226,6 +233,9 @@ pub enum GeneratorSpec {
     /// `kind: SSMParameter`.
     #[cfg(feature = "ssm")]
     SsmParameter(crate::ssm_parameter::SsmParameterSpec),
+    /// `kind: RDSAuthToken`.
+    #[cfg(feature = "rds")]
+    RdsAuthToken(crate::rds_auth_token::RdsAuthTokenSpec),
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
@@ -291,6 +301,8 @@ impl GeneratorSpec {
             }
             #[cfg(feature = "ssm")]
             GeneratorKind::SsmParameter => GeneratorSpec::SsmParameter(parse(spec)?),
+            #[cfg(feature = "rds")]
+            GeneratorKind::RdsAuthToken => GeneratorSpec::RdsAuthToken(parse(spec)?),
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "gcp")]
@@ -345,6 +357,8 @@ impl GeneratorSpec {
             GeneratorSpec::SecretsManagerSecret(_) => GeneratorKind::SecretsManagerSecret,
             #[cfg(feature = "ssm")]
             GeneratorSpec::SsmParameter(_) => GeneratorKind::SsmParameter,
+            #[cfg(feature = "rds")]
+            GeneratorSpec::RdsAuthToken(_) => GeneratorKind::RdsAuthToken,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "gcp")]
@@ -410,6 +424,8 @@ impl GeneratorSpec {
             GeneratorSpec::SecretsManagerSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "ssm")]
             GeneratorSpec::SsmParameter(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "rds")]
+            GeneratorSpec::RdsAuthToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
@@ -450,6 +466,8 @@ impl GeneratorSpec {
             GeneratorSpec::SecretsManagerSecret(s) => s.validate(),
             #[cfg(feature = "ssm")]
             GeneratorSpec::SsmParameter(s) => s.validate(),
+            #[cfg(feature = "rds")]
+            GeneratorSpec::RdsAuthToken(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "gcp")]

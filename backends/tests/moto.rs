@@ -963,3 +963,136 @@ async fn ssm_parameters_are_read_decrypted_per_namespace_version_and_label() {
         "{sent:?}"
     );
 }
+
+/// A query parameter of an RDS token, still encoded.
+#[cfg(feature = "rds")]
+fn token_param<'a>(token: &'a str, name: &str) -> &'a str {
+    token
+        .split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in the token"))
+}
+
+/// Signs again what the generator signed, at the token's own `X-Amz-Date`: the generator
+/// must have signed exactly host, port, user, region, keys and lifetime (the signer itself is
+/// held to botocore's tokens in the unit tests).
+#[cfg(feature = "rds")]
+fn resigned(
+    token: &str,
+    host: &str,
+    port: u16,
+    user: &str,
+    keys: (&str, &str, Option<String>),
+) -> String {
+    let date = token_param(token, "X-Amz-Date");
+    let at: jiff::Timestamp = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", date)
+        .expect("X-Amz-Date")
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .expect("UTC")
+        .timestamp();
+    let expires: u64 = token_param(token, "X-Amz-Expires")
+        .parse()
+        .expect("seconds");
+    esi_backends::rds_auth_token::presign(
+        host,
+        port,
+        user,
+        "eu-west-1",
+        aws_credential_types::Credentials::new(keys.0, keys.1, keys.2, None, "resign"),
+        std::time::SystemTime::from(at),
+        std::time::Duration::from_secs(expires),
+    )
+    .expect("sign")
+}
+
+#[cfg(feature = "rds")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_tokens_are_signed_for_the_callers_user_for_at_most_15_minutes() {
+    let test = "rds_tokens_are_signed_for_the_callers_user_for_at_most_15_minutes";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let id = identity();
+    let host = "payments.cluster-c1a2b3.eu-west-1.rds.amazonaws.com";
+    let spec = json!({"secretStoreRef": {"name": "aws"}, "host": host, "port": 5432,
+                      "username": "{{namespace}}_app"});
+
+    // Signed with the store's own key: nothing is called, the token is the password.
+    let g = build("RDSAuthToken", spec.clone(), Some(moto.store(json!({}))));
+    let before = jiff::Timestamp::now();
+    let cred = g
+        .generate(&common::ctx(&id, "payments/RDSAuthToken/db"))
+        .await
+        .expect("a token");
+    assert_eq!(cred.data["host"], host);
+    assert_eq!(cred.data["port"], "5432");
+    assert_eq!(cred.data["username"], "payments_app");
+    let token = &cred.data["password"];
+    assert!(
+        token.starts_with(&format!("{host}:5432/?Action=connect&DBUser=payments_app&")),
+        "{token}"
+    );
+    assert!(
+        token_param(token, "X-Amz-Credential").starts_with("AKIAESITESTKEY000001%2F")
+            && token_param(token, "X-Amz-Credential")
+                .ends_with("%2Feu-west-1%2Frds-db%2Faws4_request"),
+        "{token}"
+    );
+    assert_eq!(token_param(token, "X-Amz-Expires"), "900");
+    assert_eq!(
+        *token,
+        resigned(
+            token,
+            host,
+            5432,
+            "payments_app",
+            ("AKIAESITESTKEY000001", "esi-test-secret-key", None)
+        )
+    );
+    let expires = cred.expires_at.expect("an expiry");
+    let lifetime = expires.duration_since(before).as_secs_f64();
+    assert!((899.0..=901.0).contains(&lifetime), "{lifetime}");
+    assert_eq!((cred.renewable, cred.lease.clone()), (false, None));
+    assert!(!format!("{cred:?}").contains("X-Amz-Signature"));
+
+    // An Authorization's maxTTL shortens the token itself.
+    let cred = g
+        .generate(&common::ctx_with_max_ttl(
+            &id,
+            "payments/RDSAuthToken/db",
+            std::time::Duration::from_secs(120),
+        ))
+        .await
+        .expect("a short token");
+    assert_eq!(token_param(&cred.data["password"], "X-Amz-Expires"), "120");
+
+    // As a role: signed by the session assumed for the caller, which the token carries, and
+    // no longer than that session lives.
+    let run = suffix();
+    let role = format!("arn:aws:iam::123456789012:role/db-{run}");
+    let mut as_role = spec.clone();
+    as_role["roleArn"] = json!(role);
+    let g = build("RDSAuthToken", as_role, Some(moto.store(json!({}))));
+    let cred = g
+        .generate(&common::ctx(&id, "payments/RDSAuthToken/db"))
+        .await
+        .expect("a token as the role");
+    let token = &cred.data["password"];
+    assert!(
+        token_param(token, "X-Amz-Credential").starts_with("ASIA"),
+        "{token}"
+    );
+    assert!(!token_param(token, "X-Amz-Security-Token").is_empty());
+    let (form, _) = moto
+        .recorded()
+        .await
+        .into_iter()
+        .find(|(f, _)| f.get("RoleArn") == Some(&role))
+        .expect("an AssumeRole into the role");
+    assert_eq!(
+        tags(&form).get("kubernetes-namespace").map(String::as_str),
+        Some("payments")
+    );
+}
