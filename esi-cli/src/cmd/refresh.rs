@@ -101,13 +101,12 @@ impl Notifier {
                 args: opts.notify_args.clone(),
             });
         }
+        if let Some(url) = &opts.notify_url {
+            return Notifier::http(url, opts.notify_method.as_deref().unwrap_or("POST"));
+        }
+        // The flags (clap makes them come together) win over the spec.
         let (sig, process) = match (&opts.notify_signal, &opts.notify_process, spec) {
             (Some(s), Some(p), _) => (s.clone(), p.clone()),
-            _ if opts.notify_url.is_some() => {
-                let url = opts.notify_url.as_deref().unwrap_or_default();
-                let method = opts.notify_method.as_deref().unwrap_or("POST");
-                return Notifier::http(url, method);
-            }
             (_, _, Some(Notify::Signal { signal, process })) => (signal.clone(), process.clone()),
             (_, _, Some(Notify::Http { url, method })) => return Notifier::http(url, method),
             _ => return Ok(Notifier::None),
