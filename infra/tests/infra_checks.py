@@ -361,12 +361,22 @@ GENERATOR_GRANTS = {
         ["kms:Decrypt"], "${var.secret_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "secretsmanager."),
          ("StringLike", "kms:EncryptionContext:SecretARN", "${var.readable_secret_arns}")]),
+    "ReadGeneratorParameters": (
+        "${length(var.readable_parameter_arns) > 0 ? [1] : []}",
+        ["ssm:GetParameter"], "${var.readable_parameter_arns}", []),
+    "DecryptGeneratorParameters": (
+        "${length(var.parameter_kms_key_arns) > 0 ? [1] : []}",
+        ["kms:Decrypt"], "${var.parameter_kms_key_arns}",
+        [("StringEquals", "kms:ViaService", "ssm."),
+         ("StringLike", "kms:EncryptionContext:PARAMETER_ARN", "${var.readable_parameter_arns}")]),
 }
 GENERATOR_GRANT_DEFAULTS = {
     "ecr_authorization_token": ("bool", False),
     "ecr_pull_repository_arns": ("list(string)", []),
     "readable_secret_arns": ("list(string)", []),
     "secret_kms_key_arns": ("list(string)", []),
+    "readable_parameter_arns": ("list(string)", []),
+    "parameter_kms_key_arns": ("list(string)", []),
 }
 
 
@@ -383,7 +393,8 @@ def policy_statements(perms: dict) -> list[tuple[str | None, dict]]:
 def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> None:
     """What AWS generators without roleArn may do as the function's role: only the opt-in
     grants above, exactly as written there, off by default; "*" only where IAM allows nothing
-    narrower; kms:Decrypt only on the module's key or through Secrets Manager."""
+    narrower; kms:Decrypt only on the module's key or through a service (Secrets Manager,
+    Parameter Store)."""
     statements = policy_statements(perms)
     by_sid = {unquote(st.get("sid")): (gate, st) for gate, st in statements}
     for sid, (gate, actions, resources, conditions) in GENERATOR_GRANTS.items():
@@ -711,6 +722,7 @@ WH_REQUIRED = "\n ".join([
 KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31, standard base64 like random_bytes.base64
 ECR_REPO = "arn:aws:ecr:eu-west-1:123456789012:repository"
 SM_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret"
+SSM_PARAM = "arn:aws:ssm:eu-west-1:123456789012:parameter"
 KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 # The shape of a PEM private key, for the variables' validation only (the body is no key).
 PEM = "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n"
@@ -770,6 +782,16 @@ VALIDATION_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*"]\n secret_kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:alias/apps"]', "must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:apps/*"]\n secret_kms_key_arns = ["*"]', "must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n secret_kms_key_arns = ["{KMS_KEY}"]', "list those secrets too"),
+    # The same for SSMParameter: parameter ARNs with region and account, the name written after
+    # `parameter/` without its leading `/`.
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["*"]', "Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["/apps/db"]', "Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SM_SECRET}:apps/*"]', "Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["arn:aws:ssm:*:*:parameter/apps/*"]', "Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}//apps/db"]', "`/apps/db` is `parameter/apps/db`"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*"]\n parameter_kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:alias/apps"]', "parameter KMS key must be a KMS key ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*"]\n parameter_kms_key_arns = ["*"]', "parameter KMS key must be a KMS key ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n parameter_kms_key_arns = ["{KMS_KEY}"]', "list those parameters too"),
     # The federation as an OIDC issuer: an https URL and its keys, together or not at all.
     *[case for module, required in (("federation-kubernetes", FK_IMAGE), ("federation-lambda", FL_PACKAGE)) for case in [
         (module, f'{required}\n issuer_url = "http://esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
@@ -841,6 +863,8 @@ VALID_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n {ISSUER}'),
     ("federation-lambda", f'{FL_PACKAGE}\n issuer_url = "https://abcdefghij.lambda-url.eu-west-1.on.aws"\n issuer_keys_pem = "{PEM + PEM}"'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-issuer/x*", "{SM_SECRET}:apps/esi-federation-issuer-keys"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*", "{SSM_PARAM}/db", "{SSM_PARAM}/*"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}", "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"]'),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
     ("trust-aws", TA_REQUIRED),
@@ -1017,36 +1041,45 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
     if fed is None:
         fail(stage, "the example has no module \"federation\"")
         return
-    grants = {k: unquote(fed.get(k)) for k in ("ecr_authorization_token", "ecr_pull_repository_arns", "readable_secret_arns")}
+    grants = {k: unquote(fed.get(k)) for k in (
+        "ecr_authorization_token", "ecr_pull_repository_arns", "readable_secret_arns", "readable_parameter_arns")}
     ecr_on = grants["ecr_authorization_token"] in (True, [True])
     own_role = {kind: [d for d in by_kind.get(kind, []) if "roleArn" not in d["spec"]]
-                for kind in ("ECRAuthorizationToken", "SecretsManagerSecret")}
+                for kind in ("ECRAuthorizationToken", "SecretsManagerSecret", "SSMParameter")}
     if own_role["ECRAuthorizationToken"] and not (ecr_on and grants["ecr_pull_repository_arns"]):
         fail(stage, "the example has an ECRAuthorizationToken without roleArn but does not set "
              "ecr_authorization_token = true and ecr_pull_repository_arns on the federation")
     if not own_role["ECRAuthorizationToken"] and (ecr_on or grants["ecr_pull_repository_arns"]):
         fail(stage, "the example grants ECR permissions that no generator without roleArn uses")
-    patterns = [p.split(":secret:", 1)[1] for p in grants["readable_secret_arns"] or [] if ":secret:" in p]
-    if not own_role["SecretsManagerSecret"] and patterns:
-        fail(stage, "the example grants readable_secret_arns that no generator without roleArn uses")
-    for gen in own_role["SecretsManagerSecret"]:
-        ref = f"{gen['metadata']['namespace']}/SecretsManagerSecret/{gen['metadata']['name']}"
-        # The namespaces its callers can have: those of the Authorizations naming it (literal).
-        namespaces = {ns for a in by_kind.get("Authorization", []) if ref in a["spec"]["generators"]
-                      for sub in a["spec"]["subjects"] for ns in sub.get("namespaces", [])}
-        if not namespaces or any(set(ns) & set("*?") for ns in namespaces):
-            fail(stage, f"{ref}: its Authorizations must name literal namespaces for this check, name {sorted(namespaces)}")
-            continue
-        for ns in sorted(namespaces):
-            secret_id = gen["spec"]["secretId"].replace("{{namespace}}", ns)
-            if "{{" in secret_id:
-                fail(stage, f"{ref}: cannot check secretId {gen['spec']['secretId']!r} against the grants (placeholder other than namespace)")
+    # kind -> (its spec field naming what it reads, the grant, the ARN part before the name, and
+    # the name as the grant's patterns see it).
+    reads = {
+        # Secrets Manager appends "-" and 6 random characters to every secret's ARN.
+        "SecretsManagerSecret": ("secretId", "readable_secret_arns", ":secret:", lambda name: f"{name}-AbC123"),
+        # A parameter's ARN names it without its leading "/".
+        "SSMParameter": ("name", "readable_parameter_arns", ":parameter/", lambda name: name.lstrip("/")),
+    }
+    for kind, (field, grant, marker, as_matched) in reads.items():
+        patterns = [p.split(marker, 1)[1] for p in grants[grant] or [] if marker in p]
+        if not own_role[kind] and patterns:
+            fail(stage, f"the example grants {grant} that no generator without roleArn uses")
+        for gen in own_role[kind]:
+            ref = f"{gen['metadata']['namespace']}/{kind}/{gen['metadata']['name']}"
+            # The namespaces its callers can have: those of the Authorizations naming it (literal).
+            namespaces = {ns for a in by_kind.get("Authorization", []) if ref in a["spec"]["generators"]
+                          for sub in a["spec"]["subjects"] for ns in sub.get("namespaces", [])}
+            if not namespaces or any(set(ns) & set("*?") for ns in namespaces):
+                fail(stage, f"{ref}: its Authorizations must name literal namespaces for this check, name {sorted(namespaces)}")
                 continue
-            name = secret_id.split(":secret:", 1)[1] if secret_id.startswith("arn:") else secret_id
-            # Secrets Manager appends "-" and 6 random characters to every secret's ARN.
-            if not any(fnmatch.fnmatchcase(f"{name}-AbC123", p) for p in patterns):
-                fail(stage, f"{ref}: secret {secret_id!r} (namespace {ns}) is not covered by the example's "
-                     f"readable_secret_arns {grants['readable_secret_arns']}")
+            for ns in sorted(namespaces):
+                read = gen["spec"][field].replace("{{namespace}}", ns)
+                if "{{" in read:
+                    fail(stage, f"{ref}: cannot check {field} {gen['spec'][field]!r} against the grants (placeholder other than namespace)")
+                    continue
+                name = read.split(marker, 1)[1] if read.startswith("arn:") else read
+                if not any(fnmatch.fnmatchcase(as_matched(name), p) for p in patterns):
+                    fail(stage, f"{ref}: {field} {read!r} (namespace {ns}) is not covered by the example's "
+                         f"{grant} {grants[grant]}")
 
 
 # ---------------------------------------------------------------------------------------------

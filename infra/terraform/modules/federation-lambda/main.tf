@@ -109,10 +109,10 @@ resource "aws_cloudwatch_log_group" "this" {
 # ---------------------------------------------------------------------------------------------
 # IAM: write its own logs, read its lease keys (and issuer keys), assume the listed roles with session tags and
 # source identity. Nothing else by default: backends other than AWS authenticate with their own
-# credentials. AWS generators without `roleArn` (ECRAuthorizationToken, SecretsManagerSecret)
-# call AWS as this role; what they need is granted only when asked for, and only on what is
-# named (ecr_authorization_token, ecr_pull_repository_arns, readable_secret_arns,
-# secret_kms_key_arns).
+# credentials. AWS generators without `roleArn` (ECRAuthorizationToken, SecretsManagerSecret,
+# SSMParameter) call AWS as this role; what they need is granted only when asked for, and only
+# on what is named (ecr_authorization_token, ecr_pull_repository_arns, readable_secret_arns,
+# secret_kms_key_arns, readable_parameter_arns, parameter_kms_key_arns).
 
 data "aws_iam_policy_document" "trust" {
   statement {
@@ -221,6 +221,43 @@ data "aws_iam_policy_document" "permissions" {
         test     = "StringLike"
         variable = "kms:EncryptionContext:SecretARN"
         values   = var.readable_secret_arns
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.readable_parameter_arns) > 0 ? [1] : []
+    content {
+      sid = "ReadGeneratorParameters"
+      # SSMParameter without roleArn. GetParameter alone reads a parameter (any version or
+      # label, decrypted with WithDecryption); GetParameters and GetParametersByPath are not
+      # needed. A name under /aws/reference/ reads a Secrets Manager secret through Parameter
+      # Store with this role's Secrets Manager permissions, which cover the lease-keys secret:
+      # the federation refuses those names.
+      actions   = ["ssm:GetParameter"]
+      resources = var.readable_parameter_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.parameter_kms_key_arns) > 0 ? [1] : []
+    content {
+      # Parameter Store decrypts a SecureString under a customer managed key with the caller's
+      # own kms:Decrypt, through the service and with the parameter's ARN as encryption context
+      # (PARAMETER_ARN): the keys decrypt only those parameters, and nothing called directly.
+      # ViaService names Parameter Store in each key's region, as for the secrets above.
+      sid       = "DecryptGeneratorParameters"
+      actions   = ["kms:Decrypt"]
+      resources = var.parameter_kms_key_arns
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = distinct([for arn in var.parameter_kms_key_arns : "ssm.${split(":", arn)[3]}.amazonaws.com"])
+      }
+      condition {
+        test     = "StringLike"
+        variable = "kms:EncryptionContext:PARAMETER_ARN"
+        values   = var.readable_parameter_arns
       }
     }
   }

@@ -227,6 +227,33 @@ variable "secret_kms_key_arns" {
   }
 }
 
+variable "readable_parameter_arns" {
+  description = "Parameter Store parameters that `SSMParameter` generators without `roleArn` may read: the function's role gets `ssm:GetParameter` on exactly these ARNs (no `GetParameters` or `GetParametersByPath`: reading one parameter, of any version or label, does not need them). A parameter's ARN names it without its leading `/`: `/apps/db` is `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/db`. Wildcards are allowed in the name, as IAM allows, e.g. `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/*`; region and account must be given. Give a fixed prefix of your own (`parameter/apps/*`) rather than a bare wildcard (`parameter/*`), which covers every parameter of the account in that region, and keep `name` templates under it (`/apps/{{namespace}}/db`). Names under `/aws/reference/` (Secrets Manager secrets served through Parameter Store) are refused by the federation, whatever this list says. SecureString parameters encrypted with a customer managed key also need `parameter_kms_key_arns`."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.readable_parameter_arns : can(regex("^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/[A-Za-z0-9_.*?-][A-Za-z0-9/_.*?-]*$", arn))])
+    error_message = "Every readable parameter must be a Parameter Store parameter ARN (`arn:aws:ssm:<region>:<account>:parameter/<name>`, wildcards only in the name). The name follows `parameter/` without its leading `/`: `/apps/db` is `parameter/apps/db`."
+  }
+}
+
+variable "parameter_kms_key_arns" {
+  description = "Customer managed KMS keys that encrypt the SecureString parameters in `readable_parameter_arns` (parameters under the AWS managed key `aws/ssm` need none). The function's role gets `kms:Decrypt` on these keys only through Parameter Store in the key's region (`kms:ViaService` = `ssm.<region>.amazonaws.com`; a parameter and its key share a region) and only for those parameters (`kms:EncryptionContext:PARAMETER_ARN`). `kms_key_arn` needs no repeating here: the role may already use it. The key policies must let IAM policies grant their use (the default key policy does)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.parameter_kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", arn))])
+    error_message = "Every parameter KMS key must be a KMS key ARN (`arn:aws:kms:<region>:<account>:key/<key id>`; no aliases, no wildcards)."
+  }
+
+  validation {
+    condition     = length(var.parameter_kms_key_arns) == 0 || length(var.readable_parameter_arns) > 0
+    error_message = "The parameter_kms_key_arns only decrypt the parameters in readable_parameter_arns: list those parameters too."
+  }
+}
+
 variable "lease_key_rotation" {
   description = "Generation of the lease-sealing key (its key id is `k<generation>`). Change it to generate a new key; leases sealed with the old key stop opening unless it is kept in `previous_lease_keys`."
   type        = string
