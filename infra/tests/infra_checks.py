@@ -369,6 +369,9 @@ GENERATOR_GRANTS = {
         ["kms:Decrypt"], "${var.parameter_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "ssm."),
          ("StringLike", "kms:EncryptionContext:PARAMETER_ARN", "${var.readable_parameter_arns}")]),
+    "ConnectGeneratorDatabases": (
+        "${length(var.rds_connect_arns) > 0 ? [1] : []}",
+        ["rds-db:connect"], "${var.rds_connect_arns}", []),
 }
 GENERATOR_GRANT_DEFAULTS = {
     "ecr_authorization_token": ("bool", False),
@@ -377,6 +380,7 @@ GENERATOR_GRANT_DEFAULTS = {
     "secret_kms_key_arns": ("list(string)", []),
     "readable_parameter_arns": ("list(string)", []),
     "parameter_kms_key_arns": ("list(string)", []),
+    "rds_connect_arns": ("list(string)", []),
 }
 
 
@@ -792,6 +796,11 @@ VALIDATION_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*"]\n parameter_kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:alias/apps"]', "parameter KMS key must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*"]\n parameter_kms_key_arns = ["*"]', "parameter KMS key must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n parameter_kms_key_arns = ["{KMS_KEY}"]', "list those parameters too"),
+    # RDSAuthToken: database user ARNs, wildcards in the user name only.
+    ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["*"]', "must be a database user ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds:eu-west-1:123456789012:db:payments"]', "must be a database user ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:eu-west-1:123456789012:dbuser:*/app"]', "must be a database user ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:*:*:dbuser:cluster-ABC/app"]', "must be a database user ARN"),
     # The federation as an OIDC issuer: an https URL and its keys, together or not at all.
     *[case for module, required in (("federation-kubernetes", FK_IMAGE), ("federation-lambda", FL_PACKAGE)) for case in [
         (module, f'{required}\n issuer_url = "http://esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
@@ -864,6 +873,7 @@ VALID_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n issuer_url = "https://abcdefghij.lambda-url.eu-west-1.on.aws"\n issuer_keys_pem = "{PEM + PEM}"'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_secret_arns = ["{SM_SECRET}:esi-federation-issuer/x*", "{SM_SECRET}:apps/esi-federation-issuer-keys"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*", "{SSM_PARAM}/db", "{SSM_PARAM}/*"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:eu-west-1:123456789012:dbuser:cluster-ABCDEFGHIJKL0123456789/*_app", "arn:aws-us-gov:rds-db:us-gov-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/app.ro"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}", "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"]'),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),

@@ -110,9 +110,10 @@ resource "aws_cloudwatch_log_group" "this" {
 # IAM: write its own logs, read its lease keys (and issuer keys), assume the listed roles with session tags and
 # source identity. Nothing else by default: backends other than AWS authenticate with their own
 # credentials. AWS generators without `roleArn` (ECRAuthorizationToken, SecretsManagerSecret,
-# SSMParameter) call AWS as this role; what they need is granted only when asked for, and only
-# on what is named (ecr_authorization_token, ecr_pull_repository_arns, readable_secret_arns,
-# secret_kms_key_arns, readable_parameter_arns, parameter_kms_key_arns).
+# SSMParameter, RDSAuthToken) call AWS, or sign, as this role; what they need is granted only
+# when asked for, and only on what is named (ecr_authorization_token, ecr_pull_repository_arns,
+# readable_secret_arns, secret_kms_key_arns, readable_parameter_arns, parameter_kms_key_arns,
+# rds_connect_arns).
 
 data "aws_iam_policy_document" "trust" {
   statement {
@@ -259,6 +260,17 @@ data "aws_iam_policy_document" "permissions" {
         variable = "kms:EncryptionContext:PARAMETER_ARN"
         values   = var.readable_parameter_arns
       }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.rds_connect_arns) > 0 ? [1] : []
+    content {
+      sid = "ConnectGeneratorDatabases"
+      # RDSAuthToken without roleArn: the token the federation signs as this role logs in as
+      # one of these database users; RDS checks rds-db:connect when the app connects.
+      actions   = ["rds-db:connect"]
+      resources = var.rds_connect_arns
     }
   }
 

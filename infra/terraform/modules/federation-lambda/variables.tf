@@ -254,6 +254,17 @@ variable "parameter_kms_key_arns" {
   }
 }
 
+variable "rds_connect_arns" {
+  description = "Database users that `RDSAuthToken` generators without `roleArn` may sign IAM authentication tokens for: the function's role gets `rds-db:connect` on exactly these ARNs, `arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId or cluster resource id>/<user>` (the resource id, `db-...` or `cluster-...`, not the instance or cluster name). Wildcards are allowed in the user name, as IAM allows: with a `username` template such as `{{namespace}}_app`, give `.../dbuser:cluster-ABC/*_app` or list each user. The token is signed in the federation without calling AWS; RDS checks this permission when the app logs in."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.rds_connect_arns : can(regex("^arn:aws[a-z-]*:rds-db:[a-z0-9-]+:[0-9]{12}:dbuser:[A-Za-z0-9-]+/[A-Za-z0-9_.*?-]+$", arn))])
+    error_message = "Every RDS connect ARN must be a database user ARN (`arn:aws:rds-db:<region>:<account>:dbuser:<resource id>/<user>`; wildcards only in the user name)."
+  }
+}
+
 variable "lease_key_rotation" {
   description = "Generation of the lease-sealing key (its key id is `k<generation>`). Change it to generate a new key; leases sealed with the old key stop opening unless it is kept in `previous_lease_keys`."
   type        = string
