@@ -699,7 +699,8 @@ mod tests {
     feature = "ecr",
     feature = "secretsmanager",
     feature = "ssm",
-    feature = "rds"
+    feature = "rds",
+    feature = "eks"
 ))]
 pub(crate) struct CallerRole<C> {
     conn: std::sync::Arc<StsConn>,
@@ -716,7 +717,8 @@ pub(crate) struct CallerRole<C> {
     feature = "ecr",
     feature = "secretsmanager",
     feature = "ssm",
-    feature = "rds"
+    feature = "rds",
+    feature = "eks"
 ))]
 const ROLE_SESSION_SECONDS: u32 = 900;
 
@@ -725,7 +727,8 @@ const ROLE_SESSION_SECONDS: u32 = 900;
     feature = "ecr",
     feature = "secretsmanager",
     feature = "ssm",
-    feature = "rds"
+    feature = "rds",
+    feature = "eks"
 ))]
 pub(crate) fn validate_caller_role(
     role_arn: Option<&str>,
@@ -747,7 +750,8 @@ pub(crate) fn validate_caller_role(
     feature = "ecr",
     feature = "secretsmanager",
     feature = "ssm",
-    feature = "rds"
+    feature = "rds",
+    feature = "eks"
 ))]
 impl<C: Clone> CallerRole<C> {
     /// Builds on the store's shared connection; `role_arn` and `external_id` are the
@@ -793,7 +797,7 @@ impl<C: Clone> CallerRole<C> {
 
     /// Whether `client` signs with the store's static keys, whose `expiry` is when they are
     /// read again ([`STATIC_KEYS_REREAD`]), not when they stop working (unknown here).
-    #[cfg(feature = "rds")]
+    #[cfg(any(feature = "rds", feature = "eks"))]
     pub(crate) fn signs_with_static_keys(&self) -> bool {
         self.role.is_none()
             && self.conn.provider.credentials.is_some()

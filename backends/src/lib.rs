@@ -26,6 +26,7 @@
 //! | `secretsmanager` | `aws` | `SecretsManagerSecret` |
 //! | `ssm` | `aws` | `SSMParameter` |
 //! | `rds` | `aws` | `RDSAuthToken` |
+//! | `eks` | `aws` | `EKSToken` |
 //! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
 //! | `gcr` | `gcp` | `GCRAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
@@ -68,6 +69,8 @@ pub mod acr_access_token;
 pub mod aws;
 #[cfg(feature = "aws")]
 pub mod aws_assume_role;
+#[cfg(any(feature = "rds", feature = "eks"))]
+mod aws_presign;
 #[cfg(feature = "azure")]
 pub mod azure;
 #[cfg(feature = "keyvault")]
@@ -76,6 +79,8 @@ pub mod azure_key_vault_secret;
 pub mod cloudsmith_access_token;
 #[cfg(feature = "ecr")]
 pub mod ecr_authorization_token;
+#[cfg(feature = "eks")]
+pub mod eks_token;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 #[cfg(feature = "gcp")]
@@ -203,6 +208,9 @@ pub enum Generator {
     /// `RDSAuthToken`.
     #[cfg(feature = "rds")]
     RdsAuthToken(Box<rds_auth_token::RdsAuthTokenGenerator>),
+    /// `EKSToken`.
+    #[cfg(feature = "eks")]
+    EksToken(Box<eks_token::EksTokenGenerator>),
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
@@ -397,6 +405,10 @@ impl Generator {
             GeneratorSpec::RdsAuthToken(s) => Generator::RdsAuthToken(Box::new(
                 rds_auth_token::RdsAuthTokenGenerator::new(s.clone(), store, shared)?,
             )),
+            #[cfg(feature = "eks")]
+            GeneratorSpec::EksToken(s) => Generator::EksToken(Box::new(
+                eks_token::EksTokenGenerator::new(s.clone(), store, shared)?,
+            )),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Generator::GcpAccessToken(Box::new(
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, shared)?,
@@ -487,6 +499,8 @@ impl Generate for Generator {
             Generator::SsmParameter(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "rds")]
             Generator::RdsAuthToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "eks")]
+            Generator::EksToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
@@ -536,6 +550,8 @@ impl Generate for Generator {
             Generator::SsmParameter(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "rds")]
             Generator::RdsAuthToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "eks")]
+            Generator::EksToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
@@ -592,6 +608,8 @@ pub fn crds()
         ssm_parameter::SSMParameter::crd(),
         #[cfg(feature = "rds")]
         rds_auth_token::RDSAuthToken::crd(),
+        #[cfg(feature = "eks")]
+        eks_token::EKSToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
         #[cfg(feature = "gcp")]

@@ -31,11 +31,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::ProvideCredentials as _;
-use aws_sigv4::http_request::{
-    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
-};
-use aws_sigv4::sign::v4;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -165,41 +160,17 @@ pub fn presign(
     time: SystemTime,
     expires: Duration,
 ) -> Result<String, String> {
-    let identity = credentials.into();
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(expires.min(TOKEN_LIFETIME));
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(SIGNING_SERVICE)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    // `user` needs no encoding (`valid_username`); the signer's values are encoded as the
-    // SDKs encode them (form encoding: `/` in the credential scope, `+` `/` `=` in a session
-    // token).
-    let url = format!("https://{host}:{port}/?Action=connect&DBUser={user}");
-    let request = SignableRequest::new(
-        "GET",
-        url.as_str(),
-        std::iter::empty(),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(request, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
-    let mut token = url.strip_prefix("https://").unwrap_or(&url).to_owned();
-    for (name, value) in instructions.params() {
-        token.push('&');
-        token.push_str(name);
-        token.push('=');
-        token.extend(form_urlencoded::byte_serialize(value.as_bytes()));
-    }
-    Ok(token)
+    // `user` needs no encoding (`valid_username`).
+    let url = crate::aws_presign::presigned_url(
+        &format!("https://{host}:{port}/?Action=connect&DBUser={user}"),
+        &[],
+        SIGNING_SERVICE,
+        region,
+        credentials,
+        time,
+        expires.min(TOKEN_LIFETIME),
+    )?;
+    Ok(url.strip_prefix("https://").unwrap_or(&url).to_owned())
 }
 
 /// The built `RDSAuthToken` generator.
@@ -249,56 +220,36 @@ impl Generate for RdsAuthTokenGenerator {
                 ),
             });
         }
-        let conf = self.signer.client(ctx).await?;
-        let unavailable = |detail: String| BackendError::Unavailable {
-            message: "the federation's AWS credentials could not sign the RDS token".to_owned(),
-            detail,
-        };
-        let region = match (&self.spec.region, conf.region()) {
-            (Some(r), _) => r.clone(),
-            (None, Some(r)) => r.to_string(),
-            (None, None) => return Err(unavailable("rds: no region".to_owned())),
-        };
-        let credentials = conf
-            .credentials_provider()
-            .ok_or_else(|| unavailable("rds: the store has no credentials provider".to_owned()))?
-            .provide_credentials()
-            .await
-            .map_err(|e| unavailable(format!("rds: {}", crate::error_chain(&e))))?;
-        let now = SystemTime::now();
+        let signing = crate::aws_presign::signing(
+            &self.signer,
+            self.spec.region.as_deref(),
+            ctx,
+            "the RDS token",
+            "rds",
+        )
+        .await?;
         let mut lifetime = ctx
             .max_ttl
             .map_or(TOKEN_LIFETIME, |m| m.min(TOKEN_LIFETIME));
-        // The store's static keys carry the time they are read again, not an expiry.
-        if let Some(until) = credentials
-            .expiry()
-            .filter(|_| !self.signer.signs_with_static_keys())
-        {
-            let left = until.duration_since(now).unwrap_or_default();
-            if left < Duration::from_secs(1) {
-                return Err(unavailable(
-                    "rds: the signing credentials have expired".to_owned(),
-                ));
-            }
+        if let Some(left) = signing.left {
             lifetime = lifetime.min(left);
         }
         // Whole seconds: X-Amz-Expires is a number of seconds, and RDS counts from X-Amz-Date.
         let lifetime = Duration::from_secs(lifetime.as_secs().max(1));
+        let signed_at = signing.signed_at();
         let token = presign(
             &host,
             self.spec.port,
             &username,
-            &region,
-            credentials,
-            now,
+            &signing.region,
+            signing.credentials,
+            signing.at,
             lifetime,
         )
-        .map_err(|e| unavailable(format!("rds: signing failed: {e}")))?;
-        // X-Amz-Date is in whole seconds: the token dies `lifetime` after the second it was
-        // signed in.
-        let signed_at = jiff::Timestamp::try_from(now)
-            .and_then(|t| jiff::Timestamp::from_second(t.as_second()))
-            .map_err(|e| unavailable(format!("rds: {e}")))?;
+        .map_err(|e| BackendError::Unavailable {
+            message: "the federation's AWS credentials could not sign the RDS token".to_owned(),
+            detail: format!("rds: signing failed: {e}"),
+        })?;
         Ok(Credential {
             data: BTreeMap::from([
                 ("host".to_owned(), host),

@@ -39,6 +39,9 @@ pub enum GeneratorKind {
     /// `RDSAuthToken`.
     #[cfg(feature = "rds")]
     RdsAuthToken,
+    /// `EKSToken`.
+    #[cfg(feature = "eks")]
+    EksToken,
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
@@ -100,6 +103,8 @@ impl GeneratorKind {
         GeneratorKind::SsmParameter,
         #[cfg(feature = "rds")]
         GeneratorKind::RdsAuthToken,
+        #[cfg(feature = "eks")]
+        GeneratorKind::EksToken,
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "gcp")]
@@ -149,6 +154,8 @@ impl GeneratorKind {
             GeneratorKind::SsmParameter => "SSMParameter",
             #[cfg(feature = "rds")]
             GeneratorKind::RdsAuthToken => "RDSAuthToken",
+            #[cfg(feature = "eks")]
+            GeneratorKind::EksToken => "EKSToken",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
             #[cfg(feature = "gcp")]
@@ -236,6 +243,9 @@ pub enum GeneratorSpec {
     /// `kind: RDSAuthToken`.
     #[cfg(feature = "rds")]
     RdsAuthToken(crate::rds_auth_token::RdsAuthTokenSpec),
+    /// `kind: EKSToken`.
+    #[cfg(feature = "eks")]
+    EksToken(crate::eks_token::EksTokenSpec),
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
@@ -303,6 +313,8 @@ impl GeneratorSpec {
             GeneratorKind::SsmParameter => GeneratorSpec::SsmParameter(parse(spec)?),
             #[cfg(feature = "rds")]
             GeneratorKind::RdsAuthToken => GeneratorSpec::RdsAuthToken(parse(spec)?),
+            #[cfg(feature = "eks")]
+            GeneratorKind::EksToken => GeneratorSpec::EksToken(parse(spec)?),
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "gcp")]
@@ -359,6 +371,8 @@ impl GeneratorSpec {
             GeneratorSpec::SsmParameter(_) => GeneratorKind::SsmParameter,
             #[cfg(feature = "rds")]
             GeneratorSpec::RdsAuthToken(_) => GeneratorKind::RdsAuthToken,
+            #[cfg(feature = "eks")]
+            GeneratorSpec::EksToken(_) => GeneratorKind::EksToken,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
             #[cfg(feature = "gcp")]
@@ -426,6 +440,8 @@ impl GeneratorSpec {
             GeneratorSpec::SsmParameter(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "rds")]
             GeneratorSpec::RdsAuthToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "eks")]
+            GeneratorSpec::EksToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
@@ -468,6 +484,8 @@ impl GeneratorSpec {
             GeneratorSpec::SsmParameter(s) => s.validate(),
             #[cfg(feature = "rds")]
             GeneratorSpec::RdsAuthToken(s) => s.validate(),
+            #[cfg(feature = "eks")]
+            GeneratorSpec::EksToken(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
             #[cfg(feature = "gcp")]

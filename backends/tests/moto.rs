@@ -964,8 +964,8 @@ async fn ssm_parameters_are_read_decrypted_per_namespace_version_and_label() {
     );
 }
 
-/// A query parameter of an RDS token, still encoded.
-#[cfg(feature = "rds")]
+/// A query parameter of an RDS token or an EKS token's URL, still encoded.
+#[cfg(any(feature = "rds", feature = "eks"))]
 fn token_param<'a>(token: &'a str, name: &str) -> &'a str {
     token
         .split_once('?')
@@ -1094,5 +1094,134 @@ async fn rds_tokens_are_signed_for_the_callers_user_for_at_most_15_minutes() {
     assert_eq!(
         tags(&form).get("kubernetes-namespace").map(String::as_str),
         Some("payments")
+    );
+}
+
+/// The presigned URL inside an EKS token.
+#[cfg(feature = "eks")]
+fn eks_url(token: &str) -> String {
+    use base64::Engine as _;
+    let b64 = token
+        .strip_prefix("k8s-aws-v1.")
+        .expect("the token's prefix");
+    String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .expect("base64url"),
+    )
+    .expect("a URL")
+}
+
+#[cfg(feature = "eks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eks_tokens_name_the_cluster_and_are_signed_by_the_callers_role() {
+    let test = "eks_tokens_name_the_cluster_and_are_signed_by_the_callers_role";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let id = identity();
+    let spec = json!({"secretStoreRef": {"name": "aws"}, "clusterName": "{{cluster}}-apps"});
+
+    // The store's own key: the URL of `aws eks get-token`, for this cluster, signed now.
+    let g = build("EKSToken", spec.clone(), Some(moto.store(json!({}))));
+    let before = jiff::Timestamp::now();
+    let cred = g
+        .generate(&common::ctx(&id, "payments/EKSToken/prod"))
+        .await
+        .expect("a token");
+    assert_eq!(cred.data["clusterName"], "prod-eu-apps");
+    let token = &cred.data["token"];
+    let url = eks_url(token);
+    assert!(
+        url.starts_with(
+            "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"
+        ),
+        "{url}"
+    );
+    assert_eq!(
+        token_param(&url, "X-Amz-SignedHeaders"),
+        "host%3Bx-k8s-aws-id"
+    );
+    assert!(token_param(&url, "X-Amz-Credential").starts_with("AKIAESITESTKEY000001%2F"));
+    // Signed again at its own X-Amz-Date with the same inputs: the same token.
+    let date = token_param(&url, "X-Amz-Date");
+    let at: jiff::Timestamp = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", date)
+        .expect("X-Amz-Date")
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .expect("UTC")
+        .timestamp();
+    assert_eq!(
+        *token,
+        esi_backends::eks_token::token(
+            "prod-eu-apps",
+            "eu-west-1",
+            aws_credential_types::Credentials::new(
+                "AKIAESITESTKEY000001",
+                "esi-test-secret-key",
+                None,
+                None,
+                "resign"
+            ),
+            std::time::SystemTime::from(at),
+        )
+        .expect("sign")
+    );
+    let lifetime = cred
+        .expires_at
+        .expect("an expiry")
+        .duration_since(before)
+        .as_secs_f64();
+    assert!((838.0..=841.0).contains(&lifetime), "{lifetime}");
+    let exec: Value = serde_json::from_str(&cred.data["execCredential"]).expect("JSON");
+    assert_eq!(exec["kind"], "ExecCredential");
+    assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1beta1");
+    assert_eq!(exec["status"]["token"], *token);
+    assert_eq!(
+        exec["status"]["expirationTimestamp"],
+        cred.expires_at.unwrap().to_string()
+    );
+    assert!(!format!("{cred:?}").contains("k8s-aws-v1"));
+
+    // The token cannot be shortened: a shorter maxTTL is refused, saying so.
+    let err = g
+        .generate(&common::ctx_with_max_ttl(
+            &id,
+            "payments/EKSToken/prod",
+            std::time::Duration::from_secs(300),
+        ))
+        .await
+        .expect_err("maxTTL below the token's life");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("cannot be shortened")),
+        "{err:?}"
+    );
+
+    // As a role: the session assumed for the caller signs (EKS then maps that role). moto
+    // cannot answer a presigned GetCallerIdentity (it routes by the Authorization header), so
+    // what reaches STS is checked by the signature tests above.
+    let run = suffix();
+    let role = format!("arn:aws:iam::123456789012:role/deployer-{run}");
+    let mut as_role = spec.clone();
+    as_role["roleArn"] = json!(role);
+    let g = build("EKSToken", as_role, Some(moto.store(json!({}))));
+    let cred = g
+        .generate(&common::ctx(&id, "payments/EKSToken/prod"))
+        .await
+        .expect("a token as the role");
+    let url = eks_url(&cred.data["token"]);
+    assert!(
+        token_param(&url, "X-Amz-Credential").starts_with("ASIA"),
+        "{url}"
+    );
+    assert!(!token_param(&url, "X-Amz-Security-Token").is_empty());
+    let (form, _) = moto
+        .recorded()
+        .await
+        .into_iter()
+        .find(|(f, _)| f.get("RoleArn") == Some(&role))
+        .expect("an AssumeRole into the role");
+    assert_eq!(
+        tags(&form).get("esi-cluster").map(String::as_str),
+        Some("prod-eu")
     );
 }

@@ -1,0 +1,392 @@
+//! `EKSToken`: a bearer token for an Amazon EKS cluster's Kubernetes API, what
+//! `aws eks get-token` prints: `k8s-aws-v1.` and the base64url of an STS
+//! `GetCallerIdentity` URL presigned for the regional STS endpoint, with the cluster's name in
+//! the signed header `x-k8s-aws-id`. EKS asks STS who signed it and maps that IAM principal to
+//! Kubernetes users and groups (access entries or the `aws-auth` ConfigMap). Nothing is called
+//! here: the federation signs with the `aws` store's identity, or with `roleArn`'s session
+//! assumed for the caller (tagged with the caller's cluster, namespace and service account), so
+//! a workload in any registered cluster deploys to an EKS cluster as a role, with no kubeconfig
+//! secret.
+//!
+//! EKS accepts a token for 15 minutes after it was signed, whatever `X-Amz-Expires` says (STS
+//! and the authenticator count from `X-Amz-Date`), so a token cannot be shortened: `expiresAt`
+//! is 14 minutes after signing, as `aws eks get-token` says (earlier when the signing
+//! credentials expire sooner), and an Authorization whose `maxTTL` is shorter than the token's
+//! life is refused. Nothing to revoke.
+//!
+//! ```yaml
+//! kind: EKSToken
+//! spec:
+//!   secretStoreRef: {name: aws}
+//!   clusterName: prod-eu                   # the EKS cluster's name
+//!   region: eu-west-1                      # optional: the store's region by default
+//!   roleArn: arn:aws:iam::123456789012:role/deployer   # optional
+//! ```
+//!
+//! The credential: `token`, `clusterName`, and `execCredential`, an `ExecCredential` JSON
+//! (`client.authentication.k8s.io/v1beta1`) a kubeconfig's `exec` can print as is.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{CallerRole, validate_caller_role};
+use crate::store::SecretStoreRef;
+use crate::template::Template;
+use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
+
+/// How long a token is handed out for: `aws eks get-token`'s 14 minutes, a minute inside the
+/// 15 EKS accepts.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 60);
+
+/// The header naming the cluster, signed into the token.
+const CLUSTER_HEADER: &str = "x-k8s-aws-id";
+
+/// The token's prefix (version 1 of the format).
+const TOKEN_PREFIX: &str = "k8s-aws-v1.";
+
+/// `spec` of an `EKSToken` generator.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "EKSToken",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EksTokenSpec {
+    /// The `aws` SecretStore whose identity (or `roleArn`'s) signs the token.
+    pub secret_store_ref: SecretStoreRef,
+    /// The EKS cluster's name; may be templated.
+    pub cluster_name: String,
+    /// The region of the STS endpoint signed for (the cluster's); default the store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A role to assume first, its session tagged with the caller's identity: EKS then sees that
+    /// role. Without it, the store's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// External id the role's trust policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// Whether `name` can name an EKS cluster: 1 to 100 letters, digits, `-` and `_`, starting
+/// with a letter or digit.
+fn valid_cluster_name(name: &str) -> bool {
+    name.len() <= 100
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `region` looks like an AWS region (`eu-west-1`).
+fn valid_region(region: &str) -> bool {
+    !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The regional STS host EKS accepts tokens for (`.amazonaws.com.cn` in China).
+fn sts_host(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("sts.{region}.{suffix}")
+}
+
+impl EksTokenSpec {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.cluster_template()?;
+        if let Some(region) = &self.region
+            && !valid_region(region)
+        {
+            return Err(SpecError::field(
+                "region",
+                format!("{region:?} is not an AWS region"),
+            ));
+        }
+        validate_caller_role(self.role_arn.as_deref(), self.external_id.as_deref())
+    }
+
+    /// The parsed `clusterName`, checked with placeholder values standing in for the caller's.
+    fn cluster_template(&self) -> Result<Template, SpecError> {
+        let t = Template::parse(&self.cluster_name, "clusterName")?;
+        if !valid_cluster_name(&t.render_with(|_| "x".into(), str::to_owned)) {
+            return Err(SpecError::field(
+                "clusterName",
+                format!(
+                    "{:?} is not an EKS cluster name (1 to 100 letters, digits, - and _)",
+                    self.cluster_name
+                ),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+/// The token for `cluster`, signed for STS in `region` with `credentials` at `time`, as
+/// `aws eks get-token` makes it.
+pub fn token(
+    cluster: &str,
+    region: &str,
+    credentials: aws_credential_types::Credentials,
+    time: SystemTime,
+) -> Result<String, String> {
+    let url = crate::aws_presign::presigned_url(
+        &format!(
+            "https://{}/?Action=GetCallerIdentity&Version=2011-06-15",
+            sts_host(region)
+        ),
+        &[(CLUSTER_HEADER, cluster)],
+        "sts",
+        region,
+        credentials,
+        time,
+        // What the SDKs sign; EKS counts 15 minutes from X-Amz-Date regardless.
+        Duration::from_secs(60),
+    )?;
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url)
+    ))
+}
+
+/// The built `EKSToken` generator.
+#[derive(Debug)]
+pub struct EksTokenGenerator {
+    spec: EksTokenSpec,
+    cluster: Template,
+    signer: CallerRole<aws_config::SdkConfig>,
+}
+
+impl EksTokenGenerator {
+    /// Builds the generator on its store's shared connection.
+    pub fn new(
+        spec: EksTokenSpec,
+        store: Option<&SecretStoreSpec>,
+        shared: &mut crate::Shared,
+    ) -> Result<Self, SpecError> {
+        spec.validate()?;
+        Ok(Self {
+            cluster: spec.cluster_template()?,
+            signer: CallerRole::new(
+                aws_config::SdkConfig::clone,
+                store,
+                &spec.secret_store_ref,
+                spec.role_arn.as_deref(),
+                spec.external_id.as_deref(),
+                shared,
+            )?,
+            spec,
+        })
+    }
+}
+
+impl Generate for EksTokenGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let cluster = self.cluster.render(ctx, str::to_owned);
+        if !valid_cluster_name(&cluster) {
+            return Err(BackendError::Rejected {
+                message: "the caller's identity does not make a valid EKS cluster name here"
+                    .to_owned(),
+                detail: format!("eks: rendered clusterName {cluster:?} is not valid"),
+            });
+        }
+        let signing = crate::aws_presign::signing(
+            &self.signer,
+            self.spec.region.as_deref(),
+            ctx,
+            "the EKS token",
+            "eks",
+        )
+        .await?;
+        let lifetime = signing
+            .left
+            .map_or(TOKEN_LIFETIME, |left| left.min(TOKEN_LIFETIME));
+        if let Some(max) = ctx.max_ttl
+            && lifetime > max
+        {
+            return Err(BackendError::Rejected {
+                message: format!(
+                    "an EKS token works for {} minutes and cannot be shortened; this \
+                     Authorization's maxTTL is {}s",
+                    lifetime.as_secs() / 60,
+                    max.as_secs()
+                ),
+                detail: format!("eks: maxTTL {max:?} below the token's {lifetime:?}"),
+            });
+        }
+        let signed_at = signing.signed_at();
+        let token =
+            token(&cluster, &signing.region, signing.credentials, signing.at).map_err(|e| {
+                BackendError::Unavailable {
+                    message: "the federation's AWS credentials could not sign the EKS token"
+                        .to_owned(),
+                    detail: format!("eks: signing failed: {e}"),
+                }
+            })?;
+        let expires_at = signed_at.checked_add(lifetime).ok();
+        let exec_credential = serde_json::json!({
+            "kind": "ExecCredential",
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "spec": {},
+            "status": {
+                "expirationTimestamp": expires_at.map(|t| t.to_string()),
+                "token": token,
+            },
+        });
+        Ok(Credential {
+            data: BTreeMap::from([
+                ("token".to_owned(), token),
+                ("clusterName".to_owned(), cluster),
+                ("execCredential".to_owned(), exec_credential.to_string()),
+            ]),
+            expires_at,
+            renewable: false,
+            lease: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GeneratorKind, GeneratorSpec};
+
+    fn parse(j: serde_json::Value) -> Result<GeneratorSpec, SpecError> {
+        GeneratorSpec::from_manifest(GeneratorKind::EksToken, j)
+    }
+
+    /// Tokens made by AWS's own implementation: botocore 1.44 presigning `GetCallerIdentity`
+    /// with the `x-k8s-aws-id` header, as `aws eks get-token` does, `datetime` fixed at
+    /// 2022-11-04T06:26:11Z.
+    #[test]
+    fn tokens_match_the_ones_aws_eks_get_token_makes() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_667_543_171);
+        let url_of = |token: &str| {
+            let b64 = token.strip_prefix(TOKEN_PREFIX).unwrap();
+            String::from_utf8(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(b64)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let plain = token(
+            "prod-eu",
+            "eu-west-1",
+            aws_credential_types::Credentials::new("test_id", "test_key", None, None, "t"),
+            time,
+        )
+        .unwrap();
+        assert_eq!(
+            plain,
+            "k8s-aws-v1.aHR0cHM6Ly9zdHMuZXUtd2VzdC0xLmFtYXpvbmF3cy5jb20vP0FjdGlvbj1HZXRDYWxsZXJJZGVudGl0eSZWZXJzaW9uPTIwMTEtMDYtMTUmWC1BbXotQWxnb3JpdGhtPUFXUzQtSE1BQy1TSEEyNTYmWC1BbXotQ3JlZGVudGlhbD10ZXN0X2lkJTJGMjAyMjExMDQlMkZldS13ZXN0LTElMkZzdHMlMkZhd3M0X3JlcXVlc3QmWC1BbXotRGF0ZT0yMDIyMTEwNFQwNjI2MTFaJlgtQW16LUV4cGlyZXM9NjAmWC1BbXotU2lnbmVkSGVhZGVycz1ob3N0JTNCeC1rOHMtYXdzLWlkJlgtQW16LVNpZ25hdHVyZT02M2YwMDU2NzEyMTZhZWY5YmEyOTg5OWYzYWI3MzVkODFkY2NkMzBmODdlMTU1OWUyNGEyMzBjMTNlODdmMGFj",
+            "{}",
+            url_of(&plain)
+        );
+        // With a session token: the same signature; the signer appends the token after it,
+        // where botocore puts it before, and STS reads the query by name.
+        let session = url_of(
+            &token(
+                "payments",
+                "us-east-1",
+                aws_credential_types::Credentials::new(
+                    "ASIAESITEST",
+                    "test_key",
+                    Some("FwoGZX+IvYXdz/EJ=".into()),
+                    None,
+                    "t",
+                ),
+                time,
+            )
+            .unwrap(),
+        );
+        let sorted = |url: &str| {
+            let (base, query) = url.split_once('?').unwrap();
+            let mut q: Vec<String> = query.split('&').map(str::to_owned).collect();
+            q.sort();
+            (base.to_owned(), q)
+        };
+        assert_eq!(
+            sorted(&session),
+            sorted(
+                "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15\
+                 &X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAESITEST%2F20221104%2Fus-east-1%2Fsts%2Faws4_request\
+                 &X-Amz-Date=20221104T062611Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id\
+                 &X-Amz-Security-Token=FwoGZX%2BIvYXdz%2FEJ%3D\
+                 &X-Amz-Signature=18b3aae3333c0a2ac7b21bce9ddfc44d7461c0d2beda4fd490200f36248c6aaf"
+            ),
+            "{session}"
+        );
+    }
+
+    #[test]
+    fn the_sts_host_is_the_regional_one_of_the_partition() {
+        assert_eq!(sts_host("eu-west-1"), "sts.eu-west-1.amazonaws.com");
+        assert_eq!(sts_host("us-gov-west-1"), "sts.us-gov-west-1.amazonaws.com");
+        assert_eq!(sts_host("cn-north-1"), "sts.cn-north-1.amazonaws.com.cn");
+    }
+
+    #[test]
+    fn round_trips_and_validates() {
+        let j = serde_json::json!({
+            "secretStoreRef": {"name": "aws"},
+            "clusterName": "prod-eu",
+            "region": "eu-west-1",
+            "roleArn": "arn:aws:iam::123456789012:role/deployer",
+            "externalId": "x",
+        });
+        let spec = parse(j.clone()).unwrap();
+        let GeneratorSpec::EksToken(s) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(parse(serde_json::to_value(s).unwrap()).unwrap(), spec);
+        for (field, value, says) in [
+            ("clusterName", serde_json::json!(""), "spec.clusterName"),
+            (
+                "clusterName",
+                serde_json::json!("-prod"),
+                "spec.clusterName",
+            ),
+            (
+                "clusterName",
+                serde_json::json!("prod eu"),
+                "spec.clusterName",
+            ),
+            (
+                "clusterName",
+                serde_json::json!("a".repeat(101)),
+                "spec.clusterName",
+            ),
+            (
+                "clusterName",
+                serde_json::json!("{{secret}}"),
+                "unknown placeholder",
+            ),
+            ("region", serde_json::json!("EU"), "spec.region"),
+            ("roleArn", serde_json::json!("deployer"), "spec.roleArn"),
+            (
+                "kubeconfig",
+                serde_json::json!("x"),
+                "unknown field `kubeconfig`",
+            ),
+        ] {
+            let mut b = j.clone();
+            b[field] = value;
+            let err = parse(b).unwrap_err().to_string();
+            assert!(err.contains(says), "{field}: {err}");
+        }
+    }
+}
