@@ -313,12 +313,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let sorted = |url: &str| {
-            let (base, query) = url.split_once('?').unwrap();
-            let mut q: Vec<String> = query.split('&').map(str::to_owned).collect();
-            q.sort();
-            (base.to_owned(), q)
-        };
+        let sorted = crate::aws_presign::sorted_query;
         assert_eq!(
             sorted(&session),
             sorted(

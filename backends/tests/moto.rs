@@ -621,19 +621,28 @@ async fn ecr_login_as_a_role_carries_the_callers_identity() {
 /// A Secrets Manager client on moto, to create the secrets the generator reads.
 #[cfg(feature = "secretsmanager")]
 fn secrets_manager(moto: &Moto) -> aws_sdk_secretsmanager::Client {
-    let conf = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+    aws_sdk_secretsmanager::Client::new(&setup_config(moto))
+}
+
+/// The SDK configuration the tests create their fixtures in moto with (not the store's key).
+#[cfg(any(feature = "secretsmanager", feature = "ssm"))]
+fn setup_config(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
         .endpoint_url(&moto.url)
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "AKIAESITESTSETUP0001",
-            "setup",
-            None,
-            None,
-            "test-setup",
-        ))
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(conf)
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(
+                    "AKIAESITESTSETUP0001",
+                    "setup",
+                    None,
+                    None,
+                    "test-setup",
+                ),
+            ),
+        )
+        .build()
 }
 
 #[cfg(feature = "secretsmanager")]
@@ -807,19 +816,7 @@ async fn secrets_manager_read_as_a_role_carries_the_callers_identity() {
 
 #[cfg(feature = "ssm")]
 fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
-    let conf = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new("eu-west-1"))
-        .endpoint_url(&moto.url)
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-            "AKIAESITESTSETUP0001",
-            "setup",
-            None,
-            None,
-            "test-setup",
-        ))
-        .build();
-    aws_sdk_ssm::Client::from_conf(conf)
+    aws_sdk_ssm::Client::new(&setup_config(moto))
 }
 
 #[cfg(feature = "ssm")]
@@ -975,6 +972,16 @@ fn token_param<'a>(token: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in the token"))
 }
 
+/// When a presigned token was signed: its `X-Amz-Date`.
+#[cfg(any(feature = "rds", feature = "eks"))]
+fn amz_date(token: &str) -> jiff::Timestamp {
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", token_param(token, "X-Amz-Date"))
+        .expect("X-Amz-Date")
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .expect("UTC")
+        .timestamp()
+}
+
 /// Signs again what the generator signed, at the token's own `X-Amz-Date`: the generator
 /// must have signed exactly host, port, user, region, keys and lifetime (the signer itself is
 /// held to botocore's tokens in the unit tests).
@@ -986,12 +993,7 @@ fn resigned(
     user: &str,
     keys: (&str, &str, Option<String>),
 ) -> String {
-    let date = token_param(token, "X-Amz-Date");
-    let at: jiff::Timestamp = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", date)
-        .expect("X-Amz-Date")
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .expect("UTC")
-        .timestamp();
+    let at = amz_date(token);
     let expires: u64 = token_param(token, "X-Amz-Expires")
         .parse()
         .expect("seconds");
@@ -1144,12 +1146,7 @@ async fn eks_tokens_name_the_cluster_and_are_signed_by_the_callers_role() {
     );
     assert!(token_param(&url, "X-Amz-Credential").starts_with("AKIAESITESTKEY000001%2F"));
     // Signed again at its own X-Amz-Date with the same inputs: the same token.
-    let date = token_param(&url, "X-Amz-Date");
-    let at: jiff::Timestamp = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", date)
-        .expect("X-Amz-Date")
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .expect("UTC")
-        .timestamp();
+    let at = amz_date(&url);
     assert_eq!(
         *token,
         esi_backends::eks_token::token(
