@@ -840,11 +840,12 @@ impl<C: Clone> CallerRole<C> {
         )
         .await?;
         let key = |k: &str| session.data.get(k).cloned().unwrap_or_default();
+        // The session's expiry goes with it: a token presigned with it dies with it.
         let credentials = Credentials::new(
             key("AWS_ACCESS_KEY_ID"),
             key("AWS_SECRET_ACCESS_KEY"),
             Some(key("AWS_SESSION_TOKEN")),
-            None,
+            session.expires_at.map(std::time::SystemTime::from),
             "esi-caller-role-session",
         );
         Ok(std::borrow::Cow::Owned(
