@@ -795,6 +795,13 @@ impl<C: Clone> CallerRole<C> {
         })
     }
 
+    /// Whether `client` signs with a session of the generator's `roleArn`, assumed for the
+    /// caller in each call.
+    #[cfg(any(feature = "rds", feature = "eks"))]
+    pub(crate) fn signs_as_role(&self) -> bool {
+        self.role.is_some()
+    }
+
     /// Whether `client` signs with the store's static keys, whose `expiry` is when they are
     /// read again ([`STATIC_KEYS_REREAD`]), not when they stop working (unknown here).
     #[cfg(any(feature = "rds", feature = "eks"))]

@@ -75,10 +75,22 @@ impl Signing {
     }
 }
 
+/// How long the store's temporary credentials must still work to be signed with again: a
+/// token's longest life (RDS's 15 minutes) and a minute.
+const KEEP_WHILE_LEFT: Duration = Duration::from_secs(16 * 60);
+
+/// The store's credentials a generator signed with last, kept while they still work longer
+/// than a token lives ([`KEEP_WHILE_LEFT`]; static keys until they are read again): the
+/// provider behind a store (a base role, a web identity, `selfIssued`) may ask STS each time
+/// it is called, and the SDK's cache only serves its own clients.
+#[derive(Debug, Default)]
+pub(crate) struct KeptCredentials(tokio::sync::Mutex<Option<aws_credential_types::Credentials>>);
+
 /// The credentials and region `signer` signs with for the caller in `ctx` (`region` the
 /// generator's, when set); `what` names the token in errors (`the RDS token`).
 pub(crate) async fn signing(
     signer: &crate::aws::CallerRole<aws_config::SdkConfig>,
+    kept: &KeptCredentials,
     region: Option<&str>,
     ctx: &crate::Context<'_>,
     what: &str,
@@ -95,12 +107,38 @@ pub(crate) async fn signing(
         (None, Some(r)) => r.to_string(),
         (None, None) => return Err(unavailable("no region".to_owned())),
     };
-    let credentials = conf
-        .credentials_provider()
-        .ok_or_else(|| unavailable("the store has no credentials provider".to_owned()))?
-        .provide_credentials()
-        .await
-        .map_err(|e| unavailable(crate::error_chain(&e)))?;
+    let provide = || async {
+        conf.credentials_provider()
+            .ok_or_else(|| unavailable("the store has no credentials provider".to_owned()))?
+            .provide_credentials()
+            .await
+            .map_err(|e| unavailable(crate::error_chain(&e)))
+    };
+    let credentials = if signer.signs_as_role() {
+        // A session assumed for this caller alone.
+        provide().await?
+    } else {
+        let mut kept = kept.0.lock().await;
+        let static_keys = signer.signs_with_static_keys();
+        let usable = |c: &aws_credential_types::Credentials| {
+            c.expiry().is_none_or(|until| {
+                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                if static_keys {
+                    left > Duration::ZERO
+                } else {
+                    left >= KEEP_WHILE_LEFT
+                }
+            })
+        };
+        match kept.as_ref().filter(|c| usable(c)) {
+            Some(c) => c.clone(),
+            None => {
+                let fresh = provide().await?;
+                *kept = Some(fresh.clone());
+                fresh
+            }
+        }
+    };
     let now = SystemTime::now();
     // X-Amz-Date is in whole seconds: a token lives from the second it was signed in.
     let at = SystemTime::UNIX_EPOCH

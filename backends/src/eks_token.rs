@@ -168,6 +168,7 @@ pub struct EksTokenGenerator {
     spec: EksTokenSpec,
     cluster: Template,
     signer: CallerRole<aws_config::SdkConfig>,
+    kept: crate::aws_presign::KeptCredentials,
 }
 
 impl EksTokenGenerator {
@@ -188,6 +189,7 @@ impl EksTokenGenerator {
                 spec.external_id.as_deref(),
                 shared,
             )?,
+            kept: crate::aws_presign::KeptCredentials::default(),
             spec,
         })
     }
@@ -205,6 +207,7 @@ impl Generate for EksTokenGenerator {
         }
         let signing = crate::aws_presign::signing(
             &self.signer,
+            &self.kept,
             self.spec.region.as_deref(),
             ctx,
             "the EKS token",

@@ -180,6 +180,7 @@ pub struct RdsAuthTokenGenerator {
     host: Template,
     username: Template,
     signer: CallerRole<aws_config::SdkConfig>,
+    kept: crate::aws_presign::KeptCredentials,
 }
 
 impl RdsAuthTokenGenerator {
@@ -202,6 +203,7 @@ impl RdsAuthTokenGenerator {
                 spec.external_id.as_deref(),
                 shared,
             )?,
+            kept: crate::aws_presign::KeptCredentials::default(),
             spec,
         })
     }
@@ -222,6 +224,7 @@ impl Generate for RdsAuthTokenGenerator {
         }
         let signing = crate::aws_presign::signing(
             &self.signer,
+            &self.kept,
             self.spec.region.as_deref(),
             ctx,
             "the RDS token",

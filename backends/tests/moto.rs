@@ -1222,3 +1222,50 @@ async fn eks_tokens_name_the_cluster_and_are_signed_by_the_callers_role() {
         Some("prod-eu")
     );
 }
+
+/// Tokens signed with a store's temporary credentials (its base role here; a web identity or
+/// `selfIssued` alike) reuse them while they outlive a token, instead of asking STS per token.
+#[cfg(all(feature = "rds", feature = "eks"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_tokens_reuse_the_stores_session_while_it_outlives_them() {
+    let test = "presigned_tokens_reuse_the_stores_session_while_it_outlives_them";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let store = json!({"assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/esi-federation",
+                                      "sessionName": format!("base{run}")}});
+    let id = identity();
+    let rds = build(
+        "RDSAuthToken",
+        json!({"secretStoreRef": {"name": "aws"}, "host": "db.example", "port": 5432, "username": "app"}),
+        Some(moto.store(store.clone())),
+    );
+    let eks = build(
+        "EKSToken",
+        json!({"secretStoreRef": {"name": "aws"}, "clusterName": "prod"}),
+        Some(moto.store(store)),
+    );
+    for _ in 0..3 {
+        let cred = rds
+            .generate(&common::ctx(&id, "payments/RDSAuthToken/db"))
+            .await
+            .expect("an RDS token");
+        assert!(
+            token_param(&cred.data["password"], "X-Amz-Credential").starts_with("ASIA"),
+            "signed by the base role's session"
+        );
+        eks.generate(&common::ctx(&id, "payments/EKSToken/prod"))
+            .await
+            .expect("an EKS token");
+    }
+    let base_sessions = moto
+        .recorded()
+        .await
+        .into_iter()
+        .filter(|(f, _)| f.get("RoleSessionName") == Some(&format!("base{run}")))
+        .count();
+    // One session per generator (each keeps its own), not one per token. moto's sessions
+    // last an hour, longer than a token.
+    assert_eq!(base_sessions, 2);
+}
