@@ -1230,6 +1230,29 @@ async fn issuer_misconfigurations_are_refused_at_start_up() {
         "{err}"
     );
 
+    // Nor an SSMParameter through Parameter Store's references to Secrets Manager, which read
+    // with the federation's own Secrets Manager permissions: refused whatever the variables
+    // name.
+    let through_ssm = tempfile::tempdir().unwrap();
+    std::fs::write(
+        through_ssm.path().join("esi.yaml"),
+        "apiVersion: esi.dev/v1alpha1\nkind: SecretStore\nmetadata: {name: aws, namespace: default}\nspec: {provider: {aws: {region: eu-west-1}}}\n---\napiVersion: esi.dev/v1alpha1\nkind: SSMParameter\nmetadata: {name: keys, namespace: default}\nspec: {secretStoreRef: {name: aws}, name: /aws/reference/secretsmanager/esi-fed-issuer-keys}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(through_ssm.path())
+        .env_remove("ESI_ISSUER_KEYS_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("spec.name")
+            && err.contains("read Secrets Manager secrets with SecretsManagerSecret"),
+        "{err}"
+    );
+
     for err in &outputs {
         for body in common::pem_bodies(&pem) {
             assert!(!err.contains(&body), "an issuer key reached stderr: {err}");
