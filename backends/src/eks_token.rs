@@ -12,7 +12,8 @@
 //! and the authenticator count from `X-Amz-Date`), so a token cannot be shortened: `expiresAt`
 //! is 14 minutes after signing, as `aws eks get-token` says (earlier when the signing
 //! credentials expire sooner), and an Authorization whose `maxTTL` is shorter than the token's
-//! life is refused. Nothing to revoke.
+//! life is refused. The store's credentials are kept while they outlive a token, as for
+//! `RDSAuthToken`. Nothing to revoke.
 //!
 //! ```yaml
 //! kind: EKSToken
