@@ -207,17 +207,10 @@ fn is_guid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Whether `s` is a DNS name (a tenant's verified domain, `contoso.onmicrosoft.com`).
+/// Whether `s` is a DNS name of two labels or more (a tenant's verified domain,
+/// `contoso.onmicrosoft.com`).
 pub(crate) fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').count() >= 2
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    s.split('.').count() >= 2 && crate::is_host_name(s)
 }
 
 impl AzureProvider {

@@ -185,7 +185,7 @@ impl AzureKeyVaultSecretSpec {
     /// The parsed `name`, checked with placeholder values standing in for the caller's.
     fn name_template(&self) -> Result<Template, SpecError> {
         let t = Template::parse(&self.name, "name")?;
-        let sample = t.render_with(|_| "x".into(), str::to_owned);
+        let sample = t.sample();
         if !valid_name(&sample) {
             let filled = if self.name.contains("{{") {
                 " with its placeholders filled in (as `x`)"

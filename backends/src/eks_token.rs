@@ -87,14 +87,6 @@ fn valid_cluster_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Whether `region` looks like an AWS region (`eu-west-1`).
-fn valid_region(region: &str) -> bool {
-    !region.is_empty()
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// The regional STS host EKS accepts tokens for (`.amazonaws.com.cn` in China).
 fn sts_host(region: &str) -> String {
     let suffix = if region.starts_with("cn-") {
@@ -110,7 +102,7 @@ impl EksTokenSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         self.cluster_template()?;
         if let Some(region) = &self.region
-            && !valid_region(region)
+            && !crate::aws_presign::is_region(region)
         {
             return Err(SpecError::field(
                 "region",
@@ -123,7 +115,7 @@ impl EksTokenSpec {
     /// The parsed `clusterName`, checked with placeholder values standing in for the caller's.
     fn cluster_template(&self) -> Result<Template, SpecError> {
         let t = Template::parse(&self.cluster_name, "clusterName")?;
-        if !valid_cluster_name(&t.render_with(|_| "x".into(), str::to_owned)) {
+        if !valid_cluster_name(&t.sample()) {
             return Err(SpecError::field(
                 "clusterName",
                 format!(

@@ -170,7 +170,7 @@ impl GcpSecretManagerSecretSpec {
     /// each of the caller's.
     fn templates(&self) -> Result<(Template, Template), SpecError> {
         let project = Template::parse(&self.project, "project")?;
-        let sample = project.render_with(|_| "x".into(), str::to_owned);
+        let sample = project.sample();
         let literal = !self.project.contains("{{");
         if !(if literal {
             valid_project(&sample)
@@ -187,7 +187,7 @@ impl GcpSecretManagerSecretSpec {
             ));
         }
         let secret = Template::parse(&self.secret, "secret")?;
-        let sample = secret.render_with(|_| "x".into(), str::to_owned);
+        let sample = secret.sample();
         if !valid_secret(&sample) {
             return Err(SpecError::field(
                 "secret",

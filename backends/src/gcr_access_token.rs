@@ -131,7 +131,7 @@ impl GcrAccessTokenSpec {
     /// is checked with each filled in as `x` (its values once rendered, per request).
     fn account(&self) -> Result<Template, SpecError> {
         let t = Template::parse(&self.service_account_email, "serviceAccountEmail")?;
-        let sample = t.render_with(|_| "x".into(), str::to_owned);
+        let sample = t.sample();
         if self.service_account_email.contains("{{") && !crate::gcp::valid_account(&sample) {
             return Err(SpecError::field(
                 "serviceAccountEmail",

@@ -637,6 +637,20 @@ pub fn crds()
     ]
 }
 
+/// Whether `s` is a host name: labels of 1 to 63 letters, digits and `-` (not at either end),
+/// dot-separated, at most 253 characters.
+#[cfg(any(feature = "azure", feature = "rds"))]
+pub(crate) fn is_host_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

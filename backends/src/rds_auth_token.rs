@@ -79,21 +79,6 @@ pub struct RdsAuthTokenSpec {
     pub external_id: Option<String>,
 }
 
-/// Whether `host` is a DNS name (letters, digits, `-` and `.`, labels of 1 to 63, at most 253).
-fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// Whether `user` can be a database user here: letters, digits, `_`, `-` and `.`, at most 63
 /// (PostgreSQL's limit; MySQL's is 32), so that it needs no encoding in the token.
 fn valid_username(user: &str) -> bool {
@@ -112,10 +97,7 @@ impl RdsAuthTokenSpec {
             return Err(SpecError::field("port", "must be 1 to 65535"));
         }
         if let Some(region) = &self.region
-            && (region.is_empty()
-                || !region
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            && !crate::aws_presign::is_region(region)
         {
             return Err(SpecError::field(
                 "region",
@@ -129,14 +111,14 @@ impl RdsAuthTokenSpec {
     /// caller's.
     fn templates(&self) -> Result<(Template, Template), SpecError> {
         let host = Template::parse(&self.host, "host")?;
-        if !valid_host(&host.render_with(|_| "x".into(), str::to_owned)) {
+        if !crate::is_host_name(&host.sample()) {
             return Err(SpecError::field(
                 "host",
                 format!("{:?} is not a host name", self.host),
             ));
         }
         let user = Template::parse(&self.username, "username")?;
-        if !valid_username(&user.render_with(|_| "x".into(), str::to_owned)) {
+        if !valid_username(&user.sample()) {
             return Err(SpecError::field(
                 "username",
                 format!(
@@ -215,7 +197,7 @@ impl Generate for RdsAuthTokenGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
         let host = self.host.render(ctx, str::to_owned);
         let username = self.username.render(ctx, str::to_owned);
-        if !valid_host(&host) || !valid_username(&username) {
+        if !crate::is_host_name(&host) || !valid_username(&username) {
             return Err(BackendError::Rejected {
                 message: "the caller's identity does not make a valid database host and user here"
                     .to_owned(),

@@ -160,8 +160,7 @@ impl SsmParameterSpec {
     /// The parsed `name`, checked with placeholder values standing in for the caller's.
     fn name_template(&self) -> Result<Template, SpecError> {
         let t = Template::parse(&self.name, "name")?;
-        check_name(&t.render_with(|_| "x".into(), str::to_owned))
-            .map_err(|e| SpecError::field("name", e))?;
+        check_name(&t.sample()).map_err(|e| SpecError::field("name", e))?;
         Ok(t)
     }
 

@@ -76,6 +76,12 @@ impl Template {
         self.render_with(|name| value(ctx, name), escape)
     }
 
+    /// Rendered with `x` for every placeholder: what a load-time check holds to the field's
+    /// grammar, before any caller's values exist.
+    pub fn sample(&self) -> String {
+        self.render_with(|_| "x".into(), str::to_owned)
+    }
+
     /// Renders with the values `value` gives for the placeholders, each passed through
     /// `escape`.
     pub fn render_with<'v>(
