@@ -37,6 +37,30 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub use esi_test_support::peer;
 
+/// Sets a peer up for a test: `POST url` with `headers` and the JSON `body`, on `rt`, within
+/// 30 s; panics naming `what` unless the peer answers 2xx.
+pub fn peer_post(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) {
+    rt.block_on(async {
+        let mut req = reqwest::Client::new()
+            .post(url)
+            .json(body)
+            .timeout(Duration::from_secs(30));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{what}: {status}: {text}");
+    });
+}
+
 /// A local OIDC issuer served on loopback by its own runtime.
 pub struct Issuer {
     /// The issuer.

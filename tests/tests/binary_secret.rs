@@ -9,12 +9,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use esi_api::inject::{Decoding, FileContent, FileOutput};
-use esi_tests::{Federation, Issuer, Pod, config_dir, peer, spec};
+use esi_tests::{Federation, Issuer, Pod, config_dir, peer, peer_post, spec};
 use serde_json::{Value, json};
 
 fn text(b: &[u8]) -> String {
@@ -24,24 +23,20 @@ fn text(b: &[u8]) -> String {
 /// Creates a secret in moto with Secrets Manager's JSON protocol (moto checks no signature;
 /// the header names the region the federation's store uses).
 fn create_secret(rt: &tokio::runtime::Runtime, moto: &str, body: Value) {
-    rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(moto)
-            .header("X-Amz-Target", "secretsmanager.CreateSecret")
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header(
+    peer_post(
+        rt,
+        "CreateSecret on moto",
+        moto,
+        &[
+            ("X-Amz-Target", "secretsmanager.CreateSecret"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            (
                 "Authorization",
                 "AWS4-HMAC-SHA256 Credential=AKIAESITESTKEY000001/20260101/eu-west-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0",
-            )
-            .json(&body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("CreateSecret on moto: {e}"));
-        let status = resp.status();
-        let answer = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "CreateSecret: {status}: {answer}");
-    });
+            ),
+        ],
+        &body,
+    );
 }
 
 fn file(name: &str, key: &str, decode: Option<Decoding>) -> FileOutput {

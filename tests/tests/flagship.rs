@@ -13,10 +13,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use esi_api::inject::{ContainerSpec, EnvMapping};
-use esi_tests::{Federation, Issuer, Pod, config_dir, peer, spec};
+use esi_tests::{Federation, Issuer, Pod, config_dir, peer, peer_post, spec};
 use serde_json::{Value, json};
 
 fn text(b: &[u8]) -> String {
@@ -25,19 +24,13 @@ fn text(b: &[u8]) -> String {
 
 /// Administrative calls to OpenBao with the dev root token.
 fn bao(rt: &tokio::runtime::Runtime, addr: &str, token: &str, path: &str, body: Value) {
-    rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(format!("{addr}/v1/{path}"))
-            .header("X-Vault-Token", token)
-            .json(&body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{path}: {status}: {text}");
-    });
+    peer_post(
+        rt,
+        path,
+        &format!("{addr}/v1/{path}"),
+        &[("X-Vault-Token", token)],
+        &body,
+    );
 }
 
 /// `psql`, from PATH or PostgreSQL's own bin folder.
