@@ -15,6 +15,14 @@
 //! A value holding a JSON object becomes one key per member (`keys` narrows them, each must
 //! exist); any other value is returned under `key` (default `value`).
 //!
+//! With `path` instead of `name`, every parameter under a hierarchy is read
+//! (`GetParametersByPath`, decrypted; ESO's `find` by path): `/apps/{{namespace}}` gives
+//! `/apps/payments/DB_PASSWORD` as the key `DB_PASSWORD`. `recursive` reads the hierarchies
+//! below as well, a deeper `/` becoming `_` (`db/password` is the key `db_password`); two
+//! parameters giving one key are refused, not one of them dropped. Each parameter's value is
+//! kept whole, JSON or not, and `keys` narrows the parameters returned (each must exist). At
+//! most [`MAX_PARAMETERS`] parameters are read: a wider hierarchy is refused rather than cut.
+//!
 //! Parameter Store also serves Secrets Manager secrets, under
 //! `/aws/reference/secretsmanager/...`: those names are refused here, so that secrets are read
 //! by `SecretsManagerSecret` alone, which never reads the federation's own key secrets.
@@ -27,7 +35,15 @@
 //!   version: 3                               # or label: prod (default: the latest)
 //!   keys: [username, password]               # optional, for a JSON object value
 //!   roleArn: arn:aws:iam::123456789012:role/read-app-parameters   # optional
+//! ---
+//! kind: SSMParameter
+//! spec:
+//!   secretStoreRef: {name: aws}
+//!   path: "/apps/{{namespace}}"              # every parameter under it, one key each
+//!   recursive: true                          # and below (default: direct children only)
 //! ```
+
+use std::collections::BTreeMap;
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -48,6 +64,20 @@ const MAX_LABEL: usize = 100;
 /// The prefix under which Parameter Store serves other services' secrets.
 const REFERENCE_PREFIX: &str = "aws/reference/";
 
+/// The most parameters a `path` read returns: a hierarchy with more is refused, not cut short
+/// (a workload missing half its settings is worse than one refused with the reason).
+pub const MAX_PARAMETERS: usize = 100;
+
+/// The most `GetParametersByPath` pages one read follows (Parameter Store returns at most 10
+/// parameters a page, and may return fewer with more to come).
+const MAX_PAGES: usize = 2 * MAX_PARAMETERS / PAGE_SIZE;
+
+/// Parameters asked for per `GetParametersByPath` page (Parameter Store's maximum).
+const PAGE_SIZE: usize = 10;
+
+/// The key of a value that is not a JSON object when `key` is not set.
+const DEFAULT_KEY: &str = "value";
+
 /// `spec` of an `SSMParameter` generator.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -62,19 +92,29 @@ pub struct SsmParameterSpec {
     /// The `aws` SecretStore (region, endpoint, credentials) calling Parameter Store.
     pub secret_store_ref: SecretStoreRef,
     /// The parameter's name or ARN; `{{namespace}}` etc. are replaced by the caller's values.
-    pub name: String,
+    /// Exactly one of `name` and `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A hierarchy (`/apps/{{namespace}}`) whose parameters are all read, one key each: the
+    /// name below the path, a deeper `/` as `_`. Exactly one of `name` and `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// With `path`: also read the hierarchies below it (default: its direct children only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recursive: bool,
     /// The version to read (default: the latest); not with `label`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// The label of the version to read; not with `version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    /// Return only these members of a JSON object value; each must exist.
+    /// Return only these members of a JSON object value (with `path`: only these parameters'
+    /// keys); each must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<String>>,
-    /// The key for a value that is not a JSON object (default `value`).
-    #[serde(default = "value_key")]
-    pub key: String,
+    /// The key for a value that is not a JSON object (default `value`); not with `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// A role to assume first, its session tagged with the caller's identity: the read then
     /// has that role's permissions. Without it, the store's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,10 +122,6 @@ pub struct SsmParameterSpec {
     /// External id the role's trust policy requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
-}
-
-fn value_key() -> String {
-    "value".to_owned()
 }
 
 /// Whether `name` can name a parameter: a name (`A-Za-z0-9_.-/`) or an ARN (also `:`), at
@@ -121,10 +157,52 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `path` can name a hierarchy to read: `/` then names joined by `/` (an ARN cannot
+/// name one), at most 15 levels, not `/` alone (every parameter of the account), and not
+/// under `/aws/reference/`. A trailing `/` is allowed ([`hierarchy`] drops it).
+fn check_path(path: &str) -> Result<(), String> {
+    let trimmed = hierarchy(path);
+    if !path.starts_with('/') || path.contains(':') || path.contains("//") {
+        return Err(format!(
+            "{path:?} is not a parameter hierarchy (it starts with / and has no `:` or `//`)"
+        ));
+    }
+    if trimmed == "/" {
+        return Err(
+            "\"/\" would read every parameter of the account: name a hierarchy below it".to_owned(),
+        );
+    }
+    if trimmed.matches('/').count() > 15 {
+        return Err(format!(
+            "{path:?} is deeper than the 15 levels Parameter Store has"
+        ));
+    }
+    // The reference prefix with or without its trailing `/`: `/aws/reference` holds only
+    // references.
+    check_name(&format!("{trimmed}/"))
+}
+
+/// A path without its trailing `/` (Parameter Store takes either; IAM and keys use this).
+fn hierarchy(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    }
+}
+
+/// What a generator reads: one parameter, or every parameter under a hierarchy.
+#[derive(Debug)]
+enum Target {
+    /// `name`: `GetParameter`.
+    Name(Template),
+    /// `path`: `GetParametersByPath`.
+    Path(Template),
+}
+
 impl SsmParameterSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.name_template()?;
+        let target = self.target()?;
         if self.version.is_some() && self.label.is_some() {
             return Err(SpecError::field(
                 "label",
@@ -153,15 +231,59 @@ impl SsmParameterSpec {
                 ),
             ));
         }
-        crate::credential::validate_selection(self.keys.as_deref(), &self.key)?;
+        match target {
+            Target::Name(_) if self.recursive => {
+                return Err(SpecError::field("recursive", "goes with path, not name"));
+            }
+            Target::Path(_) => {
+                for (field, set) in [
+                    ("version", self.version.is_some()),
+                    ("label", self.label.is_some()),
+                    ("key", self.key.is_some()),
+                ] {
+                    if set {
+                        return Err(SpecError::field(
+                            field,
+                            "goes with name, not path (a path reads the latest version of each \
+                             parameter, each under its own key)",
+                        ));
+                    }
+                }
+            }
+            Target::Name(_) => {}
+        }
+        crate::credential::validate_selection(self.keys.as_deref(), self.key())?;
         validate_caller_role(self.role_arn.as_deref(), self.external_id.as_deref())
     }
 
-    /// The parsed `name`, checked with placeholder values standing in for the caller's.
-    fn name_template(&self) -> Result<Template, SpecError> {
-        let t = Template::parse(&self.name, "name")?;
-        check_name(&t.sample()).map_err(|e| SpecError::field("name", e))?;
-        Ok(t)
+    /// The key of a value that is not a JSON object.
+    fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(DEFAULT_KEY)
+    }
+
+    /// The parsed `name` or `path`, checked with placeholder values standing in for the
+    /// caller's.
+    fn target(&self) -> Result<Target, SpecError> {
+        match (&self.name, &self.path) {
+            (Some(name), None) => {
+                let t = Template::parse(name, "name")?;
+                check_name(&t.sample()).map_err(|e| SpecError::field("name", e))?;
+                Ok(Target::Name(t))
+            }
+            (None, Some(path)) => {
+                let t = Template::parse(path, "path")?;
+                check_path(&t.sample()).map_err(|e| SpecError::field("path", e))?;
+                Ok(Target::Path(t))
+            }
+            (Some(_), Some(_)) => Err(SpecError::field(
+                "path",
+                "name either one parameter (name) or a hierarchy (path), not both",
+            )),
+            (None, None) => Err(SpecError::field(
+                "name",
+                "name the parameter to read (name), or the hierarchy (path)",
+            )),
+        }
     }
 
     /// What `GetParameter` is asked for: the name, with `:version` or `:label` when pinned.
@@ -176,7 +298,7 @@ impl SsmParameterSpec {
 #[derive(Debug)]
 pub struct SsmParameterGenerator {
     spec: SsmParameterSpec,
-    name: Template,
+    target: Target,
     signer: CallerRole<aws_sdk_ssm::Client>,
 }
 
@@ -189,7 +311,7 @@ impl SsmParameterGenerator {
     ) -> Result<Self, SpecError> {
         spec.validate()?;
         Ok(Self {
-            name: spec.name_template()?,
+            target: spec.target()?,
             signer: CallerRole::new(
                 aws_sdk_ssm::Client::new,
                 store,
@@ -201,51 +323,185 @@ impl SsmParameterGenerator {
             spec,
         })
     }
-}
 
-impl Generate for SsmParameterGenerator {
-    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let name = self.name.render(ctx, str::to_owned);
-        check_name(&name).map_err(|detail| BackendError::Rejected {
-            message: "the caller's identity does not make a parameter this generator may read"
-                .to_owned(),
-            detail: format!("ssm: rendered name: {detail}"),
-        })?;
+    /// Reads one parameter (`name`).
+    async fn read_name(
+        &self,
+        client: &aws_sdk_ssm::Client,
+        name: String,
+    ) -> Result<BTreeMap<String, String>, BackendError> {
+        check_name(&name).map_err(|detail| rendered_out_of_bounds("name", detail))?;
         let asked = match self.spec.selector() {
             Some(s) => format!("{name}:{s}"),
             None => name,
         };
-        let out = self
-            .signer
-            .client(ctx)
-            .await?
+        let out = client
             .get_parameter()
             .name(&asked)
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| {
-                let mut err = map_service_error(
-                    ("AWS Systems Manager Parameter Store", "ssm"),
-                    "GetParameter",
-                    &e,
-                );
-                if let BackendError::Rejected { detail, .. }
-                | BackendError::Unavailable { detail, .. } = &mut err
-                {
-                    detail.push_str(&format!(" (parameter {asked})"));
+            .map_err(|e| ssm_error("GetParameter", &e, &format!("parameter {asked}")))?;
+        let value = out
+            .parameter()
+            .and_then(|p| p.value())
+            .ok_or_else(|| unreadable("GetParameter", &format!("parameter {asked}")))?;
+        secret_text_data(value, self.spec.keys.as_deref(), self.spec.key(), "ssm")
+    }
+
+    /// Reads every parameter under a hierarchy (`path`), one key each.
+    async fn read_path(
+        &self,
+        client: &aws_sdk_ssm::Client,
+        path: String,
+    ) -> Result<BTreeMap<String, String>, BackendError> {
+        check_path(&path).map_err(|detail| rendered_out_of_bounds("path", detail))?;
+        let path = hierarchy(&path);
+        let prefix = format!("{path}/");
+        let mut data = BTreeMap::new();
+        // key -> the parameter it came from, to name both when two give one key.
+        let mut sources: BTreeMap<String, String> = BTreeMap::new();
+        let mut next_token = None;
+        for _ in 0..MAX_PAGES {
+            let out = client
+                .get_parameters_by_path()
+                .path(path)
+                .recursive(self.spec.recursive)
+                .with_decryption(true)
+                .max_results(PAGE_SIZE as i32)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| ssm_error("GetParametersByPath", &e, &format!("path {path}")))?;
+            for p in out.parameters() {
+                let (Some(name), Some(value)) = (p.name(), p.value()) else {
+                    return Err(unreadable("GetParametersByPath", &format!("path {path}")));
+                };
+                let Some(below) = name.strip_prefix(&prefix).filter(|b| !b.is_empty()) else {
+                    return Err(BackendError::Unavailable {
+                        message: "AWS Systems Manager Parameter Store answered with a parameter \
+                                  outside the path asked for"
+                            .to_owned(),
+                        detail: format!("ssm GetParametersByPath: {name} is not under {path}"),
+                    });
+                };
+                let key = below.replace('/', "_");
+                if let Some(other) = sources.insert(key.clone(), name.to_owned()) {
+                    return Err(BackendError::Rejected {
+                        message: format!(
+                            "parameters {other} and {name} would both be the key {key:?}: rename \
+                             one, or read them with separate generators"
+                        ),
+                        detail: format!("ssm GetParametersByPath: key clash under {path}"),
+                    });
                 }
-                err
-            })?;
-        let value =
-            out.parameter()
-                .and_then(|p| p.value())
-                .ok_or_else(|| BackendError::Unavailable {
-                    message: "AWS Systems Manager Parameter Store's answer could not be read"
-                        .to_owned(),
-                    detail: format!("ssm GetParameter: no value in the answer (parameter {asked})"),
-                })?;
-        let data = secret_text_data(value, self.spec.keys.as_deref(), &self.spec.key, "ssm")?;
+                if sources.len() > MAX_PARAMETERS {
+                    return Err(too_many(path));
+                }
+                data.insert(key, value.to_owned());
+            }
+            next_token = out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if next_token.is_none() {
+                return select_parameters(data, self.spec.keys.as_deref(), path);
+            }
+        }
+        Err(too_many(path))
+    }
+}
+
+/// The error for a name or path that the caller's identity rendered out of bounds.
+fn rendered_out_of_bounds(field: &str, detail: String) -> BackendError {
+    BackendError::Rejected {
+        message: "the caller's identity does not make a parameter this generator may read"
+            .to_owned(),
+        detail: format!("ssm: rendered {field}: {detail}"),
+    }
+}
+
+/// A Parameter Store error, its log detail naming what was asked for (`about`).
+fn ssm_error<E, R>(
+    operation: &str,
+    err: &aws_sdk_ssm::error::SdkError<E, R>,
+    about: &str,
+) -> BackendError
+where
+    E: aws_sdk_ssm::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let mut err = map_service_error(
+        ("AWS Systems Manager Parameter Store", "ssm"),
+        operation,
+        err,
+    );
+    if let BackendError::Rejected { detail, .. } | BackendError::Unavailable { detail, .. } =
+        &mut err
+    {
+        detail.push_str(&format!(" ({about})"));
+    }
+    err
+}
+
+/// An answer without the value asked for.
+fn unreadable(operation: &str, about: &str) -> BackendError {
+    BackendError::Unavailable {
+        message: "AWS Systems Manager Parameter Store's answer could not be read".to_owned(),
+        detail: format!("ssm {operation}: no name or value in the answer ({about})"),
+    }
+}
+
+/// The refusal of a hierarchy holding more than [`MAX_PARAMETERS`] parameters.
+fn too_many(path: &str) -> BackendError {
+    BackendError::Rejected {
+        message: format!(
+            "more than {MAX_PARAMETERS} parameters under {path}: name a narrower path (or turn \
+             recursive off)"
+        ),
+        detail: format!("ssm GetParametersByPath: over {MAX_PARAMETERS} parameters under {path}"),
+    }
+}
+
+/// The parameters read under `path`, narrowed to `keys` (each must be there); none at all is
+/// refused, as a missing parameter is.
+fn select_parameters(
+    mut data: BTreeMap<String, String>,
+    keys: Option<&[String]>,
+    path: &str,
+) -> Result<BTreeMap<String, String>, BackendError> {
+    if data.is_empty() {
+        return Err(BackendError::Rejected {
+            message: format!("no parameters under {path}"),
+            detail: format!("ssm GetParametersByPath: nothing under {path}"),
+        });
+    }
+    let Some(keys) = keys else {
+        return Ok(data);
+    };
+    keys.iter()
+        .map(|k| {
+            data.remove_entry(k).ok_or_else(|| BackendError::Rejected {
+                message: format!("no parameter under {path} gives the key {k:?}"),
+                detail: format!("ssm GetParametersByPath: key {k:?} missing under {path}"),
+            })
+        })
+        .collect()
+}
+
+impl Generate for SsmParameterGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let client = self.signer.client(ctx).await?;
+        let data = match &self.target {
+            Target::Name(t) => {
+                self.read_name(&client, t.render(ctx, str::to_owned))
+                    .await?
+            }
+            Target::Path(t) => {
+                self.read_path(&client, t.render(ctx, str::to_owned))
+                    .await?
+            }
+        };
         Ok(Credential::static_data(data))
     }
 }
@@ -273,7 +529,7 @@ mod tests {
         let GeneratorSpec::SsmParameter(s) = &spec else {
             panic!("{spec:?}")
         };
-        assert_eq!(s.key, "value");
+        assert_eq!(s.key(), "value");
         assert_eq!(s.selector().as_deref(), Some("prod"));
         assert_eq!(parse(serde_json::to_value(s).unwrap()).unwrap(), spec);
         for (field, value, says) in [
@@ -316,6 +572,102 @@ mod tests {
         b.as_object_mut().unwrap().remove("label");
         b["version"] = serde_json::json!(0);
         assert!(parse(b).unwrap_err().to_string().contains("start at 1"));
+        let mut b = j.clone();
+        b.as_object_mut().unwrap().remove("name");
+        assert!(parse(b).unwrap_err().to_string().contains("spec.name"));
+        let mut b = j.clone();
+        b["recursive"] = serde_json::json!(true);
+        assert!(parse(b).unwrap_err().to_string().contains("goes with path"));
+    }
+
+    #[test]
+    fn a_path_reads_a_hierarchy_and_refuses_what_goes_with_one_name() {
+        let j = serde_json::json!({
+            "secretStoreRef": {"name": "aws"},
+            "path": "/apps/{{namespace}}/",
+            "recursive": true,
+            "keys": ["DB_PASSWORD"],
+        });
+        let spec = parse(j.clone()).unwrap();
+        let GeneratorSpec::SsmParameter(s) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert!(matches!(s.target(), Ok(Target::Path(_))));
+        assert_eq!(parse(serde_json::to_value(s).unwrap()).unwrap(), spec);
+        for (field, value, says) in [
+            ("name", serde_json::json!("/apps/db"), "not both"),
+            ("version", serde_json::json!(3), "goes with name, not path"),
+            (
+                "label",
+                serde_json::json!("prod"),
+                "goes with name, not path",
+            ),
+            (
+                "key",
+                serde_json::json!("token"),
+                "goes with name, not path",
+            ),
+            (
+                "path",
+                serde_json::json!("apps/{{namespace}}"),
+                "starts with /",
+            ),
+            (
+                "path",
+                serde_json::json!("/"),
+                "every parameter of the account",
+            ),
+            (
+                "path",
+                serde_json::json!("//"),
+                "no `:` or `//`",
+            ),
+            (
+                "path",
+                serde_json::json!("/aws/reference"),
+                "SecretsManagerSecret",
+            ),
+            (
+                "path",
+                serde_json::json!("arn:aws:ssm:eu-west-1:123456789012:parameter/apps"),
+                "spec.path",
+            ),
+            ("path", serde_json::json!("/a//b"), "spec.path"),
+            (
+                "path",
+                serde_json::json!("/apps/{{nope}}"),
+                "unknown placeholder",
+            ),
+        ] {
+            let mut b = j.clone();
+            b[field] = value;
+            let err = parse(b).unwrap_err().to_string();
+            assert!(err.contains(says), "{field}: {err}");
+        }
+        assert!(check_path(&"/a".repeat(15)).is_ok());
+        assert!(
+            check_path(&"/a".repeat(16))
+                .unwrap_err()
+                .contains("15 levels")
+        );
+        assert_eq!(hierarchy("/apps/payments/"), "/apps/payments");
+        assert_eq!(hierarchy("/apps"), "/apps");
+    }
+
+    #[test]
+    fn parameters_read_by_path_are_narrowed_to_keys_and_never_empty() {
+        let data: BTreeMap<String, String> = [("A", "1"), ("db_password", "s3cr3t")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(select_parameters(data.clone(), None, "/p").unwrap(), data);
+        let only = select_parameters(data.clone(), Some(&["db_password".to_owned()]), "/p");
+        assert_eq!(only.unwrap().keys().collect::<Vec<_>>(), ["db_password"]);
+        let err = select_parameters(data, Some(&["B".to_owned()]), "/p").unwrap_err();
+        assert!(err.to_string().contains("gives the key \"B\""), "{err}");
+        assert!(!format!("{err:?}").contains("s3cr3t"));
+        let err = select_parameters(BTreeMap::new(), None, "/p").unwrap_err();
+        assert!(err.to_string().contains("no parameters under /p"), "{err}");
     }
 
     #[test]

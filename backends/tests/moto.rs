@@ -961,6 +961,183 @@ async fn ssm_parameters_are_read_decrypted_per_namespace_version_and_label() {
     );
 }
 
+#[cfg(feature = "ssm")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_paths_are_read_whole_per_namespace_across_pages_and_refused_when_ambiguous() {
+    use aws_sdk_ssm::types::ParameterType;
+    let test = "ssm_paths_are_read_whole_per_namespace_across_pages_and_refused_when_ambiguous";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let run = suffix();
+    let c = ssm(&moto);
+    let put = |name: String, kind: ParameterType, value: String| {
+        let c = c.clone();
+        async move {
+            c.put_parameter()
+                .name(&name)
+                .r#type(kind)
+                .value(value)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put {name}: {e:?}"));
+        }
+    };
+    let tree = format!("/apps/payments/tree-{run}");
+    put(
+        format!("{tree}/DB_PASSWORD"),
+        ParameterType::SecureString,
+        "s3cr3t-by-path".to_owned(),
+    )
+    .await;
+    put(
+        format!("{tree}/API_URL"),
+        ParameterType::String,
+        "https://api.example".to_owned(),
+    )
+    .await;
+    let config = r#"{"retries": 3}"#;
+    put(
+        format!("{tree}/CONFIG"),
+        ParameterType::String,
+        config.to_owned(),
+    )
+    .await;
+    put(
+        format!("{tree}/nested/token"),
+        ParameterType::SecureString,
+        "t0ken".to_owned(),
+    )
+    .await;
+    for i in 0..12 {
+        put(
+            format!("{tree}/bulk/p{i:02}"),
+            ParameterType::String,
+            format!("v{i}"),
+        )
+        .await;
+    }
+
+    let id = identity();
+    let read = |spec: Value| {
+        let g = build("SSMParameter", spec, Some(moto.store(json!({}))));
+        let id = &id;
+        async move {
+            g.generate(&common::ctx(id, "payments/SSMParameter/tree"))
+                .await
+        }
+    };
+    let templated = format!("/apps/{{{{namespace}}}}/tree-{run}/");
+
+    // The direct children, one key each, a SecureString decrypted, a JSON value kept whole.
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "path": templated}))
+        .await
+        .expect("read the hierarchy");
+    assert_eq!(
+        cred.data.keys().collect::<Vec<_>>(),
+        ["API_URL", "CONFIG", "DB_PASSWORD"]
+    );
+    assert_eq!(cred.data["DB_PASSWORD"], "s3cr3t-by-path");
+    assert_eq!(cred.data["CONFIG"], config);
+    assert_eq!((cred.expires_at, cred.lease.clone()), (None, None));
+    assert!(!format!("{cred:?}").contains("s3cr3t"));
+
+    // Recursive: the levels below too, `/` as `_`, across pages of 10.
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "path": templated,
+                           "recursive": true}))
+    .await
+    .expect("read the hierarchy recursively");
+    assert_eq!(cred.data.len(), 16, "{:?}", cred.data.keys());
+    assert_eq!(cred.data["nested_token"], "t0ken");
+    assert_eq!(cred.data["bulk_p11"], "v11");
+
+    // Narrowed to keys, each of which must be there.
+    let cred = read(json!({"secretStoreRef": {"name": "aws"}, "path": templated,
+                           "recursive": true, "keys": ["DB_PASSWORD", "nested_token"]}))
+    .await
+    .expect("read two keys");
+    assert_eq!(
+        cred.data.keys().collect::<Vec<_>>(),
+        ["DB_PASSWORD", "nested_token"]
+    );
+    let err = read(json!({"secretStoreRef": {"name": "aws"}, "path": templated,
+                          "keys": ["nested_token"]}))
+    .await
+    .expect_err("nested_token is not a direct child");
+    assert!(
+        err.to_string().contains("gives the key \"nested_token\""),
+        "{err}"
+    );
+
+    // Two parameters giving one key are refused, both named; so is an empty hierarchy.
+    put(
+        format!("{tree}/nested_token"),
+        ParameterType::String,
+        "other".to_owned(),
+    )
+    .await;
+    let err = read(json!({"secretStoreRef": {"name": "aws"}, "path": templated,
+                          "recursive": true}))
+    .await
+    .expect_err("nested/token and nested_token clash");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("{tree}/nested/token"))
+            && message.contains(&format!("{tree}/nested_token"))
+            && !message.contains("t0ken"),
+        "{message}"
+    );
+    let err = read(json!({"secretStoreRef": {"name": "aws"},
+                          "path": format!("/apps/{{{{namespace}}}}/empty-{run}")}))
+    .await
+    .expect_err("nothing there");
+    assert!(err.to_string().contains("no parameters under"), "{err}");
+
+    // A hierarchy wider than the limit is refused, not cut short.
+    let wide = format!("/apps/payments/wide-{run}");
+    for i in 0..=esi_backends::ssm_parameter::MAX_PARAMETERS {
+        put(format!("{wide}/p{i:03}"), ParameterType::String, "v".to_owned()).await;
+    }
+    let err = read(json!({"secretStoreRef": {"name": "aws"}, "path": wide}))
+        .await
+        .expect_err("too many");
+    assert!(err.to_string().contains("name a narrower path"), "{err}");
+
+    // Decrypting GetParametersByPath calls on the path without its `/`, in pages of 10, the
+    // second page asked for with the first's token; signed with the store's key.
+    let sent: Vec<(Value, String)> = json_requests(&moto, ".GetParametersByPath")
+        .await
+        .into_iter()
+        .filter(|(body, _)| body["Path"].as_str() == Some(tree.as_str()))
+        .collect();
+    let pages: Vec<(bool, bool)> = sent
+        .iter()
+        .map(|(b, _)| (b["Recursive"] == true, b.get("NextToken").is_some()))
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (false, false),
+            (true, false),
+            (true, true),
+            (true, false),
+            (true, true),
+            (false, false),
+            (true, false),
+            (true, true),
+        ],
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().all(|(b, a)| b["WithDecryption"] == true
+            && b["MaxResults"] == 10
+            && a.contains("Credential=AKIAESITESTKEY000001/")
+            && a.contains("/eu-west-1/ssm/")),
+        "{sent:?}"
+    );
+}
+
 /// A query parameter of an RDS token or an EKS token's URL, still encoded.
 #[cfg(any(feature = "rds", feature = "eks"))]
 fn token_param<'a>(token: &'a str, name: &str) -> &'a str {
