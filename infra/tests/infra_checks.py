@@ -361,14 +361,19 @@ GENERATOR_GRANTS = {
         ["kms:Decrypt"], "${var.secret_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "secretsmanager."),
          ("StringLike", "kms:EncryptionContext:SecretARN", "${var.readable_secret_arns}")]),
+    # GetParametersByPath for `path`: IAM authorizes it on the path's own ARN.
     "ReadGeneratorParameters": (
         "${length(var.readable_parameter_arns) > 0 ? [1] : []}",
-        ["ssm:GetParameter"], "${var.readable_parameter_arns}", []),
+        ["ssm:GetParameter", "ssm:GetParametersByPath"], "${var.readable_parameter_arns}", []),
+    # Decryption is per parameter, a path's parameters under their own ARNs: the patterns, and
+    # below each one not ending in "*" (what GetParametersByPath on it returns), nothing more.
     "DecryptGeneratorParameters": (
         "${length(var.parameter_kms_key_arns) > 0 ? [1] : []}",
         ["kms:Decrypt"], "${var.parameter_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "ssm."),
-         ("StringLike", "kms:EncryptionContext:PARAMETER_ARN", "${var.readable_parameter_arns}")]),
+         ("StringLike", "kms:EncryptionContext:PARAMETER_ARN",
+          '${distinct(concat(var.readable_parameter_arns,'
+          '[for arn in var.readable_parameter_arns : "${arn}/*" if !endswith(arn,"*")]))}')]),
     "ConnectGeneratorDatabases": (
         "${length(var.rds_connect_arns) > 0 ? [1] : []}",
         ["rds-db:connect"], "${var.rds_connect_arns}", []),
@@ -415,7 +420,8 @@ def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> N
         got = [(unquote(c.get("test")), unquote(c.get("variable")), json.dumps(unquote(c.get("values"))))
                for c in st.get("condition", [])]
         for test, variable, value in conditions:
-            if not any(t == test and v == variable and value in vals for t, v, vals in got):
+            # `value` as it appears in the JSON text of the condition's values.
+            if not any(t == test and v == variable and json.dumps(value)[1:-1] in vals for t, v, vals in got):
                 fail(stage, f"federation-lambda: statement {sid} lacks condition {test} {variable} ~ {value!r}: {got}")
         if st.get("not_actions") or st.get("not_resources") or unquote(st.get("effect")) not in (None, "Allow"):
             fail(stage, f"federation-lambda: statement {sid} must be a plain Allow of actions on resources")
