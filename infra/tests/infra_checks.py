@@ -361,14 +361,19 @@ GENERATOR_GRANTS = {
         ["kms:Decrypt"], "${var.secret_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "secretsmanager."),
          ("StringLike", "kms:EncryptionContext:SecretARN", "${var.readable_secret_arns}")]),
+    # GetParametersByPath for `path`: IAM authorizes it on the path's own ARN.
     "ReadGeneratorParameters": (
         "${length(var.readable_parameter_arns) > 0 ? [1] : []}",
-        ["ssm:GetParameter"], "${var.readable_parameter_arns}", []),
+        ["ssm:GetParameter", "ssm:GetParametersByPath"], "${var.readable_parameter_arns}", []),
+    # Decryption is per parameter, a path's parameters under their own ARNs: the patterns, and
+    # below each one not ending in "*" (what GetParametersByPath on it returns), nothing more.
     "DecryptGeneratorParameters": (
         "${length(var.parameter_kms_key_arns) > 0 ? [1] : []}",
         ["kms:Decrypt"], "${var.parameter_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "ssm."),
-         ("StringLike", "kms:EncryptionContext:PARAMETER_ARN", "${var.readable_parameter_arns}")]),
+         ("StringLike", "kms:EncryptionContext:PARAMETER_ARN",
+          '${distinct(concat(var.readable_parameter_arns,'
+          '[for arn in var.readable_parameter_arns : "${arn}/*" if !endswith(arn,"*")]))}')]),
     "ConnectGeneratorDatabases": (
         "${length(var.rds_connect_arns) > 0 ? [1] : []}",
         ["rds-db:connect"], "${var.rds_connect_arns}", []),
@@ -415,7 +420,8 @@ def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> N
         got = [(unquote(c.get("test")), unquote(c.get("variable")), json.dumps(unquote(c.get("values"))))
                for c in st.get("condition", [])]
         for test, variable, value in conditions:
-            if not any(t == test and v == variable and value in vals for t, v, vals in got):
+            # `value` as it appears in the JSON text of the condition's values.
+            if not any(t == test and v == variable and json.dumps(value)[1:-1] in vals for t, v, vals in got):
                 fail(stage, f"federation-lambda: statement {sid} lacks condition {test} {variable} ~ {value!r}: {got}")
         if st.get("not_actions") or st.get("not_resources") or unquote(st.get("effect")) not in (None, "Allow"):
             fail(stage, f"federation-lambda: statement {sid} must be a plain Allow of actions on resources")
@@ -731,6 +737,17 @@ KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-123456
 # The shape of a PEM private key, for the variables' validation only (the body is no key).
 PEM = "-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n"
 ISSUER = f'issuer_url = "https://esi.example.com"\n issuer_keys_pem = "{PEM}"'
+# The example's root module: its required inputs (its variables.tf alone is planned).
+EX_REQUIRED = "\n ".join([
+    'cluster_a_name = "prod-eu-a"',
+    'cluster_b_name = "prod-eu-b"',
+    'federation_package_path = "esi-federation.zip"',
+    'webhook_image = "r/esi-webhook@sha256:' + "0" * 64 + '"',
+    'cli_image = "r/esi-cli@sha256:' + "0" * 64 + '"',
+    'vault_address = "https://vault.example.com:8200"',
+    'payments_db_host = "payments.cluster-c1a2b3d4e5f6.eu-west-1.rds.amazonaws.com"',
+    'payments_db_resource_id = "cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"',
+])
 TA_REQUIRED = 'issuer_url = "https://esi.example.com"\n region = "eu-west-1"'
 TG_REQUIRED = 'issuer_url = "https://esi.example.com"\n project_id = "my-project"'
 GSA = "esi-federation@my-project.iam.gserviceaccount.com"
@@ -801,6 +818,15 @@ VALIDATION_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds:eu-west-1:123456789012:db:payments"]', "must be a database user ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:eu-west-1:123456789012:dbuser:*/app"]', "must be a database user ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:*:*:dbuser:cluster-ABC/app"]', "must be a database user ARN"),
+    # The example's database for RDSAuthToken: rds-db:connect names it by resource id, and the
+    # generator's host is a host name, not a URL.
+    ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"payments"'), "must be the database's resource id"),
+    ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"arn:aws:rds:eu-west-1:123456789012:cluster:payments"'), "must be the database's resource id"),
+    ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"cluster-*"'), "must be the database's resource id"),
+    ("example", EX_REQUIRED.replace('"payments.cluster-', '"postgres://payments.cluster-'), "must be the database endpoint's host name"),
+    ("example", EX_REQUIRED.replace('.rds.amazonaws.com"', '.rds.amazonaws.com:5432"'), "must be the database endpoint's host name"),
+    ("example", f'{EX_REQUIRED}\n payments_db_port = 0', "must be a port number"),
+    ("example", f'{EX_REQUIRED}\n payments_db_port = 70000', "must be a port number"),
     # The federation as an OIDC issuer: an https URL and its keys, together or not at all.
     *[case for module, required in (("federation-kubernetes", FK_IMAGE), ("federation-lambda", FL_PACKAGE)) for case in [
         (module, f'{required}\n issuer_url = "http://esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
@@ -875,6 +901,8 @@ VALID_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*", "{SSM_PARAM}/db", "{SSM_PARAM}/*"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:eu-west-1:123456789012:dbuser:cluster-ABCDEFGHIJKL0123456789/*_app", "arn:aws-us-gov:rds-db:us-gov-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/app.ro"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}", "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"]'),
+    ("example", EX_REQUIRED),
+    ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"db-ABCDEFGHIJKLMNOPQRSTUVWXY0"') + "\n payments_db_port = 3306"),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
     ("trust-aws", TA_REQUIRED),
@@ -890,10 +918,10 @@ VALID_CASES = [
 
 
 def module_source(module: str, case: Path) -> Path:
-    """The module to call. A module with providers cannot be initialized offline, so its
-    variables.tf alone is copied into the case: Terraform still evaluates every `validation`
-    block (cross-variable ones included) at plan time."""
-    src = MODULES / module
+    """The module to call (`example`: the example's root module). A module with providers
+    cannot be initialized offline, so its variables.tf alone is copied into the case: Terraform
+    still evaluates every `validation` block (cross-variable ones included) at plan time."""
+    src = EXAMPLE if module == "example" else MODULES / module
     if src in PROVIDER_FREE:
         return src
     dst = case / "module"
@@ -1043,24 +1071,36 @@ def check_render() -> None:
 
 
 def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> None:
-    """The example's AWS generators without roleArn call AWS as the federation's role: the
-    grants its root module passes to modules/federation-lambda must cover them, and be present
-    only when one of them needs it."""
+    """The example's AWS generators without roleArn call AWS (or sign) as the federation's role:
+    the grants its root module passes to modules/federation-lambda, and the EKS access entries
+    it makes for that role, must cover them, and be present only when one of them needs them."""
     example = load_hcl(EXAMPLE / "main.tf")
     fed = next((b["federation"] for b in example.get("module", []) if "federation" in b), None)
     if fed is None:
         fail(stage, "the example has no module \"federation\"")
         return
     grants = {k: unquote(fed.get(k)) for k in (
-        "ecr_authorization_token", "ecr_pull_repository_arns", "readable_secret_arns", "readable_parameter_arns")}
+        "ecr_authorization_token", "ecr_pull_repository_arns", "readable_secret_arns", "readable_parameter_arns",
+        "rds_connect_arns")}
     ecr_on = grants["ecr_authorization_token"] in (True, [True])
     own_role = {kind: [d for d in by_kind.get(kind, []) if "roleArn" not in d["spec"]]
-                for kind in ("ECRAuthorizationToken", "SecretsManagerSecret", "SSMParameter")}
+                for kind in ("ECRAuthorizationToken", "SecretsManagerSecret", "SSMParameter", "RDSAuthToken", "EKSToken")}
     if own_role["ECRAuthorizationToken"] and not (ecr_on and grants["ecr_pull_repository_arns"]):
         fail(stage, "the example has an ECRAuthorizationToken without roleArn but does not set "
              "ecr_authorization_token = true and ecr_pull_repository_arns on the federation")
     if not own_role["ECRAuthorizationToken"] and (ecr_on or grants["ecr_pull_repository_arns"]):
         fail(stage, "the example grants ECR permissions that no generator without roleArn uses")
+
+    def namespaces(ref: str) -> set[str] | None:
+        """The namespaces a generator's callers can have: those of the Authorizations naming it
+        (literal), or None (reported) when they cannot be listed."""
+        found = {ns for a in by_kind.get("Authorization", []) if ref in a["spec"]["generators"]
+                 for sub in a["spec"]["subjects"] for ns in sub.get("namespaces", [])}
+        if not found or any(set(ns) & set("*?") for ns in found):
+            fail(stage, f"{ref}: its Authorizations must name literal namespaces for this check, name {sorted(found)}")
+            return None
+        return found
+
     # kind -> (its spec field naming what it reads, the grant, the ARN part before the name, and
     # the name as the grant's patterns see it).
     reads = {
@@ -1068,28 +1108,102 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
         "SecretsManagerSecret": ("secretId", "readable_secret_arns", ":secret:", lambda name: f"{name}-AbC123"),
         # A parameter's ARN names it without its leading "/".
         "SSMParameter": ("name", "readable_parameter_arns", ":parameter/", lambda name: name.lstrip("/")),
+        # A database user's ARN names it after the database's resource id (dbuser:<id>/<user>),
+        # which no generator spec holds: the pattern's user part is matched here, its id checked
+        # by check_rds_resource_id.
+        "RDSAuthToken": ("username", "rds_connect_arns", ":dbuser:", lambda name: name),
     }
     for kind, (field, grant, marker, as_matched) in reads.items():
-        patterns = [p.split(marker, 1)[1] for p in grants[grant] or [] if marker in p]
+        # Each pattern after the marker -> what the names are matched against.
+        patterns = {p.split(marker, 1)[1]: p.split(marker, 1)[1] for p in grants[grant] or [] if marker in p}
+        if kind == "RDSAuthToken":
+            patterns = {p: check_rds_resource_id(stage, p) for p in patterns}
         if not own_role[kind] and patterns:
             fail(stage, f"the example grants {grant} that no generator without roleArn uses")
+            continue
+        used: set[str] = set()
         for gen in own_role[kind]:
             ref = f"{gen['metadata']['namespace']}/{kind}/{gen['metadata']['name']}"
-            # The namespaces its callers can have: those of the Authorizations naming it (literal).
-            namespaces = {ns for a in by_kind.get("Authorization", []) if ref in a["spec"]["generators"]
-                          for sub in a["spec"]["subjects"] for ns in sub.get("namespaces", [])}
-            if not namespaces or any(set(ns) & set("*?") for ns in namespaces):
-                fail(stage, f"{ref}: its Authorizations must name literal namespaces for this check, name {sorted(namespaces)}")
-                continue
-            for ns in sorted(namespaces):
-                read = gen["spec"][field].replace("{{namespace}}", ns)
+            for ns in sorted(namespaces(ref) or []):
+                read = str(gen["spec"][field]).replace("{{namespace}}", ns)
                 if "{{" in read:
                     fail(stage, f"{ref}: cannot check {field} {gen['spec'][field]!r} against the grants (placeholder other than namespace)")
                     continue
                 name = read.split(marker, 1)[1] if read.startswith("arn:") else read
-                if not any(fnmatch.fnmatchcase(as_matched(name), p) for p in patterns):
+                covering = {p for p, matched in patterns.items() if fnmatch.fnmatchcase(as_matched(name), matched)}
+                if not covering:
                     fail(stage, f"{ref}: {field} {read!r} (namespace {ns}) is not covered by the example's "
-                         f"{grant} {grants[grant]}")
+                         f"{grant} {grants[grant] or '(not set)'}")
+                used |= covering
+        for p in patterns:
+            if own_role[kind] and p not in used:
+                fail(stage, f"the example's {grant} pattern {p!r} covers nothing its {kind} generators without "
+                     "roleArn read: an unused grant")
+
+    check_example_eks_access(stage, example, own_role["EKSToken"])
+
+
+# The resource id of a database in a `dbuser:<id>/<user>` grant: an `rds-db:connect` grant
+# without the database's own id names nothing, and no generator spec holds it (RDSAuthToken
+# names the host), so it must be a variable of the example, or a literal id.
+RDS_RESOURCE_ID = re.compile(r"(?:db|cluster)-[A-Za-z0-9]+|\$\{var\.([a-z0-9_]+)\}")
+
+
+def check_rds_resource_id(stage: str, pattern: str) -> str:
+    """Checks the resource id of a `<id>/<user>` pattern and returns the user part."""
+    resource_id, _, user = pattern.partition("/")
+    match = RDS_RESOURCE_ID.fullmatch(resource_id)
+    declared = dict(blocks(load_hcl(EXAMPLE / "variables.tf"), "variable"))
+    if match is None or (match.group(1) is not None and match.group(1) not in declared):
+        fail(stage, f"the example's rds_connect_arns name the database {resource_id!r}: it must be the database's "
+             "resource id, a variable of the example (${var.<name>}, declared in variables.tf) or a literal "
+             "db-... / cluster-... id")
+    return user
+
+
+def check_example_eks_access(stage: str, example: dict, own_role: list) -> None:
+    """An EKSToken without roleArn is signed as the federation's role: the example must map that
+    role in the cluster the token names (an aws_eks_access_entry with a policy association or
+    Kubernetes groups), and map it nowhere when no such generator needs it. The cluster is
+    followed from the rendered clusterName back to the esi-config input that set it in the
+    render harness, then to the same input in the example's root module."""
+    role = "${module.federation.role_arn}"
+    entries = {name: body for name, body in blocks_of(example, "aws_eks_access_entry")
+               if unquote(body.get("principal_arn")) == role}
+    associations = list(blocks_of(example, "aws_eks_access_policy_association"))
+    if not own_role and entries:
+        fail(stage, f"the example maps the federation's role into EKS (aws_eks_access_entry {sorted(entries)}), "
+             "which no EKSToken without roleArn uses")
+        return
+    harness = next((b["esi_config"] for b in load_hcl(RENDER / "main.tf").get("module", []) if "esi_config" in b), {})
+    root = next((b["esi_config"] for b in example.get("module", []) if "esi_config" in b), {})
+    used: set[str] = set()
+    for gen in own_role:
+        ref = f"{gen['metadata']['namespace']}/EKSToken/{gen['metadata']['name']}"
+        cluster = gen["spec"]["clusterName"]
+        inputs = [k for k, v in harness.items() if unquote(v) == cluster]
+        if len(inputs) != 1 or inputs[0] not in root:
+            fail(stage, f"{ref}: cannot tell which cluster clusterName {cluster!r} is: it must be one esi-config input "
+                 f"of infra/tests/render (found {inputs}) that the example's module \"esi_config\" sets")
+            continue
+        expr = unquote(root[inputs[0]])
+        matching = [name for name, body in entries.items() if unquote(body.get("cluster_name")) == expr]
+        if not matching:
+            fail(stage, f"{ref}: no aws_eks_access_entry for the federation's role ({role}) in its cluster "
+                 f"({inputs[0]} = {expr}): EKS would refuse its tokens")
+            continue
+        used |= set(matching)
+        for name in matching:
+            own = {f"${{aws_eks_access_entry.{name}.principal_arn}}", role}
+            where = {f"${{aws_eks_access_entry.{name}.cluster_name}}", expr}
+            associated = any(unquote(a.get("principal_arn")) in own and unquote(a.get("cluster_name")) in where
+                             for _, a in associations)
+            if not (associated or unquote(entries[name].get("kubernetes_groups"))):
+                fail(stage, f"{ref}: aws_eks_access_entry.{name} maps the federation's role but grants it nothing "
+                     "(no aws_eks_access_policy_association, no kubernetes_groups)")
+    for name in sorted(set(entries) - used):
+        fail(stage, f"aws_eks_access_entry.{name} maps the federation's role into a cluster no EKSToken without "
+             "roleArn names: an unused grant")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ module "esi_config" {
   vault_address     = "https://vault.example.internal:8200"
   aws_region        = "eu-west-1"
   payments_role_arn = "arn:aws:iam::123456789012:role/esi-payments-api"
+  payments_database = {
+    host = "payments.cluster-c1a2b3d4e5f6.eu-west-1.rds.amazonaws.com"
+    port = 5432
+  }
+  cluster_a_eks_name = "prod-eu-a"
 
   cluster_a = {
     name   = "eks-a"

@@ -3,7 +3,8 @@
 #   - cluster B is registered as a private cluster (its JWKS read through the API server and
 #     registered inline), the way a cluster with an unreachable issuer is;
 #   - a Vault store with a database generator and an AWS store with an AssumeRole generator, an
-#     ECR login and a Secrets Manager secret (the last two as the function's own role);
+#     ECR login, a Secrets Manager secret, a Parameter Store parameter, an RDS login token and
+#     a token for cluster A's API (the last five as the function's own role);
 #   - the webhook in both clusters, and an annotated sample Deployment in cluster A.
 
 data "aws_caller_identity" "current" {}
@@ -59,6 +60,11 @@ module "esi_config" {
   vault_address     = var.vault_address
   aws_region        = var.region
   payments_role_arn = local.payments_role_arn
+  payments_database = {
+    host = var.payments_db_host
+    port = var.payments_db_port
+  }
+  cluster_a_eks_name = data.aws_eks_cluster.a.name
 
   cluster_a = {
     name   = "eks-a"
@@ -84,16 +90,43 @@ module "federation" {
   environment         = var.vault_environment
 
   # For the generators that run as the function's own role (no roleArn): the ECR login for
-  # payments/registry, good for pulling from the payments repositories only, and the secrets
-  # payments/api-keys reads. Anyone an Authorization allows gets these permissions.
+  # payments/registry, good for pulling from the payments repositories only, the secrets
+  # payments/api-keys reads, the parameters payments/config reads, and the database user
+  # payments/db-iam logs in as (by the database's resource id, not its name). Anyone an
+  # Authorization allows gets these permissions. payments/eks-a needs no IAM permission: the
+  # access entry below is its grant.
   ecr_authorization_token  = true
   ecr_pull_repository_arns = ["arn:${data.aws_partition.current.partition}:ecr:${var.region}:${data.aws_caller_identity.current.account_id}:repository/payments/*"]
   readable_secret_arns     = ["arn:${data.aws_partition.current.partition}:secretsmanager:${var.region}:${data.aws_caller_identity.current.account_id}:secret:apps/payments/*"]
+  readable_parameter_arns  = ["arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter/apps/payments/*"]
+  rds_connect_arns         = ["arn:${data.aws_partition.current.partition}:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:${var.payments_db_resource_id}/payments_app"]
 
   cluster_manifests = module.esi_config.cluster_manifests
   secret_stores     = module.esi_config.secret_stores
   generators        = module.esi_config.generators
   authorizations    = module.esi_config.authorizations
+}
+
+# payments/eks-a (EKSToken without roleArn) signs its tokens as the federation's role: cluster A
+# maps that role through an access entry, with edit rights in the payments namespace only. Every
+# caller the payments-deployer Authorization allows acts there as this one principal (the
+# federation's audit log says who got which token); for other rights elsewhere, give another
+# generator a roleArn of its own, mapped by an access entry of its own.
+resource "aws_eks_access_entry" "federation_a" {
+  cluster_name  = data.aws_eks_cluster.a.name
+  principal_arn = module.federation.role_arn
+  type          = "STANDARD"
+}
+
+resource "aws_eks_access_policy_association" "federation_a" {
+  cluster_name  = aws_eks_access_entry.federation_a.cluster_name
+  principal_arn = aws_eks_access_entry.federation_a.principal_arn
+  policy_arn    = "arn:${data.aws_partition.current.partition}:eks::aws:cluster-access-policy/AmazonEKSEditPolicy"
+
+  access_scope {
+    type       = "namespace"
+    namespaces = ["payments"]
+  }
 }
 
 # The role the payments API gets credentials for. It trusts only the federation's role, and

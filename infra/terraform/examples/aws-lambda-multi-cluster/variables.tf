@@ -57,6 +57,37 @@ variable "vault_environment" {
   sensitive   = true
 }
 
+variable "payments_db_host" {
+  description = "Endpoint host name of the payments database (RDS or Aurora with IAM authentication), as the app connects to it, e.g. `payments.cluster-c1a2b3d4e5f6.eu-west-1.rds.amazonaws.com`. RDSAuthToken `db-iam` signs logins for the user `payments_app` on it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$", var.payments_db_host))
+    error_message = "The payments_db_host must be the database endpoint's host name, without scheme or port (e.g. payments.cluster-c1a2b3d4e5f6.eu-west-1.rds.amazonaws.com)."
+  }
+}
+
+variable "payments_db_port" {
+  description = "Port of the payments database (5432 for PostgreSQL, 3306 for MySQL)."
+  type        = number
+  default     = 5432
+
+  validation {
+    condition     = var.payments_db_port >= 1 && var.payments_db_port <= 65535 && floor(var.payments_db_port) == var.payments_db_port
+    error_message = "The payments_db_port must be a port number, 1 to 65535."
+  }
+}
+
+variable "payments_db_resource_id" {
+  description = "Resource id of the payments database, which IAM names in `rds-db:connect` (`arn:aws:rds-db:<region>:<account>:dbuser:<resource id>/<user>`): an Aurora cluster's `cluster-...` (`aws rds describe-db-clusters --query 'DBClusters[].DbClusterResourceId'`) or an instance's `db-...` (`DbiResourceId`), not its name."
+  type        = string
+
+  validation {
+    condition     = can(regex("^(db|cluster)-[A-Za-z0-9]+$", var.payments_db_resource_id))
+    error_message = "The payments_db_resource_id must be the database's resource id, `cluster-...` (Aurora) or `db-...` (an instance's DbiResourceId), not its name or ARN."
+  }
+}
+
 variable "audience" {
   description = "Audience of the tokens esi-cli presents to the federation."
   type        = string

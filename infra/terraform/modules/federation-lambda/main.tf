@@ -230,12 +230,15 @@ data "aws_iam_policy_document" "permissions" {
     for_each = length(var.readable_parameter_arns) > 0 ? [1] : []
     content {
       sid = "ReadGeneratorParameters"
-      # SSMParameter without roleArn. GetParameter alone reads a parameter (any version or
-      # label, decrypted with WithDecryption); GetParameters and GetParametersByPath are not
-      # needed. A name under /aws/reference/ reads a Secrets Manager secret through Parameter
-      # Store with this role's Secrets Manager permissions, which cover the lease-keys secret:
-      # the federation refuses those names.
-      actions   = ["ssm:GetParameter"]
+      # SSMParameter without roleArn. GetParameter reads one parameter by `name` (any version
+      # or label, decrypted with WithDecryption); GetParametersByPath reads the parameters below
+      # a `path`. IAM authorizes the latter on the path's own ARN (parameter/apps/payments for
+      # /apps/payments), not on the parameters it returns: a pattern here opens everything below
+      # what it matches, at every depth. GetParameters is not needed. A name under
+      # /aws/reference/ reads a Secrets Manager secret through Parameter Store with this role's
+      # Secrets Manager permissions, which cover the lease-keys secret: the federation refuses
+      # those names.
+      actions   = ["ssm:GetParameter", "ssm:GetParametersByPath"]
       resources = var.readable_parameter_arns
     }
   }
@@ -246,7 +249,11 @@ data "aws_iam_policy_document" "permissions" {
       # Parameter Store decrypts a SecureString under a customer managed key with the caller's
       # own kms:Decrypt, through the service and with the parameter's ARN as encryption context
       # (PARAMETER_ARN): the keys decrypt only those parameters, and nothing called directly.
-      # ViaService names Parameter Store in each key's region, as for the secrets above.
+      # Decryption is per parameter, for GetParametersByPath too: a path's parameters carry
+      # their own ARNs, below the path's, so each pattern not ending in `*` (which already
+      # matches across `/`) also comes with `<pattern>/*`, exactly what GetParametersByPath on it
+      # can return. ViaService names Parameter Store in each key's region, as for the secrets
+      # above.
       sid       = "DecryptGeneratorParameters"
       actions   = ["kms:Decrypt"]
       resources = var.parameter_kms_key_arns
@@ -258,7 +265,7 @@ data "aws_iam_policy_document" "permissions" {
       condition {
         test     = "StringLike"
         variable = "kms:EncryptionContext:PARAMETER_ARN"
-        values   = var.readable_parameter_arns
+        values   = distinct(concat(var.readable_parameter_arns, [for arn in var.readable_parameter_arns : "${arn}/*" if !endswith(arn, "*")]))
       }
     }
   }

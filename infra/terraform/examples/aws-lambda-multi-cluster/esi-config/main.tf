@@ -68,9 +68,10 @@ locals {
       kind = "Password"
       spec = { length = 48, digits = 8, symbols = 0, noUpper = false, allowRepeat = true }
     }
-    # Without roleArn both of these call AWS as the federation's own role, which the root
-    # module grants exactly this: ecr_authorization_token with ecr_pull_repository_arns, and
-    # readable_secret_arns (apps/payments/*).
+    # Without roleArn these call AWS (or sign) as the federation's own role, which the root
+    # module grants exactly this: ecr_authorization_token with ecr_pull_repository_arns,
+    # readable_secret_arns (apps/payments/*), readable_parameter_arns (apps/payments/*),
+    # rds_connect_arns (the database user payments_app) and, in cluster A, an EKS access entry.
     "payments/registry" = {
       kind = "ECRAuthorizationToken"
       spec = { secretStoreRef = { name = "aws" } }
@@ -82,6 +83,37 @@ locals {
         # The caller's namespace under a fixed prefix: never a bare placeholder, which a
         # namespace named like the federation's lease-keys secret could aim at it.
         secretId = "apps/{{namespace}}/api-keys"
+      }
+    }
+    "payments/config" = {
+      kind = "SSMParameter"
+      spec = {
+        secretStoreRef = { name = "aws" }
+        # Under the same fixed prefix: /apps/payments/config for the payments namespace. A JSON
+        # object becomes one key per member, any other value the key `value`.
+        name = "/apps/{{namespace}}/config"
+      }
+    }
+    # A login token for the payments database user (IAM authentication): the password the app
+    # connects with, valid 15 minutes for new connections. Signed in the federation, no AWS call.
+    "payments/db-iam" = {
+      kind = "RDSAuthToken"
+      spec = {
+        secretStoreRef = { name = "aws" }
+        host           = var.payments_database.host
+        port           = var.payments_database.port
+        # payments_app: GRANT rds_iam (PostgreSQL) or AWSAuthenticationPlugin (MySQL).
+        username = "{{namespace}}_app"
+      }
+    }
+    # A bearer token for cluster A's Kubernetes API, what `aws eks get-token` prints. EKS maps
+    # the signing role through an access entry (the root module's): without roleArn every
+    # caller acts there as the federation's role, with the rights that entry gives it.
+    "payments/eks-a" = {
+      kind = "EKSToken"
+      spec = {
+        secretStoreRef = { name = "aws" }
+        clusterName    = var.cluster_a_eks_name
       }
     }
   }
@@ -99,6 +131,8 @@ locals {
         "payments/AWSAssumeRole/s3-reader",
         "payments/Password/session-secret",
         "payments/SecretsManagerSecret/api-keys",
+        "payments/SSMParameter/config",
+        "payments/RDSAuthToken/db-iam",
       ]
       maxTTL    = "1h"
       rateLimit = { perMinute = 60, burst = 10 }
@@ -123,6 +157,18 @@ locals {
       }]
       generators = ["payments/ECRAuthorizationToken/registry"]
       maxTTL     = "12h"
+    }
+    # The deploy job applies the payments manifests to cluster A, from either cluster. EKS
+    # accepts a token for 15 minutes after signing and it cannot be shortened: a maxTTL under
+    # its 14 minutes would refuse every request.
+    "payments-deployer" = {
+      subjects = [{
+        clusterSelector = { matchLabels = { env = "prod" } }
+        namespaces      = ["payments"]
+        serviceAccounts = ["deployer"]
+      }]
+      generators = ["payments/EKSToken/eks-a"]
+      maxTTL     = "15m"
     }
   }
 }

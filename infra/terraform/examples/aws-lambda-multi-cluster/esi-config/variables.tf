@@ -34,3 +34,16 @@ variable "payments_role_arn" {
   description = "IAM role the payments API receives credentials for (AWSAssumeRole)."
   type        = string
 }
+
+variable "payments_database" {
+  description = "The payments database (RDS or Aurora, IAM authentication on) that RDSAuthToken `db-iam` signs logins for: the endpoint's host name the app connects to, and its port."
+  type = object({
+    host = string
+    port = number
+  })
+}
+
+variable "cluster_a_eks_name" {
+  description = "Cluster A's name in EKS (not its name in the federation), whose Kubernetes API EKSToken `eks-a` signs tokens for."
+  type        = string
+}
