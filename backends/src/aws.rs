@@ -240,18 +240,27 @@ pub fn validate_policy_arn(arn: &str, field: &str) -> Result<(), SpecError> {
     }
 }
 
+/// Whether `region` looks like an AWS region (`eu-west-1`): lowercase letters, digits and
+/// `-`. It is written into endpoints' host names and signed into credential scopes as given,
+/// so `EU-WEST-1` would sign for a scope no AWS service answers to.
+pub(crate) fn is_region(region: &str) -> bool {
+    !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 impl AwsProvider {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.region.is_empty()
-            || !self
-                .region
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !is_region(&self.region) {
             return Err(SpecError::field(
                 "provider.aws.region",
-                format!("{:?} is not an AWS region", self.region),
+                format!(
+                    "{:?} is not an AWS region (lowercase letters, digits and -, such as \
+                     eu-west-1)",
+                    self.region
+                ),
             ));
         }
         if let Some(ep) = &self.endpoint {
@@ -686,6 +695,14 @@ mod tests {
             err.to_string().contains("provider.aws.assumeRole.roleArn"),
             "{err}"
         );
+        for region in ["EU-WEST-1", "", "eu_west_1", "eu-west-1.evil.example"] {
+            let store = serde_json::json!({"provider": {"aws": {"region": region}}});
+            let err = crate::SecretStoreSpec::from_manifest(store).unwrap_err();
+            assert!(
+                err.to_string().contains("is not an AWS region"),
+                "{region}: {err}"
+            );
+        }
     }
 }
 

@@ -10,15 +10,6 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 
-/// Whether `region` looks like an AWS region (`eu-west-1`): it is signed into the token's
-/// credential scope as written.
-pub(crate) fn is_region(region: &str) -> bool {
-    !region.is_empty()
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// `url` (already encoded, with its query) presigned for `service` in `region` with
 /// `credentials` at `time`, valid `expires`, the `headers` signed too: `url` with the signing
 /// parameters appended, form-encoded as the SDKs encode them.

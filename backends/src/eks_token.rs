@@ -102,7 +102,7 @@ impl EksTokenSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         self.cluster_template()?;
         if let Some(region) = &self.region
-            && !crate::aws_presign::is_region(region)
+            && !crate::aws::is_region(region)
         {
             return Err(SpecError::field(
                 "region",

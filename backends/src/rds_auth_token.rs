@@ -97,7 +97,7 @@ impl RdsAuthTokenSpec {
             return Err(SpecError::field("port", "must be 1 to 65535"));
         }
         if let Some(region) = &self.region
-            && !crate::aws_presign::is_region(region)
+            && !crate::aws::is_region(region)
         {
             return Err(SpecError::field(
                 "region",

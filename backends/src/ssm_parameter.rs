@@ -617,11 +617,7 @@ mod tests {
                 serde_json::json!("/"),
                 "every parameter of the account",
             ),
-            (
-                "path",
-                serde_json::json!("//"),
-                "no `:` or `//`",
-            ),
+            ("path", serde_json::json!("//"), "no `:` or `//`"),
             (
                 "path",
                 serde_json::json!("/aws/reference"),

@@ -1097,7 +1097,12 @@ async fn ssm_paths_are_read_whole_per_namespace_across_pages_and_refused_when_am
     // A hierarchy wider than the limit is refused, not cut short.
     let wide = format!("/apps/payments/wide-{run}");
     for i in 0..=esi_backends::ssm_parameter::MAX_PARAMETERS {
-        put(format!("{wide}/p{i:03}"), ParameterType::String, "v".to_owned()).await;
+        put(
+            format!("{wide}/p{i:03}"),
+            ParameterType::String,
+            "v".to_owned(),
+        )
+        .await;
     }
     let err = read(json!({"secretStoreRef": {"name": "aws"}, "path": wide}))
         .await

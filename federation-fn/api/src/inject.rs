@@ -555,7 +555,8 @@ pub enum Notify {
     },
     /// Call the app's reload endpoint on the Pod's own loopback (Prometheus' `/-/reload`,
     /// Spring Boot's `/actuator/refresh`): every container of a Pod shares its network, so this
-    /// needs no `shareProcessNamespace`.
+    /// needs no `shareProcessNamespace`. The annotation separates items with `,`, so a comma in
+    /// the URL is written `%2C`; the URL is called as written.
     Http {
         /// `http://` on `127.0.0.1`, `localhost` or `[::1]` with a port, see
         /// [`check_loopback_url`].
@@ -2001,6 +2002,12 @@ mod tests {
                 "PUT",
             ),
             ("method=GET, url=http://[::1]:1", "http://[::1]:1", "GET"),
+            // `,` separates items: a comma in the URL is written percent-encoded.
+            (
+                "url=http://127.0.0.1:80/reload?only=a%2Cb",
+                "http://127.0.0.1:80/reload?only=a%2Cb",
+                "POST",
+            ),
         ] {
             assert_eq!(
                 notify(value).unwrap(),
