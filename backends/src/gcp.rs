@@ -467,16 +467,12 @@ impl GcpConn {
         let federated = self.exchange(own).await?;
         let token = match &own.service_account {
             Some(email) => {
+                let scopes = [CLOUD_PLATFORM_SCOPE.to_owned()];
+                let body = access_request(&[], &scopes, OWN_TOKEN_MAX_KEEP);
                 let (status, bytes) = self
-                    .post_generate(
-                        &federated.token,
-                        email,
-                        &[],
-                        &[CLOUD_PLATFORM_SCOPE.to_owned()],
-                        OWN_TOKEN_MAX_KEEP,
-                    )
+                    .post_iam(&federated.token, email, "generateAccessToken", &body)
                     .await?;
-                read_generated(email, status, &bytes)?
+                read_access_token(&iam_answer(email, "getAccessToken", status, &bytes)?)?
             }
             None => federated,
         };
@@ -574,11 +570,53 @@ struct GenerateRequest<'a> {
     lifetime: String,
 }
 
+/// `generateAccessToken`'s request: `lifetime` in whole seconds, at least one.
+fn access_request<'a>(
+    delegates: &[String],
+    scopes: &'a [String],
+    lifetime: Duration,
+) -> GenerateRequest<'a> {
+    GenerateRequest {
+        delegates: delegate_names(delegates),
+        scope: scopes,
+        lifetime: format!("{}s", lifetime.as_secs().max(1)),
+    }
+}
+
+/// The token of `generateAccessToken`'s successful answer.
+fn read_access_token(bytes: &[u8]) -> Result<GoogleToken, BackendError> {
+    let resp: GenerateResponse = read_answer("generateAccessToken", bytes)?;
+    let expires_at =
+        resp.expire_time
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| BackendError::Unavailable {
+                message: "google iam credentials returned an unreadable expiry".to_owned(),
+                detail: format!("expireTime {:?}: {e}", resp.expire_time),
+            })?;
+    Ok(GoogleToken {
+        token: resp.access_token.into(),
+        expires_at,
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GenerateResponse {
     access_token: String,
     expire_time: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateIdRequest<'a> {
+    delegates: Vec<String>,
+    audience: &'a str,
+    include_email: bool,
+}
+
+#[derive(Deserialize)]
+struct GenerateIdResponse {
+    token: String,
 }
 
 /// An OAuth access token Google issued: an impersonated service account's, or a federated one.
@@ -587,6 +625,20 @@ pub(crate) struct GoogleToken {
     pub(crate) token: secrecy::SecretString,
     /// When Google says it expires.
     pub(crate) expires_at: jiff::Timestamp,
+}
+
+/// The delegation chain as IAM Credentials takes it: `projects/-/serviceAccounts/{email}`.
+fn delegate_names(delegates: &[String]) -> Vec<String> {
+    delegates
+        .iter()
+        .map(|d| {
+            if d.starts_with("projects/") {
+                d.clone()
+            } else {
+                format!("projects/-/serviceAccounts/{d}")
+            }
+        })
+        .collect()
 }
 
 impl GcpConn {
@@ -601,94 +653,116 @@ impl GcpConn {
         scopes: &[String],
         lifetime: Duration,
     ) -> Result<GoogleToken, BackendError> {
-        let source = self.source_token().await?;
-        let (status, bytes) = self
-            .post_generate(&source, email, delegates, scopes, lifetime)
+        let body = access_request(delegates, scopes, lifetime);
+        let bytes = self
+            .call_iam(email, "generateAccessToken", "getAccessToken", &body)
             .await?;
+        read_access_token(&bytes)
+    }
+
+    /// A Google-signed OpenID Connect ID token of the service account `email` for `audience`,
+    /// minted by IAM Credentials `generateIdToken` with the federation's own token, through
+    /// `delegates`; with the `email` claim when `include_email`. Its expiry is in the token.
+    pub(crate) async fn generate_id_token(
+        &self,
+        email: &str,
+        delegates: &[String],
+        audience: &str,
+        include_email: bool,
+    ) -> Result<secrecy::SecretString, BackendError> {
+        let body = GenerateIdRequest {
+            delegates: delegate_names(delegates),
+            audience,
+            include_email,
+        };
+        let bytes = self
+            .call_iam(email, "generateIdToken", "getOpenIdToken", &body)
+            .await?;
+        let resp: GenerateIdResponse = read_answer("generateIdToken", &bytes)?;
+        Ok(resp.token.into())
+    }
+
+    /// IAM Credentials' `method` for `email` with `body`, called with the federation's own
+    /// token: the answer's body on success, else the error it means (`permission` names the
+    /// IAM permission a 403 lacks). A 401 makes the next call fetch the federation's token
+    /// again.
+    async fn call_iam(
+        &self,
+        email: &str,
+        method: &str,
+        permission: &str,
+        body: &impl Serialize,
+    ) -> Result<Vec<u8>, BackendError> {
+        let source = self.source_token().await?;
+        let (status, bytes) = self.post_iam(&source, email, method, body).await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             self.forget_source_token().await;
         }
-        read_generated(email, status, &bytes)
+        iam_answer(email, permission, status, &bytes)
     }
 
-    /// IAM Credentials' `generateAccessToken` for `email`, called with the bearer token
+    /// IAM Credentials' `method` for `email` with `body`, called with the bearer token
     /// `source`: its status and body.
-    async fn post_generate(
+    async fn post_iam(
         &self,
         source: &SecretString,
         email: &str,
-        delegates: &[String],
-        scopes: &[String],
-        lifetime: Duration,
+        method: &str,
+        body: &impl Serialize,
     ) -> Result<(reqwest::StatusCode, Vec<u8>), BackendError> {
         let url = format!(
-            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            "{}/v1/projects/-/serviceAccounts/{email}:{method}",
             self.endpoint
         );
-        let body = GenerateRequest {
-            delegates: delegates
-                .iter()
-                .map(|d| {
-                    if d.starts_with("projects/") {
-                        d.clone()
-                    } else {
-                        format!("projects/-/serviceAccounts/{d}")
-                    }
-                })
-                .collect(),
-            scope: scopes,
-            lifetime: format!("{}s", lifetime.as_secs().max(1)),
-        };
         let req = self
             .http
             .post(&url)
             .bearer_auth(source.expose_secret())
-            .json(&body);
+            .json(body);
         crate::http::send(IAM_BACKEND, req).await
     }
 }
 
-/// The token of `generateAccessToken`'s answer for `email`, or the error it means.
-fn read_generated(
+/// The body of IAM Credentials' answer for `email` when it succeeded, else the error it means
+/// (`permission` names the IAM permission a 403 lacks).
+fn iam_answer(
     email: &str,
+    permission: &str,
     status: reqwest::StatusCode,
     bytes: &[u8],
-) -> Result<GoogleToken, BackendError> {
-    if !status.is_success() {
-        let detail = format!("{email}: {}", google_error_message(bytes));
-        // The federation's token not accepted (401: retryable, the source token is
-        // fetched again), or its identity may not impersonate `email` (403: an IAM binding
-        // only the operator can grant; rejected, as every backend's 403). Either way the
-        // federation's configuration, which the caller cannot fix.
-        return Err(match status.as_u16() {
-            401 => BackendError::Unavailable {
-                message: "Google did not accept the federation's own token (401)".to_owned(),
-                detail: format!("{IAM_BACKEND}: 401: {detail}"),
-            },
-            403 => BackendError::Rejected {
-                message: format!(
-                    "the federation's Google identity may not impersonate {email} (403)"
-                ),
-                detail: format!("{IAM_BACKEND}: 403: {detail}"),
-            },
-            _ => crate::http::status_error(IAM_BACKEND, status, &detail),
-        });
+) -> Result<Vec<u8>, BackendError> {
+    if status.is_success() {
+        return Ok(bytes.to_vec());
     }
-    let resp: GenerateResponse =
-        esi_api::json::from_answer(bytes).map_err(|e| BackendError::Unavailable {
-            message: "google iam credentials returned an unreadable response".to_owned(),
-            detail: format!("generateAccessToken response: {e}"),
-        })?;
-    let expires_at =
-        resp.expire_time
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| BackendError::Unavailable {
-                message: "google iam credentials returned an unreadable expiry".to_owned(),
-                detail: format!("expireTime {:?}: {e}", resp.expire_time),
-            })?;
-    Ok(GoogleToken {
-        token: resp.access_token.into(),
-        expires_at,
+    let detail = format!("{email}: {}", google_error_message(bytes));
+    // The federation's token not accepted (401: retryable, the source token is fetched again),
+    // or its identity may not impersonate `email` (403: an IAM binding only the operator can
+    // grant; rejected, as every backend's 403). Either way the federation's configuration,
+    // which the caller cannot fix.
+    Err(match status.as_u16() {
+        401 => BackendError::Unavailable {
+            message: "Google did not accept the federation's own token (401)".to_owned(),
+            detail: format!("{IAM_BACKEND}: 401: {detail}"),
+        },
+        403 => BackendError::Rejected {
+            message: format!(
+                "the federation's Google identity may not impersonate {email} (403; it needs \
+                 iam.serviceAccounts.{permission} on it)"
+            ),
+            detail: format!("{IAM_BACKEND}: 403: {detail}"),
+        },
+        _ => crate::http::status_error(IAM_BACKEND, status, &detail),
+    })
+}
+
+/// IAM Credentials' successful answer to `method`, read as `T`.
+fn read_answer<T: serde::de::DeserializeOwned>(
+    method: &str,
+    bytes: &[u8],
+) -> Result<T, BackendError> {
+    esi_api::json::from_answer(bytes).map_err(|e| BackendError::Unavailable {
+        message: "google iam credentials returned an unreadable response".to_owned(),
+        detail: format!("{method} response: {e}"),
     })
 }
 

@@ -27,7 +27,7 @@
 //! | `ssm` | `aws` | `SSMParameter` |
 //! | `rds` | `aws` | `RDSAuthToken` |
 //! | `eks` | `aws` | `EKSToken` |
-//! | `gcp` | `gcp` | `GCPAccessToken`, `GCPSecretManagerSecret` |
+//! | `gcp` | `gcp` | `GCPAccessToken`, `GCPIdentityToken`, `GCPSecretManagerSecret` |
 //! | `gcr` | `gcp` | `GCRAccessToken` |
 //! | `webhook` | `webhook` | `Webhook` |
 //! | `github` | `github` | `GithubAccessToken` |
@@ -85,6 +85,8 @@ pub mod eks_token;
 pub mod gcp;
 #[cfg(feature = "gcp")]
 pub mod gcp_access_token;
+#[cfg(feature = "gcp")]
+pub mod gcp_identity_token;
 #[cfg(feature = "gcp")]
 pub mod gcp_secret_manager_secret;
 #[cfg(feature = "gcr")]
@@ -214,6 +216,9 @@ pub enum Generator {
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(Box<gcp_access_token::GcpAccessTokenGenerator>),
+    /// `GCPIdentityToken`.
+    #[cfg(feature = "gcp")]
+    GcpIdentityToken(Box<gcp_identity_token::GcpIdentityTokenGenerator>),
     /// `GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret(Box<gcp_secret_manager_secret::GcpSecretManagerSecretGenerator>),
@@ -414,6 +419,10 @@ impl Generator {
                 gcp_access_token::GcpAccessTokenGenerator::new(s.clone(), store, shared)?,
             )),
             #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpIdentityToken(s) => Generator::GcpIdentityToken(Box::new(
+                gcp_identity_token::GcpIdentityTokenGenerator::new(s.clone(), store, shared)?,
+            )),
+            #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(s) => {
                 Generator::GcpSecretManagerSecret(Box::new(
                     gcp_secret_manager_secret::GcpSecretManagerSecretGenerator::new(
@@ -504,6 +513,8 @@ impl Generate for Generator {
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcp")]
+            Generator::GcpIdentityToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "gcp")]
             Generator::GcpSecretManagerSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "gcr")]
             Generator::GcrAccessToken(g) => Box::pin(g.generate(ctx)).await,
@@ -554,6 +565,8 @@ impl Generate for Generator {
             Generator::EksToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpAccessToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "gcp")]
+            Generator::GcpIdentityToken(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcp")]
             Generator::GcpSecretManagerSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "gcr")]
@@ -612,6 +625,8 @@ pub fn crds()
         eks_token::EKSToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_access_token::GCPAccessToken::crd(),
+        #[cfg(feature = "gcp")]
+        gcp_identity_token::GCPIdentityToken::crd(),
         #[cfg(feature = "gcp")]
         gcp_secret_manager_secret::GCPSecretManagerSecret::crd(),
         #[cfg(feature = "gcr")]

@@ -45,6 +45,9 @@ pub enum GeneratorKind {
     /// `GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken,
+    /// `GCPIdentityToken`.
+    #[cfg(feature = "gcp")]
+    GcpIdentityToken,
     /// `GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret,
@@ -108,6 +111,8 @@ impl GeneratorKind {
         #[cfg(feature = "gcp")]
         GeneratorKind::GcpAccessToken,
         #[cfg(feature = "gcp")]
+        GeneratorKind::GcpIdentityToken,
+        #[cfg(feature = "gcp")]
         GeneratorKind::GcpSecretManagerSecret,
         #[cfg(feature = "gcr")]
         GeneratorKind::GcrAccessToken,
@@ -158,6 +163,8 @@ impl GeneratorKind {
             GeneratorKind::EksToken => "EKSToken",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => "GCPAccessToken",
+            #[cfg(feature = "gcp")]
+            GeneratorKind::GcpIdentityToken => "GCPIdentityToken",
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpSecretManagerSecret => "GCPSecretManagerSecret",
             #[cfg(feature = "gcr")]
@@ -249,6 +256,9 @@ pub enum GeneratorSpec {
     /// `kind: GCPAccessToken`.
     #[cfg(feature = "gcp")]
     GcpAccessToken(crate::gcp_access_token::GcpAccessTokenSpec),
+    /// `kind: GCPIdentityToken`.
+    #[cfg(feature = "gcp")]
+    GcpIdentityToken(crate::gcp_identity_token::GcpIdentityTokenSpec),
     /// `kind: GCPSecretManagerSecret`.
     #[cfg(feature = "gcp")]
     GcpSecretManagerSecret(crate::gcp_secret_manager_secret::GcpSecretManagerSecretSpec),
@@ -318,6 +328,8 @@ impl GeneratorSpec {
             #[cfg(feature = "gcp")]
             GeneratorKind::GcpAccessToken => GeneratorSpec::GcpAccessToken(parse(spec)?),
             #[cfg(feature = "gcp")]
+            GeneratorKind::GcpIdentityToken => GeneratorSpec::GcpIdentityToken(parse(spec)?),
+            #[cfg(feature = "gcp")]
             GeneratorKind::GcpSecretManagerSecret => {
                 GeneratorSpec::GcpSecretManagerSecret(parse(spec)?)
             }
@@ -375,6 +387,8 @@ impl GeneratorSpec {
             GeneratorSpec::EksToken(_) => GeneratorKind::EksToken,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(_) => GeneratorKind::GcpAccessToken,
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpIdentityToken(_) => GeneratorKind::GcpIdentityToken,
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(_) => GeneratorKind::GcpSecretManagerSecret,
             #[cfg(feature = "gcr")]
@@ -445,6 +459,8 @@ impl GeneratorSpec {
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpIdentityToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "gcr")]
             GeneratorSpec::GcrAccessToken(s) => Some(&s.secret_store_ref.name),
@@ -488,6 +504,8 @@ impl GeneratorSpec {
             GeneratorSpec::EksToken(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpAccessToken(s) => s.validate(),
+            #[cfg(feature = "gcp")]
+            GeneratorSpec::GcpIdentityToken(s) => s.validate(),
             #[cfg(feature = "gcp")]
             GeneratorSpec::GcpSecretManagerSecret(s) => s.validate(),
             #[cfg(feature = "gcr")]

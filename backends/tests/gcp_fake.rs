@@ -1,6 +1,7 @@
-//! `GCPAccessToken`, `GCRAccessToken` (its docker login) and `GCPSecretManagerSecret` against a
-//! FAKE of Google's endpoints, served on loopback by this test: the OAuth token endpoint that gcp_auth calls (the key file's
-//! `token_uri`), IAM Credentials `generateAccessToken`, and Secret Manager
+//! `GCPAccessToken`, `GCPIdentityToken`, `GCRAccessToken` (its docker login) and
+//! `GCPSecretManagerSecret` against a FAKE of Google's endpoints, served on loopback by this
+//! test: the OAuth token endpoint that gcp_auth calls (the key file's `token_uri`), IAM
+//! Credentials `generateAccessToken` and `generateIdToken`, and Secret Manager
 //! `projects.secrets.versions.access`, and the Security Token Service's token exchange of
 //! Workload Identity Federation (`selfIssued` stores). Google's IAM, STS and Secret Manager
 //! APIs have no emulator; the fake implements exactly the four calls the generators make, in Google's shapes (base64
@@ -212,11 +213,15 @@ async fn generate(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let Some(email) = target.strip_suffix(":generateAccessToken") else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"message": "no such method"}})),
-        );
+    let (email, id_token) = match target.split_once(':') {
+        Some((email, "generateAccessToken")) => (email, false),
+        Some((email, "generateIdToken")) => (email, true),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"message": "no such method"}})),
+            );
+        }
     };
     let auth = headers
         .get("authorization")
@@ -235,6 +240,9 @@ async fn generate(
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.".into(),
         );
+    }
+    if id_token {
+        return generate_id_token(&seen, email, &body);
     }
     if body["scope"].as_array().is_none_or(Vec::is_empty) {
         return google_error(
@@ -280,6 +288,54 @@ async fn generate(
             json!({"accessToken": format!("ya29.impersonated-{email}"), "expireTime": expire.to_string()}),
         ),
     )
+}
+
+/// IAM Credentials `generateIdToken` after authentication: a JWT shaped as Google's (`iss`
+/// accounts.google.com, `aud`, `azp`, `sub`, `iat`, `exp` an hour on, `email` and
+/// `email_verified` when asked), its signature a stand-in: the federation never checks it,
+/// the service receiving the token does.
+fn generate_id_token(seen: &Shared, email: &str, body: &Value) -> (StatusCode, Json<Value>) {
+    use base64::Engine as _;
+    let Some(audience) = body["audience"].as_str().filter(|a| !a.is_empty()) else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Audience required.".into(),
+        );
+    };
+    match email {
+        "denied@proj.iam.gserviceaccount.com" => {
+            return google_error(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "Permission 'iam.serviceAccounts.getOpenIdToken' denied".into(),
+            );
+        }
+        "garbled@proj.iam.gserviceaccount.com" => {
+            return (StatusCode::OK, Json(json!({"idToken": "eyJ"})));
+        }
+        _ => {}
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let lives = seen.lock().expect("lock").fixed_lifetime.unwrap_or(3600);
+    let mut claims = json!({
+        "iss": "https://accounts.google.com", "aud": audience, "azp": "1234567890",
+        "sub": "1234567890", "iat": now, "exp": now + lives,
+    });
+    if email == "no-exp@proj.iam.gserviceaccount.com" {
+        claims.as_object_mut().expect("object").remove("exp");
+    }
+    if body["includeEmail"] == true {
+        claims["email"] = json!(email);
+        claims["email_verified"] = json!(true);
+    }
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let token = format!(
+        "{}.{}.ZmFrZS1zaWduYXR1cmU",
+        b64(&json!({"alg": "RS256", "kid": "fake", "typ": "JWT"})),
+        b64(&claims)
+    );
+    (StatusCode::OK, Json(json!({"token": token})))
 }
 
 fn google_error(status: StatusCode, code: &str, message: String) -> (StatusCode, Json<Value>) {
@@ -654,6 +710,141 @@ async fn refusals_and_outages_are_classified_on_the_fake() {
         err.detail()
     );
     assert!(!format!("{err:?}").contains("ya29"), "{err:?}");
+}
+
+fn id_spec(email: &str) -> Value {
+    json!({
+        "secretStoreRef": {"name": "gcp"},
+        "serviceAccountEmail": email,
+        "audience": "https://payments-api-abc123-ew.a.run.app",
+        "includeEmail": true,
+        "delegates": ["mid@proj.iam.gserviceaccount.com"],
+    })
+}
+
+/// The claims of a JWT, read without checking its signature.
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_is_minted_for_the_audience_and_expires_when_it_says_on_the_fake() {
+    let fake = start_fake().await;
+    let g = build(
+        "GCPIdentityToken",
+        id_spec("invoker@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    );
+    let id = identity();
+    let cred = g
+        .generate(&Context {
+            identity: &id,
+            generator: "payments/GCPIdentityToken/invoke",
+            max_ttl: Some(std::time::Duration::from_secs(3600)),
+        })
+        .await
+        .expect("ID token");
+    assert_eq!(cred.data.keys().collect::<Vec<_>>(), ["id_token"]);
+    let claims = jwt_claims(&cred.data["id_token"]);
+    assert_eq!(claims["aud"], "https://payments-api-abc123-ew.a.run.app");
+    assert_eq!(claims["email"], "invoker@proj.iam.gserviceaccount.com");
+    assert_eq!(
+        cred.expires_at.map(|t| t.as_second()),
+        claims["exp"].as_i64(),
+        "expiresAt is the token's own exp"
+    );
+    assert!(cred.lease.is_none() && !cred.renewable);
+    assert!(!format!("{cred:?}").contains(cred.data["id_token"].as_str()));
+
+    let seen = fake.seen.lock().expect("lock");
+    let (target, auth, body) = &seen.calls[0];
+    assert_eq!(target, "invoker@proj.iam.gserviceaccount.com");
+    assert_eq!(auth, &format!("Bearer {SOURCE_TOKEN}"));
+    assert_eq!(
+        body,
+        &json!({
+            "audience": "https://payments-api-abc123-ew.a.run.app",
+            "includeEmail": true,
+            "delegates": ["projects/-/serviceAccounts/mid@proj.iam.gserviceaccount.com"],
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_tokens_outliving_max_ttl_are_never_minted_or_handed_out_on_the_fake() {
+    let fake = start_fake().await;
+    let g = build(
+        "GCPIdentityToken",
+        id_spec("invoker@proj.iam.gserviceaccount.com"),
+        Some(store(&fake)),
+    );
+    let id = identity();
+    let ctx = |secs| Context {
+        identity: &id,
+        generator: "g",
+        max_ttl: Some(std::time::Duration::from_secs(secs)),
+    };
+    // An hour's token for a 15-minute maxTTL: refused before Google is asked.
+    let err = g
+        .generate(&ctx(900))
+        .await
+        .expect_err("maxTTL below an hour");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("one hour")),
+        "{err:?}"
+    );
+    assert!(fake.seen.lock().expect("lock").calls.is_empty());
+    // A token Google says lives two hours is dropped.
+    fake.seen.lock().expect("lock").fixed_lifetime = Some(7200);
+    let err = g.generate(&ctx(3600)).await.expect_err("outlives maxTTL");
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. } if message.contains("dropped, not handed out")),
+        "{err:?}"
+    );
+    assert!(!format!("{err:?}").contains("eyJ"), "{err:?}");
+    assert_eq!(fake.seen.lock().expect("lock").calls.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_token_refusals_and_unreadable_answers_are_classified_on_the_fake() {
+    let fake = start_fake().await;
+    let id = identity();
+    let c = Context {
+        identity: &id,
+        generator: "g",
+        max_ttl: None,
+    };
+    let fail = async |email: &str| {
+        build("GCPIdentityToken", id_spec(email), Some(store(&fake)))
+            .generate(&c)
+            .await
+            .expect_err(email)
+    };
+    let err = fail("denied@proj.iam.gserviceaccount.com").await;
+    assert!(
+        matches!(&err, BackendError::Rejected { message, .. }
+            if message.contains("iam.serviceAccounts.getOpenIdToken")),
+        "the missing permission is named: {err:?}"
+    );
+    let err = fail("garbled@proj.iam.gserviceaccount.com").await;
+    assert!(
+        matches!(&err, BackendError::Unavailable { .. })
+            && err.detail().contains("generateIdToken"),
+        "{err:?}"
+    );
+    let err = fail("no-exp@proj.iam.gserviceaccount.com").await;
+    assert!(
+        matches!(&err, BackendError::Unavailable { message, .. } if message.contains("expiry")),
+        "{err:?}"
+    );
+    assert!(!format!("{err:?}").contains("eyJ"), "{err:?}");
 }
 
 /// gcp_auth sets no timeout on the token endpoint and retries: the store's timeout bounds it.

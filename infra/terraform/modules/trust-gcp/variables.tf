@@ -57,7 +57,7 @@ variable "service_account_email" {
 }
 
 variable "impersonated_service_account_emails" {
-  description = "Service accounts the store's generators impersonate (`GCPAccessToken`, `GCRAccessToken`, `GCPSecretManagerSecret` reading as a service account): the identity the federation acts as (the service account `service_account_email`, or else the federated principal) gets roles/iam.serviceAccountTokenCreator on each. Empty: grant nothing, for instance because the grants are managed elsewhere."
+  description = "Service accounts the store's generators impersonate (`GCPAccessToken`, `GCPIdentityToken`, `GCRAccessToken`, `GCPSecretManagerSecret` reading as a service account): the identity the federation acts as (the service account `service_account_email`, or else the federated principal) gets roles/iam.serviceAccountTokenCreator on each (it holds `getAccessToken` and, for `GCPIdentityToken`, `getOpenIdToken`). Empty: grant nothing, for instance because the grants are managed elsewhere."
   type        = list(string)
   default     = []
 
