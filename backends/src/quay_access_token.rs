@@ -130,6 +130,15 @@ impl QuayAccessTokenSpec {
 
     /// `url` read: `https://` (a bare host gets it), or `http://` to a loopback address only
     /// (a local fake); no path, query, fragment or user info.
+    /// The identity token's `aud`: `audience`, else Quay's host (`None` for a spec whose `url`
+    /// [`validate`](Self::validate) refuses).
+    pub fn token_audience(&self) -> Option<String> {
+        match &self.audience {
+            Some(aud) => Some(aud.clone()),
+            None => self.endpoint().ok().map(|e| e.host),
+        }
+    }
+
     fn endpoint(&self) -> Result<Endpoint, SpecError> {
         let text = self.url.as_deref().unwrap_or(DEFAULT_URL);
         let base = crate::http::host_or_url(text, "url")?;

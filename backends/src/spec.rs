@@ -423,6 +423,25 @@ impl GeneratorSpec {
         }
     }
 
+    /// The audience of the identity token this generator shows a relying party for the
+    /// caller, to trade it for the party's token (`QuayAccessToken`, `CloudsmithAccessToken`;
+    /// none for the other kinds). The party trusts the federation's issuer and the caller's
+    /// subject, so a workload holding its own identity token for this audience could trade it
+    /// itself, past the Authorization of this generator.
+    pub fn exchange_audience(&self) -> Option<String> {
+        match self {
+            #[cfg(feature = "quay")]
+            GeneratorSpec::QuayAccessToken(s) => s.token_audience(),
+            #[cfg(feature = "cloudsmith")]
+            GeneratorSpec::CloudsmithAccessToken(s) => Some(
+                s.audience
+                    .clone()
+                    .unwrap_or_else(|| crate::cloudsmith_access_token::DEFAULT_AUDIENCE.to_owned()),
+            ),
+            _ => None,
+        }
+    }
+
     /// The SecretStore (in the generator's namespace) this generator needs, if any.
     pub fn store_ref(&self) -> Option<&str> {
         match self {

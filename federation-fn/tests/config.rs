@@ -695,3 +695,60 @@ fn no_workload_gets_a_token_for_a_self_issued_gcp_stores_provider() {
         );
     }
 }
+
+/// Quay and Cloudsmith trust the federation's issuer and the caller's subject: a workload
+/// holding its own identity token for the audience the federation trades there could trade it
+/// itself, past the Authorization of `QuayAccessToken` or `CloudsmithAccessToken`.
+#[test]
+fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_or_cloudsmith() {
+    use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
+    use secrecy::ExposeSecret as _;
+    let pem = generate_key_pem(KeyAlgorithm::Rs256).unwrap();
+    let issuer = Issuer::new("https://esi.example.com", pem.expose_secret()).unwrap();
+    let issuing = AppState::serving(
+        Settings::default(),
+        LeaseKeys::ephemeral(),
+        Some(std::sync::Arc::new(issuer)),
+    );
+    let exchanges = doc(
+        "QuayAccessToken",
+        "{name: pull, namespace: team}",
+        "{robotAccount: org+puller}",
+    ) + &doc(
+        "CloudsmithAccessToken",
+        "{name: cs, namespace: team}",
+        "{orgSlug: acme, serviceSlug: ci, audience: esi-cloudsmith}",
+    );
+    let with_token = |audience: &str| {
+        exchanges.clone()
+            + &doc(
+                "IdentityToken",
+                "{name: own, namespace: other}",
+                &format!("{{audiences: [\"{audience}\"]}}"),
+            )
+    };
+    // Other audiences load, Cloudsmith's default too when the generator names its own.
+    for audience in ["sts.amazonaws.com", "cloudsmith", "quay.example.com"] {
+        if let Err(LoadError(errs)) = config::load_text("t.yaml", &with_token(audience), &issuing) {
+            panic!("{audience}: {errs:#?}");
+        }
+    }
+    for (audience, exchange) in [
+        ("quay.io", "QuayAccessToken/team/pull"),
+        ("esi-cloudsmith", "CloudsmithAccessToken/team/cs"),
+    ] {
+        let Err(LoadError(errs)) = config::load_text("t.yaml", &with_token(audience), &issuing)
+        else {
+            panic!("an IdentityToken for {audience} loaded");
+        };
+        let errs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            errs.len() == 1
+                && errs[0].contains("IdentityToken/other/own")
+                && errs[0].contains("spec.audiences")
+                && errs[0].contains(exchange)
+                && errs[0].contains("past that generator's Authorization"),
+            "{audience}: {errs:#?}"
+        );
+    }
+}

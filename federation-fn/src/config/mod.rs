@@ -918,23 +918,46 @@ pub fn build_snapshot_lenient(
         })
         .flatten()
         .collect();
+    // The audiences of the identity tokens the federation trades at a relying party for a
+    // caller (Quay, Cloudsmith): the party trusts the issuer and the caller's subject, so a
+    // workload holding its own token for one could trade it past that generator's
+    // Authorization.
+    let exchange_audiences: HashMap<String, String> = res
+        .generators
+        .iter()
+        .filter_map(|(key, (spec, _))| Some((spec.exchange_audience()?, key.clone())))
+        .collect();
     // Generators on one store share its connection and login, across reloads too.
     let mut shared = state.stores.lock().unwrap_or_else(|p| p.into_inner());
     for (key, (spec, origin)) in res.generators {
-        if let Some((audience, (store, field))) = spec
-            .workload_token_audiences()
-            .iter()
-            .find_map(|a| own_audiences.get_key_value(a.as_str()))
-        {
+        let audiences = spec.workload_token_audiences();
+        let clash = audiences.iter().find_map(|a| {
+            own_audiences.get(a.as_str()).map(|(store, field)| {
+                format!(
+                    "{a:?} is the audience of the federation's own login to a backend \
+                     (SecretStore {store}, {field}): a workload must never hold a token for \
+                     it; give one of them another audience"
+                )
+            })
+        });
+        let clash = clash.or_else(|| {
+            audiences.iter().find_map(|a| {
+                exchange_audiences.get(a.as_str()).map(|exchange| {
+                    format!(
+                        "{a:?} is the audience of the identity tokens {} trades for its \
+                         backend's tokens: a workload holding one could trade it itself, past \
+                         that generator's Authorization; give one of them another audience",
+                        generator_resource(exchange)
+                    )
+                })
+            })
+        });
+        if let Some(message) = clash {
             errors.push(ConfigError {
                 origin,
                 resource: generator_resource(&key),
                 field: "spec.audiences".to_owned(),
-                message: format!(
-                    "{audience:?} is the audience of the federation's own login to a backend \
-                     (SecretStore {store}, {field}): a workload must never hold a token for \
-                     it; give one of them another audience"
-                ),
+                message,
             });
             continue;
         }
