@@ -361,19 +361,26 @@ GENERATOR_GRANTS = {
         ["kms:Decrypt"], "${var.secret_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "secretsmanager."),
          ("StringLike", "kms:EncryptionContext:SecretARN", "${var.readable_secret_arns}")]),
-    # GetParametersByPath for `path`: IAM authorizes it on the path's own ARN.
+    # `name` only: GetParametersByPath here would open everything below each pattern (IAM
+    # authorizes it on the path's own ARN), so it has its own opt-in, the next statement.
     "ReadGeneratorParameters": (
         "${length(var.readable_parameter_arns) > 0 ? [1] : []}",
-        ["ssm:GetParameter", "ssm:GetParametersByPath"], "${var.readable_parameter_arns}", []),
-    # Decryption is per parameter, a path's parameters under their own ARNs: the patterns, and
-    # below each one not ending in "*" (what GetParametersByPath on it returns), nothing more.
+        ["ssm:GetParameter"], "${var.readable_parameter_arns}", []),
+    # `path`: GetParametersByPath alone, on the path ARNs alone.
+    "ReadGeneratorParameterPaths": (
+        "${length(var.readable_parameter_paths) > 0 ? [1] : []}",
+        ["ssm:GetParametersByPath"], "${var.readable_parameter_paths}", []),
+    # Decryption is per parameter, a path's parameters under their own ARNs: the name patterns
+    # as given, and "<path>/*" for each path (what GetParametersByPath on it returns), nothing
+    # more. Gated on the keys and on either list, so that the condition is never empty.
     "DecryptGeneratorParameters": (
-        "${length(var.parameter_kms_key_arns) > 0 ? [1] : []}",
+        "${length(var.parameter_kms_key_arns) > 0 && "
+        "length(var.readable_parameter_arns) + length(var.readable_parameter_paths) > 0 ? [1] : []}",
         ["kms:Decrypt"], "${var.parameter_kms_key_arns}",
         [("StringEquals", "kms:ViaService", "ssm."),
          ("StringLike", "kms:EncryptionContext:PARAMETER_ARN",
           '${distinct(concat(var.readable_parameter_arns,'
-          '[for arn in var.readable_parameter_arns : "${arn}/*" if !endswith(arn,"*")]))}')]),
+          '[for path in var.readable_parameter_paths : "${path}/*"]))}')]),
     "ConnectGeneratorDatabases": (
         "${length(var.rds_connect_arns) > 0 ? [1] : []}",
         ["rds-db:connect"], "${var.rds_connect_arns}", []),
@@ -384,6 +391,7 @@ GENERATOR_GRANT_DEFAULTS = {
     "readable_secret_arns": ("list(string)", []),
     "secret_kms_key_arns": ("list(string)", []),
     "readable_parameter_arns": ("list(string)", []),
+    "readable_parameter_paths": ("list(string)", []),
     "parameter_kms_key_arns": ("list(string)", []),
     "rds_connect_arns": ("list(string)", []),
 }
@@ -420,9 +428,16 @@ def check_lambda_generator_grants(stage: str, perms: dict, variables: dict) -> N
         got = [(unquote(c.get("test")), unquote(c.get("variable")), json.dumps(unquote(c.get("values"))))
                for c in st.get("condition", [])]
         for test, variable, value in conditions:
-            # `value` as it appears in the JSON text of the condition's values.
-            if not any(t == test and v == variable and json.dumps(value)[1:-1] in vals for t, v, vals in got):
-                fail(stage, f"federation-lambda: statement {sid} lacks condition {test} {variable} ~ {value!r}: {got}")
+            # A whole expression ("${...}") is the condition's values exactly; anything else (the
+            # ViaService prefix) a fragment of their JSON text.
+            whole = value.startswith("${") and value.endswith("}")
+            if not any(t == test and v == variable and (vals == json.dumps(value) if whole else json.dumps(value)[1:-1] in vals)
+                       for t, v, vals in got):
+                fail(stage, f"federation-lambda: statement {sid} lacks condition {test} {variable} "
+                     f"{'=' if whole else '~'} {value!r}: {got}")
+        if len(got) != len(conditions):
+            fail(stage, f"federation-lambda: statement {sid} must have exactly the conditions "
+                 f"{[c[:2] for c in conditions]}, has {[g[:2] for g in got]}")
         if st.get("not_actions") or st.get("not_resources") or unquote(st.get("effect")) not in (None, "Allow"):
             fail(stage, f"federation-lambda: statement {sid} must be a plain Allow of actions on resources")
     declared = dict(blocks(variables, "variable"))
@@ -812,7 +827,20 @@ VALIDATION_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}//apps/db"]', "`/apps/db` is `parameter/apps/db`"),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*"]\n parameter_kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:alias/apps"]', "parameter KMS key must be a KMS key ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*"]\n parameter_kms_key_arns = ["*"]', "parameter KMS key must be a KMS key ARN"),
-    ("federation-lambda", f'{FL_PACKAGE}\n parameter_kms_key_arns = ["{KMS_KEY}"]', "list those parameters too"),
+    ("federation-lambda", f'{FL_PACKAGE}\n parameter_kms_key_arns = ["{KMS_KEY}"]', "list those parameters or paths too"),
+    # readable_parameter_paths (GetParametersByPath): path ARNs with region and account, no
+    # trailing "/" (IAM matches the path's ARN without it), nothing under /aws/reference.
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments/"]', "must not end in `/`"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/apps/*/"]', "must not end in `/`"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["arn:aws:ssm:eu-west-1::parameter/apps/payments"]', "readable parameter path must be a Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["arn:aws:ssm:*:*:parameter/apps/payments"]', "readable parameter path must be a Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/aws/reference/secretsmanager"]', "must not be under `/aws/reference`"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/AWS/Reference*"]', "must not be under `/aws/reference`"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SM_SECRET}:apps/*"]', "readable parameter path must be a Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["/apps/payments"]', "readable parameter path must be a Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["*"]', "readable parameter path must be a Parameter Store parameter ARN"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}//apps/payments"]', "`/apps/payments` is `parameter/apps/payments`"),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/apps//payments"]', "readable parameter path must be a Parameter Store parameter ARN"),
     # RDSAuthToken: database user ARNs, wildcards in the user name only.
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["*"]', "must be a database user ARN"),
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds:eu-west-1:123456789012:db:payments"]', "must be a database user ARN"),
@@ -901,6 +929,9 @@ VALID_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/*", "{SSM_PARAM}/db", "{SSM_PARAM}/*"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n rds_connect_arns = ["arn:aws:rds-db:eu-west-1:123456789012:dbuser:cluster-ABCDEFGHIJKL0123456789/*_app", "arn:aws-us-gov:rds-db:us-gov-west-1:123456789012:dbuser:db-ABCDEFGHIJKL/app.ro"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}", "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"]'),
+    # Paths alone (the keys then decrypt below them), with wildcards as IAM allows them.
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments", "{SSM_PARAM}/apps/*/settings", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}"]'),
+    ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*"]\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments/settings", "{SSM_PARAM}/aws-tools/x"]'),
     ("example", EX_REQUIRED),
     ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"db-ABCDEFGHIJKLMNOPQRSTUVWXY0"') + "\n payments_db_port = 3306"),
     ("webhook", WH_REQUIRED),
@@ -1081,7 +1112,7 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
         return
     grants = {k: unquote(fed.get(k)) for k in (
         "ecr_authorization_token", "ecr_pull_repository_arns", "readable_secret_arns", "readable_parameter_arns",
-        "rds_connect_arns")}
+        "readable_parameter_paths", "rds_connect_arns")}
     ecr_on = grants["ecr_authorization_token"] in (True, [True])
     own_role = {kind: [d for d in by_kind.get(kind, []) if "roleArn" not in d["spec"]]
                 for kind in ("ECRAuthorizationToken", "SecretsManagerSecret", "SSMParameter", "RDSAuthToken", "EKSToken")}
@@ -1101,28 +1132,40 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
             return None
         return found
 
-    # kind -> (its spec field naming what it reads, the grant, the ARN part before the name, and
-    # the name as the grant's patterns see it).
-    reads = {
+    # (kind, its spec field naming what it reads, the grant, the ARN part before the name, and
+    # the name as the grant's patterns see it). A kind may read by several fields (SSMParameter:
+    # `name` or `path`), each with its own grant: a generator is checked against the grant of
+    # the field it sets.
+    reads = [
         # Secrets Manager appends "-" and 6 random characters to every secret's ARN.
-        "SecretsManagerSecret": ("secretId", "readable_secret_arns", ":secret:", lambda name: f"{name}-AbC123"),
+        ("SecretsManagerSecret", "secretId", "readable_secret_arns", ":secret:", lambda name: f"{name}-AbC123"),
         # A parameter's ARN names it without its leading "/".
-        "SSMParameter": ("name", "readable_parameter_arns", ":parameter/", lambda name: name.lstrip("/")),
+        ("SSMParameter", "name", "readable_parameter_arns", ":parameter/", lambda name: name.lstrip("/")),
+        # GetParametersByPath is authorized on the path's own ARN: without its leading "/", and
+        # without the trailing "/" Parameter Store (and the federation) drop.
+        ("SSMParameter", "path", "readable_parameter_paths", ":parameter/", lambda path: path.strip("/")),
         # A database user's ARN names it after the database's resource id (dbuser:<id>/<user>),
         # which no generator spec holds: the pattern's user part is matched here, its id checked
         # by check_rds_resource_id.
-        "RDSAuthToken": ("username", "rds_connect_arns", ":dbuser:", lambda name: name),
-    }
-    for kind, (field, grant, marker, as_matched) in reads.items():
+        ("RDSAuthToken", "username", "rds_connect_arns", ":dbuser:", lambda name: name),
+    ]
+    for kind in dict.fromkeys(kind for kind, *_ in reads):
+        fields = [field for k, field, *_ in reads if k == kind]
+        for gen in own_role[kind]:
+            if not any(field in gen["spec"] for field in fields):
+                fail(stage, f"{gen['metadata']['namespace']}/{kind}/{gen['metadata']['name']}: sets none of "
+                     f"{fields}, cannot check it against the grants")
+    for kind, field, grant, marker, as_matched in reads:
+        gens = [gen for gen in own_role[kind] if field in gen["spec"]]
         # Each pattern after the marker -> what the names are matched against.
         patterns = {p.split(marker, 1)[1]: p.split(marker, 1)[1] for p in grants[grant] or [] if marker in p}
         if kind == "RDSAuthToken":
             patterns = {p: check_rds_resource_id(stage, p) for p in patterns}
-        if not own_role[kind] and patterns:
-            fail(stage, f"the example grants {grant} that no generator without roleArn uses")
+        if not gens and patterns:
+            fail(stage, f"the example grants {grant} that no {kind} without roleArn reading by `{field}` uses")
             continue
         used: set[str] = set()
-        for gen in own_role[kind]:
+        for gen in gens:
             ref = f"{gen['metadata']['namespace']}/{kind}/{gen['metadata']['name']}"
             for ns in sorted(namespaces(ref) or []):
                 read = str(gen["spec"][field]).replace("{{namespace}}", ns)
@@ -1136,9 +1179,9 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
                          f"{grant} {grants[grant] or '(not set)'}")
                 used |= covering
         for p in patterns:
-            if own_role[kind] and p not in used:
+            if gens and p not in used:
                 fail(stage, f"the example's {grant} pattern {p!r} covers nothing its {kind} generators without "
-                     "roleArn read: an unused grant")
+                     f"roleArn read by `{field}`: an unused grant")
 
     check_example_eks_access(stage, example, own_role["EKSToken"])
 

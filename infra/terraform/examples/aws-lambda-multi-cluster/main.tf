@@ -91,7 +91,8 @@ module "federation" {
 
   # For the generators that run as the function's own role (no roleArn): the ECR login for
   # payments/registry, good for pulling from the payments repositories only, the secrets
-  # payments/api-keys reads, the parameters payments/config reads, and the database user
+  # payments/api-keys reads, the parameters payments/config reads by name, the hierarchy
+  # payments/settings reads by path (everything below it, at any depth), and the database user
   # payments/db-iam logs in as (by the database's resource id, not its name). Anyone an
   # Authorization allows gets these permissions. payments/eks-a needs no IAM permission: the
   # access entry below is its grant.
@@ -99,6 +100,7 @@ module "federation" {
   ecr_pull_repository_arns = ["arn:${data.aws_partition.current.partition}:ecr:${var.region}:${data.aws_caller_identity.current.account_id}:repository/payments/*"]
   readable_secret_arns     = ["arn:${data.aws_partition.current.partition}:secretsmanager:${var.region}:${data.aws_caller_identity.current.account_id}:secret:apps/payments/*"]
   readable_parameter_arns  = ["arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter/apps/payments/*"]
+  readable_parameter_paths = ["arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter/apps/payments/settings"]
   rds_connect_arns         = ["arn:${data.aws_partition.current.partition}:rds-db:${var.region}:${data.aws_caller_identity.current.account_id}:dbuser:${var.payments_db_resource_id}/payments_app"]
 
   cluster_manifests = module.esi_config.cluster_manifests

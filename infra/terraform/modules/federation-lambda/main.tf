@@ -112,8 +112,8 @@ resource "aws_cloudwatch_log_group" "this" {
 # credentials. AWS generators without `roleArn` (ECRAuthorizationToken, SecretsManagerSecret,
 # SSMParameter, RDSAuthToken) call AWS, or sign, as this role; what they need is granted only
 # when asked for, and only on what is named (ecr_authorization_token, ecr_pull_repository_arns,
-# readable_secret_arns, secret_kms_key_arns, readable_parameter_arns, parameter_kms_key_arns,
-# rds_connect_arns).
+# readable_secret_arns, secret_kms_key_arns, readable_parameter_arns, readable_parameter_paths,
+# parameter_kms_key_arns, rds_connect_arns).
 
 data "aws_iam_policy_document" "trust" {
   statement {
@@ -230,30 +230,43 @@ data "aws_iam_policy_document" "permissions" {
     for_each = length(var.readable_parameter_arns) > 0 ? [1] : []
     content {
       sid = "ReadGeneratorParameters"
-      # SSMParameter without roleArn. GetParameter reads one parameter by `name` (any version
-      # or label, decrypted with WithDecryption); GetParametersByPath reads the parameters below
-      # a `path`. IAM authorizes the latter on the path's own ARN (parameter/apps/payments for
-      # /apps/payments), not on the parameters it returns: a pattern here opens everything below
-      # what it matches, at every depth. GetParameters is not needed. A name under
-      # /aws/reference/ reads a Secrets Manager secret through Parameter Store with this role's
-      # Secrets Manager permissions, which cover the lease-keys secret: the federation refuses
-      # those names.
-      actions   = ["ssm:GetParameter", "ssm:GetParametersByPath"]
+      # SSMParameter without roleArn, by `name`. GetParameter alone reads a parameter (any
+      # version or label, decrypted with WithDecryption); GetParameters is not needed, and
+      # GetParametersByPath (`path`) is granted only by ReadGeneratorParameterPaths below, on
+      # readable_parameter_paths: here it would open everything below each pattern. A name
+      # under /aws/reference/ reads a Secrets Manager secret through Parameter Store with this
+      # role's Secrets Manager permissions, which cover the lease-keys secret: the federation
+      # refuses those names.
+      actions   = ["ssm:GetParameter"]
       resources = var.readable_parameter_arns
     }
   }
 
   dynamic "statement" {
-    for_each = length(var.parameter_kms_key_arns) > 0 ? [1] : []
+    for_each = length(var.readable_parameter_paths) > 0 ? [1] : []
+    content {
+      sid = "ReadGeneratorParameterPaths"
+      # SSMParameter without roleArn, by `path`. IAM authorizes GetParametersByPath on the
+      # path's own ARN (parameter/apps/payments for /apps/payments), not on the parameters it
+      # returns: each of these opens every parameter below it, at every depth (`recursive` is
+      # the federation's request, not a limit IAM sets). The validation of
+      # readable_parameter_paths refuses /aws/reference, which holds no parameters of the
+      # account and is refused by the federation anyway.
+      actions   = ["ssm:GetParametersByPath"]
+      resources = var.readable_parameter_paths
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.parameter_kms_key_arns) > 0 && length(var.readable_parameter_arns) + length(var.readable_parameter_paths) > 0 ? [1] : []
     content {
       # Parameter Store decrypts a SecureString under a customer managed key with the caller's
       # own kms:Decrypt, through the service and with the parameter's ARN as encryption context
       # (PARAMETER_ARN): the keys decrypt only those parameters, and nothing called directly.
-      # Decryption is per parameter, for GetParametersByPath too: a path's parameters carry
-      # their own ARNs, below the path's, so each pattern not ending in `*` (which already
-      # matches across `/`) also comes with `<pattern>/*`, exactly what GetParametersByPath on it
-      # can return. ViaService names Parameter Store in each key's region, as for the secrets
-      # above.
+      # Decryption is per parameter, for GetParametersByPath too, each under its own ARN: a
+      # path's parameters are `<path>/*`, what the condition adds for each path (never for the
+      # patterns of readable_parameter_arns, which read one parameter each). ViaService names
+      # Parameter Store in each key's region, as for the secrets above.
       sid       = "DecryptGeneratorParameters"
       actions   = ["kms:Decrypt"]
       resources = var.parameter_kms_key_arns
@@ -265,7 +278,7 @@ data "aws_iam_policy_document" "permissions" {
       condition {
         test     = "StringLike"
         variable = "kms:EncryptionContext:PARAMETER_ARN"
-        values   = distinct(concat(var.readable_parameter_arns, [for arn in var.readable_parameter_arns : "${arn}/*" if !endswith(arn, "*")]))
+        values   = distinct(concat(var.readable_parameter_arns, [for path in var.readable_parameter_paths : "${path}/*"]))
       }
     }
   }

@@ -228,7 +228,7 @@ variable "secret_kms_key_arns" {
 }
 
 variable "readable_parameter_arns" {
-  description = "Parameter Store parameters and paths that `SSMParameter` generators without `roleArn` may read: the function's role gets `ssm:GetParameter` and `ssm:GetParametersByPath` on exactly these ARNs (no `GetParameters`). A pattern covers the parameters read by `name` whose ARNs it matches (one parameter, of any version or label), and the paths read by `path` whose own ARNs it matches: IAM authorizes `GetParametersByPath` on the path's ARN (`/apps/payments` is `parameter/apps/payments`), not on the parameters it returns, and returns every parameter below that path (at every depth with `recursive`), whatever other grants say of them. So every pattern also opens what lies below what it matches: `parameter/apps/db` lets `path: /apps/db` read `/apps/db/...`. A parameter's ARN names it without its leading `/`: `/apps/db` is `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/db`. Wildcards are allowed in the name, as IAM allows, e.g. `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/*`; region and account must be given. Give a fixed prefix of your own (`parameter/apps/*`) rather than a bare wildcard (`parameter/*`), which covers every parameter of the account in that region, and keep `name` and `path` templates under it (`/apps/{{namespace}}/db`, `/apps/{{namespace}}`). Names under `/aws/reference/` (Secrets Manager secrets served through Parameter Store) are refused by the federation, whatever this list says. SecureString parameters encrypted with a customer managed key also need `parameter_kms_key_arns`."
+  description = "Parameter Store parameters that `SSMParameter` generators without `roleArn` may read by `name`: the function's role gets `ssm:GetParameter` on exactly these ARNs (no `GetParameters`: reading one parameter, of any version or label, does not need it). Reading by `path` (`ssm:GetParametersByPath`) is not granted here but by `readable_parameter_paths`, so that a pattern here never opens what lies below it. A parameter's ARN names it without its leading `/`: `/apps/db` is `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/db`. Wildcards are allowed in the name, as IAM allows, e.g. `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/*`; region and account must be given. Give a fixed prefix of your own (`parameter/apps/*`) rather than a bare wildcard (`parameter/*`), which covers every parameter of the account in that region, and keep `name` templates under it (`/apps/{{namespace}}/db`). Names under `/aws/reference/` (Secrets Manager secrets served through Parameter Store) are refused by the federation, whatever this list says. SecureString parameters encrypted with a customer managed key also need `parameter_kms_key_arns`."
   type        = list(string)
   default     = []
 
@@ -238,8 +238,35 @@ variable "readable_parameter_arns" {
   }
 }
 
+variable "readable_parameter_paths" {
+  description = "Parameter Store hierarchies that `SSMParameter` generators without `roleArn` may read by `path`: the function's role gets `ssm:GetParametersByPath` on exactly these ARNs. IAM authorizes `GetParametersByPath` on the path's own ARN, not on the parameters it returns: an entry opens every parameter below its path, at every depth, whatever `readable_parameter_arns` says of them. `recursive` does not narrow the grant: depth is limited by the federation's request, not by IAM, so another generator (or a changed one) may read deeper. A path's ARN names it without its leading and trailing `/`: `path: /apps/payments` (or `/apps/payments/`) is `arn:aws:ssm:eu-west-1:123456789012:parameter/apps/payments`. Region and account must be given. Wildcards are allowed, as IAM allows (`parameter/apps/*/settings`), and each match opens everything below it too. Give fixed prefixes of your own, as narrow as the hierarchies your generators read (`parameter/apps/payments/settings` for `path: /apps/{{namespace}}/settings`), rather than a bare wildcard (`parameter/*`), which opens every parameter of the account in that region. Entries under `parameter/aws/reference` are refused (the federation refuses such paths too). SecureString parameters under a customer managed key also need `parameter_kms_key_arns`: its decryption is then allowed for `<path>/*`."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.readable_parameter_paths : can(regex("^arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter/[A-Za-z0-9_.*?-]+(/[A-Za-z0-9_.*?-]+)*/?$", arn))])
+    error_message = "Every readable parameter path must be a Parameter Store parameter ARN (`arn:aws:ssm:<region>:<account>:parameter/<path>`, wildcards only in the path, no `//`). The path follows `parameter/` without its leading `/`: `/apps/payments` is `parameter/apps/payments`."
+  }
+
+  # GetParametersByPath is authorized on the path's ARN without its trailing `/` (Parameter
+  # Store takes `/apps/payments/` for `/apps/payments`, and the federation drops the `/`): an
+  # ARN ending in `/` would match no request.
+  validation {
+    condition     = alltrue([for arn in var.readable_parameter_paths : !endswith(arn, "/")])
+    error_message = "A readable parameter path must not end in `/`: IAM matches `GetParametersByPath` on the path's ARN without it (`/apps/payments/` is `parameter/apps/payments`)."
+  }
+
+  # /aws/reference serves other services' secrets (Secrets Manager's, the federation's own keys
+  # among them), not parameters: never a path to grant. A wildcard that could match it (say
+  # `parameter/*`) is not refused here; the federation refuses such paths at load and per request.
+  validation {
+    condition     = alltrue([for arn in var.readable_parameter_paths : !can(regex("(?i)^arn:[^:]*:ssm:[^:]*:[^:]*:parameter/aws/reference", arn))])
+    error_message = "A readable parameter path must not be under `/aws/reference` (Secrets Manager secrets served through Parameter Store): read secrets with `SecretsManagerSecret` and `readable_secret_arns`."
+  }
+}
+
 variable "parameter_kms_key_arns" {
-  description = "Customer managed KMS keys that encrypt the SecureString parameters in `readable_parameter_arns` (parameters under the AWS managed key `aws/ssm` need none). The function's role gets `kms:Decrypt` on these keys only through Parameter Store in the key's region (`kms:ViaService` = `ssm.<region>.amazonaws.com`; a parameter and its key share a region) and only for those parameters (`kms:EncryptionContext:PARAMETER_ARN`: each parameter is decrypted with its own ARN, so the condition lists the patterns and, for those not ending in `*`, what lies below them, which `GetParametersByPath` on them returns). `kms_key_arn` needs no repeating here: the role may already use it. The key policies must let IAM policies grant their use (the default key policy does)."
+  description = "Customer managed KMS keys that encrypt the SecureString parameters in `readable_parameter_arns` and below `readable_parameter_paths` (parameters under the AWS managed key `aws/ssm` need none). The function's role gets `kms:Decrypt` on these keys only through Parameter Store in the key's region (`kms:ViaService` = `ssm.<region>.amazonaws.com`; a parameter and its key share a region) and only for those parameters (`kms:EncryptionContext:PARAMETER_ARN`: exactly the patterns of `readable_parameter_arns`, and `<path>/*` for each of `readable_parameter_paths`, since each parameter a path returns is decrypted under its own ARN). `kms_key_arn` needs no repeating here: the role may already use it. The key policies must let IAM policies grant their use (the default key policy does)."
   type        = list(string)
   default     = []
 
@@ -249,8 +276,8 @@ variable "parameter_kms_key_arns" {
   }
 
   validation {
-    condition     = length(var.parameter_kms_key_arns) == 0 || length(var.readable_parameter_arns) > 0
-    error_message = "The parameter_kms_key_arns only decrypt the parameters in readable_parameter_arns: list those parameters too."
+    condition     = length(var.parameter_kms_key_arns) == 0 || length(var.readable_parameter_arns) + length(var.readable_parameter_paths) > 0
+    error_message = "The parameter_kms_key_arns only decrypt the parameters in readable_parameter_arns and below readable_parameter_paths: list those parameters or paths too."
   }
 }
 

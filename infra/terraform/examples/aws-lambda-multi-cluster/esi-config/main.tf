@@ -70,8 +70,9 @@ locals {
     }
     # Without roleArn these call AWS (or sign) as the federation's own role, which the root
     # module grants exactly this: ecr_authorization_token with ecr_pull_repository_arns,
-    # readable_secret_arns (apps/payments/*), readable_parameter_arns (apps/payments/*),
-    # rds_connect_arns (the database user payments_app) and, in cluster A, an EKS access entry.
+    # readable_secret_arns (apps/payments/*), readable_parameter_arns (apps/payments/*, by
+    # name), readable_parameter_paths (apps/payments/settings, by path), rds_connect_arns (the
+    # database user payments_app) and, in cluster A, an EKS access entry.
     "payments/registry" = {
       kind = "ECRAuthorizationToken"
       spec = { secretStoreRef = { name = "aws" } }
@@ -92,6 +93,17 @@ locals {
         # Under the same fixed prefix: /apps/payments/config for the payments namespace. A JSON
         # object becomes one key per member, any other value the key `value`.
         name = "/apps/{{namespace}}/config"
+      }
+    }
+    # Every parameter under a hierarchy, one key each: /apps/payments/settings/LOG_LEVEL is the
+    # key LOG_LEVEL. The grant is readable_parameter_paths (apps/payments/settings), which
+    # opens every parameter below the path at any depth (`recursive = true` here would need no
+    # other grant to read deeper): keep under it only what this generator's callers may read.
+    "payments/settings" = {
+      kind = "SSMParameter"
+      spec = {
+        secretStoreRef = { name = "aws" }
+        path           = "/apps/{{namespace}}/settings"
       }
     }
     # A login token for the payments database user (IAM authentication): the password the app
@@ -132,6 +144,7 @@ locals {
         "payments/Password/session-secret",
         "payments/SecretsManagerSecret/api-keys",
         "payments/SSMParameter/config",
+        "payments/SSMParameter/settings",
         "payments/RDSAuthToken/db-iam",
       ]
       maxTTL    = "1h"
