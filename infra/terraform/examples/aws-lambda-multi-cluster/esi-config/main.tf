@@ -126,6 +126,9 @@ locals {
       spec = {
         secretStoreRef = { name = "aws" }
         clusterName    = var.cluster_a_eks_name
+        # A ready kubeconfig (the `kubeconfig` key) besides the token.
+        endpoint                 = var.cluster_a_eks_endpoint
+        certificateAuthorityData = var.cluster_a_eks_ca_data
       }
     }
   }

@@ -47,3 +47,23 @@ variable "cluster_a_eks_name" {
   description = "Cluster A's name in EKS (not its name in the federation), whose Kubernetes API EKSToken `eks-a` signs tokens for."
   type        = string
 }
+
+variable "cluster_a_eks_endpoint" {
+  description = "Cluster A's API server endpoint (`aws_eks_cluster`'s `endpoint`): EKSToken `eks-a` hands out a kubeconfig that reaches it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[A-Za-z0-9.-]+(:[0-9]+)?/?$", var.cluster_a_eks_endpoint))
+    error_message = "The cluster_a_eks_endpoint must be an https:// URL of a host, without a path."
+  }
+}
+
+variable "cluster_a_eks_ca_data" {
+  description = "Cluster A's CA as EKS gives it (`aws_eks_cluster`'s `certificate_authority[0].data`, base64 of a PEM certificate), trusted by that kubeconfig."
+  type        = string
+
+  validation {
+    condition     = can(regex("^-----BEGIN CERTIFICATE-----", base64decode(var.cluster_a_eks_ca_data)))
+    error_message = "The cluster_a_eks_ca_data must be base64 of a PEM certificate, as EKS gives it."
+  }
+}
