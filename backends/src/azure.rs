@@ -198,7 +198,7 @@ pub struct ManagedIdentity {
 }
 
 /// Whether `s` is a GUID in its usual text form (`8-4-4-4-12` hex digits).
-fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups

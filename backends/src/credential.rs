@@ -187,7 +187,8 @@ pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_s
         feature = "github",
         feature = "gcp",
         feature = "quay",
-        feature = "cloudsmith"
+        feature = "cloudsmith",
+        feature = "azuretoken"
     )),
     allow(dead_code)
 )]

@@ -39,6 +39,7 @@
 //! | `mfa` | — | `MFA` |
 //! | `quay` | — | `QuayAccessToken` (exchanges an identity token of the federation's issuer at Quay's robot federation) |
 //! | `cloudsmith` | — | `CloudsmithAccessToken` (exchanges an identity token of the federation's issuer at Cloudsmith's OpenID Connect endpoint) |
+//! | `azuretoken` | — | `AzureAccessToken` (presents an identity token of the federation's issuer to Entra ID as an app's federated credential) |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
@@ -73,6 +74,8 @@ pub mod aws_assume_role;
 mod aws_presign;
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "azuretoken")]
+pub mod azure_access_token;
 #[cfg(feature = "keyvault")]
 pub mod azure_key_vault_secret;
 #[cfg(feature = "cloudsmith")]
@@ -111,7 +114,7 @@ pub mod ssh_key;
 pub mod ssm_parameter;
 #[cfg(feature = "aws")]
 pub mod sts_session_token;
-#[cfg(any(feature = "quay", feature = "cloudsmith"))]
+#[cfg(any(feature = "quay", feature = "cloudsmith", feature = "azuretoken"))]
 mod token_exchange;
 #[cfg(feature = "vault")]
 pub mod vault;
@@ -252,6 +255,9 @@ pub enum Generator {
     /// `CloudsmithAccessToken`.
     #[cfg(feature = "cloudsmith")]
     CloudsmithAccessToken(Box<cloudsmith_access_token::CloudsmithAccessTokenGenerator>),
+    /// `AzureAccessToken`.
+    #[cfg(feature = "azuretoken")]
+    AzureAccessToken(Box<azure_access_token::AzureAccessTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -478,6 +484,13 @@ impl Generator {
                     shared.issuer_for_build(spec.kind().as_str())?,
                 )?,
             )),
+            #[cfg(feature = "azuretoken")]
+            GeneratorSpec::AzureAccessToken(s) => Generator::AzureAccessToken(Box::new(
+                azure_access_token::AzureAccessTokenGenerator::new(
+                    s.clone(),
+                    shared.issuer_for_build(spec.kind().as_str())?,
+                )?,
+            )),
         })
     }
 }
@@ -536,6 +549,8 @@ impl Generate for Generator {
             Generator::QuayAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "cloudsmith")]
             Generator::CloudsmithAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "azuretoken")]
+            Generator::AzureAccessToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -589,6 +604,8 @@ impl Generate for Generator {
             Generator::QuayAccessToken(g) => g.revoke(handle).await,
             #[cfg(feature = "cloudsmith")]
             Generator::CloudsmithAccessToken(g) => g.revoke(handle).await,
+            #[cfg(feature = "azuretoken")]
+            Generator::AzureAccessToken(g) => g.revoke(handle).await,
         }
     }
 }
@@ -649,6 +666,8 @@ pub fn crds()
         quay_access_token::QuayAccessToken::crd(),
         #[cfg(feature = "cloudsmith")]
         cloudsmith_access_token::CloudsmithAccessToken::crd(),
+        #[cfg(feature = "azuretoken")]
+        azure_access_token::AzureAccessToken::crd(),
     ]
 }
 

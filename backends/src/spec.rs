@@ -69,6 +69,9 @@ pub enum GeneratorKind {
     /// `AzureKeyVaultSecret`.
     #[cfg(feature = "keyvault")]
     AzureKeyVaultSecret,
+    /// `AzureAccessToken`.
+    #[cfg(feature = "azuretoken")]
+    AzureAccessToken,
     /// `SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey,
@@ -126,6 +129,8 @@ impl GeneratorKind {
         GeneratorKind::AcrAccessToken,
         #[cfg(feature = "keyvault")]
         GeneratorKind::AzureKeyVaultSecret,
+        #[cfg(feature = "azuretoken")]
+        GeneratorKind::AzureAccessToken,
         #[cfg(feature = "sshkey")]
         GeneratorKind::SshKey,
         #[cfg(feature = "mfa")]
@@ -179,6 +184,8 @@ impl GeneratorKind {
             GeneratorKind::AcrAccessToken => "ACRAccessToken",
             #[cfg(feature = "keyvault")]
             GeneratorKind::AzureKeyVaultSecret => "AzureKeyVaultSecret",
+            #[cfg(feature = "azuretoken")]
+            GeneratorKind::AzureAccessToken => "AzureAccessToken",
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => "SSHKey",
             #[cfg(feature = "mfa")]
@@ -280,6 +287,9 @@ pub enum GeneratorSpec {
     /// `kind: AzureKeyVaultSecret`.
     #[cfg(feature = "keyvault")]
     AzureKeyVaultSecret(crate::azure_key_vault_secret::AzureKeyVaultSecretSpec),
+    /// `kind: AzureAccessToken`.
+    #[cfg(feature = "azuretoken")]
+    AzureAccessToken(crate::azure_access_token::AzureAccessTokenSpec),
     /// `kind: SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey(crate::ssh_key::SshKeySpec),
@@ -345,6 +355,8 @@ impl GeneratorSpec {
             GeneratorKind::AcrAccessToken => GeneratorSpec::AcrAccessToken(parse(spec)?),
             #[cfg(feature = "keyvault")]
             GeneratorKind::AzureKeyVaultSecret => GeneratorSpec::AzureKeyVaultSecret(parse(spec)?),
+            #[cfg(feature = "azuretoken")]
+            GeneratorKind::AzureAccessToken => GeneratorSpec::AzureAccessToken(parse(spec)?),
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => GeneratorSpec::SshKey(parse(spec)?),
             #[cfg(feature = "mfa")]
@@ -403,6 +415,8 @@ impl GeneratorSpec {
             GeneratorSpec::AcrAccessToken(_) => GeneratorKind::AcrAccessToken,
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(_) => GeneratorKind::AzureKeyVaultSecret,
+            #[cfg(feature = "azuretoken")]
+            GeneratorSpec::AzureAccessToken(_) => GeneratorKind::AzureAccessToken,
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(_) => GeneratorKind::SshKey,
             #[cfg(feature = "mfa")]
@@ -424,8 +438,8 @@ impl GeneratorSpec {
     }
 
     /// The audience of the identity token this generator shows a relying party for the
-    /// caller, to trade it for the party's token (`QuayAccessToken`, `CloudsmithAccessToken`;
-    /// none for the other kinds). The party trusts the federation's issuer and the caller's
+    /// caller, to trade it for the party's token (`QuayAccessToken`, `CloudsmithAccessToken`,
+    /// `AzureAccessToken`; none for the other kinds). The party trusts the federation's issuer and the caller's
     /// subject, so a workload holding its own identity token for this audience could trade it
     /// itself, past the Authorization of this generator.
     pub fn exchange_audience(&self) -> Option<String> {
@@ -438,6 +452,8 @@ impl GeneratorSpec {
                     .clone()
                     .unwrap_or_else(|| crate::cloudsmith_access_token::DEFAULT_AUDIENCE.to_owned()),
             ),
+            #[cfg(feature = "azuretoken")]
+            GeneratorSpec::AzureAccessToken(s) => Some(s.token_audience()),
             _ => None,
         }
     }
@@ -457,6 +473,8 @@ impl GeneratorSpec {
             GeneratorSpec::QuayAccessToken(_) => None,
             #[cfg(feature = "cloudsmith")]
             GeneratorSpec::CloudsmithAccessToken(_) => None,
+            #[cfg(feature = "azuretoken")]
+            GeneratorSpec::AzureAccessToken(_) => None,
             #[cfg(feature = "vault")]
             GeneratorSpec::VaultDynamicSecret(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "vault")]
@@ -539,6 +557,8 @@ impl GeneratorSpec {
             GeneratorSpec::AcrAccessToken(s) => s.validate(),
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(s) => s.validate(),
+            #[cfg(feature = "azuretoken")]
+            GeneratorSpec::AzureAccessToken(s) => s.validate(),
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(s) => s.validate(),
             #[cfg(feature = "mfa")]

@@ -1,6 +1,7 @@
 //! What the generators that trade an identity token of the federation's own issuer (see
 //! [`crate::identity`]) for a relying party's token share (`QuayAccessToken`,
-//! `CloudsmithAccessToken`): the identity token itself, short-lived and shortened to the
+//! `CloudsmithAccessToken`, `AzureAccessToken`, which takes the token's expiry from Entra ID's
+//! `expires_in` and its words from `error_description` instead): the identity token itself, short-lived and shortened to the
 //! Authorization's `maxTTL`; the check that the party can verify the issuer's signatures; the
 //! party's own words in a refusal, cleaned; and the expiry of the token it answers with, read
 //! from its `exp` without verifying and held to `maxTTL`.
@@ -64,6 +65,7 @@ pub(crate) fn require_rs256(issuer: &Issuer, party: &str) -> Result<(), SpecErro
 /// The text of the string member `member` of a JSON error body (`{"error": ...}`,
 /// `{"detail": ...}`), if there is some: control characters dropped, at most 200 characters,
 /// since it reaches the caller. A party's refusal names what it refused, never the token.
+#[cfg_attr(not(any(feature = "quay", feature = "cloudsmith")), allow(dead_code))]
 pub(crate) fn said(body: &[u8], member: &str) -> Option<String> {
     let body: serde_json::Value = serde_json::from_slice(body).ok()?;
     let clean: String = body
@@ -86,6 +88,7 @@ pub(crate) fn unreadable(party: &str, endpoint: &str, what: &str) -> BackendErro
 
 /// When a token expires: its `exp` claim if it is a JWT with one (read without verifying: the
 /// token is its issuer's to check), else `None`.
+#[cfg_attr(not(any(feature = "quay", feature = "cloudsmith")), allow(dead_code))]
 pub(crate) fn jwt_expiry(token: &str) -> Option<jiff::Timestamp> {
     let mut parts = token.split('.');
     let (Some(_), Some(payload), Some(_), None) =
@@ -110,6 +113,7 @@ pub(crate) type OverMaxTtl = (&'static str, &'static str, &'static str);
 /// its `exp` ([`jwt_expiry`]), else `default_lifetime` from now. A token already expired is an
 /// answer `party` got wrong (`endpoint` names where, for the log); one outliving the
 /// Authorization's `maxTTL` is refused, as `over` says, and never handed out.
+#[cfg_attr(not(any(feature = "quay", feature = "cloudsmith")), allow(dead_code))]
 pub(crate) fn expiry(
     token: &str,
     default_lifetime: Duration,

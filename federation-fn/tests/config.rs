@@ -700,7 +700,7 @@ fn no_workload_gets_a_token_for_a_self_issued_gcp_stores_provider() {
 /// holding its own identity token for the audience the federation trades there could trade it
 /// itself, past the Authorization of `QuayAccessToken` or `CloudsmithAccessToken`.
 #[test]
-fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_or_cloudsmith() {
+fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_cloudsmith_or_entra() {
     use esi_backends::identity::{Issuer, KeyAlgorithm, generate_key_pem};
     use secrecy::ExposeSecret as _;
     let pem = generate_key_pem(KeyAlgorithm::Rs256).unwrap();
@@ -718,6 +718,11 @@ fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_or_cl
         "CloudsmithAccessToken",
         "{name: cs, namespace: team}",
         "{orgSlug: acme, serviceSlug: ci, audience: esi-cloudsmith}",
+    ) + &doc(
+        "AzureAccessToken",
+        "{name: storage, namespace: team}",
+        "{tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47, clientId: 3c1b7e2a-5d4f-4e8b-9a61-0f2d8c7b6e15, \
+          scope: \"https://storage.azure.com/.default\", authorityHost: \"https://login.microsoftonline.us\"}",
     );
     let with_token = |audience: &str| {
         exchanges.clone()
@@ -727,8 +732,14 @@ fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_or_cl
                 &format!("{{audiences: [\"{audience}\"]}}"),
             )
     };
-    // Other audiences load, Cloudsmith's default too when the generator names its own.
-    for audience in ["sts.amazonaws.com", "cloudsmith", "quay.example.com"] {
+    // Other audiences load, Cloudsmith's default too when the generator names its own, and the
+    // public cloud's Entra ID audience when the generator is in another cloud.
+    for audience in [
+        "sts.amazonaws.com",
+        "cloudsmith",
+        "quay.example.com",
+        "api://AzureADTokenExchange",
+    ] {
         if let Err(LoadError(errs)) = config::load_text("t.yaml", &with_token(audience), &issuing) {
             panic!("{audience}: {errs:#?}");
         }
@@ -736,6 +747,10 @@ fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_or_cl
     for (audience, exchange) in [
         ("quay.io", "QuayAccessToken/team/pull"),
         ("esi-cloudsmith", "CloudsmithAccessToken/team/cs"),
+        (
+            "api://AzureADTokenExchangeUSGov",
+            "AzureAccessToken/team/storage",
+        ),
     ] {
         let Err(LoadError(errs)) = config::load_text("t.yaml", &with_token(audience), &issuing)
         else {
