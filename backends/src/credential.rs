@@ -188,7 +188,8 @@ pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_s
         feature = "gcp",
         feature = "quay",
         feature = "cloudsmith",
-        feature = "azuretoken"
+        feature = "azuretoken",
+        feature = "kubetoken"
     )),
     allow(dead_code)
 )]

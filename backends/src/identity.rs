@@ -411,9 +411,16 @@ struct OwnClaims<'a> {
 pub const OWN_LOGIN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// A token for the federation's own login at a backend expecting `audience` (the `selfIssued`
-/// logins of the `vault`, `aws`, `azure` and `gcp` stores), signed by `issuer`; without one (a
-/// configuration only checked, never served), the refusal [`crate::identity_token`] gives.
-#[cfg(any(feature = "vault", feature = "aws", feature = "azure", feature = "gcp"))]
+/// logins of the `vault`, `aws`, `azure`, `gcp` and `kubernetes` stores), signed by `issuer`;
+/// without one (a configuration only checked, never served), the refusal
+/// [`crate::identity_token`] gives.
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "azure",
+    feature = "gcp",
+    feature = "kubetoken"
+))]
 pub(crate) fn own_login_token(
     issuer: Option<&std::sync::Arc<Issuer>>,
     audience: &str,

@@ -40,6 +40,7 @@
 //! | `quay` | — | `QuayAccessToken` (exchanges an identity token of the federation's issuer at Quay's robot federation) |
 //! | `cloudsmith` | — | `CloudsmithAccessToken` (exchanges an identity token of the federation's issuer at Cloudsmith's OpenID Connect endpoint) |
 //! | `azuretoken` | — | `AzureAccessToken` (presents an identity token of the federation's issuer to Entra ID as an app's federated credential) |
+//! | `kubetoken` | `kubernetes` | `KubernetesServiceAccountToken` (a TokenRequest at another cluster's API server) |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
@@ -100,6 +101,8 @@ pub mod github;
 pub mod grafana;
 #[cfg(feature = "http-client")]
 pub mod http;
+#[cfg(feature = "kubetoken")]
+pub mod kubernetes_token;
 #[cfg(feature = "mfa")]
 pub mod mfa;
 #[cfg(feature = "quay")]
@@ -258,6 +261,9 @@ pub enum Generator {
     /// `AzureAccessToken`.
     #[cfg(feature = "azuretoken")]
     AzureAccessToken(Box<azure_access_token::AzureAccessTokenGenerator>),
+    /// `KubernetesServiceAccountToken`.
+    #[cfg(feature = "kubetoken")]
+    KubernetesServiceAccountToken(Box<kubernetes_token::KubernetesServiceAccountTokenGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -285,6 +291,8 @@ pub struct Shared {
     grafana: store::Conns<grafana::GrafanaConn>,
     #[cfg(any(feature = "acr", feature = "keyvault"))]
     azure: store::Conns<azure::AzureConn>,
+    #[cfg(feature = "kubetoken")]
+    kubernetes: store::Conns<kubernetes_token::KubernetesConn>,
 }
 
 /// What [`Shared`] knows of the federation's issuer.
@@ -491,6 +499,16 @@ impl Generator {
                     shared.issuer_for_build(spec.kind().as_str())?,
                 )?,
             )),
+            #[cfg(feature = "kubetoken")]
+            GeneratorSpec::KubernetesServiceAccountToken(s) => {
+                Generator::KubernetesServiceAccountToken(Box::new(
+                    kubernetes_token::KubernetesServiceAccountTokenGenerator::new(
+                        s.clone(),
+                        store,
+                        shared,
+                    )?,
+                ))
+            }
         })
     }
 }
@@ -551,6 +569,8 @@ impl Generate for Generator {
             Generator::CloudsmithAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "azuretoken")]
             Generator::AzureAccessToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "kubetoken")]
+            Generator::KubernetesServiceAccountToken(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -606,6 +626,8 @@ impl Generate for Generator {
             Generator::CloudsmithAccessToken(g) => g.revoke(handle).await,
             #[cfg(feature = "azuretoken")]
             Generator::AzureAccessToken(g) => g.revoke(handle).await,
+            #[cfg(feature = "kubetoken")]
+            Generator::KubernetesServiceAccountToken(g) => g.revoke(handle).await,
         }
     }
 }
@@ -668,6 +690,8 @@ pub fn crds()
         cloudsmith_access_token::CloudsmithAccessToken::crd(),
         #[cfg(feature = "azuretoken")]
         azure_access_token::AzureAccessToken::crd(),
+        #[cfg(feature = "kubetoken")]
+        kubernetes_token::KubernetesServiceAccountToken::crd(),
     ]
 }
 

@@ -72,6 +72,9 @@ pub enum GeneratorKind {
     /// `AzureAccessToken`.
     #[cfg(feature = "azuretoken")]
     AzureAccessToken,
+    /// `KubernetesServiceAccountToken`.
+    #[cfg(feature = "kubetoken")]
+    KubernetesServiceAccountToken,
     /// `SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey,
@@ -131,6 +134,8 @@ impl GeneratorKind {
         GeneratorKind::AzureKeyVaultSecret,
         #[cfg(feature = "azuretoken")]
         GeneratorKind::AzureAccessToken,
+        #[cfg(feature = "kubetoken")]
+        GeneratorKind::KubernetesServiceAccountToken,
         #[cfg(feature = "sshkey")]
         GeneratorKind::SshKey,
         #[cfg(feature = "mfa")]
@@ -186,6 +191,8 @@ impl GeneratorKind {
             GeneratorKind::AzureKeyVaultSecret => "AzureKeyVaultSecret",
             #[cfg(feature = "azuretoken")]
             GeneratorKind::AzureAccessToken => "AzureAccessToken",
+            #[cfg(feature = "kubetoken")]
+            GeneratorKind::KubernetesServiceAccountToken => "KubernetesServiceAccountToken",
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => "SSHKey",
             #[cfg(feature = "mfa")]
@@ -290,6 +297,9 @@ pub enum GeneratorSpec {
     /// `kind: AzureAccessToken`.
     #[cfg(feature = "azuretoken")]
     AzureAccessToken(crate::azure_access_token::AzureAccessTokenSpec),
+    /// `kind: KubernetesServiceAccountToken`.
+    #[cfg(feature = "kubetoken")]
+    KubernetesServiceAccountToken(crate::kubernetes_token::KubernetesServiceAccountTokenSpec),
     /// `kind: SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey(crate::ssh_key::SshKeySpec),
@@ -357,6 +367,10 @@ impl GeneratorSpec {
             GeneratorKind::AzureKeyVaultSecret => GeneratorSpec::AzureKeyVaultSecret(parse(spec)?),
             #[cfg(feature = "azuretoken")]
             GeneratorKind::AzureAccessToken => GeneratorSpec::AzureAccessToken(parse(spec)?),
+            #[cfg(feature = "kubetoken")]
+            GeneratorKind::KubernetesServiceAccountToken => {
+                GeneratorSpec::KubernetesServiceAccountToken(parse(spec)?)
+            }
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => GeneratorSpec::SshKey(parse(spec)?),
             #[cfg(feature = "mfa")]
@@ -417,6 +431,10 @@ impl GeneratorSpec {
             GeneratorSpec::AzureKeyVaultSecret(_) => GeneratorKind::AzureKeyVaultSecret,
             #[cfg(feature = "azuretoken")]
             GeneratorSpec::AzureAccessToken(_) => GeneratorKind::AzureAccessToken,
+            #[cfg(feature = "kubetoken")]
+            GeneratorSpec::KubernetesServiceAccountToken(_) => {
+                GeneratorKind::KubernetesServiceAccountToken
+            }
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(_) => GeneratorKind::SshKey,
             #[cfg(feature = "mfa")]
@@ -511,6 +529,8 @@ impl GeneratorSpec {
             GeneratorSpec::AcrAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "kubetoken")]
+            GeneratorSpec::KubernetesServiceAccountToken(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -559,6 +579,8 @@ impl GeneratorSpec {
             GeneratorSpec::AzureKeyVaultSecret(s) => s.validate(),
             #[cfg(feature = "azuretoken")]
             GeneratorSpec::AzureAccessToken(s) => s.validate(),
+            #[cfg(feature = "kubetoken")]
+            GeneratorSpec::KubernetesServiceAccountToken(s) => s.validate(),
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(s) => s.validate(),
             #[cfg(feature = "mfa")]

@@ -5,7 +5,8 @@
 //! them ([`crate::SecretRef`]). Each provider's fields are documented in its backend module:
 //! [`crate::vault::VaultProvider`], [`crate::aws::AwsProvider`], [`crate::gcp::GcpProvider`],
 //! [`crate::webhook::WebhookProvider`], [`crate::github::GithubProvider`],
-//! [`crate::grafana::GrafanaProvider`], [`crate::azure::AzureProvider`].
+//! [`crate::grafana::GrafanaProvider`], [`crate::azure::AzureProvider`],
+//! [`crate::kubernetes_token::KubernetesProvider`].
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -55,6 +56,9 @@ pub enum StoreProvider {
     /// `AzureKeyVaultSecret` generators.
     #[cfg(feature = "azure")]
     Azure(crate::azure::AzureProvider),
+    /// A Kubernetes API server, for `KubernetesServiceAccountToken` generators.
+    #[cfg(feature = "kubetoken")]
+    Kubernetes(crate::kubernetes_token::KubernetesProvider),
 }
 
 impl StoreProvider {
@@ -75,6 +79,8 @@ impl StoreProvider {
             StoreProvider::Grafana(_) => "grafana",
             #[cfg(feature = "azure")]
             StoreProvider::Azure(_) => "azure",
+            #[cfg(feature = "kubetoken")]
+            StoreProvider::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -106,6 +112,11 @@ impl SecretStoreSpec {
                 let https = format!("https:{audience}");
                 Some(("provider.gcp.selfIssued", vec![audience, https]))
             }
+            #[cfg(feature = "kubetoken")]
+            StoreProvider::Kubernetes(k) => Some((
+                "provider.kubernetes.auth.selfIssued",
+                vec![k.self_issued_audience()?.to_owned()],
+            )),
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -128,6 +139,8 @@ impl SecretStoreSpec {
             StoreProvider::Grafana(g) => g.validate(),
             #[cfg(feature = "azure")]
             StoreProvider::Azure(a) => a.validate(),
+            #[cfg(feature = "kubetoken")]
+            StoreProvider::Kubernetes(k) => k.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
             _ => Ok(()),
@@ -152,7 +165,8 @@ pub struct SecretStoreRef {
     feature = "github",
     feature = "grafana",
     feature = "acr",
-    feature = "keyvault"
+    feature = "keyvault",
+    feature = "kubetoken"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,

@@ -1,0 +1,840 @@
+//! `KubernetesServiceAccountToken`: a token of a ServiceAccount in another Kubernetes cluster
+//! (the TokenRequest API), so a workload in any registered cluster can act on that cluster's
+//! API as that ServiceAccount: a deploy job, an operator managing remote clusters, a CI runner,
+//! with no long-lived kubeconfig anywhere. Plus the `kubernetes` SecretStore provider: the
+//! target cluster's API server and the federation's own credential there.
+//!
+//! A mint is one call, `POST /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token` with
+//! a `TokenRequest` (`spec.audiences`, `spec.expirationSeconds`), as `kubectl create token`
+//! makes it. The token is a bound ServiceAccount token signed by that cluster: its RBAC is the
+//! ServiceAccount's, and its `sub` is `system:serviceaccount:<namespace>:<name>`.
+//!
+//! The ServiceAccount's namespace and name may use the caller's identity
+//! (`namespace: "{{namespace}}"`, `name: "{{serviceAccount}}"`: each workload acts as its twin
+//! in the target cluster), checked once rendered as a namespace (an RFC 1123 label) and a
+//! ServiceAccount name (an RFC 1123 subdomain), so a rendered value cannot reach another path.
+//!
+//! The token lives `expiration` (default `1h`), lowered to the Authorization's `maxTTL`; the
+//! API server refuses anything under ten minutes, so a `maxTTL` under ten minutes is refused
+//! before anything is asked. `expiresAt` is the API server's `status.expirationTimestamp`
+//! (`--service-account-max-token-expiration` may shorten it); a token outliving `maxTTL`
+//! anyway is dropped, never handed out. Such a token cannot be revoked (the API server only
+//! refuses one whose bound object is gone, and this one is bound to none): no lease.
+//!
+//! The credential: `token`; `server` (the store's); `namespace` and `serviceAccount` (the
+//! rendered names); `kubeconfig`, a whole kubeconfig (JSON, which kubectl and every client read
+//! as YAML) with the server, the store's `caBundle` when it has one, the token, and the
+//! namespace as its context's default, so `kubectl --kubeconfig` needs nothing else;
+//! `esi.dev/refresh` keeps the file's token fresh.
+//!
+//! The federation's credential in the target cluster needs `create` on
+//! `serviceaccounts/token` for those ServiceAccounts (a Role per namespace, `resourceNames`
+//! narrowing it to them). It is either a bearer token read from a file or the environment on
+//! every call (`auth.token`), or (`auth.selfIssued`) a token the federation signs for itself
+//! (`sub` `esi-federation`, `aud` the server's URL unless `audience` says otherwise, five
+//! minutes), which an API server trusts through a JWT authenticator of its structured
+//! authentication configuration (Kubernetes 1.30+) naming the federation's issuer URL: then
+//! the federation holds no secret for that cluster at all.
+//!
+//! ```yaml
+//! kind: SecretStore
+//! spec:
+//!   provider:
+//!     kubernetes:
+//!       server: https://api.prod-eu.example:6443
+//!       caBundle: |                     # the API server's CA (PEM)
+//!         -----BEGIN CERTIFICATE-----
+//!         ...
+//!       auth:
+//!         selfIssued: {}                # or token: {file: /var/run/secrets/prod-eu/token}
+//! ---
+//! kind: KubernetesServiceAccountToken
+//! spec:
+//!   secretStoreRef: {name: prod-eu}
+//!   serviceAccount: {namespace: deploy, name: "ci-{{namespace}}"}
+//!   audiences: []                       # default: the API server's own
+//!   expiration: 30m
+//! ```
+//!
+//! And in the target cluster's `AuthenticationConfiguration` (`--authentication-config`) for
+//! `selfIssued`:
+//!
+//! ```yaml
+//! jwt:
+//!   - issuer: {url: https://esi.example.com, audiences: [https://api.prod-eu.example:6443]}
+//!     claimMappings: {username: {claim: sub, prefix: "esi:"}}
+//! ```
+//!
+//! with RBAC granting `create` on `serviceaccounts/token` to the user `esi:esi-federation`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use kube::CustomResource;
+use reqwest::Url;
+use reqwest::header::HeaderValue;
+use schemars::JsonSchema;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::identity::Issuer;
+use crate::store::{SecretStoreRef, StoreProvider};
+use crate::template::Template;
+use crate::{BackendError, Context, Credential, Generate, SecretRef, SecretStoreSpec, SpecError};
+
+const BACKEND: &str = "Kubernetes API server";
+
+/// How long a token lives when the generator sets no `expiration`.
+pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(3600);
+/// The shortest token the API server issues (`expirationSeconds` under 600 is invalid).
+pub const MIN_EXPIRATION: Duration = Duration::from_secs(600);
+/// The longest token the generator asks for (the API server may cap it lower).
+pub const MAX_EXPIRATION: Duration = Duration::from_secs(48 * 3600);
+/// The most audiences a generator may ask for.
+pub const MAX_AUDIENCES: usize = 10;
+/// The longest audience taken.
+pub const MAX_AUDIENCE_LEN: usize = 512;
+/// The longest token passed on (a ServiceAccount token is about 1 KB).
+const MAX_TOKEN: usize = 16 * 1024;
+/// The user the kubeconfig gives the token.
+const KUBECONFIG_USER: &str = "esi";
+
+/// What a token outliving maxTTL is called and what became of it.
+const OVER_MAX_TTL: (&str, &str, &str) = (
+    "the ServiceAccount token",
+    "it was dropped, not handed out (a token bound to no object cannot be revoked)",
+    "kubernetes",
+);
+
+/// The `kubernetes` SecretStore provider: a cluster's API server and the federation's
+/// credential there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesProvider {
+    /// The API server's URL (`https://api.cluster.example:6443`). `http://` only for a
+    /// loopback address (a local fake).
+    pub server: String,
+    /// PEM certificates trusted for the API server (in addition to the system roots), and
+    /// handed to the workload in its kubeconfig: the cluster's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// The federation's credential at the API server: exactly one of `token` or `selfIssued`.
+    #[serde(deserialize_with = "crate::choice::one_of")]
+    pub auth: KubernetesAuth,
+    /// Timeout of each call (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// How the federation authenticates to the API server (exactly one key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum KubernetesAuth {
+    /// A bearer token (a ServiceAccount token of that cluster, an OIDC token it trusts), read
+    /// on every call: a rotated file needs no restart.
+    Token(SecretRef),
+    /// A token the federation signs for itself with its own issuer (`sub` `esi-federation`),
+    /// which the API server trusts through its structured authentication configuration.
+    SelfIssued(SelfIssuedLogin),
+}
+
+/// The federation's own token for the API server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelfIssuedLogin {
+    /// The token's `aud`, which the API server's JWT authenticator lists (default: `server`
+    /// without a trailing `/`). No workload may be given an `IdentityToken` for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+impl KubernetesProvider {
+    /// The server's URL as the workload gets it: `server` without a trailing `/`.
+    fn address(&self) -> &str {
+        self.server.trim_end_matches('/')
+    }
+
+    /// The audience of the federation's own token, when it logs in with one.
+    pub fn self_issued_audience(&self) -> Option<&str> {
+        match &self.auth {
+            KubernetesAuth::SelfIssued(s) => Some(s.audience.as_deref().unwrap_or(self.address())),
+            KubernetesAuth::Token(_) => None,
+        }
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let url = crate::http::base_url(&self.server, "provider.kubernetes.server")?;
+        if url.path() != "/" {
+            return Err(SpecError::field(
+                "provider.kubernetes.server",
+                format!(
+                    "{:?} has a path; an API server is named by its scheme, host and port",
+                    self.server
+                ),
+            ));
+        }
+        match &self.auth {
+            KubernetesAuth::Token(r) => r.validate("provider.kubernetes.auth.token")?,
+            KubernetesAuth::SelfIssued(s) => {
+                if let Some(a) = &s.audience {
+                    check_audience(a, "provider.kubernetes.auth.selfIssued.audience")?;
+                }
+            }
+        }
+        if self.timeout.is_some_and(|t| t.get().is_zero()) {
+            return Err(SpecError::field(
+                "provider.kubernetes.timeout",
+                "must be positive",
+            ));
+        }
+        if let Some(pem) = &self.ca_bundle {
+            crate::http::check_ca_bundle(pem, "provider.kubernetes.caBundle")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why `audience` cannot be a token audience.
+fn check_audience(audience: &str, field: &str) -> Result<(), SpecError> {
+    if audience.is_empty()
+        || audience.len() > MAX_AUDIENCE_LEN
+        || audience
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(SpecError::field(
+            field,
+            format!(
+                "{audience:?} is not an audience (1 to {MAX_AUDIENCE_LEN} characters, no \
+                 whitespace or control characters)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The ServiceAccount whose tokens a generator mints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetServiceAccount {
+    /// Its namespace in the target cluster; may use the caller's identity (`{{namespace}}`).
+    pub namespace: String,
+    /// Its name; may use the caller's identity (`{{serviceAccount}}`).
+    pub name: String,
+}
+
+/// `spec` of a `KubernetesServiceAccountToken` generator.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "KubernetesServiceAccountToken",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesServiceAccountTokenSpec {
+    /// The `kubernetes` SecretStore (the target cluster's API server and the federation's
+    /// credential there).
+    pub secret_store_ref: SecretStoreRef,
+    /// The ServiceAccount the token is for.
+    pub service_account: TargetServiceAccount,
+    /// The token's audiences (default: none given, so the API server's own: its API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// How long the token lives (default `1h`, at least `10m`, at most `48h`), lowered to the
+    /// Authorization's `maxTTL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<HumanDuration>,
+}
+
+impl KubernetesServiceAccountTokenSpec {
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.templates()?;
+        if self.audiences.len() > MAX_AUDIENCES {
+            return Err(SpecError::field(
+                "audiences",
+                format!("at most {MAX_AUDIENCES} audiences"),
+            ));
+        }
+        for (i, a) in self.audiences.iter().enumerate() {
+            check_audience(a, &format!("audiences[{i}]"))?;
+            if self.audiences[..i].contains(a) {
+                return Err(SpecError::field(
+                    format!("audiences[{i}]"),
+                    format!("{a:?} is listed twice"),
+                ));
+            }
+        }
+        if let Some(e) = self.expiration.map(HumanDuration::get)
+            && !(MIN_EXPIRATION..=MAX_EXPIRATION).contains(&e)
+        {
+            return Err(SpecError::field(
+                "expiration",
+                format!(
+                    "{} is outside 10m..48h (the API server issues no token under ten minutes)",
+                    humantime::format_duration(e)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The namespace's and the name's templates, their own text checked: a character a
+    /// Kubernetes name cannot hold fails at load time, the rendered whole per request.
+    fn templates(&self) -> Result<(Template, Template), SpecError> {
+        let check = |src: &str, field: &str, ok: fn(&str) -> bool, what: &str| {
+            let t = Template::parse(src, field)?;
+            if !ok(&t.sample()) {
+                return Err(SpecError::field(field, format!("{src:?} is not {what}")));
+            }
+            Ok(t)
+        };
+        Ok((
+            check(
+                &self.service_account.namespace,
+                "serviceAccount.namespace",
+                esi_api::inject::is_dns_label,
+                "a namespace (lowercase letters, digits and `-`, at most 63)",
+            )?,
+            check(
+                &self.service_account.name,
+                "serviceAccount.name",
+                esi_api::inject::is_dns_subdomain,
+                "a ServiceAccount name (lowercase letters, digits, `-` and `.`, at most 253)",
+            )?,
+        ))
+    }
+}
+
+/// A store's API server: the HTTP client, the URL, the CA handed on and the credential.
+pub struct KubernetesConn {
+    http: reqwest::Client,
+    base: Url,
+    address: String,
+    /// The store's `caBundle` as a kubeconfig's `certificate-authority-data` (base64 of the PEM).
+    ca_data: Option<String>,
+    proof: Proof,
+}
+
+/// How the federation proves itself to the API server.
+enum Proof {
+    Token(SecretRef),
+    /// The audience of its own token and its issuer (`None` where the configuration is only
+    /// checked).
+    SelfIssued(String, Option<Arc<Issuer>>),
+}
+
+impl fmt::Debug for KubernetesConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesConn")
+            .field("server", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesConn {
+    /// Prepares the connection (the credential is read, or signed, on each use).
+    pub(crate) fn new(
+        p: &KubernetesProvider,
+        issuer: &crate::IssuerSlot,
+    ) -> Result<Self, SpecError> {
+        p.validate()?;
+        let proof = match &p.auth {
+            KubernetesAuth::Token(r) => Proof::Token(r.clone()),
+            KubernetesAuth::SelfIssued(_) => Proof::SelfIssued(
+                p.self_issued_audience().unwrap_or_default().to_owned(),
+                issuer.for_build("a kubernetes SecretStore logging in with auth.selfIssued")?,
+            ),
+        };
+        let timeout = p
+            .timeout
+            .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
+        Ok(KubernetesConn {
+            http: crate::http::client(
+                p.ca_bundle.as_deref(),
+                timeout,
+                "provider.kubernetes.caBundle",
+            )?,
+            base: crate::http::base_url(&p.server, "provider.kubernetes.server")?,
+            address: p.address().to_owned(),
+            ca_data: p
+                .ca_bundle
+                .as_deref()
+                .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem.trim())),
+            proof,
+        })
+    }
+
+    /// The `Authorization` header, read or signed now.
+    fn authorization(&self) -> Result<HeaderValue, BackendError> {
+        let token: SecretString = match &self.proof {
+            Proof::Token(r) => r.read()?,
+            Proof::SelfIssued(audience, issuer) => {
+                crate::identity::own_login_token(issuer.as_ref(), audience)?
+            }
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| BackendError::Unavailable {
+                message: "the federation's Kubernetes credentials cannot be used".to_owned(),
+                detail: format!(
+                    "{BACKEND}: the token {} is not a valid header value",
+                    match &self.proof {
+                        Proof::Token(r) => format!("from {}", r.describe()),
+                        Proof::SelfIssued(..) => "the federation signed".to_owned(),
+                    }
+                ),
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// The built `KubernetesServiceAccountToken` generator.
+#[derive(Debug)]
+pub struct KubernetesServiceAccountTokenGenerator {
+    spec: KubernetesServiceAccountTokenSpec,
+    namespace: Template,
+    name: Template,
+    conn: Arc<KubernetesConn>,
+}
+
+/// What the API server answers a TokenRequest (the fields used).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenRequestAnswer {
+    status: TokenRequestStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenRequestStatus {
+    token: String,
+    expiration_timestamp: jiff::Timestamp,
+}
+
+/// A Kubernetes `Status` answer (the fields used).
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// What a `Status` body says, one line of at most 300 characters, or "no readable status".
+fn status_said(body: &[u8]) -> String {
+    match serde_json::from_slice::<Status>(body) {
+        Ok(s) if !s.message.is_empty() || !s.reason.is_empty() => {
+            let said = if s.reason.is_empty() {
+                s.message
+            } else {
+                format!("{}: {}", s.reason, s.message)
+            };
+            said.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(300)
+                .collect()
+        }
+        _ => "no readable status".to_owned(),
+    }
+}
+
+/// A kubeconfig (JSON) with one cluster at `server` trusting `ca` (base64 PEM) or the
+/// system's roots, one user holding `token`, and one context joining them in `namespace`,
+/// current; all named after the server's host.
+fn kubeconfig(
+    server: &Url,
+    address: &str,
+    ca: Option<&str>,
+    namespace: &str,
+    token: &str,
+) -> String {
+    let name = server.host_str().unwrap_or("cluster");
+    let mut cluster = serde_json::json!({"server": address});
+    if let Some(ca) = ca {
+        cluster["certificate-authority-data"] = ca.into();
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": KUBECONFIG_USER, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": KUBECONFIG_USER, "namespace": namespace}}],
+        "current-context": name,
+    })
+    .to_string()
+}
+
+impl KubernetesServiceAccountTokenGenerator {
+    /// Builds the generator on its store's shared connection.
+    pub(crate) fn new(
+        spec: KubernetesServiceAccountTokenSpec,
+        store: Option<&SecretStoreSpec>,
+        shared: &mut crate::Shared,
+    ) -> Result<Self, SpecError> {
+        spec.validate()?;
+        let provider =
+            crate::store::require(store, &spec.secret_store_ref, "kubernetes", |p| match p {
+                StoreProvider::Kubernetes(k) => Some(k),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })?;
+        let issuer = &shared.issuer;
+        let conn = shared
+            .kubernetes
+            .get(provider, |p| KubernetesConn::new(p, issuer))?;
+        let (namespace, name) = spec.templates()?;
+        Ok(Self {
+            spec,
+            namespace,
+            name,
+            conn,
+        })
+    }
+
+    /// The ServiceAccount's namespace and name for this request, rendered and checked.
+    fn target(&self, ctx: &Context<'_>) -> Result<(String, String), BackendError> {
+        let namespace = self.namespace.render(ctx, str::to_owned);
+        let name = self.name.render(ctx, str::to_owned);
+        let bad = |what: &str, value: &str| BackendError::Rejected {
+            message: format!(
+                "the generator's ServiceAccount {what} for this caller, {value:?}, is not a Kubernetes name"
+            ),
+            detail: format!("{BACKEND}: rendered serviceAccount.{what} {value:?}"),
+        };
+        if !esi_api::inject::is_dns_label(&namespace) {
+            return Err(bad("namespace", &namespace));
+        }
+        if !esi_api::inject::is_dns_subdomain(&name) {
+            return Err(bad("name", &name));
+        }
+        Ok((namespace, name))
+    }
+
+    /// The token's `expirationSeconds`: the expiration, lowered to the Authorization's
+    /// `maxTTL`, never under the API server's ten minutes.
+    fn expiration(&self, ctx: &Context<'_>) -> Result<Duration, BackendError> {
+        let mut e = self
+            .spec
+            .expiration
+            .map_or(DEFAULT_EXPIRATION, HumanDuration::get);
+        if let Some(max) = ctx.max_ttl {
+            if max < MIN_EXPIRATION {
+                return Err(BackendError::Rejected {
+                    message: format!(
+                        "the Authorization's maxTTL of {} is under ten minutes, the shortest \
+                         ServiceAccount token a Kubernetes API server issues; nothing was minted",
+                        humantime::format_duration(max)
+                    ),
+                    detail: format!("{BACKEND}: maxTTL {max:?} < 600s"),
+                });
+            }
+            e = e.min(max);
+        }
+        Ok(e)
+    }
+}
+
+impl Generate for KubernetesServiceAccountTokenGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let (namespace, name) = self.target(ctx)?;
+        let expiration = self.expiration(ctx)?;
+        let url = self
+            .conn
+            .base
+            .join(&format!(
+                "api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+            ))
+            .map_err(|e| BackendError::Unavailable {
+                message: "the kubernetes store's server URL cannot be used".to_owned(),
+                detail: format!("{BACKEND}: {e}"),
+            })?;
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": self.spec.audiences, "expirationSeconds": expiration.as_secs()},
+        });
+        let req = self
+            .conn
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::AUTHORIZATION, self.conn.authorization()?)
+            .json(&body);
+        let (status, body) = crate::http::send(BACKEND, req).await?;
+        let who = format!("ServiceAccount {namespace}/{name}");
+        match status.as_u16() {
+            200 | 201 => {}
+            404 => {
+                return Err(BackendError::Rejected {
+                    message: format!("{who} does not exist in {}", self.conn.address),
+                    detail: format!(
+                        "{BACKEND}: TokenRequest for {who}: 404: {}",
+                        status_said(&body)
+                    ),
+                });
+            }
+            403 => {
+                return Err(BackendError::Rejected {
+                    message: format!(
+                        "the federation may not create tokens for {who} in {} (RBAC: `create` on \
+                         `serviceaccounts/token`)",
+                        self.conn.address
+                    ),
+                    detail: format!(
+                        "{BACKEND}: TokenRequest for {who}: 403: {}",
+                        status_said(&body)
+                    ),
+                });
+            }
+            400 | 422 => {
+                return Err(BackendError::Rejected {
+                    message: format!(
+                        "{} refused the token request for {who}: {}",
+                        self.conn.address,
+                        status_said(&body)
+                    ),
+                    detail: format!("{BACKEND}: TokenRequest for {who}: {status}"),
+                });
+            }
+            _ => {
+                return Err(crate::http::status_error(
+                    BACKEND,
+                    status,
+                    &format!("TokenRequest for {who}: {}", status_said(&body)),
+                ));
+            }
+        }
+        let answer: TokenRequestAnswer =
+            serde_json::from_slice(&body).map_err(|e| BackendError::Unavailable {
+                message: "the Kubernetes API server's answer could not be read".to_owned(),
+                detail: format!(
+                    "{BACKEND}: TokenRequest answer: {}",
+                    esi_api::json::without_values(&e.to_string())
+                ),
+            })?;
+        let TokenRequestStatus {
+            token,
+            expiration_timestamp: expires_at,
+        } = answer.status;
+        let now = jiff::Timestamp::now();
+        if token.is_empty()
+            || token.len() > MAX_TOKEN
+            || !token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(BackendError::Unavailable {
+                message: "the Kubernetes API server's answer could not be read".to_owned(),
+                detail: format!("{BACKEND}: an unusable token of {} bytes", token.len()),
+            });
+        }
+        if expires_at <= now {
+            return Err(BackendError::Unavailable {
+                message: "the Kubernetes API server handed out a token already expired".to_owned(),
+                detail: format!("{BACKEND}: expirationTimestamp {expires_at} is past"),
+            });
+        }
+        if let Some(max) = ctx.max_ttl {
+            crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)?;
+        }
+        let kubeconfig = kubeconfig(
+            &self.conn.base,
+            &self.conn.address,
+            self.conn.ca_data.as_deref(),
+            &namespace,
+            &token,
+        );
+        Ok(Credential {
+            data: BTreeMap::from([
+                ("token".to_owned(), token),
+                ("server".to_owned(), self.conn.address.clone()),
+                ("namespace".to_owned(), namespace),
+                ("serviceAccount".to_owned(), name),
+                ("kubeconfig".to_owned(), kubeconfig),
+            ]),
+            expires_at: Some(expires_at),
+            renewable: false,
+            lease: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GeneratorKind, GeneratorSpec};
+
+    fn provider(server: &str) -> KubernetesProvider {
+        KubernetesProvider {
+            server: server.to_owned(),
+            ca_bundle: None,
+            auth: KubernetesAuth::Token(SecretRef::env("K8S_TOKEN")),
+            timeout: None,
+        }
+    }
+
+    fn spec(v: serde_json::Value) -> Result<GeneratorSpec, SpecError> {
+        GeneratorSpec::from_manifest(GeneratorKind::KubernetesServiceAccountToken, v)
+    }
+
+    #[test]
+    fn the_server_is_https_or_loopback_http_without_a_path() {
+        assert!(provider("https://api.c.example:6443").validate().is_ok());
+        assert!(provider("https://api.c.example:6443/").validate().is_ok());
+        assert!(provider("http://127.0.0.1:8443").validate().is_ok());
+        for bad in [
+            "http://api.c.example",
+            "https://api.c.example/k8s",
+            "https://user:pw@api.c.example",
+            "ftp://api.c.example",
+        ] {
+            let e = provider(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("provider.kubernetes.server"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_self_issued_audience_is_the_server_unless_given() {
+        let mut p = provider("https://api.c.example:6443/");
+        assert_eq!(p.self_issued_audience(), None);
+        p.auth = KubernetesAuth::SelfIssued(SelfIssuedLogin::default());
+        assert_eq!(p.self_issued_audience(), Some("https://api.c.example:6443"));
+        p.auth = KubernetesAuth::SelfIssued(SelfIssuedLogin {
+            audience: Some("esi-prod".into()),
+        });
+        assert_eq!(p.self_issued_audience(), Some("esi-prod"));
+        p.auth = KubernetesAuth::SelfIssued(SelfIssuedLogin {
+            audience: Some("two words".into()),
+        });
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("selfIssued.audience")
+        );
+    }
+
+    #[test]
+    fn names_are_checked_as_kubernetes_names_with_placeholders_allowed() {
+        let ok = spec(serde_json::json!({
+            "secretStoreRef": {"name": "c"},
+            "serviceAccount": {"namespace": "{{namespace}}", "name": "ci-{{serviceAccount}}"},
+        }));
+        assert!(ok.is_ok(), "{ok:?}");
+        for (sa, field) in [
+            (
+                serde_json::json!({"namespace": "Deploy", "name": "ci"}),
+                "serviceAccount.namespace",
+            ),
+            (
+                serde_json::json!({"namespace": "a/b", "name": "ci"}),
+                "serviceAccount.namespace",
+            ),
+            (
+                serde_json::json!({"namespace": "d", "name": "../x"}),
+                "serviceAccount.name",
+            ),
+            (
+                serde_json::json!({"namespace": "d", "name": "ci_{{namespace}}"}),
+                "serviceAccount.name",
+            ),
+            (
+                serde_json::json!({"namespace": "{{nope}}", "name": "ci"}),
+                "serviceAccount.namespace",
+            ),
+        ] {
+            let e =
+                spec(serde_json::json!({"secretStoreRef": {"name": "c"}, "serviceAccount": sa}))
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains(field), "{sa}: {e}");
+        }
+    }
+
+    #[test]
+    fn expiration_and_audiences_are_bounded() {
+        let with = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({
+                "secretStoreRef": {"name": "c"},
+                "serviceAccount": {"namespace": "d", "name": "ci"},
+            });
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            spec(v).map(drop).map_err(|e| e.to_string())
+        };
+        assert!(with(serde_json::json!({"expiration": "10m", "audiences": ["vault"]})).is_ok());
+        assert!(
+            with(serde_json::json!({"expiration": "9m"}))
+                .unwrap_err()
+                .contains("10m..48h")
+        );
+        assert!(
+            with(serde_json::json!({"expiration": "49h"}))
+                .unwrap_err()
+                .contains("10m..48h")
+        );
+        assert!(
+            with(serde_json::json!({"audiences": ["a", "a"]}))
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            with(serde_json::json!({"audiences": [""]}))
+                .unwrap_err()
+                .contains("audiences[0]")
+        );
+        let many: Vec<String> = (0..11).map(|i| format!("a{i}")).collect();
+        assert!(
+            with(serde_json::json!({"audiences": many}))
+                .unwrap_err()
+                .contains("at most 10")
+        );
+        assert!(
+            with(serde_json::json!({"lifetime": "1h"}))
+                .unwrap_err()
+                .contains("lifetime")
+        );
+    }
+
+    #[test]
+    fn a_status_is_summarised_on_one_line() {
+        let body = br#"{"kind":"Status","status":"Failure","message":"serviceaccounts \"ci\" not found\nsecond","reason":"NotFound","code":404}"#;
+        assert_eq!(
+            status_said(body),
+            "NotFound: serviceaccounts \"ci\" not found second"
+        );
+        assert_eq!(status_said(b"<html>"), "no readable status");
+    }
+
+    #[test]
+    fn the_kubeconfig_names_the_server_ca_token_and_namespace() {
+        let server = Url::parse("https://api.c.example:6443/").unwrap();
+        let k: serde_json::Value = serde_json::from_str(&kubeconfig(
+            &server,
+            "https://api.c.example:6443",
+            Some("Q0E="),
+            "deploy",
+            "tok",
+        ))
+        .unwrap();
+        assert_eq!(k["current-context"], "api.c.example");
+        assert_eq!(
+            k["clusters"][0]["cluster"]["server"],
+            "https://api.c.example:6443"
+        );
+        assert_eq!(
+            k["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Q0E="
+        );
+        assert_eq!(k["users"][0]["user"]["token"], "tok");
+        assert_eq!(k["contexts"][0]["context"]["namespace"], "deploy");
+        assert_eq!(k["contexts"][0]["context"]["user"], k["users"][0]["name"]);
+    }
+}

@@ -1,0 +1,596 @@
+//! `KubernetesServiceAccountToken` against a FAKE Kubernetes API server, over a real socket.
+//!
+//! No API server can run on this machine; the fake implements the one call the generator
+//! makes, as Kubernetes documents and answers it: `POST
+//! /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token` with an
+//! `authentication.k8s.io/v1` `TokenRequest`. Its checks come in the API server's order:
+//! authentication (a static bearer token, or a JWT of a trusted issuer as a structured
+//! authentication configuration's JWT authenticator verifies it: issuer, audience, signature
+//! under the issuer's discovered JWKS, expiry, the username `esi:<sub>`) answering 401;
+//! authorization (RBAC: `create` on `serviceaccounts/token` per namespace, optionally narrowed
+//! by `resourceNames`) answering 403; validation (`expirationSeconds` at least 600) answering
+//! 422; the ServiceAccount's existence answering 404; each with a `Status` body in the API
+//! server's words. The token it mints is a bound ServiceAccount token signed by the cluster's
+//! own key (a local OIDC issuer), with the audiences asked for (the API server's own when none
+//! are), its lifetime capped by `--service-account-max-token-expiration`; the answer is `201`
+//! with the `TokenRequest` and its `status.{token, expirationTimestamp}`.
+//!
+//! The cluster's issuer is registered with the federation too, so a token minted for a
+//! workload is checked the way the target cluster's own relying parties would check it: by the
+//! federation's verifier, as a caller from that cluster.
+
+#![cfg(feature = "kubetoken")]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod relying_party;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use esi_api::Identity;
+use esi_backends::identity::{Issuer, KeyAlgorithm};
+use esi_backends::{
+    BackendError, Context, Generate, Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec,
+    Shared,
+};
+use esi_federation::config;
+use esi_federation::issuer::{LocalIssuer, TokenSpec};
+use relying_party::{federation, identity, unverified_claims};
+use serde_json::{Value, json};
+
+/// The federation's static bearer token at the fake API server.
+const FEDERATION_TOKEN: &str = "fed-static-token-5f1c2d";
+/// The user that token authenticates as.
+const FEDERATION_USER: &str = "system:serviceaccount:esi-system:esi-federation";
+/// The API server's own audience, for a TokenRequest naming none.
+const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// One RBAC grant: `create` on `serviceaccounts/token` in a namespace, for the named
+/// ServiceAccounts only when `names` is set.
+struct Grant {
+    namespace: String,
+    names: Option<Vec<String>>,
+}
+
+/// The fake API server's state.
+struct ApiServer {
+    /// The cluster's ServiceAccount token signer.
+    cluster: Arc<LocalIssuer>,
+    /// ServiceAccounts: namespace/name.
+    accounts: Vec<String>,
+    /// Static bearer tokens and the users they are.
+    static_tokens: HashMap<String, String>,
+    /// The structured authentication configuration's JWT authenticator: the issuer URL and
+    /// the audience it requires.
+    jwt: Option<(String, String)>,
+    /// RBAC: user -> grants.
+    rbac: HashMap<String, Vec<Grant>>,
+    /// `--service-account-max-token-expiration`, seconds.
+    max_expiration: i64,
+    /// Add this many seconds to every token's lifetime (an API server misbehaving).
+    extend: i64,
+    /// Every request: path, authenticated user, body.
+    requests: Vec<(String, String, Value)>,
+}
+
+type Fake = Arc<Mutex<ApiServer>>;
+
+/// A `Status` answer as the API server writes it.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        code,
+        Json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code.as_u16(),
+        })),
+    )
+        .into_response()
+}
+
+/// The user a bearer token authenticates as, or `None`.
+async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
+    let (jwt, known) = {
+        let api = fake.lock().unwrap();
+        (api.jwt.clone(), api.static_tokens.get(bearer).cloned())
+    };
+    if known.is_some() {
+        return known;
+    }
+    let (issuer, audience) = jwt?;
+    let claims = unverified_claims(bearer)?;
+    if claims["iss"] != issuer.as_str() {
+        return None;
+    }
+    let audiences = match &claims["aud"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !audiences.contains(&audience) {
+        return None;
+    }
+    let verified = relying_party::verify_rsa(bearer, &issuer, |_| {})
+        .await
+        .ok()?;
+    let now = jiff::Timestamp::now().as_second();
+    if verified.claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+        return None;
+    }
+    // claimMappings: {username: {claim: sub, prefix: "esi:"}}
+    Some(format!("esi:{}", verified.claims["sub"].as_str()?))
+}
+
+/// `POST /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token`.
+async fn token_request(
+    State(fake): State<Fake>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let Some(user) = authenticate(&fake, &bearer).await else {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    let mut api = fake.lock().unwrap();
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    api.requests.push((
+        format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"),
+        user.clone(),
+        request.clone(),
+    ));
+    let allowed = api.rbac.get(&user).is_some_and(|grants| {
+        grants
+            .iter()
+            .any(|g| g.namespace == namespace && g.names.as_ref().is_none_or(|n| n.contains(&name)))
+    });
+    if !allowed {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "serviceaccounts \"{name}\" is forbidden: User \"{user}\" cannot create resource \
+                 \"serviceaccounts/token\" in API group \"\" in the namespace \"{namespace}\""
+            ),
+        );
+    }
+    if request["apiVersion"] != "authentication.k8s.io/v1" || request["kind"] != "TokenRequest" {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body of the request was in an unknown format",
+        );
+    }
+    let asked = request["spec"]["expirationSeconds"]
+        .as_i64()
+        .unwrap_or(3600);
+    if asked < 600 {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &format!(
+                "TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: \
+                 Invalid value: {asked}: may not specify a duration less than 10 minutes"
+            ),
+        );
+    }
+    if !api.accounts.contains(&format!("{namespace}/{name}")) {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("serviceaccounts \"{name}\" not found"),
+        );
+    }
+    let mut audiences: Vec<String> = request["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    if audiences.is_empty() {
+        audiences.push(API_AUDIENCE.to_owned());
+    }
+    let lifetime = asked.min(api.max_expiration) + api.extend;
+    let token = api.cluster.mint(&TokenSpec {
+        audience: audiences.clone(),
+        namespace: namespace.clone(),
+        service_account: name.clone(),
+        pod: None,
+        lifetime,
+    });
+    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(lifetime);
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
+            "spec": {"audiences": audiences, "expirationSeconds": lifetime, "boundObjectRef": null},
+            "status": {"token": token, "expirationTimestamp": expires.to_string()},
+        })),
+    )
+        .into_response()
+}
+
+/// The fake API server of the cluster `cluster` (already served as an issuer), on a loopback
+/// port, with `accounts` and the federation's static token granted `grants`.
+async fn api_server(
+    cluster: Arc<LocalIssuer>,
+    accounts: &[&str],
+    grants: Vec<Grant>,
+) -> (Fake, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let fake = Arc::new(Mutex::new(ApiServer {
+        cluster,
+        accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+        static_tokens: HashMap::from([(FEDERATION_TOKEN.to_owned(), FEDERATION_USER.to_owned())]),
+        jwt: None,
+        rbac: HashMap::from([(FEDERATION_USER.to_owned(), grants)]),
+        max_expiration: 48 * 3600,
+        extend: 0,
+        requests: Vec::new(),
+    }));
+    let app = Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            post(token_request),
+        )
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+fn grant(namespace: &str, names: Option<&[&str]>) -> Grant {
+    Grant {
+        namespace: namespace.to_owned(),
+        names: names.map(|n| n.iter().map(|s| (*s).to_owned()).collect()),
+    }
+}
+
+/// A file holding the federation's static token, mode 0600, in a directory kept alive.
+fn token_file(dir: &tempfile::TempDir, token: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.path().join("token");
+    std::fs::write(&path, token).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn ctx(id: &Identity, max_ttl: Option<Duration>) -> Context<'_> {
+    Context {
+        identity: id,
+        generator: "payments/KubernetesServiceAccountToken/deploy",
+        max_ttl,
+    }
+}
+
+/// A generator on a `kubernetes` store `provider`, built as a serving federation with `issuer`
+/// builds it.
+fn generator(issuer: Option<&Arc<Issuer>>, provider: Value, spec: Value) -> Generator {
+    let store =
+        SecretStoreSpec::from_manifest(json!({"provider": {"kubernetes": provider}})).unwrap();
+    let spec =
+        GeneratorSpec::from_manifest(GeneratorKind::KubernetesServiceAccountToken, spec).unwrap();
+    Generator::build_shared(
+        &spec,
+        Some(&store),
+        &mut Shared::with_issuer(issuer.cloned()),
+    )
+    .unwrap()
+}
+
+fn rejected(e: BackendError) -> String {
+    match e {
+        BackendError::Rejected { message, .. } => message,
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_workload_gets_a_token_of_its_twin_in_another_cluster_that_the_cluster_accepts() {
+    let alpha = common::issuer().await;
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta.clone(),
+        &["deploy/ci-default"],
+        vec![grant("deploy", Some(&["ci-default"]))],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let yaml = format!(
+        "{}{}{}\
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: beta, namespace: default}}
+spec:
+  provider:
+    kubernetes:
+      server: \"{server}\"
+      auth: {{token: {{file: \"{file}\"}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: KubernetesServiceAccountToken
+metadata: {{name: deploy, namespace: default}}
+spec:
+  secretStoreRef: {{name: beta}}
+  serviceAccount: {{namespace: deploy, name: \"ci-{{{{namespace}}}}\"}}
+  audiences: [esi]
+  expiration: 30m
+",
+        common::cluster("alpha", &alpha.issuer()),
+        common::cluster("beta", &beta.issuer()),
+        common::GENERATORS,
+    );
+    let state = common::state(&yaml, common::settings(Duration::from_secs(1)));
+    let before = jiff::Timestamp::now().as_second();
+    let (status, _, json, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/KubernetesServiceAccountToken/deploy",
+            Some(&common::token(&alpha, "default", "app")),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let data = json["data"].as_object().unwrap();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        [
+            "kubeconfig",
+            "namespace",
+            "server",
+            "serviceAccount",
+            "token"
+        ]
+    );
+    assert_eq!(data["namespace"], "deploy");
+    assert_eq!(data["serviceAccount"], "ci-default");
+    assert_eq!(data["server"], server.as_str());
+    let expires: jiff::Timestamp = json["expiresAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (before + 1795..=before + 1802).contains(&expires.as_second()),
+        "expiresAt is the API server's expirationTimestamp, 30m: {expires}"
+    );
+    assert!(json.get("lease").is_none(), "nothing to revoke: {json}");
+
+    // Asked as kubectl create token asks, as the federation's user.
+    {
+        let api = fake.lock().unwrap();
+        assert_eq!(api.requests.len(), 1);
+        let (path, user, body) = &api.requests[0];
+        assert_eq!(
+            path,
+            "/api/v1/namespaces/deploy/serviceaccounts/ci-default/token"
+        );
+        assert_eq!(user, FEDERATION_USER);
+        assert_eq!(body["apiVersion"], "authentication.k8s.io/v1");
+        assert_eq!(body["kind"], "TokenRequest");
+        assert_eq!(body["spec"]["audiences"], json!(["esi"]));
+        assert_eq!(body["spec"]["expirationSeconds"], 1800);
+    }
+
+    // The token is beta's: the federation's verifier takes it as beta's deploy/ci-default.
+    let token = data["token"].as_str().unwrap();
+    let (status, _, who, text) = common::send(&state, common::get("/v1/whoami", Some(token))).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(who["cluster"], "beta", "{who}");
+    assert_eq!(who["namespace"], "deploy");
+    assert_eq!(who["serviceAccount"]["name"], "ci-default");
+
+    // The kubeconfig holds the same token, for the same server, in the namespace.
+    let kubeconfig: Value = serde_json::from_str(data["kubeconfig"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"],
+        server.as_str()
+    );
+    assert_eq!(kubeconfig["users"][0]["user"]["token"], token);
+    assert_eq!(kubeconfig["contexts"][0]["context"]["namespace"], "deploy");
+    assert!(
+        !text.contains(FEDERATION_TOKEN) && !format!("{json}").contains(FEDERATION_TOKEN),
+        "the federation's own token reached the caller"
+    );
+}
+
+#[tokio::test]
+async fn the_federation_logs_in_with_its_own_token_which_the_api_server_trusts_by_its_issuer() {
+    let beta = common::issuer().await;
+    let (issuer, _state, url) = federation(KeyAlgorithm::Rs256, None).await;
+    let (fake, server) = api_server(beta, &["deploy/ci"], Vec::new()).await;
+    {
+        let mut api = fake.lock().unwrap();
+        api.jwt = Some((url.clone(), server.clone()));
+        api.rbac
+            .insert("esi:esi-federation".into(), vec![grant("deploy", None)]);
+    }
+    let id = identity("payments", "api");
+    let spec = json!({"secretStoreRef": {"name": "beta"}, "serviceAccount": {"namespace": "deploy", "name": "ci"}});
+    let g = generator(
+        Some(&issuer),
+        json!({"server": server, "auth": {"selfIssued": {}}}),
+        spec.clone(),
+    );
+    let cred = g.generate(&ctx(&id, None)).await.unwrap();
+    let claims = unverified_claims(&cred.data["token"]).unwrap();
+    assert_eq!(
+        claims["aud"],
+        json!([API_AUDIENCE]),
+        "no audiences: the API server's"
+    );
+    assert_eq!(claims["sub"], "system:serviceaccount:deploy:ci");
+    assert_eq!(fake.lock().unwrap().requests[0].1, "esi:esi-federation");
+    assert!(!format!("{cred:?}").contains(&cred.data["token"]));
+
+    // Another audience than the authenticator's: the federation is not authenticated (401 is
+    // the federation's own configuration, unavailable, not the caller's fault).
+    let g = generator(
+        Some(&issuer),
+        json!({"server": server, "auth": {"selfIssued": {"audience": "elsewhere"}}}),
+        spec,
+    );
+    match g.generate(&ctx(&id, None)).await.unwrap_err() {
+        BackendError::Unavailable { message, .. } => assert!(message.contains("401"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A workload may not hold an identity token for the store's own audience: it would be
+    // the federation at that API server.
+    let (_issuer, state, _url) = federation(KeyAlgorithm::Rs256, None).await;
+    let clash = format!(
+        "apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: beta, namespace: default}}
+spec: {{provider: {{kubernetes: {{server: \"{server}\", auth: {{selfIssued: {{}}}}}}}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: IdentityToken
+metadata: {{name: id, namespace: default}}
+spec: {{audiences: [\"{server}\"]}}
+"
+    );
+    let err = config::load_text("clash.yaml", &clash, &state)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("provider.kubernetes.auth.selfIssued"), "{err}");
+}
+
+#[tokio::test]
+async fn refusals_say_what_the_api_server_refused_and_lifetimes_follow_max_ttl() {
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta,
+        &["deploy/ci", "deploy/admin", "payments/api"],
+        vec![
+            grant("deploy", Some(&["ci", "ghost"])),
+            grant("payments", None),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let provider = json!({"server": server, "auth": {"token": {"file": file}}});
+    let sa = |ns: &str, name: &str| json!({"secretStoreRef": {"name": "beta"}, "serviceAccount": {"namespace": ns, "name": name}});
+    let id = identity("payments", "api");
+    let requests = || fake.lock().unwrap().requests.len();
+
+    // RBAC narrows the federation to some ServiceAccounts.
+    let err = rejected(
+        generator(None, provider.clone(), sa("deploy", "admin"))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("may not create tokens for ServiceAccount deploy/admin"),
+        "{err}"
+    );
+    assert!(err.contains("serviceaccounts/token"), "{err}");
+    // Allowed, but not there.
+    let err = rejected(
+        generator(None, provider.clone(), sa("deploy", "ghost"))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("ServiceAccount deploy/ghost does not exist"),
+        "{err}"
+    );
+
+    // Placeholders: the caller's twin.
+    let twin = generator(
+        None,
+        provider.clone(),
+        sa("{{namespace}}", "{{serviceAccount}}"),
+    );
+    let cred = twin.generate(&ctx(&id, None)).await.unwrap();
+    assert_eq!(cred.data["serviceAccount"], "api");
+    assert_eq!(
+        unverified_claims(&cred.data["token"]).unwrap()["sub"],
+        "system:serviceaccount:payments:api"
+    );
+
+    // maxTTL lowers the expiration; under ten minutes nothing is asked.
+    let g = generator(None, provider.clone(), sa("deploy", "ci"));
+    let before = jiff::Timestamp::now().as_second();
+    let cred = g
+        .generate(&ctx(&id, Some(Duration::from_secs(900))))
+        .await
+        .unwrap();
+    let lives = cred.expires_at.unwrap().as_second() - before;
+    assert!((895..=902).contains(&lives), "{lives}");
+    assert_eq!(
+        fake.lock().unwrap().requests.last().unwrap().2["spec"]["expirationSeconds"],
+        900
+    );
+    let asked = requests();
+    let err = rejected(
+        g.generate(&ctx(&id, Some(Duration::from_secs(300))))
+            .await
+            .unwrap_err(),
+    );
+    assert!(err.contains("under ten minutes"), "{err}");
+    assert_eq!(requests(), asked, "nothing asked under ten minutes");
+
+    // The API server's own cap shortens the token: expiresAt says so.
+    fake.lock().unwrap().max_expiration = 1200;
+    let before = jiff::Timestamp::now().as_second();
+    let cred = g.generate(&ctx(&id, None)).await.unwrap();
+    let lives = cred.expires_at.unwrap().as_second() - before;
+    assert!((1195..=1202).contains(&lives), "the server's cap: {lives}");
+
+    // A token living past maxTTL anyway is dropped, not handed out.
+    {
+        let mut api = fake.lock().unwrap();
+        api.max_expiration = 48 * 3600;
+        api.extend = 7200;
+    }
+    let err = rejected(
+        g.generate(&ctx(&id, Some(Duration::from_secs(3600))))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("longer than the Authorization's maxTTL"),
+        "{err}"
+    );
+    assert!(err.contains("dropped"), "{err}");
+    fake.lock().unwrap().extend = 0;
+
+    // The federation's token refused (rotated away): unavailable, the file re-read next time.
+    std::fs::write(file_path(&dir), "stale-token").unwrap();
+    match g.generate(&ctx(&id, None)).await.unwrap_err() {
+        BackendError::Unavailable { message, detail } => {
+            assert!(message.contains("401"), "{message}");
+            assert!(!detail.contains("stale-token"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(file_path(&dir), FEDERATION_TOKEN).unwrap();
+    assert!(
+        g.generate(&ctx(&id, None)).await.is_ok(),
+        "a rotated file needs no restart"
+    );
+}
+
+fn file_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("token")
+}
