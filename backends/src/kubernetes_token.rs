@@ -18,8 +18,20 @@
 //! API server refuses anything under ten minutes, so a `maxTTL` under ten minutes is refused
 //! before anything is asked. `expiresAt` is the API server's `status.expirationTimestamp`
 //! (`--service-account-max-token-expiration` may shorten it); a token outliving `maxTTL`
-//! anyway is dropped, never handed out. Such a token cannot be revoked (the API server only
-//! refuses one whose bound object is gone, and this one is bound to none): no lease.
+//! anyway is dropped, never handed out.
+//!
+//! A plain token cannot be revoked: the API server refuses a ServiceAccount token before its
+//! expiry only when the object it is bound to is gone. With `revocable: true` each token is
+//! bound to an object made for it: an empty, immutable Secret `esi-token-<random>` of type
+//! `esi.dev/token-binding` in the ServiceAccount's namespace (labelled
+//! `app.kubernetes.io/managed-by: esi-federation`, annotated with the ServiceAccount, the caller
+//! and the token's expiry), created first and named with its UID in the TokenRequest's
+//! `boundObjectRef`. The lease names that Secret; revoking deletes it (with a UID
+//! precondition, so a later Secret of the same name is never touched), and the API server
+//! refuses the token from then on. A token that cannot be handed out has its Secret deleted at
+//! once. Secrets of tokens never revoked stay after the tokens expire (the federation keeps no
+//! state and may not list Secrets); their annotation says when they became useless. This needs
+//! `create` and `delete` on `secrets` in that namespace too.
 //!
 //! The credential: `token`; `server` (the store's); `namespace` and `serviceAccount` (the
 //! rendered names); `kubeconfig`, a whole kubeconfig (JSON, which kubectl and every client read
@@ -54,6 +66,7 @@
 //!   serviceAccount: {namespace: deploy, name: "ci-{{namespace}}"}
 //!   audiences: []                       # default: the API server's own
 //!   expiration: 30m
+//!   revocable: true                     # bind each token to a Secret the lease deletes
 //! ```
 //!
 //! And in the target cluster's `AuthenticationConfiguration` (`--authentication-config`) for
@@ -84,7 +97,9 @@ use crate::duration::HumanDuration;
 use crate::identity::Issuer;
 use crate::store::{SecretStoreRef, StoreProvider};
 use crate::template::Template;
-use crate::{BackendError, Context, Credential, Generate, SecretRef, SecretStoreSpec, SpecError};
+use crate::{
+    BackendError, Context, Credential, Generate, LeaseHandle, SecretRef, SecretStoreSpec, SpecError,
+};
 
 const BACKEND: &str = "Kubernetes API server";
 
@@ -107,6 +122,13 @@ const KUBECONFIG_USER: &str = "esi";
 const OVER_MAX_TTL: (&str, &str, &str) = (
     "the ServiceAccount token",
     "it was dropped, not handed out (a token bound to no object cannot be revoked)",
+    "kubernetes",
+);
+
+/// The same, for a token bound to a Secret (deleted, so the token is void).
+const OVER_MAX_TTL_BOUND: (&str, &str, &str) = (
+    "the ServiceAccount token",
+    "it was revoked (its binding Secret deleted), not handed out",
     "kubernetes",
 );
 
@@ -251,6 +273,11 @@ pub struct KubernetesServiceAccountTokenSpec {
     /// Authorization's `maxTTL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<HumanDuration>,
+    /// Bind each token to a Secret made for it (`esi-token-*`, empty, in the ServiceAccount's
+    /// namespace), deleted when the lease is revoked: the API server then refuses the token.
+    /// The federation also needs `create` and `delete` on `secrets` there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revocable: bool,
 }
 
 impl KubernetesServiceAccountTokenSpec {
@@ -542,89 +569,246 @@ impl KubernetesServiceAccountTokenGenerator {
     }
 }
 
-impl Generate for KubernetesServiceAccountTokenGenerator {
-    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let (namespace, name) = self.target(ctx)?;
-        let expiration = self.expiration(ctx)?;
+/// The Secret a revocable token is bound to, as the lease names it.
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    namespace: String,
+    secret: String,
+    uid: String,
+}
+
+/// What the API server answers a Secret's creation (the fields used).
+#[derive(Deserialize)]
+struct Created {
+    metadata: CreatedMeta,
+}
+
+#[derive(Deserialize)]
+struct CreatedMeta {
+    name: String,
+    uid: String,
+}
+
+/// The label every binding Secret carries, for an operator to find them.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "esi-federation");
+/// The type of the binding Secrets (they hold no data).
+pub const BINDING_TYPE: &str = "esi.dev/token-binding";
+
+/// The error of an API server answer other than success, for `what` (`"the token request"`)
+/// about `who` (`"ServiceAccount deploy/ci"`). `action` is what a 403 says the federation may
+/// not do.
+fn refusal(
+    server: &str,
+    what: &str,
+    who: &str,
+    action: &str,
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> BackendError {
+    let said = status_said(body);
+    match status.as_u16() {
+        404 => BackendError::Rejected {
+            message: format!("{who} does not exist in {server}"),
+            detail: format!("{BACKEND}: {what} for {who}: 404: {said}"),
+        },
+        403 => BackendError::Rejected {
+            message: format!(
+                "the federation may not {action} in {server} (RBAC: {})",
+                rbac_rule(action)
+            ),
+            detail: format!("{BACKEND}: {what} for {who}: 403: {said}"),
+        },
+        400 | 409 | 422 => BackendError::Rejected {
+            message: format!("{server} refused {what} for {who}: {said}"),
+            detail: format!("{BACKEND}: {what} for {who}: {status}"),
+        },
+        _ => crate::http::status_error(BACKEND, status, &format!("{what} for {who}: {said}")),
+    }
+}
+
+/// The RBAC rule behind an action [`refusal`] names.
+fn rbac_rule(action: &str) -> &'static str {
+    if action.starts_with("create tokens") {
+        "`create` on `serviceaccounts/token`"
+    } else if action.starts_with("create Secrets") {
+        "`create` on `secrets`, which `revocable` needs"
+    } else {
+        "`delete` on `secrets`, which `revocable` needs"
+    }
+}
+
+/// An answer with a success status that cannot be read.
+fn unreadable(e: &serde_json::Error) -> BackendError {
+    BackendError::Unavailable {
+        message: "the Kubernetes API server's answer could not be read".to_owned(),
+        detail: format!(
+            "{BACKEND}: {}",
+            esi_api::json::without_values(&e.to_string())
+        ),
+    }
+}
+
+impl KubernetesServiceAccountTokenGenerator {
+    /// A JSON request to the API server with the federation's credential.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
         let url = self
             .conn
             .base
-            .join(&format!(
-                "api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
-            ))
+            .join(path)
             .map_err(|e| BackendError::Unavailable {
                 message: "the kubernetes store's server URL cannot be used".to_owned(),
                 detail: format!("{BACKEND}: {e}"),
             })?;
+        Ok(self
+            .conn
+            .http
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::AUTHORIZATION, self.conn.authorization()?)
+            .json(body))
+    }
+
+    /// Creates the empty Secret a revocable token is bound to: its name and UID.
+    async fn create_binding(
+        &self,
+        ctx: &Context<'_>,
+        namespace: &str,
+        name: &str,
+        expires: jiff::Timestamp,
+    ) -> Result<Lease, BackendError> {
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "generateName": "esi-token-",
+                "labels": {MANAGED_BY.0: MANAGED_BY.1},
+                "annotations": {
+                    "esi.dev/service-account": name,
+                    "esi.dev/issued-to": crate::identity::subject(ctx.identity),
+                    "esi.dev/expires-at": expires.to_string(),
+                },
+            },
+            "type": BINDING_TYPE,
+            "immutable": true,
+        });
+        let path = format!("api/v1/namespaces/{namespace}/secrets");
+        let req = self.request(reqwest::Method::POST, &path, &body)?;
+        let (status, body) = crate::http::send(BACKEND, req).await?;
+        if !matches!(status.as_u16(), 200 | 201) {
+            return Err(refusal(
+                &self.conn.address,
+                "the binding Secret",
+                &format!("namespace {namespace}"),
+                &format!("create Secrets in namespace {namespace}"),
+                status,
+                &body,
+            ));
+        }
+        let created: Created = serde_json::from_slice(&body).map_err(|e| unreadable(&e))?;
+        let CreatedMeta { name: secret, uid } = created.metadata;
+        if !esi_api::inject::is_dns_subdomain(&secret) || uid.is_empty() || uid.len() > 64 {
+            return Err(BackendError::Unavailable {
+                message: "the Kubernetes API server's answer could not be read".to_owned(),
+                detail: format!("{BACKEND}: a created Secret without a usable name or uid"),
+            });
+        }
+        Ok(Lease {
+            namespace: namespace.to_owned(),
+            secret,
+            uid,
+        })
+    }
+
+    /// Deletes a binding Secret, only if it is still the one of `lease.uid`: `false` when it
+    /// is gone (or another Secret took its name).
+    async fn delete_binding(&self, lease: &Lease) -> Result<bool, BackendError> {
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": lease.uid},
+        });
+        let path = format!(
+            "api/v1/namespaces/{}/secrets/{}",
+            lease.namespace, lease.secret
+        );
+        let req = self.request(reqwest::Method::DELETE, &path, &body)?;
+        let (status, body) = crate::http::send(BACKEND, req).await?;
+        match status.as_u16() {
+            200 | 202 => Ok(true),
+            // Gone, or a Secret of the same name but another UID: ours no longer exists.
+            404 | 409 => Ok(false),
+            _ => Err(refusal(
+                &self.conn.address,
+                "deleting the binding Secret",
+                &format!("Secret {}/{}", lease.namespace, lease.secret),
+                &format!("delete Secrets in namespace {}", lease.namespace),
+                status,
+                &body,
+            )),
+        }
+    }
+
+    /// Deletes the binding Secret of a token that cannot be handed out (which voids the
+    /// token); a failure is logged, the request failing anyway with its own reason.
+    async fn discard(&self, lease: &Lease) {
+        if let Err(e) = self.delete_binding(lease).await {
+            tracing::warn!(
+                namespace = lease.namespace,
+                secret = lease.secret,
+                detail = e.detail(),
+                "the binding Secret of a ServiceAccount token that could not be handed out could \
+                 not be deleted; the token lives until it expires"
+            );
+        }
+    }
+
+    /// The TokenRequest: the token and its expiry.
+    async fn token_request(
+        &self,
+        namespace: &str,
+        name: &str,
+        expiration: Duration,
+        bound: Option<&Lease>,
+    ) -> Result<(String, jiff::Timestamp), BackendError> {
+        let mut spec = serde_json::json!({
+            "audiences": self.spec.audiences,
+            "expirationSeconds": expiration.as_secs(),
+        });
+        if let Some(lease) = bound {
+            spec["boundObjectRef"] = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "name": lease.secret, "uid": lease.uid,
+            });
+        }
         let body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {"audiences": self.spec.audiences, "expirationSeconds": expiration.as_secs()},
+            "spec": spec,
         });
-        let req = self
-            .conn
-            .http
-            .post(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(reqwest::header::AUTHORIZATION, self.conn.authorization()?)
-            .json(&body);
+        let path = format!("api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
+        let req = self.request(reqwest::Method::POST, &path, &body)?;
         let (status, body) = crate::http::send(BACKEND, req).await?;
-        let who = format!("ServiceAccount {namespace}/{name}");
-        match status.as_u16() {
-            200 | 201 => {}
-            404 => {
-                return Err(BackendError::Rejected {
-                    message: format!("{who} does not exist in {}", self.conn.address),
-                    detail: format!(
-                        "{BACKEND}: TokenRequest for {who}: 404: {}",
-                        status_said(&body)
-                    ),
-                });
-            }
-            403 => {
-                return Err(BackendError::Rejected {
-                    message: format!(
-                        "the federation may not create tokens for {who} in {} (RBAC: `create` on \
-                         `serviceaccounts/token`)",
-                        self.conn.address
-                    ),
-                    detail: format!(
-                        "{BACKEND}: TokenRequest for {who}: 403: {}",
-                        status_said(&body)
-                    ),
-                });
-            }
-            400 | 422 => {
-                return Err(BackendError::Rejected {
-                    message: format!(
-                        "{} refused the token request for {who}: {}",
-                        self.conn.address,
-                        status_said(&body)
-                    ),
-                    detail: format!("{BACKEND}: TokenRequest for {who}: {status}"),
-                });
-            }
-            _ => {
-                return Err(crate::http::status_error(
-                    BACKEND,
-                    status,
-                    &format!("TokenRequest for {who}: {}", status_said(&body)),
-                ));
-            }
+        if !matches!(status.as_u16(), 200 | 201) {
+            let who = format!("ServiceAccount {namespace}/{name}");
+            return Err(refusal(
+                &self.conn.address,
+                "the token request",
+                &who,
+                &format!("create tokens for {who}"),
+                status,
+                &body,
+            ));
         }
         let answer: TokenRequestAnswer =
-            serde_json::from_slice(&body).map_err(|e| BackendError::Unavailable {
-                message: "the Kubernetes API server's answer could not be read".to_owned(),
-                detail: format!(
-                    "{BACKEND}: TokenRequest answer: {}",
-                    esi_api::json::without_values(&e.to_string())
-                ),
-            })?;
+            serde_json::from_slice(&body).map_err(|e| unreadable(&e))?;
         let TokenRequestStatus {
             token,
-            expiration_timestamp: expires_at,
+            expiration_timestamp,
         } = answer.status;
-        let now = jiff::Timestamp::now();
         if token.is_empty()
             || token.len() > MAX_TOKEN
             || !token.bytes().all(|b| b.is_ascii_graphic())
@@ -634,15 +818,53 @@ impl Generate for KubernetesServiceAccountTokenGenerator {
                 detail: format!("{BACKEND}: an unusable token of {} bytes", token.len()),
             });
         }
-        if expires_at <= now {
-            return Err(BackendError::Unavailable {
-                message: "the Kubernetes API server handed out a token already expired".to_owned(),
-                detail: format!("{BACKEND}: expirationTimestamp {expires_at} is past"),
+        Ok((token, expiration_timestamp))
+    }
+}
+
+impl Generate for KubernetesServiceAccountTokenGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let (namespace, name) = self.target(ctx)?;
+        let expiration = self.expiration(ctx)?;
+        let now = jiff::Timestamp::now();
+        let lease = if self.spec.revocable {
+            let lives = i64::try_from(expiration.as_secs()).unwrap_or(i64::MAX);
+            let expires = now + jiff::SignedDuration::from_secs(lives);
+            Some(self.create_binding(ctx, &namespace, &name, expires).await?)
+        } else {
+            None
+        };
+        let over = if lease.is_some() {
+            OVER_MAX_TTL_BOUND
+        } else {
+            OVER_MAX_TTL
+        };
+        let minted = self
+            .token_request(&namespace, &name, expiration, lease.as_ref())
+            .await
+            .and_then(|(token, expires_at)| {
+                if expires_at <= now {
+                    return Err(BackendError::Unavailable {
+                        message: "the Kubernetes API server handed out a token already expired"
+                            .to_owned(),
+                        detail: format!("{BACKEND}: expirationTimestamp {expires_at} is past"),
+                    });
+                }
+                if let Some(max) = ctx.max_ttl {
+                    crate::credential::within_max_ttl(expires_at, now, max, over)?;
+                }
+                Ok((token, expires_at))
             });
-        }
-        if let Some(max) = ctx.max_ttl {
-            crate::credential::within_max_ttl(expires_at, now, max, OVER_MAX_TTL)?;
-        }
+        let (token, expires_at) = match minted {
+            Ok(minted) => minted,
+            Err(e) => {
+                // The binding Secret deleted, a token minted on it is void.
+                if let Some(lease) = &lease {
+                    self.discard(lease).await;
+                }
+                return Err(e);
+            }
+        };
         let kubeconfig = kubeconfig(
             &self.conn.base,
             &self.conn.address,
@@ -650,6 +872,15 @@ impl Generate for KubernetesServiceAccountTokenGenerator {
             &namespace,
             &token,
         );
+        let lease = match lease {
+            Some(l) => Some(LeaseHandle(serde_json::to_value(&l).map_err(|e| {
+                BackendError::Unavailable {
+                    message: "the Kubernetes lease cannot be written".to_owned(),
+                    detail: format!("{BACKEND}: {e}"),
+                }
+            })?)),
+            None => None,
+        };
         Ok(Credential {
             data: BTreeMap::from([
                 ("token".to_owned(), token),
@@ -660,8 +891,23 @@ impl Generate for KubernetesServiceAccountTokenGenerator {
             ]),
             expires_at: Some(expires_at),
             renewable: false,
-            lease: None,
+            lease,
         })
+    }
+
+    async fn revoke(&self, handle: &LeaseHandle) -> Result<bool, BackendError> {
+        let lease = serde_json::from_value::<Lease>(handle.0.clone())
+            .ok()
+            .filter(|l| {
+                esi_api::inject::is_dns_label(&l.namespace)
+                    && esi_api::inject::is_dns_subdomain(&l.secret)
+                    && !l.uid.is_empty()
+            })
+            .ok_or_else(|| BackendError::Rejected {
+                message: "the lease names no binding Secret".to_owned(),
+                detail: format!("{BACKEND}: lease handle without namespace, secret and uid"),
+            })?;
+        self.delete_binding(&lease).await
     }
 }
 

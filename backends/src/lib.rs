@@ -627,7 +627,7 @@ impl Generate for Generator {
             #[cfg(feature = "azuretoken")]
             Generator::AzureAccessToken(g) => g.revoke(handle).await,
             #[cfg(feature = "kubetoken")]
-            Generator::KubernetesServiceAccountToken(g) => g.revoke(handle).await,
+            Generator::KubernetesServiceAccountToken(g) => Box::pin(g.revoke(handle)).await,
         }
     }
 }

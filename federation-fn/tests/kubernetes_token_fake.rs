@@ -53,11 +53,25 @@ const FEDERATION_USER: &str = "system:serviceaccount:esi-system:esi-federation";
 /// The API server's own audience, for a TokenRequest naming none.
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// One RBAC grant: `create` on `serviceaccounts/token` in a namespace, for the named
-/// ServiceAccounts only when `names` is set.
+/// One RBAC grant in a namespace: `create` on `serviceaccounts/token`, for the named
+/// ServiceAccounts only when `names` is set; `create` and `delete` on `secrets` when `secrets`.
 struct Grant {
     namespace: String,
     names: Option<Vec<String>>,
+    secrets: bool,
+}
+
+/// A Secret of the fake: its UID and body.
+struct Secret {
+    uid: String,
+    body: Value,
+}
+
+/// A token the fake minted: its user and the Secret it is bound to (namespace, name, UID).
+struct Minted {
+    user: String,
+    bound: Option<(String, String, String)>,
+    expires: i64,
 }
 
 /// The fake API server's state.
@@ -79,6 +93,10 @@ struct ApiServer {
     extend: i64,
     /// Every request: path, authenticated user, body.
     requests: Vec<(String, String, Value)>,
+    /// Secrets by namespace/name.
+    secrets: HashMap<String, Secret>,
+    /// Every token minted.
+    minted: HashMap<String, Minted>,
 }
 
 type Fake = Arc<Mutex<ApiServer>>;
@@ -95,11 +113,25 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The user a bearer token authenticates as, or `None`.
+/// The user a bearer token authenticates as, or `None`: a static token, a ServiceAccount
+/// token the cluster minted (unexpired, its bound Secret still there with its UID), or a JWT
+/// of the authenticator's issuer.
 async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
     let (jwt, known) = {
         let api = fake.lock().unwrap();
-        (api.jwt.clone(), api.static_tokens.get(bearer).cloned())
+        let minted = api.minted.get(bearer).and_then(|m| {
+            let live = m.expires > jiff::Timestamp::now().as_second();
+            let bound = m.bound.as_ref().is_none_or(|(ns, name, uid)| {
+                api.secrets
+                    .get(&format!("{ns}/{name}"))
+                    .is_some_and(|s| &s.uid == uid)
+            });
+            (live && bound).then(|| m.user.clone())
+        });
+        (
+            api.jwt.clone(),
+            api.static_tokens.get(bearer).cloned().or(minted),
+        )
     };
     if known.is_some() {
         return known;
@@ -138,13 +170,7 @@ async fn token_request(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned();
-    let Some(user) = authenticate(&fake, &bearer).await else {
+    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     };
     let mut api = fake.lock().unwrap();
@@ -205,6 +231,41 @@ async fn token_request(
     if audiences.is_empty() {
         audiences.push(API_AUDIENCE.to_owned());
     }
+    let bound = &request["spec"]["boundObjectRef"];
+    let bound = if bound.is_null() {
+        None
+    } else {
+        let secret = bound["name"].as_str().unwrap_or_default().to_owned();
+        let uid = bound["uid"].as_str().unwrap_or_default().to_owned();
+        if bound["kind"] != "Secret" || bound["apiVersion"] != "v1" {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "cannot bind token to object of type this fake does not know",
+            );
+        }
+        match api.secrets.get(&format!("{namespace}/{secret}")) {
+            None => {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("secrets \"{secret}\" not found"),
+                );
+            }
+            Some(s) if s.uid != uid => {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on secrets \"{secret}\": the UID in the bound \
+                         object reference ({uid}) does not match the UID in record ({})",
+                        s.uid
+                    ),
+                );
+            }
+            Some(_) => Some((namespace.clone(), secret, uid)),
+        }
+    };
     let lifetime = asked.min(api.max_expiration) + api.extend;
     let token = api.cluster.mint(&TokenSpec {
         audience: audiences.clone(),
@@ -214,6 +275,14 @@ async fn token_request(
         lifetime,
     });
     let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(lifetime);
+    api.minted.insert(
+        token.clone(),
+        Minted {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            bound,
+            expires: expires.as_second(),
+        },
+    );
     (
         StatusCode::CREATED,
         Json(json!({
@@ -225,6 +294,172 @@ async fn token_request(
         })),
     )
         .into_response()
+}
+
+/// Whether `user` may create and delete Secrets in `namespace`.
+fn may_edit_secrets(api: &ApiServer, user: &str, namespace: &str) -> bool {
+    api.rbac
+        .get(user)
+        .is_some_and(|g| g.iter().any(|g| g.namespace == namespace && g.secrets))
+}
+
+fn forbidden_secrets(user: &str, verb: &str, namespace: &str) -> Response {
+    status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &format!(
+            "secrets is forbidden: User \"{user}\" cannot {verb} resource \"secrets\" in API group \"\" \
+             in the namespace \"{namespace}\""
+        ),
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `POST /api/v1/namespaces/{namespace}/secrets` (with `generateName`).
+async fn create_secret(
+    State(fake): State<Fake>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    let mut api = fake.lock().unwrap();
+    let mut secret: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    api.requests.push((
+        format!("/api/v1/namespaces/{namespace}/secrets"),
+        user.clone(),
+        secret.clone(),
+    ));
+    if !may_edit_secrets(&api, &user, &namespace) {
+        return forbidden_secrets(&user, "create", &namespace);
+    }
+    let Some(prefix) = secret["metadata"]["generateName"].as_str() else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value",
+        );
+    };
+    // The API server's generateName suffix: five of these (no vowels, no confusable digits).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    let suffix: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    let name = format!("{prefix}{suffix}");
+    let uid = format!("uid-{}", relying_party::random());
+    secret["metadata"]["name"] = json!(name);
+    secret["metadata"]["namespace"] = json!(namespace);
+    secret["metadata"]["uid"] = json!(uid);
+    api.secrets.insert(
+        format!("{namespace}/{name}"),
+        Secret {
+            uid,
+            body: secret.clone(),
+        },
+    );
+    (StatusCode::CREATED, Json(secret)).into_response()
+}
+
+/// `DELETE /api/v1/namespaces/{namespace}/secrets/{name}` (with a UID precondition).
+async fn delete_secret(
+    State(fake): State<Fake>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    let mut api = fake.lock().unwrap();
+    let options: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    api.requests.push((
+        format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+        user.clone(),
+        options.clone(),
+    ));
+    if !may_edit_secrets(&api, &user, &namespace) {
+        return forbidden_secrets(&user, "delete", &namespace);
+    }
+    let key = format!("{namespace}/{name}");
+    match api.secrets.get(&key) {
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("secrets \"{name}\" not found"),
+        ),
+        Some(s)
+            if options["preconditions"]["uid"]
+                .as_str()
+                .is_some_and(|u| u != s.uid) =>
+        {
+            status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on secrets \"{name}\": Precondition failed: UID in \
+                 precondition: {}, UID in object meta: {}",
+                    options["preconditions"]["uid"], s.uid
+                ),
+            )
+        }
+        Some(_) => {
+            let gone = api.secrets.remove(&key).unwrap();
+            (StatusCode::OK, Json(gone.body)).into_response()
+        }
+    }
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): who the
+/// bearer is, or 401.
+async fn self_subject_review(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+    match authenticate(&fake, &bearer(&headers)).await {
+        Some(user) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                "status": {"userInfo": {"username": user}},
+            })),
+        )
+            .into_response(),
+        None => status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+    }
+}
+
+/// Who the API server at `server` takes `token` for (`None`: 401).
+async fn whoami(server: &str, token: &str) -> Option<String> {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{server}/apis/authentication.k8s.io/v1/selfsubjectreviews"
+        ))
+        .bearer_auth(token)
+        .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}))
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == 401 {
+        return None;
+    }
+    assert_eq!(resp.status(), 201);
+    let review: Value = resp.json().await.unwrap();
+    Some(
+        review["status"]["userInfo"]["username"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
 }
 
 /// The fake API server of the cluster `cluster` (already served as an issuer), on a loopback
@@ -245,11 +480,25 @@ async fn api_server(
         max_expiration: 48 * 3600,
         extend: 0,
         requests: Vec::new(),
+        secrets: HashMap::new(),
+        minted: HashMap::new(),
     }));
     let app = Router::new()
         .route(
             "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
             post(token_request),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets",
+            post(create_secret),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            axum::routing::delete(delete_secret),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            post(self_subject_review),
         )
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -260,6 +509,15 @@ fn grant(namespace: &str, names: Option<&[&str]>) -> Grant {
     Grant {
         namespace: namespace.to_owned(),
         names: names.map(|n| n.iter().map(|s| (*s).to_owned()).collect()),
+        secrets: false,
+    }
+}
+
+/// [`grant`] with `create` and `delete` on `secrets` too.
+fn grant_with_secrets(namespace: &str, names: Option<&[&str]>) -> Grant {
+    Grant {
+        secrets: true,
+        ..grant(namespace, names)
     }
 }
 
@@ -593,4 +851,217 @@ async fn refusals_say_what_the_api_server_refused_and_lifetimes_follow_max_ttl()
 
 fn file_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("token")
+}
+
+#[tokio::test]
+async fn a_revocable_token_is_void_once_its_lease_is_revoked() {
+    let alpha = common::issuer().await;
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta.clone(),
+        &["deploy/ci"],
+        vec![grant_with_secrets("deploy", Some(&["ci"]))],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let yaml = format!(
+        "{}{}\
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: beta, namespace: default}}
+spec: {{provider: {{kubernetes: {{server: \"{server}\", auth: {{token: {{file: \"{file}\"}}}}}}}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: KubernetesServiceAccountToken
+metadata: {{name: deploy, namespace: default}}
+spec:
+  secretStoreRef: {{name: beta}}
+  serviceAccount: {{namespace: deploy, name: ci}}
+  revocable: true
+",
+        common::cluster("alpha", &alpha.issuer()),
+        common::GENERATORS,
+    );
+    let state = common::state(&yaml, common::settings(Duration::from_secs(1)));
+    let caller = common::token(&alpha, "default", "app");
+    let (status, _, json, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/KubernetesServiceAccountToken/deploy",
+            Some(&caller),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let token = json["data"]["token"].as_str().unwrap().to_owned();
+    let lease = json["lease"]
+        .as_str()
+        .expect("a revocable token has a lease")
+        .to_owned();
+    assert_eq!(
+        whoami(&server, &token).await.as_deref(),
+        Some("system:serviceaccount:deploy:ci"),
+        "the token works at its cluster"
+    );
+
+    // The Secret it is bound to: made for it, empty, labelled and annotated; the TokenRequest
+    // named it with its UID.
+    let (secret, uid) = {
+        let api = fake.lock().unwrap();
+        assert_eq!(api.secrets.len(), 1);
+        let (key, s) = api.secrets.iter().next().unwrap();
+        assert!(key.starts_with("deploy/esi-token-"), "{key}");
+        assert_eq!(s.body["type"], "esi.dev/token-binding");
+        assert_eq!(s.body["immutable"], true);
+        assert!(s.body.get("data").is_none());
+        assert_eq!(
+            s.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "esi-federation"
+        );
+        let notes = &s.body["metadata"]["annotations"];
+        assert_eq!(notes["esi.dev/service-account"], "ci");
+        assert_eq!(
+            notes["esi.dev/issued-to"],
+            "alpha:system:serviceaccount:default:app"
+        );
+        let at: jiff::Timestamp = notes["esi.dev/expires-at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expires: jiff::Timestamp = json["expiresAt"].as_str().unwrap().parse().unwrap();
+        assert!(
+            (at.as_second() - expires.as_second()).abs() <= 5,
+            "{at} vs {expires}"
+        );
+        let request = &api
+            .requests
+            .iter()
+            .find(|r| r.0.ends_with("/token"))
+            .unwrap()
+            .2;
+        let bound = &request["spec"]["boundObjectRef"];
+        assert_eq!(bound["kind"], "Secret");
+        assert_eq!(format!("deploy/{}", bound["name"].as_str().unwrap()), *key);
+        assert_eq!(bound["uid"], s.uid.as_str());
+        (key.clone(), s.uid.clone())
+    };
+
+    // Revoked by its lease: the Secret is deleted (with its UID as precondition) and the API
+    // server refuses the token.
+    let body = json!({ "lease": lease }).to_string();
+    let (status, _, answer, text) = common::send(
+        &state,
+        common::post("/v1/revoke", Some(&caller), Some(&body)),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(answer["revoked"], true);
+    assert!(fake.lock().unwrap().secrets.is_empty());
+    let delete = fake.lock().unwrap().requests.last().unwrap().2.clone();
+    assert_eq!(delete["preconditions"]["uid"], uid.as_str(), "{secret}");
+    assert_eq!(whoami(&server, &token).await, None, "the token is void");
+    // Revoking again: nothing left.
+    let (status, _, answer, text) = common::send(
+        &state,
+        common::post("/v1/revoke", Some(&caller), Some(&body)),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(answer["revoked"], false);
+}
+
+#[tokio::test]
+async fn a_revocable_token_minted_but_not_handed_out_leaves_no_secret_and_no_live_token() {
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta,
+        &["deploy/ci"],
+        vec![grant_with_secrets("deploy", None), grant("other", None)],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let provider = json!({"server": server, "auth": {"token": {"file": file}}});
+    let sa = |ns: &str, name: &str| {
+        json!({"secretStoreRef": {"name": "beta"}, "revocable": true,
+               "serviceAccount": {"namespace": ns, "name": name}})
+    };
+    let id = identity("payments", "api");
+
+    // A ServiceAccount that does not exist: its Secret made, then deleted.
+    let err = rejected(
+        generator(None, provider.clone(), sa("deploy", "ghost"))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("ServiceAccount deploy/ghost does not exist"),
+        "{err}"
+    );
+    assert!(
+        fake.lock().unwrap().secrets.is_empty(),
+        "the binding Secret was left"
+    );
+
+    // A token the API server made longer than maxTTL: its Secret deleted, the token void.
+    fake.lock().unwrap().extend = 7200;
+    let err = rejected(
+        generator(None, provider.clone(), sa("deploy", "ci"))
+            .generate(&ctx(&id, Some(Duration::from_secs(3600))))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("it was revoked (its binding Secret deleted)"),
+        "{err}"
+    );
+    let minted: Vec<String> = fake.lock().unwrap().minted.keys().cloned().collect();
+    assert_eq!(minted.len(), 1);
+    assert_eq!(
+        whoami(&server, &minted[0]).await,
+        None,
+        "the dropped token is void"
+    );
+    assert!(fake.lock().unwrap().secrets.is_empty());
+    fake.lock().unwrap().extend = 0;
+
+    // No right to make Secrets there: refused naming the rule, no token asked for.
+    let err = rejected(
+        generator(None, provider.clone(), sa("other", "ci"))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("`create` on `secrets`, which `revocable` needs"),
+        "{err}"
+    );
+    assert!(
+        !fake
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .any(|r| r.0.starts_with("/api/v1/namespaces/other/serviceaccounts")),
+        "a token asked without its binding"
+    );
+
+    // A lease naming a Secret since replaced by another of the same name: nothing deleted.
+    let g = generator(None, provider, sa("deploy", "ci"));
+    let cred = g.generate(&ctx(&id, None)).await.unwrap();
+    {
+        let mut api = fake.lock().unwrap();
+        let s = api.secrets.values_mut().next().unwrap();
+        s.uid = "uid-of-a-newer-secret".into();
+    }
+    assert!(!g.revoke(cred.lease.as_ref().unwrap()).await.unwrap());
+    assert_eq!(
+        fake.lock().unwrap().secrets.len(),
+        1,
+        "another Secret was deleted"
+    );
 }

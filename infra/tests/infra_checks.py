@@ -13,14 +13,17 @@ Every stage uses the real tool where one can run here:
 - structure:  python-hcl2 checks on what reviewers rely on (documented variables and outputs,
               least-privilege IAM including the Lambda role's opt-in grants for AWS generators
               without roleArn, the webhook's safety settings, the trust modules' conditions on
-              the federation's own token). checkov does not evaluate `dynamic "statement"`
+              the federation's own token and, in trust-azure-workloads, on the tokens
+              AzureAccessToken signs for workloads). checkov does not evaluate `dynamic "statement"`
               blocks, so these checks are what covers those grants.
 - validation: the modules evaluated with bad inputs must be refused by their `validation`
               blocks with the expected message, and with good inputs accepted (for a module
               with providers, its variables.tf alone).
 - trust:      each trust module's `secret_store_provider` evaluated by Terraform (provider
               references stubbed), rendered through modules/federation-config, and compared with
-              the store shape and the server's own store fields (backends/src).
+              the store shape and the server's own store fields (backends/src); likewise
+              trust-azure-workloads' `generator_spec` and `authorization_subjects`, rendered as an
+              AzureAccessToken generator and its Authorization, per cloud.
 - render:     the example's federation configuration evaluated with `terraform apply` on the
               provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
               for the federation's loader test, and checked here for shape.
@@ -599,23 +602,31 @@ def check_structure() -> None:
     check_trust_aws(stage)
     check_trust_gcp(stage)
     check_trust_azure(stage)
+    check_trust_azure_workloads(stage)
 
 
 # The federation's own login token (federation-fn/README.md, "The federation's own logins"):
 # its subject, and per cloud its audience, read from the server's source so the trust the
-# modules set up cannot drift from the token the federation signs.
+# modules set up cannot drift from the token the federation signs. Likewise the tokens
+# AzureAccessToken signs for a workload (modules/trust-azure-workloads).
 RUST_CONSTS = {
     "FEDERATION_SUBJECT": REPO / "backends" / "src" / "identity.rs",
     "STS_AUDIENCE": REPO / "backends" / "src" / "aws.rs",
     "FEDERATED_TOKEN_AUDIENCE": REPO / "backends" / "src" / "azure.rs",
+    # AzureAccessToken (a workload's token traded at Entra ID): the authority host it defaults
+    # to, the audiences of the other clouds, and the workload subject's middle part.
+    "DEFAULT_AUTHORITY_HOST": REPO / "backends" / "src" / "azure.rs",
+    "US_GOV_AUDIENCE": REPO / "backends" / "src" / "azure_access_token.rs",
+    "CHINA_AUDIENCE": REPO / "backends" / "src" / "azure_access_token.rs",
+    "SERVICE_ACCOUNT_SUBJECT_PREFIX": REPO / "federation-fn" / "api" / "src" / "identity.rs",
 }
 
 
 def rust_const(name: str) -> str:
     path = RUST_CONSTS[name]
-    found = re.findall(r'pub const ' + name + r': &str = "([^"]+)";', path.read_text())
+    found = re.findall(r'(?:pub(?:\([a-z]+\))? )?const ' + name + r': &str = "([^"]+)";', path.read_text())
     if len(found) != 1:
-        fail("structure", f"cannot find `pub const {name}: &str` in {path.relative_to(REPO)}; update RUST_CONSTS "
+        fail("structure", f"cannot find `const {name}: &str` in {path.relative_to(REPO)}; update RUST_CONSTS "
              "in infra/tests/infra_checks.py")
         return f"<{name} not found>"
     return found[0]
@@ -735,6 +746,75 @@ def check_trust_azure(stage: str) -> None:
         fail(stage, f"trust-azure: the federated identity credential must be {expect}, is {got}")
 
 
+def azure_cloud_hosts() -> dict[str, set[str]]:
+    """The authority hosts AzureAccessToken maps to each audience other than the public
+    cloud's (the arms of `token_audience`'s match), by the audience's value."""
+    path = REPO / "backends" / "src" / "azure_access_token.rs"
+    arms = re.findall(r'Some\(((?:"[^"]+"\s*\|?\s*)+)\) => ([A-Z_]+_AUDIENCE),', path.read_text())
+    if not arms:
+        fail("structure", f"cannot find the authority hosts of AzureAccessToken's `token_audience` in "
+             f"{path.relative_to(REPO)}; update azure_cloud_hosts in infra/tests/infra_checks.py")
+    return {rust_const(const): set(re.findall(r'"([^"]+)"', hosts)) for hosts, const in arms}
+
+
+def check_trust_azure_workloads(stage: str) -> None:
+    """One federated identity credential per workload (for_each over var.workloads) and no other
+    resource, each trusting the issuer for exactly the subject AzureAccessToken signs for that
+    workload, `<cluster>:system:serviceaccount:<namespace>:<service account>` (the same in the
+    validation rules), and for the audience of the chosen cloud: the public cloud's authority
+    host and audience are the generator's defaults, and each other cloud's host is one the
+    generator maps to that cloud's audience."""
+    where = "trust-azure-workloads"
+    main = load_hcl(MODULES / where / "main.tf")
+    made = [(rtype, name) for block in main.get("resource", []) for rtype, named in block.items() for name in named]
+    if made != [("azuread_application_federated_identity_credential", "workload")]:
+        fail(stage, f"{where}: must make only azuread_application_federated_identity_credential.workload, makes {made}")
+    fic = resource(main, "azuread_application_federated_identity_credential", "workload") or {}
+    got = {k: unquote(fic.get(k)) for k in ("for_each", "application_id", "display_name", "issuer", "subject", "audiences")}
+    expect = {"for_each": "${var.workloads}", "application_id": "${var.application_id}",
+              "display_name": "${var.display_name_prefix}${each.key}", "issuer": "${var.issuer_url}",
+              "subject": "${local.subjects[each.key]}", "audiences": ["${local.audience}"]}
+    if got != expect:
+        fail(stage, f"{where}: the federated identity credential must be {expect}, is {got}")
+
+    loc = module_locals(main)
+    subject = "${w.cluster}:" + rust_const("SERVICE_ACCOUNT_SUBJECT_PREFIX") + "${w.namespace}:${w.service_account}"
+    flat = re.sub(r"\s+", "", str(loc.get("subjects")))
+    if flat != re.sub(r"\s+", "", '${{for key, w in var.workloads : key => "' + subject + '"}}'):
+        fail(stage, f"{where}: local.subjects must map each key of var.workloads to {subject!r}, is {loc.get('subjects')!r}")
+    # The validation rules (subject length, duplicates) build the subject themselves.
+    variables = (MODULES / where / "variables.tf").read_text()
+    built = re.findall(r'"(\$\{w\.cluster\}[^"]*)"', variables)
+    if not built or any(b != subject for b in built):
+        fail(stage, f"{where}: variables.tf must build each workload's subject as {subject!r}, builds {built}")
+
+    if (loc.get("audience"), loc.get("cloud")) != ("${local.cloud.audience}", "${local.clouds[var.cloud]}"):
+        fail(stage, f"{where}: local.audience must be local.clouds[var.cloud].audience, is {loc.get('audience')!r} "
+             f"(local.cloud {loc.get('cloud')!r})")
+    clouds = loc.get("clouds")
+    clouds = clouds[0] if isinstance(clouds, list) and len(clouds) == 1 else clouds
+    clouds = {name: {k: unquote(v) for k, v in c.items()} for name, c in (clouds or {}).items()}
+    hosts = azure_cloud_hosts()
+    expect_audience = {"public": rust_const("FEDERATED_TOKEN_AUDIENCE"), "usgovernment": rust_const("US_GOV_AUDIENCE"),
+                       "china": rust_const("CHINA_AUDIENCE")}
+    if set(clouds) != set(expect_audience):
+        fail(stage, f"{where}: local.clouds must be {sorted(expect_audience)}, is {sorted(clouds)}")
+    for name, audience in expect_audience.items():
+        c = clouds.get(name, {})
+        host = re.sub(r"^https://([^/]+)/$", r"\1", str(c.get("authority_host")))
+        ok_host = (c.get("authority_host") == rust_const("DEFAULT_AUTHORITY_HOST") if name == "public"
+                   else host in hosts.get(audience, set()))
+        if c.get("audience") != audience or not ok_host:
+            fail(stage, f"{where}: local.clouds.{name} must have audience {audience} and an authority host "
+                 f"AzureAccessToken maps to it ({sorted(hosts.get(audience, []))}, https://<host>/; the public "
+                 f"cloud's: {rust_const('DEFAULT_AUTHORITY_HOST')}), is {c}")
+    declared = dict(blocks(load_hcl(MODULES / where / "variables.tf"), "variable"))
+    condition = str(unquote((declared.get("cloud", {}).get("validation") or [{}])[0].get("condition")))
+    allowed = re.findall(r"""['"]([a-z]+)['"]""", condition)
+    if sorted(allowed) != sorted(expect_audience):
+        fail(stage, f"{where}: variable cloud must allow exactly {sorted(expect_audience)}, allows {allowed}")
+
+
 # ---------------------------------------------------------------------------------------------
 
 FK_IMAGE = 'image = "r/esi-federation@sha256:' + "0" * 64 + '"'
@@ -774,6 +854,26 @@ TZ_REQUIRED = "\n ".join([
     f'client_id = "{AZ_CLIENT}"',
     f'tenant_id = "{AZ_TENANT}"',
 ])
+
+
+def tw_workloads(*entries: tuple[str, str, str, str]) -> str:
+    """modules/trust-azure-workloads' `workloads` input: (key, cluster, namespace, service_account)."""
+    body = ", ".join(f'"{k}" = {{ cluster = "{c}", namespace = "{n}", service_account = "{sa}" }}' for k, c, n, sa in entries)
+    return f"workloads = {{ {body} }}"
+
+
+TW_API = ("api", "prod-eu", "payments", "api")
+TW_BASE = "\n ".join([
+    'issuer_url = "https://esi.example.com"',
+    'application_id = "/applications/00000000-0000-0000-0000-0000000000b1"',
+    f'client_id = "{AZ_CLIENT}"',
+    f'tenant_id = "{AZ_TENANT}"',
+    'scope = "https://graph.microsoft.com/.default"',
+])
+TW_REQUIRED = f"{TW_BASE}\n {tw_workloads(TW_API)}"
+# Entra ID's most: 20 federated identity credentials per application.
+TW_20 = [(f"w{i:02d}", "prod-eu", "payments", f"sa{i}") for i in range(20)]
+TW_LONGEST = ".".join(["c" * 63] * 3 + ["c" * 61])  # a DNS-1123 subdomain of 253 characters
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
@@ -907,6 +1007,33 @@ VALIDATION_CASES = [
     ("trust-azure", f'{TZ_REQUIRED.replace(AZ_CLIENT, "my-app")}', "a GUID"),
     ("trust-azure", f'{TZ_REQUIRED.replace(AZ_TENANT, "not a tenant")}', "tenant ID (a GUID) or a tenant's domain"),
     ("trust-azure", f'{TZ_REQUIRED}\n display_name = "x"', "3-120 letters"),
+    # Trust for AzureAccessToken's workloads: the same identifiers as trust-azure, the cloud and
+    # scope the generator takes, and workloads Entra ID can hold as federated credentials.
+    ("trust-azure-workloads", TW_REQUIRED.replace("/applications/", ""), "application's resource ID"),
+    ("trust-azure-workloads", TW_REQUIRED.replace(AZ_CLIENT, "my-app"), "client_id must be an application (client) ID, a GUID"),
+    ("trust-azure-workloads", TW_REQUIRED.replace(AZ_TENANT, "not a tenant"), "tenant ID (a GUID) or a tenant's domain"),
+    ("trust-azure-workloads", TW_REQUIRED.replace("https://esi", "http://esi"), "must be an https URL"),
+    ("trust-azure-workloads", f'{TW_REQUIRED}\n cloud = "AzureUSGovernment"', "one of public, usgovernment or china"),
+    ("trust-azure-workloads", TW_REQUIRED.replace("/.default", "/User.Read"), "one resource's .default scope"),
+    ("trust-azure-workloads", TW_REQUIRED.replace("https://graph.microsoft.com/.default", "https://graph.microsoft.com/.default offline_access"), "one resource's .default scope"),
+    ("trust-azure-workloads", TW_REQUIRED.replace("https://graph.microsoft.com/.default", "/.default"), "one resource's .default scope"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(*TW_20, ('w20', 'prod-eu', 'payments', 'sa20'))}", "(there are 21): Entra ID allows at most 20"),
+    ("trust-azure-workloads", f"{TW_BASE}\n workloads = {{}}", "(there are 0)"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api', 'prod-eu', 'Payments', 'api'))}", "namespace must be a DNS-1123 label"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api', 'prod-eu', 'payments-', 'api'))}", "namespace must be a DNS-1123 label"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api', 'prod_eu', 'payments', 'api'))}", "cluster must be a cluster's name in the federation"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api', 'prod..eu', 'payments', 'api'))}", "cluster must be a cluster's name in the federation"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api', 'prod-eu', 'payments', 'api:x'))}", "service_account must be a ServiceAccount name"),
+    # Valid parts make at most 593 characters: the 600 limit is seen only past another rule.
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api', 'prod-eu', 'payments', 'a' * 600))}", "at most 600 characters (Entra ID's limit"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(TW_API, ('api2', 'prod-eu', 'payments', 'api'), ('web', 'prod-eu', 'payments', 'web'))}",
+     "The workloads api, api2 name the same cluster, namespace and service_account"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('api server', 'prod-eu', 'payments', 'api'))}", "Each key of workloads must be 1-80"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(('k' * 81, 'prod-eu', 'payments', 'api'))}", "Each key of workloads must be 1-80"),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(TW_API, ('API', 'prod-eu', 'payments', 'web'))}", "must not differ only in letter case"),
+    ("trust-azure-workloads", f'{TW_REQUIRED}\n display_name_prefix = "-"', "display_name_prefix followed by each key"),
+    ("trust-azure-workloads", f'{TW_BASE}\n {tw_workloads(("ab", "prod-eu", "payments", "api"))}\n display_name_prefix = ""', "display_name_prefix followed by each key"),
+    ("trust-azure-workloads", f'{TW_REQUIRED}\n display_name_prefix = "{"p" * 118}"', "display_name_prefix followed by each key"),
 ]
 
 # Inputs the same modules must accept: a validation that refuses everything proves nothing.
@@ -945,6 +1072,12 @@ VALID_CASES = [
     ("trust-gcp", f'{TG_REQUIRED.replace("https://esi.example.com", "https://esi.example.com:8443/fed")}\n service_account_email = "{GSA}"\n impersonated_service_account_emails = ["{GSA}", "123456789-compute@developer.gserviceaccount.com"]'),
     ("trust-azure", TZ_REQUIRED),
     ("trust-azure", f'{TZ_REQUIRED.replace(AZ_TENANT, "contoso.onmicrosoft.com")}\n display_name = "esi_federation-prod"'),
+    ("trust-azure-workloads", TW_REQUIRED),
+    ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(*TW_20)}"),
+    ("trust-azure-workloads", f'{TW_BASE.replace(AZ_TENANT, "contoso.onmicrosoft.us").replace("https://graph.microsoft.com", "api://payments-api")}\n cloud = "usgovernment"\n '
+     f'{tw_workloads(("Api_1", "eks.prod-eu.example", "payments", "api.v2"), ("a", "prod-eu", "payments", "api"))}'),
+    ("trust-azure-workloads", f'{TW_BASE.replace("https://graph.microsoft.com", AZ_CLIENT)}\n cloud = "china"\n display_name_prefix = ""\n '
+     f'{tw_workloads(("api", TW_LONGEST, "n" * 63, TW_LONGEST), ("k" * 80, "prod-eu", "payments", "web"))}'),
 ]
 
 
@@ -1255,7 +1388,12 @@ def check_example_eks_access(stage: str, example: dict, own_role: list) -> None:
 # module's variables.tf, locals and outputs.tf with every reference to a provider's resource or
 # data source replaced by a string (the reference's own text, or the value below), then passed
 # through modules/federation-config as `provider` of a SecretStore, as the README shows.
-TRUST_STUBS = {"data.google_project.this.number": '"123456789"'}
+TRUST_STUBS = {
+    "data.google_project.this.number": '"123456789"',
+    # A for_each resource, iterated by an output: one stand-in credential per workload.
+    "azuread_application_federated_identity_credential.workload":
+        '{ for key in keys(var.workloads) : key => { credential_id = "credential-${key}" } }',
+}
 PROVIDER_REF = re.compile(r"\b(?:data\.)?(?:aws|google|azuread)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]]*\])?(?:\.[a-z0-9_]+)*")
 GCP_WIP = "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation"
 TRUST_CASES = [
@@ -1316,20 +1454,43 @@ def check_against_rust(stage: str, where: str, value, source: str, struct: str) 
             check_against_rust(stage, f"{where}.{key}", v, source, inner)
 
 
+def write_stubbed_module(src: Path, mod: Path) -> None:
+    """The module `src` without its provider, into `mod`: its variables.tf, locals and
+    outputs.tf, references to the provider's resources and data sources stubbed (TRUST_STUBS)."""
+    mod.mkdir(parents=True)
+    shutil.copy(src / "variables.tf", mod / "variables.tf")
+    locals_blocks = re.findall(r"^locals \{\n.*?^\}\n", (src / "main.tf").read_text(), re.M | re.S)
+    outputs = re.sub(r"^\s*depends_on = \[.*\]\n", "", (src / "outputs.tf").read_text(), flags=re.M)
+    text = "\n".join(locals_blocks) + "\n" + outputs
+    (mod / "main.tf").write_text(PROVIDER_REF.sub(lambda m: TRUST_STUBS.get(m.group(0), json.dumps(m.group(0))), text))
+
+
+def apply_outputs(stage: str, what: str, case: Path) -> dict | None:
+    """`terraform apply` of the provider-free root module `case`, then its outputs."""
+    result = init(case, case / ".data")
+    if result.retcode != 0:
+        fail(stage, f"{what}: init failed:\n{result.value}\n{result.error}")
+        return None
+    os.environ["TF_DATA_DIR"] = str(case / ".data")
+    try:
+        cli = TerraformCommand(str(case))
+        applied = cli.apply(state=str(case / "terraform.tfstate"), json=False, input=False)
+        outputs = cli.output(state=str(case / "terraform.tfstate")) if applied.retcode == 0 else None
+    finally:
+        os.environ.pop("TF_DATA_DIR", None)
+    if applied.retcode != 0 or outputs is None or outputs.retcode != 0:
+        fail(stage, f"{what}: evaluating the outputs failed:\n{applied.value}\n{applied.error}")
+        return None
+    return outputs.value
+
+
 def check_trust() -> None:
     stage = "trust"
     root = WORK / "trust"
     shutil.rmtree(root, ignore_errors=True)
     for i, (module, inputs, expected) in enumerate(TRUST_CASES):
         case = root / f"case{i:02d}"
-        mod = case / "module"
-        mod.mkdir(parents=True)
-        src = MODULES / module
-        shutil.copy(src / "variables.tf", mod / "variables.tf")
-        locals_blocks = re.findall(r"^locals \{\n.*?^\}\n", (src / "main.tf").read_text(), re.M | re.S)
-        outputs = re.sub(r"^\s*depends_on = \[.*\]\n", "", (src / "outputs.tf").read_text(), flags=re.M)
-        text = "\n".join(locals_blocks) + "\n" + outputs
-        (mod / "main.tf").write_text(PROVIDER_REF.sub(lambda m: TRUST_STUBS.get(m.group(0), json.dumps(m.group(0))), text))
+        write_stubbed_module(MODULES / module, case / "module")
         body = "\n ".join(inputs.split("\n"))
         (case / "main.tf").write_text(
             f'module "trust" {{\n  source = "./module"\n {body}\n}}\n'
@@ -1337,30 +1498,101 @@ def check_trust() -> None:
             '  secret_stores = { "payments/store" = { provider = module.trust.secret_store_provider } }\n}\n'
             'output "provider" {\n  value = module.trust.secret_store_provider\n}\n'
             'output "files" {\n  value = module.config.files\n}\n')
-        result = init(case, case / ".data")
-        if result.retcode != 0:
-            fail(stage, f"{module} case {i}: init failed:\n{result.value}\n{result.error}")
+        outputs_ = apply_outputs(stage, f"{module} case {i} (secret_store_provider)", case)
+        if outputs_ is None:
             continue
-        os.environ["TF_DATA_DIR"] = str(case / ".data")
-        try:
-            cli = TerraformCommand(str(case))
-            applied = cli.apply(state=str(case / "terraform.tfstate"), json=False, input=False)
-            outputs_ = cli.output(state=str(case / "terraform.tfstate")) if applied.retcode == 0 else None
-        finally:
-            os.environ.pop("TF_DATA_DIR", None)
-        if applied.retcode != 0 or outputs_ is None or outputs_.retcode != 0:
-            fail(stage, f"{module} case {i}: evaluating secret_store_provider failed:\n{applied.value}\n{applied.error}")
-            continue
-        provider = outputs_.value["provider"]["value"]
+        provider = outputs_["provider"]["value"]
         if provider != expected:
             fail(stage, f"{module} case {i}: secret_store_provider is {provider}, expected {expected}")
-        stores = json.loads(outputs_.value["files"]["value"].get("10-secretstores.json", "{}")).get("items", [])
+        stores = json.loads(outputs_["files"]["value"].get("10-secretstores.json", "{}")).get("items", [])
         if [(s_["metadata"], s_["spec"]) for s_ in stores] != [({"name": "store", "namespace": "payments"}, {"provider": expected})]:
             fail(stage, f"{module} case {i}: modules/federation-config rendered {stores}, expected one SecretStore with provider {expected}")
         backend = next(iter(expected))
         path, struct = STORE_STRUCTS[backend]
         source = path.read_text()
         check_against_rust(stage, f"{module} case {i}: provider.{backend}", provider[backend], source, struct)
+    check_trust_workloads(stage, root)
+
+
+# modules/trust-azure-workloads evaluated the same way, per cloud: its outputs, and its
+# `generator_spec` and `authorization_subjects` rendered through modules/federation-config as an
+# AzureAccessToken generator and the Authorization naming it.
+TW_TWO = [TW_API, ("web", "prod-us", "storefront", "web.v2")]
+TW_SPEC = {"tenantId": AZ_TENANT, "clientId": AZ_CLIENT, "scope": "https://graph.microsoft.com/.default"}
+TRUST_WORKLOAD_CASES = [
+    # (inputs besides TW_BASE, the workloads, the expected `generator_spec`, the expected `audience`)
+    ("", TW_TWO, TW_SPEC, rust_const("FEDERATED_TOKEN_AUDIENCE")),
+    ('cloud = "usgovernment"', TW_TWO,
+     {**TW_SPEC, "authorityHost": "https://login.microsoftonline.us/", "audience": rust_const("US_GOV_AUDIENCE")},
+     rust_const("US_GOV_AUDIENCE")),
+    ('cloud = "china"', [TW_API],
+     {**TW_SPEC, "authorityHost": "https://login.chinacloudapi.cn/", "audience": rust_const("CHINA_AUDIENCE")},
+     rust_const("CHINA_AUDIENCE")),
+]
+GENERATOR_STRUCTS = {"AzureAccessToken": (REPO / "backends" / "src" / "azure_access_token.rs", "AzureAccessTokenSpec")}
+AUTHORIZATION_SUBJECT = (REPO / "federation-fn" / "src" / "config" / "resources.rs", "Subject")
+
+
+def check_trust_workloads(stage: str, root: Path) -> None:
+    """Per cloud: the credentials' subjects are the ones the federation signs for the workloads,
+    the generator's spec names the cloud's authority host and audience (or neither on the public
+    cloud, whose are the generator's defaults) and agrees with the generator's own mapping of
+    hosts to audiences, and the spec and the Authorization's subjects have the server's fields."""
+    module = "trust-azure-workloads"
+    prefix = rust_const("SERVICE_ACCOUNT_SUBJECT_PREFIX")
+    hosts = azure_cloud_hosts()
+    for i, (extra, entries, expected, audience) in enumerate(TRUST_WORKLOAD_CASES):
+        what = f"{module} case {i}"
+        case = root / f"workloads{i:02d}"
+        write_stubbed_module(MODULES / module, case / "module")
+        body = "\n ".join(f"{TW_BASE}\n {extra}\n {tw_workloads(*entries)}".split("\n"))
+        (case / "main.tf").write_text(
+            f'module "trust" {{\n  source = "./module"\n {body}\n}}\n'
+            f'module "config" {{\n  source = "{MODULES / "federation-config"}"\n'
+            '  generators = { "payments/graph" = { kind = "AzureAccessToken", spec = module.trust.generator_spec } }\n'
+            '  authorizations = { "payments-graph" = { subjects = module.trust.authorization_subjects,'
+            ' generators = ["payments/AzureAccessToken/graph"], maxTTL = "2h" } }\n}\n'
+            'output "trust" {\n  value = module.trust\n}\n'
+            'output "files" {\n  value = module.config.files\n}\n')
+        outputs = apply_outputs(stage, what, case)
+        if outputs is None:
+            continue
+        trust = outputs["trust"]["value"]
+        workloads = {k: (c, n, sa) for k, c, n, sa in entries}
+        subjects = {k: f"{c}:{prefix}{n}:{sa}" for k, (c, n, sa) in workloads.items()}
+        if trust.get("subjects") != subjects:
+            fail(stage, f"{what}: subjects is {trust.get('subjects')}, expected {subjects}")
+        if sorted(trust.get("credential_ids") or {}) != sorted(workloads):
+            fail(stage, f"{what}: credential_ids must be keyed like workloads, is {trust.get('credential_ids')}")
+        if trust.get("audience") != audience:
+            fail(stage, f"{what}: audience is {trust.get('audience')!r}, expected {audience!r}")
+        spec = trust.get("generator_spec")
+        if spec != expected:
+            fail(stage, f"{what}: generator_spec is {spec}, expected {expected}")
+        elif "authorityHost" in spec:
+            host = re.sub(r"^https://([^/]+)/$", r"\1", spec["authorityHost"])
+            if spec.get("audience") != audience or host not in hosts.get(audience, set()):
+                fail(stage, f"{what}: generator_spec's authorityHost {spec['authorityHost']} and audience "
+                     f"{spec.get('audience')} must be a pair AzureAccessToken maps ({hosts})")
+        elif audience != rust_const("FEDERATED_TOKEN_AUDIENCE"):
+            fail(stage, f"{what}: generator_spec leaves out authorityHost, so the generator would sign for "
+                 f"{rust_const('FEDERATED_TOKEN_AUDIENCE')}, not for the credentials' {audience}")
+        subjects_spec = [{"clusters": [c], "namespaces": [n], "serviceAccounts": [sa]} for _, (c, n, sa) in sorted(workloads.items())]
+        if trust.get("authorization_subjects") != subjects_spec:
+            fail(stage, f"{what}: authorization_subjects is {trust.get('authorization_subjects')}, expected {subjects_spec}")
+
+        files = outputs["files"]["value"]
+        gens = json.loads(files.get("20-generators.json", "{}")).get("items", [])
+        if [(g["kind"], g["metadata"], g["spec"]) for g in gens] != [("AzureAccessToken", {"name": "graph", "namespace": "payments"}, expected)]:
+            fail(stage, f"{what}: modules/federation-config rendered the generators {gens}, expected one AzureAccessToken with spec {expected}")
+        auths = json.loads(files.get("30-authorizations.json", "{}")).get("items", [])
+        if [a["spec"].get("subjects") for a in auths] != [subjects_spec]:
+            fail(stage, f"{what}: modules/federation-config rendered the Authorizations {auths}, expected subjects {subjects_spec}")
+        path, struct = GENERATOR_STRUCTS["AzureAccessToken"]
+        check_against_rust(stage, f"{what}: generator_spec", spec or {}, path.read_text(), struct)
+        path, struct = AUTHORIZATION_SUBJECT
+        for subject in trust.get("authorization_subjects") or []:
+            check_against_rust(stage, f"{what}: authorization_subjects", subject, path.read_text(), struct)
 
 
 # ---------------------------------------------------------------------------------------------
