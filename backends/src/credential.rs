@@ -189,7 +189,7 @@ pub(crate) const CLOCK_LEEWAY: std::time::Duration = std::time::Duration::from_s
         feature = "quay",
         feature = "cloudsmith",
         feature = "azuretoken",
-        feature = "kubetoken"
+        feature = "k8s"
     )),
     allow(dead_code)
 )]

@@ -419,7 +419,7 @@ pub const OWN_LOGIN_LIFETIME: Duration = Duration::from_secs(300);
     feature = "aws",
     feature = "azure",
     feature = "gcp",
-    feature = "kubetoken"
+    feature = "k8s"
 ))]
 pub(crate) fn own_login_token(
     issuer: Option<&std::sync::Arc<Issuer>>,

@@ -399,6 +399,37 @@ impl KubernetesConn {
         })
     }
 
+    /// A request to the API server (`path` relative to its URL) with the federation's
+    /// credential, and a JSON body when given.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| BackendError::Unavailable {
+                message: "the kubernetes store's server URL cannot be used".to_owned(),
+                detail: format!("{BACKEND}: {e}"),
+            })?;
+        let req = self
+            .http
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::AUTHORIZATION, self.authorization()?);
+        Ok(match body {
+            Some(body) => req.json(body),
+            None => req,
+        })
+    }
+
+    /// The server's URL as the workload gets it (no trailing `/`).
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
     /// The `Authorization` header, read or signed now.
     fn authorization(&self) -> Result<HeaderValue, BackendError> {
         let token: SecretString = match &self.proof {
@@ -456,7 +487,7 @@ struct Status {
 }
 
 /// What a `Status` body says, one line of at most 300 characters, or "no readable status".
-fn status_said(body: &[u8]) -> String {
+pub(crate) fn status_said(body: &[u8]) -> String {
     match serde_json::from_slice::<Status>(body) {
         Ok(s) if !s.message.is_empty() || !s.reason.is_empty() => {
             let said = if s.reason.is_empty() {
@@ -513,10 +544,7 @@ impl KubernetesServiceAccountTokenGenerator {
                 #[allow(unreachable_patterns)]
                 _ => None,
             })?;
-        let issuer = &shared.issuer;
-        let conn = shared
-            .kubernetes
-            .get(provider, |p| KubernetesConn::new(p, issuer))?;
+        let conn = shared.kubernetes_conn(provider)?;
         let (namespace, name) = spec.templates()?;
         Ok(Self {
             spec,
@@ -597,7 +625,7 @@ pub const BINDING_TYPE: &str = "esi.dev/token-binding";
 /// The error of an API server answer other than success, for `what` (`"the token request"`)
 /// about `who` (`"ServiceAccount deploy/ci"`). `action` is what a 403 says the federation may
 /// not do.
-fn refusal(
+pub(crate) fn refusal(
     server: &str,
     what: &str,
     who: &str,
@@ -632,13 +660,15 @@ fn rbac_rule(action: &str) -> &'static str {
         "`create` on `serviceaccounts/token`"
     } else if action.starts_with("create Secrets") {
         "`create` on `secrets`, which `revocable` needs"
+    } else if action.starts_with("read") {
+        "`get` on `secrets`"
     } else {
         "`delete` on `secrets`, which `revocable` needs"
     }
 }
 
 /// An answer with a success status that cannot be read.
-fn unreadable(e: &serde_json::Error) -> BackendError {
+pub(crate) fn unreadable(e: &serde_json::Error) -> BackendError {
     BackendError::Unavailable {
         message: "the Kubernetes API server's answer could not be read".to_owned(),
         detail: format!(
@@ -649,30 +679,6 @@ fn unreadable(e: &serde_json::Error) -> BackendError {
 }
 
 impl KubernetesServiceAccountTokenGenerator {
-    /// A JSON request to the API server with the federation's credential.
-    fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<reqwest::RequestBuilder, BackendError> {
-        let url = self
-            .conn
-            .base
-            .join(path)
-            .map_err(|e| BackendError::Unavailable {
-                message: "the kubernetes store's server URL cannot be used".to_owned(),
-                detail: format!("{BACKEND}: {e}"),
-            })?;
-        Ok(self
-            .conn
-            .http
-            .request(method, url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(reqwest::header::AUTHORIZATION, self.conn.authorization()?)
-            .json(body))
-    }
-
     /// Creates the empty Secret a revocable token is bound to: its name and UID.
     async fn create_binding(
         &self,
@@ -697,7 +703,9 @@ impl KubernetesServiceAccountTokenGenerator {
             "immutable": true,
         });
         let path = format!("api/v1/namespaces/{namespace}/secrets");
-        let req = self.request(reqwest::Method::POST, &path, &body)?;
+        let req = self
+            .conn
+            .request(reqwest::Method::POST, &path, Some(&body))?;
         let (status, body) = crate::http::send(BACKEND, req).await?;
         if !matches!(status.as_u16(), 200 | 201) {
             return Err(refusal(
@@ -736,7 +744,9 @@ impl KubernetesServiceAccountTokenGenerator {
             "api/v1/namespaces/{}/secrets/{}",
             lease.namespace, lease.secret
         );
-        let req = self.request(reqwest::Method::DELETE, &path, &body)?;
+        let req = self
+            .conn
+            .request(reqwest::Method::DELETE, &path, Some(&body))?;
         let (status, body) = crate::http::send(BACKEND, req).await?;
         match status.as_u16() {
             200 | 202 => Ok(true),
@@ -790,7 +800,9 @@ impl KubernetesServiceAccountTokenGenerator {
             "spec": spec,
         });
         let path = format!("api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
-        let req = self.request(reqwest::Method::POST, &path, &body)?;
+        let req = self
+            .conn
+            .request(reqwest::Method::POST, &path, Some(&body))?;
         let (status, body) = crate::http::send(BACKEND, req).await?;
         if !matches!(status.as_u16(), 200 | 201) {
             let who = format!("ServiceAccount {namespace}/{name}");

@@ -40,7 +40,7 @@
 //! | `quay` | — | `QuayAccessToken` (exchanges an identity token of the federation's issuer at Quay's robot federation) |
 //! | `cloudsmith` | — | `CloudsmithAccessToken` (exchanges an identity token of the federation's issuer at Cloudsmith's OpenID Connect endpoint) |
 //! | `azuretoken` | — | `AzureAccessToken` (presents an identity token of the federation's issuer to Entra ID as an app's federated credential) |
-//! | `kubetoken` | `kubernetes` | `KubernetesServiceAccountToken` (a TokenRequest at another cluster's API server) |
+//! | `k8s` | `kubernetes` | `KubernetesServiceAccountToken` (a TokenRequest at another cluster's API server), `KubernetesSecret` (a Secret read there) |
 //!
 //! Failures are classified once into [`BackendError::Unavailable`] (unreachable, slow, 5xx,
 //! throttled, or the federation's own credential not accepted — HTTP 401 or its SDK
@@ -101,7 +101,9 @@ pub mod github;
 pub mod grafana;
 #[cfg(feature = "http-client")]
 pub mod http;
-#[cfg(feature = "kubetoken")]
+#[cfg(feature = "k8s")]
+pub mod kubernetes_secret;
+#[cfg(feature = "k8s")]
 pub mod kubernetes_token;
 #[cfg(feature = "mfa")]
 pub mod mfa;
@@ -262,8 +264,11 @@ pub enum Generator {
     #[cfg(feature = "azuretoken")]
     AzureAccessToken(Box<azure_access_token::AzureAccessTokenGenerator>),
     /// `KubernetesServiceAccountToken`.
-    #[cfg(feature = "kubetoken")]
+    #[cfg(feature = "k8s")]
     KubernetesServiceAccountToken(Box<kubernetes_token::KubernetesServiceAccountTokenGenerator>),
+    /// `KubernetesSecret`.
+    #[cfg(feature = "k8s")]
+    KubernetesSecret(Box<kubernetes_secret::KubernetesSecretGenerator>),
 }
 
 /// What generators share, built once per store rather than once per generator: a Vault
@@ -291,7 +296,7 @@ pub struct Shared {
     grafana: store::Conns<grafana::GrafanaConn>,
     #[cfg(any(feature = "acr", feature = "keyvault"))]
     azure: store::Conns<azure::AzureConn>,
-    #[cfg(feature = "kubetoken")]
+    #[cfg(feature = "k8s")]
     kubernetes: store::Conns<kubernetes_token::KubernetesConn>,
 }
 
@@ -324,6 +329,18 @@ impl Shared {
             issuer: issuer.map_or(IssuerSlot::Absent, IssuerSlot::Present),
             ..Shared::default()
         }
+    }
+
+    /// The shared connection to a `kubernetes` store's API server.
+    #[cfg(feature = "k8s")]
+    fn kubernetes_conn(
+        &mut self,
+        provider: &kubernetes_token::KubernetesProvider,
+    ) -> Result<std::sync::Arc<kubernetes_token::KubernetesConn>, SpecError> {
+        let issuer = &self.issuer;
+        self.kubernetes.get(provider, |p| {
+            kubernetes_token::KubernetesConn::new(p, issuer)
+        })
     }
 
     /// The issuer for a generator of `kind` being built, or the configuration error of its
@@ -499,7 +516,7 @@ impl Generator {
                     shared.issuer_for_build(spec.kind().as_str())?,
                 )?,
             )),
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             GeneratorSpec::KubernetesServiceAccountToken(s) => {
                 Generator::KubernetesServiceAccountToken(Box::new(
                     kubernetes_token::KubernetesServiceAccountTokenGenerator::new(
@@ -509,6 +526,10 @@ impl Generator {
                     )?,
                 ))
             }
+            #[cfg(feature = "k8s")]
+            GeneratorSpec::KubernetesSecret(s) => Generator::KubernetesSecret(Box::new(
+                kubernetes_secret::KubernetesSecretGenerator::new(s.clone(), store, shared)?,
+            )),
         })
     }
 }
@@ -569,8 +590,10 @@ impl Generate for Generator {
             Generator::CloudsmithAccessToken(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "azuretoken")]
             Generator::AzureAccessToken(g) => Box::pin(g.generate(ctx)).await,
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             Generator::KubernetesServiceAccountToken(g) => Box::pin(g.generate(ctx)).await,
+            #[cfg(feature = "k8s")]
+            Generator::KubernetesSecret(g) => Box::pin(g.generate(ctx)).await,
         }
     }
 
@@ -626,8 +649,10 @@ impl Generate for Generator {
             Generator::CloudsmithAccessToken(g) => g.revoke(handle).await,
             #[cfg(feature = "azuretoken")]
             Generator::AzureAccessToken(g) => g.revoke(handle).await,
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             Generator::KubernetesServiceAccountToken(g) => Box::pin(g.revoke(handle)).await,
+            #[cfg(feature = "k8s")]
+            Generator::KubernetesSecret(g) => g.revoke(handle).await,
         }
     }
 }
@@ -690,8 +715,10 @@ pub fn crds()
         cloudsmith_access_token::CloudsmithAccessToken::crd(),
         #[cfg(feature = "azuretoken")]
         azure_access_token::AzureAccessToken::crd(),
-        #[cfg(feature = "kubetoken")]
+        #[cfg(feature = "k8s")]
         kubernetes_token::KubernetesServiceAccountToken::crd(),
+        #[cfg(feature = "k8s")]
+        kubernetes_secret::KubernetesSecret::crd(),
     ]
 }
 

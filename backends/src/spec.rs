@@ -73,8 +73,11 @@ pub enum GeneratorKind {
     #[cfg(feature = "azuretoken")]
     AzureAccessToken,
     /// `KubernetesServiceAccountToken`.
-    #[cfg(feature = "kubetoken")]
+    #[cfg(feature = "k8s")]
     KubernetesServiceAccountToken,
+    /// `KubernetesSecret`.
+    #[cfg(feature = "k8s")]
+    KubernetesSecret,
     /// `SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey,
@@ -134,8 +137,10 @@ impl GeneratorKind {
         GeneratorKind::AzureKeyVaultSecret,
         #[cfg(feature = "azuretoken")]
         GeneratorKind::AzureAccessToken,
-        #[cfg(feature = "kubetoken")]
+        #[cfg(feature = "k8s")]
         GeneratorKind::KubernetesServiceAccountToken,
+        #[cfg(feature = "k8s")]
+        GeneratorKind::KubernetesSecret,
         #[cfg(feature = "sshkey")]
         GeneratorKind::SshKey,
         #[cfg(feature = "mfa")]
@@ -191,8 +196,10 @@ impl GeneratorKind {
             GeneratorKind::AzureKeyVaultSecret => "AzureKeyVaultSecret",
             #[cfg(feature = "azuretoken")]
             GeneratorKind::AzureAccessToken => "AzureAccessToken",
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             GeneratorKind::KubernetesServiceAccountToken => "KubernetesServiceAccountToken",
+            #[cfg(feature = "k8s")]
+            GeneratorKind::KubernetesSecret => "KubernetesSecret",
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => "SSHKey",
             #[cfg(feature = "mfa")]
@@ -298,8 +305,11 @@ pub enum GeneratorSpec {
     #[cfg(feature = "azuretoken")]
     AzureAccessToken(crate::azure_access_token::AzureAccessTokenSpec),
     /// `kind: KubernetesServiceAccountToken`.
-    #[cfg(feature = "kubetoken")]
+    #[cfg(feature = "k8s")]
     KubernetesServiceAccountToken(crate::kubernetes_token::KubernetesServiceAccountTokenSpec),
+    /// `kind: KubernetesSecret`.
+    #[cfg(feature = "k8s")]
+    KubernetesSecret(crate::kubernetes_secret::KubernetesSecretSpec),
     /// `kind: SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey(crate::ssh_key::SshKeySpec),
@@ -367,10 +377,12 @@ impl GeneratorSpec {
             GeneratorKind::AzureKeyVaultSecret => GeneratorSpec::AzureKeyVaultSecret(parse(spec)?),
             #[cfg(feature = "azuretoken")]
             GeneratorKind::AzureAccessToken => GeneratorSpec::AzureAccessToken(parse(spec)?),
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             GeneratorKind::KubernetesServiceAccountToken => {
                 GeneratorSpec::KubernetesServiceAccountToken(parse(spec)?)
             }
+            #[cfg(feature = "k8s")]
+            GeneratorKind::KubernetesSecret => GeneratorSpec::KubernetesSecret(parse(spec)?),
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => GeneratorSpec::SshKey(parse(spec)?),
             #[cfg(feature = "mfa")]
@@ -431,10 +443,12 @@ impl GeneratorSpec {
             GeneratorSpec::AzureKeyVaultSecret(_) => GeneratorKind::AzureKeyVaultSecret,
             #[cfg(feature = "azuretoken")]
             GeneratorSpec::AzureAccessToken(_) => GeneratorKind::AzureAccessToken,
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             GeneratorSpec::KubernetesServiceAccountToken(_) => {
                 GeneratorKind::KubernetesServiceAccountToken
             }
+            #[cfg(feature = "k8s")]
+            GeneratorSpec::KubernetesSecret(_) => GeneratorKind::KubernetesSecret,
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(_) => GeneratorKind::SshKey,
             #[cfg(feature = "mfa")]
@@ -529,8 +543,10 @@ impl GeneratorSpec {
             GeneratorSpec::AcrAccessToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "keyvault")]
             GeneratorSpec::AzureKeyVaultSecret(s) => Some(&s.secret_store_ref.name),
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             GeneratorSpec::KubernetesServiceAccountToken(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "k8s")]
+            GeneratorSpec::KubernetesSecret(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -579,8 +595,10 @@ impl GeneratorSpec {
             GeneratorSpec::AzureKeyVaultSecret(s) => s.validate(),
             #[cfg(feature = "azuretoken")]
             GeneratorSpec::AzureAccessToken(s) => s.validate(),
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             GeneratorSpec::KubernetesServiceAccountToken(s) => s.validate(),
+            #[cfg(feature = "k8s")]
+            GeneratorSpec::KubernetesSecret(s) => s.validate(),
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(s) => s.validate(),
             #[cfg(feature = "mfa")]

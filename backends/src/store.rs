@@ -57,7 +57,7 @@ pub enum StoreProvider {
     #[cfg(feature = "azure")]
     Azure(crate::azure::AzureProvider),
     /// A Kubernetes API server, for `KubernetesServiceAccountToken` generators.
-    #[cfg(feature = "kubetoken")]
+    #[cfg(feature = "k8s")]
     Kubernetes(crate::kubernetes_token::KubernetesProvider),
 }
 
@@ -79,7 +79,7 @@ impl StoreProvider {
             StoreProvider::Grafana(_) => "grafana",
             #[cfg(feature = "azure")]
             StoreProvider::Azure(_) => "azure",
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(_) => "kubernetes",
         }
     }
@@ -112,7 +112,7 @@ impl SecretStoreSpec {
                 let https = format!("https:{audience}");
                 Some(("provider.gcp.selfIssued", vec![audience, https]))
             }
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(k) => Some((
                 "provider.kubernetes.auth.selfIssued",
                 vec![k.self_issued_audience()?.to_owned()],
@@ -139,7 +139,7 @@ impl SecretStoreSpec {
             StoreProvider::Grafana(g) => g.validate(),
             #[cfg(feature = "azure")]
             StoreProvider::Azure(a) => a.validate(),
-            #[cfg(feature = "kubetoken")]
+            #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(k) => k.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
@@ -166,7 +166,7 @@ pub struct SecretStoreRef {
     feature = "grafana",
     feature = "acr",
     feature = "keyvault",
-    feature = "kubetoken"
+    feature = "k8s"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,

@@ -1,7 +1,8 @@
-//! `KubernetesServiceAccountToken` against a FAKE Kubernetes API server, over a real socket.
+//! `KubernetesServiceAccountToken` and `KubernetesSecret` against a FAKE Kubernetes API server,
+//! over a real socket.
 //!
-//! No API server can run on this machine; the fake implements the one call the generator
-//! makes, as Kubernetes documents and answers it: `POST
+//! No API server can run on this machine; the fake implements the calls the generators make,
+//! first as Kubernetes documents and answers it: `POST
 //! /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token` with an
 //! `authentication.k8s.io/v1` `TokenRequest`. Its checks come in the API server's order:
 //! authentication (a static bearer token, or a JWT of a trusted issuer as a structured
@@ -15,11 +16,15 @@
 //! are), its lifetime capped by `--service-account-max-token-expiration`; the answer is `201`
 //! with the `TokenRequest` and its `status.{token, expirationTimestamp}`.
 //!
+//! For `KubernetesSecret` it serves `GET /api/v1/namespaces/{namespace}/secrets/{name}` (RBAC
+//! `get` on `secrets`, narrowed by `resourceNames`), the Secret as stored: `data` base64, its
+//! `type`.
+//!
 //! The cluster's issuer is registered with the federation too, so a token minted for a
 //! workload is checked the way the target cluster's own relying parties would check it: by the
 //! federation's verifier, as a caller from that cluster.
 
-#![cfg(feature = "kubetoken")]
+#![cfg(feature = "k8s")]
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
@@ -59,6 +64,8 @@ struct Grant {
     namespace: String,
     names: Option<Vec<String>>,
     secrets: bool,
+    /// Secrets it may `get` (by `resourceNames`).
+    readable: Vec<String>,
 }
 
 /// A Secret of the fake: its UID and body.
@@ -422,6 +429,68 @@ async fn delete_secret(
     }
 }
 
+/// `GET /api/v1/namespaces/{namespace}/secrets/{name}`.
+async fn get_secret(
+    State(fake): State<Fake>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    let mut api = fake.lock().unwrap();
+    api.requests.push((
+        format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+        user.clone(),
+        Value::Null,
+    ));
+    let allowed = api.rbac.get(&user).is_some_and(|g| {
+        g.iter()
+            .any(|g| g.namespace == namespace && g.readable.contains(&name))
+    });
+    if !allowed {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "secrets \"{name}\" is forbidden: User \"{user}\" cannot get resource \"secrets\" in \
+                 API group \"\" in the namespace \"{namespace}\""
+            ),
+        );
+    }
+    match api.secrets.get(&format!("{namespace}/{name}")) {
+        Some(s) => (StatusCode::OK, Json(s.body.clone())).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("secrets \"{name}\" not found"),
+        ),
+    }
+}
+
+/// Stores a Secret of `kind` with `data` (values base64-encoded as the API server stores them).
+fn put_secret(fake: &Fake, namespace: &str, name: &str, kind: &str, data: &[(&str, &[u8])]) {
+    use base64::Engine as _;
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_owned(),
+                json!(base64::engine::general_purpose::STANDARD.encode(v)),
+            )
+        })
+        .collect();
+    let uid = format!("uid-{}", relying_party::random());
+    let body = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": kind, "data": data,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+    });
+    fake.lock()
+        .unwrap()
+        .secrets
+        .insert(format!("{namespace}/{name}"), Secret { uid, body });
+}
+
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): who the
 /// bearer is, or 401.
 async fn self_subject_review(State(fake): State<Fake>, headers: HeaderMap) -> Response {
@@ -494,7 +563,7 @@ async fn api_server(
         )
         .route(
             "/api/v1/namespaces/{namespace}/secrets/{name}",
-            axum::routing::delete(delete_secret),
+            axum::routing::delete(delete_secret).get(get_secret),
         )
         .route(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
@@ -510,6 +579,7 @@ fn grant(namespace: &str, names: Option<&[&str]>) -> Grant {
         namespace: namespace.to_owned(),
         names: names.map(|n| n.iter().map(|s| (*s).to_owned()).collect()),
         secrets: false,
+        readable: Vec::new(),
     }
 }
 
@@ -1064,4 +1134,175 @@ async fn a_revocable_token_minted_but_not_handed_out_leaves_no_secret_and_no_liv
         1,
         "another Secret was deleted"
     );
+}
+
+#[tokio::test]
+async fn a_workload_reads_a_secret_kept_in_another_cluster() {
+    let alpha = common::issuer().await;
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(beta, &[], Vec::new()).await;
+    fake.lock().unwrap().rbac.insert(
+        FEDERATION_USER.into(),
+        vec![Grant {
+            readable: ["db-default", "keystore", "legacy", "empty"]
+                .map(str::to_owned)
+                .into(),
+            ..grant("shared", None)
+        }],
+    );
+    put_secret(
+        &fake,
+        "shared",
+        "db-default",
+        "Opaque",
+        &[
+            ("username", b"app"),
+            ("password", b"s3cr3t-pw"),
+            ("host", b"db.internal"),
+        ],
+    );
+    put_secret(
+        &fake,
+        "shared",
+        "keystore",
+        "Opaque",
+        &[("ks.p12", &[0x30, 0x82, 0xff, 0x00])],
+    );
+    put_secret(
+        &fake,
+        "shared",
+        "legacy",
+        "kubernetes.io/service-account-token",
+        &[("token", b"eyJ-never-expires")],
+    );
+    put_secret(&fake, "shared", "empty", "Opaque", &[]);
+    put_secret(&fake, "shared", "unreadable", "Opaque", &[("x", b"y")]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let yaml = format!(
+        "{}{}\
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: platform, namespace: default}}
+spec: {{provider: {{kubernetes: {{server: \"{server}\", auth: {{token: {{file: \"{file}\"}}}}}}}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: KubernetesSecret
+metadata: {{name: db, namespace: default}}
+spec:
+  secretStoreRef: {{name: platform}}
+  namespace: shared
+  name: \"db-{{{{namespace}}}}\"
+  keys: [username, password]
+",
+        common::cluster("alpha", &alpha.issuer()),
+        common::GENERATORS,
+    );
+    let state = common::state(&yaml, common::settings(Duration::from_secs(1)));
+    let (status, _, json, text) = common::send(
+        &state,
+        common::post(
+            "/v1/generators/default/KubernetesSecret/db",
+            Some(&common::token(&alpha, "default", "app")),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        json["data"],
+        json!({"username": "app", "password": "s3cr3t-pw"})
+    );
+    assert!(
+        json.get("lease").is_none() && json.get("expiresAt").is_none(),
+        "{json}"
+    );
+    assert_eq!(
+        fake.lock().unwrap().requests.last().unwrap().0,
+        "/api/v1/namespaces/shared/secrets/db-default"
+    );
+
+    let provider = json!({"server": server, "auth": {"token": {"file": file}}});
+    let read = |extra: Value| {
+        let mut spec = json!({"secretStoreRef": {"name": "platform"}, "namespace": "shared"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let store =
+            SecretStoreSpec::from_manifest(json!({"provider": {"kubernetes": provider.clone()}}))
+                .unwrap();
+        let spec = GeneratorSpec::from_manifest(GeneratorKind::KubernetesSecret, spec).unwrap();
+        Generator::build_shared(&spec, Some(&store), &mut Shared::default()).unwrap()
+    };
+    let id = identity("payments", "api");
+
+    // Every key, as text.
+    let cred = read(json!({"name": "db-default"}))
+        .generate(&ctx(&id, None))
+        .await
+        .unwrap();
+    assert_eq!(cred.data.len(), 3);
+    assert_eq!(cred.data["host"], "db.internal");
+    assert!(cred.expires_at.is_none() && cred.lease.is_none());
+
+    // Bytes: refused as text naming the key, never the value; handed over as base64.
+    let err = rejected(
+        read(json!({"name": "keystore"}))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("\"ks.p12\" is not text") && err.contains("encoding: base64"),
+        "{err}"
+    );
+    let cred = read(json!({"name": "keystore", "encoding": "base64"}))
+        .generate(&ctx(&id, None))
+        .await
+        .unwrap();
+    assert_eq!(cred.data["ks.p12"], "MIL/AA==");
+
+    // A missing key; an empty Secret; a legacy ServiceAccount token; RBAC; a missing Secret.
+    let err = rejected(
+        read(json!({"name": "db-default", "keys": ["port"]}))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.contains("Secret shared/db-default has no key \"port\""),
+        "{err}"
+    );
+    let err = rejected(
+        read(json!({"name": "empty"}))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(err.contains("holds no data"), "{err}");
+    let err = rejected(
+        read(json!({"name": "legacy"}))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(err.contains("never expires"), "{err}");
+    assert!(!err.contains("eyJ-never-expires"), "{err}");
+    let err = rejected(
+        read(json!({"name": "unreadable"}))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(err.contains("`get` on `secrets`"), "{err}");
+    fake.lock().unwrap().rbac.get_mut(FEDERATION_USER).unwrap()[0]
+        .readable
+        .push("ghost".into());
+    let err = rejected(
+        read(json!({"name": "ghost"}))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(err.contains("Secret shared/ghost does not exist"), "{err}");
 }
