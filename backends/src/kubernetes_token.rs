@@ -201,7 +201,10 @@ impl KubernetesProvider {
             ));
         }
         match &self.auth {
-            KubernetesAuth::Token(r) => r.validate("provider.kubernetes.auth.token")?,
+            KubernetesAuth::Token(r) => r.validate_for(
+                "provider.kubernetes.auth.token",
+                Some(crate::secret::Owner::Kubernetes),
+            )?,
             KubernetesAuth::SelfIssued(s) => {
                 if let Some(a) = &s.audience {
                     check_audience(a, "provider.kubernetes.auth.selfIssued.audience")?;
@@ -433,7 +436,7 @@ impl KubernetesConn {
     /// The `Authorization` header, read or signed now.
     fn authorization(&self) -> Result<HeaderValue, BackendError> {
         let token: SecretString = match &self.proof {
-            Proof::Token(r) => r.read()?,
+            Proof::Token(r) => r.read_for(Some(crate::secret::Owner::Kubernetes))?,
             Proof::SelfIssued(audience, issuer) => {
                 crate::identity::own_login_token(issuer.as_ref(), audience)?
             }

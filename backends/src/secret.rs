@@ -57,7 +57,16 @@ pub enum Owner {
     /// The `gcp` store's key file: the one `GOOGLE_APPLICATION_CREDENTIALS` names, the
     /// federation's Google identity.
     Gcp,
+    /// The federation's own ServiceAccount token in its cluster ([`OWN_SERVICE_ACCOUNT_TOKEN`]):
+    /// what a `vault` store's kubernetes (or jwt) auth presents, and a `kubernetes` store's
+    /// `auth.token` may name to reach the federation's own API server.
+    Kubernetes,
 }
+
+/// Where the kubelet mounts a Pod's ServiceAccount token: the federation's own, when it runs in
+/// Kubernetes. Reserved for [`Owner::Kubernetes`] always (a path that does not exist reserves
+/// nothing that could be read).
+pub const OWN_SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 impl Owner {
     /// Why a reference of another store may not name a file of this owner.
@@ -72,6 +81,11 @@ impl Owner {
                 "is the federation's own Google credential (the file \
                  GOOGLE_APPLICATION_CREDENTIALS names): only a `gcp` store's \
                  serviceAccountKeyFile may read it"
+            }
+            Owner::Kubernetes => {
+                "is the federation's own Kubernetes ServiceAccount token: only a `vault` \
+                 store's kubernetes or jwt auth (tokenFile) and a `kubernetes` store's \
+                 auth.token may read it"
             }
         }
     }
@@ -117,12 +131,17 @@ const OWN_CREDENTIAL_FILES: &[(&str, Option<Owner>)] = &[
 
 /// Reserves the files the federation's environment names as its own credentials
 /// (`AWS_WEB_IDENTITY_TOKEN_FILE` for everyone, `AZURE_FEDERATED_TOKEN_FILE` and
-/// `GOOGLE_APPLICATION_CREDENTIALS` for their [`Owner`]); call once at start-up, before any
-/// configuration is read.
+/// `GOOGLE_APPLICATION_CREDENTIALS` for their [`Owner`]) and its own ServiceAccount token
+/// ([`OWN_SERVICE_ACCOUNT_TOKEN`], for [`Owner::Kubernetes`]); call once at start-up, before
+/// any configuration is read.
 pub fn reserve_own_credential_files() {
     for (path, owner) in own_credential_files(|k| std::env::var_os(k)) {
         reserve(&path, owner);
     }
+    reserve(
+        Path::new(OWN_SERVICE_ACCOUNT_TOKEN),
+        Some(Owner::Kubernetes),
+    );
 }
 
 fn own_credential_files(
@@ -498,6 +517,30 @@ mod tests {
         // Another file of the volume is not the reserved one.
         std::fs::write(second.join("other"), "x").unwrap();
         assert!(SecretRef::file(data.join("other")).read().is_ok());
+    }
+
+    #[test]
+    fn the_own_service_account_token_is_read_by_kubernetes_logins_only() {
+        reserve_own_credential_files();
+        let token = SecretRef::file(OWN_SERVICE_ACCOUNT_TOKEN);
+        let err = token.validate("headers.x").unwrap_err().to_string();
+        assert!(err.contains("own Kubernetes ServiceAccount token"), "{err}");
+        // Reached through the volume's `..data` link it is the same file (by name here: the
+        // path does not exist on a test machine; the inode check is the test above's).
+        assert!(
+            token
+                .validate_for("auth.token", Some(Owner::Kubernetes))
+                .is_ok()
+        );
+        assert!(token.validate_for("x", Some(Owner::Azure)).is_err());
+        assert!(
+            validate_file(
+                Path::new(OWN_SERVICE_ACCOUNT_TOKEN),
+                "tokenFile",
+                Some(Owner::Kubernetes)
+            )
+            .is_ok()
+        );
     }
 
     #[test]

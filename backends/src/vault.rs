@@ -34,7 +34,7 @@ use crate::{BackendError, SecretRef, SpecError};
 
 const BACKEND: &str = "vault";
 /// Where Kubernetes mounts a pod's service-account token.
-pub const DEFAULT_SA_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+pub const DEFAULT_SA_TOKEN_FILE: &str = crate::secret::OWN_SERVICE_ACCOUNT_TOKEN;
 
 /// How to reach and authenticate to a Vault/OpenBao server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -190,7 +190,7 @@ impl VaultProvider {
                     crate::secret::validate_file(
                         file,
                         &format!("provider.vault.auth.{method}.tokenFile"),
-                        None,
+                        Some(crate::secret::Owner::Kubernetes),
                     )?;
                 }
                 if j.self_issued {
@@ -795,7 +795,7 @@ fn read_token_file(j: &JwtAuth) -> Result<SecretString, BackendError> {
         .token_file
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SA_TOKEN_FILE));
-    SecretRef::file(path).read()
+    SecretRef::file(path).read_for(Some(crate::secret::Owner::Kubernetes))
 }
 
 /// Vault's `{"errors": [...]}` as one line, for the log.
