@@ -35,9 +35,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::kubernetes_token::{KubernetesConn, refusal, unreadable};
+use crate::kubernetes_token::{KubernetesConn, ObjectName, refusal, unreadable};
 use crate::store::{SecretStoreRef, StoreProvider};
-use crate::template::Template;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 const BACKEND: &str = "Kubernetes API server";
@@ -98,7 +97,7 @@ fn is_secret_key(key: &str) -> bool {
 impl KubernetesSecretSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.templates()?;
+        self.target()?;
         if let Some(keys) = &self.keys {
             if keys.is_empty() {
                 return Err(SpecError::field(
@@ -120,29 +119,9 @@ impl KubernetesSecretSpec {
         Ok(())
     }
 
-    /// The namespace's and the name's templates, their own text checked.
-    fn templates(&self) -> Result<(Template, Template), SpecError> {
-        let check = |src: &str, field: &str, ok: fn(&str) -> bool, what: &str| {
-            let t = Template::parse(src, field)?;
-            if !ok(&t.sample()) {
-                return Err(SpecError::field(field, format!("{src:?} is not {what}")));
-            }
-            Ok(t)
-        };
-        Ok((
-            check(
-                &self.namespace,
-                "namespace",
-                esi_api::inject::is_dns_label,
-                "a namespace (lowercase letters, digits and `-`, at most 63)",
-            )?,
-            check(
-                &self.name,
-                "name",
-                esi_api::inject::is_dns_subdomain,
-                "a Secret name (lowercase letters, digits, `-` and `.`, at most 253)",
-            )?,
-        ))
+    /// The Secret's namespace and name, as templates.
+    fn target(&self) -> Result<ObjectName, SpecError> {
+        ObjectName::parse(&self.namespace, &self.name, "", "Secret")
     }
 }
 
@@ -150,8 +129,7 @@ impl KubernetesSecretSpec {
 #[derive(Debug)]
 pub struct KubernetesSecretGenerator {
     spec: KubernetesSecretSpec,
-    namespace: Template,
-    name: Template,
+    target: ObjectName,
     conn: Arc<KubernetesConn>,
 }
 
@@ -179,32 +157,8 @@ impl KubernetesSecretGenerator {
                 _ => None,
             })?;
         let conn = shared.kubernetes_conn(provider)?;
-        let (namespace, name) = spec.templates()?;
-        Ok(Self {
-            spec,
-            namespace,
-            name,
-            conn,
-        })
-    }
-
-    /// The Secret's namespace and name for this request, rendered and checked.
-    fn target(&self, ctx: &Context<'_>) -> Result<(String, String), BackendError> {
-        let namespace = self.namespace.render(ctx, str::to_owned);
-        let name = self.name.render(ctx, str::to_owned);
-        let bad = |what: &str, value: &str| BackendError::Rejected {
-            message: format!(
-                "the generator's Secret {what} for this caller, {value:?}, is not a Kubernetes name"
-            ),
-            detail: format!("{BACKEND}: rendered {what} {value:?}"),
-        };
-        if !esi_api::inject::is_dns_label(&namespace) {
-            return Err(bad("namespace", &namespace));
-        }
-        if !esi_api::inject::is_dns_subdomain(&name) {
-            return Err(bad("name", &name));
-        }
-        Ok((namespace, name))
+        let target = spec.target()?;
+        Ok(Self { spec, target, conn })
     }
 
     /// The credential's data from the Secret's: narrowed to `keys`, decoded per `encoding`.
@@ -258,7 +212,7 @@ impl KubernetesSecretGenerator {
 
 impl Generate for KubernetesSecretGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let (namespace, name) = self.target(ctx)?;
+        let (namespace, name) = self.target.render(ctx)?;
         let who = format!("Secret {namespace}/{name}");
         let path = format!("api/v1/namespaces/{namespace}/secrets/{name}");
         let req = self.conn.request(reqwest::Method::GET, &path, None)?;

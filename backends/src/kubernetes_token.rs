@@ -286,7 +286,7 @@ pub struct KubernetesServiceAccountTokenSpec {
 impl KubernetesServiceAccountTokenSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
-        self.templates()?;
+        self.target()?;
         if self.audiences.len() > MAX_AUDIENCES {
             return Err(SpecError::field(
                 "audiences",
@@ -316,30 +316,82 @@ impl KubernetesServiceAccountTokenSpec {
         Ok(())
     }
 
-    /// The namespace's and the name's templates, their own text checked: a character a
-    /// Kubernetes name cannot hold fails at load time, the rendered whole per request.
-    fn templates(&self) -> Result<(Template, Template), SpecError> {
-        let check = |src: &str, field: &str, ok: fn(&str) -> bool, what: &str| {
-            let t = Template::parse(src, field)?;
+    /// The ServiceAccount's namespace and name, as templates.
+    fn target(&self) -> Result<ObjectName, SpecError> {
+        ObjectName::parse(
+            &self.service_account.namespace,
+            &self.service_account.name,
+            "serviceAccount.",
+            "ServiceAccount",
+        )
+    }
+}
+
+/// The namespace and name of an object a generator reaches, as templates over the caller's
+/// identity: their own text is checked at load (a character a Kubernetes name cannot hold
+/// fails then), the rendered whole per request, so a rendered value cannot reach another path.
+#[derive(Debug)]
+pub(crate) struct ObjectName {
+    namespace: Template,
+    name: Template,
+    /// What the object is, for messages (`ServiceAccount`, `Secret`).
+    what: &'static str,
+    /// The fields' prefix in the spec (`serviceAccount.`, or none).
+    prefix: &'static str,
+}
+
+impl ObjectName {
+    /// Parses and checks `namespace` and `name`, the spec fields `{prefix}namespace` and
+    /// `{prefix}name` of an object of kind `what`.
+    pub(crate) fn parse(
+        namespace: &str,
+        name: &str,
+        prefix: &'static str,
+        what: &'static str,
+    ) -> Result<Self, SpecError> {
+        let check = |src: &str, field: String, ok: fn(&str) -> bool, rule: String| {
+            let t = Template::parse(src, &field)?;
             if !ok(&t.sample()) {
-                return Err(SpecError::field(field, format!("{src:?} is not {what}")));
+                return Err(SpecError::field(field, format!("{src:?} is not {rule}")));
             }
             Ok(t)
         };
-        Ok((
-            check(
-                &self.service_account.namespace,
-                "serviceAccount.namespace",
+        Ok(ObjectName {
+            namespace: check(
+                namespace,
+                format!("{prefix}namespace"),
                 esi_api::inject::is_dns_label,
-                "a namespace (lowercase letters, digits and `-`, at most 63)",
+                "a namespace (lowercase letters, digits and `-`, at most 63)".to_owned(),
             )?,
-            check(
-                &self.service_account.name,
-                "serviceAccount.name",
+            name: check(
+                name,
+                format!("{prefix}name"),
                 esi_api::inject::is_dns_subdomain,
-                "a ServiceAccount name (lowercase letters, digits, `-` and `.`, at most 253)",
+                format!("a {what} name (lowercase letters, digits, `-` and `.`, at most 253)"),
             )?,
-        ))
+            what,
+            prefix,
+        })
+    }
+
+    /// The namespace and name for this request, rendered and checked.
+    pub(crate) fn render(&self, ctx: &Context<'_>) -> Result<(String, String), BackendError> {
+        let namespace = self.namespace.render(ctx, str::to_owned);
+        let name = self.name.render(ctx, str::to_owned);
+        let bad = |field: &str, value: &str| BackendError::Rejected {
+            message: format!(
+                "the generator's {} {field} for this caller, {value:?}, is not a Kubernetes name",
+                self.what
+            ),
+            detail: format!("{BACKEND}: rendered {}{field} {value:?}", self.prefix),
+        };
+        if !esi_api::inject::is_dns_label(&namespace) {
+            return Err(bad("namespace", &namespace));
+        }
+        if !esi_api::inject::is_dns_subdomain(&name) {
+            return Err(bad("name", &name));
+        }
+        Ok((namespace, name))
     }
 }
 
@@ -461,8 +513,7 @@ impl KubernetesConn {
 #[derive(Debug)]
 pub struct KubernetesServiceAccountTokenGenerator {
     spec: KubernetesServiceAccountTokenSpec,
-    namespace: Template,
-    name: Template,
+    target: ObjectName,
     conn: Arc<KubernetesConn>,
 }
 
@@ -548,32 +599,8 @@ impl KubernetesServiceAccountTokenGenerator {
                 _ => None,
             })?;
         let conn = shared.kubernetes_conn(provider)?;
-        let (namespace, name) = spec.templates()?;
-        Ok(Self {
-            spec,
-            namespace,
-            name,
-            conn,
-        })
-    }
-
-    /// The ServiceAccount's namespace and name for this request, rendered and checked.
-    fn target(&self, ctx: &Context<'_>) -> Result<(String, String), BackendError> {
-        let namespace = self.namespace.render(ctx, str::to_owned);
-        let name = self.name.render(ctx, str::to_owned);
-        let bad = |what: &str, value: &str| BackendError::Rejected {
-            message: format!(
-                "the generator's ServiceAccount {what} for this caller, {value:?}, is not a Kubernetes name"
-            ),
-            detail: format!("{BACKEND}: rendered serviceAccount.{what} {value:?}"),
-        };
-        if !esi_api::inject::is_dns_label(&namespace) {
-            return Err(bad("namespace", &namespace));
-        }
-        if !esi_api::inject::is_dns_subdomain(&name) {
-            return Err(bad("name", &name));
-        }
-        Ok((namespace, name))
+        let target = spec.target()?;
+        Ok(Self { spec, target, conn })
     }
 
     /// The token's `expirationSeconds`: the expiration, lowered to the Authorization's
@@ -839,7 +866,7 @@ impl KubernetesServiceAccountTokenGenerator {
 
 impl Generate for KubernetesServiceAccountTokenGenerator {
     async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
-        let (namespace, name) = self.target(ctx)?;
+        let (namespace, name) = self.target.render(ctx)?;
         let expiration = self.expiration(ctx)?;
         let now = jiff::Timestamp::now();
         let lease = if self.spec.revocable {

@@ -170,6 +170,29 @@ async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
     Some(format!("esi:{}", verified.claims["sub"].as_str()?))
 }
 
+/// What every handler does first: authenticates the bearer (401 otherwise) and records the
+/// request (`path`, the user, the JSON body or null). The user and the body.
+async fn admit(
+    fake: &Fake,
+    headers: &HeaderMap,
+    path: String,
+    body: &str,
+) -> Result<(String, Value), Response> {
+    let Some(user) = authenticate(fake, &bearer(headers)).await else {
+        return Err(status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        ));
+    };
+    let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    fake.lock()
+        .unwrap()
+        .requests
+        .push((path, user.clone(), body.clone()));
+    Ok((user, body))
+}
+
 /// `POST /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token`.
 async fn token_request(
     State(fake): State<Fake>,
@@ -177,16 +200,12 @@ async fn token_request(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
+    let (user, request) = match admit(&fake, &headers, path, &body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    api.requests.push((
-        format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"),
-        user.clone(),
-        request.clone(),
-    ));
     let allowed = api.rbac.get(&user).is_some_and(|grants| {
         grants
             .iter()
@@ -337,16 +356,12 @@ async fn create_secret(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    let path = format!("/api/v1/namespaces/{namespace}/secrets");
+    let (user, mut secret) = match admit(&fake, &headers, path, &body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    let mut secret: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    api.requests.push((
-        format!("/api/v1/namespaces/{namespace}/secrets"),
-        user.clone(),
-        secret.clone(),
-    ));
     if !may_edit_secrets(&api, &user, &namespace) {
         return forbidden_secrets(&user, "create", &namespace);
     }
@@ -387,16 +402,12 @@ async fn delete_secret(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+    let (user, options) = match admit(&fake, &headers, path, &body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    let options: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    api.requests.push((
-        format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
-        user.clone(),
-        options.clone(),
-    ));
     if !may_edit_secrets(&api, &user, &namespace) {
         return forbidden_secrets(&user, "delete", &namespace);
     }
@@ -435,15 +446,12 @@ async fn get_secret(
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(user) = authenticate(&fake, &bearer(&headers)).await else {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+    let (user, _) = match admit(&fake, &headers, path, "").await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let mut api = fake.lock().unwrap();
-    api.requests.push((
-        format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
-        user.clone(),
-        Value::Null,
-    ));
+    let api = fake.lock().unwrap();
     let allowed = api.rbac.get(&user).is_some_and(|g| {
         g.iter()
             .any(|g| g.namespace == namespace && g.readable.contains(&name))
