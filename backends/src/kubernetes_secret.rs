@@ -36,7 +36,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::kubernetes_token::{KubernetesConn, ObjectName, refusal, unreadable};
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::{BackendError, Context, Credential, Generate, SecretStoreSpec, SpecError};
 
 const BACKEND: &str = "Kubernetes API server";
@@ -150,13 +150,7 @@ impl KubernetesSecretGenerator {
         shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider =
-            crate::store::require(store, &spec.secret_store_ref, "kubernetes", |p| match p {
-                StoreProvider::Kubernetes(k) => Some(k),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            })?;
-        let conn = shared.kubernetes_conn(provider)?;
+        let conn = shared.kubernetes_conn(store, &spec.secret_store_ref)?;
         let target = spec.target()?;
         Ok(Self { spec, target, conn })
     }

@@ -95,7 +95,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
 use crate::identity::Issuer;
-use crate::store::{SecretStoreRef, StoreProvider};
+use crate::store::SecretStoreRef;
 use crate::template::Template;
 use crate::{
     BackendError, Context, Credential, Generate, LeaseHandle, SecretRef, SecretStoreSpec, SpecError,
@@ -592,13 +592,7 @@ impl KubernetesServiceAccountTokenGenerator {
         shared: &mut crate::Shared,
     ) -> Result<Self, SpecError> {
         spec.validate()?;
-        let provider =
-            crate::store::require(store, &spec.secret_store_ref, "kubernetes", |p| match p {
-                StoreProvider::Kubernetes(k) => Some(k),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            })?;
-        let conn = shared.kubernetes_conn(provider)?;
+        let conn = shared.kubernetes_conn(store, &spec.secret_store_ref)?;
         let target = spec.target()?;
         Ok(Self { spec, target, conn })
     }

@@ -331,12 +331,19 @@ impl Shared {
         }
     }
 
-    /// The shared connection to a `kubernetes` store's API server.
+    /// The shared connection to the API server of `store`, the `kubernetes` store a
+    /// generator's `reference` names.
     #[cfg(feature = "k8s")]
     fn kubernetes_conn(
         &mut self,
-        provider: &kubernetes_token::KubernetesProvider,
+        store: Option<&SecretStoreSpec>,
+        reference: &store::SecretStoreRef,
     ) -> Result<std::sync::Arc<kubernetes_token::KubernetesConn>, SpecError> {
+        let provider = store::require(store, reference, "kubernetes", |p| match p {
+            store::StoreProvider::Kubernetes(k) => Some(k),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })?;
         let issuer = &self.issuer;
         self.kubernetes.get(provider, |p| {
             kubernetes_token::KubernetesConn::new(p, issuer)

@@ -48,6 +48,7 @@ use esi_backends::{
 };
 use esi_federation::config;
 use esi_federation::issuer::{LocalIssuer, TokenSpec};
+use esi_federation::state::AppState;
 use relying_party::{federation, identity, unverified_claims};
 use serde_json::{Value, json};
 
@@ -638,6 +639,37 @@ fn rejected(e: BackendError) -> String {
     }
 }
 
+/// A federation serving the clusters `clusters` (Cluster manifests), the common generators,
+/// a `kubernetes` store `beta` at `server` presenting the token in `file`, and `generator` (a
+/// manifest of the namespace `default`).
+fn configured(clusters: &str, server: &str, file: &str, generator: &str) -> AppState {
+    let yaml = format!(
+        "{clusters}{}apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: beta, namespace: default}}
+spec: {{provider: {{kubernetes: {{server: \"{server}\", auth: {{token: {{file: \"{file}\"}}}}}}}}}}
+---
+apiVersion: esi.dev/v1alpha1
+{generator}",
+        common::GENERATORS
+    );
+    common::state(&yaml, common::settings(Duration::from_secs(1)))
+}
+
+/// `POST /v1/generators/default/{kind}/{name}` as `caller`: the status, JSON and text.
+async fn call(state: &AppState, caller: &str, kind_name: &str) -> (u16, Value, String) {
+    let (status, _, json, text) = common::send(
+        state,
+        common::post(
+            &format!("/v1/generators/default/{kind_name}"),
+            Some(caller),
+            None,
+        ),
+    )
+    .await;
+    (status, json, text)
+}
+
 #[tokio::test]
 async fn a_workload_gets_a_token_of_its_twin_in_another_cluster_that_the_cluster_accepts() {
     let alpha = common::issuer().await;
@@ -650,41 +682,22 @@ async fn a_workload_gets_a_token_of_its_twin_in_another_cluster_that_the_cluster
     .await;
     let dir = tempfile::tempdir().unwrap();
     let file = token_file(&dir, FEDERATION_TOKEN);
-    let yaml = format!(
-        "{}{}{}\
-apiVersion: esi.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: beta, namespace: default}}
+    let state = configured(
+        &(common::cluster("alpha", &alpha.issuer()) + &common::cluster("beta", &beta.issuer())),
+        &server,
+        &file,
+        "kind: KubernetesServiceAccountToken
+metadata: {name: deploy, namespace: default}
 spec:
-  provider:
-    kubernetes:
-      server: \"{server}\"
-      auth: {{token: {{file: \"{file}\"}}}}
----
-apiVersion: esi.dev/v1alpha1
-kind: KubernetesServiceAccountToken
-metadata: {{name: deploy, namespace: default}}
-spec:
-  secretStoreRef: {{name: beta}}
-  serviceAccount: {{namespace: deploy, name: \"ci-{{{{namespace}}}}\"}}
+  secretStoreRef: {name: beta}
+  serviceAccount: {namespace: deploy, name: \"ci-{{namespace}}\"}
   audiences: [esi]
   expiration: 30m
 ",
-        common::cluster("alpha", &alpha.issuer()),
-        common::cluster("beta", &beta.issuer()),
-        common::GENERATORS,
     );
-    let state = common::state(&yaml, common::settings(Duration::from_secs(1)));
     let before = jiff::Timestamp::now().as_second();
-    let (status, _, json, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/KubernetesServiceAccountToken/deploy",
-            Some(&common::token(&alpha, "default", "app")),
-            None,
-        ),
-    )
-    .await;
+    let caller = common::token(&alpha, "default", "app");
+    let (status, json, text) = call(&state, &caller, "KubernetesServiceAccountToken/deploy").await;
     assert_eq!(status, 200, "{text}");
     let data = json["data"].as_object().unwrap();
     assert_eq!(
@@ -943,35 +956,20 @@ async fn a_revocable_token_is_void_once_its_lease_is_revoked() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let file = token_file(&dir, FEDERATION_TOKEN);
-    let yaml = format!(
-        "{}{}\
-apiVersion: esi.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: beta, namespace: default}}
-spec: {{provider: {{kubernetes: {{server: \"{server}\", auth: {{token: {{file: \"{file}\"}}}}}}}}}}
----
-apiVersion: esi.dev/v1alpha1
-kind: KubernetesServiceAccountToken
-metadata: {{name: deploy, namespace: default}}
+    let state = configured(
+        &common::cluster("alpha", &alpha.issuer()),
+        &server,
+        &file,
+        "kind: KubernetesServiceAccountToken
+metadata: {name: deploy, namespace: default}
 spec:
-  secretStoreRef: {{name: beta}}
-  serviceAccount: {{namespace: deploy, name: ci}}
+  secretStoreRef: {name: beta}
+  serviceAccount: {namespace: deploy, name: ci}
   revocable: true
 ",
-        common::cluster("alpha", &alpha.issuer()),
-        common::GENERATORS,
     );
-    let state = common::state(&yaml, common::settings(Duration::from_secs(1)));
     let caller = common::token(&alpha, "default", "app");
-    let (status, _, json, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/KubernetesServiceAccountToken/deploy",
-            Some(&caller),
-            None,
-        ),
-    )
-    .await;
+    let (status, json, text) = call(&state, &caller, "KubernetesServiceAccountToken/deploy").await;
     assert_eq!(status, 200, "{text}");
     let token = json["data"]["token"].as_str().unwrap().to_owned();
     let lease = json["lease"]
@@ -1187,35 +1185,21 @@ async fn a_workload_reads_a_secret_kept_in_another_cluster() {
     put_secret(&fake, "shared", "unreadable", "Opaque", &[("x", b"y")]);
     let dir = tempfile::tempdir().unwrap();
     let file = token_file(&dir, FEDERATION_TOKEN);
-    let yaml = format!(
-        "{}{}\
-apiVersion: esi.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: platform, namespace: default}}
-spec: {{provider: {{kubernetes: {{server: \"{server}\", auth: {{token: {{file: \"{file}\"}}}}}}}}}}
----
-apiVersion: esi.dev/v1alpha1
-kind: KubernetesSecret
-metadata: {{name: db, namespace: default}}
+    let state = configured(
+        &common::cluster("alpha", &alpha.issuer()),
+        &server,
+        &file,
+        "kind: KubernetesSecret
+metadata: {name: db, namespace: default}
 spec:
-  secretStoreRef: {{name: platform}}
+  secretStoreRef: {name: beta}
   namespace: shared
-  name: \"db-{{{{namespace}}}}\"
+  name: \"db-{{namespace}}\"
   keys: [username, password]
 ",
-        common::cluster("alpha", &alpha.issuer()),
-        common::GENERATORS,
     );
-    let state = common::state(&yaml, common::settings(Duration::from_secs(1)));
-    let (status, _, json, text) = common::send(
-        &state,
-        common::post(
-            "/v1/generators/default/KubernetesSecret/db",
-            Some(&common::token(&alpha, "default", "app")),
-            None,
-        ),
-    )
-    .await;
+    let caller = common::token(&alpha, "default", "app");
+    let (status, json, text) = call(&state, &caller, "KubernetesSecret/db").await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(
         json["data"],
@@ -1232,7 +1216,7 @@ spec:
 
     let provider = json!({"server": server, "auth": {"token": {"file": file}}});
     let read = |extra: Value| {
-        let mut spec = json!({"secretStoreRef": {"name": "platform"}, "namespace": "shared"});
+        let mut spec = json!({"secretStoreRef": {"name": "beta"}, "namespace": "shared"});
         spec.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
