@@ -87,6 +87,18 @@ const BACKEND: &str = "Microsoft Entra ID";
 /// `https://login.microsoftonline.us/` (Azure Government), `https://login.chinacloudapi.cn/`
 /// (Azure operated by 21Vianet).
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
+
+/// Entra ID's token endpoint of `tenant`: `{authority}{tenant}/oauth2/v2.0/token`, the
+/// authority `authority_host` (the manifest's `field`) or the public cloud's.
+pub(crate) fn token_url(
+    authority_host: Option<&str>,
+    tenant: &str,
+    field: &str,
+) -> Result<Url, SpecError> {
+    let base = crate::http::base_url(authority_host.unwrap_or(DEFAULT_AUTHORITY_HOST), field)?;
+    base.join(&format!("{tenant}/oauth2/v2.0/token"))
+        .map_err(|e| SpecError::field(field, format!("cannot name the token endpoint: {e}")))
+}
 /// The variable naming the federated token file, set by the Azure Workload Identity webhook.
 pub const FEDERATED_TOKEN_FILE_ENV: &str = "AZURE_FEDERATED_TOKEN_FILE";
 /// How a federated token is presented (RFC 7521).
@@ -284,15 +296,11 @@ impl AzureProvider {
 
     /// `{authorityHost}{tenantId}/oauth2/v2.0/token`.
     fn token_url(&self) -> Result<Url, SpecError> {
-        let field = "provider.azure.authorityHost";
-        let base = crate::http::base_url(
-            self.authority_host
-                .as_deref()
-                .unwrap_or(DEFAULT_AUTHORITY_HOST),
-            field,
-        )?;
-        base.join(&format!("{}/oauth2/v2.0/token", self.tenant_id))
-            .map_err(|e| SpecError::field(field, format!("cannot name the token endpoint: {e}")))
+        token_url(
+            self.authority_host.as_deref(),
+            &self.tenant_id,
+            "provider.azure.authorityHost",
+        )
     }
 
     /// The scope asked of Entra ID for ACR: `{acrAudience}/.default`.

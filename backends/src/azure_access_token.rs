@@ -65,7 +65,7 @@ use schemars::JsonSchema;
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
-use crate::azure::{DEFAULT_AUTHORITY_HOST, FEDERATED_TOKEN_AUDIENCE, JWT_BEARER_ASSERTION};
+use crate::azure::{FEDERATED_TOKEN_AUDIENCE, JWT_BEARER_ASSERTION};
 use crate::identity::Issuer;
 use crate::token_exchange::{self, OverMaxTtl};
 use crate::{BackendError, Context, Credential, Generate, SpecError};
@@ -170,15 +170,11 @@ impl AzureAccessTokenSpec {
 
     /// `{authorityHost}{tenantId}/oauth2/v2.0/token`.
     fn token_url(&self) -> Result<reqwest::Url, SpecError> {
-        let field = "authorityHost";
-        let base = crate::http::base_url(
-            self.authority_host
-                .as_deref()
-                .unwrap_or(DEFAULT_AUTHORITY_HOST),
-            field,
-        )?;
-        base.join(&format!("{}/oauth2/v2.0/token", self.tenant_id))
-            .map_err(|e| SpecError::field(field, format!("cannot name the token endpoint: {e}")))
+        crate::azure::token_url(
+            self.authority_host.as_deref(),
+            &self.tenant_id,
+            "authorityHost",
+        )
     }
 }
 
