@@ -14,8 +14,10 @@ Every stage uses the real tool where one can run here:
               least-privilege IAM including the Lambda role's opt-in grants for AWS generators
               without roleArn, the webhook's safety settings, the trust modules' conditions on
               the federation's own token and, in trust-azure-workloads, on the tokens
-              AzureAccessToken signs for workloads). checkov does not evaluate `dynamic "statement"`
-              blocks, so these checks are what covers those grants.
+              AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings).
+              checkov does not evaluate `dynamic "statement"` blocks, so these checks are what
+              covers those grants; kubernetes-target's rules, which checkov only scans for
+              wildcards, are also evaluated per input by the trust stage.
 - validation: the modules evaluated with bad inputs must be refused by their `validation`
               blocks with the expected message, and with good inputs accepted (for a module
               with providers, its variables.tf alone).
@@ -23,7 +25,9 @@ Every stage uses the real tool where one can run here:
               references stubbed), rendered through modules/federation-config, and compared with
               the store shape and the server's own store fields (backends/src); likewise
               trust-azure-workloads' `generator_spec` and `authorization_subjects`, rendered as an
-              AzureAccessToken generator and its Authorization, per cloud.
+              AzureAccessToken generator and its Authorization, per cloud; kubernetes-target's
+              Roles' rules, bindings' subject, `authentication_config` and `secret_store_spec`
+              (a `kubernetes` SecretStore, held to KubernetesProvider).
 - render:     the example's federation configuration evaluated with `terraform apply` on the
               provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
               for the federation's loader test, and checked here for shape.
@@ -603,6 +607,7 @@ def check_structure() -> None:
     check_trust_gcp(stage)
     check_trust_azure(stage)
     check_trust_azure_workloads(stage)
+    check_kubernetes_target(stage)
 
 
 # The federation's own login token (federation-fn/README.md, "The federation's own logins"):
@@ -815,6 +820,85 @@ def check_trust_azure_workloads(stage: str) -> None:
         fail(stage, f"{where}: variable cloud must allow exactly {sorted(expect_audience)}, allows {allowed}")
 
 
+# modules/kubernetes-target's Roles: the rules a namespace may get, by their verbs, each with its
+# resource (core API group ""), where its resourceNames come from (None: no resourceNames) and
+# what decides that the namespace gets it. Which rules a namespace gets is also evaluated, per
+# input, by the trust stage (KT_CASES).
+KT_RULES = {
+    # KubernetesServiceAccountToken: the ServiceAccounts listed for the namespace.
+    ("create",): ("serviceaccounts/token", "${try(sort(local.tokens[ns].names),None)}", "${contains(keys(local.tokens),ns)}"),
+    # revocable: the bound Secrets, whose names are random.
+    ("create", "delete"): ("secrets", None, "${try(local.tokens[ns].revocable,False)}"),
+    # KubernetesSecret: the Secrets listed for the namespace.
+    ("get",): ("secrets", "${try(sort(local.secrets[ns]),None)}", "${contains(keys(local.secrets),ns)}"),
+}
+
+
+def check_kubernetes_target(stage: str) -> None:
+    """One Role and one RoleBinding per namespace (for_each over local.namespaces, the namespaces
+    of both grant inputs) and nothing else; the Role's rules are exactly local.rules, whose rules
+    are the three of KT_RULES; the binding's one subject is local.subject, from federation_user;
+    the federation's own user is `esi:` + its token's `sub` (read from the server's source)
+    everywhere: the variable's default, the validation rules, the JWT authenticator's prefix."""
+    where = "kubernetes-target"
+    main = load_hcl(MODULES / where / "main.tf")
+    made = sorted((rtype, name) for block in main.get("resource", []) for rtype, named in block.items() for name in named)
+    if made != [("kubernetes_role_binding_v1", "this"), ("kubernetes_role_v1", "this")]:
+        fail(stage, f"{where}: must make only kubernetes_role_v1.this and kubernetes_role_binding_v1.this, makes {made}")
+    role = strip_meta(resource(main, "kubernetes_role_v1", "this") or {})
+    binding = strip_meta(resource(main, "kubernetes_role_binding_v1", "this") or {})
+    for name, r in (("kubernetes_role_v1", role), ("kubernetes_role_binding_v1", binding)):
+        meta = {k: unquote(v) for k, v in ((r.get("metadata") or [{}])[0]).items()}
+        if unquote(r.get("for_each")) != "${local.namespaces}" or meta != {
+                "name": "${local.role_name}", "namespace": "${each.key}", "labels": "${local.labels}"}:
+            fail(stage, f"{where}: {name}.this must be one per namespace (for_each = local.namespaces) named "
+                 f"local.role_name with local.labels, is for_each {r.get('for_each')}, metadata {meta}")
+    dynamic = [d for d in role.get("dynamic", []) if "rule" in d]
+    content = [{k: unquote(v) for k, v in c.items()} for d in dynamic for c in d["rule"].get("content", [])]
+    if "rule" in role or len(dynamic) != 1 or unquote(dynamic[0]["rule"].get("for_each")) != "${local.rules[each.key]}" \
+            or content != [{f: f"${{rule.value.{f}}}" for f in ("api_groups", "resources", "resource_names", "verbs")}]:
+        fail(stage, f"{where}: the Role's only rules must be `dynamic \"rule\"` over local.rules[each.key], each field "
+             f"from rule.value: {role.get('dynamic')}, static {role.get('rule')}")
+
+    loc = {k: v for b in main.get("locals", []) for k, v in b.items() if not k.startswith("__")}
+    rules = str(unquote(loc.get("rules")))
+    candidates = re.findall(r"\{'when': '([^']*)', 'resources': \['([^']*)'\], 'resource_names': (None|'[^']*'), 'verbs': \[([^\]]*)\]\}", rules)
+    got = {tuple(re.findall(r"'([^']*)'", verbs)): (res, None if names == "None" else names[1:-1], when)
+           for when, res, names, verbs in candidates}
+    projection = ("] : {'api_groups': [''], 'resources': '${r.resources}', 'resource_names': '${r.resource_names}', "
+                  "'verbs': '${r.verbs}'} if r.when]}}")
+    if got != KT_RULES or len(candidates) != len(KT_RULES) or not rules.startswith("${{for ns in local.namespaces : ns => [for r in [") \
+            or not rules.endswith(projection) or "*" in rules:
+        fail(stage, f"{where}: local.rules must give each of local.namespaces the rules of {KT_RULES} "
+             f"(verbs: resource, resourceNames, when) that apply, in the core group, no wildcard: {rules}")
+    subject = {k: unquote(v) for k, v in (strip_meta(loc.get("subject")) or [{}])[0].items()}
+    if [{k: unquote(v) for k, v in sub.items()} for sub in binding.get("subject", [])] != [
+            {f: f"${{local.subject.{f}}}" for f in ("kind", "name", "namespace", "api_group")}] \
+            or subject.get("kind") != "${var.federation_user.kind}" or subject.get("name") != "${var.federation_user.name}":
+        fail(stage, f"{where}: the RoleBinding's one subject must be local.subject, of federation_user's kind and name: "
+             f"{binding.get('subject')}, local.subject {subject}")
+    ref = {k: unquote(v) for k, v in ((binding.get("role_ref") or [{}])[0]).items()}
+    if ref != {"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "${kubernetes_role_v1.this[each.key].metadata[0].name}"}:
+        fail(stage, f"{where}: the RoleBinding must reference its namespace's Role, references {ref}")
+
+    prefix = unquote(loc.get("user_prefix"))
+    user = f"{prefix}{SELF_SUBJECT}"
+    jwt = strip_meta(loc.get("jwt_authenticator"))
+    jwt = jwt[0] if isinstance(jwt, list) and len(jwt) == 1 else jwt
+    if unquote(loc.get("self_issued_user")) != "${local.user_prefix}" + SELF_SUBJECT \
+            or (jwt or {}).get("claimMappings") != {"username": {"claim": "sub", "prefix": "${local.user_prefix}"}}:
+        fail(stage, f"{where}: local.self_issued_user must be local.user_prefix + {SELF_SUBJECT!r} and the JWT "
+             f"authenticator map `sub` with that prefix: {loc.get('self_issued_user')}, {jwt}")
+    variables = (MODULES / where / "variables.tf").read_text()
+    declared = dict(blocks(load_hcl(MODULES / where / "variables.tf"), "variable"))
+    default = unquote(declared.get("federation_user", {}).get("default"))
+    default = default[0] if isinstance(default, list) and len(default) == 1 else default
+    spelled = set(re.findall(r'"([a-z]+:esi-[a-z-]+)"', variables))
+    if default != {"kind": "User", "name": user} or spelled != {user}:
+        fail(stage, f"{where}: federation_user must default to the User {user!r}, the one the validation rules name: "
+             f"default {default}, named {sorted(spelled)}")
+
+
 # ---------------------------------------------------------------------------------------------
 
 FK_IMAGE = 'image = "r/esi-federation@sha256:' + "0" * 64 + '"'
@@ -874,6 +958,27 @@ TW_REQUIRED = f"{TW_BASE}\n {tw_workloads(TW_API)}"
 # Entra ID's most: 20 federated identity credentials per application.
 TW_20 = [(f"w{i:02d}", "prod-eu", "payments", f"sa{i}") for i in range(20)]
 TW_LONGEST = ".".join(["c" * 63] * 3 + ["c" * 61])  # a DNS-1123 subdomain of 253 characters
+
+
+def kt_grants(var: str, *entries: tuple) -> str:
+    """modules/kubernetes-target's `service_accounts` (entries (key, namespace, names[, revocable]))
+    or `readable_secrets` (entries (key, namespace, names))."""
+    def entry(e):
+        extra = f", revocable = {str(e[3]).lower()}" if len(e) > 3 else ""
+        return f'"{e[0]}" = {{ namespace = "{e[1]}", names = {json.dumps(e[2])}{extra} }}'
+    return f"{var} = {{ {', '.join(entry(e) for e in entries)} }}"
+
+
+# modules/kubernetes-target: the target API server, and with the default federation_user (the
+# federation's own token) the issuer it must trust.
+KT_SERVER = 'server = "https://api.prod-eu.example:6443"'
+KT_SELF = f'{KT_SERVER}\n issuer_url = "https://esi.example.com"'
+KT_CI = ("ci", "deploy", ["ci"])
+KT_REQUIRED = f'{KT_SELF}\n {kt_grants("service_accounts", KT_CI)}'
+# A bearer token of a ServiceAccount of the target cluster instead (auth.token).
+KT_SA = 'federation_user = { kind = "ServiceAccount", name = "esi-federation", namespace = "esi-system" }'
+KT_TOKEN = f'{KT_SERVER}\n {KT_SA}\n token = {{ file = "/var/run/secrets/prod-eu/token" }}\n {kt_grants("service_accounts", KT_CI)}'
+KT_CA = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
@@ -1034,6 +1139,51 @@ VALIDATION_CASES = [
     ("trust-azure-workloads", f'{TW_REQUIRED}\n display_name_prefix = "-"', "display_name_prefix followed by each key"),
     ("trust-azure-workloads", f'{TW_BASE}\n {tw_workloads(("ab", "prod-eu", "payments", "api"))}\n display_name_prefix = ""', "display_name_prefix followed by each key"),
     ("trust-azure-workloads", f'{TW_REQUIRED}\n display_name_prefix = "{"p" * 118}"', "display_name_prefix followed by each key"),
+    # kubernetes-target: the grants (one Role per namespace, names only, no templates) ...
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "Deploy", ["ci"]))}', "service_accounts namespace must be a DNS-1123 label"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "deploy-", ["ci"]))}', "service_accounts namespace must be a DNS-1123 label"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "deploy", ["ci_bot"]))}', "service_accounts name must be a ServiceAccount name"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "deploy", ["{{serviceAccount}}"]))}', "RBAC takes no templates"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "deploy", []))}', "at least one ServiceAccount name"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "deploy", ["ci", "ci"]))}', "a ServiceAccount name once"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", KT_CI, ("release", "deploy", ["release"]), ("web", "web", ["web"]))}',
+     "The service_accounts entries ci, release name the same namespace"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n {kt_grants("readable_secrets", ("db", "Apps", ["db"]))}', "readable_secrets namespace must be a DNS-1123 label"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n {kt_grants("readable_secrets", ("db", "apps", ["db/creds"]))}', "readable_secrets name must be a Secret name"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n {kt_grants("readable_secrets", ("db", "apps", ["db-*"]))}', "readable_secrets name must be a Secret name"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n {kt_grants("readable_secrets", ("db", "apps", []))}', "at least one Secret name"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n {kt_grants("readable_secrets", ("db", "apps", ["db", "db"]))}', "a Secret name once"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]), ("cache", "apps", ["cache"]))}',
+     "The readable_secrets entries cache, db name the same namespace"),
+    ("kubernetes-target", f'{KT_SELF}\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}\n {kt_grants("readable_secrets", ("db", "deploy", ["db"]))}',
+     "The namespaces deploy have both revocable service_accounts and readable_secrets"),
+    ("kubernetes-target", f'{KT_SELF}\n service_accounts = {{}}', "the module would grant nothing"),
+    # ... who the federation is, and how it logs in ...
+    ("kubernetes-target", f'{KT_REQUIRED}\n federation_user = {{ kind = "Group", name = "esi" }}', "kind must be User or ServiceAccount"),
+    ("kubernetes-target", KT_TOKEN.replace(', namespace = "esi-system"', ""), "A ServiceAccount federation_user needs its namespace"),
+    ("kubernetes-target", KT_TOKEN.replace('kind = "ServiceAccount"', 'kind = "User"'), "A ServiceAccount federation_user needs its namespace"),
+    ("kubernetes-target", KT_TOKEN.replace('name = "esi-federation"', 'name = "Esi_Federation"'), "A ServiceAccount federation_user's name must be a DNS-1123 subdomain"),
+    ("kubernetes-target", KT_TOKEN.replace('"esi-system"', '"esi.system"'), "A ServiceAccount federation_user's name must be a DNS-1123 subdomain"),
+    ("kubernetes-target", KT_TOKEN.replace(KT_SA, 'federation_user = { kind = "User", name = "ci bot" }'), "without whitespace or control characters"),
+    ("kubernetes-target", KT_TOKEN.replace('\n token = { file = "/var/run/secrets/prod-eu/token" }', ""), "Set token exactly when federation_user is not the User esi:esi-federation"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n token = {{ env = "PROD_EU_TOKEN" }}', "Set token exactly when federation_user is not the User esi:esi-federation"),
+    ("kubernetes-target", KT_TOKEN.replace('{ file = "/var/run/secrets/prod-eu/token" }', '{ file = "/t", env = "T" }'), "exactly one of file or env"),
+    ("kubernetes-target", KT_TOKEN.replace('{ file = "/var/run/secrets/prod-eu/token" }', '{ file = "" }'), "exactly one of file or env"),
+    ("kubernetes-target", KT_REQUIRED.replace('issuer_url = "https://', 'issuer_url = "http://'), "issuer_url must be an https URL"),
+    ("kubernetes-target", KT_REQUIRED.replace('"https://esi.example.com"', '"https://esi.example.com/?x=1"'), "issuer_url must be an https URL"),
+    ("kubernetes-target", KT_REQUIRED.replace('\n issuer_url = "https://esi.example.com"', ""), "Set issuer_url exactly when federation_user is the User esi:esi-federation"),
+    ("kubernetes-target", f'{KT_TOKEN}\n issuer_url = "https://esi.example.com"', "Set issuer_url exactly when federation_user is the User esi:esi-federation"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n audience = "api server"', "audience must be 1 to 512 characters"),
+    ("kubernetes-target", f'{KT_TOKEN}\n audience = "prod-eu"', "An audience is for the federation's own token only"),
+    # ... and where the API server is.
+    ("kubernetes-target", KT_REQUIRED.replace('"https://api.prod-eu.example:6443"', '"http://api.prod-eu.example:6443"'), "server must be an https URL of an API server"),
+    ("kubernetes-target", KT_REQUIRED.replace('"https://api.prod-eu.example:6443"', '"https://api.prod-eu.example:6443/k8s"'), "server must be an https URL of an API server"),
+    ("kubernetes-target", KT_REQUIRED.replace('"https://api.prod-eu.example:6443"', '"https://u:p@api.prod-eu.example"'), "server must be an https URL of an API server"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n ca_bundle = "MIIB"', "ca_bundle must hold PEM certificates"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "ESI"', "role_name_prefix followed by -generators must be a Role name"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "-esi"', "role_name_prefix followed by -generators must be a Role name"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "esi..prod"', "role_name_prefix followed by -generators must be a Role name"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "{"e" * 60}"', "role_name_prefix followed by -generators must be a Role name"),
 ]
 
 # Inputs the same modules must accept: a validation that refuses everything proves nothing.
@@ -1078,6 +1228,16 @@ VALID_CASES = [
      f'{tw_workloads(("Api_1", "eks.prod-eu.example", "payments", "api.v2"), ("a", "prod-eu", "payments", "api"))}'),
     ("trust-azure-workloads", f'{TW_BASE.replace("https://graph.microsoft.com", AZ_CLIENT)}\n cloud = "china"\n display_name_prefix = ""\n '
      f'{tw_workloads(("api", TW_LONGEST, "n" * 63, TW_LONGEST), ("k" * 80, "prod-eu", "payments", "web"))}'),
+    ("kubernetes-target", KT_REQUIRED),
+    ("kubernetes-target", KT_TOKEN),
+    # Revocable tokens next to readable Secrets of other namespaces, and a namespace with both
+    # tokens and Secrets (one Role); the optional inputs of the federation's own token.
+    ("kubernetes-target", f'{KT_SELF.replace(":6443", ":6443/").replace("example.com", "example.com/fed/")}\n audience = "esi-prod-eu"\n ca_bundle = "{KT_CA + KT_CA}"\n '
+     f'role_name_prefix = "esi-prod.eu"\n {kt_grants("service_accounts", ("ci", "deploy", ["ci", "release.v2"], True), ("ops", "ops", ["operator"]))}\n '
+     f'{kt_grants("readable_secrets", ("registry", "ops", ["registry-pull"]), ("db", "apps", ["db", "db.ro"]))}'),
+    ("kubernetes-target", f'{KT_SERVER.replace("api.prod-eu.example", "[fd00::1]")}\n federation_user = {{ kind = "User", name = "oidc:esi-prod" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
+     f'service_accounts = {{}}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]))}'),
+    ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "{"e" * 52}"'),
 ]
 
 
@@ -1393,8 +1553,10 @@ TRUST_STUBS = {
     # A for_each resource, iterated by an output: one stand-in credential per workload.
     "azuread_application_federated_identity_credential.workload":
         '{ for key in keys(var.workloads) : key => { credential_id = "credential-${key}" } }',
+    # modules/kubernetes-target's Roles, one per namespace, as role_names iterates them.
+    "kubernetes_role_v1.this": '{ for ns in local.namespaces : ns => { metadata = [{ name = local.role_name }] } }',
 }
-PROVIDER_REF = re.compile(r"\b(?:data\.)?(?:aws|google|azuread)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]]*\])?(?:\.[a-z0-9_]+)*")
+PROVIDER_REF = re.compile(r"\b(?:data\.)?(?:aws|google|azuread|kubernetes)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]]*\])?(?:\.[a-z0-9_]+)*")
 GCP_WIP = "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation"
 TRUST_CASES = [
     # (module, inputs, the expected `provider`)
@@ -1414,7 +1576,10 @@ STORE_STRUCTS = {
     "aws": (REPO / "backends" / "src" / "aws.rs", "AwsProvider"),
     "gcp": (REPO / "backends" / "src" / "gcp.rs", "GcpProvider"),
     "azure": (REPO / "backends" / "src" / "azure.rs", "AzureProvider"),
+    "kubernetes": (REPO / "backends" / "src" / "kubernetes_token.rs", "KubernetesProvider"),
 }
+# Files whose types a store's fields use besides its own (`auth.token` is a SecretRef).
+STORE_SOURCES = {"kubernetes": [REPO / "backends" / "src" / "secret.rs"]}
 
 
 def rust_struct_fields(source: str, name: str) -> dict[str, tuple[str, bool]] | None:
@@ -1437,10 +1602,33 @@ def rust_struct_fields(source: str, name: str) -> dict[str, tuple[str, bool]] | 
     return fields
 
 
+def rust_enum_variants(source: str, name: str) -> dict[str, str | None] | None:
+    """The variants of `pub enum <name>` as serde names them externally tagged (renamed
+    camelCase): key -> the type it holds (None for a unit variant)."""
+    m = re.search(r"pub enum " + name + r" \{\n(.*?)\n\}", source, re.S)
+    if m is None:
+        return None
+    variants = {}
+    for line in m.group(1).splitlines():
+        v = re.match(r"\s*([A-Z]\w*)(?:\((\w+)\))?,$", line)
+        if v:
+            variants[v.group(1)[0].lower() + v.group(1)[1:]] = v.group(2)
+    return variants
+
+
 def check_against_rust(stage: str, where: str, value, source: str, struct: str) -> None:
     """`value` holds only fields of `struct` and all of its required ones, recursively into
-    the structs of its object fields."""
+    the structs of its object fields; for an enum (a choice such as `auth`), exactly one of its
+    variants' keys, and that variant's struct."""
     fields = rust_struct_fields(source, struct)
+    variants = rust_enum_variants(source, struct) if fields is None else None
+    if variants is not None:
+        if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in variants:
+            fail(stage, f"{where}: {struct} takes exactly one of {sorted(variants)}, is {value}")
+        elif variants[next(iter(value))] is not None and isinstance(next(iter(value.values())), dict):
+            key = next(iter(value))
+            check_against_rust(stage, f"{where}.{key}", value[key], source, variants[key])
+        return
     if fields is None:
         fail(stage, f"{where}: cannot find pub struct {struct} (update STORE_STRUCTS in infra/tests/infra_checks.py)")
         return
@@ -1512,6 +1700,7 @@ def check_trust() -> None:
         source = path.read_text()
         check_against_rust(stage, f"{module} case {i}: provider.{backend}", provider[backend], source, struct)
     check_trust_workloads(stage, root)
+    check_kubernetes_target_outputs(stage, root)
 
 
 # modules/trust-azure-workloads evaluated the same way, per cloud: its outputs, and its
@@ -1593,6 +1782,113 @@ def check_trust_workloads(stage: str, root: Path) -> None:
         path, struct = AUTHORIZATION_SUBJECT
         for subject in trust.get("authorization_subjects") or []:
             check_against_rust(stage, f"{what}: authorization_subjects", subject, path.read_text(), struct)
+
+
+
+# modules/kubernetes-target evaluated the same way: its outputs, the Roles' rules and the
+# bindings' subject (local.rules and local.subject, which the resources take whole), and its
+# `secret_store_spec` rendered through modules/federation-config as a SecretStore.
+def kt_rule(verbs: list[str], resource_: str, names: list[str] | None) -> dict:
+    return {"api_groups": [""], "resources": [resource_], "resource_names": names, "verbs": verbs}
+
+
+KT_USER = {"kind": "User", "name": f"esi:{SELF_SUBJECT}", "namespace": None, "api_group": "rbac.authorization.k8s.io"}
+KT_JWT = {"claimMappings": {"username": {"claim": "sub", "prefix": "esi:"}}}
+KT_CASES = [
+    # (inputs, the expected `provider.kubernetes`, rules by namespace, the bindings' subject,
+    #  the JWT authenticator's issuer (None: no authentication_config), the Roles' name)
+    (KT_REQUIRED,
+     {"server": "https://api.prod-eu.example:6443", "auth": {"selfIssued": {}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
+     KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
+     "esi-federation-generators"),
+    # The default audience is the server as the federation takes it, without its trailing `/`.
+    (KT_REQUIRED.replace(":6443", ":6443/"),
+     {"server": "https://api.prod-eu.example:6443/", "auth": {"selfIssued": {}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
+     KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
+     "esi-federation-generators"),
+    # Trailing `/`s dropped where the federation drops them; a namespace with tokens and Secrets
+    # has one Role; revocable tokens add create and delete on Secrets, by no name.
+    (f'{KT_SELF.replace(":6443", ":6443/").replace("example.com", "example.com/fed/")}\n audience = "esi-prod-eu"\n ca_bundle = "{KT_CA}"\n '
+     f'{kt_grants("service_accounts", ("ci", "deploy", ["release", "ci"], True), ("ops", "ops", ["operator"]))}\n '
+     f'{kt_grants("readable_secrets", ("registry", "ops", ["registry-pull"]), ("db", "apps", ["db.ro", "db"]))}',
+     {"server": "https://api.prod-eu.example:6443/", "caBundle": KT_CA.replace("\\n", "\n"), "auth": {"selfIssued": {"audience": "esi-prod-eu"}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci", "release"]), kt_rule(["create", "delete"], "secrets", None)],
+      "ops": [kt_rule(["create"], "serviceaccounts/token", ["operator"]), kt_rule(["get"], "secrets", ["registry-pull"])],
+      "apps": [kt_rule(["get"], "secrets", ["db", "db.ro"])]},
+     KT_USER, {"url": "https://esi.example.com/fed", "audiences": ["esi-prod-eu"]},
+     "esi-federation-generators"),
+    # A bearer token of a ServiceAccount of the target cluster (auth.token).
+    (f'{KT_TOKEN}\n role_name_prefix = "esi-staging"',
+     {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"file": "/var/run/secrets/prod-eu/token"}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
+     {"kind": "ServiceAccount", "name": "esi-federation", "namespace": "esi-system", "api_group": ""}, None,
+     "esi-staging-generators"),
+    (f'{KT_SERVER}\n federation_user = {{ kind = "User", name = "oidc:esi-prod" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
+     f'service_accounts = {{}}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]))}',
+     {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"env": "PROD_EU_TOKEN"}}},
+     {"apps": [kt_rule(["get"], "secrets", ["db"])]},
+     {"kind": "User", "name": "oidc:esi-prod", "namespace": None, "api_group": "rbac.authorization.k8s.io"}, None,
+     "esi-federation-generators"),
+]
+
+
+def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
+    """Per case: each namespace of either grant gets one Role with exactly the rules its
+    generators need (TokenRequest by name; create and delete on Secrets only for revocable
+    tokens; get on Secrets by name), bound to federation_user; `role_names` names them;
+    `authentication_config` is the AuthenticationConfiguration whose JWT authenticator makes the
+    federation's own token (`sub` read from the server's source) the user the bindings name, and
+    is null otherwise; `secret_store_spec` is the `kubernetes` store, rendered through
+    modules/federation-config, with the server's own fields (KubernetesProvider, backends/src)."""
+    module = "kubernetes-target"
+    path, struct = STORE_STRUCTS["kubernetes"]
+    source = "\n".join(p.read_text() for p in [path, *STORE_SOURCES["kubernetes"]])
+    for i, (inputs, expected, rules, subject, issuer, role_name) in enumerate(KT_CASES):
+        what = f"{module} case {i}"
+        case = root / f"kubernetes-target{i:02d}"
+        write_stubbed_module(MODULES / module, case / "module")
+        # The values the resources take whole, shown for this check only.
+        (case / "module" / "check.tf").write_text(
+            'output "rules" {\n  value = local.rules\n}\noutput "subject" {\n  value = local.subject\n}\n')
+        body = "\n ".join(inputs.split("\n"))
+        (case / "main.tf").write_text(
+            f'module "target" {{\n  source = "./module"\n {body}\n}}\n'
+            f'module "config" {{\n  source = "{MODULES / "federation-config"}"\n'
+            '  secret_stores = { "deploy/prod-eu" = module.target.secret_store_spec }\n}\n'
+            'output "target" {\n  value = module.target\n}\n'
+            'output "files" {\n  value = module.config.files\n}\n')
+        outputs = apply_outputs(stage, what, case)
+        if outputs is None:
+            continue
+        target = outputs["target"]["value"]
+        if target.get("rules") != rules:
+            fail(stage, f"{what}: the Roles' rules are {target.get('rules')}, expected {rules}")
+        if target.get("subject") != subject:
+            fail(stage, f"{what}: the RoleBindings' subject is {target.get('subject')}, expected {subject}")
+        if target.get("role_names") != {ns: role_name for ns in rules}:
+            fail(stage, f"{what}: role_names is {target.get('role_names')}, expected {role_name} in {sorted(rules)}")
+        config = target.get("authentication_config")
+        if issuer is None:
+            if config is not None:
+                fail(stage, f"{what}: authentication_config must be null without the federation's own token, is {config!r}")
+        else:
+            expect = {"apiVersion": "apiserver.config.k8s.io/v1beta1", "kind": "AuthenticationConfiguration",
+                      "jwt": [{"issuer": issuer, **KT_JWT}]}
+            got = yaml.safe_load(config) if isinstance(config, str) else config
+            if got != expect:
+                fail(stage, f"{what}: authentication_config is {config!r}, expected {expect}")
+            elif f"{got['jwt'][0]['claimMappings']['username']['prefix']}{SELF_SUBJECT}" != subject["name"]:
+                fail(stage, f"{what}: the JWT authenticator maps the federation's `sub` {SELF_SUBJECT!r} to another "
+                     f"user than the bindings' {subject['name']!r}")
+        spec = target.get("secret_store_spec")
+        if spec != {"provider": {"kubernetes": expected}}:
+            fail(stage, f"{what}: secret_store_spec is {spec}, expected {{'provider': {{'kubernetes': {expected}}}}}")
+        stores = json.loads(outputs["files"]["value"].get("10-secretstores.json", "{}")).get("items", [])
+        if [(s_["metadata"], s_["spec"]) for s_ in stores] != [({"name": "prod-eu", "namespace": "deploy"}, {"provider": {"kubernetes": expected}})]:
+            fail(stage, f"{what}: modules/federation-config rendered {stores}, expected one SecretStore with provider.kubernetes {expected}")
+        check_against_rust(stage, f"{what}: provider.kubernetes", ((spec or {}).get("provider") or {}).get("kubernetes") or {}, source, struct)
 
 
 # ---------------------------------------------------------------------------------------------

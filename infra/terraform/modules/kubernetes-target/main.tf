@@ -1,0 +1,143 @@
+# The target cluster's side of a `kubernetes` SecretStore: the RBAC the federation's generators
+# need there, least privilege, applied with a `kubernetes` provider configured for that cluster.
+# One Role and one RoleBinding per namespace named in `service_accounts` or `readable_secrets`,
+# bound to `federation_user`:
+#
+#   - KubernetesServiceAccountToken: `create` on `serviceaccounts/token` for the listed
+#     ServiceAccounts (POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token);
+#   - with `revocable`: `create` and `delete` on `secrets` (the Secret each token is bound to);
+#   - KubernetesSecret: `get` on `secrets` for the listed Secrets
+#     (GET /api/v1/namespaces/{ns}/secrets/{name}).
+#
+# Nothing else: no ClusterRole, no list or watch, no ServiceAccount or namespace made here. How
+# the API server knows the federation is the caller's business: with the default
+# federation_user (`esi:esi-federation`, the federation's own token, `auth.selfIssued`) its
+# `--authentication-config` needs the `authentication_config` output (Kubernetes 1.30+); with
+# another subject, the federation reads that subject's bearer token (`auth.token`).
+
+locals {
+  # The federation's own token: `sub` esi-federation (backends/src/identity.rs), mapped to the
+  # user `esi:esi-federation` by the JWT authenticator below. The variables' validation rules
+  # and the default federation_user spell out the same name.
+  user_prefix      = "esi:"
+  self_issued_user = "${local.user_prefix}esi-federation"
+  self_issued      = var.federation_user.kind == "User" && var.federation_user.name == local.self_issued_user
+
+  # The federation writes its issuer without a trailing `/` (`iss`), and its token's default
+  # audience is `server` without one: the API server compares both character for character.
+  issuer   = var.issuer_url == null ? null : replace(var.issuer_url, "/\\/+$/", "")
+  audience = coalesce(var.audience, replace(var.server, "/\\/+$/", ""))
+
+  # By namespace (the validation rules make each namespace appear once per input).
+  tokens     = { for e in values(var.service_accounts) : e.namespace => e }
+  secrets    = { for e in values(var.readable_secrets) : e.namespace => e.names }
+  namespaces = toset(concat(keys(local.tokens), keys(local.secrets)))
+
+  role_name = "${var.role_name_prefix}-generators"
+  labels = {
+    "app.kubernetes.io/name"       = "esi-federation-target"
+    "app.kubernetes.io/part-of"    = "esi"
+    "app.kubernetes.io/managed-by" = "terraform"
+  }
+
+  # Each namespace's Role: those of these rules that apply to it, in this order, all in the core
+  # API group "".
+  rules = { for ns in local.namespaces : ns => [
+    for r in [
+      # KubernetesServiceAccountToken: the TokenRequest subresource, for the listed names only.
+      {
+        when           = contains(keys(local.tokens), ns)
+        resources      = ["serviceaccounts/token"]
+        resource_names = try(sort(local.tokens[ns].names), null)
+        verbs          = ["create"]
+      },
+      # Revocable tokens: each is bound to an empty Secret `esi-token-<random>` the federation
+      # creates, then deletes to revoke the token. `create` cannot be narrowed by resourceNames
+      # (Kubernetes authorizes a create without the new object's name), and `delete` only by
+      # exact names, which are random, so both cover every Secret of the namespace. No `get`,
+      # `list` or `watch`: the federation never reads a Secret here (readable_secrets is refused
+      # in such a namespace).
+      {
+        when           = try(local.tokens[ns].revocable, false)
+        resources      = ["secrets"]
+        resource_names = null
+        verbs          = ["create", "delete"]
+      },
+      # KubernetesSecret: the listed Secrets by name; without `list` nothing else is seen.
+      {
+        when           = contains(keys(local.secrets), ns)
+        resources      = ["secrets"]
+        resource_names = try(sort(local.secrets[ns]), null)
+        verbs          = ["get"]
+      },
+    ] : { api_groups = [""], resources = r.resources, resource_names = r.resource_names, verbs = r.verbs } if r.when
+  ] }
+
+  # The RoleBindings' one subject. RBAC defaults apiGroup to "" for a ServiceAccount and to
+  # rbac.authorization.k8s.io for a User; a User has no namespace.
+  subject = {
+    kind      = var.federation_user.kind
+    name      = var.federation_user.name
+    namespace = var.federation_user.kind == "ServiceAccount" ? var.federation_user.namespace : null
+    api_group = var.federation_user.kind == "ServiceAccount" ? "" : "rbac.authorization.k8s.io"
+  }
+
+  # The store's `auth`: exactly one key (backends/src/kubernetes_token.rs, KubernetesAuth).
+  auth = local.self_issued ? {
+    selfIssued = var.audience == null ? {} : { audience = var.audience }
+    } : {
+    token = { for k in ["file", "env"] : k => var.token[k] if try(var.token[k], null) != null }
+  }
+
+  # One JWT authenticator of the target API server's AuthenticationConfiguration.
+  jwt_authenticator = {
+    issuer = {
+      url       = local.issuer
+      audiences = [local.audience]
+    }
+    claimMappings = {
+      username = { claim = "sub", prefix = local.user_prefix }
+    }
+  }
+}
+
+resource "kubernetes_role_v1" "this" {
+  for_each = local.namespaces
+
+  metadata {
+    name      = local.role_name
+    namespace = each.key
+    labels    = local.labels
+  }
+
+  dynamic "rule" {
+    for_each = local.rules[each.key]
+    content {
+      api_groups     = rule.value.api_groups
+      resources      = rule.value.resources
+      resource_names = rule.value.resource_names
+      verbs          = rule.value.verbs
+    }
+  }
+}
+
+resource "kubernetes_role_binding_v1" "this" {
+  for_each = local.namespaces
+
+  metadata {
+    name      = local.role_name
+    namespace = each.key
+    labels    = local.labels
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.this[each.key].metadata[0].name
+  }
+  subject {
+    kind      = local.subject.kind
+    name      = local.subject.name
+    namespace = local.subject.namespace
+    api_group = local.subject.api_group
+  }
+}

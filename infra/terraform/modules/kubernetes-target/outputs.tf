@@ -1,0 +1,29 @@
+output "role_names" {
+  description = "The Role (and RoleBinding) made in each namespace, by namespace: `<role_name_prefix>-generators`."
+  value       = { for ns, role in kubernetes_role_v1.this : ns => role.metadata[0].name }
+}
+
+output "authentication_config" {
+  description = "For the default `federation_user` (the federation's own token, `auth.selfIssued`): the target API server's `AuthenticationConfiguration` (YAML, `apiserver.config.k8s.io/v1beta1`, read by Kubernetes 1.30 and later; `v1` from 1.34, same fields) with one JWT authenticator: issuer `issuer_url` without a trailing `/`, audience the store's (`audience`, or `server` without a trailing `/`), username from `sub` with the prefix `esi:`, so the federation is the user `esi:esi-federation` the RoleBindings name. Give it to the API server's `--authentication-config`, or add its `jwt` entry to the file it already reads. Null with another `federation_user`."
+  value = local.self_issued ? yamlencode({
+    apiVersion = "apiserver.config.k8s.io/v1beta1"
+    kind       = "AuthenticationConfiguration"
+    jwt        = [local.jwt_authenticator]
+  }) : null
+}
+
+output "secret_store_spec" {
+  description = "The `spec` of the `kubernetes` SecretStore for this cluster, to pass as `secret_stores = { \"ns/name\" = module.<this>.secret_store_spec }` to modules/federation-lambda or modules/federation-kubernetes: `{ provider = { kubernetes = { server, caBundle, auth } } }`, `caBundle` only with `ca_bundle`, `auth` either `{ selfIssued = {} }` (`{ selfIssued = { audience } }` with `audience`) for the default `federation_user` or `{ token = { file } }` / `{ token = { env } }`. Holds no secret."
+  value = {
+    provider = {
+      kubernetes = merge(
+        { server = var.server },
+        var.ca_bundle == null ? {} : { caBundle = var.ca_bundle },
+        { auth = local.auth },
+      )
+    }
+  }
+
+  # The federation's configuration (which holds this value) waits for the grants to exist.
+  depends_on = [kubernetes_role_binding_v1.this]
+}
