@@ -14,7 +14,8 @@ Every stage uses the real tool where one can run here:
               least-privilege IAM including the Lambda role's opt-in grants for AWS generators
               without roleArn, the webhook's safety settings, the trust modules' conditions on
               the federation's own token and, in trust-azure-workloads, on the tokens
-              AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings).
+              AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings and
+              the ValidatingAdmissionPolicy that narrows their writes to Secrets).
               checkov does not evaluate `dynamic "statement"` blocks, so these checks are what
               covers those grants; kubernetes-target's rules, which checkov only scans for
               wildcards, are also evaluated per input by the trust stage.
@@ -26,8 +27,8 @@ Every stage uses the real tool where one can run here:
               the store shape and the server's own store fields (backends/src); likewise
               trust-azure-workloads' `generator_spec` and `authorization_subjects`, rendered as an
               AzureAccessToken generator and its Authorization, per cloud; kubernetes-target's
-              Roles' rules, bindings' subject, `authentication_config` and `secret_store_spec`
-              (a `kubernetes` SecretStore, held to KubernetesProvider).
+              Roles' rules, bindings' subject, ValidatingAdmissionPolicy, `authentication_config`
+              and `secret_store_spec` (a `kubernetes` SecretStore, held to KubernetesProvider).
 - render:     the example's federation configuration evaluated with `terraform apply` on the
               provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
               for the federation's loader test, and checked here for shape.
@@ -624,6 +625,8 @@ RUST_CONSTS = {
     "US_GOV_AUDIENCE": REPO / "backends" / "src" / "azure_access_token.rs",
     "CHINA_AUDIENCE": REPO / "backends" / "src" / "azure_access_token.rs",
     "SERVICE_ACCOUNT_SUBJECT_PREFIX": REPO / "federation-fn" / "api" / "src" / "identity.rs",
+    # KubernetesServiceAccountToken's revocable tokens: the type of the Secrets they are bound to.
+    "BINDING_TYPE": REPO / "backends" / "src" / "kubernetes_token.rs",
 }
 
 
@@ -836,15 +839,19 @@ KT_RULES = {
 
 def check_kubernetes_target(stage: str) -> None:
     """One Role and one RoleBinding per namespace (for_each over local.namespaces, the namespaces
-    of both grant inputs) and nothing else; the Role's rules are exactly local.rules, whose rules
-    are the three of KT_RULES; the binding's one subject is local.subject, from federation_user;
+    of both grant inputs), the ValidatingAdmissionPolicy and its binding of
+    check_kubernetes_target_secret_writes, and nothing else; the Role's rules are exactly
+    local.rules, whose rules are the three of KT_RULES; the binding's one subject is
+    local.subject, from federation_user;
     the federation's own user is `esi:` + its token's `sub` (read from the server's source)
     everywhere: the variable's default, the validation rules, the JWT authenticator's prefix."""
     where = "kubernetes-target"
     main = load_hcl(MODULES / where / "main.tf")
     made = sorted((rtype, name) for block in main.get("resource", []) for rtype, named in block.items() for name in named)
-    if made != [("kubernetes_role_binding_v1", "this"), ("kubernetes_role_v1", "this")]:
-        fail(stage, f"{where}: must make only kubernetes_role_v1.this and kubernetes_role_binding_v1.this, makes {made}")
+    if made != [("kubernetes_manifest", "secret_writes_binding"), ("kubernetes_manifest", "secret_writes_policy"),
+                ("kubernetes_role_binding_v1", "this"), ("kubernetes_role_v1", "this")]:
+        fail(stage, f"{where}: must make only kubernetes_role_v1.this, kubernetes_role_binding_v1.this and the "
+             f"kubernetes_manifest secret_writes_policy and secret_writes_binding, makes {made}")
     role = strip_meta(resource(main, "kubernetes_role_v1", "this") or {})
     binding = strip_meta(resource(main, "kubernetes_role_binding_v1", "this") or {})
     for name, r in (("kubernetes_role_v1", role), ("kubernetes_role_binding_v1", binding)):
@@ -897,6 +904,126 @@ def check_kubernetes_target(stage: str) -> None:
     if default != {"kind": "User", "name": user} or spelled != {user}:
         fail(stage, f"{where}: federation_user must default to the User {user!r}, the one the validation rules name: "
              f"default {default}, named {sorted(spelled)}")
+    check_kubernetes_target_secret_writes(stage, main, declared)
+
+
+def kt_binding_secret() -> tuple[str, tuple[str, str], str]:
+    """The Secrets a revocable token is bound to, as the federation writes them
+    (backends/src/kubernetes_token.rs): their type, their one label and their generateName. The
+    creation body must also be immutable and hold no data, what the policy demands."""
+    path = REPO / "backends" / "src" / "kubernetes_token.rs"
+    text = path.read_text()
+    label = re.findall(r'pub const MANAGED_BY: \(&str, &str\) = \("([^"]+)", "([^"]+)"\);', text)
+    body = re.findall(r"async fn create_binding\(.*?serde_json::json!\((\{.*?\n        \})\);", text, re.S)
+    prefix = re.findall(r'"generateName": "([^"]+)"', body[0]) if len(body) == 1 else []
+    if len(label) != 1 or len(prefix) != 1 or '"type": BINDING_TYPE' not in body[0] or '"immutable": true' not in body[0] \
+            or "{MANAGED_BY.0: MANAGED_BY.1}" not in body[0] or re.search(r'"(?:data|stringData)"', body[0]):
+        fail("structure", f"{path.relative_to(REPO)}: create_binding must create an immutable Secret of type BINDING_TYPE "
+             "labelled MANAGED_BY, with a generateName and no data (what modules/kubernetes-target's "
+             "ValidatingAdmissionPolicy lets through); update kt_binding_secret in infra/tests/infra_checks.py and the policy")
+        return (rust_const("BINDING_TYPE"), label[0] if len(label) == 1 else ("<label>", "<value>"), "<prefix>")
+    return rust_const("BINDING_TYPE"), label[0], prefix[0]
+
+
+def kt_secret_writes_validations() -> list[tuple[str, str]]:
+    """modules/kubernetes-target's ValidatingAdmissionPolicy's validations, (CEL expression, what
+    its message must name): a create must be exactly the binding Secret (type, immutable, no data
+    or stringData, the label, the name's prefix), a delete of that type."""
+    binding_type, (key, value), prefix = kt_binding_secret()
+    create = "request.operation != 'CREATE' || "
+    return [
+        (create + f"(has(object.type) && object.type == '{binding_type}')", binding_type),
+        (create + "(has(object.immutable) && object.immutable == true)", "immutable"),
+        (create + "((!has(object.data) || size(object.data) == 0) && (!has(object.stringData) || size(object.stringData) == 0))",
+         "without data or stringData"),
+        (create + f"(has(object.metadata.labels) && '{key}' in object.metadata.labels && object.metadata.labels['{key}'] == '{value}')",
+         f"{key}={value}"),
+        (create + "((has(object.metadata.name) && size(object.metadata.name) > 0) ? object.metadata.name : "
+         f"(has(object.metadata.generateName) ? object.metadata.generateName : '')).startsWith('{prefix}')", f"{prefix}*"),
+        (f"request.operation != 'DELETE' || (has(oldObject.type) && oldObject.type == '{binding_type}')", binding_type),
+    ]
+
+
+def kt_secret_writes(name: str, policy_name: str, namespaces, username_cel: str, validations, labels) -> dict:
+    """modules/kubernetes-target's ValidatingAdmissionPolicy `name` and its binding (to
+    `policy_name`): on the federation's own (username_cel, a CEL string) create and delete of
+    Secrets, the validations, denied in the revocable namespaces."""
+    meta = {"name": name, "labels": labels}
+    return {
+        "policy": {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "DELETE"],
+                                                        "resources": ["secrets"]}]},
+                "matchConditions": [{"name": "federation", "expression": f"request.userInfo.username == {username_cel}"}],
+                "validations": validations,
+            },
+        },
+        "binding": {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": meta,
+            "spec": {
+                "policyName": policy_name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}},
+            },
+        },
+    }
+
+
+def check_kubernetes_target_secret_writes(stage: str, main: dict, declared: dict) -> None:
+    """The ValidatingAdmissionPolicy and its binding that narrow revocable tokens' create and
+    delete on Secrets: made (kubernetes_manifest, one each) only when a namespace has revocable
+    tokens and confine_secret_writes (default true) is on; the policy matches the federation's own
+    Secret creates and deletes (its user name derived from the RoleBindings' subject) and holds
+    them to exactly kt_secret_writes_validations; the binding denies, in the revocable namespaces
+    only."""
+    where = "kubernetes-target"
+    loc = {k: unquote(v) for b in main.get("locals", []) for k, v in b.items() if not k.startswith("__")}
+    flat = {k: re.sub(r"\s+", "", str(v)) for k, v in loc.items()}
+    expect = {
+        "revocable_namespaces": "${sort([forns,einlocal.tokens:nsife.revocable])}",
+        "confine_secret_writes": "${var.confine_secret_writes&&length(local.revocable_namespaces)>0}",
+        "username": '${local.subject.kind=="ServiceAccount"?"system:serviceaccount:${local.subject.namespace}:${local.subject.name}":local.subject.name}',
+    }
+    for key, value in expect.items():
+        if flat.get(key) != value:
+            fail(stage, f"{where}: local.{key} must be {value}, is {loc.get(key)!r}")
+    for name in ("secret_writes_policy", "secret_writes_binding"):
+        r = strip_meta(resource(main, "kubernetes_manifest", name) or {})
+        got = {k: unquote(v) for k, v in r.items()}
+        want = {"count": "${local.confine_secret_writes ? 1 : 0}", "manifest": f"${{local.{name}}}"}
+        if name == "secret_writes_binding":
+            want["depends_on"] = ["${kubernetes_manifest.secret_writes_policy}"]
+        if got != want:
+            fail(stage, f"{where}: kubernetes_manifest.{name} must be {want} (made only with revocable tokens and "
+                 f"confine_secret_writes), is {got}")
+
+    validations = strip_meta(loc.get("secret_writes_validations"))
+    validations = validations[0] if isinstance(validations, list) and len(validations) == 1 and isinstance(validations[0], list) else validations
+    expected = kt_secret_writes_validations()
+    got_expressions = [v.get("expression") for v in validations or []]
+    if got_expressions != [e for e, _ in expected]:
+        fail(stage, f"{where}: local.secret_writes_validations must be exactly the CEL expressions {[e for e, _ in expected]}, "
+             f"are {got_expressions}")
+    for v, (_, named) in zip(validations or [], expected):
+        message = v.get("message") or ""
+        if set(v) != {"expression", "message"} or named not in message or not message[:1].islower() or message.endswith("."):
+            fail(stage, f"{where}: the validation {v.get('expression')!r} needs a message naming {named!r} "
+                 f"(lowercase, no trailing period) and nothing else, has {v}")
+    for name in ("secret_writes_policy", "secret_writes_binding"):
+        got = strip_meta(loc.get(name))
+        got = got[0] if isinstance(got, list) and len(got) == 1 else got
+        want = kt_secret_writes("${local.role_name}", "${local.secret_writes_policy.metadata.name}", "${local.revocable_namespaces}",
+                                "${local.username_cel}", "${local.secret_writes_validations}", "${local.labels}")[name.removeprefix("secret_writes_")]
+        if got != want:
+            fail(stage, f"{where}: local.{name} must be {want}, is {got}")
+
+    variable = {k: v[0] if isinstance(v, list) and len(v) == 1 else v
+                for k, v in strip_meta(declared.get("confine_secret_writes") or {}).items()}
+    if (variable.get("type"), variable.get("default"), variable.get("nullable")) != ("${bool}", True, False):
+        fail(stage, f"{where}: variable confine_secret_writes must be a bool defaulting to true, not nullable: {variable}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -979,6 +1106,8 @@ KT_REQUIRED = f'{KT_SELF}\n {kt_grants("service_accounts", KT_CI)}'
 KT_SA = 'federation_user = { kind = "ServiceAccount", name = "esi-federation", namespace = "esi-system" }'
 KT_TOKEN = f'{KT_SERVER}\n {KT_SA}\n token = {{ file = "/var/run/secrets/prod-eu/token" }}\n {kt_grants("service_accounts", KT_CI)}'
 KT_CA = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
+# A User name RBAC takes that the ValidatingAdmissionPolicy's CEL string literal must escape.
+KT_ODD_USER = "oidc:o'brien\\ops"
 
 VALIDATION_CASES = [
     # (module, inputs as HCL, expected fragment of the error message)
@@ -1238,6 +1367,12 @@ VALID_CASES = [
     ("kubernetes-target", f'{KT_SERVER.replace("api.prod-eu.example", "[fd00::1]")}\n federation_user = {{ kind = "User", name = "oidc:esi-prod" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
      f'service_accounts = {{}}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]))}'),
     ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "{"e" * 52}"'),
+    # confine_secret_writes: off with revocable tokens (a cluster older than 1.30), on without
+    # them (nothing to confine), and on for a User whose name a CEL string must escape.
+    ("kubernetes-target", f'{KT_SELF}\n confine_secret_writes = false\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}'),
+    ("kubernetes-target", f'{KT_REQUIRED}\n confine_secret_writes = true'),
+    ("kubernetes-target", f'{KT_SERVER}\n federation_user = {{ kind = "User", name = "{KT_ODD_USER.replace(chr(92), chr(92) * 2)}" }}\n '
+     f'token = {{ env = "PROD_EU_TOKEN" }}\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}'),
 ]
 
 
@@ -1793,23 +1928,41 @@ def kt_rule(verbs: list[str], resource_: str, names: list[str] | None) -> dict:
 
 
 KT_USER = {"kind": "User", "name": f"esi:{SELF_SUBJECT}", "namespace": None, "api_group": "rbac.authorization.k8s.io"}
+KT_SA_SUBJECT = {"kind": "ServiceAccount", "name": "esi-federation", "namespace": "esi-system", "api_group": ""}
 KT_JWT = {"claimMappings": {"username": {"claim": "sub", "prefix": "esi:"}}}
+
+
+def cel_quote(text: str) -> str:
+    """`text` as a single-quoted CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def cel_unquote(literal: str) -> str | None:
+    """The value of a single-quoted CEL string literal whose only escapes are `\\\\` and `\\'`
+    (what cel_quote writes), or None if it is not one: a stray `'` would end it early."""
+    m = re.fullmatch(r"'((?:[^'\\]|\\['\\])*)'", literal)
+    return None if m is None else re.sub(r"\\(['\\])", r"\1", m.group(1))
+
+
 KT_CASES = [
     # (inputs, the expected `provider.kubernetes`, rules by namespace, the bindings' subject,
-    #  the JWT authenticator's issuer (None: no authentication_config), the Roles' name)
+    #  the JWT authenticator's issuer (None: no authentication_config), the Roles' name, the user
+    #  name the ValidatingAdmissionPolicy matches (None: no policy; it binds in the namespaces
+    #  whose rules hold create and delete on secrets))
     (KT_REQUIRED,
      {"server": "https://api.prod-eu.example:6443", "auth": {"selfIssued": {}}},
      {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
      KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
-     "esi-federation-generators"),
+     "esi-federation-generators", None),
     # The default audience is the server as the federation takes it, without its trailing `/`.
     (KT_REQUIRED.replace(":6443", ":6443/"),
      {"server": "https://api.prod-eu.example:6443/", "auth": {"selfIssued": {}}},
      {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
      KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
-     "esi-federation-generators"),
+     "esi-federation-generators", None),
     # Trailing `/`s dropped where the federation drops them; a namespace with tokens and Secrets
-    # has one Role; revocable tokens add create and delete on Secrets, by no name.
+    # has one Role; revocable tokens add create and delete on Secrets, by no name, narrowed by
+    # the policy in that namespace only.
     (f'{KT_SELF.replace(":6443", ":6443/").replace("example.com", "example.com/fed/")}\n audience = "esi-prod-eu"\n ca_bundle = "{KT_CA}"\n '
      f'{kt_grants("service_accounts", ("ci", "deploy", ["release", "ci"], True), ("ops", "ops", ["operator"]))}\n '
      f'{kt_grants("readable_secrets", ("registry", "ops", ["registry-pull"]), ("db", "apps", ["db.ro", "db"]))}',
@@ -1818,26 +1971,52 @@ KT_CASES = [
       "ops": [kt_rule(["create"], "serviceaccounts/token", ["operator"]), kt_rule(["get"], "secrets", ["registry-pull"])],
       "apps": [kt_rule(["get"], "secrets", ["db", "db.ro"])]},
      KT_USER, {"url": "https://esi.example.com/fed", "audiences": ["esi-prod-eu"]},
-     "esi-federation-generators"),
+     "esi-federation-generators", KT_USER["name"]),
     # A bearer token of a ServiceAccount of the target cluster (auth.token).
     (f'{KT_TOKEN}\n role_name_prefix = "esi-staging"',
      {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"file": "/var/run/secrets/prod-eu/token"}}},
      {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
-     {"kind": "ServiceAccount", "name": "esi-federation", "namespace": "esi-system", "api_group": ""}, None,
-     "esi-staging-generators"),
+     KT_SA_SUBJECT, None,
+     "esi-staging-generators", None),
     (f'{KT_SERVER}\n federation_user = {{ kind = "User", name = "oidc:esi-prod" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
      f'service_accounts = {{}}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]))}',
      {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"env": "PROD_EU_TOKEN"}}},
      {"apps": [kt_rule(["get"], "secrets", ["db"])]},
      {"kind": "User", "name": "oidc:esi-prod", "namespace": None, "api_group": "rbac.authorization.k8s.io"}, None,
-     "esi-federation-generators"),
+     "esi-federation-generators", None),
+    # Revocable tokens in two namespaces for a ServiceAccount: the policy matches its user name
+    # system:serviceaccount:<namespace>:<name>, and binds in both namespaces. A null
+    # confine_secret_writes is its default, true.
+    (KT_TOKEN.replace(kt_grants("service_accounts", KT_CI), kt_grants("service_accounts", ("ci", "deploy", ["ci"], True), ("web", "web", ["web"], True)))
+     + '\n role_name_prefix = "esi-staging"\n confine_secret_writes = null',
+     {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"file": "/var/run/secrets/prod-eu/token"}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)],
+      "web": [kt_rule(["create"], "serviceaccounts/token", ["web"]), kt_rule(["create", "delete"], "secrets", None)]},
+     KT_SA_SUBJECT, None,
+     "esi-staging-generators", "system:serviceaccount:esi-system:esi-federation"),
+    # A User whose name holds `'` and `\`, which the policy's CEL string literal must escape.
+    (f'{KT_SERVER}\n federation_user = {{ kind = "User", name = "{KT_ODD_USER.replace(chr(92), chr(92) * 2)}" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
+     f'{kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}',
+     {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"env": "PROD_EU_TOKEN"}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
+     {"kind": "User", "name": KT_ODD_USER, "namespace": None, "api_group": "rbac.authorization.k8s.io"}, None,
+     "esi-federation-generators", KT_ODD_USER),
+    # Revocable tokens on a cluster older than 1.30: the same grants, no policy.
+    (f'{KT_SELF}\n confine_secret_writes = false\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}',
+     {"server": "https://api.prod-eu.example:6443", "auth": {"selfIssued": {}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
+     KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
+     "esi-federation-generators", None),
 ]
 
 
 def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
     """Per case: each namespace of either grant gets one Role with exactly the rules its
     generators need (TokenRequest by name; create and delete on Secrets only for revocable
-    tokens; get on Secrets by name), bound to federation_user; `role_names` names them;
+    tokens; get on Secrets by name), bound to federation_user; `role_names` names them; with
+    revocable tokens (unless confine_secret_writes is off), the ValidatingAdmissionPolicy and
+    binding of kt_secret_writes, for the federation's user name (written as a CEL string literal
+    that reads back as that name) in exactly the namespaces whose Role creates and deletes Secrets;
     `authentication_config` is the AuthenticationConfiguration whose JWT authenticator makes the
     federation's own token (`sub` read from the server's source) the user the bindings name, and
     is null otherwise; `secret_store_spec` is the `kubernetes` store, rendered through
@@ -1845,13 +2024,17 @@ def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
     module = "kubernetes-target"
     path, struct = STORE_STRUCTS["kubernetes"]
     source = "\n".join(p.read_text() for p in [path, *STORE_SOURCES["kubernetes"]])
-    for i, (inputs, expected, rules, subject, issuer, role_name) in enumerate(KT_CASES):
+    validations = kt_secret_writes_validations()
+    for i, (inputs, expected, rules, subject, issuer, role_name, username) in enumerate(KT_CASES):
         what = f"{module} case {i}"
         case = root / f"kubernetes-target{i:02d}"
         write_stubbed_module(MODULES / module, case / "module")
         # The values the resources take whole, shown for this check only.
         (case / "module" / "check.tf").write_text(
-            'output "rules" {\n  value = local.rules\n}\noutput "subject" {\n  value = local.subject\n}\n')
+            'output "rules" {\n  value = local.rules\n}\noutput "subject" {\n  value = local.subject\n}\n'
+            'output "labels" {\n  value = local.labels\n}\n'
+            'output "secret_writes" {\n  value = local.confine_secret_writes ? '
+            '{ policy = local.secret_writes_policy, binding = local.secret_writes_binding } : null\n}\n')
         body = "\n ".join(inputs.split("\n"))
         (case / "main.tf").write_text(
             f'module "target" {{\n  source = "./module"\n {body}\n}}\n'
@@ -1869,6 +2052,27 @@ def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
             fail(stage, f"{what}: the RoleBindings' subject is {target.get('subject')}, expected {subject}")
         if target.get("role_names") != {ns: role_name for ns in rules}:
             fail(stage, f"{what}: role_names is {target.get('role_names')}, expected {role_name} in {sorted(rules)}")
+        writes = target.get("secret_writes")
+        if username is None:
+            if writes is not None:
+                fail(stage, f"{what}: must make no ValidatingAdmissionPolicy (no revocable tokens, or confine_secret_writes "
+                     f"off), makes {writes}")
+        else:
+            revocable = sorted(ns for ns, rs in rules.items() if kt_rule(["create", "delete"], "secrets", None) in rs)
+            got_validations = ((writes or {}).get("policy") or {}).get("spec", {}).get("validations") or []
+            # Messages are held to what they name by the structure stage; here, each expression.
+            messages = [v.get("message") if isinstance(v, dict) else None for v in got_validations]
+            messages += [None] * (len(validations) - len(messages))
+            want = kt_secret_writes(role_name, role_name, revocable, cel_quote(username),
+                                    [{"expression": e, "message": m} for (e, _), m in zip(validations, messages)],
+                                    target.get("labels"))
+            if writes != want:
+                fail(stage, f"{what}: the ValidatingAdmissionPolicy and its binding are {writes}, expected {want}")
+            conditions = ((writes or {}).get("policy") or {}).get("spec", {}).get("matchConditions") or [{}]
+            literal = str(conditions[0].get("expression")).removeprefix("request.userInfo.username == ")
+            if cel_unquote(literal) != username:
+                fail(stage, f"{what}: the policy's match condition must compare request.userInfo.username with the CEL "
+                     f"string {username!r}, compares it with {literal!r}")
         config = target.get("authentication_config")
         if issuer is None:
             if config is not None:

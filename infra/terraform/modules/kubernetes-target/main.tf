@@ -9,6 +9,9 @@
 #   - KubernetesSecret: `get` on `secrets` for the listed Secrets
 #     (GET /api/v1/namespaces/{ns}/secrets/{name}).
 #
+# With revocable tokens (and `confine_secret_writes`), a ValidatingAdmissionPolicy and its binding
+# hold that `create` and `delete` on Secrets to the binding Secrets the federation makes.
+#
 # Nothing else: no ClusterRole, no list or watch, no ServiceAccount or namespace made here. How
 # the API server knows the federation is the caller's business: with the default
 # federation_user (`esi:esi-federation`, the federation's own token, `auth.selfIssued`) its
@@ -82,6 +85,82 @@ locals {
     api_group = var.federation_user.kind == "ServiceAccount" ? "" : "rbac.authorization.k8s.io"
   }
 
+  # Where the Role grants create and delete on every Secret (revocable tokens): there the
+  # ValidatingAdmissionPolicy below holds the federation to its binding Secrets.
+  revocable_namespaces  = sort([for ns, e in local.tokens : ns if e.revocable])
+  confine_secret_writes = var.confine_secret_writes && length(local.revocable_namespaces) > 0
+
+  # The RoleBindings' subject as the API server names the caller (`request.userInfo.username`):
+  # a User by its name, a ServiceAccount as system:serviceaccount:<namespace>:<name>. Then as a
+  # CEL string literal, for the policy's match condition: a User's name may hold `'` or `\`.
+  username     = local.subject.kind == "ServiceAccount" ? "system:serviceaccount:${local.subject.namespace}:${local.subject.name}" : local.subject.name
+  username_cel = "'${replace(replace(local.username, "\\", "\\\\"), "'", "\\'")}'"
+
+  # The only Secrets the federation writes (backends/src/kubernetes_token.rs, create_binding and
+  # delete_binding): it creates `{ generateName: esi-token-, labels: {app.kubernetes.io/managed-by:
+  # esi-federation}, type: esi.dev/token-binding, immutable: true }` without data, and deletes
+  # Secrets of that type (by UID). RBAC cannot say so (a create has no name to match, and Roles
+  # see no fields), so each rule is a CEL validation; a request the policy cannot evaluate is
+  # refused too (failurePolicy Fail). The name is checked as the API server has it at validation,
+  # or as generateName before it generates one.
+  secret_writes_validations = [
+    {
+      expression = "request.operation != 'CREATE' || (has(object.type) && object.type == 'esi.dev/token-binding')"
+      message    = "the federation may create only Secrets of type esi.dev/token-binding, the ones its revocable tokens are bound to"
+    },
+    {
+      expression = "request.operation != 'CREATE' || (has(object.immutable) && object.immutable == true)"
+      message    = "the federation may create only immutable Secrets (immutable: true)"
+    },
+    {
+      expression = "request.operation != 'CREATE' || ((!has(object.data) || size(object.data) == 0) && (!has(object.stringData) || size(object.stringData) == 0))"
+      message    = "the federation may create only Secrets without data or stringData"
+    },
+    {
+      expression = "request.operation != 'CREATE' || (has(object.metadata.labels) && 'app.kubernetes.io/managed-by' in object.metadata.labels && object.metadata.labels['app.kubernetes.io/managed-by'] == 'esi-federation')"
+      message    = "the federation may create only Secrets labelled app.kubernetes.io/managed-by=esi-federation"
+    },
+    {
+      expression = "request.operation != 'CREATE' || ((has(object.metadata.name) && size(object.metadata.name) > 0) ? object.metadata.name : (has(object.metadata.generateName) ? object.metadata.generateName : '')).startsWith('esi-token-')"
+      message    = "the federation may create only Secrets named esi-token-*"
+    },
+    {
+      expression = "request.operation != 'DELETE' || (has(oldObject.type) && oldObject.type == 'esi.dev/token-binding')"
+      message    = "the federation may delete only Secrets of type esi.dev/token-binding, the ones its revocable tokens are bound to"
+    },
+  ]
+
+  # Cluster-scoped, named like the Roles whose grant they narrow. The policy matches the
+  # federation's own Secret writes only (matchConditions); the binding denies what fails, in the
+  # revocable namespaces only (the API server labels every namespace with its name).
+  secret_writes_policy = {
+    apiVersion = "admissionregistration.k8s.io/v1"
+    kind       = "ValidatingAdmissionPolicy"
+    metadata   = { name = local.role_name, labels = local.labels }
+    spec = {
+      failurePolicy = "Fail"
+      matchConstraints = {
+        resourceRules = [{ apiGroups = [""], apiVersions = ["v1"], operations = ["CREATE", "DELETE"], resources = ["secrets"] }]
+      }
+      matchConditions = [{ name = "federation", expression = "request.userInfo.username == ${local.username_cel}" }]
+      validations     = local.secret_writes_validations
+    }
+  }
+  secret_writes_binding = {
+    apiVersion = "admissionregistration.k8s.io/v1"
+    kind       = "ValidatingAdmissionPolicyBinding"
+    metadata   = { name = local.role_name, labels = local.labels }
+    spec = {
+      policyName        = local.secret_writes_policy.metadata.name
+      validationActions = ["Deny"]
+      matchResources = {
+        namespaceSelector = {
+          matchExpressions = [{ key = "kubernetes.io/metadata.name", operator = "In", values = local.revocable_namespaces }]
+        }
+      }
+    }
+  }
+
   # The store's `auth`: exactly one key (backends/src/kubernetes_token.rs, KubernetesAuth).
   auth = local.self_issued ? {
     selfIssued = var.audience == null ? {} : { audience = var.audience }
@@ -140,4 +219,21 @@ resource "kubernetes_role_binding_v1" "this" {
     namespace = local.subject.namespace
     api_group = local.subject.api_group
   }
+}
+
+# kubernetes_manifest, not a typed resource: the provider has `kubernetes_validating_admission_policy_v1`
+# only from 3.0 (with a required `audit_annotations`) and no binding resource, and a policy needs its
+# binding. kubernetes_manifest reads the API's schema at plan time, so `terraform plan` needs the
+# cluster, and one older than 1.30 (no admissionregistration.k8s.io/v1 policies) fails the plan:
+# set confine_secret_writes = false there.
+resource "kubernetes_manifest" "secret_writes_policy" {
+  count    = local.confine_secret_writes ? 1 : 0
+  manifest = local.secret_writes_policy
+}
+
+resource "kubernetes_manifest" "secret_writes_binding" {
+  count    = local.confine_secret_writes ? 1 : 0
+  manifest = local.secret_writes_binding
+
+  depends_on = [kubernetes_manifest.secret_writes_policy]
 }

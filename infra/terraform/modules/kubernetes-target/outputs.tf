@@ -24,6 +24,7 @@ output "secret_store_spec" {
     }
   }
 
-  # The federation's configuration (which holds this value) waits for the grants to exist.
-  depends_on = [kubernetes_role_binding_v1.this]
+  # The federation's configuration (which holds this value) waits for the grants to exist, and
+  # for the policy that narrows them.
+  depends_on = [kubernetes_role_binding_v1.this, kubernetes_manifest.secret_writes_binding]
 }

@@ -121,7 +121,8 @@ variable "service_accounts" {
     names (`resourceNames`); RBAC takes no templates, so a generator with a templated
     `serviceAccount` (`{{namespace}}`) needs each namespace and name it can render listed here.
     `revocable = true` (generators with `revocable: true` in that namespace) also grants
-    `create` and `delete` on `secrets` there, for the empty Secret each token is bound to.
+    `create` and `delete` on `secrets` there, for the empty Secret each token is bound to,
+    narrowed to those Secrets by a ValidatingAdmissionPolicy (`confine_secret_writes`).
     The ServiceAccounts and namespaces must exist; this module makes neither. `{}` for none.
   EOT
   type = map(object({
@@ -204,7 +205,7 @@ variable "readable_secrets" {
 }
 
 variable "role_name_prefix" {
-  description = "Prefix of the Role and RoleBinding made in each namespace: `<role_name_prefix>-generators`. Change it when two federations (or two instances of this module) grant in the same cluster."
+  description = "Prefix of the Role and RoleBinding made in each namespace, and of the cluster-scoped ValidatingAdmissionPolicy and its binding (`confine_secret_writes`): `<role_name_prefix>-generators`. Change it when two federations (or two instances of this module) grant in the same cluster."
   type        = string
   default     = "esi-federation"
 
@@ -212,4 +213,22 @@ variable "role_name_prefix" {
     condition     = length("${var.role_name_prefix}-generators") <= 253 && can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$", "${var.role_name_prefix}-generators"))
     error_message = "The role_name_prefix followed by -generators must be a Role name, a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting with a letter or digit, labels of at most 63 characters, at most 253 in all."
   }
+}
+
+variable "confine_secret_writes" {
+  description = <<-EOT
+    With `revocable` service_accounts, whose Roles grant `create` and `delete` on every Secret of
+    their namespaces: also make a ValidatingAdmissionPolicy and its binding
+    (`admissionregistration.k8s.io/v1`, Kubernetes 1.30 and later; cluster-scoped, named
+    `<role_name_prefix>-generators`) that deny the federation's `federation_user`, in those
+    namespaces only, any Secret it would create other than an empty (no `data` or `stringData`),
+    immutable Secret of type `esi.dev/token-binding` labelled
+    `app.kubernetes.io/managed-by: esi-federation` and named `esi-token-*`, and the deletion of
+    any Secret of another type. Made with `kubernetes_manifest`, so `terraform plan` needs the
+    target cluster's API. `false` for a cluster older than 1.30: the Roles alone then let the
+    federation create and delete any Secret in those namespaces. Ignored without revocable tokens.
+  EOT
+  type        = bool
+  default     = true
+  nullable    = false
 }
