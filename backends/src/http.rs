@@ -140,8 +140,17 @@ pub fn build_client(
     field: &str,
     adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
 ) -> Result<reqwest::Client, SpecError> {
-    let tls =
-        tls_config(Trust::System { extra: ca_bundle }).map_err(|e| SpecError::field(field, e))?;
+    client_trusting(Trust::System { extra: ca_bundle }, timeout, field, adjust)
+}
+
+/// Builds a client trusting `trust`'s certificates, as [`build_client`] otherwise does.
+pub fn client_trusting(
+    trust: Trust<'_>,
+    timeout: Duration,
+    field: &str,
+    adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, SpecError> {
+    let tls = tls_config(trust).map_err(|e| SpecError::field(field, e))?;
     let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -140,8 +140,9 @@ pub struct KubernetesProvider {
     /// The API server's URL (`https://api.cluster.example:6443`). `http://` only for a
     /// loopback address (a local fake).
     pub server: String,
-    /// PEM certificates trusted for the API server (in addition to the system roots), and
-    /// handed to the workload in its kubeconfig: the cluster's CA.
+    /// The cluster's CA (PEM), the only certificates then trusted for the API server (as a
+    /// kubeconfig's `certificate-authority-data`), and handed to the workload in its
+    /// kubeconfig. Without it, the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
     /// The federation's credential at the API server: exactly one of `token` or `selfIssued`.
@@ -439,10 +440,15 @@ impl KubernetesConn {
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
         Ok(KubernetesConn {
-            http: crate::http::client(
-                p.ca_bundle.as_deref(),
+            // Like a kubeconfig's certificate-authority-data: the cluster's CA only, when given.
+            http: crate::http::client_trusting(
+                p.ca_bundle.as_deref().map_or(
+                    crate::http::Trust::System { extra: None },
+                    crate::http::Trust::Only,
+                ),
                 timeout,
                 "provider.kubernetes.caBundle",
+                |b| b,
             )?,
             base: crate::http::base_url(&p.server, "provider.kubernetes.server")?,
             address: p.address().to_owned(),

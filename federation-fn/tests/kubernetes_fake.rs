@@ -549,6 +549,40 @@ async fn api_server(
 ) -> (Fake, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let (fake, app) = api(cluster, accounts, grants);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (fake, url)
+}
+
+/// [`api_server`] over HTTPS (`https://localhost:PORT`) with a certificate of a fresh private
+/// CA: the fake, its URL and the CA's PEM.
+async fn api_server_tls(
+    cluster: Arc<LocalIssuer>,
+    accounts: &[&str],
+    grants: Vec<Grant>,
+) -> (Fake, String, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pki = esi_test_support::pki("localhost").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        pki.cert_pem.into_bytes(),
+        pki.key_pem.into_bytes(),
+    )
+    .await
+    .unwrap();
+    let (fake, app) = api(cluster, accounts, grants);
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    (fake, url, pki.ca_pem)
+}
+
+/// The fake's state and routes.
+fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fake, Router) {
     let fake = Arc::new(Mutex::new(ApiServer {
         cluster,
         accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
@@ -579,8 +613,7 @@ async fn api_server(
             post(self_subject_review),
         )
         .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (fake, url)
+    (fake, app)
 }
 
 fn grant(namespace: &str, names: Option<&[&str]>) -> Grant {
@@ -1297,4 +1330,53 @@ spec:
             .unwrap_err(),
     );
     assert!(err.contains("Secret shared/ghost does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn the_stores_ca_bundle_is_the_api_servers_trust_and_the_kubeconfigs() {
+    use base64::Engine as _;
+    let beta = common::issuer().await;
+    let (_fake, server, ca) =
+        api_server_tls(beta, &["deploy/ci"], vec![grant("deploy", Some(&["ci"]))]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let spec = json!({"secretStoreRef": {"name": "beta"}, "serviceAccount": {"namespace": "deploy", "name": "ci"}});
+    let id = identity("payments", "api");
+    let store = |ca: Option<&str>| {
+        let mut p = json!({"server": server, "auth": {"token": {"file": file}}});
+        if let Some(ca) = ca {
+            p["caBundle"] = json!(ca);
+        }
+        p
+    };
+
+    // Trusted through the cluster's CA; the kubeconfig carries it.
+    let cred = generator(None, store(Some(&ca)), spec.clone())
+        .generate(&ctx(&id, None))
+        .await
+        .unwrap();
+    let kubeconfig: Value = serde_json::from_str(&cred.data["kubeconfig"]).unwrap();
+    let data = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .unwrap();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    assert_eq!(String::from_utf8(pem).unwrap(), ca.trim());
+    assert_eq!(kubeconfig["clusters"][0]["name"], "localhost");
+
+    // Without it, or with another CA, the API server is not trusted: nothing is sent.
+    let other = esi_test_support::pki("localhost").unwrap().ca_pem;
+    for bundle in [None, Some(other.as_str())] {
+        match generator(None, store(bundle), spec.clone())
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap_err()
+        {
+            BackendError::Unavailable { detail, .. } => {
+                assert!(detail.to_lowercase().contains("certificate"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
