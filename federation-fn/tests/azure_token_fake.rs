@@ -187,14 +187,7 @@ async fn token(
     };
     let text = |c: &str| claims[c].as_str().unwrap_or_default().to_owned();
     let (iss, sub) = (text("iss"), text("sub"));
-    let auds: Vec<String> = match &claims["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let auds = relying_party::audiences(&claims);
     let by_issuer: Vec<&Fic> = fics.iter().filter(|f| f.issuer == iss).collect();
     if by_issuer.is_empty() {
         return aad(
@@ -221,7 +214,10 @@ async fn token(
             ),
         );
     }
-    if !by_subject.iter().any(|f| auds.contains(&f.audience)) {
+    if !by_subject
+        .iter()
+        .any(|f| auds.contains(&f.audience.as_str()))
+    {
         return aad(
             unauthorized,
             "invalid_client",

@@ -149,15 +149,7 @@ async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
     if claims["iss"] != issuer.as_str() {
         return None;
     }
-    let audiences = match &claims["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
-    if !audiences.contains(&audience) {
+    if !relying_party::audiences(&claims).contains(&audience.as_str()) {
         return None;
     }
     let verified = relying_party::verify_rsa(bearer, &issuer, |_| {})

@@ -146,11 +146,7 @@ async fn decode_user_jwt(
         return Err(invalid("Invalid issuer"));
     }
     if !audiences.is_empty() {
-        let aud: Vec<&str> = match &claims["aud"] {
-            Value::String(a) => vec![a.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let aud = relying_party::audiences(&claims);
         if !aud.iter().any(|a| audiences.iter().any(|x| x == a)) {
             return Err(invalid("Audience doesn't match"));
         }

@@ -31,6 +31,15 @@ pub fn unverified_claims(token: &str) -> Option<Value> {
     token.split('.').nth(1).and_then(part)
 }
 
+/// A JWT's `aud`, one string or a list of them (RFC 7519 §4.1.3), as a list.
+pub fn audiences(claims: &Value) -> Vec<&str> {
+    match &claims["aud"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The `(user, password)` of a Basic `Authorization` header.
 pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
