@@ -216,7 +216,7 @@ impl Generate for KubernetesSecretGenerator {
                 self.conn.address(),
                 "reading",
                 &who,
-                &format!("read {who}"),
+                (&format!("read {who}"), "`get` on `secrets`"),
                 status,
                 &body,
             ));

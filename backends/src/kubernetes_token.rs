@@ -653,13 +653,13 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "esi-feder
 pub const BINDING_TYPE: &str = "esi.dev/token-binding";
 
 /// The error of an API server answer other than success, for `what` (`"the token request"`)
-/// about `who` (`"ServiceAccount deploy/ci"`). `action` is what a 403 says the federation may
-/// not do.
+/// about `who` (`"ServiceAccount deploy/ci"`). A 403 says the federation may not do `action`,
+/// for want of the RBAC `rule`.
 pub(crate) fn refusal(
     server: &str,
     what: &str,
     who: &str,
-    action: &str,
+    (action, rule): (&str, &str),
     status: reqwest::StatusCode,
     body: &[u8],
 ) -> BackendError {
@@ -670,10 +670,7 @@ pub(crate) fn refusal(
             detail: format!("{BACKEND}: {what} for {who}: 404: {said}"),
         },
         403 => BackendError::Rejected {
-            message: format!(
-                "the federation may not {action} in {server} (RBAC: {})",
-                rbac_rule(action)
-            ),
+            message: format!("the federation may not {action} in {server} (RBAC: {rule})"),
             detail: format!("{BACKEND}: {what} for {who}: 403: {said}"),
         },
         400 | 409 | 422 => BackendError::Rejected {
@@ -681,19 +678,6 @@ pub(crate) fn refusal(
             detail: format!("{BACKEND}: {what} for {who}: {status}"),
         },
         _ => crate::http::status_error(BACKEND, status, &format!("{what} for {who}: {said}")),
-    }
-}
-
-/// The RBAC rule behind an action [`refusal`] names.
-fn rbac_rule(action: &str) -> &'static str {
-    if action.starts_with("create tokens") {
-        "`create` on `serviceaccounts/token`"
-    } else if action.starts_with("create Secrets") {
-        "`create` on `secrets`, which `revocable` needs"
-    } else if action.starts_with("read") {
-        "`get` on `secrets`"
-    } else {
-        "`delete` on `secrets`, which `revocable` needs"
     }
 }
 
@@ -742,7 +726,10 @@ impl KubernetesServiceAccountTokenGenerator {
                 &self.conn.address,
                 "the binding Secret",
                 &format!("namespace {namespace}"),
-                &format!("create Secrets in namespace {namespace}"),
+                (
+                    &format!("create Secrets in namespace {namespace}"),
+                    "`create` on `secrets`, which `revocable` needs",
+                ),
                 status,
                 &body,
             ));
@@ -786,7 +773,10 @@ impl KubernetesServiceAccountTokenGenerator {
                 &self.conn.address,
                 "deleting the binding Secret",
                 &format!("Secret {}/{}", lease.namespace, lease.secret),
-                &format!("delete Secrets in namespace {}", lease.namespace),
+                (
+                    &format!("delete Secrets in namespace {}", lease.namespace),
+                    "`delete` on `secrets`, which `revocable` needs",
+                ),
                 status,
                 &body,
             )),
@@ -840,7 +830,10 @@ impl KubernetesServiceAccountTokenGenerator {
                 &self.conn.address,
                 "the token request",
                 &who,
-                &format!("create tokens for {who}"),
+                (
+                    &format!("create tokens for {who}"),
+                    "`create` on `serviceaccounts/token`",
+                ),
                 status,
                 &body,
             ));
