@@ -56,7 +56,8 @@ pub enum StoreProvider {
     /// `AzureKeyVaultSecret` generators.
     #[cfg(feature = "azure")]
     Azure(crate::azure::AzureProvider),
-    /// A Kubernetes API server, for `KubernetesServiceAccountToken` generators.
+    /// A Kubernetes API server, for `KubernetesServiceAccountToken` and `KubernetesSecret`
+    /// generators.
     #[cfg(feature = "k8s")]
     Kubernetes(crate::kubernetes_token::KubernetesProvider),
 }
