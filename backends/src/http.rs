@@ -13,10 +13,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{BackendError, SpecError};
+use crate::{BackendError, SecretRef, SpecError};
 
 /// Timeout used when a store or generator sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,15 @@ pub enum Trust<'a> {
 /// The rustls client configuration for `trust` (aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1). The
 /// error reads after the CA bundle's field name (`spec.caBundle: is not a PEM ...`).
 pub fn tls_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, String> {
+    tls_config_presenting(trust, None)
+}
+
+/// [`tls_config`], presenting `identity` (a certificate chain and its key) to servers that ask
+/// for a client certificate.
+fn tls_config_presenting(
+    trust: Trust<'_>,
+    identity: Option<Identity>,
+) -> Result<rustls::ClientConfig, String> {
     let roots = match trust {
         Trust::System { extra: None } => system_roots()?.clone(),
         Trust::System { extra: Some(pem) } => {
@@ -57,11 +67,16 @@ pub fn tls_config(trust: Trust<'_>) -> Result<rustls::ClientConfig, String> {
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot be used for TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => config.with_no_client_auth(),
+        Some(Identity { chain, key }) => config
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("cannot present the client certificate: {e}"))?,
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -151,15 +166,156 @@ pub fn client_trusting(
     adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
 ) -> Result<reqwest::Client, SpecError> {
     let tls = tls_config(trust).map_err(|e| SpecError::field(field, e))?;
+    client_with(tls, timeout, adjust)
+        .map_err(|e| SpecError::field(field, format!("cannot build an HTTP client: {e}")))
+}
+
+fn client_with(
+    tls: rustls::ClientConfig,
+    timeout: Duration,
+    adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("esi-backends/", env!("CARGO_PKG_VERSION")))
         .tls_backend_preconfigured(tls);
-    adjust(builder)
-        .build()
-        .map_err(|e| SpecError::field(field, format!("cannot build an HTTP client: {e}")))
+    adjust(builder).build()
+}
+
+/// A client certificate chain and its private key, parsed.
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// Parses a PEM certificate chain (the client's certificate first) and a PEM private key
+    /// (PKCS#8, PKCS#1 or SEC1). The error names neither value.
+    fn from_pem(chain: &str, key: &str) -> Result<Self, String> {
+        let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+        if chain.is_empty() {
+            return Err("the certificate file holds no PEM certificate".to_owned());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "the key holds no PEM private key".to_owned()
+            }
+            e => format!("the key is not a PEM private key: {e}"),
+        })?;
+        Ok(Identity { chain, key })
+    }
+}
+
+/// Where a client certificate and its key come from, and the client last built with them.
+///
+/// The certificate and key are read on every [`CertClient::client`] call, and a client is
+/// built again only when they changed: a rotated certificate (a renewed cert-manager Secret,
+/// say) is presented from the next call on, with no restart, while an unchanged one keeps its
+/// connections.
+pub struct CertClient {
+    cert: SecretRef,
+    key: SecretRef,
+    /// The certificate's manifest field, for messages (`provider.vault.auth.cert`).
+    field: String,
+    /// The CA bundle trusted (`Trust::Only` when `only`, else with the system's roots).
+    ca_bundle: Option<String>,
+    only: bool,
+    timeout: Duration,
+    built: std::sync::Mutex<Option<Built>>,
+}
+
+/// A client and the certificate and key it presents.
+struct Built {
+    cert: SecretString,
+    key: SecretString,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for CertClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertClient")
+            .field("cert", &self.cert.describe())
+            .field("key", &self.key.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertClient {
+    /// Prepares clients trusting `trust` and presenting the certificate `cert` with its key
+    /// `key` (read on first use). `field` names the pair's manifest field; `ca_field` the CA
+    /// bundle's, whose errors are reported now.
+    pub fn new(
+        cert: &SecretRef,
+        key: &SecretRef,
+        field: &str,
+        trust: Trust<'_>,
+        ca_field: &str,
+        timeout: Duration,
+    ) -> Result<Self, SpecError> {
+        tls_config(trust).map_err(|e| SpecError::field(ca_field, e))?;
+        let (ca_bundle, only) = match trust {
+            Trust::System { extra } => (extra.map(str::to_owned), false),
+            Trust::Only(pem) => (Some(pem.to_owned()), true),
+        };
+        Ok(CertClient {
+            cert: cert.clone(),
+            key: key.clone(),
+            field: field.to_owned(),
+            ca_bundle,
+            only,
+            timeout,
+            built: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// A client presenting the certificate as it is now.
+    pub fn client(&self) -> Result<reqwest::Client, BackendError> {
+        let cert = self.cert.read()?;
+        let key = self.key.read()?;
+        let mut built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = built.as_ref()
+            && b.cert.expose_secret() == cert.expose_secret()
+            && b.key.expose_secret() == key.expose_secret()
+        {
+            return Ok(b.client.clone());
+        }
+        let unusable = |why: String| BackendError::Unavailable {
+            message: "the federation's client certificate cannot be used".to_owned(),
+            detail: format!(
+                "{} ({} and {}): {why}",
+                self.field,
+                self.cert.describe(),
+                self.key.describe()
+            ),
+        };
+        let identity =
+            Identity::from_pem(cert.expose_secret(), key.expose_secret()).map_err(unusable)?;
+        let trust = match (&self.ca_bundle, self.only) {
+            (Some(pem), true) => Trust::Only(pem),
+            (extra, _) => Trust::System {
+                extra: extra.as_deref(),
+            },
+        };
+        let tls = tls_config_presenting(trust, Some(identity)).map_err(unusable)?;
+        let client =
+            client_with(tls, self.timeout, |b| b).map_err(|e| unusable(crate::error_chain(&e)))?;
+        if built.is_some() {
+            tracing::info!(field = %self.field, "the client certificate changed; presenting the new one");
+        }
+        *built = Some(Built {
+            cert,
+            key,
+            client: client.clone(),
+        });
+        Ok(client)
+    }
 }
 
 /// A backend API's base URL from a store's `url` field: `https://`, or `http://` only for a
@@ -372,4 +528,87 @@ pub async fn send(
     let status = resp.status();
     let body = read_body(backend, resp).await?;
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair_in(dir: &std::path::Path, cert: &str, key: &str) -> (SecretRef, SecretRef) {
+        std::fs::write(dir.join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+        (
+            SecretRef::file(dir.join("tls.crt")),
+            SecretRef::file(dir.join("tls.key")),
+        )
+    }
+
+    fn cert_client(cert: &SecretRef, key: &SecretRef) -> CertClient {
+        CertClient::new(
+            cert,
+            key,
+            "provider.test.auth.cert",
+            Trust::System { extra: None },
+            "provider.test.caBundle",
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap()
+    }
+
+    /// Which certificate the client last built presents (its PEM).
+    fn presented(c: &CertClient) -> Option<String> {
+        let built = c.built.lock().unwrap();
+        built.as_ref().map(|b| b.cert.expose_secret().to_owned())
+    }
+
+    #[test]
+    fn a_changed_certificate_builds_a_new_client_and_an_unchanged_one_does_not() {
+        let ca = esi_test_support::ClientCa::new("test").unwrap();
+        let (cert_a, key_a) = ca.issue("a", &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair_in(dir.path(), &cert_a, &key_a);
+        let c = cert_client(&cert, &key);
+        assert!(presented(&c).is_none(), "nothing is read before first use");
+        c.client().unwrap();
+        assert_eq!(presented(&c).as_deref(), Some(cert_a.trim()));
+        let (cert_b, key_b) = ca.issue("b", &[]).unwrap();
+        pair_in(dir.path(), &cert_b, &key_b);
+        c.client().unwrap();
+        assert_eq!(presented(&c).as_deref(), Some(cert_b.trim()));
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("tls.key") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn an_unusable_certificate_or_key_is_named_without_its_content() {
+        let ca = esi_test_support::ClientCa::new("test").unwrap();
+        let (cert_a, key_a) = ca.issue("a", &[]).unwrap();
+        let (_, key_b) = ca.issue("b", &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (cert, key, says) in [
+            ("not a certificate", key_a.as_str(), "no PEM certificate"),
+            (cert_a.as_str(), "not a key", "no PEM private key"),
+            (
+                cert_a.as_str(),
+                key_b.as_str(),
+                "cannot present the client certificate",
+            ),
+        ] {
+            let (c, k) = pair_in(dir.path(), cert, key);
+            let err = cert_client(&c, &k).client().unwrap_err();
+            assert!(
+                matches!(err, BackendError::Unavailable { .. }) && err.detail().contains(says),
+                "{says}: {}",
+                err.detail()
+            );
+            assert!(
+                err.detail().contains("provider.test.auth.cert") && !err.detail().contains("-----"),
+                "{}",
+                err.detail()
+            );
+        }
+    }
 }

@@ -70,6 +70,10 @@ pub enum VaultAuth {
     Jwt(JwtAuth),
     /// Kubernetes auth method login with the federation's service-account token.
     Kubernetes(JwtAuth),
+    /// TLS certificate login (`auth/<path>/login` of a `cert` mount): the federation presents a
+    /// client certificate, at the login and on every later call (Vault binds the token to the
+    /// certificate unless the mount disables binding).
+    Cert(CertAuth),
 }
 
 impl Default for VaultAuth {
@@ -117,6 +121,24 @@ pub struct JwtAuth {
     pub self_issued: bool,
 }
 
+/// A TLS certificate login.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertAuth {
+    /// Mount path of the auth method (default `cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The certificate role to log in as (default: whichever role's CA trusts the
+    /// certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The client certificate (PEM, then any intermediates Vault needs to chain it), read at
+    /// every login: a renewed certificate needs no restart.
+    pub client_cert: SecretRef,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1), read with it.
+    pub client_key: SecretRef,
+}
+
 fn default_approle() -> String {
     "approle".to_owned()
 }
@@ -157,6 +179,24 @@ impl VaultProvider {
             return Err(SpecError::field(
                 "provider.vault.timeout",
                 "must be positive",
+            ));
+        }
+        let mount = match &self.auth {
+            VaultAuth::Token(_) => None,
+            VaultAuth::AppRole(a) => Some(("appRole", Some(a.path.as_str()))),
+            VaultAuth::Jwt(j) => Some(("jwt", j.path.as_deref())),
+            VaultAuth::Kubernetes(j) => Some(("kubernetes", j.path.as_deref())),
+            VaultAuth::Cert(c) => Some(("cert", c.path.as_deref())),
+        };
+        if let Some((method, Some(path))) = mount
+            && !is_mount_path(path)
+        {
+            return Err(SpecError::field(
+                format!("provider.vault.auth.{method}.path"),
+                format!(
+                    "{path:?} is not a mount path (letters, digits, `-`, `_` and `.`, in \
+                     segments joined by `/`)"
+                ),
             ));
         }
         match &self.auth {
@@ -211,6 +251,32 @@ impl VaultProvider {
                     }
                 }
             }
+            VaultAuth::Cert(c) => {
+                if c.name.as_deref().is_some_and(str::is_empty) {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.cert.name",
+                        "must not be empty (leave it out to let Vault pick the role)",
+                    ));
+                }
+                c.client_cert
+                    .validate("provider.vault.auth.cert.clientCert")?;
+                c.client_key
+                    .validate("provider.vault.auth.cert.clientKey")?;
+                if c.client_cert == c.client_key {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.cert.clientKey",
+                        "names the same source as clientCert; the certificate and its key are \
+                         read from two",
+                    ));
+                }
+                if url.scheme() != "https" {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.cert",
+                        "needs an https:// server: a client certificate is presented in the TLS \
+                         handshake",
+                    ));
+                }
+            }
         }
         if let Some(pem) = &self.ca_bundle {
             crate::http::check_ca_bundle(pem, "provider.vault.caBundle")?;
@@ -219,9 +285,25 @@ impl VaultProvider {
     }
 }
 
+/// Whether `path` can be an auth mount's path: segments of ASCII letters, digits, `-`, `_`
+/// and `.`, joined by `/` (never `.` or `..`, no empty segment).
+fn is_mount_path(path: &str) -> bool {
+    path.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    })
+}
+
 /// A token and what we know about its lifetime.
 struct Session {
     token: SecretString,
+    /// The client the token was obtained over (with `auth.cert`, presenting the certificate
+    /// Vault bound the token to).
+    http: reqwest::Client,
     obtained: Instant,
     ttl: Option<Duration>,
     renewable: bool,
@@ -243,6 +325,8 @@ pub struct VaultConn {
     address: String,
     namespace: Option<String>,
     http: reqwest::Client,
+    /// With `auth.cert`: the clients presenting the certificate, used instead of `http`.
+    cert: Option<crate::http::CertClient>,
     settings: VaultClientSettings,
     auth: VaultAuth,
     /// The federation's issuer, for `auth.jwt.selfIssued` (`None` otherwise, or where the
@@ -307,6 +391,19 @@ impl VaultConn {
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
         let http = crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.vault.caBundle")?;
+        let cert = match &p.auth {
+            VaultAuth::Cert(c) => Some(crate::http::CertClient::new(
+                &c.client_cert,
+                &c.client_key,
+                "provider.vault.auth.cert",
+                crate::http::Trust::System {
+                    extra: p.ca_bundle.as_deref(),
+                },
+                "provider.vault.caBundle",
+                timeout,
+            )?),
+            _ => None,
+        };
         let address = p.address().to_owned();
         // The settings only carry the address and namespace: vaultrs' own HTTP client and
         // environment defaults are replaced by ours below.
@@ -329,6 +426,7 @@ impl VaultConn {
             address,
             namespace: p.namespace.clone(),
             http,
+            cert,
             settings,
             auth: p.auth.clone(),
             issuer,
@@ -336,9 +434,9 @@ impl VaultConn {
         })
     }
 
-    fn client(&self, token: &str) -> VaultClient {
+    fn client(&self, http: &reqwest::Client, token: &str) -> VaultClient {
         VaultClient {
-            http: rustify::clients::reqwest::Client::new(&self.address, self.http.clone()),
+            http: rustify::clients::reqwest::Client::new(&self.address, http.clone()),
             middle: vaultrs::api::EndpointMiddleware {
                 token: token.to_owned(),
                 version: "v1".to_owned(),
@@ -349,8 +447,8 @@ impl VaultConn {
         }
     }
 
-    /// A valid token, logging in or renewing as needed.
-    async fn token(&self) -> Result<SecretString, BackendError> {
+    /// A valid token and the client to use it over, logging in or renewing as needed.
+    async fn token(&self) -> Result<Creds, BackendError> {
         let mut guard = self.session.lock().await;
         if let Some(s) = guard.as_mut()
             && s.stale()
@@ -374,14 +472,17 @@ impl VaultConn {
             *guard = Some(self.login().await?);
         }
         match guard.as_ref() {
-            Some(s) => Ok(s.token.clone()),
+            Some(s) => Ok(Creds {
+                token: s.token.clone(),
+                http: s.http.clone(),
+            }),
             None => Err(unavailable("no vault session", String::new())),
         }
     }
 
     /// Renews the session's token in place; false when Vault refused.
     async fn renew(&self, s: &mut Session) -> bool {
-        let client = self.client(s.token.expose_secret());
+        let client = self.client(&s.http, s.token.expose_secret());
         match vaultrs::token::renew_self(&client, None).await {
             Ok(auth) => {
                 s.obtained = Instant::now();
@@ -407,11 +508,16 @@ impl VaultConn {
     }
 
     async fn login(&self) -> Result<Session, BackendError> {
-        let anon = self.client("");
+        // The certificate is read again at every login: a renewed one is presented from now on.
+        let http = match &self.cert {
+            Some(c) => c.client()?,
+            None => self.http.clone(),
+        };
+        let anon = self.client(&http, "");
         let (auth, from_login) = match &self.auth {
             VaultAuth::Token(r) => {
                 let token = r.read()?;
-                let c = self.client(token.expose_secret());
+                let c = self.client(&http, token.expose_secret());
                 // A token whose policies deny `lookup-self` still works for everything else:
                 // use it without renewal rather than refuse it.
                 let (ttl, renewable) = match vaultrs::token::lookup_self(&c).await {
@@ -430,6 +536,7 @@ impl VaultConn {
                 };
                 return Ok(Session {
                     token,
+                    http,
                     obtained: Instant::now(),
                     ttl,
                     renewable,
@@ -481,6 +588,7 @@ impl VaultConn {
                         .map_err(|e| map_client_error("kubernetes login", &e))?;
                 (auth, true)
             }
+            VaultAuth::Cert(c) => (self.cert_login(&http, c).await?, true),
         };
         tracing::debug!(
             backend = BACKEND,
@@ -489,11 +597,52 @@ impl VaultConn {
         );
         Ok(Session {
             token: SecretString::from(auth.client_token),
+            http,
             obtained: Instant::now(),
             ttl: (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
             renewable: auth.renewable,
             from_login,
         })
+    }
+
+    /// Logs in with the client certificate `http` presents. vaultrs' cert login sends the
+    /// role as `cert_name`, which Vault ignores (it reads `name`), so the call is made here.
+    async fn cert_login(
+        &self,
+        http: &reqwest::Client,
+        c: &CertAuth,
+    ) -> Result<vaultrs::api::AuthInfo, BackendError> {
+        let path = c.path.as_deref().unwrap_or("cert");
+        let mut body = serde_json::Map::new();
+        if let Some(name) = &c.name {
+            body.insert("name".to_owned(), name.clone().into());
+        }
+        let mut req = http
+            .post(format!("{}/v1/auth/{path}/login", self.address))
+            .header("X-Vault-Request", "true")
+            .json(&body);
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        let (status, bytes) = crate::http::send(BACKEND, req).await?;
+        if !status.is_success() {
+            return Err(status_error(
+                status,
+                &format!("cert login at auth/{path}: {}", vault_errors(&bytes)),
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Login {
+            auth: vaultrs::api::AuthInfo,
+        }
+        esi_api::json::from_answer::<Login>(&bytes)
+            .map(|l| l.auth)
+            .map_err(|e| {
+                unavailable(
+                    "vault's answer could not be read (cert login)",
+                    format!("auth/{path}/login: {e}"),
+                )
+            })
     }
 
     /// Forgets a token Vault refused, so the next call logs in again. Returns whether a
@@ -527,13 +676,13 @@ impl VaultConn {
         F: Fn(VaultClient) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let token = self.token().await?;
-        match f(self.client(token.expose_secret())).await {
+        let creds = self.token().await?;
+        match f(self.client(&creds.http, creds.token.expose_secret())).await {
             Err(ClientError::APIError {
                 code: 401 | 403, ..
-            }) if self.invalidate(&token).await => {
-                let token = self.token().await?;
-                f(self.client(token.expose_secret()))
+            }) if self.invalidate(&creds.token).await => {
+                let creds = self.token().await?;
+                f(self.client(&creds.http, creds.token.expose_secret()))
                     .await
                     .map_err(|e| map_client_error(what, &e))
             }
@@ -562,13 +711,14 @@ impl VaultConn {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<VaultResponse, CallError> {
-        let token = self.token().await.map_err(CallError::not_sent)?;
-        match self.call_once(&method, path, body, &token).await {
+        let creds = self.token().await.map_err(CallError::not_sent)?;
+        match self.call_once(&method, path, body, &creds).await {
             Err(e)
-                if matches!(e.fate, Fate::Status(401 | 403)) && self.invalidate(&token).await =>
+                if matches!(e.fate, Fate::Status(401 | 403))
+                    && self.invalidate(&creds.token).await =>
             {
-                let token = self.token().await.map_err(CallError::not_sent)?;
-                self.call_once(&method, path, body, &token).await
+                let creds = self.token().await.map_err(CallError::not_sent)?;
+                self.call_once(&method, path, body, &creds).await
             }
             r => r,
         }
@@ -579,7 +729,7 @@ impl VaultConn {
         method: &reqwest::Method,
         path: &str,
         body: Option<&serde_json::Value>,
-        token: &SecretString,
+        creds: &Creds,
     ) -> Result<VaultResponse, CallError> {
         let mut url = format!("{}/v1/{}", self.address, path.trim_start_matches('/'));
         if let (Some(b), true) = (body, *method == reqwest::Method::GET) {
@@ -592,10 +742,10 @@ impl VaultConn {
                 url.push_str(ser.query().unwrap_or_default());
             }
         }
-        let mut req = self
+        let mut req = creds
             .http
             .request(method.clone(), &url)
-            .header("X-Vault-Token", token.expose_secret())
+            .header("X-Vault-Token", creds.token.expose_secret())
             .header("X-Vault-Request", "true");
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns);
@@ -652,6 +802,12 @@ impl VaultConn {
             fate: Fate::Unreadable(Salvage::from_answer(&bytes)),
         })
     }
+}
+
+/// A token and the client it is used over.
+struct Creds {
+    token: SecretString,
+    http: reqwest::Client,
 }
 
 /// A failed call, and what became of the request.
@@ -914,6 +1070,83 @@ pub(crate) fn map_client_error(what: &str, e: &ClientError) -> BackendError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Why `provider` (the `vault` key's value, as JSON) is refused: the field and the text.
+    fn refusal(provider: serde_json::Value) -> String {
+        let p: VaultProvider = serde_json::from_value(provider).expect("well-formed");
+        p.validate().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn cert_login_needs_tls_two_sources_and_a_named_role() {
+        let pair = serde_json::json!({"clientCert": {"file": "/etc/esi/tls.crt"},
+            "clientKey": {"file": "/etc/esi/tls.key"}});
+        let ok = serde_json::json!({"server": "https://vault:8200", "auth": {"cert": pair}});
+        serde_json::from_value::<VaultProvider>(ok)
+            .expect("well-formed")
+            .validate()
+            .expect("a certificate login over TLS");
+        let plain = refusal(serde_json::json!({"server": "http://127.0.0.1:8200",
+            "auth": {"cert": pair}}));
+        assert!(
+            plain.contains("provider.vault.auth.cert") && plain.contains("https://"),
+            "{plain}"
+        );
+        let same = refusal(
+            serde_json::json!({"server": "https://vault", "auth": {"cert": {
+            "clientCert": {"file": "/etc/esi/tls.pem"}, "clientKey": {"file": "/etc/esi/tls.pem"}}}}),
+        );
+        assert!(
+            same.contains("clientKey") && same.contains("same source"),
+            "{same}"
+        );
+        let mut unnamed = pair.clone();
+        unnamed["name"] = "".into();
+        let unnamed =
+            refusal(serde_json::json!({"server": "https://vault", "auth": {"cert": unnamed}}));
+        assert!(
+            unnamed.contains("provider.vault.auth.cert.name"),
+            "{unnamed}"
+        );
+        let mut reserved = pair.clone();
+        reserved["clientKey"] = serde_json::json!({"file": "/proc/self/environ"});
+        let reserved =
+            refusal(serde_json::json!({"server": "https://vault", "auth": {"cert": reserved}}));
+        assert!(reserved.contains("clientKey.file"), "{reserved}");
+    }
+
+    #[test]
+    fn an_auth_mount_path_stays_under_auth() {
+        for (method, auth) in [
+            (
+                "cert",
+                serde_json::json!({"cert": {"path": "../sys/x", "clientCert": {"env": "C"},
+                "clientKey": {"env": "K"}}}),
+            ),
+            (
+                "appRole",
+                serde_json::json!({"appRole": {"path": "a//b", "roleId": "r",
+                "secretIdRef": {"env": "S"}}}),
+            ),
+            (
+                "jwt",
+                serde_json::json!({"jwt": {"path": "jwt/./x", "role": "r"}}),
+            ),
+            (
+                "kubernetes",
+                serde_json::json!({"kubernetes": {"path": "k8s?x=1", "role": "r"}}),
+            ),
+        ] {
+            let e = refusal(serde_json::json!({"server": "https://vault", "auth": auth}));
+            assert!(
+                e.contains(&format!("provider.vault.auth.{method}.path")),
+                "{e}"
+            );
+        }
+        for good in ["jwt", "clusters/eu-west-1.prod", "k8s_a-b"] {
+            assert!(is_mount_path(good), "{good}");
+        }
+    }
 
     /// The rule, status by status, for every path a Vault status takes: the direct calls'
     /// [`status_error`] and vaultrs' `APIError` (errors parsed) and `ServerResponseError`

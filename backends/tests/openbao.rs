@@ -71,6 +71,20 @@ impl Bao {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The dev server serving TLS (it asks clients for a certificate), and its CA (PEM).
+    fn tls_from_env(test: &str) -> Option<(Self, String)> {
+        let addr = peer("ESI_TEST_OPENBAO_TLS_ADDR", test)?;
+        let token = peer("ESI_TEST_OPENBAO_TOKEN", test)?;
+        let ca_file = peer("ESI_TEST_OPENBAO_TLS_CA", test)?;
+        let ca = std::fs::read_to_string(&ca_file)
+            .unwrap_or_else(|e| panic!("ESI_TEST_OPENBAO_TLS_CA {ca_file}: {e}"));
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA")])
+            .build()
+            .expect("client");
+        Some((Bao { addr, token, http }, ca))
+    }
+
     /// The SecretStore of the tests, authenticating with `auth`.
     fn store(&self, auth: Value) -> Value {
         json!({"provider": {"vault": {"server": self.addr, "timeout": "5s", "auth": auth}}})
@@ -1142,4 +1156,156 @@ async fn kubernetes_login_is_reviewed_by_the_cluster() {
         "kubernetes.io": {"namespace": "esi", "serviceaccount": {"name": "federation", "uid": "federation-sa-uid"}}}))).expect("write");
     let spec = static_spec(&kv2, json!({}));
     rejected("VaultStaticSecret", spec, store, &c, "unreviewed token").await;
+}
+
+/// A `cert` auth mount whose role `esi` trusts `ca` (PEM) and grants `policy`: its path.
+async fn cert_mount(bao: &Bao, ca: &str, policy: &str) -> String {
+    let path = format!("cert-{}", suffix());
+    bao.post(&format!("sys/auth/{path}"), json!({"type": "cert"}))
+        .await;
+    bao.post(
+        &format!("auth/{path}/certs/esi"),
+        json!({"certificate": ca, "token_policies": [policy], "token_ttl": "10m"}),
+    )
+    .await;
+    path
+}
+
+/// Writes a certificate and its key where a store reads them (mode 0600).
+fn write_pair(dir: &std::path::Path, (cert, key): &(String, String)) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for (name, pem) in [("tls.crt", cert), ("tls.key", key)] {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(name))
+            .expect("open");
+        std::io::Write::write_all(&mut f, pem.as_bytes()).expect("write");
+    }
+}
+
+/// What Vault says of the token the generator's store holds (`auth/token/lookup-self`, read
+/// through a `VaultDynamicSecret`): the common name of the certificate it logged in with, and
+/// the token's accessor.
+async fn logged_in_as(
+    g: &esi_backends::Generator,
+    c: &esi_backends::Context<'_>,
+) -> (String, String) {
+    let looked = g.generate(c).await.expect("lookup-self");
+    let meta: Value = serde_json::from_str(&looked.data["meta"]).expect("meta as JSON");
+    (
+        meta["common_name"]
+            .as_str()
+            .expect("common_name")
+            .to_owned(),
+        looked.data["accessor"].clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_login_presents_the_certificate_and_a_renewed_one_after_a_refusal() {
+    let test = "cert_login_presents_the_certificate_and_a_renewed_one_after_a_refusal";
+    let Some((bao, bao_ca)) = Bao::tls_from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let ca = esi_test_support::ClientCa::new("esi-federation").expect("client CA");
+    let path = cert_mount(&bao, &ca.ca_pem(), &policy).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pair(dir.path(), &ca.issue("esi-a", &[]).expect("cert a"));
+    let store = |name: &str| {
+        json!({"provider": {"vault": {
+            "server": bao.addr, "caBundle": bao_ca, "timeout": "5s",
+            "auth": {"cert": {
+                "path": path,
+                "name": name,
+                "clientCert": {"file": dir.path().join("tls.crt")},
+                "clientKey": {"file": dir.path().join("tls.key")},
+            }},
+        }}})
+    };
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+
+    // The certificate logs in, and the token reads within the role's policy.
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store("esi")),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("cert login + read").data["password"],
+        "v2-secret"
+    );
+    let lookup = json!({"secretStoreRef": {"name": "vault"}, "path": "auth/token/lookup-self"});
+    let whoami = build("VaultDynamicSecret", lookup.clone(), Some(store("esi")));
+    let (cn, accessor) = logged_in_as(&whoami, &c).await;
+    assert_eq!(cn, "esi-a");
+
+    // A renewed certificate is presented at the next login: while the token is good it is
+    // kept; once Vault refuses it (revoked here), the store logs in again, reading the files
+    // again.
+    write_pair(dir.path(), &ca.issue("esi-b", &[]).expect("cert b"));
+    assert_eq!(logged_in_as(&whoami, &c).await, (cn, accessor.clone()));
+    bao.post("auth/token/revoke-accessor", json!({"accessor": accessor}))
+        .await;
+    let (cn, _) = logged_in_as(&whoami, &c).await;
+    assert_eq!(cn, "esi-b", "the renewed certificate logged in");
+
+    // The role is the one named: no other role is tried.
+    let err = rejected(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        store("nobody"),
+        &c,
+        "a role that does not exist",
+    )
+    .await;
+    assert!(err.detail().contains("cert login"), "{}", err.detail());
+
+    // A certificate of a CA no role trusts: the login is refused.
+    let (cert, key) = esi_test_support::ClientCa::new("stranger")
+        .expect("CA")
+        .issue("esi-a", &[])
+        .expect("stranger's cert");
+    write_pair(dir.path(), &(cert, key.clone()));
+    rejected(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        store("esi"),
+        &c,
+        "an untrusted certificate",
+    )
+    .await;
+
+    // A key that is not the certificate's: the federation's own credential is broken, said
+    // without the key.
+    write_pair(
+        dir.path(),
+        &(ca.issue("esi-a", &[]).expect("cert").0, key.clone()),
+    );
+    let err = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store("esi")),
+    )
+    .generate(&c)
+    .await
+    .expect_err("mismatched key");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("client certificate cannot be used")
+            && err.detail().contains("provider.vault.auth.cert"),
+        "{err} / {}",
+        err.detail()
+    );
+    let body = key.lines().nth(1).expect("key body");
+    assert!(
+        !err.detail().contains(body),
+        "the key leaked: {}",
+        err.detail()
+    );
 }

@@ -1,6 +1,7 @@
 //! What esi's tests and benchmark share across crates: a throwaway PKI ([`pki`]: a CA, and a
 //! certificate it signed for `localhost` and `127.0.0.1`, all as PEM; every call makes new
-//! keys, so two calls give two CAs that do not trust each other's certificates), and a
+//! keys, so two calls give two CAs that do not trust each other's certificates), a CA issuing
+//! client certificates ([`ClientCa`]), and a
 //! loopback port that refuses connections until a test opens it ([`ClosedPort`]), and the
 //! lookup of an external peer's address that skips loudly or fails ([`peer`]); with the
 //! `hostile` feature, a reproducible property-test runner and byte-level mutations of valid
@@ -35,6 +36,53 @@ pub fn pki(name: &str) -> Result<Pki, rcgen::Error> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// A CA that signs client certificates (extended key usage `clientAuth`), for the servers that
+/// take a TLS client certificate as a credential (Vault's `cert` auth method, a Kubernetes
+/// API server).
+pub struct ClientCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl ClientCa {
+    /// Makes a CA called "`name` CA".
+    pub fn new(name: &str) -> Result<Self, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} CA"));
+        Ok(ClientCa {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate()?)?,
+        })
+    }
+
+    /// The CA's certificate (PEM), the one servers trust.
+    pub fn ca_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A new key and a client certificate for it, with common name `common_name` and
+    /// organizations `organizations` (a Kubernetes user's groups), as PEM: the certificate, then
+    /// the key (PKCS#8).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        organizations: &[&str],
+    ) -> Result<(String, String), rcgen::Error> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        for o in organizations {
+            params.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
 }
 
 /// A loopback port that refuses connections for as long as this lives: its socket is bound,
