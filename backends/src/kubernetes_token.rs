@@ -145,7 +145,8 @@ pub struct KubernetesProvider {
     /// kubeconfig. Without it, the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
-    /// The federation's credential at the API server: exactly one of `token` or `selfIssued`.
+    /// The federation's credential at the API server: exactly one of `token`, `selfIssued` or
+    /// `cert`.
     #[serde(deserialize_with = "crate::choice::one_of")]
     pub auth: KubernetesAuth,
     /// Timeout of each call (default `10s`).
@@ -163,6 +164,21 @@ pub enum KubernetesAuth {
     /// A token the federation signs for itself with its own issuer (`sub` `esi-federation`),
     /// which the API server trusts through its structured authentication configuration.
     SelfIssued(SelfIssuedLogin),
+    /// A client certificate, presented in the TLS handshake of every call: the API server
+    /// takes its common name as the user and its organizations as the groups (`server` must be
+    /// `https://`).
+    Cert(KubernetesCertAuth),
+}
+
+/// The federation's client certificate at the API server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesCertAuth {
+    /// The certificate (PEM, then any intermediates), read on every call: a renewed
+    /// certificate needs no restart.
+    pub client_cert: SecretRef,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1), read with it.
+    pub client_key: SecretRef,
 }
 
 /// The federation's own token for the API server.
@@ -185,7 +201,7 @@ impl KubernetesProvider {
     pub fn self_issued_audience(&self) -> Option<&str> {
         match &self.auth {
             KubernetesAuth::SelfIssued(s) => Some(s.audience.as_deref().unwrap_or(self.address())),
-            KubernetesAuth::Token(_) => None,
+            KubernetesAuth::Token(_) | KubernetesAuth::Cert(_) => None,
         }
     }
 
@@ -209,6 +225,26 @@ impl KubernetesProvider {
             KubernetesAuth::SelfIssued(s) => {
                 if let Some(a) = &s.audience {
                     check_audience(a, "provider.kubernetes.auth.selfIssued.audience")?;
+                }
+            }
+            KubernetesAuth::Cert(c) => {
+                c.client_cert
+                    .validate("provider.kubernetes.auth.cert.clientCert")?;
+                c.client_key
+                    .validate("provider.kubernetes.auth.cert.clientKey")?;
+                if c.client_cert == c.client_key {
+                    return Err(SpecError::field(
+                        "provider.kubernetes.auth.cert.clientKey",
+                        "names the same source as clientCert; the certificate and its key are \
+                         read from two",
+                    ));
+                }
+                if url.scheme() != "https" {
+                    return Err(SpecError::field(
+                        "provider.kubernetes.auth.cert",
+                        "needs an https:// server: a client certificate is presented in the TLS \
+                         handshake",
+                    ));
                 }
             }
         }
@@ -412,6 +448,8 @@ enum Proof {
     /// The audience of its own token and its issuer (`None` where the configuration is only
     /// checked).
     SelfIssued(String, Option<Arc<Issuer>>),
+    /// The clients presenting its certificate, used instead of the connection's `http`.
+    Cert(crate::http::CertClient),
 }
 
 impl fmt::Debug for KubernetesConn {
@@ -429,23 +467,32 @@ impl KubernetesConn {
         issuer: &crate::IssuerSlot,
     ) -> Result<Self, SpecError> {
         p.validate()?;
+        let timeout = p
+            .timeout
+            .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
+        // Like a kubeconfig's certificate-authority-data: the cluster's CA only, when given.
+        let trust = p.ca_bundle.as_deref().map_or(
+            crate::http::Trust::System { extra: None },
+            crate::http::Trust::Only,
+        );
         let proof = match &p.auth {
             KubernetesAuth::Token(r) => Proof::Token(r.clone()),
             KubernetesAuth::SelfIssued(_) => Proof::SelfIssued(
                 p.self_issued_audience().unwrap_or_default().to_owned(),
                 issuer.for_build("a kubernetes SecretStore logging in with auth.selfIssued")?,
             ),
+            KubernetesAuth::Cert(c) => Proof::Cert(crate::http::CertClient::new(
+                &c.client_cert,
+                &c.client_key,
+                "provider.kubernetes.auth.cert",
+                trust,
+                "provider.kubernetes.caBundle",
+                timeout,
+            )?),
         };
-        let timeout = p
-            .timeout
-            .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
         Ok(KubernetesConn {
-            // Like a kubeconfig's certificate-authority-data: the cluster's CA only, when given.
             http: crate::http::client_trusting(
-                p.ca_bundle.as_deref().map_or(
-                    crate::http::Trust::System { extra: None },
-                    crate::http::Trust::Only,
-                ),
+                trust,
                 timeout,
                 "provider.kubernetes.caBundle",
                 |b| b,
@@ -475,11 +522,16 @@ impl KubernetesConn {
                 message: "the kubernetes store's server URL cannot be used".to_owned(),
                 detail: format!("{BACKEND}: {e}"),
             })?;
-        let req = self
-            .http
+        let http = match &self.proof {
+            Proof::Cert(c) => c.client()?,
+            _ => self.http.clone(),
+        };
+        let mut req = http
             .request(method, url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(reqwest::header::AUTHORIZATION, self.authorization()?);
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(bearer) = self.authorization()? {
+            req = req.header(reqwest::header::AUTHORIZATION, bearer);
+        }
         Ok(match body {
             Some(body) => req.json(body),
             None => req,
@@ -491,13 +543,14 @@ impl KubernetesConn {
         &self.address
     }
 
-    /// The `Authorization` header, read or signed now.
-    fn authorization(&self) -> Result<HeaderValue, BackendError> {
+    /// The `Authorization` header, read or signed now (none with a certificate).
+    fn authorization(&self) -> Result<Option<HeaderValue>, BackendError> {
         let token: SecretString = match &self.proof {
             Proof::Token(r) => r.read_for(Some(crate::secret::Owner::Kubernetes))?,
             Proof::SelfIssued(audience, issuer) => {
                 crate::identity::own_login_token(issuer.as_ref(), audience)?
             }
+            Proof::Cert(_) => return Ok(None),
         };
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
             .map_err(|_| BackendError::Unavailable {
@@ -506,12 +559,14 @@ impl KubernetesConn {
                     "{BACKEND}: the token {} is not a valid header value",
                     match &self.proof {
                         Proof::Token(r) => format!("from {}", r.describe()),
-                        Proof::SelfIssued(..) => "the federation signed".to_owned(),
+                        Proof::SelfIssued(..) | Proof::Cert(_) => {
+                            "the federation signed".to_owned()
+                        }
                     }
                 ),
             })?;
         value.set_sensitive(true);
-        Ok(value)
+        Ok(Some(value))
     }
 }
 

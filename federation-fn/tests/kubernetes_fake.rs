@@ -5,7 +5,8 @@
 //! first as Kubernetes documents and answers it: `POST
 //! /api/v1/namespaces/{namespace}/serviceaccounts/{name}/token` with an
 //! `authentication.k8s.io/v1` `TokenRequest`. Its checks come in the API server's order:
-//! authentication (a static bearer token, or a JWT of a trusted issuer as a structured
+//! authentication (a client certificate its client CA signed, verified in the TLS handshake
+//! and checked before tokens; a static bearer token; or a JWT of a trusted issuer as a structured
 //! authentication configuration's JWT authenticator verifies it: issuer, audience, signature
 //! under the issuer's discovered JWKS, expiry, the username `esi:<sub>`) answering 401;
 //! authorization (RBAC: `create` on `serviceaccounts/token` per namespace, optionally narrowed
@@ -105,6 +106,8 @@ struct ApiServer {
     secrets: HashMap<String, Secret>,
     /// Every token minted.
     minted: HashMap<String, Minted>,
+    /// Client certificates (DER) its client CA signed, and the users their common names make.
+    x509_users: HashMap<Vec<u8>, String>,
 }
 
 type Fake = Arc<Mutex<ApiServer>>;
@@ -163,6 +166,38 @@ async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
     Some(format!("esi:{}", verified.claims["sub"].as_str()?))
 }
 
+/// The header through which the fake's TLS layer tells its handlers the user a client
+/// certificate authenticated (removed from every request first: no client can set it).
+const X509_USER: &str = "x-fake-x509-user";
+
+/// The user of the request: its client certificate's, as the API server's x509 authenticator
+/// (checked before tokens) makes it, or else its bearer token's.
+async fn authenticated(fake: &Fake, headers: &HeaderMap) -> Option<String> {
+    if let Some(user) = headers.get(X509_USER) {
+        return user.to_str().ok().map(str::to_owned);
+    }
+    authenticate(fake, &bearer(headers)).await
+}
+
+/// The TLS layer's part of authentication: the client certificate the handshake verified
+/// against the client CA, as a user (see [`X509_USER`]).
+async fn x509_user(
+    State(fake): State<Fake>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    req.headers_mut().remove(X509_USER);
+    let user = req
+        .extensions()
+        .get::<Arc<axum_server::tls::TlsInfo>>()
+        .and_then(|tls| tls.peer_certificates.first())
+        .and_then(|der| fake.lock().unwrap().x509_users.get(der).cloned());
+    if let Some(user) = user {
+        req.headers_mut().insert(X509_USER, user.parse().unwrap());
+    }
+    next.run(req).await
+}
+
 /// What every handler does first: authenticates the bearer (401 otherwise) and records the
 /// request (`path`, the user, the JSON body or null). The user and the body.
 async fn admit(
@@ -171,7 +206,7 @@ async fn admit(
     path: String,
     body: &str,
 ) -> Result<(String, Value), Response> {
-    let Some(user) = authenticate(fake, &bearer(headers)).await else {
+    let Some(user) = authenticated(fake, headers).await else {
         return Err(status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -495,7 +530,7 @@ fn put_secret(fake: &Fake, namespace: &str, name: &str, kind: &str, data: &[(&st
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): who the
 /// bearer is, or 401.
 async fn self_subject_review(State(fake): State<Fake>, headers: HeaderMap) -> Response {
-    match authenticate(&fake, &bearer(&headers)).await {
+    match authenticated(&fake, &headers).await {
         Some(user) => (
             StatusCode::CREATED,
             Json(json!({
@@ -573,6 +608,63 @@ async fn api_server_tls(
     (fake, url, pki.ca_pem)
 }
 
+/// [`api_server_tls`] that also authenticates client certificates signed by `client_ca`
+/// (PEM), as an API server started with `--client-ca-file` does: a certificate the CA did not
+/// sign fails the handshake, one it signed is the user [`ApiServer::x509_users`] names for it,
+/// and a client without one goes on to the bearer token.
+async fn api_server_mtls(
+    cluster: Arc<LocalIssuer>,
+    accounts: &[&str],
+    grants: Vec<Grant>,
+    client_ca: &str,
+) -> (Fake, String, String) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pki = esi_test_support::pki("localhost").unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+    let chain = CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (fake, app) = api(cluster, accounts, grants);
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        fake.clone(),
+        x509_user,
+    ));
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    (fake, url, pki.ca_pem)
+}
+
+/// The DER of a PEM certificate.
+fn der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
 /// The fake's state and routes.
 fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fake, Router) {
     let fake = Arc::new(Mutex::new(ApiServer {
@@ -586,6 +678,7 @@ fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fak
         requests: Vec::new(),
         secrets: HashMap::new(),
         minted: HashMap::new(),
+        x509_users: HashMap::new(),
     }));
     let app = Router::new()
         .route(
@@ -1371,4 +1464,81 @@ async fn the_stores_ca_bundle_is_the_api_servers_trust_and_the_kubeconfigs() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn the_federation_presents_its_client_certificate_and_a_renewed_one_on_the_next_call() {
+    let beta = common::issuer().await;
+    let client_ca = esi_test_support::ClientCa::new("beta clients").unwrap();
+    let (fake, server, ca) =
+        api_server_mtls(beta, &["deploy/ci"], Vec::new(), &client_ca.ca_pem()).await;
+    let first = client_ca.issue("esi-federation", &["esi"]).unwrap();
+    let renewed = client_ca.issue("esi-federation", &["esi"]).unwrap();
+    {
+        let mut api = fake.lock().unwrap();
+        api.x509_users
+            .insert(der(&first.0), "esi-federation".to_owned());
+        api.x509_users
+            .insert(der(&renewed.0), "esi-federation-renewed".to_owned());
+        for user in ["esi-federation", "esi-federation-renewed"] {
+            api.rbac
+                .insert(user.to_owned(), vec![grant("deploy", None)]);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let write = |(cert, key): &(String, String)| {
+        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    };
+    write(&first);
+    let provider = json!({"server": server, "caBundle": ca, "auth": {"cert": {
+        "clientCert": {"file": dir.path().join("tls.crt")},
+        "clientKey": {"file": dir.path().join("tls.key")},
+    }}});
+    let spec = json!({"secretStoreRef": {"name": "beta"}, "serviceAccount": {"namespace": "deploy", "name": "ci"}});
+    let id = identity("payments", "api");
+    let g = generator(None, provider.clone(), spec.clone());
+
+    let cred = g.generate(&ctx(&id, None)).await.unwrap();
+    assert_eq!(
+        unverified_claims(&cred.data["token"]).unwrap()["sub"],
+        "system:serviceaccount:deploy:ci"
+    );
+    // The same connection settings present the renewed certificate from the next call on.
+    write(&renewed);
+    g.generate(&ctx(&id, None)).await.unwrap();
+    let users: Vec<String> = fake
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|r| r.1.clone())
+        .collect();
+    assert_eq!(users, ["esi-federation", "esi-federation-renewed"]);
+
+    // A certificate of another CA: the handshake fails, nothing is minted.
+    write(
+        &esi_test_support::ClientCa::new("stranger")
+            .unwrap()
+            .issue("esi-federation", &[])
+            .unwrap(),
+    );
+    match g.generate(&ctx(&id, None)).await.unwrap_err() {
+        BackendError::Unavailable { detail, .. } => {
+            assert!(detail.contains("Kubernetes API server"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fake.lock().unwrap().requests.len(), 2);
+
+    // Over plain HTTP a certificate cannot be presented: refused at load.
+    let mut plain = provider;
+    plain["server"] = json!("http://127.0.0.1:6443");
+    plain.as_object_mut().unwrap().remove("caBundle");
+    let err = SecretStoreSpec::from_manifest(json!({"provider": {"kubernetes": plain}}))
+        .and_then(|s| s.validate().map(|()| s))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("provider.kubernetes.auth.cert"), "{err:?}");
 }
