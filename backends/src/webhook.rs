@@ -78,6 +78,14 @@ pub struct WebhookProvider {
     /// Secret request headers, read from the federation's environment or files.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretRef>,
+    /// A client certificate presented to endpoints that ask for one (mutual TLS): PEM, the
+    /// certificate first, then any intermediates; read on every call, so a renewed one needs no
+    /// restart. Set with `clientKey`; every allowed URL must then be `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<SecretRef>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretRef>,
 }
 
 impl WebhookProvider {
@@ -109,6 +117,40 @@ impl WebhookProvider {
                 )
             })?;
             r.validate(&format!("provider.webhook.headers.{name}"))?;
+        }
+        match (&self.client_cert, &self.client_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                cert.validate("provider.webhook.clientCert")?;
+                key.validate("provider.webhook.clientKey")?;
+                if cert == key {
+                    return Err(SpecError::field(
+                        "provider.webhook.clientKey",
+                        "names the same source as clientCert; the certificate and its key are \
+                         read from two",
+                    ));
+                }
+                if let Some((i, u)) = self
+                    .allowed_urls
+                    .iter()
+                    .enumerate()
+                    .find(|(_, u)| !u.starts_with("https://"))
+                {
+                    return Err(SpecError::field(
+                        format!("provider.webhook.allowedUrls[{i}]"),
+                        format!(
+                            "{u:?} is not https://: the store's client certificate could not be \
+                             presented there"
+                        ),
+                    ));
+                }
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(SpecError::field(
+                    "provider.webhook",
+                    "set both clientCert and clientKey, or neither",
+                ));
+            }
         }
         if let Some(pem) = &self.ca_bundle {
             crate::http::check_ca_bundle(pem, "provider.webhook.caBundle")?;
@@ -507,6 +549,8 @@ pub struct WebhookGenerator {
     revoke: Option<Revoke>,
     secret_headers: BTreeMap<String, SecretRef>,
     http: reqwest::Client,
+    /// With the store's client certificate: the clients presenting it, used instead of `http`.
+    cert: Option<crate::http::CertClient>,
 }
 
 impl fmt::Debug for WebhookGenerator {
@@ -550,12 +594,26 @@ impl WebhookGenerator {
         let timeout = spec
             .timeout
             .map_or(store_timeout, |t| t.get().min(store_timeout));
+        let cert = match (&provider.client_cert, &provider.client_key) {
+            (Some(cert), Some(key)) => Some(crate::http::CertClient::new(
+                cert,
+                key,
+                "provider.webhook.clientCert",
+                crate::http::Trust::System {
+                    extra: provider.ca_bundle.as_deref(),
+                },
+                "provider.webhook.caBundle",
+                timeout,
+            )?),
+            _ => None,
+        };
         Ok(WebhookGenerator {
             http: crate::http::client(
                 provider.ca_bundle.as_deref(),
                 timeout,
                 "provider.webhook.caBundle",
             )?,
+            cert,
             body: spec
                 .body
                 .as_deref()
@@ -599,8 +657,11 @@ impl WebhookGenerator {
         url: Url,
         body: Option<String>,
     ) -> Result<reqwest::RequestBuilder, BackendError> {
-        let mut req = self
-            .http
+        let http = match &self.cert {
+            Some(c) => c.client()?,
+            None => self.http.clone(),
+        };
+        let mut req = http
             .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json");
         for (k, v) in &self.spec.headers {
@@ -854,6 +915,8 @@ mod tests {
             ca_bundle: None,
             timeout: None,
             headers: BTreeMap::new(),
+            client_cert: None,
+            client_key: None,
         };
         let ok = |u: &str| p.allows(&Url::parse(u).unwrap());
         assert!(ok("https://api.example/creds/issue"));

@@ -601,3 +601,123 @@ async fn revoke_urls_are_held_to_the_allow_list_at_load() {
         assert!(err.contains(expect), "{revoke}: {err}");
     }
 }
+
+/// An HTTPS endpoint that takes only client certificates `client_ca` (PEM) signed, as an
+/// internal API behind mutual TLS does, and answers `{"token": <which of `known` the client
+/// presented>}`: its URL (`https://localhost:PORT`) and its own CA.
+async fn mtls_server(client_ca: &str, known: Vec<(String, &'static str)>) -> (String, String) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pki = esi_test_support::pki("localhost").expect("pki");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
+        roots.add(ca.expect("CA")).expect("trust anchor");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .expect("verifier");
+    let chain = CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).expect("key");
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let known: Vec<(Vec<u8>, &'static str)> = known
+        .into_iter()
+        .map(|(pem, name)| {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("cert");
+            (der.to_vec(), name)
+        })
+        .collect();
+    let app = Router::new().route(
+        "/creds/issue",
+        post(
+            move |tls: axum::Extension<Arc<axum_server::tls::TlsInfo>>| async move {
+                let presented = tls.peer_certificates.first().cloned().unwrap_or_default();
+                let who = known
+                    .iter()
+                    .find(|(der, _)| *der == presented)
+                    .map_or("unknown", |(_, name)| *name);
+                Json(json!({"token": who}))
+            },
+        ),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    let server = axum_server::from_tcp_rustls(listener, tls).expect("server");
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    (url, pki.ca_pem)
+}
+
+#[tokio::test]
+async fn the_store_presents_its_client_certificate_and_a_renewed_one_from_the_next_call() {
+    let clients = esi_test_support::ClientCa::new("internal API clients").expect("CA");
+    let first = clients.issue("esi-federation", &[]).expect("cert");
+    let renewed = clients.issue("esi-federation", &[]).expect("cert");
+    let (base, ca) = mtls_server(
+        &clients.ca_pem(),
+        vec![(first.0.clone(), "first"), (renewed.0.clone(), "renewed")],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |(cert, key): &(String, String)| {
+        std::fs::write(dir.path().join("tls.crt"), cert).expect("write");
+        std::fs::write(dir.path().join("tls.key"), key).expect("write");
+    };
+    write(&first);
+    let store = |allowed: &str| {
+        json!({"provider": {"webhook": {
+            "allowedUrls": [allowed], "caBundle": ca, "timeout": "5s",
+            "clientCert": {"file": dir.path().join("tls.crt")},
+            "clientKey": {"file": dir.path().join("tls.key")},
+        }}})
+    };
+    let spec = spec(
+        format!("{base}/creds/issue"),
+        json!({"result": {"jsonPath": "$"}}),
+    );
+    let g = build(
+        "Webhook",
+        spec.clone(),
+        Some(store(&format!("{base}/creds/"))),
+    );
+    let id = identity();
+    assert_eq!(
+        g.generate(&ctx(&id)).await.expect("mTLS call").data["token"],
+        "first"
+    );
+    write(&renewed);
+    assert_eq!(
+        g.generate(&ctx(&id)).await.expect("renewed").data["token"],
+        "renewed"
+    );
+
+    // Without a certificate the endpoint's handshake refuses the federation.
+    let bare = json!({"provider": {"webhook": {"allowedUrls": [format!("{base}/creds/")],
+        "caBundle": ca, "timeout": "5s"}}});
+    let err = build("Webhook", spec.clone(), Some(bare))
+        .generate(&ctx(&id))
+        .await
+        .expect_err("no client certificate");
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+
+    // A certificate over plain HTTP would never be presented: refused at load.
+    let err = SecretStoreSpec::from_manifest(store("http://127.0.0.1:9/creds/"))
+        .and_then(|s| s.validate().map(|()| s))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("allowedUrls[0]") && err.contains("client certificate"),
+        "{err:?}"
+    );
+}
