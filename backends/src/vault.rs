@@ -3,7 +3,9 @@
 //!
 //! Authentication is lazy and self-healing: the first request logs in (or looks up a static
 //! token), later requests reuse the token, renew it once two thirds of its TTL have passed,
-//! and log in again when renewal is refused or the token is near its maximum TTL. A `401` or
+//! and log in again when renewal is refused or the token is near its maximum TTL (a renewal
+//! granting clearly less than the login did: Vault revokes a token's leases with it, so a lease
+//! is never taken under a token with less than a third of its TTL left). A `401` or
 //! `403` on a token obtained by login triggers one re-login and retry (the token may have been
 //! revoked behind our back: Vault answers 403 for a bad token, a proxy or OpenBao may say 401). No background task: this works the same in a Lambda.
 //!
@@ -306,6 +308,8 @@ struct Session {
     http: reqwest::Client,
     obtained: Instant,
     ttl: Option<Duration>,
+    /// The TTL the login granted: a renewal granting clearly less has met the token's max TTL.
+    granted: Option<Duration>,
     renewable: bool,
     /// Whether it came from a login (and so can be replaced by another login).
     from_login: bool,
@@ -488,9 +492,22 @@ impl VaultConn {
                 s.obtained = Instant::now();
                 s.ttl = (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration));
                 s.renewable = auth.renewable;
-                // Vault grants less than asked near the token's max TTL: log in again
-                // rather than ride a token about to die.
-                if s.ttl.is_some_and(|t| t < Duration::from_secs(5)) {
+                // Vault grants less than asked near the token's max TTL: log in again rather
+                // than ride a token about to die. Vault revokes a token's leases with it, so a
+                // token from a login is replaced as soon as a renewal falls short of what the
+                // login granted: a lease taken later then lives under a token with its whole
+                // TTL ahead (an Authorization's maxTTL within the role's token_ttl is never cut
+                // short), not one with minutes left.
+                let capped = s.from_login
+                    && s.granted
+                        .zip(s.ttl)
+                        .is_some_and(|(granted, now)| now < granted * 9 / 10);
+                if capped || s.ttl.is_some_and(|t| t < Duration::from_secs(5)) {
+                    tracing::debug!(
+                        backend = BACKEND,
+                        ttl_secs = auth.lease_duration,
+                        "vault token near its max TTL; logging in again"
+                    );
                     return false;
                 }
                 tracing::debug!(
@@ -539,6 +556,7 @@ impl VaultConn {
                     http,
                     obtained: Instant::now(),
                     ttl,
+                    granted: ttl,
                     renewable,
                     from_login: false,
                 });
@@ -600,6 +618,7 @@ impl VaultConn {
             http,
             obtained: Instant::now(),
             ttl: (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
+            granted: (auth.lease_duration > 0).then(|| Duration::from_secs(auth.lease_duration)),
             renewable: auth.renewable,
             from_login,
         })

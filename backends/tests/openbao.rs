@@ -1309,3 +1309,70 @@ async fn cert_login_presents_the_certificate_and_a_renewed_one_after_a_refusal()
         err.detail()
     );
 }
+
+/// The accessor of the token the generator's store holds (`auth/token/lookup-self` through a
+/// `VaultDynamicSecret`).
+async fn accessor_of(g: &esi_backends::Generator, c: &esi_backends::Context<'_>) -> String {
+    g.generate(c).await.expect("lookup-self").data["accessor"].clone()
+}
+
+/// A `VaultDynamicSecret` reading `auth/token/lookup-self` on an AppRole store whose role
+/// grants `token_ttl` and `token_max_ttl`, and the directory holding its secret id.
+async fn whoami_on_approle(
+    bao: &Bao,
+    token_ttl: &str,
+    token_max_ttl: &str,
+) -> (esi_backends::Generator, tempfile::TempDir) {
+    let (path, role_id) = bao
+        .approle(json!({"token_ttl": token_ttl, "token_max_ttl": token_max_ttl}))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("secret-id");
+    std::fs::write(&secret_file, bao.secret_id(&path).await).expect("write");
+    let store = bao.store(
+        json!({"appRole": {"path": path, "roleId": role_id, "secretIdRef": {"file": secret_file}}}),
+    );
+    let g = build(
+        "VaultDynamicSecret",
+        json!({"secretStoreRef": {"name": "vault"}, "path": "auth/token/lookup-self"}),
+        Some(store),
+    );
+    (g, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_token_renewed_short_of_its_ttl_is_replaced_by_a_new_login() {
+    let test = "a_login_token_renewed_short_of_its_ttl_is_replaced_by_a_new_login";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let id = identity();
+    let c = ctx(&id, "payments/VaultDynamicSecret/whoami");
+    // Renewed in full at 6 s of 9 s (60 s of max TTL): the same token, renewed, not a new login.
+    let (roomy, _roomy_dir) = whoami_on_approle(&bao, "9s", "60s").await;
+    // Renewed at 6 s of 9 s with 13 s of max TTL: Vault grants ~6 s, short of the 9 s the login
+    // got; a lease taken now would die with the token within seconds, so the store logs in
+    // again.
+    let (capped, _capped_dir) = whoami_on_approle(&bao, "9s", "13s").await;
+    let (roomy_first, capped_first) =
+        tokio::join!(accessor_of(&roomy, &c), accessor_of(&capped, &c));
+    let kept = async {
+        tokio::time::sleep(Duration::from_millis(6300)).await;
+        accessor_of(&roomy, &c).await
+    };
+    let replaced = async {
+        tokio::time::sleep(Duration::from_millis(6300)).await;
+        accessor_of(&capped, &c).await
+    };
+    let (kept, replaced) = tokio::join!(kept, replaced);
+    assert_eq!(kept, roomy_first, "a token renewed in full is kept");
+    let looked = bao
+        .post("auth/token/lookup-accessor", json!({"accessor": kept}))
+        .await;
+    let ttl = looked["data"]["ttl"].as_i64().expect("ttl");
+    assert!(ttl >= 8, "the kept token was renewed: {ttl}s left");
+    assert_ne!(
+        replaced, capped_first,
+        "a token near its max TTL is replaced by a new login"
+    );
+}
