@@ -15,7 +15,8 @@ Every stage uses the real tool where one can run here:
               without roleArn, the webhook's safety settings, the trust modules' conditions on
               the federation's own token and, in trust-azure-workloads, on the tokens
               AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings and
-              the ValidatingAdmissionPolicy that narrows their writes to Secrets).
+              the ValidatingAdmissionPolicy that narrows their writes to Secrets, trust-vault's
+              auth method and role, and the example's Vault login without a secret).
               checkov does not evaluate `dynamic "statement"` blocks, so these checks are what
               covers those grants; kubernetes-target's rules, which checkov only scans for
               wildcards, are also evaluated per input by the trust stage.
@@ -607,6 +608,8 @@ def check_structure() -> None:
     check_trust_aws(stage)
     check_trust_gcp(stage)
     check_trust_azure(stage)
+    check_trust_vault(stage)
+    check_example_vault(stage)
     check_trust_azure_workloads(stage)
     check_kubernetes_target(stage)
 
@@ -752,6 +755,107 @@ def check_trust_azure(stage: str) -> None:
               "audiences": [rust_const("FEDERATED_TOKEN_AUDIENCE")]}
     if got != expect:
         fail(stage, f"trust-azure: the federated identity credential must be {expect}, is {got}")
+
+
+def check_trust_vault(stage: str) -> None:
+    """The JWT auth method trusts the issuer as the real-OpenBao test configures it (keys by
+    discovery, the issuer bound, both without a trailing `/`), and its one role admits a `jwt`
+    token whose `sub` is esi-federation and whose `aud` is the store's server without a trailing
+    `/` (what the server signs: backends/src/vault.rs), for service tokens, and nothing more.
+    The store's provider holds only the module's inputs (not issuer_url), so that the auth
+    method can wait for the federation without a dependency cycle."""
+    where = "trust-vault"
+    main = load_hcl(MODULES / where / "main.tf")
+    made = sorted((rtype, name) for block in main.get("resource", []) for rtype, named in block.items() for name in named)
+    if made != [("vault_jwt_auth_backend", "this"), ("vault_jwt_auth_backend_role", "this"), ("vault_policy", "this")]:
+        fail(stage, f"{where}: must make only vault_jwt_auth_backend.this, vault_jwt_auth_backend_role.this and vault_policy.this, makes {made}")
+
+    # What the server does: its issuer and its login token's audience without a trailing `/`.
+    vault_rs = (REPO / "backends" / "src" / "vault.rs").read_text()
+    if not re.search(r"fn address\(&self\) -> &str \{\s*self\.server\.trim_end_matches\('/'\)", vault_rs) \
+            or not re.search(r"VaultAuth::Jwt\(j\) if j\.self_issued => Some\(self\.address\(\)\)", vault_rs):
+        fail(stage, "backends/src/vault.rs: cannot find the selfIssued audience (`server` without trailing `/`); "
+             "update check_trust_vault in infra/tests/infra_checks.py and modules/trust-vault to match")
+    identity_rs = (REPO / "backends" / "src" / "identity.rs").read_text()
+    if "rest.trim_end_matches('/')" not in identity_rs:
+        fail(stage, "backends/src/identity.rs: cannot find the issuer URL's trailing `/` being dropped; "
+             "update check_trust_vault in infra/tests/infra_checks.py and modules/trust-vault to match")
+    loc = module_locals(main)
+    for name, var in (("issuer", "issuer_url"), ("audience", "server")):
+        want = '${replace(var.%s,"/\\\\/+$/","")}' % var
+        if re.sub(r"\s+", "", str(loc.get(name))) != want:
+            fail(stage, f"{where}: local.{name} must be var.{var} without trailing `/`s ({want}), is {loc.get(name)!r}")
+
+    # The real-OpenBao test (federation-fn/tests/openbao.rs) configures the auth method with the
+    # issuer as oidc_discovery_url and bound_issuer: the module mirrors it.
+    openbao = (REPO / "federation-fn" / "tests" / "openbao.rs").read_text()
+    if not re.search(r'json!\(\{"oidc_discovery_url": (\w+(?:\.\w+)?), "bound_issuer": \1\}\)', openbao):
+        fail(stage, "federation-fn/tests/openbao.rs no longer configures OpenBao's JWT auth with the issuer as "
+             "oidc_discovery_url and bound_issuer: mirror its settings in modules/trust-vault, then update check_trust_vault")
+    # ... and the federation's role with these, the audience being the server's address.
+    if not re.search(r'"role_type": "jwt",\s*"user_claim": "sub",\s*"bound_subject": "' + re.escape(SELF_SUBJECT)
+                     + r'",\s*"bound_audiences": \[addr\],', openbao):
+        fail(stage, "federation-fn/tests/openbao.rs no longer makes the federation's OpenBao role with role_type jwt, "
+             f"user_claim sub, bound_subject {SELF_SUBJECT} and bound_audiences [the server]: mirror it in modules/trust-vault, "
+             "then update check_trust_vault")
+    backend = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_jwt_auth_backend", "this") or {}).items()}
+    expect = {"namespace": "${var.namespace}", "type": "jwt", "path": "${var.path}",
+              "oidc_discovery_url": "${local.issuer}", "bound_issuer": "${local.issuer}"}
+    if {k: v for k, v in backend.items() if k != "description"} != expect:
+        fail(stage, f"{where}: vault_jwt_auth_backend.this must be exactly {expect} (and a description), is {backend}")
+
+    role = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_jwt_auth_backend_role", "this") or {}).items()}
+    expect = {"namespace": "${var.namespace}", "backend": "${vault_jwt_auth_backend.this.path}", "role_name": "${var.role_name}",
+              "role_type": "jwt", "user_claim": "sub", "bound_subject": SELF_SUBJECT, "bound_audiences": ["${local.audience}"],
+              "token_policies": "${distinct(concat(var.token_policies,vault_policy.this[*].name))}",
+              "token_ttl": "${var.token_ttl}", "token_max_ttl": "${var.token_max_ttl}", "token_type": "service"}
+    if role != expect:
+        fail(stage, f"{where}: vault_jwt_auth_backend_role.this must be exactly {expect}, is {role}")
+
+    policy = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_policy", "this") or {}).items()}
+    text = str(policy.get("policy"))
+    if (policy.get("count"), policy.get("name"), policy.get("namespace")) != (
+            "${length(var.policy_paths) == 0 ? 0 : 1}", "${var.policy_name}", "${var.namespace}") \
+            or not text.startswith("${jsonencode(") or "var.policy_paths" not in text or "capabilities" not in text:
+        fail(stage, f"{where}: vault_policy.this must be made only with policy_paths, named var.policy_name, in "
+             f"var.namespace, its policy jsonencode()d from var.policy_paths: {policy}")
+
+    outputs = (MODULES / where / "outputs.tf").read_text()
+    block = re.search(r'^output "secret_store_provider" \{\n(.*?)^\}', outputs, re.M | re.S)
+    code = re.sub(r"#.*", "", block.group(1)) if block else ""
+    refs = set(re.findall(r"\b(?:var|local|vault_[a-z_]+)\.[a-z_]+", code))
+    if block is None or "depends_on" in code or refs != {"var.server", "var.namespace", "var.path", "var.role_name"}:
+        fail(stage, f"{where}: output secret_store_provider must be made of var.server, var.namespace, var.path and "
+             f"var.role_name alone, without depends_on (the auth method waits for the federation), uses {sorted(refs)}")
+    declared = dict(blocks(load_hcl(MODULES / where / "variables.tf"), "variable"))
+    for name in ("server", "namespace", "path", "role_name"):
+        if "issuer_url" in json.dumps(declared.get(name)):
+            fail(stage, f"{where}: variable {name} must not refer to issuer_url: secret_store_provider would then wait "
+                 "for what the auth method waits for, the federation")
+
+
+def check_example_vault(stage: str) -> None:
+    """The example's Vault store is trust-vault's output, the federation's own login: no Vault
+    secret in the function. trust-vault waits for the whole federation module, since Vault
+    fetches the issuer's discovery document when it configures the auth method."""
+    where = "example"
+    example = load_hcl(EXAMPLE / "main.tf")
+    mods = {name: body for b in example.get("module", []) for name, body in b.items()}
+    cfg, tv, fed = (mods.get(n, {}) for n in ("esi_config", "trust_vault", "federation"))
+    if unquote(tv.get("source")) != "../../modules/trust-vault" or unquote(tv.get("server")) != "${var.vault_address}":
+        fail(stage, f"{where}: module trust_vault must call ../../modules/trust-vault with server = var.vault_address")
+    if unquote(cfg.get("vault_store_provider")) != "${module.trust_vault.secret_store_provider}":
+        fail(stage, f"{where}: module esi_config's vault_store_provider must be module.trust_vault.secret_store_provider")
+    m = re.fullmatch(r"\$\{terraform_data\.([a-z0-9_]+)\.output\}", str(unquote(tv.get("issuer_url"))))
+    data = dict(blocks_of(example, "terraform_data")).get(m.group(1)) if m else None
+    if data is None or unquote(data.get("input")) != "${var.issuer_url}" or unquote(data.get("depends_on")) != ["${module.federation}"]:
+        fail(stage, f"{where}: trust_vault's issuer_url must be the output of a terraform_data with input = var.issuer_url "
+             "and depends_on = [module.federation]: Vault reads the issuer's discovery document when it configures the auth method")
+    if unquote(fed.get("issuer_url")) != "${var.issuer_url}" or "environment" in fed:
+        fail(stage, f"{where}: module federation must take issuer_url = var.issuer_url and no environment (its Vault store holds no secret)")
+    for path in sorted(EXAMPLE.rglob("*")):
+        if path.suffix in (".tf", ".md") and re.search(r"vault_environment|VAULT_ROLE_ID|VAULT_SECRET_ID|appRole", path.read_text()):
+            fail(stage, f"{where}: {path.relative_to(REPO)} still mentions the AppRole login (vault_environment, VAULT_ROLE_ID, appRole)")
 
 
 def azure_cloud_hosts() -> dict[str, set[str]]:
@@ -1059,6 +1163,14 @@ TG_REQUIRED = 'issuer_url = "https://esi.example.com"\n project_id = "my-project
 GSA = "esi-federation@my-project.iam.gserviceaccount.com"
 AZ_CLIENT = "00000000-0000-0000-0000-0000000000c1"
 AZ_TENANT = "00000000-0000-0000-0000-0000000000a1"
+# modules/trust-vault: the server of the render harness's stand-in store (infra/tests/render).
+TV_SERVER = "https://vault.example.internal:8200"
+TV_REQUIRED = f'issuer_url = "https://esi.example.com"\n server = "{TV_SERVER}"\n token_policies = ["payments-db"]'
+TV_BASE = f'issuer_url = "https://esi.example.com"\n server = "{TV_SERVER}"'
+# trust-vault's secret_store_provider with TV_SERVER and its defaults, which infra/tests/render
+# passes to the example's esi-config (the trust stage evaluates the module, the render stage
+# compares the rendered store).
+VAULT_HARNESS_PROVIDER = {"vault": {"server": TV_SERVER, "auth": {"jwt": {"path": "esi-federation", "role": "esi-federation", "selfIssued": True}}}}
 TZ_REQUIRED = "\n ".join([
     'issuer_url = "https://esi.example.com"',
     'application_id = "/applications/00000000-0000-0000-0000-0000000000b1"',
@@ -1189,6 +1301,7 @@ VALIDATION_CASES = [
     ("example", EX_REQUIRED.replace('.rds.amazonaws.com"', '.rds.amazonaws.com:5432"'), "must be the database endpoint's host name"),
     ("example", f'{EX_REQUIRED}\n payments_db_port = 0', "must be a port number"),
     ("example", f'{EX_REQUIRED}\n payments_db_port = 70000', "must be a port number"),
+    ("example", f'{EX_REQUIRED}\n issuer_url = "http://esi.example.com"', "must be an https URL"),
     # The federation as an OIDC issuer: an https URL and its keys, together or not at all.
     *[case for module, required in (("federation-kubernetes", FK_IMAGE), ("federation-lambda", FL_PACKAGE)) for case in [
         (module, f'{required}\n issuer_url = "http://esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
@@ -1241,6 +1354,36 @@ VALIDATION_CASES = [
     ("trust-azure", f'{TZ_REQUIRED.replace(AZ_CLIENT, "my-app")}', "a GUID"),
     ("trust-azure", f'{TZ_REQUIRED.replace(AZ_TENANT, "not a tenant")}', "tenant ID (a GUID) or a tenant's domain"),
     ("trust-azure", f'{TZ_REQUIRED}\n display_name = "x"', "3-120 letters"),
+    # Vault's side: an https issuer, a server the login token may travel to, names Vault takes,
+    # a policy to read anything with, and token lifetimes the federation can renew.
+    ("trust-vault", TV_REQUIRED.replace('"https://esi', '"http://esi'), "The issuer_url must be an https URL"),
+    ("trust-vault", TV_REQUIRED.replace('"https://esi.example.com"', '"https://esi.example.com/?x=1"'), "The issuer_url must be an https URL"),
+    ("trust-vault", TV_REQUIRED.replace('"https://esi.example.com"', '"https://u@esi.example.com"'), "The issuer_url must be an https URL"),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "http://vault.example.internal:8200"), "The server must be an https URL of the Vault server"),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "http://127.0.0.1.example.com:8200"), "The server must be an https URL of the Vault server"),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "vault.example.internal:8200"), "The server must be an https URL of the Vault server"),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "https://u:p@vault.example.internal:8200"), "The server must be an https URL of the Vault server"),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, f"{TV_SERVER}/?x=1"), "The server must be an https URL of the Vault server"),
+    ("trust-vault", f'{TV_REQUIRED}\n namespace = "/admin"', "must be a Vault namespace path"),
+    ("trust-vault", f'{TV_REQUIRED}\n namespace = "admin/"', "must be a Vault namespace path"),
+    ("trust-vault", f'{TV_REQUIRED}\n path = "/jwt"', "must be a mount path"),
+    ("trust-vault", f'{TV_REQUIRED}\n path = "token"', "must be a mount path"),
+    ("trust-vault", f'{TV_REQUIRED}\n role_name = "esi federation"', "The role_name must be 1-128"),
+    ("trust-vault", f'{TV_REQUIRED}\n role_name = "-esi"', "The role_name must be 1-128"),
+    ("trust-vault", TV_REQUIRED.replace('["payments-db"]', '["root"]'), "in lowercase (Vault lowercases them) and not root"),
+    ("trust-vault", TV_REQUIRED.replace('["payments-db"]', '["Payments-DB"]'), "in lowercase (Vault lowercases them) and not root"),
+    ("trust-vault", TV_REQUIRED.replace('["payments-db"]', '["db", "db"]'), "The token_policies must be distinct"),
+    ("trust-vault", TV_BASE, "Give token_policies or policy_paths"),
+    ("trust-vault", f'{TV_BASE}\n token_policies = []\n policy_paths = {{}}', "Give token_policies or policy_paths"),
+    ("trust-vault", f'{TV_BASE}\n policy_paths = {{ "/database/creds/app" = ["read"] }}', "without a leading '/'"),
+    ("trust-vault", f'{TV_BASE}\n policy_paths = {{ "database/creds/app" = ["write"] }}', "list of distinct capabilities"),
+    ("trust-vault", f'{TV_BASE}\n policy_paths = {{ "database/creds/app" = [] }}', "list of distinct capabilities"),
+    ("trust-vault", f'{TV_BASE}\n policy_paths = {{ "database/creds/app" = ["read", "read"] }}', "list of distinct capabilities"),
+    ("trust-vault", f'{TV_REQUIRED}\n policy_name = "default"', "neither root nor default"),
+    ("trust-vault", f'{TV_REQUIRED}\n policy_name = "Esi"', "neither root nor default"),
+    ("trust-vault", f'{TV_REQUIRED}\n token_ttl = 30', "whole number of seconds, at least 60"),
+    ("trust-vault", f'{TV_REQUIRED}\n token_ttl = 90.5', "whole number of seconds, at least 60"),
+    ("trust-vault", f'{TV_REQUIRED}\n token_max_ttl = 600', "at least token_ttl"),
     # Trust for AzureAccessToken's workloads: the same identifiers as trust-azure, the cloud and
     # scope the generator takes, and workloads Entra ID can hold as federated credentials.
     ("trust-azure-workloads", TW_REQUIRED.replace("/applications/", ""), "application's resource ID"),
@@ -1339,6 +1482,7 @@ VALID_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments", "{SSM_PARAM}/apps/*/settings", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*"]\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments/settings", "{SSM_PARAM}/aws-tools/x"]'),
     ("example", EX_REQUIRED),
+    ("example", f'{EX_REQUIRED}\n issuer_url = "https://abcdefghij.lambda-url.eu-west-1.on.aws"\n issuer_keys_pem = "{PEM}"'),
     ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"db-ABCDEFGHIJKLMNOPQRSTUVWXY0"') + "\n payments_db_port = 3306"),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
@@ -1351,6 +1495,13 @@ VALID_CASES = [
     ("trust-gcp", f'{TG_REQUIRED.replace("https://esi.example.com", "https://esi.example.com:8443/fed")}\n service_account_email = "{GSA}"\n impersonated_service_account_emails = ["{GSA}", "123456789-compute@developer.gserviceaccount.com"]'),
     ("trust-azure", TZ_REQUIRED),
     ("trust-azure", f'{TZ_REQUIRED.replace(AZ_TENANT, "contoso.onmicrosoft.com")}\n display_name = "esi_federation-prod"'),
+    ("trust-vault", TV_REQUIRED),
+    ("trust-vault", f'{TV_BASE.replace(TV_SERVER, "http://127.0.0.1:8200/")}\n namespace = "admin/team-a"\n path = "jwt/esi"\n role_name = "esi_prod.eu"\n '
+     'policy_paths = { "database/creds/app" = ["read"], "secret/data/+/config" = ["read", "list"], "kv/data/{{identity.entity.name}}/*" = ["read"] }\n '
+     'policy_name = "esi-payments"\n token_ttl = 60\n token_max_ttl = null'),
+    ("trust-vault", f'{TV_REQUIRED.replace(TV_SERVER, "https://[fd00::1]:8200/vault")}\n token_ttl = 10800\n token_max_ttl = 10800'),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "http://localhost:8200")),
+    ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "http://[::1]:8200")),
     ("trust-azure-workloads", TW_REQUIRED),
     ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(*TW_20)}"),
     ("trust-azure-workloads", f'{TW_BASE.replace(AZ_TENANT, "contoso.onmicrosoft.us").replace("https://graph.microsoft.com", "api://payments-api")}\n cloud = "usgovernment"\n '
@@ -1504,8 +1655,10 @@ def check_render() -> None:
         if c["metadata"].get("labels", {}).get("env") != "prod":
             fail(stage, f"{c['metadata'].get('name')}: missing env=prod label")
     store = named("SecretStore", "vault")
-    if store["metadata"].get("namespace") != "payments" or "vault" not in store["spec"].get("provider", {}):
-        fail(stage, f"SecretStore vault rendered as {store}")
+    if store["metadata"].get("namespace") != "payments" or store["spec"].get("provider") != VAULT_HARNESS_PROVIDER:
+        fail(stage, f"SecretStore vault must be rendered with trust-vault's provider {VAULT_HARNESS_PROVIDER} "
+             f"(the federation's own login), is {store}")
+    check_example_vault_policy(stage, by_kind)
     role = named("AWSAssumeRole", "s3-reader")
     if role["spec"].get("durationSeconds") != 900 or not isinstance(role["spec"].get("durationSeconds"), int):
         fail(stage, "AWSAssumeRole durationSeconds must render as the integer 900")
@@ -1614,6 +1767,46 @@ def check_example_generator_grants(stage: str, docs: list, by_kind: dict) -> Non
     check_example_eks_access(stage, example, own_role["EKSToken"])
 
 
+def vault_policy_matches(pattern: str, path: str) -> bool:
+    """Whether a Vault policy path (`+` one segment, a trailing `*` any suffix) covers `path`."""
+    glob = pattern.endswith("*")
+    parts = [re.escape(p) if p != "+" else "[^/]+" for p in (pattern[:-1] if glob else pattern).split("/")]
+    return re.fullmatch("/".join(parts) + (".*" if glob else ""), path) is not None
+
+
+def check_example_vault_policy(stage: str, by_kind: dict) -> None:
+    """The policy the example gives the federation's Vault token (trust_vault's policy_paths)
+    covers what its Vault generators call, with the capability their method needs, and the
+    lease renewal and revocation of the leases they hand out; and holds nothing none uses."""
+    example = load_hcl(EXAMPLE / "main.tf")
+    tv = next((b["trust_vault"] for b in example.get("module", []) if "trust_vault" in b), {})
+    paths = strip_meta(unquote(tv.get("policy_paths")) or {})
+    paths = paths[0] if isinstance(paths, list) and len(paths) == 1 else paths
+    needs: list[tuple[str, str, set[str]]] = []
+    for kind, gens in by_kind.items():
+        for gen in gens:
+            if kind == "SecretStore" or gen["spec"].get("secretStoreRef", {}).get("name") != "vault":
+                continue
+            ref = f"{gen['metadata']['namespace']}/{kind}/{gen['metadata']['name']}"
+            if kind != "VaultDynamicSecret" or "{{" in gen["spec"].get("path", "{{"):
+                fail(stage, f"{ref}: cannot check it against the example's Vault policy (a VaultDynamicSecret with a literal path only)")
+                continue
+            method = gen["spec"].get("method", "GET").upper()
+            needs.append((ref, gen["spec"]["path"], {"read"} if method == "GET" else {"list"} if method == "LIST" else {"create", "update"}))
+    if needs:
+        needs += [("the federation renewing leases down to maxTTL", "sys/leases/renew", {"update"}),
+                  ("the federation revoking leases (/v1/revoke)", "sys/leases/revoke", {"update"})]
+    used: set[str] = set()
+    for ref, path, caps in needs:
+        covering = [p for p, have in paths.items() if vault_policy_matches(p, path) and set(have) & caps]
+        if not covering:
+            fail(stage, f"{ref}: {path} needs {sorted(caps)} in the example's trust_vault policy_paths {paths}")
+        used |= set(covering)
+    for p in paths:
+        if p not in used:
+            fail(stage, f"the example's trust_vault policy_paths {p!r} covers nothing its Vault generators use: an unused grant")
+
+
 # The resource id of a database in a `dbuser:<id>/<user>` grant: an `rds-db:connect` grant
 # without the database's own id names nothing, and no generator spec holds it (RDSAuthToken
 # names the host), so it must be a variable of the example, or a literal id.
@@ -1691,7 +1884,7 @@ TRUST_STUBS = {
     # modules/kubernetes-target's Roles, one per namespace, as role_names iterates them.
     "kubernetes_role_v1.this": '{ for ns in local.namespaces : ns => { metadata = [{ name = local.role_name }] } }',
 }
-PROVIDER_REF = re.compile(r"\b(?:data\.)?(?:aws|google|azuread|kubernetes)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]]*\])?(?:\.[a-z0-9_]+)*")
+PROVIDER_REF = re.compile(r"\b(?:data\.)?(?:aws|google|azuread|kubernetes|vault)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]]*\])?(?:\.[a-z0-9_]+)*")
 GCP_WIP = "projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation"
 TRUST_CASES = [
     # (module, inputs, the expected `provider`)
@@ -1705,12 +1898,18 @@ TRUST_CASES = [
      {"gcp": {"selfIssued": {"workloadIdentityProvider": GCP_WIP, "serviceAccount": GSA}}}),
     ("trust-azure", TZ_REQUIRED,
      {"azure": {"tenantId": AZ_TENANT, "clientId": AZ_CLIENT, "workloadIdentity": {"selfIssued": True}}}),
+    ("trust-vault", TV_REQUIRED, VAULT_HARNESS_PROVIDER),
+    # The server as written (the federation drops its trailing `/` itself), and the namespace.
+    ("trust-vault", f'{TV_REQUIRED.replace(TV_SERVER, TV_SERVER + "/")}\n namespace = "admin/payments"\n path = "jwt/esi"\n role_name = "esi-prod"',
+     {"vault": {"server": f"{TV_SERVER}/", "namespace": "admin/payments",
+                "auth": {"jwt": {"path": "jwt/esi", "role": "esi-prod", "selfIssued": True}}}}),
 ]
 # Where the server reads each backend's `provider` (serde, camelCase).
 STORE_STRUCTS = {
     "aws": (REPO / "backends" / "src" / "aws.rs", "AwsProvider"),
     "gcp": (REPO / "backends" / "src" / "gcp.rs", "GcpProvider"),
     "azure": (REPO / "backends" / "src" / "azure.rs", "AzureProvider"),
+    "vault": (REPO / "backends" / "src" / "vault.rs", "VaultProvider"),
     "kubernetes": (REPO / "backends" / "src" / "kubernetes_token.rs", "KubernetesProvider"),
 }
 # Files whose types a store's fields use besides its own (`auth.token` is a SecretRef).
@@ -1820,6 +2019,7 @@ def check_trust() -> None:
             f'module "config" {{\n  source = "{MODULES / "federation-config"}"\n'
             '  secret_stores = { "payments/store" = { provider = module.trust.secret_store_provider } }\n}\n'
             'output "provider" {\n  value = module.trust.secret_store_provider\n}\n'
+            'output "trust" {\n  value = module.trust\n}\n'
             'output "files" {\n  value = module.config.files\n}\n')
         outputs_ = apply_outputs(stage, f"{module} case {i} (secret_store_provider)", case)
         if outputs_ is None:
@@ -1834,6 +2034,13 @@ def check_trust() -> None:
         path, struct = STORE_STRUCTS[backend]
         source = path.read_text()
         check_against_rust(stage, f"{module} case {i}: provider.{backend}", provider[backend], source, struct)
+        if backend == "vault":
+            # The role's bound audience is the token's: the store's server without trailing `/`s
+            # (VaultProvider::self_issued_audience).
+            audience = outputs_["trust"]["value"].get("audience")
+            if audience != expected["vault"]["server"].rstrip("/"):
+                fail(stage, f"{module} case {i}: audience is {audience!r}, the federation's token carries "
+                     f"{expected['vault']['server'].rstrip('/')!r}")
     check_trust_workloads(stage, root)
     check_kubernetes_target_outputs(stage, root)
 

@@ -2,9 +2,11 @@
 #   - cluster A is registered by its public OIDC issuer (keys by discovery);
 #   - cluster B is registered as a private cluster (its JWKS read through the API server and
 #     registered inline), the way a cluster with an unreachable issuer is;
-#   - a Vault store with a database generator and an AWS store with an AssumeRole generator, an
-#     ECR login, a Secrets Manager secret, a Parameter Store parameter, an RDS login token and
-#     a token for cluster A's API (the last five as the function's own role);
+#   - a Vault store with a database generator, logging in with a token the federation signs for
+#     itself as an OIDC issuer (modules/trust-vault: no Vault secret in the function), and an AWS
+#     store with an AssumeRole generator, an ECR login, a Secrets Manager secret, a Parameter
+#     Store parameter, an RDS login token and a token for cluster A's API (the last five as the
+#     function's own role);
 #   - the webhook in both clusters, and an annotated sample Deployment in cluster A.
 
 data "aws_caller_identity" "current" {}
@@ -56,10 +58,10 @@ locals {
 module "esi_config" {
   source = "./esi-config"
 
-  audience          = var.audience
-  vault_address     = var.vault_address
-  aws_region        = var.region
-  payments_role_arn = local.payments_role_arn
+  audience             = var.audience
+  vault_store_provider = module.trust_vault.secret_store_provider
+  aws_region           = var.region
+  payments_role_arn    = local.payments_role_arn
   payments_database = {
     host = var.payments_db_host
     port = var.payments_db_port
@@ -89,7 +91,12 @@ module "federation" {
   package_path        = var.federation_package_path
   architecture        = var.architecture
   assumable_role_arns = [local.payments_role_arn]
-  environment         = var.vault_environment
+
+  # The federation as an OIDC issuer: the Vault store logs in with a token it signs for itself.
+  # The first apply (-target=module.federation, see the README) has no issuer_url yet, and
+  # passes no keys either.
+  issuer_url      = var.issuer_url
+  issuer_keys_pem = var.issuer_url == null ? null : var.issuer_keys_pem
 
   # For the generators that run as the function's own role (no roleArn): the ECR login for
   # payments/registry, good for pulling from the payments repositories only, the secrets
@@ -170,6 +177,38 @@ resource "aws_iam_role_policy" "payments" {
   name   = "reports"
   role   = aws_iam_role.payments.id
   policy = data.aws_iam_policy_document.payments.json
+}
+
+# ---------------------------------------------------------------------------------------------
+# Vault's side of the federation's own login
+
+# Vault fetches the federation's discovery document when modules/trust-vault configures its JWT
+# auth method, and refuses the configuration if the function does not serve it yet. This
+# resource exists only once everything in module.federation does (the function, its issuer
+# keys, its URL and the permissions that open it), and hands the issuer URL on to trust_vault.
+# No cycle: the federation's configuration holds trust_vault's secret_store_provider, which is
+# made of trust_vault's plain inputs only.
+resource "terraform_data" "federation_issuer" {
+  input      = var.issuer_url
+  depends_on = [module.federation]
+}
+
+module "trust_vault" {
+  source = "../../modules/trust-vault"
+
+  issuer_url = terraform_data.federation_issuer.output
+  server     = var.vault_address
+  # payments/db reads database/creds/payments-api; the federation renews the leases down to an
+  # Authorization's maxTTL and revokes them on request.
+  policy_paths = {
+    "database/creds/payments-api" = ["read"]
+    "sys/leases/renew"            = ["update"]
+    "sys/leases/revoke"           = ["update"]
+  }
+  # Vault revokes a token's leases when the token expires: three times payments-api's maxTTL
+  # (1h), so that a database user lives its full hour even if the Lambda environment that
+  # issued it is never invoked again.
+  token_ttl = 10800
 }
 
 # ---------------------------------------------------------------------------------------------

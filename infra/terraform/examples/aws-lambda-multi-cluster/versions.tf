@@ -26,11 +26,22 @@ terraform {
       source  = "hashicorp/archive"
       version = ">= 2.4"
     }
+    vault = {
+      source  = "hashicorp/vault"
+      version = ">= 4.0"
+    }
   }
 }
 
 provider "aws" {
   region = var.region
+}
+
+# Vault, where modules/trust-vault sets up the federation's own login. Terraform's own Vault
+# credentials come from the environment (VAULT_TOKEN, or a login the provider is configured for);
+# they need to enable auth methods and write policies, and never reach the federation.
+provider "vault" {
+  address = var.vault_address
 }
 
 # One kubernetes provider per workload cluster, authenticated with short-lived EKS tokens.

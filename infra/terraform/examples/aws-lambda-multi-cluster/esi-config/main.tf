@@ -25,21 +25,9 @@ module "cluster_b" {
 
 locals {
   secret_stores = {
-    # AppRole login; the secret id comes from the function's environment (the root module's
-    # `vault_environment`), never from the manifest.
-    "payments/vault" = {
-      provider = {
-        vault = {
-          server = var.vault_address
-          auth = {
-            appRole = {
-              roleIdRef   = { env = "VAULT_ROLE_ID" }
-              secretIdRef = { env = "VAULT_SECRET_ID" }
-            }
-          }
-        }
-      }
-    }
+    # The federation's own login (auth.jwt.selfIssued): a token it signs for itself with its
+    # issuer, which the Vault role of modules/trust-vault admits. No Vault secret anywhere.
+    "payments/vault" = { provider = var.vault_store_provider }
     # Credentials from the function's own execution role (SDK default chain).
     "payments/aws" = { provider = { aws = { region = var.aws_region } } }
   }

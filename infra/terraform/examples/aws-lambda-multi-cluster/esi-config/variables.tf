@@ -20,9 +20,14 @@ variable "cluster_b" {
   })
 }
 
-variable "vault_address" {
-  description = "Address of the Vault/OpenBao server holding the payments database engine."
-  type        = string
+variable "vault_store_provider" {
+  description = "The `provider` of the `payments/vault` store, on the Vault/OpenBao server holding the payments database engine: modules/trust-vault's `secret_store_provider` in the root module, `{ vault = { server, auth = { jwt = { path, role, selfIssued = true } } } }`."
+  type        = any
+
+  validation {
+    condition     = try(var.vault_store_provider.vault.auth.jwt.selfIssued == true && length(var.vault_store_provider.vault.auth) == 1, false)
+    error_message = "The vault_store_provider must be a vault provider logging in with the federation's own token (auth.jwt.selfIssued = true), as modules/trust-vault's secret_store_provider is: the example hands the federation no Vault secret."
+  }
 }
 
 variable "aws_region" {
