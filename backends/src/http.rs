@@ -201,6 +201,12 @@ impl Identity {
             return Err("the certificate file holds no PEM certificate".to_owned());
         }
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound
+                if key.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                    || key.contains("Proc-Type: 4,ENCRYPTED") =>
+            {
+                "the key is encrypted; give it unencrypted (its file's mode protects it)".to_owned()
+            }
             rustls::pki_types::pem::Error::NoItemsFound => {
                 "the key holds no PEM private key".to_owned()
             }
@@ -595,6 +601,11 @@ mod tests {
                 cert_a.as_str(),
                 key_b.as_str(),
                 "cannot present the client certificate",
+            ),
+            (
+                cert_a.as_str(),
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                "the key is encrypted",
             ),
         ] {
             let (c, k) = pair_in(dir.path(), cert, key);

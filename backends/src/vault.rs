@@ -72,6 +72,8 @@ pub enum VaultAuth {
     Jwt(JwtAuth),
     /// Kubernetes auth method login with the federation's service-account token.
     Kubernetes(JwtAuth),
+    /// Username and password login (`auth/<path>/login/<username>` of a `userpass` mount).
+    UserPass(UserPassAuth),
     /// TLS certificate login (`auth/<path>/login` of a `cert` mount): the federation presents a
     /// client certificate, at the login and on every later call (Vault binds the token to the
     /// certificate unless the mount disables binding).
@@ -121,6 +123,19 @@ pub struct JwtAuth {
     /// in at another. Vault's role binds both: `bound_subject` and `bound_audiences`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub self_issued: bool,
+}
+
+/// A username and password login.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserPassAuth {
+    /// Mount path of the auth method (default `userpass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The user to log in as.
+    pub username: String,
+    /// Where to read the password, at every login.
+    pub password_ref: SecretRef,
 }
 
 /// A TLS certificate login.
@@ -188,6 +203,7 @@ impl VaultProvider {
             VaultAuth::AppRole(a) => Some(("appRole", Some(a.path.as_str()))),
             VaultAuth::Jwt(j) => Some(("jwt", j.path.as_deref())),
             VaultAuth::Kubernetes(j) => Some(("kubernetes", j.path.as_deref())),
+            VaultAuth::UserPass(u) => Some(("userPass", u.path.as_deref())),
             VaultAuth::Cert(c) => Some(("cert", c.path.as_deref())),
         };
         if let Some((method, Some(path))) = mount
@@ -252,6 +268,27 @@ impl VaultProvider {
                         ));
                     }
                 }
+            }
+            VaultAuth::UserPass(u) => {
+                // Vault's userpass names: what its path pattern `login/(?P<username>.+)` takes,
+                // kept to characters that cannot leave that path segment.
+                if u.username.is_empty()
+                    || u.username.len() > 256
+                    || !u.username.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@')
+                    })
+                {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.userPass.username",
+                        format!(
+                            "{:?} is not a user name (1 to 256 letters, digits, `-`, `_`, `.` \
+                             and `@`)",
+                            u.username
+                        ),
+                    ));
+                }
+                u.password_ref
+                    .validate("provider.vault.auth.userPass.passwordRef")?;
             }
             VaultAuth::Cert(c) => {
                 if c.name.as_deref().is_some_and(str::is_empty) {
@@ -395,6 +432,19 @@ impl VaultConn {
             .timeout
             .map_or(crate::http::DEFAULT_TIMEOUT, HumanDuration::get);
         let http = crate::http::client(p.ca_bundle.as_deref(), timeout, "provider.vault.caBundle")?;
+        if let Ok(url) = reqwest::Url::parse(&p.server)
+            && url.scheme() == "http"
+            && !crate::http::host_ip(&url).is_some_and(|ip| ip.is_loopback())
+        {
+            // Accepted (Vault's Helm chart serves plain HTTP by default, often behind a mesh
+            // that encrypts it), but said: the federation's token and every secret cross the
+            // network as they are unless something below HTTP protects them.
+            tracing::warn!(
+                server = %p.server,
+                "a vault store talks plain HTTP to a server that is not loopback: its token and \
+                 the secrets it reads are not encrypted by the federation"
+            );
+        }
         let cert = match &p.auth {
             VaultAuth::Cert(c) => Some(crate::http::CertClient::new(
                 &c.client_cert,
@@ -604,6 +654,19 @@ impl VaultConn {
                     vaultrs::auth::kubernetes::login(&anon, path, &j.role, jwt.expose_secret())
                         .await
                         .map_err(|e| map_client_error("kubernetes login", &e))?;
+                (auth, true)
+            }
+            VaultAuth::UserPass(u) => {
+                let password = u.password_ref.read()?;
+                let path = u.path.as_deref().unwrap_or("userpass");
+                let auth = vaultrs::auth::userpass::login(
+                    &anon,
+                    path,
+                    &u.username,
+                    password.expose_secret(),
+                )
+                .await
+                .map_err(|e| map_client_error("userpass login", &e))?;
                 (auth, true)
             }
             VaultAuth::Cert(c) => (self.cert_login(&http, c).await?, true),
@@ -1165,6 +1228,25 @@ mod tests {
         for good in ["jwt", "clusters/eu-west-1.prod", "k8s_a-b"] {
             assert!(is_mount_path(good), "{good}");
         }
+    }
+
+    #[test]
+    fn a_userpass_name_stays_in_its_path_segment() {
+        for bad in ["", "../sys", "a/b", "a b", "a?x=1", "%2e%2e"] {
+            let e = refusal(
+                serde_json::json!({"server": "https://vault", "auth": {"userPass": {
+                "username": bad, "passwordRef": {"env": "VAULT_PASSWORD"}}}}),
+            );
+            assert!(
+                e.contains("provider.vault.auth.userPass.username"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = refusal(
+            serde_json::json!({"server": "https://vault", "auth": {"userPass": {
+            "path": "up/", "username": "esi", "passwordRef": {"env": "VAULT_PASSWORD"}}}}),
+        );
+        assert!(e.contains("provider.vault.auth.userPass.path"), "{e}");
     }
 
     /// The rule, status by status, for every path a Vault status takes: the direct calls'

@@ -1376,3 +1376,54 @@ async fn a_login_token_renewed_short_of_its_ttl_is_replaced_by_a_new_login() {
         "a token near its max TTL is replaced by a new login"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userpass_login_reads_within_policy_and_a_wrong_password_is_refused() {
+    let test = "userpass_login_reads_within_policy_and_a_wrong_password_is_refused";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let path = format!("userpass-{}", suffix());
+    bao.post(&format!("sys/auth/{path}"), json!({"type": "userpass"}))
+        .await;
+    let password = format!("pw-{}", suffix());
+    bao.post(
+        &format!("auth/{path}/users/esi-federation"),
+        json!({"password": password, "token_policies": [policy], "token_ttl": "10m"}),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).expect("write");
+    let store = bao.store(json!({"userPass": {
+        "path": path, "username": "esi-federation", "passwordRef": {"file": password_file},
+    }}));
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store.clone()),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("userpass login + read").data["password"],
+        "v2-secret"
+    );
+
+    std::fs::write(&password_file, "not-the-password").expect("write");
+    let err = rejected(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        store,
+        &c,
+        "a wrong password",
+    )
+    .await;
+    assert!(err.detail().contains("userpass login"), "{}", err.detail());
+    assert!(
+        !err.detail().contains("not-the-password") && !err.to_string().contains("not-the-password"),
+        "the password leaked: {}",
+        err.detail()
+    );
+}
