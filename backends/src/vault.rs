@@ -74,6 +74,12 @@ pub enum VaultAuth {
     Kubernetes(JwtAuth),
     /// Username and password login (`auth/<path>/login/<username>` of a `userpass` mount).
     UserPass(UserPassAuth),
+    /// AWS IAM login (`auth/<path>/login` of an `aws` mount, `auth_type=iam`): the federation
+    /// signs an STS `GetCallerIdentity` request with its AWS credentials and Vault forwards it
+    /// to STS, which says who signed. No secret to hand the federation where it has an AWS
+    /// identity (its Lambda role, IRSA, EKS Pod Identity).
+    #[cfg(feature = "vault-iam")]
+    Iam(Box<IamAuth>),
     /// TLS certificate login (`auth/<path>/login` of a `cert` mount): the federation presents a
     /// client certificate, at the login and on every later call (Vault binds the token to the
     /// certificate unless the mount disables binding).
@@ -136,6 +142,29 @@ pub struct UserPassAuth {
     pub username: String,
     /// Where to read the password, at every login.
     pub password_ref: SecretRef,
+}
+
+/// An AWS IAM login.
+#[cfg(feature = "vault-iam")]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IamAuth {
+    /// Mount path of the auth method (default `aws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The Vault role to log in as (its `bound_iam_principal_arn` names the federation's role).
+    pub role: String,
+    /// The value of the `X-Vault-AWS-IAM-Server-ID` header signed into the request, which the
+    /// mount's `iam_server_id_header_value` requires (the Vault server's host name, say), so a
+    /// signed request sent to one Vault cannot log in at another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// The federation's AWS identity and the STS endpoint the request is signed for, as an
+    /// `aws` SecretStore names them: `region` (its regional endpoint, or the global
+    /// `sts.amazonaws.com` for `us-east-1`), `endpoint`, `credentials` (default: the SDK's
+    /// default chain), `assumeRole`, `selfIssued`. The mount's `sts_endpoint` and
+    /// `sts_region` must name the same endpoint.
+    pub sts: crate::aws::AwsProvider,
 }
 
 /// A TLS certificate login.
@@ -204,6 +233,8 @@ impl VaultProvider {
             VaultAuth::Jwt(j) => Some(("jwt", j.path.as_deref())),
             VaultAuth::Kubernetes(j) => Some(("kubernetes", j.path.as_deref())),
             VaultAuth::UserPass(u) => Some(("userPass", u.path.as_deref())),
+            #[cfg(feature = "vault-iam")]
+            VaultAuth::Iam(i) => Some(("iam", i.path.as_deref())),
             VaultAuth::Cert(c) => Some(("cert", c.path.as_deref())),
         };
         if let Some((method, Some(path))) = mount
@@ -290,6 +321,33 @@ impl VaultProvider {
                 u.password_ref
                     .validate("provider.vault.auth.userPass.passwordRef")?;
             }
+            #[cfg(feature = "vault-iam")]
+            VaultAuth::Iam(i) => {
+                if i.role.is_empty() {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.iam.role",
+                        "must not be empty",
+                    ));
+                }
+                if let Some(id) = &i.server_id
+                    && (id.is_empty()
+                        || id.len() > 256
+                        || !id.bytes().all(|b| b.is_ascii_graphic()))
+                {
+                    return Err(SpecError::field(
+                        "provider.vault.auth.iam.serverId",
+                        "must be 1 to 256 printable characters without spaces (a header value)",
+                    ));
+                }
+                i.sts.validate().map_err(|e| {
+                    SpecError::field(
+                        "provider.vault.auth.iam.sts",
+                        e.to_string()
+                            .trim_start_matches("spec.")
+                            .replacen("provider.aws.", "", 1),
+                    )
+                })?;
+            }
             VaultAuth::Cert(c) => {
                 if c.name.as_deref().is_some_and(str::is_empty) {
                     return Err(SpecError::field(
@@ -322,6 +380,72 @@ impl VaultProvider {
         }
         Ok(())
     }
+}
+
+/// The body of the STS request an IAM login signs.
+#[cfg(feature = "vault-iam")]
+const IAM_LOGIN_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
+
+/// A signed `GetCallerIdentity` request: its URL and its headers (JSON, each name with its
+/// values, as Go's `http.Header` serializes).
+#[cfg(feature = "vault-iam")]
+struct SignedIamRequest {
+    url: String,
+    headers: serde_json::Value,
+}
+
+/// Signs the `GetCallerIdentity` request of an IAM login for the STS endpoint of `sts` (its
+/// `endpoint`, else the regional one, the global `sts.amazonaws.com` for `us-east-1` as
+/// Vault's own default), with `server_id` as the `X-Vault-AWS-IAM-Server-ID` header when set.
+#[cfg(feature = "vault-iam")]
+fn iam_login_request(
+    sts: &crate::aws::AwsProvider,
+    server_id: Option<&str>,
+    credentials: aws_credential_types::Credentials,
+    time: std::time::SystemTime,
+) -> Result<SignedIamRequest, String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4;
+    let url = match &sts.endpoint {
+        Some(ep) => format!("{}/", ep.trim_end_matches('/')),
+        None if sts.region == "us-east-1" => "https://sts.amazonaws.com/".to_owned(),
+        None => format!("https://sts.{}.amazonaws.com/", sts.region),
+    };
+    let mut headers = vec![(
+        "Content-Type",
+        "application/x-www-form-urlencoded; charset=utf-8",
+    )];
+    if let Some(id) = server_id {
+        headers.push(("X-Vault-AWS-IAM-Server-ID", id));
+    }
+    let identity = credentials.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&sts.region)
+        .name("sts")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(
+        "POST",
+        &url,
+        headers.iter().copied(),
+        SignableBody::Bytes(IAM_LOGIN_BODY.as_bytes()),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let mut json = serde_json::Map::new();
+    for (name, value) in headers.iter().copied().chain(instructions.headers()) {
+        json.insert(name.to_owned(), serde_json::json!([value]));
+    }
+    Ok(SignedIamRequest {
+        url,
+        headers: json.into(),
+    })
 }
 
 /// Whether `path` can be an auth mount's path: segments of ASCII letters, digits, `-`, `_`
@@ -368,6 +492,9 @@ pub struct VaultConn {
     http: reqwest::Client,
     /// With `auth.cert`: the clients presenting the certificate, used instead of `http`.
     cert: Option<crate::http::CertClient>,
+    /// With `auth.iam`: the federation's AWS identity.
+    #[cfg(feature = "vault-iam")]
+    iam: Option<crate::aws::StsConn>,
     settings: VaultClientSettings,
     auth: VaultAuth,
     /// The federation's issuer, for `auth.jwt.selfIssued` (`None` otherwise, or where the
@@ -422,6 +549,11 @@ impl VaultConn {
     /// `issuer`, which `auth.jwt.selfIssued` needs.
     pub(crate) fn new(p: &VaultProvider, issuer: &crate::IssuerSlot) -> Result<Self, SpecError> {
         p.validate()?;
+        #[cfg(feature = "vault-iam")]
+        let iam = match &p.auth {
+            VaultAuth::Iam(i) => Some(crate::aws::StsConn::new(&i.sts, issuer)?),
+            _ => None,
+        };
         let issuer = match &p.auth {
             VaultAuth::Jwt(JwtAuth {
                 self_issued: true, ..
@@ -481,6 +613,8 @@ impl VaultConn {
             namespace: p.namespace.clone(),
             http,
             cert,
+            #[cfg(feature = "vault-iam")]
+            iam,
             settings,
             auth: p.auth.clone(),
             issuer,
@@ -669,6 +803,8 @@ impl VaultConn {
                 .map_err(|e| map_client_error("userpass login", &e))?;
                 (auth, true)
             }
+            #[cfg(feature = "vault-iam")]
+            VaultAuth::Iam(i) => (self.iam_login(&http, i).await?, true),
             VaultAuth::Cert(c) => (self.cert_login(&http, c).await?, true),
         };
         tracing::debug!(
@@ -687,6 +823,75 @@ impl VaultConn {
         })
     }
 
+    /// Logs in with the federation's AWS identity: a `GetCallerIdentity` request signed for
+    /// the STS endpoint of `i.sts`, handed to Vault in the shape Vault's own CLI sends
+    /// (`iam_http_request_method`, and base64 of the URL, the body and the headers as JSON).
+    #[cfg(feature = "vault-iam")]
+    async fn iam_login(
+        &self,
+        http: &reqwest::Client,
+        i: &IamAuth,
+    ) -> Result<vaultrs::api::AuthInfo, BackendError> {
+        use base64::Engine as _;
+        let sts = self.iam.as_ref().ok_or_else(|| {
+            unavailable("vault iam login without its AWS identity", String::new())
+        })?;
+        let credentials = sts.own_credentials().await?;
+        let signed = iam_login_request(
+            &i.sts,
+            i.server_id.as_deref(),
+            credentials,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| unavailable("the vault iam login could not be signed", e))?;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let body = serde_json::json!({
+            "role": i.role,
+            "iam_http_request_method": "POST",
+            "iam_request_url": b64(signed.url.as_bytes()),
+            "iam_request_body": b64(IAM_LOGIN_BODY.as_bytes()),
+            "iam_request_headers": b64(signed.headers.to_string().as_bytes()),
+        });
+        let path = i.path.as_deref().unwrap_or("aws");
+        self.direct_login(http, path, &body, "iam login").await
+    }
+
+    /// `POST auth/<path>/login` with `body`, without a token; `what` names the login in errors.
+    async fn direct_login(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<vaultrs::api::AuthInfo, BackendError> {
+        let mut req = http
+            .post(format!("{}/v1/auth/{path}/login", self.address))
+            .header("X-Vault-Request", "true")
+            .json(body);
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        let (status, bytes) = crate::http::send(BACKEND, req).await?;
+        if !status.is_success() {
+            return Err(status_error(
+                status,
+                &format!("{what} at auth/{path}: {}", vault_errors(&bytes)),
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Login {
+            auth: vaultrs::api::AuthInfo,
+        }
+        esi_api::json::from_answer::<Login>(&bytes)
+            .map(|l| l.auth)
+            .map_err(|e| {
+                unavailable(
+                    &format!("vault's answer could not be read ({what})"),
+                    format!("auth/{path}/login: {e}"),
+                )
+            })
+    }
+
     /// Logs in with the client certificate `http` presents. vaultrs' cert login sends the
     /// role as `cert_name`, which Vault ignores (it reads `name`), so the call is made here.
     async fn cert_login(
@@ -699,32 +904,8 @@ impl VaultConn {
         if let Some(name) = &c.name {
             body.insert("name".to_owned(), name.clone().into());
         }
-        let mut req = http
-            .post(format!("{}/v1/auth/{path}/login", self.address))
-            .header("X-Vault-Request", "true")
-            .json(&body);
-        if let Some(ns) = &self.namespace {
-            req = req.header("X-Vault-Namespace", ns);
-        }
-        let (status, bytes) = crate::http::send(BACKEND, req).await?;
-        if !status.is_success() {
-            return Err(status_error(
-                status,
-                &format!("cert login at auth/{path}: {}", vault_errors(&bytes)),
-            ));
-        }
-        #[derive(Deserialize)]
-        struct Login {
-            auth: vaultrs::api::AuthInfo,
-        }
-        esi_api::json::from_answer::<Login>(&bytes)
-            .map(|l| l.auth)
-            .map_err(|e| {
-                unavailable(
-                    "vault's answer could not be read (cert login)",
-                    format!("auth/{path}/login: {e}"),
-                )
-            })
+        self.direct_login(http, path, &body.into(), "cert login")
+            .await
     }
 
     /// Forgets a token Vault refused, so the next call logs in again. Returns whether a
@@ -1228,6 +1409,71 @@ mod tests {
         for good in ["jwt", "clusters/eu-west-1.prod", "k8s_a-b"] {
             assert!(is_mount_path(good), "{good}");
         }
+    }
+
+    /// The signed request of an IAM login, held to what botocore's `SigV4Auth` signs for the
+    /// same request, credentials and time (the headers and signature below are botocore's).
+    #[cfg(feature = "vault-iam")]
+    #[test]
+    fn an_iam_login_is_signed_as_botocore_signs_it() {
+        let sts: crate::aws::AwsProvider =
+            serde_json::from_value(serde_json::json!({"region": "eu-west-1"})).unwrap();
+        let credentials = aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("session-token-1".to_owned()),
+            None,
+            "test",
+        );
+        let time = std::time::UNIX_EPOCH + Duration::from_secs(1_796_184_088);
+        let signed =
+            iam_login_request(&sts, Some("vault.example.com"), credentials.clone(), time).unwrap();
+        assert_eq!(signed.url, "https://sts.eu-west-1.amazonaws.com/");
+        assert_eq!(
+            signed.headers,
+            serde_json::json!({
+                "Content-Type": ["application/x-www-form-urlencoded; charset=utf-8"],
+                "X-Vault-AWS-IAM-Server-ID": ["vault.example.com"],
+                "x-amz-date": ["20261202T040128Z"],
+                "x-amz-security-token": ["session-token-1"],
+                "authorization": ["AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261202/eu-west-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-vault-aws-iam-server-id, Signature=4e01a8c7ab60c5b8721064548f30d752f6d2f638cafbf3e445594a96a10d492d"],
+            })
+        );
+        // us-east-1 is Vault's default, the global endpoint; an endpoint given is kept.
+        let global: crate::aws::AwsProvider =
+            serde_json::from_value(serde_json::json!({"region": "us-east-1"})).unwrap();
+        let url = |p| {
+            iam_login_request(p, None, credentials.clone(), time)
+                .unwrap()
+                .url
+        };
+        assert_eq!(url(&global), "https://sts.amazonaws.com/");
+        let vpc: crate::aws::AwsProvider = serde_json::from_value(serde_json::json!({
+            "region": "eu-west-1", "endpoint": "https://vpce-1.sts.eu-west-1.vpce.amazonaws.com"
+        }))
+        .unwrap();
+        assert_eq!(
+            url(&vpc),
+            "https://vpce-1.sts.eu-west-1.vpce.amazonaws.com/"
+        );
+    }
+
+    #[cfg(feature = "vault-iam")]
+    #[test]
+    fn an_iam_login_names_its_sts_fields() {
+        let e = refusal(
+            serde_json::json!({"server": "https://vault", "auth": {"iam": {
+            "role": "esi", "sts": {"region": "EU"}}}}),
+        );
+        assert!(
+            e.contains("provider.vault.auth.iam.sts") && e.contains("region"),
+            "{e}"
+        );
+        let e = refusal(
+            serde_json::json!({"server": "https://vault", "auth": {"iam": {
+            "role": "esi", "serverId": "a b", "sts": {"region": "eu-west-1"}}}}),
+        );
+        assert!(e.contains("provider.vault.auth.iam.serverId"), "{e}");
     }
 
     #[test]

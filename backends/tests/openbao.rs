@@ -1427,3 +1427,247 @@ async fn userpass_login_reads_within_policy_and_a_wrong_password_is_refused() {
         err.detail()
     );
 }
+
+/// A FAKE of Vault's `aws` auth method (OpenBao has none), in front of the real OpenBao dev
+/// server: `POST /v1/auth/{mount}/login` does what Vault's IAM login does with the signed
+/// `GetCallerIdentity` request (decodes it, requires the body to be that call and the
+/// `X-Vault-AWS-IAM-Server-ID` header to hold the mount's value and be signed, sends the request
+/// to the STS endpoint, here moto's, and binds the ARN STS answers to the role) and answers with
+/// a real OpenBao token; every other path is passed on to OpenBao.
+#[cfg(feature = "vault-iam")]
+#[allow(clippy::unwrap_used, reason = "a test fake: a failed unwrap fails the test")]
+mod iam_fake {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::response::{IntoResponse, Response};
+    use base64::Engine as _;
+    use serde_json::{Value, json};
+
+    pub struct Fake {
+        pub bao: String,
+        pub sts: String,
+        pub server_id: String,
+        /// The role `esi` binds this principal (an assumed-role ARN prefix, as Vault resolves
+        /// `arn:aws:iam::<account>:role/<name>` for a session of it).
+        pub bound: String,
+        /// The OpenBao token a successful login hands out.
+        pub token: String,
+        /// Every login body.
+        pub seen: Mutex<Vec<Value>>,
+        pub http: reqwest::Client,
+    }
+
+    fn refuse(message: &str) -> Response {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"errors": [message]})),
+        )
+            .into_response()
+    }
+
+    fn unb64(v: &Value) -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str()?)
+            .ok()
+    }
+
+    async fn login(
+        State(fake): State<Arc<Fake>>,
+        Path(_mount): Path<String>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> Response {
+        fake.seen.lock().unwrap().push(body.clone());
+        if body["role"] != "esi" {
+            return refuse("entry for role not found");
+        }
+        if body["iam_http_request_method"] != "POST" {
+            return refuse("invalid iam_http_request_method; currently only 'POST' is supported");
+        }
+        let (Some(url), Some(req_body), Some(headers)) = (
+            unb64(&body["iam_request_url"]),
+            unb64(&body["iam_request_body"]),
+            unb64(&body["iam_request_headers"]),
+        ) else {
+            return refuse("failed to base64 decode the request");
+        };
+        let (url, req_body) = (
+            String::from_utf8(url).unwrap(),
+            String::from_utf8(req_body).unwrap(),
+        );
+        let Ok(headers) = serde_json::from_slice::<serde_json::Map<String, Value>>(&headers) else {
+            return refuse("failed to parse iam_request_headers");
+        };
+        if url != fake.sts {
+            return refuse(&format!("unexpected iam_request_url {url}"));
+        }
+        if req_body != "Action=GetCallerIdentity&Version=2011-06-15" {
+            return refuse("iam_request_body is not a GetCallerIdentity call");
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.as_array()?.first()?.as_str().map(str::to_owned))
+        };
+        if header("X-Vault-AWS-IAM-Server-ID").as_deref() != Some(fake.server_id.as_str()) {
+            return refuse(
+                "expected X-Vault-AWS-IAM-Server-ID header value to match the configured value",
+            );
+        }
+        let authorization = header("Authorization").unwrap_or_default();
+        let signed = authorization
+            .split("SignedHeaders=")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or_default();
+        if !signed.split(';').any(|h| h == "x-vault-aws-iam-server-id") {
+            return refuse("the X-Vault-AWS-IAM-Server-ID header is not signed");
+        }
+        // What Vault does: the request, as signed, to STS.
+        let mut forward = fake.http.post(&url).body(req_body);
+        for (k, v) in &headers {
+            for value in v.as_array().into_iter().flatten() {
+                forward = forward.header(k.as_str(), value.as_str().unwrap_or_default());
+            }
+        }
+        let answer = forward.send().await.unwrap();
+        let status = answer.status();
+        let xml = answer.text().await.unwrap();
+        if !status.is_success() {
+            return refuse(&format!("error making upstream request: {status}"));
+        }
+        let arn = xml
+            .split("<Arn>")
+            .nth(1)
+            .and_then(|s| s.split("</Arn>").next())
+            .unwrap_or_default();
+        if !arn.starts_with(&fake.bound) {
+            return refuse(&format!(
+                "IAM Principal {arn:?} does not belong to the role \"esi\""
+            ));
+        }
+        axum::Json(json!({"auth": {
+            "client_token": fake.token, "accessor": "", "policies": [], "token_policies": [],
+            "metadata": {"canonical_arn": arn}, "lease_duration": 600, "renewable": false,
+            "entity_id": "", "token_type": "service", "orphan": true,
+        }}))
+        .into_response()
+    }
+
+    async fn pass_on(State(fake): State<Arc<Fake>>, req: axum::extract::Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut forward = fake
+            .http
+            .request(parts.method, format!("{}{path}", fake.bao))
+            .body(bytes.to_vec());
+        for (k, v) in &parts.headers {
+            if k != axum::http::header::HOST {
+                forward = forward.header(k, v);
+            }
+        }
+        let answer = forward.send().await.unwrap();
+        let status = answer.status();
+        (status, answer.bytes().await.unwrap()).into_response()
+    }
+
+    /// Serves the fake; its URL.
+    pub async fn serve(fake: Arc<Fake>) -> String {
+        let app = axum::Router::new()
+            .route("/v1/auth/{mount}/login", axum::routing::post(login))
+            .fallback(pass_on)
+            .with_state(fake);
+        super::common::serve_local(app).await
+    }
+}
+
+#[cfg(feature = "vault-iam")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_login_is_a_signed_get_caller_identity_whose_principal_vault_binds() {
+    let test = "iam_login_is_a_signed_get_caller_identity_whose_principal_vault_binds";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let Some(moto) = peer("ESI_TEST_MOTO_URL", test) else {
+        return;
+    };
+    let (kv2, policy) = bao.kv2_fixture().await;
+    let fake = Arc::new(iam_fake::Fake {
+        bao: bao.addr.clone(),
+        sts: format!("{moto}/"),
+        server_id: "vault.example.com".to_owned(),
+        bound: "arn:aws:sts::123456789012:assumed-role/esi-federation/".to_owned(),
+        token: bao
+            .create_token(json!({"policies": [policy], "ttl": "10m"}))
+            .await,
+        seen: std::sync::Mutex::default(),
+        http: reqwest::Client::new(),
+    });
+    let server = iam_fake::serve(fake.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, value) in [
+        ("key-id", "AKIAIOSFODNN7EXAMPLE"),
+        ("secret", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ] {
+        std::fs::write(dir.path().join(name), value).expect("write");
+    }
+    let store = |server_id: &str, assume: bool| {
+        let mut sts = json!({"region": "us-east-1", "endpoint": moto, "credentials": {
+            "accessKeyId": {"file": dir.path().join("key-id")},
+            "secretAccessKey": {"file": dir.path().join("secret")},
+        }});
+        if assume {
+            sts["assumeRole"] = json!({"roleArn": "arn:aws:iam::123456789012:role/esi-federation"});
+        }
+        json!({"provider": {"vault": {"server": server, "timeout": "5s", "auth": {"iam": {
+            "path": "aws", "role": "esi", "serverId": server_id, "sts": sts,
+        }}}}})
+    };
+    let id = identity();
+    let c = ctx(&id, "payments/VaultStaticSecret/db");
+
+    // A session of the bound role logs in, and reads within the token's policy.
+    let g = build(
+        "VaultStaticSecret",
+        static_spec(&kv2, json!({})),
+        Some(store("vault.example.com", true)),
+    );
+    assert_eq!(
+        g.generate(&c).await.expect("iam login + read").data["password"],
+        "v2-secret"
+    );
+    let login = fake.seen.lock().expect("lock")[0].clone();
+    assert_eq!(login["role"], "esi");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    assert!(
+        !login.to_string().contains(secret),
+        "the secret key was sent: {login}"
+    );
+
+    // A server id of another Vault, or a principal the role does not bind: refused.
+    for (server_id, assume, what) in [
+        ("vault.other.example", true, "another Vault's server id"),
+        (
+            "vault.example.com",
+            false,
+            "a principal the role does not bind",
+        ),
+    ] {
+        let err = rejected(
+            "VaultStaticSecret",
+            static_spec(&kv2, json!({})),
+            store(server_id, assume),
+            &c,
+            what,
+        )
+        .await;
+        assert!(
+            err.detail().contains("iam login"),
+            "{what}: {}",
+            err.detail()
+        );
+        assert!(!err.detail().contains(secret), "{}", err.detail());
+    }
+}
