@@ -184,6 +184,36 @@ fn client_with(
     adjust(builder).build()
 }
 
+/// Checks a client certificate's references: `field` names the pair's object (its
+/// `clientCert` and `clientKey` below it), `https` whether every endpoint it goes to is
+/// `https://` (`plain` names the one that is not, for the error).
+pub fn check_client_cert(
+    cert: &SecretRef,
+    key: &SecretRef,
+    field: &str,
+    plain: Option<(&str, &str)>,
+) -> Result<(), SpecError> {
+    let (cert_field, key_field) = (format!("{field}.clientCert"), format!("{field}.clientKey"));
+    cert.validate(&cert_field)?;
+    key.validate(&key_field)?;
+    if cert == key {
+        return Err(SpecError::field(
+            key_field,
+            "names the same source as clientCert; the certificate and its key are read from two",
+        ));
+    }
+    if let Some((plain_field, url)) = plain {
+        return Err(SpecError::field(
+            plain_field,
+            format!(
+                "{url:?} is not https://: a client certificate is presented in the TLS handshake, \
+                 which plain HTTP has not"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A client certificate chain and its private key, parsed.
 struct Identity {
     chain: Vec<CertificateDer<'static>>,

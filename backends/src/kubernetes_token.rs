@@ -227,26 +227,12 @@ impl KubernetesProvider {
                     check_audience(a, "provider.kubernetes.auth.selfIssued.audience")?;
                 }
             }
-            KubernetesAuth::Cert(c) => {
-                c.client_cert
-                    .validate("provider.kubernetes.auth.cert.clientCert")?;
-                c.client_key
-                    .validate("provider.kubernetes.auth.cert.clientKey")?;
-                if c.client_cert == c.client_key {
-                    return Err(SpecError::field(
-                        "provider.kubernetes.auth.cert.clientKey",
-                        "names the same source as clientCert; the certificate and its key are \
-                         read from two",
-                    ));
-                }
-                if url.scheme() != "https" {
-                    return Err(SpecError::field(
-                        "provider.kubernetes.auth.cert",
-                        "needs an https:// server: a client certificate is presented in the TLS \
-                         handshake",
-                    ));
-                }
-            }
+            KubernetesAuth::Cert(c) => crate::http::check_client_cert(
+                &c.client_cert,
+                &c.client_key,
+                "provider.kubernetes.auth.cert",
+                (url.scheme() != "https").then_some(("provider.kubernetes.server", &self.server)),
+            )?,
         }
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(SpecError::field(

@@ -355,24 +355,12 @@ impl VaultProvider {
                         "must not be empty (leave it out to let Vault pick the role)",
                     ));
                 }
-                c.client_cert
-                    .validate("provider.vault.auth.cert.clientCert")?;
-                c.client_key
-                    .validate("provider.vault.auth.cert.clientKey")?;
-                if c.client_cert == c.client_key {
-                    return Err(SpecError::field(
-                        "provider.vault.auth.cert.clientKey",
-                        "names the same source as clientCert; the certificate and its key are \
-                         read from two",
-                    ));
-                }
-                if url.scheme() != "https" {
-                    return Err(SpecError::field(
-                        "provider.vault.auth.cert",
-                        "needs an https:// server: a client certificate is presented in the TLS \
-                         handshake",
-                    ));
-                }
+                crate::http::check_client_cert(
+                    &c.client_cert,
+                    &c.client_key,
+                    "provider.vault.auth.cert",
+                    (url.scheme() != "https").then_some(("provider.vault.server", &self.server)),
+                )?;
             }
         }
         if let Some(pem) = &self.ca_bundle {
@@ -1352,7 +1340,7 @@ mod tests {
         let plain = refusal(serde_json::json!({"server": "http://127.0.0.1:8200",
             "auth": {"cert": pair}}));
         assert!(
-            plain.contains("provider.vault.auth.cert") && plain.contains("https://"),
+            plain.contains("provider.vault.server") && plain.contains("TLS handshake"),
             "{plain}"
         );
         let same = refusal(

@@ -121,29 +121,18 @@ impl WebhookProvider {
         match (&self.client_cert, &self.client_key) {
             (None, None) => {}
             (Some(cert), Some(key)) => {
-                cert.validate("provider.webhook.clientCert")?;
-                key.validate("provider.webhook.clientKey")?;
-                if cert == key {
-                    return Err(SpecError::field(
-                        "provider.webhook.clientKey",
-                        "names the same source as clientCert; the certificate and its key are \
-                         read from two",
-                    ));
-                }
-                if let Some((i, u)) = self
+                let plain = self
                     .allowed_urls
                     .iter()
                     .enumerate()
                     .find(|(_, u)| !u.starts_with("https://"))
-                {
-                    return Err(SpecError::field(
-                        format!("provider.webhook.allowedUrls[{i}]"),
-                        format!(
-                            "{u:?} is not https://: the store's client certificate could not be \
-                             presented there"
-                        ),
-                    ));
-                }
+                    .map(|(i, u)| (format!("provider.webhook.allowedUrls[{i}]"), u));
+                crate::http::check_client_cert(
+                    cert,
+                    key,
+                    "provider.webhook",
+                    plain.as_ref().map(|(f, u)| (f.as_str(), u.as_str())),
+                )?;
             }
             (Some(_), None) | (None, Some(_)) => {
                 return Err(SpecError::field(

@@ -1435,7 +1435,10 @@ async fn userpass_login_reads_within_policy_and_a_wrong_password_is_refused() {
 /// to the STS endpoint, here moto's, and binds the ARN STS answers to the role) and answers with
 /// a real OpenBao token; every other path is passed on to OpenBao.
 #[cfg(feature = "vault-iam")]
-#[allow(clippy::unwrap_used, reason = "a test fake: a failed unwrap fails the test")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fake: a failed unwrap fails the test"
+)]
 mod iam_fake {
     use std::sync::{Arc, Mutex};
 

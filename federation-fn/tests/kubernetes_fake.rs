@@ -1540,5 +1540,8 @@ async fn the_federation_presents_its_client_certificate_and_a_renewed_one_on_the
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(err.contains("provider.kubernetes.auth.cert"), "{err:?}");
+    assert!(
+        err.contains("provider.kubernetes.server") && err.contains("client certificate"),
+        "{err:?}"
+    );
 }
