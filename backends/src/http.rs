@@ -184,9 +184,9 @@ fn client_with(
     adjust(builder).build()
 }
 
-/// Checks a client certificate's references: `field` names the pair's object (its
-/// `clientCert` and `clientKey` below it), `https` whether every endpoint it goes to is
-/// `https://` (`plain` names the one that is not, for the error).
+/// Checks a client certificate's references: `field` names the object holding them
+/// (`clientCert` and `clientKey` below it); `plain`, the field and URL of an endpoint the
+/// certificate would go to that is not `https://`, is an error when set.
 pub fn check_client_cert(
     cert: &SecretRef,
     key: &SecretRef,
@@ -228,7 +228,7 @@ impl Identity {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("the certificate is not PEM: {e}"))?;
         if chain.is_empty() {
-            return Err("the certificate file holds no PEM certificate".to_owned());
+            return Err("the certificate holds no PEM certificate".to_owned());
         }
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| match e {
             rustls::pki_types::pem::Error::NoItemsFound
