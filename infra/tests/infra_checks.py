@@ -16,7 +16,8 @@ Every stage uses the real tool where one can run here:
               the federation's own token and, in trust-azure-workloads, on the tokens
               AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings and
               the ValidatingAdmissionPolicy that narrows their writes to Secrets, trust-vault's
-              auth method and role, and the example's Vault login without a secret).
+              and trust-vault-aws's auth methods and roles, and the example's Vault login with
+              the function's AWS identity, without a secret or an issuer).
               checkov does not evaluate `dynamic "statement"` blocks, so these checks are what
               covers those grants; kubernetes-target's rules, which checkov only scans for
               wildcards, are also evaluated per input by the trust stage.
@@ -609,6 +610,7 @@ def check_structure() -> None:
     check_trust_gcp(stage)
     check_trust_azure(stage)
     check_trust_vault(stage)
+    check_trust_vault_aws(stage)
     check_example_vault(stage)
     check_trust_azure_workloads(stage)
     check_kubernetes_target(stage)
@@ -757,6 +759,17 @@ def check_trust_azure(stage: str) -> None:
         fail(stage, f"trust-azure: the federated identity credential must be {expect}, is {got}")
 
 
+def check_vault_policy(stage: str, where: str, main: dict) -> None:
+    """The optional policy of a Vault trust module: made only from policy_paths, as JSON."""
+    policy = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_policy", "this") or {}).items()}
+    text = str(policy.get("policy"))
+    if (policy.get("count"), policy.get("name"), policy.get("namespace")) != (
+            "${length(var.policy_paths) == 0 ? 0 : 1}", "${var.policy_name}", "${var.namespace}") \
+            or not text.startswith("${jsonencode(") or "var.policy_paths" not in text or "capabilities" not in text:
+        fail(stage, f"{where}: vault_policy.this must be made only with policy_paths, named var.policy_name, in "
+             f"var.namespace, its policy jsonencode()d from var.policy_paths: {policy}")
+
+
 def check_trust_vault(stage: str) -> None:
     """The JWT auth method trusts the issuer as the real-OpenBao test configures it (keys by
     discovery, the issuer bound, both without a trailing `/`), and its one role admits a `jwt`
@@ -812,13 +825,7 @@ def check_trust_vault(stage: str) -> None:
     if role != expect:
         fail(stage, f"{where}: vault_jwt_auth_backend_role.this must be exactly {expect}, is {role}")
 
-    policy = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_policy", "this") or {}).items()}
-    text = str(policy.get("policy"))
-    if (policy.get("count"), policy.get("name"), policy.get("namespace")) != (
-            "${length(var.policy_paths) == 0 ? 0 : 1}", "${var.policy_name}", "${var.namespace}") \
-            or not text.startswith("${jsonencode(") or "var.policy_paths" not in text or "capabilities" not in text:
-        fail(stage, f"{where}: vault_policy.this must be made only with policy_paths, named var.policy_name, in "
-             f"var.namespace, its policy jsonencode()d from var.policy_paths: {policy}")
+    check_vault_policy(stage, where, main)
 
     outputs = (MODULES / where / "outputs.tf").read_text()
     block = re.search(r'^output "secret_store_provider" \{\n(.*?)^\}', outputs, re.M | re.S)
@@ -834,28 +841,108 @@ def check_trust_vault(stage: str) -> None:
                  "for what the auth method waits for, the federation")
 
 
+def check_trust_vault_aws(stage: str) -> None:
+    """The `aws` auth method's client configuration names the STS endpoint and region the
+    federation signs for and requires the server ID it signs, and holds no AWS keys; its one role
+    admits an `iam` login by exactly the federation's role (without its IAM path, as Vault names
+    an assumed role's caller), for service tokens, and nothing more. The store's provider is made
+    of the module's inputs (never the federation's role, which the federation's configuration
+    could then not hold without a cycle) and waits for the role. The server's own checks of
+    `serverId` and `sts.region` (backends/src) are the ones the module's validation mirrors."""
+    where = "trust-vault-aws"
+    main = load_hcl(MODULES / where / "main.tf")
+    made = sorted((rtype, name) for block in main.get("resource", []) for rtype, named in block.items() for name in named)
+    if made != [("vault_auth_backend", "this"), ("vault_aws_auth_backend_client", "this"),
+                ("vault_aws_auth_backend_role", "this"), ("vault_policy", "this")]:
+        fail(stage, f"{where}: must make only vault_auth_backend.this, vault_aws_auth_backend_client.this, "
+             f"vault_aws_auth_backend_role.this and vault_policy.this, makes {made}")
+
+    # What the server does: the IAM login exists, and checks serverId and the region as the
+    # module's validation rules do.
+    vault_rs = (REPO / "backends" / "src" / "vault.rs").read_text()
+    aws_rs = (REPO / "backends" / "src" / "aws.rs").read_text()
+    if not re.search(r"VaultAuth::Iam\(i\) => \(self\.iam_login\(", vault_rs) \
+            or not re.search(r"id\.len\(\) > 256\s*\|\| !id\.bytes\(\)\.all\(\|b\| b\.is_ascii_graphic\(\)\)", vault_rs):
+        fail(stage, "backends/src/vault.rs: cannot find the IAM login, or its serverId check (1 to 256 printable "
+             "characters without spaces); update check_trust_vault_aws and modules/trust-vault-aws's server_id to match")
+    if not re.search(r"fn is_region\(region: &str\) -> bool \{\s*!region\.is_empty\(\)\s*&& region\s*\.bytes\(\)\s*"
+                     r"\.all\(\|b\| b\.is_ascii_lowercase\(\) \|\| b\.is_ascii_digit\(\) \|\| b == b'-'\)", aws_rs):
+        fail(stage, "backends/src/aws.rs: cannot find is_region (lowercase letters, digits and -); update "
+             "check_trust_vault_aws and modules/trust-vault-aws's region to match")
+
+    backend = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_auth_backend", "this") or {}).items()}
+    expect = {"namespace": "${var.namespace}", "type": "aws", "path": "${var.path}"}
+    if {k: v for k, v in backend.items() if k != "description"} != expect:
+        fail(stage, f"{where}: vault_auth_backend.this must be exactly {expect} (and a description), is {backend}")
+
+    # No access_key/secret_key (nor identity-token federation): Vault's own identity, if any,
+    # resolves the role; the endpoint the federation signs for, and the server ID it signs.
+    client = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_aws_auth_backend_client", "this") or {}).items()}
+    expect = {"namespace": "${var.namespace}", "backend": "${vault_auth_backend.this.path}",
+              "sts_endpoint": "${local.sts_endpoint}", "sts_region": "${var.region}",
+              "iam_server_id_header_value": "${local.server_id}"}
+    if client != expect:
+        fail(stage, f"{where}: vault_aws_auth_backend_client.this must be exactly {expect}, is {client}")
+
+    role = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_aws_auth_backend_role", "this") or {}).items()}
+    expect = {"namespace": "${var.namespace}", "backend": "${vault_auth_backend.this.path}", "role": "${var.role_name}",
+              "auth_type": "iam", "bound_iam_principal_arns": ["${local.bound_principal_arn}"],
+              "resolve_aws_unique_ids": "${var.resolve_aws_unique_ids}",
+              "token_policies": "${distinct(concat(var.token_policies,vault_policy.this[*].name))}",
+              "token_ttl": "${var.token_ttl}", "token_max_ttl": "${var.token_max_ttl}", "token_type": "service",
+              "depends_on": ["${vault_aws_auth_backend_client.this}"]}
+    if role != expect:
+        fail(stage, f"{where}: vault_aws_auth_backend_role.this must be exactly {expect}, is {role}")
+    check_vault_policy(stage, where, main)
+
+    # The locals the store's provider uses never wait for the federation (its role ARN).
+    main_text = (MODULES / where / "main.tf").read_text()
+    for name in ("sts_endpoint", "server_id"):
+        m = re.search(r"^  " + name + r" = (.*?)\n\n", main_text, re.M | re.S)
+        if m is None or "federation_role_arn" in m.group(1):
+            fail(stage, f"{where}: local.{name} must be made of the module's other inputs, not federation_role_arn")
+    outputs = (MODULES / where / "outputs.tf").read_text()
+    block = re.search(r'^output "secret_store_provider" \{\n(.*?)^\}', outputs, re.M | re.S)
+    code = re.sub(r"#.*", "", block.group(1)) if block else ""
+    refs = set(re.findall(r"\b(?:var|local|vault_[a-z_]+)\.[a-z_]+", code))
+    allowed = {"var.server", "var.namespace", "var.path", "var.role_name", "local.server_id", "var.region",
+               "var.sts_endpoint", "local.sts_endpoint", "vault_aws_auth_backend_role.this"}
+    if block is None or not refs <= allowed or not re.search(r"depends_on\s*=\s*\[vault_aws_auth_backend_role\.this\]", code):
+        fail(stage, f"{where}: output secret_store_provider must be made of {sorted(allowed - {'vault_aws_auth_backend_role.this'})} "
+             f"alone and depend on vault_aws_auth_backend_role.this (the federation's configuration waits for Vault's role), "
+             f"uses {sorted(refs)}")
+
+
 def check_example_vault(stage: str) -> None:
-    """The example's Vault store is trust-vault's output, the federation's own login: no Vault
-    secret in the function. trust-vault waits for the whole federation module, since Vault
-    fetches the issuer's discovery document when it configures the auth method."""
+    """The example's Vault store is trust-vault-aws's output: the function logs in with its
+    execution role, no Vault secret and no OIDC issuer, so one apply. Vault's role binds the
+    federation module's role; nothing of the two-step apply the issuer needed is left."""
     where = "example"
     example = load_hcl(EXAMPLE / "main.tf")
     mods = {name: body for b in example.get("module", []) for name, body in b.items()}
-    cfg, tv, fed = (mods.get(n, {}) for n in ("esi_config", "trust_vault", "federation"))
-    if unquote(tv.get("source")) != "../../modules/trust-vault" or unquote(tv.get("server")) != "${var.vault_address}":
-        fail(stage, f"{where}: module trust_vault must call ../../modules/trust-vault with server = var.vault_address")
-    if unquote(cfg.get("vault_store_provider")) != "${module.trust_vault.secret_store_provider}":
-        fail(stage, f"{where}: module esi_config's vault_store_provider must be module.trust_vault.secret_store_provider")
-    m = re.fullmatch(r"\$\{terraform_data\.([a-z0-9_]+)\.output\}", str(unquote(tv.get("issuer_url"))))
-    data = dict(blocks_of(example, "terraform_data")).get(m.group(1)) if m else None
-    if data is None or unquote(data.get("input")) != "${var.issuer_url}" or unquote(data.get("depends_on")) != ["${module.federation}"]:
-        fail(stage, f"{where}: trust_vault's issuer_url must be the output of a terraform_data with input = var.issuer_url "
-             "and depends_on = [module.federation]: Vault reads the issuer's discovery document when it configures the auth method")
-    if unquote(fed.get("issuer_url")) != "${var.issuer_url}" or "environment" in fed:
-        fail(stage, f"{where}: module federation must take issuer_url = var.issuer_url and no environment (its Vault store holds no secret)")
+    cfg, tva, fed = (mods.get(n, {}) for n in ("esi_config", "trust_vault_aws", "federation"))
+    want = {"source": "../../modules/trust-vault-aws", "federation_role_arn": "${module.federation.role_arn}",
+            "server": "${var.vault_address}", "region": "${var.region}"}
+    got = {k: unquote(tva.get(k)) for k in want}
+    if got != want:
+        fail(stage, f"{where}: module trust_vault_aws must be {want}, is {got}")
+    if unquote(cfg.get("vault_store_provider")) != "${module.trust_vault_aws.secret_store_provider}":
+        fail(stage, f"{where}: module esi_config's vault_store_provider must be module.trust_vault_aws.secret_store_provider")
+    if "trust_vault" in mods or dict(blocks_of(example, "terraform_data")):
+        fail(stage, f"{where}: module trust_vault and the terraform_data that made it wait for the issuer are gone with the JWT login")
+    stale = sorted(k for k in ("issuer_url", "issuer_keys_pem", "environment") if k in fed)
+    if stale:
+        fail(stage, f"{where}: module federation must take no {stale}: its Vault store logs in with its role, "
+             "with no secret in its environment, and nothing in the example needs an issuer")
+    declared = dict(blocks(load_hcl(EXAMPLE / "variables.tf"), "variable"))
+    if "issuer_url" in declared or "issuer_keys_pem" in declared:
+        fail(stage, f"{where}: variables issuer_url and issuer_keys_pem are unused without the JWT login")
     for path in sorted(EXAMPLE.rglob("*")):
-        if path.suffix in (".tf", ".md") and re.search(r"vault_environment|VAULT_ROLE_ID|VAULT_SECRET_ID|appRole", path.read_text()):
+        text = path.read_text() if path.suffix in (".tf", ".md") else ""
+        if re.search(r"vault_environment|VAULT_ROLE_ID|VAULT_SECRET_ID|appRole", text):
             fail(stage, f"{where}: {path.relative_to(REPO)} still mentions the AppRole login (vault_environment, VAULT_ROLE_ID, appRole)")
+        if re.search(r"-target=module\.federation|issuer_keys_pem|federation_issuer|issuer-key", text):
+            fail(stage, f"{where}: {path.relative_to(REPO)} still mentions the issuer or the two-step apply the JWT login needed")
 
 
 def azure_cloud_hosts() -> dict[str, set[str]]:
@@ -1167,10 +1254,17 @@ AZ_TENANT = "00000000-0000-0000-0000-0000000000a1"
 TV_SERVER = "https://vault.example.internal:8200"
 TV_REQUIRED = f'issuer_url = "https://esi.example.com"\n server = "{TV_SERVER}"\n token_policies = ["payments-db"]'
 TV_BASE = f'issuer_url = "https://esi.example.com"\n server = "{TV_SERVER}"'
-# trust-vault's secret_store_provider with TV_SERVER and its defaults, which infra/tests/render
-# passes to the example's esi-config (the trust stage evaluates the module, the render stage
-# compares the rendered store).
-VAULT_HARNESS_PROVIDER = {"vault": {"server": TV_SERVER, "auth": {"jwt": {"path": "esi-federation", "role": "esi-federation", "selfIssued": True}}}}
+# trust-vault's secret_store_provider with TV_SERVER and its defaults.
+TV_PROVIDER = {"vault": {"server": TV_SERVER, "auth": {"jwt": {"path": "esi-federation", "role": "esi-federation", "selfIssued": True}}}}
+# modules/trust-vault-aws: the federation's role (modules/federation-lambda's for its default name).
+TVA_ROLE = "arn:aws:iam::123456789012:role/esi-federation-fn"
+TVA_BASE = f'federation_role_arn = "{TVA_ROLE}"\n server = "{TV_SERVER}"\n region = "eu-west-1"'
+TVA_REQUIRED = f'{TVA_BASE}\n token_policies = ["payments-db"]'
+# trust-vault-aws's secret_store_provider with TV_SERVER, eu-west-1 and its defaults, which
+# infra/tests/render passes to the example's esi-config (the trust stage evaluates the module,
+# the render stage compares the rendered store).
+VAULT_HARNESS_PROVIDER = {"vault": {"server": TV_SERVER, "auth": {"iam": {
+    "path": "esi-federation-aws", "role": "esi-federation", "serverId": "vault.example.internal", "sts": {"region": "eu-west-1"}}}}}
 TZ_REQUIRED = "\n ".join([
     'issuer_url = "https://esi.example.com"',
     'application_id = "/applications/00000000-0000-0000-0000-0000000000b1"',
@@ -1301,7 +1395,6 @@ VALIDATION_CASES = [
     ("example", EX_REQUIRED.replace('.rds.amazonaws.com"', '.rds.amazonaws.com:5432"'), "must be the database endpoint's host name"),
     ("example", f'{EX_REQUIRED}\n payments_db_port = 0', "must be a port number"),
     ("example", f'{EX_REQUIRED}\n payments_db_port = 70000', "must be a port number"),
-    ("example", f'{EX_REQUIRED}\n issuer_url = "http://esi.example.com"', "must be an https URL"),
     # The federation as an OIDC issuer: an https URL and its keys, together or not at all.
     *[case for module, required in (("federation-kubernetes", FK_IMAGE), ("federation-lambda", FL_PACKAGE)) for case in [
         (module, f'{required}\n issuer_url = "http://esi.example.com"\n issuer_keys_pem = "{PEM}"', "must be an https URL"),
@@ -1384,6 +1477,34 @@ VALIDATION_CASES = [
     ("trust-vault", f'{TV_REQUIRED}\n token_ttl = 30', "whole number of seconds, at least 60"),
     ("trust-vault", f'{TV_REQUIRED}\n token_ttl = 90.5', "whole number of seconds, at least 60"),
     ("trust-vault", f'{TV_REQUIRED}\n token_max_ttl = 600', "at least token_ttl"),
+    # trust-vault-aws: the server as trust-vault takes it, an IAM role ARN (not a session, a user
+    # or a wildcard), a region and a server ID as the server checks them, an STS endpoint the
+    # signed request may go to (no path: Vault appends the request's own).
+    ("trust-vault-aws", TVA_REQUIRED.replace(TV_SERVER, "http://vault.example.internal:8200"), "The server must be an https URL of the Vault server"),
+    ("trust-vault-aws", TVA_REQUIRED.replace(TV_SERVER, "http://127.0.0.1.example.com:8200"), "The server must be an https URL of the Vault server"),
+    ("trust-vault-aws", TVA_REQUIRED.replace(TV_SERVER, "https://u:p@vault.example.internal:8200"), "The server must be an https URL of the Vault server"),
+    *[("trust-vault-aws", TVA_REQUIRED.replace(TVA_ROLE, arn), "The federation_role_arn must be an IAM role ARN") for arn in (
+        "esi-federation-fn", "arn:aws:iam::123456789012:user/esi-federation-fn",
+        "arn:aws:sts::123456789012:assumed-role/esi-federation-fn/esi", "arn:aws:iam::12345678901:role/esi-federation-fn",
+        "arn:aws:iam::123456789012:role/esi-*", "arn:aws:iam::123456789012:role/", "arn:aws:iam::123456789012:role/esi/",
+        "arn:aws:iam::123456789012:instance-profile/esi", f"arn:aws:iam::123456789012:role/{'r' * 65}")],
+    *[("trust-vault-aws", TVA_REQUIRED.replace('"eu-west-1"', f'"{region}"'), "The region must be an AWS region name") for region in (
+        "EU-WEST-1", "eu_west_1", "", "eu-west-1 ", "-eu-west-1", "eu--west-1")],
+    *[("trust-vault-aws", f'{TVA_REQUIRED}\n sts_endpoint = "{ep}"', "The sts_endpoint must be an https URL without path") for ep in (
+        "http://sts.eu-west-1.amazonaws.com", "https://sts.eu-west-1.amazonaws.com/x", "https://sts.eu-west-1.amazonaws.com/?x=1",
+        "sts.eu-west-1.amazonaws.com", "https://u@sts.eu-west-1.amazonaws.com", "http://127.0.0.1.example.com:5000")],
+    *[("trust-vault-aws", f'{TVA_REQUIRED}\n server_id = "{sid}"', "The server_id must be 1 to 256 printable ASCII") for sid in (
+        "", "vault example", "vault\\texample", "vault.\u00e9xample", "v" * 257)],
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n namespace = "admin/"', "must be a Vault namespace path"),
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n path = "/aws"', "must be a mount path"),
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n path = "token"', "must be a mount path"),
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n role_name = "esi federation"', "The role_name must be 1-128"),
+    ("trust-vault-aws", TVA_REQUIRED.replace('["payments-db"]', '["root"]'), "in lowercase (Vault lowercases them) and not root"),
+    ("trust-vault-aws", TVA_BASE, "Give token_policies or policy_paths"),
+    ("trust-vault-aws", f'{TVA_BASE}\n policy_paths = {{ "database/creds/app" = ["write"] }}', "list of distinct capabilities"),
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n policy_name = "default"', "neither root nor default"),
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n token_ttl = 30', "whole number of seconds, at least 60"),
+    ("trust-vault-aws", f'{TVA_REQUIRED}\n token_max_ttl = 600', "at least token_ttl"),
     # Trust for AzureAccessToken's workloads: the same identifiers as trust-azure, the cloud and
     # scope the generator takes, and workloads Entra ID can hold as federated credentials.
     ("trust-azure-workloads", TW_REQUIRED.replace("/applications/", ""), "application's resource ID"),
@@ -1482,7 +1603,7 @@ VALID_CASES = [
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments", "{SSM_PARAM}/apps/*/settings", "arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/apps/db-?"]\n parameter_kms_key_arns = ["{KMS_KEY}"]'),
     ("federation-lambda", f'{FL_PACKAGE}\n readable_parameter_arns = ["{SSM_PARAM}/apps/payments/*"]\n readable_parameter_paths = ["{SSM_PARAM}/apps/payments/settings", "{SSM_PARAM}/aws-tools/x"]'),
     ("example", EX_REQUIRED),
-    ("example", f'{EX_REQUIRED}\n issuer_url = "https://abcdefghij.lambda-url.eu-west-1.on.aws"\n issuer_keys_pem = "{PEM}"'),
+    ("example", f'{EX_REQUIRED}\n vault_resolve_aws_unique_ids = false'),
     ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"db-ABCDEFGHIJKLMNOPQRSTUVWXY0"') + "\n payments_db_port = 3306"),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
@@ -1502,6 +1623,16 @@ VALID_CASES = [
     ("trust-vault", f'{TV_REQUIRED.replace(TV_SERVER, "https://[fd00::1]:8200/vault")}\n token_ttl = 10800\n token_max_ttl = 10800'),
     ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "http://localhost:8200")),
     ("trust-vault", TV_REQUIRED.replace(TV_SERVER, "http://[::1]:8200")),
+    ("trust-vault-aws", TVA_REQUIRED),
+    # A loopback Vault and STS stand-in (a local test), every optional input, and a role with a path.
+    ("trust-vault-aws", f'{TVA_BASE.replace(TV_SERVER, "http://127.0.0.1:8200/").replace(TVA_ROLE, "arn:aws-us-gov:iam::123456789012:role/service/esi/esi-federation-fn")}\n '
+     'sts_endpoint = "http://127.0.0.1:5000/"\n server_id = "vault.example.internal:8200"\n resolve_aws_unique_ids = false\n '
+     'namespace = "admin/team-a"\n path = "aws"\n role_name = "esi_prod.eu"\n '
+     'policy_paths = { "database/creds/app" = ["read"], "sys/leases/renew" = ["update"] }\n policy_name = "esi-payments"\n token_ttl = 60\n token_max_ttl = null'),
+    # An IPv6 server, us-east-1 with an STS VPC endpoint, the longest server ID and role name.
+    ("trust-vault-aws", f'{TVA_REQUIRED.replace(TV_SERVER, "https://[fd00::1]:8200/vault").replace("eu-west-1", "us-east-1").replace("esi-federation-fn", "r" * 64)}\n '
+     f'sts_endpoint = "https://vpce-0123456789abcdef0-abcdefgh.sts.us-east-1.vpce.amazonaws.com"\n server_id = "{"v" * 256}"\n token_ttl = 10800\n token_max_ttl = 10800'),
+    ("trust-vault-aws", TVA_REQUIRED.replace('"eu-west-1"', '"us-gov-west-1"').replace(TV_SERVER, "http://[::1]:8200") + "\n resolve_aws_unique_ids = null"),
     ("trust-azure-workloads", TW_REQUIRED),
     ("trust-azure-workloads", f"{TW_BASE}\n {tw_workloads(*TW_20)}"),
     ("trust-azure-workloads", f'{TW_BASE.replace(AZ_TENANT, "contoso.onmicrosoft.us").replace("https://graph.microsoft.com", "api://payments-api")}\n cloud = "usgovernment"\n '
@@ -1656,8 +1787,8 @@ def check_render() -> None:
             fail(stage, f"{c['metadata'].get('name')}: missing env=prod label")
     store = named("SecretStore", "vault")
     if store["metadata"].get("namespace") != "payments" or store["spec"].get("provider") != VAULT_HARNESS_PROVIDER:
-        fail(stage, f"SecretStore vault must be rendered with trust-vault's provider {VAULT_HARNESS_PROVIDER} "
-             f"(the federation's own login), is {store}")
+        fail(stage, f"SecretStore vault must be rendered with trust-vault-aws's provider {VAULT_HARNESS_PROVIDER} "
+             f"(the federation's login with its AWS identity), is {store}")
     check_example_vault_policy(stage, by_kind)
     role = named("AWSAssumeRole", "s3-reader")
     if role["spec"].get("durationSeconds") != 900 or not isinstance(role["spec"].get("durationSeconds"), int):
@@ -1775,11 +1906,11 @@ def vault_policy_matches(pattern: str, path: str) -> bool:
 
 
 def check_example_vault_policy(stage: str, by_kind: dict) -> None:
-    """The policy the example gives the federation's Vault token (trust_vault's policy_paths)
+    """The policy the example gives the federation's Vault token (trust_vault_aws's policy_paths)
     covers what its Vault generators call, with the capability their method needs, and the
     lease renewal and revocation of the leases they hand out; and holds nothing none uses."""
     example = load_hcl(EXAMPLE / "main.tf")
-    tv = next((b["trust_vault"] for b in example.get("module", []) if "trust_vault" in b), {})
+    tv = next((b["trust_vault_aws"] for b in example.get("module", []) if "trust_vault_aws" in b), {})
     paths = strip_meta(unquote(tv.get("policy_paths")) or {})
     paths = paths[0] if isinstance(paths, list) and len(paths) == 1 else paths
     needs: list[tuple[str, str, set[str]]] = []
@@ -1800,11 +1931,11 @@ def check_example_vault_policy(stage: str, by_kind: dict) -> None:
     for ref, path, caps in needs:
         covering = [p for p, have in paths.items() if vault_policy_matches(p, path) and set(have) & caps]
         if not covering:
-            fail(stage, f"{ref}: {path} needs {sorted(caps)} in the example's trust_vault policy_paths {paths}")
+            fail(stage, f"{ref}: {path} needs {sorted(caps)} in the example's trust_vault_aws policy_paths {paths}")
         used |= set(covering)
     for p in paths:
         if p not in used:
-            fail(stage, f"the example's trust_vault policy_paths {p!r} covers nothing its Vault generators use: an unused grant")
+            fail(stage, f"the example's trust_vault_aws policy_paths {p!r} covers nothing its Vault generators use: an unused grant")
 
 
 # The resource id of a database in a `dbuser:<id>/<user>` grant: an `rds-db:connect` grant
@@ -1898,11 +2029,24 @@ TRUST_CASES = [
      {"gcp": {"selfIssued": {"workloadIdentityProvider": GCP_WIP, "serviceAccount": GSA}}}),
     ("trust-azure", TZ_REQUIRED,
      {"azure": {"tenantId": AZ_TENANT, "clientId": AZ_CLIENT, "workloadIdentity": {"selfIssued": True}}}),
-    ("trust-vault", TV_REQUIRED, VAULT_HARNESS_PROVIDER),
+    ("trust-vault", TV_REQUIRED, TV_PROVIDER),
     # The server as written (the federation drops its trailing `/` itself), and the namespace.
     ("trust-vault", f'{TV_REQUIRED.replace(TV_SERVER, TV_SERVER + "/")}\n namespace = "admin/payments"\n path = "jwt/esi"\n role_name = "esi-prod"',
      {"vault": {"server": f"{TV_SERVER}/", "namespace": "admin/payments",
                 "auth": {"jwt": {"path": "jwt/esi", "role": "esi-prod", "selfIssued": True}}}}),
+    ("trust-vault-aws", TVA_REQUIRED, VAULT_HARNESS_PROVIDER),
+    # The server as written, a namespace, an STS endpoint (its trailing `/` dropped, as Vault's
+    # mount takes it), a server ID, and a role with an IAM path.
+    ("trust-vault-aws", f'{TVA_REQUIRED.replace(TV_SERVER, TV_SERVER + "/").replace(":role/", ":role/service/")}\n namespace = "admin/payments"\n '
+     'path = "aws/esi"\n role_name = "esi-prod"\n server_id = "vault.example.internal:8200"\n '
+     'sts_endpoint = "https://vpce-0123456789abcdef0-abcdefgh.sts.eu-west-1.vpce.amazonaws.com/"',
+     {"vault": {"server": f"{TV_SERVER}/", "namespace": "admin/payments", "auth": {"iam": {
+         "path": "aws/esi", "role": "esi-prod", "serverId": "vault.example.internal:8200",
+         "sts": {"region": "eu-west-1", "endpoint": "https://vpce-0123456789abcdef0-abcdefgh.sts.eu-west-1.vpce.amazonaws.com"}}}}}),
+    # us-east-1 (STS's global endpoint) and an IPv6 server, whose host is the server ID.
+    ("trust-vault-aws", TVA_REQUIRED.replace('"eu-west-1"', '"us-east-1"').replace(TV_SERVER, "https://[fd00::1]:8200"),
+     {"vault": {"server": "https://[fd00::1]:8200", "auth": {"iam": {
+         "path": "esi-federation-aws", "role": "esi-federation", "serverId": "[fd00::1]", "sts": {"region": "us-east-1"}}}}}),
 ]
 # Where the server reads each backend's `provider` (serde, camelCase).
 STORE_STRUCTS = {
@@ -1912,8 +2056,9 @@ STORE_STRUCTS = {
     "vault": (REPO / "backends" / "src" / "vault.rs", "VaultProvider"),
     "kubernetes": (REPO / "backends" / "src" / "kubernetes_token.rs", "KubernetesProvider"),
 }
-# Files whose types a store's fields use besides its own (`auth.token` is a SecretRef).
-STORE_SOURCES = {"kubernetes": [REPO / "backends" / "src" / "secret.rs"]}
+# Files whose types a store's fields use besides its own (`auth.token` is a SecretRef; a vault
+# store's `auth.iam.sts` is an AwsProvider).
+STORE_SOURCES = {"kubernetes": [REPO / "backends" / "src" / "secret.rs"], "vault": [REPO / "backends" / "src" / "aws.rs"]}
 
 
 def rust_struct_fields(source: str, name: str) -> dict[str, tuple[str, bool]] | None:
@@ -1944,7 +2089,7 @@ def rust_enum_variants(source: str, name: str) -> dict[str, str | None] | None:
         return None
     variants = {}
     for line in m.group(1).splitlines():
-        v = re.match(r"\s*([A-Z]\w*)(?:\((\w+)\))?,$", line)
+        v = re.match(r"\s*([A-Z]\w*)(?:\((?:Box<)?(\w+)>?\))?,$", line)
         if v:
             variants[v.group(1)[0].lower() + v.group(1)[1:]] = v.group(2)
     return variants
@@ -1973,6 +2118,7 @@ def check_against_rust(stage: str, where: str, value, source: str, struct: str) 
     for key, v in value.items():
         if isinstance(v, dict) and key in fields:
             inner = re.sub(r"^Option<(.+)>$", r"\1", fields[key][0])
+            inner = re.sub(r"^Box<(.+)>$", r"\1", inner).rsplit("::", 1)[-1]  # crate::aws::AwsProvider
             check_against_rust(stage, f"{where}.{key}", v, source, inner)
 
 
@@ -2032,9 +2178,11 @@ def check_trust() -> None:
             fail(stage, f"{module} case {i}: modules/federation-config rendered {stores}, expected one SecretStore with provider {expected}")
         backend = next(iter(expected))
         path, struct = STORE_STRUCTS[backend]
-        source = path.read_text()
+        source = "\n".join(p.read_text() for p in [path, *STORE_SOURCES.get(backend, [])])
         check_against_rust(stage, f"{module} case {i}: provider.{backend}", provider[backend], source, struct)
-        if backend == "vault":
+        if module == "trust-vault-aws":
+            check_vault_iam_login(stage, f"{module} case {i}", inputs, provider, outputs_["trust"]["value"])
+        elif backend == "vault":
             # The role's bound audience is the token's: the store's server without trailing `/`s
             # (VaultProvider::self_issued_audience).
             audience = outputs_["trust"]["value"].get("audience")
@@ -2043,6 +2191,39 @@ def check_trust() -> None:
                      f"{expected['vault']['server'].rstrip('/')!r}")
     check_trust_workloads(stage, root)
     check_kubernetes_target_outputs(stage, root)
+
+
+def rust_iam_login_url(stage: str, sts: dict) -> str | None:
+    """The URL backends/src/vault.rs signs an IAM login's STS request for, given the store's
+    `sts` (iam_login_request), or None if that code changed."""
+    vault_rs = (REPO / "backends" / "src" / "vault.rs").read_text()
+    arms = [r"Some\(ep\) => format!\(\"\{\}/\", ep\.trim_end_matches\('/'\)\)",
+            r'None if sts\.region == "us-east-1" => "https://sts\.amazonaws\.com/"\.to_owned\(\)',
+            r'None => format!\("https://sts\.\{\}\.amazonaws\.com/", sts\.region\)']
+    if not all(re.search(a, vault_rs) for a in arms):
+        fail(stage, "backends/src/vault.rs: cannot find the STS URL iam_login_request signs for (endpoint, else the "
+             "region's, global for us-east-1); update rust_iam_login_url and modules/trust-vault-aws's local.sts_endpoint")
+        return None
+    if "endpoint" in sts:
+        return sts["endpoint"].rstrip("/") + "/"
+    return "https://sts.amazonaws.com/" if sts["region"] == "us-east-1" else f"https://sts.{sts['region']}.amazonaws.com/"
+
+
+def check_vault_iam_login(stage: str, what: str, inputs: str, provider: dict, outputs_: dict) -> None:
+    """trust-vault-aws's mount names the STS endpoint the federation signs for (Vault sends the
+    request there: the same URL, without the `/` Vault appends) and requires the server ID the
+    store signs; its role binds the federation's role as Vault names an assumed role's caller
+    (`arn:<partition>:iam::<account>:role/<name>`, no path)."""
+    iam = provider["vault"]["auth"]["iam"]
+    url = rust_iam_login_url(stage, iam["sts"])
+    if url is not None and outputs_.get("sts_endpoint", "") + "/" != url:
+        fail(stage, f"{what}: the mount's sts_endpoint is {outputs_.get('sts_endpoint')!r}, the federation signs for {url!r}")
+    if outputs_.get("server_id") != iam.get("serverId"):
+        fail(stage, f"{what}: the mount requires server ID {outputs_.get('server_id')!r}, the store signs {iam.get('serverId')!r}")
+    arn = re.search(r'federation_role_arn = "([^"]+)"', inputs).group(1)
+    bound = re.sub(r":role/(?:.*/)?([^/]+)$", r":role/\1", arn)
+    if outputs_.get("bound_principal_arn") != bound:
+        fail(stage, f"{what}: the role binds {outputs_.get('bound_principal_arn')!r}, Vault names the caller {bound!r}")
 
 
 # modules/trust-azure-workloads evaluated the same way, per cloud: its outputs, and its

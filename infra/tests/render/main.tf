@@ -5,19 +5,27 @@
 #
 # The issuers are stand-ins for the EKS data sources of the example; cluster B's JWKS is a
 # fixed RSA public key (cluster-b-jwks.json) so the inline-keys path is exercised. The Vault
-# store's provider stands in for modules/trust-vault's output, which needs the vault provider.
+# store's provider stands in for modules/trust-vault-aws's output, which needs the vault provider.
 
 module "esi_config" {
   source = "../../terraform/examples/aws-lambda-multi-cluster/esi-config"
 
   audience   = "esi"
   aws_region = "eu-west-1"
-  # What modules/trust-vault's secret_store_provider is with server =
-  # "https://vault.example.internal:8200" and its defaults (the trust stage evaluates that output).
+  # What modules/trust-vault-aws's secret_store_provider is with server =
+  # "https://vault.example.internal:8200", region = "eu-west-1" and its defaults (the trust stage
+  # evaluates that output).
   vault_store_provider = {
     vault = {
       server = "https://vault.example.internal:8200"
-      auth   = { jwt = { path = "esi-federation", role = "esi-federation", selfIssued = true } }
+      auth = {
+        iam = {
+          path     = "esi-federation-aws"
+          role     = "esi-federation"
+          serverId = "vault.example.internal"
+          sts      = { region = "eu-west-1" }
+        }
+      }
     }
   }
   payments_role_arn = "arn:aws:iam::123456789012:role/esi-payments-api"

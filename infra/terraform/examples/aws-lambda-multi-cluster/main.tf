@@ -2,8 +2,8 @@
 #   - cluster A is registered by its public OIDC issuer (keys by discovery);
 #   - cluster B is registered as a private cluster (its JWKS read through the API server and
 #     registered inline), the way a cluster with an unreachable issuer is;
-#   - a Vault store with a database generator, logging in with a token the federation signs for
-#     itself as an OIDC issuer (modules/trust-vault: no Vault secret in the function), and an AWS
+#   - a Vault store with a database generator, logging in with the function's own AWS identity,
+#     its execution role (modules/trust-vault-aws: no Vault secret in the function), and an AWS
 #     store with an AssumeRole generator, an ECR login, a Secrets Manager secret, a Parameter
 #     Store parameter, an RDS login token and a token for cluster A's API (the last five as the
 #     function's own role);
@@ -59,7 +59,7 @@ module "esi_config" {
   source = "./esi-config"
 
   audience             = var.audience
-  vault_store_provider = module.trust_vault.secret_store_provider
+  vault_store_provider = module.trust_vault_aws.secret_store_provider
   aws_region           = var.region
   payments_role_arn    = local.payments_role_arn
   payments_database = {
@@ -91,12 +91,6 @@ module "federation" {
   package_path        = var.federation_package_path
   architecture        = var.architecture
   assumable_role_arns = [local.payments_role_arn]
-
-  # The federation as an OIDC issuer: the Vault store logs in with a token it signs for itself.
-  # The first apply (-target=module.federation, see the README) has no issuer_url yet, and
-  # passes no keys either.
-  issuer_url      = var.issuer_url
-  issuer_keys_pem = var.issuer_url == null ? null : var.issuer_keys_pem
 
   # For the generators that run as the function's own role (no roleArn): the ECR login for
   # payments/registry, good for pulling from the payments repositories only, the secrets
@@ -182,22 +176,21 @@ resource "aws_iam_role_policy" "payments" {
 # ---------------------------------------------------------------------------------------------
 # Vault's side of the federation's own login
 
-# Vault fetches the federation's discovery document when modules/trust-vault configures its JWT
-# auth method, and refuses the configuration if the function does not serve it yet. This
-# resource exists only once everything in module.federation does (the function, its issuer
-# keys, its URL and the permissions that open it), and hands the issuer URL on to trust_vault.
-# No cycle: the federation's configuration holds trust_vault's secret_store_provider, which is
-# made of trust_vault's plain inputs only.
-resource "terraform_data" "federation_issuer" {
-  input      = var.issuer_url
-  depends_on = [module.federation]
-}
+# An `aws` auth method that admits the function's execution role: the function signs an STS
+# GetCallerIdentity request with its role's credentials, Vault has STS check it. No issuer, so
+# one apply: Vault's role waits only for the federation's IAM role, and the federation's
+# configuration (which holds this module's secret_store_provider) waits for Vault's role.
+module "trust_vault_aws" {
+  source = "../../modules/trust-vault-aws"
 
-module "trust_vault" {
-  source = "../../modules/trust-vault"
-
-  issuer_url = terraform_data.federation_issuer.output
-  server     = var.vault_address
+  federation_role_arn = module.federation.role_arn
+  server              = var.vault_address
+  # The function's region: its requests are signed for https://sts.<region>.amazonaws.com, which
+  # Vault must reach too.
+  region = var.region
+  # Vault resolves the role to its unique ID with its own AWS credentials (iam:GetRole on the
+  # federation's role), unless told not to (see variables.tf).
+  resolve_aws_unique_ids = var.vault_resolve_aws_unique_ids
   # payments/db reads database/creds/payments-api; the federation renews the leases down to an
   # Authorization's maxTTL and revokes them on request.
   policy_paths = {

@@ -8,17 +8,14 @@ output "audience" {
   value       = var.audience
 }
 
-output "issuer_url" {
-  description = "The federation's OIDC issuer URL, which Vault's JWT auth method trusts (null before the issuer is set)."
-  value       = module.federation.issuer_url
-}
-
 output "vault_login" {
-  description = "Where and as whom the federation logs in to Vault with its own token: the auth method's mount path, its role and the token's audience."
+  description = "Where and as whom the federation logs in to Vault with its AWS identity: the auth method's mount path, its role, the IAM principal it admits, the server ID and the STS endpoint its signed request goes to."
   value = {
-    path     = module.trust_vault.backend_path
-    role     = module.trust_vault.role_name
-    audience = module.trust_vault.audience
+    path         = module.trust_vault_aws.backend_path
+    role         = module.trust_vault_aws.role_name
+    principal    = module.trust_vault_aws.bound_principal_arn
+    server_id    = module.trust_vault_aws.server_id
+    sts_endpoint = module.trust_vault_aws.sts_endpoint
   }
 }
 

@@ -41,7 +41,7 @@ variable "cli_image" {
 }
 
 variable "vault_address" {
-  description = "Address of the Vault/OpenBao server with the `database` engine and a `payments-api` role, as the federation reaches it (`https://vault.example.com:8200`): the Vault store's `server`, the audience of the federation's login token, and where the `vault` provider sets up that login (modules/trust-vault)."
+  description = "Address of the Vault/OpenBao server with the `database` engine and a `payments-api` role, as the federation reaches it (`https://vault.example.com:8200`): the Vault store's `server`, its host the server ID the federation signs into its login, and where the `vault` provider sets up that login (modules/trust-vault-aws)."
   type        = string
 
   validation {
@@ -50,22 +50,11 @@ variable "vault_address" {
   }
 }
 
-variable "issuer_url" {
-  description = "The federation's OIDC issuer URL: the function's `federation_url` output (or a custom domain in front of it). Null on the first apply, `terraform apply -target=module.federation`, which creates the function URL (see README.md); the full apply needs it, with `issuer_keys_pem`: the Vault store logs in with a token the federation signs as this issuer."
-  type        = string
-  default     = null
-
-  validation {
-    condition     = var.issuer_url == null || can(regex("^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$", coalesce(var.issuer_url, "-")))
-    error_message = "The issuer_url must be an https URL: https://host[:port][/path], without query, fragment or credentials."
-  }
-}
-
-variable "issuer_keys_pem" {
-  description = "The issuer's signing keys, PEM private keys (`esi-federation issuer-key > issuer-keys.pem`), with `issuer_url`; not passed on while `issuer_url` is null. Kept in the function's Secrets Manager secret and in Terraform state; pass it through the environment (`TF_VAR_issuer_keys_pem`), not a file in git."
-  type        = string
-  default     = null
-  sensitive   = true
+variable "vault_resolve_aws_unique_ids" {
+  description = "Whether Vault resolves the federation's role to its unique ID when the login's role is written (modules/trust-vault-aws, `resolve_aws_unique_ids`): Vault then needs AWS credentials of its own (environment, instance profile, task role, IRSA) allowed `iam:GetRole` on the federation's role `esi-federation-fn`, or the apply fails. False for a Vault without AWS credentials: it binds the role by name, and a role deleted and made again under that name would log in too."
+  type        = bool
+  default     = true
+  nullable    = false
 }
 
 variable "payments_db_host" {

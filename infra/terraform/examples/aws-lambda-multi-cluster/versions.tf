@@ -37,7 +37,7 @@ provider "aws" {
   region = var.region
 }
 
-# Vault, where modules/trust-vault sets up the federation's own login. Terraform's own Vault
+# Vault, where modules/trust-vault-aws sets up the federation's own login. Terraform's own Vault
 # credentials come from the environment (VAULT_TOKEN, or a login the provider is configured for);
 # they need to enable auth methods and write policies, and never reach the federation.
 provider "vault" {

@@ -7,7 +7,9 @@
 # in as the federation, and a token the federation sent to another server does not log in here.
 #
 # Vault reads `<issuer_url>/.well-known/openid-configuration` when the auth method is configured:
-# the federation must already serve it then (see issuer_url in variables.tf).
+# the federation must already serve it then (see issuer_url in variables.tf). A federation with
+# an AWS identity (Lambda, IRSA, EKS Pod Identity) can log in with it instead and needs no
+# issuer: modules/trust-vault-aws.
 
 locals {
   # The federation writes `iss` without a trailing `/`, and the discovery document's `issuer`

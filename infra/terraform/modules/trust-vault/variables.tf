@@ -4,7 +4,7 @@
 # a policy for what the store's generators do.
 
 variable "issuer_url" {
-  description = "The federation's OIDC issuer URL, exactly the `issuer_url` given to modules/federation-lambda or modules/federation-kubernetes (the `iss` of every token it signs; a trailing `/` is dropped, as the federation drops it). Vault fetches `<issuer_url>/.well-known/openid-configuration` when it configures the auth method and refuses the configuration if the federation does not serve it yet: create this module after the federation serves its issuer, for instance by passing the URL through a resource that depends on the federation module (the example's `terraform_data.federation_issuer`). Unlike the other trust modules' outputs, `secret_store_provider` holds only this module's other inputs, so the federation's configuration may hold it without a dependency cycle."
+  description = "The federation's OIDC issuer URL, exactly the `issuer_url` given to modules/federation-lambda or modules/federation-kubernetes (the `iss` of every token it signs; a trailing `/` is dropped, as the federation drops it). Vault fetches `<issuer_url>/.well-known/openid-configuration` when it configures the auth method and refuses the configuration if the federation does not serve it yet: create this module after the federation serves its issuer, for instance by passing the URL through a resource that depends on the federation module (`terraform_data.federation_issuer` in infra/README.md, under Trusting the federation's own logins). Unlike the other trust modules' outputs, `secret_store_provider` holds only this module's other inputs, so the federation's configuration may hold it without a dependency cycle."
   type        = string
 
   validation {

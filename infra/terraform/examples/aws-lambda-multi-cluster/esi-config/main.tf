@@ -25,8 +25,9 @@ module "cluster_b" {
 
 locals {
   secret_stores = {
-    # The federation's own login (auth.jwt.selfIssued): a token it signs for itself with its
-    # issuer, which the Vault role of modules/trust-vault admits. No Vault secret anywhere.
+    # The federation's own login (auth.iam): an STS request signed with the function's
+    # execution role, which the Vault role of modules/trust-vault-aws admits. No Vault secret
+    # anywhere.
     "payments/vault" = { provider = var.vault_store_provider }
     # Credentials from the function's own execution role (SDK default chain).
     "payments/aws" = { provider = { aws = { region = var.aws_region } } }

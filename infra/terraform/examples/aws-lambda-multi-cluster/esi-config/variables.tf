@@ -21,12 +21,16 @@ variable "cluster_b" {
 }
 
 variable "vault_store_provider" {
-  description = "The `provider` of the `payments/vault` store, on the Vault/OpenBao server holding the payments database engine: modules/trust-vault's `secret_store_provider` in the root module, `{ vault = { server, auth = { jwt = { path, role, selfIssued = true } } } }`."
+  description = "The `provider` of the `payments/vault` store, on the Vault/OpenBao server holding the payments database engine: modules/trust-vault-aws's `secret_store_provider` in the root module, `{ vault = { server, auth = { iam = { path, role, serverId, sts = { region } } } } }`."
   type        = any
 
   validation {
-    condition     = try(var.vault_store_provider.vault.auth.jwt.selfIssued == true && length(var.vault_store_provider.vault.auth) == 1, false)
-    error_message = "The vault_store_provider must be a vault provider logging in with the federation's own token (auth.jwt.selfIssued = true), as modules/trust-vault's secret_store_provider is: the example hands the federation no Vault secret."
+    condition = try(
+      length(var.vault_store_provider.vault.auth) == 1 && var.vault_store_provider.vault.auth.iam.role != ""
+      && !can(var.vault_store_provider.vault.auth.iam.sts.credentials) && !can(var.vault_store_provider.vault.auth.iam.sts.selfIssued),
+      false,
+    )
+    error_message = "The vault_store_provider must be a vault provider logging in with the function's own AWS identity (auth.iam, its sts without credentials or selfIssued: the execution role), as modules/trust-vault-aws's secret_store_provider is: the example hands the federation no Vault secret and makes it no issuer."
   }
 }
 
