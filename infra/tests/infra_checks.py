@@ -1312,6 +1312,10 @@ KT_REQUIRED = f'{KT_SELF}\n {kt_grants("service_accounts", KT_CI)}'
 KT_SA = 'federation_user = { kind = "ServiceAccount", name = "esi-federation", namespace = "esi-system" }'
 KT_TOKEN = f'{KT_SERVER}\n {KT_SA}\n token = {{ file = "/var/run/secrets/prod-eu/token" }}\n {kt_grants("service_accounts", KT_CI)}'
 KT_CA = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
+# A client certificate instead (auth.cert): the User its common name names, outside `esi:`.
+KT_CERT_USER = 'federation_user = { kind = "User", name = "esi-federation" }'
+KT_CERT_REF = 'client_certificate = { cert = { file = "/etc/esi/prod-eu/tls.crt" }, key = { file = "/etc/esi/prod-eu/tls.key" } }'
+KT_CERT = f'{KT_SERVER}\n {KT_CERT_USER}\n {KT_CERT_REF}\n {kt_grants("service_accounts", KT_CI)}'
 # A User name RBAC takes that the ValidatingAdmissionPolicy's CEL string literal must escape.
 KT_ODD_USER = "oidc:o'brien\\ops"
 
@@ -1558,8 +1562,27 @@ VALIDATION_CASES = [
     ("kubernetes-target", KT_TOKEN.replace('name = "esi-federation"', 'name = "Esi_Federation"'), "A ServiceAccount federation_user's name must be a DNS-1123 subdomain"),
     ("kubernetes-target", KT_TOKEN.replace('"esi-system"', '"esi.system"'), "A ServiceAccount federation_user's name must be a DNS-1123 subdomain"),
     ("kubernetes-target", KT_TOKEN.replace(KT_SA, 'federation_user = { kind = "User", name = "ci bot" }'), "without whitespace or control characters"),
-    ("kubernetes-target", KT_TOKEN.replace('\n token = { file = "/var/run/secrets/prod-eu/token" }', ""), "Set token exactly when federation_user is not the User esi:esi-federation"),
-    ("kubernetes-target", f'{KT_REQUIRED}\n token = {{ env = "PROD_EU_TOKEN" }}', "Set token exactly when federation_user is not the User esi:esi-federation"),
+    ("kubernetes-target", KT_TOKEN.replace('\n token = { file = "/var/run/secrets/prod-eu/token" }', ""), "Set exactly one of token and client_certificate when federation_user is not the User esi:esi-federation"),
+    ("kubernetes-target", f'{KT_REQUIRED}\n token = {{ env = "PROD_EU_TOKEN" }}', "Set exactly one of token and client_certificate when federation_user is not the User esi:esi-federation"),
+    # ... a client certificate (auth.cert): with a token, for the federation's own user, for a
+    # ServiceAccount or an `esi:` name, sources not exactly one of file and env, one source for both.
+    ("kubernetes-target", f'{KT_CERT}\n token = {{ env = "PROD_EU_TOKEN" }}', "Set exactly one of token and client_certificate"),
+    # (For the default user, client_certificate's own rule answers: Terraform skips the rules of
+    # token, which read client_certificate, once that variable is invalid.)
+    ("kubernetes-target", f'{KT_REQUIRED}\n {KT_CERT_REF}', "must not start with esi:, the prefix the federation's own token is mapped with"),
+    ("kubernetes-target", KT_CERT.replace('"esi-federation"', '"esi:prod-eu"'), "must not start with esi:"),
+    ("kubernetes-target", KT_CERT.replace(KT_CERT_USER, KT_SA), "A client_certificate needs a User federation_user"),
+    ("kubernetes-target", KT_CERT.replace('cert = { file = "/etc/esi/prod-eu/tls.crt" }', 'cert = { file = "/etc/esi/prod-eu/tls.crt", env = "TLS_CRT" }'),
+     "cert and key must each name exactly one of file or env"),
+    ("kubernetes-target", KT_CERT.replace('key = { file = "/etc/esi/prod-eu/tls.key" }', 'key = { file = "" }'), "cert and key must each name exactly one of file or env"),
+    ("kubernetes-target", KT_CERT.replace('key = { file = "/etc/esi/prod-eu/tls.key" }', 'key = {}'), "cert and key must each name exactly one of file or env"),
+    ("kubernetes-target", KT_CERT.replace('key = { file = "/etc/esi/prod-eu/tls.key" }', 'key = null'), "cert and key must each name exactly one of file or env"),
+    ("kubernetes-target", KT_CERT.replace(', key = { file = "/etc/esi/prod-eu/tls.key" }', ""), 'attribute "key" is required'),
+    ("kubernetes-target", KT_CERT.replace("tls.key", "tls.crt"), "cert and key name the same source"),
+    ("kubernetes-target", KT_CERT.replace('{ file = "/etc/esi/prod-eu/tls.crt" }', '{ env = "TLS" }').replace('{ file = "/etc/esi/prod-eu/tls.key" }', '{ env = "TLS" }'),
+     "cert and key name the same source"),
+    ("kubernetes-target", f'{KT_CERT}\n issuer_url = "https://esi.example.com"', "Set issuer_url exactly when federation_user is the User esi:esi-federation"),
+    ("kubernetes-target", f'{KT_CERT}\n audience = "prod-eu"', "An audience is for the federation's own token only"),
     ("kubernetes-target", KT_TOKEN.replace('{ file = "/var/run/secrets/prod-eu/token" }', '{ file = "/t", env = "T" }'), "exactly one of file or env"),
     ("kubernetes-target", KT_TOKEN.replace('{ file = "/var/run/secrets/prod-eu/token" }', '{ file = "" }'), "exactly one of file or env"),
     ("kubernetes-target", KT_REQUIRED.replace('issuer_url = "https://', 'issuer_url = "http://'), "issuer_url must be an https URL"),
@@ -1649,6 +1672,12 @@ VALID_CASES = [
     ("kubernetes-target", f'{KT_SERVER.replace("api.prod-eu.example", "[fd00::1]")}\n federation_user = {{ kind = "User", name = "oidc:esi-prod" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
      f'service_accounts = {{}}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]))}'),
     ("kubernetes-target", f'{KT_REQUIRED}\n role_name_prefix = "{"e" * 52}"'),
+    # A client certificate: from files; from the environment and a file of the same name (two
+    # sources), with the API server's CA, revocable tokens and readable Secrets.
+    ("kubernetes-target", KT_CERT),
+    ("kubernetes-target", f'{KT_SERVER.replace("api.prod-eu.example", "[fd00::1]")}\n {KT_CERT_USER.replace("esi-federation", "esi-federation.prod-eu")}\n '
+     'client_certificate = { cert = { env = "TLS" }, key = { file = "TLS" } }\n '
+     f'ca_bundle = "{KT_CA}"\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}\n {kt_grants("readable_secrets", ("db", "apps", ["db"]))}'),
     # confine_secret_writes: off with revocable tokens (a cluster older than 1.30), on without
     # them (nothing to confine), and on for a User whose name a CEL string must escape.
     ("kubernetes-target", f'{KT_SELF}\n confine_secret_writes = false\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}'),
@@ -2317,6 +2346,7 @@ def kt_rule(verbs: list[str], resource_: str, names: list[str] | None) -> dict:
 
 KT_USER = {"kind": "User", "name": f"esi:{SELF_SUBJECT}", "namespace": None, "api_group": "rbac.authorization.k8s.io"}
 KT_SA_SUBJECT = {"kind": "ServiceAccount", "name": "esi-federation", "namespace": "esi-system", "api_group": ""}
+KT_CERT_SUBJECT = {"kind": "User", "name": "esi-federation", "namespace": None, "api_group": "rbac.authorization.k8s.io"}
 KT_JWT = {"claimMappings": {"username": {"claim": "sub", "prefix": "esi:"}}}
 
 
@@ -2389,6 +2419,22 @@ KT_CASES = [
      {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
      {"kind": "User", "name": KT_ODD_USER, "namespace": None, "api_group": "rbac.authorization.k8s.io"}, None,
      "esi-federation-generators", KT_ODD_USER),
+    # A client certificate (auth.cert), read from files: its common name is the bindings' User.
+    (KT_CERT,
+     {"server": "https://api.prod-eu.example:6443",
+      "auth": {"cert": {"clientCert": {"file": "/etc/esi/prod-eu/tls.crt"}, "clientKey": {"file": "/etc/esi/prod-eu/tls.key"}}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
+     KT_CERT_SUBJECT, None,
+     "esi-federation-generators", None),
+    # The same from the environment and a file, with the API server's CA and revocable tokens:
+    # the policy matches the certificate's user.
+    (KT_CERT.replace('{ file = "/etc/esi/prod-eu/tls.crt" }', '{ env = "PROD_EU_TLS_CRT" }').replace(kt_grants("service_accounts", KT_CI), kt_grants("service_accounts", ("ci", "deploy", ["ci"], True)))
+     + f'\n ca_bundle = "{KT_CA}"',
+     {"server": "https://api.prod-eu.example:6443", "caBundle": KT_CA.replace("\\n", "\n"),
+      "auth": {"cert": {"clientCert": {"env": "PROD_EU_TLS_CRT"}, "clientKey": {"file": "/etc/esi/prod-eu/tls.key"}}}},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
+     KT_CERT_SUBJECT, None,
+     "esi-federation-generators", KT_CERT_SUBJECT["name"]),
     # Revocable tokens on a cluster older than 1.30: the same grants, no policy.
     (f'{KT_SELF}\n confine_secret_writes = false\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}',
      {"server": "https://api.prod-eu.example:6443", "auth": {"selfIssued": {}}},
@@ -2408,7 +2454,9 @@ def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
     `authentication_config` is the AuthenticationConfiguration whose JWT authenticator makes the
     federation's own token (`sub` read from the server's source) the user the bindings name, and
     is null otherwise; `secret_store_spec` is the `kubernetes` store, rendered through
-    modules/federation-config, with the server's own fields (KubernetesProvider, backends/src)."""
+    modules/federation-config, with the server's own fields (KubernetesProvider, backends/src),
+    and the cases together render every login the server takes (each KubernetesAuth variant:
+    selfIssued, token, cert)."""
     module = "kubernetes-target"
     path, struct = STORE_STRUCTS["kubernetes"]
     source = "\n".join(p.read_text() for p in [path, *STORE_SOURCES["kubernetes"]])
@@ -2481,6 +2529,14 @@ def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
         if [(s_["metadata"], s_["spec"]) for s_ in stores] != [({"name": "prod-eu", "namespace": "deploy"}, {"provider": {"kubernetes": expected}})]:
             fail(stage, f"{what}: modules/federation-config rendered {stores}, expected one SecretStore with provider.kubernetes {expected}")
         check_against_rust(stage, f"{what}: provider.kubernetes", ((spec or {}).get("provider") or {}).get("kubernetes") or {}, source, struct)
+    # Every login the server takes is one the module offers and a case above renders: a new
+    # KubernetesAuth variant shows up here, not as a store the module cannot make.
+    variants = rust_enum_variants(source, "KubernetesAuth")
+    rendered = {next(iter(expected.get("auth") or {}), None) for _, expected, *_ in KT_CASES}
+    if variants is None or set(variants) != rendered:
+        fail(stage, f"{module}: the cases render the store's auth as {sorted(map(str, rendered))}, the server's "
+             f"KubernetesAuth ({path.relative_to(REPO)}) takes {sorted(variants or [])}: offer each in the module "
+             "(local.auth) and add a case to KT_CASES")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@
 # hold that `create` and `delete` on Secrets to the binding Secrets the federation makes.
 #
 # Nothing else: no ClusterRole, no list or watch, no ServiceAccount or namespace made here. How
-# the API server knows the federation is the caller's business: with the default
-# federation_user (`esi:esi-federation`, the federation's own token, `auth.selfIssued`) its
-# `--authentication-config` needs the `authentication_config` output (Kubernetes 1.30+); with
-# another subject, the federation reads that subject's bearer token (`auth.token`).
+# the API server knows the federation is the caller's business, one of three ways (the store's
+# `auth`): with the default federation_user (`esi:esi-federation`, the federation's own token,
+# `auth.selfIssued`) its `--authentication-config` needs the `authentication_config` output
+# (Kubernetes 1.30+); with another subject, the federation reads that subject's bearer token
+# (`token`, `auth.token`), or presents a client certificate whose common name is that User
+# (`client_certificate`, `auth.cert`; the API server trusts its CA through `--client-ca-file`).
 
 locals {
   # The federation's own token: `sub` esi-federation (backends/src/identity.rs), mapped to the
@@ -161,12 +163,20 @@ locals {
     }
   }
 
-  # The store's `auth`: exactly one key (backends/src/kubernetes_token.rs, KubernetesAuth).
-  auth = local.self_issued ? {
-    selfIssued = var.audience == null ? {} : { audience = var.audience }
-    } : {
-    token = { for k in ["file", "env"] : k => var.token[k] if try(var.token[k], null) != null }
+  # The store's `auth`: exactly one key (backends/src/kubernetes_token.rs, KubernetesAuth), the
+  # one login the validation rules let through (the federation's own token for the default
+  # federation_user, else `token` or `client_certificate`). Candidates filtered, not a
+  # conditional: Terraform cannot unify the three shapes into one result type. Each SecretRef
+  # keeps only the one of file and env that is set.
+  auth_candidates = {
+    selfIssued = local.self_issued ? (var.audience == null ? {} : { audience = var.audience }) : null
+    token      = var.token == null ? null : { for k in ["file", "env"] : k => var.token[k] if try(var.token[k], null) != null }
+    cert = var.client_certificate == null ? null : {
+      clientCert = { for k in ["file", "env"] : k => var.client_certificate.cert[k] if try(var.client_certificate.cert[k], null) != null }
+      clientKey  = { for k in ["file", "env"] : k => var.client_certificate.key[k] if try(var.client_certificate.key[k], null) != null }
+    }
   }
+  auth = { for k, v in local.auth_candidates : k => v if v != null }
 
   # One JWT authenticator of the target API server's AuthenticationConfiguration.
   jwt_authenticator = {

@@ -1,7 +1,7 @@
 # Inputs of the target cluster's side of the `kubernetes` SecretStore: who the federation is in
-# that cluster, what its generators may do there (RBAC, one Role per namespace), and the API
-# server's address and trust, for the store's `provider` and the API server's authentication
-# configuration.
+# that cluster and how it proves it (its own token, a bearer token or a client certificate), what
+# its generators may do there (RBAC, one Role per namespace), and the API server's address and
+# trust, for the store's `provider` and the API server's authentication configuration.
 
 variable "federation_user" {
   description = <<-EOT
@@ -9,9 +9,13 @@ variable "federation_user" {
     `{ kind = "User", name = "..." }` or `{ kind = "ServiceAccount", name = "...", namespace = "..." }`.
     The default, the User `esi:esi-federation`, is the federation's own token (`auth.selfIssued`):
     `sub` `esi-federation` mapped with the prefix `esi:` by the JWT authenticator of the
-    `authentication_config` output. Any other subject is one whose bearer token the federation
-    holds (`auth.token`, set `token`), typically a ServiceAccount of the target cluster made
-    elsewhere (this module makes no ServiceAccount).
+    `authentication_config` output. Any other subject is one the federation proves with a
+    credential it reads: either a bearer token (`auth.token`, set `token`), typically of a
+    ServiceAccount of the target cluster made elsewhere (this module makes no ServiceAccount), or
+    a client certificate (`auth.cert`, set `client_certificate`), whose common name (CN) the API
+    server takes as the user name: then a User named exactly that CN, such as
+    `{ kind = "User", name = "esi-federation" }`, outside the `esi:` prefix of the federation's
+    own token.
   EOT
   type = object({
     kind      = string
@@ -42,7 +46,7 @@ variable "federation_user" {
 }
 
 variable "token" {
-  description = "Where the federation reads its bearer token for the target cluster, for a `federation_user` other than `esi:esi-federation`: `{ file = \"/var/run/secrets/prod-eu/token\" }` (re-read on every call, so a rotated file needs no restart) or `{ env = \"PROD_EU_TOKEN\" }`, the store's `auth.token`. The token itself never goes here. Null (the default) with the default `federation_user`: the federation then logs in with its own token (`auth.selfIssued`)."
+  description = "Where the federation reads its bearer token for the target cluster, for a `federation_user` other than `esi:esi-federation` that it proves with a token: `{ file = \"/var/run/secrets/prod-eu/token\" }` (re-read on every call, so a rotated file needs no restart) or `{ env = \"PROD_EU_TOKEN\" }`, the store's `auth.token`. The token itself never goes here. Null (the default) with the default `federation_user`, whose login is the federation's own token (`auth.selfIssued`), and with `client_certificate` (`auth.cert`): exactly one of `token` and `client_certificate` for any other `federation_user`."
   type = object({
     file = optional(string)
     env  = optional(string)
@@ -54,9 +58,63 @@ variable "token" {
     error_message = "The token must name exactly one of file or env, not empty (where the federation reads the bearer token, never the token itself)."
   }
 
+  # One login per store (KubernetesAuth takes exactly one key): the default user's is the
+  # federation's own token, any other's a credential the federation reads.
   validation {
-    condition     = (var.token == null) == (var.federation_user.kind == "User" && var.federation_user.name == "esi:esi-federation")
-    error_message = "Set token exactly when federation_user is not the User esi:esi-federation: that user is the federation's own token (auth.selfIssued, no token to read), any other is a subject whose bearer token the federation reads from token's file or env (auth.token)."
+    condition     = (var.federation_user.kind == "User" && var.federation_user.name == "esi:esi-federation") ? (var.token == null && var.client_certificate == null) : ((var.token == null) != (var.client_certificate == null))
+    error_message = "Set exactly one of token and client_certificate when federation_user is not the User esi:esi-federation, and neither with that user: it is the federation's own token (auth.selfIssued, nothing to read), any other is a subject whose bearer token the federation reads from token's file or env (auth.token) or whose client certificate it presents (client_certificate, auth.cert)."
+  }
+}
+
+variable "client_certificate" {
+  description = <<-EOT
+    Where the federation reads the client certificate it presents to the target API server in
+    the TLS handshake of every call (the store's `auth.cert`), for a User `federation_user` named
+    exactly as the certificate's common name (CN), which the API server takes as the user name
+    (its organizations, O, become the user's groups, which this module does not bind):
+    `{ cert = { file = "/etc/esi/prod-eu/tls.crt" }, key = { file = "/etc/esi/prod-eu/tls.key" } }`
+    (each `{ file = ... }` or `{ env = ... }`), typically a cert-manager Certificate's Secret
+    mounted as files. `cert` is the certificate (PEM, then any intermediates), `key` its private
+    key (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted); both are re-read on every call, so a renewed
+    certificate needs no restart. The certificate and key themselves never go here. The API
+    server must trust the certificate's CA (`--client-ca-file`). Null (the default): no
+    certificate; set exactly one of `token` and `client_certificate` for a `federation_user`
+    other than `esi:esi-federation`.
+  EOT
+  type = object({
+    cert = object({
+      file = optional(string)
+      env  = optional(string)
+    })
+    key = object({
+      file = optional(string)
+      env  = optional(string)
+    })
+  })
+  default = null
+
+  validation {
+    condition     = var.client_certificate == null || alltrue([for r in [try(var.client_certificate.cert, null), try(var.client_certificate.key, null)] : try(length(r.file) > 0, false) != try(length(r.env) > 0, false)])
+    error_message = "The client_certificate's cert and key must each name exactly one of file or env, not empty (where the federation reads the PEM certificate and its key, never the PEM itself)."
+  }
+
+  validation {
+    condition     = try(var.client_certificate.cert.file != var.client_certificate.key.file || var.client_certificate.cert.env != var.client_certificate.key.env, true)
+    error_message = "The client_certificate's cert and key name the same source: name two, one for the certificate (clientCert) and one for its private key (clientKey), such as the tls.crt and tls.key files of a mounted kubernetes.io/tls Secret."
+  }
+
+  # The API server names a certificate's caller by its common name: a user, never a
+  # ServiceAccount (system:serviceaccount:... is what it calls a ServiceAccount's token).
+  validation {
+    condition     = var.client_certificate == null || var.federation_user.kind == "User"
+    error_message = "A client_certificate needs a User federation_user named as the certificate's common name (CN): the API server takes the CN as the user name, so a certificate cannot be a ServiceAccount."
+  }
+
+  # `esi:` is the prefix the federation's own token is mapped with (authentication_config):
+  # names under it belong to that authenticator, not to a certificate.
+  validation {
+    condition     = var.client_certificate == null || !startswith(var.federation_user.name, "esi:")
+    error_message = "A client_certificate's federation_user must not start with esi:, the prefix the federation's own token is mapped with (auth.selfIssued, authentication_config; the default federation_user is that token): set federation_user to the User named as the certificate's common name (CN), such as esi-federation."
   }
 }
 
@@ -66,12 +124,12 @@ variable "server" {
 
   validation {
     condition     = can(regex("^https://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?/?$", var.server))
-    error_message = "The server must be an https URL of an API server, https://host[:port], without path, query or credentials (the federation sends the cluster tokens over it)."
+    error_message = "The server must be an https URL of an API server, https://host[:port], without path, query or credentials (the federation sends its credentials and the cluster's tokens over it, and a client certificate needs TLS)."
   }
 }
 
 variable "ca_bundle" {
-  description = "The API server's CA certificates (PEM), trusted in addition to the system roots and handed to workloads in the kubeconfig of `KubernetesServiceAccountToken`: the store's `caBundle`. Null: the system roots only."
+  description = "The API server's CA certificates (PEM): the store's `caBundle`, then the only certificates the federation trusts for the API server (the system roots no longer are, as with a kubeconfig's `certificate-authority-data`), and handed to workloads in the kubeconfig of `KubernetesServiceAccountToken`. List every CA that may sign the API server's serving certificate (during a CA rotation, the old and the new). Null: the system roots only."
   type        = string
   default     = null
 
@@ -93,7 +151,7 @@ variable "issuer_url" {
 
   validation {
     condition     = (var.issuer_url != null) == (var.federation_user.kind == "User" && var.federation_user.name == "esi:esi-federation")
-    error_message = "Set issuer_url exactly when federation_user is the User esi:esi-federation: the API server must trust the federation's issuer to take its own token (auth.selfIssued); with a bearer token (auth.token) it plays no part."
+    error_message = "Set issuer_url exactly when federation_user is the User esi:esi-federation: the API server must trust the federation's issuer to take its own token (auth.selfIssued); with a bearer token (auth.token) or a client certificate (auth.cert) it plays no part."
   }
 }
 
@@ -109,7 +167,7 @@ variable "audience" {
 
   validation {
     condition     = var.audience == null || (var.federation_user.kind == "User" && var.federation_user.name == "esi:esi-federation")
-    error_message = "An audience is for the federation's own token only (federation_user esi:esi-federation, auth.selfIssued); a bearer token (auth.token) has the audience its issuer gave it."
+    error_message = "An audience is for the federation's own token only (federation_user esi:esi-federation, auth.selfIssued); a bearer token (auth.token) has the audience its issuer gave it, and a client certificate (auth.cert) has none."
   }
 }
 
