@@ -413,6 +413,18 @@ impl StsConn {
         Ok((aws_sdk_sts::Client::new(&conf), conf))
     }
 
+    /// Who STS takes the store's credentials for (`GetCallerIdentity`): the caller's ARN.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        let out = self
+            .client()
+            .await?
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("GetCallerIdentity", &e))?;
+        Ok(out.arn().unwrap_or("an unnamed caller").to_owned())
+    }
+
     /// The credentials the store itself uses, resolved now.
     pub async fn own_credentials(&self) -> Result<Credentials, BackendError> {
         use aws_sdk_sts::config::ProvideCredentials;

@@ -524,6 +524,54 @@ impl KubernetesConn {
         })
     }
 
+    /// Who the API server takes the federation for (`kubectl auth whoami`: a
+    /// `SelfSubjectReview`, which every authenticated user may make): its user name and
+    /// groups.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        let review = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+        });
+        let req = self.request(
+            reqwest::Method::POST,
+            "apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(&review),
+        )?;
+        let (status, body) = crate::http::send(BACKEND, req).await?;
+        if !status.is_success() {
+            return Err(crate::http::status_error(
+                BACKEND,
+                status,
+                &status_said(&body),
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Review {
+            status: ReviewStatus,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ReviewStatus {
+            user_info: UserInfo,
+        }
+        #[derive(Deserialize)]
+        struct UserInfo {
+            username: String,
+            #[serde(default)]
+            groups: Vec<String>,
+        }
+        let review: Review =
+            esi_api::json::from_answer(&body).map_err(|e| BackendError::Unavailable {
+                message: format!("the {BACKEND}'s SelfSubjectReview could not be read"),
+                detail: format!("{BACKEND}: {e}"),
+            })?;
+        let user = review.status.user_info;
+        Ok(format!(
+            "user {:?}, groups [{}]",
+            user.username,
+            user.groups.join(", ")
+        ))
+    }
+
     /// The server's URL as the workload gets it (no trailing `/`).
     pub(crate) fn address(&self) -> &str {
         &self.address

@@ -138,7 +138,7 @@ pub use credential::{Credential, LeaseHandle};
 pub use error::{BackendError, SpecError, error_chain};
 pub use secret::SecretRef;
 pub use spec::{GeneratorKind, GeneratorSpec, deserialize_tracked};
-pub use store::{SecretStoreRef, SecretStoreSpec, StoreProvider};
+pub use store::{LoginCheck, SecretStoreRef, SecretStoreSpec, StoreProvider};
 
 /// `tracing` filter directives that silence the backend SDKs below `warn` (append them to
 /// the federation's `EnvFilter`): the AWS SDK's wire logging (STS, ECR and Secrets Manager here, Secrets Manager also for the

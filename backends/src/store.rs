@@ -12,7 +12,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::SpecError;
+use crate::{BackendError, SpecError};
 
 /// `spec` of a `SecretStore`.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -147,6 +147,98 @@ impl SecretStoreSpec {
             _ => Ok(()),
         }
     }
+}
+
+/// What a login check of a store found ([`SecretStoreSpec::check_login`]).
+#[derive(Debug)]
+pub enum LoginCheck {
+    /// Logged in: who the backend takes the federation for.
+    LoggedIn(String),
+    /// The login, or the configuration it needs, failed.
+    Failed(BackendError),
+    /// Not checked, and why: the provider has no login of its own here, or the login needs
+    /// the issuer of a serving federation.
+    NotChecked(&'static str),
+}
+
+/// Why a store logging in with the federation's own token is not checked.
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s"))]
+const NEEDS_ISSUER: &str = "logs in with a token the federation signs for itself: only a serving federation has its issuer";
+
+impl SecretStoreSpec {
+    /// Logs in once, as the federation would before its first call, and asks the backend who
+    /// it takes the federation for: a Vault token's name and policies (`lookup-self`), the AWS
+    /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
+    /// token obtained. For `esi-federation check --login`: it finds a broken credential before
+    /// a workload's request does. Nothing is minted.
+    pub async fn check_login(&self) -> LoginCheck {
+        match &self.provider {
+            #[cfg(feature = "vault")]
+            StoreProvider::Vault(v) => {
+                if v.self_issued_audience().is_some() || v.iam_self_issued() {
+                    return LoginCheck::NotChecked(NEEDS_ISSUER);
+                }
+                match crate::vault::VaultConn::new(v, &crate::IssuerSlot::Unknown) {
+                    Ok(conn) => concluded(conn.whoami().await),
+                    Err(e) => unbuildable(&e),
+                }
+            }
+            #[cfg(feature = "aws")]
+            StoreProvider::Aws(a) => {
+                if a.self_issued.is_some() {
+                    return LoginCheck::NotChecked(NEEDS_ISSUER);
+                }
+                match crate::aws::StsConn::new(a, &crate::IssuerSlot::Unknown) {
+                    Ok(conn) => concluded(conn.whoami().await),
+                    Err(e) => unbuildable(&e),
+                }
+            }
+            #[cfg(feature = "gcp")]
+            StoreProvider::Gcp(g) => {
+                if g.self_issued.is_some() {
+                    return LoginCheck::NotChecked(NEEDS_ISSUER);
+                }
+                match crate::gcp::GcpConn::new(g, &crate::IssuerSlot::Unknown) {
+                    Ok(conn) => concluded(
+                        conn.source_token()
+                            .await
+                            .map(|_| "obtained a Google access token".to_owned()),
+                    ),
+                    Err(e) => unbuildable(&e),
+                }
+            }
+            #[cfg(feature = "k8s")]
+            StoreProvider::Kubernetes(k) => {
+                if k.self_issued_audience().is_some() {
+                    return LoginCheck::NotChecked(NEEDS_ISSUER);
+                }
+                match crate::kubernetes_token::KubernetesConn::new(k, &crate::IssuerSlot::Unknown) {
+                    Ok(conn) => concluded(conn.whoami().await),
+                    Err(e) => unbuildable(&e),
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => LoginCheck::NotChecked("no login of its own to check"),
+        }
+    }
+}
+
+/// What a login found, as a check's outcome.
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s"))]
+fn concluded(found: Result<String, BackendError>) -> LoginCheck {
+    match found {
+        Ok(who) => LoginCheck::LoggedIn(who),
+        Err(e) => LoginCheck::Failed(e),
+    }
+}
+
+/// A store that validated but cannot be built: its login check failed.
+#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s"))]
+fn unbuildable(e: &SpecError) -> LoginCheck {
+    LoginCheck::Failed(BackendError::Unavailable {
+        message: "the store cannot be built".to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 /// A generator's reference to a `SecretStore` in its own namespace.

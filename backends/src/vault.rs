@@ -205,6 +205,16 @@ impl VaultProvider {
         }
     }
 
+    /// Whether the store logs in with its AWS identity taken by a token the federation signs
+    /// for itself (`auth.iam.sts.selfIssued`).
+    pub fn iam_self_issued(&self) -> bool {
+        #[cfg(feature = "vault-iam")]
+        if let VaultAuth::Iam(i) = &self.auth {
+            return i.sts.self_issued.is_some();
+        }
+        false
+    }
+
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         let url = reqwest::Url::parse(&self.server).map_err(|e| {
@@ -809,6 +819,50 @@ impl VaultConn {
             renewable: auth.renewable,
             from_login,
         })
+    }
+
+    /// Logs in (or looks the configured token up) and says as whom: the token's display name,
+    /// policies and TTL as `lookup-self` gives them, or only that Vault took it when its
+    /// policies refuse `lookup-self`.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        self.token().await?;
+        match self
+            .call(reqwest::Method::GET, "auth/token/lookup-self", None)
+            .await
+        {
+            Ok(r) => {
+                let data = r.data.unwrap_or_default();
+                let text = |k: &str| {
+                    data.get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("?")
+                        .to_owned()
+                };
+                let policies = data
+                    .get("policies")
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let ttl = data
+                    .get("ttl")
+                    .and_then(serde_json::Value::as_u64)
+                    .filter(|t| *t > 0);
+                Ok(format!(
+                    "token {:?}, policies [{policies}], {}",
+                    text("display_name"),
+                    ttl.map_or_else(|| "no TTL".to_owned(), |t| format!("ttl {t}s"))
+                ))
+            }
+            Err(BackendError::Rejected { .. }) => {
+                Ok("a token Vault takes (its policies refuse lookup-self)".to_owned())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Logs in with the federation's AWS identity: a `GetCallerIdentity` request signed for

@@ -1473,3 +1473,39 @@ async fn presigned_tokens_reuse_the_stores_session_while_it_outlives_them() {
     // last an hour, longer than a token.
     assert_eq!(base_sessions, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_check_names_the_caller_sts_takes_the_store_for() {
+    let test = "a_login_check_names_the_caller_sts_takes_the_store_for";
+    let Some(moto) = Moto::from_env(test) else {
+        return;
+    };
+    let check = |store: Value| async move {
+        esi_backends::SecretStoreSpec::from_manifest(store)
+            .expect("store")
+            .check_login()
+            .await
+    };
+    // The store's keys, then a role it assumes first: GetCallerIdentity says which.
+    match check(moto.store(json!({}))).await {
+        esi_backends::LoginCheck::LoggedIn(who) => assert!(who.starts_with("arn:aws:"), "{who}"),
+        other => panic!("{other:?}"),
+    }
+    let role = format!("arn:aws:iam::123456789012:role/esi-check-{}", suffix());
+    match check(moto.store(json!({"assumeRole": {"roleArn": role}}))).await {
+        esi_backends::LoginCheck::LoggedIn(who) => {
+            assert!(who.contains(":assumed-role/esi-check-"), "{who}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Keys that are missing fail the check, naming where they were looked for.
+    let mut missing = moto.store(json!({}));
+    missing["provider"]["aws"]["credentials"]["accessKeyId"] =
+        json!({"env": "ESI_SURELY_UNSET_AK"});
+    match check(missing).await {
+        esi_backends::LoginCheck::Failed(e) => {
+            assert!(e.detail().contains("ESI_SURELY_UNSET_AK"), "{}", e.detail());
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1674,3 +1674,48 @@ async fn iam_login_is_a_signed_get_caller_identity_whose_principal_vault_binds()
         assert!(!err.detail().contains(secret), "{}", err.detail());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_check_logs_in_and_names_the_token_and_its_policies() {
+    let test = "a_login_check_logs_in_and_names_the_token_and_its_policies";
+    let Some(bao) = Bao::from_env(test) else {
+        return;
+    };
+    let (_kv2, policy) = bao.kv2_fixture().await;
+    let (path, role_id) = bao
+        .approle(json!({"token_policies": [policy], "token_ttl": "10m"}))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("secret-id");
+    std::fs::write(&secret_file, bao.secret_id(&path).await).expect("write");
+    let store = bao.store(
+        json!({"appRole": {"path": path, "roleId": role_id, "secretIdRef": {"file": secret_file}}}),
+    );
+    let check = |store: Value| async move {
+        esi_backends::SecretStoreSpec::from_manifest(store)
+            .expect("store")
+            .check_login()
+            .await
+    };
+    match check(store.clone()).await {
+        esi_backends::LoginCheck::LoggedIn(who) => {
+            // Vault names an AppRole token after its mount; its TTL runs from the login.
+            let named = format!("token \"{path}\", policies [default, {policy}], ttl ");
+            assert!(who.starts_with(&named), "{who}");
+            let ttl: u64 = who[named.len()..]
+                .trim_end_matches('s')
+                .parse()
+                .expect("ttl");
+            assert!((590..=600).contains(&ttl), "{who}");
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&secret_file, "not-the-secret-id").expect("write");
+    match check(store).await {
+        esi_backends::LoginCheck::Failed(e) => {
+            assert!(e.detail().contains("approle login"), "{}", e.detail());
+            assert!(!e.detail().contains("not-the-secret-id"), "{}", e.detail());
+        }
+        other => panic!("{other:?}"),
+    }
+}

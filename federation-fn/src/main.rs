@@ -116,6 +116,10 @@ enum Command {
     Check {
         /// Configuration file or folder.
         config: PathBuf,
+        /// Then log in to each SecretStore's backend once, as the federation would, and say as
+        /// whom (or why not); fail if a login fails. Nothing is minted.
+        #[arg(long)]
+        login: bool,
     },
     /// Print the CRDs, or write one file per CRD into a folder.
     Crds {
@@ -156,6 +160,42 @@ fn main() -> ExitCode {
     let result = run(Cli::parse());
     telemetry::flush();
     report(result)
+}
+
+/// `check --login`: each SecretStore of the configuration at `path` logs in once, one line
+/// each (`namespace/name (provider): ...`); an error when any login failed.
+fn check_logins(path: &std::path::Path) -> anyhow::Result<()> {
+    use esi_backends::LoginCheck;
+    let stores = config::parse_resources(config::read_documents(path)?)?.stores;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut failed = 0;
+    for ((namespace, name), (spec, _)) in &stores {
+        let provider = spec.provider.name();
+        match runtime.block_on(spec.check_login()) {
+            LoginCheck::LoggedIn(who) => {
+                println!("{namespace}/{name} ({provider}): logged in: {who}");
+            }
+            LoginCheck::NotChecked(why) => {
+                println!("{namespace}/{name} ({provider}): not checked: {why}");
+            }
+            LoginCheck::Failed(e) => {
+                failed += 1;
+                println!(
+                    "{namespace}/{name} ({provider}): FAILED: {e} ({})",
+                    e.detail()
+                );
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} SecretStore logins failed",
+        stores.len()
+    );
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -200,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         #[cfg(feature = "lambda")]
         Command::Lambda => run_lambda(),
-        Command::Check { config } => {
+        Command::Check { config, login } => {
             let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
             let snap = config::load_path(&config, &state)?;
             println!(
@@ -210,6 +250,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 snap.authorizer.len(),
                 snap.generators.len()
             );
+            if login {
+                check_logins(&config)?;
+            }
             Ok(())
         }
         Command::Crds { out } => {

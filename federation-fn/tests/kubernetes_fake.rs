@@ -1545,3 +1545,32 @@ async fn the_federation_presents_its_client_certificate_and_a_renewed_one_on_the
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_login_check_names_the_user_the_api_server_takes_the_federation_for() {
+    let beta = common::issuer().await;
+    let (_fake, server) = api_server(beta, &["deploy/ci"], Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let check = |token: &str| {
+        let file = token_file(&dir, token);
+        let store = SecretStoreSpec::from_manifest(json!({"provider": {"kubernetes": {
+            "server": server, "auth": {"token": {"file": file}},
+        }}}))
+        .unwrap();
+        async move { store.check_login().await }
+    };
+    match check(FEDERATION_TOKEN).await {
+        esi_backends::LoginCheck::LoggedIn(who) => {
+            assert_eq!(who, format!("user {FEDERATION_USER:?}, groups []"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A token the API server does not know: 401, the federation's own credential.
+    match check("not-a-token-it-knows").await {
+        esi_backends::LoginCheck::Failed(BackendError::Unavailable { message, detail }) => {
+            assert!(message.contains("401"), "{message}");
+            assert!(!detail.contains("not-a-token-it-knows"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

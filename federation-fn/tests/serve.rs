@@ -1305,3 +1305,63 @@ async fn serve_reads_its_issuer_keys_from_secrets_manager() {
         assert!(!logs.contains(&body), "an issuer key reached the logs");
     }
 }
+
+/// `check --login` logs in to each store once and says how it went: a store whose backend
+/// cannot be reached fails the check, naming the store; one with no login of its own, or one
+/// that needs the serving federation's issuer, is said to be not checked.
+#[test]
+fn check_login_reports_each_store_and_fails_on_a_failed_login() {
+    let closed = esi_test_support::ClosedPort::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("stores.yaml"),
+        format!(
+            "apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: vault, namespace: team}}
+spec: {{provider: {{vault: {{server: \"http://{}\", timeout: 2s, auth: {{token: {{env: ESI_TEST_CHECK_LOGIN_TOKEN}}}}}}}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: hooks, namespace: team}}
+spec: {{provider: {{webhook: {{allowedUrls: [\"https://hooks.example/\"]}}}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: own, namespace: team}}
+spec: {{provider: {{vault: {{server: \"https://vault.example\", auth: {{jwt: {{role: esi, selfIssued: true}}}}}}}}}}
+",
+            closed.addr()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("--login")
+        .arg(dir.path())
+        .env("ESI_TEST_CHECK_LOGIN_TOKEN", "s.not-a-real-token")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "team/vault (vault): FAILED: backend unavailable: vault could not be reached"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("team/hooks (webhook): not checked: no login of its own"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("team/own (vault): not checked: logs in with a token the federation signs"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 of 3 SecretStore logins failed"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("s.not-a-real-token"), "{stdout}");
+}
