@@ -249,6 +249,31 @@ impl GithubConn {
         })
     }
 
+    /// Who GitHub takes the App's JWT for (`GET /app`): the App's slug and name.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        let jwt = self.app_jwt()?;
+        let req = self.request(reqwest::Method::GET, self.url("app")?, jwt.expose_secret());
+        let (status, body) = crate::http::send(BACKEND, req).await?;
+        if !status.is_success() {
+            return Err(answer_error("GET /app", status, &body));
+        }
+        #[derive(Deserialize)]
+        struct App {
+            slug: String,
+            #[serde(default)]
+            name: String,
+        }
+        let app: App =
+            esi_api::json::from_answer(&body).map_err(|e| BackendError::Unavailable {
+                message: "GitHub's answer about the App could not be read".to_owned(),
+                detail: format!("{BACKEND} GET /app: {e}"),
+            })?;
+        Ok(format!(
+            "App {:?} ({:?}), id {}",
+            app.slug, app.name, self.app_id
+        ))
+    }
+
     fn url(&self, path: &str) -> Result<Url, BackendError> {
         self.base.join(path).map_err(|e| BackendError::Unavailable {
             message: "the GitHub store's URL cannot be used".to_owned(),

@@ -169,7 +169,7 @@ impl SecretStoreSpec {
     /// Logs in once, as the federation would before its first call, and asks the backend who
     /// it takes the federation for: a Vault token's name and policies (`lookup-self`), the AWS
     /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
-    /// token obtained. For `esi-federation check --login`: it finds a broken credential before
+    /// token obtained, the GitHub App (`GET /app`). For `esi-federation check --login`: it finds a broken credential before
     /// a workload's request does. Nothing is minted.
     pub async fn check_login(&self) -> LoginCheck {
         match &self.provider {
@@ -217,6 +217,11 @@ impl SecretStoreSpec {
                     Err(e) => unbuildable(&e),
                 }
             }
+            #[cfg(feature = "github")]
+            StoreProvider::Github(g) => match crate::github::GithubConn::new(g) {
+                Ok(conn) => concluded(conn.whoami().await),
+                Err(e) => unbuildable(&e),
+            },
             #[allow(unreachable_patterns)]
             _ => LoginCheck::NotChecked("no login of its own to check"),
         }
@@ -224,7 +229,13 @@ impl SecretStoreSpec {
 }
 
 /// What a login found, as a check's outcome.
-#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "gcp",
+    feature = "k8s",
+    feature = "github"
+))]
 fn concluded(found: Result<String, BackendError>) -> LoginCheck {
     match found {
         Ok(who) => LoginCheck::LoggedIn(who),
@@ -233,7 +244,13 @@ fn concluded(found: Result<String, BackendError>) -> LoginCheck {
 }
 
 /// A store that validated but cannot be built: its login check failed.
-#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "gcp",
+    feature = "k8s",
+    feature = "github"
+))]
 fn unbuildable(e: &SpecError) -> LoginCheck {
     LoginCheck::Failed(BackendError::Unavailable {
         message: "the store cannot be built".to_owned(),

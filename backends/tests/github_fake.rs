@@ -131,6 +131,21 @@ fn level(l: &str) -> u8 {
     }
 }
 
+/// `GET /app`: the App the JWT authenticates, as GitHub describes it (the fields used).
+async fn app(State(fake): State<Shared>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    let fake = fake.lock().expect("lock");
+    match app_claims(&fake, &bearer(&headers).unwrap_or_default()) {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(
+                json!({"id": APP_ID.parse::<u64>().expect("id"), "slug": "esi-federation",
+                "name": "esi federation", "owner": {"login": "example"}}),
+            ),
+        ),
+        Err(why) => message(StatusCode::UNAUTHORIZED, why),
+    }
+}
+
 async fn mint(
     State(fake): State<Shared>,
     Path(installation): Path<u64>,
@@ -274,6 +289,7 @@ async fn github() -> (RsaKeyPair, Shared, String) {
         ..Fake::default()
     }));
     let app = Router::new()
+        .route("/api/v3/app", get(app))
         .route("/api/v3/app/installations/{id}/access_tokens", post(mint))
         .route("/api/v3/installation/token", delete(revoke))
         .route("/api/v3/installation/repositories", get(repositories))
@@ -616,4 +632,36 @@ async fn a_lease_without_a_token_is_refused() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("names no GitHub token"), "{e}");
+}
+
+#[tokio::test]
+async fn a_login_check_names_the_app_its_jwt_authenticates() {
+    let (key, _fake, url) = github().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("app.pem");
+    let check = |pem: String| {
+        std::fs::write(&key_file, pem).expect("write key");
+        let store = esi_backends::SecretStoreSpec::from_manifest(json!({"provider": {"github": {
+            "url": url, "appId": APP_ID, "privateKey": {"file": key_file}, "timeout": "5s",
+        }}}))
+        .expect("store");
+        async move { store.check_login().await }
+    };
+    match check(key_pem(&key, false)).await {
+        esi_backends::LoginCheck::LoggedIn(who) => {
+            assert_eq!(
+                who,
+                format!("App \"esi-federation\" (\"esi federation\"), id {APP_ID}")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another key: GitHub refuses the JWT, the federation's own credential.
+    let other = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+    match check(key_pem(&other, false)).await {
+        esi_backends::LoginCheck::Failed(BackendError::Unavailable { message, .. }) => {
+            assert!(message.contains("App credentials"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
