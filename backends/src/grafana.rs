@@ -326,6 +326,27 @@ impl GrafanaConn {
         })
     }
 
+    /// Which organization Grafana takes the federation's credential for (`GET /api/org`, which
+    /// a service account token and a user alike may call): its name and id.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        let req = self.request(reqwest::Method::GET, self.url("api/org")?)?;
+        let (status, body) = crate::http::send(BACKEND, req).await?;
+        if !status.is_success() {
+            return Err(answer_error("GET /api/org", status, &body));
+        }
+        #[derive(Deserialize)]
+        struct Org {
+            id: u64,
+            name: String,
+        }
+        let org: Org =
+            esi_api::json::from_answer(&body).map_err(|e| BackendError::Unavailable {
+                message: "Grafana's answer about the organization could not be read".to_owned(),
+                detail: format!("{BACKEND} GET /api/org: {e}"),
+            })?;
+        Ok(format!("organization {:?} (id {})", org.name, org.id))
+    }
+
     /// The URL handed to the workload: the base URL without its trailing `/`.
     fn public_url(&self) -> String {
         self.base.as_str().trim_end_matches('/').to_owned()

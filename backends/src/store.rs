@@ -169,7 +169,7 @@ impl SecretStoreSpec {
     /// Logs in once, as the federation would before its first call, and asks the backend who
     /// it takes the federation for: a Vault token's name and policies (`lookup-self`), the AWS
     /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
-    /// token obtained, the GitHub App (`GET /app`). For `esi-federation check --login`: it finds a broken credential before
+    /// token obtained, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`). For `esi-federation check --login`: it finds a broken credential before
     /// a workload's request does. Nothing is minted.
     pub async fn check_login(&self) -> LoginCheck {
         match &self.provider {
@@ -222,6 +222,11 @@ impl SecretStoreSpec {
                 Ok(conn) => concluded(conn.whoami().await),
                 Err(e) => unbuildable(&e),
             },
+            #[cfg(feature = "grafana")]
+            StoreProvider::Grafana(g) => match crate::grafana::GrafanaConn::new(g) {
+                Ok(conn) => concluded(conn.whoami().await),
+                Err(e) => unbuildable(&e),
+            },
             #[allow(unreachable_patterns)]
             _ => LoginCheck::NotChecked("no login of its own to check"),
         }
@@ -234,7 +239,8 @@ impl SecretStoreSpec {
     feature = "aws",
     feature = "gcp",
     feature = "k8s",
-    feature = "github"
+    feature = "github",
+    feature = "grafana"
 ))]
 fn concluded(found: Result<String, BackendError>) -> LoginCheck {
     match found {
@@ -249,7 +255,8 @@ fn concluded(found: Result<String, BackendError>) -> LoginCheck {
     feature = "aws",
     feature = "gcp",
     feature = "k8s",
-    feature = "github"
+    feature = "github",
+    feature = "grafana"
 ))]
 fn unbuildable(e: &SpecError) -> LoginCheck {
     LoginCheck::Failed(BackendError::Unavailable {

@@ -416,6 +416,18 @@ async fn delete_token(
     )
 }
 
+/// `GET /api/org`: the caller's current organization.
+async fn org(State(fake): State<Shared>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    let mut fake = fake.lock().expect("lock");
+    match authenticate(&mut fake, "GET", "org", &headers) {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(json!({"id": ORG, "name": "Main Org."})),
+        ),
+        Err(e) => e,
+    }
+}
+
 async fn user(State(fake): State<Shared>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
     let mut fake = fake.lock().expect("lock");
     match authenticate(&mut fake, "GET", "user", &headers) {
@@ -443,6 +455,7 @@ async fn grafana() -> (Shared, String) {
             delete(delete_token),
         )
         .route("/api/user", get(user))
+        .route("/api/org", get(org))
         .with_state(fake.clone());
     let base = common::serve_local(Router::new().nest("/grafana", api)).await;
     (fake, format!("{base}/grafana"))
@@ -966,4 +979,33 @@ async fn revoking_checks_the_lease_and_its_organization() {
         "{}",
         e.detail()
     );
+}
+
+#[tokio::test]
+async fn a_login_check_names_the_organization_the_credential_is_for() {
+    let (_fake, url) = grafana().await;
+    let c = creds();
+    let check = |auth: Value| {
+        let store = esi_backends::SecretStoreSpec::from_manifest(json!({"provider": {"grafana": {
+            "url": url, "orgId": ORG, "auth": auth, "timeout": "5s",
+        }}}))
+        .expect("store");
+        async move { store.check_login().await }
+    };
+    match check(json!({"token": {"file": c.admin}})).await {
+        esi_backends::LoginCheck::LoggedIn(who) => {
+            assert_eq!(who, format!("organization \"Main Org.\" (id {ORG})"));
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&c.admin, "glsa_notATokenGrafanaKnows_00000000_00000000").expect("write");
+    match check(json!({"token": {"file": c.admin}})).await {
+        esi_backends::LoginCheck::Failed(BackendError::Unavailable { message, .. }) => {
+            assert!(
+                message.contains("401") || message.contains("credentials"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
