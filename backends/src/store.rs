@@ -171,34 +171,49 @@ impl SecretStoreSpec {
     /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
     /// token obtained, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`). For `esi-federation check --login`: it finds a broken credential before
     /// a workload's request does. Nothing is minted.
-    pub async fn check_login(&self) -> LoginCheck {
+    ///
+    /// `issuer` is the serving federation's, for the stores logging in with a token it signs
+    /// for itself (`selfIssued`); without it they are not checked.
+    #[cfg_attr(
+        not(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s")),
+        allow(
+            unused_variables,
+            reason = "only these providers log in with the issuer"
+        )
+    )]
+    pub async fn check_login(
+        &self,
+        issuer: Option<std::sync::Arc<crate::identity::Issuer>>,
+    ) -> LoginCheck {
+        let own = issuer.is_some();
+        let slot = issuer.map_or(crate::IssuerSlot::Unknown, crate::IssuerSlot::Present);
         match &self.provider {
             #[cfg(feature = "vault")]
             StoreProvider::Vault(v) => {
-                if v.self_issued_audience().is_some() || v.iam_self_issued() {
+                if !own && (v.self_issued_audience().is_some() || v.iam_self_issued()) {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::vault::VaultConn::new(v, &crate::IssuerSlot::Unknown) {
+                match crate::vault::VaultConn::new(v, &slot) {
                     Ok(conn) => concluded(conn.whoami().await),
                     Err(e) => unbuildable(&e),
                 }
             }
             #[cfg(feature = "aws")]
             StoreProvider::Aws(a) => {
-                if a.self_issued.is_some() {
+                if !own && a.self_issued.is_some() {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::aws::StsConn::new(a, &crate::IssuerSlot::Unknown) {
+                match crate::aws::StsConn::new(a, &slot) {
                     Ok(conn) => concluded(conn.whoami().await),
                     Err(e) => unbuildable(&e),
                 }
             }
             #[cfg(feature = "gcp")]
             StoreProvider::Gcp(g) => {
-                if g.self_issued.is_some() {
+                if !own && g.self_issued.is_some() {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::gcp::GcpConn::new(g, &crate::IssuerSlot::Unknown) {
+                match crate::gcp::GcpConn::new(g, &slot) {
                     Ok(conn) => concluded(
                         conn.source_token()
                             .await
@@ -209,10 +224,10 @@ impl SecretStoreSpec {
             }
             #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(k) => {
-                if k.self_issued_audience().is_some() {
+                if !own && k.self_issued_audience().is_some() {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::kubernetes_token::KubernetesConn::new(k, &crate::IssuerSlot::Unknown) {
+                match crate::kubernetes_token::KubernetesConn::new(k, &slot) {
                     Ok(conn) => concluded(conn.whoami().await),
                     Err(e) => unbuildable(&e),
                 }

@@ -645,7 +645,7 @@ async fn a_login_check_names_the_app_its_jwt_authenticates() {
             "url": url, "appId": APP_ID, "privateKey": {"file": key_file}, "timeout": "5s",
         }}}))
         .expect("store");
-        async move { store.check_login().await }
+        async move { store.check_login(None).await }
     };
     match check(key_pem(&key, false)).await {
         esi_backends::LoginCheck::LoggedIn(who) => {

@@ -990,7 +990,7 @@ async fn a_login_check_names_the_organization_the_credential_is_for() {
             "url": url, "orgId": ORG, "auth": auth, "timeout": "5s",
         }}}))
         .expect("store");
-        async move { store.check_login().await }
+        async move { store.check_login(None).await }
     };
     match check(json!({"token": {"file": c.admin}})).await {
         esi_backends::LoginCheck::LoggedIn(who) => {

@@ -1483,7 +1483,7 @@ async fn a_login_check_names_the_caller_sts_takes_the_store_for() {
     let check = |store: Value| async move {
         esi_backends::SecretStoreSpec::from_manifest(store)
             .expect("store")
-            .check_login()
+            .check_login(None)
             .await
     };
     // The store's keys, then a role it assumes first: GetCallerIdentity says which.

@@ -1694,7 +1694,7 @@ async fn a_login_check_logs_in_and_names_the_token_and_its_policies() {
     let check = |store: Value| async move {
         esi_backends::SecretStoreSpec::from_manifest(store)
             .expect("store")
-            .check_login()
+            .check_login(None)
             .await
     };
     match check(store.clone()).await {

@@ -120,6 +120,14 @@ enum Command {
         /// whom (or why not); fail if a login fails. Nothing is minted.
         #[arg(long)]
         login: bool,
+        /// With `--login`: the serving federation's issuer URL, so that the stores logging in
+        /// with its own token (`selfIssued`) are checked too; its keys as `serve` takes them
+        /// (`--issuer-keys-file`, `ESI_ISSUER_KEYS` or `ESI_ISSUER_KEYS_SECRET`).
+        #[arg(long, env = "ESI_ISSUER_URL", requires = "login")]
+        issuer_url: Option<String>,
+        /// With `--issuer-url`: the file holding the issuer's PEM private keys.
+        #[arg(long, env = "ESI_ISSUER_KEYS_FILE", requires = "issuer_url")]
+        issuer_keys_file: Option<PathBuf>,
     },
     /// Print the CRDs, or write one file per CRD into a folder.
     Crds {
@@ -163,18 +171,20 @@ fn main() -> ExitCode {
 }
 
 /// `check --login`: each SecretStore of the configuration at `path` logs in once, one line
-/// each (`namespace/name (provider): ...`); an error when any login failed.
-fn check_logins(path: &std::path::Path) -> anyhow::Result<()> {
+/// each (`namespace/name (provider): ...`), those logging in with the federation's own token
+/// with `issuer`'s; an error when any login failed.
+fn check_logins(path: &std::path::Path, issuer: Option<IssuerSource>) -> anyhow::Result<()> {
     use esi_backends::LoginCheck;
     let stores = config::parse_resources(config::read_documents(path)?)?.stores;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let issuer = runtime.block_on(IssuerSource::load(issuer))?;
     let mut failed = 0;
     for ((namespace, name), (spec, _)) in &stores {
         let provider = spec.provider.name();
-        match runtime.block_on(spec.check_login()) {
+        match runtime.block_on(spec.check_login(issuer.clone())) {
             LoginCheck::LoggedIn(who) => {
                 println!("{namespace}/{name} ({provider}): logged in: {who}");
             }
@@ -240,7 +250,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         #[cfg(feature = "lambda")]
         Command::Lambda => run_lambda(),
-        Command::Check { config, login } => {
+        Command::Check {
+            config,
+            login,
+            issuer_url,
+            issuer_keys_file,
+        } => {
             let state = AppState::new(Settings::default(), LeaseKeys::ephemeral());
             let snap = config::load_path(&config, &state)?;
             println!(
@@ -251,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 snap.generators.len()
             );
             if login {
-                check_logins(&config)?;
+                check_logins(&config, IssuerSource::choose(issuer_url, issuer_keys_file)?)?;
             }
             Ok(())
         }

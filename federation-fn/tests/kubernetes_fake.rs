@@ -1557,7 +1557,7 @@ async fn a_login_check_names_the_user_the_api_server_takes_the_federation_for() 
             "server": server, "auth": {"token": {"file": file}},
         }}}))
         .unwrap();
-        async move { store.check_login().await }
+        async move { store.check_login(None).await }
     };
     match check(FEDERATION_TOKEN).await {
         esi_backends::LoginCheck::LoggedIn(who) => {
