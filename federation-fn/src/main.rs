@@ -122,8 +122,9 @@ enum Command {
         login: bool,
         /// With `--login`: the serving federation's issuer URL, so that the stores logging in
         /// with its own token (`selfIssued`) are checked too; its keys as `serve` takes them
-        /// (`--issuer-keys-file`, `ESI_ISSUER_KEYS` or `ESI_ISSUER_KEYS_SECRET`).
-        #[arg(long, env = "ESI_ISSUER_URL", requires = "login")]
+        /// (`--issuer-keys-file`, `ESI_ISSUER_KEYS` or `ESI_ISSUER_KEYS_SECRET`). Ignored
+        /// without `--login`.
+        #[arg(long, env = "ESI_ISSUER_URL")]
         issuer_url: Option<String>,
         /// With `--issuer-url`: the file holding the issuer's PEM private keys.
         #[arg(long, env = "ESI_ISSUER_KEYS_FILE", requires = "issuer_url")]
