@@ -543,6 +543,22 @@ impl AzureConn {
         })
     }
 
+    /// Whether Entra ID (or the managed identity endpoint) gives the federation a token: one
+    /// for the store's cloud's container registry scope, which every tenant's identities may
+    /// ask for, as a check that the store's credential works.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        self.token(&self.acr_scope).await?;
+        let who = match (&self.proof, &self.client_id) {
+            (Proof::ManagedIdentity(_), None) => "the system-assigned managed identity".to_owned(),
+            (_, Some(id)) => format!("client {id:?}"),
+            (_, None) => "the default client".to_owned(),
+        };
+        Ok(format!(
+            "obtained a Microsoft Entra ID token as {who} of tenant {:?} (scope {})",
+            self.tenant_id, self.acr_scope
+        ))
+    }
+
     /// A token of the federation for `scope`: the cached one while it has more than five
     /// minutes left, else a fresh one.
     pub async fn token(&self, scope: &str) -> Result<AadToken, BackendError> {

@@ -162,20 +162,33 @@ pub enum LoginCheck {
 }
 
 /// Why a store logging in with the federation's own token is not checked.
-#[cfg(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s"))]
+#[cfg(any(
+    feature = "vault",
+    feature = "aws",
+    feature = "gcp",
+    feature = "k8s",
+    feature = "azure"
+))]
 const NEEDS_ISSUER: &str = "logs in with a token the federation signs for itself: only a serving federation has its issuer";
 
 impl SecretStoreSpec {
     /// Logs in once, as the federation would before its first call, and asks the backend who
     /// it takes the federation for: a Vault token's name and policies (`lookup-self`), the AWS
     /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
-    /// token obtained, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`). For `esi-federation check --login`: it finds a broken credential before
+    /// token obtained, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`), an
+    /// Entra ID token obtained. For `esi-federation check --login`: it finds a broken credential before
     /// a workload's request does. Nothing is minted.
     ///
     /// `issuer` is the serving federation's, for the stores logging in with a token it signs
     /// for itself (`selfIssued`); without it they are not checked.
     #[cfg_attr(
-        not(any(feature = "vault", feature = "aws", feature = "gcp", feature = "k8s")),
+        not(any(
+            feature = "vault",
+            feature = "aws",
+            feature = "gcp",
+            feature = "k8s",
+            feature = "azure"
+        )),
         allow(
             unused_variables,
             reason = "only these providers log in with the issuer"
@@ -242,6 +255,16 @@ impl SecretStoreSpec {
                 Ok(conn) => concluded(conn.whoami().await),
                 Err(e) => unbuildable(&e),
             },
+            #[cfg(feature = "azure")]
+            StoreProvider::Azure(a) => {
+                if !own && a.workload_identity.as_ref().is_some_and(|w| w.self_issued) {
+                    return LoginCheck::NotChecked(NEEDS_ISSUER);
+                }
+                match crate::azure::AzureConn::with_issuer(a, &slot) {
+                    Ok(conn) => concluded(conn.whoami().await),
+                    Err(e) => unbuildable(&e),
+                }
+            }
             #[allow(unreachable_patterns)]
             _ => LoginCheck::NotChecked("no login of its own to check"),
         }
@@ -255,7 +278,8 @@ impl SecretStoreSpec {
     feature = "gcp",
     feature = "k8s",
     feature = "github",
-    feature = "grafana"
+    feature = "grafana",
+    feature = "azure"
 ))]
 fn concluded(found: Result<String, BackendError>) -> LoginCheck {
     match found {
@@ -271,7 +295,8 @@ fn concluded(found: Result<String, BackendError>) -> LoginCheck {
     feature = "gcp",
     feature = "k8s",
     feature = "github",
-    feature = "grafana"
+    feature = "grafana",
+    feature = "azure"
 ))]
 fn unbuildable(e: &SpecError) -> LoginCheck {
     LoginCheck::Failed(BackendError::Unavailable {

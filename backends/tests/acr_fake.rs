@@ -1022,3 +1022,40 @@ async fn a_managed_identity_gets_its_token_from_imds() {
     );
     assert!(e.detail().contains("Identity not found"), "{}", e.detail());
 }
+
+#[tokio::test]
+async fn a_login_check_gets_a_token_with_the_stores_credential() {
+    let (fake, aad, acr) = azure().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |secret: &str| {
+        let store =
+            esi_backends::SecretStoreSpec::from_manifest(secret_store(&dir, &aad, &acr, secret))
+                .expect("store");
+        async move { store.check_login(None).await }
+    };
+    match check(CLIENT_SECRET).await {
+        esi_backends::LoginCheck::LoggedIn(who) => assert_eq!(
+            who,
+            format!(
+                "obtained a Microsoft Entra ID token as client {CLIENT:?} of tenant {TENANT:?} \
+                 (scope {ACR_SCOPE})"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    {
+        let fake = fake.lock().expect("lock");
+        assert_eq!(get(&fake.entra.forms[0], "scope"), Some(ACR_SCOPE));
+        assert!(
+            fake.exchange_forms.is_empty(),
+            "nothing asked of the registry"
+        );
+    }
+    // A wrong secret: Entra ID refuses the federation's own credential.
+    match check("not-the-client-secret").await {
+        esi_backends::LoginCheck::Failed(BackendError::Unavailable { detail, .. }) => {
+            assert!(!detail.contains("not-the-client-secret"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
