@@ -169,15 +169,16 @@ pub enum LoginCheck {
     feature = "k8s",
     feature = "azure"
 ))]
-const NEEDS_ISSUER: &str = "logs in with a token the federation signs for itself: only a serving federation has its issuer";
+const NEEDS_ISSUER: &str = "logs in with a token the federation signs for itself: give the \
+     serving federation's issuer (--issuer-url and its keys) to check it";
 
 impl SecretStoreSpec {
     /// Logs in once, as the federation would before its first call, and asks the backend who
     /// it takes the federation for: a Vault token's name and policies (`lookup-self`), the AWS
     /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
     /// token obtained, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`), an
-    /// Entra ID token obtained. For `esi-federation check --login`: it finds a broken credential before
-    /// a workload's request does. Nothing is minted.
+    /// Entra ID token obtained. For `esi-federation check --login`: it finds a broken credential
+    /// before a workload's request does. Nothing is minted.
     ///
     /// `issuer` is the serving federation's, for the stores logging in with a token it signs
     /// for itself (`selfIssued`); without it they are not checked.
@@ -206,64 +207,68 @@ impl SecretStoreSpec {
                 if !own && (v.self_issued_audience().is_some() || v.iam_self_issued()) {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::vault::VaultConn::new(v, &slot) {
-                    Ok(conn) => concluded(conn.whoami().await),
-                    Err(e) => unbuildable(&e),
-                }
+                logged_in(crate::vault::VaultConn::new(v, &slot), async |conn| {
+                    conn.whoami().await
+                })
+                .await
             }
             #[cfg(feature = "aws")]
             StoreProvider::Aws(a) => {
                 if !own && a.self_issued.is_some() {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::aws::StsConn::new(a, &slot) {
-                    Ok(conn) => concluded(conn.whoami().await),
-                    Err(e) => unbuildable(&e),
-                }
+                logged_in(crate::aws::StsConn::new(a, &slot), async |conn| {
+                    conn.whoami().await
+                })
+                .await
             }
             #[cfg(feature = "gcp")]
             StoreProvider::Gcp(g) => {
                 if !own && g.self_issued.is_some() {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::gcp::GcpConn::new(g, &slot) {
-                    Ok(conn) => concluded(
-                        conn.source_token()
-                            .await
-                            .map(|_| "obtained a Google access token".to_owned()),
-                    ),
-                    Err(e) => unbuildable(&e),
-                }
+                logged_in(crate::gcp::GcpConn::new(g, &slot), async |conn| {
+                    conn.source_token()
+                        .await
+                        .map(|_| "obtained a Google access token".to_owned())
+                })
+                .await
             }
             #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(k) => {
                 if !own && k.self_issued_audience().is_some() {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::kubernetes_token::KubernetesConn::new(k, &slot) {
-                    Ok(conn) => concluded(conn.whoami().await),
-                    Err(e) => unbuildable(&e),
-                }
+                logged_in(
+                    crate::kubernetes_token::KubernetesConn::new(k, &slot),
+                    async |conn| conn.whoami().await,
+                )
+                .await
             }
             #[cfg(feature = "github")]
-            StoreProvider::Github(g) => match crate::github::GithubConn::new(g) {
-                Ok(conn) => concluded(conn.whoami().await),
-                Err(e) => unbuildable(&e),
-            },
+            StoreProvider::Github(g) => {
+                logged_in(crate::github::GithubConn::new(g), async |conn| {
+                    conn.whoami().await
+                })
+                .await
+            }
             #[cfg(feature = "grafana")]
-            StoreProvider::Grafana(g) => match crate::grafana::GrafanaConn::new(g) {
-                Ok(conn) => concluded(conn.whoami().await),
-                Err(e) => unbuildable(&e),
-            },
+            StoreProvider::Grafana(g) => {
+                logged_in(crate::grafana::GrafanaConn::new(g), async |conn| {
+                    conn.whoami().await
+                })
+                .await
+            }
             #[cfg(feature = "azure")]
             StoreProvider::Azure(a) => {
                 if !own && a.workload_identity.as_ref().is_some_and(|w| w.self_issued) {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
-                match crate::azure::AzureConn::with_issuer(a, &slot) {
-                    Ok(conn) => concluded(conn.whoami().await),
-                    Err(e) => unbuildable(&e),
-                }
+                logged_in(
+                    crate::azure::AzureConn::with_issuer(a, &slot),
+                    async |conn| conn.whoami().await,
+                )
+                .await
             }
             #[allow(unreachable_patterns)]
             _ => LoginCheck::NotChecked("no login of its own to check"),
@@ -271,7 +276,8 @@ impl SecretStoreSpec {
     }
 }
 
-/// What a login found, as a check's outcome.
+/// The outcome of logging in on a store's connection, once `built`: who `whoami` says the
+/// federation is, or why the connection could not be built or the login failed.
 #[cfg(any(
     feature = "vault",
     feature = "aws",
@@ -281,28 +287,23 @@ impl SecretStoreSpec {
     feature = "grafana",
     feature = "azure"
 ))]
-fn concluded(found: Result<String, BackendError>) -> LoginCheck {
-    match found {
+async fn logged_in<C>(
+    built: Result<C, SpecError>,
+    whoami: impl AsyncFnOnce(&C) -> Result<String, BackendError>,
+) -> LoginCheck {
+    let conn = match built {
+        Ok(conn) => conn,
+        Err(e) => {
+            return LoginCheck::Failed(BackendError::Unavailable {
+                message: "the store cannot be built".to_owned(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    match whoami(&conn).await {
         Ok(who) => LoginCheck::LoggedIn(who),
         Err(e) => LoginCheck::Failed(e),
     }
-}
-
-/// A store that validated but cannot be built: its login check failed.
-#[cfg(any(
-    feature = "vault",
-    feature = "aws",
-    feature = "gcp",
-    feature = "k8s",
-    feature = "github",
-    feature = "grafana",
-    feature = "azure"
-))]
-fn unbuildable(e: &SpecError) -> LoginCheck {
-    LoginCheck::Failed(BackendError::Unavailable {
-        message: "the store cannot be built".to_owned(),
-        detail: e.to_string(),
-    })
 }
 
 /// A generator's reference to a `SecretStore` in its own namespace.
