@@ -240,6 +240,18 @@ pub fn validate_policy_arn(arn: &str, field: &str) -> Result<(), SpecError> {
     }
 }
 
+/// The regional STS host of `region` (`.amazonaws.com.cn` in China), which EKS takes tokens
+/// for and a Vault IAM login is signed for.
+#[cfg(any(feature = "eks", feature = "vault-iam"))]
+pub(crate) fn sts_host(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("sts.{region}.{suffix}")
+}
+
 /// Whether `region` looks like an AWS region (`eu-west-1`): lowercase letters, digits and
 /// `-`. It is written into endpoints' host names and signed into credential scopes as given,
 /// so `EU-WEST-1` would sign for a scope no AWS service answers to.

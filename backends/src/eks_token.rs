@@ -138,16 +138,6 @@ fn kubeconfig(cluster: &str, endpoint: &str, ca: Option<&str>, token: &str) -> S
     .to_string()
 }
 
-/// The regional STS host EKS accepts tokens for (`.amazonaws.com.cn` in China).
-fn sts_host(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("sts.{region}.{suffix}")
-}
-
 impl EksTokenSpec {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -237,7 +227,7 @@ pub fn token(
     let url = crate::aws_presign::presigned_url(
         &format!(
             "https://{}/?Action=GetCallerIdentity&Version=2011-06-15",
-            sts_host(region)
+            crate::aws::sts_host(region)
         ),
         &[(CLUSTER_HEADER, cluster)],
         "sts",
@@ -434,6 +424,7 @@ mod tests {
 
     #[test]
     fn the_sts_host_is_the_regional_one_of_the_partition() {
+        use crate::aws::sts_host;
         assert_eq!(sts_host("eu-west-1"), "sts.eu-west-1.amazonaws.com");
         assert_eq!(sts_host("us-gov-west-1"), "sts.us-gov-west-1.amazonaws.com");
         assert_eq!(sts_host("cn-north-1"), "sts.cn-north-1.amazonaws.com.cn");

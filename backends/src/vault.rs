@@ -393,8 +393,8 @@ struct SignedIamRequest {
 }
 
 /// Signs the `GetCallerIdentity` request of an IAM login for the STS endpoint of `sts` (its
-/// `endpoint`, else the regional one, the global `sts.amazonaws.com` for `us-east-1` as
-/// Vault's own default), with `server_id` as the `X-Vault-AWS-IAM-Server-ID` header when set.
+/// `endpoint`, else the regional one of its partition, the global `sts.amazonaws.com` for
+/// `us-east-1` as Vault's own default), with `server_id` as the `X-Vault-AWS-IAM-Server-ID` header when set.
 #[cfg(feature = "vault-iam")]
 fn iam_login_request(
     sts: &crate::aws::AwsProvider,
@@ -407,7 +407,7 @@ fn iam_login_request(
     let url = match &sts.endpoint {
         Some(ep) => format!("{}/", ep.trim_end_matches('/')),
         None if sts.region == "us-east-1" => "https://sts.amazonaws.com/".to_owned(),
-        None => format!("https://sts.{}.amazonaws.com/", sts.region),
+        None => format!("https://{}/", crate::aws::sts_host(&sts.region)),
     };
     let mut headers = vec![(
         "Content-Type",
@@ -1498,6 +1498,9 @@ mod tests {
             url(&vpc),
             "https://vpce-1.sts.eu-west-1.vpce.amazonaws.com/"
         );
+        let china: crate::aws::AwsProvider =
+            serde_json::from_value(serde_json::json!({"region": "cn-north-1"})).unwrap();
+        assert_eq!(url(&china), "https://sts.cn-north-1.amazonaws.com.cn/");
     }
 
     #[cfg(feature = "vault-iam")]

@@ -2076,6 +2076,10 @@ TRUST_CASES = [
     ("trust-vault-aws", TVA_REQUIRED.replace('"eu-west-1"', '"us-east-1"').replace(TV_SERVER, "https://[fd00::1]:8200"),
      {"vault": {"server": "https://[fd00::1]:8200", "auth": {"iam": {
          "path": "esi-federation-aws", "role": "esi-federation", "serverId": "[fd00::1]", "sts": {"region": "us-east-1"}}}}}),
+    # China: the regional endpoint of its own partition (`.amazonaws.com.cn`).
+    ("trust-vault-aws", TVA_REQUIRED.replace('"eu-west-1"', '"cn-north-1"').replace(":aws:iam:", ":aws-cn:iam:"),
+     {"vault": {"server": TV_SERVER, "auth": {"iam": {
+         "path": "esi-federation-aws", "role": "esi-federation", "serverId": "vault.example.internal", "sts": {"region": "cn-north-1"}}}}}),
 ]
 # Where the server reads each backend's `provider` (serde, camelCase).
 STORE_STRUCTS = {
@@ -2228,14 +2232,20 @@ def rust_iam_login_url(stage: str, sts: dict) -> str | None:
     vault_rs = (REPO / "backends" / "src" / "vault.rs").read_text()
     arms = [r"Some\(ep\) => format!\(\"\{\}/\", ep\.trim_end_matches\('/'\)\)",
             r'None if sts\.region == "us-east-1" => "https://sts\.amazonaws\.com/"\.to_owned\(\)',
-            r'None => format!\("https://sts\.\{\}\.amazonaws\.com/", sts\.region\)']
-    if not all(re.search(a, vault_rs) for a in arms):
+            r'None => format!\("https://\{\}/", crate::aws::sts_host\(&sts\.region\)\)']
+    aws_rs = (REPO / "backends" / "src" / "aws.rs").read_text()
+    arms_aws = [r'let suffix = if region\.starts_with\("cn-"\) \{\s*"amazonaws\.com\.cn"\s*\} else \{\s*"amazonaws\.com"\s*\};',
+                r'format!\("sts\.\{region\}\.\{suffix\}"\)']
+    if not all(re.search(a, vault_rs) for a in arms) or not all(re.search(a, aws_rs) for a in arms_aws):
         fail(stage, "backends/src/vault.rs: cannot find the STS URL iam_login_request signs for (endpoint, else the "
-             "region's, global for us-east-1); update rust_iam_login_url and modules/trust-vault-aws's local.sts_endpoint")
+             "region's in its partition (aws.rs sts_host), global for us-east-1); update rust_iam_login_url and modules/trust-vault-aws's local.sts_endpoint")
         return None
     if "endpoint" in sts:
         return sts["endpoint"].rstrip("/") + "/"
-    return "https://sts.amazonaws.com/" if sts["region"] == "us-east-1" else f"https://sts.{sts['region']}.amazonaws.com/"
+    if sts["region"] == "us-east-1":
+        return "https://sts.amazonaws.com/"
+    suffix = "amazonaws.com.cn" if sts["region"].startswith("cn-") else "amazonaws.com"
+    return f"https://sts.{sts['region']}.{suffix}/"
 
 
 def check_vault_iam_login(stage: str, what: str, inputs: str, provider: dict, outputs_: dict) -> None:

@@ -12,11 +12,12 @@
 
 locals {
   # The STS endpoint the federation signs its request for (backends/src/vault.rs,
-  # iam_login_request): `sts_endpoint`, else the region's, the global one for us-east-1 (Vault's
+  # iam_login_request): `sts_endpoint`, else the region's in its partition (`.amazonaws.com.cn`
+  # in China), the global one for us-east-1 (Vault's
   # own default). Vault sends the request there and nowhere else, so both must name the same
   # endpoint; without a trailing `/` here, as Vault appends the request's path itself.
   sts_endpoint = var.sts_endpoint != null ? replace(var.sts_endpoint, "/\\/+$/", "") : (
-    var.region == "us-east-1" ? "https://sts.amazonaws.com" : "https://sts.${var.region}.amazonaws.com"
+    var.region == "us-east-1" ? "https://sts.amazonaws.com" : "https://sts.${var.region}.${startswith(var.region, "cn-") ? "amazonaws.com.cn" : "amazonaws.com"}"
   )
 
   # The server ID: given, or the host of `server` (as Vault's documentation suggests), which
