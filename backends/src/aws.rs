@@ -252,6 +252,42 @@ pub(crate) fn sts_host(region: &str) -> String {
     format!("sts.{region}.{suffix}")
 }
 
+/// `request` signed with SigV4 for `service` in `region` with `credentials` at `time`, as
+/// `settings` say (headers, or query parameters for a presigned URL): the headers or
+/// parameters to add. `request` is `(method, url, headers, body)`, the URL already encoded.
+#[cfg(any(feature = "rds", feature = "eks", feature = "vault-iam"))]
+pub(crate) fn sigv4_sign(
+    (method, url, headers, body): (&str, &str, &[(&str, &str)], &[u8]),
+    service: &str,
+    region: &str,
+    credentials: aws_credential_types::Credentials,
+    time: std::time::SystemTime,
+    settings: aws_sigv4::http_request::SigningSettings,
+) -> Result<aws_sigv4::http_request::SigningInstructions, String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
+    let identity = credentials.into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts()
+        .0)
+}
+
 /// Whether `region` looks like an AWS region (`eu-west-1`): lowercase letters, digits and
 /// `-`. It is written into endpoints' host names and signed into credential scopes as given,
 /// so `EU-WEST-1` would sign for a scope no AWS service answers to.

@@ -5,10 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sigv4::http_request::{
-    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
-};
-use aws_sigv4::sign::v4;
+use aws_sigv4::http_request::{SignatureLocation, SigningSettings};
 
 /// `url` (already encoded, with its query) presigned for `service` in `region` with
 /// `credentials` at `time`, valid `expires`, the `headers` signed too: `url` with the signing
@@ -22,29 +19,17 @@ pub(crate) fn presigned_url(
     time: SystemTime,
     expires: Duration,
 ) -> Result<String, String> {
-    let identity = credentials.into();
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(expires);
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    let request = SignableRequest::new(
-        "GET",
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(&[]),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(request, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
+    let instructions = crate::aws::sigv4_sign(
+        ("GET", url, headers, &[]),
+        service,
+        region,
+        credentials,
+        time,
+        settings,
+    )?;
     let mut out = url.to_owned();
     for (name, value) in instructions.params() {
         out.push('&');

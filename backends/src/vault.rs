@@ -402,8 +402,6 @@ fn iam_login_request(
     credentials: aws_credential_types::Credentials,
     time: std::time::SystemTime,
 ) -> Result<SignedIamRequest, String> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    use aws_sigv4::sign::v4;
     let url = match &sts.endpoint {
         Some(ep) => format!("{}/", ep.trim_end_matches('/')),
         None if sts.region == "us-east-1" => "https://sts.amazonaws.com/".to_owned(),
@@ -416,26 +414,14 @@ fn iam_login_request(
     if let Some(id) = server_id {
         headers.push(("X-Vault-AWS-IAM-Server-ID", id));
     }
-    let identity = credentials.into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&sts.region)
-        .name("sts")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    let request = SignableRequest::new(
-        "POST",
-        &url,
-        headers.iter().copied(),
-        SignableBody::Bytes(IAM_LOGIN_BODY.as_bytes()),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(request, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
+    let instructions = crate::aws::sigv4_sign(
+        ("POST", &url, &headers, IAM_LOGIN_BODY.as_bytes()),
+        "sts",
+        &sts.region,
+        credentials,
+        time,
+        aws_sigv4::http_request::SigningSettings::default(),
+    )?;
     let mut json = serde_json::Map::new();
     for (name, value) in headers.iter().copied().chain(instructions.headers()) {
         json.insert(name.to_owned(), serde_json::json!([value]));
