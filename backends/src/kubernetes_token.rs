@@ -29,9 +29,23 @@
 //! `boundObjectRef`. The lease names that Secret; revoking deletes it (with a UID
 //! precondition, so a later Secret of the same name is never touched), and the API server
 //! refuses the token from then on. A token that cannot be handed out has its Secret deleted at
-//! once. Secrets of tokens never revoked stay after the tokens expire (the federation keeps no
-//! state and may not list Secrets); their annotation says when they became useless. This needs
-//! `create` and `delete` on `secrets` in that namespace too.
+//! once. This needs `create` and `delete` on `secrets` in that namespace too.
+//!
+//! Tokens never revoked (a Pod killed before its revoke-on-exit, a caller that does not
+//! revoke) must not leave their Secrets behind, yet the federation keeps no state and may not
+//! list Secrets (that would read them all). So Kubernetes' garbage collector does it: each
+//! binding Secret is owned (`ownerReferences`) by an **anchor**, a Lease
+//! `esi-token-bindings-<YYYYMMDD>` in the same namespace for the UTC day its token expires
+//! (Leases hold no secret). A replica creates the day's anchor on its first revocable token
+//! there, or on a `409` reads the UID of the one another replica made, and keeps it for five
+//! minutes. Once a day per namespace, after a revocable token, it deletes the anchors of the
+//! last seven days that ended over an hour ago (`propagationPolicy: Background`): the garbage
+//! collector deletes their Secrets, whose tokens had all expired. A token the API server
+//! makes to outlive its anchor's day is revoked, not handed out. Deleting an anchor by hand
+//! revokes every token of that day in the namespace at once; a replica that knew it binds
+//! new tokens to it, dead on arrival, for up to five minutes. Without rights on `leases` the
+//! token is still minted, its Secret unowned (as before anchors), and a warning logged. This
+//! needs `create`, `get` and `delete` on `leases` (`coordination.k8s.io`) too.
 //!
 //! The credential: `token`; `server` (the store's); `namespace` and `serviceAccount` (the
 //! rendered names); `kubeconfig`, a whole kubeconfig (JSON, which kubectl and every client read
@@ -80,10 +94,10 @@
 //!
 //! with RBAC granting `create` on `serviceaccounts/token` to the user `esi:esi-federation`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use kube::CustomResource;
@@ -301,7 +315,11 @@ pub struct KubernetesServiceAccountTokenSpec {
     pub expiration: Option<HumanDuration>,
     /// Bind each token to a Secret made for it (`esi-token-*`, empty, in the ServiceAccount's
     /// namespace), deleted when the lease is revoked: the API server then refuses the token.
-    /// The federation also needs `create` and `delete` on `secrets` there.
+    /// Each Secret is owned by the Lease `esi-token-bindings-<YYYYMMDD>` of the day its token
+    /// expires, which the federation deletes once that day is over, so Kubernetes' garbage
+    /// collector deletes the Secrets of tokens never revoked. The federation also needs
+    /// `create` and `delete` on `secrets` there, and `create`, `get` and `delete` on `leases`
+    /// (`coordination.k8s.io`; without them the Secrets stay after their tokens expire).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revocable: bool,
 }
@@ -426,6 +444,8 @@ pub struct KubernetesConn {
     /// The store's `caBundle` as a kubeconfig's `certificate-authority-data` (base64 of the PEM).
     ca_data: Option<String>,
     proof: Proof,
+    /// What this replica knows of the anchors of revocable tokens' binding Secrets.
+    anchors: Anchors,
 }
 
 /// How the federation proves itself to the API server.
@@ -490,6 +510,7 @@ impl KubernetesConn {
                 .as_deref()
                 .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem.trim())),
             proof,
+            anchors: Anchors::default(),
         })
     }
 
@@ -740,6 +761,56 @@ struct CreatedMeta {
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "esi-federation");
 /// The type of the binding Secrets (they hold no data).
 pub const BINDING_TYPE: &str = "esi.dev/token-binding";
+/// The name of the Leases anchoring binding Secrets, before the UTC day their tokens expire
+/// (`esi-token-bindings-20261202`).
+pub const ANCHOR_PREFIX: &str = "esi-token-bindings-";
+/// How long a replica trusts what it learned of an anchor (its UID, or that none can be made)
+/// before asking again: an anchor deleted by hand, which voids the tokens bound under it, is
+/// no longer bound to after that.
+const ANCHOR_RECHECK: Duration = Duration::from_secs(300);
+/// How long after its day ends an anchor is deleted: room for clocks that disagree.
+const SWEEP_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+/// How far past its anchor's day a token may live (an API server's expiry counts from its own
+/// clock, a little after the federation's): far less than [`SWEEP_MARGIN`].
+const ANCHOR_LEEWAY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+/// How many past days a sweep covers, so the anchors of a day followed by a quiet week (no
+/// revocable token in the namespace) are still deleted.
+const SWEEP_DAYS: i16 = 7;
+
+/// What a replica knows of the anchors of one cluster's binding Secrets.
+#[derive(Default)]
+struct Anchors {
+    /// By namespace and day: the anchor's UID (`None`: it could not be made), and when that
+    /// was learned.
+    known: std::sync::Mutex<HashMap<(String, jiff::civil::Date), Learned>>,
+    /// By namespace: the last day whose anchor (and the days' before it) was deleted.
+    swept: std::sync::Mutex<HashMap<String, jiff::civil::Date>>,
+}
+
+/// An anchor's UID (`None`: it could not be made), and when that was learned.
+type Learned = (Option<String>, Instant);
+
+/// A binding Secret's owner: the anchor of the day its token expires, and that day's end.
+struct Anchor {
+    name: String,
+    uid: String,
+    until: jiff::Timestamp,
+}
+
+/// The anchor's name for `day`.
+fn anchor_name(day: jiff::civil::Date) -> String {
+    format!("{ANCHOR_PREFIX}{}", day.strftime("%Y%m%d"))
+}
+
+/// The UTC day of `t`.
+fn utc_day(t: jiff::Timestamp) -> jiff::civil::Date {
+    t.to_zoned(jiff::tz::TimeZone::UTC).date()
+}
+
+/// Locks `m`, a poisoned lock taken as is (its maps stay consistent at every step).
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The error of an API server answer other than success, for `what` (`"the token request"`)
 /// about `who` (`"ServiceAccount deploy/ci"`). A 403 says the federation may not do `action`,
@@ -782,15 +853,17 @@ pub(crate) fn unreadable(e: &serde_json::Error) -> BackendError {
 }
 
 impl KubernetesServiceAccountTokenGenerator {
-    /// Creates the empty Secret a revocable token is bound to: its name and UID.
+    /// Creates the empty Secret a revocable token is bound to, owned by `owner` when there
+    /// is one: its name and UID.
     async fn create_binding(
         &self,
         ctx: &Context<'_>,
         namespace: &str,
         name: &str,
         expires: jiff::Timestamp,
+        owner: Option<&Anchor>,
     ) -> Result<Lease, BackendError> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
@@ -805,6 +878,13 @@ impl KubernetesServiceAccountTokenGenerator {
             "type": BINDING_TYPE,
             "immutable": true,
         });
+        if let Some(a) = owner {
+            // Neither `controller` nor `blockOwnerDeletion`: the anchor is deleted at once, the
+            // garbage collector deleting the Secrets after it.
+            body["metadata"]["ownerReferences"] = serde_json::json!([{
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "name": a.name, "uid": a.uid,
+            }]);
+        }
         let path = format!("api/v1/namespaces/{namespace}/secrets");
         let req = self
             .conn
@@ -836,6 +916,177 @@ impl KubernetesServiceAccountTokenGenerator {
             secret,
             uid,
         })
+    }
+
+    /// The anchor of `day`'s binding Secrets in `namespace`, made or learned when this replica
+    /// does not know it (or knew it over [`ANCHOR_RECHECK`] ago); `None` when it cannot be
+    /// made, which is logged: the Secret is then made without an owner and stays.
+    async fn anchor(&self, namespace: &str, day: jiff::civil::Date) -> Option<Anchor> {
+        let key = (namespace.to_owned(), day);
+        let known = locked(&self.conn.anchors.known)
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < ANCHOR_RECHECK)
+            .map(|(uid, _)| uid.clone());
+        let uid = match known {
+            Some(uid) => uid,
+            None => {
+                let uid = match self.create_anchor(namespace, day).await {
+                    Ok(uid) => Some(uid),
+                    Err(e) => {
+                        tracing::warn!(
+                            namespace,
+                            anchor = anchor_name(day),
+                            detail = e.detail(),
+                            "the Lease anchoring revocable tokens' binding Secrets could not be \
+                             made; the Secrets made meanwhile stay after their tokens expire"
+                        );
+                        None
+                    }
+                };
+                let mut known = locked(&self.conn.anchors.known);
+                known.retain(|_, (_, at)| at.elapsed() < ANCHOR_RECHECK);
+                known.insert(key, (uid.clone(), Instant::now()));
+                uid
+            }
+        }?;
+        Some(Anchor {
+            name: anchor_name(day),
+            uid,
+            until: day
+                .tomorrow()
+                .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+                .map_or(jiff::Timestamp::MAX, |z| z.timestamp()),
+        })
+    }
+
+    /// Creates the Lease anchoring `day`'s binding Secrets in `namespace`, or reads the one
+    /// another replica made: its UID.
+    async fn create_anchor(
+        &self,
+        namespace: &str,
+        day: jiff::civil::Date,
+    ) -> Result<String, BackendError> {
+        let name = anchor_name(day);
+        let body = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "labels": {MANAGED_BY.0: MANAGED_BY.1},
+                "annotations": {
+                    "esi.dev/anchors": "the binding Secrets of the ServiceAccount tokens expiring \
+                        on this UTC day; deleting it deletes them, revoking their tokens",
+                },
+            },
+            "spec": {},
+        });
+        let path = format!("apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
+        let who = format!("namespace {namespace}");
+        let rule = (
+            format!("create and get Leases in namespace {namespace}"),
+            "`create` and `get` on `leases` (coordination.k8s.io), which revocable tokens' \
+             clean-up needs",
+        );
+        let req = self
+            .conn
+            .request(reqwest::Method::POST, &path, Some(&body))?;
+        let (mut status, mut answer) = crate::http::send(BACKEND, req).await?;
+        if status == reqwest::StatusCode::CONFLICT {
+            // Another replica made it today: learn its UID.
+            let req = self
+                .conn
+                .request(reqwest::Method::GET, &format!("{path}/{name}"), None)?;
+            (status, answer) = crate::http::send(BACKEND, req).await?;
+        }
+        if !matches!(status.as_u16(), 200 | 201) {
+            return Err(refusal(
+                &self.conn.address,
+                "the anchor Lease",
+                &who,
+                (&rule.0, rule.1),
+                status,
+                &answer,
+            ));
+        }
+        let made: Created = serde_json::from_slice(&answer).map_err(|e| unreadable(&e))?;
+        if made.metadata.name != name
+            || made.metadata.uid.is_empty()
+            || made.metadata.uid.len() > 64
+        {
+            return Err(BackendError::Unavailable {
+                message: "the Kubernetes API server's answer could not be read".to_owned(),
+                detail: format!(
+                    "{BACKEND}: the anchor Lease {name} without its name or a usable uid"
+                ),
+            });
+        }
+        Ok(made.metadata.uid)
+    }
+
+    /// Deletes the anchors of the days ended over [`SWEEP_MARGIN`] ago in `namespace`, the
+    /// last [`SWEEP_DAYS`] of them, once a day per namespace: the garbage collector then
+    /// deletes their binding Secrets, whose tokens have expired. A failure is logged and
+    /// ends the sweep (the next day's tries again).
+    async fn sweep(&self, namespace: &str, now: jiff::Timestamp) {
+        let Ok(last) = utc_day(now - SWEEP_MARGIN).yesterday() else {
+            return;
+        };
+        {
+            let mut swept = locked(&self.conn.anchors.swept);
+            if swept.get(namespace).is_some_and(|d| *d >= last) {
+                return;
+            }
+            swept.insert(namespace.to_owned(), last);
+        }
+        for back in 0..SWEEP_DAYS {
+            let Ok(day) = last.checked_sub(jiff::Span::new().days(back)) else {
+                return;
+            };
+            if let Err(e) = self.delete_anchor(namespace, day).await {
+                tracing::warn!(
+                    namespace,
+                    anchor = anchor_name(day),
+                    detail = e.detail(),
+                    "a past day's anchor Lease could not be deleted; its binding Secrets stay \
+                     until a later sweep deletes it"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Deletes `day`'s anchor in `namespace`, if there is one.
+    async fn delete_anchor(
+        &self,
+        namespace: &str,
+        day: jiff::civil::Date,
+    ) -> Result<(), BackendError> {
+        let name = anchor_name(day);
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        });
+        let path = format!("apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}");
+        let req = self
+            .conn
+            .request(reqwest::Method::DELETE, &path, Some(&body))?;
+        let (status, answer) = crate::http::send(BACKEND, req).await?;
+        match status.as_u16() {
+            200 | 202 | 404 => Ok(()),
+            _ => Err(refusal(
+                &self.conn.address,
+                "deleting a past day's anchor Lease",
+                &format!("Lease {namespace}/{name}"),
+                (
+                    &format!("delete Leases in namespace {namespace}"),
+                    "`delete` on `leases` (coordination.k8s.io), which revocable tokens' \
+                     clean-up needs",
+                ),
+                status,
+                &answer,
+            )),
+        }
     }
 
     /// Deletes a binding Secret, only if it is still the one of `lease.uid`: `false` when it
@@ -951,12 +1202,16 @@ impl Generate for KubernetesServiceAccountTokenGenerator {
         let (namespace, name) = self.target.render(ctx)?;
         let expiration = self.expiration(ctx)?;
         let now = jiff::Timestamp::now();
-        let lease = if self.spec.revocable {
+        let (lease, anchor) = if self.spec.revocable {
             let lives = i64::try_from(expiration.as_secs()).unwrap_or(i64::MAX);
             let expires = now + jiff::SignedDuration::from_secs(lives);
-            Some(self.create_binding(ctx, &namespace, &name, expires).await?)
+            let anchor = self.anchor(&namespace, utc_day(expires)).await;
+            let lease = self
+                .create_binding(ctx, &namespace, &name, expires, anchor.as_ref())
+                .await?;
+            (Some(lease), anchor)
         } else {
-            None
+            (None, None)
         };
         let over = if lease.is_some() {
             OVER_MAX_TTL_BOUND
@@ -977,6 +1232,22 @@ impl Generate for KubernetesServiceAccountTokenGenerator {
                 if let Some(max) = ctx.max_ttl {
                     crate::credential::within_max_ttl(expires_at, now, max, over)?;
                 }
+                if let Some(a) = anchor
+                    .as_ref()
+                    .filter(|a| expires_at > a.until + ANCHOR_LEEWAY)
+                {
+                    return Err(BackendError::Unavailable {
+                        message: "the Kubernetes API server handed out a token living past the \
+                                  day it was asked to end on; it was revoked (its binding Secret \
+                                  deleted), not handed out"
+                            .to_owned(),
+                        detail: format!(
+                            "{BACKEND}: expirationTimestamp {expires_at} after the end of the \
+                             anchor {} ({})",
+                            a.name, a.until
+                        ),
+                    });
+                }
                 Ok((token, expires_at))
             });
         let (token, expires_at) = match minted {
@@ -989,6 +1260,9 @@ impl Generate for KubernetesServiceAccountTokenGenerator {
                 return Err(e);
             }
         };
+        if anchor.is_some() {
+            self.sweep(&namespace, now).await;
+        }
         let kubeconfig = kubeconfig(
             &self.conn.base,
             &self.conn.address,

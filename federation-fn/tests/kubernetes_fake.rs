@@ -61,11 +61,13 @@ const FEDERATION_USER: &str = "system:serviceaccount:esi-system:esi-federation";
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// One RBAC grant in a namespace: `create` on `serviceaccounts/token`, for the named
-/// ServiceAccounts only when `names` is set; `create` and `delete` on `secrets` when `secrets`.
+/// ServiceAccounts only when `names` is set; `create` and `delete` on `secrets` when `secrets`;
+/// `create`, `get` and `delete` on `leases` (coordination.k8s.io) when `leases`.
 struct Grant {
     namespace: String,
     names: Option<Vec<String>>,
     secrets: bool,
+    leases: bool,
     /// Secrets it may `get` (by `resourceNames`).
     readable: Vec<String>,
 }
@@ -104,6 +106,8 @@ struct ApiServer {
     requests: Vec<(String, String, Value)>,
     /// Secrets by namespace/name.
     secrets: HashMap<String, Secret>,
+    /// Leases by namespace/name (their UID and body, as Secrets).
+    leases: HashMap<String, Secret>,
     /// Every token minted.
     minted: HashMap<String, Minted>,
     /// Client certificates (DER) its client CA signed, and the users their common names make.
@@ -409,17 +413,47 @@ async fn create_secret(
         .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
         .collect();
     let name = format!("{prefix}{suffix}");
+    let owners: Vec<Value> = secret["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if owners.iter().any(|o| {
+        ["apiVersion", "kind", "name", "uid"]
+            .iter()
+            .any(|f| o[f].as_str().is_none_or(str::is_empty))
+    }) {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.ownerReferences: Invalid value: apiVersion, kind, name and uid must not be empty",
+        );
+    }
     let uid = format!("uid-{}", relying_party::random());
     secret["metadata"]["name"] = json!(name);
     secret["metadata"]["namespace"] = json!(namespace);
     secret["metadata"]["uid"] = json!(uid);
+    let key = format!("{namespace}/{name}");
     api.secrets.insert(
-        format!("{namespace}/{name}"),
+        key.clone(),
         Secret {
             uid,
             body: secret.clone(),
         },
     );
+    // The garbage collector: a dependent whose owners are all absent (no Lease of that name
+    // and UID in its namespace) is deleted, soon after its creation.
+    if !owners.is_empty()
+        && !owners.iter().any(|o| {
+            o["kind"] == "Lease"
+                && o["apiVersion"] == "coordination.k8s.io/v1"
+                && api
+                    .leases
+                    .get(&format!("{namespace}/{}", o["name"].as_str().unwrap()))
+                    .is_some_and(|l| o["uid"] == l.uid.as_str())
+        })
+    {
+        api.secrets.remove(&key);
+    }
     (StatusCode::CREATED, Json(secret)).into_response()
 }
 
@@ -502,6 +536,138 @@ async fn get_secret(
             &format!("secrets \"{name}\" not found"),
         ),
     }
+}
+
+/// Whether `user` may create, get and delete Leases in `namespace`.
+fn may_edit_leases(api: &ApiServer, user: &str, namespace: &str) -> bool {
+    api.rbac
+        .get(user)
+        .is_some_and(|g| g.iter().any(|g| g.namespace == namespace && g.leases))
+}
+
+fn forbidden_leases(user: &str, verb: &str, namespace: &str) -> Response {
+    status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &format!(
+            "leases.coordination.k8s.io is forbidden: User \"{user}\" cannot {verb} resource \
+             \"leases\" in API group \"coordination.k8s.io\" in the namespace \"{namespace}\""
+        ),
+    )
+}
+
+/// `POST /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases` (named, no generateName):
+/// 409 `AlreadyExists` when one of that name is there.
+async fn create_lease(
+    State(fake): State<Fake>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
+    let (user, mut lease) = match admit(&fake, &headers, path, &body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let mut api = fake.lock().unwrap();
+    if !may_edit_leases(&api, &user, &namespace) {
+        return forbidden_leases(&user, "create", &namespace);
+    }
+    if lease["apiVersion"] != "coordination.k8s.io/v1" || lease["kind"] != "Lease" {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body of the request was in an unknown format",
+        );
+    }
+    let Some(name) = lease["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "metadata.name: Required value",
+        );
+    };
+    let key = format!("{namespace}/{name}");
+    if api.leases.contains_key(&key) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+        );
+    }
+    let uid = format!("uid-{}", relying_party::random());
+    lease["metadata"]["namespace"] = json!(namespace);
+    lease["metadata"]["uid"] = json!(uid);
+    api.leases.insert(
+        key,
+        Secret {
+            uid,
+            body: lease.clone(),
+        },
+    );
+    (StatusCode::CREATED, Json(lease)).into_response()
+}
+
+/// `GET /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}`.
+async fn get_lease(
+    State(fake): State<Fake>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}");
+    let (user, _) = match admit(&fake, &headers, path, "").await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let api = fake.lock().unwrap();
+    if !may_edit_leases(&api, &user, &namespace) {
+        return forbidden_leases(&user, "get", &namespace);
+    }
+    match api.leases.get(&format!("{namespace}/{name}")) {
+        Some(l) => (StatusCode::OK, Json(l.body.clone())).into_response(),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        ),
+    }
+}
+
+/// `DELETE /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}`; with the
+/// garbage collector's background cascade (unless `propagationPolicy: Orphan`): the Secrets
+/// it owns are deleted too.
+async fn delete_lease(
+    State(fake): State<Fake>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}");
+    let (user, options) = match admit(&fake, &headers, path, &body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let mut api = fake.lock().unwrap();
+    if !may_edit_leases(&api, &user, &namespace) {
+        return forbidden_leases(&user, "delete", &namespace);
+    }
+    let Some(gone) = api.leases.remove(&format!("{namespace}/{name}")) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        );
+    };
+    if options["propagationPolicy"] != "Orphan" {
+        let prefix = format!("{namespace}/");
+        api.secrets.retain(|key, s| {
+            !(key.starts_with(&prefix)
+                && s.body["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|o| o["uid"] == gone.uid.as_str())))
+        });
+    }
+    (StatusCode::OK, Json(gone.body)).into_response()
 }
 
 /// Stores a Secret of `kind` with `data` (values base64-encoded as the API server stores them).
@@ -677,6 +843,7 @@ fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fak
         extend: 0,
         requests: Vec::new(),
         secrets: HashMap::new(),
+        leases: HashMap::new(),
         minted: HashMap::new(),
         x509_users: HashMap::new(),
     }));
@@ -694,6 +861,14 @@ fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fak
             axum::routing::delete(delete_secret).get(get_secret),
         )
         .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            post(create_lease),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+            axum::routing::delete(delete_lease).get(get_lease),
+        )
+        .route(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             post(self_subject_review),
         )
@@ -706,14 +881,17 @@ fn grant(namespace: &str, names: Option<&[&str]>) -> Grant {
         namespace: namespace.to_owned(),
         names: names.map(|n| n.iter().map(|s| (*s).to_owned()).collect()),
         secrets: false,
+        leases: false,
         readable: Vec::new(),
     }
 }
 
-/// [`grant`] with `create` and `delete` on `secrets` too.
+/// [`grant`] with what revocable tokens need too: `create` and `delete` on `secrets`, `create`,
+/// `get` and `delete` on `leases`.
 fn grant_with_secrets(namespace: &str, names: Option<&[&str]>) -> Grant {
     Grant {
         secrets: true,
+        leases: true,
         ..grant(namespace, names)
     }
 }
@@ -1258,6 +1436,278 @@ async fn a_revocable_token_minted_but_not_handed_out_leaves_no_secret_and_no_liv
         1,
         "another Secret was deleted"
     );
+}
+
+/// The name of the anchor Lease of the UTC day of `t`.
+fn anchor_of(t: jiff::Timestamp) -> String {
+    let day = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+    format!("esi-token-bindings-{}", day.strftime("%Y%m%d"))
+}
+
+/// `t` moved by `days` days.
+fn days_from(t: jiff::Timestamp, days: i64) -> jiff::Timestamp {
+    t + jiff::SignedDuration::from_hours(24 * days)
+}
+
+/// Puts the Lease `name` in `namespace` with a binding Secret it owns, as a replica would have
+/// made them: the Lease's UID.
+fn put_anchor(fake: &Fake, namespace: &str, name: &str) -> String {
+    let uid = format!("uid-{}", relying_party::random());
+    let secret = format!("esi-token-of-{name}");
+    let mut api = fake.lock().unwrap();
+    api.leases.insert(
+        format!("{namespace}/{name}"),
+        Secret {
+            uid: uid.clone(),
+            body: json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": {"name": name, "namespace": namespace, "uid": uid}, "spec": {}}),
+        },
+    );
+    api.secrets.insert(
+        format!("{namespace}/{secret}"),
+        Secret {
+            uid: format!("uid-{}", relying_party::random()),
+            body: json!({"apiVersion": "v1", "kind": "Secret", "type": "esi.dev/token-binding",
+                         "metadata": {"name": secret, "namespace": namespace, "ownerReferences": [
+                             {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "name": name, "uid": uid}]}}),
+        },
+    );
+    uid
+}
+
+/// The requests made to the fake whose path contains `part`, by method-less path.
+fn requests_to(fake: &Fake, part: &str) -> Vec<String> {
+    fake.lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.0.contains(part))
+        .map(|r| r.0.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn binding_secrets_go_with_their_days_anchor_and_past_days_anchors_are_swept() {
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta,
+        &["deploy/ci"],
+        vec![grant_with_secrets("deploy", Some(&["ci"]))],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let provider = json!({"server": server, "auth": {"token": {"file": file}}});
+    let spec = json!({"secretStoreRef": {"name": "beta"}, "revocable": true,
+                      "serviceAccount": {"namespace": "deploy", "name": "ci"}});
+    let id = identity("payments", "api");
+
+    // Left by earlier days: anchors two to four days back and nine days back, each owning a
+    // binding Secret; and this day's, made by another replica (for each day a one-hour token
+    // may end on: the mint below is a moment later).
+    let now = jiff::Timestamp::now();
+    let past: Vec<String> = [-2, -3, -4]
+        .iter()
+        .map(|d| anchor_of(days_from(now, *d)))
+        .collect();
+    for name in &past {
+        put_anchor(&fake, "deploy", name);
+    }
+    let old = anchor_of(days_from(now, -9));
+    put_anchor(&fake, "deploy", &old);
+    let hour = jiff::SignedDuration::from_hours(1);
+    let mut theirs = HashMap::new();
+    for t in [now + hour, now + hour + jiff::SignedDuration::from_mins(1)] {
+        let name = anchor_of(t);
+        theirs
+            .entry(name)
+            .or_insert_with_key(|name| put_anchor(&fake, "deploy", name));
+    }
+    let theirs_secrets = fake.lock().unwrap().secrets.len() - past.len() - 1;
+
+    let g = generator(None, provider.clone(), spec.clone());
+    let first = g.generate(&ctx(&id, None)).await.unwrap();
+    let secret_of = |cred: &esi_backends::Credential| {
+        let lease = serde_json::to_value(cred.lease.as_ref().unwrap().0.clone()).unwrap();
+        let key = format!("deploy/{}", lease["secret"].as_str().unwrap());
+        fake.lock()
+            .unwrap()
+            .secrets
+            .get(&key)
+            .map(|s| s.body.clone())
+    };
+    let body = secret_of(&first).expect("the binding Secret exists");
+    let owners = body["metadata"]["ownerReferences"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let anchor = owners[0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(owners[0]["kind"], "Lease");
+    assert_eq!(owners[0]["apiVersion"], "coordination.k8s.io/v1");
+    assert_eq!(
+        owners[0]["uid"],
+        theirs[&anchor].as_str(),
+        "the other replica's anchor, learned after a 409"
+    );
+    let expires: jiff::Timestamp = first.expires_at.unwrap();
+    assert_eq!(
+        anchor,
+        anchor_of(expires),
+        "the anchor of the day the token ends"
+    );
+    assert_eq!(
+        requests_to(&fake, "/leases/")
+            .iter()
+            .filter(|p| p.ends_with(&anchor))
+            .count(),
+        1,
+        "one GET of the existing anchor"
+    );
+
+    // The sweep: the anchors of days ended are deleted, and the garbage collector deletes
+    // their Secrets; the week-old one is out of its reach, this day's stays.
+    {
+        let api = fake.lock().unwrap();
+        for name in &past {
+            assert!(
+                !api.leases.contains_key(&format!("deploy/{name}")),
+                "{name} stays"
+            );
+            assert!(
+                !api.secrets
+                    .contains_key(&format!("deploy/esi-token-of-{name}"))
+            );
+        }
+        assert!(api.leases.contains_key(&format!("deploy/{old}")));
+        assert!(
+            api.secrets
+                .contains_key(&format!("deploy/esi-token-of-{old}"))
+        );
+        assert!(api.leases.contains_key(&format!("deploy/{anchor}")));
+        assert_eq!(api.secrets.len(), 1 + theirs_secrets + 1);
+        let deletes: Vec<&Value> = api
+            .requests
+            .iter()
+            .filter(|r| r.0.contains("/leases/") && r.2.is_object())
+            .map(|r| &r.2)
+            .collect();
+        assert_eq!(deletes.len(), 7, "seven past days swept");
+        assert!(
+            deletes
+                .iter()
+                .all(|d| d["propagationPolicy"] == "Background")
+        );
+    }
+    let token = first.data["token"].clone();
+    assert_eq!(
+        whoami(&server, &token).await.as_deref(),
+        Some("system:serviceaccount:deploy:ci")
+    );
+
+    // A second token: the anchor known, no sweep again this day.
+    let asked = fake.lock().unwrap().requests.len();
+    let second = g.generate(&ctx(&id, None)).await.unwrap();
+    let body = secret_of(&second).unwrap();
+    assert_eq!(
+        body["metadata"]["ownerReferences"][0]["name"],
+        anchor.as_str()
+    );
+    let paths: Vec<String> = fake.lock().unwrap().requests[asked..]
+        .iter()
+        .map(|r| r.0.clone())
+        .collect();
+    assert!(paths.iter().all(|p| !p.contains("/leases")), "{paths:?}");
+
+    // Deleting the day's anchor (a later day's sweep, or an operator revoking the day's
+    // tokens at once) deletes both Secrets, and the API server refuses both tokens.
+    let api_path =
+        format!("{server}/apis/coordination.k8s.io/v1/namespaces/deploy/leases/{anchor}");
+    let answer = reqwest::Client::new()
+        .delete(api_path)
+        .bearer_auth(FEDERATION_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(secret_of(&first).is_none() && secret_of(&second).is_none());
+    assert_eq!(whoami(&server, &token).await, None);
+    assert_eq!(whoami(&server, &second.data["token"]).await, None);
+}
+
+#[tokio::test]
+async fn without_rights_on_leases_a_revocable_token_is_minted_with_an_unowned_secret() {
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta,
+        &["deploy/ci"],
+        vec![Grant {
+            leases: false,
+            ..grant_with_secrets("deploy", None)
+        }],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let provider = json!({"server": server, "auth": {"token": {"file": file}}});
+    let spec = json!({"secretStoreRef": {"name": "beta"}, "revocable": true,
+                      "serviceAccount": {"namespace": "deploy", "name": "ci"}});
+    let id = identity("payments", "api");
+    let g = generator(None, provider, spec);
+    let cred = g.generate(&ctx(&id, None)).await.unwrap();
+    {
+        let api = fake.lock().unwrap();
+        assert_eq!(api.secrets.len(), 1);
+        let s = api.secrets.values().next().unwrap();
+        assert!(
+            s.body["metadata"].get("ownerReferences").is_none(),
+            "{}",
+            s.body
+        );
+        assert!(api.leases.is_empty());
+    }
+    // Asked once, not again while it knows (nor swept: there is nothing of it to sweep).
+    g.generate(&ctx(&id, None)).await.unwrap();
+    assert_eq!(requests_to(&fake, "/leases").len(), 1);
+    // Still revocable.
+    assert!(g.revoke(cred.lease.as_ref().unwrap()).await.unwrap());
+    assert_eq!(whoami(&server, &cred.data["token"]).await, None);
+}
+
+#[tokio::test]
+async fn a_token_outliving_its_anchors_day_is_revoked_not_handed_out() {
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(
+        beta,
+        &["deploy/ci"],
+        vec![grant_with_secrets("deploy", None)],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(&dir, FEDERATION_TOKEN);
+    let provider = json!({"server": server, "auth": {"token": {"file": file}}});
+    let spec = json!({"secretStoreRef": {"name": "beta"}, "revocable": true,
+                      "serviceAccount": {"namespace": "deploy", "name": "ci"}});
+    let id = identity("payments", "api");
+    // An API server making tokens two days longer than asked (no maxTTL to catch it).
+    fake.lock().unwrap().extend = 2 * 86_400;
+    let err = generator(None, provider, spec)
+        .generate(&ctx(&id, None))
+        .await
+        .unwrap_err();
+    let BackendError::Unavailable { message, .. } = err else {
+        panic!("not unavailable: {err:?}");
+    };
+    assert!(
+        message.contains("living past the day it was asked to end on"),
+        "{message}"
+    );
+    assert!(
+        fake.lock().unwrap().secrets.is_empty(),
+        "the binding Secret stays"
+    );
+    let minted: Vec<String> = fake.lock().unwrap().minted.keys().cloned().collect();
+    assert_eq!(whoami(&server, &minted[0]).await, None, "the token is void");
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ Every stage uses the real tool where one can run here:
               without roleArn, the webhook's safety settings, the trust modules' conditions on
               the federation's own token and, in trust-azure-workloads, on the tokens
               AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings and
-              the ValidatingAdmissionPolicy that narrows their writes to Secrets, trust-vault's
+              the ValidatingAdmissionPolicy that narrows their writes to Secrets and Leases (its
+              values read from backends/src/kubernetes_token.rs), trust-vault's
               and trust-vault-aws's auth methods and roles, and the example's Vault login with
               the function's AWS identity, without a secret or an issuer).
               checkov does not evaluate `dynamic "statement"` blocks, so these checks are what
@@ -630,8 +631,10 @@ RUST_CONSTS = {
     "US_GOV_AUDIENCE": REPO / "backends" / "src" / "azure_access_token.rs",
     "CHINA_AUDIENCE": REPO / "backends" / "src" / "azure_access_token.rs",
     "SERVICE_ACCOUNT_SUBJECT_PREFIX": REPO / "federation-fn" / "api" / "src" / "identity.rs",
-    # KubernetesServiceAccountToken's revocable tokens: the type of the Secrets they are bound to.
+    # KubernetesServiceAccountToken's revocable tokens: the type of the Secrets they are bound to,
+    # and the prefix of the daily Leases that own those Secrets (their anchors).
     "BINDING_TYPE": REPO / "backends" / "src" / "kubernetes_token.rs",
+    "ANCHOR_PREFIX": REPO / "backends" / "src" / "kubernetes_token.rs",
 }
 
 
@@ -1014,17 +1017,20 @@ def check_trust_azure_workloads(stage: str) -> None:
         fail(stage, f"{where}: variable cloud must allow exactly {sorted(expect_audience)}, allows {allowed}")
 
 
-# modules/kubernetes-target's Roles: the rules a namespace may get, by their verbs, each with its
-# resource (core API group ""), where its resourceNames come from (None: no resourceNames) and
-# what decides that the namespace gets it. Which rules a namespace gets is also evaluated, per
-# input, by the trust stage (KT_CASES).
+# modules/kubernetes-target's Roles: the rules a namespace may get, in this order, by their verbs,
+# each with its API group, its resource, where its resourceNames come from (None: no
+# resourceNames) and what decides that the namespace gets it. Which rules a namespace gets is also
+# evaluated, per input, by the trust stage (KT_CASES).
 KT_RULES = {
     # KubernetesServiceAccountToken: the ServiceAccounts listed for the namespace.
-    ("create",): ("serviceaccounts/token", "${try(sort(local.tokens[ns].names),None)}", "${contains(keys(local.tokens),ns)}"),
+    ("create",): ("", "serviceaccounts/token", "${try(sort(local.tokens[ns].names),None)}", "${contains(keys(local.tokens),ns)}"),
     # revocable: the bound Secrets, whose names are random.
-    ("create", "delete"): ("secrets", None, "${try(local.tokens[ns].revocable,False)}"),
+    ("create", "delete"): ("", "secrets", None, "${try(local.tokens[ns].revocable,False)}"),
+    # revocable: the Leases that own the bound Secrets (their anchors), named by day; `get` to
+    # learn the UID of one another replica made. No list or watch.
+    ("create", "get", "delete"): ("coordination.k8s.io", "leases", None, "${try(local.tokens[ns].revocable,False)}"),
     # KubernetesSecret: the Secrets listed for the namespace.
-    ("get",): ("secrets", "${try(sort(local.secrets[ns]),None)}", "${contains(keys(local.secrets),ns)}"),
+    ("get",): ("", "secrets", "${try(sort(local.secrets[ns]),None)}", "${contains(keys(local.secrets),ns)}"),
 }
 
 
@@ -1032,7 +1038,8 @@ def check_kubernetes_target(stage: str) -> None:
     """One Role and one RoleBinding per namespace (for_each over local.namespaces, the namespaces
     of both grant inputs), the ValidatingAdmissionPolicy and its binding of
     check_kubernetes_target_secret_writes, and nothing else; the Role's rules are exactly
-    local.rules, whose rules are the three of KT_RULES; the binding's one subject is
+    local.rules, whose rules are the four of KT_RULES, in that order, each in its own API group
+    (the core group but for the anchors' Leases); the binding's one subject is
     local.subject, from federation_user;
     the federation's own user is `esi:` + its token's `sub` (read from the server's source)
     everywhere: the variable's default, the validation rules, the JWT authenticator's prefix."""
@@ -1060,15 +1067,18 @@ def check_kubernetes_target(stage: str) -> None:
 
     loc = {k: v for b in main.get("locals", []) for k, v in b.items() if not k.startswith("__")}
     rules = str(unquote(loc.get("rules")))
-    candidates = re.findall(r"\{'when': '([^']*)', 'resources': \['([^']*)'\], 'resource_names': (None|'[^']*'), 'verbs': \[([^\]]*)\]\}", rules)
-    got = {tuple(re.findall(r"'([^']*)'", verbs)): (res, None if names == "None" else names[1:-1], when)
-           for when, res, names, verbs in candidates}
-    projection = ("] : {'api_groups': [''], 'resources': '${r.resources}', 'resource_names': '${r.resource_names}', "
+    candidates = re.findall(r"\{'when': '([^']*)', 'api_groups': \['([^']*)'\], 'resources': \['([^']*)'\], "
+                            r"'resource_names': (None|'[^']*'), 'verbs': \[([^\]]*)\]\}", rules)
+    got = {tuple(re.findall(r"'([^']*)'", verbs)): (group, res, None if names == "None" else names[1:-1], when)
+           for when, group, res, names, verbs in candidates}
+    projection = ("] : {'api_groups': '${r.api_groups}', 'resources': '${r.resources}', 'resource_names': '${r.resource_names}', "
                   "'verbs': '${r.verbs}'} if r.when]}}")
-    if got != KT_RULES or len(candidates) != len(KT_RULES) or not rules.startswith("${{for ns in local.namespaces : ns => [for r in [") \
+    if got != KT_RULES or list(got) != list(KT_RULES) or len(candidates) != len(KT_RULES) \
+            or not rules.startswith("${{for ns in local.namespaces : ns => [for r in [") \
             or not rules.endswith(projection) or "*" in rules:
         fail(stage, f"{where}: local.rules must give each of local.namespaces the rules of {KT_RULES} "
-             f"(verbs: resource, resourceNames, when) that apply, in the core group, no wildcard: {rules}")
+             f"(verbs: API group, resource, resourceNames, when) that apply, in that order, each in one API group, "
+             f"no wildcard: {rules}")
     subject = {k: unquote(v) for k, v in (strip_meta(loc.get("subject")) or [{}])[0].items()}
     if [{k: unquote(v) for k, v in sub.items()} for sub in binding.get("subject", [])] != [
             {f: f"${{local.subject.{f}}}" for f in ("kind", "name", "namespace", "api_group")}] \
@@ -1116,37 +1126,117 @@ def kt_binding_secret() -> tuple[str, tuple[str, str], str]:
     return rust_const("BINDING_TYPE"), label[0], prefix[0]
 
 
-def kt_secret_writes_validations() -> list[tuple[str, str]]:
+# The anchors' names: ANCHOR_PREFIX and the UTC day, YYYYMMDD (backends/src/kubernetes_token.rs).
+KT_ANCHOR_PREFIX = "esi-token-bindings-"
+KT_LEASE_API_VERSION = "coordination.k8s.io/v1"
+
+
+def kt_anchor_lease() -> tuple[str, tuple[str, str]]:
+    """The Lease that anchors a day's binding Secrets, as the federation creates it
+    (backends/src/kubernetes_token.rs, create_anchor): the prefix of its name (the Rust constant
+    ANCHOR_PREFIX, which must be KT_ANCHOR_PREFIX) and its one label. The creation body (the
+    `serde_json::json!` literal of create_anchor) must be a coordination.k8s.io/v1 Lease with a
+    `name`, not a `generateName`, and the label MANAGED_BY, what the ValidatingAdmissionPolicy
+    lets through. Read when run: the federation's code is the reference."""
+    path = REPO / "backends" / "src" / "kubernetes_token.rs"
+    text = path.read_text()
+    consts = dict(re.findall(r'(?:pub(?:\([a-z]+\))? )?const ([A-Z][A-Z0-9_]*): &str = "([^"]*)";', text))
+    label = re.findall(r'pub const MANAGED_BY: \(&str, &str\) = \("([^"]+)", "([^"]+)"\);', text)
+    label = label[0] if len(label) == 1 else ("<label>", "<value>")
+
+    def value(token: str) -> str | None:
+        """A string literal's value, or that of the `&str` constant it names."""
+        token = token.strip()
+        return token[1:-1] if re.fullmatch(r'"[^"]*"', token) else consts.get(token)
+
+    start = text.find("async fn create_anchor(")
+    # The function's text: up to the next function of the file.
+    following = re.search(r"\n\s*(?:pub(?:\([a-z]+\))? )?(?:async )?fn ", text[start + 1:]) if start >= 0 else None
+    function = "" if start < 0 else text[start:start + 1 + following.start()] if following else text[start:]
+    body = re.findall(r"serde_json::json!\((\{.*?\n\s*\})\)", function, re.S)
+    body = body[0] if len(body) == 1 else ""
+    fields = dict(re.findall(r'"(apiVersion|kind)": ([A-Z][A-Z0-9_]*|"[^"]*"),', body))
+    labels = re.findall(r'"labels": \{([^{}]*)\}', body)
+    labelled = len(labels) == 1 and labels[0].strip().rstrip(",") in (
+        "MANAGED_BY.0: MANAGED_BY.1", f'"{label[0]}": "{label[1]}"')
+    if not body or value(fields.get("apiVersion", "")) != KT_LEASE_API_VERSION or value(fields.get("kind", "")) != "Lease" \
+            or not re.search(r'^\s*"name": ', body, re.M) or '"generateName"' in body or not labelled \
+            or label != ("app.kubernetes.io/managed-by", "esi-federation"):
+        fail("structure", f"{path.relative_to(REPO)}: create_anchor must create (one serde_json::json! literal) a "
+             f"{KT_LEASE_API_VERSION} Lease with a metadata.name (no generateName) and the one label MANAGED_BY = "
+             "app.kubernetes.io/managed-by: esi-federation (what modules/kubernetes-target's ValidatingAdmissionPolicy "
+             f"lets through); found {'no create_anchor' if start < 0 else 'no json! literal' if not body else body!r}, "
+             f"MANAGED_BY {label}; update kt_anchor_lease in infra/tests/infra_checks.py and the policy")
+    # The name: ANCHOR_PREFIX and the day as 8 digits (anchor_name); the Secrets' owners: such
+    # Leases of coordination.k8s.io/v1 (create_binding adds them after its json! literal).
+    naming = re.findall(r"fn anchor_name\(.*?\n\}", text, re.S)
+    owners = re.findall(r'\["ownerReferences"\] = serde_json::json!\(\[\{(.*?)\}\]\)', text, re.S)
+    owner = dict(re.findall(r'"(apiVersion|kind)": ([A-Z][A-Z0-9_]*|"[^"]*"),', owners[0])) if len(owners) == 1 else {}
+    if len(naming) != 1 or "{ANCHOR_PREFIX}" not in naming[0] or 'strftime("%Y%m%d")' not in naming[0]:
+        fail("structure", f"{path.relative_to(REPO)}: anchor_name must name an anchor ANCHOR_PREFIX followed by the "
+             "day as %Y%m%d (8 digits, what modules/kubernetes-target's ValidatingAdmissionPolicy lets through), is "
+             f"{naming}; update kt_anchor_lease in infra/tests/infra_checks.py and the policy")
+    if value(owner.get("apiVersion", "")) != KT_LEASE_API_VERSION or value(owner.get("kind", "")) != "Lease":
+        fail("structure", f"{path.relative_to(REPO)}: a binding Secret's one ownerReferences entry must name a "
+             f"{KT_LEASE_API_VERSION} Lease (what modules/kubernetes-target's ValidatingAdmissionPolicy lets through), "
+             f"is {owners}; update kt_anchor_lease in infra/tests/infra_checks.py and the policy")
+    prefix = rust_const("ANCHOR_PREFIX")
+    if prefix != KT_ANCHOR_PREFIX:
+        fail("structure", f"{path.relative_to(REPO)}: ANCHOR_PREFIX is {prefix!r}, modules/kubernetes-target's "
+             f"ValidatingAdmissionPolicy lets through Leases named {KT_ANCHOR_PREFIX!r} and 8 digits; update both")
+    return prefix, label
+
+
+def kt_secret_writes_validations() -> list[tuple[str, tuple[str, ...]]]:
     """modules/kubernetes-target's ValidatingAdmissionPolicy's validations, (CEL expression, what
-    its message must name): a create must be exactly the binding Secret (type, immutable, no data
-    or stringData, the label, the name's prefix), a delete of that type."""
+    its message must name: the resource, then what it demands). Each first names its resource and
+    lets the other through. A Secret create must be exactly the binding Secret (type, immutable,
+    no data or stringData, the label, the name's prefix, owners only anchors), a Secret delete of
+    that type; a Lease create must be an anchor (its name the prefix and 8 digits, the label), a
+    Lease delete one so named."""
     binding_type, (key, value), prefix = kt_binding_secret()
-    create = "request.operation != 'CREATE' || "
+    anchor_prefix, (anchor_key, anchor_value) = kt_anchor_lease()
+    anchor = f"^{anchor_prefix}[0-9]{{8}}$"
+    secret, lease = "request.resource.resource != 'secrets' || ", "request.resource.resource != 'leases' || "
+    create, delete = "request.operation != 'CREATE' || ", "request.operation != 'DELETE' || "
     return [
-        (create + f"(has(object.type) && object.type == '{binding_type}')", binding_type),
-        (create + "(has(object.immutable) && object.immutable == true)", "immutable"),
-        (create + "((!has(object.data) || size(object.data) == 0) && (!has(object.stringData) || size(object.stringData) == 0))",
-         "without data or stringData"),
-        (create + f"(has(object.metadata.labels) && '{key}' in object.metadata.labels && object.metadata.labels['{key}'] == '{value}')",
-         f"{key}={value}"),
-        (create + "((has(object.metadata.name) && size(object.metadata.name) > 0) ? object.metadata.name : "
-         f"(has(object.metadata.generateName) ? object.metadata.generateName : '')).startsWith('{prefix}')", f"{prefix}*"),
-        (f"request.operation != 'DELETE' || (has(oldObject.type) && oldObject.type == '{binding_type}')", binding_type),
+        (secret + create + f"(has(object.type) && object.type == '{binding_type}')", ("Secrets", binding_type)),
+        (secret + create + "(has(object.immutable) && object.immutable == true)", ("Secrets", "immutable")),
+        (secret + create + "((!has(object.data) || size(object.data) == 0) && (!has(object.stringData) || size(object.stringData) == 0))",
+         ("Secrets", "without data or stringData")),
+        (secret + create + f"(has(object.metadata.labels) && '{key}' in object.metadata.labels && object.metadata.labels['{key}'] == '{value}')",
+         ("Secrets", f"{key}={value}")),
+        (secret + create + "((has(object.metadata.name) && size(object.metadata.name) > 0) ? object.metadata.name : "
+         f"(has(object.metadata.generateName) ? object.metadata.generateName : '')).startsWith('{prefix}')", ("Secrets", f"{prefix}*")),
+        (secret + create + "!has(object.metadata.ownerReferences) || object.metadata.ownerReferences.all(r, r.kind == 'Lease' && "
+         f"r.apiVersion == '{KT_LEASE_API_VERSION}' && r.name.matches('{anchor}'))",
+         ("Secrets", "ownerReferences", "Leases", KT_LEASE_API_VERSION, f"{anchor_prefix}YYYYMMDD")),
+        (secret + delete + f"(has(oldObject.type) && oldObject.type == '{binding_type}')", ("Secrets", binding_type)),
+        (lease + create + f"(has(object.metadata.name) && object.metadata.name.matches('{anchor}'))",
+         ("Leases", f"{anchor_prefix}YYYYMMDD", "8 digits")),
+        (lease + create + f"(has(object.metadata.labels) && '{anchor_key}' in object.metadata.labels && "
+         f"object.metadata.labels['{anchor_key}'] == '{anchor_value}')", ("Leases", f"{anchor_key}={anchor_value}")),
+        (lease + delete + f"(has(oldObject.metadata.name) && oldObject.metadata.name.matches('{anchor}'))",
+         ("Leases", f"{anchor_prefix}YYYYMMDD", "8 digits")),
     ]
 
 
 def kt_secret_writes(name: str, policy_name: str, namespaces, username_cel: str, validations, labels) -> dict:
     """modules/kubernetes-target's ValidatingAdmissionPolicy `name` and its binding (to
     `policy_name`): on the federation's own (username_cel, a CEL string) create and delete of
-    Secrets, the validations, denied in the revocable namespaces."""
+    Secrets and of Leases (coordination.k8s.io/v1), the validations, denied in the revocable
+    namespaces."""
     meta = {"name": name, "labels": labels}
     return {
         "policy": {
             "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
             "spec": {
                 "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "DELETE"],
-                                                        "resources": ["secrets"]}]},
+                "matchConstraints": {"resourceRules": [
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "DELETE"], "resources": ["secrets"]},
+                    {"apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE", "DELETE"],
+                     "resources": ["leases"]},
+                ]},
                 "matchConditions": [{"name": "federation", "expression": f"request.userInfo.username == {username_cel}"}],
                 "validations": validations,
             },
@@ -1165,11 +1255,11 @@ def kt_secret_writes(name: str, policy_name: str, namespaces, username_cel: str,
 
 def check_kubernetes_target_secret_writes(stage: str, main: dict, declared: dict) -> None:
     """The ValidatingAdmissionPolicy and its binding that narrow revocable tokens' create and
-    delete on Secrets: made (kubernetes_manifest, one each) only when a namespace has revocable
-    tokens and confine_secret_writes (default true) is on; the policy matches the federation's own
-    Secret creates and deletes (its user name derived from the RoleBindings' subject) and holds
-    them to exactly kt_secret_writes_validations; the binding denies, in the revocable namespaces
-    only."""
+    delete on Secrets and Leases: made (kubernetes_manifest, one each) only when a namespace has
+    revocable tokens and confine_secret_writes (default true) is on; the policy matches the
+    federation's own Secret and Lease creates and deletes (its user name derived from the
+    RoleBindings' subject) and holds them to exactly kt_secret_writes_validations; the binding
+    denies, in the revocable namespaces only."""
     where = "kubernetes-target"
     loc = {k: unquote(v) for b in main.get("locals", []) for k, v in b.items() if not k.startswith("__")}
     flat = {k: re.sub(r"\s+", "", str(v)) for k, v in loc.items()}
@@ -1200,8 +1290,9 @@ def check_kubernetes_target_secret_writes(stage: str, main: dict, declared: dict
              f"are {got_expressions}")
     for v, (_, named) in zip(validations or [], expected):
         message = v.get("message") or ""
-        if set(v) != {"expression", "message"} or named not in message or not message[:1].islower() or message.endswith("."):
-            fail(stage, f"{where}: the validation {v.get('expression')!r} needs a message naming {named!r} "
+        if set(v) != {"expression", "message"} or any(n not in message for n in named) or not message[:1].islower() \
+                or message.endswith("."):
+            fail(stage, f"{where}: the validation {v.get('expression')!r} needs a message naming {' and '.join(map(repr, named))} "
                  f"(lowercase, no trailing period) and nothing else, has {v}")
     for name in ("secret_writes_policy", "secret_writes_binding"):
         got = strip_meta(loc.get(name))
@@ -2350,8 +2441,14 @@ def check_trust_workloads(stage: str, root: Path) -> None:
 # modules/kubernetes-target evaluated the same way: its outputs, the Roles' rules and the
 # bindings' subject (local.rules and local.subject, which the resources take whole), and its
 # `secret_store_spec` rendered through modules/federation-config as a SecretStore.
-def kt_rule(verbs: list[str], resource_: str, names: list[str] | None) -> dict:
-    return {"api_groups": [""], "resources": [resource_], "resource_names": names, "verbs": verbs}
+def kt_rule(verbs: list[str], resource_: str, names: list[str] | None, group: str = "") -> dict:
+    return {"api_groups": [group], "resources": [resource_], "resource_names": names, "verbs": verbs}
+
+
+# What revocable tokens add to a namespace's Role, in this order: create and delete on every
+# Secret (the bound Secrets), then create, get and delete on every Lease (their anchors).
+KT_REVOCABLE = [kt_rule(["create", "delete"], "secrets", None),
+                kt_rule(["create", "get", "delete"], "leases", None, "coordination.k8s.io")]
 
 
 KT_USER = {"kind": "User", "name": f"esi:{SELF_SUBJECT}", "namespace": None, "api_group": "rbac.authorization.k8s.io"}
@@ -2376,7 +2473,7 @@ KT_CASES = [
     # (inputs, the expected `provider.kubernetes`, rules by namespace, the bindings' subject,
     #  the JWT authenticator's issuer (None: no authentication_config), the Roles' name, the user
     #  name the ValidatingAdmissionPolicy matches (None: no policy; it binds in the namespaces
-    #  whose rules hold create and delete on secrets))
+    #  whose rules hold KT_REVOCABLE))
     (KT_REQUIRED,
      {"server": "https://api.prod-eu.example:6443", "auth": {"selfIssued": {}}},
      {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"])]},
@@ -2389,13 +2486,13 @@ KT_CASES = [
      KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
      "esi-federation-generators", None),
     # Trailing `/`s dropped where the federation drops them; a namespace with tokens and Secrets
-    # has one Role; revocable tokens add create and delete on Secrets, by no name, narrowed by
-    # the policy in that namespace only.
+    # has one Role; revocable tokens add create and delete on Secrets and create, get and delete
+    # on Leases (their anchors), by no name, narrowed by the policy in that namespace only.
     (f'{KT_SELF.replace(":6443", ":6443/").replace("example.com", "example.com/fed/")}\n audience = "esi-prod-eu"\n ca_bundle = "{KT_CA}"\n '
      f'{kt_grants("service_accounts", ("ci", "deploy", ["release", "ci"], True), ("ops", "ops", ["operator"]))}\n '
      f'{kt_grants("readable_secrets", ("registry", "ops", ["registry-pull"]), ("db", "apps", ["db.ro", "db"]))}',
      {"server": "https://api.prod-eu.example:6443/", "caBundle": KT_CA.replace("\\n", "\n"), "auth": {"selfIssued": {"audience": "esi-prod-eu"}}},
-     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci", "release"]), kt_rule(["create", "delete"], "secrets", None)],
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci", "release"]), *KT_REVOCABLE],
       "ops": [kt_rule(["create"], "serviceaccounts/token", ["operator"]), kt_rule(["get"], "secrets", ["registry-pull"])],
       "apps": [kt_rule(["get"], "secrets", ["db", "db.ro"])]},
      KT_USER, {"url": "https://esi.example.com/fed", "audiences": ["esi-prod-eu"]},
@@ -2418,15 +2515,15 @@ KT_CASES = [
     (KT_TOKEN.replace(kt_grants("service_accounts", KT_CI), kt_grants("service_accounts", ("ci", "deploy", ["ci"], True), ("web", "web", ["web"], True)))
      + '\n role_name_prefix = "esi-staging"\n confine_secret_writes = null',
      {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"file": "/var/run/secrets/prod-eu/token"}}},
-     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)],
-      "web": [kt_rule(["create"], "serviceaccounts/token", ["web"]), kt_rule(["create", "delete"], "secrets", None)]},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), *KT_REVOCABLE],
+      "web": [kt_rule(["create"], "serviceaccounts/token", ["web"]), *KT_REVOCABLE]},
      KT_SA_SUBJECT, None,
      "esi-staging-generators", "system:serviceaccount:esi-system:esi-federation"),
     # A User whose name holds `'` and `\`, which the policy's CEL string literal must escape.
     (f'{KT_SERVER}\n federation_user = {{ kind = "User", name = "{KT_ODD_USER.replace(chr(92), chr(92) * 2)}" }}\n token = {{ env = "PROD_EU_TOKEN" }}\n '
      f'{kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}',
      {"server": "https://api.prod-eu.example:6443", "auth": {"token": {"env": "PROD_EU_TOKEN"}}},
-     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), *KT_REVOCABLE]},
      {"kind": "User", "name": KT_ODD_USER, "namespace": None, "api_group": "rbac.authorization.k8s.io"}, None,
      "esi-federation-generators", KT_ODD_USER),
     # A client certificate (auth.cert), read from files: its common name is the bindings' User.
@@ -2442,13 +2539,13 @@ KT_CASES = [
      + f'\n ca_bundle = "{KT_CA}"',
      {"server": "https://api.prod-eu.example:6443", "caBundle": KT_CA.replace("\\n", "\n"),
       "auth": {"cert": {"clientCert": {"env": "PROD_EU_TLS_CRT"}, "clientKey": {"file": "/etc/esi/prod-eu/tls.key"}}}},
-     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), *KT_REVOCABLE]},
      KT_CERT_SUBJECT, None,
      "esi-federation-generators", KT_CERT_SUBJECT["name"]),
     # Revocable tokens on a cluster older than 1.30: the same grants, no policy.
     (f'{KT_SELF}\n confine_secret_writes = false\n {kt_grants("service_accounts", ("ci", "deploy", ["ci"], True))}',
      {"server": "https://api.prod-eu.example:6443", "auth": {"selfIssued": {}}},
-     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), kt_rule(["create", "delete"], "secrets", None)]},
+     {"deploy": [kt_rule(["create"], "serviceaccounts/token", ["ci"]), *KT_REVOCABLE]},
      KT_USER, {"url": "https://esi.example.com", "audiences": ["https://api.prod-eu.example:6443"]},
      "esi-federation-generators", None),
 ]
@@ -2456,11 +2553,12 @@ KT_CASES = [
 
 def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
     """Per case: each namespace of either grant gets one Role with exactly the rules its
-    generators need (TokenRequest by name; create and delete on Secrets only for revocable
-    tokens; get on Secrets by name), bound to federation_user; `role_names` names them; with
-    revocable tokens (unless confine_secret_writes is off), the ValidatingAdmissionPolicy and
-    binding of kt_secret_writes, for the federation's user name (written as a CEL string literal
-    that reads back as that name) in exactly the namespaces whose Role creates and deletes Secrets;
+    generators need (TokenRequest by name; create and delete on Secrets, and create, get and
+    delete on Leases, only for revocable tokens; get on Secrets by name), bound to
+    federation_user; `role_names` names them; with revocable tokens (unless confine_secret_writes
+    is off), the ValidatingAdmissionPolicy and binding of kt_secret_writes, for the federation's
+    user name (written as a CEL string literal that reads back as that name) in exactly the
+    namespaces whose Role creates and deletes Secrets and Leases;
     `authentication_config` is the AuthenticationConfiguration whose JWT authenticator makes the
     federation's own token (`sub` read from the server's source) the user the bindings name, and
     is null otherwise; `secret_store_spec` is the `kubernetes` store, rendered through
@@ -2504,7 +2602,7 @@ def check_kubernetes_target_outputs(stage: str, root: Path) -> None:
                 fail(stage, f"{what}: must make no ValidatingAdmissionPolicy (no revocable tokens, or confine_secret_writes "
                      f"off), makes {writes}")
         else:
-            revocable = sorted(ns for ns, rs in rules.items() if kt_rule(["create", "delete"], "secrets", None) in rs)
+            revocable = sorted(ns for ns, rs in rules.items() if all(r in rs for r in KT_REVOCABLE))
             got_validations = ((writes or {}).get("policy") or {}).get("spec", {}).get("validations") or []
             # Messages are held to what they name by the structure stage; here, each expression.
             messages = [v.get("message") if isinstance(v, dict) else None for v in got_validations]

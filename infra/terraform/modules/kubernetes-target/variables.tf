@@ -179,8 +179,11 @@ variable "service_accounts" {
     names (`resourceNames`); RBAC takes no templates, so a generator with a templated
     `serviceAccount` (`{{namespace}}`) needs each namespace and name it can render listed here.
     `revocable = true` (generators with `revocable: true` in that namespace) also grants
-    `create` and `delete` on `secrets` there, for the empty Secret each token is bound to,
-    narrowed to those Secrets by a ValidatingAdmissionPolicy (`confine_secret_writes`).
+    `create` and `delete` on `secrets` there, for the empty Secret each token is bound to, and
+    `create`, `get` and `delete` on `leases` (`coordination.k8s.io`), for the daily Lease
+    `esi-token-bindings-YYYYMMDD` that owns those Secrets (the garbage collector deletes the
+    Secrets of tokens never revoked once the federation deletes a past day's Lease), narrowed to
+    those Secrets and Leases by a ValidatingAdmissionPolicy (`confine_secret_writes`).
     The ServiceAccounts and namespaces must exist; this module makes neither. `{}` for none.
   EOT
   type = map(object({
@@ -275,16 +278,20 @@ variable "role_name_prefix" {
 
 variable "confine_secret_writes" {
   description = <<-EOT
-    With `revocable` service_accounts, whose Roles grant `create` and `delete` on every Secret of
-    their namespaces: also make a ValidatingAdmissionPolicy and its binding
+    With `revocable` service_accounts, whose Roles grant `create` and `delete` on every Secret and
+    Lease of their namespaces: also make a ValidatingAdmissionPolicy and its binding
     (`admissionregistration.k8s.io/v1`, Kubernetes 1.30 and later; cluster-scoped, named
     `<role_name_prefix>-generators`) that deny the federation's `federation_user`, in those
     namespaces only, any Secret it would create other than an empty (no `data` or `stringData`),
     immutable Secret of type `esi.dev/token-binding` labelled
-    `app.kubernetes.io/managed-by: esi-federation` and named `esi-token-*`, and the deletion of
-    any Secret of another type. Made with `kubernetes_manifest`, so `terraform plan` needs the
-    target cluster's API. `false` for a cluster older than 1.30: the Roles alone then let the
-    federation create and delete any Secret in those namespaces. Ignored without revocable tokens.
+    `app.kubernetes.io/managed-by: esi-federation`, named `esi-token-*` and owned by nothing but
+    Leases `esi-token-bindings-YYYYMMDD` (`ownerReferences`), the deletion of any Secret of
+    another type, any Lease it would create other than one named `esi-token-bindings-` and 8
+    digits labelled `app.kubernetes.io/managed-by: esi-federation`, and the deletion of any Lease
+    not so named. Made with `kubernetes_manifest`, so `terraform plan` needs the target cluster's
+    API. `false` for a cluster older than 1.30: the Roles alone then let the federation create
+    and delete any Secret and any Lease (such as a workload's leader-election Lease) in those
+    namespaces. Ignored without revocable tokens.
   EOT
   type        = bool
   default     = true
