@@ -24,6 +24,12 @@
 //! knows (deleted, or its account deleted) has nothing left to revoke. Accounts are never
 //! deleted: other callers' tokens may live on them.
 //!
+//! Grafana keeps an expired token (refused) until it is deleted, so tokens never revoked would
+//! pile up on an account. After a mint, once an hour per account, a replica lists the account's
+//! tokens (`GET /api/serviceaccounts/{id}/tokens`) and deletes those Grafana says have expired
+//! and whose names esi gave (`esi/...`), at most twenty at a time (a backlog is swept on the
+//! following mints, faster than tokens are minted). Tokens others made are never touched.
+//!
 //! ```yaml
 //! kind: SecretStore
 //! spec:
@@ -41,10 +47,10 @@
 //!   lifetime: 1h
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::CustomResource;
 use rand::Rng as _;
@@ -77,6 +83,14 @@ const SEARCH_PER_PAGE: u64 = 100;
 const SEARCH_MAX_PAGES: u64 = 20;
 /// The longest token Grafana may hand out that esi passes on (Grafana's are ~50 characters).
 const MAX_KEY: usize = 4096;
+/// How often a replica sweeps an account's expired tokens, after a mint on it.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// The most expired tokens one sweep deletes; when it deletes that many, the next mint on the
+/// account sweeps again, so a backlog goes faster than tokens are minted.
+const SWEEP_MAX: usize = 20;
+/// How every token esi names begins ([`token_name`]): only such tokens are swept.
+const TOKEN_PREFIX: &str = "esi/";
+
 /// Grafana's error id for a service account whose name or login is taken.
 const ALREADY_EXISTS: &str = "serviceaccounts.ErrAlreadyExists";
 
@@ -296,6 +310,8 @@ pub struct GrafanaConn {
     base: Url,
     org_id: Option<u64>,
     auth: GrafanaAuth,
+    /// By service account id: when this replica next sweeps its expired tokens.
+    sweep_due: std::sync::Mutex<HashMap<u64, Instant>>,
 }
 
 impl fmt::Debug for GrafanaConn {
@@ -323,6 +339,7 @@ impl GrafanaConn {
             base: crate::http::base_url(&p.url, "provider.grafana.url")?,
             org_id: p.org_id,
             auth: p.auth.clone(),
+            sweep_due: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -424,6 +441,17 @@ struct SearchResponse {
     total_count: u64,
     #[serde(default)]
     service_accounts: Vec<Account>,
+}
+
+/// A token as `GET /api/serviceaccounts/{id}/tokens` lists it (the fields used).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedToken {
+    id: u64,
+    name: String,
+    /// Grafana's own judgement, by its clock.
+    #[serde(default)]
+    has_expired: bool,
 }
 
 /// What `POST /api/serviceaccounts` is sent.
@@ -532,7 +560,7 @@ fn name_part(part: &str) -> String {
 fn token_name(ctx: &Context<'_>, suffix: u64) -> String {
     let id = ctx.identity;
     let mut who = format!(
-        "esi/{}/{}/{}",
+        "{TOKEN_PREFIX}{}/{}/{}",
         name_part(&id.cluster),
         name_part(&id.namespace),
         name_part(&id.service_account.name)
@@ -751,6 +779,67 @@ impl GrafanaGenerator {
         }
     }
 
+    /// Deletes the expired tokens esi minted on `account` (Grafana keeps them, refused, for
+    /// ever): at most [`SWEEP_MAX`], when this replica last swept it [`SWEEP_EVERY`] ago or left
+    /// some. A failure is logged and ends the sweep (the next one tries again).
+    async fn sweep(&self, account: u64) {
+        let now = Instant::now();
+        {
+            let mut due = self
+                .conn
+                .sweep_due
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if due.get(&account).is_some_and(|at| *at > now) {
+                return;
+            }
+            due.insert(account, now + SWEEP_EVERY);
+        }
+        let swept = async {
+            let url = self
+                .conn
+                .url(&format!("api/serviceaccounts/{account}/tokens"))?;
+            let req = self.conn.request(reqwest::Method::GET, url)?;
+            let (status, body) = crate::http::send(BACKEND, req).await?;
+            if status != reqwest::StatusCode::OK {
+                return Err(answer_error(
+                    "listing service-account tokens",
+                    status,
+                    &body,
+                ));
+            }
+            let tokens: Vec<ListedToken> = serde_json::from_slice(&body)
+                .map_err(|e| unreadable("token list", &e.to_string()))?;
+            let expired: Vec<u64> = tokens
+                .into_iter()
+                .filter(|t| t.has_expired && t.name.starts_with(TOKEN_PREFIX) && t.id != 0)
+                .map(|t| t.id)
+                .take(SWEEP_MAX)
+                .collect();
+            for token in &expired {
+                self.delete_token(account, *token).await?;
+            }
+            Ok::<_, BackendError>(expired.len())
+        };
+        match swept.await {
+            Ok(SWEEP_MAX) => {
+                // More may be left: the next mint sweeps again.
+                self.conn
+                    .sweep_due
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(account, now);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                service_account_id = account,
+                detail = e.detail(),
+                "the expired Grafana tokens of a service account could not be swept; the next \
+                 sweep tries again"
+            ),
+        }
+    }
+
     /// Deletes a token that was minted but cannot be handed out; a failure is logged (the
     /// request fails anyway, with the reason it could not be handed out).
     async fn discard(&self, account: u64, token: u64) {
@@ -831,6 +920,7 @@ impl Generate for GrafanaGenerator {
         }
         let expires_at = sent
             + jiff::SignedDuration::from_secs(i64::try_from(seconds_to_live).unwrap_or(i64::MAX));
+        self.sweep(account.id).await;
         let lease = serde_json::to_value(Lease {
             service_account_id: account.id,
             token_id: answer.id,

@@ -4,8 +4,9 @@
 //! them: `GET /api/serviceaccounts/search` (case-insensitive substring match on name or login,
 //! paged by id), `POST /api/serviceaccounts` (role checked, `sa-<org>-<name>` login, 400
 //! `serviceaccounts.ErrAlreadyExists` for a taken name or login), `POST .../{id}/tokens`
-//! (`secondsToLive`, the optional global limit, names unique per organization, `glsa_` keys)
-//! and `DELETE .../{id}/tokens/{tokenId}` (404 for an unknown account or token). The
+//! (`secondsToLive`, the optional global limit, names unique per organization, `glsa_` keys),
+//! `GET .../{id}/tokens` (every token of the account, `hasExpired` by the fake's clock) and
+//! `DELETE .../{id}/tokens/{tokenId}` (404 for an unknown account or token). The
 //! federation's credential is checked on every call (Bearer token or basic auth; a
 //! read-only token gets Grafana's 403), and `GET /api/user` lets the test use a minted token.
 
@@ -380,6 +381,48 @@ async fn create_token(
     (StatusCode::OK, Json(answer))
 }
 
+/// `GET /api/serviceaccounts/{id}/tokens`: every token of the account (unpaged), each with
+/// Grafana's `hasExpired` by its clock and no key.
+async fn list_tokens(
+    State(fake): State<Shared>,
+    Path(account): Path<u64>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    let mut fake = fake.lock().expect("lock");
+    let caller = match authenticate(&mut fake, "GET", "tokens", &headers) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if let Err(e) = require_admin(&caller, "serviceaccounts:read") {
+        return e;
+    }
+    if !fake.accounts.iter().any(|a| a.id == account) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "service account not found",
+            Some("serviceaccounts.ErrNotFound"),
+        );
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let list: Vec<Value> = fake
+        .tokens
+        .iter()
+        .filter(|t| t.account == account)
+        .map(|t| {
+            let expiration = (t.expires != i64::MAX).then(|| {
+                jiff::Timestamp::from_second(t.expires)
+                    .expect("a time")
+                    .to_string()
+            });
+            json!({"id": t.id, "name": t.name, "created": "2026-01-01T00:00:00Z",
+                   "lastUsedAt": null, "expiration": expiration,
+                   "secondsUntilExpiration": expiration.as_ref().map(|_| (t.expires - now).max(0)),
+                   "hasExpired": t.expires <= now, "isRevoked": false})
+        })
+        .collect();
+    (StatusCode::OK, Json(Value::Array(list)))
+}
+
 async fn delete_token(
     State(fake): State<Shared>,
     Path((account, token)): Path<(u64, u64)>,
@@ -449,7 +492,10 @@ async fn grafana() -> (Shared, String) {
     let api = Router::new()
         .route("/api/serviceaccounts/search", get(search))
         .route("/api/serviceaccounts", post(create_account))
-        .route("/api/serviceaccounts/{id}/tokens", post(create_token))
+        .route(
+            "/api/serviceaccounts/{id}/tokens",
+            post(create_token).get(list_tokens),
+        )
         .route(
             "/api/serviceaccounts/{id}/tokens/{token}",
             delete(delete_token),
@@ -577,13 +623,15 @@ async fn a_token_of_the_templated_account_works_until_its_lease_deletes_it() {
             name.starts_with("esi/prod-eu/payments/api/api-7d9f/") && name.len() <= 190,
             "{name}"
         );
-        // Every call carried the organization and the federation's token.
+        // Every call carried the organization and the federation's token; the first mint on
+        // the account swept it of expired tokens (none).
         assert_eq!(
             fake.calls,
             [
                 "GET search org=1 auth=bearer",
                 "POST serviceaccounts org=1 auth=bearer",
                 "POST tokens org=1 auth=bearer",
+                "GET tokens org=1 auth=bearer",
             ]
         );
     }
@@ -978,6 +1026,94 @@ async fn revoking_checks_the_lease_and_its_organization() {
         e.detail().contains("serviceaccounts:write"),
         "{}",
         e.detail()
+    );
+}
+
+/// Puts a token on `account` that expired (or expires) `expires` from now, named `name`.
+fn put_token(fake: &Shared, account: u64, name: &str, expires: i64) -> u64 {
+    let mut fake = fake.lock().expect("lock");
+    fake.next_id += 1;
+    let id = fake.next_id;
+    fake.tokens.push(Token {
+        id,
+        account,
+        name: name.to_owned(),
+        key: format!("glsa_put{id}_0000"),
+        expires: jiff::Timestamp::now().as_second() + expires,
+    });
+    id
+}
+
+#[tokio::test]
+async fn expired_tokens_esi_minted_are_swept_from_the_account_hourly_others_never() {
+    let (fake, url) = grafana().await;
+    let creds = creds();
+    let g = generator(
+        &url,
+        token_auth(&creds.admin),
+        json!({"serviceAccount": {"name": "esi-{{namespace}}", "role": "Viewer"}}),
+    );
+    let (mine, other) = {
+        let mut f = fake.lock().expect("lock");
+        (
+            add_account(&mut f, "esi-payments", "Viewer", false),
+            add_account(&mut f, "esi-other", "Viewer", false),
+        )
+    };
+    // On the caller's account: esi's expired tokens (25, more than one sweep takes), one of
+    // esi's still live, and an expired one someone else made; an expired esi token on another
+    // account.
+    let expired: Vec<u64> = (0..25)
+        .map(|i| put_token(&fake, mine, &format!("esi/c/payments/api/{i:016x}"), -60))
+        .collect();
+    let live = put_token(&fake, mine, "esi/c/payments/api/live", 600);
+    let theirs = put_token(&fake, mine, "deploy-bot", -60);
+    let elsewhere = put_token(&fake, other, "esi/c/other/api/0", -60);
+    let ids = |fake: &Shared| -> Vec<u64> {
+        fake.lock()
+            .expect("lock")
+            .tokens
+            .iter()
+            .map(|t| t.id)
+            .collect()
+    };
+
+    // The first mint sweeps twenty of the expired, the second the five left.
+    let id = identity();
+    let first = g
+        .generate(&ctx(&id, "payments/Grafana/g"))
+        .await
+        .expect("a token");
+    let left = ids(&fake);
+    assert_eq!(
+        expired.iter().filter(|id| left.contains(id)).count(),
+        5,
+        "{left:?}"
+    );
+    let second = g
+        .generate(&ctx(&id, "payments/Grafana/g"))
+        .await
+        .expect("a token");
+    let left = ids(&fake);
+    assert!(expired.iter().all(|id| !left.contains(id)), "{left:?}");
+    for kept in [live, theirs, elsewhere] {
+        assert!(left.contains(&kept), "token {kept} was deleted");
+    }
+    // The minted tokens are live and kept.
+    for cred in [&first, &second] {
+        assert!(whoami(&url, &cred.data["token"]).await.is_ok());
+    }
+
+    // Swept clean: no list again within the hour.
+    put_token(&fake, mine, "esi/c/payments/api/late", -60);
+    let calls = fake.lock().expect("lock").calls.len();
+    g.generate(&ctx(&id, "payments/Grafana/g"))
+        .await
+        .expect("a token");
+    let after: Vec<String> = fake.lock().expect("lock").calls[calls..].to_vec();
+    assert!(
+        !after.iter().any(|c| c.starts_with("GET tokens")),
+        "{after:?}"
     );
 }
 
