@@ -139,6 +139,53 @@ spec:
   externalId: ext-id-1
   tags: {{team: payments}}
   sourceIdentity: "{{{{serviceAccount}}}}"
+# Stores proving the federation with a client certificate, an AWS identity, a password.
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: vault-cert, namespace: team}}
+spec:
+  provider:
+    vault:
+      server: https://vault.example:8200
+      auth:
+        cert:
+          path: cert
+          name: esi-federation
+          clientCert: {{file: /etc/esi/vault-tls/tls.crt}}
+          clientKey: {{file: /etc/esi/vault-tls/tls.key}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: vault-iam, namespace: team}}
+spec:
+  provider:
+    vault:
+      server: https://vault.example:8200
+      auth:
+        iam: {{path: aws, role: esi-federation, serverId: vault.example.com, sts: {{region: eu-west-1}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: vault-users, namespace: team}}
+spec:
+  provider:
+    vault:
+      server: https://vault.example:8200
+      auth:
+        userPass: {{path: userpass, username: esi-federation, passwordRef: {{env: VAULT_PASSWORD}}}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: prod-eu, namespace: team}}
+spec:
+  provider:
+    kubernetes:
+      server: https://api.prod-eu.example:6443
+      auth:
+        cert:
+          clientCert: {{file: /etc/esi/k8s/tls.crt}}
+          clientKey: {{file: /etc/esi/k8s/tls.key}}
 "#,
         SECRETS[0], SECRETS[1]
     )
@@ -816,7 +863,11 @@ fn free_form(path: &[String]) -> bool {
 }
 
 /// Objects that hold one key of a closed set, the choice made (Rust enums).
-const SINGLE_KEY: &[&str] = &["spec.provider", "spec.provider.vault.auth"];
+const SINGLE_KEY: &[&str] = &[
+    "spec.provider",
+    "spec.provider.vault.auth",
+    "spec.provider.kubernetes.auth",
+];
 
 /// Every object of every document with a fixed shape, given an unknown field: the load is
 /// refused, naming the field and the document.
