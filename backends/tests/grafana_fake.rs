@@ -296,19 +296,14 @@ async fn create_token(
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
     let mut fake = fake.lock().expect("lock");
-    let caller = match authenticate(&mut fake, "POST", "tokens", &headers) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    if let Err(e) = require_admin(&caller, "serviceaccounts:write") {
+    if let Err(e) = on_account(
+        &mut fake,
+        "POST",
+        "serviceaccounts:write",
+        &headers,
+        account,
+    ) {
         return e;
-    }
-    if !fake.accounts.iter().any(|a| a.id == account) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "service account not found",
-            Some("serviceaccounts.ErrNotFound"),
-        );
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "Bad request data", None);
@@ -381,6 +376,27 @@ async fn create_token(
     (StatusCode::OK, Json(answer))
 }
 
+/// What every call on an account's tokens checks first: the federation's credential, the
+/// admin's `action`, the account's existence.
+fn on_account(
+    fake: &mut Fake,
+    method: &str,
+    action: &str,
+    headers: &HeaderMap,
+    account: u64,
+) -> Result<(), (StatusCode, Json<Value>)> {
+    let caller = authenticate(fake, method, "tokens", headers)?;
+    require_admin(&caller, action)?;
+    if !fake.accounts.iter().any(|a| a.id == account) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "service account not found",
+            Some("serviceaccounts.ErrNotFound"),
+        ));
+    }
+    Ok(())
+}
+
 /// `GET /api/serviceaccounts/{id}/tokens`: every token of the account (unpaged), each with
 /// Grafana's `hasExpired` by its clock and no key.
 async fn list_tokens(
@@ -389,19 +405,8 @@ async fn list_tokens(
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
     let mut fake = fake.lock().expect("lock");
-    let caller = match authenticate(&mut fake, "GET", "tokens", &headers) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    if let Err(e) = require_admin(&caller, "serviceaccounts:read") {
+    if let Err(e) = on_account(&mut fake, "GET", "serviceaccounts:read", &headers, account) {
         return e;
-    }
-    if !fake.accounts.iter().any(|a| a.id == account) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "service account not found",
-            Some("serviceaccounts.ErrNotFound"),
-        );
     }
     let now = jiff::Timestamp::now().as_second();
     let list: Vec<Value> = fake
@@ -429,19 +434,14 @@ async fn delete_token(
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
     let mut fake = fake.lock().expect("lock");
-    let caller = match authenticate(&mut fake, "DELETE", "tokens", &headers) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    if let Err(e) = require_admin(&caller, "serviceaccounts:write") {
+    if let Err(e) = on_account(
+        &mut fake,
+        "DELETE",
+        "serviceaccounts:write",
+        &headers,
+        account,
+    ) {
         return e;
-    }
-    if !fake.accounts.iter().any(|a| a.id == account) {
-        return error(
-            StatusCode::NOT_FOUND,
-            "service account not found",
-            Some("serviceaccounts.ErrNotFound"),
-        );
     }
     let before = fake.tokens.len();
     fake.tokens

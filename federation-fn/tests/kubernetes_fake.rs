@@ -354,22 +354,49 @@ async fn token_request(
         .into_response()
 }
 
-/// Whether `user` may create and delete Secrets in `namespace`.
-fn may_edit_secrets(api: &ApiServer, user: &str, namespace: &str) -> bool {
-    api.rbac
-        .get(user)
-        .is_some_and(|g| g.iter().any(|g| g.namespace == namespace && g.secrets))
+/// The resources a [`Grant`] may edit: Secrets (`create`, `delete`) and Leases (`create`,
+/// `get`, `delete`), each with its API group.
+#[derive(Clone, Copy)]
+enum Editable {
+    Secrets,
+    Leases,
 }
 
-fn forbidden_secrets(user: &str, verb: &str, namespace: &str) -> Response {
-    status(
+/// The API server's 403 for `verb` when `user` may not edit `what` in `namespace`.
+fn refused_edit(
+    api: &ApiServer,
+    user: &str,
+    what: Editable,
+    verb: &str,
+    namespace: &str,
+) -> Option<Response> {
+    let granted = api.rbac.get(user).is_some_and(|g| {
+        g.iter().any(|g| {
+            g.namespace == namespace
+                && match what {
+                    Editable::Secrets => g.secrets,
+                    Editable::Leases => g.leases,
+                }
+        })
+    });
+    let (resource, group, prefix) = match what {
+        Editable::Secrets => ("secrets", "", "secrets"),
+        Editable::Leases => (
+            "leases",
+            "coordination.k8s.io",
+            "leases.coordination.k8s.io",
+        ),
+    };
+    (!granted).then(|| {
+        status(
         StatusCode::FORBIDDEN,
         "Forbidden",
         &format!(
-            "secrets is forbidden: User \"{user}\" cannot {verb} resource \"secrets\" in API group \"\" \
-             in the namespace \"{namespace}\""
+            "{prefix} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API \
+             group \"{group}\" in the namespace \"{namespace}\""
         ),
     )
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> String {
@@ -394,8 +421,8 @@ async fn create_secret(
         Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    if !may_edit_secrets(&api, &user, &namespace) {
-        return forbidden_secrets(&user, "create", &namespace);
+    if let Some(refused) = refused_edit(&api, &user, Editable::Secrets, "create", &namespace) {
+        return refused;
     }
     let Some(prefix) = secret["metadata"]["generateName"].as_str() else {
         return status(
@@ -470,8 +497,8 @@ async fn delete_secret(
         Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    if !may_edit_secrets(&api, &user, &namespace) {
-        return forbidden_secrets(&user, "delete", &namespace);
+    if let Some(refused) = refused_edit(&api, &user, Editable::Secrets, "delete", &namespace) {
+        return refused;
     }
     let key = format!("{namespace}/{name}");
     match api.secrets.get(&key) {
@@ -538,24 +565,6 @@ async fn get_secret(
     }
 }
 
-/// Whether `user` may create, get and delete Leases in `namespace`.
-fn may_edit_leases(api: &ApiServer, user: &str, namespace: &str) -> bool {
-    api.rbac
-        .get(user)
-        .is_some_and(|g| g.iter().any(|g| g.namespace == namespace && g.leases))
-}
-
-fn forbidden_leases(user: &str, verb: &str, namespace: &str) -> Response {
-    status(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        &format!(
-            "leases.coordination.k8s.io is forbidden: User \"{user}\" cannot {verb} resource \
-             \"leases\" in API group \"coordination.k8s.io\" in the namespace \"{namespace}\""
-        ),
-    )
-}
-
 /// `POST /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases` (named, no generateName):
 /// 409 `AlreadyExists` when one of that name is there.
 async fn create_lease(
@@ -570,8 +579,8 @@ async fn create_lease(
         Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    if !may_edit_leases(&api, &user, &namespace) {
-        return forbidden_leases(&user, "create", &namespace);
+    if let Some(refused) = refused_edit(&api, &user, Editable::Leases, "create", &namespace) {
+        return refused;
     }
     if lease["apiVersion"] != "coordination.k8s.io/v1" || lease["kind"] != "Lease" {
         return status(
@@ -620,8 +629,8 @@ async fn get_lease(
         Err(refused) => return refused,
     };
     let api = fake.lock().unwrap();
-    if !may_edit_leases(&api, &user, &namespace) {
-        return forbidden_leases(&user, "get", &namespace);
+    if let Some(refused) = refused_edit(&api, &user, Editable::Leases, "get", &namespace) {
+        return refused;
     }
     match api.leases.get(&format!("{namespace}/{name}")) {
         Some(l) => (StatusCode::OK, Json(l.body.clone())).into_response(),
@@ -648,8 +657,8 @@ async fn delete_lease(
         Err(refused) => return refused,
     };
     let mut api = fake.lock().unwrap();
-    if !may_edit_leases(&api, &user, &namespace) {
-        return forbidden_leases(&user, "delete", &namespace);
+    if let Some(refused) = refused_edit(&api, &user, Editable::Leases, "delete", &namespace) {
+        return refused;
     }
     let Some(gone) = api.leases.remove(&format!("{namespace}/{name}")) else {
         return status(
