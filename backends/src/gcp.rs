@@ -349,6 +349,42 @@ impl GcpConn {
             })
     }
 
+    /// Obtains the federation's own token (see [`GcpConn::source_token`]) and says whose it
+    /// is: the key file's service account (its `client_email`), the service account a
+    /// `selfIssued` login impersonates, or the federated principal itself, or Application
+    /// Default Credentials (whose account only the environment knows). For
+    /// `esi-federation check --login`.
+    pub async fn whoami(&self) -> Result<String, BackendError> {
+        self.source_token().await?;
+        if let Some(own) = &self.own {
+            let pool = own.audience.split("/providers/").next().unwrap_or_default();
+            let principal = format!(
+                "principal:{pool}/subject/{}",
+                crate::identity::FEDERATION_SUBJECT
+            );
+            return Ok(match &own.service_account {
+                Some(sa) => format!("service account {sa}, impersonated by {principal}"),
+                None => principal,
+            });
+        }
+        let Some(path) = &self.provider.service_account_key_file else {
+            return Ok("application default credentials".to_owned());
+        };
+        #[derive(Deserialize)]
+        struct KeyFile {
+            client_email: String,
+        }
+        // The file gcp_auth just read; only its account is taken from it.
+        let email = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<KeyFile>(&b).ok())
+            .map_or_else(|| "an unnamed account".to_owned(), |k| k.client_email);
+        Ok(format!(
+            "service account {email} (key file {})",
+            path.display()
+        ))
+    }
+
     /// Drops the federation's own token after Google refused it (401), so that the next
     /// request obtains a new one: a `selfIssued` exchange again, or the key file or default
     /// credentials loaded again (gcp_auth would keep its token until it expires).

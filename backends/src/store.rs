@@ -175,8 +175,8 @@ const NEEDS_ISSUER: &str = "logs in with a token the federation signs for itself
 impl SecretStoreSpec {
     /// Logs in once, as the federation would before its first call, and asks the backend who
     /// it takes the federation for: a Vault token's name and policies (`lookup-self`), the AWS
-    /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), a Google access
-    /// token obtained, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`), an
+    /// caller (`GetCallerIdentity`), the Kubernetes user (`SelfSubjectReview`), the Google account
+    /// a token was obtained for, the GitHub App (`GET /app`), the Grafana organization (`GET /api/org`), an
     /// Entra ID token obtained. For `esi-federation check --login`: it finds a broken credential
     /// before a workload's request does. Nothing is minted.
     ///
@@ -228,9 +228,7 @@ impl SecretStoreSpec {
                     return LoginCheck::NotChecked(NEEDS_ISSUER);
                 }
                 logged_in(crate::gcp::GcpConn::new(g, &slot), async |conn| {
-                    conn.source_token()
-                        .await
-                        .map(|_| "obtained a Google access token".to_owned())
+                    conn.whoami().await
                 })
                 .await
             }

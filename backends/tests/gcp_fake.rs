@@ -1864,3 +1864,61 @@ fn a_self_issued_store_is_refused_at_load_when_its_provider_is_misnamed() {
         assert!(e.contains(field) && e.contains(says), "{gcp}: {e}");
     }
 }
+
+/// `check --login` obtains the federation's own token and names whose it is: the key file's
+/// account, the service account a `selfIssued` login impersonates, or the federated principal.
+#[tokio::test]
+async fn a_login_check_names_the_google_account_the_token_is_for() {
+    use esi_backends::LoginCheck;
+    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
+    let fake = start_fake().await;
+    let keyed = esi_backends::SecretStoreSpec::from_manifest(json!({"provider": {"gcp": {
+        "serviceAccountKeyFile": fake.key_file, "timeout": "5s"}}}))
+    .expect("valid store");
+    match keyed.check_login(None).await {
+        LoginCheck::LoggedIn(who) => assert_eq!(
+            who,
+            format!(
+                "service account federation@proj.iam.gserviceaccount.com (key file {})",
+                fake.key_file.display()
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !fake.seen.lock().expect("lock").assertions.is_empty(),
+        "the key file's token was fetched"
+    );
+
+    let issuer = common::own_issuer(KeyAlgorithm::Es256);
+    fake.seen.lock().expect("lock").trusted = vec![trusting(&issuer, FEDERATION_SUBJECT)];
+    let principal = "principal://iam.googleapis.com/projects/123456789/locations/global/\
+                     workloadIdentityPools/esi-federation/subject/esi-federation";
+    match own_store(&fake, json!({}))
+        .check_login(Some(issuer.clone()))
+        .await
+    {
+        LoginCheck::LoggedIn(who) => assert_eq!(who, principal),
+        other => panic!("{other:?}"),
+    }
+    let sa = "esi-federation@proj.iam.gserviceaccount.com";
+    match own_store(&fake, json!({"serviceAccount": sa}))
+        .check_login(Some(issuer.clone()))
+        .await
+    {
+        LoginCheck::LoggedIn(who) => {
+            assert_eq!(
+                who,
+                format!("service account {sa}, impersonated by {principal}")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A provider that does not trust the federation: the login fails, naming the exchange.
+    fake.seen.lock().expect("lock").trusted = Vec::new();
+    match own_store(&fake, json!({})).check_login(Some(issuer)).await {
+        LoginCheck::Failed(e) => assert!(e.detail().contains("invalid_grant"), "{}", e.detail()),
+        other => panic!("{other:?}"),
+    }
+}
