@@ -35,7 +35,7 @@
 //! | `azure` | `azure` | — (the store and its Entra ID token, for the two below) |
 //! | `acr` | `azure` | `ACRAccessToken` |
 //! | `keyvault` | `azure` | `AzureKeyVaultSecret` |
-//! | `sshkey` | — | `SSHKey` |
+//! | `sshkey` | `ssh` (a CA key) | `SSHKey`; `SSHCertificate` (a key pair with a user certificate the store's CA signs) |
 //! | `mfa` | — | `MFA` |
 //! | `quay` | — | `QuayAccessToken` (exchanges an identity token of the federation's issuer at Quay's robot federation) |
 //! | `cloudsmith` | — | `CloudsmithAccessToken` (exchanges an identity token of the federation's issuer at Cloudsmith's OpenID Connect endpoint) |
@@ -113,6 +113,8 @@ pub mod quay_access_token;
 pub mod rds_auth_token;
 #[cfg(feature = "secretsmanager")]
 pub mod secrets_manager_secret;
+#[cfg(feature = "sshkey")]
+pub mod ssh_certificate;
 #[cfg(feature = "sshkey")]
 pub mod ssh_key;
 #[cfg(feature = "ssm")]
@@ -251,6 +253,9 @@ pub enum Generator {
     /// `SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey(ssh_key::SshKeyGenerator),
+    /// `SSHCertificate`.
+    #[cfg(feature = "sshkey")]
+    SshCertificate(Box<ssh_certificate::SshCertificateGenerator>),
     /// `MFA`.
     #[cfg(feature = "mfa")]
     Mfa(mfa::MfaGenerator),
@@ -500,6 +505,10 @@ impl Generator {
             )),
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(s) => Generator::SshKey(ssh_key::SshKeyGenerator::new(s)?),
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshCertificate(s) => Generator::SshCertificate(Box::new(
+                ssh_certificate::SshCertificateGenerator::new(s, store)?,
+            )),
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(s) => Generator::Mfa(mfa::MfaGenerator::new(s.clone())?),
             #[cfg(feature = "quay")]
@@ -589,6 +598,8 @@ impl Generate for Generator {
             Generator::AzureKeyVaultSecret(g) => Box::pin(g.generate(ctx)).await,
             #[cfg(feature = "sshkey")]
             Generator::SshKey(g) => g.generate(ctx).await,
+            #[cfg(feature = "sshkey")]
+            Generator::SshCertificate(g) => g.generate(ctx).await,
             #[cfg(feature = "mfa")]
             Generator::Mfa(g) => g.generate(ctx).await,
             #[cfg(feature = "quay")]
@@ -648,6 +659,8 @@ impl Generate for Generator {
             Generator::AzureKeyVaultSecret(g) => Box::pin(g.revoke(handle)).await,
             #[cfg(feature = "sshkey")]
             Generator::SshKey(g) => g.revoke(handle).await,
+            #[cfg(feature = "sshkey")]
+            Generator::SshCertificate(g) => g.revoke(handle).await,
             #[cfg(feature = "mfa")]
             Generator::Mfa(g) => g.revoke(handle).await,
             #[cfg(feature = "quay")]
@@ -714,6 +727,8 @@ pub fn crds()
         azure_key_vault_secret::AzureKeyVaultSecret::crd(),
         #[cfg(feature = "sshkey")]
         ssh_key::SSHKey::crd(),
+        #[cfg(feature = "sshkey")]
+        ssh_certificate::SSHCertificate::crd(),
         #[cfg(feature = "mfa")]
         mfa::MFA::crd(),
         #[cfg(feature = "quay")]

@@ -81,6 +81,9 @@ pub enum GeneratorKind {
     /// `SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey,
+    /// `SSHCertificate`.
+    #[cfg(feature = "sshkey")]
+    SshCertificate,
     /// `MFA`.
     #[cfg(feature = "mfa")]
     Mfa,
@@ -143,6 +146,8 @@ impl GeneratorKind {
         GeneratorKind::KubernetesSecret,
         #[cfg(feature = "sshkey")]
         GeneratorKind::SshKey,
+        #[cfg(feature = "sshkey")]
+        GeneratorKind::SshCertificate,
         #[cfg(feature = "mfa")]
         GeneratorKind::Mfa,
         #[cfg(feature = "quay")]
@@ -202,6 +207,8 @@ impl GeneratorKind {
             GeneratorKind::KubernetesSecret => "KubernetesSecret",
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => "SSHKey",
+            #[cfg(feature = "sshkey")]
+            GeneratorKind::SshCertificate => "SSHCertificate",
             #[cfg(feature = "mfa")]
             GeneratorKind::Mfa => "MFA",
             #[cfg(feature = "quay")]
@@ -313,6 +320,9 @@ pub enum GeneratorSpec {
     /// `kind: SSHKey`.
     #[cfg(feature = "sshkey")]
     SshKey(crate::ssh_key::SshKeySpec),
+    /// `kind: SSHCertificate`.
+    #[cfg(feature = "sshkey")]
+    SshCertificate(crate::ssh_certificate::SshCertificateSpec),
     /// `kind: MFA`.
     #[cfg(feature = "mfa")]
     Mfa(crate::mfa::MfaSpec),
@@ -385,6 +395,8 @@ impl GeneratorSpec {
             GeneratorKind::KubernetesSecret => GeneratorSpec::KubernetesSecret(parse(spec)?),
             #[cfg(feature = "sshkey")]
             GeneratorKind::SshKey => GeneratorSpec::SshKey(parse(spec)?),
+            #[cfg(feature = "sshkey")]
+            GeneratorKind::SshCertificate => GeneratorSpec::SshCertificate(parse(spec)?),
             #[cfg(feature = "mfa")]
             GeneratorKind::Mfa => GeneratorSpec::Mfa(parse(spec)?),
             #[cfg(feature = "quay")]
@@ -451,6 +463,8 @@ impl GeneratorSpec {
             GeneratorSpec::KubernetesSecret(_) => GeneratorKind::KubernetesSecret,
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(_) => GeneratorKind::SshKey,
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshCertificate(_) => GeneratorKind::SshCertificate,
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(_) => GeneratorKind::Mfa,
             #[cfg(feature = "quay")]
@@ -547,6 +561,8 @@ impl GeneratorSpec {
             GeneratorSpec::KubernetesServiceAccountToken(s) => Some(&s.secret_store_ref.name),
             #[cfg(feature = "k8s")]
             GeneratorSpec::KubernetesSecret(s) => Some(&s.secret_store_ref.name),
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshCertificate(s) => Some(&s.secret_store_ref.name),
         }
     }
 
@@ -601,6 +617,8 @@ impl GeneratorSpec {
             GeneratorSpec::KubernetesSecret(s) => s.validate(),
             #[cfg(feature = "sshkey")]
             GeneratorSpec::SshKey(s) => s.validate(),
+            #[cfg(feature = "sshkey")]
+            GeneratorSpec::SshCertificate(s) => s.validate(),
             #[cfg(feature = "mfa")]
             GeneratorSpec::Mfa(s) => s.validate(),
             #[cfg(feature = "quay")]

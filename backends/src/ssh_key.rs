@@ -91,7 +91,7 @@ pub enum SshKeyType {
 
 /// What a request makes, resolved from the spec at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Algorithm {
+pub(crate) enum Algorithm {
     Ed25519,
     Rsa(KeySize),
     Ecdsa(EcdsaCurve),
@@ -105,7 +105,8 @@ impl SshKeySpec {
         Ok(())
     }
 
-    fn algorithm(&self) -> Result<Algorithm, SpecError> {
+    /// The key to make, from `keyType` and `keySize`.
+    pub(crate) fn algorithm(&self) -> Result<Algorithm, SpecError> {
         let size = |allowed: &[u32], default: u32| -> Result<u32, SpecError> {
             match self.key_size {
                 None => Ok(default),
@@ -204,16 +205,34 @@ impl SshKeyGenerator {
     }
 }
 
-/// Makes a key pair: the private key in OpenSSH's format and the public key's
-/// `authorized_keys` line.
-fn make(algorithm: Algorithm, comment: String) -> Result<BTreeMap<String, String>, BackendError> {
+/// A new key pair of `algorithm` with `comment`, made off the async threads when it is RSA:
+/// finding two large primes takes long enough to stall every request sharing the thread;
+/// Ed25519 and ECDSA keys are one scalar, made in microseconds.
+pub(crate) async fn new_key(
+    algorithm: Algorithm,
+    comment: String,
+) -> Result<PrivateKey, BackendError> {
+    match algorithm {
+        Algorithm::Rsa(_) => tokio::task::spawn_blocking(move || key_pair(algorithm, comment))
+            .await
+            .map_err(|e| failed(format!("sshkey: the blocking task failed: {e}")))?,
+        _ => key_pair(algorithm, comment),
+    }
+}
+
+/// A new key pair of `algorithm` with `comment`.
+fn key_pair(algorithm: Algorithm, comment: String) -> Result<PrivateKey, BackendError> {
     let keypair = match algorithm {
         Algorithm::Ed25519 => ed25519()?,
         Algorithm::Rsa(size) => rsa(size)?,
         Algorithm::Ecdsa(curve) => ecdsa(curve)?,
     };
+    PrivateKey::new(keypair, comment).map_err(|e| failed(format!("ssh-key: {e}")))
+}
+
+/// A key pair's private key in OpenSSH's format and its public key's `authorized_keys` line.
+pub(crate) fn openssh_pair(key: &PrivateKey) -> Result<BTreeMap<String, String>, BackendError> {
     let encoding = |e: ::ssh_key::Error| failed(format!("ssh-key: {e}"));
-    let key = PrivateKey::new(keypair, comment).map_err(encoding)?;
     let private = key.to_openssh(LineEnding::LF).map_err(encoding)?;
     let public = key.public_key().to_openssh().map_err(encoding)?;
     // The PEM leaves its zeroizing buffer here: the credential's map is plain strings.
@@ -351,21 +370,13 @@ impl Generate for SshKeyGenerator {
                 comment
             }
         };
-        let algorithm = self.algorithm;
-        let data = match algorithm {
-            // Finding two large primes takes long enough to stall every request sharing the
-            // thread; Ed25519 and ECDSA keys are one scalar, made in microseconds.
-            Algorithm::Rsa(_) => tokio::task::spawn_blocking(move || make(algorithm, comment))
-                .await
-                .map_err(|e| failed(format!("sshkey: the blocking task failed: {e}")))??,
-            _ => make(algorithm, comment)?,
-        };
-        Ok(Credential::static_data(data))
+        let key = new_key(self.algorithm, comment).await?;
+        Ok(Credential::static_data(openssh_pair(&key)?))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
     use std::process::Command;
 
@@ -732,7 +743,7 @@ mod tests {
 
     /// `ssh-keygen`, the path of the test or the one on `PATH`; `None` (a `SKIPPED` line, or a
     /// failure under `ESI_REQUIRE_PEERS=1`) when there is none.
-    fn ssh_keygen(test: &str) -> Option<std::path::PathBuf> {
+    pub(crate) fn ssh_keygen(test: &str) -> Option<std::path::PathBuf> {
         if let Some(p) = std::env::var_os("ESI_TEST_SSH_KEYGEN").filter(|p| !p.is_empty()) {
             return Some(p.into());
         }

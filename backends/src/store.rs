@@ -60,6 +60,9 @@ pub enum StoreProvider {
     /// generators.
     #[cfg(feature = "k8s")]
     Kubernetes(crate::kubernetes_token::KubernetesProvider),
+    /// An SSH certificate authority's key, for `SSHCertificate` generators.
+    #[cfg(feature = "sshkey")]
+    Ssh(crate::ssh_certificate::SshProvider),
 }
 
 impl StoreProvider {
@@ -82,6 +85,8 @@ impl StoreProvider {
             StoreProvider::Azure(_) => "azure",
             #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(_) => "kubernetes",
+            #[cfg(feature = "sshkey")]
+            StoreProvider::Ssh(_) => "ssh",
         }
     }
 }
@@ -142,6 +147,8 @@ impl SecretStoreSpec {
             StoreProvider::Azure(a) => a.validate(),
             #[cfg(feature = "k8s")]
             StoreProvider::Kubernetes(k) => k.validate(),
+            #[cfg(feature = "sshkey")]
+            StoreProvider::Ssh(s) => s.validate(),
             // Only reachable in builds without any provider feature.
             #[allow(unreachable_patterns)]
             _ => Ok(()),
@@ -268,6 +275,11 @@ impl SecretStoreSpec {
                 )
                 .await
             }
+            #[cfg(feature = "sshkey")]
+            StoreProvider::Ssh(s) => match s.whoami() {
+                Ok(who) => LoginCheck::LoggedIn(who),
+                Err(e) => LoginCheck::Failed(e),
+            },
             #[allow(unreachable_patterns)]
             _ => LoginCheck::NotChecked("no login of its own to check"),
         }
@@ -322,7 +334,8 @@ pub struct SecretStoreRef {
     feature = "grafana",
     feature = "acr",
     feature = "keyvault",
-    feature = "k8s"
+    feature = "k8s",
+    feature = "sshkey"
 ))]
 pub(crate) fn require<'a, T>(
     store: Option<&'a SecretStoreSpec>,

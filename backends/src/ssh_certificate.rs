@@ -1,0 +1,1009 @@
+//! `SSHCertificate`: a fresh SSH key pair per request with an OpenSSH user certificate for it,
+//! signed by the certificate authority of an `ssh` SecretStore: SSH access that ends by itself.
+//!
+//! An `SSHKey` pair never expires; where it is installed decides what it opens, until someone
+//! removes it. A certificate carries its own end: an `sshd` that trusts the CA
+//! (`TrustedUserCAKeys`) lets the key in as the certificate's principals, between its
+//! `valid after` and `valid before`, and not a second later, with no `authorized_keys` to
+//! edit. So a CI job, a deploy Pod or an operator reaches hosts for the minutes it runs.
+//!
+//! - **The CA key** is the store's `caKey`: an OpenSSH private key (`ssh-keygen -t ed25519 -f
+//!   ca`, unencrypted) read from a file or the environment at every request, so a rotated key
+//!   signs from the next request on. Ed25519 and ECDSA (P-256, P-384, P-521) CA keys sign
+//!   (with aws-lc-rs); an RSA or encrypted CA key is refused, naming the fix.
+//! - **The key pair** is made per request as `SSHKey` makes it (`keyType`, `keySize`).
+//! - **The certificate** (OpenSSH's `PROTOCOL.certkeys`, written here: ssh-key 0.6's builder
+//!   checks its own signature in debug builds with crypto this crate leaves out) is a user
+//!   certificate with a random nonce and serial; `principals` are templates over the caller's
+//!   identity (`{{serviceAccount}}`), each rendered to a non-empty name without `,` or control
+//!   characters; `keyId` (default `esi:<cluster>:<namespace>:<serviceAccount>`), which `sshd`
+//!   logs with every login, says who it was issued to; `validity` (default 1h) is lowered to
+//!   the Authorization's `maxTTL`; it is valid from a minute before it was made (clocks
+//!   differ). `extensions` grant what OpenSSH's `ssh-keygen` grants by default only when
+//!   listed (none by default: commands run, without a terminal or any forwarding);
+//!   `sourceAddress` and `forceCommand` become the `source-address` and `force-command`
+//!   critical options.
+//!
+//! The credential: `privateKey`, `publicKey`, `certificate` (the `-cert.pub` line, for
+//! `ssh -i key -o CertificateFile=...`) and `serial`; `expiresAt` is `valid before`. Nothing
+//! to revoke: the certificate ends by itself (OpenSSH's revocation lists need state).
+//!
+//! ```yaml
+//! kind: SecretStore
+//! metadata: {name: ssh-ca, namespace: deploy}
+//! spec:
+//!   provider:
+//!     ssh:
+//!       caKey: {file: /etc/esi/ssh-ca/ca}      # sshd: TrustedUserCAKeys holding ca.pub
+//! ---
+//! kind: SSHCertificate
+//! metadata: {name: hosts, namespace: deploy}
+//! spec:
+//!   secretStoreRef: {name: ssh-ca}
+//!   principals: ["deploy", "{{serviceAccount}}"]
+//!   validity: 15m
+//!   extensions: [permit-pty]
+//!   sourceAddress: [10.0.0.0/8]
+//! ```
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ::ssh_key::private::KeypairData;
+use ::ssh_key::{EcdsaCurve, HashAlg, PrivateKey};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
+    ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+};
+use base64::Engine as _;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use ssh_encoding::Encode as _;
+
+use crate::duration::HumanDuration;
+use crate::ssh_key::{Algorithm, SshKeySpec, SshKeyType};
+use crate::store::{SecretStoreRef, StoreProvider};
+use crate::template::Template;
+use crate::{BackendError, Context, Credential, Generate, SecretRef, SecretStoreSpec, SpecError};
+
+const BACKEND: &str = "sshcertificate";
+
+/// How long a certificate is valid when the generator sets no `validity`.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(3600);
+/// The longest `validity`.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long before it was made a certificate is valid from: room for clocks that differ.
+const BACKDATE: u64 = 60;
+/// The most principals a generator may name.
+pub const MAX_PRINCIPALS: usize = 32;
+/// The longest principal or key id, rendered, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// The extensions OpenSSH defines for user certificates.
+pub const EXTENSIONS: &[&str] = &[
+    "no-touch-required",
+    "permit-X11-forwarding",
+    "permit-agent-forwarding",
+    "permit-port-forwarding",
+    "permit-pty",
+    "permit-user-rc",
+];
+/// `SSH_CERT_TYPE_USER`.
+const USER_CERT: u32 = 1;
+
+/// The `ssh` SecretStore provider: the certificate authority `SSHCertificate` generators sign
+/// with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshProvider {
+    /// The CA's private key, in OpenSSH's format, unencrypted (`ssh-keygen -t ed25519 -f ca
+    /// -N ''`): Ed25519 or ECDSA. Read at every request.
+    pub ca_key: SecretRef,
+}
+
+impl SshProvider {
+    /// Checks the key's reference (the key itself is read at each request).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.ca_key.validate("provider.ssh.caKey")
+    }
+
+    /// Reads the CA key and names it (`ED25519 SHA256:...`), for `check --login`.
+    pub fn whoami(&self) -> Result<String, BackendError> {
+        let ca = CaKey::read(&self.ca_key)?;
+        Ok(format!(
+            "CA key {} {}",
+            ca.key.algorithm(),
+            ca.key.public_key().fingerprint(HashAlg::Sha256)
+        ))
+    }
+}
+
+/// `spec` of an `SSHCertificate` generator.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "esi.dev",
+    version = "v1alpha1",
+    kind = "SSHCertificate",
+    namespaced,
+    status = "crate::status::ResourceStatus"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshCertificateSpec {
+    /// The `ssh` SecretStore holding the CA key.
+    pub secret_store_ref: SecretStoreRef,
+    /// The names the certificate lets the key log in as (user names, or what the host's
+    /// `AuthorizedPrincipalsFile` lists), templates over the caller's identity: one to 32,
+    /// each rendered non-empty, at most 256 bytes, without `,` or control characters.
+    pub principals: Vec<String>,
+    /// How long the certificate is valid (default `1h`, at most `7d`), lowered to the
+    /// Authorization's `maxTTL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity: Option<HumanDuration>,
+    /// The key algorithm: `ed25519` (default), `rsa` or `ecdsa`.
+    #[serde(default)]
+    pub key_type: SshKeyType,
+    /// Key size in bits: for `rsa` 2048, 3072 (default) or 4096; for `ecdsa` 256 (default),
+    /// 384 or 521. Not allowed for `ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_size: Option<u32>,
+    /// The certificate's key id, which `sshd` logs with each login: a template over the
+    /// caller's identity, by default `esi:{{cluster}}:{{namespace}}:{{serviceAccount}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// What the certificate permits besides running commands: any of `permit-pty`,
+    /// `permit-port-forwarding`, `permit-agent-forwarding`, `permit-X11-forwarding`,
+    /// `permit-user-rc`, `no-touch-required`. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+    /// Addresses the key may log in from (`source-address`): IP addresses or CIDR blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_address: Vec<String>,
+    /// The only command the key may run (`force-command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_command: Option<String>,
+}
+
+/// The default `keyId`.
+const DEFAULT_KEY_ID: &str = "esi:{{cluster}}:{{namespace}}:{{serviceAccount}}";
+
+/// Why a rendered principal or key id cannot be one, if it cannot.
+fn name_problem(name: &str, principal: bool) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    if name.chars().any(char::is_control) {
+        return Some("contains a control character".to_owned());
+    }
+    if principal && name.contains(',') {
+        return Some("contains `,` (sshd reads principals as a comma-separated list)".to_owned());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "is {} bytes long, more than {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    None
+}
+
+/// Whether `s` is an IP address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
+fn is_address(s: &str) -> bool {
+    let (ip, prefix) = s.split_once('/').unwrap_or((s, ""));
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    prefix.is_empty()
+        || (prefix.bytes().all(|b| b.is_ascii_digit())
+            && prefix.parse::<u8>().is_ok_and(|p| p <= max))
+}
+
+impl SshCertificateSpec {
+    /// Checks what serde cannot: the key options, the templates, the lists.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.key_spec().algorithm()?;
+        self.templates()?;
+        let validity = self.validity();
+        if validity.is_zero() || validity > MAX_VALIDITY {
+            return Err(SpecError::field(
+                "validity",
+                format!(
+                    "{} is not between 1s and {}",
+                    humantime::format_duration(validity),
+                    humantime::format_duration(MAX_VALIDITY)
+                ),
+            ));
+        }
+        for e in &self.extensions {
+            if !EXTENSIONS.contains(&e.as_str()) {
+                return Err(SpecError::field(
+                    "extensions",
+                    format!(
+                        "{e:?} is not an extension OpenSSH defines (one of {})",
+                        EXTENSIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = self.source_address.iter().find(|a| !is_address(a)) {
+            return Err(SpecError::field(
+                "sourceAddress",
+                format!("{a:?} is not an IP address or CIDR block"),
+            ));
+        }
+        if let Some(c) = &self.force_command
+            && (c.is_empty() || c.contains('\0'))
+        {
+            return Err(SpecError::field(
+                "forceCommand",
+                "must be a non-empty command without NUL",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key options as an `SSHKey` spec.
+    fn key_spec(&self) -> SshKeySpec {
+        SshKeySpec {
+            key_type: self.key_type,
+            key_size: self.key_size,
+            comment: None,
+        }
+    }
+
+    fn validity(&self) -> Duration {
+        self.validity.map_or(DEFAULT_VALIDITY, HumanDuration::get)
+    }
+
+    /// The parsed principals and key id; their literal text is held to the rendered names'
+    /// rules already.
+    fn templates(&self) -> Result<(Vec<Template>, Template), SpecError> {
+        if self.principals.is_empty() || self.principals.len() > MAX_PRINCIPALS {
+            return Err(SpecError::field(
+                "principals",
+                format!(
+                    "names {} principals; name one to {MAX_PRINCIPALS} (an empty list would let \
+                     the key log in as anyone)",
+                    self.principals.len()
+                ),
+            ));
+        }
+        let parse = |src: &str, field: &str, principal: bool| {
+            let template = Template::parse(src, field)?;
+            let literal = template.render_with(|_| Cow::Borrowed("x"), str::to_owned);
+            match name_problem(&literal, principal) {
+                Some(why) => Err(SpecError::field(field, why)),
+                None => Ok(template),
+            }
+        };
+        let principals = self
+            .principals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| parse(p, &format!("principals[{i}]"), true))
+            .collect::<Result<_, _>>()?;
+        let key_id = parse(
+            self.key_id.as_deref().unwrap_or(DEFAULT_KEY_ID),
+            "keyId",
+            false,
+        )?;
+        Ok((principals, key_id))
+    }
+}
+
+/// The built `SSHCertificate` generator.
+#[derive(Debug)]
+pub struct SshCertificateGenerator {
+    ca_key: SecretRef,
+    algorithm: Algorithm,
+    principals: Vec<Template>,
+    key_id: Template,
+    validity: Duration,
+    /// The critical options, by name, each value as the certificate holds it.
+    critical: BTreeMap<String, String>,
+    extensions: Vec<String>,
+}
+
+impl SshCertificateGenerator {
+    /// Builds the generator on its `ssh` store.
+    pub fn new(
+        spec: &SshCertificateSpec,
+        store: Option<&SecretStoreSpec>,
+    ) -> Result<Self, SpecError> {
+        spec.validate()?;
+        let provider = crate::store::require(store, &spec.secret_store_ref, "ssh", |p| match p {
+            StoreProvider::Ssh(s) => Some(s),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })?;
+        let (principals, key_id) = spec.templates()?;
+        let mut critical = BTreeMap::new();
+        if !spec.source_address.is_empty() {
+            critical.insert("source-address".to_owned(), spec.source_address.join(","));
+        }
+        if let Some(c) = &spec.force_command {
+            critical.insert("force-command".to_owned(), c.clone());
+        }
+        let mut extensions = spec.extensions.clone();
+        extensions.sort();
+        extensions.dedup();
+        Ok(SshCertificateGenerator {
+            ca_key: provider.ca_key.clone(),
+            algorithm: spec.key_spec().algorithm()?,
+            principals,
+            key_id,
+            validity: spec.validity(),
+            critical,
+            extensions,
+        })
+    }
+
+    /// A rendered principal or key id, checked.
+    fn render(
+        t: &Template,
+        ctx: &Context<'_>,
+        what: &str,
+        principal: bool,
+    ) -> Result<String, BackendError> {
+        let name = t.render(ctx, str::to_owned);
+        match name_problem(&name, principal) {
+            Some(why) => Err(BackendError::Rejected {
+                message: format!("the certificate's {what} rendered for this caller {why}"),
+                detail: format!("{BACKEND}: rendered {what} {why}"),
+            }),
+            None => Ok(name),
+        }
+    }
+}
+
+/// The CA key, read and checked, with its signer.
+struct CaKey {
+    key: PrivateKey,
+    signer: Signer,
+}
+
+enum Signer {
+    Ed25519(Ed25519KeyPair),
+    Ecdsa(EcdsaKeyPair, &'static str),
+}
+
+/// The CA key cannot be used: the operator's to fix, so not retryable; the detail names the
+/// reference, never the key.
+fn unusable(ca: &SecretRef, why: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable {
+        message: "the SSH certificate authority's key cannot be used".to_owned(),
+        detail: format!("{BACKEND}: provider.ssh.caKey ({}): {why}", ca.describe()),
+    }
+}
+
+impl CaKey {
+    fn read(reference: &SecretRef) -> Result<Self, BackendError> {
+        let text = reference.read()?;
+        let key = PrivateKey::from_openssh(text.expose_secret().trim())
+            .map_err(|e| unusable(reference, format!("not an OpenSSH private key: {e}")))?;
+        if key.is_encrypted() {
+            return Err(unusable(
+                reference,
+                "the key is encrypted; give the CA key without a passphrase (ssh-keygen -p -N '')",
+            ));
+        }
+        let bad = |_| unusable(reference, "the private and public halves do not match");
+        let signer = match key.key_data() {
+            KeypairData::Ed25519(pair) => Signer::Ed25519(
+                Ed25519KeyPair::from_seed_and_public_key(
+                    secrecy::zeroize::Zeroizing::new(pair.private.to_bytes()).as_ref(),
+                    pair.public.as_ref(),
+                )
+                .map_err(bad)?,
+            ),
+            KeypairData::Ecdsa(pair) => {
+                let (alg, name) = match pair.curve() {
+                    EcdsaCurve::NistP256 => {
+                        (&ECDSA_P256_SHA256_FIXED_SIGNING, "ecdsa-sha2-nistp256")
+                    }
+                    EcdsaCurve::NistP384 => {
+                        (&ECDSA_P384_SHA384_FIXED_SIGNING, "ecdsa-sha2-nistp384")
+                    }
+                    EcdsaCurve::NistP521 => {
+                        (&ECDSA_P521_SHA512_FIXED_SIGNING, "ecdsa-sha2-nistp521")
+                    }
+                };
+                Signer::Ecdsa(
+                    EcdsaKeyPair::from_private_key_and_public_key(
+                        alg,
+                        pair.private_key_bytes(),
+                        pair.public_key_bytes(),
+                    )
+                    .map_err(bad)?,
+                    name,
+                )
+            }
+            other => {
+                return Err(unusable(
+                    reference,
+                    format!(
+                        "a {} CA key cannot sign here; make an Ed25519 CA key (ssh-keygen -t \
+                         ed25519) or an ECDSA one",
+                        other
+                            .algorithm()
+                            .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+                    ),
+                ));
+            }
+        };
+        Ok(CaKey { key, signer })
+    }
+
+    /// The CA's public key blob, as the certificate names its signer.
+    fn public_blob(&self) -> Result<Vec<u8>, BackendError> {
+        let mut out = Vec::new();
+        self.key
+            .public_key()
+            .key_data()
+            .encode(&mut out)
+            .map_err(|e| encoding(&e))?;
+        Ok(out)
+    }
+
+    /// The signature blob of `data`: the algorithm's name and its signature.
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let mut out = Vec::new();
+        match &self.signer {
+            Signer::Ed25519(pair) => {
+                put(&mut out, b"ssh-ed25519");
+                put(&mut out, pair.sign(data).as_ref());
+            }
+            Signer::Ecdsa(pair, name) => {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let sig = pair
+                    .sign(&rng, data)
+                    .map_err(|_| failed("aws-lc-rs: ECDSA signing failed".to_owned()))?;
+                // r and s, each the curve's size, as SSH mpints.
+                let (r, s) = sig.as_ref().split_at(sig.as_ref().len() / 2);
+                let mut rs = Vec::new();
+                put_mpint(&mut rs, r);
+                put_mpint(&mut rs, s);
+                put(&mut out, name.as_bytes());
+                put(&mut out, &rs);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appends `bytes` as an SSH `string` (length, then bytes).
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Every string written here is far under 4 GiB.
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Appends the unsigned big-endian `n` as an SSH `mpint`: no leading zeros, a zero byte
+/// first when the top bit is set.
+fn put_mpint(out: &mut Vec<u8>, n: &[u8]) {
+    let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+    let mut v = Vec::with_capacity(n.len() + 1);
+    if n.first().is_some_and(|b| b & 0x80 != 0) {
+        v.push(0);
+    }
+    v.extend_from_slice(n);
+    put(out, &v);
+}
+
+/// OpenSSH's option list: for each option, by name, its name and its data, the data of a
+/// valued option being its value as a string.
+fn options<'a>(options: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in options {
+        put(&mut out, name.as_bytes());
+        let mut data = Vec::new();
+        if let Some(v) = value {
+            put(&mut data, v.as_bytes());
+        }
+        put(&mut out, &data);
+    }
+    out
+}
+
+fn encoding(e: &ssh_encoding::Error) -> BackendError {
+    failed(format!("ssh-encoding: {e}"))
+}
+
+/// A certificate that could not be made: nothing the caller did, so retryable.
+fn failed(detail: String) -> BackendError {
+    BackendError::Unavailable {
+        message: "the SSH certificate could not be made".to_owned(),
+        detail: format!("{BACKEND}: {detail}"),
+    }
+}
+
+/// What a certificate says, beside its key and signer.
+struct Contents<'a> {
+    serial: u64,
+    key_id: &'a str,
+    principals: &'a [String],
+    valid_after: u64,
+    valid_before: u64,
+    critical: &'a BTreeMap<String, String>,
+    extensions: &'a [String],
+}
+
+/// The certificate of `subject` signed by `ca` (OpenSSH's `PROTOCOL.certkeys`): its type
+/// name and blob.
+fn certify(
+    ca: &CaKey,
+    subject: &PrivateKey,
+    c: &Contents<'_>,
+) -> Result<(String, Vec<u8>), BackendError> {
+    let cert_type = subject.algorithm().to_certificate_type();
+    let mut nonce = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| failed("no random nonce".to_owned()))?;
+    // The public key's blob is its algorithm's name and its fields: the certificate holds the
+    // fields after its own type name.
+    let mut key = Vec::new();
+    subject
+        .public_key()
+        .key_data()
+        .encode(&mut key)
+        .map_err(|e| encoding(&e))?;
+    let name_len = key
+        .get(..4)
+        .and_then(|l| <[u8; 4]>::try_from(l).ok())
+        .map_or(0, |l| u32::from_be_bytes(l) as usize);
+    let fields = key.get(4 + name_len..).unwrap_or_default();
+
+    let mut tbs = Vec::new();
+    put(&mut tbs, cert_type.as_bytes());
+    put(&mut tbs, &nonce);
+    tbs.extend_from_slice(fields);
+    tbs.extend_from_slice(&c.serial.to_be_bytes());
+    tbs.extend_from_slice(&USER_CERT.to_be_bytes());
+    put(&mut tbs, c.key_id.as_bytes());
+    let mut principals = Vec::new();
+    for p in c.principals {
+        put(&mut principals, p.as_bytes());
+    }
+    put(&mut tbs, &principals);
+    tbs.extend_from_slice(&c.valid_after.to_be_bytes());
+    tbs.extend_from_slice(&c.valid_before.to_be_bytes());
+    put(
+        &mut tbs,
+        &options(
+            c.critical
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+        ),
+    );
+    put(
+        &mut tbs,
+        &options(c.extensions.iter().map(|e| (e.as_str(), None))),
+    );
+    put(&mut tbs, b"");
+    put(&mut tbs, &ca.public_blob()?);
+    let signature = ca.sign(&tbs)?;
+    put(&mut tbs, &signature);
+    Ok((cert_type, tbs))
+}
+
+impl Generate for SshCertificateGenerator {
+    async fn generate(&self, ctx: &Context<'_>) -> Result<Credential, BackendError> {
+        let principals = self
+            .principals
+            .iter()
+            .map(|t| Self::render(t, ctx, "principal", true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key_id = Self::render(&self.key_id, ctx, "key id", false)?;
+        let mut validity = self.validity;
+        if let Some(max) = ctx.max_ttl {
+            validity = validity.min(max);
+        }
+        if validity.as_secs() == 0 {
+            return Err(BackendError::Rejected {
+                message: "the Authorization's maxTTL is under a second; no certificate was made"
+                    .to_owned(),
+                detail: format!("{BACKEND}: maxTTL {validity:?}"),
+            });
+        }
+        // Read first: a CA key that cannot sign makes no key pair.
+        let ca = CaKey::read(&self.ca_key)?;
+        let subject = crate::ssh_key::new_key(self.algorithm, key_id.clone()).await?;
+        let now = jiff::Timestamp::now().as_second().unsigned_abs();
+        let valid_before = now.saturating_add(validity.as_secs());
+        let mut serial = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut serial).map_err(|_| failed("no random serial".to_owned()))?;
+        let serial = u64::from_be_bytes(serial);
+        let (cert_type, blob) = certify(
+            &ca,
+            &subject,
+            &Contents {
+                serial,
+                key_id: &key_id,
+                principals: &principals,
+                valid_after: now.saturating_sub(BACKDATE),
+                valid_before,
+                critical: &self.critical,
+                extensions: &self.extensions,
+            },
+        )?;
+        let line = format!(
+            "{cert_type} {} {key_id}",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        );
+        let mut data = crate::ssh_key::openssh_pair(&subject)?;
+        data.insert("certificate".to_owned(), line);
+        data.insert("serial".to_owned(), serial.to_string());
+        Ok(Credential {
+            data,
+            expires_at: jiff::Timestamp::from_second(
+                i64::try_from(valid_before).unwrap_or(i64::MAX),
+            )
+            .ok(),
+            renewable: false,
+            lease: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use ::ssh_key::Certificate;
+    use ::ssh_key::certificate::CertType;
+
+    use super::*;
+    use crate::{GeneratorKind, GeneratorSpec};
+
+    fn spec(json: serde_json::Value) -> Result<SshCertificateSpec, SpecError> {
+        match GeneratorSpec::from_manifest(GeneratorKind::SshCertificate, json)? {
+            GeneratorSpec::SshCertificate(s) => Ok(s),
+            _ => unreachable!(),
+        }
+    }
+
+    /// A CA key of `algorithm` in OpenSSH's format, written 0600 in `dir`: its path and public
+    /// key line.
+    async fn ca_key(dir: &Path, algorithm: Algorithm) -> (PathBuf, String) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = crate::ssh_key::new_key(algorithm, "test-ca".to_owned())
+            .await
+            .unwrap();
+        let pair = crate::ssh_key::openssh_pair(&key).unwrap();
+        let path = dir.join(format!("ca-{}", key.algorithm().as_str()));
+        std::fs::write(&path, &pair["privateKey"]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (path, pair["publicKey"].clone())
+    }
+
+    fn store(path: &Path) -> SecretStoreSpec {
+        SecretStoreSpec::from_manifest(
+            serde_json::json!({"provider": {"ssh": {"caKey": {"file": path}}}}),
+        )
+        .unwrap()
+    }
+
+    fn generator(path: &Path, json: serde_json::Value) -> SshCertificateGenerator {
+        SshCertificateGenerator::new(&spec(json).unwrap(), Some(&store(path))).unwrap()
+    }
+
+    fn ctx<'a>(id: &'a esi_api::Identity, max_ttl: Option<Duration>) -> Context<'a> {
+        Context {
+            identity: id,
+            generator: "deploy/SSHCertificate/hosts",
+            max_ttl,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_certificate_certifies_the_returned_key_for_the_rendered_principals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, ca_public) = ca_key(dir.path(), Algorithm::Ed25519).await;
+        let g = generator(
+            &path,
+            serde_json::json!({
+                "secretStoreRef": {"name": "ssh-ca"},
+                "principals": ["deploy", "{{serviceAccount}}"],
+                "validity": "15m",
+                "extensions": ["permit-pty", "permit-agent-forwarding", "permit-pty"],
+                "sourceAddress": ["10.0.0.0/8", "2001:db8::/32"],
+                "forceCommand": "/usr/local/bin/deploy",
+            }),
+        );
+        let id = crate::template::tests::identity();
+        let before = jiff::Timestamp::now().as_second().unsigned_abs();
+        let cred = g.generate(&ctx(&id, None)).await.unwrap();
+        let cert = Certificate::from_openssh(&cred.data["certificate"]).unwrap();
+        assert_eq!(cert.cert_type(), CertType::User);
+        assert_eq!(cert.valid_principals(), ["deploy", "api"]);
+        assert_eq!(cert.key_id(), "esi:prod-eu:payments:api");
+        assert_eq!(cert.comment(), "esi:prod-eu:payments:api");
+        assert_eq!(cert.serial().to_string(), cred.data["serial"]);
+        let after = cert.valid_after();
+        let until = cert.valid_before();
+        assert!(
+            (before - BACKDATE..=before - BACKDATE + 1).contains(&after),
+            "{after} vs {before}"
+        );
+        assert!(
+            (before + 900..=before + 902).contains(&until),
+            "{until} vs {before}"
+        );
+        assert_eq!(
+            cred.expires_at.unwrap().as_second().unsigned_abs(),
+            until,
+            "expiresAt is valid-before"
+        );
+        assert_eq!(
+            cert.extensions().keys().collect::<Vec<_>>(),
+            ["permit-agent-forwarding", "permit-pty"]
+        );
+        assert_eq!(
+            cert.critical_options()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("force-command", "/usr/local/bin/deploy"),
+                ("source-address", "10.0.0.0/8,2001:db8::/32")
+            ]
+        );
+        // It certifies the key handed out, and names the store's CA as its signer.
+        let public = ::ssh_key::PublicKey::from_openssh(&cred.data["publicKey"]).unwrap();
+        assert_eq!(cert.public_key(), public.key_data());
+        let ca = ::ssh_key::PublicKey::from_openssh(&ca_public).unwrap();
+        assert_eq!(cert.signature_key(), ca.key_data());
+        let private = PrivateKey::from_openssh(&cred.data["privateKey"]).unwrap();
+        assert_eq!(private.public_key().key_data(), public.key_data());
+        // Nothing to revoke; no key material in Debug.
+        assert!(cred.lease.is_none() && !cred.renewable);
+        let debug = format!("{g:?} {cred:?}");
+        assert!(
+            !debug.contains("PRIVATE KEY") && !debug.contains("AAAA"),
+            "{debug}"
+        );
+    }
+
+    #[tokio::test]
+    async fn validity_is_lowered_to_max_ttl_and_a_second_is_the_least() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = ca_key(dir.path(), Algorithm::Ecdsa(EcdsaCurve::NistP256)).await;
+        let g = generator(
+            &path,
+            serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": ["ci"]}),
+        );
+        let id = crate::template::tests::identity();
+        let now = jiff::Timestamp::now().as_second().unsigned_abs();
+        let cred = g
+            .generate(&ctx(&id, Some(Duration::from_secs(120))))
+            .await
+            .unwrap();
+        let cert = Certificate::from_openssh(&cred.data["certificate"]).unwrap();
+        assert!((now + 120..=now + 122).contains(&cert.valid_before()));
+        assert!(cert.extensions().is_empty() && cert.critical_options().is_empty());
+        let e = g
+            .generate(&ctx(&id, Some(Duration::from_millis(500))))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackendError::Rejected { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_ca_key_that_cannot_sign_mints_nothing_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rsa, _) = ca_key(dir.path(), Algorithm::Rsa(aws_lc_rs::rsa::KeySize::Rsa2048)).await;
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n").unwrap();
+        let missing = dir.path().join("missing");
+        let id = crate::template::tests::identity();
+        for (path, says) in [
+            (&rsa, "make an Ed25519 CA key"),
+            (&garbage, "not an OpenSSH private key"),
+            (&missing, "missing"),
+        ] {
+            let g = generator(
+                path,
+                serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": ["ci"]}),
+            );
+            let e = g.generate(&ctx(&id, None)).await.unwrap_err();
+            assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
+            assert!(e.detail().contains(says), "{}", e.detail());
+            assert!(!e.detail().contains("BEGIN"), "{}", e.detail());
+        }
+        // The login check names a usable CA key by its fingerprint, and fails on the others.
+        let (ed, ed_public) = ca_key(dir.path(), Algorithm::Ed25519).await;
+        let fingerprint = ::ssh_key::PublicKey::from_openssh(&ed_public)
+            .unwrap()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        match store(&ed).check_login(None).await {
+            crate::LoginCheck::LoggedIn(who) => {
+                assert_eq!(who, format!("CA key ssh-ed25519 {fingerprint}"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store(&rsa).check_login(None).await,
+            crate::LoginCheck::Failed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_principal_rendered_into_something_sshd_misreads_mints_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = ca_key(dir.path(), Algorithm::Ed25519).await;
+        let g = generator(
+            &path,
+            serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": ["{{pod}}"]}),
+        );
+        let mut id = crate::template::tests::identity();
+        id.pod = None;
+        let e = g.generate(&ctx(&id, None)).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("principal rendered for this caller is empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_specs_naming_the_field() {
+        let base = || serde_json::json!({"secretStoreRef": {"name": "ca"}, "principals": ["ci"]});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut j = base();
+            j[k] = v;
+            j
+        };
+        for (json, field) in [
+            (with("principals", serde_json::json!([])), "principals"),
+            (
+                with("principals", serde_json::json!(["a,b"])),
+                "principals[0]",
+            ),
+            (
+                with("principals", serde_json::json!(["{{nope}}"])),
+                "principals[0]",
+            ),
+            (with("validity", serde_json::json!("0s")), "validity"),
+            (with("validity", serde_json::json!("8d")), "validity"),
+            (
+                with("extensions", serde_json::json!(["permit-everything"])),
+                "extensions",
+            ),
+            (
+                with("sourceAddress", serde_json::json!(["10.0.0.0/33"])),
+                "sourceAddress",
+            ),
+            (
+                with("sourceAddress", serde_json::json!(["example.com"])),
+                "sourceAddress",
+            ),
+            (with("forceCommand", serde_json::json!("")), "forceCommand"),
+            (with("keySize", serde_json::json!(2048)), "keySize"),
+            (with("keyId", serde_json::json!("a\nb")), "keyId"),
+            (with("zzUnknown", serde_json::json!(1)), "zzUnknown"),
+        ] {
+            let e = spec(json.clone()).unwrap_err().to_string();
+            assert!(e.contains(field), "{json}: {e}");
+        }
+        assert!(
+            spec(with(
+                "sourceAddress",
+                serde_json::json!(["192.0.2.7", "::1/128"])
+            ))
+            .is_ok()
+        );
+        // The store must be an `ssh` one.
+        let other = SecretStoreSpec::from_manifest(
+            serde_json::json!({"provider": {"ssh": {"caKey": {"env": "SSH_CA"}}}}),
+        )
+        .unwrap();
+        assert!(SshCertificateGenerator::new(&spec(base()).unwrap(), Some(&other)).is_ok());
+        assert!(SshCertificateGenerator::new(&spec(base()).unwrap(), None).is_err());
+    }
+
+    /// OpenSSH as the peer: `ssh-keygen -Y sign` signs with the key and its certificate (as
+    /// `ssh` presents them), and `-Y verify` checks the certificate against an allowed-signers
+    /// line trusting the CA (`cert-authority`), as `sshd`'s `TrustedUserCAKeys` would: the
+    /// CA's signature, the validity at this moment and the principal.
+    #[tokio::test]
+    async fn openssh_accepts_the_certificate_for_its_principals_only_under_its_ca() {
+        let Some(keygen) = crate::ssh_key::tests::ssh_keygen(
+            "openssh_accepts_the_certificate_for_its_principals_only_under_its_ca",
+        ) else {
+            return;
+        };
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let id = crate::template::tests::identity();
+        let msg = dir.path().join("msg");
+        std::fs::write(&msg, "deploy 2026-12-02").unwrap();
+        let (other_ca, other_public) = ca_key(dir.path(), Algorithm::Ed25519).await;
+        let _ = other_ca;
+        for (i, (ca, key_type)) in [
+            (Algorithm::Ed25519, serde_json::json!({})),
+            (
+                Algorithm::Ecdsa(EcdsaCurve::NistP384),
+                serde_json::json!({"keyType": "rsa", "keySize": 2048}),
+            ),
+            (
+                Algorithm::Ecdsa(EcdsaCurve::NistP521),
+                serde_json::json!({"keyType": "ecdsa", "keySize": 256}),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sub = dir.path().join(i.to_string());
+            std::fs::create_dir(&sub).unwrap();
+            let (path, ca_public) = ca_key(&sub, ca).await;
+            let mut json = serde_json::json!({"secretStoreRef": {"name": "ssh-ca"},
+                "principals": ["deploy", "{{serviceAccount}}"], "extensions": ["permit-pty"]});
+            for (k, v) in key_type.as_object().unwrap() {
+                json[k] = v.clone();
+            }
+            let cred = generator(&path, json)
+                .generate(&ctx(&id, None))
+                .await
+                .unwrap();
+            let key = sub.join("key");
+            std::fs::write(&key, &cred.data["privateKey"]).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(sub.join("key-cert.pub"), &cred.data["certificate"]).unwrap();
+
+            let listed = Command::new(&keygen)
+                .args(["-L", "-f"])
+                .arg(sub.join("key-cert.pub"))
+                .output()
+                .unwrap();
+            let listing = String::from_utf8_lossy(&listed.stdout);
+            assert!(listed.status.success(), "{listing} {:?}", listed);
+            assert!(listing.contains("user certificate"), "{listing}");
+            assert!(
+                listing.contains("Key ID: \"esi:prod-eu:payments:api\""),
+                "{listing}"
+            );
+            assert!(listing.contains("permit-pty"), "{listing}");
+
+            let signed = Command::new(&keygen)
+                .args(["-Y", "sign", "-n", "file", "-f"])
+                .arg(sub.join("key-cert.pub"))
+                .arg(&msg)
+                .env_remove("SSH_AUTH_SOCK")
+                .output()
+                .unwrap();
+            assert!(signed.status.success(), "{signed:?}");
+            let verify = |principal: &str, ca_line: &str| {
+                let allowed = sub.join("allowed");
+                std::fs::write(&allowed, format!("{principal} cert-authority {ca_line}\n"))
+                    .unwrap();
+                Command::new(&keygen)
+                    .args(["-Y", "verify", "-n", "file", "-I", principal, "-f"])
+                    .arg(&allowed)
+                    .arg("-s")
+                    .arg(msg.with_extension("sig"))
+                    .stdin(std::fs::File::open(&msg).unwrap())
+                    .output()
+                    .unwrap()
+            };
+            for principal in ["deploy", "api"] {
+                let out = verify(principal, &ca_public);
+                assert!(
+                    out.status.success(),
+                    "{principal} (case {i}): {out:?} {listing}"
+                );
+            }
+            assert!(
+                !verify("root", &ca_public).status.success(),
+                "another principal"
+            );
+            assert!(
+                !verify("deploy", &other_public).status.success(),
+                "another CA"
+            );
+            std::fs::remove_file(msg.with_extension("sig")).unwrap();
+        }
+    }
+}
