@@ -177,6 +177,25 @@ spec:
 ---
 apiVersion: esi.dev/v1alpha1
 kind: SecretStore
+metadata: {{name: ssh-ca, namespace: team}}
+spec:
+  provider:
+    ssh:
+      caKey: {{file: /etc/esi/ssh-ca/ca}}
+---
+apiVersion: esi.dev/v1alpha1
+kind: SSHCertificate
+metadata: {{name: hosts, namespace: team}}
+spec:
+  secretStoreRef: {{name: ssh-ca}}
+  principals: [deploy, "{{{{serviceAccount}}}}"]
+  validity: 15m
+  extensions: [permit-pty]
+  sourceAddress: [10.0.0.0/8]
+  forceCommand: /usr/local/bin/deploy
+---
+apiVersion: esi.dev/v1alpha1
+kind: SecretStore
 metadata: {{name: prod-eu, namespace: team}}
 spec:
   provider:
@@ -211,12 +230,13 @@ fn state() -> AppState {
 }
 
 /// The generators [`base_yaml`] defines.
-const GENERATORS: [&str; 5] = [
+const GENERATORS: [&str; 6] = [
     "team/Password/db",
     "team/UUID/id",
     "team/Fake/creds",
     "team/VaultDynamicSecret/pg",
     "team/AWSAssumeRole/s3",
+    "team/SSHCertificate/hosts",
 ];
 
 fn identity() -> esi_api::Identity {
