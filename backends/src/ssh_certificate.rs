@@ -666,7 +666,7 @@ mod tests {
 
     /// A CA key of `algorithm` in OpenSSH's format, written 0600 in `dir`: its path and public
     /// key line.
-    async fn ca_key(dir: &Path, algorithm: Algorithm) -> (PathBuf, String) {
+    pub(super) async fn ca_key(dir: &Path, algorithm: Algorithm) -> (PathBuf, String) {
         use std::os::unix::fs::PermissionsExt as _;
         let key = crate::ssh_key::new_key(algorithm, "test-ca".to_owned())
             .await
@@ -685,11 +685,11 @@ mod tests {
         .unwrap()
     }
 
-    fn generator(path: &Path, json: serde_json::Value) -> SshCertificateGenerator {
+    pub(super) fn generator(path: &Path, json: serde_json::Value) -> SshCertificateGenerator {
         SshCertificateGenerator::new(&spec(json).unwrap(), Some(&store(path))).unwrap()
     }
 
-    fn ctx<'a>(id: &'a esi_api::Identity, max_ttl: Option<Duration>) -> Context<'a> {
+    pub(super) fn ctx<'a>(id: &'a esi_api::Identity, max_ttl: Option<Duration>) -> Context<'a> {
         Context {
             identity: id,
             generator: "deploy/SSHCertificate/hosts",
@@ -1005,5 +1005,222 @@ mod tests {
             );
             std::fs::remove_file(msg.with_extension("sig")).unwrap();
         }
+    }
+}
+
+/// The certificates against a real `sshd` (OpenSSH's, started here on 127.0.0.1, trusting the
+/// CA with `TrustedUserCAKeys`) and the real `ssh` client presenting key and certificate.
+#[cfg(test)]
+mod sshd {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::tests::{ca_key, ctx, generator};
+
+    /// `sshd` running until dropped, and its log.
+    struct Sshd {
+        child: Child,
+        port: u16,
+        log: std::path::PathBuf,
+    }
+
+    impl Drop for Sshd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Who `sshd` runs as and lets log in: as root, `nobody` (sshd as root needs its
+    /// privilege-separation user, which only the package's installation makes); else the
+    /// user running the test.
+    fn login_user() -> (Option<u32>, String) {
+        use std::os::unix::fs::MetadataExt as _;
+        let euid = std::fs::metadata("/proc/self").unwrap().uid();
+        if euid == 0 {
+            return (Some(65534), "nobody".to_owned());
+        }
+        let out = Command::new("id").arg("-un").output().unwrap();
+        (
+            None,
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        )
+    }
+
+    fn start(keygen: &Path, sshd: &str, dir: &Path, ca_public: &str, uid: Option<u32>) -> Sshd {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let host = dir.join("host");
+        let made = Command::new(keygen)
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(&host, Some(uid), Some(uid)).unwrap();
+        }
+        std::fs::write(dir.join("ca.pub"), format!("{ca_public}\n")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // PAM for the account and session checks (with `UsePAM no`, sshd takes `nobody`'s
+        // `*` password for a locked account); no password or keyboard-interactive login, no
+        // authorized_keys: the certificate is the only way in.
+        let config = format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile none\nTrustedUserCAKeys {}\n\
+             AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM yes\nStrictModes no\nLogLevel VERBOSE\n",
+            host.display(),
+            dir.join("ca.pub").display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let log = dir.join("sshd.log");
+        let mut cmd = Command::new(sshd);
+        cmd.args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let server = Sshd {
+            child: cmd.spawn().unwrap(),
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    impl Sshd {
+        fn log_text(&self) -> String {
+            let mut text = String::new();
+            let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
+            text
+        }
+
+        /// Whether `ssh` logs in as `user` with the key and certificate of `cred`.
+        fn logs_in(&self, ssh: &str, dir: &Path, user: &str, cred: &crate::Credential) -> bool {
+            let key = dir.join("id");
+            std::fs::write(&key, &cred.data["privateKey"]).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(dir.join("id-cert.pub"), &cred.data["certificate"]).unwrap();
+            let out = Command::new(ssh)
+                .args(["-v", "-F", "/dev/null", "-i"])
+                .arg(&key)
+                .arg("-o")
+                .arg(format!(
+                    "CertificateFile={}",
+                    dir.join("id-cert.pub").display()
+                ))
+                .args([
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "ConnectTimeout=5",
+                    "-p",
+                ])
+                .arg(self.port.to_string())
+                .arg(format!("{user}@127.0.0.1"))
+                .arg("true")
+                .env_remove("SSH_AUTH_SOCK")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            let authenticated = said.contains("Authenticated to 127.0.0.1");
+            assert!(
+                authenticated || said.contains("Permission denied"),
+                "neither in nor refused: {said}\n{}",
+                self.log_text()
+            );
+            authenticated
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_logs_in_to_sshd_as_its_principals_until_it_expires() {
+        let test = "a_certificate_logs_in_to_sshd_as_its_principals_until_it_expires";
+        let (Some(keygen), Some(sshd), Some(ssh)) = (
+            crate::ssh_key::tests::ssh_keygen(test),
+            esi_test_support::peer("ESI_TEST_SSHD", test),
+            esi_test_support::peer("ESI_TEST_SSH", test),
+        ) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, user) = login_user();
+        let (path, ca_public) = ca_key(dir.path(), super::Algorithm::Ed25519).await;
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        let (other, _) = ca_key(
+            &dir.path().join("other"),
+            super::Algorithm::Ecdsa(::ssh_key::EcdsaCurve::NistP256),
+        )
+        .await;
+        let server = start(&keygen, &sshd, dir.path(), &ca_public, uid);
+        let id = crate::template::tests::identity();
+        let principals =
+            |p: &[&str]| serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": p});
+        use crate::Generate as _;
+
+        // Its principals include the user: in, and sshd logs who the certificate was for.
+        let cred = generator(&path, principals(&["deploy", &user]))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap();
+        assert!(server.logs_in(&ssh, dir.path(), &user, &cred));
+        let log = server.log_text();
+        assert!(
+            log.contains(&format!("Accepted publickey for {user}"))
+                && log.contains("ID esi:prod-eu:payments:api"),
+            "{log}"
+        );
+        // Another user's principal only, or another CA: refused.
+        let cred = generator(&path, principals(&["deploy"]))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap();
+        assert!(!server.logs_in(&ssh, dir.path(), &user, &cred));
+        let cred = generator(&other, principals(&[&user]))
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap();
+        assert!(!server.logs_in(&ssh, dir.path(), &user, &cred));
+        // Lowered to a maxTTL of a second: in now, refused once it has ended.
+        let cred = generator(&path, principals(&[&user]))
+            .generate(&ctx(&id, Some(Duration::from_secs(1))))
+            .await
+            .unwrap();
+        let end = cred.expires_at.unwrap();
+        while jiff::Timestamp::now() <= end + jiff::SignedDuration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!server.logs_in(&ssh, dir.path(), &user, &cred));
+        assert!(
+            server.log_text().contains("expired"),
+            "{}",
+            server.log_text()
+        );
     }
 }
