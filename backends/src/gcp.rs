@@ -349,7 +349,7 @@ impl GcpConn {
             })
     }
 
-    /// Obtains the federation's own token (see [`GcpConn::source_token`]) and says whose it
+    /// Obtains the federation's own token (as every call does) and says whose it
     /// is: the key file's service account (its `client_email`), the service account a
     /// `selfIssued` login impersonates, or the federated principal itself, or Application
     /// Default Credentials (whose account only the environment knows). For
