@@ -369,8 +369,8 @@ enum Signer {
     Ecdsa(EcdsaKeyPair, &'static str),
 }
 
-/// The CA key cannot be used: the operator's to fix, so not retryable; the detail names the
-/// reference, never the key.
+/// The CA key cannot be used: the operator's to fix, `backend_unavailable` as for the
+/// federation's other credentials; the detail names the reference, never the key.
 fn unusable(ca: &SecretRef, why: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable {
         message: "the SSH certificate authority's key cannot be used".to_owned(),
