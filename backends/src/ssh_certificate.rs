@@ -14,7 +14,7 @@
 //! - **The key pair** is made per request as `SSHKey` makes it (`keyType`, `keySize`).
 //! - **The certificate** (OpenSSH's `PROTOCOL.certkeys`, written here: ssh-key 0.6's builder
 //!   checks its own signature in debug builds with crypto this crate leaves out) is a user
-//!   certificate with a random nonce and serial; `principals` are templates over the caller's
+//!   certificate (or a host one, below) with a random nonce and serial; `principals` are templates over the caller's
 //!   identity (`{{serviceAccount}}`), each rendered to a non-empty name without `,` or control
 //!   characters; `keyId` (default `esi:<cluster>:<namespace>:<serviceAccount>`), which `sshd`
 //!   logs with every login, says who it was issued to; `validity` (default 1h) is lowered to
@@ -23,6 +23,10 @@
 //!   listed (none by default: commands run, without a terminal or any forwarding);
 //!   `sourceAddress` and `forceCommand` become the `source-address` and `force-command`
 //!   critical options.
+//! - **`certType: host`** certifies a workload that serves SSH (a bastion, a Git server):
+//!   `principals` are the host names clients dial, and a client with `@cert-authority *
+//!   <CA>` in its `known_hosts` checks the host strictly with no host key pinned. A host
+//!   certificate carries no extensions or critical options.
 //!
 //! The credential: `privateKey`, `publicKey`, `certificate` (the `-cert.pub` line, for
 //! `ssh -i key -o CertificateFile=...`) and `serial`; `expiresAt` is `valid before`. Nothing
@@ -90,8 +94,29 @@ pub const EXTENSIONS: &[&str] = &[
     "permit-pty",
     "permit-user-rc",
 ];
-/// `SSH_CERT_TYPE_USER`.
-const USER_CERT: u32 = 1;
+/// What a certificate certifies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SshCertType {
+    /// A user's key (`SSH_CERT_TYPE_USER`): `sshd` trusts it through `TrustedUserCAKeys`; the
+    /// principals are user names.
+    #[default]
+    User,
+    /// A host's key (`SSH_CERT_TYPE_HOST`), for a workload serving SSH: clients trust it
+    /// through a `@cert-authority` line in `known_hosts`, with no host key to pin; the
+    /// principals are the host names clients connect to.
+    Host,
+}
+
+impl SshCertType {
+    /// The type's number in the certificate.
+    fn number(self) -> u32 {
+        match self {
+            SshCertType::User => 1,
+            SshCertType::Host => 2,
+        }
+    }
+}
 
 /// The `ssh` SecretStore provider: the certificate authority `SSHCertificate` generators sign
 /// with.
@@ -133,10 +158,14 @@ impl SshProvider {
 pub struct SshCertificateSpec {
     /// The `ssh` SecretStore holding the CA key.
     pub secret_store_ref: SecretStoreRef,
-    /// The names the certificate lets the key log in as (user names, or what the host's
-    /// `AuthorizedPrincipalsFile` lists), templates over the caller's identity: one to 32,
-    /// each rendered non-empty, at most 256 bytes, without `,` or control characters.
+    /// For a user certificate, the names it lets the key log in as (user names, or what the
+    /// host's `AuthorizedPrincipalsFile` lists); for a host certificate, the host names it is
+    /// valid for. Templates over the caller's identity: one to 32, each rendered non-empty, at
+    /// most 256 bytes, without `,` or control characters.
     pub principals: Vec<String>,
+    /// `user` (default) or `host`.
+    #[serde(default)]
+    pub cert_type: SshCertType,
     /// How long the certificate is valid (default `1h`, at most `7d`), lowered to the
     /// Authorization's `maxTTL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +262,17 @@ impl SshCertificateSpec {
                 format!("{a:?} is not an IP address or CIDR block"),
             ));
         }
+        if self.cert_type == SshCertType::Host
+            && (!self.extensions.is_empty()
+                || !self.source_address.is_empty()
+                || self.force_command.is_some())
+        {
+            return Err(SpecError::field(
+                "certType",
+                "a host certificate carries no extensions, sourceAddress or forceCommand \
+                 (OpenSSH defines them for user certificates only)",
+            ));
+        }
         if let Some(c) = &self.force_command
             && (c.is_empty() || c.contains('\0'))
         {
@@ -301,6 +341,7 @@ pub struct SshCertificateGenerator {
     principals: Vec<Template>,
     key_id: Template,
     validity: Duration,
+    cert_type: SshCertType,
     /// The critical options, by name, each value as the certificate holds it.
     critical: BTreeMap<String, String>,
     extensions: Vec<String>,
@@ -335,6 +376,7 @@ impl SshCertificateGenerator {
             principals,
             key_id,
             validity: spec.validity(),
+            cert_type: spec.cert_type,
             critical,
             extensions,
         })
@@ -521,6 +563,7 @@ fn failed(detail: String) -> BackendError {
 
 /// What a certificate says, beside its key and signer.
 struct Contents<'a> {
+    cert_type: SshCertType,
     serial: u64,
     key_id: &'a str,
     principals: &'a [String],
@@ -559,7 +602,7 @@ fn certify(
     put(&mut tbs, &nonce);
     tbs.extend_from_slice(fields);
     tbs.extend_from_slice(&c.serial.to_be_bytes());
-    tbs.extend_from_slice(&USER_CERT.to_be_bytes());
+    tbs.extend_from_slice(&c.cert_type.number().to_be_bytes());
     put(&mut tbs, c.key_id.as_bytes());
     let mut principals = Vec::new();
     for p in c.principals {
@@ -618,6 +661,7 @@ impl Generate for SshCertificateGenerator {
             &ca,
             &subject,
             &Contents {
+                cert_type: self.cert_type,
                 serial,
                 key_id: &key_id,
                 principals: &principals,
@@ -895,6 +939,22 @@ mod tests {
             ))
             .is_ok()
         );
+        // A host certificate has no user options.
+        let mut host = with("certType", serde_json::json!("host"));
+        assert!(spec(host.clone()).is_ok());
+        host["extensions"] = serde_json::json!(["permit-pty"]);
+        let e = spec(host).unwrap_err().to_string();
+        assert!(
+            e.contains("certType") && e.contains("host certificate"),
+            "{e}"
+        );
+        let e = spec(with("certType", serde_json::json!("ca")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("certType") || e.contains("unknown variant"),
+            "{e}"
+        );
         // The store must be an `ssh` one.
         let other = SecretStoreSpec::from_manifest(
             serde_json::json!({"provider": {"ssh": {"caKey": {"env": "SSH_CA"}}}}),
@@ -1051,15 +1111,36 @@ mod sshd {
         )
     }
 
-    fn start(keygen: &Path, sshd: &str, dir: &Path, ca_public: &str, uid: Option<u32>) -> Sshd {
+    /// Starts `sshd` trusting `ca_public` for users, with the host key and certificate of
+    /// `host` when given (else a key of its own).
+    fn start(
+        keygen: &Path,
+        sshd: &str,
+        dir: &Path,
+        ca_public: &str,
+        uid: Option<u32>,
+        host_cred: Option<&crate::Credential>,
+    ) -> Sshd {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let host = dir.join("host");
-        let made = Command::new(keygen)
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let mut host_cert = String::new();
+        match host_cred {
+            Some(cred) => {
+                std::fs::write(&host, &cred.data["privateKey"]).unwrap();
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o600)).unwrap();
+                let cert = dir.join("host-cert.pub");
+                std::fs::write(&cert, &cred.data["certificate"]).unwrap();
+                host_cert = format!("HostCertificate {}\n", cert.display());
+            }
+            None => {
+                let made = Command::new(keygen)
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&host)
+                    .status()
+                    .unwrap();
+                assert!(made.success());
+            }
+        }
         if let Some(uid) = uid {
             std::os::unix::fs::chown(&host, Some(uid), Some(uid)).unwrap();
         }
@@ -1075,7 +1156,7 @@ mod sshd {
         let config = format!(
             "ListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile none\nTrustedUserCAKeys {}\n\
              AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM yes\nStrictModes no\nLogLevel VERBOSE\n",
+             UsePAM yes\nStrictModes no\nLogLevel VERBOSE\n{host_cert}",
             host.display(),
             dir.join("ca.pub").display()
         );
@@ -1116,6 +1197,35 @@ mod sshd {
 
         /// Whether `ssh` logs in as `user` with the key and certificate of `cred`.
         fn logs_in(&self, ssh: &str, dir: &Path, user: &str, cred: &crate::Credential) -> bool {
+            let said = self.connect(ssh, dir, user, cred, None);
+            let authenticated = said.contains("Authenticated to 127.0.0.1");
+            assert!(
+                authenticated || said.contains("Permission denied"),
+                "neither in nor refused: {said}\n{}",
+                self.log_text()
+            );
+            authenticated
+        }
+
+        /// What `ssh -v` says connecting as `user` with the key and certificate of `cred`,
+        /// checking the host strictly against `@cert-authority * <host_ca>` when given (else
+        /// taking any host key).
+        fn connect(
+            &self,
+            ssh: &str,
+            dir: &Path,
+            user: &str,
+            cred: &crate::Credential,
+            host_ca: Option<&str>,
+        ) -> String {
+            let known = dir.join("known_hosts");
+            let (strict, known) = match host_ca {
+                Some(ca) => {
+                    std::fs::write(&known, format!("@cert-authority * {ca}\n")).unwrap();
+                    ("yes", known.display().to_string())
+                }
+                None => ("no", "/dev/null".to_owned()),
+            };
             let key = dir.join("id");
             std::fs::write(&key, &cred.data["privateKey"]).unwrap();
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -1128,13 +1238,13 @@ mod sshd {
                     "CertificateFile={}",
                     dir.join("id-cert.pub").display()
                 ))
+                .arg("-o")
+                .arg(format!("StrictHostKeyChecking={strict}"))
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={known}"))
                 .args([
                     "-o",
                     "IdentitiesOnly=yes",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
                     "-o",
                     "BatchMode=yes",
                     "-o",
@@ -1148,14 +1258,7 @@ mod sshd {
                 .stdin(Stdio::null())
                 .output()
                 .unwrap();
-            let said = String::from_utf8_lossy(&out.stderr);
-            let authenticated = said.contains("Authenticated to 127.0.0.1");
-            assert!(
-                authenticated || said.contains("Permission denied"),
-                "neither in nor refused: {said}\n{}",
-                self.log_text()
-            );
-            authenticated
+            String::from_utf8_lossy(&out.stderr).into_owned()
         }
     }
 
@@ -1178,7 +1281,7 @@ mod sshd {
             super::Algorithm::Ecdsa(::ssh_key::EcdsaCurve::NistP256),
         )
         .await;
-        let server = start(&keygen, &sshd, dir.path(), &ca_public, uid);
+        let server = start(&keygen, &sshd, dir.path(), &ca_public, uid, None);
         let id = crate::template::tests::identity();
         let principals =
             |p: &[&str]| serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": p});
@@ -1222,5 +1325,57 @@ mod sshd {
             "{}",
             server.log_text()
         );
+    }
+
+    #[tokio::test]
+    async fn a_host_certificate_lets_clients_trust_sshd_by_its_ca_alone() {
+        let test = "a_host_certificate_lets_clients_trust_sshd_by_its_ca_alone";
+        let (Some(keygen), Some(sshd), Some(ssh)) = (
+            crate::ssh_key::tests::ssh_keygen(test),
+            esi_test_support::peer("ESI_TEST_SSHD", test),
+            esi_test_support::peer("ESI_TEST_SSH", test),
+        ) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, user) = login_user();
+        let (path, ca_public) = ca_key(dir.path(), super::Algorithm::Ed25519).await;
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        let (_, other_public) = ca_key(
+            &dir.path().join("other"),
+            super::Algorithm::Ecdsa(::ssh_key::EcdsaCurve::NistP256),
+        )
+        .await;
+        use crate::Generate as _;
+        let id = crate::template::tests::identity();
+        // The workload serving SSH gets a host certificate for the name clients dial.
+        let host = generator(
+            &path,
+            serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "certType": "host",
+                               "principals": ["127.0.0.1", "{{pod}}.{{namespace}}"]}),
+        )
+        .generate(&ctx(&id, None))
+        .await
+        .unwrap();
+        let cert = ::ssh_key::Certificate::from_openssh(&host.data["certificate"]).unwrap();
+        assert_eq!(cert.cert_type(), ::ssh_key::certificate::CertType::Host);
+        assert_eq!(cert.valid_principals(), ["127.0.0.1", "api-7d9f.payments"]);
+        let server = start(&keygen, &sshd, dir.path(), &ca_public, uid, Some(&host));
+        let client = generator(
+            &path,
+            serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": [&user]}),
+        )
+        .generate(&ctx(&id, None))
+        .await
+        .unwrap();
+        // A client trusting the CA for hosts checks the host strictly and gets in, with no
+        // host key pinned anywhere.
+        let said = server.connect(&ssh, dir.path(), &user, &client, Some(&ca_public));
+        assert!(said.contains("Authenticated to 127.0.0.1"), "{said}");
+        assert!(said.contains("Server host certificate"), "{said}");
+        // One trusting another CA refuses the host.
+        let said = server.connect(&ssh, dir.path(), &user, &client, Some(&other_public));
+        assert!(said.contains("Host key verification failed"), "{said}");
+        assert!(!said.contains("Authenticated to"), "{said}");
     }
 }
