@@ -9,8 +9,9 @@
 //!
 //! - **The CA key** is the store's `caKey`: an OpenSSH private key (`ssh-keygen -t ed25519 -f
 //!   ca`, unencrypted) read from a file or the environment at every request, so a rotated key
-//!   signs from the next request on. Ed25519 and ECDSA (P-256, P-384, P-521) CA keys sign
-//!   (with aws-lc-rs); an RSA or encrypted CA key is refused, naming the fix.
+//!   signs from the next request on. Ed25519, ECDSA (P-256, P-384, P-521) and RSA CA keys sign
+//!   (with aws-lc-rs; RSA as `rsa-sha2-512`, its CRT exponents, which OpenSSH's format leaves
+//!   out, computed with num-bigint); an encrypted or a DSA CA key is refused, naming the fix.
 //! - **The key pair** is made per request as `SSHKey` makes it (`keyType`, `keySize`).
 //! - **The certificate** (OpenSSH's `PROTOCOL.certkeys`, written here: ssh-key 0.6's builder
 //!   checks its own signature in debug builds with crypto this crate leaves out) is a user
@@ -124,7 +125,7 @@ impl SshCertType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SshProvider {
     /// The CA's private key, in OpenSSH's format, unencrypted (`ssh-keygen -t ed25519 -f ca
-    /// -N ''`): Ed25519 or ECDSA. Read at every request.
+    /// -N ''`): Ed25519, ECDSA or RSA. Read at every request.
     pub ca_key: SecretRef,
 }
 
@@ -409,6 +410,7 @@ struct CaKey {
 enum Signer {
     Ed25519(Ed25519KeyPair),
     Ecdsa(EcdsaKeyPair, &'static str),
+    Rsa(aws_lc_rs::rsa::KeyPair),
 }
 
 /// The CA key cannot be used: the operator's to fix, `backend_unavailable` as for the
@@ -462,12 +464,15 @@ impl CaKey {
                     name,
                 )
             }
+            KeypairData::Rsa(pair) => {
+                Signer::Rsa(rsa_signer(pair).map_err(|why| unusable(reference, why))?)
+            }
             other => {
                 return Err(unusable(
                     reference,
                     format!(
                         "a {} CA key cannot sign here; make an Ed25519 CA key (ssh-keygen -t \
-                         ed25519) or an ECDSA one",
+                         ed25519), an ECDSA or an RSA one",
                         other
                             .algorithm()
                             .map_or_else(|_| "?".to_owned(), |a| a.to_string())
@@ -497,6 +502,20 @@ impl CaKey {
                 put(&mut out, b"ssh-ed25519");
                 put(&mut out, pair.sign(data).as_ref());
             }
+            Signer::Rsa(pair) => {
+                // rsa-sha2-512 (RFC 8332): OpenSSH refuses the SHA-1 `ssh-rsa` signature.
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA512,
+                    &rng,
+                    data,
+                    &mut sig,
+                )
+                .map_err(|_| failed("aws-lc-rs: RSA signing failed".to_owned()))?;
+                put(&mut out, b"rsa-sha2-512");
+                put(&mut out, &sig);
+            }
             Signer::Ecdsa(pair, name) => {
                 let rng = aws_lc_rs::rand::SystemRandom::new();
                 let sig = pair
@@ -513,6 +532,55 @@ impl CaKey {
         }
         Ok(out)
     }
+}
+
+/// An RSA CA key as aws-lc-rs signs with it. OpenSSH stores `n`, `e`, `d`, `iqmp`, `p` and `q`;
+/// PKCS#1, which aws-lc-rs reads, also wants the CRT exponents `d mod (p-1)` and
+/// `d mod (q-1)`.
+fn rsa_signer(pair: &::ssh_key::private::RsaKeypair) -> Result<aws_lc_rs::rsa::KeyPair, String> {
+    use num_bigint::BigUint;
+    use pkcs1::der::Encode as _;
+    fn bytes<'a>(m: &'a ::ssh_key::Mpint, what: &str) -> Result<&'a [u8], String> {
+        m.as_positive_bytes()
+            .ok_or_else(|| format!("the RSA key's {what} is not a positive integer"))
+    }
+    fn uint(b: &[u8]) -> Result<pkcs1::UintRef<'_>, String> {
+        pkcs1::UintRef::new(b).map_err(|e| format!("PKCS#1: {e}"))
+    }
+    let (d, p, q) = (
+        bytes(&pair.private.d, "d")?,
+        bytes(&pair.private.p, "p")?,
+        bytes(&pair.private.q, "q")?,
+    );
+    let crt = |prime: &[u8]| {
+        let d = BigUint::from_bytes_be(d);
+        let prime = BigUint::from_bytes_be(prime);
+        if prime <= BigUint::from(1u8) {
+            return Err("the RSA key has a prime under 2".to_owned());
+        }
+        Ok((d % (prime - 1u8)).to_bytes_be())
+    };
+    let (dp, dq) = (
+        secrecy::zeroize::Zeroizing::new(crt(p)?),
+        secrecy::zeroize::Zeroizing::new(crt(q)?),
+    );
+    let key = pkcs1::RsaPrivateKey {
+        modulus: uint(bytes(&pair.public.n, "n")?)?,
+        public_exponent: uint(bytes(&pair.public.e, "e")?)?,
+        private_exponent: uint(d)?,
+        prime1: uint(p)?,
+        prime2: uint(q)?,
+        exponent1: uint(&dp)?,
+        exponent2: uint(&dq)?,
+        coefficient: uint(bytes(&pair.private.iqmp, "iqmp")?)?,
+        other_prime_infos: None,
+    };
+    let mut buf = secrecy::zeroize::Zeroizing::new(vec![0u8; 16 * 1024]);
+    let der = key
+        .encode_to_slice(&mut buf)
+        .map_err(|e| format!("PKCS#1: {e}"))?;
+    aws_lc_rs::rsa::KeyPair::from_der(der)
+        .map_err(|e| format!("aws-lc-rs refused the RSA key: {e}"))
 }
 
 /// Appends `bytes` as an SSH `string` (length, then bytes).
@@ -837,13 +905,11 @@ mod tests {
     #[tokio::test]
     async fn a_ca_key_that_cannot_sign_mints_nothing_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let (rsa, _) = ca_key(dir.path(), Algorithm::Rsa(aws_lc_rs::rsa::KeySize::Rsa2048)).await;
         let garbage = dir.path().join("garbage");
         std::fs::write(&garbage, "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n").unwrap();
         let missing = dir.path().join("missing");
         let id = crate::template::tests::identity();
         for (path, says) in [
-            (&rsa, "make an Ed25519 CA key"),
             (&garbage, "not an OpenSSH private key"),
             (&missing, "missing"),
         ] {
@@ -869,7 +935,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            store(&rsa).check_login(None).await,
+            store(&garbage).check_login(None).await,
             crate::LoginCheck::Failed(_)
         ));
     }
@@ -964,6 +1030,56 @@ mod tests {
         assert!(SshCertificateGenerator::new(&spec(base()).unwrap(), None).is_err());
     }
 
+    /// CA keys as `ssh-keygen` writes them: an RSA one signs (OpenSSH's format carries no CRT
+    /// exponents; they are computed), an encrypted or a DSA one is refused naming why.
+    #[tokio::test]
+    async fn openssh_made_ca_keys_sign_or_are_refused_naming_why() {
+        let Some(keygen) = crate::ssh_key::tests::ssh_keygen(
+            "openssh_made_ca_keys_sign_or_are_refused_naming_why",
+        ) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, args: &[&str]| {
+            let path = dir.path().join(name);
+            let made = Command::new(&keygen)
+                .args(["-q", "-C", "ca"])
+                .args(args)
+                .arg("-f")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(made.status.success(), "{made:?}");
+            path
+        };
+        let rsa = make("rsa", &["-t", "rsa", "-b", "2048", "-N", ""]);
+        let encrypted = make("enc", &["-t", "ed25519", "-N", "a passphrase"]);
+        let dsa = make("dsa", &["-t", "dsa", "-N", ""]);
+        let id = crate::template::tests::identity();
+        let json = serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": ["ci"]});
+        let cred = generator(&rsa, json.clone())
+            .generate(&ctx(&id, None))
+            .await
+            .unwrap();
+        let cert = Certificate::from_openssh(&cred.data["certificate"]).unwrap();
+        let public = std::fs::read_to_string(rsa.with_extension("pub")).unwrap();
+        assert_eq!(
+            cert.signature_key(),
+            ::ssh_key::PublicKey::from_openssh(&public)
+                .unwrap()
+                .key_data()
+        );
+        assert_eq!(cert.signature().algorithm().as_str(), "rsa-sha2-512");
+        for (path, says) in [(&encrypted, "encrypted"), (&dsa, "cannot sign here")] {
+            let e = generator(path, json.clone())
+                .generate(&ctx(&id, None))
+                .await
+                .unwrap_err();
+            assert!(e.detail().contains(says), "{}", e.detail());
+            assert!(!e.detail().contains("BEGIN"), "{}", e.detail());
+        }
+    }
+
     /// OpenSSH as the peer: `ssh-keygen -Y sign` signs with the key and its certificate (as
     /// `ssh` presents them), and `-Y verify` checks the certificate against an allowed-signers
     /// line trusting the CA (`cert-authority`), as `sshd`'s `TrustedUserCAKeys` would: the
@@ -991,6 +1107,10 @@ mod tests {
             (
                 Algorithm::Ecdsa(EcdsaCurve::NistP521),
                 serde_json::json!({"keyType": "ecdsa", "keySize": 256}),
+            ),
+            (
+                Algorithm::Rsa(aws_lc_rs::rsa::KeySize::Rsa3072),
+                serde_json::json!({}),
             ),
         ]
         .into_iter()
