@@ -1382,25 +1382,64 @@ mod sshd {
         }
     }
 
-    #[tokio::test]
-    async fn a_certificate_logs_in_to_sshd_as_its_principals_until_it_expires() {
-        let test = "a_certificate_logs_in_to_sshd_as_its_principals_until_it_expires";
+    /// What both tests need: OpenSSH's three programs, a directory, the user to log in as
+    /// (and the uid to run sshd as), and two CA keys (path, public line): the store's and
+    /// another.
+    struct Setup {
+        keygen: std::path::PathBuf,
+        sshd: String,
+        ssh: String,
+        dir: tempfile::TempDir,
+        uid: Option<u32>,
+        user: String,
+        ca: (std::path::PathBuf, String),
+        other: (std::path::PathBuf, String),
+    }
+
+    async fn setup(test: &str) -> Option<Setup> {
         let (Some(keygen), Some(sshd), Some(ssh)) = (
             crate::ssh_key::tests::ssh_keygen(test),
             esi_test_support::peer("ESI_TEST_SSHD", test),
             esi_test_support::peer("ESI_TEST_SSH", test),
         ) else {
-            return;
+            return None;
         };
         let dir = tempfile::tempdir().unwrap();
         let (uid, user) = login_user();
-        let (path, ca_public) = ca_key(dir.path(), super::Algorithm::Ed25519).await;
+        let ca = ca_key(dir.path(), super::Algorithm::Ed25519).await;
         std::fs::create_dir(dir.path().join("other")).unwrap();
-        let (other, _) = ca_key(
+        let other = ca_key(
             &dir.path().join("other"),
             super::Algorithm::Ecdsa(::ssh_key::EcdsaCurve::NistP256),
         )
         .await;
+        Some(Setup {
+            keygen,
+            sshd,
+            ssh,
+            dir,
+            uid,
+            user,
+            ca,
+            other,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_certificate_logs_in_to_sshd_as_its_principals_until_it_expires() {
+        let Some(Setup {
+            keygen,
+            sshd,
+            ssh,
+            dir,
+            uid,
+            user,
+            ca: (path, ca_public),
+            other: (other, _),
+        }) = setup("a_certificate_logs_in_to_sshd_as_its_principals_until_it_expires").await
+        else {
+            return;
+        };
         let server = start(&keygen, &sshd, dir.path(), &ca_public, uid, None);
         let id = crate::template::tests::identity();
         let principals =
@@ -1449,23 +1488,19 @@ mod sshd {
 
     #[tokio::test]
     async fn a_host_certificate_lets_clients_trust_sshd_by_its_ca_alone() {
-        let test = "a_host_certificate_lets_clients_trust_sshd_by_its_ca_alone";
-        let (Some(keygen), Some(sshd), Some(ssh)) = (
-            crate::ssh_key::tests::ssh_keygen(test),
-            esi_test_support::peer("ESI_TEST_SSHD", test),
-            esi_test_support::peer("ESI_TEST_SSH", test),
-        ) else {
+        let Some(Setup {
+            keygen,
+            sshd,
+            ssh,
+            dir,
+            uid,
+            user,
+            ca: (path, ca_public),
+            other: (_, other_public),
+        }) = setup("a_host_certificate_lets_clients_trust_sshd_by_its_ca_alone").await
+        else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let (uid, user) = login_user();
-        let (path, ca_public) = ca_key(dir.path(), super::Algorithm::Ed25519).await;
-        std::fs::create_dir(dir.path().join("other")).unwrap();
-        let (_, other_public) = ca_key(
-            &dir.path().join("other"),
-            super::Algorithm::Ecdsa(::ssh_key::EcdsaCurve::NistP256),
-        )
-        .await;
         use crate::Generate as _;
         let id = crate::template::tests::identity();
         // The workload serving SSH gets a host certificate for the name clients dial.
