@@ -785,11 +785,7 @@ impl GrafanaGenerator {
     async fn sweep(&self, account: u64) {
         let now = Instant::now();
         {
-            let mut due = self
-                .conn
-                .sweep_due
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut due = crate::http::locked(&self.conn.sweep_due);
             if due.get(&account).is_some_and(|at| *at > now) {
                 return;
             }
@@ -824,11 +820,7 @@ impl GrafanaGenerator {
         match swept.await {
             Ok(SWEEP_MAX) => {
                 // More may be left: the next mint sweeps again.
-                self.conn
-                    .sweep_due
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(account, now);
+                crate::http::locked(&self.conn.sweep_due).insert(account, now);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(

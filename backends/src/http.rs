@@ -246,6 +246,12 @@ impl Identity {
     }
 }
 
+/// Locks `m`, a poisoned lock taken as is: the state behind the locks of this crate (caches,
+/// schedules) is consistent at every step, so a panic elsewhere leaves nothing half-written.
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where a client certificate and its key come from, and the client last built with them.
 ///
 /// The certificate and key are read on every [`CertClient::client`] call, and a client is
@@ -312,10 +318,7 @@ impl CertClient {
     pub fn client(&self) -> Result<reqwest::Client, BackendError> {
         let cert = self.cert.read()?;
         let key = self.key.read()?;
-        let mut built = self
-            .built
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut built = locked(&self.built);
         if let Some(b) = built.as_ref()
             && b.cert.expose_secret() == cert.expose_secret()
             && b.key.expose_secret() == key.expose_secret()

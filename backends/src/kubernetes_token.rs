@@ -108,6 +108,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::http::locked;
 use crate::identity::Issuer;
 use crate::store::SecretStoreRef;
 use crate::template::Template;
@@ -807,11 +808,6 @@ fn utc_day(t: jiff::Timestamp) -> jiff::civil::Date {
     t.to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 
-/// Locks `m`, a poisoned lock taken as is (its maps stay consistent at every step).
-fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The error of an API server answer other than success, for `what` (`"the token request"`)
 /// about `who` (`"ServiceAccount deploy/ci"`). A 403 says the federation may not do `action`,
 /// for want of the RBAC `rule`.
@@ -981,12 +977,6 @@ impl KubernetesServiceAccountTokenGenerator {
             "spec": {},
         });
         let path = format!("apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
-        let who = format!("namespace {namespace}");
-        let rule = (
-            format!("create and get Leases in namespace {namespace}"),
-            "`create` and `get` on `leases` (coordination.k8s.io), which revocable tokens' \
-             clean-up needs",
-        );
         let req = self
             .conn
             .request(reqwest::Method::POST, &path, Some(&body))?;
@@ -1002,8 +992,12 @@ impl KubernetesServiceAccountTokenGenerator {
             return Err(refusal(
                 &self.conn.address,
                 "the anchor Lease",
-                &who,
-                (&rule.0, rule.1),
+                &format!("namespace {namespace}"),
+                (
+                    &format!("create and get Leases in namespace {namespace}"),
+                    "`create` and `get` on `leases` (coordination.k8s.io), which revocable \
+                     tokens' clean-up needs",
+                ),
                 status,
                 &answer,
             ));
