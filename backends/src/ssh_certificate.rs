@@ -66,7 +66,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
-use ssh_encoding::Encode as _;
+use ssh_encoding::{Decode as _, Encode};
 
 use crate::duration::HumanDuration;
 use crate::ssh_key::{Algorithm, SshKeySpec, SshKeyType};
@@ -499,8 +499,8 @@ impl CaKey {
         let mut out = Vec::new();
         match &self.signer {
             Signer::Ed25519(pair) => {
-                put(&mut out, b"ssh-ed25519");
-                put(&mut out, pair.sign(data).as_ref());
+                put(&mut out, &"ssh-ed25519")?;
+                put(&mut out, pair.sign(data).as_ref())?;
             }
             Signer::Rsa(pair) => {
                 // rsa-sha2-512 (RFC 8332): OpenSSH refuses the SHA-1 `ssh-rsa` signature.
@@ -513,8 +513,8 @@ impl CaKey {
                     &mut sig,
                 )
                 .map_err(|_| failed("aws-lc-rs: RSA signing failed".to_owned()))?;
-                put(&mut out, b"rsa-sha2-512");
-                put(&mut out, &sig);
+                put(&mut out, &"rsa-sha2-512")?;
+                put(&mut out, &sig)?;
             }
             Signer::Ecdsa(pair, name) => {
                 let rng = aws_lc_rs::rand::SystemRandom::new();
@@ -523,11 +523,15 @@ impl CaKey {
                     .map_err(|_| failed("aws-lc-rs: ECDSA signing failed".to_owned()))?;
                 // r and s, each the curve's size, as SSH mpints.
                 let (r, s) = sig.as_ref().split_at(sig.as_ref().len() / 2);
+                let mpint = |n| {
+                    ::ssh_key::Mpint::from_positive_bytes(n)
+                        .map_err(|e| failed(format!("ssh-key: {e}")))
+                };
                 let mut rs = Vec::new();
-                put_mpint(&mut rs, r);
-                put_mpint(&mut rs, s);
-                put(&mut out, name.as_bytes());
-                put(&mut out, &rs);
+                put(&mut rs, &mpint(r)?)?;
+                put(&mut rs, &mpint(s)?)?;
+                put(&mut out, name)?;
+                put(&mut out, &rs)?;
             }
         }
         Ok(out)
@@ -583,38 +587,27 @@ fn rsa_signer(pair: &::ssh_key::private::RsaKeypair) -> Result<aws_lc_rs::rsa::K
         .map_err(|e| format!("aws-lc-rs refused the RSA key: {e}"))
 }
 
-/// Appends `bytes` as an SSH `string` (length, then bytes).
-fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Every string written here is far under 4 GiB.
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// Appends the unsigned big-endian `n` as an SSH `mpint`: no leading zeros, a zero byte
-/// first when the top bit is set.
-fn put_mpint(out: &mut Vec<u8>, n: &[u8]) {
-    let n = &n[n.iter().take_while(|b| **b == 0).count()..];
-    let mut v = Vec::with_capacity(n.len() + 1);
-    if n.first().is_some_and(|b| b & 0x80 != 0) {
-        v.push(0);
-    }
-    v.extend_from_slice(n);
-    put(out, &v);
+/// Appends `value` in SSH's wire encoding (ssh-encoding's: a string or byte string after its
+/// length, an integer big-endian, an mpint without leading zeros).
+fn put(out: &mut Vec<u8>, value: &(impl Encode + ?Sized)) -> Result<(), BackendError> {
+    value.encode(out).map_err(|e| encoding(&e))
 }
 
 /// OpenSSH's option list: for each option, by name, its name and its data, the data of a
 /// valued option being its value as a string.
-fn options<'a>(options: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Vec<u8> {
+fn options<'a>(
+    options: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<Vec<u8>, BackendError> {
     let mut out = Vec::new();
     for (name, value) in options {
-        put(&mut out, name.as_bytes());
+        put(&mut out, &name)?;
         let mut data = Vec::new();
         if let Some(v) = value {
-            put(&mut data, v.as_bytes());
+            put(&mut data, &v)?;
         }
-        put(&mut out, &data);
+        put(&mut out, &data)?;
     }
-    out
+    Ok(out)
 }
 
 fn encoding(e: &ssh_encoding::Error) -> BackendError {
@@ -659,42 +652,32 @@ fn certify(
         .key_data()
         .encode(&mut key)
         .map_err(|e| encoding(&e))?;
-    let name_len = key
-        .get(..4)
-        .and_then(|l| <[u8; 4]>::try_from(l).ok())
-        .map_or(0, |l| u32::from_be_bytes(l) as usize);
-    let fields = key.get(4 + name_len..).unwrap_or_default();
+    let mut fields = key.as_slice();
+    String::decode(&mut fields).map_err(|e| encoding(&e))?;
 
     let mut tbs = Vec::new();
-    put(&mut tbs, cert_type.as_bytes());
-    put(&mut tbs, &nonce);
+    put(&mut tbs, &cert_type.as_str())?;
+    put(&mut tbs, &nonce)?;
     tbs.extend_from_slice(fields);
-    tbs.extend_from_slice(&c.serial.to_be_bytes());
-    tbs.extend_from_slice(&c.cert_type.number().to_be_bytes());
-    put(&mut tbs, c.key_id.as_bytes());
-    let mut principals = Vec::new();
-    for p in c.principals {
-        put(&mut principals, p.as_bytes());
-    }
-    put(&mut tbs, &principals);
-    tbs.extend_from_slice(&c.valid_after.to_be_bytes());
-    tbs.extend_from_slice(&c.valid_before.to_be_bytes());
+    put(&mut tbs, &c.serial)?;
+    put(&mut tbs, &c.cert_type.number())?;
+    put(&mut tbs, &c.key_id)?;
+    put(&mut tbs, &c.principals.to_vec())?;
+    put(&mut tbs, &c.valid_after)?;
+    put(&mut tbs, &c.valid_before)?;
+    let critical = c
+        .critical
+        .iter()
+        .map(|(k, v)| (k.as_str(), Some(v.as_str())));
+    put(&mut tbs, &options(critical)?)?;
     put(
         &mut tbs,
-        &options(
-            c.critical
-                .iter()
-                .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
-        ),
-    );
-    put(
-        &mut tbs,
-        &options(c.extensions.iter().map(|e| (e.as_str(), None))),
-    );
-    put(&mut tbs, b"");
-    put(&mut tbs, &ca.public_blob()?);
+        &options(c.extensions.iter().map(|e| (e.as_str(), None)))?,
+    )?;
+    put(&mut tbs, &"")?;
+    put(&mut tbs, &ca.public_blob()?)?;
     let signature = ca.sign(&tbs)?;
-    put(&mut tbs, &signature);
+    put(&mut tbs, &signature)?;
     Ok((cert_type, tbs))
 }
 
