@@ -29,6 +29,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod admission_policy;
 mod common;
 mod relying_party;
 
@@ -112,6 +113,9 @@ struct ApiServer {
     minted: HashMap<String, Minted>,
     /// Client certificates (DER) its client CA signed, and the users their common names make.
     x509_users: HashMap<Vec<u8>, String>,
+    /// The users `kubernetes-target`'s ValidatingAdmissionPolicy is bound for, one module
+    /// instance each (the federation's user): see [`refused_by_policy`].
+    confined: Vec<String>,
 }
 
 type Fake = Arc<Mutex<ApiServer>>;
@@ -399,6 +403,53 @@ fn refused_edit(
     })
 }
 
+/// The ValidatingAdmissionPolicy of `infra/terraform/modules/kubernetes-target` (see
+/// [`admission_policy`]) on `operation` of `what` by `user`: `None` when it admits the write,
+/// else the API server's 422 with the failing validation's message. One module instance for
+/// each of [`ApiServer::confined`], that instance's federation user; `object` is a create's
+/// (named), `old` a delete's.
+fn refused_by_policy(
+    api: &ApiServer,
+    user: &str,
+    operation: &str,
+    what: Editable,
+    object: &Value,
+    old: &Value,
+) -> Option<Response> {
+    let resource = match what {
+        Editable::Secrets => "secrets",
+        Editable::Leases => "leases",
+    };
+    let policy = admission_policy::policy();
+    api.confined
+        .iter()
+        .find_map(|instance| {
+            match policy.decide(instance, user, operation, resource, object, old) {
+                admission_policy::Decision::Denied(why) => Some(why),
+                _ => None,
+            }
+        })
+        .map(|why| {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .or(old["metadata"]["name"].as_str())
+                .unwrap_or_default();
+            let prefix = match what {
+                Editable::Secrets => "secrets",
+                Editable::Leases => "leases.coordination.k8s.io",
+            };
+            status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                &format!(
+                    "{prefix} \"{name}\" is invalid: : ValidatingAdmissionPolicy \
+                     'esi-federation-generators' with binding 'esi-federation-generators' denied \
+                     request: {why}"
+                ),
+            )
+        })
+}
+
 fn bearer(headers: &HeaderMap) -> String {
     headers
         .get("authorization")
@@ -455,9 +506,19 @@ async fn create_secret(
             "metadata.ownerReferences: Invalid value: apiVersion, kind, name and uid must not be empty",
         );
     }
-    let uid = format!("uid-{}", relying_party::random());
     secret["metadata"]["name"] = json!(name);
     secret["metadata"]["namespace"] = json!(namespace);
+    if let Some(refused) = refused_by_policy(
+        &api,
+        &user,
+        "CREATE",
+        Editable::Secrets,
+        &secret,
+        &Value::Null,
+    ) {
+        return refused;
+    }
+    let uid = format!("uid-{}", relying_party::random());
     secret["metadata"]["uid"] = json!(uid);
     let key = format!("{namespace}/{name}");
     api.secrets.insert(
@@ -522,7 +583,17 @@ async fn delete_secret(
                 ),
             )
         }
-        Some(_) => {
+        Some(s) => {
+            if let Some(refused) = refused_by_policy(
+                &api,
+                &user,
+                "DELETE",
+                Editable::Secrets,
+                &Value::Null,
+                &s.body,
+            ) {
+                return refused;
+            }
             let gone = api.secrets.remove(&key).unwrap();
             (StatusCode::OK, Json(gone.body)).into_response()
         }
@@ -596,6 +667,17 @@ async fn create_lease(
             "metadata.name: Required value",
         );
     };
+    lease["metadata"]["namespace"] = json!(namespace);
+    if let Some(refused) = refused_by_policy(
+        &api,
+        &user,
+        "CREATE",
+        Editable::Leases,
+        &lease,
+        &Value::Null,
+    ) {
+        return refused;
+    }
     let key = format!("{namespace}/{name}");
     if api.leases.contains_key(&key) {
         return status(
@@ -605,7 +687,6 @@ async fn create_lease(
         );
     }
     let uid = format!("uid-{}", relying_party::random());
-    lease["metadata"]["namespace"] = json!(namespace);
     lease["metadata"]["uid"] = json!(uid);
     api.leases.insert(
         key,
@@ -660,13 +741,25 @@ async fn delete_lease(
     if let Some(refused) = refused_edit(&api, &user, Editable::Leases, "delete", &namespace) {
         return refused;
     }
-    let Some(gone) = api.leases.remove(&format!("{namespace}/{name}")) else {
+    let key = format!("{namespace}/{name}");
+    let Some(stored) = api.leases.get(&key) else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("leases.coordination.k8s.io \"{name}\" not found"),
         );
     };
+    if let Some(refused) = refused_by_policy(
+        &api,
+        &user,
+        "DELETE",
+        Editable::Leases,
+        &Value::Null,
+        &stored.body,
+    ) {
+        return refused;
+    }
+    let gone = api.leases.remove(&key).unwrap();
     if options["propagationPolicy"] != "Orphan" {
         let prefix = format!("{namespace}/");
         api.secrets.retain(|key, s| {
@@ -855,6 +948,7 @@ fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fak
         leases: HashMap::new(),
         minted: HashMap::new(),
         x509_users: HashMap::new(),
+        confined: vec![FEDERATION_USER.to_owned()],
     }));
     let app = Router::new()
         .route(
@@ -2032,4 +2126,236 @@ async fn a_login_check_names_the_user_the_api_server_takes_the_federation_for() 
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// `kubernetes-target`'s ValidatingAdmissionPolicy, evaluated by the fake with a real CEL
+/// interpreter, refuses every Secret and Lease write of the federation's user but the ones the
+/// federation makes (which every revocable-token test above sends through it), says which rule
+/// failed, stores nothing it refused, and leaves other users alone (its match condition).
+#[tokio::test]
+async fn the_modules_admission_policy_holds_the_federation_to_its_binding_secrets_and_anchors() {
+    const ADMIN_TOKEN: &str = "admin-static-token-0b7e";
+    let beta = common::issuer().await;
+    let (fake, server) = api_server(beta, &[], vec![grant_with_secrets("deploy", None)]).await;
+    {
+        let mut api = fake.lock().unwrap();
+        api.static_tokens
+            .insert(ADMIN_TOKEN.into(), "kubernetes-admin".into());
+        api.rbac.insert(
+            "kubernetes-admin".into(),
+            vec![grant_with_secrets("deploy", None)],
+        );
+    }
+    assert_eq!(admission_policy::policy().len(), 10, "the module's rules");
+    let anchor = anchor_of(jiff::Timestamp::now());
+    let anchor_uid = put_anchor(&fake, "deploy", &anchor);
+    // Not the federation's: an application's Secret and a controller's leader-election Lease.
+    put_secret(&fake, "deploy", "app-config", "Opaque", &[("k", b"v")]);
+    fake.lock().unwrap().leases.insert(
+        "deploy/controller-leader".into(),
+        Secret {
+            uid: "uid-leader".into(),
+            body: json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": {"name": "controller-leader", "namespace": "deploy", "uid": "uid-leader"}}),
+        },
+    );
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, token: &str, body: Value| {
+        let request = http
+            .request(method, format!("{server}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            let answer = request.send().await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap())
+        }
+    };
+    let binding = || {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "esi.dev/token-binding", "immutable": true,
+               "metadata": {"generateName": "esi-token-",
+                            "labels": {"app.kubernetes.io/managed-by": "esi-federation"},
+                            "ownerReferences": [{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                                 "name": anchor, "uid": anchor_uid}]}})
+    };
+    let anchor_lease = |name: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "esi-federation"}},
+               "spec": {}})
+    };
+    let secrets = "/api/v1/namespaces/deploy/secrets";
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/deploy/leases";
+    let stored = || {
+        let api = fake.lock().unwrap();
+        (api.secrets.len(), api.leases.len())
+    };
+
+    // What the federation writes passes (an unowned binding too: without rights on Leases).
+    let (status, body) = send(reqwest::Method::POST, secrets, FEDERATION_TOKEN, binding()).await;
+    assert_eq!(status, 201, "{body}");
+    let mut unowned = binding();
+    unowned["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let (status, body) = send(reqwest::Method::POST, secrets, FEDERATION_TOKEN, unowned).await;
+    assert_eq!(status, 201, "{body}");
+    let tomorrow = anchor_of(days_from(jiff::Timestamp::now(), 1));
+    let (status, body) = send(
+        reqwest::Method::POST,
+        leases,
+        FEDERATION_TOKEN,
+        anchor_lease(&tomorrow),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    // Anything else, each refused by the rule it breaks.
+    let mutate = |edit: &dyn Fn(&mut Value)| {
+        let mut body = binding();
+        edit(&mut body);
+        body
+    };
+    let refused_creates = [
+        (
+            mutate(&|b| b["type"] = json!("Opaque")),
+            "only Secrets of type esi.dev/token-binding",
+        ),
+        (
+            mutate(&|b| b["immutable"] = json!(false)),
+            "only immutable Secrets",
+        ),
+        (
+            mutate(&|b| {
+                b.as_object_mut().unwrap().remove("immutable");
+            }),
+            "only immutable Secrets",
+        ),
+        (
+            mutate(&|b| b["data"] = json!({"token": "c2VjcmV0"})),
+            "without data or stringData",
+        ),
+        (
+            mutate(&|b| b["stringData"] = json!({"token": "secret"})),
+            "without data or stringData",
+        ),
+        (
+            mutate(&|b| b["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "helm"})),
+            "labelled app.kubernetes.io/managed-by=esi-federation",
+        ),
+        (
+            mutate(&|b| {
+                b["metadata"].as_object_mut().unwrap().remove("labels");
+            }),
+            "labelled app.kubernetes.io/managed-by=esi-federation",
+        ),
+        (
+            mutate(&|b| b["metadata"]["generateName"] = json!("app-")),
+            "only Secrets named esi-token-*",
+        ),
+        (
+            mutate(&|b| {
+                b["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                           "name": "api", "uid": "uid-deployment"}]);
+            }),
+            "whose owners (ownerReferences) are its anchors",
+        ),
+        (
+            mutate(&|b| {
+                b["metadata"]["ownerReferences"][0]["name"] = json!("esi-token-bindings-2026120")
+            }),
+            "whose owners (ownerReferences) are its anchors",
+        ),
+    ];
+    let before = stored();
+    for (body, rule) in refused_creates {
+        let (status, answer) = send(
+            reqwest::Method::POST,
+            secrets,
+            FEDERATION_TOKEN,
+            body.clone(),
+        )
+        .await;
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            (status, answer["reason"].as_str()),
+            (422, Some("Invalid")),
+            "{body}: {answer}"
+        );
+        assert!(
+            message.contains("ValidatingAdmissionPolicy") && message.contains(rule),
+            "{body}: {message}"
+        );
+    }
+    let mut unlabelled = anchor_lease(&tomorrow);
+    unlabelled["metadata"]["labels"] = json!({});
+    for (body, rule) in [
+        (
+            anchor_lease("controller-leader-2"),
+            "only Leases named esi-token-bindings-YYYYMMDD",
+        ),
+        (
+            anchor_lease("esi-token-bindings-2026-12-02"),
+            "only Leases named esi-token-bindings-YYYYMMDD",
+        ),
+        (
+            unlabelled,
+            "only Leases labelled app.kubernetes.io/managed-by=esi-federation",
+        ),
+    ] {
+        let (status, answer) = send(
+            reqwest::Method::POST,
+            leases,
+            FEDERATION_TOKEN,
+            body.clone(),
+        )
+        .await;
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(message.contains(rule), "{body}: {message}");
+    }
+    for (path, rule) in [
+        (
+            format!("{secrets}/app-config"),
+            "delete only Secrets of type esi.dev/token-binding",
+        ),
+        (
+            format!("{leases}/controller-leader"),
+            "delete only Leases named esi-token-bindings-YYYYMMDD",
+        ),
+    ] {
+        let (status, answer) =
+            send(reqwest::Method::DELETE, &path, FEDERATION_TOKEN, json!({})).await;
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "{path}: {answer}");
+        assert!(message.contains(rule), "{path}: {message}");
+    }
+    assert_eq!(stored(), before, "a refused write changes nothing");
+
+    // The federation deletes its own: an anchor, and with it the Secrets it owns.
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        &format!("{leases}/{anchor}"),
+        FEDERATION_TOKEN,
+        json!({"propagationPolicy": "Background"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The policy is the federation's alone: an administrator with the same RBAC writes as it
+    // likes.
+    let mut config = binding();
+    config["type"] = json!("Opaque");
+    config["data"] = json!({"k": "dg=="});
+    config["metadata"] = json!({"generateName": "app-"});
+    let (status, body) = send(reqwest::Method::POST, secrets, ADMIN_TOKEN, config).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        &format!("{leases}/controller-leader"),
+        ADMIN_TOKEN,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
