@@ -3,7 +3,9 @@
 //! test: the OAuth token endpoint that gcp_auth calls (the key file's `token_uri`), IAM
 //! Credentials `generateAccessToken` and `generateIdToken`, and Secret Manager
 //! `projects.secrets.versions.access`, and the Security Token Service's token exchange of
-//! Workload Identity Federation (`selfIssued` stores). Google's IAM, STS and Secret Manager
+//! Workload Identity Federation (`selfIssued` stores), for the pool provider
+//! `infra/terraform/modules/trust-gcp` makes (its attribute mapping and condition read from the
+//! module and run as CEL). Google's IAM, STS and Secret Manager
 //! APIs have no emulator; the fake implements exactly the four calls the generators make, in Google's shapes (base64
 //! payloads with their CRC32C, `{"error": {"code", "message", "status"}}`), and records what it
 //! received.
@@ -22,6 +24,7 @@ use esi_backends::{BackendError, Context, Generate};
 use serde_json::{Value, json};
 
 use common::{build, identity};
+use esi_test_support::terraform::{self, Cel, cel};
 
 const SOURCE_TOKEN: &str = "ya29.fake-source-token-of-the-federation";
 
@@ -52,13 +55,13 @@ struct Seen {
     corrupt: bool,
     /// Each `:access` call: the version's resource name and the Authorization header.
     accesses: Vec<(String, String)>,
-    /// STS: the OIDC provider [`PROVIDER`] of the pool, as the tokens it accepts (the issuer,
-    /// its keys, `sub` as the attribute condition requires, `aud`).
-    trusted: Vec<common::entra::Federated>,
+    /// STS: the OIDC provider [`PROVIDER`] of the pool, when there is one.
+    pool: Option<Pool>,
     /// STS: every exchange request's body.
     exchanges: Vec<Value>,
-    /// STS: the federated tokens issued, all good until `tokens_revoked`.
-    federated: Vec<String>,
+    /// STS: the federated tokens issued, all good until `tokens_revoked`, each with the
+    /// principal it acts as (`principal://iam.googleapis.com/<pool>/subject/<google.subject>`).
+    federated: Vec<(String, String)>,
 }
 
 /// Whether Google takes `token` (an `Authorization` header's bearer token): one it issued and
@@ -67,11 +70,137 @@ fn authenticated(seen: &Seen, token: &str) -> bool {
     !seen.tokens_revoked
         && (token == SOURCE_TOKEN
             || token.starts_with("ya29.impersonated-")
-            || seen.federated.iter().any(|t| t == token))
+            || seen.federated.iter().any(|(t, _)| t == token))
 }
 
-/// The Workload Identity pool provider of the `selfIssued` tests.
+/// The Workload Identity pool of the `selfIssued` tests, and its provider.
+const POOL: &str = "projects/123456789/locations/global/workloadIdentityPools/esi-federation";
 const PROVIDER: &str = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/esi-federation/providers/esi-federation";
+
+/// The pool's OIDC provider as `infra/terraform/modules/trust-gcp` makes it: for the
+/// federation's issuer (whose JWKS Google would discover; the fake is handed it), with no
+/// `allowed_audiences` (so a token's `aud` must be the provider's full name), and the module's
+/// `attribute_mapping` and `attribute_condition`, read from its `main.tf` and run as CEL the
+/// way Google runs them (see [`ProviderRules`]).
+struct Pool {
+    issuer: String,
+    jwks: Value,
+}
+
+/// What `trust-gcp` writes on its provider and grants its principal, read once.
+struct ProviderRules {
+    /// Each mapped attribute (`google.subject`) and its CEL over `assertion`.
+    mapping: Vec<(String, Cel)>,
+    condition: Cel,
+    /// `local.principal` with the fake's pool: the principal the module's IAM grants name.
+    principal: String,
+}
+
+fn provider_rules() -> &'static ProviderRules {
+    static RULES: std::sync::LazyLock<ProviderRules> = std::sync::LazyLock::new(|| {
+        let body = terraform::module("trust-gcp");
+        let argument = |name| {
+            terraform::resource_argument(
+                &body,
+                "google_iam_workload_identity_pool_provider",
+                "this",
+                name,
+            )
+        };
+        let mapping = terraform::entries(&argument("attribute_mapping"))
+            .into_iter()
+            .map(|(attribute, cel)| (attribute, Cel::compile(&terraform::string(&cel))))
+            .collect();
+        let principal = terraform::string(&terraform::local(&body, "principal"));
+        assert!(principal.contains("${local.pool_name}"), "{principal}");
+        ProviderRules {
+            mapping,
+            condition: Cel::compile(&terraform::string(&argument("attribute_condition"))),
+            principal: principal.replace("${local.pool_name}", POOL),
+        }
+    });
+    &RULES
+}
+
+impl Pool {
+    /// The principal `subject_token` acts as once exchanged, or Google's refusal (`error`,
+    /// `error_description`): the signature under the issuer's keys, `iss`, `aud` and `exp`
+    /// checked (the fake's words), then the attribute mapping (`google.subject` required, at
+    /// most 127 bytes) and the attribute condition (Google's words).
+    fn exchange(&self, subject_token: &str) -> Result<String, (&'static str, String)> {
+        let grant = |why: &str| ("invalid_grant", why.to_owned());
+        let jws = common::entra::Jws::parse(subject_token)
+            .ok_or_else(|| grant("Unable to parse the ID Token."))?;
+        if !jws.verifies_under(&self.jwks) {
+            return Err(grant(
+                "Invalid JWT signature. (fake: not signed by the issuer's keys)",
+            ));
+        }
+        if jws.claims["iss"] != self.issuer.as_str() {
+            return Err(grant(
+                "The issuer in ID Token does not match the expected ones.",
+            ));
+        }
+        let full_name = PROVIDER.trim_start_matches("//");
+        if ![PROVIDER.to_owned(), format!("https://{full_name}")]
+            .iter()
+            .any(|a| jws.audience_is(a))
+        {
+            return Err(grant(
+                "The audience in ID Token does not match the expected audience.",
+            ));
+        }
+        if !jws.unexpired() {
+            return Err(grant("ID Token has expired."));
+        }
+        let rules = provider_rules();
+        let assertion = [("assertion", &jws.claims)];
+        let mut google = serde_json::Map::new();
+        for (attribute, cel) in &rules.mapping {
+            match cel.eval(&assertion) {
+                Ok(cel::Value::String(v)) => {
+                    let key = attribute.trim_start_matches("google.");
+                    google.insert(key.to_owned(), json!(v.as_str()));
+                }
+                other => {
+                    return Err((
+                        "invalid_request",
+                        format!("The attribute mapping {attribute} gives {other:?}, not a string."),
+                    ));
+                }
+            }
+        }
+        let Some(subject) = google
+            .get("subject")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return Err((
+                "invalid_request",
+                "The google.subject attribute is not mapped.".into(),
+            ));
+        };
+        if subject.len() > 127 {
+            return Err((
+                "invalid_request",
+                "The size of mapped attribute google.subject exceeds the 127 bytes limit.".into(),
+            ));
+        }
+        let google = Value::Object(google);
+        match rules
+            .condition
+            .holds(&[("assertion", &jws.claims), ("google", &google)])
+        {
+            Ok(true) => Ok(format!(
+                "principal://iam.googleapis.com/{POOL}/subject/{subject}"
+            )),
+            _ => Err((
+                "unauthorized_client",
+                "The given credential is rejected by the attribute condition.".into(),
+            )),
+        }
+    }
+}
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -120,14 +249,21 @@ async fn sts(State(seen): State<Shared>, body: axum::body::Bytes) -> (StatusCode
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    if let Some(why) = common::entra::check_federated(&seen.trusted, field("subjectToken")) {
-        return refuse(
-            "invalid_grant",
-            &format!("The subject token is not accepted by the provider (fake: {why})"),
-        );
-    }
+    let principal = match &seen.pool {
+        None => Err((
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid. (fake: the \
+             pool has no provider)"
+                .to_owned(),
+        )),
+        Some(pool) => pool.exchange(field("subjectToken")),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err((error, description)) => return refuse(error, &description),
+    };
     let token = format!("ya29.federated-{}", seen.federated.len() + 1);
-    seen.federated.push(token.clone());
+    seen.federated.push((token.clone(), principal));
     let expires_in = seen.expires_in.unwrap_or(3600);
     (
         StatusCode::OK,
@@ -239,6 +375,23 @@ async fn generate(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.".into(),
+        );
+    }
+    // A federated token acts as its principal, which needs the module's grants: they name
+    // `local.principal` only (the roles on each service account are not modelled).
+    let acting = seen
+        .lock()
+        .expect("lock")
+        .federated
+        .iter()
+        .find(|(t, _)| t == token)
+        .map(|(_, principal)| principal.clone());
+    if acting.is_some_and(|p| p != provider_rules().principal) {
+        return google_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist)."
+                .into(),
         );
     }
     if id_token {
@@ -1577,12 +1730,10 @@ fn own_store(fake: &Fake, extra: Value) -> esi_backends::SecretStoreSpec {
     .expect("valid store")
 }
 
-/// The pool's provider trusting tokens of `issuer` with subject `subject`.
-fn trusting(issuer: &esi_backends::identity::Issuer, subject: &str) -> common::entra::Federated {
-    common::entra::Federated {
-        issuer: "https://esi.example.com".to_owned(),
-        subject: subject.to_owned(),
-        audience: PROVIDER.to_owned(),
+/// The pool provider `trust-gcp` makes for `issuer`.
+fn trusting(issuer: &esi_backends::identity::Issuer) -> Pool {
+    Pool {
+        issuer: issuer.url().to_owned(),
         jwks: serde_json::from_str(issuer.jwks_json()).expect("jwks"),
     }
 }
@@ -1613,19 +1764,17 @@ async fn a_self_issued_token_is_exchanged_for_a_google_token_with_no_secret_on_t
     let id = identity();
     let ctx = common::ctx(&id, "payments/GCPAccessToken/app");
 
-    // A provider trusting a workload's subject does not take the federation's own token.
-    fake.seen.lock().expect("lock").trusted = vec![trusting(
-        &issuer,
-        "prod-eu:system:serviceaccount:payments:api",
-    )];
+    // A provider of another issuer does not take the federation's own token.
+    fake.seen.lock().expect("lock").pool = Some(trusting(&common::own_issuer(KeyAlgorithm::Rs256)));
     let e = app.generate(&ctx).await.unwrap_err();
     assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
     assert!(e.to_string().contains("Security Token Service"), "{e}");
     assert!(e.detail().contains("invalid_grant"), "{}", e.detail());
     assert!(fake.seen.lock().expect("lock").calls.is_empty());
 
-    // One trusting the federation's subject does: no key file, no secret anywhere.
-    fake.seen.lock().expect("lock").trusted = vec![trusting(&issuer, FEDERATION_SUBJECT)];
+    // The provider trust-gcp makes for the federation's issuer does: no key file, no secret
+    // anywhere.
+    fake.seen.lock().expect("lock").pool = Some(trusting(&issuer));
     let before = jiff::Timestamp::now().as_second();
     let cred = app.generate(&ctx).await.expect("minted");
     assert_eq!(
@@ -1728,16 +1877,115 @@ async fn a_self_issued_token_is_exchanged_for_a_google_token_with_no_secret_on_t
     );
 }
 
+/// The pool provider `trust-gcp` makes, with its attribute mapping and condition run as CEL on
+/// the fake as Google runs them: the federation's own token becomes the principal the module's
+/// grants name, while a workload's `IdentityToken` from the same issuer, for the same audience,
+/// is refused by the condition, and tokens for another audience or of another issuer by the
+/// provider.
+#[tokio::test]
+async fn trust_gcps_provider_takes_the_federations_own_token_and_no_workloads() {
+    use esi_backends::identity::{KeyAlgorithm, TokenRequest};
+    use secrecy::ExposeSecret as _;
+    let fake = start_fake().await;
+    let issuer = common::own_issuer(KeyAlgorithm::Rs256);
+    fake.seen.lock().expect("lock").pool = Some(trusting(&issuer));
+    let http = reqwest::Client::new();
+    let exchange = |token: String| {
+        let request = http.post(format!("{}/v1/token", fake.base)).json(&json!({
+            "grantType": TOKEN_EXCHANGE,
+            "audience": PROVIDER,
+            "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "requestedTokenType": ACCESS_TOKEN_TYPE,
+            "subjectToken": token,
+            "subjectTokenType": "urn:ietf:params:oauth:token-type:jwt",
+        }));
+        async move {
+            let answer = request.send().await.expect("the fake answers");
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let own = |audience: &str| {
+        issuer
+            .mint_own(audience, std::time::Duration::from_secs(300))
+            .expect("signed")
+            .token
+            .expose_secret()
+            .to_owned()
+    };
+
+    let (status, body) = exchange(own(PROVIDER)).await;
+    assert_eq!(status, 200, "{body}");
+    let principal = "principal://iam.googleapis.com/projects/123456789/locations/global/\
+                     workloadIdentityPools/esi-federation/subject/esi-federation";
+    assert_eq!(
+        fake.seen
+            .lock()
+            .expect("lock")
+            .federated
+            .last()
+            .map(|(_, p)| p.as_str()),
+        Some(principal)
+    );
+    assert_eq!(
+        provider_rules().principal,
+        principal,
+        "the module's grants name it"
+    );
+
+    // A workload's identity token for the provider, signed by the same issuer.
+    let id = identity();
+    let audiences = [PROVIDER.to_owned()];
+    let workload = issuer
+        .mint(&TokenRequest {
+            identity: &id,
+            generator: "payments/IdentityToken/gcp",
+            audiences: &audiences,
+            lifetime: std::time::Duration::from_secs(600),
+            aws_session_tags: false,
+        })
+        .expect("signed");
+    let (status, body) = exchange(workload.token.expose_secret().to_owned()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+    assert_eq!(
+        body["error_description"],
+        "The given credential is rejected by the attribute condition."
+    );
+
+    let (status, body) = exchange(own("https://sts.amazonaws.com")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let stranger = common::own_issuer(KeyAlgorithm::Rs256);
+    let forged = stranger
+        .mint_own(PROVIDER, std::time::Duration::from_secs(300))
+        .expect("signed");
+    let (status, body) = exchange(forged.token.expose_secret().to_owned()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(
+        fake.seen.lock().expect("lock").federated.len(),
+        1,
+        "only the federation's own token was exchanged"
+    );
+}
+
 /// With `serviceAccount`, the federated identity impersonates the federation's service account
 /// (an hour, `cloud-platform`), and that account's token makes every call: impersonating the
 /// generators' accounts, and reading secrets as the federation.
 #[tokio::test]
 async fn a_self_issued_store_can_act_as_a_service_account_of_its_own_on_the_fake() {
-    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
+    use esi_backends::identity::KeyAlgorithm;
     use esi_backends::{Generator, GeneratorKind, GeneratorSpec, Shared};
     let fake = start_secret_fake().await;
     let issuer = common::own_issuer(KeyAlgorithm::Es256);
-    fake.seen.lock().expect("lock").trusted = vec![trusting(&issuer, FEDERATION_SUBJECT)];
+    fake.seen.lock().expect("lock").pool = Some(trusting(&issuer));
     let own = own_store(
         &fake,
         json!({"serviceAccount": "esi-federation@proj.iam.gserviceaccount.com"}),
@@ -1870,7 +2118,7 @@ fn a_self_issued_store_is_refused_at_load_when_its_provider_is_misnamed() {
 #[tokio::test]
 async fn a_login_check_names_the_google_account_the_token_is_for() {
     use esi_backends::LoginCheck;
-    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
+    use esi_backends::identity::KeyAlgorithm;
     let fake = start_fake().await;
     let keyed = esi_backends::SecretStoreSpec::from_manifest(json!({"provider": {"gcp": {
         "serviceAccountKeyFile": fake.key_file, "timeout": "5s"}}}))
@@ -1891,7 +2139,7 @@ async fn a_login_check_names_the_google_account_the_token_is_for() {
     );
 
     let issuer = common::own_issuer(KeyAlgorithm::Es256);
-    fake.seen.lock().expect("lock").trusted = vec![trusting(&issuer, FEDERATION_SUBJECT)];
+    fake.seen.lock().expect("lock").pool = Some(trusting(&issuer));
     let principal = "principal://iam.googleapis.com/projects/123456789/locations/global/\
                      workloadIdentityPools/esi-federation/subject/esi-federation";
     match own_store(&fake, json!({}))
@@ -1916,7 +2164,8 @@ async fn a_login_check_names_the_google_account_the_token_is_for() {
     }
 
     // A provider that does not trust the federation: the login fails, naming the exchange.
-    fake.seen.lock().expect("lock").trusted = Vec::new();
+    fake.seen.lock().expect("lock").pool =
+        Some(trusting(&common::own_issuer(KeyAlgorithm::Rs256)));
     match own_store(&fake, json!({})).check_login(Some(issuer)).await {
         LoginCheck::Failed(e) => assert!(e.detail().contains("invalid_grant"), "{}", e.detail()),
         other => panic!("{other:?}"),

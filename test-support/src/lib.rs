@@ -5,7 +5,9 @@
 //! loopback port that refuses connections until a test opens it ([`ClosedPort`]), and the
 //! lookup of an external peer's address that skips loudly or fails ([`peer`]); with the
 //! `hostile` feature, a reproducible property-test runner and byte-level mutations of valid
-//! input (the module `hostile`, for the tests of the paths that read hostile input).
+//! input (the module `hostile`, for the tests of the paths that read hostile input); with the
+//! `terraform` feature, the project's Terraform modules read and the CEL in them run (the
+//! module `terraform`, for the fakes that enforce what a module writes).
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
@@ -178,6 +180,9 @@ pub fn peer(var: &str, test: &str) -> Option<String> {
         }
     }
 }
+
+#[cfg(feature = "terraform")]
+pub mod terraform;
 
 /// Property tests of the paths that read hostile input (tokens, requests, admission reviews,
 /// configuration): a runner whose cases are reproducible, and mutations of valid input.

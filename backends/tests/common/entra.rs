@@ -107,72 +107,112 @@ pub struct Federated {
     pub jwks: Value,
 }
 
+/// A compact JWS, unverified: its header and claims, and its signature with what it covers.
+pub struct Jws {
+    pub header: Value,
+    pub claims: Value,
+    signed: String,
+    signature: Vec<u8>,
+}
+
+impl Jws {
+    /// `token` read as a compact JWS with JSON header and claims; `None` when it is not one.
+    pub fn parse(token: &str) -> Option<Jws> {
+        use base64::Engine as _;
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .ok()
+        };
+        let json = |s: &str| -> Option<Value> { serde_json::from_slice(&b64(s)?).ok() };
+        let (signed, signature) = token.rsplit_once('.')?;
+        let (header, claims) = signed.split_once('.')?;
+        Some(Jws {
+            header: json(header)?,
+            claims: json(claims)?,
+            signed: signed.to_owned(),
+            signature: b64(signature)?,
+        })
+    }
+
+    /// Whether the signature verifies under the key of `jwks` its header's `kid` names (RS256
+    /// or ES256), as an OIDC relying party checks it.
+    pub fn verifies_under(&self, jwks: &Value) -> bool {
+        use aws_lc_rs::signature;
+        use base64::Engine as _;
+        let key = jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["kid"] == self.header["kid"]);
+        let member = |k: &Value, m: &str| {
+            k[m].as_str()
+                .and_then(|v| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(v)
+                        .ok()
+                })
+                .unwrap_or_default()
+        };
+        let input = self.signed.as_bytes();
+        match (key, self.header["alg"].as_str()) {
+            (Some(k), Some("RS256")) => signature::RsaPublicKeyComponents {
+                n: member(k, "n"),
+                e: member(k, "e"),
+            }
+            .verify(
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                input,
+                &self.signature,
+            )
+            .is_ok(),
+            (Some(k), Some("ES256")) => {
+                let point = [vec![4], member(k, "x"), member(k, "y")].concat();
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(input, &self.signature)
+                    .is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `aud` is `want` or an array holding it.
+    pub fn audience_is(&self, want: &str) -> bool {
+        match &self.claims["aud"] {
+            Value::String(a) => a == want,
+            Value::Array(all) => all.iter().any(|a| a == want),
+            _ => false,
+        }
+    }
+
+    /// Whether `exp` is a number of seconds still ahead.
+    pub fn unexpired(&self) -> bool {
+        let now = jiff::Timestamp::now().as_second();
+        self.claims["exp"].as_i64().is_some_and(|exp| exp > now)
+    }
+}
+
 /// Why a signed assertion is refused, in Entra ID's words; `None` when a credential matches
 /// and the signature verifies. What any OIDC relying party checks (the STS tests use it for
 /// the tokens AWS would verify).
 pub fn check_federated(federated: &[Federated], assertion: &str) -> Option<&'static str> {
-    use aws_lc_rs::signature;
-    use base64::Engine as _;
     const NO_MATCH: &str =
         "AADSTS70021: No matching federated identity record found for presented assertion.";
-    let b64 = |s: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s)
-            .ok()
-    };
-    let json = |s: &str| -> Option<Value> { serde_json::from_slice(&b64(s)?).ok() };
     // Not a JWT: no credential can match it.
-    let Some((input, sig)) = assertion.rsplit_once('.') else {
+    let Some(jws) = Jws::parse(assertion) else {
         return Some(NO_MATCH);
-    };
-    let Some((header, claims)) = input.split_once('.') else {
-        return Some(NO_MATCH);
-    };
-    let (Some(header), Some(claims), Some(sig)) = (json(header), json(claims), b64(sig)) else {
-        return Some(NO_MATCH);
-    };
-    let audience_is = |want: &str| match &claims["aud"] {
-        Value::String(a) => a == want,
-        Value::Array(all) => all.iter().any(|a| a == want),
-        _ => false,
     };
     let Some(credential) = federated.iter().find(|f| {
-        claims["iss"] == f.issuer.as_str()
-            && claims["sub"] == f.subject.as_str()
-            && audience_is(&f.audience)
+        jws.claims["iss"] == f.issuer.as_str()
+            && jws.claims["sub"] == f.subject.as_str()
+            && jws.audience_is(&f.audience)
     }) else {
         return Some(NO_MATCH);
     };
-    let key = credential.jwks["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| k["kid"] == header["kid"]);
-    let member = |k: &Value, m: &str| k[m].as_str().and_then(b64).unwrap_or_default();
-    let verified = match (key, header["alg"].as_str()) {
-        (Some(k), Some("RS256")) => signature::RsaPublicKeyComponents {
-            n: member(k, "n"),
-            e: member(k, "e"),
-        }
-        .verify(
-            &signature::RSA_PKCS1_2048_8192_SHA256,
-            input.as_bytes(),
-            &sig,
-        )
-        .is_ok(),
-        (Some(k), Some("ES256")) => {
-            let point = [vec![4], member(k, "x"), member(k, "y")].concat();
-            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(input.as_bytes(), &sig)
-                .is_ok()
-        }
-        _ => false,
-    };
-    if !verified {
+    if !jws.verifies_under(&credential.jwks) {
         return Some("AADSTS50013: Assertion failed signature validation.");
     }
-    let now = jiff::Timestamp::now().as_second();
-    if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+    if !jws.unexpired() {
         return Some("AADSTS700024: Client assertion is not within its valid time range.");
     }
     None
