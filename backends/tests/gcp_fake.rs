@@ -2164,8 +2164,7 @@ async fn a_login_check_names_the_google_account_the_token_is_for() {
     }
 
     // A provider that does not trust the federation: the login fails, naming the exchange.
-    fake.seen.lock().expect("lock").pool =
-        Some(trusting(&common::own_issuer(KeyAlgorithm::Rs256)));
+    fake.seen.lock().expect("lock").pool = Some(trusting(&common::own_issuer(KeyAlgorithm::Rs256)));
     match own_store(&fake, json!({})).check_login(Some(issuer)).await {
         LoginCheck::Failed(e) => assert!(e.detail().contains("invalid_grant"), "{}", e.detail()),
         other => panic!("{other:?}"),

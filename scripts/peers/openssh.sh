@@ -17,16 +17,6 @@ source "$(dirname "$0")/lib/common.sh"
 
 DIR="$(peers_dir)"
 
-# apt-get "$@", once more after an index update when the first try fails; quiet unless both do.
-apt_twice() {
-    local log="$DIR/apt-openssh.log"
-    if ! { apt-get "$@" >"$log" 2>&1 || { apt-get update -q && apt-get "$@"; } >>"$log" 2>&1; }; then
-        echo "apt-get $* failed; log follows:" >&2
-        cat "$log" >&2
-        return 1
-    fi
-}
-
 up() {
     if ! command -v ssh-keygen >/dev/null 2>&1 || ! command -v ssh >/dev/null 2>&1; then
         apt_twice install -y -q openssh-client

@@ -47,6 +47,60 @@ pub struct WebhookConfig {
     /// Where `esi-init` goes among existing init containers: `first` (default; required when
     /// init containers get credentials) or `last` (after a service mesh's init containers).
     pub init_container_position: InitPosition,
+    /// Reading the entrypoint of a container without `command` from its image's configuration
+    /// in the registry (off unless registries are listed).
+    pub entrypoint_lookup: EntrypointLookupConfig,
+}
+
+/// Reading images' entrypoints from their registries, for containers that get env vars and
+/// have no `command` (without it, or when it fails, such a Pod needs
+/// `esi.dev/entrypoint.<container>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EntrypointLookupConfig {
+    /// The registries (`host` or `host:port` as the image reference names it, `docker.io` for
+    /// Docker Hub; `*` matches any run of characters, e.g. `*.dkr.ecr.*.amazonaws.com`) the
+    /// webhook may read image configurations from. Empty (the default): no lookup. A Pod names
+    /// its images, so the list keeps it from making the webhook call arbitrary hosts.
+    pub registries: Vec<String>,
+    /// Bound on one admission's lookups, seconds (the webhook configuration gives the whole
+    /// admission 5).
+    pub timeout_seconds: u64,
+    /// How long a tag's entrypoint is reused, seconds; an image pinned by digest is reused for
+    /// as long as the webhook runs (bounded in number).
+    pub cache_seconds: u64,
+    /// A Docker `config.json` (the `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson`
+    /// Secret) with credentials for private registries, read at each lookup; anonymous
+    /// otherwise. The Pod's own `imagePullSecrets` are never read.
+    pub credentials_file: Option<String>,
+    /// A PEM bundle trusted for registries in addition to the system roots.
+    pub ca_file: Option<String>,
+}
+
+impl Default for EntrypointLookupConfig {
+    fn default() -> Self {
+        Self {
+            registries: Vec::new(),
+            timeout_seconds: 2,
+            cache_seconds: 600,
+            credentials_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl EntrypointLookupConfig {
+    /// Whether lookups are on.
+    pub fn enabled(&self) -> bool {
+        !self.registries.is_empty()
+    }
+
+    /// Whether images of `registry` may be looked up.
+    pub fn registry_allowed(&self, registry: &str) -> bool {
+        self.registries
+            .iter()
+            .any(|pattern| wildmatch::WildMatch::new(pattern).matches(registry))
+    }
 }
 
 impl Default for WebhookConfig {
@@ -61,6 +115,7 @@ impl Default for WebhookConfig {
                 "kube-node-lease".into(),
             ],
             init_container_position: InitPosition::First,
+            entrypoint_lookup: EntrypointLookupConfig::default(),
         }
     }
 }
@@ -233,6 +288,32 @@ impl WebhookConfig {
                 "cli.image must be set and cli.binaryPath absolute".into(),
             ));
         }
+        let lookup = &self.entrypoint_lookup;
+        if !(1..=4).contains(&lookup.timeout_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "entrypointLookup.timeoutSeconds {} must be 1 to 4 (the whole admission has 5)",
+                lookup.timeout_seconds
+            )));
+        }
+        if let Some(bad) = lookup
+            .registries
+            .iter()
+            .find(|r| r.is_empty() || r.contains(['/', ' ']) || r.contains("://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "entrypointLookup.registries: {bad:?} is not a registry host (host or host:port, `*` as a wildcard, no scheme or path)"
+            )));
+        }
+        for (field, path) in [
+            ("credentialsFile", &lookup.credentials_file),
+            ("caFile", &lookup.ca_file),
+        ] {
+            if path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(ConfigError::Invalid(format!(
+                    "entrypointLookup.{field} must be an absolute path"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -274,6 +355,29 @@ mod tests {
             ("token: {expirationSeconds: 99999}", "within"),
             ("federation: {defaultUrl: 'http://x'}", "https"),
             ("cli: {imagePullPolicy: Sometimes}", "imagePullPolicy"),
+            ("entrypointLookup: {timeoutSeconds: 5}", "1 to 4"),
+            ("entrypointLookup: {timeoutSeconds: 0}", "1 to 4"),
+            (
+                "entrypointLookup: {registries: ['https://ghcr.io']}",
+                "not a registry host",
+            ),
+            (
+                "entrypointLookup: {registries: ['ghcr.io/team']}",
+                "not a registry host",
+            ),
+            (
+                "entrypointLookup: {registries: ['']}",
+                "not a registry host",
+            ),
+            (
+                "entrypointLookup: {caFile: ca.crt}",
+                "caFile must be an absolute path",
+            ),
+            (
+                "entrypointLookup: {credentialsFile: x}",
+                "credentialsFile must be",
+            ),
+            ("entrypointLookup: {registry: [ghcr.io]}", "registry"),
         ] {
             let e = WebhookConfig::from_yaml(yaml).unwrap_err();
             assert!(e.to_string().contains(want), "{yaml}: {e}");
@@ -294,6 +398,23 @@ mod tests {
         assert!(!cfg.url_allowed("https://evil.example.com"));
         assert!(cfg.audience_allowed("esi-eu") && !cfg.audience_allowed("sts.amazonaws.com"));
         assert_eq!(cfg.init_container_position, InitPosition::Last);
+        assert!(!cfg.entrypoint_lookup.enabled());
+        let with_lookup = WebhookConfig::from_yaml(
+            "entrypointLookup: {registries: [ghcr.io, 'registry.internal:5000', '*.dkr.ecr.*.amazonaws.com']}\n",
+        )
+        .unwrap();
+        let lookup = &with_lookup.entrypoint_lookup;
+        assert!(lookup.enabled() && lookup.timeout_seconds == 2 && lookup.cache_seconds == 600);
+        for (registry, allowed) in [
+            ("ghcr.io", true),
+            ("registry.internal:5000", true),
+            ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", true),
+            ("ghcr.io.evil.example", false),
+            ("registry.internal", false),
+            ("docker.io", false),
+        ] {
+            assert_eq!(lookup.registry_allowed(registry), allowed, "{registry}");
+        }
         assert_eq!(cfg.cli.requests["cpu"], "5m");
     }
 }

@@ -13,9 +13,12 @@
 //! - [`server`]: the axum router, metrics, rustls and certificate reload;
 //! - [`service_account`]: the Pod's ServiceAccount annotations as defaults, read through the
 //!   Kubernetes API with a timeout and a TTL cache (optional);
+//! - [`entrypoint`]: the entrypoint of a container without `command`, read from its image's
+//!   configuration in the registry (optional);
 //! - [`config`]: the injection policy file.
 
 pub mod config;
+pub mod entrypoint;
 pub mod mutate;
 pub mod patch;
 pub mod pod;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use esi_webhook::entrypoint::EntrypointLookup;
 use esi_webhook::server::{self, TlsFiles};
 use esi_webhook::service_account::{self, ServiceAccounts};
 use esi_webhook::{AppState, WebhookConfig};
@@ -165,6 +166,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
         } else {
             tracing::info!("ServiceAccount defaults disabled");
+        }
+        let lookup = &state.config.entrypoint_lookup;
+        if lookup.enabled() {
+            let registries = lookup.registries.clone();
+            let lookup = EntrypointLookup::new(lookup)?;
+            state = state.with_entrypoint_lookup(lookup);
+            tracing::info!(?registries, "entrypoint lookup enabled");
         }
         let listener = std::net::TcpListener::bind(&args.listen)
             .with_context(|| format!("binding {}", args.listen))?;

@@ -83,7 +83,26 @@ pub enum Outcome {
         /// Warnings returned to the client.
         warnings: Vec<String>,
     },
+    /// Containers that get env vars have no `command` and no `esi.dev/entrypoint.<c>`: decide
+    /// again with their images' entrypoints ([`mutate_with_entrypoints`]), read from their
+    /// registries ([`crate::entrypoint`]). Only when `entrypointLookup` is on.
+    NeedsEntrypoints(Vec<EntrypointWanted>),
 }
+
+/// A container whose entrypoint must be read from its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrypointWanted {
+    /// The container's name.
+    pub container: String,
+    /// Its `image`.
+    pub image: String,
+    /// Whether it sets `args` (then the image's `CMD` does not run).
+    pub sets_args: bool,
+}
+
+/// Each container's command line before its `args`, as read from its image (container name →
+/// `ENTRYPOINT`, plus `CMD` when it sets no `args`).
+pub type Entrypoints = BTreeMap<String, Vec<String>>;
 
 /// Why a Pod is admitted unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +190,24 @@ pub fn mutate(
     service_account_annotations: Option<&BTreeMap<String, String>>,
     cfg: &WebhookConfig,
 ) -> Result<Outcome, Denial> {
+    mutate_with_entrypoints(
+        pod,
+        namespace,
+        service_account_annotations,
+        cfg,
+        &Entrypoints::new(),
+    )
+}
+
+/// [`mutate`] knowing the entrypoints `entrypoints` of containers without `command`, read from
+/// their images (see [`Outcome::NeedsEntrypoints`]).
+pub fn mutate_with_entrypoints(
+    pod: &Pod,
+    namespace: &str,
+    service_account_annotations: Option<&BTreeMap<String, String>>,
+    cfg: &WebhookConfig,
+    entrypoints: &Entrypoints,
+) -> Result<Outcome, Denial> {
     if let Some(outcome) = skip(pod, namespace, cfg) {
         return Ok(outcome);
     }
@@ -185,7 +222,7 @@ pub fn mutate(
         .filter(|k| !own.contains_key(*k))
         .map(String::as_str)
         .collect();
-    plan(pod, &merged, cfg).map_err(|Denial(msg)| {
+    plan(pod, &merged, cfg, entrypoints).map_err(|Denial(msg)| {
         if inherited.is_empty() {
             Denial(msg)
         } else {
@@ -201,6 +238,7 @@ fn plan(
     pod: &Pod,
     annotations: &BTreeMap<String, String>,
     cfg: &WebhookConfig,
+    entrypoints: &Entrypoints,
 ) -> Result<Outcome, Denial> {
     let ann = contract::parse_annotations(annotations).map_err(|e| Denial(format!("esi: {e}")))?;
     let Some(spec) = pod.spec.as_ref() else {
@@ -211,6 +249,7 @@ fn plan(
         spec,
         ann: &ann,
         cfg,
+        entrypoints,
         warnings: Vec::new(),
     }
     .plan()
@@ -221,6 +260,7 @@ struct Planner<'a> {
     spec: &'a PodSpec,
     ann: &'a PodAnnotations,
     cfg: &'a WebhookConfig,
+    entrypoints: &'a Entrypoints,
     warnings: Vec<String>,
 }
 
@@ -295,7 +335,10 @@ impl<'a> Planner<'a> {
         let (files, dirs) = self.files(&owner)?;
         let (audience, expiration) = self.token()?;
         let refresh = self.refresh()?;
-        let commands = self.commands(&chosen, &containers)?;
+        let commands = match self.commands(&chosen, &containers)? {
+            Ok(commands) => commands,
+            Err(wanted) => return Ok(Outcome::NeedsEntrypoints(wanted)),
+        };
         self.check_mount_conflicts(&chosen, &containers, &dirs)?;
 
         let mut taken_containers: BTreeSet<Cow<'_, str>> = self
@@ -957,13 +1000,16 @@ impl<'a> Planner<'a> {
         }))
     }
 
-    /// The wrapped command of each container that gets env vars.
+    /// The wrapped command of each container that gets env vars; or, with `entrypointLookup`
+    /// on, the containers whose entrypoints must be read from their images first.
+    #[allow(clippy::type_complexity)]
     fn commands(
         &self,
         chosen: &[Chosen<'a>],
         specs: &BTreeMap<String, ContainerSpec>,
-    ) -> Result<BTreeMap<&'a str, Vec<&'a str>>, Denial> {
+    ) -> Result<Result<BTreeMap<&'a str, Vec<&'a str>>, Vec<EntrypointWanted>>, Denial> {
         let mut out = BTreeMap::new();
+        let mut wanted = Vec::new();
         for c in chosen {
             let name = c.container.name.as_str();
             let wants_env = specs.get(name).is_some_and(ContainerSpec::wants_env);
@@ -988,11 +1034,23 @@ impl<'a> Planner<'a> {
                     if !wants_env {
                         continue;
                     }
-                    return deny(format!(
-                        "esi: container {name} has no command, so esi-cli cannot wrap its entrypoint to inject env \
+                    if let Some(found) = self.entrypoints.get(name) {
+                        found
+                    } else if self.cfg.entrypoint_lookup.enabled() && !c.container.image.is_empty()
+                    {
+                        wanted.push(EntrypointWanted {
+                            container: name.to_owned(),
+                            image: c.container.image.clone(),
+                            sets_args: c.container.args.as_ref().is_some_and(|a| !a.is_empty()),
+                        });
+                        continue;
+                    } else {
+                        return deny(format!(
+                            "esi: container {name} has no command, so esi-cli cannot wrap its entrypoint to inject env \
                          vars; set the annotation {entry_key} to the image's ENTRYPOINT (plus CMD when the Pod sets \
                          no args) as a JSON array, e.g. [\"/app/server\"], or set command in the Pod"
-                    ));
+                        ));
+                    }
                 }
             };
             if !wants_env {
@@ -1008,7 +1066,10 @@ impl<'a> Planner<'a> {
             cmd.extend(original.iter().map(String::as_str));
             out.insert(name, cmd);
         }
-        Ok(out)
+        if !wanted.is_empty() {
+            return Ok(Err(wanted));
+        }
+        Ok(Ok(out))
     }
 
     fn check_mount_conflicts(

@@ -85,9 +85,15 @@ pub struct Container {
     /// `name`.
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
+    /// `image` (read only to look its entrypoint up, see [`crate::entrypoint`]).
+    #[serde(default, deserialize_with = "null_default")]
+    pub image: String,
     /// `command`.
     #[serde(default, deserialize_with = "bounded_list")]
     pub command: Option<Vec<String>>,
+    /// `args` (whether there are any decides if the image's `CMD` runs).
+    #[serde(default, deserialize_with = "bounded_list")]
+    pub args: Option<Vec<String>>,
     /// `volumeMounts`.
     #[serde(default, deserialize_with = "bounded_objects")]
     pub volume_mounts: Option<Vec<VolumeMount>>,

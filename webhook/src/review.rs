@@ -488,34 +488,81 @@ pub fn decide(
     sa: Option<&BTreeMap<String, String>>,
     cfg: &WebhookConfig,
 ) -> Reviewed {
-    let (response, decision, detail) = match mutate::mutate(&req.pod, &req.namespace, sa, cfg) {
-        Ok(Outcome::Skip { reason, warnings }) => (
-            ReviewResponse::allow(req.uid, warnings),
-            Decision::Skipped,
-            reason.as_str().to_owned(),
-        ),
+    let outcome = mutate::mutate(&req.pod, &req.namespace, sa, cfg);
+    answer(req, outcome, Vec::new())
+}
+
+/// The answer to a Pod CREATE whose decision is `outcome`, with `warnings` added to an
+/// admission's own. A Pod whose containers' entrypoints were to be read and were not is
+/// denied, naming them.
+pub fn answer(
+    req: PodRequest,
+    outcome: Result<Outcome, mutate::Denial>,
+    mut warnings: Vec<String>,
+) -> Reviewed {
+    let mut with_own = |own: Vec<String>| {
+        warnings.splice(0..0, own);
+        std::mem::take(&mut warnings)
+    };
+    let denial = match outcome {
+        Ok(Outcome::Skip {
+            reason,
+            warnings: own,
+        }) => {
+            return reviewed(
+                req,
+                ReviewResponse::allow(String::new(), with_own(own)),
+                Decision::Skipped,
+                reason.as_str().to_owned(),
+            );
+        }
         Ok(Outcome::Patch {
-            patch, warnings, ..
-        }) => (
-            ReviewResponse::new(AdmissionAnswer {
-                uid: req.uid,
+            patch,
+            warnings: own,
+            ..
+        }) => {
+            let answer = AdmissionAnswer {
+                uid: String::new(),
                 allowed: true,
                 status: None,
                 patch: Some(Base64Patch::encode(patch.as_bytes())),
-                warnings,
-            }),
-            Decision::Injected,
-            "injected".to_owned(),
-        ),
-        Err(denial) => {
-            let message = one_line(denial.0);
-            (
-                ReviewResponse::deny(req.uid, 403, "Forbidden", message.clone()),
-                Decision::Denied,
-                message,
-            )
+                warnings: with_own(own),
+            };
+            return reviewed(
+                req,
+                ReviewResponse::new(answer),
+                Decision::Injected,
+                "injected".to_owned(),
+            );
         }
+        Ok(Outcome::NeedsEntrypoints(wanted)) => format!(
+            "esi: the entrypoints of {} were not read from their images; set {}<container> or command",
+            wanted
+                .iter()
+                .map(|w| format!("container {} ({})", w.container, w.image))
+                .collect::<Vec<_>>()
+                .join(", "),
+            esi_api::inject::ANN_ENTRYPOINT_PREFIX
+        ),
+        Err(denial) => denial.0,
     };
+    let message = one_line(denial);
+    reviewed(
+        req,
+        ReviewResponse::deny(String::new(), 403, "Forbidden", message.clone()),
+        Decision::Denied,
+        message,
+    )
+}
+
+/// The review of `req` answered with `response` (its UID set to the request's).
+fn reviewed(
+    req: PodRequest,
+    mut response: ReviewResponse,
+    decision: Decision,
+    detail: String,
+) -> Reviewed {
+    response.response.uid = req.uid;
     Reviewed {
         response,
         decision,
@@ -523,6 +570,35 @@ pub fn decide(
         namespace: req.namespace,
         pod: req.pod_name,
     }
+}
+
+/// Denies a Pod whose container `wanted` has no `command` and whose image's entrypoint could
+/// not be read (`e` says why): `503 ServiceUnavailable` when a retry may succeed (the registry
+/// did not answer), `403 Forbidden` otherwise.
+pub fn deny_entrypoint(
+    req: PodRequest,
+    wanted: &mutate::EntrypointWanted,
+    e: &crate::entrypoint::LookupError,
+) -> Reviewed {
+    use crate::entrypoint::LookupError;
+    let (code, reason) = match e {
+        LookupError::Timeout(_) | LookupError::Unavailable(_) => (503, "ServiceUnavailable"),
+        _ => (403, "Forbidden"),
+    };
+    let message = one_line(format!(
+        "esi: container {c} has no command, and the entrypoint of its image {image} could not be read: {e}; \
+         set the annotation {prefix}{c} to the image's ENTRYPOINT (plus CMD when the Pod sets no args) as a \
+         JSON array, e.g. [\"/app/server\"], or set command in the Pod",
+        c = wanted.container,
+        image = wanted.image,
+        prefix = esi_api::inject::ANN_ENTRYPOINT_PREFIX,
+    ));
+    reviewed(
+        req,
+        ReviewResponse::deny(String::new(), code, reason, message.clone()),
+        Decision::Denied,
+        message,
+    )
 }
 
 /// Denies a Pod whose ServiceAccount could not be read (`why` says what happened, for the user):

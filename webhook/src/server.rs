@@ -20,6 +20,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::WebhookConfig;
+use crate::entrypoint::EntrypointLookup;
+use crate::mutate::{Entrypoints, Outcome};
 use crate::review::{self, Decision, Parsed, Reviewed};
 use crate::service_account::{self, ServiceAccounts};
 
@@ -42,6 +44,14 @@ pub struct LookupLabels {
     pub result: &'static str,
 }
 
+/// Labels of `esi_webhook_entrypoint_lookups_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntrypointLabels {
+    /// `cached`, `registry`, or the failure's code (`not_allowed`, `unauthorized`,
+    /// `not_found`, `no_entrypoint`, `timeout`, `unavailable`, `invalid_reference`).
+    pub result: &'static str,
+}
+
 /// Labels of `esi_webhook_tls_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -60,6 +70,8 @@ pub struct Metrics {
     pub tls_reloads: Family<ReloadLabels, Counter>,
     /// ServiceAccount lookups by result.
     pub service_account_lookups: Family<LookupLabels, Counter>,
+    /// Image entrypoint lookups by result.
+    pub entrypoint_lookups: Family<EntrypointLabels, Counter>,
     /// Open connections, and those closed by a deadline or refused over the cap.
     pub connections: esi_serving::ConnectionMetrics,
 }
@@ -94,6 +106,12 @@ impl Default for Metrics {
             "ServiceAccount reads for esi.dev/ defaults, by result",
             service_account_lookups.clone(),
         );
+        let entrypoint_lookups = Family::<EntrypointLabels, Counter>::default();
+        registry.register(
+            "entrypoint_lookups",
+            "Image entrypoints read for containers without command, by result",
+            entrypoint_lookups.clone(),
+        );
         let connections = esi_serving::ConnectionMetrics::default();
         connections.register(&mut registry);
         Self {
@@ -102,6 +120,7 @@ impl Default for Metrics {
             latency,
             tls_reloads,
             service_account_lookups,
+            entrypoint_lookups,
             connections,
         }
     }
@@ -126,6 +145,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Reads Pods' ServiceAccounts for their `esi.dev/` defaults; `None` disables the defaults.
     pub service_accounts: Option<Arc<ServiceAccounts>>,
+    /// Reads images' entrypoints for containers without `command`; `None` when
+    /// `entrypointLookup` is off.
+    pub entrypoints: Option<Arc<EntrypointLookup>>,
 }
 
 impl AppState {
@@ -135,7 +157,15 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             service_accounts: None,
+            entrypoints: None,
         }
+    }
+
+    /// The same state, reading images' entrypoints through `lookup`.
+    #[must_use]
+    pub fn with_entrypoint_lookup(mut self, lookup: EntrypointLookup) -> Self {
+        self.entrypoints = Some(Arc::new(lookup));
+        self
     }
 
     /// The same state, reading ServiceAccount defaults through `lookups`.
@@ -214,37 +244,86 @@ async fn mutate_handler(State(state): State<AppState>, body: Bytes) -> Response 
 }
 
 /// Decides a Pod CREATE, first reading its ServiceAccount's defaults when they are enabled and
-/// the Pod is one the webhook would inject. An unreadable ServiceAccount denies the Pod (see
-/// [`crate::service_account`] for why).
+/// the Pod is one the webhook would inject (an unreadable ServiceAccount denies the Pod, see
+/// [`crate::service_account`] for why), then, when containers without `command` need them, their
+/// images' entrypoints.
 async fn review_pod(state: &AppState, req: review::PodRequest) -> Reviewed {
-    let Some(lookups) = state.service_accounts.as_deref() else {
-        return review::decide(req, None, &state.config);
+    let defaults = match state.service_accounts.as_deref() {
+        Some(lookups)
+            if crate::mutate::wants_injection(&req.pod, &req.namespace, &state.config) =>
+        {
+            let name = service_account::pod_service_account(&req.pod).to_owned();
+            let count = |result: &'static str| {
+                state
+                    .metrics
+                    .service_account_lookups
+                    .get_or_create(&LookupLabels { result })
+                    .inc();
+            };
+            match lookups.defaults(&req.namespace, &name).await {
+                Ok((defaults, source)) => {
+                    count(source.as_str());
+                    defaults
+                }
+                Err(e) => {
+                    count("error");
+                    tracing::warn!(
+                        namespace = %req.namespace, service_account = %name, code = e.code(),
+                        error = %e.detail(), "cannot read the Pod's ServiceAccount"
+                    );
+                    return review::deny_unavailable(req, &name, &e.to_string());
+                }
+            }
+        }
+        _ => None,
     };
-    if !crate::mutate::wants_injection(&req.pod, &req.namespace, &state.config) {
-        return review::decide(req, None, &state.config);
-    }
-    let name = service_account::pod_service_account(&req.pod).to_owned();
-    let count = |result: &'static str| {
+    let sa = defaults.as_deref();
+    let outcome = crate::mutate::mutate(&req.pod, &req.namespace, sa, &state.config);
+    let (Ok(Outcome::NeedsEntrypoints(wanted)), Some(lookup)) =
+        (&outcome, state.entrypoints.as_deref())
+    else {
+        return review::answer(req, outcome, Vec::new());
+    };
+    let looked_up =
+        futures_util::future::join_all(wanted.iter().map(|w| lookup.lookup(&w.image))).await;
+    let mut entrypoints = Entrypoints::new();
+    let mut warnings = Vec::new();
+    for (w, result) in wanted.iter().zip(looked_up) {
+        let label = match &result {
+            Ok((_, source)) => source.as_str(),
+            Err(e) => e.code(),
+        };
         state
             .metrics
-            .service_account_lookups
-            .get_or_create(&LookupLabels { result })
+            .entrypoint_lookups
+            .get_or_create(&EntrypointLabels { result: label })
             .inc();
-    };
-    match lookups.defaults(&req.namespace, &name).await {
-        Ok((defaults, source)) => {
-            count(source.as_str());
-            review::decide(req, defaults.as_deref(), &state.config)
-        }
-        Err(e) => {
-            count("error");
-            tracing::warn!(
-                namespace = %req.namespace, service_account = %name, code = e.code(),
-                error = %e.detail(), "cannot read the Pod's ServiceAccount"
-            );
-            review::deny_unavailable(req, &name, &e.to_string())
+        match result {
+            Ok((image, _)) => {
+                let command = image.command(w.sets_args);
+                warnings.push(format!(
+                    "esi: container {} has no command; esi-cli runs {command:?}, read from image {} ({})",
+                    w.container, w.image, image.digest
+                ));
+                entrypoints.insert(w.container.clone(), command);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    namespace = %req.namespace, container = %w.container, image = %w.image,
+                    code = e.code(), error = %e.detail(), "cannot read the image's entrypoint"
+                );
+                return review::deny_entrypoint(req, w, &e);
+            }
         }
     }
+    let outcome = crate::mutate::mutate_with_entrypoints(
+        &req.pod,
+        &req.namespace,
+        sa,
+        &state.config,
+        &entrypoints,
+    );
+    review::answer(req, outcome, warnings)
 }
 
 /// Why TLS material cannot be used.

@@ -511,6 +511,9 @@ fn hostile_annotations_never_panic_and_every_patch_is_valid() {
                     .unwrap_or_else(|e| panic!("round {round}: {e}: {annotations:?}"));
             }
             Ok(Outcome::Skip { .. }) => {}
+            Ok(Outcome::NeedsEntrypoints(wanted)) => {
+                panic!("round {round}: entrypointLookup is off, yet {wanted:?}")
+            }
             Err(denial) => {
                 assert!(denial.0.starts_with("esi: "), "{denial}");
                 assert!(denial.0.len() < 1200, "denial too long: {denial}");

@@ -62,3 +62,15 @@ stop_pid() {
     fi
     rm -f "$pidfile"
 }
+
+# apt-get "$@", once more after an index update when the first try fails; quiet unless both do
+# (the log is "$DIR/apt.log": the calling script sets DIR to "$(peers_dir)" first, since this
+# may run after a `cd`).
+apt_twice() {
+    local log="$DIR/apt.log"
+    if ! { apt-get "$@" >"$log" 2>&1 || { apt-get update -q && apt-get "$@"; } >>"$log" 2>&1; }; then
+        echo "apt-get $* failed; log follows:" >&2
+        cat "$log" >&2
+        return 1
+    fi
+}

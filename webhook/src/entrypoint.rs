@@ -1,0 +1,474 @@
+//! Reading a container image's entrypoint from its registry, for a container that gets env
+//! vars and has no `command`: esi-cli must wrap the program the container would run, and only
+//! the image's configuration says what that is (`ENTRYPOINT`, then `CMD` when the Pod sets no
+//! `args`). Off unless `entrypointLookup.registries` lists registries; `esi.dev/entrypoint.<c>`
+//! always wins and is never looked up.
+//!
+//! The lookup reads the manifest (an image index resolved to the webhook's own platform, as
+//! `oci-client` does) and the configuration blob, anonymously or with the credentials of the
+//! configured Docker `config.json`; never the Pod's `imagePullSecrets`, which the webhook could
+//! only read with `get` on every Secret of the cluster. The registry must be on the
+//! configured list: a Pod names its images, and without the list it could make the webhook call
+//! any host. Answers are kept: an image pinned by digest for as long as the webhook runs
+//! (bounded in number), a tag for `cacheSeconds` (a tag can move; the kubelet may then pull
+//! another image than the one read here, which is why digests are the safe choice). Failures
+//! are not kept.
+//!
+//! What the Pod's creator sees of a failure is a short reason; the registry's own words go to
+//! the log only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::Deserialize;
+
+use crate::config::EntrypointLookupConfig;
+
+/// Most images kept.
+const MAX_ENTRIES: usize = 1024;
+/// Largest credentials file read.
+const MAX_CREDENTIALS_BYTES: u64 = 1024 * 1024;
+
+/// What an image runs: its `ENTRYPOINT` and `CMD`, and the digest of the manifest read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageCommand {
+    /// `ENTRYPOINT` (empty when the image has none).
+    pub entrypoint: Vec<String>,
+    /// `CMD` (empty when the image has none).
+    pub cmd: Vec<String>,
+    /// The manifest's digest (`sha256:...`).
+    pub digest: String,
+}
+
+impl ImageCommand {
+    /// The command line a container runs before its `args`: the entrypoint, and the `CMD` too
+    /// when the container sets no `args` (Kubernetes then keeps the image's `CMD`).
+    pub fn command(&self, container_sets_args: bool) -> Vec<String> {
+        let mut out = self.entrypoint.clone();
+        if !container_sets_args {
+            out.extend(self.cmd.iter().cloned());
+        }
+        out
+    }
+}
+
+/// Why an image's entrypoint could not be read; the text is what the Pod's creator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The image reference does not parse.
+    #[error("the image reference is not valid")]
+    Reference,
+    /// The registry is not on the list.
+    #[error(
+        "registry {0} is not one the webhook may read (entrypointLookup.registries in its configuration)"
+    )]
+    NotAllowed(String),
+    /// The registry refused the credentials, or wants some.
+    #[error("the registry refused access to the image (the webhook reads it {0})")]
+    Unauthorized(&'static str),
+    /// No such image, or none for the webhook's platform.
+    #[error("the registry has no such image")]
+    NotFound,
+    /// The configuration holds no `ENTRYPOINT` and no `CMD`.
+    #[error("the image's configuration has no ENTRYPOINT or CMD")]
+    Empty,
+    /// The registry could not be read in time.
+    #[error("the registry did not answer within {0} s")]
+    Timeout(u64),
+    /// Anything else (network, TLS, a malformed answer); the detail is logged.
+    #[error("the registry could not be read")]
+    Unavailable(String),
+}
+
+impl LookupError {
+    /// A bounded label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Reference => "invalid_reference",
+            Self::NotAllowed(_) => "not_allowed",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::Empty => "no_entrypoint",
+            Self::Timeout(_) => "timeout",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// What is logged: the registry's own words where there are some.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Unavailable(d) => d.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Where an answer came from (a bounded metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Kept from an earlier lookup.
+    Cached,
+    /// Read from the registry now.
+    Registry,
+}
+
+impl Source {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cached => "cached",
+            Self::Registry => "registry",
+        }
+    }
+}
+
+/// The registry client, its settings and the answers kept.
+pub struct EntrypointLookup {
+    cfg: EntrypointLookupConfig,
+    client: Client,
+    cache: Mutex<HashMap<String, (Instant, Arc<ImageCommand>)>>,
+}
+
+/// Why the lookup cannot be set up (an unreadable CA file).
+#[derive(Debug, thiserror::Error)]
+#[error("entrypointLookup.caFile {path}: {why}")]
+pub struct SetupError {
+    path: String,
+    why: String,
+}
+
+impl EntrypointLookup {
+    /// A client for `cfg`, trusting the system roots and `cfg.caFile` (read now).
+    pub fn new(cfg: &EntrypointLookupConfig) -> Result<Self, SetupError> {
+        let mut extra = Vec::new();
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| SetupError {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(SetupError {
+                    path: path.clone(),
+                    why: "holds no PEM certificate".to_owned(),
+                });
+            }
+            extra.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem,
+            });
+        }
+        let timeout = Duration::from_secs(cfg.timeout_seconds);
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::Https,
+            extra_root_certificates: extra,
+            connect_timeout: Some(timeout),
+            read_timeout: Some(timeout),
+            user_agent: concat!("esi-webhook/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        });
+        Ok(Self {
+            cfg: cfg.clone(),
+            client,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The `ENTRYPOINT` and `CMD` of `image` (a container's `image` field), within the
+    /// configured timeout.
+    pub async fn lookup(&self, image: &str) -> Result<(Arc<ImageCommand>, Source), LookupError> {
+        let reference: Reference = image.parse().map_err(|_| LookupError::Reference)?;
+        let registry = reference.registry();
+        if !self.cfg.registry_allowed(registry) {
+            return Err(LookupError::NotAllowed(registry.to_owned()));
+        }
+        let pinned = reference.digest().is_some();
+        let ttl = if pinned {
+            Duration::MAX
+        } else {
+            Duration::from_secs(self.cfg.cache_seconds)
+        };
+        if let Some((at, found)) = self.locked().get(image)
+            && at.elapsed() < ttl
+        {
+            return Ok((found.clone(), Source::Cached));
+        }
+        let auth = self.credentials(registry)?;
+        let pulled = tokio::time::timeout(
+            Duration::from_secs(self.cfg.timeout_seconds),
+            self.client.pull_manifest_and_config(&reference, &auth),
+        )
+        .await
+        .map_err(|_| LookupError::Timeout(self.cfg.timeout_seconds))?;
+        let (_, digest, config) = pulled.map_err(|e| classify(e, &auth))?;
+        let found = Arc::new(parse_config(&config, digest)?);
+        let mut cache = self.locked();
+        if cache.len() >= MAX_ENTRIES {
+            cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(self.cfg.cache_seconds));
+            if cache.len() >= MAX_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(image.to_owned(), (Instant::now(), found.clone()));
+        Ok((found, Source::Registry))
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ImageCommand>)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The credentials for `registry` in the configured `config.json`, read now (a rotated
+    /// Secret is picked up); anonymous without a file or an entry.
+    fn credentials(&self, registry: &str) -> Result<RegistryAuth, LookupError> {
+        let Some(path) = &self.cfg.credentials_file else {
+            return Ok(RegistryAuth::Anonymous);
+        };
+        let unreadable = |why: String| {
+            LookupError::Unavailable(format!("entrypointLookup.credentialsFile {path}: {why}"))
+        };
+        let text = read_bounded(path).map_err(unreadable)?;
+        credentials_for(&text, registry).map_err(unreadable)
+    }
+}
+
+fn read_bounded(path: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_CREDENTIALS_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_CREDENTIALS_BYTES {
+        return Err(format!("larger than {MAX_CREDENTIALS_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// A Docker `config.json`: the entries this reads.
+#[derive(Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: BTreeMap<String, DockerAuth>,
+}
+
+#[derive(Deserialize)]
+struct DockerAuth {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// The host an `auths` key names: Docker writes `https://index.docker.io/v1/` for Docker Hub,
+/// others a bare host or a URL.
+fn auth_host(key: &str) -> &str {
+    let host = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = host.split('/').next().unwrap_or(host);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    }
+}
+
+/// The credentials `text` (a Docker `config.json`) holds for `registry`, or anonymous.
+fn credentials_for(text: &str, registry: &str) -> Result<RegistryAuth, String> {
+    let config: DockerConfig =
+        serde_json::from_str(text).map_err(|e| format!("not a Docker config.json: {e}"))?;
+    let Some(entry) = config
+        .auths
+        .iter()
+        .find(|(key, _)| auth_host(key) == registry)
+        .map(|(_, entry)| entry)
+    else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
+        return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
+    }
+    let Some(auth) = &entry.auth else {
+        return Err(format!("the entry for {registry} has no auth"));
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| format!("the auth of {registry} is not base64 of user:password"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("the auth of {registry} is not base64 of user:password"))?;
+    Ok(RegistryAuth::Basic(user.to_owned(), password.to_owned()))
+}
+
+/// An image configuration: the part this reads.
+#[derive(Deserialize)]
+struct ImageConfig {
+    config: Option<ContainerConfig>,
+}
+
+#[derive(Deserialize)]
+struct ContainerConfig {
+    #[serde(rename = "Entrypoint")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd")]
+    cmd: Option<Vec<String>>,
+}
+
+fn parse_config(config: &str, digest: String) -> Result<ImageCommand, LookupError> {
+    let parsed: ImageConfig = serde_json::from_str(config).map_err(|e| {
+        LookupError::Unavailable(format!("the image configuration is not one: {e}"))
+    })?;
+    let inner = parsed.config;
+    let entrypoint = inner
+        .as_ref()
+        .and_then(|c| c.entrypoint.clone())
+        .unwrap_or_default();
+    let cmd = inner.and_then(|c| c.cmd).unwrap_or_default();
+    if entrypoint.is_empty() && cmd.is_empty() {
+        return Err(LookupError::Empty);
+    }
+    Ok(ImageCommand {
+        entrypoint,
+        cmd,
+        digest,
+    })
+}
+
+fn classify(e: OciDistributionError, auth: &RegistryAuth) -> LookupError {
+    let how = match auth {
+        RegistryAuth::Anonymous => {
+            "anonymously; list the registry in entrypointLookup.credentialsFile"
+        }
+        _ => "with the credentials of entrypointLookup.credentialsFile",
+    };
+    match e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => LookupError::Unauthorized(how),
+        OciDistributionError::ImageManifestNotFoundError(_) => LookupError::NotFound,
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => LookupError::Unauthorized(how),
+        OciDistributionError::ServerError { code: 404, .. } => LookupError::NotFound,
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) =>
+        {
+            LookupError::NotFound
+        }
+        OciDistributionError::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
+        {
+            LookupError::Unauthorized(how)
+        }
+        other => LookupError::Unavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_is_the_entrypoint_then_cmd_unless_the_container_sets_args() {
+        let image = parse_config(
+            r#"{"architecture":"amd64","config":{"Entrypoint":["/app/server"],"Cmd":["--port","8080"]}}"#,
+            "sha256:1".into(),
+        )
+        .unwrap();
+        assert_eq!(image.command(false), ["/app/server", "--port", "8080"]);
+        assert_eq!(image.command(true), ["/app/server"]);
+        let cmd_only = parse_config(
+            r#"{"config":{"Entrypoint":null,"Cmd":["nginx","-g","daemon off;"]}}"#,
+            "d".into(),
+        )
+        .unwrap();
+        assert_eq!(cmd_only.command(false), ["nginx", "-g", "daemon off;"]);
+        assert!(matches!(
+            parse_config(r#"{"config":{"Env":["A=b"]}}"#, "d".into()),
+            Err(LookupError::Empty)
+        ));
+        assert!(matches!(
+            parse_config(r#"{"rootfs":{}}"#, "d".into()),
+            Err(LookupError::Empty)
+        ));
+        assert!(matches!(
+            parse_config("not json", "d".into()),
+            Err(LookupError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn credentials_come_from_the_entry_of_the_registry() {
+        let file = r#"{"auths":{
+            "https://index.docker.io/v1/":{"auth":"aHViOmh1Yi1wYXNz"},
+            "ghcr.io":{"username":"bot","password":"ghcr-pass"},
+            "https://registry.example.com:5000":{"auth":"cmVnOnJlZy1wYXNz"},
+            "broken.example.com":{"auth":"bm8tY29sb24="},
+            "empty.example.com":{}}}"#;
+        let basic = |user: &str, password: &str| RegistryAuth::Basic(user.into(), password.into());
+        let got = |registry: &str| credentials_for(file, registry);
+        assert_eq!(got("docker.io").unwrap(), basic("hub", "hub-pass"));
+        assert_eq!(got("ghcr.io").unwrap(), basic("bot", "ghcr-pass"));
+        assert_eq!(
+            got("registry.example.com:5000").unwrap(),
+            basic("reg", "reg-pass")
+        );
+        assert_eq!(got("quay.io").unwrap(), RegistryAuth::Anonymous);
+        let e = got("broken.example.com").unwrap_err();
+        assert!(
+            e.contains("user:password") && !e.contains("no-colon"),
+            "{e}"
+        );
+        assert!(got("empty.example.com").unwrap_err().contains("no auth"));
+        assert!(
+            credentials_for(r#"{"auths":"x"}"#, "ghcr.io")
+                .unwrap_err()
+                .contains("config.json")
+        );
+    }
+
+    #[test]
+    fn only_listed_registries_are_read() {
+        let cfg = EntrypointLookupConfig {
+            registries: vec!["ghcr.io".into(), "*.dkr.ecr.*.amazonaws.com".into()],
+            ..EntrypointLookupConfig::default()
+        };
+        let lookup = EntrypointLookup::new(&cfg).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (image, allowed) in [
+            ("nginx", "docker.io"),
+            ("169.254.169.254/latest/meta-data:x", "169.254.169.254"),
+            ("registry.internal:5000/app:1", "registry.internal:5000"),
+        ] {
+            match rt.block_on(lookup.lookup(image)) {
+                Err(LookupError::NotAllowed(r)) => assert_eq!(r, allowed),
+                other => panic!("{image}: {other:?}"),
+            }
+        }
+        assert!(cfg.registry_allowed("123456789012.dkr.ecr.eu-west-1.amazonaws.com"));
+        assert!(matches!(
+            rt.block_on(lookup.lookup("UPPER/case:bad tag")),
+            Err(LookupError::Reference)
+        ));
+    }
+}

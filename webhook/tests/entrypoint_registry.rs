@@ -1,0 +1,435 @@
+//! `entrypointLookup` against a REAL registry: the CNCF Distribution registry (Debian's
+//! `docker-registry`, the program of the `registry:2` image; `scripts/peers/registry.sh`
+//! provides it as `ESI_TEST_REGISTRY`), started here on 127.0.0.1 over HTTPS with a throwaway
+//! CA and htpasswd authentication. The test pushes images through the registry's HTTP API (an
+//! OCI image with its configuration, and an image index of two platforms) and sends Pods
+//! without `command` through the webhook's router: the wrapped command is the image's
+//! `ENTRYPOINT` and `CMD` (only the `ENTRYPOINT` when the Pod sets `args`), read with the
+//! credentials of the configured `config.json`; without them, or for a registry not listed,
+//! for a missing tag or with the registry gone, the Pod is denied saying why and how to name
+//! the entrypoint instead.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use esi_webhook::entrypoint::EntrypointLookup;
+use esi_webhook::{AppState, WebhookConfig};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+/// The registry's only user, in its htpasswd file.
+const USER: &str = "esi-pull";
+const PASSWORD: &str = "pull-password-for-tests";
+/// `USER:<bcrypt of PASSWORD>`, as `htpasswd -nbB` writes it (made with Python's `bcrypt`,
+/// cost 5: `bcrypt.hashpw(PASSWORD, bcrypt.gensalt(rounds=5))`).
+const HTPASSWD: &str = "esi-pull:$2b$05$z1XgdeCSETmYkjRyax8GreSICzMrhNsZiesdfyAWs9Vgw7WftAvHe";
+
+/// A registry process, stopped when dropped.
+struct Registry {
+    child: Child,
+    /// `localhost:PORT`, as image references name it.
+    host: String,
+    ca_pem: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    /// Starts `program` on a free loopback port, waiting (10 s at most) until `/v2/` answers.
+    async fn start(program: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = esi_test_support::pki("localhost").unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("tls.crt"), &pki.cert_pem).unwrap();
+        std::fs::write(path("tls.key"), &pki.key_pem).unwrap();
+        std::fs::write(path("htpasswd"), format!("{HTPASSWD}\n")).unwrap();
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\n\
+             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {cert}\n    key: {key}\n\
+             auth:\n  htpasswd:\n    realm: esi-test\n    path: {htpasswd}\n",
+            data = path("data"),
+            cert = path("tls.crt"),
+            key = path("tls.key"),
+            htpasswd = path("htpasswd"),
+        );
+        std::fs::write(path("config.yml"), config).unwrap();
+        let log = std::fs::File::create(path("registry.log")).unwrap();
+        let child = Command::new(program)
+            .args(["serve", &path("config.yml")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let registry = Registry {
+            child,
+            host: format!("localhost:{port}"),
+            ca_pem: pki.ca_pem,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match registry.http().get(registry.url("/v2/")).send().await {
+                // The registry wants credentials: it is up.
+                Ok(r) if r.status() == 401 => break,
+                _ if Instant::now() > deadline => panic!(
+                    "the registry did not answer within 10 s; its log: {}",
+                    std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                        .unwrap_or_default()
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        registry
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.host)
+    }
+
+    fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    }
+
+    /// Uploads `data` as a blob of `repository` (a POST then a PUT, as the API documents a
+    /// monolithic upload): its digest and size.
+    async fn blob(&self, repository: &str, data: &[u8]) -> (String, usize) {
+        let digest = sha256(data);
+        let http = self.http();
+        let started = http
+            .post(self.url(&format!("/v2/{repository}/blobs/uploads/")))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 202, "{:?}", started.text().await);
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        let location = if location.starts_with("https://") {
+            location
+        } else {
+            self.url(&location)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = http
+            .put(format!("{location}{sep}digest={digest}"))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 201, "{:?}", done.text().await);
+        (digest, data.len())
+    }
+
+    /// Puts `manifest` (of `media_type`) as `repository:reference`; its digest and size.
+    async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        manifest: &Value,
+    ) -> (String, usize) {
+        let body = serde_json::to_vec(manifest).unwrap();
+        let put = self
+            .http()
+            .put(self.url(&format!("/v2/{repository}/manifests/{reference}")))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", media_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201, "{:?}", put.text().await);
+        (sha256(&body), body.len())
+    }
+
+    /// Pushes an image of one platform whose configuration holds `config` (`Entrypoint`,
+    /// `Cmd`) as `repository:tag`: the manifest's digest and size.
+    async fn image(
+        &self,
+        repository: &str,
+        tag: &str,
+        arch: &str,
+        config: Value,
+    ) -> (String, usize) {
+        let configuration = json!({
+            "architecture": arch, "os": "linux", "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [sha256(b"layer")]},
+        });
+        let (config_digest, config_size) = self
+            .blob(repository, &serde_json::to_vec(&configuration).unwrap())
+            .await;
+        let (layer_digest, layer_size) = self.blob(repository, b"layer").await;
+        self.manifest(
+            repository,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": config_digest, "size": config_size},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": layer_digest, "size": layer_size}],
+            }),
+        )
+        .await
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The webhook's state with `entrypointLookup` for `registries`, trusting the registry's CA,
+/// with `credentials` (a Docker config.json) when given.
+fn webhook(registry: &Registry, registries: &[&str], credentials: Option<Value>) -> AppState {
+    let ca = registry.dir.path().join("ca.crt");
+    std::fs::write(&ca, &registry.ca_pem).unwrap();
+    let mut lookup = json!({"registries": registries, "caFile": ca, "timeoutSeconds": 2});
+    if let Some(credentials) = credentials {
+        let file = registry
+            .dir
+            .path()
+            .join(format!("config-{}.json", registries.len()));
+        std::fs::write(&file, credentials.to_string()).unwrap();
+        lookup["credentialsFile"] = json!(file);
+    }
+    let config = WebhookConfig::from_yaml(
+        &json!({
+            "federation": {"defaultUrl": "https://esi.example.com"},
+            "entrypointLookup": lookup,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let lookup = EntrypointLookup::new(&config.entrypoint_lookup).unwrap();
+    AppState::new(config).with_entrypoint_lookup(lookup)
+}
+
+/// A Pod whose container `app` runs `image` with `args`, and no `command`.
+fn pod(image: &str, args: Option<&[&str]>) -> Value {
+    let mut container = json!({"name": "app", "image": image});
+    if let Some(args) = args {
+        container["args"] = json!(args);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "api", "labels": {"esi.dev/inject": "true"},
+                     "annotations": {"esi.dev/generators": "db=payments/Password/db",
+                                     "esi.dev/env": "DB_PASS=db.password"}},
+        "spec": {"securityContext": {"runAsUser": 1000}, "containers": [container]}
+    })
+}
+
+/// The webhook's answer to the Pod's creation.
+async fn admit(state: &AppState, pod: &Value) -> Value {
+    let review = esi_webhook::review::pod_create_review(pod, "payments", "uid-1");
+    let request = axum::http::Request::post("/mutate")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(review.to_string()))
+        .unwrap();
+    let answer = esi_webhook::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    body["response"].clone()
+}
+
+/// The command of container `app` once the answer's patch is applied.
+fn command(pod: &Value, answer: &Value) -> Vec<String> {
+    assert_eq!(answer["allowed"], true, "{answer}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(answer["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    serde_json::from_value(patched["spec"]["containers"][0]["command"].clone()).unwrap()
+}
+
+fn wrapped(program: &[&str]) -> Vec<String> {
+    ["/esi/bin/esi-cli", "exec", "--container", "app", "--"]
+        .iter()
+        .chain(program)
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_container_without_command_runs_its_images_entrypoint_read_from_a_real_registry() {
+    let Some(program) = esi_test_support::peer(
+        "ESI_TEST_REGISTRY",
+        "a_container_without_command_runs_its_images_entrypoint_read_from_a_real_registry",
+    ) else {
+        return;
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let registry = Registry::start(&program).await;
+    let host = registry.host.clone();
+    let (digest, _) = registry
+        .image(
+            "team/api",
+            "1.0",
+            "amd64",
+            json!({"Entrypoint": ["/app/server"], "Cmd": ["--port", "8080"]}),
+        )
+        .await;
+    registry
+        .image(
+            "team/cmd-only",
+            "1.0",
+            "amd64",
+            json!({"Cmd": ["nginx", "-g", "daemon off;"]}),
+        )
+        .await;
+    registry
+        .image("team/empty", "1.0", "amd64", json!({"Env": ["A=b"]}))
+        .await;
+    // An index of two platforms, whose entrypoints differ: the webhook's own is read.
+    let mut platforms = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let (d, size) = registry
+            .image(
+                "team/multi",
+                &format!("1.0-{arch}"),
+                arch,
+                json!({"Entrypoint": [format!("/app/{arch}")]}),
+            )
+            .await;
+        platforms.push(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                              "digest": d, "size": size,
+                              "platform": {"architecture": arch, "os": "linux"}}),
+        );
+    }
+    registry
+        .manifest(
+            "team/multi",
+            "1.0",
+            "application/vnd.oci.image.index.v1+json",
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": platforms}),
+        )
+        .await;
+    let credentials = json!({"auths": {host.clone(): {
+        "auth": base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))}}});
+    let state = webhook(&registry, &["localhost:*"], Some(credentials.clone()));
+
+    // ENTRYPOINT then CMD; only ENTRYPOINT with the Pod's args (which follow it as they are).
+    let image = format!("{host}/team/api:1.0");
+    let p = pod(&image, None);
+    let answer = admit(&state, &p).await;
+    assert_eq!(
+        command(&p, &answer),
+        wrapped(&["/app/server", "--port", "8080"])
+    );
+    let warnings = answer["warnings"].to_string();
+    assert!(
+        warnings.contains(&image) && warnings.contains(&digest),
+        "{warnings}"
+    );
+    let p = pod(&image, Some(&["--port", "9090"]));
+    let answer = admit(&state, &p).await;
+    assert_eq!(command(&p, &answer), wrapped(&["/app/server"]));
+    // Pinned by digest: the same image.
+    let p = pod(&format!("{host}/team/api@{digest}"), None);
+    let answer = admit(&state, &p).await;
+    assert_eq!(
+        command(&p, &answer),
+        wrapped(&["/app/server", "--port", "8080"])
+    );
+    // CMD alone is the program.
+    let p = pod(&format!("{host}/team/cmd-only:1.0"), None);
+    let answer = admit(&state, &p).await;
+    assert_eq!(
+        command(&p, &answer),
+        wrapped(&["nginx", "-g", "daemon off;"])
+    );
+    // The index: this machine's platform.
+    let p = pod(&format!("{host}/team/multi:1.0"), None);
+    let answer = admit(&state, &p).await;
+    let own = if cfg!(target_arch = "aarch64") {
+        "/app/arm64"
+    } else {
+        "/app/amd64"
+    };
+    assert_eq!(command(&p, &answer), wrapped(&[own]));
+    // The annotation wins and nothing is read.
+    let mut p = pod(&format!("{host}/team/missing:1.0"), None);
+    p["metadata"]["annotations"]["esi.dev/entrypoint.app"] = json!(r#"["/bin/own"]"#);
+    let answer = admit(&state, &p).await;
+    assert_eq!(command(&p, &answer), wrapped(&["/bin/own"]));
+
+    // Denied, saying why and what to do instead.
+    let denied = |answer: &Value, why: &str| {
+        assert_eq!(answer["allowed"], false, "{answer}");
+        let message = answer["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(why) && message.contains("esi.dev/entrypoint.app"),
+            "{message}"
+        );
+        assert!(!message.contains(PASSWORD), "{message}");
+    };
+    let answer = admit(&state, &pod(&format!("{host}/team/missing:1.0"), None)).await;
+    denied(&answer, "no such image");
+    let answer = admit(&state, &pod(&format!("{host}/team/empty:1.0"), None)).await;
+    denied(&answer, "no ENTRYPOINT or CMD");
+    let answer = admit(&state, &pod("ghcr.io/team/api:1.0", None)).await;
+    denied(&answer, "registry ghcr.io is not one the webhook may read");
+    let anonymous = webhook(&registry, &["localhost:*"], None);
+    let answer = admit(&anonymous, &pod(&image, None)).await;
+    denied(&answer, "refused access");
+    let wrong = json!({"auths": {host.clone(): {"username": USER, "password": "wrong"}}});
+    let answer = admit(
+        &webhook(&registry, &["localhost:*", "x"], Some(wrong)),
+        &pod(&image, None),
+    )
+    .await;
+    denied(&answer, "refused access");
+
+    // Read once: the registry gone, the tag is still known; another one is not.
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains(r#"esi_webhook_entrypoint_lookups_total{result="registry"}"#),
+        "{metrics}"
+    );
+    drop(registry);
+    let answer = admit(&state, &pod(&image, None)).await;
+    assert_eq!(
+        command(&pod(&image, None), &answer),
+        wrapped(&["/app/server", "--port", "8080"])
+    );
+    let answer = admit(&state, &pod(&format!("{host}/team/other:1.0"), None)).await;
+    assert_eq!(answer["status"]["code"], 503, "{answer}");
+    denied(&answer, "could not be read");
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains(r#"esi_webhook_entrypoint_lookups_total{result="cached"}"#)
+    );
+}
