@@ -133,6 +133,9 @@ pub struct EntrypointLookup {
     cfg: EntrypointLookupConfig,
     client: Client,
     cache: Mutex<HashMap<String, (Instant, Arc<ImageCommand>)>>,
+    /// One gate per image being read: the Pods of a rollout, admitted at once, make one read
+    /// (Docker Hub counts each manifest read against its pull rate limit).
+    reading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Why the lookup cannot be set up (an unreadable CA file).
@@ -176,36 +179,67 @@ impl EntrypointLookup {
             cfg: cfg.clone(),
             client,
             cache: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
         })
     }
 
     /// The `ENTRYPOINT` and `CMD` of `image` (a container's `image` field), within the
-    /// configured timeout.
+    /// configured timeout (waiting for another admission reading the same image included).
     pub async fn lookup(&self, image: &str) -> Result<(Arc<ImageCommand>, Source), LookupError> {
         let reference: Reference = image.parse().map_err(|_| LookupError::Reference)?;
         let registry = reference.registry();
         if !self.cfg.registry_allowed(registry) {
             return Err(LookupError::NotAllowed(registry.to_owned()));
         }
-        let pinned = reference.digest().is_some();
-        let ttl = if pinned {
+        let ttl = if reference.digest().is_some() {
             Duration::MAX
         } else {
             Duration::from_secs(self.cfg.cache_seconds)
         };
-        if let Some((at, found)) = self.locked().get(image)
-            && at.elapsed() < ttl
-        {
-            return Ok((found.clone(), Source::Cached));
+        let cached = || {
+            self.locked()
+                .get(image)
+                .filter(|(at, _)| at.elapsed() < ttl)
+                .map(|(_, found)| (found.clone(), Source::Cached))
+        };
+        if let Some(hit) = cached() {
+            return Ok(hit);
         }
-        let auth = self.credentials(registry)?;
-        let pulled = tokio::time::timeout(
-            Duration::from_secs(self.cfg.timeout_seconds),
-            self.client.pull_manifest_and_config(&reference, &auth),
-        )
+        let timeout = Duration::from_secs(self.cfg.timeout_seconds);
+        tokio::time::timeout(timeout, async {
+            let gate = {
+                let mut reading = locked(&self.reading);
+                if reading.len() >= MAX_ENTRIES {
+                    // Gates left by reads that timed out, nobody waiting at them.
+                    reading.retain(|_, gate| Arc::strong_count(gate) > 1);
+                }
+                reading.entry(image.to_owned()).or_default().clone()
+            };
+            let _reading = gate.lock().await;
+            // Read by the admission this one waited for.
+            if let Some(hit) = cached() {
+                return Ok(hit);
+            }
+            let read = self.read(&reference, image).await;
+            locked(&self.reading).remove(image);
+            read.map(|found| (found, Source::Registry))
+        })
         .await
-        .map_err(|_| LookupError::Timeout(self.cfg.timeout_seconds))?;
-        let (_, digest, config) = pulled.map_err(|e| classify(e, &auth))?;
+        .map_err(|_| LookupError::Timeout(self.cfg.timeout_seconds))?
+    }
+
+    /// Reads `reference` from its registry and keeps the answer under `image`.
+    async fn read(
+        &self,
+        reference: &Reference,
+        image: &str,
+    ) -> Result<Arc<ImageCommand>, LookupError> {
+        let auth = self.credentials(reference.registry())?;
+        let (_, digest, config) = self
+            .client
+            .pull_manifest_and_config(reference, &auth)
+            .await
+            .map_err(|e| classify(e, &auth))?;
         let found = Arc::new(parse_config(&config, digest)?);
         let mut cache = self.locked();
         if cache.len() >= MAX_ENTRIES {
@@ -215,13 +249,11 @@ impl EntrypointLookup {
             }
         }
         cache.insert(image.to_owned(), (Instant::now(), found.clone()));
-        Ok((found, Source::Registry))
+        Ok(found)
     }
 
     fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ImageCommand>)>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.cache)
     }
 
     /// The credentials for `registry` in the configured `config.json`, read now (a rotated
@@ -236,6 +268,11 @@ impl EntrypointLookup {
         let text = read_bounded(path).map_err(unreadable)?;
         credentials_for(&text, registry).map_err(unreadable)
     }
+}
+
+/// Locks `m`, a poisoned lock taken as is (each map is consistent at every step).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read_bounded(path: &str) -> Result<String, String> {

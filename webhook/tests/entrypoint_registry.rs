@@ -411,12 +411,31 @@ async fn a_container_without_command_runs_its_images_entrypoint_read_from_a_real
     .await;
     denied(&answer, "refused access");
 
-    // Read once: the registry gone, the tag is still known; another one is not.
-    let metrics = state.metrics.encode();
-    assert!(
-        metrics.contains(r#"esi_webhook_entrypoint_lookups_total{result="registry"}"#),
-        "{metrics}"
+    // A rollout's Pods admitted at once: one read.
+    registry
+        .image(
+            "team/burst",
+            "1.0",
+            "amd64",
+            json!({"Entrypoint": ["/burst"]}),
+        )
+        .await;
+    let (read, kept) = (count(&state, "registry"), count(&state, "cached"));
+    let burst = pod(&format!("{host}/team/burst:1.0"), None);
+    let answers = tokio::join!(
+        admit(&state, &burst),
+        admit(&state, &burst),
+        admit(&state, &burst),
+        admit(&state, &burst),
+        admit(&state, &burst),
     );
+    for answer in [answers.0, answers.1, answers.2, answers.3, answers.4] {
+        assert_eq!(command(&burst, &answer), wrapped(&["/burst"]));
+    }
+    assert_eq!(count(&state, "registry"), read + 1);
+    assert_eq!(count(&state, "cached"), kept + 4);
+
+    // Read once: the registry gone, the tag is still known; another one is not.
     drop(registry);
     let answer = admit(&state, &pod(&image, None)).await;
     assert_eq!(
@@ -426,10 +445,15 @@ async fn a_container_without_command_runs_its_images_entrypoint_read_from_a_real
     let answer = admit(&state, &pod(&format!("{host}/team/other:1.0"), None)).await;
     assert_eq!(answer["status"]["code"], 503, "{answer}");
     denied(&answer, "could not be read");
-    assert!(
-        state
-            .metrics
-            .encode()
-            .contains(r#"esi_webhook_entrypoint_lookups_total{result="cached"}"#)
-    );
+    assert_eq!(count(&state, "unavailable"), 1);
+}
+
+/// `esi_webhook_entrypoint_lookups_total{result}`.
+fn count(state: &AppState, result: &str) -> u64 {
+    let metrics = state.metrics.encode();
+    let line = format!("esi_webhook_entrypoint_lookups_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.parse().unwrap())
 }
