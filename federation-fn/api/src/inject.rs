@@ -16,7 +16,7 @@
 //! | `esi.dev/template.<name>` | template text with `{{ .alias.key }}` | body of a `format=template` file |
 //! | `esi.dev/containers` | `app, worker` | app containers that get credentials (default: all) |
 //! | `esi.dev/init-containers` | `migrate` | init containers that get credentials (default: none) |
-//! | `esi.dev/entrypoint.<container>` | JSON array `["/app/server"]` | the entrypoint of a container without `command` |
+//! | `esi.dev/entrypoint.<container>` | JSON array `["/app/server"]` | the entrypoint of a container without `command` (else read from its image when the webhook's `entrypointLookup` lists its registry) |
 //! | `esi.dev/refresh` | `true`/`false` | run the `esi-cli refresh` native sidecar (needs file outputs) |
 //! | `esi.dev/refresh-at` | `66%` | re-issue at this fraction of the credential's lifetime (10–90 %) |
 //! | `esi.dev/refresh-notify` | `none`, `signal=SIGHUP, process=nginx` or `url=http://127.0.0.1:9090/-/reload` | what to tell the app after a swap |
