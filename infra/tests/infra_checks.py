@@ -12,8 +12,9 @@ Every stage uses the real tool where one can run here:
               any expression with a binary operator, and `validation` blocks are full of them.)
 - structure:  python-hcl2 checks on what reviewers rely on (documented variables and outputs,
               least-privilege IAM including the Lambda role's opt-in grants for AWS generators
-              without roleArn, the webhook's safety settings, the trust modules' conditions on
-              the federation's own token and, in trust-azure-workloads, on the tokens
+              without roleArn, the webhook's safety settings and the registry credentials and
+              CA of its entrypoint lookups, the trust modules' conditions on the federation's
+              own token and, in trust-azure-workloads, on the tokens
               AzureAccessToken signs for workloads, kubernetes-target's Roles and bindings and
               the ValidatingAdmissionPolicy that narrows their writes to Secrets and Leases (its
               values read from backends/src/kubernetes_token.rs), trust-vault's
@@ -31,7 +32,9 @@ Every stage uses the real tool where one can run here:
               trust-azure-workloads' `generator_spec` and `authorization_subjects`, rendered as an
               AzureAccessToken generator and its Authorization, per cloud; kubernetes-target's
               Roles' rules, bindings' subject, ValidatingAdmissionPolicy, `authentication_config`
-              and `secret_store_spec` (a `kubernetes` SecretStore, held to KubernetesProvider).
+              and `secret_store_spec` (a `kubernetes` SecretStore, held to KubernetesProvider);
+              the webhook's config file, with and without entrypoint lookups (held to
+              WebhookConfig, webhook/src/config.rs).
 - render:     the example's federation configuration evaluated with `terraform apply` on the
               provider-free harness infra/tests/render, written to $ESI_PEERS_DIR/rendered-config/
               for the federation's loader test, and checked here for shape.
@@ -503,6 +506,71 @@ def check_example_session_tags(stage: str) -> None:
                      f"sets ({', '.join(sorted(tags))}): the policy could never match")
 
 
+def plain(v):
+    """A parsed block as plain values: no line markers, and attribute values unwrapped from the
+    lists checkov's hcl2 fork puts them in (nested blocks stay lists of dicts)."""
+    v = strip_meta(v)
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return plain(v[0]) if len(v) == 1 and not isinstance(v[0], dict) else [plain(x) for x in v]
+    return unquote(v)
+
+
+# The files of entrypoint lookups in the webhook's Pod: volume name -> (the local that gates it,
+# the local where it is mounted, its source). The credentials Secret is the operator's and may
+# hold more than the Docker config: `items` projects that key alone.
+WH_REGISTRY_VOLUMES = {
+    "registry-credentials": ("registry_credentials", "registry_credentials_dir", {"secret": [{
+        "secret_name": "${var.entrypoint_lookup.credentials_secret}", "default_mode": "0440",
+        "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}]}),
+    "registry-ca": ("registry_ca", "registry_ca_dir", {"config_map": [{
+        "name": "${kubernetes_config_map_v1.registry_ca[0].metadata[0].name}"}]}),
+}
+
+
+def check_webhook_registry_files(stage: str, wh: dict) -> None:
+    """Entrypoint lookups' credentials and CA are mounted read-only, each only when the lookup
+    uses it (WH_REGISTRY_VOLUMES); the credentials' mode 0440 is readable through the Pod's
+    fs_group, the webhook's group; the CA's hash is in the Pod template, so a new CA rolls the
+    Pods. The webhook reads no Secret through the API (its RBAC names none): the Pods'
+    imagePullSecrets stay out of its reach."""
+    where = "webhook"
+    dep = resource(wh, "kubernetes_deployment_v1", "this")
+    if dep is None:
+        return  # reported by check_terraform_termination
+    template = plain(dep["spec"][0]["template"][0])
+    pod = template["spec"][0]
+    container = pod["container"][0]
+
+    def dynamic(body: dict, kind: str) -> dict:
+        return {c.get("name"): (d[kind].get("for_each"), c)
+                for d in body.get("dynamic", []) if kind in d for c in d[kind].get("content", [])}
+
+    volumes, mounts = dynamic(pod, "volume"), dynamic(container, "volume_mount")
+    for name, (gate, directory, source) in WH_REGISTRY_VOLUMES.items():
+        for_each = f"${{local.{gate} ? [1] : []}}"
+        if volumes.get(name) != (for_each, {"name": name, **source}):
+            fail(stage, f"{where}: the Pod's volume {name} must be {source}, only with local.{gate} "
+                 f"(for_each = {for_each}), is {volumes.get(name)}")
+        mount = {"name": name, "mount_path": f"${{local.{directory}}}", "read_only": True}
+        if mounts.get(name) != (for_each, mount):
+            fail(stage, f"{where}: the webhook must mount {name} read-only at local.{directory}, only with "
+                 f"local.{gate}: {mounts.get(name)}")
+    security = pod.get("security_context", [{}])[0]
+    if security.get("fs_group") is None or security.get("fs_group") != security.get("run_as_group"):
+        fail(stage, f"{where}: the Pod's fs_group must be its run_as_group, the group the 0440 registry credentials "
+             f"are readable by: {security}")
+    annotations = str(template["metadata"][0].get("annotations"))
+    if "local.registry_ca ? {'esi.dev/registry-ca-sha256': '${sha256(var.entrypoint_lookup.ca_pem)}'}" not in annotations:
+        fail(stage, f"{where}: the Pod template must carry esi.dev/registry-ca-sha256 = sha256(ca_pem) with the "
+             f"registry CA (the config names its file only): {annotations}")
+    for rtype in ("kubernetes_cluster_role_v1", "kubernetes_role_v1"):
+        for name, role in blocks_of(wh, rtype):
+            if "secrets" in json.dumps(plain(role.get("rule"))):
+                fail(stage, f"{where}: {rtype}.{name} grants on secrets; the webhook reads no Secret through the API")
+
+
 def check_structure() -> None:
     stage = "structure"
     for tf in sorted(TF.rglob("*.tf")):
@@ -571,6 +639,7 @@ def check_structure() -> None:
         if ops != ["CREATE"]:
             fail(stage, f"webhook: rule operations must be [CREATE], are {ops}")
     check_terraform_termination(stage, "webhook", wh, "webhook")
+    check_webhook_registry_files(stage, wh)
     fk = load_hcl(MODULES / "federation-kubernetes" / "main.tf")
     check_terraform_termination(stage, "federation-kubernetes", fk, "federation")
     for main in sorted(MODULES.glob("*/main.tf")):
@@ -1317,6 +1386,11 @@ WH_REQUIRED = "\n ".join([
     'cli_image = "r/esi-cli@sha256:' + "0" * 64 + '"',
     'federation_url = "https://esi.example.com"',
 ])
+# The shape of a PEM certificate, for the variables' validation only (the body is no certificate).
+WH_CA = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
+# Entrypoint lookups with every input: a wildcard, a port, the longest timeout, no cache.
+WH_LOOKUP = ('entrypoint_lookup = { registries = ["ghcr.io", "*.dkr.ecr.*.amazonaws.com", "registry.internal:5000"], '
+             f'timeout_seconds = 4, cache_seconds = 0, credentials_secret = "registry-pull.v2", ca_pem = "{WH_CA}" }}')
 KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31, standard base64 like random_bytes.base64
 ECR_REPO = "arn:aws:ecr:eu-west-1:123456789012:repository"
 SM_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret"
@@ -1513,6 +1587,21 @@ VALIDATION_CASES = [
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ cache_ttl = "30" }}', "must look like"),
     ("webhook", f'{WH_REQUIRED}\n service_account_lookup = {{ timeout = "5s" }}', "shorter than timeout_seconds"),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 30\n service_account_lookup = {{ timeout = "1m" }}', "shorter than timeout_seconds"),
+    # Entrypoint lookups: what the webhook refuses at start-up (webhook/src/config.rs).
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["https://ghcr.io"] }}', "must be a registry host"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io/esi-dev"] }}', "must be a registry host"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io", ""] }}', "must be a registry host"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr .io"] }}', "must be a registry host"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], timeout_seconds = 0 }}', "whole number from 1 to 4"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], timeout_seconds = 5 }}', "whole number from 1 to 4"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], timeout_seconds = 1.5 }}', "whole number from 1 to 4"),
+    ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 3\n entrypoint_lookup = {{ registries = ["ghcr.io"], timeout_seconds = 3 }}',
+     "entrypoint_lookup.timeout_seconds must be shorter than timeout_seconds"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], cache_seconds = -1 }}', "cache_seconds must be a whole number"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], cache_seconds = 0.5 }}', "cache_seconds must be a whole number"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], credentials_secret = "Registry_Pull" }}', "must be the name of a Secret"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], ca_pem = "MIIB" }}', "must hold PEM certificates"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], ca_pem = "{PEM}" }}', "must hold PEM certificates"),
     # Trust for the federation's own logins: an https issuer as the cloud takes it, and the
     # identifiers each cloud accepts.
     ("trust-aws", f'{TA_REQUIRED.replace("https://esi.example.com", "http://esi.example.com")}', "must be an https URL without port"),
@@ -1721,6 +1810,10 @@ VALID_CASES = [
     ("example", EX_REQUIRED.replace('"cluster-ABCDEFGHIJKLMNOPQRSTUVWXY0"', '"db-ABCDEFGHIJKLMNOPQRSTUVWXY0"') + "\n payments_db_port = 3306"),
     ("webhook", WH_REQUIRED),
     ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 10\n service_account_lookup = {{ timeout = "9s", cache_ttl = "1m" }}'),
+    ("webhook", f'{WH_REQUIRED}\n {WH_LOOKUP}'),
+    # The defaults, and null for the whole object (not nullable: the default, lookups off).
+    ("webhook", f'{WH_REQUIRED}\n timeout_seconds = 3\n entrypoint_lookup = {{ registries = ["docker.io"] }}'),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = null'),
     ("trust-aws", TA_REQUIRED),
     ("trust-aws", f'{TA_REQUIRED.replace("https://esi.example.com", "https://esi.example.com/fed")}\n oidc_provider_arn = "arn:aws:iam::123456789012:oidc-provider/esi.example.com/fed"'),
     ("trust-aws", f'{TA_REQUIRED}\n oidc_provider_arn = "arn:aws-us-gov:iam::123456789012:oidc-provider/esi.example.com"\n session_name = "esi-prod"'),
@@ -2186,12 +2279,14 @@ STORE_SOURCES = {"kubernetes": [REPO / "backends" / "src" / "secret.rs"], "vault
 
 
 def rust_struct_fields(source: str, name: str) -> dict[str, tuple[str, bool]] | None:
-    """The serde fields of `pub struct <name>` (renamed camelCase): name -> (type, required)."""
-    m = re.search(r"pub struct " + name + r" \{\n(.*?)\n\}", source, re.S)
+    """The serde fields of `pub struct <name>` (renamed camelCase): name -> (type, required).
+    None is required under a struct-wide `#[serde(default)]`."""
+    m = re.search(r"((?:#\[[^\n]*\]\n)*)pub struct " + name + r" \{\n(.*?)\n\}", source, re.S)
     if m is None:
         return None
+    defaulted = re.search(r"#\[serde\([^\n]*\bdefault\b", m.group(1)) is not None
     fields, attrs = {}, ""
-    for line in m.group(1).splitlines():
+    for line in m.group(2).splitlines():
         line = line.strip()
         if line.startswith("#["):
             attrs += line
@@ -2200,7 +2295,7 @@ def rust_struct_fields(source: str, name: str) -> dict[str, tuple[str, bool]] | 
         if f:
             camel = re.sub(r"_([a-z])", lambda x: x.group(1).upper(), f.group(1))
             rtype = f.group(2)
-            fields[camel] = (rtype, "default" not in attrs and not rtype.startswith("Option<"))
+            fields[camel] = (rtype, not defaulted and "default" not in attrs and not rtype.startswith("Option<"))
             attrs = ""
     return fields
 
@@ -2315,6 +2410,72 @@ def check_trust() -> None:
                      f"{expected['vault']['server'].rstrip('/')!r}")
     check_trust_workloads(stage, root)
     check_kubernetes_target_outputs(stage, root)
+    check_webhook_config(stage, root)
+
+
+# The webhook's config file (local.config), evaluated like the trust modules' outputs:
+# inputs -> its expected `entrypointLookup` (None: no such key, lookups off).
+WH_CONFIG = (REPO / "webhook" / "src" / "config.rs", "WebhookConfig")
+# Its locals' references to the providers' resources, stubbed like PROVIDER_REF's (any depth of
+# indexing: `kubernetes_namespace_v1.this[0].metadata[0].name`).
+WH_PROVIDER_REF = re.compile(r"\b(?:kubernetes|tls)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]]*\]|\.[a-z0-9_]+)*")
+WH_CONFIG_CASES = [
+    (WH_REQUIRED, None),
+    # Credentials and a CA without registries: lookups off, nothing named (nor mounted).
+    (f'{WH_REQUIRED}\n entrypoint_lookup = {{ credentials_secret = "registry-pull", ca_pem = "{WH_CA}" }}', None),
+    (f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["docker.io"] }}',
+     {"registries": ["docker.io"], "timeoutSeconds": 2, "cacheSeconds": 600}),
+    (f'{WH_REQUIRED}\n {WH_LOOKUP}',
+     {"registries": ["ghcr.io", "*.dkr.ecr.*.amazonaws.com", "registry.internal:5000"], "timeoutSeconds": 4, "cacheSeconds": 0,
+      "credentialsFile": "/etc/esi-webhook/registry/config.json", "caFile": "/etc/esi-webhook/registry-ca/ca.crt"}),
+]
+
+
+def check_webhook_config(stage: str, root: Path) -> None:
+    """modules/webhook's config file for each of WH_CONFIG_CASES: `entrypointLookup` only with
+    registries, without null keys, its files in the directories the Pod mounts (local.
+    registry_credentials_dir and registry_ca_dir, as the structure stage checks) under the names
+    the volumes give them (WH_REGISTRY_VOLUMES), and every key a field of WebhookConfig, which
+    rejects unknown ones. The timeout bounds are the webhook's own (webhook/src/config.rs)."""
+    path, struct = WH_CONFIG
+    source = path.read_text()
+    for i, (inputs, expected) in enumerate(WH_CONFIG_CASES):
+        case = root / f"webhook{i:02d}"
+        mod = case / "module"
+        mod.mkdir(parents=True)
+        shutil.copy(MODULES / "webhook" / "variables.tf", mod / "variables.tf")
+        locals_blocks = re.findall(r"^locals \{\n.*?^\}\n", (MODULES / "webhook" / "main.tf").read_text(), re.M | re.S)
+        (mod / "main.tf").write_text(WH_PROVIDER_REF.sub(lambda m: json.dumps(m.group(0)), "\n".join(locals_blocks)) + "\n"
+                                     'output "config" {\n  value = local.config\n}\n'
+                                     'output "dirs" {\n  value = [local.registry_credentials_dir, local.registry_ca_dir]\n}\n')
+        body = "\n ".join(inputs.split("\n"))
+        (case / "main.tf").write_text(
+            f'module "webhook" {{\n  source = "./module"\n {body}\n}}\n'
+            'output "config" {\n  value = module.webhook.config\n}\n'
+            'output "dirs" {\n  value = module.webhook.dirs\n}\n')
+        outputs_ = apply_outputs(stage, f"webhook case {i} (config)", case)
+        if outputs_ is None:
+            continue
+        config, dirs = outputs_["config"]["value"], outputs_["dirs"]["value"]
+        lookup = config.get("entrypointLookup")
+        if lookup != expected:
+            fail(stage, f"webhook case {i}: entrypointLookup is {lookup}, expected {expected}")
+        volumes = {name: source_ for name, (_, _, source_) in WH_REGISTRY_VOLUMES.items()}
+        files = {"credentialsFile": f"{dirs[0]}/{volumes['registry-credentials']['secret'][0]['items'][0]['path']}",
+                 "caFile": f"{dirs[1]}/ca.crt"}
+        for key, file in files.items():
+            if lookup and key in lookup and lookup[key] != file:
+                fail(stage, f"webhook case {i}: entrypointLookup.{key} is {lookup[key]!r}, the Pod mounts it as {file!r}")
+        check_against_rust(stage, f"webhook case {i}: config", config, source, struct)
+    bounds = re.findall(r"\((\d+)\.\.=(\d+)\)\.contains\(&lookup\.timeout_seconds\)", source)
+    variables = (MODULES / "webhook" / "variables.tf").read_text()
+    if len(bounds) != 1:
+        fail(stage, f"cannot find the bounds of entrypointLookup.timeoutSeconds in {path.relative_to(REPO)}; "
+             "update check_webhook_config in infra/tests/infra_checks.py")
+    elif (f"var.entrypoint_lookup.timeout_seconds >= {bounds[0][0]} && var.entrypoint_lookup.timeout_seconds <= {bounds[0][1]}"
+          not in variables):
+        fail(stage, f"webhook: entrypoint_lookup.timeout_seconds must be held to {bounds[0][0]}..={bounds[0][1]}, "
+             "the webhook's bounds")
 
 
 def rust_iam_login_url(stage: str, sts: dict) -> str | None:

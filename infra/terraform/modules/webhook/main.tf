@@ -24,6 +24,14 @@ locals {
     "${var.name}.${var.namespace}.svc",
   ]
 
+  # Entrypoint lookups are on only with registries to read from (the webhook's own rule); the
+  # credentials and the CA are mounted only then.
+  entrypoint_lookup        = length(var.entrypoint_lookup.registries) > 0
+  registry_credentials     = local.entrypoint_lookup && var.entrypoint_lookup.credentials_secret != null
+  registry_ca              = local.entrypoint_lookup && var.entrypoint_lookup.ca_pem != null
+  registry_credentials_dir = "/etc/esi-webhook/registry"
+  registry_ca_dir          = "/etc/esi-webhook/registry-ca"
+
   # The webhook's config file (webhook/src/config.rs, WebhookConfig); `extra_config` is merged
   # at the top level, so a key given there replaces the whole section.
   config = merge({
@@ -42,7 +50,17 @@ locals {
       imagePullPolicy = "IfNotPresent"
     }
     excludedNamespaces = distinct(concat(var.excluded_namespaces, [var.namespace]))
-  }, var.extra_config)
+    }, local.entrypoint_lookup ? {
+    # Files not mounted are left out rather than written as null: the webhook takes a missing
+    # field for its default.
+    entrypointLookup = { for k, v in {
+      registries      = var.entrypoint_lookup.registries
+      timeoutSeconds  = var.entrypoint_lookup.timeout_seconds
+      cacheSeconds    = var.entrypoint_lookup.cache_seconds
+      credentialsFile = local.registry_credentials ? "${local.registry_credentials_dir}/config.json" : null
+      caFile          = local.registry_ca ? "${local.registry_ca_dir}/ca.crt" : null
+    } : k => v if v != null }
+  } : {}, var.extra_config)
 }
 
 resource "kubernetes_namespace_v1" "this" {
@@ -125,6 +143,20 @@ resource "kubernetes_config_map_v1" "config" {
   }
 }
 
+# Extra CAs for the registries of entrypoint lookups; public, so a ConfigMap.
+resource "kubernetes_config_map_v1" "registry_ca" {
+  count = local.registry_ca ? 1 : 0
+
+  metadata {
+    name      = "${var.name}-registry-ca"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+  data = {
+    "ca.crt" = var.entrypoint_lookup.ca_pem
+  }
+}
+
 resource "kubernetes_service_account_v1" "this" {
   metadata {
     name      = var.name
@@ -194,9 +226,14 @@ resource "kubernetes_deployment_v1" "this" {
     template {
       metadata {
         labels = local.labels
-        annotations = {
+        # The config names the registry CA's file, not its content, so the CA's own hash rolls
+        # the Pods when it changes: the webhook need not read the file again while it runs. The
+        # credentials are read at each lookup, so a changed Secret applies without a restart.
+        annotations = merge({
           "esi.dev/config-sha256" = sha256(yamlencode(local.config))
-        }
+          }, local.registry_ca ? {
+          "esi.dev/registry-ca-sha256" = sha256(var.entrypoint_lookup.ca_pem)
+        } : {})
       }
 
       spec {
@@ -212,6 +249,8 @@ resource "kubernetes_deployment_v1" "this" {
           run_as_non_root = true
           run_as_user     = 65532
           run_as_group    = 65532
+          # Group of the mounted registry credentials (mode 0440).
+          fs_group = 65532
           seccomp_profile {
             type = "RuntimeDefault"
           }
@@ -309,6 +348,24 @@ resource "kubernetes_deployment_v1" "this" {
             mount_path = "/etc/esi-webhook/tls"
             read_only  = true
           }
+
+          dynamic "volume_mount" {
+            for_each = local.registry_credentials ? [1] : []
+            content {
+              name       = "registry-credentials"
+              mount_path = local.registry_credentials_dir
+              read_only  = true
+            }
+          }
+
+          dynamic "volume_mount" {
+            for_each = local.registry_ca ? [1] : []
+            content {
+              name       = "registry-ca"
+              mount_path = local.registry_ca_dir
+              read_only  = true
+            }
+          }
         }
 
         volume {
@@ -322,6 +379,32 @@ resource "kubernetes_deployment_v1" "this" {
           name = "tls"
           secret {
             secret_name = kubernetes_secret_v1.tls.metadata[0].name
+          }
+        }
+
+        dynamic "volume" {
+          for_each = local.registry_credentials ? [1] : []
+          content {
+            name = "registry-credentials"
+            # The Docker config alone, whatever else the Secret holds.
+            secret {
+              secret_name  = var.entrypoint_lookup.credentials_secret
+              default_mode = "0440"
+              items {
+                key  = ".dockerconfigjson"
+                path = "config.json"
+              }
+            }
+          }
+        }
+
+        dynamic "volume" {
+          for_each = local.registry_ca ? [1] : []
+          content {
+            name = "registry-ca"
+            config_map {
+              name = kubernetes_config_map_v1.registry_ca[0].metadata[0].name
+            }
           }
         }
       }

@@ -187,3 +187,55 @@ variable "service_account_lookup" {
     error_message = "service_account_lookup.timeout must be shorter than timeout_seconds, the API server's budget for the whole admission."
   }
 }
+
+variable "entrypoint_lookup" {
+  description = "Read the ENTRYPOINT (and CMD, when the Pod sets no args) of an opted-in container that gets env vars and has no `command` from its image's configuration in the registry, instead of denying the Pod. `registries`: the registry hosts the webhook may read from (`host` or `host:port` as image references name them, `docker.io` for Docker Hub, `*` as a wildcard, e.g. `*.dkr.ecr.*.amazonaws.com`); Pods name their images, so this list is what keeps them from having the webhook call any host. Empty (the default): off. `timeout_seconds` bounds one admission's lookups (1 to 4, and shorter than `timeout_seconds`); `cache_seconds` is how long a tag's entrypoint is reused (an image pinned by digest, as long as the webhook runs). `credentials_secret`: the name of an existing `kubernetes.io/dockerconfigjson` Secret in the webhook's namespace for private registries, mounted and read at each lookup (anonymous without it; Pods' `imagePullSecrets` are never read). `ca_pem`: PEM CA certificates trusted for the registries besides the system roots. The webhook then needs outbound HTTPS to the registries."
+  type = object({
+    registries         = optional(list(string), [])
+    timeout_seconds    = optional(number, 2)
+    cache_seconds      = optional(number, 600)
+    credentials_secret = optional(string)
+    ca_pem             = optional(string)
+  })
+  default  = {}
+  nullable = false
+
+  # The webhook's own rules (webhook/src/config.rs): it refuses to start on anything else.
+  validation {
+    condition     = alltrue([for r in var.entrypoint_lookup.registries : can(regex("^[^/ ]+$", r))])
+    error_message = "Each entrypoint_lookup.registries entry must be a registry host: `host` or `host:port`, `*` as a wildcard, no scheme, path or space."
+  }
+
+  validation {
+    condition = (
+      var.entrypoint_lookup.timeout_seconds >= 1 && var.entrypoint_lookup.timeout_seconds <= 4
+      && floor(var.entrypoint_lookup.timeout_seconds) == var.entrypoint_lookup.timeout_seconds
+    )
+    error_message = "entrypoint_lookup.timeout_seconds must be a whole number from 1 to 4: the webhook refuses anything else."
+  }
+
+  # As for service_account_lookup.timeout: lookups allowed the whole admission's budget would
+  # time the admission out (an opaque failure) instead of denying it with a reason.
+  validation {
+    condition     = length(var.entrypoint_lookup.registries) == 0 || var.entrypoint_lookup.timeout_seconds < var.timeout_seconds
+    error_message = "entrypoint_lookup.timeout_seconds must be shorter than timeout_seconds, the API server's budget for the whole admission."
+  }
+
+  validation {
+    condition     = var.entrypoint_lookup.cache_seconds >= 0 && floor(var.entrypoint_lookup.cache_seconds) == var.entrypoint_lookup.cache_seconds
+    error_message = "entrypoint_lookup.cache_seconds must be a whole number of seconds, 0 or more."
+  }
+
+  validation {
+    condition = var.entrypoint_lookup.credentials_secret == null || (
+      length(coalesce(var.entrypoint_lookup.credentials_secret, "-")) <= 253
+      && can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$", coalesce(var.entrypoint_lookup.credentials_secret, "-")))
+    )
+    error_message = "entrypoint_lookup.credentials_secret must be the name of a Secret (a DNS-1123 subdomain) in the webhook's namespace."
+  }
+
+  validation {
+    condition     = var.entrypoint_lookup.ca_pem == null || length(regexall("-----BEGIN CERTIFICATE-----", coalesce(var.entrypoint_lookup.ca_pem, "-"))) >= 1
+    error_message = "entrypoint_lookup.ca_pem must hold PEM certificates (-----BEGIN CERTIFICATE----- blocks), such as the registry's CA."
+  }
+}
