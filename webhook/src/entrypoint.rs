@@ -318,8 +318,13 @@ fn auth_host(key: &str) -> &str {
 
 /// The credentials `text` (a Docker `config.json`) holds for `registry`, or anonymous.
 fn credentials_for(text: &str, registry: &str) -> Result<RegistryAuth, String> {
-    let config: DockerConfig =
-        serde_json::from_str(text).map_err(|e| format!("not a Docker config.json: {e}"))?;
+    // serde's words quote the values they stumble on, and this file holds passwords.
+    let config: DockerConfig = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not a Docker config.json: {}",
+            esi_api::json::without_values(&e.to_string())
+        )
+    })?;
     let Some(entry) = config
         .auths
         .iter()
@@ -474,11 +479,13 @@ mod tests {
             "{e}"
         );
         assert!(got("empty.example.com").unwrap_err().contains("no auth"));
-        assert!(
-            credentials_for(r#"{"auths":"x"}"#, "ghcr.io")
-                .unwrap_err()
-                .contains("config.json")
-        );
+        for hostile in [
+            r#"{"auths":{"ghcr.io":{"password":["hunter2-secret"]}}}"#,
+            r#"{"auths":"hunter2-secret"}"#,
+        ] {
+            let e = credentials_for(hostile, "ghcr.io").unwrap_err();
+            assert!(e.contains("config.json") && !e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]
