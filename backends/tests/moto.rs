@@ -253,14 +253,15 @@ async fn assume_role_honours_max_ttl_and_base_role() {
 }
 
 /// A store with no AWS credentials at all: the federation assumes its role with a token it
-/// signs for itself, which STS (moto, which checks nothing, so this test checks the token as
-/// AWS would) gets unsigned; generators then sign with that role's session, kept while it
-/// lives.
+/// signs for itself, which STS gets unsigned; generators then sign with that role's session,
+/// kept while it lives. moto checks nothing, so the test evaluates the token against the role's
+/// trust policy as `trust-aws` writes it ([`trust_aws_admits`]), next to a workload's identity
+/// token, which it must refuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_issued_token_assumes_the_stores_role_with_no_aws_secret() {
-    use common::entra::{Federated, check_federated};
-    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm};
+    use esi_backends::identity::{FEDERATION_SUBJECT, KeyAlgorithm, TokenRequest};
     use esi_backends::{Generator, GeneratorKind, GeneratorSpec, SecretStoreSpec, Shared};
+    use secrecy::ExposeSecret as _;
     let test = "a_self_issued_token_assumes_the_stores_role_with_no_aws_secret";
     let Some(moto) = Moto::from_env(test) else {
         return;
@@ -312,22 +313,35 @@ async fn a_self_issued_token_assumes_the_stores_role_with_no_aws_secret() {
         "arn:aws:iam::123456789012:role/esi-federation"
     );
     assert!(!auth.contains("Credential="), "sent unsigned: {auth}");
-    let trusted = |subject: &str| Federated {
-        issuer: "https://esi.example.com".to_owned(),
-        subject: subject.to_owned(),
-        audience: "sts.amazonaws.com".to_owned(),
-        jwks: serde_json::from_str(issuer.jwks_json()).expect("jwks"),
-    };
+    // moto checks nothing: the role's trust policy as trust-aws writes it takes the token the
+    // federation sent, and no workload's identity token of the same issuer and audience.
     let token = &form["WebIdentityToken"];
-    assert_eq!(check_federated(&[trusted(FEDERATION_SUBJECT)], token), None);
-    assert!(
-        check_federated(
-            &[trusted("prod-eu:system:serviceaccount:payments:api")],
-            token
-        )
-        .is_some(),
-        "a trust policy on a workload's sub does not take it"
-    );
+    assert_eq!(trust_aws_admits(&issuer, token), Ok(()));
+    let claims = common::jwt_claims(token);
+    assert_eq!(claims["sub"], FEDERATION_SUBJECT);
+    let audiences = ["sts.amazonaws.com".to_owned()];
+    let workload = issuer
+        .mint(&TokenRequest {
+            identity: &id,
+            generator: "payments/IdentityToken/aws",
+            audiences: &audiences,
+            lifetime: Duration::from_secs(600),
+            aws_session_tags: true,
+        })
+        .expect("signed");
+    let refused = trust_aws_admits(&issuer, workload.token.expose_secret()).unwrap_err();
+    assert!(refused.contains(":sub"), "{refused}");
+    let stranger = common::own_issuer(KeyAlgorithm::Rs256);
+    let forged = stranger
+        .mint_own("sts.amazonaws.com", Duration::from_secs(300))
+        .expect("signed");
+    let refused = trust_aws_admits(&issuer, forged.token.expose_secret()).unwrap_err();
+    assert!(refused.contains("signature"), "{refused}");
+    let elsewhere = issuer
+        .mint_own("api://AzureADTokenExchange", Duration::from_secs(300))
+        .expect("signed");
+    let refused = trust_aws_admits(&issuer, elsewhere.token.expose_secret()).unwrap_err();
+    assert!(refused.contains(":aud"), "{refused}");
     let (_, auth) = moto.assume_role_request(&format!("m{run}")).await;
     assert!(
         auth.contains("Credential=") && !auth.contains("AKIAESITESTKEY000001"),
@@ -1508,4 +1522,66 @@ async fn a_login_check_names_the_caller_sts_takes_the_store_for() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Whether `infra/terraform/modules/trust-aws`'s role trust policy (its
+/// `data "aws_iam_policy_document" "trust"`, read from the module) lets `token` assume the role
+/// with AssumeRoleWithWebIdentity, as IAM evaluates it, for the OIDC provider of `issuer`: the
+/// token verifies under the provider's keys with `iss` its URL and has not expired; an `Allow`
+/// statement names the action and a `Federated` principal; each of its conditions holds, a
+/// condition key `<provider host and path>:<claim>` naming the token's claim. The module uses
+/// only `StringEquals`; any other operator or a `Deny` fails the test, to be taught here first.
+/// `Err` names what failed.
+fn trust_aws_admits(issuer: &esi_backends::identity::Issuer, token: &str) -> Result<(), String> {
+    use esi_test_support::terraform::{self, hcl};
+    let jws = common::entra::Jws::parse(token).ok_or("not a JWT")?;
+    let jwks: Value = serde_json::from_str(issuer.jwks_json()).expect("jwks");
+    if !jws.verifies_under(&jwks) {
+        return Err("the signature does not verify under the provider's keys".into());
+    }
+    if jws.claims["iss"] != issuer.url() || !jws.unexpired() {
+        return Err(format!("iss {} or exp refused", jws.claims["iss"]));
+    }
+    let body = terraform::module("trust-aws");
+    let policy = terraform::block(&body, "data", &["aws_iam_policy_document", "trust"]);
+    let host = issuer.url().trim_start_matches("https://");
+    let text = |e: &hcl::Expression| terraform::string(e);
+    let mut refusals = Vec::new();
+    for statement in terraform::blocks(policy.body(), "statement") {
+        let s = statement.body();
+        assert_eq!(text(&terraform::argument(s, "effect")), "Allow", "a Deny");
+        if !terraform::strings(&terraform::argument(s, "actions"))
+            .iter()
+            .any(|a| a == "sts:AssumeRoleWithWebIdentity")
+        {
+            continue;
+        }
+        if !terraform::blocks(s, "principals")
+            .any(|p| text(&terraform::argument(p.body(), "type")) == "Federated")
+        {
+            continue;
+        }
+        let failed: Vec<String> = terraform::blocks(s, "condition")
+            .filter_map(|c| {
+                let c = c.body();
+                let test = text(&terraform::argument(c, "test"));
+                assert_eq!(test, "StringEquals", "the fake evaluates StringEquals only");
+                let variable = text(&terraform::argument(c, "variable"))
+                    .replace("${local.issuer_host_path}", host);
+                let claim = variable
+                    .strip_prefix(&format!("{host}:"))
+                    .unwrap_or_else(|| panic!("condition key {variable}"));
+                let values = terraform::strings(&terraform::argument(c, "values"));
+                let holds = jws.claims[claim]
+                    .as_str()
+                    .is_some_and(|v| values.iter().any(|want| want == v));
+                (!holds).then(|| format!("{variable} {} not in {values:?}", jws.claims[claim]))
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        refusals.extend(failed);
+    }
+    Err(format!("no statement allows it: {}", refusals.join("; ")))
 }

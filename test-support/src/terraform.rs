@@ -45,14 +45,45 @@ pub fn local(body: &hcl::Body, name: &str) -> Expression {
 
 /// The expression of the argument `argument` of `resource "<kind>" "<name>"`.
 pub fn resource_argument(body: &hcl::Body, kind: &str, name: &str, argument: &str) -> Expression {
+    self::argument(block(body, "resource", &[kind, name]).body(), argument)
+}
+
+/// The one block `<identifier> "<labels>"...` of `body` (`data`, `["aws_iam_policy_document",
+/// "trust"]`); panics when there is none.
+pub fn block<'a>(body: &'a hcl::Body, identifier: &str, labels: &[&str]) -> &'a hcl::Block {
     body.blocks()
-        .filter(|b| {
-            b.identifier() == "resource" && b.labels().iter().map(|l| l.as_str()).eq([kind, name])
+        .find(|b| {
+            b.identifier() == identifier
+                && b.labels()
+                    .iter()
+                    .map(|l| l.as_str())
+                    .eq(labels.iter().copied())
         })
-        .flat_map(|b| b.body().attributes())
-        .find(|a| a.key() == argument)
+        .unwrap_or_else(|| panic!("no block {identifier} {labels:?}"))
+}
+
+/// The blocks `<identifier>` nested in `body` (a resource's `statement`s, say).
+pub fn blocks<'a>(
+    body: &'a hcl::Body,
+    identifier: &'a str,
+) -> impl Iterator<Item = &'a hcl::Block> + 'a {
+    body.blocks().filter(move |b| b.identifier() == identifier)
+}
+
+/// The expression of the argument `name` of `body`; panics when it has none.
+pub fn argument(body: &hcl::Body, name: &str) -> Expression {
+    body.attributes()
+        .find(|a| a.key() == name)
         .map(|a| a.expr().clone())
-        .unwrap_or_else(|| panic!("resource {kind}.{name} has no argument {argument}"))
+        .unwrap_or_else(|| panic!("no argument {name}"))
+}
+
+/// A list of string literals, as written.
+pub fn strings(expression: &Expression) -> Vec<String> {
+    match expression {
+        Expression::Array(items) => items.iter().map(string).collect(),
+        other => panic!("not a list: {other:?}"),
+    }
 }
 
 /// The object `object`'s attribute `key` (an identifier or a quoted key), or `None`.
