@@ -691,20 +691,14 @@ spec: {{secretStoreRef: {{name: vault}}, mount: {kv}, path: app}}
     let key = generate_key_pem(KeyAlgorithm::Es256).unwrap();
     federation.keys(&[key.expose_secret()]);
     kv_mount(&addr, &root, &kv, &[("app", "kv-secret-1")]).await;
+    // The auth method and role as infra/terraform/modules/trust-vault makes them.
     jwt_auth_at(&addr, &root, &url, &jwt).await;
     bao(
         &addr,
         &root,
         Method::POST,
         &format!("auth/{jwt}/role/esi-federation"),
-        json!({
-            "role_type": "jwt",
-            "user_claim": "sub",
-            "bound_subject": "esi-federation",
-            "bound_audiences": [addr],
-            "token_policies": [kv],
-            "token_ttl": "10m",
-        }),
+        trust_vault_role(&addr, &kv),
     )
     .await;
     let app = common::token(&cluster, "default", "app");
@@ -797,4 +791,50 @@ spec: {{secretStoreRef: {{name: vault}}, mount: {kv}, path: app}}
             esi_backends::LoginCheck::NotChecked(_)
         ));
     }
+}
+
+/// The role `infra/terraform/modules/trust-vault` makes (`vault_jwt_auth_backend_role.this`,
+/// read from the module) as OpenBao's API takes it, so that the real server holds the
+/// federation's login to the module's own settings: every argument written as a literal, as is
+/// (`role_type`, `user_claim`, `bound_subject`, `token_type`), `bound_audiences` the module's
+/// `[local.audience]` (the store's `server`: `audience`), `token_policies` `[policy]`, a 10 minute
+/// `token_ttl` for the variables'. The module's auth method is checked to be what
+/// [`jwt_auth_at`] configures: `jwt`, keys by discovery at the issuer, the issuer bound.
+fn trust_vault_role(audience: &str, policy: &str) -> Value {
+    use esi_test_support::terraform::{self, hcl::Expression};
+    let body = terraform::module("trust-vault");
+    let method = terraform::block(&body, "resource", &["vault_jwt_auth_backend", "this"]).body();
+    for (argument, written) in [
+        ("type", "\"jwt\""),
+        ("oidc_discovery_url", "local.issuer"),
+        ("bound_issuer", "local.issuer"),
+    ] {
+        assert_eq!(
+            terraform::argument(method, argument).to_string(),
+            written,
+            "trust-vault's auth method: {argument}; update jwt_auth_at"
+        );
+    }
+    let role = terraform::block(&body, "resource", &["vault_jwt_auth_backend_role", "this"]);
+    let mut out = serde_json::Map::new();
+    for attribute in role.body().attributes() {
+        let (key, expression) = (attribute.key(), attribute.expr());
+        let value = match (key, expression) {
+            // Where the role lives, and the module's variables.
+            ("namespace" | "backend" | "role_name" | "token_ttl" | "token_max_ttl", _) => continue,
+            ("token_policies", _) => json!([policy]),
+            ("bound_audiences", e)
+                if e.to_string()
+                    .split_whitespace()
+                    .eq(["[", "local.audience", "]"]) =>
+            {
+                json!([audience])
+            }
+            (_, Expression::String(literal)) => json!(literal),
+            (key, other) => panic!("trust-vault's role argument {key} = {other}: teach the test"),
+        };
+        out.insert(key.to_owned(), value);
+    }
+    out.insert("token_ttl".to_owned(), json!("10m"));
+    Value::Object(out)
 }

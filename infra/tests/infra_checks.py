@@ -877,12 +877,12 @@ def check_trust_vault(stage: str) -> None:
     if not re.search(r'json!\(\{"oidc_discovery_url": (\w+(?:\.\w+)?), "bound_issuer": \1\}\)', openbao):
         fail(stage, "federation-fn/tests/openbao.rs no longer configures OpenBao's JWT auth with the issuer as "
              "oidc_discovery_url and bound_issuer: mirror its settings in modules/trust-vault, then update check_trust_vault")
-    # ... and the federation's role with these, the audience being the server's address.
-    if not re.search(r'"role_type": "jwt",\s*"user_claim": "sub",\s*"bound_subject": "' + re.escape(SELF_SUBJECT)
-                     + r'",\s*"bound_audiences": \[addr\],', openbao):
-        fail(stage, "federation-fn/tests/openbao.rs no longer makes the federation's OpenBao role with role_type jwt, "
-             f"user_claim sub, bound_subject {SELF_SUBJECT} and bound_audiences [the server]: mirror it in modules/trust-vault, "
-             "then update check_trust_vault")
+    # ... and makes the federation's role from this module's own (trust_vault_role reads
+    # vault_jwt_auth_backend_role.this), so the real server holds the login to the module's settings.
+    if not re.search(r'auth/\{jwt\}/role/esi-federation"\),\s*trust_vault_role\(&addr, &kv\),', openbao) \
+            or 'terraform::module("trust-vault")' not in openbao:
+        fail(stage, "federation-fn/tests/openbao.rs no longer makes the federation's OpenBao role from modules/trust-vault "
+             "(trust_vault_role): make the real server enforce the module's role again, then update check_trust_vault")
     backend = {k: unquote(v) for k, v in strip_meta(resource(main, "vault_jwt_auth_backend", "this") or {}).items()}
     expect = {"namespace": "${var.namespace}", "type": "jwt", "path": "${var.path}",
               "oidc_discovery_url": "${local.issuer}", "bound_issuer": "${local.issuer}"}
