@@ -399,8 +399,11 @@ async fn a_self_issued_token_logs_in_with_no_secret_where_a_federated_credential
     assert!(matches!(e, BackendError::Unavailable { .. }), "{e:?}");
     assert!(e.detail().contains("AADSTS70021"), "{}", e.detail());
 
-    // One for the federation's subject does: no secret and no file anywhere.
-    fake.lock().expect("lock").entra.federated = vec![credential(FEDERATION_SUBJECT)];
+    // The one trust-azure makes does: no secret and no file anywhere.
+    fake.lock().expect("lock").entra.federated = vec![entra::Federated::trust_azure(
+        issuer.url(),
+        serde_json::from_str(issuer.jwks_json()).expect("jwks"),
+    )];
     let before = jiff::Timestamp::now().as_second();
     let cred = g.generate(&ctx(&id, "g")).await.expect("minted");
     assert_eq!(cred.data["registry"], REGISTRY);
@@ -418,6 +421,27 @@ async fn a_self_issued_token_logs_in_with_no_secret_where_a_federated_credential
         assert_eq!(assertion["exp"].as_i64(), Some(iat + 300));
         assert!(assertion.get("esi").is_none(), "it names no workload");
     }
+
+    // trust-azure's credential takes no workload's identity token of the same issuer and
+    // audience (its `sub` names the workload).
+    let audiences = ["api://AzureADTokenExchange".to_owned()];
+    let workload = issuer
+        .mint(&esi_backends::identity::TokenRequest {
+            identity: &id,
+            generator: "payments/IdentityToken/azure",
+            audiences: &audiences,
+            lifetime: std::time::Duration::from_secs(600),
+            aws_session_tags: false,
+        })
+        .expect("signed");
+    let refused = entra::check_federated(
+        &fake.lock().expect("lock").entra.federated,
+        secrecy::ExposeSecret::expose_secret(&workload.token),
+    );
+    assert_eq!(
+        refused,
+        Some("AADSTS70021: No matching federated identity record found for presented assertion.")
+    );
 
     // Another issuer's key signing the same claims is refused by the signature.
     let impostor = build(Some(common::own_issuer(KeyAlgorithm::Es256))).expect("builds");

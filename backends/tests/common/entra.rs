@@ -192,6 +192,37 @@ impl Jws {
     }
 }
 
+impl Federated {
+    /// The federated identity credential `infra/terraform/modules/trust-azure` makes on the
+    /// app (`azuread_application_federated_identity_credential.this`, read from the module) for
+    /// the issuer at `issuer_url` publishing `jwks`: its `subject` and its one audience as the
+    /// module writes them, the issuer the module's `var.issuer_url`.
+    pub fn trust_azure(issuer_url: &str, jwks: Value) -> Federated {
+        use esi_test_support::terraform;
+        let body = terraform::module("trust-azure");
+        let credential = terraform::block(
+            &body,
+            "resource",
+            &["azuread_application_federated_identity_credential", "this"],
+        )
+        .body();
+        assert_eq!(
+            terraform::argument(credential, "issuer").to_string(),
+            "var.issuer_url"
+        );
+        let audiences = terraform::strings(&terraform::argument(credential, "audiences"));
+        let [audience] = audiences.as_slice() else {
+            panic!("trust-azure's credential has audiences {audiences:?}, the fake takes one")
+        };
+        Federated {
+            issuer: issuer_url.to_owned(),
+            subject: terraform::string(&terraform::argument(credential, "subject")),
+            audience: audience.clone(),
+            jwks,
+        }
+    }
+}
+
 /// Why a signed assertion is refused, in Entra ID's words; `None` when a credential matches
 /// and the signature verifies. What any OIDC relying party checks (the STS tests use it for
 /// the tokens AWS would verify).
