@@ -317,6 +317,40 @@ async fn entra(apps: &[(&str, Vec<Fic>)]) -> (Fake, String) {
     (fake, serve(app).await)
 }
 
+/// The federated identity credential `infra/terraform/modules/trust-azure-workloads` makes for
+/// the workload `cluster`/`namespace`/`service_account` trusting `issuer`, on the public cloud
+/// (its default): the subject is the module's own template (`local.subjects`) evaluated for that
+/// workload, the audience the module's `local.clouds.public.audience`.
+fn workload_fic(issuer: &str, cluster: &str, namespace: &str, service_account: &str) -> Fic {
+    use esi_test_support::terraform::{self, hcl};
+    use hcl::eval::Evaluate as _;
+    let body = terraform::module("trust-azure-workloads");
+    let hcl::Expression::ForExpr(subjects) = terraform::local(&body, "subjects") else {
+        panic!("trust-azure-workloads' local.subjects is no longer a for expression")
+    };
+    let mut context = hcl::eval::Context::new();
+    context.declare_var(
+        subjects.value_var.clone(),
+        hcl::to_value(json!({"cluster": cluster, "namespace": namespace,
+                             "service_account": service_account}))
+        .unwrap(),
+    );
+    let subject = match subjects.value_expr.evaluate(&context) {
+        Ok(hcl::Value::String(s)) => s,
+        other => panic!("trust-azure-workloads' subject template gave {other:?}"),
+    };
+    let clouds = terraform::local(&body, "clouds");
+    let audience = terraform::string(&terraform::field(
+        &terraform::field(&clouds, "public"),
+        "audience",
+    ));
+    Fic {
+        issuer: issuer.to_owned(),
+        subject,
+        audience,
+    }
+}
+
 fn fic(issuer: &str, subject: &str) -> Fic {
     Fic {
         issuer: issuer.to_owned(),
@@ -366,7 +400,7 @@ async fn a_workload_gets_an_entra_token_of_its_app_verified_against_the_federati
     let (_issuer, state, url) = federation(KeyAlgorithm::Rs256, Some(&yaml)).await;
     fake.lock().unwrap().apps.insert(
         APP.into(),
-        vec![fic(&url, "alpha:system:serviceaccount:default:app")],
+        vec![workload_fic(&url, "alpha", "default", "app")],
     );
 
     let before = jiff::Timestamp::now().as_second();
@@ -446,7 +480,7 @@ async fn a_workload_gets_an_entra_token_of_its_app_verified_against_the_federati
 async fn entra_refuses_apps_issuers_subjects_audiences_and_scopes_its_credentials_do_not_name() {
     let (issuer, _state, url) = federation(KeyAlgorithm::Rs256, None).await;
     let (fake, base) = entra(&[
-        (APP, vec![fic(&url, PAYMENTS_API)]),
+        (APP, vec![workload_fic(&url, "alpha", "payments", "api")]),
         (
             OTHER_APP,
             vec![fic(
@@ -534,7 +568,7 @@ async fn entra_refuses_apps_issuers_subjects_audiences_and_scopes_its_credential
 #[tokio::test]
 async fn the_fake_checks_signatures_keys_and_expiry_as_entra_id_does() {
     let (issuer, _state, url) = federation(KeyAlgorithm::Rs256, None).await;
-    let (fake, base) = entra(&[(APP, vec![fic(&url, PAYMENTS_API)])]).await;
+    let (fake, base) = entra(&[(APP, vec![workload_fic(&url, "alpha", "payments", "api")])]).await;
     let api = identity("payments", "api");
     let client = reqwest::Client::new();
     let ask = |assertion: String| {
@@ -589,7 +623,7 @@ async fn the_fake_checks_signatures_keys_and_expiry_as_entra_id_does() {
 #[tokio::test]
 async fn entra_down_throttling_or_answering_nonsense_is_unavailable() {
     let (issuer, _state, url) = federation(KeyAlgorithm::Rs256, None).await;
-    let (fake, base) = entra(&[(APP, vec![fic(&url, PAYMENTS_API)])]).await;
+    let (fake, base) = entra(&[(APP, vec![workload_fic(&url, "alpha", "payments", "api")])]).await;
     let api = identity("payments", "api");
     let g = generator(&issuer, spec(&base, APP));
     for (status, body, says) in [
@@ -644,7 +678,7 @@ async fn entra_down_throttling_or_answering_nonsense_is_unavailable() {
 #[tokio::test]
 async fn a_token_outliving_max_ttl_is_dropped_and_the_identity_token_never_outlives_it() {
     let (issuer, _state, url) = federation(KeyAlgorithm::Rs256, None).await;
-    let (fake, base) = entra(&[(APP, vec![fic(&url, PAYMENTS_API)])]).await;
+    let (fake, base) = entra(&[(APP, vec![workload_fic(&url, "alpha", "payments", "api")])]).await;
     let api = identity("payments", "api");
     let g = generator(&issuer, spec(&base, APP));
 
