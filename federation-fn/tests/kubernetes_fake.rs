@@ -170,8 +170,31 @@ async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
     if verified.claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
         return None;
     }
-    // claimMappings: {username: {claim: sub, prefix: "esi:"}}
-    Some(format!("esi:{}", verified.claims["sub"].as_str()?))
+    let (claim, prefix) = username_mapping();
+    Some(format!(
+        "{prefix}{}",
+        verified.claims[claim.as_str()].as_str()?
+    ))
+}
+
+/// The JWT authenticator's `claimMappings.username` as `kubernetes-target` writes it in the
+/// `authentication_config` it outputs for the API server (`local.jwt_authenticator`): the claim
+/// and its prefix (`local.user_prefix`), read from the module.
+fn username_mapping() -> (String, String) {
+    use esi_test_support::terraform;
+    let body = terraform::module("kubernetes-target");
+    let authenticator = terraform::local(&body, "jwt_authenticator");
+    let username = terraform::field(
+        &terraform::field(&authenticator, "claimMappings"),
+        "username",
+    );
+    let claim = terraform::string(&terraform::field(&username, "claim"));
+    let prefix = terraform::field(&username, "prefix");
+    assert_eq!(prefix.to_string(), "local.user_prefix");
+    (
+        claim,
+        terraform::string(&terraform::local(&body, "user_prefix")),
+    )
 }
 
 /// The header through which the fake's TLS layer tells its handlers the user a client
