@@ -179,22 +179,25 @@ async fn authenticate(fake: &Fake, bearer: &str) -> Option<String> {
 
 /// The JWT authenticator's `claimMappings.username` as `kubernetes-target` writes it in the
 /// `authentication_config` it outputs for the API server (`local.jwt_authenticator`): the claim
-/// and its prefix (`local.user_prefix`), read from the module.
-fn username_mapping() -> (String, String) {
-    use esi_test_support::terraform;
-    let body = terraform::module("kubernetes-target");
-    let authenticator = terraform::local(&body, "jwt_authenticator");
-    let username = terraform::field(
-        &terraform::field(&authenticator, "claimMappings"),
-        "username",
-    );
-    let claim = terraform::string(&terraform::field(&username, "claim"));
-    let prefix = terraform::field(&username, "prefix");
-    assert_eq!(prefix.to_string(), "local.user_prefix");
-    (
-        claim,
-        terraform::string(&terraform::local(&body, "user_prefix")),
-    )
+/// and its prefix (`local.user_prefix`), read from the module once.
+fn username_mapping() -> &'static (String, String) {
+    static MAPPING: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+        use esi_test_support::terraform;
+        let body = terraform::module("kubernetes-target");
+        let authenticator = terraform::local(&body, "jwt_authenticator");
+        let username = terraform::field(
+            &terraform::field(&authenticator, "claimMappings"),
+            "username",
+        );
+        let claim = terraform::string(&terraform::field(&username, "claim"));
+        let prefix = terraform::field(&username, "prefix");
+        assert_eq!(prefix.to_string(), "local.user_prefix");
+        (
+            claim,
+            terraform::string(&terraform::local(&body, "user_prefix")),
+        )
+    });
+    &MAPPING
 }
 
 /// The header through which the fake's TLS layer tells its handlers the user a client
@@ -389,6 +392,20 @@ enum Editable {
     Leases,
 }
 
+impl Editable {
+    /// The resource, its API group, and how the API server's messages name it.
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Editable::Secrets => ("secrets", "", "secrets"),
+            Editable::Leases => (
+                "leases",
+                "coordination.k8s.io",
+                "leases.coordination.k8s.io",
+            ),
+        }
+    }
+}
+
 /// The API server's 403 for `verb` when `user` may not edit `what` in `namespace`.
 fn refused_edit(
     api: &ApiServer,
@@ -406,14 +423,7 @@ fn refused_edit(
                 }
         })
     });
-    let (resource, group, prefix) = match what {
-        Editable::Secrets => ("secrets", "", "secrets"),
-        Editable::Leases => (
-            "leases",
-            "coordination.k8s.io",
-            "leases.coordination.k8s.io",
-        ),
-    };
+    let (resource, group, prefix) = what.names();
     (!granted).then(|| {
         status(
         StatusCode::FORBIDDEN,
@@ -439,10 +449,7 @@ fn refused_by_policy(
     object: &Value,
     old: &Value,
 ) -> Option<Response> {
-    let resource = match what {
-        Editable::Secrets => "secrets",
-        Editable::Leases => "leases",
-    };
+    let (resource, _, prefix) = what.names();
     let policy = admission_policy::policy();
     api.confined
         .iter()
@@ -457,10 +464,6 @@ fn refused_by_policy(
                 .as_str()
                 .or(old["metadata"]["name"].as_str())
                 .unwrap_or_default();
-            let prefix = match what {
-                Editable::Secrets => "secrets",
-                Editable::Leases => "leases.coordination.k8s.io",
-            };
             status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
