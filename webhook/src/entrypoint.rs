@@ -29,6 +29,7 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 
 use crate::config::EntrypointLookupConfig;
+use crate::locked;
 
 /// Most images kept.
 const MAX_ENTRIES: usize = 1024;
@@ -197,7 +198,7 @@ impl EntrypointLookup {
             Duration::from_secs(self.cfg.cache_seconds)
         };
         let cached = || {
-            self.locked()
+            locked(&self.cache)
                 .get(image)
                 .filter(|(at, _)| at.elapsed() < ttl)
                 .map(|(_, found)| (found.clone(), Source::Cached))
@@ -241,7 +242,7 @@ impl EntrypointLookup {
             .await
             .map_err(|e| classify(e, &auth))?;
         let found = Arc::new(parse_config(&config, digest)?);
-        let mut cache = self.locked();
+        let mut cache = locked(&self.cache);
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(self.cfg.cache_seconds));
             if cache.len() >= MAX_ENTRIES {
@@ -250,10 +251,6 @@ impl EntrypointLookup {
         }
         cache.insert(image.to_owned(), (Instant::now(), found.clone()));
         Ok(found)
-    }
-
-    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<ImageCommand>)>> {
-        locked(&self.cache)
     }
 
     /// The credentials for `registry` in the configured `config.json`, read now (a rotated
@@ -268,11 +265,6 @@ impl EntrypointLookup {
         let text = read_bounded(path).map_err(unreadable)?;
         credentials_for(&text, registry).map_err(unreadable)
     }
-}
-
-/// Locks `m`, a poisoned lock taken as is (each map is consistent at every step).
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read_bounded(path: &str) -> Result<String, String> {

@@ -27,4 +27,10 @@ pub mod server;
 pub mod service_account;
 
 pub use config::WebhookConfig;
+
+/// Locks `m`, a poisoned lock taken as is: the caches behind the webhook's locks hold plain
+/// data, consistent at every step, so a panic elsewhere leaves nothing half-written.
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use server::{AppState, router};

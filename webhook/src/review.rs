@@ -498,35 +498,33 @@ pub fn decide(
 pub fn answer(
     req: PodRequest,
     outcome: Result<Outcome, mutate::Denial>,
-    mut warnings: Vec<String>,
+    warnings: Vec<String>,
 ) -> Reviewed {
-    let mut with_own = |own: Vec<String>| {
-        warnings.splice(0..0, own);
-        std::mem::take(&mut warnings)
-    };
     let denial = match outcome {
         Ok(Outcome::Skip {
             reason,
-            warnings: own,
+            warnings: mut own,
         }) => {
+            own.extend(warnings);
             return reviewed(
                 req,
-                ReviewResponse::allow(String::new(), with_own(own)),
+                ReviewResponse::allow(String::new(), own),
                 Decision::Skipped,
                 reason.as_str().to_owned(),
             );
         }
         Ok(Outcome::Patch {
             patch,
-            warnings: own,
+            warnings: mut own,
             ..
         }) => {
+            own.extend(warnings);
             let answer = AdmissionAnswer {
                 uid: String::new(),
                 allowed: true,
                 status: None,
                 patch: Some(Base64Patch::encode(patch.as_bytes())),
-                warnings: with_own(own),
+                warnings: own,
             };
             return reviewed(
                 req,

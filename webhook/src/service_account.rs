@@ -241,11 +241,7 @@ impl ServiceAccounts {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        // The cache holds plain data; a panic while holding the lock cannot leave it
-        // inconsistent, so a poisoned lock is still usable.
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locked(&self.cache)
     }
 }
 
