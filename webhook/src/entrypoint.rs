@@ -156,7 +156,13 @@ impl EntrypointLookup {
                 path: path.clone(),
                 why: e.to_string(),
             })?;
-            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            let certificates = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SetupError {
+                    path: path.clone(),
+                    why: format!("not PEM: {e}"),
+                })?;
+            if certificates.is_empty() {
                 return Err(SetupError {
                     path: path.clone(),
                     why: "holds no PEM certificate".to_owned(),
@@ -478,6 +484,46 @@ mod tests {
             let e = credentials_for(hostile, "ghcr.io").unwrap_err();
             assert!(e.contains("config.json") && !e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            EntrypointLookupConfig {
+                registries: vec!["ghcr.io".into()],
+                ca_file: Some(path.display().to_string()),
+                ..EntrypointLookupConfig::default()
+            }
+        };
+        let ca = esi_test_support::pki("registry").unwrap().ca_pem;
+        assert!(EntrypointLookup::new(&with("ca.crt", &ca)).is_ok());
+        for (name, text, why) in [
+            ("empty.crt", "", "holds no PEM certificate"),
+            (
+                "key.pem",
+                &esi_test_support::pki("x").unwrap().key_pem,
+                "holds no PEM certificate",
+            ),
+            (
+                "broken.crt",
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n",
+                "not PEM",
+            ),
+        ] {
+            let e = EntrypointLookup::new(&with(name, text))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(name) && e.contains(why), "{e}");
+        }
+        let missing = EntrypointLookupConfig {
+            ca_file: Some("/nonexistent/ca.crt".into()),
+            ..with("unused", "")
+        };
+        assert!(EntrypointLookup::new(&missing).is_err());
     }
 
     #[test]
