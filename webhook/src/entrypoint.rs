@@ -35,6 +35,9 @@ use crate::locked;
 const MAX_ENTRIES: usize = 1024;
 /// Largest credentials file read.
 const MAX_CREDENTIALS_BYTES: u64 = 1024 * 1024;
+/// Largest image configuration read: what the Distribution registry accepts as a manifest
+/// (4 MiB). Real ones are a few KB, tens of KB with a long history.
+const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
 /// What an image runs: its `ENTRYPOINT` and `CMD`, and the digest of the manifest read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +82,9 @@ pub enum LookupError {
     /// The configuration holds no `ENTRYPOINT` and no `CMD`.
     #[error("the image's configuration has no ENTRYPOINT or CMD")]
     Empty,
+    /// The manifest gives the configuration a size past [`MAX_CONFIG_BYTES`] (or below 0).
+    #[error("the image's configuration is {0} bytes; the webhook reads at most 4 MiB")]
+    TooLarge(i64),
     /// The registry could not be read in time.
     #[error("the registry did not answer within {0} s")]
     Timeout(u64),
@@ -96,6 +102,7 @@ impl LookupError {
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound => "not_found",
             Self::Empty => "no_entrypoint",
+            Self::TooLarge(_) => "config_too_large",
             Self::Timeout(_) => "timeout",
             Self::Unavailable(_) => "unavailable",
         }
@@ -136,7 +143,7 @@ pub struct EntrypointLookup {
     cache: Mutex<HashMap<String, (Instant, Arc<ImageCommand>)>>,
     /// One gate per image being read: the Pods of a rollout, admitted at once, make one read
     /// (Docker Hub counts each manifest read against its pull rate limit).
-    reading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    reading: Gates,
 }
 
 /// Why the lookup cannot be set up (an unreadable CA file).
@@ -214,22 +221,14 @@ impl EntrypointLookup {
         }
         let timeout = Duration::from_secs(self.cfg.timeout_seconds);
         tokio::time::timeout(timeout, async {
-            let gate = {
-                let mut reading = locked(&self.reading);
-                if reading.len() >= MAX_ENTRIES {
-                    // Gates left by reads that timed out, nobody waiting at them.
-                    reading.retain(|_, gate| Arc::strong_count(gate) > 1);
-                }
-                reading.entry(image.to_owned()).or_default().clone()
-            };
-            let _reading = gate.lock().await;
+            let gate = Gate::enter(&self.reading, image);
+            let _turn = gate.turn().await;
             // Read by the admission this one waited for.
             if let Some(hit) = cached() {
                 return Ok(hit);
             }
-            let read = self.read(&reference, image).await;
-            locked(&self.reading).remove(image);
-            read.map(|found| (found, Source::Registry))
+            let found = self.read(&reference, image).await?;
+            Ok((found, Source::Registry))
         })
         .await
         .map_err(|_| LookupError::Timeout(self.cfg.timeout_seconds))?
@@ -242,12 +241,24 @@ impl EntrypointLookup {
         image: &str,
     ) -> Result<Arc<ImageCommand>, LookupError> {
         let auth = self.credentials(reference.registry())?;
-        let (_, digest, config) = self
+        let (manifest, digest) = self
             .client
-            .pull_manifest_and_config(reference, &auth)
+            .pull_image_manifest(reference, &auth)
             .await
             .map_err(|e| classify(e, &auth))?;
-        let found = Arc::new(parse_config(&config, digest)?);
+        let size = usize::try_from(manifest.config.size)
+            .ok()
+            .filter(|size| *size <= MAX_CONFIG_BYTES)
+            .ok_or(LookupError::TooLarge(manifest.config.size))?;
+        let mut config = Bounded {
+            data: Vec::with_capacity(size),
+            limit: size,
+        };
+        self.client
+            .pull_blob(reference, &manifest.config, &mut config)
+            .await
+            .map_err(|e| classify(e, &auth))?;
+        let found = Arc::new(parse_config(&config.data, digest)?);
         let mut cache = locked(&self.cache);
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(self.cfg.cache_seconds));
@@ -270,6 +281,86 @@ impl EntrypointLookup {
         };
         let text = read_bounded(path).map_err(unreadable)?;
         credentials_for(&text, registry).map_err(unreadable)
+    }
+}
+
+/// The images being read, each with its gate and the number of admissions holding it.
+type Gates = Mutex<HashMap<String, (usize, Arc<tokio::sync::Mutex<()>>)>>;
+
+/// An admission's place at the gate of one image: the first to arrive reads the registry, the
+/// others wait for it and then find its answer kept. The gate leaves the map with the last
+/// admission holding it, however that admission ends (a read done or failed, a timeout).
+struct Gate<'a> {
+    gates: &'a Gates,
+    image: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Gate<'a> {
+    fn enter(gates: &'a Gates, image: &'a str) -> Self {
+        let mut all = locked(gates);
+        let (holders, gate) = all.entry(image.to_owned()).or_default();
+        *holders += 1;
+        Self {
+            gates,
+            image,
+            gate: gate.clone(),
+        }
+    }
+
+    /// Waits until no other admission reads the image.
+    async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut all = locked(self.gates);
+        if let Some((holders, _)) = all.get_mut(self.image) {
+            *holders -= 1;
+            if *holders == 0 {
+                all.remove(self.image);
+            }
+        }
+    }
+}
+
+/// A configuration blob's bytes, refused past the size the manifest gave it (the digest is
+/// checked only at the end: a registry could otherwise send without end).
+struct Bounded {
+    data: Vec<u8>,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.data.len() + buf.len() > self.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the manifest gives the configuration",
+                self.limit
+            ))));
+        }
+        self.data.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -362,8 +453,8 @@ struct ContainerConfig {
     cmd: Option<Vec<String>>,
 }
 
-fn parse_config(config: &str, digest: String) -> Result<ImageCommand, LookupError> {
-    let parsed: ImageConfig = serde_json::from_str(config).map_err(|e| {
+fn parse_config(config: &[u8], digest: String) -> Result<ImageCommand, LookupError> {
+    let parsed: ImageConfig = serde_json::from_slice(config).map_err(|e| {
         LookupError::Unavailable(format!("the image configuration is not one: {e}"))
     })?;
     let inner = parsed.config;
@@ -428,30 +519,73 @@ mod tests {
     #[test]
     fn the_command_is_the_entrypoint_then_cmd_unless_the_container_sets_args() {
         let image = parse_config(
-            r#"{"architecture":"amd64","config":{"Entrypoint":["/app/server"],"Cmd":["--port","8080"]}}"#,
+            br#"{"architecture":"amd64","config":{"Entrypoint":["/app/server"],"Cmd":["--port","8080"]}}"#,
             "sha256:1".into(),
         )
         .unwrap();
         assert_eq!(image.command(false), ["/app/server", "--port", "8080"]);
         assert_eq!(image.command(true), ["/app/server"]);
         let cmd_only = parse_config(
-            r#"{"config":{"Entrypoint":null,"Cmd":["nginx","-g","daemon off;"]}}"#,
+            br#"{"config":{"Entrypoint":null,"Cmd":["nginx","-g","daemon off;"]}}"#,
             "d".into(),
         )
         .unwrap();
         assert_eq!(cmd_only.command(false), ["nginx", "-g", "daemon off;"]);
         assert!(matches!(
-            parse_config(r#"{"config":{"Env":["A=b"]}}"#, "d".into()),
+            parse_config(br#"{"config":{"Env":["A=b"]}}"#, "d".into()),
             Err(LookupError::Empty)
         ));
         assert!(matches!(
-            parse_config(r#"{"rootfs":{}}"#, "d".into()),
+            parse_config(br#"{"rootfs":{}}"#, "d".into()),
             Err(LookupError::Empty)
         ));
         assert!(matches!(
-            parse_config("not json", "d".into()),
+            parse_config(b"not json", "d".into()),
             Err(LookupError::Unavailable(_))
         ));
+    }
+
+    #[test]
+    fn a_configuration_is_read_up_to_the_size_its_manifest_gives() {
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::AsyncWrite as _;
+        let mut blob = Bounded {
+            data: Vec::new(),
+            limit: 8,
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut write = |data: &[u8]| Pin::new(&mut blob).poll_write(&mut cx, data);
+        assert!(matches!(write(b"{\"a\":"), Poll::Ready(Ok(5))));
+        assert!(matches!(write(b"1}"), Poll::Ready(Ok(2))));
+        let Poll::Ready(Err(e)) = write(b"  ") else {
+            panic!("a ninth byte was taken")
+        };
+        assert!(e.to_string().contains("more than the 8 bytes"), "{e}");
+        assert_eq!(blob.data, b"{\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn a_gate_leaves_with_its_last_holder_however_it_ends() {
+        let gates = Gates::default();
+        let reader = Gate::enter(&gates, "img");
+        let turn = reader.turn().await;
+        // Another admission waits at the gate, and times out there.
+        let waited = tokio::time::timeout(Duration::from_millis(20), async {
+            let gate = Gate::enter(&gates, "img");
+            let _turn = gate.turn().await;
+        })
+        .await;
+        assert!(waited.is_err());
+        assert_eq!(locked(&gates)["img"].0, 1);
+        // A third one waits while the read goes on, then takes its turn.
+        let waiting = Gate::enter(&gates, "img");
+        drop(turn);
+        drop(reader);
+        assert_eq!(locked(&gates)["img"].0, 1);
+        drop(waiting.turn().await);
+        drop(waiting);
+        assert!(locked(&gates).is_empty());
     }
 
     #[test]

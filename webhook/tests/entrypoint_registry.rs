@@ -6,8 +6,8 @@
 //! without `command` through the webhook's router: the wrapped command is the image's
 //! `ENTRYPOINT` and `CMD` (only the `ENTRYPOINT` when the Pod sets `args`), read with the
 //! credentials of the configured `config.json`; without them, or for a registry not listed,
-//! for a missing tag or with the registry gone, the Pod is denied saying why and how to name
-//! the entrypoint instead.
+//! for a missing tag, a configuration past 4 MiB or with the registry gone, the Pod is denied
+//! saying why and how to name the entrypoint instead.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -398,6 +398,19 @@ async fn a_container_without_command_runs_its_images_entrypoint_read_from_a_real
     denied(&answer, "no such image");
     let answer = admit(&state, &pod(&format!("{host}/team/empty:1.0"), None)).await;
     denied(&answer, "no ENTRYPOINT or CMD");
+    // A configuration past 4 MiB is not read (real ones are a few KB).
+    let padding = format!("PAD={}", "x".repeat(4 << 20));
+    registry
+        .image(
+            "team/huge",
+            "1.0",
+            "amd64",
+            json!({"Entrypoint": ["/huge"], "Env": [padding]}),
+        )
+        .await;
+    let answer = admit(&state, &pod(&format!("{host}/team/huge:1.0"), None)).await;
+    denied(&answer, "the webhook reads at most 4 MiB");
+    assert_eq!(count(&state, "config_too_large"), 1);
     let answer = admit(&state, &pod("ghcr.io/team/api:1.0", None)).await;
     denied(&answer, "registry ghcr.io is not one the webhook may read");
     let anonymous = webhook(&registry, &["localhost:*"], None);
