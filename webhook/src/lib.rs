@@ -15,10 +15,12 @@
 //!   Kubernetes API with a timeout and a TTL cache (optional);
 //! - [`entrypoint`]: the entrypoint of a container without `command`, read from its image's
 //!   configuration in the registry (optional);
-//! - [`config`]: the injection policy file.
+//! - [`config`]: the injection policy file;
+//! - [`inject`]: the same injection applied to manifests offline (`esi-webhook inject`).
 
 pub mod config;
 pub mod entrypoint;
+pub mod inject;
 pub mod mutate;
 pub mod patch;
 pub mod pod;

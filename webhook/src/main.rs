@@ -73,6 +73,35 @@ struct Args {
     /// Log format: plain or json.
     #[arg(long, env = "ESI_LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Without a command: serve.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Inject esi-cli into the Pods and Pod templates of manifests as the webhook would at
+    /// admission, and print them (YAML): for GitOps pipelines, clusters without the webhook,
+    /// or to see what the webhook does. Exits 1, printing nothing, when a Pod is denied.
+    Inject {
+        /// Manifests, YAML or JSON, several documents each; `-` or none: standard input.
+        files: Vec<PathBuf>,
+        /// The injection policy file the webhook runs with (defaults apply when absent).
+        #[arg(long, env = "ESI_WEBHOOK_CONFIG")]
+        config: Option<PathBuf>,
+        /// The namespace of objects that name none.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+    /// Check an injection policy file and exit; with `--image`, read images' entrypoints as
+    /// `entrypointLookup` would, and print them.
+    Check {
+        /// The injection policy file.
+        config: PathBuf,
+        /// An image to read the entrypoint of (repeatable).
+        #[arg(long = "image")]
+        images: Vec<String>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -113,7 +142,16 @@ async fn service_accounts(args: &Args) -> anyhow::Result<ServiceAccounts> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(command) = args.command.take() {
+        return match run_command(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("esi-webhook: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(&args.log_format);
     let result = run(args);
     esi_telemetry::flush();
@@ -124,6 +162,128 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs one of the commands that do not serve, on a runtime of their own.
+fn run_command(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match command {
+        Command::Inject {
+            files,
+            config,
+            namespace,
+        } => runtime.block_on(inject(&files, config.as_deref(), &namespace)),
+        Command::Check { config, images } => runtime.block_on(check(&config, &images)),
+    }
+}
+
+/// The state `esi-webhook inject` and `check` decide with: the configuration, and the
+/// entrypoint lookup when it is on.
+fn offline_state(config: Option<&std::path::Path>) -> anyhow::Result<AppState> {
+    let config = match config {
+        Some(path) => WebhookConfig::from_file(path)?,
+        None => WebhookConfig::default(),
+    };
+    let mut state = AppState::new(config);
+    if state.config.entrypoint_lookup.enabled() {
+        let lookup = EntrypointLookup::new(&state.config.entrypoint_lookup)?;
+        state = state.with_entrypoint_lookup(lookup);
+    }
+    Ok(state)
+}
+
+async fn inject(
+    files: &[PathBuf],
+    config: Option<&std::path::Path>,
+    namespace: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::io::{Read as _, Write as _};
+    let state = offline_state(config)?;
+    let stdin = [PathBuf::from("-")];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    let mut docs = Vec::new();
+    for file in files {
+        let (name, text) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading standard input")?;
+            ("standard input".to_owned(), text)
+        } else {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            (file.display().to_string(), text)
+        };
+        let read = esi_webhook::inject::parse(&text)
+            .with_context(|| format!("{name}: not YAML or JSON manifests"))?;
+        docs.extend(read);
+    }
+    let injected = esi_webhook::inject::inject(&state, docs, namespace).await;
+    for note in &injected.notes {
+        eprintln!("{note}");
+    }
+    if injected.denied {
+        eprintln!("esi-webhook inject: a Pod was denied; nothing was printed");
+        return Ok(ExitCode::FAILURE);
+    }
+    let yaml = serde_saphyr::to_string_multiple(&injected.documents)
+        .context("writing the manifests as YAML")?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(yaml.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")?;
+    eprintln!(
+        "esi-webhook inject: {} of {} documents injected",
+        injected.injected,
+        injected.documents.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(config: &std::path::Path, images: &[String]) -> anyhow::Result<ExitCode> {
+    let state = offline_state(Some(config))?;
+    let lookup = &state.config.entrypoint_lookup;
+    println!(
+        "{}: ok (entrypointLookup {})",
+        config.display(),
+        if lookup.enabled() {
+            format!("on for {}", lookup.registries.join(", "))
+        } else {
+            "off".to_owned()
+        }
+    );
+    if images.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(lookup) = state.entrypoints.as_deref() else {
+        anyhow::bail!(
+            "--image needs entrypointLookup.registries in {}",
+            config.display()
+        );
+    };
+    let mut code = ExitCode::SUCCESS;
+    for image in images {
+        match lookup.lookup(image).await {
+            Ok((found, _)) => println!(
+                "{image}: ENTRYPOINT {:?} CMD {:?} ({})",
+                found.entrypoint, found.cmd, found.digest
+            ),
+            Err(e) => {
+                // The registry's own words, which the Pod's creator is not shown.
+                match e.detail() {
+                    detail if detail == e.to_string() => println!("{image}: {e}"),
+                    detail => println!("{image}: {e}: {detail}"),
+                }
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn init_tracing(format: &str) {

@@ -1,6 +1,7 @@
 //! The HTTPS server: the router (`/mutate`, `/healthz`, `/readyz`, `/metrics`), its metrics,
 //! the rustls configuration and the certificate reloader that follows cert-manager rotations.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub struct LookupLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EntrypointLabels {
     /// `cached`, `registry`, or the failure's code (`not_allowed`, `unauthorized`,
-    /// `not_found`, `no_entrypoint`, `timeout`, `unavailable`, `invalid_reference`).
+    /// `not_found`, `no_entrypoint`, `config_too_large`, `timeout`, `unavailable`, `invalid_reference`).
     pub result: &'static str,
 }
 
@@ -245,8 +246,7 @@ async fn mutate_handler(State(state): State<AppState>, body: Bytes) -> Response 
 
 /// Decides a Pod CREATE, first reading its ServiceAccount's defaults when they are enabled and
 /// the Pod is one the webhook would inject (an unreadable ServiceAccount denies the Pod, see
-/// [`crate::service_account`] for why), then, when containers without `command` need them, their
-/// images' entrypoints.
+/// [`crate::service_account`] for why), then as [`admit`] does.
 async fn review_pod(state: &AppState, req: review::PodRequest) -> Reviewed {
     let defaults = match state.service_accounts.as_deref() {
         Some(lookups)
@@ -277,7 +277,17 @@ async fn review_pod(state: &AppState, req: review::PodRequest) -> Reviewed {
         }
         _ => None,
     };
-    let sa = defaults.as_deref();
+    admit(state, req, defaults.as_deref()).await
+}
+
+/// Decides a Pod CREATE whose ServiceAccount's `esi.dev/` annotations are `sa`, reading the
+/// images' entrypoints of containers without `command` when they are needed and
+/// `entrypointLookup` is on.
+pub async fn admit(
+    state: &AppState,
+    req: review::PodRequest,
+    sa: Option<&BTreeMap<String, String>>,
+) -> Reviewed {
     let outcome = crate::mutate::mutate(&req.pod, &req.namespace, sa, &state.config);
     let (Ok(Outcome::NeedsEntrypoints(wanted)), Some(lookup)) =
         (&outcome, state.entrypoints.as_deref())

@@ -247,7 +247,7 @@ impl ServiceAccounts {
 
 /// Keeps only the `esi.dev/` annotations (the rest is of no use and could be large, e.g.
 /// `kubectl.kubernetes.io/last-applied-configuration`).
-fn esi_annotations(all: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+pub(crate) fn esi_annotations(all: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
     all.unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| k.starts_with(esi_api::inject::PREFIX))
