@@ -203,6 +203,13 @@ fn sha256(data: &[u8]) -> String {
 /// The webhook's state with `entrypointLookup` for `registries`, trusting the registry's CA,
 /// with `credentials` (a Docker config.json) when given.
 fn webhook(registry: &Registry, registries: &[&str], credentials: Option<Value>) -> AppState {
+    let config = WebhookConfig::from_yaml(&config(registry, registries, credentials)).unwrap();
+    let lookup = EntrypointLookup::new(&config.entrypoint_lookup).unwrap();
+    AppState::new(config).with_entrypoint_lookup(lookup)
+}
+
+/// The webhook's configuration (JSON, which is YAML) of [`webhook`].
+fn config(registry: &Registry, registries: &[&str], credentials: Option<Value>) -> String {
     let ca = registry.dir.path().join("ca.crt");
     std::fs::write(&ca, &registry.ca_pem).unwrap();
     let mut lookup = json!({"registries": registries, "caFile": ca, "timeoutSeconds": 2});
@@ -214,16 +221,11 @@ fn webhook(registry: &Registry, registries: &[&str], credentials: Option<Value>)
         std::fs::write(&file, credentials.to_string()).unwrap();
         lookup["credentialsFile"] = json!(file);
     }
-    let config = WebhookConfig::from_yaml(
-        &json!({
-            "federation": {"defaultUrl": "https://esi.example.com"},
-            "entrypointLookup": lookup,
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let lookup = EntrypointLookup::new(&config.entrypoint_lookup).unwrap();
-    AppState::new(config).with_entrypoint_lookup(lookup)
+    json!({
+        "federation": {"defaultUrl": "https://esi.example.com"},
+        "entrypointLookup": lookup,
+    })
+    .to_string()
 }
 
 /// A Pod whose container `app` runs `image` with `args`, and no `command`.
@@ -423,6 +425,44 @@ async fn a_container_without_command_runs_its_images_entrypoint_read_from_a_real
     )
     .await;
     denied(&answer, "refused access");
+
+    // `esi-webhook inject` reads the same way.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                            "metadata": {"name": "api", "namespace": "payments"},
+                            "spec": {"template": pod(&image, None)}});
+    let injected = esi_webhook::inject::inject(&state, vec![deployment], "payments").await;
+    assert_eq!(injected.injected, 1, "{:?}", injected.notes);
+    assert_eq!(
+        injected.documents[0]["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(wrapped(&["/app/server", "--port", "8080"]))
+    );
+    assert!(
+        injected.notes.iter().any(|n| n.contains(&digest)),
+        "{:?}",
+        injected.notes
+    );
+    // `esi-webhook check --image` says what an image runs, or why it cannot tell.
+    let file = registry.dir.path().join("webhook.yaml");
+    std::fs::write(
+        &file,
+        config(&registry, &["localhost:*"], Some(credentials.clone())),
+    )
+    .unwrap();
+    let missing = format!("{host}/team/missing:1.0");
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_esi-webhook"))
+        .arg("check")
+        .arg(&file)
+        .args(["--image", &image, "--image", &missing])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{image}: ENTRYPOINT [\"/app/server\"] CMD [\"--port\", \"8080\"] ({digest})"
+        )) && stdout.contains(&format!("{missing}: the registry has no such image")),
+        "{stdout}"
+    );
 
     // A rollout's Pods admitted at once: one read.
     registry
