@@ -168,12 +168,15 @@ async fn a_denied_pod_fails_the_whole_input_naming_the_object_and_why() {
                "spec": {"template": hostile}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": "broken", "namespace": "payments"}, "spec": {}}),
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "odd"},
+               "spec": {"template": {"metadata": {"labels": {"esi.dev/inject": "true"}},
+                                     "spec": "not a Pod spec"}}}),
     ];
     let out = esi_webhook::inject::inject(&state(), docs, "default").await;
     assert!(out.denied);
     assert_eq!(out.injected, 0);
     // The missing ServiceAccount is said too: its defaults may be why a Pod is denied.
-    assert_eq!(out.notes.len(), 3, "{:?}", out.notes);
+    assert_eq!(out.notes.len(), 4, "{:?}", out.notes);
     assert!(
         out.notes[0].starts_with("StatefulSet payments/db: warning: ServiceAccount payments/api"),
         "{}",
@@ -188,6 +191,17 @@ async fn a_denied_pod_fails_the_whole_input_naming_the_object_and_why() {
     assert_eq!(
         out.notes[2],
         "Deployment payments/broken: has no /spec/template, left as it is"
+    );
+    // What the API server would refuse to read, the webhook's words for it.
+    assert!(
+        out.notes[3].starts_with("Job default/odd: denied: ")
+            && out.notes[3].contains("expected PodSpec"),
+        "{}",
+        out.notes[3]
+    );
+    assert_eq!(
+        out.documents[2]["spec"]["template"]["spec"],
+        "not a Pod spec"
     );
 }
 
