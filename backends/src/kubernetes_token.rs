@@ -1019,8 +1019,10 @@ impl KubernetesServiceAccountTokenGenerator {
 
     /// Deletes the anchors of the days ended over [`SWEEP_MARGIN`] ago in `namespace`, the
     /// last [`SWEEP_DAYS`] of them, once a day per namespace: the garbage collector then
-    /// deletes their binding Secrets, whose tokens have expired. A failure is logged and
-    /// ends the sweep (the next day's tries again).
+    /// deletes their binding Secrets, whose tokens have expired. The deletes go out at once
+    /// (the request that triggers the sweep waits for one round trip, not seven: on a cold
+    /// start, every namespace's first revocable token pays it); failures are logged, the first
+    /// with their count, and the next day's sweep tries again.
     async fn sweep(&self, namespace: &str, now: jiff::Timestamp) {
         let Ok(last) = utc_day(now - SWEEP_MARGIN).yesterday() else {
             return;
@@ -1032,20 +1034,26 @@ impl KubernetesServiceAccountTokenGenerator {
             }
             swept.insert(namespace.to_owned(), last);
         }
-        for back in 0..SWEEP_DAYS {
-            let Ok(day) = last.checked_sub(jiff::Span::new().days(back)) else {
-                return;
-            };
-            if let Err(e) = self.delete_anchor(namespace, day).await {
-                tracing::warn!(
-                    namespace,
-                    anchor = anchor_name(day),
-                    detail = e.detail(),
-                    "a past day's anchor Lease could not be deleted; its binding Secrets stay \
-                     until a later sweep deletes it"
-                );
-                return;
-            }
+        let days: Vec<jiff::civil::Date> = (0..SWEEP_DAYS)
+            .map_while(|back| last.checked_sub(jiff::Span::new().days(back)).ok())
+            .collect();
+        let deleted = futures_util::future::join_all(
+            days.iter().map(|day| self.delete_anchor(namespace, *day)),
+        )
+        .await;
+        let mut failed = days
+            .iter()
+            .zip(deleted)
+            .filter_map(|(day, result)| result.err().map(|e| (day, e)));
+        if let Some((day, e)) = failed.next() {
+            tracing::warn!(
+                namespace,
+                anchor = anchor_name(*day),
+                failed = 1 + failed.count(),
+                detail = e.detail(),
+                "past days' anchor Leases could not be deleted; their binding Secrets stay \
+                 until a later sweep deletes them"
+            );
         }
     }
 

@@ -116,6 +116,11 @@ struct ApiServer {
     /// The users `kubernetes-target`'s ValidatingAdmissionPolicy is bound for, one module
     /// instance each (the federation's user): see [`refused_by_policy`].
     confined: Vec<String>,
+    /// How long a Lease DELETE takes (none by default), and how many were in flight at
+    /// once: now, and at most.
+    delete_pause: Duration,
+    deletes_in_flight: usize,
+    most_deletes_in_flight: usize,
 }
 
 type Fake = Arc<Mutex<ApiServer>>;
@@ -763,7 +768,15 @@ async fn delete_lease(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
+    let pause = {
+        let mut api = fake.lock().unwrap();
+        api.deletes_in_flight += 1;
+        api.most_deletes_in_flight = api.most_deletes_in_flight.max(api.deletes_in_flight);
+        api.delete_pause
+    };
+    tokio::time::sleep(pause).await;
     let mut api = fake.lock().unwrap();
+    api.deletes_in_flight -= 1;
     if let Some(refused) = refused_edit(&api, &user, Editable::Leases, "delete", &namespace) {
         return refused;
     }
@@ -975,6 +988,9 @@ fn api(cluster: Arc<LocalIssuer>, accounts: &[&str], grants: Vec<Grant>) -> (Fak
         minted: HashMap::new(),
         x509_users: HashMap::new(),
         confined: vec![FEDERATION_USER.to_owned()],
+        delete_pause: Duration::ZERO,
+        deletes_in_flight: 0,
+        most_deletes_in_flight: 0,
     }));
     let app = Router::new()
         .route(
@@ -1654,6 +1670,8 @@ async fn binding_secrets_go_with_their_days_anchor_and_past_days_anchors_are_swe
     }
     let theirs_secrets = fake.lock().unwrap().secrets.len() - past.len() - 1;
 
+    // Each DELETE takes a while, as over a long way to the API server.
+    fake.lock().unwrap().delete_pause = Duration::from_millis(300);
     let g = generator(None, provider.clone(), spec.clone());
     let first = g.generate(&ctx(&id, None)).await.unwrap();
     let secret_of = |cred: &esi_backends::Credential| {
@@ -1722,6 +1740,11 @@ async fn binding_secrets_go_with_their_days_anchor_and_past_days_anchors_are_swe
             .map(|r| &r.2)
             .collect();
         assert_eq!(deletes.len(), 7, "seven past days swept");
+        // Sent at once: the request that swept waited for about one DELETE, not seven.
+        assert!(
+            api.most_deletes_in_flight > 1,
+            "the sweep's deletes went one after another"
+        );
         assert!(
             deletes
                 .iter()
