@@ -288,6 +288,26 @@ impl WebhookConfig {
                 "cli.image must be set and cli.binaryPath absolute".into(),
             ));
         }
+        for (kind, map) in [
+            ("requests", &self.cli.requests),
+            ("limits", &self.cli.limits),
+        ] {
+            for (resource, quantity) in map {
+                esi_api::inject::parse_quantity(quantity)
+                    .map_err(|e| ConfigError::Invalid(format!("cli.{kind}.{resource}: {e}")))?;
+            }
+        }
+        for (resource, request) in &self.cli.requests {
+            let quantity = esi_api::inject::parse_quantity;
+            if let Some(limit) = self.cli.limits.get(resource)
+                && let (Ok(r), Ok(l)) = (quantity(request), quantity(limit))
+                && r > l
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "cli.requests.{resource} {request} is more than cli.limits.{resource} {limit}"
+                )));
+            }
+        }
         let lookup = &self.entrypoint_lookup;
         if !(1..=4).contains(&lookup.timeout_seconds) {
             return Err(ConfigError::Invalid(format!(
@@ -378,6 +398,18 @@ mod tests {
                 "credentialsFile must be",
             ),
             ("entrypointLookup: {registry: [ghcr.io]}", "registry"),
+            (
+                "cli: {limits: {memory: 32MB}}",
+                "cli.limits.memory: \"32MB\" is not a Kubernetes quantity",
+            ),
+            (
+                "cli: {requests: {memory: 64Mi}}",
+                "cli.requests.memory 64Mi is more than cli.limits.memory 32Mi",
+            ),
+            (
+                "cli: {requests: {cpu: '1'}, limits: {cpu: 500m}}",
+                "cli.requests.cpu 1 is more than cli.limits.cpu 500m",
+            ),
         ] {
             let e = WebhookConfig::from_yaml(yaml).unwrap_err();
             assert!(e.to_string().contains(want), "{yaml}: {e}");

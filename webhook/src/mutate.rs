@@ -11,14 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::pod::{Container, Pod, PodSpec};
 use esi_api::inject::{
-    self as contract, AGENT_CONTAINER_NAME, ANN_CONTAINERS, ANN_ENTRYPOINT_PREFIX, ANN_ENV,
-    ANN_ENV_FROM, ANN_FEDERATION_URL, ANN_FILE_PREFIX, ANN_GENERATORS, ANN_INIT_CONTAINERS,
-    ANN_REFRESH, ANN_REFRESH_AT, ANN_REFRESH_NOTIFY, ANN_RUN_AS, ANN_STATUS, ANN_TEMPLATE_PREFIX,
-    ANN_TOKEN_AUDIENCE, ANN_TOKEN_EXPIRATION, BINARY_PATH, ContainerSpec, DEFAULT_UID,
-    ENV_ALLOW_HTTP, ENV_POD_NAME, ENV_POD_NAMESPACE, ENV_SPEC, FILES_DIR, FileOutput,
-    INIT_CONTAINER_NAME, INJECT_LABEL, INJECT_LABEL_VALUE, InjectionSpec, MOUNT_PATH, Notify,
-    Owner, PodAnnotations, RefreshSpec, SPEC_VERSION, STATUS_INJECTED, TOKEN_FILE_NAME,
-    TOKEN_MOUNT_PATH, TOKEN_PATH, TOKEN_VOLUME_NAME, VOLUME_NAME, limits,
+    self as contract, AGENT_CONTAINER_NAME, ANN_CLI_RESOURCES, ANN_CONTAINERS,
+    ANN_ENTRYPOINT_PREFIX, ANN_ENV, ANN_ENV_FROM, ANN_FEDERATION_URL, ANN_FILE_PREFIX,
+    ANN_GENERATORS, ANN_INIT_CONTAINERS, ANN_REFRESH, ANN_REFRESH_AT, ANN_REFRESH_NOTIFY,
+    ANN_RUN_AS, ANN_STATUS, ANN_TEMPLATE_PREFIX, ANN_TOKEN_AUDIENCE, ANN_TOKEN_EXPIRATION,
+    BINARY_PATH, ContainerSpec, DEFAULT_UID, ENV_ALLOW_HTTP, ENV_POD_NAME, ENV_POD_NAMESPACE,
+    ENV_SPEC, FILES_DIR, FileOutput, INIT_CONTAINER_NAME, INJECT_LABEL, INJECT_LABEL_VALUE,
+    InjectionSpec, MOUNT_PATH, Notify, Owner, PodAnnotations, RefreshSpec, SPEC_VERSION,
+    STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH, TOKEN_VOLUME_NAME, VOLUME_NAME,
+    limits, parse_quantity,
 };
 
 use crate::config::{InitPosition, WebhookConfig};
@@ -27,6 +28,9 @@ use crate::patch::{
     Mount, Op, Path, Probe, Projected, Resources, SeccompProfile, SecurityContext,
     ServiceAccountToken, TokenSource, Val, Volume, string_literal,
 };
+
+/// Resource quantities by resource name (`cpu`, `memory`).
+type ResourceMap = BTreeMap<String, String>;
 
 /// Size limit of the memory-backed volume (the esi-cli binary plus credentials).
 pub const VOLUME_SIZE_LIMIT: &str = "32Mi";
@@ -335,6 +339,7 @@ impl<'a> Planner<'a> {
         let (files, dirs) = self.files(&owner)?;
         let (audience, expiration) = self.token()?;
         let refresh = self.refresh()?;
+        let resources = self.cli_resources()?;
         let commands = match self.commands(&chosen, &containers)? {
             Ok(commands) => commands,
             Err(wanted) => return Ok(Outcome::NeedsEntrypoints(wanted)),
@@ -484,6 +489,7 @@ impl<'a> Planner<'a> {
             &owner,
             None,
             &inj.federation_url,
+            &resources,
         )];
         if let Some(agent) = &agent_name {
             new_inits.push(self.cli_container(
@@ -494,6 +500,7 @@ impl<'a> Planner<'a> {
                 &owner,
                 Some("Always"),
                 &inj.federation_url,
+                &resources,
             ));
         }
         let first =
@@ -1103,6 +1110,51 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// The esi-cli containers' requests and limits: the webhook's, each overridden by
+    /// `esi.dev/cli-resources`. A request above its limit is refused here, naming the
+    /// annotation, rather than by the API server after the webhook.
+    fn cli_resources(&self) -> Result<(Cow<'a, ResourceMap>, Cow<'a, ResourceMap>), Denial> {
+        let cli = &self.cfg.cli;
+        let own = &self.ann.cli_resources;
+        if own.is_empty() {
+            return Ok((Cow::Borrowed(&cli.requests), Cow::Borrowed(&cli.limits)));
+        }
+        let over = |base: &ResourceMap, own: &ResourceMap| {
+            let mut merged = base.clone();
+            merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged
+        };
+        let (requests, limits) = (
+            over(&cli.requests, &own.requests),
+            over(&cli.limits, &own.limits),
+        );
+        let whose = |own: &ResourceMap, resource: &str| {
+            if own.contains_key(resource) {
+                ""
+            } else {
+                " (the webhook's default)"
+            }
+        };
+        for (resource, request) in &requests {
+            let Some(limit) = limits.get(resource) else {
+                continue;
+            };
+            // The annotation's and the configuration's quantities were both read already.
+            let (Ok(r), Ok(l)) = (parse_quantity(request), parse_quantity(limit)) else {
+                continue;
+            };
+            if r > l {
+                return deny(format!(
+                    "esi: annotation {ANN_CLI_RESOURCES}: requests.{resource} {request}{} is more than \
+                     limits.{resource} {limit}{}, which the API server refuses",
+                    whose(&own.requests, resource),
+                    whose(&own.limits, resource),
+                ));
+            }
+        }
+        Ok((Cow::Owned(requests), Cow::Owned(limits)))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn cli_container<'c>(
         &'c self,
@@ -1113,6 +1165,7 @@ impl<'a> Planner<'a> {
         owner: &ResolvedOwner,
         restart_policy: Option<&'c str>,
         federation_url: &str,
+        resources: &'c (Cow<'a, ResourceMap>, Cow<'a, ResourceMap>),
     ) -> CliContainer<'c> {
         let cli = &self.cfg.cli;
         let field = |name, field_path| EnvVar {
@@ -1161,8 +1214,8 @@ impl<'a> Planner<'a> {
                 },
             ],
             resources: Resources {
-                requests: &cli.requests,
-                limits: &cli.limits,
+                requests: &resources.0,
+                limits: &resources.1,
             },
             security_context: SecurityContext {
                 run_as_user: owner.run_as_user,

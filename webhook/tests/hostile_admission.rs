@@ -757,6 +757,7 @@ const FIXED_KEYS: &[&str] = &[
     inject::ANN_TOKEN_AUDIENCE,
     inject::ANN_TOKEN_EXPIRATION,
     inject::ANN_RUN_AS,
+    inject::ANN_CLI_RESOURCES,
     inject::ANN_STATUS,
 ];
 
@@ -1158,6 +1159,14 @@ const GOOD_PAIRS: &[(&str, &str)] = &[
     (inject::ANN_RUN_AS, "1000:2147483648"),
     (inject::ANN_TOKEN_EXPIRATION, "3600"),
     (inject::ANN_TOKEN_EXPIRATION, "10m"),
+    (
+        inject::ANN_CLI_RESOURCES,
+        "limits.memory=64Mi, limits.cpu=1",
+    ),
+    (
+        inject::ANN_CLI_RESOURCES,
+        "requests.cpu=1m\nrequests.memory=8Mi",
+    ),
     ("example.com/other", "{\"not\": \"ours\"}"),
     ("esi.dev.other/x", "\u{1b}[31m"),
 ];

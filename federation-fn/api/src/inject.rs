@@ -24,6 +24,7 @@
 //! | `esi.dev/token-audience` | `esi` | audience of the projected token (within the webhook's allow-list) |
 //! | `esi.dev/token-expiration` | `10m` / `600s` / `600` | projected token lifetime (within the webhook's bounds, at least 600 s) |
 //! | `esi.dev/run-as` | `uid[:gid]` | the app's user when neither the Pod nor its containers say it |
+//! | `esi.dev/cli-resources` | `requests.cpu=20m, limits.memory=64Mi` | resources of the esi-cli containers, over the webhook's defaults |
 //! | `esi.dev/status` | `injected` | written by the webhook; makes re-admission a no-op |
 //!
 //! Lists are separated by commas or newlines; blanks around items are ignored. Every key
@@ -99,6 +100,8 @@ pub const ANN_TOKEN_AUDIENCE: &str = "esi.dev/token-audience";
 pub const ANN_TOKEN_EXPIRATION: &str = "esi.dev/token-expiration";
 /// Annotation: `uid[:gid]` of the app when the security context does not say it.
 pub const ANN_RUN_AS: &str = "esi.dev/run-as";
+/// Resource requests and limits of the Pod's esi-cli containers, over the webhook's defaults.
+pub const ANN_CLI_RESOURCES: &str = "esi.dev/cli-resources";
 /// Every annotation key (or key prefix, ending in `.`) this contract defines.
 pub const KNOWN_ANNOTATIONS: &[&str] = &[
     ANN_GENERATORS,
@@ -119,6 +122,7 @@ pub const KNOWN_ANNOTATIONS: &[&str] = &[
     ANN_TOKEN_AUDIENCE,
     ANN_TOKEN_EXPIRATION,
     ANN_RUN_AS,
+    ANN_CLI_RESOURCES,
     ANN_STATUS,
 ];
 /// Annotation written by the webhook on injected Pods.
@@ -789,6 +793,25 @@ pub struct PodAnnotations {
     pub token_expiration_seconds: Option<i64>,
     /// `esi.dev/run-as`.
     pub run_as: Option<Owner>,
+    /// `esi.dev/cli-resources`.
+    pub cli_resources: CliResources,
+}
+
+/// Requests and limits of the esi-cli containers (`cpu`, `memory`), as Kubernetes quantities;
+/// what is not set here is the webhook's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CliResources {
+    /// `requests.<resource>`.
+    pub requests: BTreeMap<String, String>,
+    /// `limits.<resource>`.
+    pub limits: BTreeMap<String, String>,
+}
+
+impl CliResources {
+    /// Whether the annotation set nothing.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.limits.is_empty()
+    }
 }
 
 /// Whether the Pod carries [`ANN_STATUS`]`: injected`.
@@ -854,6 +877,7 @@ pub fn parse_annotations(
                 p.token_expiration_seconds = Some(parse_duration_seconds(value).map_err(err)?)
             }
             "run-as" => p.run_as = Some(parse_run_as(value).map_err(err)?),
+            "cli-resources" => p.cli_resources = parse_cli_resources(value).map_err(err)?,
             "status" => {
                 if value != STATUS_INJECTED {
                     return Err(err(format!(
@@ -1086,6 +1110,101 @@ fn parse_generators(value: &str) -> Result<BTreeMap<String, GeneratorRef>, Strin
         return Err("names no generator; expected alias=namespace/kind/name".to_owned());
     }
     Ok(out)
+}
+
+/// `requests.cpu=20m, limits.memory=64Mi`: the resources esi-cli's containers may set.
+fn parse_cli_resources(value: &str) -> Result<CliResources, String> {
+    let mut out = CliResources::default();
+    for item in items(value) {
+        let (key, quantity) = item.split_once('=').ok_or_else(|| {
+            format!(
+                "{} must look like requests.cpu=20m or limits.memory=64Mi",
+                show(item)
+            )
+        })?;
+        let (key, quantity) = (key.trim(), quantity.trim());
+        let (kind, resource) = key.split_once('.').unwrap_or((key, ""));
+        let map = match kind {
+            "requests" => &mut out.requests,
+            "limits" => &mut out.limits,
+            _ => {
+                return Err(format!(
+                    "{} is not one of requests.cpu, requests.memory, limits.cpu, limits.memory",
+                    show(key)
+                ));
+            }
+        };
+        if !matches!(resource, "cpu" | "memory") {
+            return Err(format!(
+                "{} is not one of requests.cpu, requests.memory, limits.cpu, limits.memory",
+                show(key)
+            ));
+        }
+        parse_quantity(quantity).map_err(|e| format!("{key}: {e}"))?;
+        if map
+            .insert(resource.to_owned(), quantity.to_owned())
+            .is_some()
+        {
+            return Err(format!("{} is set twice", show(key)));
+        }
+    }
+    if out.is_empty() {
+        return Err("sets nothing; expected e.g. requests.cpu=20m, limits.memory=64Mi".to_owned());
+    }
+    Ok(out)
+}
+
+/// The value of a Kubernetes resource quantity (`50m`, `64Mi`, `1.5`, `2e3`): a non-negative
+/// decimal number, then a decimal SI suffix, a binary SI suffix or a decimal exponent, as the
+/// API server reads them (`k8s.io/apimachinery/pkg/api/resource`). For comparisons; the text
+/// is what the Pod gets.
+pub fn parse_quantity(text: &str) -> Result<f64, String> {
+    let bad = || {
+        format!(
+            "{} is not a Kubernetes quantity (e.g. 50m, 64Mi, 1)",
+            show(text)
+        )
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
+        return Err(bad());
+    }
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => {
+            let exponent = suffix
+                .strip_prefix(['e', 'E'])
+                .filter(|e| {
+                    let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+                    !digits.is_empty()
+                        && digits.len() <= 3
+                        && digits.bytes().all(|b| b.is_ascii_digit())
+                })
+                .and_then(|e| e.parse::<i32>().ok())
+                .ok_or_else(bad)?;
+            10f64.powi(exponent)
+        }
+    };
+    Some(number * factor)
+        .filter(|v| v.is_finite())
+        .ok_or_else(bad)
 }
 
 fn parse_env(value: &str) -> Result<Vec<EnvMapping>, String> {
@@ -2066,5 +2185,61 @@ mod tests {
         assert!(parse_mode("0200").is_err());
         assert!(parse_mode("0604").is_err());
         assert!(parse_mode("1777").is_err());
+    }
+
+    #[test]
+    fn quantities_read_as_the_api_server_reads_them() {
+        for (text, value) in [
+            ("0", 0.0),
+            ("1", 1.0),
+            ("50m", 0.05),
+            ("1.5", 1.5),
+            (".5", 0.5),
+            ("2.", 2.0),
+            ("64Mi", 64.0 * 1024.0 * 1024.0),
+            ("1Gi", 1024.0 * 1024.0 * 1024.0),
+            ("128M", 128e6),
+            ("2k", 2000.0),
+            ("2e3", 2000.0),
+            ("5E-1", 0.5),
+        ] {
+            assert_eq!(parse_quantity(text), Ok(value), "{text}");
+        }
+        for bad in [
+            "", "m", ".", "-1", "+1", "1..5", "1.2.3", "64MB", "64mi", "1 Gi", "1e", "1e+",
+            "1e1000", "1e999", "0x10", "Mi", "1Ki1", "1K",
+        ] {
+            let e = parse_quantity(bad).unwrap_err();
+            assert!(e.contains("is not a Kubernetes quantity"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cli_resources_name_requests_and_limits_of_cpu_and_memory() {
+        let r =
+            parse_cli_resources("requests.cpu=20m, limits.memory=64Mi\nlimits.cpu = 1").unwrap();
+        assert_eq!(
+            r.requests,
+            BTreeMap::from([("cpu".to_owned(), "20m".to_owned())])
+        );
+        assert_eq!(
+            r.limits,
+            BTreeMap::from([
+                ("cpu".to_owned(), "1".to_owned()),
+                ("memory".to_owned(), "64Mi".to_owned())
+            ])
+        );
+        for (bad, says) in [
+            ("", "sets nothing"),
+            ("requests.cpu", "must look like"),
+            ("requests.gpu=1", "is not one of"),
+            ("limit.cpu=1", "is not one of"),
+            ("requests=1", "is not one of"),
+            ("requests.cpu=lots", "is not a Kubernetes quantity"),
+            ("requests.cpu=1, requests.cpu=2", "set twice"),
+        ] {
+            let e = parse_cli_resources(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -358,6 +358,10 @@ fn full_annotations() -> Vec<(&'static str, &'static str)> {
         ("esi.dev/token-audience", "esi"),
         ("esi.dev/token-expiration", "1h30m"),
         ("esi.dev/run-as", "1000:2000"),
+        (
+            "esi.dev/cli-resources",
+            "requests.cpu=20m, limits.memory=64Mi",
+        ),
         ("esi.dev/status", "injected"),
         ("other.io/ignored", "whatever"),
     ]
