@@ -403,6 +403,10 @@ mod tests {
                 "cli.limits.memory: \"32MB\" is not a Kubernetes quantity",
             ),
             (
+                "cli: {requests: {cpu: '-10m'}}",
+                "cli.requests.cpu: \"-10m\" is negative",
+            ),
+            (
                 "cli: {requests: {memory: 64Mi}}",
                 "cli.requests.memory 64Mi is more than cli.limits.memory 32Mi",
             ),

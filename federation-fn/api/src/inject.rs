@@ -1154,8 +1154,8 @@ fn parse_cli_resources(value: &str) -> Result<CliResources, String> {
     Ok(out)
 }
 
-/// The value of a Kubernetes resource quantity (`50m`, `64Mi`, `1.5`, `2e3`): a non-negative
-/// decimal number, then a decimal SI suffix, a binary SI suffix or a decimal exponent, as the
+/// The value of a Kubernetes resource quantity (`50m`, `64Mi`, `1.5`, `2e3`, `+1`): a
+/// non-negative decimal number, then a decimal SI suffix, a binary SI suffix or a decimal exponent, as the
 /// API server reads them (`k8s.io/apimachinery/pkg/api/resource`). For comparisons; the text
 /// is what the Pod gets.
 pub fn parse_quantity(text: &str) -> Result<f64, String> {
@@ -1165,10 +1165,16 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
             show(text)
         )
     };
-    let split = text
+    // A sign is allowed, as the API server allows it; a negative amount is not (the API server
+    // refuses it in a container's resources).
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let split = unsigned
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(split);
     if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
         return Err(bad());
     }
@@ -1202,9 +1208,16 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
             10f64.powi(exponent)
         }
     };
-    Some(number * factor)
+    let value = Some(number * factor)
         .filter(|v| v.is_finite())
-        .ok_or_else(bad)
+        .ok_or_else(bad)?;
+    if negative && value > 0.0 {
+        return Err(format!(
+            "{} is negative; a resource quantity is 0 or more",
+            show(text)
+        ));
+    }
+    Ok(value)
 }
 
 fn parse_env(value: &str) -> Result<Vec<EnvMapping>, String> {
@@ -2202,15 +2215,22 @@ mod tests {
             ("2k", 2000.0),
             ("2e3", 2000.0),
             ("5E-1", 0.5),
+            ("+1", 1.0),
+            ("+250m", 0.25),
         ] {
             assert_eq!(parse_quantity(text), Ok(value), "{text}");
         }
         for bad in [
-            "", "m", ".", "-1", "+1", "1..5", "1.2.3", "64MB", "64mi", "1 Gi", "1e", "1e+",
-            "1e1000", "1e999", "0x10", "Mi", "1Ki1", "1K",
+            "", "m", ".", "-", "+", "++1", "+-1", "-+1", "--1", "1..5", "1.2.3", "64MB", "64mi",
+            "1 Gi", "1e", "1e+", "1e1000", "1e999", "0x10", "Mi", "1Ki1", "1K",
         ] {
             let e = parse_quantity(bad).unwrap_err();
             assert!(e.contains("is not a Kubernetes quantity"), "{bad}: {e}");
+        }
+        assert_eq!(parse_quantity("-0"), Ok(0.0));
+        for negative in ["-1", "-50m", "-1e-3"] {
+            let e = parse_quantity(negative).unwrap_err();
+            assert!(e.contains("is negative"), "{negative}: {e}");
         }
     }
 
