@@ -297,16 +297,13 @@ impl WebhookConfig {
                     .map_err(|e| ConfigError::Invalid(format!("cli.{kind}.{resource}: {e}")))?;
             }
         }
-        for (resource, request) in &self.cli.requests {
-            let quantity = esi_api::inject::parse_quantity;
-            if let Some(limit) = self.cli.limits.get(resource)
-                && let (Ok(r), Ok(l)) = (quantity(request), quantity(limit))
-                && r > l
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "cli.requests.{resource} {request} is more than cli.limits.{resource} {limit}"
-                )));
-            }
+        if let Some(resource) =
+            esi_api::inject::request_above_limit(&self.cli.requests, &self.cli.limits)
+        {
+            let (request, limit) = (&self.cli.requests[resource], &self.cli.limits[resource]);
+            return Err(ConfigError::Invalid(format!(
+                "cli.requests.{resource} {request} is more than cli.limits.{resource} {limit}"
+            )));
         }
         let lookup = &self.entrypoint_lookup;
         if !(1..=4).contains(&lookup.timeout_seconds) {

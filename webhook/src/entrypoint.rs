@@ -82,7 +82,8 @@ pub enum LookupError {
     /// The configuration holds no `ENTRYPOINT` and no `CMD`.
     #[error("the image's configuration has no ENTRYPOINT or CMD")]
     Empty,
-    /// The manifest gives the configuration a size past 4 MiB (Distribution's own manifest limit), or below 0.
+    /// The manifest gives the configuration a size past 4 MiB (Distribution's own manifest
+    /// limit), or below 0.
     #[error("the image's configuration is {0} bytes; the webhook reads at most 4 MiB")]
     TooLarge(i64),
     /// The registry could not be read in time.

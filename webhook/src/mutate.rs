@@ -19,7 +19,7 @@ use esi_api::inject::{
     ENV_SPEC, FILES_DIR, FileOutput, INIT_CONTAINER_NAME, INJECT_LABEL, INJECT_LABEL_VALUE,
     InjectionSpec, MOUNT_PATH, Notify, Owner, PodAnnotations, RefreshSpec, SPEC_VERSION,
     STATUS_INJECTED, TOKEN_FILE_NAME, TOKEN_MOUNT_PATH, TOKEN_PATH, TOKEN_VOLUME_NAME, VOLUME_NAME,
-    limits, parse_quantity,
+    limits, request_above_limit,
 };
 
 use crate::config::{InitPosition, WebhookConfig};
@@ -1135,22 +1135,15 @@ impl<'a> Planner<'a> {
                 " (the webhook's default)"
             }
         };
-        for (resource, request) in &requests {
-            let Some(limit) = limits.get(resource) else {
-                continue;
-            };
-            // The annotation's and the configuration's quantities were both read already.
-            let (Ok(r), Ok(l)) = (parse_quantity(request), parse_quantity(limit)) else {
-                continue;
-            };
-            if r > l {
-                return deny(format!(
-                    "esi: annotation {ANN_CLI_RESOURCES}: requests.{resource} {request}{} is more than \
-                     limits.{resource} {limit}{}, which the API server refuses",
-                    whose(&own.requests, resource),
-                    whose(&own.limits, resource),
-                ));
-            }
+        if let Some(resource) = request_above_limit(&requests, &limits) {
+            return deny(format!(
+                "esi: annotation {ANN_CLI_RESOURCES}: requests.{resource} {}{} is more than \
+                 limits.{resource} {}{}, which the API server refuses",
+                requests[resource],
+                whose(&own.requests, resource),
+                limits[resource],
+                whose(&own.limits, resource),
+            ));
         }
         Ok((Cow::Owned(requests), Cow::Owned(limits)))
     }

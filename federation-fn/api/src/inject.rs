@@ -1123,10 +1123,9 @@ fn parse_cli_resources(value: &str) -> Result<CliResources, String> {
             )
         })?;
         let (key, quantity) = (key.trim(), quantity.trim());
-        let (kind, resource) = key.split_once('.').unwrap_or((key, ""));
-        let map = match kind {
-            "requests" => &mut out.requests,
-            "limits" => &mut out.limits,
+        let (map, resource) = match key.split_once('.') {
+            Some(("requests", resource @ ("cpu" | "memory"))) => (&mut out.requests, resource),
+            Some(("limits", resource @ ("cpu" | "memory"))) => (&mut out.limits, resource),
             _ => {
                 return Err(format!(
                     "{} is not one of requests.cpu, requests.memory, limits.cpu, limits.memory",
@@ -1134,12 +1133,6 @@ fn parse_cli_resources(value: &str) -> Result<CliResources, String> {
                 ));
             }
         };
-        if !matches!(resource, "cpu" | "memory") {
-            return Err(format!(
-                "{} is not one of requests.cpu, requests.memory, limits.cpu, limits.memory",
-                show(key)
-            ));
-        }
         parse_quantity(quantity).map_err(|e| format!("{key}: {e}"))?;
         if map
             .insert(resource.to_owned(), quantity.to_owned())
@@ -1218,6 +1211,20 @@ pub fn parse_quantity(text: &str) -> Result<f64, String> {
         ));
     }
     Ok(value)
+}
+
+/// The first resource (by name) whose request in `requests` is more than its limit in
+/// `limits`, which the API server refuses. Quantities are compared as [`parse_quantity`] reads
+/// them; one it cannot read is not compared (whoever read it first has refused it).
+pub fn request_above_limit<'m>(
+    requests: &'m BTreeMap<String, String>,
+    limits: &BTreeMap<String, String>,
+) -> Option<&'m str> {
+    requests.iter().find_map(|(resource, request)| {
+        let limit = limits.get(resource)?;
+        let (request, limit) = (parse_quantity(request).ok()?, parse_quantity(limit).ok()?);
+        (request > limit).then_some(resource.as_str())
+    })
 }
 
 fn parse_env(value: &str) -> Result<Vec<EnvMapping>, String> {
