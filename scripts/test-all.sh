@@ -2,7 +2,7 @@
 # The README's test command (and what .ci/run calls): installs and starts every peer the tests
 # need (scripts/peers/*.sh: OpenBao, PostgreSQL, moto, ...), runs the whole Rust test suite with
 # ESI_REQUIRE_PEERS=1 (so a missing peer fails instead of skipping), then the non-cargo checks
-# (scripts/checks/*.sh: manifests, Terraform), and stops the peers again.
+# (scripts/checks/*.sh: API docs, images, manifests, Terraform), and stops the peers again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ESI_PEERS_DIR="${ESI_PEERS_DIR:-$PWD/.peers}"
