@@ -4,9 +4,10 @@
 //! `args`). Off unless `entrypointLookup.registries` lists registries; `esi.dev/entrypoint.<c>`
 //! always wins and is never looked up.
 //!
-//! The lookup reads the manifest (an image index resolved to the webhook's own platform, as
-//! `oci-client` does) and the configuration blob, anonymously or with the credentials of the
-//! configured Docker `config.json`; never the Pod's `imagePullSecrets`, which the webhook could
+//! The lookup reads the manifest (an image index resolved to the webhook's own platform) and
+//! the configuration blob, each up to a bound and checked against its digest
+//! (`entrypoint/registry.rs`), anonymously or with the credentials of the configured Docker
+//! `config.json`; never the Pod's `imagePullSecrets`, which the webhook could
 //! only read with `get` on every Secret of the cluster. The registry must be on the
 //! configured list: a Pod names its images, and without the list it could make the webhook call
 //! any host. Answers are kept: an image pinned by digest for as long as the webhook runs
@@ -22,22 +23,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use esi_backends::http::{Trust, tls_config};
+use oci_spec::distribution::Reference;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::config::EntrypointLookupConfig;
 use crate::locked;
 
+mod registry;
+
+use registry::{Credentials, Registries};
+
 /// Most images kept.
 const MAX_ENTRIES: usize = 1024;
 /// Largest credentials file read.
 const MAX_CREDENTIALS_BYTES: u64 = 1024 * 1024;
-/// Largest image configuration read: what the Distribution registry accepts as a manifest
-/// (4 MiB). Real ones are a few KB, tens of KB with a long history.
-const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
 /// What an image runs: its `ENTRYPOINT` and `CMD`, and the digest of the manifest read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,9 @@ pub enum LookupError {
     /// limit), or below 0.
     #[error("the image's configuration is {0} bytes; the webhook reads at most 4 MiB")]
     TooLarge(i64),
+    /// The manifest (or index) is larger than 4 MiB, Distribution's own limit.
+    #[error("the image's manifest is larger than 4 MiB, which the webhook does not read")]
+    ManifestTooLarge,
     /// The registry could not be read in time.
     #[error("the registry did not answer within {0} s")]
     Timeout(u64),
@@ -104,6 +108,7 @@ impl LookupError {
             Self::NotFound => "not_found",
             Self::Empty => "no_entrypoint",
             Self::TooLarge(_) => "config_too_large",
+            Self::ManifestTooLarge => "manifest_too_large",
             Self::Timeout(_) => "timeout",
             Self::Unavailable(_) => "unavailable",
         }
@@ -140,59 +145,42 @@ impl Source {
 /// The registry client, its settings and the answers kept.
 pub struct EntrypointLookup {
     cfg: EntrypointLookupConfig,
-    client: Client,
+    registries: Registries,
     cache: Mutex<HashMap<String, (Instant, Arc<ImageCommand>)>>,
     /// One gate per image being read: the Pods of a rollout, admitted at once, make one read
     /// (Docker Hub counts each manifest read against its pull rate limit).
     reading: Gates,
 }
 
-/// Why the lookup cannot be set up (an unreadable CA file).
+/// Why the lookup cannot be set up (an unreadable CA file, no trusted certificate at all).
 #[derive(Debug, thiserror::Error)]
-#[error("entrypointLookup.caFile {path}: {why}")]
+#[error("entrypointLookup.caFile{}: {why}", path.as_deref().map(|p| format!(" {p}")).unwrap_or_default())]
 pub struct SetupError {
-    path: String,
+    path: Option<String>,
     why: String,
 }
 
 impl EntrypointLookup {
     /// A client for `cfg`, trusting the system roots and `cfg.caFile` (read now).
     pub fn new(cfg: &EntrypointLookupConfig) -> Result<Self, SetupError> {
-        let mut extra = Vec::new();
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| SetupError {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
-            let certificates = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SetupError {
-                    path: path.clone(),
-                    why: format!("not PEM: {e}"),
-                })?;
-            if certificates.is_empty() {
-                return Err(SetupError {
-                    path: path.clone(),
-                    why: "holds no PEM certificate".to_owned(),
-                });
-            }
-            extra.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data: pem,
-            });
-        }
-        let timeout = Duration::from_secs(cfg.timeout_seconds);
-        let client = Client::new(ClientConfig {
-            protocol: ClientProtocol::Https,
-            extra_root_certificates: extra,
-            connect_timeout: Some(timeout),
-            read_timeout: Some(timeout),
-            user_agent: concat!("esi-webhook/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        });
+        let path = cfg.ca_file.clone();
+        let failed = |why: String| SetupError {
+            path: path.clone(),
+            why,
+        };
+        let pem = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?),
+            None => None,
+        };
+        let tls = tls_config(Trust::System {
+            extra: pem.as_deref(),
+        })
+        .map_err(failed)?;
+        let registries =
+            Registries::new(tls, Duration::from_secs(cfg.timeout_seconds)).map_err(failed)?;
         Ok(Self {
             cfg: cfg.clone(),
-            client,
+            registries,
             cache: Mutex::new(HashMap::new()),
             reading: Mutex::new(HashMap::new()),
         })
@@ -241,25 +229,12 @@ impl EntrypointLookup {
         reference: &Reference,
         image: &str,
     ) -> Result<Arc<ImageCommand>, LookupError> {
-        let auth = self.credentials(reference.registry())?;
-        let (manifest, digest) = self
-            .client
-            .pull_image_manifest(reference, &auth)
-            .await
-            .map_err(|e| classify(e, &auth))?;
-        let size = usize::try_from(manifest.config.size)
-            .ok()
-            .filter(|size| *size <= MAX_CONFIG_BYTES)
-            .ok_or(LookupError::TooLarge(manifest.config.size))?;
-        let mut config = Bounded {
-            data: Vec::with_capacity(size),
-            limit: size,
-        };
-        self.client
-            .pull_blob(reference, &manifest.config, &mut config)
-            .await
-            .map_err(|e| classify(e, &auth))?;
-        let found = Arc::new(parse_config(&config.data, digest)?);
+        let credentials = self.credentials(reference.registry())?;
+        let (config, digest) = self
+            .registries
+            .image_config(reference, &credentials)
+            .await?;
+        let found = Arc::new(parse_config(&config, digest)?);
         let mut cache = locked(&self.cache);
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(self.cfg.cache_seconds));
@@ -273,9 +248,9 @@ impl EntrypointLookup {
 
     /// The credentials for `registry` in the configured `config.json`, read now (a rotated
     /// Secret is picked up); anonymous without a file or an entry.
-    fn credentials(&self, registry: &str) -> Result<RegistryAuth, LookupError> {
+    fn credentials(&self, registry: &str) -> Result<Credentials, LookupError> {
         let Some(path) = &self.cfg.credentials_file else {
-            return Ok(RegistryAuth::Anonymous);
+            return Ok(Credentials::Anonymous);
         };
         let unreadable = |why: String| {
             LookupError::Unavailable(format!("entrypointLookup.credentialsFile {path}: {why}"))
@@ -327,44 +302,6 @@ impl Drop for Gate<'_> {
     }
 }
 
-/// A configuration blob's bytes, refused past the size the manifest gave it (the digest is
-/// checked only at the end: a registry could otherwise send without end).
-struct Bounded {
-    data: Vec<u8>,
-    limit: usize,
-}
-
-impl tokio::io::AsyncWrite for Bounded {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.data.len() + buf.len() > self.limit {
-            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
-                "the registry sent more than the {} bytes the manifest gives the configuration",
-                self.limit
-            ))));
-        }
-        self.data.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 fn read_bounded(path: &str) -> Result<String, String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
@@ -407,7 +344,7 @@ fn auth_host(key: &str) -> &str {
 }
 
 /// The credentials `text` (a Docker `config.json`) holds for `registry`, or anonymous.
-fn credentials_for(text: &str, registry: &str) -> Result<RegistryAuth, String> {
+fn credentials_for(text: &str, registry: &str) -> Result<Credentials, String> {
     // serde's words quote the values they stumble on, and this file holds passwords.
     let config: DockerConfig = serde_json::from_str(text).map_err(|e| {
         format!(
@@ -421,10 +358,13 @@ fn credentials_for(text: &str, registry: &str) -> Result<RegistryAuth, String> {
         .find(|(key, _)| auth_host(key) == registry)
         .map(|(_, entry)| entry)
     else {
-        return Ok(RegistryAuth::Anonymous);
+        return Ok(Credentials::Anonymous);
     };
     if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
-        return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
+        return Ok(Credentials::Basic {
+            user: user.clone(),
+            password: SecretString::from(password.as_str()),
+        });
     }
     let Some(auth) = &entry.auth else {
         return Err(format!("the entry for {registry} has no auth"));
@@ -437,7 +377,10 @@ fn credentials_for(text: &str, registry: &str) -> Result<RegistryAuth, String> {
     let (user, password) = decoded
         .split_once(':')
         .ok_or_else(|| format!("the auth of {registry} is not base64 of user:password"))?;
-    Ok(RegistryAuth::Basic(user.to_owned(), password.to_owned()))
+    Ok(Credentials::Basic {
+        user: user.to_owned(),
+        password: SecretString::from(password),
+    })
 }
 
 /// An image configuration: the part this reads.
@@ -474,45 +417,6 @@ fn parse_config(config: &[u8], digest: String) -> Result<ImageCommand, LookupErr
     })
 }
 
-fn classify(e: OciDistributionError, auth: &RegistryAuth) -> LookupError {
-    let how = match auth {
-        RegistryAuth::Anonymous => {
-            "anonymously; list the registry in entrypointLookup.credentialsFile"
-        }
-        _ => "with the credentials of entrypointLookup.credentialsFile",
-    };
-    match e {
-        OciDistributionError::AuthenticationFailure(_)
-        | OciDistributionError::UnauthorizedError { .. } => LookupError::Unauthorized(how),
-        OciDistributionError::ImageManifestNotFoundError(_) => LookupError::NotFound,
-        OciDistributionError::ServerError {
-            code: 401 | 403, ..
-        } => LookupError::Unauthorized(how),
-        OciDistributionError::ServerError { code: 404, .. } => LookupError::NotFound,
-        OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|e| {
-                matches!(
-                    e.code,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) =>
-        {
-            LookupError::NotFound
-        }
-        OciDistributionError::RegistryError { envelope, .. }
-            if envelope
-                .errors
-                .iter()
-                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
-        {
-            LookupError::Unauthorized(how)
-        }
-        other => LookupError::Unavailable(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,26 +450,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_configuration_is_read_up_to_the_size_its_manifest_gives() {
-        use std::pin::Pin;
-        use std::task::{Context, Poll, Waker};
-        use tokio::io::AsyncWrite as _;
-        let mut blob = Bounded {
-            data: Vec::new(),
-            limit: 8,
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut write = |data: &[u8]| Pin::new(&mut blob).poll_write(&mut cx, data);
-        assert!(matches!(write(b"{\"a\":"), Poll::Ready(Ok(5))));
-        assert!(matches!(write(b"1}"), Poll::Ready(Ok(2))));
-        let Poll::Ready(Err(e)) = write(b"  ") else {
-            panic!("a ninth byte was taken")
-        };
-        assert!(e.to_string().contains("more than the 8 bytes"), "{e}");
-        assert_eq!(blob.data, b"{\"a\":1}");
-    }
-
     #[tokio::test]
     async fn a_gate_leaves_with_its_last_holder_however_it_ends() {
         let gates = Gates::default();
@@ -597,15 +481,22 @@ mod tests {
             "https://registry.example.com:5000":{"auth":"cmVnOnJlZy1wYXNz"},
             "broken.example.com":{"auth":"bm8tY29sb24="},
             "empty.example.com":{}}}"#;
-        let basic = |user: &str, password: &str| RegistryAuth::Basic(user.into(), password.into());
+        let basic = |user: &str, password: &str| Some((user.to_owned(), password.to_owned()));
         let got = |registry: &str| credentials_for(file, registry);
-        assert_eq!(got("docker.io").unwrap(), basic("hub", "hub-pass"));
-        assert_eq!(got("ghcr.io").unwrap(), basic("bot", "ghcr-pass"));
+        let pair = |c: Credentials| match c {
+            Credentials::Basic { user, password } => {
+                use secrecy::ExposeSecret as _;
+                Some((user, password.expose_secret().to_owned()))
+            }
+            Credentials::Anonymous => None,
+        };
+        assert_eq!(pair(got("docker.io").unwrap()), basic("hub", "hub-pass"));
+        assert_eq!(pair(got("ghcr.io").unwrap()), basic("bot", "ghcr-pass"));
         assert_eq!(
-            got("registry.example.com:5000").unwrap(),
+            pair(got("registry.example.com:5000").unwrap()),
             basic("reg", "reg-pass")
         );
-        assert_eq!(got("quay.io").unwrap(), RegistryAuth::Anonymous);
+        assert_eq!(pair(got("quay.io").unwrap()), None);
         let e = got("broken.example.com").unwrap_err();
         assert!(
             e.contains("user:password") && !e.contains("no-colon"),
@@ -645,7 +536,7 @@ mod tests {
             (
                 "broken.crt",
                 "-----BEGIN CERTIFICATE-----\nnot base64!\n",
-                "not PEM",
+                "not a PEM certificate bundle",
             ),
         ] {
             let e = EntrypointLookup::new(&with(name, text))

@@ -49,7 +49,8 @@ pub struct LookupLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EntrypointLabels {
     /// `cached`, `registry`, or the failure's code (`not_allowed`, `unauthorized`,
-    /// `not_found`, `no_entrypoint`, `config_too_large`, `timeout`, `unavailable`, `invalid_reference`).
+    /// `not_found`, `no_entrypoint`, `config_too_large`, `manifest_too_large`, `timeout`,
+    /// `unavailable`, `invalid_reference`).
     pub result: &'static str,
 }
 
