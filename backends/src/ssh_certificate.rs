@@ -53,6 +53,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::ssh_key::private::KeypairData;
@@ -137,7 +138,7 @@ impl SshProvider {
 
     /// Reads the CA key and names it (`ED25519 SHA256:...`), for `check --login`.
     pub fn whoami(&self) -> Result<String, BackendError> {
-        let ca = CaKey::read(&self.ca_key)?;
+        let ca = CaKey::parse(&self.ca_key, self.ca_key.read()?.expose_secret())?;
         Ok(format!(
             "CA key {} {}",
             ca.key.algorithm(),
@@ -338,6 +339,8 @@ impl SshCertificateSpec {
 #[derive(Debug)]
 pub struct SshCertificateGenerator {
     ca_key: SecretRef,
+    /// The CA key last read, parsed (see [`SshCertificateGenerator::ca`]).
+    ca: ParsedCa,
     algorithm: Algorithm,
     principals: Vec<Template>,
     key_id: Template,
@@ -373,6 +376,7 @@ impl SshCertificateGenerator {
         extensions.dedup();
         Ok(SshCertificateGenerator {
             ca_key: provider.ca_key.clone(),
+            ca: ParsedCa::default(),
             algorithm: spec.key_spec().algorithm()?,
             principals,
             key_id,
@@ -381,6 +385,25 @@ impl SshCertificateGenerator {
             critical,
             extensions,
         })
+    }
+
+    /// The CA key, read now (a rotated key signs from the next certificate on) and parsed
+    /// only when its text changed since the last read: an RSA key's preparation (its CRT
+    /// exponents, aws-lc's consistency check) is paid once per key, not per certificate.
+    fn ca(&self) -> Result<Arc<CaKey>, BackendError> {
+        let text = self.ca_key.read()?;
+        let fingerprint =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.expose_secret().as_bytes());
+        let fingerprint: [u8; 32] = fingerprint.as_ref().try_into().unwrap_or([0; 32]);
+        let parsed = || self.ca.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, key)) = &*parsed()
+            && *seen == fingerprint
+        {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(CaKey::parse(&self.ca_key, text.expose_secret())?);
+        *parsed() = Some((fingerprint, key.clone()));
+        Ok(key)
     }
 
     /// A rendered principal or key id, checked.
@@ -398,6 +421,16 @@ impl SshCertificateGenerator {
             }),
             None => Ok(name),
         }
+    }
+}
+
+/// The CA key last parsed, under the SHA-256 of its text.
+#[derive(Default)]
+struct ParsedCa(Mutex<Option<([u8; 32], Arc<CaKey>)>>);
+
+impl std::fmt::Debug for ParsedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParsedCa")
     }
 }
 
@@ -423,9 +456,9 @@ fn unusable(ca: &SecretRef, why: impl std::fmt::Display) -> BackendError {
 }
 
 impl CaKey {
-    fn read(reference: &SecretRef) -> Result<Self, BackendError> {
-        let text = reference.read()?;
-        let key = PrivateKey::from_openssh(text.expose_secret().trim())
+    /// Parses `text`, the key `reference` holds.
+    fn parse(reference: &SecretRef, text: &str) -> Result<Self, BackendError> {
+        let key = PrivateKey::from_openssh(text.trim())
             .map_err(|e| unusable(reference, format!("not an OpenSSH private key: {e}")))?;
         if key.is_encrypted() {
             return Err(unusable(
@@ -701,7 +734,7 @@ impl Generate for SshCertificateGenerator {
             });
         }
         // Read first: a CA key that cannot sign makes no key pair.
-        let ca = CaKey::read(&self.ca_key)?;
+        let ca = self.ca()?;
         let subject = crate::ssh_key::new_key(self.algorithm, key_id.clone()).await?;
         let now = jiff::Timestamp::now().as_second().unsigned_abs();
         let valid_before = now.saturating_add(validity.as_secs());
@@ -859,6 +892,43 @@ mod tests {
             !debug.contains("PRIVATE KEY") && !debug.contains("AAAA"),
             "{debug}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_ca_key_is_parsed_once_and_a_rotated_one_signs_from_the_next_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, first_public) =
+            ca_key(dir.path(), Algorithm::Rsa(aws_lc_rs::rsa::KeySize::Rsa2048)).await;
+        let g = generator(
+            &path,
+            serde_json::json!({"secretStoreRef": {"name": "ssh-ca"}, "principals": ["ci"]}),
+        );
+        let id = crate::template::tests::identity();
+        let signer = |cred: &Credential| {
+            Certificate::from_openssh(&cred.data["certificate"])
+                .unwrap()
+                .signature_key()
+                .clone()
+        };
+        let public = |line: &str| ::ssh_key::PublicKey::from_openssh(line).unwrap();
+        let cred = g.generate(&ctx(&id, None)).await.unwrap();
+        assert_eq!(&signer(&cred), public(&first_public).key_data());
+        // The same text: the same parsed key, not a second preparation.
+        assert!(Arc::ptr_eq(&g.ca().unwrap(), &g.ca().unwrap()));
+
+        // Rotated in place (an Ed25519 key replacing the RSA one): the next certificate is
+        // signed by the new key, without rebuilding the generator.
+        let (other, second_public) = ca_key(dir.path(), Algorithm::Ed25519).await;
+        std::fs::copy(&other, &path).unwrap();
+        let cred = g.generate(&ctx(&id, None)).await.unwrap();
+        assert_eq!(&signer(&cred), public(&second_public).key_data());
+        // A broken key is refused at once, not served from what was parsed before.
+        std::fs::write(&path, "-----BEGIN OPENSSH PRIVATE KEY-----\nbroken\n").unwrap();
+        let e = g.generate(&ctx(&id, None)).await.unwrap_err();
+        assert!(e.detail().contains("not an OpenSSH private key"), "{e:?}");
+        std::fs::copy(&other, &path).unwrap();
+        let cred = g.generate(&ctx(&id, None)).await.unwrap();
+        assert_eq!(&signer(&cred), public(&second_public).key_data());
     }
 
     #[tokio::test]
