@@ -221,20 +221,32 @@ pub fn mutate_with_entrypoints(
         Some(sa) => Cow::Owned(contract::merge_service_account_defaults(own, sa)),
         None => Cow::Borrowed(own),
     };
-    let inherited: Vec<&str> = merged
+    plan(pod, &merged, cfg, entrypoints).map_err(|Denial(msg)| match inherited(own, &merged) {
+        Some(note) => Denial(format!("{msg} {note}")),
+        None => Denial(msg),
+    })
+}
+
+/// What a denial of `pod` adds when the Pod inherits `esi.dev/` keys from its ServiceAccount
+/// (whose annotations are `sa`): `(the Pod inherits K, L from its ServiceAccount)`.
+pub fn service_account_note(pod: &Pod, sa: Option<&BTreeMap<String, String>>) -> Option<String> {
+    let empty = BTreeMap::new();
+    let own = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    inherited(own, &contract::merge_service_account_defaults(own, sa?))
+}
+
+/// The note naming the keys of `merged` that `own` does not set, if any.
+fn inherited(own: &BTreeMap<String, String>, merged: &BTreeMap<String, String>) -> Option<String> {
+    let keys: Vec<&str> = merged
         .keys()
         .filter(|k| !own.contains_key(*k))
         .map(String::as_str)
         .collect();
-    plan(pod, &merged, cfg, entrypoints).map_err(|Denial(msg)| {
-        if inherited.is_empty() {
-            Denial(msg)
-        } else {
-            Denial(format!(
-                "{msg} (the Pod inherits {} from its ServiceAccount)",
-                inherited.join(", ")
-            ))
-        }
+    (!keys.is_empty()).then(|| {
+        format!(
+            "(the Pod inherits {} from its ServiceAccount)",
+            keys.join(", ")
+        )
     })
 }
 

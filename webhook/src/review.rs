@@ -572,11 +572,13 @@ fn reviewed(
 
 /// Denies a Pod whose container `wanted` has no `command` and whose image's entrypoint could
 /// not be read (`e` says why): `503 ServiceUnavailable` when a retry may succeed (the registry
-/// did not answer), `403 Forbidden` otherwise.
+/// did not answer), `403 Forbidden` otherwise. `note` says which `esi.dev/` keys the Pod
+/// inherits from its ServiceAccount (they may be why it gets env vars at all).
 pub fn deny_entrypoint(
     req: PodRequest,
     wanted: &mutate::EntrypointWanted,
     e: &crate::entrypoint::LookupError,
+    note: Option<&str>,
 ) -> Reviewed {
     use crate::entrypoint::LookupError;
     let (code, reason) = match e {
@@ -586,10 +588,11 @@ pub fn deny_entrypoint(
     let message = one_line(format!(
         "esi: container {c} has no command, and the entrypoint of its image {image} could not be read: {e}; \
          set the annotation {prefix}{c} to the image's ENTRYPOINT (plus CMD when the Pod sets no args) as a \
-         JSON array, e.g. [\"/app/server\"], or set command in the Pod",
+         JSON array, e.g. [\"/app/server\"], or set command in the Pod{note}",
         c = wanted.container,
         image = wanted.image,
         prefix = esi_api::inject::ANN_ENTRYPOINT_PREFIX,
+        note = note.map(|n| format!(" {n}")).unwrap_or_default(),
     ));
     reviewed(
         req,

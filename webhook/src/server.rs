@@ -323,7 +323,8 @@ pub async fn admit(
                     namespace = %req.namespace, container = %w.container, image = %w.image,
                     code = e.code(), error = %e.detail(), "cannot read the image's entrypoint"
                 );
-                return review::deny_entrypoint(req, w, &e);
+                let note = crate::mutate::service_account_note(&req.pod, sa);
+                return review::deny_entrypoint(req, w, &e, note.as_deref());
             }
         }
     }

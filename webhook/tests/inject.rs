@@ -352,3 +352,32 @@ fn check_says_whether_a_configuration_holds() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_entrypoint_denial_names_what_the_pod_inherits_from_its_service_account() {
+    // The Pod maps `db`, which only its ServiceAccount's defaults make it get; its container
+    // has no command and its image's registry is not one the webhook may read.
+    let config = WebhookConfig::from_yaml(&format!(
+        "{CONFIG}entrypointLookup:\n  registries: [\"ghcr.io\"]\n"
+    ))
+    .unwrap();
+    let lookup = esi_webhook::entrypoint::EntrypointLookup::new(&config.entrypoint_lookup).unwrap();
+    let state = AppState::new(config).with_entrypoint_lookup(lookup);
+    let mut pod = template("api");
+    pod["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("command");
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                            "metadata": {"name": "api", "namespace": "payments"},
+                            "spec": {"template": pod}});
+    let out =
+        esi_webhook::inject::inject(&state, vec![service_account(), deployment], "payments").await;
+    assert!(out.denied, "{:?}", out.notes);
+    let note = out.notes.join("\n");
+    assert!(
+        note.contains("registry registry.example is not one the webhook may read")
+            && note.contains("(the Pod inherits esi.dev/generators from its ServiceAccount)"),
+        "{note}"
+    );
+}
