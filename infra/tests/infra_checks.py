@@ -1390,7 +1390,8 @@ WH_REQUIRED = "\n ".join([
 WH_CA = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
 # Entrypoint lookups with every input: a wildcard, a port, the longest timeout, no cache.
 WH_LOOKUP = ('entrypoint_lookup = { registries = ["ghcr.io", "*.dkr.ecr.*.amazonaws.com", "registry.internal:5000"], '
-             f'timeout_seconds = 4, cache_seconds = 0, credentials_secret = "registry-pull.v2", ca_pem = "{WH_CA}" }}')
+             f'timeout_seconds = 4, cache_seconds = 0, credentials_secret = "registry-pull.v2", ca_pem = "{WH_CA}", '
+             'platforms = ["linux/amd64", "linux/arm/v7"] }')
 KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31, standard base64 like random_bytes.base64
 ECR_REPO = "arn:aws:ecr:eu-west-1:123456789012:repository"
 SM_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret"
@@ -1601,6 +1602,10 @@ VALIDATION_CASES = [
     ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], cache_seconds = 0.5 }}', "cache_seconds must be a whole number"),
     ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], credentials_secret = "Registry_Pull" }}', "must be the name of a Secret"),
     ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], ca_pem = "MIIB" }}', "must hold PEM certificates"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], platforms = ["amd64"] }}', "platforms must be distinct platforms"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], platforms = ["Linux/AMD64"] }}', "platforms must be distinct platforms"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], platforms = ["linux/arm/v7/x"] }}', "platforms must be distinct platforms"),
+    ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], platforms = ["linux/amd64", "linux/amd64"] }}', "platforms must be distinct platforms"),
     ("webhook", f'{WH_REQUIRED}\n entrypoint_lookup = {{ registries = ["ghcr.io"], ca_pem = "{PEM}" }}', "must hold PEM certificates"),
     # Trust for the federation's own logins: an https issuer as the cloud takes it, and the
     # identifiers each cloud accepts.
@@ -2427,7 +2432,8 @@ WH_CONFIG_CASES = [
      {"registries": ["docker.io"], "timeoutSeconds": 2, "cacheSeconds": 600}),
     (f'{WH_REQUIRED}\n {WH_LOOKUP}',
      {"registries": ["ghcr.io", "*.dkr.ecr.*.amazonaws.com", "registry.internal:5000"], "timeoutSeconds": 4, "cacheSeconds": 0,
-      "credentialsFile": "/etc/esi-webhook/registry/config.json", "caFile": "/etc/esi-webhook/registry-ca/ca.crt"}),
+      "credentialsFile": "/etc/esi-webhook/registry/config.json", "caFile": "/etc/esi-webhook/registry-ca/ca.crt",
+      "platforms": ["linux/amd64", "linux/arm/v7"]}),
 ]
 
 

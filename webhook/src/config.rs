@@ -75,6 +75,11 @@ pub struct EntrypointLookupConfig {
     pub credentials_file: Option<String>,
     /// A PEM bundle trusted for registries in addition to the system roots.
     pub ca_file: Option<String>,
+    /// The platforms (`os/architecture[/variant]`, e.g. `linux/amd64`) the cluster's nodes
+    /// run. A Pod that pins none with `nodeSelector` `kubernetes.io/arch` gets the command
+    /// an image index's images for all of them agree on, and is denied when they differ.
+    /// Empty (the default): the webhook's own platform.
+    pub platforms: Vec<String>,
 }
 
 impl Default for EntrypointLookupConfig {
@@ -85,6 +90,7 @@ impl Default for EntrypointLookupConfig {
             cache_seconds: 600,
             credentials_file: None,
             ca_file: None,
+            platforms: Vec::new(),
         }
     }
 }
@@ -93,6 +99,22 @@ impl EntrypointLookupConfig {
     /// Whether lookups are on.
     pub fn enabled(&self) -> bool {
         !self.registries.is_empty()
+    }
+
+    /// `platforms`, read; the webhook's own when there are none.
+    pub fn platforms(&self) -> Result<Vec<crate::entrypoint::Platform>, String> {
+        if self.platforms.is_empty() {
+            return Ok(vec![crate::entrypoint::Platform::own()]);
+        }
+        let mut out: Vec<crate::entrypoint::Platform> = Vec::new();
+        for p in &self.platforms {
+            let platform = p.parse()?;
+            if out.contains(&platform) {
+                return Err(format!("{p} is listed twice"));
+            }
+            out.push(platform);
+        }
+        Ok(out)
     }
 
     /// Whether images of `registry` may be looked up.
@@ -321,6 +343,9 @@ impl WebhookConfig {
                 "entrypointLookup.registries: {bad:?} is not a registry host (host or host:port, `*` as a wildcard, no scheme or path)"
             )));
         }
+        lookup
+            .platforms()
+            .map_err(|e| ConfigError::Invalid(format!("entrypointLookup.platforms: {e}")))?;
         for (field, path) in [
             ("credentialsFile", &lookup.credentials_file),
             ("caFile", &lookup.ca_file),
@@ -396,6 +421,26 @@ mod tests {
             ),
             ("entrypointLookup: {registry: [ghcr.io]}", "registry"),
             (
+                "entrypointLookup: {platforms: [amd64]}",
+                "entrypointLookup.platforms: \"amd64\" is not a platform",
+            ),
+            (
+                "entrypointLookup: {platforms: [Linux/AMD64]}",
+                "\"Linux/AMD64\" is not a platform",
+            ),
+            (
+                "entrypointLookup: {platforms: [linux/arm/v7/x]}",
+                "is not a platform",
+            ),
+            (
+                "entrypointLookup: {platforms: ['linux//v7']}",
+                "is not a platform",
+            ),
+            (
+                "entrypointLookup: {platforms: [linux/amd64, linux/amd64]}",
+                "linux/amd64 is listed twice",
+            ),
+            (
                 "cli: {limits: {memory: 32MB}}",
                 "cli.limits.memory: \"32MB\" is not a Kubernetes quantity",
             ),
@@ -438,6 +483,23 @@ mod tests {
         .unwrap();
         let lookup = &with_lookup.entrypoint_lookup;
         assert!(lookup.enabled() && lookup.timeout_seconds == 2 && lookup.cache_seconds == 600);
+        assert_eq!(
+            lookup.platforms().unwrap(),
+            [crate::entrypoint::Platform::own()]
+        );
+        let mixed = WebhookConfig::from_yaml(
+            "entrypointLookup: {registries: [ghcr.io], platforms: [linux/amd64, linux/arm/v7]}\n",
+        )
+        .unwrap();
+        let platforms = mixed.entrypoint_lookup.platforms().unwrap();
+        assert_eq!(
+            platforms
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["linux/amd64", "linux/arm/v7"]
+        );
+        assert_eq!(platforms[1].variant.as_deref(), Some("v7"));
         for (registry, allowed) in [
             ("ghcr.io", true),
             ("registry.internal:5000", true),

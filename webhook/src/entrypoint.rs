@@ -63,6 +63,95 @@ impl ImageCommand {
     }
 }
 
+/// A platform an image index may hold an image for: `os/architecture[/variant]`, as the OCI
+/// image index and `docker --platform` name it (`linux/amd64`, `linux/arm64`, `linux/arm/v7`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Platform {
+    /// `linux`, `windows`, ...
+    pub os: String,
+    /// `amd64`, `arm64`, ... (Go's names, as Kubernetes' `kubernetes.io/arch` label has them).
+    pub architecture: String,
+    /// `v7`, `v8`, ...; without one, an index entry of any variant matches.
+    pub variant: Option<String>,
+}
+
+/// The node label a Pod's `nodeSelector` pins its architecture with.
+pub const ARCH_LABEL: &str = "kubernetes.io/arch";
+/// The node label a Pod's `nodeSelector` pins its OS with.
+pub const OS_LABEL: &str = "kubernetes.io/os";
+
+impl Platform {
+    /// The webhook's own platform.
+    pub fn own() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Self {
+            os: std::env::consts::OS.to_owned(),
+            architecture: architecture.to_owned(),
+            variant: None,
+        }
+    }
+
+    /// The platform a Pod's `nodeSelector` pins (`kubernetes.io/arch`, with
+    /// `kubernetes.io/os` or Linux), if it pins one that reads as a platform.
+    pub fn of_node_selector(selector: &BTreeMap<String, String>) -> Option<Self> {
+        let arch = selector.get(ARCH_LABEL)?;
+        let os = selector.get(OS_LABEL).map_or("linux", String::as_str);
+        format!("{os}/{arch}").parse().ok()
+    }
+
+    /// Whether an index entry for `os`/`architecture`/`variant` is an image for this platform.
+    pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        self.os == os
+            && self.architecture == architecture
+            && self.variant.as_deref().is_none_or(|v| Some(v) == variant)
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let word = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 32
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        let mut parts = s.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(os), Some(arch), variant, None)
+                if word(os) && word(arch) && variant.is_none_or(word) =>
+            {
+                Ok(Self {
+                    os: os.to_owned(),
+                    architecture: arch.to_owned(),
+                    variant: variant.map(str::to_owned),
+                })
+            }
+            _ => Err(format!(
+                "{s:?} is not a platform: os/architecture[/variant] in lowercase letters and \
+                 digits, e.g. linux/amd64 or linux/arm/v7"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why an image's entrypoint could not be read; the text is what the Pod's creator sees.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -77,9 +166,17 @@ pub enum LookupError {
     /// The registry refused the credentials, or wants some.
     #[error("the registry refused access to the image (the webhook reads it {0})")]
     Unauthorized(&'static str),
-    /// No such image, or none for the webhook's platform.
+    /// No such image.
     #[error("the registry has no such image")]
     NotFound,
+    /// The image is an index without an image for the platform.
+    #[error("the image has no {0} variant")]
+    NoPlatform(Platform),
+    /// The index's images for the platforms the Pod may run on run different commands.
+    #[error(
+        "the image runs different commands on {0}; pin the Pod to one platform with nodeSelector {ARCH_LABEL}"
+    )]
+    PlatformsDiffer(String),
     /// The configuration holds no `ENTRYPOINT` and no `CMD`.
     #[error("the image's configuration has no ENTRYPOINT or CMD")]
     Empty,
@@ -106,6 +203,8 @@ impl LookupError {
             Self::NotAllowed(_) => "not_allowed",
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound => "not_found",
+            Self::NoPlatform(_) => "no_platform",
+            Self::PlatformsDiffer(_) => "platforms_differ",
             Self::Empty => "no_entrypoint",
             Self::TooLarge(_) => "config_too_large",
             Self::ManifestTooLarge => "manifest_too_large",
@@ -145,6 +244,8 @@ impl Source {
 /// The registry client, its settings and the answers kept.
 pub struct EntrypointLookup {
     cfg: EntrypointLookupConfig,
+    /// `cfg.platforms`, read.
+    platforms: Vec<Platform>,
     registries: Registries,
     cache: Mutex<HashMap<String, (Instant, Arc<ImageCommand>)>>,
     /// One gate per image being read: the Pods of a rollout, admitted at once, make one read
@@ -152,20 +253,25 @@ pub struct EntrypointLookup {
     reading: Gates,
 }
 
-/// Why the lookup cannot be set up (an unreadable CA file, no trusted certificate at all).
+/// Why the lookup cannot be set up (an unreadable CA file, no trusted certificate at all, a
+/// platform that is not one).
 #[derive(Debug, thiserror::Error)]
-#[error("entrypointLookup.caFile{}: {why}", path.as_deref().map(|p| format!(" {p}")).unwrap_or_default())]
+#[error("entrypointLookup.{field}: {why}")]
 pub struct SetupError {
-    path: Option<String>,
+    /// The field, and the file it names.
+    field: String,
     why: String,
 }
 
 impl EntrypointLookup {
     /// A client for `cfg`, trusting the system roots and `cfg.caFile` (read now).
     pub fn new(cfg: &EntrypointLookupConfig) -> Result<Self, SetupError> {
-        let path = cfg.ca_file.clone();
+        let field = match &cfg.ca_file {
+            Some(path) => format!("caFile {path}"),
+            None => "caFile".to_owned(),
+        };
         let failed = |why: String| SetupError {
-            path: path.clone(),
+            field: field.clone(),
             why,
         };
         let pem = match &cfg.ca_file {
@@ -178,17 +284,27 @@ impl EntrypointLookup {
         .map_err(failed)?;
         let registries =
             Registries::new(tls, Duration::from_secs(cfg.timeout_seconds)).map_err(failed)?;
+        let platforms = cfg.platforms().map_err(|why| SetupError {
+            field: "platforms".to_owned(),
+            why,
+        })?;
         Ok(Self {
             cfg: cfg.clone(),
+            platforms,
             registries,
             cache: Mutex::new(HashMap::new()),
             reading: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The `ENTRYPOINT` and `CMD` of `image` (a container's `image` field), within the
-    /// configured timeout (waiting for another admission reading the same image included).
-    pub async fn lookup(&self, image: &str) -> Result<(Arc<ImageCommand>, Source), LookupError> {
+    /// The `ENTRYPOINT` and `CMD` of `image` (a container's `image` field) for `platform`
+    /// (an index's image for it; an image that is not an index serves every platform), within
+    /// the configured timeout (waiting for another admission reading the same one included).
+    pub async fn lookup(
+        &self,
+        image: &str,
+        platform: &Platform,
+    ) -> Result<(Arc<ImageCommand>, Source), LookupError> {
         let reference: Reference = image.parse().map_err(|_| LookupError::Reference)?;
         let registry = reference.registry();
         if !self.cfg.registry_allowed(registry) {
@@ -199,9 +315,11 @@ impl EntrypointLookup {
         } else {
             Duration::from_secs(self.cfg.cache_seconds)
         };
+        // Image references hold no space.
+        let key = format!("{platform} {image}");
         let cached = || {
             locked(&self.cache)
-                .get(image)
+                .get(&key)
                 .filter(|(at, _)| at.elapsed() < ttl)
                 .map(|(_, found)| (found.clone(), Source::Cached))
         };
@@ -210,29 +328,35 @@ impl EntrypointLookup {
         }
         let timeout = Duration::from_secs(self.cfg.timeout_seconds);
         tokio::time::timeout(timeout, async {
-            let gate = Gate::enter(&self.reading, image);
+            let gate = Gate::enter(&self.reading, &key);
             let _turn = gate.turn().await;
             // Read by the admission this one waited for.
             if let Some(hit) = cached() {
                 return Ok(hit);
             }
-            let found = self.read(&reference, image).await?;
+            let found = self.read(&reference, platform, &key).await?;
             Ok((found, Source::Registry))
         })
         .await
         .map_err(|_| LookupError::Timeout(self.cfg.timeout_seconds))?
     }
 
-    /// Reads `reference` from its registry and keeps the answer under `image`.
+    /// The platforms a Pod that pins none may run on (`entrypointLookup.platforms`).
+    pub fn platforms(&self) -> &[Platform] {
+        &self.platforms
+    }
+
+    /// Reads `reference` for `platform` from its registry and keeps the answer under `key`.
     async fn read(
         &self,
         reference: &Reference,
-        image: &str,
+        platform: &Platform,
+        key: &str,
     ) -> Result<Arc<ImageCommand>, LookupError> {
         let credentials = self.credentials(reference.registry())?;
         let (config, digest) = self
             .registries
-            .image_config(reference, &credentials)
+            .image_config(reference, &credentials, platform)
             .await?;
         let found = Arc::new(parse_config(&config, digest)?);
         let mut cache = locked(&self.cache);
@@ -242,7 +366,7 @@ impl EntrypointLookup {
                 cache.clear();
             }
         }
-        cache.insert(image.to_owned(), (Instant::now(), found.clone()));
+        cache.insert(key.to_owned(), (Instant::now(), found.clone()));
         Ok(found)
     }
 
@@ -553,6 +677,42 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_pins_its_platform_with_its_node_selector() {
+        let selector = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let pinned = |pairs: &[(&str, &str)]| {
+            Platform::of_node_selector(&selector(pairs)).map(|p| p.to_string())
+        };
+        assert_eq!(
+            pinned(&[(ARCH_LABEL, "arm64")]).as_deref(),
+            Some("linux/arm64")
+        );
+        assert_eq!(
+            pinned(&[(ARCH_LABEL, "amd64"), (OS_LABEL, "windows")]).as_deref(),
+            Some("windows/amd64")
+        );
+        // No arch, or one that is no platform's: nothing pinned.
+        assert_eq!(pinned(&[(OS_LABEL, "linux"), ("disk", "ssd")]), None);
+        assert_eq!(pinned(&[(ARCH_LABEL, "ARM64")]), None);
+        assert_eq!(pinned(&[(ARCH_LABEL, "arm64/../x")]), None);
+        let own = Platform::own();
+        assert_eq!(own.os, "linux");
+        assert!(own.matches(
+            "linux",
+            if cfg!(target_arch = "aarch64") {
+                "arm64"
+            } else {
+                "amd64"
+            },
+            Some("v8")
+        ));
+    }
+
+    #[test]
     fn only_listed_registries_are_read() {
         let cfg = EntrypointLookupConfig {
             registries: vec!["ghcr.io".into(), "*.dkr.ecr.*.amazonaws.com".into()],
@@ -568,14 +728,14 @@ mod tests {
             ("169.254.169.254/latest/meta-data:x", "169.254.169.254"),
             ("registry.internal:5000/app:1", "registry.internal:5000"),
         ] {
-            match rt.block_on(lookup.lookup(image)) {
+            match rt.block_on(lookup.lookup(image, &Platform::own())) {
                 Err(LookupError::NotAllowed(r)) => assert_eq!(r, allowed),
                 other => panic!("{image}: {other:?}"),
             }
         }
         assert!(cfg.registry_allowed("123456789012.dkr.ecr.eu-west-1.amazonaws.com"));
         assert!(matches!(
-            rt.block_on(lookup.lookup("UPPER/case:bad tag")),
+            rt.block_on(lookup.lookup("UPPER/case:bad tag", &Platform::own())),
             Err(LookupError::Reference)
         ));
     }

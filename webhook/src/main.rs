@@ -267,19 +267,28 @@ async fn check(config: &std::path::Path, images: &[String]) -> anyhow::Result<Ex
         );
     };
     let mut code = ExitCode::SUCCESS;
+    let platforms = lookup.platforms();
     for image in images {
-        match lookup.lookup(image).await {
-            Ok((found, _)) => println!(
-                "{image}: ENTRYPOINT {:?} CMD {:?} ({})",
-                found.entrypoint, found.cmd, found.digest
-            ),
-            Err(e) => {
-                // The registry's own words, which the Pod's creator is not shown.
-                match e.detail() {
-                    detail if detail == e.to_string() => println!("{image}: {e}"),
-                    detail => println!("{image}: {e}: {detail}"),
+        for platform in platforms {
+            // Each platform named when the cluster runs several.
+            let name = if platforms.len() > 1 {
+                format!("{image} ({platform})")
+            } else {
+                image.clone()
+            };
+            match lookup.lookup(image, platform).await {
+                Ok((found, _)) => println!(
+                    "{name}: ENTRYPOINT {:?} CMD {:?} ({})",
+                    found.entrypoint, found.cmd, found.digest
+                ),
+                Err(e) => {
+                    // The registry's own words, which the Pod's creator is not shown.
+                    match e.detail() {
+                        detail if detail == e.to_string() => println!("{name}: {e}"),
+                        detail => println!("{name}: {e}: {detail}"),
+                    }
+                    code = ExitCode::FAILURE;
                 }
-                code = ExitCode::FAILURE;
             }
         }
     }

@@ -102,6 +102,8 @@ pub struct EntrypointWanted {
     pub image: String,
     /// Whether it sets `args` (then the image's `CMD` does not run).
     pub sets_args: bool,
+    /// The platform the Pod pins with its `nodeSelector`, if any.
+    pub platform: Option<crate::entrypoint::Platform>,
 }
 
 /// Each container's command line before its `args`, as read from its image (container name →
@@ -1061,6 +1063,11 @@ impl<'a> Planner<'a> {
                             container: name.to_owned(),
                             image: c.container.image.clone(),
                             sets_args: c.container.args.as_ref().is_some_and(|a| !a.is_empty()),
+                            platform: self
+                                .spec
+                                .node_selector
+                                .as_ref()
+                                .and_then(crate::entrypoint::Platform::of_node_selector),
                         });
                         continue;
                     } else {

@@ -76,6 +76,9 @@ pub struct PodSpec {
     /// `serviceAccount` (deprecated alias of `serviceAccountName`).
     #[serde(default)]
     pub service_account: Option<String>,
+    /// `nodeSelector` (its `kubernetes.io/arch` picks an image index's image).
+    #[serde(default, deserialize_with = "bounded_map")]
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 /// A container of `containers` or `initContainers`.

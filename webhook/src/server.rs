@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::WebhookConfig;
-use crate::entrypoint::EntrypointLookup;
+use crate::entrypoint::{EntrypointLookup, ImageCommand, LookupError, Platform};
 use crate::mutate::{Entrypoints, Outcome};
 use crate::review::{self, Decision, Parsed, Reviewed};
 use crate::service_account::{self, ServiceAccounts};
@@ -295,11 +295,28 @@ pub async fn admit(
     else {
         return review::answer(req, outcome, Vec::new());
     };
-    let looked_up =
-        futures_util::future::join_all(wanted.iter().map(|w| lookup.lookup(&w.image))).await;
-    let mut entrypoints = Entrypoints::new();
-    let mut warnings = Vec::new();
-    for (w, result) in wanted.iter().zip(looked_up) {
+    // Each container's image for the platform its Pod pins, or for each platform the
+    // cluster's nodes run; all read at once.
+    let reads: Vec<(usize, &Platform)> = wanted
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| {
+            let platforms = w
+                .platform
+                .as_ref()
+                .map_or(lookup.platforms(), std::slice::from_ref);
+            platforms.iter().map(move |p| (i, p))
+        })
+        .collect();
+    let looked_up = futures_util::future::join_all(
+        reads
+            .iter()
+            .map(|(i, p)| lookup.lookup(&wanted[*i].image, p)),
+    )
+    .await;
+    let mut found: Vec<Vec<(&Platform, Arc<ImageCommand>)>> = vec![Vec::new(); wanted.len()];
+    for ((i, platform), result) in reads.iter().zip(looked_up) {
+        let w = &wanted[*i];
         let label = match &result {
             Ok((_, source)) => source.as_str(),
             Err(e) => e.code(),
@@ -310,23 +327,52 @@ pub async fn admit(
             .get_or_create(&EntrypointLabels { result: label })
             .inc();
         match result {
-            Ok((image, _)) => {
-                let command = image.command(w.sets_args);
-                warnings.push(format!(
-                    "esi: container {} has no command; esi-cli runs {command:?}, read from image {} ({})",
-                    w.container, w.image, image.digest
-                ));
-                entrypoints.insert(w.container.clone(), command);
-            }
+            Ok((image, _)) => found[*i].push((platform, image)),
             Err(e) => {
                 tracing::warn!(
                     namespace = %req.namespace, container = %w.container, image = %w.image,
-                    code = e.code(), error = %e.detail(), "cannot read the image's entrypoint"
+                    %platform, code = e.code(), error = %e.detail(),
+                    "cannot read the image's entrypoint"
                 );
                 let note = crate::mutate::service_account_note(&req.pod, sa);
                 return review::deny_entrypoint(req, w, &e, note.as_deref());
             }
         }
+    }
+    let mut entrypoints = Entrypoints::new();
+    let mut warnings = Vec::new();
+    for (w, images) in wanted.iter().zip(found) {
+        let Some((_, first)) = images.first() else {
+            continue;
+        };
+        let command = first.command(w.sets_args);
+        if images
+            .iter()
+            .any(|(_, other)| other.command(w.sets_args) != command)
+        {
+            let each = images
+                .iter()
+                .map(|(p, image)| format!("{p} {:?}", image.command(w.sets_args)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let e = LookupError::PlatformsDiffer(each);
+            tracing::warn!(
+                namespace = %req.namespace, container = %w.container, image = %w.image,
+                code = e.code(), error = %e, "the image's platforms run different commands"
+            );
+            let note = crate::mutate::service_account_note(&req.pod, sa);
+            return review::deny_entrypoint(req, w, &e, note.as_deref());
+        }
+        let read = images
+            .iter()
+            .map(|(p, image)| format!("{} for {p}", image.digest))
+            .collect::<Vec<_>>()
+            .join(", ");
+        warnings.push(format!(
+            "esi: container {} has no command; esi-cli runs {command:?}, read from image {} ({read})",
+            w.container, w.image
+        ));
+        entrypoints.insert(w.container.clone(), command);
     }
     let outcome = crate::mutate::mutate_with_entrypoints(
         &req.pod,

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use esi_webhook::config::EntrypointLookupConfig;
-use esi_webhook::entrypoint::{EntrypointLookup, LookupError};
+use esi_webhook::entrypoint::{EntrypointLookup, LookupError, Platform};
 use serde_json::json;
 
 const USER: &str = "bot";
@@ -255,10 +255,11 @@ async fn start() -> (Arc<Fake>, EntrypointLookup, tempfile::TempDir) {
 #[tokio::test]
 async fn a_token_service_is_asked_once_per_repository_and_storage_never_sees_it() {
     let (fake, lookup, _dir) = start().await;
+    let own = Platform::own();
     let port = fake.port;
     for tag in ["1.0", "1.1"] {
         let (image, _) = lookup
-            .lookup(&format!("localhost:{port}/team/api:{tag}"))
+            .lookup(&format!("localhost:{port}/team/api:{tag}"), &own)
             .await
             .unwrap();
         assert_eq!(image.command(false), ["/app/server", "--port", "8080"]);
@@ -277,13 +278,14 @@ async fn a_token_service_is_asked_once_per_repository_and_storage_never_sees_it(
 #[tokio::test]
 async fn hostile_answers_are_refused_without_reading_them_whole() {
     let (fake, lookup, _dir) = start().await;
+    let own = Platform::own();
     let port = fake.port;
     let image = |name: &str| format!("localhost:{port}/team/{name}:1.0");
     let detail = |e: LookupError| (e.code(), e.detail());
 
     // A manifest without end: refused at 4 MiB, long before the 5 s timeout.
     let started = Instant::now();
-    let e = lookup.lookup(&image("endless")).await.unwrap_err();
+    let e = lookup.lookup(&image("endless"), &own).await.unwrap_err();
     assert_eq!(e.code(), "manifest_too_large", "{}", e.detail());
     assert!(e.to_string().contains("larger than 4 MiB"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(4));
@@ -297,7 +299,12 @@ async fn hostile_answers_are_refused_without_reading_them_whole() {
     );
 
     // A token answer without end.
-    let (code, why) = detail(lookup.lookup(&image("endless-token")).await.unwrap_err());
+    let (code, why) = detail(
+        lookup
+            .lookup(&image("endless-token"), &own)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, "unavailable");
     assert!(
         why.contains("token answer is larger than 65536 bytes"),
@@ -305,28 +312,32 @@ async fn hostile_answers_are_refused_without_reading_them_whole() {
     );
 
     // Bytes that are not the ones their digest names.
-    let (code, why) = detail(lookup.lookup(&image("liar")).await.unwrap_err());
+    let (code, why) = detail(lookup.lookup(&image("liar"), &own).await.unwrap_err());
     assert_eq!(code, "unavailable");
     assert!(why.contains("do not match the digest"), "{why}");
     let pinned = format!("localhost:{port}/team/api@{}", sha256(b"another manifest"));
-    let (_, why) = detail(lookup.lookup(&pinned).await.unwrap_err());
+    let (_, why) = detail(lookup.lookup(&pinned, &own).await.unwrap_err());
     assert!(why.contains("do not match the digest"), "{why}");
-    let (_, why) = detail(lookup.lookup(&image("swapped")).await.unwrap_err());
+    let (_, why) = detail(lookup.lookup(&image("swapped"), &own).await.unwrap_err());
     assert!(why.contains("configuration's bytes do not match"), "{why}");
 
     // A redirect to plain HTTP is not followed.
-    let (code, why) = detail(lookup.lookup(&image("plain")).await.unwrap_err());
+    let (code, why) = detail(lookup.lookup(&image("plain"), &own).await.unwrap_err());
     assert_eq!(code, "unavailable");
     assert!(why.contains("not https://"), "{why}");
 
     // What the registry does not have.
     assert_eq!(
-        lookup.lookup(&image("missing")).await.unwrap_err().code(),
+        lookup
+            .lookup(&image("missing"), &own)
+            .await
+            .unwrap_err()
+            .code(),
         "not_found"
     );
     // None of it leaked the password.
     for name in ["endless-token", "liar", "swapped", "plain", "missing"] {
-        let e = lookup.lookup(&image(name)).await.unwrap_err();
+        let e = lookup.lookup(&image(name), &own).await.unwrap_err();
         assert!(
             !e.detail().contains(PASSWORD) && !format!("{e:?}").contains(PASSWORD),
             "{e:?}"

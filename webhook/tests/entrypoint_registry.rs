@@ -510,3 +510,151 @@ fn count(state: &AppState, result: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&line))
         .map_or(0, |n| n.parse().unwrap())
 }
+
+/// [`webhook`] for a cluster whose nodes run `platforms`.
+fn webhook_on(registry: &Registry, platforms: &[&str], credentials: Value) -> AppState {
+    let mut config: Value =
+        serde_json::from_str(&config(registry, &["localhost:*"], Some(credentials))).unwrap();
+    config["entrypointLookup"]["platforms"] = json!(platforms);
+    let config = WebhookConfig::from_yaml(&config.to_string()).unwrap();
+    let lookup = EntrypointLookup::new(&config.entrypoint_lookup).unwrap();
+    AppState::new(config).with_entrypoint_lookup(lookup)
+}
+
+/// Pushes an index `repository:tag` of one image per architecture, each running
+/// `entrypoint(arch)`; returns the images' digests.
+async fn index(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    entrypoint: impl Fn(&str) -> String,
+) -> Vec<String> {
+    let (mut entries, mut digests) = (Vec::new(), Vec::new());
+    for arch in ["amd64", "arm64"] {
+        let (d, size) = registry
+            .image(
+                repository,
+                &format!("{tag}-{arch}"),
+                arch,
+                json!({"Entrypoint": [entrypoint(arch)]}),
+            )
+            .await;
+        entries.push(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": d, "size": size,
+                            "platform": {"architecture": arch, "os": "linux"}}),
+        );
+        digests.push(d);
+    }
+    registry
+        .manifest(
+            repository,
+            tag,
+            "application/vnd.oci.image.index.v1+json",
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": entries}),
+        )
+        .await;
+    digests
+}
+
+#[tokio::test]
+async fn on_a_cluster_of_several_platforms_the_pod_pins_one_or_the_images_must_agree() {
+    let Some(program) = esi_test_support::peer(
+        "ESI_TEST_REGISTRY",
+        "on_a_cluster_of_several_platforms_the_pod_pins_one_or_the_images_must_agree",
+    ) else {
+        return;
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let registry = Registry::start(&program).await;
+    let host = registry.host.clone();
+    index(&registry, "team/multi", "1.0", |arch| {
+        format!("/app/{arch}")
+    })
+    .await;
+    let same = index(&registry, "team/same", "1.0", |_| "/app/server".to_owned()).await;
+    registry
+        .image(
+            "team/single",
+            "1.0",
+            "amd64",
+            json!({"Entrypoint": ["/app/single"]}),
+        )
+        .await;
+    let credentials = json!({"auths": {host.clone(): {"username": USER, "password": PASSWORD}}});
+    let mixed = webhook_on(
+        &registry,
+        &["linux/amd64", "linux/arm64"],
+        credentials.clone(),
+    );
+    let pinned = |image: &str, arch: &str| {
+        let mut p = pod(image, None);
+        p["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": arch, "disktype": "ssd"});
+        p
+    };
+
+    // The Pod pins its platform: that image's command, whatever the others run.
+    let multi = format!("{host}/team/multi:1.0");
+    for arch in ["amd64", "arm64"] {
+        let p = pinned(&multi, arch);
+        let answer = admit(&mixed, &p).await;
+        assert_eq!(command(&p, &answer), wrapped(&[&format!("/app/{arch}")]));
+    }
+    // It pins none, and the cluster's platforms run different commands: denied, saying so.
+    let answer = admit(&mixed, &pod(&multi, None)).await;
+    assert_eq!(answer["allowed"], false, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            r#"the image runs different commands on linux/amd64 ["/app/amd64"], linux/arm64 ["/app/arm64"]"#
+        ) && message.contains("nodeSelector kubernetes.io/arch")
+            && message.contains("esi.dev/entrypoint.app"),
+        "{message}"
+    );
+    // They agree: the command, and each platform's image named.
+    let p = pod(&format!("{host}/team/same:1.0"), None);
+    let answer = admit(&mixed, &p).await;
+    assert_eq!(command(&p, &answer), wrapped(&["/app/server"]));
+    let warnings = answer["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("{} for linux/amd64", same[0]))
+            && warnings.contains(&format!("{} for linux/arm64", same[1])),
+        "{warnings}"
+    );
+    // An image that is not an index serves every platform.
+    let p = pod(&format!("{host}/team/single:1.0"), None);
+    let answer = admit(&mixed, &p).await;
+    assert_eq!(command(&p, &answer), wrapped(&["/app/single"]));
+    // A platform the index has no image for.
+    let answer = admit(&mixed, &pinned(&multi, "s390x")).await;
+    assert_eq!(answer["allowed"], false, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the image has no linux/s390x variant"),
+        "{message}"
+    );
+
+    // `check --image` names each platform.
+    let file = registry.dir.path().join("mixed.yaml");
+    let mut config: Value =
+        serde_json::from_str(&config(&registry, &["localhost:*"], Some(credentials))).unwrap();
+    config["entrypointLookup"]["platforms"] = json!(["linux/amd64", "linux/arm64"]);
+    std::fs::write(&file, config.to_string()).unwrap();
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_esi-webhook"))
+        .arg("check")
+        .arg(&file)
+        .args(["--image", &multi])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{multi} (linux/amd64): ENTRYPOINT [\"/app/amd64\"] CMD []"
+        )) && stdout.contains(&format!(
+            "{multi} (linux/arm64): ENTRYPOINT [\"/app/arm64\"] CMD []"
+        )),
+        "{stdout}"
+    );
+}

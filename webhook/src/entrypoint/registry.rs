@@ -19,7 +19,7 @@ use oci_spec::distribution::Reference;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use super::LookupError;
+use super::{LookupError, Platform};
 use crate::locked;
 
 /// Largest manifest or image index read: what the Distribution registry accepts on push.
@@ -139,12 +139,13 @@ impl Registries {
         })
     }
 
-    /// The configuration blob of the image `reference` names (for an index, its entry for
-    /// the webhook's platform), and the digest of that image's manifest.
+    /// The configuration blob of the image `reference` names (for an index, its image for
+    /// `platform`), and the digest of that image's manifest.
     pub(super) async fn image_config(
         &self,
         reference: &Reference,
         credentials: &Credentials,
+        platform: &Platform,
     ) -> Result<(Vec<u8>, String), LookupError> {
         let registry = reference.resolve_registry();
         let repo = Repository {
@@ -159,7 +160,8 @@ impl Registries {
         let (manifest, digest) = match Manifest::parse(&body)? {
             Manifest::Image(image) => (image, digest),
             Manifest::Index(entries) => {
-                let chosen = own_platform(&entries).ok_or(LookupError::NotFound)?;
+                let chosen = choose(&entries, platform)
+                    .ok_or_else(|| LookupError::NoPlatform(platform.clone()))?;
                 let (body, digest) = self.manifest(&repo, &chosen, Some(&chosen)).await?;
                 match Manifest::parse(&body)? {
                     Manifest::Image(image) => (image, digest),
@@ -520,13 +522,14 @@ struct Descriptor {
 #[derive(Deserialize)]
 struct IndexEntry {
     digest: String,
-    platform: Option<Platform>,
+    platform: Option<EntryPlatform>,
 }
 
 #[derive(Deserialize)]
-struct Platform {
+struct EntryPlatform {
     architecture: String,
     os: String,
+    variant: Option<String>,
 }
 
 impl Manifest {
@@ -566,21 +569,14 @@ impl Manifest {
     }
 }
 
-/// The digest of the first entry of `entries` for the webhook's own OS and architecture.
-fn own_platform(entries: &[IndexEntry]) -> Option<String> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
+/// The digest of the first entry of `entries` for `platform`.
+fn choose(entries: &[IndexEntry], platform: &Platform) -> Option<String> {
     entries
         .iter()
         .find(|e| {
             e.platform
                 .as_ref()
-                .is_some_and(|p| p.os == std::env::consts::OS && p.architecture == arch)
+                .is_some_and(|p| platform.matches(&p.os, &p.architecture, p.variant.as_deref()))
         })
         .map(|e| e.digest.clone())
 }
@@ -623,17 +619,24 @@ mod tests {
             Manifest::parse(image),
             Ok(Manifest::Image(ImageManifest { config })) if config.size == 7
         ));
-        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"sha256:bb","platform":{"os":"linux","architecture":"amd64"}},{"digest":"sha256:cc","platform":{"os":"linux","architecture":"arm64"}}]}"#;
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {"digest":"sha256:bb","platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:cc","platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"digest":"sha256:dd","platform":{"os":"linux","architecture":"arm","variant":"v6"}},
+            {"digest":"sha256:ee","platform":{"os":"linux","architecture":"arm","variant":"v7"}},
+            {"digest":"sha256:ff","platform":{"os":"unknown","architecture":"unknown"}}]}"#;
         let Ok(Manifest::Index(entries)) = Manifest::parse(index) else {
             panic!("not an index");
         };
-        let own = if cfg!(target_arch = "aarch64") {
-            "sha256:cc"
-        } else {
-            "sha256:bb"
-        };
-        assert_eq!(own_platform(&entries).as_deref(), Some(own));
-        assert_eq!(own_platform(&entries[..0]), None);
+        let chosen = |p: &str| choose(&entries, &p.parse().unwrap());
+        assert_eq!(chosen("linux/amd64").as_deref(), Some("sha256:bb"));
+        // Without a variant, any; with one, that one.
+        assert_eq!(chosen("linux/arm64").as_deref(), Some("sha256:cc"));
+        assert_eq!(chosen("linux/arm").as_deref(), Some("sha256:dd"));
+        assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:ee"));
+        assert_eq!(chosen("linux/arm64/v9"), None);
+        assert_eq!(chosen("windows/amd64"), None);
+        assert_eq!(choose(&entries[..0], &Platform::own()), None);
         for (bad, why) in [
             (
                 &br#"{"schemaVersion":1,"fsLayers":[]}"#[..],

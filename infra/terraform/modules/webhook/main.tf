@@ -59,6 +59,7 @@ locals {
       cacheSeconds    = var.entrypoint_lookup.cache_seconds
       credentialsFile = local.registry_credentials ? "${local.registry_credentials_dir}/config.json" : null
       caFile          = local.registry_ca ? "${local.registry_ca_dir}/ca.crt" : null
+      platforms       = length(var.entrypoint_lookup.platforms) > 0 ? var.entrypoint_lookup.platforms : null
     } : k => v if v != null }
   } : {}, var.extra_config)
 }

@@ -189,13 +189,14 @@ variable "service_account_lookup" {
 }
 
 variable "entrypoint_lookup" {
-  description = "Read the ENTRYPOINT (and CMD, when the Pod sets no args) of an opted-in container that gets env vars and has no `command` from its image's configuration in the registry, instead of denying the Pod. `registries`: the registry hosts the webhook may read from (`host` or `host:port` as image references name them, `docker.io` for Docker Hub, `*` as a wildcard, e.g. `*.dkr.ecr.*.amazonaws.com`); Pods name their images, so this list is what keeps them from having the webhook call any host. Empty (the default): off. `timeout_seconds` bounds one admission's lookups (1 to 4, and shorter than `timeout_seconds`); `cache_seconds` is how long a tag's entrypoint is reused (an image pinned by digest, as long as the webhook runs). `credentials_secret`: the name of an existing `kubernetes.io/dockerconfigjson` Secret in the webhook's namespace for private registries, mounted and read at each lookup (anonymous without it; Pods' `imagePullSecrets` are never read). `ca_pem`: PEM CA certificates trusted for the registries besides the system roots. The webhook then needs outbound HTTPS to the registries."
+  description = "Read the ENTRYPOINT (and CMD, when the Pod sets no args) of an opted-in container that gets env vars and has no `command` from its image's configuration in the registry, instead of denying the Pod. `registries`: the registry hosts the webhook may read from (`host` or `host:port` as image references name them, `docker.io` for Docker Hub, `*` as a wildcard, e.g. `*.dkr.ecr.*.amazonaws.com`); Pods name their images, so this list is what keeps them from having the webhook call any host. Empty (the default): off. `timeout_seconds` bounds one admission's lookups (1 to 4, and shorter than `timeout_seconds`); `cache_seconds` is how long a tag's entrypoint is reused (an image pinned by digest, as long as the webhook runs). `credentials_secret`: the name of an existing `kubernetes.io/dockerconfigjson` Secret in the webhook's namespace for private registries, mounted and read at each lookup (anonymous without it; Pods' `imagePullSecrets` are never read). `ca_pem`: PEM CA certificates trusted for the registries besides the system roots. `platforms`: the platforms (`os/architecture[/variant]`, e.g. `linux/amd64`) the cluster's nodes run; a Pod that pins none with nodeSelector `kubernetes.io/arch` gets the command an image index's images for all of them agree on, and is denied when they differ (empty, the default: the webhook's own platform). The webhook then needs outbound HTTPS to the registries."
   type = object({
     registries         = optional(list(string), [])
     timeout_seconds    = optional(number, 2)
     cache_seconds      = optional(number, 600)
     credentials_secret = optional(string)
     ca_pem             = optional(string)
+    platforms          = optional(list(string), [])
   })
   default  = {}
   nullable = false
@@ -232,6 +233,14 @@ variable "entrypoint_lookup" {
       && can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$", coalesce(var.entrypoint_lookup.credentials_secret, "-")))
     )
     error_message = "entrypoint_lookup.credentials_secret must be the name of a Secret (a DNS-1123 subdomain) in the webhook's namespace."
+  }
+
+  validation {
+    condition = (
+      alltrue([for p in var.entrypoint_lookup.platforms : can(regex("^[a-z0-9_]{1,32}/[a-z0-9_]{1,32}(/[a-z0-9_]{1,32})?$", p))])
+      && length(distinct(var.entrypoint_lookup.platforms)) == length(var.entrypoint_lookup.platforms)
+    )
+    error_message = "entrypoint_lookup.platforms must be distinct platforms os/architecture[/variant] in lowercase letters and digits, e.g. linux/amd64 or linux/arm/v7."
   }
 
   validation {
