@@ -507,26 +507,37 @@ pub fn status_error(backend: &str, status: reqwest::StatusCode, summary: &str) -
     }
 }
 
-/// Reads a response body of at most [`MAX_BODY`] bytes.
-pub async fn read_body(
-    backend: &str,
-    mut resp: reqwest::Response,
-) -> Result<Vec<u8>, BackendError> {
-    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large(backend));
+/// Why [`read_limited`] stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The body is longer than the limit (said by its length, or found reading it).
+    TooLarge,
+    /// The connection failed while reading.
+    Failed(reqwest::Error),
+}
+
+/// Reads a response body of at most `limit` bytes, refused before reading when its length
+/// says more, and as soon as it passes the limit otherwise (the connection is then dropped).
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge);
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport_error(backend, &e))?
-    {
-        if out.len() + chunk.len() > MAX_BODY {
-            return Err(too_large(backend));
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Failed)? {
+        if out.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Reads a response body of at most [`MAX_BODY`] bytes.
+pub async fn read_body(backend: &str, resp: reqwest::Response) -> Result<Vec<u8>, BackendError> {
+    read_limited(resp, MAX_BODY).await.map_err(|e| match e {
+        ReadError::TooLarge => too_large(backend),
+        ReadError::Failed(e) => transport_error(backend, &e),
+    })
 }
 
 /// Reads a response body like [`read_body`], but a failure (cut short, over [`MAX_BODY`])

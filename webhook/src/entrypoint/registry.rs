@@ -19,6 +19,8 @@ use oci_spec::distribution::Reference;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
+use esi_backends::http::{ReadError, read_limited};
+
 use super::{LookupError, Platform};
 use crate::locked;
 
@@ -104,14 +106,6 @@ struct Repository<'a> {
     credentials: &'a Credentials,
 }
 
-/// Why a bounded read stopped.
-enum ReadError {
-    /// More than the bound.
-    TooLarge,
-    /// The connection failed.
-    Failed(String),
-}
-
 impl Registries {
     /// A reader over `tls`, each request (body included) bounded by `timeout`.
     pub(super) fn new(tls: rustls::ClientConfig, timeout: Duration) -> Result<Self, String> {
@@ -181,12 +175,12 @@ impl Registries {
             .ok_or(LookupError::TooLarge(config.size))?;
         let url = format!("{}/blobs/{}", repo.base, config.digest);
         let res = self.get(&repo, &url, None).await?;
-        let data = read(res, size).await.map_err(|e| match e {
+        let data = read_limited(res, size).await.map_err(|e| match e {
             ReadError::TooLarge => LookupError::Unavailable(format!(
                 "{url}: the registry sent more than the {size} bytes the manifest gives the \
                  configuration"
             )),
-            ReadError::Failed(why) => LookupError::Unavailable(format!("{url}: {why}")),
+            ReadError::Failed(e) => LookupError::Unavailable(failed(&url, &e)),
         })?;
         if digest_of(&data, &config.digest)? != config.digest {
             return Err(LookupError::Unavailable(format!(
@@ -211,10 +205,12 @@ impl Registries {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read(res, MAX_MANIFEST_BYTES).await.map_err(|e| match e {
-            ReadError::TooLarge => LookupError::ManifestTooLarge,
-            ReadError::Failed(why) => LookupError::Unavailable(format!("{url}: {why}")),
-        })?;
+        let body = read_limited(res, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => LookupError::ManifestTooLarge,
+                ReadError::Failed(e) => LookupError::Unavailable(failed(&url, &e)),
+            })?;
         let expected = pinned.or(given.as_deref());
         let digest = digest_of(&body, expected.unwrap_or("sha256:"))?;
         if expected.is_some_and(|e| e != digest) {
@@ -234,7 +230,7 @@ impl Registries {
         url: &str,
         accept: Option<&'static str>,
     ) -> Result<reqwest::Response, LookupError> {
-        let unavailable = |e: reqwest::Error| LookupError::Unavailable(error_chain(url, &e));
+        let unavailable = |e: reqwest::Error| LookupError::Unavailable(failed(url, &e));
         let mut challenged = false;
         loop {
             let mut req = self.http.get(url);
@@ -320,14 +316,16 @@ impl Registries {
         let res = req
             .send()
             .await
-            .map_err(|e| LookupError::Unavailable(error_chain(url, &e)))?;
+            .map_err(|e| LookupError::Unavailable(failed(url, &e)))?;
         let res = refusal(res, url, repo.credentials).await?;
-        let body = read(res, MAX_TOKEN_BYTES).await.map_err(|e| match e {
-            ReadError::TooLarge => LookupError::Unavailable(format!(
-                "{url}: the token answer is larger than {MAX_TOKEN_BYTES} bytes"
-            )),
-            ReadError::Failed(why) => LookupError::Unavailable(format!("{url}: {why}")),
-        })?;
+        let body = read_limited(res, MAX_TOKEN_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => LookupError::Unavailable(format!(
+                    "{url}: the token answer is larger than {MAX_TOKEN_BYTES} bytes"
+                )),
+                ReadError::Failed(e) => LookupError::Unavailable(failed(url, &e)),
+            })?;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
             LookupError::Unavailable(format!("{url}: the answer is not a token's JSON"))
         })?;
@@ -412,7 +410,7 @@ async fn refusal(
     if status == StatusCode::NOT_FOUND {
         return Err(LookupError::NotFound);
     }
-    let body = read(res, MAX_ERROR_BYTES).await.unwrap_or_default();
+    let body = read_limited(res, MAX_ERROR_BYTES).await.unwrap_or_default();
     #[derive(Deserialize)]
     struct Envelope {
         errors: Vec<ErrorEntry>,
@@ -449,26 +447,6 @@ async fn refusal(
     )))
 }
 
-/// The body of `res`, refused past `limit` bytes (before reading when its length says so).
-async fn read(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, ReadError> {
-    let announced = res.content_length().unwrap_or(0);
-    if announced > limit as u64 {
-        return Err(ReadError::TooLarge);
-    }
-    let mut data = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-    while let Some(chunk) = res
-        .chunk()
-        .await
-        .map_err(|e| ReadError::Failed(error_chain(res.url().as_str(), &e)))?
-    {
-        if data.len() + chunk.len() > limit {
-            return Err(ReadError::TooLarge);
-        }
-        data.extend_from_slice(&chunk);
-    }
-    Ok(data)
-}
-
 /// The digest of `data` with the algorithm `like` names (`sha256:` or `sha512:`).
 fn digest_of(data: &[u8], like: &str) -> Result<String, LookupError> {
     let (name, algorithm) = match like.split_once(':').map(|(a, _)| a) {
@@ -492,15 +470,8 @@ fn digest_of(data: &[u8], like: &str) -> Result<String, LookupError> {
 }
 
 /// `url: error: cause: cause`, reqwest's causes included (its own text is only the first).
-fn error_chain(url: &str, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = url.to_owned();
-    let mut next = Some(e);
-    while let Some(e) = next {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        next = e.source();
-    }
-    out
+fn failed(url: &str, e: &reqwest::Error) -> String {
+    format!("{url}: {}", esi_backends::error_chain(e))
 }
 
 /// What a manifest is: an image's (its configuration's descriptor) or an index's entries.
