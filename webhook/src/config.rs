@@ -76,8 +76,9 @@ pub struct EntrypointLookupConfig {
     /// A PEM bundle trusted for registries in addition to the system roots.
     pub ca_file: Option<String>,
     /// The platforms (`os/architecture[/variant]`, e.g. `linux/amd64`) the cluster's nodes
-    /// run. A Pod that pins none with `nodeSelector` `kubernetes.io/arch` gets the command
-    /// an image index's images for all of them agree on, and is denied when they differ.
+    /// run. A Pod gets the command an image index's images agree on for those its
+    /// `nodeSelector` and required node affinity allow (or for the platforms it pins itself),
+    /// and is denied when they differ.
     /// Empty (the default): the webhook's own platform.
     pub platforms: Vec<String>,
 }

@@ -31,7 +31,10 @@ use serde::Deserialize;
 use crate::config::EntrypointLookupConfig;
 use crate::locked;
 
+mod platforms;
 mod registry;
+
+pub use platforms::PodPlatforms;
 
 use registry::{Credentials, Registries};
 
@@ -75,9 +78,9 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-/// The node label a Pod's `nodeSelector` pins its architecture with.
+/// The node label a Pod's `nodeSelector` or node affinity pins its architecture with.
 pub const ARCH_LABEL: &str = "kubernetes.io/arch";
-/// The node label a Pod's `nodeSelector` pins its OS with.
+/// The node label a Pod's `nodeSelector` or node affinity pins its OS with.
 pub const OS_LABEL: &str = "kubernetes.io/os";
 
 impl Platform {
@@ -95,14 +98,6 @@ impl Platform {
             architecture: architecture.to_owned(),
             variant: None,
         }
-    }
-
-    /// The platform a Pod's `nodeSelector` pins (`kubernetes.io/arch`, with
-    /// `kubernetes.io/os` or Linux), if it pins one that reads as a platform.
-    pub fn of_node_selector(selector: &BTreeMap<String, String>) -> Option<Self> {
-        let arch = selector.get(ARCH_LABEL)?;
-        let os = selector.get(OS_LABEL).map_or("linux", String::as_str);
-        format!("{os}/{arch}").parse().ok()
     }
 
     /// Whether an index entry for `os`/`architecture`/`variant` is an image for this platform.
@@ -174,9 +169,17 @@ pub enum LookupError {
     NoPlatform(Platform),
     /// The index's images for the platforms the Pod may run on run different commands.
     #[error(
-        "the image runs different commands on {0}; pin the Pod to one platform with nodeSelector {ARCH_LABEL}"
+        "the image runs different commands on {0}; pin the Pod to one platform with nodeSelector {ARCH_LABEL} \
+         (or required node affinity)"
     )]
     PlatformsDiffer(String),
+    /// The Pod's `nodeSelector` and required node affinity allow none of the cluster's
+    /// platforms (listed) and name no other.
+    #[error(
+        "the Pod's nodeSelector and required node affinity allow none of the cluster's platforms \
+         ({0}, entrypointLookup.platforms) and name no other platform"
+    )]
+    NoSchedulablePlatform(String),
     /// The configuration holds no `ENTRYPOINT` and no `CMD`.
     #[error("the image's configuration has no ENTRYPOINT or CMD")]
     Empty,
@@ -205,6 +208,7 @@ impl LookupError {
             Self::NotFound => "not_found",
             Self::NoPlatform(_) => "no_platform",
             Self::PlatformsDiffer(_) => "platforms_differ",
+            Self::NoSchedulablePlatform(_) => "no_platform_allowed",
             Self::Empty => "no_entrypoint",
             Self::TooLarge(_) => "config_too_large",
             Self::ManifestTooLarge => "manifest_too_large",
@@ -677,28 +681,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_pins_its_platform_with_its_node_selector() {
-        let selector = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        let pinned = |pairs: &[(&str, &str)]| {
-            Platform::of_node_selector(&selector(pairs)).map(|p| p.to_string())
-        };
-        assert_eq!(
-            pinned(&[(ARCH_LABEL, "arm64")]).as_deref(),
-            Some("linux/arm64")
-        );
-        assert_eq!(
-            pinned(&[(ARCH_LABEL, "amd64"), (OS_LABEL, "windows")]).as_deref(),
-            Some("windows/amd64")
-        );
-        // No arch, or one that is no platform's: nothing pinned.
-        assert_eq!(pinned(&[(OS_LABEL, "linux"), ("disk", "ssd")]), None);
-        assert_eq!(pinned(&[(ARCH_LABEL, "ARM64")]), None);
-        assert_eq!(pinned(&[(ARCH_LABEL, "arm64/../x")]), None);
+    fn the_own_platform_is_linux_on_this_architecture() {
         let own = Platform::own();
         assert_eq!(own.os, "linux");
         assert!(own.matches(

@@ -102,8 +102,8 @@ pub struct EntrypointWanted {
     pub image: String,
     /// Whether it sets `args` (then the image's `CMD` does not run).
     pub sets_args: bool,
-    /// The platform the Pod pins with its `nodeSelector`, if any.
-    pub platform: Option<crate::entrypoint::Platform>,
+    /// The platforms the Pod's `nodeSelector` and required node affinity allow.
+    pub platforms: crate::entrypoint::PodPlatforms,
 }
 
 /// Each container's command line before its `args`, as read from its image (container name →
@@ -1063,11 +1063,7 @@ impl<'a> Planner<'a> {
                             container: name.to_owned(),
                             image: c.container.image.clone(),
                             sets_args: c.container.args.as_ref().is_some_and(|a| !a.is_empty()),
-                            platform: self
-                                .spec
-                                .node_selector
-                                .as_ref()
-                                .and_then(crate::entrypoint::Platform::of_node_selector),
+                            platforms: crate::entrypoint::PodPlatforms::of(self.spec),
                         });
                         continue;
                     } else {

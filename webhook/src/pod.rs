@@ -79,6 +79,65 @@ pub struct PodSpec {
     /// `nodeSelector` (its `kubernetes.io/arch` picks an image index's image).
     #[serde(default, deserialize_with = "bounded_map")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// `affinity` (its required node affinity narrows the platforms an image is read for).
+    #[serde(default, deserialize_with = "optional_object")]
+    pub affinity: Option<Affinity>,
+}
+
+/// `affinity`, as far as its node affinity goes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Affinity {
+    /// `nodeAffinity`.
+    #[serde(default, deserialize_with = "optional_object")]
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+/// `nodeAffinity`, as far as its required part goes (the preferred one does not bind the
+/// scheduler).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAffinity {
+    /// `requiredDuringSchedulingIgnoredDuringExecution`.
+    #[serde(default, deserialize_with = "optional_object")]
+    pub required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
+}
+
+/// A `NodeSelector`: the node must match one of its terms.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelector {
+    /// `nodeSelectorTerms`.
+    #[serde(default, deserialize_with = "bounded_objects_or_empty")]
+    pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+/// A `NodeSelectorTerm`: the node must meet all of its requirements.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTerm {
+    /// `matchExpressions` (on node labels).
+    #[serde(default, deserialize_with = "bounded_objects")]
+    pub match_expressions: Option<Vec<NodeSelectorRequirement>>,
+    /// `matchFields` (on node fields, `metadata.name` only: nothing about a platform).
+    #[serde(default, deserialize_with = "bounded_objects")]
+    pub match_fields: Option<Vec<NodeSelectorRequirement>>,
+}
+
+/// A `NodeSelectorRequirement`: `key`, `operator` (`In`, `NotIn`, `Exists`, `DoesNotExist`,
+/// `Gt`, `Lt`) and `values`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorRequirement {
+    /// `key`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub key: String,
+    /// `operator`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub operator: String,
+    /// `values`.
+    #[serde(default, deserialize_with = "bounded_list")]
+    pub values: Option<Vec<String>>,
 }
 
 /// A container of `containers` or `initContainers`.
@@ -361,7 +420,23 @@ mod tests {
                 ],
                 "initContainers": [{"name": "init"}],
                 "ephemeralContainers": [{"name": "debug", "targetContainerName": "app"}],
-                "volumes": [{"name": "v", "emptyDir": {}}, {"name": "c", "configMap": {"name": "m"}}]
+                "volumes": [{"name": "v", "emptyDir": {}}, {"name": "c", "configMap": {"name": "m"}}],
+                "nodeSelector": {"kubernetes.io/arch": "arm64"},
+                "affinity": {
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []},
+                    "nodeAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {"weight": 1, "preference": {"matchExpressions": []}}
+                        ],
+                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                            {"matchExpressions": [
+                                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]},
+                                {"key": "kubernetes.io/os", "operator": "Exists"}
+                            ]},
+                            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+                        ]}
+                    }
+                }
             }
         });
         let ours: Pod = serde_json::from_value(pod.clone()).unwrap();
@@ -413,6 +488,46 @@ mod tests {
                 .map(|n| n.name.clone())
                 .collect::<Vec<_>>()
         };
+        assert_eq!(os.node_selector, ts.node_selector);
+        let requirements = |r: &[NodeSelectorRequirement]| {
+            r.iter()
+                .map(|r| (r.key.clone(), r.operator.clone(), r.values.clone()))
+                .collect::<Vec<_>>()
+        };
+        let ours_terms = &os
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .unwrap()
+            .node_selector_terms;
+        let theirs_terms = &ts
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(ours_terms.len(), theirs_terms.len());
+        for (o, t) in ours_terms.iter().zip(theirs_terms) {
+            for (o, t) in [
+                (&o.match_expressions, &t.match_expressions),
+                (&o.match_fields, &t.match_fields),
+            ] {
+                let t = t.as_ref().map(|t| {
+                    t.iter()
+                        .map(|r| (r.key.clone(), r.operator.clone(), r.values.clone()))
+                        .collect::<Vec<_>>()
+                });
+                assert_eq!(o.as_deref().map(requirements), t);
+            }
+        }
         assert_eq!(names(&os.volumes), ["v", "c"]);
         assert_eq!(names(&os.ephemeral_containers), ["debug"]);
         assert_eq!(os.init_containers.as_ref().unwrap()[0].name, "init");
@@ -448,6 +563,15 @@ mod tests {
             json!({"spec": {"containers": [{"name": "a", "volumeMounts": [["v", "/v"]]}]}}),
             json!({"spec": {"containers": [{"name": "a"}], "volumes": [["v"]]}}),
             json!({"spec": {"containers": [{"name": "a"}], "ephemeralContainers": [["d"]]}}),
+            json!({"spec": {"affinity": [{"nodeAffinity": {}}]}}),
+            json!({"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [[]]}}}}}),
+            json!({"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [["kubernetes.io/arch", "In", ["arm64"]]]}]}}}}}),
+            json!({"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": "arm64"}]}]}}}}}),
         ] {
             assert!(serde_json::from_value::<Pod>(bad.clone()).is_err(), "{bad}");
             assert!(

@@ -295,19 +295,27 @@ pub async fn admit(
     else {
         return review::answer(req, outcome, Vec::new());
     };
-    // Each container's image for the platform its Pod pins, or for each platform the
-    // cluster's nodes run; all read at once.
-    let reads: Vec<(usize, &Platform)> = wanted
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| {
-            let platforms = w
-                .platform
-                .as_ref()
-                .map_or(lookup.platforms(), std::slice::from_ref);
-            platforms.iter().map(move |p| (i, p))
-        })
-        .collect();
+    // Each container's image for each platform its Pod may run on (of the cluster's, or
+    // those it pins itself); all read at once.
+    let mut reads: Vec<(usize, Platform)> = Vec::new();
+    for (i, w) in wanted.iter().enumerate() {
+        match w.platforms.resolve(lookup.platforms()) {
+            Ok(platforms) => reads.extend(platforms.into_iter().map(|p| (i, p))),
+            Err(e) => {
+                state
+                    .metrics
+                    .entrypoint_lookups
+                    .get_or_create(&EntrypointLabels { result: e.code() })
+                    .inc();
+                tracing::warn!(
+                    namespace = %req.namespace, container = %w.container, image = %w.image,
+                    code = e.code(), error = %e, "the Pod may run on no platform to read its image for"
+                );
+                let note = crate::mutate::service_account_note(&req.pod, sa);
+                return review::deny_entrypoint(req, w, &e, note.as_deref());
+            }
+        }
+    }
     let looked_up = futures_util::future::join_all(
         reads
             .iter()

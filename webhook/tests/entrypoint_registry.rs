@@ -601,6 +601,38 @@ async fn on_a_cluster_of_several_platforms_the_pod_pins_one_or_the_images_must_a
         let answer = admit(&mixed, &p).await;
         assert_eq!(command(&p, &answer), wrapped(&[&format!("/app/{arch}")]));
     }
+    // Or with required node affinity: the platforms its terms allow.
+    let by_affinity = |image: &str, operator: &str, arch: &str| {
+        let mut p = pod(image, None);
+        p["spec"]["affinity"] = json!({"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [
+                    {"key": "topology.kubernetes.io/zone", "operator": "Exists"},
+                    {"key": "kubernetes.io/arch", "operator": operator, "values": [arch]}
+                ]}
+            ]}
+        }});
+        p
+    };
+    for (operator, arch, runs) in [("In", "arm64", "arm64"), ("NotIn", "arm64", "amd64")] {
+        let p = by_affinity(&multi, operator, arch);
+        let answer = admit(&mixed, &p).await;
+        assert_eq!(
+            command(&p, &answer),
+            wrapped(&[&format!("/app/{runs}")]),
+            "{operator} {arch}"
+        );
+    }
+    // An affinity no platform of the cluster meets, naming none: denied, saying so.
+    let mut p = by_affinity(&multi, "DoesNotExist", "arm64");
+    p["spec"]["nodeSelector"] = json!({"kubernetes.io/os": "linux"});
+    let answer = admit(&mixed, &p).await;
+    assert_eq!(answer["allowed"], false, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("allow none of the cluster's platforms (linux/amd64, linux/arm64"),
+        "{message}"
+    );
     // It pins none, and the cluster's platforms run different commands: denied, saying so.
     let answer = admit(&mixed, &pod(&multi, None)).await;
     assert_eq!(answer["allowed"], false, "{answer}");
