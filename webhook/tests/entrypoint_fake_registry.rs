@@ -26,6 +26,7 @@ use serde_json::json;
 
 const USER: &str = "bot";
 const PASSWORD: &str = "fake-registry-password";
+const ROTATED: &str = "fake-registry-password-rotated";
 const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/app/server"],"Cmd":["--port","8080"]}}"#;
 
 /// What the fake saw.
@@ -100,11 +101,13 @@ async fn serve(State(fake): State<Arc<Fake>>, req: Request) -> Response {
 
     // The token service: Basic credentials in, a token for the asked scope out.
     if path == "/token" {
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
-        );
-        if auth.as_deref() != Some(&expected) {
+        let basic = |password: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"))
+            )
+        };
+        if auth != Some(basic(PASSWORD)) && auth != Some(basic(ROTATED)) {
             return StatusCode::UNAUTHORIZED.into_response();
         }
         assert!(query.contains("service=fake"), "{query}");
@@ -273,6 +276,34 @@ async fn a_token_service_is_asked_once_per_repository_and_storage_never_sees_it(
     // The blob was redirected to another host: the registry's token did not go with it.
     let storage = fake.seen.storage_auth.lock().unwrap().clone();
     assert_eq!(storage, [None, None]);
+}
+
+#[tokio::test]
+async fn a_token_is_not_kept_past_a_change_of_credentials() {
+    let (fake, lookup, dir) = start().await;
+    let (own, lookup) = (&Platform::own(), &lookup);
+    let port = fake.port;
+    let read = |tag: &'static str| async move {
+        lookup
+            .lookup(&format!("localhost:{port}/team/api:{tag}"), own)
+            .await
+            .map(|(image, _)| image.command(false))
+    };
+    read("1.0").await.unwrap();
+    assert_eq!(fake.seen.tokens.load(Ordering::Relaxed), 1);
+    // The Secret's password rotates (the file is read at each lookup): the token obtained
+    // with the old one is not used again, though the registry said it was good for 300 s.
+    std::fs::write(
+        dir.path().join("config.json"),
+        json!({"auths": {format!("localhost:{port}"): {"username": USER, "password": ROTATED}}})
+            .to_string(),
+    )
+    .unwrap();
+    read("1.1").await.unwrap();
+    assert_eq!(fake.seen.tokens.load(Ordering::Relaxed), 2);
+    // And kept for the new one.
+    read("1.2").await.unwrap();
+    assert_eq!(fake.seen.tokens.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test]

@@ -81,11 +81,14 @@ impl Credentials {
     }
 }
 
-/// An `Authorization` a registry accepted for a repository, and until when.
+/// An `Authorization` a registry accepted for a repository, until when, and with which
+/// credentials it was obtained (their Basic value, sensitive; `None` anonymously): a token
+/// obtained with credentials the file no longer holds is not used again.
 #[derive(Clone)]
 struct Grant {
     header: HeaderValue,
     until: Option<Instant>,
+    basis: Option<HeaderValue>,
 }
 
 /// A reader of registries, keeping the authorization each repository got.
@@ -237,7 +240,7 @@ impl Registries {
             if let Some(accept) = accept {
                 req = req.header(ACCEPT, accept);
             }
-            if let Some(grant) = self.grant(&repo.key) {
+            if let Some(grant) = self.grant(&repo.key, repo.credentials) {
                 req = req.header(AUTHORIZATION, grant);
             }
             let res = req.send().await.map_err(unavailable)?;
@@ -255,13 +258,12 @@ impl Registries {
         }
     }
 
-    /// The grant kept for `key`, unless it expired.
-    fn grant(&self, key: &str) -> Option<HeaderValue> {
+    /// The grant kept for `key`, unless it expired or was obtained with other credentials.
+    fn grant(&self, key: &str, credentials: &Credentials) -> Option<HeaderValue> {
+        let basis = credentials.basic();
         let grants = locked(&self.grants);
         let grant = grants.get(key)?;
-        grant
-            .until
-            .is_none_or(|until| Instant::now() < until)
+        (grant.until.is_none_or(|until| Instant::now() < until) && grant.basis == basis)
             .then(|| grant.header.clone())
     }
 
@@ -286,6 +288,7 @@ impl Registries {
             Challenge::Basic => {
                 let header = repo.credentials.basic().ok_or_else(refused)?;
                 return Ok(Grant {
+                    basis: Some(header.clone()),
                     header,
                     until: None,
                 });
@@ -309,8 +312,9 @@ impl Registries {
             .append_pair("scope", &repo.scope)
             .extend_pairs(service.as_deref().map(|s| ("service", s)));
         let mut req = self.http.get(token_url.clone());
-        if let Some(basic) = repo.credentials.basic() {
-            req = req.header(AUTHORIZATION, basic);
+        let basis = repo.credentials.basic();
+        if let Some(basic) = &basis {
+            req = req.header(AUTHORIZATION, basic.clone());
         }
         let url = token_url.as_str();
         let res = req
@@ -342,6 +346,7 @@ impl Registries {
         Ok(Grant {
             header,
             until: Some(Instant::now() + Duration::from_secs(seconds.min(24 * 3600))),
+            basis,
         })
     }
 }
