@@ -4,8 +4,9 @@
 //! `args`). Off unless `entrypointLookup.registries` lists registries; `esi.dev/entrypoint.<c>`
 //! always wins and is never looked up.
 //!
-//! The lookup reads the manifest (an image index resolved to the webhook's own platform) and
-//! the configuration blob, each up to a bound and checked against its digest
+//! The lookup reads the manifest (an image index once, then its image for each platform the
+//! Pod may run on, see [`PodPlatforms`]; an image that is not an index serves every platform)
+//! and the configuration blob, each up to a bound and checked against its digest
 //! (`entrypoint/registry.rs`), anonymously or with the credentials of the configured Docker
 //! `config.json`; never the Pod's `imagePullSecrets`, which the webhook could
 //! only read with `get` on every Secret of the cluster. The registry must be on the
@@ -36,7 +37,7 @@ mod registry;
 
 pub use platforms::PodPlatforms;
 
-use registry::{Credentials, Registries};
+use registry::{Configs, Credentials, Registries};
 
 /// Most images kept.
 const MAX_ENTRIES: usize = 1024;
@@ -148,7 +149,7 @@ impl std::fmt::Display for Platform {
 }
 
 /// Why an image's entrypoint could not be read; the text is what the Pod's creator sees.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LookupError {
     /// The image reference does not parse.
     #[error("the image reference is not valid")]
@@ -301,14 +302,38 @@ impl EntrypointLookup {
         })
     }
 
-    /// The `ENTRYPOINT` and `CMD` of `image` (a container's `image` field) for `platform`
-    /// (an index's image for it; an image that is not an index serves every platform), within
-    /// the configured timeout (waiting for another admission reading the same one included).
+    /// The `ENTRYPOINT` and `CMD` of `image` (a container's `image` field) for `platform`:
+    /// [`Self::lookup_for`] one platform.
     pub async fn lookup(
         &self,
         image: &str,
         platform: &Platform,
     ) -> Result<(Arc<ImageCommand>, Source), LookupError> {
+        let mut found = self.lookup_for(image, std::slice::from_ref(platform)).await;
+        found.pop().expect("one answer per platform")
+    }
+
+    /// The `ENTRYPOINT` and `CMD` of `image` for each of `platforms`, in order (an index's
+    /// image for each; an image that is not an index serves every platform, and is read once
+    /// for all of them), within the configured timeout (waiting for another admission reading
+    /// the same image included).
+    pub async fn lookup_for(
+        &self,
+        image: &str,
+        platforms: &[Platform],
+    ) -> Vec<Result<(Arc<ImageCommand>, Source), LookupError>> {
+        match self.try_lookup_for(image, platforms).await {
+            Ok(found) => found,
+            // The image could not be read at all: the same answer for every platform.
+            Err(e) => vec![Err(e); platforms.len()],
+        }
+    }
+
+    async fn try_lookup_for(
+        &self,
+        image: &str,
+        platforms: &[Platform],
+    ) -> Result<Vec<Result<(Arc<ImageCommand>, Source), LookupError>>, LookupError> {
         let reference: Reference = image.parse().map_err(|_| LookupError::Reference)?;
         let registry = reference.registry();
         if !self.cfg.registry_allowed(registry) {
@@ -319,27 +344,78 @@ impl EntrypointLookup {
         } else {
             Duration::from_secs(self.cfg.cache_seconds)
         };
-        // Image references hold no space.
-        let key = format!("{platform} {image}");
+        // Image references hold no space: `* IMAGE` for an image that is not an index,
+        // `PLATFORM IMAGE` for an index's image for a platform.
+        let any_key = format!("* {image}");
+        let key = |p: &Platform| format!("{p} {image}");
         let cached = || {
-            locked(&self.cache)
-                .get(&key)
-                .filter(|(at, _)| at.elapsed() < ttl)
-                .map(|(_, found)| (found.clone(), Source::Cached))
+            let cache = locked(&self.cache);
+            let fresh = |k: &str| {
+                cache
+                    .get(k)
+                    .filter(|(at, _)| at.elapsed() < ttl)
+                    .map(|(_, found)| found.clone())
+            };
+            let any = fresh(&any_key);
+            platforms
+                .iter()
+                .map(|p| any.clone().or_else(|| fresh(&key(p))))
+                .collect::<Vec<_>>()
         };
-        if let Some(hit) = cached() {
-            return Ok(hit);
+        let hits = |found: Vec<Option<Arc<ImageCommand>>>| {
+            found
+                .into_iter()
+                .map(|f| f.map(|f| Ok((f, Source::Cached))))
+                .collect::<Option<Vec<_>>>()
+        };
+        if let Some(all) = hits(cached()) {
+            return Ok(all);
         }
         let timeout = Duration::from_secs(self.cfg.timeout_seconds);
         tokio::time::timeout(timeout, async {
-            let gate = Gate::enter(&self.reading, &key);
+            let gate = Gate::enter(&self.reading, image);
             let _turn = gate.turn().await;
             // Read by the admission this one waited for.
-            if let Some(hit) = cached() {
-                return Ok(hit);
+            let found = cached();
+            let missing: Vec<&Platform> = platforms
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(p, _)| p)
+                .collect();
+            if missing.is_empty() {
+                return Ok(hits(found).unwrap_or_default());
             }
-            let found = self.read(&reference, platform, &key).await?;
-            Ok((found, Source::Registry))
+            let credentials = self.credentials(reference.registry())?;
+            let read = self
+                .registries
+                .image_configs(&reference, &credentials, &missing)
+                .await?;
+            let mut read = match read {
+                Configs::Any(config) => {
+                    let found = self.keep(&any_key, parse_config(&config.0, config.1)?);
+                    vec![Ok(found); missing.len()]
+                }
+                Configs::PerPlatform(each) => missing
+                    .iter()
+                    .zip(each)
+                    .map(|(p, config)| {
+                        let (config, digest) = config?;
+                        Ok(self.keep(&key(p), parse_config(&config, digest)?))
+                    })
+                    .collect(),
+            }
+            .into_iter();
+            Ok(found
+                .into_iter()
+                .map(|f| match f {
+                    Some(f) => Ok((f, Source::Cached)),
+                    None => read
+                        .next()
+                        .expect("one read per missing platform")
+                        .map(|f| (f, Source::Registry)),
+                })
+                .collect())
         })
         .await
         .map_err(|_| LookupError::Timeout(self.cfg.timeout_seconds))?
@@ -350,19 +426,9 @@ impl EntrypointLookup {
         &self.platforms
     }
 
-    /// Reads `reference` for `platform` from its registry and keeps the answer under `key`.
-    async fn read(
-        &self,
-        reference: &Reference,
-        platform: &Platform,
-        key: &str,
-    ) -> Result<Arc<ImageCommand>, LookupError> {
-        let credentials = self.credentials(reference.registry())?;
-        let (config, digest) = self
-            .registries
-            .image_config(reference, &credentials, platform)
-            .await?;
-        let found = Arc::new(parse_config(&config, digest)?);
+    /// Keeps `found` under `key`.
+    fn keep(&self, key: &str, found: ImageCommand) -> Arc<ImageCommand> {
+        let found = Arc::new(found);
         let mut cache = locked(&self.cache);
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(self.cfg.cache_seconds));
@@ -371,7 +437,7 @@ impl EntrypointLookup {
             }
         }
         cache.insert(key.to_owned(), (Instant::now(), found.clone()));
-        Ok(found)
+        found
     }
 
     /// The credentials for `registry` in the configured `config.json`, read now (a rotated

@@ -269,14 +269,15 @@ async fn check(config: &std::path::Path, images: &[String]) -> anyhow::Result<Ex
     let mut code = ExitCode::SUCCESS;
     let platforms = lookup.platforms();
     for image in images {
-        for platform in platforms {
+        let found = lookup.lookup_for(image, platforms).await;
+        for (platform, found) in platforms.iter().zip(found) {
             // Each platform named when the cluster runs several.
             let name = if platforms.len() > 1 {
                 format!("{image} ({platform})")
             } else {
                 image.clone()
             };
-            match lookup.lookup(image, platform).await {
+            match found {
                 Ok((found, _)) => println!(
                     "{name}: ENTRYPOINT {:?} CMD {:?} ({})",
                     found.entrypoint, found.cmd, found.digest

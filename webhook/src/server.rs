@@ -296,11 +296,11 @@ pub async fn admit(
         return review::answer(req, outcome, Vec::new());
     };
     // Each container's image for each platform its Pod may run on (of the cluster's, or
-    // those it pins itself); all read at once.
-    let mut reads: Vec<(usize, Platform)> = Vec::new();
-    for (i, w) in wanted.iter().enumerate() {
+    // those it pins itself); all images read at once.
+    let mut reads: Vec<Vec<Platform>> = Vec::new();
+    for w in wanted {
         match w.platforms.resolve(lookup.platforms()) {
-            Ok(platforms) => reads.extend(platforms.into_iter().map(|p| (i, p))),
+            Ok(platforms) => reads.push(platforms),
             Err(e) => {
                 state
                     .metrics
@@ -317,14 +317,22 @@ pub async fn admit(
         }
     }
     let looked_up = futures_util::future::join_all(
-        reads
+        wanted
             .iter()
-            .map(|(i, p)| lookup.lookup(&wanted[*i].image, p)),
+            .zip(&reads)
+            .map(|(w, platforms)| lookup.lookup_for(&w.image, platforms)),
     )
     .await;
     let mut found: Vec<Vec<(&Platform, Arc<ImageCommand>)>> = vec![Vec::new(); wanted.len()];
-    for ((i, platform), result) in reads.iter().zip(looked_up) {
-        let w = &wanted[*i];
+    let each = reads
+        .iter()
+        .zip(looked_up)
+        .enumerate()
+        .flat_map(|(i, (platforms, results))| {
+            platforms.iter().zip(results).map(move |(p, r)| (i, p, r))
+        });
+    for (i, platform, result) in each {
+        let w = &wanted[i];
         let label = match &result {
             Ok((_, source)) => source.as_str(),
             Err(e) => e.code(),
@@ -335,7 +343,7 @@ pub async fn admit(
             .get_or_create(&EntrypointLabels { result: label })
             .inc();
         match result {
-            Ok((image, _)) => found[*i].push((platform, image)),
+            Ok((image, _)) => found[i].push((platform, image)),
             Err(e) => {
                 tracing::warn!(
                     namespace = %req.namespace, container = %w.container, image = %w.image,

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use esi_webhook::config::EntrypointLookupConfig;
-use esi_webhook::entrypoint::{EntrypointLookup, LookupError, Platform};
+use esi_webhook::entrypoint::{EntrypointLookup, LookupError, Platform, Source};
 use serde_json::json;
 
 const USER: &str = "bot";
@@ -276,6 +276,34 @@ async fn a_token_service_is_asked_once_per_repository_and_storage_never_sees_it(
     // The blob was redirected to another host: the registry's token did not go with it.
     let storage = fake.seen.storage_auth.lock().unwrap().clone();
     assert_eq!(storage, [None, None]);
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_an_index_is_read_once_for_every_platform() {
+    let (fake, lookup, _dir) = start().await;
+    let platforms: Vec<Platform> = ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let image = format!("localhost:{}/team/api:1.0", fake.port);
+    let found = lookup.lookup_for(&image, &platforms).await;
+    assert_eq!(found.len(), 3);
+    for f in found {
+        let (f, source) = f.unwrap();
+        assert_eq!(f.command(false), ["/app/server", "--port", "8080"]);
+        assert_eq!(source, Source::Registry);
+    }
+    // One configuration read (each goes through storage), not one per platform.
+    assert_eq!(fake.seen.storage_auth.lock().unwrap().len(), 1);
+    // And kept for every platform, those of a later Pod pinned to one included.
+    let (_, source) = lookup.lookup(&image, &platforms[1]).await.unwrap();
+    assert_eq!(source, Source::Cached);
+    let (_, source) = lookup
+        .lookup(&image, &"linux/s390x".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(source, Source::Cached);
+    assert_eq!(fake.seen.storage_auth.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -91,6 +91,17 @@ struct Grant {
     basis: Option<HeaderValue>,
 }
 
+/// An image's configuration blob and its manifest's digest.
+pub(super) type Config = (Vec<u8>, String);
+
+/// What [`Registries::image_configs`] read.
+pub(super) enum Configs {
+    /// The image is not an index: its configuration serves every platform.
+    Any(Config),
+    /// The index's image for each platform asked, in order.
+    PerPlatform(Vec<Result<Config, LookupError>>),
+}
+
 /// A reader of registries, keeping the authorization each repository got.
 pub(super) struct Registries {
     http: reqwest::Client,
@@ -136,14 +147,15 @@ impl Registries {
         })
     }
 
-    /// The configuration blob of the image `reference` names (for an index, its image for
-    /// `platform`), and the digest of that image's manifest.
-    pub(super) async fn image_config(
+    /// The configuration blob of the image `reference` names, and the digest of that image's
+    /// manifest: one for every platform when it is not an index, else its image for each of
+    /// `platforms` (read at once; the index itself is read once).
+    pub(super) async fn image_configs(
         &self,
         reference: &Reference,
         credentials: &Credentials,
-        platform: &Platform,
-    ) -> Result<(Vec<u8>, String), LookupError> {
+        platforms: &[&Platform],
+    ) -> Result<Configs, LookupError> {
         let registry = reference.resolve_registry();
         let repo = Repository {
             base: format!("https://{registry}/v2/{}", reference.repository()),
@@ -154,30 +166,44 @@ impl Registries {
         let pinned = reference.digest();
         let named = pinned.or(reference.tag()).unwrap_or("latest");
         let (body, digest) = self.manifest(&repo, named, pinned).await?;
-        let (manifest, digest) = match Manifest::parse(&body)? {
-            Manifest::Image(image) => (image, digest),
-            Manifest::Index(entries) => {
-                let chosen = choose(&entries, platform)
-                    .ok_or_else(|| LookupError::NoPlatform(platform.clone()))?;
-                let (body, digest) = self.manifest(&repo, &chosen, Some(&chosen)).await?;
-                match Manifest::parse(&body)? {
-                    Manifest::Image(image) => (image, digest),
-                    Manifest::Index(_) => {
-                        return Err(LookupError::Unavailable(format!(
-                            "{}: the index's entry for this platform is another index",
-                            repo.key
-                        )));
-                    }
-                }
+        let entries = match Manifest::parse(&body)? {
+            Manifest::Image(image) => {
+                return Ok(Configs::Any((self.config(&repo, image).await?, digest)));
             }
+            Manifest::Index(entries) => entries,
         };
+        let repo = &repo;
+        let entries = &entries;
+        let each = platforms.iter().map(|platform| async move {
+            let chosen = choose(entries, platform)
+                .ok_or_else(|| LookupError::NoPlatform((*platform).clone()))?;
+            let (body, digest) = self.manifest(repo, &chosen, Some(&chosen)).await?;
+            match Manifest::parse(&body)? {
+                Manifest::Image(image) => Ok((self.config(repo, image).await?, digest)),
+                Manifest::Index(_) => Err(LookupError::Unavailable(format!(
+                    "{}: the index's entry for {platform} is another index",
+                    repo.key
+                ))),
+            }
+        });
+        Ok(Configs::PerPlatform(
+            futures_util::future::join_all(each).await,
+        ))
+    }
+
+    /// The configuration blob `manifest` names, checked against its size and digest.
+    async fn config(
+        &self,
+        repo: &Repository<'_>,
+        manifest: ImageManifest,
+    ) -> Result<Vec<u8>, LookupError> {
         let config = manifest.config;
         let size = usize::try_from(config.size)
             .ok()
             .filter(|size| *size <= MAX_CONFIG_BYTES)
             .ok_or(LookupError::TooLarge(config.size))?;
         let url = format!("{}/blobs/{}", repo.base, config.digest);
-        let res = self.get(&repo, &url, None).await?;
+        let res = self.get(repo, &url, None).await?;
         let data = read_limited(res, size).await.map_err(|e| match e {
             ReadError::TooLarge => LookupError::Unavailable(format!(
                 "{url}: the registry sent more than the {size} bytes the manifest gives the \
@@ -190,7 +216,7 @@ impl Registries {
                 "{url}: the configuration's bytes do not match its digest"
             )));
         }
-        Ok((data, digest))
+        Ok(data)
     }
 
     /// The manifest `named` (a tag or a digest) and its digest, checked against `pinned` and
