@@ -102,10 +102,28 @@ impl Platform {
     }
 
     /// Whether an index entry for `os`/`architecture`/`variant` is an image for this platform.
+    /// Without a variant, an entry of any variant is; with one, an entry of that variant,
+    /// an entry without one standing for its architecture's default as containerd reads it
+    /// (`arm64` is `arm64/v8`, `arm` is `arm/v7`, `amd64` is `amd64/v1`; `8` is `v8`).
     pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
         self.os == os
             && self.architecture == architecture
-            && self.variant.as_deref().is_none_or(|v| Some(v) == variant)
+            && self.variant.as_deref().is_none_or(|wanted| {
+                let given = match variant {
+                    Some(v) if v.bytes().next().is_some_and(|b| b.is_ascii_digit()) => {
+                        format!("v{v}")
+                    }
+                    Some(v) => v.to_owned(),
+                    None => match architecture {
+                        "arm64" => "v8",
+                        "arm" => "v7",
+                        "amd64" => "v1",
+                        _ => return false,
+                    }
+                    .to_owned(),
+                };
+                given == wanted
+            })
     }
 }
 

@@ -637,6 +637,25 @@ mod tests {
         assert_eq!(chosen("linux/arm").as_deref(), Some("sha256:dd"));
         assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:ee"));
         assert_eq!(chosen("linux/arm64/v9"), None);
+        // An entry without a variant is its architecture's default one, as containerd
+        // reads it; a bare number is that version.
+        let plain = br#"{"schemaVersion":2,"manifests":[
+            {"digest":"sha256:11","platform":{"os":"linux","architecture":"arm64"}},
+            {"digest":"sha256:22","platform":{"os":"linux","architecture":"arm"}},
+            {"digest":"sha256:33","platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:44","platform":{"os":"linux","architecture":"riscv64"}},
+            {"digest":"sha256:55","platform":{"os":"linux","architecture":"ppc64le","variant":"8"}}]}"#;
+        let Ok(Manifest::Index(plain)) = Manifest::parse(plain) else {
+            panic!("not an index");
+        };
+        let chosen = |p: &str| choose(&plain, &p.parse().unwrap());
+        assert_eq!(chosen("linux/arm64/v8").as_deref(), Some("sha256:11"));
+        assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:22"));
+        assert_eq!(chosen("linux/amd64/v1").as_deref(), Some("sha256:33"));
+        assert_eq!(chosen("linux/ppc64le/v8").as_deref(), Some("sha256:55"));
+        assert_eq!(chosen("linux/arm/v6"), None);
+        assert_eq!(chosen("linux/amd64/v3"), None);
+        assert_eq!(chosen("linux/riscv64/v1"), None);
         assert_eq!(chosen("windows/amd64"), None);
         assert_eq!(choose(&entries[..0], &Platform::own()), None);
         for (bad, why) in [
