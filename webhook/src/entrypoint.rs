@@ -101,6 +101,41 @@ impl Platform {
         }
     }
 
+    /// This platform, then those whose images its nodes also run, in the order containerd
+    /// prefers them when an index has no image for the node's own (its `platforms.Only`):
+    /// `amd64/vN` the lower versions down to `v1`, then `386`; `arm/vN` the lower versions
+    /// down to `v5`; `arm64` 32-bit `arm` from `v8` down to `v5`.
+    pub fn fallbacks(&self) -> Vec<Platform> {
+        let with = |architecture: &str, variant: Option<String>| Platform {
+            os: self.os.clone(),
+            architecture: architecture.to_owned(),
+            variant,
+        };
+        let version =
+            |v: Option<&str>| v.and_then(|v| v.strip_prefix('v').unwrap_or(v).parse::<u32>().ok());
+        let mut out = vec![self.clone()];
+        match self.architecture.as_str() {
+            "amd64" => {
+                let below = version(self.variant.as_deref()).unwrap_or(1);
+                out.extend(
+                    (1..below)
+                        .rev()
+                        .map(|n| with("amd64", Some(format!("v{n}")))),
+                );
+                out.push(with("386", None));
+            }
+            "arm" => {
+                let below = version(self.variant.as_deref()).unwrap_or(5);
+                out.extend((5..below).rev().map(|n| with("arm", Some(format!("v{n}")))));
+            }
+            "arm64" => {
+                out.extend((5..=8).rev().map(|n| with("arm", Some(format!("v{n}")))));
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// Whether an index entry for `os`/`architecture`/`variant` is an image for this platform.
     /// Without a variant, an entry of any variant is; with one, an entry of that variant,
     /// an entry without one standing for its architecture's default as containerd reads it

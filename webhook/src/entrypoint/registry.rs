@@ -573,14 +573,16 @@ impl Manifest {
 
 /// The digest of the first entry of `entries` for `platform`.
 fn choose(entries: &[IndexEntry], platform: &Platform) -> Option<String> {
-    entries
-        .iter()
-        .find(|e| {
-            e.platform
-                .as_ref()
-                .is_some_and(|p| platform.matches(&p.os, &p.architecture, p.variant.as_deref()))
-        })
-        .map(|e| e.digest.clone())
+    platform.fallbacks().iter().find_map(|wanted| {
+        entries
+            .iter()
+            .find(|e| {
+                e.platform
+                    .as_ref()
+                    .is_some_and(|p| wanted.matches(&p.os, &p.architecture, p.variant.as_deref()))
+            })
+            .map(|e| e.digest.clone())
+    })
 }
 
 #[cfg(test)]
@@ -636,7 +638,9 @@ mod tests {
         assert_eq!(chosen("linux/arm64").as_deref(), Some("sha256:cc"));
         assert_eq!(chosen("linux/arm").as_deref(), Some("sha256:dd"));
         assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:ee"));
-        assert_eq!(chosen("linux/arm64/v9"), None);
+        // No arm64/v9 image: the 32-bit arm one an arm64 node runs, as containerd falls back.
+        assert_eq!(chosen("linux/arm64/v9").as_deref(), Some("sha256:ee"));
+        assert_eq!(chosen("linux/riscv64"), None);
         // An entry without a variant is its architecture's default one, as containerd
         // reads it; a bare number is that version.
         let plain = br#"{"schemaVersion":2,"manifests":[
@@ -653,10 +657,29 @@ mod tests {
         assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:22"));
         assert_eq!(chosen("linux/amd64/v1").as_deref(), Some("sha256:33"));
         assert_eq!(chosen("linux/ppc64le/v8").as_deref(), Some("sha256:55"));
-        assert_eq!(chosen("linux/arm/v6"), None);
-        assert_eq!(chosen("linux/amd64/v3"), None);
         assert_eq!(chosen("linux/riscv64/v1"), None);
-        assert_eq!(chosen("windows/amd64"), None);
+        // No image for the platform itself: the one its nodes also run, as containerd
+        // falls back (lower amd64 and arm versions, 386 on amd64, 32-bit arm on arm64).
+        assert_eq!(chosen("linux/amd64/v3").as_deref(), Some("sha256:33"));
+        assert_eq!(chosen("linux/arm/v6"), None);
+        let older = br#"{"schemaVersion":2,"manifests":[
+            {"digest":"sha256:a6","platform":{"os":"linux","architecture":"arm","variant":"v6"}},
+            {"digest":"sha256:a5","platform":{"os":"linux","architecture":"arm","variant":"v5"}},
+            {"digest":"sha256:86","platform":{"os":"linux","architecture":"386"}},
+            {"digest":"sha256:w2","platform":{"os":"windows","architecture":"amd64","variant":"v2"}}]}"#;
+        let Ok(Manifest::Index(older)) = Manifest::parse(older) else {
+            panic!("not an index");
+        };
+        let chosen = |p: &str| choose(&older, &p.parse().unwrap());
+        assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:a6"));
+        assert_eq!(chosen("linux/arm/v6").as_deref(), Some("sha256:a6"));
+        assert_eq!(chosen("linux/arm/v5").as_deref(), Some("sha256:a5"));
+        assert_eq!(chosen("linux/arm64").as_deref(), Some("sha256:a6"));
+        assert_eq!(chosen("linux/amd64").as_deref(), Some("sha256:86"));
+        assert_eq!(chosen("windows/amd64/v3").as_deref(), Some("sha256:w2"));
+        assert_eq!(chosen("linux/s390x"), None);
+        assert_eq!(chosen("windows/arm64"), None);
+        assert_eq!(choose(&entries, &"windows/amd64".parse().unwrap()), None);
         assert_eq!(choose(&entries[..0], &Platform::own()), None);
         for (bad, why) in [
             (
