@@ -84,6 +84,18 @@ pub struct PodSpec {
     pub affinity: Option<Affinity>,
 }
 
+impl PodSpec {
+    /// The required node affinity's `NodeSelector`, if the Pod has one.
+    pub fn required_node_selector(&self) -> Option<&NodeSelector> {
+        self.affinity
+            .as_ref()?
+            .node_affinity
+            .as_ref()?
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+    }
+}
+
 /// `affinity`, as far as its node affinity goes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -489,21 +501,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(os.node_selector, ts.node_selector);
-        let requirements = |r: &[NodeSelectorRequirement]| {
-            r.iter()
-                .map(|r| (r.key.clone(), r.operator.clone(), r.values.clone()))
-                .collect::<Vec<_>>()
-        };
-        let ours_terms = &os
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .unwrap()
-            .node_selector_terms;
+        let ours_terms = &os.required_node_selector().unwrap().node_selector_terms;
         let theirs_terms = &ts
             .affinity
             .as_ref()
@@ -522,10 +520,14 @@ mod tests {
             ] {
                 let t = t.as_ref().map(|t| {
                     t.iter()
-                        .map(|r| (r.key.clone(), r.operator.clone(), r.values.clone()))
+                        .map(|r| NodeSelectorRequirement {
+                            key: r.key.clone(),
+                            operator: r.operator.clone(),
+                            values: r.values.clone(),
+                        })
                         .collect::<Vec<_>>()
                 });
-                assert_eq!(o.as_deref().map(requirements), t);
+                assert_eq!(o, &t);
             }
         }
         assert_eq!(names(&os.volumes), ["v", "c"]);

@@ -84,27 +84,19 @@ impl PodPlatforms {
                 .as_ref()
                 .and_then(|s: &BTreeMap<String, String>| s.get(key).cloned())
         };
-        let terms = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .map(|selector| {
-                selector
-                    .node_selector_terms
-                    .iter()
-                    .map(|term| {
-                        term.match_expressions
-                            .iter()
-                            .flatten()
-                            .filter_map(Requirement::read)
-                            .collect()
-                    })
-                    .collect()
-            });
+        let terms = spec.required_node_selector().map(|selector| {
+            selector
+                .node_selector_terms
+                .iter()
+                .map(|term| {
+                    term.match_expressions
+                        .iter()
+                        .flatten()
+                        .filter_map(Requirement::read)
+                        .collect()
+                })
+                .collect()
+        });
         Self {
             os: label(OS_LABEL),
             arch: label(ARCH_LABEL),
