@@ -111,8 +111,7 @@ impl Platform {
             architecture: architecture.to_owned(),
             variant,
         };
-        let version =
-            |v: Option<&str>| v.and_then(|v| v.strip_prefix('v').unwrap_or(v).parse::<u32>().ok());
+        let version = |v: Option<&str>| v.and_then(|v| version_number(v).parse::<u32>().ok());
         let mut out = vec![self.clone()];
         match self.architecture.as_str() {
             "amd64" => {
@@ -141,25 +140,29 @@ impl Platform {
     /// an entry without one standing for its architecture's default as containerd reads it
     /// (`arm64` is `arm64/v8`, `arm` is `arm/v7`, `amd64` is `amd64/v1`; `8` is `v8`).
     pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        let given = variant.or(match architecture {
+            "arm64" => Some("v8"),
+            "arm" => Some("v7"),
+            "amd64" => Some("v1"),
+            _ => None,
+        });
         self.os == os
             && self.architecture == architecture
             && self.variant.as_deref().is_none_or(|wanted| {
-                let given = match variant {
-                    Some(v) if v.bytes().next().is_some_and(|b| b.is_ascii_digit()) => {
-                        format!("v{v}")
+                given.is_some_and(|given| {
+                    if given.starts_with(|c: char| c.is_ascii_digit()) {
+                        wanted.strip_prefix('v') == Some(given)
+                    } else {
+                        given == wanted
                     }
-                    Some(v) => v.to_owned(),
-                    None => match architecture {
-                        "arm64" => "v8",
-                        "arm" => "v7",
-                        "amd64" => "v1",
-                        _ => return false,
-                    }
-                    .to_owned(),
-                };
-                given == wanted
+                })
             })
     }
+}
+
+/// A variant's version, `v8` or `8` alike.
+fn version_number(variant: &str) -> &str {
+    variant.strip_prefix('v').unwrap_or(variant)
 }
 
 impl std::str::FromStr for Platform {

@@ -102,8 +102,6 @@ pub struct EntrypointWanted {
     pub image: String,
     /// Whether it sets `args` (then the image's `CMD` does not run).
     pub sets_args: bool,
-    /// The platforms the Pod's `nodeSelector` and required node affinity allow.
-    pub platforms: crate::entrypoint::PodPlatforms,
 }
 
 /// Each container's command line before its `args`, as read from its image (container name →
@@ -1063,7 +1061,6 @@ impl<'a> Planner<'a> {
                             container: name.to_owned(),
                             image: c.container.image.clone(),
                             sets_args: c.container.args.as_ref().is_some_and(|a| !a.is_empty()),
-                            platforms: crate::entrypoint::PodPlatforms::of(self.spec),
                         });
                         continue;
                     } else {

@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::WebhookConfig;
-use crate::entrypoint::{EntrypointLookup, ImageCommand, LookupError, Platform};
+use crate::entrypoint::{EntrypointLookup, ImageCommand, LookupError, Platform, PodPlatforms};
 use crate::mutate::{Entrypoints, Outcome};
 use crate::review::{self, Decision, Parsed, Reviewed};
 use crate::service_account::{self, ServiceAccounts};
@@ -295,42 +295,42 @@ pub async fn admit(
     else {
         return review::answer(req, outcome, Vec::new());
     };
-    // Each container's image for each platform its Pod may run on (of the cluster's, or
-    // those it pins itself); all images read at once.
-    let mut reads: Vec<Vec<Platform>> = Vec::new();
-    for w in wanted {
-        match w.platforms.resolve(lookup.platforms()) {
-            Ok(platforms) => reads.push(platforms),
-            Err(e) => {
-                state
-                    .metrics
-                    .entrypoint_lookups
-                    .get_or_create(&EntrypointLabels { result: e.code() })
-                    .inc();
-                tracing::warn!(
-                    namespace = %req.namespace, container = %w.container, image = %w.image,
-                    code = e.code(), error = %e, "the Pod may run on no platform to read its image for"
-                );
-                let note = crate::mutate::service_account_note(&req.pod, sa);
-                return review::deny_entrypoint(req, w, &e, note.as_deref());
-            }
+    // The platforms the Pod may run on (of the cluster's, or those it pins itself): each
+    // container's image is read for all of them, all images at once.
+    let pod_platforms = req
+        .pod
+        .spec
+        .as_ref()
+        .map(PodPlatforms::of)
+        .unwrap_or_default();
+    let platforms = match pod_platforms.resolve(lookup.platforms()) {
+        Ok(platforms) => platforms,
+        Err(e) => {
+            state
+                .metrics
+                .entrypoint_lookups
+                .get_or_create(&EntrypointLabels { result: e.code() })
+                .inc();
+            // The first container that needs its entrypoint (the outcome names at least one).
+            let w = &wanted[0];
+            tracing::warn!(
+                namespace = %req.namespace, container = %w.container, image = %w.image,
+                code = e.code(), error = %e, "the Pod may run on no platform to read its image for"
+            );
+            return deny_entrypoint(req, w, &e, sa);
         }
-    }
+    };
     let looked_up = futures_util::future::join_all(
         wanted
             .iter()
-            .zip(&reads)
-            .map(|(w, platforms)| lookup.lookup_for(&w.image, platforms)),
+            .map(|w| lookup.lookup_for(&w.image, &platforms)),
     )
     .await;
     let mut found: Vec<Vec<(&Platform, Arc<ImageCommand>)>> = vec![Vec::new(); wanted.len()];
-    let each = reads
-        .iter()
-        .zip(looked_up)
+    let each = looked_up
+        .into_iter()
         .enumerate()
-        .flat_map(|(i, (platforms, results))| {
-            platforms.iter().zip(results).map(move |(p, r)| (i, p, r))
-        });
+        .flat_map(|(i, results)| platforms.iter().zip(results).map(move |(p, r)| (i, p, r)));
     for (i, platform, result) in each {
         let w = &wanted[i];
         let label = match &result {
@@ -350,8 +350,7 @@ pub async fn admit(
                     %platform, code = e.code(), error = %e.detail(),
                     "cannot read the image's entrypoint"
                 );
-                let note = crate::mutate::service_account_note(&req.pod, sa);
-                return review::deny_entrypoint(req, w, &e, note.as_deref());
+                return deny_entrypoint(req, w, &e, sa);
             }
         }
     }
@@ -376,8 +375,7 @@ pub async fn admit(
                 namespace = %req.namespace, container = %w.container, image = %w.image,
                 code = e.code(), error = %e, "the image's platforms run different commands"
             );
-            let note = crate::mutate::service_account_note(&req.pod, sa);
-            return review::deny_entrypoint(req, w, &e, note.as_deref());
+            return deny_entrypoint(req, w, &e, sa);
         }
         let read = images
             .iter()
@@ -398,6 +396,18 @@ pub async fn admit(
         &entrypoints,
     );
     review::answer(req, outcome, warnings)
+}
+
+/// Denies a Pod whose container `w` has no entrypoint the webhook could read, naming the
+/// keys the Pod inherits from its ServiceAccount (`sa`).
+fn deny_entrypoint(
+    req: review::PodRequest,
+    w: &crate::mutate::EntrypointWanted,
+    e: &LookupError,
+    sa: Option<&BTreeMap<String, String>>,
+) -> Reviewed {
+    let note = crate::mutate::service_account_note(&req.pod, sa);
+    review::deny_entrypoint(req, w, e, note.as_deref())
 }
 
 /// Why TLS material cannot be used.

@@ -4,8 +4,6 @@
 //! those platforms; other labels and fields (zones, instance types, node names) say nothing
 //! about a platform and are not read.
 
-use std::collections::BTreeMap;
-
 use super::{ARCH_LABEL, LookupError, OS_LABEL, Platform};
 use crate::pod::{NodeSelectorRequirement, PodSpec};
 
@@ -79,11 +77,7 @@ impl Requirement {
 impl PodPlatforms {
     /// What `spec` asks.
     pub fn of(spec: &PodSpec) -> Self {
-        let label = |key: &str| {
-            spec.node_selector
-                .as_ref()
-                .and_then(|s: &BTreeMap<String, String>| s.get(key).cloned())
-        };
+        let label = |key: &str| spec.node_selector.as_ref()?.get(key).cloned();
         let terms = spec.required_node_selector().map(|selector| {
             selector
                 .node_selector_terms

@@ -118,6 +118,8 @@ struct Repository<'a> {
     /// The token scope to ask for.
     scope: String,
     credentials: &'a Credentials,
+    /// `credentials` as a Basic `Authorization` value, built once.
+    basic: Option<HeaderValue>,
 }
 
 impl Registries {
@@ -162,6 +164,7 @@ impl Registries {
             key: format!("{registry}/{}", reference.repository()),
             scope: format!("repository:{}:pull", reference.repository()),
             credentials,
+            basic: credentials.basic(),
         };
         let pinned = reference.digest();
         let named = pinned.or(reference.tag()).unwrap_or("latest");
@@ -266,7 +269,7 @@ impl Registries {
             if let Some(accept) = accept {
                 req = req.header(ACCEPT, accept);
             }
-            if let Some(grant) = self.grant(&repo.key, repo.credentials) {
+            if let Some(grant) = self.grant(repo) {
                 req = req.header(AUTHORIZATION, grant);
             }
             let res = req.send().await.map_err(unavailable)?;
@@ -284,12 +287,11 @@ impl Registries {
         }
     }
 
-    /// The grant kept for `key`, unless it expired or was obtained with other credentials.
-    fn grant(&self, key: &str, credentials: &Credentials) -> Option<HeaderValue> {
-        let basis = credentials.basic();
+    /// The grant kept for `repo`, unless it expired or was obtained with other credentials.
+    fn grant(&self, repo: &Repository<'_>) -> Option<HeaderValue> {
         let grants = locked(&self.grants);
-        let grant = grants.get(key)?;
-        (grant.until.is_none_or(|until| Instant::now() < until) && grant.basis == basis)
+        let grant = grants.get(&repo.key)?;
+        (grant.until.is_none_or(|until| Instant::now() < until) && grant.basis == repo.basic)
             .then(|| grant.header.clone())
     }
 
@@ -312,7 +314,7 @@ impl Registries {
         };
         let (realm, service) = match challenge {
             Challenge::Basic => {
-                let header = repo.credentials.basic().ok_or_else(refused)?;
+                let header = repo.basic.clone().ok_or_else(refused)?;
                 return Ok(Grant {
                     basis: Some(header.clone()),
                     header,
@@ -338,8 +340,7 @@ impl Registries {
             .append_pair("scope", &repo.scope)
             .extend_pairs(service.as_deref().map(|s| ("service", s)));
         let mut req = self.http.get(token_url.clone());
-        let basis = repo.credentials.basic();
-        if let Some(basic) = &basis {
+        if let Some(basic) = &repo.basic {
             req = req.header(AUTHORIZATION, basic.clone());
         }
         let url = token_url.as_str();
@@ -372,7 +373,7 @@ impl Registries {
         Ok(Grant {
             header,
             until: Some(Instant::now() + Duration::from_secs(seconds.min(24 * 3600))),
-            basis,
+            basis: repo.basic.clone(),
         })
     }
 }
@@ -616,6 +617,14 @@ mod tests {
         }
     }
 
+    /// The entry [`choose`] takes in the index `json` for `platform`.
+    fn choose_in(json: &[u8], platform: &str) -> Option<String> {
+        let Ok(Manifest::Index(entries)) = Manifest::parse(json) else {
+            panic!("not an index");
+        };
+        choose(&entries, &platform.parse().unwrap())
+    }
+
     #[test]
     fn a_manifest_is_an_image_or_an_index() {
         let image = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:aa","size":7},"layers":[]}"#;
@@ -629,10 +638,7 @@ mod tests {
             {"digest":"sha256:dd","platform":{"os":"linux","architecture":"arm","variant":"v6"}},
             {"digest":"sha256:ee","platform":{"os":"linux","architecture":"arm","variant":"v7"}},
             {"digest":"sha256:ff","platform":{"os":"unknown","architecture":"unknown"}}]}"#;
-        let Ok(Manifest::Index(entries)) = Manifest::parse(index) else {
-            panic!("not an index");
-        };
-        let chosen = |p: &str| choose(&entries, &p.parse().unwrap());
+        let chosen = |p: &str| choose_in(index, p);
         assert_eq!(chosen("linux/amd64").as_deref(), Some("sha256:bb"));
         // Without a variant, any; with one, that one.
         assert_eq!(chosen("linux/arm64").as_deref(), Some("sha256:cc"));
@@ -649,10 +655,7 @@ mod tests {
             {"digest":"sha256:33","platform":{"os":"linux","architecture":"amd64"}},
             {"digest":"sha256:44","platform":{"os":"linux","architecture":"riscv64"}},
             {"digest":"sha256:55","platform":{"os":"linux","architecture":"ppc64le","variant":"8"}}]}"#;
-        let Ok(Manifest::Index(plain)) = Manifest::parse(plain) else {
-            panic!("not an index");
-        };
-        let chosen = |p: &str| choose(&plain, &p.parse().unwrap());
+        let chosen = |p: &str| choose_in(plain, p);
         assert_eq!(chosen("linux/arm64/v8").as_deref(), Some("sha256:11"));
         assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:22"));
         assert_eq!(chosen("linux/amd64/v1").as_deref(), Some("sha256:33"));
@@ -667,10 +670,7 @@ mod tests {
             {"digest":"sha256:a5","platform":{"os":"linux","architecture":"arm","variant":"v5"}},
             {"digest":"sha256:86","platform":{"os":"linux","architecture":"386"}},
             {"digest":"sha256:w2","platform":{"os":"windows","architecture":"amd64","variant":"v2"}}]}"#;
-        let Ok(Manifest::Index(older)) = Manifest::parse(older) else {
-            panic!("not an index");
-        };
-        let chosen = |p: &str| choose(&older, &p.parse().unwrap());
+        let chosen = |p: &str| choose_in(older, p);
         assert_eq!(chosen("linux/arm/v7").as_deref(), Some("sha256:a6"));
         assert_eq!(chosen("linux/arm/v6").as_deref(), Some("sha256:a6"));
         assert_eq!(chosen("linux/arm/v5").as_deref(), Some("sha256:a5"));
@@ -679,8 +679,8 @@ mod tests {
         assert_eq!(chosen("windows/amd64/v3").as_deref(), Some("sha256:w2"));
         assert_eq!(chosen("linux/s390x"), None);
         assert_eq!(chosen("windows/arm64"), None);
-        assert_eq!(choose(&entries, &"windows/amd64".parse().unwrap()), None);
-        assert_eq!(choose(&entries[..0], &Platform::own()), None);
+        assert_eq!(choose_in(index, "windows/amd64"), None);
+        assert_eq!(choose(&[], &Platform::own()), None);
         for (bad, why) in [
             (
                 &br#"{"schemaVersion":1,"fsLayers":[]}"#[..],
