@@ -273,7 +273,13 @@ impl Authorizer {
                     .collect()
             })
             .unwrap_or_default();
-        let mut az = Authorizer::default();
+        // Sized once: a configuration's thousands of rules would otherwise be copied into ever
+        // larger allocations, each on fresh pages, at every cold start.
+        let mut az = Authorizer {
+            rules: Vec::with_capacity(specs.len()),
+            exact: LookupMap::with_capacity_and_hasher(specs.len(), Default::default()),
+            ..Authorizer::default()
+        };
         for (name, spec) in specs {
             let idx = az.rules.len();
             let compile = |l: &Option<Vec<String>>| {

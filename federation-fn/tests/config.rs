@@ -296,6 +296,62 @@ fn a_json_file_loads_like_its_yaml() {
     assert!(e.contains("not valid YAML"), "{e}");
 }
 
+/// A JSON List is read item by item as the loader takes it (never held whole as values): a
+/// file and a folder load what the same text loads, and an item the fast reader declines sends
+/// the file to the YAML parser, whose error is the one reported, once.
+#[test]
+fn a_json_list_read_item_by_item_loads_and_fails_as_a_whole() {
+    let docs = config::parse_text("good.yaml", GOOD).unwrap();
+    let items: Vec<serde_json::Value> = docs.into_iter().map(|d| d.value).collect();
+    let json = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.json", &json);
+    for snap in [
+        config::load_path(&dir.path().join("config.json"), &state()).unwrap(),
+        config::load_path(dir.path(), &state()).unwrap(),
+    ] {
+        assert_eq!(snap.clusters.len(), 1);
+        assert_eq!(snap.authorizer.len(), 1);
+        assert!(snap.generators.contains_key("team/Password/db"));
+    }
+
+    // The last item holds a duplicate key: the items before it were already read.
+    let bad_item = r#"{"apiVersion": "esi.dev/v1alpha1", "kind": "UUID", "kind": "UUID",
+        "metadata": {"name": "id", "namespace": "team"}}"#;
+    let bad = json.replacen(
+        "],\"kind\":\"List\"}",
+        &format!(",{bad_item}],\"kind\":\"List\"}}"),
+        1,
+    );
+    assert_ne!(bad, json);
+    write(dir.path(), "config.json", &bad);
+    let err = config::load_path(dir.path(), &state()).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(
+        err.0[0].origin.ends_with("config.json") && err.0[0].message.contains("uplicate"),
+        "{err}"
+    );
+
+    // A file that cannot be read fails the load with its own problem only, even where the
+    // files read before it hold a bad resource.
+    write(dir.path(), "config.json", &json);
+    write(
+        dir.path(),
+        "10-bad.yaml",
+        &doc("Password", "{name: q, namespace: team}", "{digits: 99}"),
+    );
+    assert!(
+        config::load_path(dir.path(), &state())
+            .unwrap_err()
+            .to_string()
+            .contains("spec.digits")
+    );
+    write(dir.path(), "20-broken.yaml", "a: [unclosed");
+    let err = config::load_path(dir.path(), &state()).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(err.0[0].origin.ends_with("20-broken.yaml"), "{err}");
+}
+
 /// A `List` whose `items` is not a sequence is an error naming the field, in JSON and YAML
 /// alike; an empty `List` is an empty configuration.
 #[test]

@@ -5,8 +5,9 @@
 //! configuration. Two faster readers go first, and each returns `None` whenever its reading
 //! could differ from serde-saphyr's; the text then goes to serde-saphyr as before:
 //!
-//! - [`json_object`]: a file holding one JSON object (what the Terraform modules render), read
-//!   by serde_json;
+//! - [`json_document`]: a file holding one JSON object (what the Terraform modules render), read
+//!   by serde_json; a `kind: List`'s items are left as text, each read when the loader takes it
+//!   ([`json_list_item`]), so that a large configuration is never held whole as values;
 //! - [`yaml`]: any other text, read by yaml_serde (libyaml, ~2.5x faster) under rules that keep
 //!   the result identical to serde-saphyr's:
 //!   - a plain scalar is resolved by each library's own schema (serde-saphyr reads `yes`, `on`
@@ -30,20 +31,110 @@
 
 use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A file holding one JSON object, read by serde_json (an order of magnitude faster than the
 /// YAML parser) with YAML's rules: duplicate keys refused. `None` sends the text to the YAML
 /// readers, which read YAML and explain what is wrong with anything else. Fractional numbers
 /// read as serde-saphyr reads them, the nearest `f64` (serde_json's `float_roundtrip`).
-pub(super) fn json_object(text: &str) -> Option<Value> {
+///
+/// A `kind: List` comes back as its items' text, checked to be JSON but not yet read: each is
+/// read by [`json_list_item`], which may still decline one (a duplicate key, nesting too deep).
+/// An `items` field outside a List, or one that is not a sequence, declines the file.
+pub(super) fn json_document(text: &str) -> Option<Json<'_>> {
     let text = text.trim_start_matches('\u{feff}');
     if !text.trim_start().starts_with('{') {
         return None;
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = Read::<false>::root().deserialize(&mut de).ok()?;
+    let json = serde::Deserializer::deserialize_map(&mut de, Top).ok()?;
+    de.end().ok()?;
+    Some(json)
+}
+
+/// What [`json_document`] read.
+#[derive(Debug)]
+pub(super) enum Json<'a> {
+    /// One object that is not a List.
+    Object(Value),
+    /// A List's items, in order, each still JSON text.
+    List(Vec<&'a RawValue>),
+}
+
+/// A List's item, as [`json_document`] would have read it in place (two collections deep), or
+/// `None` where that read declines.
+pub(super) fn json_list_item(item: &RawValue) -> Option<Value> {
+    let read = Read::<false>::root()
+        .enter::<serde_json::Error>()
+        .and_then(|r| r.enter())
+        .ok()?;
+    let mut de = serde_json::Deserializer::from_str(item.get());
+    let value = read.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(value)
+}
+
+/// The top-level object of a JSON file: [`Read`]'s rules, with `items` kept as text.
+struct Top;
+
+impl<'de> Visitor<'de> for Top {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let inner = Read::<false>::root().enter::<A::Error>()?;
+        let mut out = serde_json::Map::new();
+        let mut items = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "items" {
+                if items.replace(map.next_value_seed(Items)?).is_some() {
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                continue;
+            }
+            let v = map.next_value_seed(inner)?;
+            if out.insert(key, v).is_some() {
+                return Err(A::Error::custom("duplicate key"));
+            }
+        }
+        match items {
+            None => Ok(Json::Object(Value::Object(out))),
+            Some(items) if out.get("kind").and_then(Value::as_str) == Some("List") => {
+                Ok(Json::List(items))
+            }
+            Some(_) => Err(A::Error::custom("items outside a List")),
+        }
+    }
+}
+
+/// A sequence's elements as JSON text.
+struct Items;
+
+impl<'de> DeserializeSeed<'de> for Items {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 /// Multi-document YAML text read by yaml_serde, or `None` when serde-saphyr could read it
@@ -272,6 +363,14 @@ mod tests {
 
     fn saphyr(text: &str) -> Option<Vec<Value>> {
         serde_saphyr::from_multiple(text).ok()
+    }
+
+    /// A JSON file that is not a List, as [`json_document`] reads it.
+    fn json_object(text: &str) -> Option<Value> {
+        match json_document(text)? {
+            Json::Object(v) => Some(v),
+            Json::List(_) => panic!("{text:?} is a List"),
+        }
     }
 
     /// The fast reader either declines or reads what serde-saphyr reads.
@@ -527,6 +626,64 @@ mod tests {
         // still stops.
         let hidden = format!("a: {}1{}\nb: \"]]\"", "[".repeat(65), "]".repeat(65));
         assert_eq!((yaml(&hidden), saphyr(&hidden)), (None, None));
+    }
+
+    /// A JSON List's items are read one at a time, each as the whole file would have been read:
+    /// the same values, the same nesting limit (the List and its `items` are the first two of
+    /// the 64 collections); an `items` that is not a List's sequence declines the file.
+    #[test]
+    fn a_json_list_is_read_item_by_item_as_a_whole_file_is() {
+        let nested = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        let list = |items: &[String]| {
+            format!(
+                r#"{{"apiVersion": "v1", "items": [{}], "kind": "List"}}"#,
+                items.join(", ")
+            )
+        };
+        let items = [
+            r#"{"kind": "UUID", "metadata": {"name": "a"}, "n": [1, -2, 3.5e-3, null, true]}"#
+                .to_owned(),
+            r#"{"kind": "Password", "s": "\u00e9\n", "e": {}}"#.to_owned(),
+            nested(62),
+        ];
+        let text = list(&items);
+        let Some(Json::List(raw)) = json_document(&text) else {
+            panic!("not read as a List");
+        };
+        let read: Vec<Value> = raw
+            .into_iter()
+            .map(|i| json_list_item(i).unwrap())
+            .collect();
+        let slow = saphyr(&text).unwrap();
+        assert_eq!(Some(&Value::Array(read)), slow[0].get("items"));
+
+        // One collection deeper than serde-saphyr reads: that item declines, as the file did.
+        let text = list(&[items[0].clone(), nested(63)]);
+        assert_eq!(saphyr(&text), None);
+        let Some(Json::List(raw)) = json_document(&text) else {
+            panic!("not read as a List");
+        };
+        assert!(json_list_item(raw[0]).is_some());
+        assert_eq!(json_list_item(raw[1]), None);
+
+        for text in [
+            // A manifest with an `items` field is no List.
+            r#"{"kind": "UUID", "items": [{"a": 1}]}"#,
+            r#"{"items": [{"a": 1}]}"#,
+            // Items that are not a sequence, or given twice.
+            r#"{"kind": "List", "items": {"kind": "UUID"}}"#,
+            r#"{"kind": "List", "items": null}"#,
+            r#"{"kind": "List", "items": [], "items": []}"#,
+            // Not JSON inside an item.
+            r#"{"kind": "List", "items": [{"a": 1,}]}"#,
+        ] {
+            assert!(json_document(text).is_none(), "{text}");
+        }
+        // A List without items, and an object with none, read as before.
+        let Some(Json::Object(v)) = json_document(r#"{"kind": "List"}"#) else {
+            panic!("not read");
+        };
+        assert_eq!(Some(vec![v]), saphyr(r#"{"kind": "List"}"#));
     }
 
     /// Found by the hostile-config property test: serde_json without `float_roundtrip` read

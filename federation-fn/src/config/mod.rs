@@ -103,6 +103,14 @@ pub struct Document {
 /// Reads a file, or every `*.yaml`/`*.yml`/`*.json` file of a folder (recursively, sorted,
 /// skipping hidden entries such as a ConfigMap's `..data`), into documents.
 pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
+    let mut docs = Vec::new();
+    read_each(path, &mut |doc| docs.push(doc))?;
+    Ok(docs)
+}
+
+/// [`read_documents`], handing each file's documents to `each` as the file is read. On an
+/// error, the documents handed over are of a configuration that does not load.
+fn read_each(path: &Path, each: &mut dyn FnMut(Document)) -> Result<(), LoadError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| LoadError::one(path.display().to_string(), format!("cannot read: {e}")))?;
     let files = if meta.is_dir() {
@@ -120,7 +128,6 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut docs = Vec::new();
     let mut errors = Vec::new();
     for file in files {
         let origin = file.display().to_string();
@@ -146,10 +153,11 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
             Ok(_) => {}
         }
         match std::fs::read_to_string(&file) {
-            Ok(text) => match parse_text(&origin, &text) {
-                Ok(mut d) => docs.append(&mut d),
-                Err(e) => errors.push(e),
-            },
+            Ok(text) => {
+                if let Err(e) = parse_text_each(&origin, &text, each) {
+                    errors.push(e);
+                }
+            }
             Err(e) => errors.push(ConfigError {
                 origin,
                 resource: String::new(),
@@ -159,7 +167,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, LoadError> {
         }
     }
     if errors.is_empty() {
-        Ok(docs)
+        Ok(())
     } else {
         Err(LoadError(errors))
     }
@@ -225,22 +233,67 @@ fn yaml_options() -> serde_saphyr::Options {
 /// flattening `kind: List`. Faster readers go first where they read what serde-saphyr reads
 /// (see the `fast` module); serde-saphyr reads the rest and explains errors.
 pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError> {
-    let fast = match fast::json_object(text) {
-        Some(v) => Some(vec![v]),
-        None => fast::yaml(text),
-    };
-    let values: Vec<serde_json::Value> = match fast {
-        Some(values) => values,
-        None => serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| {
-            ConfigError {
-                origin: origin.to_owned(),
-                resource: String::new(),
-                field: String::new(),
-                message: format!("not valid YAML: {e}"),
-            }
-        })?,
-    };
     let mut docs = Vec::new();
+    parse_text_each(origin, text, &mut |doc| docs.push(doc))?;
+    Ok(docs)
+}
+
+/// [`parse_text`], handing each document to `each` as soon as it is read: a List written as
+/// JSON (the form the Terraform modules render) is never held whole as values. On an error,
+/// documents already handed over are of a file that does not load.
+fn parse_text_each(
+    origin: &str,
+    text: &str,
+    each: &mut dyn FnMut(Document),
+) -> Result<(), ConfigError> {
+    match fast::json_document(text) {
+        Some(fast::Json::List(items)) => {
+            let mut read = 0;
+            for item in &items {
+                let Some(value) = fast::json_list_item(item) else {
+                    break;
+                };
+                each(Document {
+                    origin: format!("{origin}#1.items[{read}]"),
+                    value,
+                });
+                read += 1;
+            }
+            if read == items.len() {
+                return Ok(());
+            }
+            // An item the fast reader declines (a duplicate key, nesting too deep): the YAML
+            // readers explain what is wrong with the file. The items before it read as they do,
+            // so should they read the file, only the rest is handed over.
+            flatten(origin, yaml_values(origin, text)?, read, each)
+        }
+        Some(fast::Json::Object(value)) => flatten(origin, vec![value], 0, each),
+        None => flatten(origin, yaml_values(origin, text)?, 0, each),
+    }
+}
+
+/// The documents of YAML text, read by the fast YAML reader where it reads what serde-saphyr
+/// reads, else by serde-saphyr.
+fn yaml_values(origin: &str, text: &str) -> Result<Vec<serde_json::Value>, ConfigError> {
+    if let Some(values) = fast::yaml(text) {
+        return Ok(values);
+    }
+    serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| ConfigError {
+        origin: origin.to_owned(),
+        resource: String::new(),
+        field: String::new(),
+        message: format!("not valid YAML: {e}"),
+    })
+}
+
+/// Hands `values` over as documents: nulls left out, a List's items one by one (the first
+/// `skip` items of a List in the first document left out: already handed over).
+fn flatten(
+    origin: &str,
+    values: Vec<serde_json::Value>,
+    skip: usize,
+    each: &mut dyn FnMut(Document),
+) -> Result<(), ConfigError> {
     for (i, value) in values.into_iter().enumerate() {
         let origin = format!("{origin}#{}", i + 1);
         match value {
@@ -261,17 +314,18 @@ pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError
                         });
                     }
                 };
-                for (j, item) in items.into_iter().enumerate() {
-                    docs.push(Document {
+                let skip = if i == 0 { skip } else { 0 };
+                for (j, item) in items.into_iter().enumerate().skip(skip) {
+                    each(Document {
                         origin: format!("{origin}.items[{j}]"),
                         value: item,
                     });
                 }
             }
-            value => docs.push(Document { origin, value }),
+            value => each(Document { origin, value }),
         }
     }
-    Ok(docs)
+    Ok(())
 }
 
 /// A manifest's envelope. `spec` is only checked for presence here: it is moved out of the
@@ -373,17 +427,37 @@ pub fn parse_resources(docs: Vec<Document>) -> Result<Resources, LoadError> {
 /// (Kubernetes mode: one bad resource must not take the rest down). A generator whose store is
 /// missing and a cluster whose key source collides with another's are left out too.
 pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigError>) {
-    let mut res = Resources::default();
-    let mut errors = Vec::new();
-    let mut err = |origin: &str, resource: &str, field: &str, message: String| {
+    let mut reader = ResourceReader::default();
+    for doc in docs {
+        reader.add(doc);
+    }
+    reader.finish()
+}
+
+/// Documents read into resources one at a time, so that a large configuration is never held
+/// whole as values ([`load_path`] hands each file's documents over as the file is read).
+#[derive(Default)]
+struct ResourceReader {
+    res: Resources,
+    errors: Vec<ConfigError>,
+}
+
+fn push_error(errors: &mut Vec<ConfigError>) -> impl FnMut(&str, &str, &str, String) + '_ {
+    |origin: &str, resource: &str, field: &str, message: String| {
         errors.push(ConfigError {
             origin: origin.to_owned(),
             resource: resource.to_owned(),
             field: field.to_owned(),
             message,
         });
-    };
-    for doc in docs {
+    }
+}
+
+impl ResourceReader {
+    /// Reads one document into a resource, or into the reasons it is not one.
+    fn add(&mut self, doc: Document) {
+        let res = &mut self.res;
+        let mut err = push_error(&mut self.errors);
         let origin = doc.origin;
         if !doc.value.is_object() {
             err(
@@ -392,7 +466,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                 "",
                 "document is not a mapping (expected apiVersion, kind, metadata, spec)".to_owned(),
             );
-            continue;
+            return;
         }
         let m: Manifest = match esi_backends::deserialize_tracked(&doc.value) {
             Ok(m) => m,
@@ -404,7 +478,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                     if path == "." { "" } else { &path },
                     esi_api::json::without_values(&e.into_inner().to_string()),
                 );
-                continue;
+                return;
             }
         };
         let spec = match doc.value {
@@ -441,7 +515,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                 "apiVersion",
                 format!("{api_version:?} is not {:?}", esi_api::API_GROUP_VERSION),
             );
-            continue;
+            return;
         }
         if !is_dns_subdomain(&metadata.name) {
             err(
@@ -450,7 +524,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                 "metadata.name",
                 format!("{:?} is not a lowercase RFC 1123 name", metadata.name),
             );
-            continue;
+            return;
         }
         if namespaced && !is_dns_label(&namespace) {
             err(
@@ -459,7 +533,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                 "metadata.namespace",
                 format!("{namespace:?} is not a lowercase RFC 1123 label"),
             );
-            continue;
+            return;
         }
         if !namespaced && metadata.namespace.is_some() {
             err(
@@ -468,7 +542,7 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
                 "metadata.namespace",
                 format!("{kind} is cluster-scoped; remove the namespace"),
             );
-            continue;
+            return;
         }
         let duplicate = |origin_of_first: &str| {
             format!("duplicate resource (first defined at {origin_of_first})")
@@ -543,32 +617,42 @@ pub fn parse_resources_lenient(docs: Vec<Document>) -> (Resources, Vec<ConfigErr
             },
         }
     }
-    // Cross-resource checks.
-    let mut orphans = Vec::new();
-    for (key, (spec, origin)) in &res.generators {
-        if let Some(store) = spec.store_ref() {
-            let namespace = key.split('/').next().unwrap_or_default();
-            if !res
-                .stores
-                .contains_key(&(namespace.to_owned(), store.to_owned()))
-            {
-                err(
-                    origin,
-                    &generator_resource(key),
-                    "spec.secretStoreRef",
-                    format!("SecretStore {namespace}/{store} does not exist"),
-                );
-                orphans.push(key.clone());
+
+    /// The resources read, after the checks across them, and every problem found.
+    fn finish(self) -> (Resources, Vec<ConfigError>) {
+        let ResourceReader {
+            mut res,
+            mut errors,
+        } = self;
+        let mut err = push_error(&mut errors);
+        // Cross-resource checks.
+        let mut orphans = Vec::new();
+        for (key, (spec, origin)) in &res.generators {
+            if let Some(store) = spec.store_ref() {
+                let namespace = key.split('/').next().unwrap_or_default();
+                if !res
+                    .stores
+                    .contains_key(&(namespace.to_owned(), store.to_owned()))
+                {
+                    err(
+                        origin,
+                        &generator_resource(key),
+                        "spec.secretStoreRef",
+                        format!("SecretStore {namespace}/{store} does not exist"),
+                    );
+                    orphans.push(key.clone());
+                }
             }
         }
+        for key in orphans {
+            res.generators.remove(&key);
+        }
+        res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        let colliding = check_shared_issuers(&res.clusters, &mut err);
+        res.clusters.retain(|c| !colliding.contains(&c.name));
+        drop(err);
+        (res, errors)
     }
-    for key in orphans {
-        res.generators.remove(&key);
-    }
-    res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    let colliding = check_shared_issuers(&res.clusters, &mut err);
-    res.clusters.retain(|c| !colliding.contains(&c.name));
-    (res, errors)
 }
 
 /// `text` as written, or escaped (`\n`, `\u{1b}`) when it holds a control character.
@@ -903,7 +987,8 @@ pub fn build_snapshot_lenient(
         .collect();
     let previous = state.snapshot();
     let authorizer = Authorizer::carrying(&auths, previous.as_ref().map(|s| &s.authorizer));
-    let mut generators = LookupMap::default();
+    let mut generators =
+        LookupMap::with_capacity_and_hasher(res.generators.len(), Default::default());
     // The audiences of the federation's own logins, which no workload may hold a token for.
     let own_audiences: HashMap<String, (String, &str)> = res
         .stores
@@ -1004,8 +1089,14 @@ pub fn build_snapshot_lenient(
 
 /// Reads, validates and compiles the configuration at `path`.
 pub fn load_path(path: &Path, state: &AppState) -> Result<Snapshot, LoadError> {
-    let docs = read_documents(path)?;
-    let res = parse_resources(docs)?;
+    let mut reader = ResourceReader::default();
+    // A file that cannot be read fails the load with the files' problems only, as if the
+    // documents read were never looked at.
+    read_each(path, &mut |doc| reader.add(doc))?;
+    let (res, errors) = reader.finish();
+    if !errors.is_empty() {
+        return Err(LoadError(errors));
+    }
     build_snapshot(res, state, path.display().to_string())
 }
 
