@@ -234,9 +234,14 @@ fn run_lambda() -> anyhow::Result<()> {
     let source = LeaseKeySource::choose(None, false)?;
     let issuer = IssuerSource::choose(std::env::var("ESI_ISSUER_URL").ok(), None)?;
     runtime()?.block_on(async move {
+        // Read while the keys are fetched: a cold start pays the longer of the two.
+        let reading = {
+            let path = config.clone();
+            tokio::task::spawn_blocking(move || config::read_resources(&path))
+        };
         let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
         let state = AppState::serving(Settings::default(), leases, issuer);
-        let snap = config::load_path(&config, &state)?;
+        let snap = config::build_snapshot(reading.await??, &state, config.display().to_string())?;
         state.install(snap);
         state.prefetch_keys(PREFETCH_DEADLINE).await;
         lambda::run(esi_federation::router(state))
@@ -374,24 +379,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .zip(tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key });
             runtime()?.block_on(async move {
-                // The two secrets, when both come from Secrets Manager, are read at once.
-                let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
-                let state = AppState::serving(settings, leases, issuer);
-                match (config_source.as_str(), config) {
-                    ("kubernetes", _) => start_kubernetes_source(&state).await?,
+                // A configuration file is read while the keys are fetched.
+                let reading = match (config_source.as_str(), config) {
+                    ("kubernetes", _) => None,
                     (_, Some(config)) => {
                         // Taken first: a change while the configuration loads is then seen.
                         let loaded = esi_federation::state::fingerprint(&config);
+                        let path = config.clone();
+                        let read = tokio::task::spawn_blocking(move || config::read_resources(&path));
+                        Some((config, loaded, read))
+                    }
+                    (_, None) => anyhow::bail!("--config (or ESI_CONFIG) is required with --config-source file"),
+                };
+                // The two secrets, when both come from Secrets Manager, are read at once.
+                let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
+                let state = AppState::serving(settings, leases, issuer);
+                match reading {
+                    None => start_kubernetes_source(&state).await?,
+                    Some((config, loaded, read)) => {
+                        let res = read.await??;
                         let snap = {
-                            let (st, path) = (state.clone(), config.clone());
-                            tokio::task::spawn_blocking(move || config::load_path(&path, &st))
+                            let (st, origin) = (state.clone(), config.display().to_string());
+                            tokio::task::spawn_blocking(move || config::build_snapshot(res, &st, origin))
                                 .await??
                         };
                         state.install(snap);
                         state.prefetch_keys(PREFETCH_DEADLINE).await;
                         server::spawn_config_watch(state.clone(), config, reload_interval, loaded);
                     }
-                    (_, None) => anyhow::bail!("--config (or ESI_CONFIG) is required with --config-source file"),
                 }
                 let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
                 tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "esi federation serving");

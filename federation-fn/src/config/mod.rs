@@ -1089,15 +1089,23 @@ pub fn build_snapshot_lenient(
 
 /// Reads, validates and compiles the configuration at `path`.
 pub fn load_path(path: &Path, state: &AppState) -> Result<Snapshot, LoadError> {
+    build_snapshot(read_resources(path)?, state, path.display().to_string())
+}
+
+/// Reads and validates the configuration at `path` into resources, each file's documents as
+/// the file is read: [`load_path`] without the compilation, which needs the federation's state
+/// (the start-up reads the configuration while its keys are fetched).
+pub fn read_resources(path: &Path) -> Result<Resources, LoadError> {
     let mut reader = ResourceReader::default();
     // A file that cannot be read fails the load with the files' problems only, as if the
     // documents read were never looked at.
     read_each(path, &mut |doc| reader.add(doc))?;
     let (res, errors) = reader.finish();
-    if !errors.is_empty() {
-        return Err(LoadError(errors));
+    if errors.is_empty() {
+        Ok(res)
+    } else {
+        Err(LoadError(errors))
     }
-    build_snapshot(res, state, path.display().to_string())
 }
 
 /// Same as [`load_path`] from text (the embedded dev configuration, tests).
