@@ -352,6 +352,37 @@ fn a_json_list_read_item_by_item_loads_and_fails_as_a_whole() {
     assert!(err.0[0].origin.ends_with("20-broken.yaml"), "{err}");
 }
 
+/// A YAML file is read one document at a time as the loader takes it: a later document the
+/// fast reader declines sends the file to serde-saphyr, whose reading (or error) is the file's,
+/// as when the file was read whole first.
+#[test]
+fn a_yaml_file_read_document_by_document_reads_as_a_whole() {
+    // `yes` is a bool to serde-saphyr (YAML 1.1), a string to libyaml: declined there.
+    let text = format!("{GOOD}---\napiVersion: v1\nkind: Note\nmetadata: {{name: n, x: yes}}\n");
+    let read = config::parse_text("f.yaml", &text).unwrap();
+    let whole = serde_saphyr::from_multiple::<serde_json::Value>(&text).unwrap();
+    assert_eq!(read.len(), 4);
+    assert_eq!(
+        read.iter().map(|d| &d.value).collect::<Vec<_>>(),
+        whole.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(read[3].value["metadata"]["x"], true);
+    let origins: Vec<&str> = read.iter().map(|d| d.origin.as_str()).collect();
+    assert_eq!(origins, ["f.yaml#1", "f.yaml#2", "f.yaml#3", "f.yaml#4"]);
+
+    // A List without a sequence of items, then a document that is not YAML: the file's error
+    // is the YAML parser's, as it was when every document was read before any was used.
+    let list = "---\napiVersion: v1\nkind: List\nitems: UUID\n";
+    let e = config::parse_text("f.yaml", &format!("{GOOD}{list}---\na: [unclosed\n")).unwrap_err();
+    assert!(e.message.contains("not valid YAML"), "{e}");
+    let e = config::parse_text("f.yaml", &format!("{GOOD}{list}")).unwrap_err();
+    assert_eq!(
+        (e.origin.as_str(), e.field.as_str()),
+        ("f.yaml#4", "items"),
+        "{e}"
+    );
+}
+
 /// A `List` whose `items` is not a sequence is an error naming the field, in JSON and YAML
 /// alike; an empty `List` is an empty configuration.
 #[test]

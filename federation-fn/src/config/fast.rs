@@ -8,8 +8,8 @@
 //! - [`json_document`]: a file holding one JSON object (what the Terraform modules render), read
 //!   by serde_json; a `kind: List`'s items are left as text, each read when the loader takes it
 //!   ([`json_list_item`]), so that a large configuration is never held whole as values;
-//! - [`yaml`]: any other text, read by yaml_serde (libyaml, ~2.5x faster) under rules that keep
-//!   the result identical to serde-saphyr's:
+//! - [`yaml`]: any other text, read by yaml_serde (libyaml, ~2.5x faster), one document at a
+//!   time ([`yaml_documents`]), under rules that keep the result identical to serde-saphyr's:
 //!   - a plain scalar is resolved by each library's own schema (serde-saphyr reads `yes`, `on`
 //!     and `010` as YAML 1.1 does, yaml_serde as YAML 1.2 does), so a string that serde-saphyr
 //!     could read as anything else (a bool, a number, null) is asked to serde-saphyr itself,
@@ -141,16 +141,32 @@ impl<'de> Visitor<'de> for Items {
 /// differently (see the module documentation). Empty and null documents are left out, as
 /// serde-saphyr leaves them out (so documents are numbered alike).
 pub(super) fn yaml(text: &str) -> Option<Vec<Value>> {
+    yaml_documents(text)?.collect()
+}
+
+/// [`yaml`], one document at a time (libyaml reads one document's events at a time too):
+/// `None` when the text may hold what serde-saphyr reads differently, else each document, up
+/// to and including a `None` where the reader declines one (serde-saphyr could read it, or the
+/// rest of the text, differently).
+pub(super) fn yaml_documents(text: &str) -> Option<impl Iterator<Item = Option<Value>> + '_> {
     if may_hold_node_properties(text)
         || may_start_a_scalar_with_an_indicator(text)
         || may_nest_flow_deeper(text, max_depth())
     {
         return None;
     }
-    yaml_serde::Deserializer::from_str(text)
+    let documents = yaml_serde::Deserializer::from_str(text)
         .map(|doc| Read::<true>::root().deserialize(doc).ok())
         .filter(|doc| !matches!(doc, Some(Value::Null)))
-        .collect()
+        // yaml_serde repeats a failure forever: the first one ends the documents.
+        .scan(false, |declined, doc| {
+            if *declined {
+                return None;
+            }
+            *declined = doc.is_none();
+            Some(doc)
+        });
+    Some(documents)
 }
 
 /// How many collections serde-saphyr reads nested in one another (the loader's budget).

@@ -238,9 +238,10 @@ pub fn parse_text(origin: &str, text: &str) -> Result<Vec<Document>, ConfigError
     Ok(docs)
 }
 
-/// [`parse_text`], handing each document to `each` as soon as it is read: a List written as
-/// JSON (the form the Terraform modules render) is never held whole as values. On an error,
-/// documents already handed over are of a file that does not load.
+/// [`parse_text`], handing each document to `each` as soon as it is read: neither a large
+/// YAML file nor a List written as JSON (the form the Terraform modules render) is ever held
+/// whole as values. On an error, documents already handed over are of a file that does not
+/// load.
 fn parse_text_each(
     origin: &str,
     text: &str,
@@ -265,19 +266,42 @@ fn parse_text_each(
             // An item the fast reader declines (a duplicate key, nesting too deep): the YAML
             // readers explain what is wrong with the file. The items before it read as they do,
             // so should they read the file, only the rest is handed over.
-            flatten(origin, yaml_values(origin, text)?, read, each)
+            let values = match fast::yaml(text) {
+                Some(values) => values,
+                None => saphyr_values(origin, text)?,
+            };
+            flatten(origin, values, 0, read, each)
         }
-        Some(fast::Json::Object(value)) => flatten(origin, vec![value], 0, each),
-        None => flatten(origin, yaml_values(origin, text)?, 0, each),
+        Some(fast::Json::Object(value)) => flatten(origin, vec![value], 0, 0, each),
+        None => {
+            let Some(mut documents) = fast::yaml_documents(text) else {
+                return flatten(origin, saphyr_values(origin, text)?, 0, 0, each);
+            };
+            let mut read = 0;
+            while let Some(document) = documents.next() {
+                let Some(value) = document else {
+                    // Declined from this document on: serde-saphyr reads the file (the
+                    // documents before it alike) or explains what is wrong with it.
+                    return flatten(origin, saphyr_values(origin, text)?, read, 0, each);
+                };
+                if let Err(e) = hand_over(origin, read, value, 0, each) {
+                    // Reported as reading the whole file first would: serde-saphyr's error
+                    // when a later document is one the fast reader declines and serde-saphyr
+                    // refuses.
+                    if documents.any(|d| d.is_none()) {
+                        saphyr_values(origin, text)?;
+                    }
+                    return Err(e);
+                }
+                read += 1;
+            }
+            Ok(())
+        }
     }
 }
 
-/// The documents of YAML text, read by the fast YAML reader where it reads what serde-saphyr
-/// reads, else by serde-saphyr.
-fn yaml_values(origin: &str, text: &str) -> Result<Vec<serde_json::Value>, ConfigError> {
-    if let Some(values) = fast::yaml(text) {
-        return Ok(values);
-    }
+/// The documents of YAML text as serde-saphyr reads them.
+fn saphyr_values(origin: &str, text: &str) -> Result<Vec<serde_json::Value>, ConfigError> {
     serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| ConfigError {
         origin: origin.to_owned(),
         resource: String::new(),
@@ -286,44 +310,63 @@ fn yaml_values(origin: &str, text: &str) -> Result<Vec<serde_json::Value>, Confi
     })
 }
 
-/// Hands `values` over as documents: nulls left out, a List's items one by one (the first
-/// `skip` items of a List in the first document left out: already handed over).
+/// Hands `values` over as documents from the one numbered `from` (those before it were handed
+/// over already), leaving out the first `skip_items` items of a List there too.
 fn flatten(
     origin: &str,
     values: Vec<serde_json::Value>,
-    skip: usize,
+    from: usize,
+    skip_items: usize,
     each: &mut dyn FnMut(Document),
 ) -> Result<(), ConfigError> {
-    for (i, value) in values.into_iter().enumerate() {
-        let origin = format!("{origin}#{}", i + 1);
-        match value {
-            serde_json::Value::Null => {}
-            serde_json::Value::Object(mut o)
-                if o.get("kind").and_then(|k| k.as_str()) == Some("List") =>
-            {
-                // Moved out, not cloned: a List is usually the whole configuration.
-                let items = match o.remove("items") {
-                    Some(serde_json::Value::Array(items)) => items,
-                    None | Some(serde_json::Value::Null) => Vec::new(),
-                    Some(_) => {
-                        return Err(ConfigError {
-                            origin,
-                            resource: String::new(),
-                            field: "items".to_owned(),
-                            message: "a List's items must be a sequence of manifests".to_owned(),
-                        });
-                    }
-                };
-                let skip = if i == 0 { skip } else { 0 };
-                for (j, item) in items.into_iter().enumerate().skip(skip) {
-                    each(Document {
-                        origin: format!("{origin}.items[{j}]"),
-                        value: item,
+    for (i, value) in values.into_iter().enumerate().skip(from) {
+        hand_over(
+            origin,
+            i,
+            value,
+            if i == from { skip_items } else { 0 },
+            each,
+        )?;
+    }
+    Ok(())
+}
+
+/// Hands the document numbered `index` over: a null one left out, a List as its items one by
+/// one (the first `skip_items` left out: already handed over).
+fn hand_over(
+    origin: &str,
+    index: usize,
+    value: serde_json::Value,
+    skip_items: usize,
+    each: &mut dyn FnMut(Document),
+) -> Result<(), ConfigError> {
+    let origin = format!("{origin}#{}", index + 1);
+    match value {
+        serde_json::Value::Null => {}
+        serde_json::Value::Object(mut o)
+            if o.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+        {
+            // Moved out, not cloned: a List is usually the whole configuration.
+            let items = match o.remove("items") {
+                Some(serde_json::Value::Array(items)) => items,
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(_) => {
+                    return Err(ConfigError {
+                        origin,
+                        resource: String::new(),
+                        field: "items".to_owned(),
+                        message: "a List's items must be a sequence of manifests".to_owned(),
                     });
                 }
+            };
+            for (j, item) in items.into_iter().enumerate().skip(skip_items) {
+                each(Document {
+                    origin: format!("{origin}.items[{j}]"),
+                    value: item,
+                });
             }
-            value => each(Document { origin, value }),
         }
+        value => each(Document { origin, value }),
     }
     Ok(())
 }
