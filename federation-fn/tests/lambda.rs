@@ -532,100 +532,31 @@ async fn lambda_gives_up_on_an_unreachable_secrets_manager_within_its_deadline()
     );
 }
 
-/// How the fake Secrets Manager of the test below saw the start.
-#[derive(Default)]
-struct Held {
-    /// Whether the federation had opened its configuration when the secret was answered.
-    opened_first: Option<bool>,
-}
-
 /// A cold start reads its configuration while the lease keys' secret is fetched. The
 /// configuration is a FIFO, and a loopback fake of Secrets Manager holds its answer (up to 3 s)
 /// until the federation has opened it: a start that fetched the keys first and only then read
 /// its configuration gets the secret late, after the hold, and fails here.
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_reads_its_configuration_while_the_secret_is_fetched() {
-    use std::io::Write as _;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     let issuer = common::issuer().await;
     let token = common::token(&issuer, "default", "app");
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("esi.yaml");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success(), "mkfifo {}", fifo.display());
-    let opened = Arc::new(AtomicBool::new(false));
-    // The writer opens the FIFO once the federation has (an open for writing without a reader
-    // fails with ENXIO), then writes the configuration whole.
-    let writer = {
-        let (fifo, opened) = (fifo.clone(), opened.clone());
-        let text = common::cluster("alpha", &issuer.issuer()) + common::GENERATORS;
-        std::thread::spawn(move || {
-            use rustix::fs::{Mode, OFlags};
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            let fd = loop {
-                match rustix::fs::open(&fifo, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty()) {
-                    Ok(fd) => break fd,
-                    Err(rustix::io::Errno::NXIO) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err(e) => panic!("the federation never opened its configuration: {e}"),
-                }
-            };
-            opened.store(true, Ordering::SeqCst);
-            // Under the pipe's 64 KiB: one write, no reader needed to drain it first.
-            assert!(text.len() < 60_000);
-            std::fs::File::from(fd).write_all(text.as_bytes()).unwrap();
-        })
-    };
-    let held = Arc::new(Mutex::new(Held::default()));
-    let keys = LeaseKeys::generate_spec("k1");
-    let secrets = {
-        let (held, opened, keys) = (held.clone(), opened.clone(), keys.clone());
-        Router::new().route(
-            "/",
-            post(move |headers: HeaderMap| async move {
-                assert_eq!(
-                    headers["x-amz-target"], "secretsmanager.GetSecretValue",
-                    "{headers:?}"
-                );
-                let until = tokio::time::Instant::now() + Duration::from_secs(3);
-                while !opened.load(Ordering::SeqCst) && tokio::time::Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                held.lock().unwrap().opened_first = Some(opened.load(Ordering::SeqCst));
-                (
-                    [("content-type", "application/x-amz-json-1.1")],
-                    serde_json::json!({
-                        "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:esi-lease-keys-AbCdEf",
-                        "Name": "esi-lease-keys",
-                        "VersionId": "v1",
-                        "SecretString": keys,
-                        "VersionStages": ["AWSCURRENT"],
-                    })
-                    .to_string(),
-                )
-            }),
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, secrets).await });
+    let fifo = common::ConfigFifo::new(
+        dir.path(),
+        common::cluster("alpha", &issuer.issuer()) + common::GENERATORS,
+    );
+    let (endpoint, opened_first) =
+        common::held_secrets_manager(fifo.opened.clone(), LeaseKeys::generate_spec("k1")).await;
     let (rt, runtime_api) =
         fake_runtime(vec![fixture("function-url-generate.json", &token, "")]).await;
-    let mut cmd = lambda_command(&runtime_api, &fifo);
-    cmd.env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
-        .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("ESI_LEASE_KEYS_SECRET", "esi-lease-keys");
+    let mut cmd = lambda_command(&runtime_api, &fifo.path);
+    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
     first_answer(&rt, cmd.spawn().unwrap()).await;
-    writer.join().unwrap();
+    fifo.join();
     let (_, _, envelope) = first_envelope(&rt);
     assert_eq!(envelope["data"]["password"].as_str().unwrap().len(), 20);
     assert_eq!(
-        held.lock().unwrap().opened_first,
+        *opened_first.lock().unwrap(),
         Some(true),
         "the configuration was read only after the lease keys' secret was answered"
     );

@@ -52,21 +52,22 @@ impl Server {
         } else {
             &["--reload-interval", "200ms"]
         };
-        let mut child = cmd
-            .args(["serve", "--config"])
+        cmd.args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(interval)
             .args(extra)
-            .env("ESI_LEASE_KEYS", lease_keys)
             .env(
                 "ESI_LOG",
                 "debug,hyper=info,reqwest=info,rustls=info,h2=info",
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn esi-federation");
+            .stderr(Stdio::piped());
+        // None given: the command says where they come from (a secret).
+        if !lease_keys.is_empty() {
+            cmd.env("ESI_LEASE_KEYS", lease_keys);
+        }
+        let mut child = cmd.spawn().expect("spawn esi-federation");
         let logs = ServeLogs::follow(child.stderr.take().expect("stderr"));
         let addr = match logs.serving.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
@@ -1304,6 +1305,46 @@ async fn serve_reads_its_issuer_keys_from_secrets_manager() {
     for body in common::pem_bodies(&pem) {
         assert!(!logs.contains(&body), "an issuer key reached the logs");
     }
+}
+
+/// `serve` reads its configuration while the lease keys' secret is fetched, as the Lambda does
+/// (`lambda_reads_its_configuration_while_the_secret_is_fetched`): the configuration is a FIFO,
+/// and the fake Secrets Manager holds its answer until the federation has opened it.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reads_its_configuration_while_the_secret_is_fetched() {
+    let issuer = common::issuer().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = common::ConfigFifo::new(
+        dir.path(),
+        common::cluster("alpha", &issuer.issuer()) + common::GENERATORS,
+    );
+    let (endpoint, opened_first) =
+        common::held_secrets_manager(fifo.opened.clone(), LeaseKeys::generate_spec("k1")).await;
+    let mut cmd = Command::new(BIN);
+    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    // No reload: the FIFO's reader would wait for another writer.
+    let server = Server::start_with(cmd, &fifo.path, "", &["--reload-interval", "1h"]);
+    fifo.join();
+    assert_eq!(
+        *opened_first.lock().unwrap(),
+        Some(true),
+        "the configuration was read only after the lease keys' secret was answered"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/generators/default/Fake/creds",
+            server.addr
+        ))
+        .bearer_auth(common::token(&issuer, "default", "app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let env: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        env["lease"].as_str().unwrap().starts_with("v1.k1."),
+        "{env}"
+    );
 }
 
 /// `check --login` logs in to each store once and says how it went: a store whose backend

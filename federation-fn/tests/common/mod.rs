@@ -283,3 +283,117 @@ pub fn verify_jws(jwks: &serde_json::Value, token: &str) -> (serde_json::Value, 
     let claims = serde_json::from_slice(&b64(claims)).expect("JSON claims");
     (header, claims)
 }
+
+// ---------------------------------------------------------------------------------------------
+// A cold start that reads its configuration while its keys are fetched.
+
+/// A configuration written into a FIFO, and whether the federation has opened it: the writer
+/// opens the FIFO once the federation has (an open for writing without a reader fails with
+/// ENXIO), then writes the configuration whole.
+pub struct ConfigFifo {
+    /// The FIFO, what the federation is given as its configuration.
+    pub path: std::path::PathBuf,
+    /// Set once the federation has opened the FIFO.
+    pub opened: Arc<std::sync::atomic::AtomicBool>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl ConfigFifo {
+    /// A FIFO `esi.yaml` in `dir` that will hold `text` (under the pipe's 64 KiB, so one write
+    /// needs no reader to drain it first).
+    pub fn new(dir: &std::path::Path, text: String) -> Self {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+
+        assert!(text.len() < 60_000);
+        let path = dir.join("esi.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+        let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, opened) = (path.clone(), opened.clone());
+            std::thread::spawn(move || {
+                use rustix::fs::{Mode, OFlags};
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                let fd = loop {
+                    match rustix::fs::open(&path, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty())
+                    {
+                        Ok(fd) => break fd,
+                        Err(rustix::io::Errno::NXIO) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(e) => panic!("the federation never opened its configuration: {e}"),
+                    }
+                };
+                opened.store(true, Ordering::SeqCst);
+                std::fs::File::from(fd).write_all(text.as_bytes()).unwrap();
+            })
+        };
+        ConfigFifo {
+            path,
+            opened,
+            writer,
+        }
+    }
+
+    /// Waits for the configuration to have been written.
+    pub fn join(self) {
+        self.writer.join().unwrap();
+    }
+}
+
+/// A loopback fake of Secrets Manager's `GetSecretValue` answering `secret` for any name, held
+/// (up to 3 s) until `opened` is set. Returns its endpoint (for `AWS_ENDPOINT_URL`) and, once it
+/// has answered, whether `opened` was set by then.
+pub async fn held_secrets_manager(
+    opened: Arc<std::sync::atomic::AtomicBool>,
+    secret: String,
+) -> (String, Arc<std::sync::Mutex<Option<bool>>>) {
+    use std::sync::atomic::Ordering;
+
+    let opened_first = Arc::new(std::sync::Mutex::new(None));
+    let answered = opened_first.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: axum::http::HeaderMap| async move {
+            assert_eq!(
+                headers["x-amz-target"], "secretsmanager.GetSecretValue",
+                "{headers:?}"
+            );
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            while !opened.load(Ordering::SeqCst) && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            *answered.lock().unwrap() = Some(opened.load(Ordering::SeqCst));
+            (
+                [("content-type", "application/x-amz-json-1.1")],
+                serde_json::json!({
+                    "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:esi-lease-keys-AbCdEf",
+                    "Name": "esi-lease-keys",
+                    "VersionId": "v1",
+                    "SecretString": secret,
+                    "VersionStages": ["AWSCURRENT"],
+                })
+                .to_string(),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, opened_first)
+}
+
+/// The variables that point the SDK at a fake at `endpoint` with throwaway credentials, and
+/// have the lease keys read from the secret `esi-lease-keys`.
+pub fn lease_keys_from_fake_secret(cmd: &mut std::process::Command, endpoint: &str) {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
+        .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ESI_LEASE_KEYS_SECRET", "esi-lease-keys");
+}
