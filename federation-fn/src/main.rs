@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use esi_federation::key_secret::{self, KeysSecret};
 use esi_federation::lease::LeaseKeys;
 use esi_federation::server::{self, TlsFiles};
-use esi_federation::state::{AppState, PREFETCH_DEADLINE, Settings};
+use esi_federation::state::{AppState, KeyFetch, PREFETCH_DEADLINE, Settings, Starting};
 use esi_federation::{config, dev, telemetry};
 
 #[derive(Parser)]
@@ -234,16 +234,21 @@ fn run_lambda() -> anyhow::Result<()> {
     let source = LeaseKeySource::choose(None, false)?;
     let issuer = IssuerSource::choose(std::env::var("ESI_ISSUER_URL").ok(), None)?;
     runtime()?.block_on(async move {
-        // Read while the keys are fetched: a cold start pays the longer of the two.
-        let reading = {
-            let path = config.clone();
-            tokio::task::spawn_blocking(move || config::read_resources(&path))
-        };
-        let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
-        let state = AppState::serving(Settings::default(), leases, issuer);
-        let snap = config::build_snapshot(reading.await??, &state, config.display().to_string())?;
+        // Read, then fetch the registered issuers' keys, while the own keys are fetched: a cold
+        // start pays the longer of the two.
+        let starting = Starting::new(Settings::default());
+        let own_url = issuer.as_ref().map(|i| i.url.clone());
+        let path = config.clone();
+        let (keys, read) = tokio::join!(
+            async { tokio::try_join!(source.load(), IssuerSource::load(issuer)) },
+            read_then_fetch_keys(&starting, path, own_url.as_deref()),
+        );
+        let (leases, issuer) = keys?;
+        let (res, fetch) = read?;
+        let state = starting.serving(leases, issuer);
+        let snap = config::build_snapshot(res, &state, config.display().to_string())?;
         state.install(snap);
-        state.prefetch_keys(PREFETCH_DEADLINE).await;
+        fetch.wait(PREFETCH_DEADLINE).await;
         lambda::run(esi_federation::router(state))
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
@@ -379,32 +384,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .zip(tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key });
             runtime()?.block_on(async move {
-                // A configuration file is read while the keys are fetched.
-                let reading = match (config_source.as_str(), config) {
+                let file = match (config_source.as_str(), config) {
                     ("kubernetes", _) => None,
-                    (_, Some(config)) => {
-                        // Taken first: a change while the configuration loads is then seen.
-                        let loaded = esi_federation::state::fingerprint(&config);
-                        let path = config.clone();
-                        let read = tokio::task::spawn_blocking(move || config::read_resources(&path));
-                        Some((config, loaded, read))
-                    }
+                    // Taken first: a change while the configuration loads is then seen.
+                    (_, Some(config)) => Some((esi_federation::state::fingerprint(&config), config)),
                     (_, None) => anyhow::bail!("--config (or ESI_CONFIG) is required with --config-source file"),
                 };
-                // The two secrets, when both come from Secrets Manager, are read at once.
-                let (leases, issuer) = tokio::try_join!(source.load(), IssuerSource::load(issuer))?;
-                let state = AppState::serving(settings, leases, issuer);
-                match reading {
+                let starting = Starting::new(settings);
+                let own_url = issuer.as_ref().map(|i| i.url.clone());
+                // The two secrets, when both come from Secrets Manager, are read at once; a
+                // configuration file is read, and its issuers' keys fetched, meanwhile.
+                let secrets = async { tokio::try_join!(source.load(), IssuerSource::load(issuer)) };
+                let (keys, read) = match &file {
+                    None => (secrets.await, None),
+                    Some((_, config)) => {
+                        let reading = read_then_fetch_keys(&starting, config.clone(), own_url.as_deref());
+                        let (keys, read) = tokio::join!(secrets, reading);
+                        (keys, Some(read))
+                    }
+                };
+                let (leases, issuer) = keys?;
+                let state = starting.serving(leases, issuer);
+                match file.zip(read) {
                     None => start_kubernetes_source(&state).await?,
-                    Some((config, loaded, read)) => {
-                        let res = read.await??;
+                    Some(((loaded, config), read)) => {
+                        let (res, fetch) = read?;
                         let snap = {
                             let (st, origin) = (state.clone(), config.display().to_string());
                             tokio::task::spawn_blocking(move || config::build_snapshot(res, &st, origin))
                                 .await??
                         };
                         state.install(snap);
-                        state.prefetch_keys(PREFETCH_DEADLINE).await;
+                        fetch.wait(PREFETCH_DEADLINE).await;
                         server::spawn_config_watch(state.clone(), config, reload_interval, loaded);
                     }
                 }
@@ -417,6 +428,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Reads the configuration at `path` on the blocking pool, then starts fetching the keys of the
+/// issuers it registers (see [`Starting::fetch_keys`]).
+async fn read_then_fetch_keys(
+    starting: &Starting,
+    path: PathBuf,
+    own_issuer: Option<&str>,
+) -> anyhow::Result<(config::Resources, KeyFetch)> {
+    let res = tokio::task::spawn_blocking(move || config::read_resources(&path)).await??;
+    let fetch = starting.fetch_keys(&res, own_issuer);
+    Ok((res, fetch))
 }
 
 #[cfg(feature = "kubernetes")]

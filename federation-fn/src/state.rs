@@ -110,17 +110,7 @@ impl AppState {
         issuer: Option<Arc<esi_backends::identity::Issuer>>,
         stores: esi_backends::Shared,
     ) -> Self {
-        let metrics = Arc::new(Metrics::new());
-        let jwks = JwksRegistry::new(settings.jwks.clone(), metrics.clone());
-        AppState(Arc::new(Inner {
-            config: ArcSwapOption::empty(),
-            jwks,
-            stores: std::sync::Mutex::new(stores),
-            leases,
-            issuer,
-            metrics,
-            settings,
-        }))
+        Starting::new(settings).state(leases, issuer, stores)
     }
 
     /// The snapshot serving now.
@@ -169,35 +159,7 @@ impl AppState {
                 _ => None,
             })
             .collect();
-        if sources.is_empty() {
-            return Prefetched::default();
-        }
-        let fetching = {
-            let sources = sources.clone();
-            tokio::spawn(async move {
-                futures_util::stream::iter(sources)
-                    .for_each_concurrent(PREFETCH_CONCURRENCY, |source| async move {
-                        let _ = source.ring_for(None).await;
-                    })
-                    .await;
-            })
-        };
-        // Dropping the handle at the deadline detaches the task: its fetches go on.
-        let finished = tokio::time::timeout(deadline, fetching).await.is_ok();
-        let done = Prefetched {
-            issuers: sources.len(),
-            cached: sources.iter().filter(|s| s.cached().is_some()).count(),
-        };
-        if !finished {
-            tracing::warn!(
-                issuers = done.issuers,
-                cached = done.cached,
-                deadline_ms = deadline.as_millis() as u64,
-                "not every issuer's keys were fetched before the start deadline; serving now, \
-                 the rest are still being fetched"
-            );
-        }
-        done
+        KeyFetch::start(sources).wait(deadline).await
     }
 
     /// Loads `path` and installs it; on failure the previous snapshot keeps serving.
@@ -218,6 +180,119 @@ impl AppState {
                 Err(e)
             }
         }
+    }
+}
+
+/// A serving state before its own keys are read: its metrics and its JWKS registry exist, so
+/// that a cold start can fetch the registered issuers' keys ([`Starting::fetch_keys`]) while
+/// the lease keys (and the issuer's keys) still come from Secrets Manager.
+/// [`Starting::serving`] then makes the state, with the fetched keys in its registry.
+pub struct Starting {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    jwks: JwksRegistry,
+}
+
+impl Starting {
+    /// The metrics and an empty JWKS registry.
+    pub fn new(settings: Settings) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let jwks = JwksRegistry::new(settings.jwks.clone(), metrics.clone());
+        Starting {
+            settings,
+            metrics,
+            jwks,
+        }
+    }
+
+    /// Starts fetching the keys of the clusters in `res` that fetch theirs (OIDC discovery or
+    /// a `jwksUri`), from the sources the configuration's compilation will find in the
+    /// registry. A cluster naming `own_issuer` (the federation's own URL, which the compilation
+    /// refuses) is left out. Keep the returned fetch until the configuration is installed, then
+    /// [`KeyFetch::wait`] for it: the registry keeps a source only while something holds it.
+    pub fn fetch_keys(&self, res: &config::Resources, own_issuer: Option<&str>) -> KeyFetch {
+        let sources = config::remote_key_sources(res, own_issuer)
+            .into_iter()
+            // A source that cannot be made (a bad `caBundle`) fails the compilation, which
+            // says why.
+            .filter_map(|(key, label)| self.jwks.source(key, label).ok())
+            .collect();
+        KeyFetch::start(sources)
+    }
+
+    /// The state of a serving federation, as [`AppState::serving`] makes it, around this
+    /// registry and these metrics.
+    pub fn serving(
+        self,
+        leases: LeaseKeys,
+        issuer: Option<Arc<esi_backends::identity::Issuer>>,
+    ) -> AppState {
+        let stores = esi_backends::Shared::with_issuer(issuer.clone());
+        self.state(leases, issuer, stores)
+    }
+
+    fn state(
+        self,
+        leases: LeaseKeys,
+        issuer: Option<Arc<esi_backends::identity::Issuer>>,
+        stores: esi_backends::Shared,
+    ) -> AppState {
+        AppState(Arc::new(Inner {
+            config: ArcSwapOption::empty(),
+            jwks: self.jwks,
+            stores: std::sync::Mutex::new(stores),
+            leases,
+            issuer,
+            metrics: self.metrics,
+            settings: self.settings,
+        }))
+    }
+}
+
+/// Fetches of issuers' keys started together, at most [`PREFETCH_CONCURRENCY`] at once; it
+/// holds their sources.
+pub struct KeyFetch {
+    sources: Vec<Arc<JwksSource>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl KeyFetch {
+    fn start(sources: Vec<Arc<JwksSource>>) -> Self {
+        let task = (!sources.is_empty()).then(|| {
+            let sources = sources.clone();
+            tokio::spawn(async move {
+                futures_util::stream::iter(sources)
+                    .for_each_concurrent(PREFETCH_CONCURRENCY, |source| async move {
+                        let _ = source.ring_for(None).await;
+                    })
+                    .await;
+            })
+        });
+        KeyFetch { sources, task }
+    }
+
+    /// Returns when every fetch has finished or `deadline` has passed, whichever comes first;
+    /// fetches still running then go on in the background (see [`AppState::prefetch_keys`]).
+    pub async fn wait(self, deadline: Duration) -> Prefetched {
+        let Some(task) = self.task else {
+            return Prefetched::default();
+        };
+        // Dropping the handle at the deadline detaches the task: its fetches go on.
+        let finished = tokio::time::timeout(deadline, task).await.is_ok();
+        let done = Prefetched {
+            issuers: self.sources.len(),
+            cached: self.sources.iter().filter(|s| s.cached().is_some()).count(),
+        };
+        if !finished {
+            tracing::warn!(
+                issuers = done.issuers,
+                cached = done.cached,
+                deadline_ms = deadline.as_millis() as u64,
+                "not every issuer's keys were fetched before the start deadline; serving now, \
+                 the rest are still being fetched"
+            );
+        }
+        done
     }
 }
 

@@ -562,6 +562,35 @@ async fn lambda_reads_its_configuration_while_the_secret_is_fetched() {
     );
 }
 
+/// A cold start fetches its clusters' keys while the lease keys' secret is fetched: the fake
+/// Secrets Manager holds its answer until the cluster's JWKS has been asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn lambda_fetches_its_issuers_keys_while_the_secret_is_fetched() {
+    let issuer = common::issuer().await;
+    let token = common::token(&issuer, "default", "app");
+    let (jwks_uri, asked) = common::watched_jwks(&issuer).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("esi.yaml"),
+        common::cluster_jwks_uri("alpha", &issuer.issuer(), &jwks_uri) + common::GENERATORS,
+    )
+    .unwrap();
+    let (endpoint, asked_first) =
+        common::held_secrets_manager(asked, LeaseKeys::generate_spec("k1")).await;
+    let (rt, runtime_api) =
+        fake_runtime(vec![fixture("function-url-generate.json", &token, "")]).await;
+    let mut cmd = lambda_command(&runtime_api, dir.path());
+    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    first_answer(&rt, cmd.spawn().unwrap()).await;
+    let (_, _, envelope) = first_envelope(&rt);
+    assert_eq!(envelope["data"]["password"].as_str().unwrap().len(), 20);
+    assert_eq!(
+        *asked_first.lock().unwrap(),
+        Some(true),
+        "the issuer's keys were fetched only after the lease keys' secret was answered"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sources_of_lease_keys_are_refused_naming_both() {
     let config = tempfile::tempdir().unwrap();

@@ -1347,6 +1347,44 @@ async fn serve_reads_its_configuration_while_the_secret_is_fetched() {
     );
 }
 
+/// `serve` fetches its clusters' keys while its lease keys come from Secrets Manager: the fake
+/// Secrets Manager holds its answer until the cluster's JWKS has been asked for, which a start
+/// that fetched the keys only after its own (and its configuration's compilation) never does.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_fetches_its_issuers_keys_while_the_secret_is_fetched() {
+    let issuer = common::issuer().await;
+    let (jwks_uri, asked) = common::watched_jwks(&issuer).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("esi.yaml"),
+        common::cluster_jwks_uri("alpha", &issuer.issuer(), &jwks_uri) + common::GENERATORS,
+    )
+    .unwrap();
+    let (endpoint, asked_first) =
+        common::held_secrets_manager(asked, LeaseKeys::generate_spec("k1")).await;
+    let mut cmd = Command::new(BIN);
+    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    let server = Server::start_with(cmd, dir.path(), "", &[]);
+    assert_eq!(
+        *asked_first.lock().unwrap(),
+        Some(true),
+        "the issuer's keys were fetched only after the lease keys' secret was answered"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/generators/default/Password/db",
+            server.addr
+        ))
+        .bearer_auth(common::token(&issuer, "default", "app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // One fetch: the start's, kept for the configuration it compiled.
+    let logs = server.logs();
+    assert_eq!(logs.matches("fetched JWKS").count(), 1, "{logs}");
+}
+
 /// `check --login` logs in to each store once and says how it went: a store whose backend
 /// cannot be reached fails the check, naming the store; one with no login of its own, or one
 /// that needs the serving federation's issuer, is said to be not checked.

@@ -743,6 +743,39 @@ enum KeyPlan {
     Inline(serde_json::Value),
 }
 
+impl KeyPlan {
+    /// Where a cluster with `spec` fetches its keys by this plan; `None` for inline keys.
+    fn source(&self, spec: &ClusterSpec) -> Option<SourceKey> {
+        let location = match self {
+            KeyPlan::Discovery => Location::Discovery(spec.issuer.clone()),
+            KeyPlan::JwksUri(uri) => Location::JwksUri(uri.clone()),
+            KeyPlan::Inline(_) => return None,
+        };
+        Some(SourceKey {
+            location,
+            ca_bundle: spec.ca_bundle.clone(),
+        })
+    }
+}
+
+/// The sources the clusters of `res` fetch their keys from, each with the name of the first
+/// cluster naming it, as compiling `res` will ask the registry for them. Clusters whose keys
+/// are inline or whose spec is refused are left out, and so are those naming `own_issuer` (the
+/// federation's own URL, which the compilation refuses).
+pub fn remote_key_sources<'a>(
+    res: &'a Resources,
+    own_issuer: Option<&str>,
+) -> Vec<(SourceKey, &'a str)> {
+    let own = own_issuer.map(|u| u.trim_end_matches('/'));
+    let mut seen = HashSet::new();
+    res.clusters
+        .iter()
+        .filter(|c| own != Some(c.spec.issuer.trim_end_matches('/')))
+        .filter_map(|c| Some((key_plan(&c.spec).ok()?.source(&c.spec)?, c.name.as_str())))
+        .filter(|(key, _)| seen.insert(key.clone()))
+        .collect()
+}
+
 fn key_plan(spec: &ClusterSpec) -> Result<KeyPlan, (String, String)> {
     let Some(keys) = &spec.keys else {
         return match check_url_scheme(&spec.issuer) {
@@ -966,33 +999,22 @@ pub fn build_snapshot_lenient(
                 continue;
             }
         };
-        let keys = match plan {
-            KeyPlan::Inline(v) => match KeyRing::from_value(&v) {
+        let keys = match (&plan, plan.source(&c.spec)) {
+            (KeyPlan::Inline(v), _) => match KeyRing::from_value(v) {
                 Ok(ring) => ClusterKeys::Inline(Arc::new(ring)),
                 Err(m) => {
                     errors.push(fail("spec.keys.jwks", m));
                     continue;
                 }
             },
-            KeyPlan::Discovery | KeyPlan::JwksUri(_) => {
-                let location = match plan {
-                    KeyPlan::JwksUri(u) => Location::JwksUri(u),
-                    _ => Location::Discovery(c.spec.issuer.clone()),
-                };
-                match state.jwks.source(
-                    SourceKey {
-                        location,
-                        ca_bundle: c.spec.ca_bundle.clone(),
-                    },
-                    &c.name,
-                ) {
-                    Ok(s) => ClusterKeys::Remote(s),
-                    Err(m) => {
-                        errors.push(fail("spec.caBundle", m));
-                        continue;
-                    }
+            (_, Some(key)) => match state.jwks.source(key, &c.name) {
+                Ok(s) => ClusterKeys::Remote(s),
+                Err(m) => {
+                    errors.push(fail("spec.caBundle", m));
+                    continue;
                 }
-            }
+            },
+            (_, None) => unreachable!("only inline keys have no source"),
         };
         let leeway = match leeways(&c.spec) {
             Ok(l) => l,

@@ -346,10 +346,10 @@ impl ConfigFifo {
 }
 
 /// A loopback fake of Secrets Manager's `GetSecretValue` answering `secret` for any name, held
-/// (up to 3 s) until `opened` is set. Returns its endpoint (for `AWS_ENDPOINT_URL`) and, once it
-/// has answered, whether `opened` was set by then.
+/// (up to 3 s) until `until` is set. Returns its endpoint (for `AWS_ENDPOINT_URL`) and, once it
+/// has answered, whether `until` was set by then.
 pub async fn held_secrets_manager(
-    opened: Arc<std::sync::atomic::AtomicBool>,
+    until: Arc<std::sync::atomic::AtomicBool>,
     secret: String,
 ) -> (String, Arc<std::sync::Mutex<Option<bool>>>) {
     use std::sync::atomic::Ordering;
@@ -363,11 +363,11 @@ pub async fn held_secrets_manager(
                 headers["x-amz-target"], "secretsmanager.GetSecretValue",
                 "{headers:?}"
             );
-            let until = tokio::time::Instant::now() + Duration::from_secs(3);
-            while !opened.load(Ordering::SeqCst) && tokio::time::Instant::now() < until {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while !until.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            *answered.lock().unwrap() = Some(opened.load(Ordering::SeqCst));
+            *answered.lock().unwrap() = Some(until.load(Ordering::SeqCst));
             (
                 [("content-type", "application/x-amz-json-1.1")],
                 serde_json::json!({
@@ -396,4 +396,23 @@ pub fn lease_keys_from_fake_secret(cmd: &mut std::process::Command, endpoint: &s
         .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("ESI_LEASE_KEYS_SECRET", "esi-lease-keys");
+}
+
+/// `issuer`'s JWKS served again on loopback, and whether it has been asked for: returns the
+/// JWKS URL (for a Cluster's `keys.jwksUri`) and the flag.
+pub async fn watched_jwks(issuer: &LocalIssuer) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let jwks = issuer.jwks();
+    let flag = asked.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            axum::Json(jwks)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
 }
