@@ -854,3 +854,75 @@ fn no_workload_gets_a_token_for_the_audience_the_federation_trades_at_quay_cloud
         );
     }
 }
+
+/// What a start fetches before its configuration is compiled (`config::remote_key_sources`):
+/// each source once, named by the first cluster that names it, with its CA bundle; no inline
+/// keys, no cluster naming the federation's own issuer.
+#[test]
+fn a_start_fetches_the_keys_the_compilation_will_use() {
+    use esi_federation::token::jwks::{Location, SourceKey};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let manifests = [
+        doc(
+            "Cluster",
+            "{name: alpha}",
+            "{issuer: \"https://a.example\", audiences: [esi]}",
+        ),
+        doc(
+            "Cluster",
+            "{name: beta}",
+            "{issuer: \"https://b.example\", keys: {jwksUri: \"https://keys.example/jwks\"}, audiences: [esi]}",
+        ),
+        // The same keys as beta's, under another issuer: one source, named after beta.
+        doc(
+            "Cluster",
+            "{name: beta-2}",
+            "{issuer: \"https://b2.example\", keys: {jwksUri: \"https://keys.example/jwks\"}, audiences: [esi]}",
+        ),
+        doc(
+            "Cluster",
+            "{name: gamma}",
+            "{issuer: \"https://c.example\", keys: {jwks: {keys: []}}, audiences: [esi]}",
+        ),
+        doc(
+            "Cluster",
+            "{name: own}",
+            "{issuer: \"https://esi.example.com/\", audiences: [esi]}",
+        ),
+        format!(
+            "apiVersion: esi.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: zeta}}\nspec:\n  issuer: https://z.example\n  audiences: [esi]\n  caBundle: |\n{}\n",
+            ca.lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    ];
+    write(dir.path(), "clusters.yaml", &manifests.concat());
+    let res = config::read_resources(dir.path()).unwrap();
+    let got: Vec<(SourceKey, &str)> =
+        config::remote_key_sources(&res, Some("https://esi.example.com"));
+    let key = |location, ca_bundle: Option<&str>| SourceKey {
+        location,
+        ca_bundle: ca_bundle.map(str::to_owned),
+    };
+    assert_eq!(
+        got,
+        vec![
+            (
+                key(Location::Discovery("https://a.example".into()), None),
+                "alpha"
+            ),
+            (
+                key(Location::JwksUri("https://keys.example/jwks".into()), None),
+                "beta"
+            ),
+            (
+                key(Location::Discovery("https://z.example".into()), Some(ca)),
+                "zeta"
+            ),
+        ]
+    );
+    // Without an issuer of its own, the federation's URL is any other issuer's.
+    assert_eq!(config::remote_key_sources(&res, None).len(), 4);
+}
