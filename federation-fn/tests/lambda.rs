@@ -539,27 +539,15 @@ async fn lambda_gives_up_on_an_unreachable_secrets_manager_within_its_deadline()
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_reads_its_configuration_while_the_secret_is_fetched() {
     let issuer = common::issuer().await;
-    let token = common::token(&issuer, "default", "app");
     let dir = tempfile::tempdir().unwrap();
-    let fifo = common::ConfigFifo::new(
-        dir.path(),
-        common::cluster("alpha", &issuer.issuer()) + common::GENERATORS,
-    );
-    let (endpoint, opened_first) =
-        common::held_secrets_manager(fifo.opened.clone(), LeaseKeys::generate_spec("k1")).await;
-    let (rt, runtime_api) =
-        fake_runtime(vec![fixture("function-url-generate.json", &token, "")]).await;
-    let mut cmd = lambda_command(&runtime_api, &fifo.path);
-    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    let (fifo, keys) = common::fifo_config_and_held_keys(dir.path(), &issuer).await;
+    let (rt, mut cmd) = lambda_generating(&issuer, &fifo.path).await;
+    keys.give_to(&mut cmd);
     first_answer(&rt, cmd.spawn().unwrap()).await;
     fifo.join();
     let (_, _, envelope) = first_envelope(&rt);
     assert_eq!(envelope["data"]["password"].as_str().unwrap().len(), 20);
-    assert_eq!(
-        *opened_first.lock().unwrap(),
-        Some(true),
-        "the configuration was read only after the lease keys' secret was answered"
-    );
+    keys.assert_overlapped("read its configuration");
 }
 
 /// A cold start fetches its clusters' keys while the lease keys' secret is fetched: the fake
@@ -567,28 +555,25 @@ async fn lambda_reads_its_configuration_while_the_secret_is_fetched() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_fetches_its_issuers_keys_while_the_secret_is_fetched() {
     let issuer = common::issuer().await;
-    let token = common::token(&issuer, "default", "app");
-    let (jwks_uri, asked) = common::watched_jwks(&issuer).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("esi.yaml"),
-        common::cluster_jwks_uri("alpha", &issuer.issuer(), &jwks_uri) + common::GENERATORS,
-    )
-    .unwrap();
-    let (endpoint, asked_first) =
-        common::held_secrets_manager(asked, LeaseKeys::generate_spec("k1")).await;
-    let (rt, runtime_api) =
-        fake_runtime(vec![fixture("function-url-generate.json", &token, "")]).await;
-    let mut cmd = lambda_command(&runtime_api, dir.path());
-    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    let (dir, keys) = common::watched_config_and_held_keys(&issuer).await;
+    let (rt, mut cmd) = lambda_generating(&issuer, dir.path()).await;
+    keys.give_to(&mut cmd);
     first_answer(&rt, cmd.spawn().unwrap()).await;
     let (_, _, envelope) = first_envelope(&rt);
     assert_eq!(envelope["data"]["password"].as_str().unwrap().len(), 20);
-    assert_eq!(
-        *asked_first.lock().unwrap(),
-        Some(true),
-        "the issuer's keys were fetched only after the lease keys' secret was answered"
-    );
+    keys.assert_overlapped("fetch its issuer's keys");
+}
+
+/// A fake runtime with one event, a Function URL `POST` of `default/Password/db` by
+/// `default/app`, and the Lambda command on `config`.
+async fn lambda_generating(
+    issuer: &esi_federation::issuer::LocalIssuer,
+    config: &std::path::Path,
+) -> (Arc<FakeRuntime>, Command) {
+    let token = common::token(issuer, "default", "app");
+    let (rt, runtime_api) =
+        fake_runtime(vec![fixture("function-url-generate.json", &token, "")]).await;
+    (rt, lambda_command(&runtime_api, config))
 }
 
 #[tokio::test(flavor = "multi_thread")]

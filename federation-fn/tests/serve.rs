@@ -83,6 +83,18 @@ impl Server {
         self.logs.text()
     }
 
+    /// The answer to `POST /v1/generators/{generator}` by `default/app`, which must be a 200.
+    async fn generate(&self, issuer: &LocalIssuer, generator: &str) -> serde_json::Value {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/v1/generators/{generator}", self.addr))
+            .bearer_auth(common::token(issuer, "default", "app"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{generator}");
+        resp.json().await.unwrap()
+    }
+
     fn sigterm(&self) {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -1314,33 +1326,14 @@ async fn serve_reads_its_issuer_keys_from_secrets_manager() {
 async fn serve_reads_its_configuration_while_the_secret_is_fetched() {
     let issuer = common::issuer().await;
     let dir = tempfile::tempdir().unwrap();
-    let fifo = common::ConfigFifo::new(
-        dir.path(),
-        common::cluster("alpha", &issuer.issuer()) + common::GENERATORS,
-    );
-    let (endpoint, opened_first) =
-        common::held_secrets_manager(fifo.opened.clone(), LeaseKeys::generate_spec("k1")).await;
+    let (fifo, keys) = common::fifo_config_and_held_keys(dir.path(), &issuer).await;
     let mut cmd = Command::new(BIN);
-    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    keys.give_to(&mut cmd);
     // No reload: the FIFO's reader would wait for another writer.
     let server = Server::start_with(cmd, &fifo.path, "", &["--reload-interval", "1h"]);
     fifo.join();
-    assert_eq!(
-        *opened_first.lock().unwrap(),
-        Some(true),
-        "the configuration was read only after the lease keys' secret was answered"
-    );
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1/generators/default/Fake/creds",
-            server.addr
-        ))
-        .bearer_auth(common::token(&issuer, "default", "app"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let env: serde_json::Value = resp.json().await.unwrap();
+    keys.assert_overlapped("read its configuration");
+    let env = server.generate(&issuer, "default/Fake/creds").await;
     assert!(
         env["lease"].as_str().unwrap().starts_with("v1.k1."),
         "{env}"
@@ -1353,33 +1346,12 @@ async fn serve_reads_its_configuration_while_the_secret_is_fetched() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_fetches_its_issuers_keys_while_the_secret_is_fetched() {
     let issuer = common::issuer().await;
-    let (jwks_uri, asked) = common::watched_jwks(&issuer).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("esi.yaml"),
-        common::cluster_jwks_uri("alpha", &issuer.issuer(), &jwks_uri) + common::GENERATORS,
-    )
-    .unwrap();
-    let (endpoint, asked_first) =
-        common::held_secrets_manager(asked, LeaseKeys::generate_spec("k1")).await;
+    let (dir, keys) = common::watched_config_and_held_keys(&issuer).await;
     let mut cmd = Command::new(BIN);
-    common::lease_keys_from_fake_secret(&mut cmd, &endpoint);
+    keys.give_to(&mut cmd);
     let server = Server::start_with(cmd, dir.path(), "", &[]);
-    assert_eq!(
-        *asked_first.lock().unwrap(),
-        Some(true),
-        "the issuer's keys were fetched only after the lease keys' secret was answered"
-    );
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1/generators/default/Password/db",
-            server.addr
-        ))
-        .bearer_auth(common::token(&issuer, "default", "app"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    keys.assert_overlapped("fetch its issuer's keys");
+    server.generate(&issuer, "default/Password/db").await;
     // One fetch: the start's, kept for the configuration it compiled.
     let logs = server.logs();
     assert_eq!(logs.matches("fetched JWKS").count(), 1, "{logs}");

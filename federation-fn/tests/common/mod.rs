@@ -210,13 +210,18 @@ impl Moto {
 
     /// The variables that point the SDK at moto with throwaway credentials.
     pub fn aws_env(&self, cmd: &mut std::process::Command) {
-        cmd.env("AWS_ENDPOINT_URL", &self.url)
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
-            .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
-            .env("AWS_SESSION_TOKEN", "esi-test-session-token")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+        aws_env_at(cmd, &self.url);
     }
+}
+
+/// The variables that point the SDK at `endpoint` with throwaway credentials.
+pub fn aws_env_at(cmd: &mut std::process::Command, endpoint: &str) {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
+        .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
+        .env("AWS_SESSION_TOKEN", "esi-test-session-token")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,57 +350,93 @@ impl ConfigFifo {
     }
 }
 
-/// A loopback fake of Secrets Manager's `GetSecretValue` answering `secret` for any name, held
-/// (up to 3 s) until `until` is set. Returns its endpoint (for `AWS_ENDPOINT_URL`) and, once it
-/// has answered, whether `until` was set by then.
-pub async fn held_secrets_manager(
-    until: Arc<std::sync::atomic::AtomicBool>,
-    secret: String,
-) -> (String, Arc<std::sync::Mutex<Option<bool>>>) {
-    use std::sync::atomic::Ordering;
-
-    let opened_first = Arc::new(std::sync::Mutex::new(None));
-    let answered = opened_first.clone();
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::post(move |headers: axum::http::HeaderMap| async move {
-            assert_eq!(
-                headers["x-amz-target"], "secretsmanager.GetSecretValue",
-                "{headers:?}"
-            );
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while !until.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            *answered.lock().unwrap() = Some(until.load(Ordering::SeqCst));
-            (
-                [("content-type", "application/x-amz-json-1.1")],
-                serde_json::json!({
-                    "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:esi-lease-keys-AbCdEf",
-                    "Name": "esi-lease-keys",
-                    "VersionId": "v1",
-                    "SecretString": secret,
-                    "VersionStages": ["AWSCURRENT"],
-                })
-                .to_string(),
-            )
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (endpoint, opened_first)
+/// Lease keys from a loopback fake of Secrets Manager (`GetSecretValue`, any name) that holds
+/// its answer (up to 3 s) until a flag is set: a start that waits for the answer before doing
+/// what sets the flag gets its keys late, after the hold.
+pub struct HeldKeys {
+    endpoint: String,
+    answered: Arc<std::sync::Mutex<Option<bool>>>,
 }
 
-/// The variables that point the SDK at a fake at `endpoint` with throwaway credentials, and
-/// have the lease keys read from the secret `esi-lease-keys`.
-pub fn lease_keys_from_fake_secret(cmd: &mut std::process::Command, endpoint: &str) {
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "AKIAESITEST")
-        .env("AWS_SECRET_ACCESS_KEY", "esi-test-secret-key")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("ESI_LEASE_KEYS_SECRET", "esi-lease-keys");
+impl HeldKeys {
+    /// The fake, holding its answer until `until` is set.
+    pub async fn until(until: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        use std::sync::atomic::Ordering;
+
+        let secret = LeaseKeys::generate_spec("k1");
+        let answered = Arc::new(std::sync::Mutex::new(None));
+        let seen = answered.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: axum::http::HeaderMap| async move {
+                assert_eq!(
+                    headers["x-amz-target"], "secretsmanager.GetSecretValue",
+                    "{headers:?}"
+                );
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while !until.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                *seen.lock().unwrap() = Some(until.load(Ordering::SeqCst));
+                (
+                    [("content-type", "application/x-amz-json-1.1")],
+                    serde_json::json!({
+                        "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:esi-lease-keys-AbCdEf",
+                        "Name": "esi-lease-keys",
+                        "VersionId": "v1",
+                        "SecretString": secret,
+                        "VersionStages": ["AWSCURRENT"],
+                    })
+                    .to_string(),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        HeldKeys { endpoint, answered }
+    }
+
+    /// Points `cmd` at the fake with throwaway credentials, its lease keys in the secret
+    /// `esi-lease-keys`.
+    pub fn give_to(&self, cmd: &mut std::process::Command) {
+        aws_env_at(cmd, &self.endpoint);
+        cmd.env("ESI_LEASE_KEYS_SECRET", "esi-lease-keys");
+    }
+
+    /// Asserts that the fake answered, and that the flag was set by then: the start did
+    /// `what` while its keys were being fetched.
+    pub fn assert_overlapped(&self, what: &str) {
+        assert_eq!(
+            *self.answered.lock().unwrap(),
+            Some(true),
+            "the start did not {what} while the lease keys' secret was fetched"
+        );
+    }
+}
+
+/// A FIFO configuration of `issuer`'s `alpha` cluster (discovery) and [`GENERATORS`] in `dir`,
+/// and lease keys held until the federation has opened it.
+pub async fn fifo_config_and_held_keys(
+    dir: &std::path::Path,
+    issuer: &LocalIssuer,
+) -> (ConfigFifo, HeldKeys) {
+    let fifo = ConfigFifo::new(dir, cluster("alpha", &issuer.issuer()) + GENERATORS);
+    let keys = HeldKeys::until(fifo.opened.clone()).await;
+    (fifo, keys)
+}
+
+/// A configuration folder of `issuer`'s `alpha` cluster, its keys at a watched `jwksUri` (see
+/// [`watched_jwks`]), and [`GENERATORS`]; and lease keys held until that JWKS is asked for.
+pub async fn watched_config_and_held_keys(issuer: &LocalIssuer) -> (tempfile::TempDir, HeldKeys) {
+    let (jwks_uri, asked) = watched_jwks(issuer).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("esi.yaml"),
+        cluster_jwks_uri("alpha", &issuer.issuer(), &jwks_uri) + GENERATORS,
+    )
+    .unwrap();
+    (dir, HeldKeys::until(asked).await)
 }
 
 /// `issuer`'s JWKS served again on loopback, and whether it has been asked for: returns the
