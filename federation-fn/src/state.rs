@@ -15,14 +15,15 @@ use crate::metrics::Metrics;
 use crate::token::ClusterKeys;
 use crate::token::jwks::{JwksRegistry, JwksSettings, JwksSource};
 
-/// How many issuers [`AppState::prefetch_keys`] fetches from at once.
+/// How many issuers a start fetches keys from at once ([`KeyFetch`], [`AppState::prefetch_keys`]).
 pub const PREFETCH_CONCURRENCY: usize = 16;
 
-/// How long a start waits for [`AppState::prefetch_keys`] by default: an issuer that answers
-/// at all answers well within it.
+/// How long a start waits for its issuers' keys once its configuration is compiled
+/// ([`KeyFetch::wait`], [`AppState::prefetch_keys`]): an issuer that answers at all answers well
+/// within it.
 pub const PREFETCH_DEADLINE: Duration = Duration::from_secs(3);
 
-/// What [`AppState::prefetch_keys`] had done by the time it returned.
+/// What [`KeyFetch::wait`] or [`AppState::prefetch_keys`] had done by the time it returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Prefetched {
     /// Issuers (distinct key sources) whose keys were not cached yet.
