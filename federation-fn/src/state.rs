@@ -91,7 +91,7 @@ impl AppState {
     /// State with no configuration loaded yet, for checking a configuration (and for tests):
     /// generators that sign with the federation's issuer build, and refuse requests.
     pub fn new(settings: Settings, leases: LeaseKeys) -> Self {
-        Self::build(settings, leases, None, esi_backends::Shared::default())
+        Starting::new(settings).state(leases, None, esi_backends::Shared::default())
     }
 
     /// State of a serving federation, with its OIDC issuer or none (then a configuration
@@ -101,17 +101,7 @@ impl AppState {
         leases: LeaseKeys,
         issuer: Option<Arc<esi_backends::identity::Issuer>>,
     ) -> Self {
-        let stores = esi_backends::Shared::with_issuer(issuer.clone());
-        Self::build(settings, leases, issuer, stores)
-    }
-
-    fn build(
-        settings: Settings,
-        leases: LeaseKeys,
-        issuer: Option<Arc<esi_backends::identity::Issuer>>,
-        stores: esi_backends::Shared,
-    ) -> Self {
-        Starting::new(settings).state(leases, issuer, stores)
+        Starting::new(settings).serving(leases, issuer)
     }
 
     /// The snapshot serving now.
